@@ -1,1 +1,47 @@
-//! placeholder
+//! Tern's durable message spool.
+//!
+//! The spool is where a message lives from the end of DATA until every
+//! recipient is delivered, bounced or expired. Its one promise:
+//!
+//! > When [`PendingCommit::wait`] (or [`PendingCommit::wait_blocking`])
+//! > returns `Ok`, the message bytes, its [`Envelope`] and the directory
+//! > entry naming it are on stable storage. Only then may the SMTP server
+//! > answer `250`.
+//!
+//! To keep that promise cheap under load, commits go through one **group
+//! committer** thread: every commit queued while a batch is being synced
+//! joins the next batch, whose files are `fdatasync`ed (in parallel), renamed
+//! from `tmp/` to `queue/`, and covered by a single `fsync` of `queue/`.
+//! [`Spool::stats`] shows how many batches served how many commits.
+//!
+//! Recipient progress is kept in an append-only, fsynced state file per
+//! message so that a retry never re-delivers to a recipient already done.
+//!
+//! What this crate must never do: resolve a commit before its fsyncs, make a
+//! half-received message visible, use client-supplied text as a path, or
+//! crash recovery over one unreadable file (it goes to `corrupt/`).
+//!
+//! ```no_run
+//! # fn main() -> Result<(), tern_queue::SpoolError> {
+//! use tern_queue::{Envelope, Spool, SpoolOptions};
+//! let spool = Spool::open(std::path::Path::new("/var/spool/tern"), SpoolOptions::default())?;
+//! let mut msg = spool.create()?;
+//! msg.write(b"Subject: hi\r\n\r\nhello\r\n")?;
+//! # let envelope: Envelope = unimplemented!();
+//! let id = msg.commit(&envelope)?.wait_blocking()?; // now answer 250
+//! # let _ = id; Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod committer;
+pub mod envelope;
+pub mod error;
+pub mod id;
+pub mod spool;
+mod state;
+
+pub use committer::{PendingCommit, SpoolStats};
+pub use envelope::{Envelope, Recipient};
+pub use error::SpoolError;
+pub use id::{InvalidQueueId, QueueId};
+pub use spool::{IncomingMessage, Spool, SpoolOptions, StoredMessage};

@@ -1,0 +1,69 @@
+//! The envelope stored with every queued message.
+//!
+//! [`Envelope`] and [`Recipient`] are plain data serialised with serde_json
+//! into the tail of the queue file. They record what the SMTP transaction
+//! said (sender, recipients, DSN parameters, how the client connected) and
+//! what the directory decided (the delivery address and local mailbox key).
+//!
+//! Nothing here is trusted as a path: `mailbox` is a key that the mail store
+//! validates again before it turns it into a directory name.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything the queue needs to deliver a message besides its bytes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Envelope {
+    /// Reverse path without brackets; `""` for the null sender `<>`.
+    pub sender: String,
+    /// One entry per delivery target (aliases already expanded). The index
+    /// in this vector is the recipient index used by the state file.
+    pub recipients: Vec<Recipient>,
+    /// When the message was received, Unix seconds.
+    pub received_at: u64,
+    /// The SMTP client's address, when the message came over the network.
+    pub client_ip: Option<IpAddr>,
+    /// The EHLO/HELO name the client gave.
+    pub helo: Option<String>,
+    /// `ESMTP`, `ESMTPS`, `ESMTPSA`, … (RFC 3848).
+    pub protocol: String,
+    /// TLS version and cipher, when the session was encrypted.
+    pub tls: Option<String>,
+    /// The authenticated user, for submission.
+    pub auth_user: Option<String>,
+    /// `7BIT`, `8BITMIME` or `BINARYMIME`.
+    pub body: String,
+    /// Whether MAIL carried SMTPUTF8.
+    pub smtputf8: bool,
+    /// DSN `RET=`: `FULL` or `HDRS`.
+    pub ret: Option<String>,
+    /// DSN `ENVID=`, xtext-decoded.
+    pub envid: Option<String>,
+    /// Message bytes as stored. [`IncomingMessage::commit`](crate::IncomingMessage::commit)
+    /// overwrites it with the number of bytes actually written.
+    pub size: u64,
+}
+
+/// One delivery target of a message.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Recipient {
+    /// The delivery address (after alias and plus-address resolution).
+    pub address: String,
+    /// The RCPT TO address as the client gave it.
+    pub original: String,
+    /// Local mailbox key (e.g. `alice@example.test`); `None` for a remote
+    /// recipient.
+    pub mailbox: Option<String>,
+    /// DSN `NOTIFY=`: `NEVER` or a subset of `SUCCESS,FAILURE,DELAY`.
+    pub notify: Option<String>,
+    /// DSN `ORCPT=`, e.g. `rfc822;addr`.
+    pub orcpt: Option<String>,
+}
+
+impl Recipient {
+    /// Whether this recipient is delivered to a local mailbox.
+    pub fn is_local(&self) -> bool {
+        self.mailbox.is_some()
+    }
+}
