@@ -1,1 +1,17 @@
-//! placeholder
+//! The SMTP protocol core of Tern, without I/O.
+//!
+//! Bytes in, events and bytes out: this crate parses commands
+//! ([`command`]), formats replies ([`reply`]), frames DATA and BDAT
+//! ([`data`]), runs the server session state machine ([`server`]) and
+//! builds `Received:` header fields ([`received`]).
+//!
+//! It must never touch sockets, files, clocks or an async runtime: the
+//! runtime crate drives it and hands it time and bytes. Everything here is
+//! deterministic, unit-testable and fuzzable.
+#![forbid(unsafe_code)]
+
+pub mod command;
+pub mod data;
+pub mod received;
+pub mod reply;
+pub mod server;

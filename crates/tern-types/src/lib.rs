@@ -1,5 +1,18 @@
-//! Validated value types shared by every Tern crate (placeholder: the
-//! address grammar lands in this crate next).
+//! Validated value types shared by every Tern crate: the RFC 5321 address
+//! grammar ([`address`]), RFC 3463 enhanced status codes ([`status`]) and
+//! the DSN envelope parameters ([`dsn`]).
+//!
+//! Types here cannot hold invalid values: they are built by parsing, and
+//! their `Display` output parses back to the same value. This crate never
+//! does I/O and never decides policy (what is local, what may relay).
 #![forbid(unsafe_code)]
 
+pub mod address;
 pub mod dsn;
+pub mod status;
+
+pub use address::{
+    AddressError, AddressLiteral, Domain, ForwardPath, Host, LocalPart, Mailbox, ReversePath,
+    parse_forward_path, parse_reverse_path,
+};
+pub use status::EnhancedStatus;
