@@ -764,3 +764,735 @@ pub fn parse_forward_path(s: &str, utf8: bool) -> Result<(ForwardPath, &str), Ad
     };
     Ok((path, rest))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mb(s: &str) -> Mailbox {
+        Mailbox::parse(s, true).unwrap()
+    }
+
+    /// (input, utf8, expected decoded local part, expected host display,
+    /// expected Display of the path) or the expected error.
+    #[test]
+    fn forward_paths() {
+        enum Want {
+            Ok(&'static str, &'static str, &'static str),
+            Postmaster,
+            Err(AddressError),
+        }
+        use AddressError::{Syntax, TooLong, Utf8NotAllowed};
+        use Want::{Err as E, Ok as O};
+        let long_local = format!("<{}@example.com>", "a".repeat(64));
+        let too_long_local = format!("<{}@example.com>", "a".repeat(65));
+        let cases: Vec<(&str, bool, Want)> = vec![
+            (
+                "<user@example.com>",
+                false,
+                O("user", "example.com", "<user@example.com>"),
+            ),
+            (
+                "<User.Name@EXAMPLE.Com>",
+                false,
+                O("User.Name", "example.com", "<User.Name@example.com>"),
+            ),
+            ("<a+tag@x>", false, O("a+tag", "x", "<a+tag@x>")),
+            (
+                "<\"john doe\"@example.com>",
+                false,
+                O("john doe", "example.com", "<\"john doe\"@example.com>"),
+            ),
+            (
+                "<\"a\\\"b\\\\c\"@x.y>",
+                false,
+                O("a\"b\\c", "x.y", "<\"a\\\"b\\\\c\"@x.y>"),
+            ),
+            ("<\"\\a\\b\"@x.y>", false, O("ab", "x.y", "<ab@x.y>")),
+            (
+                "<\"user@remote\"@local>",
+                false,
+                O("user@remote", "local", "<\"user@remote\"@local>"),
+            ),
+            (
+                "<user%remote@local>",
+                false,
+                O("user%remote", "local", "<user%remote@local>"),
+            ),
+            (
+                "<remote!user@local>",
+                false,
+                O("remote!user", "local", "<remote!user@local>"),
+            ),
+            ("<@a,@b:user@c>", false, O("user", "c", "<user@c>")),
+            ("<@a.example:user@c>", false, O("user", "c", "<user@c>")),
+            (
+                "<user@[1.2.3.4]>",
+                false,
+                O("user", "[1.2.3.4]", "<user@[1.2.3.4]>"),
+            ),
+            (
+                "<user@[IPv6:::1]>",
+                false,
+                O("user", "[IPv6:::1]", "<user@[IPv6:::1]>"),
+            ),
+            (
+                "<user@[ipv6:2001:DB8::1]>",
+                false,
+                O("user", "[IPv6:2001:db8::1]", "<user@[IPv6:2001:db8::1]>"),
+            ),
+            (
+                "<user@[IPv6:::ffff:1.2.3.4]>",
+                false,
+                O(
+                    "user",
+                    "[IPv6:::ffff:1.2.3.4]",
+                    "<user@[IPv6:::ffff:1.2.3.4]>",
+                ),
+            ),
+            (
+                "<user@[x-tag:any:thing]>",
+                false,
+                O("user", "[x-tag:any:thing]", "<user@[x-tag:any:thing]>"),
+            ),
+            ("<\"\"@x>", false, O("", "x", "<\"\"@x>")),
+            (
+                "<.hidden@local>",
+                false,
+                E(Syntax("misplaced dot in local part")),
+            ),
+            (
+                "<../../etc/passwd@local>",
+                false,
+                E(Syntax("misplaced dot in local part")),
+            ),
+            ("<a/b@local>", false, O("a/b", "local", "<a/b@local>")),
+            ("<postmaster>", false, Want::Postmaster),
+            ("<PostMaster>", false, Want::Postmaster),
+            (
+                "<postmaster@example.com>",
+                false,
+                O("postmaster", "example.com", "<postmaster@example.com>"),
+            ),
+            ("<user@local.>", false, E(Syntax("trailing dot in domain"))),
+            (
+                "<user@remote@local>",
+                false,
+                E(Syntax("invalid character in domain")),
+            ),
+            ("<user@>", false, E(Syntax("empty domain"))),
+            ("<@>", false, E(Syntax("empty domain"))),
+            ("<user>", false, E(Syntax("missing @domain"))),
+            ("<>", false, E(Syntax("empty forward path"))),
+            (
+                "user@example.com",
+                false,
+                E(Syntax("path must start with <")),
+            ),
+            ("<user@example.com", false, E(Syntax("missing >"))),
+            (
+                "<user@[1.2.3.4]",
+                false,
+                E(Syntax("missing > after address")),
+            ),
+            (
+                "<us er@x>",
+                false,
+                E(Syntax("unexpected character in local part")),
+            ),
+            ("<a..b@x>", false, E(Syntax("misplaced dot in local part"))),
+            ("<a.@x>", false, E(Syntax("misplaced dot in local part"))),
+            (
+                "<\"abc@x>",
+                false,
+                E(Syntax("unterminated quoted local part")),
+            ),
+            (
+                "<\"a\tb\"@x>",
+                false,
+                E(Syntax("invalid character in quoted local part")),
+            ),
+            (
+                "<\"a\\\u{e9}\"@x>",
+                true,
+                E(Syntax("invalid quoted-pair in local part")),
+            ),
+            (
+                "<a@-x.com>",
+                false,
+                E(Syntax("domain label starts or ends with a hyphen")),
+            ),
+            (
+                "<a@x-.com>",
+                false,
+                E(Syntax("domain label starts or ends with a hyphen")),
+            ),
+            ("<a@x..com>", false, E(Syntax("empty domain label"))),
+            ("<a@.x.com>", false, E(Syntax("empty domain label"))),
+            (
+                "<a@x_y.com>",
+                false,
+                E(Syntax("invalid character in domain")),
+            ),
+            (
+                "<a@x y.com>",
+                false,
+                E(Syntax("invalid character in domain")),
+            ),
+            ("<a@1.2.3.4>", false, O("a", "1.2.3.4", "<a@1.2.3.4>")),
+            (
+                "<a@[1.2.3]>",
+                false,
+                E(Syntax("IPv4 literal needs four numbers")),
+            ),
+            (
+                "<a@[1.2.3.4.5]>",
+                false,
+                E(Syntax("IPv4 literal needs four numbers")),
+            ),
+            (
+                "<a@[1.2.3.256]>",
+                false,
+                E(Syntax("IPv4 literal number above 255")),
+            ),
+            (
+                "<a@[1.2.3.0004]>",
+                false,
+                E(Syntax("invalid number in IPv4 literal")),
+            ),
+            (
+                "<a@[1.2.3.-4]>",
+                false,
+                E(Syntax("invalid number in IPv4 literal")),
+            ),
+            ("<a@[]>", false, E(Syntax("invalid number in IPv4 literal"))),
+            (
+                "<a@[IPv6:1::2::3]>",
+                false,
+                E(Syntax("invalid group in IPv6 literal")),
+            ),
+            (
+                "<a@[IPv6:1:2:3:4:5:6:7]>",
+                false,
+                E(Syntax("IPv6 literal needs eight groups")),
+            ),
+            (
+                "<a@[IPv6:1:2:3:4:5:6:7::]>",
+                false,
+                E(Syntax("too many groups in compressed IPv6 literal")),
+            ),
+            (
+                "<a@[IPv6:1:2:3:4:5:6::]>",
+                false,
+                O("a", "[IPv6:1:2:3:4:5:6::]", "<a@[IPv6:1:2:3:4:5:6::]>"),
+            ),
+            (
+                "<a@[IPv6:12345::]>",
+                false,
+                E(Syntax("invalid group in IPv6 literal")),
+            ),
+            (
+                "<a@[IPv6:g::]>",
+                false,
+                E(Syntax("invalid group in IPv6 literal")),
+            ),
+            ("<a@[IPv6:]>", false, E(Syntax("empty IPv6 literal"))),
+            (
+                "<a@[IPv6:1.2.3.4]>",
+                false,
+                E(Syntax("invalid group in IPv6 literal")),
+            ),
+            (
+                "<a@[IPv6:1:2:3:4:5:6:1.2.3.4]>",
+                false,
+                O(
+                    "a",
+                    "[IPv6:1:2:3:4:5:6:102:304]",
+                    "<a@[IPv6:1:2:3:4:5:6:102:304]>",
+                ),
+            ),
+            (
+                "<a@[IPv6:1:2:3:4:5::1.2.3.4]>",
+                false,
+                E(Syntax("too many groups in compressed IPv6 literal")),
+            ),
+            (
+                "<a@[IPv6:1:2:3:4::1.2.3.4]>",
+                false,
+                O(
+                    "a",
+                    "[IPv6:1:2:3:4::102:304]",
+                    "<a@[IPv6:1:2:3:4::102:304]>",
+                ),
+            ),
+            (
+                "<a@[IPv6:1:2:3:4:5:6:7:8]>",
+                false,
+                O("a", "[IPv6:1:2:3:4:5:6:7:8]", "<a@[IPv6:1:2:3:4:5:6:7:8]>"),
+            ),
+            (
+                "<a@[IPv6:1:2:3:4:5:6:7:8:9]>",
+                false,
+                E(Syntax("IPv6 literal needs eight groups")),
+            ),
+            ("<a@[-tag:x]>", false, O("a", "[-tag:x]", "<a@[-tag:x]>")),
+            (
+                "<a@[tag-:x]>",
+                false,
+                E(Syntax("invalid address literal tag")),
+            ),
+            ("<a@[:x]>", false, E(Syntax("invalid address literal tag"))),
+            (
+                "<a@[tag:]>",
+                false,
+                E(Syntax("invalid address literal content")),
+            ),
+            (
+                "<a@[tag:a\\b]>",
+                false,
+                E(Syntax("invalid address literal content")),
+            ),
+            (
+                "<a@[tag:a b]>",
+                false,
+                E(Syntax("invalid address literal content")),
+            ),
+            (
+                "<a@[1.2.3.4>",
+                false,
+                E(Syntax("unterminated address literal")),
+            ),
+            ("<@a,b:user@c>", false, E(Syntax("invalid source route"))),
+            ("<@a,@b>", false, E(Syntax("source route without mailbox"))),
+            ("<@a:>", false, E(Syntax("empty local part"))),
+            (
+                "<@a_b:user@c>",
+                false,
+                E(Syntax("invalid character in domain")),
+            ),
+            ("<@a", false, E(Syntax("unterminated source route"))),
+            // UTF-8 (RFC 6531).
+            (
+                "<j\u{f6}rg@b\u{fc}cher.example>",
+                true,
+                O(
+                    "j\u{f6}rg",
+                    "b\u{fc}cher.example",
+                    "<j\u{f6}rg@b\u{fc}cher.example>",
+                ),
+            ),
+            ("<j\u{f6}rg@b\u{fc}cher.example>", false, E(Utf8NotAllowed)),
+            (
+                "<user@B\u{dc}CHER.example>",
+                true,
+                O("user", "b\u{fc}cher.example", "<user@b\u{fc}cher.example>"),
+            ),
+            ("<user@b\u{fc}cher.example>", false, E(Utf8NotAllowed)),
+            ("<\u{7528}\u{6237}@x>", false, E(Utf8NotAllowed)),
+            (
+                "<\"j\u{f6} rg\"@x>",
+                true,
+                O("j\u{f6} rg", "x", "<\"j\u{f6} rg\"@x>"),
+            ),
+            ("<@b\u{fc}cher:user@x>", false, E(Utf8NotAllowed)),
+            (
+                "<user@a\u{3002}b>",
+                true,
+                E(Syntax("invalid character in domain")),
+            ),
+            (
+                "<a\u{85}b@x>",
+                true,
+                E(Syntax("invalid character in local part")),
+            ),
+            (
+                "<\"a\u{85}b\"@x>",
+                true,
+                E(Syntax("control character in local part")),
+            ),
+            (
+                "<a\u{a0}b@x>",
+                true,
+                E(Syntax("invalid character in local part")),
+            ),
+            // Invalid UTF-8 that is also malformed: the syntax error wins.
+            (
+                "<j\u{f6}rg@x_y>",
+                false,
+                E(Syntax("invalid character in domain")),
+            ),
+            // Limits (RFC 5321 4.5.3.1).
+            (long_local.as_str(), false, O("", "example.com", "")),
+            (too_long_local.as_str(), false, E(TooLong("local part"))),
+        ];
+        for (input, utf8, want) in cases {
+            let got = parse_forward_path(input, utf8);
+            match (want, got) {
+                (Want::Postmaster, Ok((ForwardPath::Postmaster, rest))) => assert_eq!(rest, ""),
+                (O(local, host, disp), Ok((ForwardPath::Mailbox(m), rest))) => {
+                    assert_eq!(rest, "", "{input}");
+                    if !disp.is_empty() {
+                        assert_eq!(m.local_part.as_str(), local, "{input}");
+                        assert_eq!(m.host.to_string(), host, "{input}");
+                        assert_eq!(ForwardPath::Mailbox(m.clone()).to_string(), disp, "{input}");
+                    }
+                    // Display always parses back to the same value.
+                    let shown = ForwardPath::Mailbox(m.clone()).to_string();
+                    let (again, _) = parse_forward_path(&shown, true).unwrap();
+                    assert_eq!(again, ForwardPath::Mailbox(m.clone()), "{input}");
+                    assert_eq!(Mailbox::parse(&m.to_string(), true), Ok(m), "{input}");
+                }
+                (E(e), Err(got)) => assert_eq!(got, e, "{input}"),
+                (_, got) => panic!("{input:?}: unexpected {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn reverse_paths() {
+        let cases: Vec<(&str, Result<(&str, &str), AddressError>)> = vec![
+            ("<>", Ok(("<>", ""))),
+            ("<> SIZE=10", Ok(("<>", " SIZE=10"))),
+            ("<a@b> BODY=8BITMIME", Ok(("<a@b>", " BODY=8BITMIME"))),
+            ("<a@b>x", Ok(("<a@b>", "x"))),
+            ("<@x:a@b>", Ok(("<a@b>", ""))),
+            ("<postmaster>", Err(AddressError::Syntax("missing @domain"))),
+            ("", Err(AddressError::Syntax("path must start with <"))),
+            ("<", Err(AddressError::Syntax("empty local part"))),
+            (
+                " <a@b>",
+                Err(AddressError::Syntax("path must start with <")),
+            ),
+        ];
+        for (input, want) in cases {
+            let got = parse_reverse_path(input, false).map(|(p, r)| (p.to_string(), r));
+            let want = want.map(|(p, r)| (p.to_owned(), r));
+            assert_eq!(got, want, "{input}");
+        }
+    }
+
+    #[test]
+    fn length_limits() {
+        // Domain: 255 octets is the limit (labels of 63).
+        let label = "a".repeat(63);
+        let d255 = format!("{label}.{label}.{label}.{}", "b".repeat(63));
+        assert_eq!(d255.len(), 255);
+        assert!(Domain::parse(&d255).is_ok());
+        let d256 = format!("{d255}c");
+        assert_eq!(Domain::parse(&d256), Err(AddressError::TooLong("domain")));
+        assert_eq!(
+            Domain::parse(&"a".repeat(64)),
+            Err(AddressError::TooLong("domain label"))
+        );
+        assert!(Domain::parse(&"a".repeat(63)).is_ok());
+
+        // Path: 256 octets including the brackets.
+        let local = "l".repeat(64);
+        let host = |n: usize| {
+            // n octets of domain made of 63-octet labels.
+            let mut s = String::new();
+            while s.len() < n {
+                if !s.is_empty() {
+                    s.push('.');
+                }
+                let take = (n - s.len()).min(63);
+                s.push_str(&"d".repeat(take));
+            }
+            s
+        };
+        let p256 = format!("<{local}@{}>", host(256 - 64 - 3));
+        assert_eq!(p256.len(), 256);
+        assert!(parse_forward_path(&p256, false).is_ok());
+        let p257 = format!("<{local}@{}>", host(257 - 64 - 3));
+        assert_eq!(p257.len(), 257);
+        assert_eq!(
+            parse_forward_path(&p257, false),
+            Err(AddressError::TooLong("path"))
+        );
+        // The source route counts towards the path length.
+        let routed = format!("<@{}:{local}@{}>", host(20), host(256 - 64 - 3 - 22));
+        assert_eq!(routed.len(), 256);
+        assert!(parse_forward_path(&routed, false).is_ok());
+        let routed = format!("<@{}:{local}@{}>", host(21), host(256 - 64 - 3 - 22));
+        assert_eq!(
+            parse_forward_path(&routed, false),
+            Err(AddressError::TooLong("path"))
+        );
+
+        // Local part: the wire form counts, quotes and escapes included.
+        let quoted = format!("\"{}\"@x", "q".repeat(62));
+        assert!(Mailbox::parse(&quoted, false).is_ok());
+        let quoted = format!("\"{}\"@x", "q".repeat(63));
+        assert_eq!(
+            Mailbox::parse(&quoted, false),
+            Err(AddressError::TooLong("local part"))
+        );
+        // Mailbox::parse: at most a path minus its brackets.
+        let m254 = format!("{local}@{}", host(254 - 65));
+        assert!(Mailbox::parse(&m254, false).is_ok());
+        let m255 = format!("{local}@{}", host(255 - 65));
+        assert_eq!(
+            Mailbox::parse(&m255, false),
+            Err(AddressError::TooLong("address"))
+        );
+        // UTF-8 counts in octets.
+        let utf = format!("{}@x", "\u{e9}".repeat(32));
+        assert!(Mailbox::parse(&utf, true).is_ok());
+        let utf = format!("{}a@x", "\u{e9}".repeat(32));
+        assert_eq!(
+            Mailbox::parse(&utf, true),
+            Err(AddressError::TooLong("local part"))
+        );
+    }
+
+    #[test]
+    fn domains() {
+        let ok = [
+            ("localhost", "localhost"),
+            ("EXAMPLE.com", "example.com"),
+            ("1.2.3.4", "1.2.3.4"),
+            ("3com.com", "3com.com"),
+            ("xn--bcher-kva.example", "xn--bcher-kva.example"),
+            ("a-b.c", "a-b.c"),
+        ];
+        for (input, want) in ok {
+            let d = Domain::parse(input).unwrap();
+            assert_eq!(d.as_str(), want);
+            assert!(d.is_ascii());
+            assert_eq!(d.to_string().parse::<Domain>(), Ok(d));
+        }
+        let bad = [
+            "",
+            ".",
+            "a.",
+            ".a",
+            "a..b",
+            "-a",
+            "a-",
+            "a_b",
+            "a b",
+            "a/b",
+            "[1.2.3.4]",
+        ];
+        for input in bad {
+            assert!(
+                matches!(Domain::parse(input), Err(AddressError::Syntax(_))),
+                "{input}"
+            );
+        }
+        assert_eq!(
+            Domain::parse("b\u{fc}cher"),
+            Err(AddressError::Utf8NotAllowed)
+        );
+        let d = Domain::parse_utf8("B\u{dc}CHER.Example").unwrap();
+        assert_eq!(d.as_str(), "b\u{fc}cher.example");
+        assert!(!d.is_ascii());
+        assert_eq!(
+            Domain::parse_utf8("\u{212a}.example").unwrap().as_str(),
+            "k.example"
+        );
+        assert!(Domain::parse_utf8("a\u{ff0e}b").is_err());
+        assert!(Domain::parse_utf8("a\u{0}b").is_err());
+    }
+
+    #[test]
+    fn local_parts() {
+        for (decoded, quoted) in [
+            ("plain", false),
+            ("a.b", false),
+            ("a b", true),
+            ("a..b", true),
+            (".a", true),
+            ("a@b", true),
+            ("", true),
+            ("\"", true),
+            ("j\u{f6}rg", false),
+        ] {
+            let lp = LocalPart::new(decoded, true).unwrap();
+            assert_eq!(lp.needs_quoting(), quoted, "{decoded}");
+            assert_eq!(lp.as_str(), decoded);
+            let m = Mailbox {
+                local_part: lp,
+                host: Host::Domain(Domain::parse("x").unwrap()),
+            };
+            assert_eq!(Mailbox::parse(&m.to_string(), true), Ok(m));
+        }
+        assert_eq!(
+            LocalPart::new("j\u{f6}rg", false),
+            Err(AddressError::Utf8NotAllowed)
+        );
+        assert!(LocalPart::new("a\tb", true).is_err());
+        assert!(LocalPart::new("a\rb", true).is_err());
+        assert_eq!(
+            LocalPart::new(&"\"".repeat(32), true),
+            Err(AddressError::TooLong("local part"))
+        );
+        assert!(LocalPart::new(&"\"".repeat(31), true).is_ok());
+    }
+
+    #[test]
+    fn mailbox_parse_and_accessors() {
+        let m = mb("Foo@Example.COM");
+        assert_eq!(m.local_part.as_str(), "Foo");
+        assert_eq!(m.domain().map(Domain::as_str), Some("example.com"));
+        assert!(m.is_ascii());
+        let m = mb("x@[10.0.0.1]");
+        assert_eq!(m.domain(), None);
+        assert_eq!(
+            m.host,
+            Host::Literal(AddressLiteral::Ipv4(Ipv4Addr::new(10, 0, 0, 1)))
+        );
+        assert!(Mailbox::parse("x@[10.0.0.1]z", true).is_err());
+        assert!(Mailbox::parse("x@y z", true).is_err());
+        assert!(Mailbox::parse("<x@y>", true).is_err());
+        assert!(Mailbox::parse("x", true).is_err());
+        assert!(Mailbox::parse("x@", true).is_err());
+        assert!(Mailbox::parse("@y", true).is_err());
+        assert!(Mailbox::parse("a@b@c", true).is_err());
+        assert_eq!(
+            Mailbox::parse("\u{e9}@x", false),
+            Err(AddressError::Utf8NotAllowed)
+        );
+        assert!(!mb("\u{e9}@x").is_ascii());
+        assert!(AddressError::Utf8NotAllowed.is_utf8_not_allowed());
+        assert!(!AddressError::Syntax("x").is_utf8_not_allowed());
+        assert!(ReversePath::Null.is_ascii());
+        assert_eq!(ReversePath::Null.mailbox(), None);
+        assert_eq!(ForwardPath::Postmaster.to_string(), "<Postmaster>");
+        assert!(!ForwardPath::Mailbox(mb("\u{e9}@x")).is_ascii());
+    }
+
+    #[test]
+    fn literals() {
+        let cases = [
+            ("[127.0.0.1]", "[127.0.0.1]"),
+            ("[001.02.3.4]", "[1.2.3.4]"),
+            ("[IPv6:::]", "[IPv6:::]"),
+            ("[IPv6:::1]", "[IPv6:::1]"),
+            ("[IPv6:1::]", "[IPv6:1::]"),
+            ("[IPv6:0:0:0:0:0:0:0:1]", "[IPv6:::1]"),
+            ("[IPv6:2001:db8:0:0:1:0:0:1]", "[IPv6:2001:db8::1:0:0:1]"),
+            ("[IPv6:::ffff:192.0.2.1]", "[IPv6:::ffff:192.0.2.1]"),
+            ("[IPv6:0:0:0:0:0:ffff:192.0.2.1]", "[IPv6:::ffff:192.0.2.1]"),
+            ("[IPv6:::192.0.2.1]", "[IPv6:::c000:201]"),
+            ("[Tag:c:o:n]", "[Tag:c:o:n]"),
+        ];
+        for (input, want) in cases {
+            let l = AddressLiteral::parse(input).unwrap();
+            assert_eq!(l.to_string(), want, "{input}");
+            assert_eq!(AddressLiteral::parse(&l.to_string()), Ok(l), "{input}");
+        }
+        for bad in [
+            "1.2.3.4",
+            "[1.2.3.4",
+            "[IPv6:1:::2]",
+            "[IPv6::1]",
+            "[IPv6:1:]",
+            "[IPv6:::1.2.3]",
+            "[IPv6:::1.2.3.4.5]",
+            "[IPv6:1.2.3.4::]",
+            "[IPv6:::ffff:1.2.3.4:1]",
+            "[IPv6:1:2:3:4:5:6:7:1.2.3.4]",
+            "[a]",
+            "[a b:c]",
+        ] {
+            assert!(AddressLiteral::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    mod prop {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn local_part() -> impl Strategy<Value = String> {
+            prop_oneof![
+                // Dot-strings.
+                "[a-zA-Z0-9!#$%&'*+/=?^_`{|}~-]{1,10}(\\.[a-zA-Z0-9!#$%&'*+/=?^_`{|}~-]{1,10}){0,3}",
+                // Anything a Quoted-string can carry.
+                "[ -~]{0,30}",
+                // UTF-8.
+                "[a-z\u{e0}-\u{ff}\u{4e00}-\u{4e20}.]{1,12}",
+                "[ -~\u{e0}-\u{ff}]{0,12}",
+            ]
+        }
+
+        fn domain() -> impl Strategy<Value = String> {
+            let label = prop_oneof![
+                "[a-zA-Z0-9]([a-zA-Z0-9-]{0,10}[a-zA-Z0-9])?",
+                "[a-z\u{e0}-\u{fe}\u{391}-\u{3a9}]{1,8}",
+            ];
+            proptest::collection::vec(label, 1..5).prop_map(|v| v.join("."))
+        }
+
+        fn host() -> impl Strategy<Value = Host> {
+            prop_oneof![
+                4 => domain().prop_filter_map("valid domain", |d| Domain::parse_utf8(&d).ok().map(Host::Domain)),
+                1 => any::<[u8; 4]>().prop_map(|o| Host::Literal(AddressLiteral::Ipv4(o.into()))),
+                1 => any::<[u16; 8]>().prop_map(|s| Host::Literal(AddressLiteral::Ipv6(s.into()))),
+                1 => any::<u32>().prop_map(|v| Host::Literal(AddressLiteral::Ipv6(
+                    Ipv4Addr::from(v).to_ipv6_mapped()))),
+                1 => ("[a-zA-Z0-9]([a-zA-Z0-9-]{0,5}[a-zA-Z0-9])?", "[!-Z^-~]{1,12}")
+                    .prop_filter("not IPv6", |(t, _)| !t.eq_ignore_ascii_case("ipv6"))
+                    .prop_map(|(tag, content)| Host::Literal(AddressLiteral::General { tag, content })),
+            ]
+        }
+
+        fn mailbox() -> impl Strategy<Value = Mailbox> {
+            (local_part(), host()).prop_filter_map("fits the limits", |(l, host)| {
+                let local_part = LocalPart::new(&l, true).ok()?;
+                let m = Mailbox { local_part, host };
+                (m.to_string().len() <= MAX_MAILBOX).then_some(m)
+            })
+        }
+
+        proptest! {
+            #[test]
+            fn mailbox_round_trips(m in mailbox()) {
+                let shown = m.to_string();
+                prop_assert_eq!(Mailbox::parse(&shown, true), Ok(m.clone()));
+                if m.is_ascii() {
+                    prop_assert_eq!(Mailbox::parse(&shown, false), Ok(m.clone()));
+                } else {
+                    prop_assert_eq!(Mailbox::parse(&shown, false), Err(AddressError::Utf8NotAllowed));
+                }
+                let fwd = ForwardPath::Mailbox(m.clone());
+                let text = format!("{fwd} NOTIFY=NEVER");
+                prop_assert_eq!(parse_forward_path(&text, true), Ok((fwd, " NOTIFY=NEVER")));
+                let rev = ReversePath::Mailbox(m);
+                let shown = rev.to_string();
+                prop_assert_eq!(parse_reverse_path(&shown, true), Ok((rev, "")));
+            }
+
+            #[test]
+            fn parsing_never_panics_and_display_round_trips(s in "\\PC{0,80}", utf8 in any::<bool>()) {
+                if let Ok((p, _)) = parse_forward_path(&s, utf8) {
+                    let shown = p.to_string();
+                    prop_assert_eq!(parse_forward_path(&shown, utf8), Ok((p, "")));
+                }
+                if let Ok((p, _)) = parse_reverse_path(&s, utf8) {
+                    let shown = p.to_string();
+                    prop_assert_eq!(parse_reverse_path(&shown, utf8), Ok((p, "")));
+                }
+                if let Ok(m) = Mailbox::parse(&s, utf8) {
+                    prop_assert_eq!(Mailbox::parse(&m.to_string(), utf8), Ok(m));
+                }
+            }
+
+            #[test]
+            fn quoted_inputs_round_trip(l in "[ -~]{0,20}", d in domain()) {
+                // Every decoded text quoted with every character escaped.
+                let mut q = String::from("\"");
+                for c in l.chars() {
+                    q.push('\\');
+                    q.push(c);
+                }
+                q.push('"');
+                let text = format!("{q}@{d}");
+                if let Ok(m) = Mailbox::parse(&text, true) {
+                    prop_assert_eq!(m.local_part.as_str(), l.as_str());
+                    prop_assert_eq!(Mailbox::parse(&m.to_string(), true), Ok(m));
+                }
+            }
+        }
+    }
+}
