@@ -611,3 +611,917 @@ fn parse_auth(args: Option<&str>) -> Result<Command, CommandError> {
         initial_response,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tern_types::Mailbox;
+
+    fn mail(from: &str, params: MailParams) -> Command {
+        let from = if from.is_empty() {
+            ReversePath::Null
+        } else {
+            ReversePath::Mailbox(Mailbox::parse(from, true).unwrap())
+        };
+        Command::Mail { from, params }
+    }
+
+    fn rcpt(to: &str, params: RcptParams) -> Command {
+        let to = if to.is_empty() {
+            ForwardPath::Postmaster
+        } else {
+            ForwardPath::Mailbox(Mailbox::parse(to, true).unwrap())
+        };
+        Command::Rcpt { to, params }
+    }
+
+    fn syn(s: &'static str) -> CommandError {
+        CommandError::Syntax(s)
+    }
+
+    #[test]
+    fn commands_table() {
+        use CommandError as E;
+        let on = |success, failure, delay| {
+            Some(Notify::On {
+                success,
+                failure,
+                delay,
+            })
+        };
+        let cases: Vec<(&[u8], bool, Result<Command, CommandError>)> = vec![
+            // Hello.
+            (
+                b"EHLO client.example",
+                false,
+                Ok(Command::Ehlo("client.example".into())),
+            ),
+            (
+                b"ehlo Client.Example",
+                false,
+                Ok(Command::Ehlo("Client.Example".into())),
+            ),
+            (
+                b"HELO localhost",
+                false,
+                Ok(Command::Helo("localhost".into())),
+            ),
+            (b"HeLo my_pc", false, Ok(Command::Helo("my_pc".into()))),
+            (
+                b"EHLO host.example.",
+                false,
+                Ok(Command::Ehlo("host.example.".into())),
+            ),
+            (
+                b"EHLO [192.0.2.1]",
+                false,
+                Ok(Command::Ehlo("[192.0.2.1]".into())),
+            ),
+            (
+                b"EHLO [IPv6:2001:db8::1]",
+                false,
+                Ok(Command::Ehlo("[IPv6:2001:db8::1]".into())),
+            ),
+            (
+                b"EHLO  spaced.example  ",
+                false,
+                Ok(Command::Ehlo("spaced.example".into())),
+            ),
+            (
+                b"EHLO",
+                false,
+                Err(syn("EHLO/HELO requires a domain or address literal")),
+            ),
+            (
+                b"EHLO ",
+                false,
+                Err(syn("EHLO/HELO requires a domain or address literal")),
+            ),
+            (
+                b"EHLO a b",
+                false,
+                Err(syn("EHLO/HELO takes one domain or address literal")),
+            ),
+            (
+                b"EHLO [1.2.3.999]",
+                false,
+                Err(syn("invalid address literal in EHLO/HELO")),
+            ),
+            (b"EHLO a..b", false, Err(syn("invalid domain in EHLO/HELO"))),
+            (
+                b"EHLO <script>",
+                false,
+                Err(syn("invalid domain in EHLO/HELO")),
+            ),
+            (b"EHLO a(b)", false, Err(syn("invalid domain in EHLO/HELO"))),
+            (
+                b"HELO x\tX-Injected:1",
+                false,
+                Err(syn("invalid domain in EHLO/HELO")),
+            ),
+            // MAIL.
+            (
+                b"MAIL FROM:<a@b.example>",
+                false,
+                Ok(mail("a@b.example", MailParams::default())),
+            ),
+            (
+                b"mail from:<a@B.EXAMPLE>",
+                false,
+                Ok(mail("a@b.example", MailParams::default())),
+            ),
+            (
+                b"MAIL FROM: <a@b.example>",
+                false,
+                Ok(mail("a@b.example", MailParams::default())),
+            ),
+            (
+                b"MAIL FROM:  <a@b.example>  ",
+                false,
+                Ok(mail("a@b.example", MailParams::default())),
+            ),
+            (b"MAIL FROM:<>", false, Ok(mail("", MailParams::default()))),
+            (
+                b"MAIL FROM:<@relay:a@b>",
+                false,
+                Ok(mail("a@b", MailParams::default())),
+            ),
+            (
+                b"MAIL FROM:<a@b> SIZE=1000 BODY=8BITMIME",
+                false,
+                Ok(mail(
+                    "a@b",
+                    MailParams {
+                        size: Some(1000),
+                        body: Some(BodyType::EightBitMime),
+                        ..Default::default()
+                    },
+                )),
+            ),
+            (
+                b"MAIL FROM:<a@b> size=18446744073709551615 body=binarymime",
+                false,
+                Ok(mail(
+                    "a@b",
+                    MailParams {
+                        size: Some(u64::MAX),
+                        body: Some(BodyType::BinaryMime),
+                        ..Default::default()
+                    },
+                )),
+            ),
+            (
+                b"MAIL FROM:<a@b> BODY=7bit",
+                false,
+                Ok(mail(
+                    "a@b",
+                    MailParams {
+                        body: Some(BodyType::SevenBit),
+                        ..Default::default()
+                    },
+                )),
+            ),
+            (
+                b"MAIL FROM:<a@b> SIZE=18446744073709551616",
+                false,
+                Err(syn("SIZE too large")),
+            ),
+            (
+                b"MAIL FROM:<a@b> SIZE=99999999999999999999999",
+                false,
+                Err(syn("SIZE too large")),
+            ),
+            (
+                b"MAIL FROM:<a@b> SIZE=-1",
+                false,
+                Err(syn("SIZE must be a number")),
+            ),
+            (
+                b"MAIL FROM:<a@b> SIZE=1k",
+                false,
+                Err(syn("SIZE must be a number")),
+            ),
+            (
+                b"MAIL FROM:<a@b> SIZE",
+                false,
+                Err(syn("SIZE requires a value")),
+            ),
+            (
+                b"MAIL FROM:<a@b> SIZE=",
+                false,
+                Err(syn("invalid parameter value")),
+            ),
+            (
+                b"MAIL FROM:<a@b> SIZE=1 SIZE=2",
+                false,
+                Err(syn("duplicate parameter")),
+            ),
+            (
+                b"MAIL FROM:<a@b> SIZE=1 size=1",
+                false,
+                Err(syn("duplicate parameter")),
+            ),
+            (
+                b"MAIL FROM:<a@b> BODY=9BIT",
+                false,
+                Err(syn("BODY must be 7BIT, 8BITMIME or BINARYMIME")),
+            ),
+            (
+                b"MAIL FROM:<a@b> SMTPUTF8",
+                false,
+                Ok(mail(
+                    "a@b",
+                    MailParams {
+                        smtputf8: true,
+                        ..Default::default()
+                    },
+                )),
+            ),
+            (
+                b"MAIL FROM:<a@b> SMTPUTF8=yes",
+                false,
+                Err(syn("SMTPUTF8 takes no value")),
+            ),
+            (
+                b"MAIL FROM:<a@b> RET=hdrs",
+                false,
+                Ok(mail(
+                    "a@b",
+                    MailParams {
+                        ret: Some(Ret::Headers),
+                        ..Default::default()
+                    },
+                )),
+            ),
+            (
+                b"MAIL FROM:<a@b> RET=FULL",
+                false,
+                Ok(mail(
+                    "a@b",
+                    MailParams {
+                        ret: Some(Ret::Full),
+                        ..Default::default()
+                    },
+                )),
+            ),
+            (
+                b"MAIL FROM:<a@b> RET=ALL",
+                false,
+                Err(syn("RET must be FULL or HDRS")),
+            ),
+            (
+                b"MAIL FROM:<a@b> ENVID=QQ+2B+3Dx+20y",
+                false,
+                Ok(mail(
+                    "a@b",
+                    MailParams {
+                        envid: Some("QQ+=x y".into()),
+                        ..Default::default()
+                    },
+                )),
+            ),
+            (
+                b"MAIL FROM:<a@b> ENVID=a+2",
+                false,
+                Err(syn("truncated xtext escape")),
+            ),
+            (
+                b"MAIL FROM:<a@b> ENVID=a+ZZ",
+                false,
+                Err(syn("invalid xtext escape")),
+            ),
+            (
+                b"MAIL FROM:<a@b> ENVID=a+0D+0A",
+                false,
+                Err(syn("control character in xtext")),
+            ),
+            (
+                b"MAIL FROM:<a@b> ENVID=a+C3+A9",
+                false,
+                Err(syn("ENVID must be ASCII")),
+            ),
+            (
+                b"MAIL FROM:<a@b> ENVID=a=b",
+                false,
+                Err(syn("invalid parameter value")),
+            ),
+            (
+                b"MAIL FROM:<a@b> AUTH=<>",
+                false,
+                Ok(mail(
+                    "a@b",
+                    MailParams {
+                        auth: Some("<>".into()),
+                        ..Default::default()
+                    },
+                )),
+            ),
+            (
+                b"MAIL FROM:<a@b> AUTH=user+2Btag@example.com",
+                false,
+                Ok(mail(
+                    "a@b",
+                    MailParams {
+                        auth: Some("user+tag@example.com".into()),
+                        ..Default::default()
+                    },
+                )),
+            ),
+            (
+                b"MAIL FROM:<a@b> AUTH=a+FF",
+                false,
+                Err(syn("xtext is not valid UTF-8")),
+            ),
+            (
+                b"MAIL FROM:<a@b> NOTIFY=NEVER",
+                false,
+                Err(E::UnknownParameter("NOTIFY".into())),
+            ),
+            (
+                b"MAIL FROM:<a@b> X-Foo=bar",
+                false,
+                Err(E::UnknownParameter("X-FOO".into())),
+            ),
+            (
+                b"MAIL FROM:<a@b> -x",
+                false,
+                Err(syn("invalid parameter keyword")),
+            ),
+            (
+                b"MAIL FROM:<a@b> =x",
+                false,
+                Err(syn("invalid parameter keyword")),
+            ),
+            (
+                b"MAIL FROM:<a@b>SIZE=1",
+                false,
+                Err(syn("expected a space after the address")),
+            ),
+            (
+                b"MAIL FROM:a@b",
+                false,
+                Err(E::BadSender(AddressError::Syntax("path must start with <"))),
+            ),
+            (
+                b"MAIL FROM:<a@b",
+                false,
+                Err(E::BadSender(AddressError::Syntax("missing >"))),
+            ),
+            (
+                b"MAIL FROM:<user@local.>",
+                false,
+                Err(E::BadSender(AddressError::Syntax("trailing dot in domain"))),
+            ),
+            (
+                b"MAIL TO:<a@b>",
+                false,
+                Err(syn("MAIL requires FROM:<address>")),
+            ),
+            (
+                b"MAIL FROM <a@b>",
+                false,
+                Err(syn("MAIL requires FROM:<address>")),
+            ),
+            (b"MAIL", false, Err(syn("MAIL requires FROM:<address>"))),
+            (
+                b"MAIL FROM:",
+                false,
+                Err(E::BadSender(AddressError::Syntax("path must start with <"))),
+            ),
+            // UTF-8 senders need SMTPUTF8 on the same line.
+            (
+                "MAIL FROM:<j\u{f6}rg@b\u{fc}cher.example> SMTPUTF8".as_bytes(),
+                false,
+                Ok(mail(
+                    "j\u{f6}rg@b\u{fc}cher.example",
+                    MailParams {
+                        smtputf8: true,
+                        ..Default::default()
+                    },
+                )),
+            ),
+            (
+                "MAIL FROM:<j\u{f6}rg@x>".as_bytes(),
+                true,
+                Err(E::BadSender(AddressError::Utf8NotAllowed)),
+            ),
+            (
+                b"MAIL FROM:<j\xc3@x> SMTPUTF8",
+                false,
+                Err(syn("invalid UTF-8 in arguments")),
+            ),
+            (
+                b"MAIL FROM:<a@b> SIZE=\xc3\xa9",
+                false,
+                Err(syn("invalid parameter value")),
+            ),
+            // RCPT.
+            (
+                b"RCPT TO:<c@d.example>",
+                false,
+                Ok(rcpt("c@d.example", RcptParams::default())),
+            ),
+            (
+                b"rcpt to: <c@d.example>",
+                false,
+                Ok(rcpt("c@d.example", RcptParams::default())),
+            ),
+            (
+                b"RCPT TO:<Postmaster>",
+                false,
+                Ok(rcpt("", RcptParams::default())),
+            ),
+            (
+                b"RCPT TO:<postmaster@d.example>",
+                false,
+                Ok(rcpt("postmaster@d.example", RcptParams::default())),
+            ),
+            (
+                b"RCPT TO:<\"user@remote\"@local>",
+                false,
+                Ok(rcpt("\"user@remote\"@local", RcptParams::default())),
+            ),
+            (
+                b"RCPT TO:<user%remote@local>",
+                false,
+                Ok(rcpt("user%remote@local", RcptParams::default())),
+            ),
+            (
+                b"RCPT TO:<@local:user@remote>",
+                false,
+                Ok(rcpt("user@remote", RcptParams::default())),
+            ),
+            (
+                b"RCPT TO:<user@remote@local>",
+                false,
+                Err(E::BadRecipient(AddressError::Syntax(
+                    "invalid character in domain",
+                ))),
+            ),
+            (
+                b"RCPT TO:<>",
+                false,
+                Err(E::BadRecipient(AddressError::Syntax("empty forward path"))),
+            ),
+            (
+                b"RCPT TO:<c@d> NOTIFY=NEVER",
+                false,
+                Ok(rcpt(
+                    "c@d",
+                    RcptParams {
+                        notify: Some(Notify::Never),
+                        ..Default::default()
+                    },
+                )),
+            ),
+            (
+                b"RCPT TO:<c@d> NOTIFY=success,DELAY",
+                false,
+                Ok(rcpt(
+                    "c@d",
+                    RcptParams {
+                        notify: on(true, false, true),
+                        ..Default::default()
+                    },
+                )),
+            ),
+            (
+                b"RCPT TO:<c@d> NOTIFY=FAILURE",
+                false,
+                Ok(rcpt(
+                    "c@d",
+                    RcptParams {
+                        notify: on(false, true, false),
+                        ..Default::default()
+                    },
+                )),
+            ),
+            (
+                b"RCPT TO:<c@d> NOTIFY=NEVER,SUCCESS",
+                false,
+                Err(syn("NOTIFY=NEVER cannot be combined")),
+            ),
+            (
+                b"RCPT TO:<c@d> NOTIFY=SUCCESS,NEVER",
+                false,
+                Err(syn("NOTIFY=NEVER cannot be combined")),
+            ),
+            (
+                b"RCPT TO:<c@d> NOTIFY=SUCCESS,",
+                false,
+                Err(syn("NOTIFY must be NEVER or SUCCESS,FAILURE,DELAY")),
+            ),
+            (
+                b"RCPT TO:<c@d> NOTIFY=SOMETIMES",
+                false,
+                Err(syn("NOTIFY must be NEVER or SUCCESS,FAILURE,DELAY")),
+            ),
+            (
+                b"RCPT TO:<c@d> ORCPT=rfc822;c+2Bx@d",
+                false,
+                Ok(rcpt(
+                    "c@d",
+                    RcptParams {
+                        orcpt: Some(Orcpt {
+                            addr_type: "rfc822".into(),
+                            address: "c+x@d".into(),
+                        }),
+                        ..Default::default()
+                    },
+                )),
+            ),
+            (
+                b"RCPT TO:<c@d> ORCPT=c@d",
+                false,
+                Err(syn("ORCPT must be addr-type;address")),
+            ),
+            (
+                b"RCPT TO:<c@d> ORCPT=rfc822;",
+                false,
+                Err(syn("empty ORCPT address")),
+            ),
+            (
+                b"RCPT TO:<c@d> ORCPT=;c@d",
+                false,
+                Err(syn("invalid ORCPT address type")),
+            ),
+            (
+                b"RCPT TO:<c@d> NOTIFY=NEVER NOTIFY=NEVER",
+                false,
+                Err(syn("duplicate parameter")),
+            ),
+            (
+                b"RCPT TO:<c@d> SIZE=10",
+                false,
+                Err(E::UnknownParameter("SIZE".into())),
+            ),
+            (
+                b"RCPT FROM:<c@d>",
+                false,
+                Err(syn("RCPT requires TO:<address>")),
+            ),
+            (b"RCPT", false, Err(syn("RCPT requires TO:<address>"))),
+            // UTF-8 recipients follow the transaction.
+            (
+                "RCPT TO:<\u{7528}@x>".as_bytes(),
+                true,
+                Ok(rcpt("\u{7528}@x", RcptParams::default())),
+            ),
+            (
+                "RCPT TO:<\u{7528}@x>".as_bytes(),
+                false,
+                Err(E::BadRecipient(AddressError::Utf8NotAllowed)),
+            ),
+            // Argument-less commands.
+            (b"DATA", false, Ok(Command::Data)),
+            (b"data   ", false, Ok(Command::Data)),
+            (
+                b"DATA x",
+                false,
+                Err(syn("this command takes no arguments")),
+            ),
+            (b"RSET", false, Ok(Command::Rset)),
+            (
+                b"RSET now",
+                false,
+                Err(syn("this command takes no arguments")),
+            ),
+            (b"QUIT", false, Ok(Command::Quit)),
+            (
+                b"quit please",
+                false,
+                Err(syn("this command takes no arguments")),
+            ),
+            (b"STARTTLS", false, Ok(Command::StartTls)),
+            (
+                b"StartTLS x",
+                false,
+                Err(syn("this command takes no arguments")),
+            ),
+            (b"NOOP", false, Ok(Command::Noop)),
+            (b"NOOP anything at all", false, Ok(Command::Noop)),
+            (b"HELP", false, Ok(Command::Help(None))),
+            (b"HELP MAIL", false, Ok(Command::Help(Some("MAIL".into())))),
+            (b"VRFY alice", false, Ok(Command::Vrfy("alice".into()))),
+            (b"VRFY", false, Err(syn("VRFY requires an argument"))),
+            (
+                b"EXPN staff list",
+                false,
+                Ok(Command::Expn("staff list".into())),
+            ),
+            (b"EXPN", false, Err(syn("EXPN requires an argument"))),
+            // BDAT.
+            (
+                b"BDAT 1000",
+                false,
+                Ok(Command::Bdat {
+                    size: 1000,
+                    last: false,
+                }),
+            ),
+            (
+                b"BDAT 0 LAST",
+                false,
+                Ok(Command::Bdat {
+                    size: 0,
+                    last: true,
+                }),
+            ),
+            (
+                b"bdat 5 last",
+                false,
+                Ok(Command::Bdat {
+                    size: 5,
+                    last: true,
+                }),
+            ),
+            (
+                b"BDAT 18446744073709551615 LAST",
+                false,
+                Ok(Command::Bdat {
+                    size: u64::MAX,
+                    last: true,
+                }),
+            ),
+            (
+                b"BDAT 18446744073709551616",
+                false,
+                Err(syn("BDAT chunk size too large")),
+            ),
+            (
+                b"BDAT 999999999999999999999999999",
+                false,
+                Err(syn("BDAT chunk size must be a number")),
+            ),
+            (
+                b"BDAT -1",
+                false,
+                Err(syn("BDAT chunk size must be a number")),
+            ),
+            (
+                b"BDAT 1x",
+                false,
+                Err(syn("BDAT chunk size must be a number")),
+            ),
+            (
+                b"BDAT LAST",
+                false,
+                Err(syn("BDAT chunk size must be a number")),
+            ),
+            (b"BDAT", false, Err(syn("BDAT requires a chunk size"))),
+            (
+                b"BDAT 1 FIRST",
+                false,
+                Err(syn("BDAT takes a size and an optional LAST")),
+            ),
+            (
+                b"BDAT 1 LAST x",
+                false,
+                Err(syn("BDAT takes a size and an optional LAST")),
+            ),
+            // AUTH.
+            (
+                b"AUTH PLAIN",
+                false,
+                Ok(Command::Auth {
+                    mechanism: "PLAIN".into(),
+                    initial_response: None,
+                }),
+            ),
+            (
+                b"auth plain AGFsaWNlAHNlY3JldA==",
+                false,
+                Ok(Command::Auth {
+                    mechanism: "PLAIN".into(),
+                    initial_response: Some("AGFsaWNlAHNlY3JldA==".into()),
+                }),
+            ),
+            (
+                b"AUTH PLAIN =",
+                false,
+                Ok(Command::Auth {
+                    mechanism: "PLAIN".into(),
+                    initial_response: Some("=".into()),
+                }),
+            ),
+            (
+                b"AUTH SCRAM-SHA-256",
+                false,
+                Ok(Command::Auth {
+                    mechanism: "SCRAM-SHA-256".into(),
+                    initial_response: None,
+                }),
+            ),
+            (b"AUTH", false, Err(syn("AUTH requires a mechanism"))),
+            (
+                b"AUTH PL@IN",
+                false,
+                Err(syn("invalid SASL mechanism name")),
+            ),
+            (
+                b"AUTH ABCDEFGHIJKLMNOPQRSTU",
+                false,
+                Err(syn("invalid SASL mechanism name")),
+            ),
+            (
+                b"AUTH PLAIN a!b",
+                false,
+                Err(syn("initial response is not base64")),
+            ),
+            (
+                b"AUTH PLAIN a b",
+                false,
+                Err(syn(
+                    "AUTH takes a mechanism and an optional initial response",
+                )),
+            ),
+            // Garbage.
+            (b"", false, Err(E::UnknownCommand)),
+            (b"   ", false, Err(E::UnknownCommand)),
+            (b" MAIL FROM:<a@b>", false, Err(E::UnknownCommand)),
+            (b"XYZZY", false, Err(E::UnknownCommand)),
+            (b"TURN", false, Err(E::UnknownCommand)),
+            (b"MAIL\tFROM:<a@b>", false, Err(E::UnknownCommand)),
+            (b"MAIL:FROM:<a@b>", false, Err(E::UnknownCommand)),
+            (b"EHL0 x", false, Err(E::UnknownCommand)),
+            (b"AVERYVERYLONGVERBINDEED", false, Err(E::UnknownCommand)),
+            (b"GET / HTTP/1.1", false, Err(E::UnknownCommand)),
+            (
+                b"\xc3\xa9HLO x",
+                false,
+                Err(E::InvalidBytes("8-bit bytes in the verb")),
+            ),
+            (
+                b"EHLO\xff x",
+                false,
+                Err(E::InvalidBytes("8-bit bytes in the verb")),
+            ),
+            (b"EHLO x\0", false, Err(E::InvalidBytes("a NUL byte"))),
+            (b"\0", false, Err(E::InvalidBytes("a NUL byte"))),
+            (
+                b"MAIL FROM:<a@b>\r",
+                false,
+                Err(E::InvalidBytes("a bare CR")),
+            ),
+            (
+                b"DATA\rMAIL FROM:<a@b>",
+                false,
+                Err(E::InvalidBytes("a bare CR")),
+            ),
+            (b"RSET\nQUIT", false, Err(E::InvalidBytes("a bare LF"))),
+        ];
+        for (line, utf8, want) in cases {
+            let got = parse_command(line, utf8);
+            assert_eq!(got, want, "{:?}", String::from_utf8_lossy(line));
+        }
+    }
+
+    #[test]
+    fn replies_for_errors() {
+        let cases = [
+            (CommandError::UnknownCommand, 500, (5, 5, 1)),
+            (CommandError::InvalidBytes("a NUL byte"), 500, (5, 5, 2)),
+            (CommandError::Syntax("x"), 501, (5, 5, 4)),
+            (
+                CommandError::BadSender(AddressError::Syntax("x")),
+                501,
+                (5, 1, 7),
+            ),
+            (
+                CommandError::BadRecipient(AddressError::TooLong("path")),
+                501,
+                (5, 1, 3),
+            ),
+            (
+                CommandError::BadSender(AddressError::Utf8NotAllowed),
+                553,
+                (5, 6, 7),
+            ),
+            (
+                CommandError::BadRecipient(AddressError::Utf8NotAllowed),
+                553,
+                (5, 6, 7),
+            ),
+            (
+                CommandError::UnknownParameter("X-FOO".into()),
+                555,
+                (5, 5, 4),
+            ),
+        ];
+        for (err, code, (c, s, d)) in cases {
+            let r = err.to_reply();
+            assert_eq!(r.code, code, "{err:?}");
+            assert_eq!(r.status, Some(EnhancedStatus::new(c, s, d)), "{err:?}");
+            assert!(!r.is_positive());
+            let wire = r.to_bytes();
+            assert!(wire.ends_with(b"\r\n"));
+            assert_eq!(wire.iter().filter(|&&b| b == b'\n').count(), 1);
+        }
+        assert_eq!(
+            parse_command(b"MAIL FROM:<a@b> FOO", false)
+                .unwrap_err()
+                .to_reply()
+                .to_bytes(),
+            b"555 5.5.4 Unsupported parameter FOO\r\n"
+        );
+        assert_eq!(
+            CommandError::BadSender(AddressError::Utf8NotAllowed).address_error(),
+            Some(&AddressError::Utf8NotAllowed)
+        );
+        assert_eq!(CommandError::UnknownCommand.address_error(), None);
+    }
+
+    #[test]
+    fn auth_response_never_echoed() {
+        let err = parse_command(b"AUTH PLAIN c2VjcmV0!", false).unwrap_err();
+        let text = String::from_utf8(err.to_reply().to_bytes()).unwrap();
+        assert!(!text.contains("c2VjcmV0"), "{text}");
+    }
+
+    #[test]
+    fn xtext_round_trip() {
+        for s in [&b""[..], b"abc", b"a+b=c", b" \x00\xff~!", b"+++"] {
+            let enc = encode_xtext(s);
+            assert_eq!(decode_xtext(&enc).unwrap(), s);
+        }
+        assert_eq!(encode_xtext(b"a+b=c d"), "a+2Bb+3Dc+20d");
+        assert_eq!(decode_xtext("a+2b").unwrap(), b"a+");
+        assert!(decode_xtext("a b").is_err());
+        assert!(decode_xtext("a+").is_err());
+        assert!(decode_xtext("a+4").is_err());
+        assert!(decode_xtext("a+-1").is_err());
+        assert!(decode_xtext("\u{e9}").is_err());
+    }
+
+    #[test]
+    fn envid_and_orcpt_limits() {
+        let ok = format!("MAIL FROM:<a@b> ENVID={}", "e".repeat(100));
+        assert!(parse_command(ok.as_bytes(), false).is_ok());
+        let long = format!("MAIL FROM:<a@b> ENVID={}", "e".repeat(101));
+        assert_eq!(
+            parse_command(long.as_bytes(), false),
+            Err(syn("ENVID longer than 100 characters"))
+        );
+        let long = format!("RCPT TO:<a@b> ORCPT=rfc822;{}", "e".repeat(500));
+        assert_eq!(
+            parse_command(long.as_bytes(), false),
+            Err(syn("ORCPT longer than 500 characters"))
+        );
+    }
+
+    mod prop {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn never_panics(line in proptest::collection::vec(any::<u8>(), 0..200), utf8 in any::<bool>()) {
+                let _ = parse_command(&line, utf8).map_err(|e| e.to_reply().to_bytes());
+            }
+
+            #[test]
+            fn never_panics_on_near_commands(
+                verb in "(MAIL FROM:|RCPT TO:|EHLO |BDAT |AUTH |VRFY )",
+                rest in "[<>@\\[\\]:.,\"\\\\a-zA-Z0-9 =+;\u{e9}-]{0,60}",
+                utf8 in any::<bool>(),
+            ) {
+                let line = format!("{verb}{rest}");
+                if let Ok(cmd) = parse_command(line.as_bytes(), utf8) {
+                    match cmd {
+                        Command::Mail { from, params } => {
+                            let again = format!("MAIL FROM:{from}{}", if params.smtputf8 { " SMTPUTF8" } else { "" });
+                            let Ok(Command::Mail { from: f2, .. }) = parse_command(again.as_bytes(), false) else {
+                                return Err(TestCaseError::fail(format!("reparse of {again:?}")));
+                            };
+                            prop_assert_eq!(f2, from);
+                        }
+                        Command::Rcpt { to, .. } => {
+                            let again = format!("RCPT TO:{to}");
+                            let Ok(Command::Rcpt { to: t2, .. }) = parse_command(again.as_bytes(), utf8) else {
+                                return Err(TestCaseError::fail(format!("reparse of {again:?}")));
+                            };
+                            prop_assert_eq!(t2, to);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+
+            #[test]
+            fn size_round_trips(n in any::<u64>()) {
+                let line = format!("MAIL FROM:<a@b> SIZE={n}");
+                let Ok(Command::Mail { params, .. }) = parse_command(line.as_bytes(), false) else {
+                    return Err(TestCaseError::fail("SIZE refused"));
+                };
+                prop_assert_eq!(params.size, Some(n));
+                let line = format!("BDAT {n} LAST");
+                prop_assert_eq!(parse_command(line.as_bytes(), false), Ok(Command::Bdat { size: n, last: true }));
+            }
+
+            #[test]
+            fn xtext_round_trips(bytes in proptest::collection::vec(any::<u8>(), 0..50)) {
+                prop_assert_eq!(decode_xtext(&encode_xtext(&bytes)).unwrap(), bytes);
+            }
+        }
+    }
+}
