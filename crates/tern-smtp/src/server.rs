@@ -458,6 +458,13 @@ impl ServerSession {
         self.answer(Some(reply), None);
     }
 
+    /// Input bytes held by the session and not yet processed (for limits
+    /// and metrics: stays below one read plus one command line when the
+    /// call order is followed).
+    pub fn buffered(&self) -> usize {
+        self.input.len() - self.pos
+    }
+
     /// The reply bytes queued so far.
     pub fn take_output(&mut self) -> Vec<u8> {
         mem::take(&mut self.output)
@@ -651,8 +658,13 @@ impl ServerSession {
             }
             None if unread.len() >= max => {
                 // Too long: answer once, drain the rest without keeping it.
-                self.pos = self.input.len();
-                self.mode = Mode::DrainLine;
+                match unread.iter().position(|&b| b == b'\n') {
+                    Some(i) => self.pos += i + 1,
+                    None => {
+                        self.pos = self.input.len();
+                        self.mode = Mode::DrainLine;
+                    }
+                }
                 self.error(reply(500, (5, 5, 2), "Error: line too long"));
                 true
             }
