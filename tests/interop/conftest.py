@@ -214,14 +214,19 @@ class TernServer:
 
 
 @pytest.fixture
-def tern_factory(tmp_path_factory, request):
-    """Start a server with a custom config: `srv = tern_factory(smtp={...})`."""
+def tern_binary() -> Path:
     binary = tern_bin()
     if not (binary.is_file() and os.access(binary, os.X_OK)):
         pytest.fail(
             f"tern binary not found at {binary}: run `cargo build --release` first or set TERN_BIN",
             pytrace=False,
         )
+    return binary
+
+
+@pytest.fixture
+def tern_factory(tmp_path_factory, tern_binary):
+    """Start a server with a custom config: `srv = tern_factory(smtp={...})`."""
     servers: list[TernServer] = []
 
     def make(**config) -> TernServer:

@@ -15,7 +15,7 @@ SENDER = "x@y.test"
 
 
 def message(to: str, subject: str, body: str = "Hello from the interop suite.\n", sender: str = SENDER):
-    msg = EmailMessage()
+    msg = EmailMessage(policy=policy.SMTP)  # CRLF: smtplib sends bytes as they are
     msg["From"] = sender
     msg["To"] = to
     msg["Subject"] = subject

@@ -103,7 +103,7 @@ def test_swaks_one_megabyte_body(tern, tmp_path):
         stem = base64.b64encode(i.to_bytes(4, "big") * 12).decode()
         line = ("." if i % 97 == 0 else "") + f"{i:07d} {stem}"
         lines.append(line)
-        size += len(line) + 2
+        size += len(line) + 1
         i += 1
     body = "\n".join(lines) + "\n"
     bodyfile = tmp_path / "body.txt"

@@ -224,3 +224,40 @@ def test_dot_stuffing_round_trip(tern):
     [p] = tern.wait_for_messages("alice", 1)
     raw = p.read_bytes().replace(b"\r\n", b"\n")
     assert b"\n.starts with a dot\n..two dots\n.\tdot tab\nend\n" in raw, raw[-200:]
+
+
+def test_connections_per_ip_limit(tern_factory):
+    srv = tern_factory(limits={"max_connections_per_ip": 3})
+    held = [SmtpWire(srv.host, srv.port) for _ in range(3)]
+    try:
+        for w in held:
+            assert w.reply().code == 220
+        with SmtpWire(srv.host, srv.port) as extra:
+            r = extra.reply()
+            assert r.code == 421, f"4th connection from one IP should get 421, got {r}"
+            assert r.text.startswith("4.7.0"), str(r)
+        held.pop().close()
+        # the slot frees up once the server has seen the close
+        deadline = time.monotonic() + 10
+        while True:
+            with SmtpWire(srv.host, srv.port) as again:
+                r = again.reply()
+                if r.code == 220:
+                    assert again.cmd("QUIT").code == 221
+                    break
+            assert time.monotonic() < deadline, f"slot never freed: {r}"
+            time.sleep(0.2)
+    finally:
+        for w in held:
+            w.close()
+
+
+def test_idle_client_is_timed_out(tern_factory):
+    srv = tern_factory(limits={"command_timeout": "2s"})
+    with SmtpWire(srv.host, srv.port) as w:
+        w.greet_and_ehlo()
+        start = time.monotonic()
+        r = w.reply(timeout=15)
+        assert r.code == 421, f"idle session should get 421 after command_timeout, got {r}"
+        assert 1.5 <= time.monotonic() - start <= 10
+        assert w.no_reply_within(2.0) == b""
