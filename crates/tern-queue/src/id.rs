@@ -100,9 +100,23 @@ impl FromStr for QueueId {
 }
 
 /// Hands out strictly increasing [`QueueId`]s.
+///
+/// Within a microsecond the sequence starts at a random per-process salt
+/// below 2^19 (leaving at least 2^19 ids per microsecond), so that even if
+/// the clock stepped back across a restart *and* the spool held no newer id
+/// to seed from, a repeat of an old id would need the same microsecond and
+/// the same salt.
 #[derive(Debug)]
 pub(crate) struct IdGenerator {
     last: Mutex<(u64, u32)>,
+    salt: u32,
+}
+
+fn random_salt() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(u64::from(std::process::id()));
+    (h.finish() % u64::from(SEQ_LIMIT / 2)) as u32
 }
 
 impl IdGenerator {
@@ -110,6 +124,7 @@ impl IdGenerator {
     pub(crate) fn new(newest: Option<&QueueId>) -> IdGenerator {
         IdGenerator {
             last: Mutex::new(newest.map_or((0, 0), QueueId::parts)),
+            salt: random_salt(),
         }
     }
 
@@ -120,11 +135,11 @@ impl IdGenerator {
         let now = now & ((1u64 << (5 * TIME_CHARS)) - 1);
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         let (micros, seq) = if now > last.0 {
-            (now, 0)
+            (now, self.salt)
         } else if last.1 + 1 < SEQ_LIMIT {
             (last.0, last.1 + 1)
         } else {
-            (last.0 + 1, 0)
+            (last.0 + 1, self.salt)
         };
         *last = (micros, seq);
         QueueId::from_parts(micros, seq)

@@ -44,4 +44,4 @@ pub use committer::{PendingCommit, SpoolStats};
 pub use envelope::{Envelope, Recipient};
 pub use error::SpoolError;
 pub use id::{InvalidQueueId, QueueId};
-pub use spool::{IncomingMessage, Spool, SpoolOptions, StoredMessage};
+pub use spool::{DeliveryLease, IncomingMessage, Spool, SpoolOptions, StoredMessage};

@@ -85,6 +85,8 @@ struct Inner {
     /// Ids committed by this process and not yet claimed by a delivery
     /// attempt (see [`Spool::claim_first_attempt`]).
     fresh: Mutex<HashSet<QueueId>>,
+    /// Ids a delivery attempt is working on (see [`Spool::lease`]).
+    leased: Mutex<HashSet<QueueId>>,
     committer_tx: Mutex<Option<Sender<CommitRequest>>>,
     committer_thread: Mutex<Option<JoinHandle<()>>>,
     /// Held for the spool's life: the flock is released when it closes.
@@ -219,6 +221,7 @@ impl Spool {
                 ids: IdGenerator::new(newest.as_ref()),
                 counters,
                 fresh: Mutex::new(HashSet::new()),
+                leased: Mutex::new(HashSet::new()),
                 committer_tx: Mutex::new(Some(tx)),
                 committer_thread: Mutex::new(Some(thread)),
                 _lock: lock_file,
@@ -425,6 +428,40 @@ impl Spool {
     /// expensive) "already delivered?" scan that recovery needs.
     pub fn claim_first_attempt(&self, id: &QueueId) -> bool {
         lock(&self.inner.fresh).remove(id)
+    }
+
+    /// Take the in-process delivery lease on `id`: `None` while another
+    /// attempt holds it. Two attempts on one message at once could both
+    /// find a recipient not yet done and deliver it twice; holding the
+    /// lease for the whole attempt rules that out. Released on drop.
+    pub fn lease(&self, id: &QueueId) -> Option<DeliveryLease> {
+        lock(&self.inner.leased)
+            .insert(id.clone())
+            .then(|| DeliveryLease {
+                spool: Arc::clone(&self.inner),
+                id: id.clone(),
+            })
+    }
+}
+
+/// Exclusive right to work on one message's delivery in this process (see
+/// [`Spool::lease`]).
+#[derive(Debug)]
+pub struct DeliveryLease {
+    spool: Arc<Inner>,
+    id: QueueId,
+}
+
+impl DeliveryLease {
+    /// The leased message.
+    pub fn id(&self) -> &QueueId {
+        &self.id
+    }
+}
+
+impl Drop for DeliveryLease {
+    fn drop(&mut self) {
+        lock(&self.spool.leased).remove(&self.id);
     }
 }
 

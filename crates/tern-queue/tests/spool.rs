@@ -446,3 +446,18 @@ fn without_fsync_nothing_is_synced_but_commits_still_batch() {
         (0, 0, 1)
     );
 }
+
+#[test]
+fn delivery_lease_is_exclusive_until_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(dir.path());
+    let a = commit(&spool, b"a", 1);
+    let b = commit(&spool, b"b", 1);
+    let lease = spool.lease(&a).unwrap();
+    assert_eq!(lease.id(), &a);
+    assert!(spool.clone().lease(&a).is_none());
+    let other = spool.lease(&b).unwrap();
+    drop(lease);
+    assert!(spool.lease(&a).is_some());
+    drop(other);
+}

@@ -1,0 +1,222 @@
+//! Local delivery: spool → Maildir, exactly once.
+//!
+//! For each local recipient of a message that the spool's state file does
+//! not list as done:
+//!
+//! 1. `name = unique_name(received_at, id, index, hostname)`; the name is
+//!    the same on every attempt, so a copy left by an interrupted attempt
+//!    can be recognised;
+//! 2. unless this is the message's first attempt in this process, look for
+//!    that name in the Maildir (`new/`, `cur/`): a crash after the rename
+//!    but before step 4 left it there, so only step 4 remains;
+//! 3. otherwise deliver `Return-Path:` and `Delivered-To:` followed by the
+//!    stored message bytes (fsynced, renamed into `new/`, `new/` fsynced);
+//! 4. durably record the recipient as done in the spool.
+//!
+//! A recipient that fails is reported as deferred (and retried by the
+//! caller); the others are still delivered. When every recipient is done
+//! the message leaves the spool. Remote recipients are counted in
+//! [`LocalReport::remote_pending`] and keep the message queued.
+//!
+//! Every log line carries `queue_id`. This module must never write a
+//! recipient twice, never skip one silently, and never put client-supplied
+//! CR/LF into the headers it adds.
+
+use tern_queue::{QueueId, Recipient, Spool, SpoolError, StoredMessage};
+use tern_store::{MailStore, StoreError, unique_name};
+use tracing::{debug, info, warn};
+
+/// What one [`deliver_local`] call did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LocalReport {
+    /// Recipients delivered (or found already delivered) by this call:
+    /// `(index, mailbox key)`.
+    pub delivered: Vec<(usize, String)>,
+    /// Recipients that failed and must be retried: `(index, address, error)`.
+    pub deferred: Vec<(usize, String, String)>,
+    /// Remote recipients not yet done (they wait for outbound delivery).
+    pub remote_pending: usize,
+    /// Whether the message was removed from the spool (all recipients done).
+    pub removed: bool,
+    /// The message was no longer in the spool (already finished), or
+    /// another attempt in this process was working on it: nothing to do.
+    pub skipped: bool,
+}
+
+/// Why a delivery attempt could not even start (the message as a whole).
+/// Per-recipient failures are not errors: they are [`LocalReport::deferred`].
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// The spool could not be read or updated (includes a corrupt queue
+    /// file, which the spool has moved aside).
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+}
+
+/// Why one recipient failed.
+#[derive(Debug, thiserror::Error)]
+enum RecipientError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+}
+
+/// Deliver every local recipient of `id` not yet done; returns what
+/// happened. Blocking: call it off the async runtime.
+///
+/// Idempotent: calling it again after a crash or a deferral delivers only
+/// what is still missing. A message that has already left the spool, or
+/// that another call in this process is working on, gives an empty report
+/// with `skipped` set.
+pub fn deliver_local(
+    spool: &Spool,
+    store: &MailStore,
+    hostname: &str,
+    id: &QueueId,
+) -> Result<LocalReport, DeliveryError> {
+    let Some(_lease) = spool.lease(id) else {
+        debug!(queue_id = %id, "delivery already in progress in this process");
+        return Ok(LocalReport {
+            skipped: true,
+            ..LocalReport::default()
+        });
+    };
+    let first_attempt = spool.claim_first_attempt(id);
+    let message = match spool.open_message(id) {
+        Ok(m) => m,
+        Err(SpoolError::NotFound(_)) => {
+            debug!(queue_id = %id, "message no longer in the spool");
+            return Ok(LocalReport {
+                skipped: true,
+                ..LocalReport::default()
+            });
+        }
+        Err(e) => {
+            warn!(queue_id = %id, error = %e, "cannot open queued message");
+            return Err(e.into());
+        }
+    };
+    let done = spool.done(id)?;
+
+    let mut report = LocalReport::default();
+    for (index, rcpt) in message.envelope.recipients.iter().enumerate() {
+        if done.contains(&index) {
+            continue;
+        }
+        let Some(mailbox) = &rcpt.mailbox else {
+            report.remote_pending += 1;
+            continue;
+        };
+        let attempt = Attempt {
+            spool,
+            store,
+            hostname,
+            message: &message,
+            first_attempt,
+        };
+        match attempt.deliver_one(index, rcpt, mailbox) {
+            Ok(()) => report.delivered.push((index, mailbox.clone())),
+            Err(e) => {
+                warn!(queue_id = %id, rcpt = index, mailbox = %mailbox, error = %e,
+                    "local delivery deferred");
+                report
+                    .deferred
+                    .push((index, rcpt.address.clone(), e.to_string()));
+            }
+        }
+    }
+
+    if report.deferred.is_empty() && report.remote_pending == 0 {
+        drop(message);
+        spool.remove(id)?;
+        report.removed = true;
+        debug!(queue_id = %id, "all recipients done; removed from the spool");
+    }
+    Ok(report)
+}
+
+/// One delivery attempt of one message.
+struct Attempt<'a> {
+    spool: &'a Spool,
+    store: &'a MailStore,
+    hostname: &'a str,
+    message: &'a StoredMessage,
+    /// No earlier attempt can have left a copy in any Maildir.
+    first_attempt: bool,
+}
+
+impl Attempt<'_> {
+    fn deliver_one(
+        &self,
+        index: usize,
+        rcpt: &Recipient,
+        mailbox: &str,
+    ) -> Result<(), RecipientError> {
+        let id = &self.message.id;
+        let maildir = self.store.maildir(mailbox)?;
+        let name = unique_name(
+            self.message.envelope.received_at,
+            id.as_str(),
+            index,
+            self.hostname,
+        );
+        if !self.first_attempt && maildir.contains(&name)? {
+            info!(queue_id = %id, rcpt = index, mailbox = %mailbox,
+                "already in the Maildir from an interrupted attempt; recording it as done");
+            self.spool.record_done(
+                id,
+                index,
+                &format!("delivered to {mailbox} (found on retry)"),
+            )?;
+            return Ok(());
+        }
+        let prefix = trace_prefix(&self.message.envelope.sender, &rcpt.address);
+        let mut body = self.message.reader()?;
+        let path = maildir.deliver(&name, prefix.as_bytes(), &mut body)?;
+        self.spool
+            .record_done(id, index, &format!("delivered to {mailbox}"))?;
+        debug!(queue_id = %id, rcpt = index, path = %path.display(), "written to Maildir");
+        Ok(())
+    }
+}
+
+/// `Return-Path: <sender>\r\nDelivered-To: address\r\n`, with anything that
+/// could end or fold a header line (control characters) replaced.
+fn trace_prefix(sender: &str, address: &str) -> String {
+    let mut out = String::with_capacity(48 + sender.len() + address.len());
+    out.push_str("Return-Path: <");
+    push_clean(&mut out, sender);
+    out.push_str(">\r\nDelivered-To: ");
+    push_clean(&mut out, address);
+    out.push_str("\r\n");
+    out
+}
+
+fn push_clean(out: &mut String, text: &str) {
+    for c in text.chars() {
+        out.push(if c.is_control() { '?' } else { c });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_prefix_is_two_clean_header_lines() {
+        assert_eq!(
+            trace_prefix("a@b.test", "alice@example.test"),
+            "Return-Path: <a@b.test>\r\nDelivered-To: alice@example.test\r\n"
+        );
+        assert_eq!(
+            trace_prefix("", "alice@example.test"),
+            "Return-Path: <>\r\nDelivered-To: alice@example.test\r\n"
+        );
+        let evil = trace_prefix("x@y\r\nBcc: z@w", "a\nb@c\0");
+        assert_eq!(evil.matches("\r\n").count(), 2);
+        assert!(!evil.contains('\0'));
+        assert!(evil.contains("x@y??Bcc: z@w"));
+    }
+}
