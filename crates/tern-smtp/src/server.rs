@@ -28,6 +28,11 @@
 //! * BDAT content gets the bare CR/LF rule (and the text line limit) unless
 //!   `BODY=BINARYMIME`; a BDAT line whose size cannot be read loses the
 //!   framing: its 501 is followed by `421 4.5.0` and the session closes.
+//! * The greeting, the EHLO/HELO lines and the 354 carry no enhanced
+//!   status code (RFC 2034; RFC 3463 has no class 3); every other reply
+//!   does, including the early-talker `554 5.5.0`.
+//! * `protocol()` appends `S` under TLS to whatever the base is, so a HELO
+//!   client over TLS is `SMTPS` (not an IANA-registered value, but honest).
 //! * The error counter (`max_errors`) counts the session's own protocol
 //!   errors (syntax, sequence, bad bytes, long lines, refused bare line
 //!   endings, unavailable commands), not policy answers from the runtime,
@@ -246,11 +251,21 @@ struct Transaction {
 /// A question the runtime has been asked and not yet answered.
 #[derive(Debug)]
 enum Question {
-    Mail { from: ReversePath, params: MailParams },
-    Rcpt { to: ForwardPath },
+    Mail {
+        from: ReversePath,
+        params: MailParams,
+    },
+    Rcpt {
+        to: ForwardPath,
+    },
     /// DATA; `pipelined`: bytes followed the DATA line.
-    DataStart { pipelined: bool },
-    BdatStart { size: u64, last: bool },
+    DataStart {
+        pipelined: bool,
+    },
+    BdatStart {
+        size: u64,
+        last: bool,
+    },
     DataEnd,
     Verify,
 }
@@ -779,7 +794,10 @@ impl ServerSession {
         if self.txn.is_some() {
             return self.error(sequence_error("nested MAIL command"));
         }
-        if params.size.is_some_and(|s| s > self.config.max_message_size) {
+        if params
+            .size
+            .is_some_and(|s| s > self.config.max_message_size)
+        {
             return self.send(reply(
                 552,
                 (5, 3, 4),
@@ -948,9 +966,9 @@ impl ServerSession {
                         bdat: None,
                     });
                 }
-                self.send(given.unwrap_or_else(|| {
-                    reply(250, (2, 1, 0), format!("Sender {from} OK"))
-                }));
+                self.send(
+                    given.unwrap_or_else(|| reply(250, (2, 1, 0), format!("Sender {from} OK"))),
+                );
             }
             Question::Rcpt { to } => {
                 if positive && let Some(t) = self.txn.as_mut() {

@@ -80,9 +80,15 @@ fn complete_transaction() {
     assert_eq!(h.session.timeout_class(), TimeoutClass::Data);
     let out = h.send("Subject: hi\r\n\r\n..dotted\r\nbody\r\n.\r\n");
     assert_eq!(out, "250 2.0.0 Ok: queued as Q1\r\n");
-    assert_eq!(h.messages, [b"Subject: hi\r\n\r\n.dotted\r\nbody\r\n".to_vec()]);
+    assert_eq!(
+        h.messages,
+        [b"Subject: hi\r\n\r\n.dotted\r\nbody\r\n".to_vec()]
+    );
     assert_eq!(h.session.timeout_class(), TimeoutClass::Command);
-    assert_eq!(h.send("QUIT\r\n"), "221 2.0.0 mx.tern.test closing connection\r\n");
+    assert_eq!(
+        h.send("QUIT\r\n"),
+        "221 2.0.0 mx.tern.test closing connection\r\n"
+    );
     assert!(h.session.is_closed());
     let ev = h.control_events();
     assert!(matches!(ev[1], Event::MailFrom { .. }));
@@ -118,7 +124,11 @@ fn sequence_errors() {
     assert_eq!(codes(&h.send("DATA\r\n")), ["503 5.5.1"]);
     assert_eq!(codes(&h.send("MAIL FROM:<a@b.c>\r\n")), ["250 2.1.0"]);
     assert_eq!(codes(&h.send("MAIL FROM:<a@b.c>\r\n")), ["503 5.5.1"]);
-    assert_eq!(codes(&h.send("DATA\r\n")), ["503 5.5.1"], "DATA before RCPT");
+    assert_eq!(
+        codes(&h.send("DATA\r\n")),
+        ["503 5.5.1"],
+        "DATA before RCPT"
+    );
     assert_eq!(codes(&h.send("RCPT TO:<x@y.z>\r\n")), ["250 2.1.5"]);
     assert_eq!(codes(&h.send("DATA\r\n")), ["354"]);
     assert!(!h.session.is_closed());
@@ -288,8 +298,14 @@ fn size_parameter_over_limit() {
         max_message_size: 1000,
         ..config()
     });
-    assert_eq!(codes(&h.send("MAIL FROM:<a@b.c> SIZE=1001\r\n")), ["552 5.3.4"]);
-    assert_eq!(codes(&h.send("MAIL FROM:<a@b.c> SIZE=1000\r\n")), ["250 2.1.0"]);
+    assert_eq!(
+        codes(&h.send("MAIL FROM:<a@b.c> SIZE=1001\r\n")),
+        ["552 5.3.4"]
+    );
+    assert_eq!(
+        codes(&h.send("MAIL FROM:<a@b.c> SIZE=1000\r\n")),
+        ["250 2.1.0"]
+    );
 }
 
 #[test]
@@ -311,7 +327,10 @@ fn message_over_limit_is_drained_then_refused() {
     assert_eq!(h.count(|e| *e == Event::DataEnd), 0);
     // A new transaction works.
     h.send("MAIL FROM:<a@b.c>\r\nRCPT TO:<x@y.z>\r\n");
-    assert_eq!(codes(&h.send("DATA\r\nsmall\r\n.\r\n")), ["354", "250 2.0.0"]);
+    assert_eq!(
+        codes(&h.send("DATA\r\nsmall\r\n.\r\n")),
+        ["354", "250 2.0.0"]
+    );
 }
 
 #[test]
@@ -385,7 +404,11 @@ fn bad_bytes_in_commands_and_the_session_goes_on() {
         assert!(c[0].starts_with('5'), "{bad:?} → {out}");
     }
     assert_eq!(codes(&h.send("NOOP\r\n")), ["250 2.0.0"]);
-    assert_eq!(h.count(|e| *e == Event::Reset), 0, "RSET after bare CR never ran");
+    assert_eq!(
+        h.count(|e| *e == Event::Reset),
+        0,
+        "RSET after bare CR never ran"
+    );
 }
 
 #[test]
@@ -394,7 +417,10 @@ fn smtputf8_allows_utf8_recipients() {
     h.send("MAIL FROM:<a@b.c>\r\n");
     assert_eq!(codes(&h.send("RCPT TO:<ü@b.c>\r\n")), ["553 5.6.7"]);
     h.send("RSET\r\n");
-    assert_eq!(codes(&h.send("MAIL FROM:<a@b.c> SMTPUTF8\r\n")), ["250 2.1.0"]);
+    assert_eq!(
+        codes(&h.send("MAIL FROM:<a@b.c> SMTPUTF8\r\n")),
+        ["250 2.1.0"]
+    );
     assert_eq!(h.session.protocol(), "UTF8SMTP");
     assert_eq!(codes(&h.send("RCPT TO:<ü@b.c>\r\n")), ["250 2.1.5"]);
 }
@@ -409,14 +435,22 @@ fn smuggling_fake_terminators_are_refused_in_reject_mode() {
         assert_eq!(codes(&h.send("DATA\r\n")), ["354"]);
         let out = h.send(&format!("Subject: x\r\n\r\nhello{fake}{SMUGGLED}"));
         assert_eq!(out, "", "{fake:?}: nothing may be answered yet");
-        assert_eq!(h.count(|e| matches!(e, Event::MailFrom { .. })), 1, "{fake:?}");
+        assert_eq!(
+            h.count(|e| matches!(e, Event::MailFrom { .. })),
+            1,
+            "{fake:?}"
+        );
         assert!(h.events.contains(&Event::DataAborted {
             reason: AbortReason::BareLineEnding
         }));
         let out = h.send(".\r\nNOOP\r\n");
         assert_eq!(codes(&out), ["550 5.6.0", "250 2.0.0"], "{fake:?}");
         assert!(out.contains("bare LF or CR"));
-        assert_eq!(h.count(|e| matches!(e, Event::MailFrom { .. })), 1, "{fake:?}");
+        assert_eq!(
+            h.count(|e| matches!(e, Event::MailFrom { .. })),
+            1,
+            "{fake:?}"
+        );
         assert_eq!(h.count(|e| *e == Event::DataEnd), 0);
         assert!(!h.session.is_closed());
     }
@@ -448,7 +482,15 @@ fn pipelined_commands_after_end_of_data_form_a_new_transaction() {
     );
     assert_eq!(
         codes(&out),
-        ["354", "250 2.0.0", "250 2.1.0", "250 2.1.5", "354", "250 2.0.0", "221 2.0.0"]
+        [
+            "354",
+            "250 2.0.0",
+            "250 2.1.0",
+            "250 2.1.5",
+            "354",
+            "250 2.0.0",
+            "221 2.0.0"
+        ]
     );
     assert!(out.contains("queued as Q1") && out.contains("queued as Q2"));
     assert_eq!(h.messages, [b"one\r\n".to_vec(), b"two\r\n".to_vec()]);
@@ -485,7 +527,10 @@ fn bytes_pipelined_after_refused_data_are_never_commands() {
     let mut h = Harness::with_policy(config(), policy);
     h.send("EHLO c.test\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<x@y.z>\r\n");
     assert_eq!(codes(&h.send("DATA\r\n")), ["554 5.5.1"]);
-    assert!(!h.session.is_closed(), "without pipelined bytes the session goes on");
+    assert!(
+        !h.session.is_closed(),
+        "without pipelined bytes the session goes on"
+    );
     let out = h.send("DATA\r\nQUIT\r\n");
     assert_eq!(codes(&out), ["554 5.5.1", "421 4.5.0"]);
     assert_eq!(h.count(|e| *e == Event::Quit), 0);
@@ -497,14 +542,12 @@ fn runtime_refuses_sender_recipient_and_message() {
         Event::MailFrom { from, .. } if from.to_string() == "<bad@b.c>" => {
             Answer::Reply(Reply::new(550, EnhancedStatus::new(5, 7, 1), "No"))
         }
-        Event::RcptTo { to, .. } if to.to_string() == "<unknown@b.c>" => {
-            Answer::Reply(Reply::new(550, EnhancedStatus::new(5, 1, 1), "No such user"))
-        }
-        Event::DataEnd => Answer::Reply(Reply::new(
-            451,
-            EnhancedStatus::new(4, 3, 0),
-            "Try later",
+        Event::RcptTo { to, .. } if to.to_string() == "<unknown@b.c>" => Answer::Reply(Reply::new(
+            550,
+            EnhancedStatus::new(5, 1, 1),
+            "No such user",
         )),
+        Event::DataEnd => Answer::Reply(Reply::new(451, EnhancedStatus::new(4, 3, 0), "Try later")),
         _ => Answer::Accept,
     });
     let mut h = Harness::with_policy(config(), policy);
@@ -597,7 +640,10 @@ fn error_limit_closes_with_421() {
         ..config()
     });
     let out = h.send("FOO\r\nBAR\r\nBAZ\r\nNOOP\r\n");
-    assert_eq!(codes(&out), ["500 5.5.1", "500 5.5.1", "500 5.5.1", "421 4.7.0"]);
+    assert_eq!(
+        codes(&out),
+        ["500 5.5.1", "500 5.5.1", "500 5.5.1", "421 4.7.0"]
+    );
     assert!(out.contains("too many errors"));
     assert!(h.session.is_closed());
 }
@@ -637,7 +683,11 @@ fn timeout_and_shutdown_mid_data() {
     h.session.shutdown();
     h.pump();
     assert_eq!(codes(&h.take()), ["421 4.3.2"]);
-    assert!(!h.events.iter().any(|e| matches!(e, Event::DataAborted { .. })));
+    assert!(
+        !h.events
+            .iter()
+            .any(|e| matches!(e, Event::DataAborted { .. }))
+    );
 }
 
 #[test]
@@ -702,11 +752,9 @@ fn misc_commands() {
 #[test]
 fn vrfy_and_expn_ask_when_enabled() {
     let policy = Box::new(|e: &Event| match e {
-        Event::Verify { expand: true, .. } => Answer::Reply(Reply::new(
-            250,
-            EnhancedStatus::new(2, 1, 5),
-            "<a@b.c>",
-        )),
+        Event::Verify { expand: true, .. } => {
+            Answer::Reply(Reply::new(250, EnhancedStatus::new(2, 1, 5), "<a@b.c>"))
+        }
         _ => Answer::Accept,
     });
     let mut h = Harness::with_policy(
@@ -740,7 +788,8 @@ fn answers_without_question_are_ignored() {
     let mut h = ehlo(config());
     h.session.accept();
     h.session.accept_message("X");
-    h.session.reply(Reply::new(250, EnhancedStatus::new(2, 0, 0), "stray"));
+    h.session
+        .reply(Reply::new(250, EnhancedStatus::new(2, 0, 0), "stray"));
     h.pump();
     assert_eq!(h.take(), "");
     assert_eq!(codes(&h.send("NOOP\r\n")), ["250 2.0.0"]);

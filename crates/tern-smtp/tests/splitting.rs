@@ -57,15 +57,31 @@ fn reference_transcript_is_what_we_expect() {
     assert_eq!(
         Harness::codes(&out),
         [
-            "250", "250 2.1.0", "250 2.1.5", "250 2.1.5", "354", "250 2.0.0", "250 2.1.0",
-            "250 2.1.5", "250 2.0.0", "250 2.0.0", "500 5.5.1", "250 2.0.0", "503 5.5.1",
-            "250 2.1.0", "250 2.0.0", "221 2.0.0"
+            "250",
+            "250 2.1.0",
+            "250 2.1.5",
+            "250 2.1.5",
+            "354",
+            "250 2.0.0",
+            "250 2.1.0",
+            "250 2.1.5",
+            "250 2.0.0",
+            "250 2.0.0",
+            "500 5.5.1",
+            "250 2.0.0",
+            "503 5.5.1",
+            "250 2.1.0",
+            "250 2.0.0",
+            "221 2.0.0"
         ],
         "{out}"
     );
     assert_eq!(messages.len(), 2);
     assert!(messages[0].starts_with(b"Received: from x\r\n"));
-    assert!(String::from_utf8_lossy(&messages[0]).contains(".stuffed\r\nfake\r\n\r\nMAIL FROM:<evil@x>\r\n"));
+    assert!(
+        String::from_utf8_lossy(&messages[0])
+            .contains(".stuffed\r\nfake\r\n\r\nMAIL FROM:<evil@x>\r\n")
+    );
     assert_eq!(messages[1], b"ab\r\ncdef");
     assert_eq!(events.last(), Some(&Event::Quit));
     // In Reject mode the first message is refused, the rest is identical.
