@@ -261,3 +261,57 @@ def test_idle_client_is_timed_out(tern_factory):
         assert r.code == 421, f"idle session should get 421 after command_timeout, got {r}"
         assert 1.5 <= time.monotonic() - start <= 10
         assert w.no_reply_within(2.0) == b""
+
+
+def test_early_talker_is_rejected(tern_factory):
+    """security.md: pipelining before the greeting -> configurable reject.
+    limits.greet_pause gives the server a window in which to notice."""
+    srv = tern_factory(limits={"greet_pause": "1s"}, smtp={"early_talkers": "reject"})
+    with SmtpWire(srv.host, srv.port) as w:
+        w.send(f"EHLO client.test\r\nMAIL FROM:<{SENDER}>\r\n")
+        r = w.reply(timeout=10)
+        assert r.code == 554, f"early talker should get 554, got {r}"
+        assert r.text.startswith("5.5.0"), str(r)
+        assert w.no_reply_within(1.0) == b"", "nothing the early talker sent may be answered"
+    # a client that waits for the greeting is served normally
+    with SmtpWire(srv.host, srv.port) as w:
+        start = time.monotonic()
+        w.greet_and_ehlo()
+        assert time.monotonic() - start >= 0.8, "greet_pause was not applied"
+        assert w.cmd("QUIT").code == 221
+
+
+def test_early_talker_allowed_when_configured(tern_factory):
+    srv = tern_factory(limits={"greet_pause": "1s"}, smtp={"early_talkers": "allow"})
+    with SmtpWire(srv.host, srv.port) as w:
+        w.send("EHLO client.test\r\n")
+        assert w.reply(timeout=10).code == 220
+        assert w.reply().code == 250
+        assert w.cmd("QUIT").code == 221
+
+
+@pytest.mark.parametrize("local", ["../../etc/passwd", "a/b", ".hidden", "..", "alice/../bob", "x" * 300])
+def test_path_like_local_parts_never_become_mailboxes(tern, local):
+    with SmtpWire(tern.host, tern.port) as w:
+        w.greet_and_ehlo()
+        assert w.cmd(f"MAIL FROM:<{SENDER}>").code == 250
+        r = w.cmd(f'RCPT TO:<"{local}"@example.test>' if "/" in local else f"RCPT TO:<{local}@example.test>")
+        assert 500 <= r.code < 600, f"{local!r} must be refused, got {r}"
+        assert w.cmd("RSET").code == 250
+    mail_root = tern.data_dir / "mail"
+    made = sorted(str(p.relative_to(mail_root)) for p in mail_root.rglob("*")) if mail_root.exists() else []
+    assert all(m.split("/")[0] == "example.test" for m in made), made
+    assert not any(part.startswith(".") or part == "etc" for m in made for part in m.split("/")), made
+
+
+@pytest.mark.parametrize("bad", [b"EHLO a\x00b\r\n", b"MAIL FROM:<x@y.test>\x00\r\n", b"NOOP\rNOOP\r\n", b"\xff\xfe\r\n"])
+def test_bad_bytes_in_commands_get_5xx_and_session_goes_on(tern, bad):
+    with SmtpWire(tern.host, tern.port) as w:
+        w.greet_and_ehlo()
+        w.send(bad)
+        r = w.reply()
+        assert 500 <= r.code < 600, f"{bad!r}: expected 500/501, got {r}"
+        assert w.no_reply_within(0.5) == b""
+        assert w.cmd("NOOP").code == 250
+        r = w.cmd(f"MAIL FROM:<{SENDER}>")
+        assert r.code == 250, str(r)
