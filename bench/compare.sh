@@ -173,7 +173,7 @@ trusted_networks = []
 address = "127.0.0.1:$port"
 role = "mx"
 
-[domains.example.test]
+[domains."example.test"]
 mailboxes = ["alice"]
 
 [limits]
@@ -225,8 +225,8 @@ run_one() {
             if [ "${n:-0}" -ne "$MESSAGES" ]; then log "sink/$mode: accepted ${n:-0} of $MESSAGES"; echo fail; return; fi
             ;;
         postfix|tern)
-            local dir=$PF_NEW
-            [ "$kind" = tern ] && dir=$TERN_NEW
+            local dir
+            if [ "$kind" = tern ]; then dir=$TERN_NEW; else dir=$PF_NEW; fi
             local deadline=$(( $(date +%s) + DRAIN_TIMEOUT ))
             while n=$(count_new "$dir"); [ "$n" -lt "$MESSAGES" ]; do
                 if [ "$(date +%s)" -ge "$deadline" ]; then
