@@ -27,7 +27,11 @@ fuzz_target!(|data: &[u8]| {
     if let Ok((path, _)) = parse_forward_path(s, utf8) {
         let shown = path.to_string();
         assert!(shown.len() <= MAX_PATH, "{shown}");
-        assert_eq!(parse_forward_path(&shown, utf8), Ok((path.clone(), "")), "{shown}");
+        assert_eq!(
+            parse_forward_path(&shown, utf8),
+            Ok((path.clone(), "")),
+            "{shown}"
+        );
         if let Some(m) = path.mailbox() {
             check_mailbox(m, utf8);
         }
@@ -35,7 +39,11 @@ fuzz_target!(|data: &[u8]| {
     if let Ok((path, _)) = parse_reverse_path(s, utf8) {
         let shown = path.to_string();
         assert!(shown.len() <= MAX_PATH, "{shown}");
-        assert_eq!(parse_reverse_path(&shown, utf8), Ok((path.clone(), "")), "{shown}");
+        assert_eq!(
+            parse_reverse_path(&shown, utf8),
+            Ok((path.clone(), "")),
+            "{shown}"
+        );
         if let Some(m) = path.mailbox() {
             check_mailbox(m, utf8);
         }
@@ -43,7 +51,11 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(m) = Mailbox::parse(s, utf8) {
         check_mailbox(&m, utf8);
     }
-    let domain = if utf8 { Domain::parse_utf8(s) } else { Domain::parse(s) };
+    let domain = if utf8 {
+        Domain::parse_utf8(s)
+    } else {
+        Domain::parse(s)
+    };
     if let Ok(d) = domain {
         assert!(d.as_str().len() <= MAX_DOMAIN);
         assert!(utf8 || d.is_ascii());

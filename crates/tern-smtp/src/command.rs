@@ -205,6 +205,9 @@ const MAX_ENVID: usize = 100;
 const MAX_ORCPT: usize = 500;
 /// AUTH= carries a mailbox: xtext of at most a path's worth, hex-expanded.
 const MAX_AUTH_PARAM: usize = 500;
+/// More ESMTP parameters than any extension set defines: refused, which
+/// also keeps the duplicate check cheap on hostile lines.
+const MAX_PARAMS: usize = 32;
 /// RFC 4422 3.1: a SASL mechanism name is 1 to 20 characters.
 const MAX_SASL_MECH: usize = 20;
 
@@ -348,6 +351,9 @@ fn parse_params(rest: &str) -> Result<Vec<Param<'_>>, CommandError> {
     }
     let mut out: Vec<Param<'_>> = Vec::new();
     for word in words(rest) {
+        if out.len() == MAX_PARAMS {
+            return Err(syntax("too many parameters"));
+        }
         let (keyword, value) = match word.split_once('=') {
             Some((k, v)) => (k, Some(v)),
             None => (word, None),
@@ -1451,6 +1457,21 @@ mod tests {
         assert!(decode_xtext("a+4").is_err());
         assert!(decode_xtext("a+-1").is_err());
         assert!(decode_xtext("\u{e9}").is_err());
+    }
+
+    #[test]
+    fn parameter_count_is_bounded() {
+        let many: String = (0..32).map(|i| format!(" X{i}")).collect();
+        let line = format!("MAIL FROM:<a@b>{many}");
+        assert_eq!(
+            parse_command(line.as_bytes(), false),
+            Err(CommandError::UnknownParameter("X0".into()))
+        );
+        let line = format!("MAIL FROM:<a@b>{many} X32");
+        assert_eq!(
+            parse_command(line.as_bytes(), false),
+            Err(syn("too many parameters"))
+        );
     }
 
     #[test]

@@ -1150,7 +1150,8 @@ mod tests {
 
     #[test]
     fn reverse_paths() {
-        let cases: Vec<(&str, Result<(&str, &str), AddressError>)> = vec![
+        type Want = Result<(&'static str, &'static str), AddressError>;
+        let cases: Vec<(&str, Want)> = vec![
             ("<>", Ok(("<>", ""))),
             ("<> SIZE=10", Ok(("<>", " SIZE=10"))),
             ("<a@b> BODY=8BITMIME", Ok(("<a@b>", " BODY=8BITMIME"))),
