@@ -1,7 +1,7 @@
 //! The group committer: one thread that makes queued messages durable.
 //!
 //! Sessions finish writing `tmp/<id>` themselves, then send a
-//! [`CommitRequest`] down a channel. The committer thread blocks for the
+//! commit request down a channel. The committer thread blocks for the
 //! first request, then drains everything already queued into one batch and:
 //!
 //! 1. `fdatasync`s every file of the batch (in parallel on a few scoped

@@ -8,7 +8,7 @@
 //! Layout: 12 characters of microseconds since the Unix epoch followed by 4
 //! characters of a sequence number, both in a base32 alphabet whose ASCII
 //! order is its numeric order, so that string order is creation order.
-//! [`IdGenerator`] hands out strictly increasing ids within a process and is
+//! The generator hands out strictly increasing ids within a process and is
 //! seeded from the newest id already on disk, so ids stay unique across
 //! restarts even when the wall clock steps backwards.
 //!

@@ -461,3 +461,27 @@ fn delivery_lease_is_exclusive_until_dropped() {
     assert!(spool.lease(&a).is_some());
     drop(other);
 }
+
+#[test]
+fn a_lone_committer_is_never_held_back_for_a_batch() {
+    // Sequential commits cannot share a batch: each one is synced and
+    // resolved on its own, without waiting for company.
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(dir.path());
+    let started = Instant::now();
+    for i in 0..50 {
+        commit(&spool, format!("message {i}\r\n").as_bytes(), 1);
+    }
+    let elapsed = started.elapsed();
+    let stats = spool.stats();
+    eprintln!(
+        "sequential: {} commits in {:?} ({:.0}/s)",
+        stats.commits,
+        elapsed,
+        stats.commits as f64 / elapsed.as_secs_f64()
+    );
+    assert_eq!(
+        (stats.commits, stats.batches, stats.largest_batch),
+        (50, 50, 1)
+    );
+}
