@@ -1,0 +1,126 @@
+//! Connection admission: a cap on concurrent sessions overall and per client
+//! address.
+//!
+//! The limiter hands out an RAII [`ConnectionPermit`]; dropping it frees the
+//! slot. It never blocks and never queues: a client over a limit is told so
+//! (421 4.7.0) and disconnected by the caller, so a flood from one address
+//! cannot starve everyone else. It must never hold its lock across an await.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+/// Why a connection was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The server already holds `max_connections` sessions.
+    ServerFull,
+    /// This client address already holds `max_per_ip` sessions.
+    TooManyFromAddress,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+/// Counts live sessions overall and per client address.
+#[derive(Debug, Clone)]
+pub struct ConnectionLimiter {
+    max_total: usize,
+    max_per_ip: usize,
+    counts: Arc<Mutex<Counts>>,
+}
+
+impl ConnectionLimiter {
+    /// A limiter allowing `max_total` sessions, at most `max_per_ip` from one address.
+    pub fn new(max_total: usize, max_per_ip: usize) -> Self {
+        ConnectionLimiter {
+            max_total,
+            max_per_ip,
+            counts: Arc::new(Mutex::new(Counts::default())),
+        }
+    }
+
+    /// Takes a slot for `ip`, or says which limit is reached.
+    pub fn try_acquire(&self, ip: IpAddr) -> Result<ConnectionPermit, Refusal> {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if counts.total >= self.max_total {
+            return Err(Refusal::ServerFull);
+        }
+        let mine = counts.per_ip.get(&ip).copied().unwrap_or(0);
+        if mine >= self.max_per_ip {
+            return Err(Refusal::TooManyFromAddress);
+        }
+        counts.total += 1;
+        counts.per_ip.insert(ip, mine + 1);
+        Ok(ConnectionPermit {
+            ip,
+            counts: Arc::clone(&self.counts),
+        })
+    }
+
+    /// Sessions currently admitted.
+    pub fn active(&self) -> usize {
+        self.counts.lock().unwrap_or_else(|p| p.into_inner()).total
+    }
+}
+
+/// A held session slot; dropping it releases the slot.
+#[derive(Debug)]
+pub struct ConnectionPermit {
+    ip: IpAddr,
+    counts: Arc<Mutex<Counts>>,
+}
+
+impl Drop for ConnectionPermit {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        counts.total = counts.total.saturating_sub(1);
+        if let Some(n) = counts.per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                counts.per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn per_ip_limit_is_enforced_and_released() {
+        let l = ConnectionLimiter::new(10, 2);
+        let a = l.try_acquire(ip("10.0.0.1")).unwrap();
+        let _b = l.try_acquire(ip("10.0.0.1")).unwrap();
+        assert_eq!(
+            l.try_acquire(ip("10.0.0.1")).unwrap_err(),
+            Refusal::TooManyFromAddress
+        );
+        // Another address is unaffected.
+        let _c = l.try_acquire(ip("10.0.0.2")).unwrap();
+        drop(a);
+        assert!(l.try_acquire(ip("10.0.0.1")).is_ok());
+    }
+
+    #[test]
+    fn global_limit_is_enforced() {
+        let l = ConnectionLimiter::new(2, 5);
+        let _a = l.try_acquire(ip("10.0.0.1")).unwrap();
+        let _b = l.try_acquire(ip("10.0.0.2")).unwrap();
+        assert_eq!(
+            l.try_acquire(ip("10.0.0.3")).unwrap_err(),
+            Refusal::ServerFull
+        );
+        assert_eq!(l.active(), 2);
+        drop(_a);
+        assert_eq!(l.active(), 1);
+    }
+}
