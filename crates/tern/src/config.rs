@@ -1,0 +1,527 @@
+//! The TOML configuration: what an admin writes, validated before anything
+//! starts, and turned into each crate's own settings.
+//!
+//! Unknown keys are errors (`deny_unknown_fields`), and every error names
+//! the key and, for syntax and type errors, the line. Relative paths are
+//! relative to the working directory the server starts in. This module
+//! never opens sockets or touches the data directory.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use tern_smtp::server::{BareLineEndings, EarlyTalkerPolicy, ServerConfig};
+use tern_store::DirectoryConfig;
+use tern_types::Domain;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Our host name: greeting, EHLO, `Received:`, Maildir file names.
+    pub hostname: String,
+    /// Where all state lives: `spool/` (the queue) and `mail/` (Maildirs).
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Client networks allowed to relay to non-local domains (CIDR).
+    #[serde(default)]
+    pub trusted_networks: Vec<IpNet>,
+    /// Separator for sub-addressing (`alice+tag@`); empty disables it.
+    #[serde(default = "default_delimiter")]
+    pub recipient_delimiter: String,
+    /// Where `postmaster` goes (an address); default: `postmaster@` the first
+    /// domain if it is a mailbox, else the first mailbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postmaster: Option<String>,
+    /// Listening sockets.
+    #[serde(rename = "listener", default)]
+    pub listeners: Vec<ListenerConfig>,
+    /// Local domains with their mailboxes and aliases.
+    #[serde(default)]
+    pub domains: BTreeMap<String, DomainConfig>,
+    /// Sizes, counts and times.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// SMTP protocol policy switches.
+    #[serde(default)]
+    pub smtp: SmtpConfig,
+    /// Local delivery.
+    #[serde(default)]
+    pub delivery: DeliveryConfig,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// One listening socket.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// `ip:port`; port 0 picks a free port (tests).
+    pub address: SocketAddr,
+    /// What the listener is for.
+    pub role: ListenerRole,
+}
+
+/// Listener roles.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerRole {
+    /// Inbound MX: mail for local domains from anyone (port 25).
+    Mx,
+}
+
+/// One local domain.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DomainConfig {
+    /// Mailbox local parts (`alice`), or full addresses in this domain.
+    #[serde(default)]
+    pub mailboxes: Vec<String>,
+    /// Alias local part → targets: local parts of this domain or full addresses.
+    #[serde(default)]
+    pub aliases: BTreeMap<String, Vec<String>>,
+    /// Where mail for unknown local parts goes (a local part or an address);
+    /// unset: unknown users are refused at RCPT with 550 5.1.1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catch_all: Option<String>,
+}
+
+/// Limits (invariant 5: everything is bounded).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest message accepted, in bytes (advertised in SIZE).
+    pub max_message_size: u64,
+    /// Recipients per message; RFC 5321 asks for at least 100.
+    pub max_recipients: usize,
+    /// Concurrent sessions overall.
+    pub max_connections: usize,
+    /// Concurrent sessions from one client address.
+    pub max_connections_per_ip: usize,
+    /// Errors in one session before `421 4.7.0` and disconnect.
+    pub max_errors: u32,
+    /// Command line length including CRLF (RFC 5321: at least 512).
+    pub max_command_line: usize,
+    /// Text line length in DATA including CRLF (RFC 5321: 1000).
+    pub max_text_line: usize,
+    /// `Received:` headers before a message is refused as a loop.
+    pub max_received_headers: usize,
+    /// Time to wait for a command (RFC 5321 4.5.3.2.7: 5 minutes).
+    #[serde(with = "duration_str")]
+    pub command_timeout: Duration,
+    /// Time to wait for a block of message data (4.5.3.2.5: 3 minutes).
+    #[serde(with = "duration_str")]
+    pub data_timeout: Duration,
+    /// Pause before the greeting to catch early talkers (0s = none).
+    #[serde(with = "duration_str")]
+    pub greet_pause: Duration,
+    /// Minimum message data rate, bytes/s, after 30 s (0 = off).
+    pub min_data_rate: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_message_size: 52_428_800,
+            max_recipients: 100,
+            max_connections: 1000,
+            max_connections_per_ip: 50,
+            max_errors: 20,
+            max_command_line: 512,
+            max_text_line: 1000,
+            max_received_headers: 100,
+            command_timeout: Duration::from_secs(300),
+            data_timeout: Duration::from_secs(180),
+            greet_pause: Duration::ZERO,
+            min_data_rate: 500,
+        }
+    }
+}
+
+/// SMTP protocol policy.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpConfig {
+    /// Bare LF / bare CR in DATA: `reject` (default, anti-smuggling) or
+    /// `normalize` (legacy clients; still never ends data early).
+    pub bare_line_endings: BareLineEndingsConfig,
+    /// Clients that talk before the greeting: `reject` (default) or `allow`.
+    pub early_talkers: EarlyTalkersConfig,
+    /// Answer VRFY truthfully (default false: 252 without revealing).
+    pub vrfy: bool,
+    /// Answer EXPN (default false: 502).
+    pub expn: bool,
+    /// Greeting text after `220 <hostname> `.
+    pub greeting: String,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        SmtpConfig {
+            bare_line_endings: BareLineEndingsConfig::Reject,
+            early_talkers: EarlyTalkersConfig::Reject,
+            vrfy: false,
+            expn: false,
+            greeting: "ESMTP Tern".to_owned(),
+        }
+    }
+}
+
+/// `smtp.bare_line_endings`.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BareLineEndingsConfig {
+    /// Refuse the message with a 5xx.
+    Reject,
+    /// Store bare LF/CR as CRLF.
+    Normalize,
+}
+
+/// `smtp.early_talkers`.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum EarlyTalkersConfig {
+    /// Answer 554 and disconnect.
+    Reject,
+    /// Serve them anyway.
+    Allow,
+}
+
+/// Local delivery.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// Maildir deliveries running at once.
+    pub concurrency: usize,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig { concurrency: 4 }
+    }
+}
+
+/// Logging.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json` (the `--log-format` flag overrides it).
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `info,tern_net=debug` (`RUST_LOG` overrides it).
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./data")
+}
+
+fn default_delimiter() -> String {
+    "+".to_owned()
+}
+
+impl Config {
+    /// Reads, parses and validates a configuration file.
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        Config::parse(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+
+    /// Parses and validates configuration text.
+    pub fn parse(text: &str) -> anyhow::Result<Config> {
+        let config: Config = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: names, ranges, and the directory.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        Domain::parse(&self.hostname)
+            .map_err(|e| anyhow::anyhow!("hostname = {:?}: {e}", self.hostname))?;
+        if self.listeners.is_empty() {
+            bail!(
+                "no [[listener]] configured: add one, e.g. address = \"127.0.0.1:2525\", role = \"mx\""
+            );
+        }
+        if self.domains.is_empty() {
+            bail!("no [domains.<name>] configured: Tern needs at least one local domain");
+        }
+        let l = &self.limits;
+        if l.max_recipients == 0 {
+            bail!("limits.max_recipients must be at least 1 (RFC 5321 asks for 100)");
+        }
+        if l.max_command_line < 512 {
+            bail!("limits.max_command_line must be at least 512 (RFC 5321 4.5.3.1.4)");
+        }
+        if l.max_text_line < 1000 {
+            bail!("limits.max_text_line must be at least 1000 (RFC 5321 4.5.3.1.6)");
+        }
+        if l.max_connections == 0 || l.max_connections_per_ip == 0 {
+            bail!("limits.max_connections and limits.max_connections_per_ip must be at least 1");
+        }
+        if l.max_message_size == 0 {
+            bail!("limits.max_message_size must be at least 1");
+        }
+        if l.command_timeout.is_zero() || l.data_timeout.is_zero() {
+            bail!("limits.command_timeout and limits.data_timeout must be positive");
+        }
+        if self.recipient_delimiter.chars().count() > 1 {
+            bail!(
+                "recipient_delimiter = {:?}: one character, or \"\" to disable",
+                self.recipient_delimiter
+            );
+        }
+        if self.delivery.concurrency == 0 {
+            bail!("delivery.concurrency must be at least 1");
+        }
+        tern_store::Directory::new(self.directory_config()?)
+            .map_err(|e| anyhow::anyhow!("[domains]: {e}"))?;
+        Ok(())
+    }
+
+    /// The directory settings (domains, mailboxes, aliases) in canonical form.
+    pub fn directory_config(&self) -> anyhow::Result<DirectoryConfig> {
+        let mut cfg = DirectoryConfig {
+            domains: Vec::new(),
+            mailboxes: Vec::new(),
+            aliases: Vec::new(),
+            catch_all: Vec::new(),
+            recipient_delimiter: self.recipient_delimiter.chars().next(),
+            postmaster: self.postmaster.clone(),
+        };
+        for (name, domain) in &self.domains {
+            let d =
+                Domain::parse_utf8(name).map_err(|e| anyhow::anyhow!("[domains.{name:?}]: {e}"))?;
+            let d = d.as_str().to_owned();
+            let qualify = |s: &str, key: &str| -> anyhow::Result<String> {
+                match s.split_once('@') {
+                    None => Ok(format!("{s}@{d}")),
+                    Some((_, dom)) if key == "mailboxes" && !dom.eq_ignore_ascii_case(&d) => {
+                        bail!("[domains.{name:?}] mailboxes: {s:?} is not in domain {d}")
+                    }
+                    Some(_) => Ok(s.to_owned()),
+                }
+            };
+            for m in &domain.mailboxes {
+                cfg.mailboxes.push(qualify(m, "mailboxes")?);
+            }
+            for (alias, targets) in &domain.aliases {
+                let key = qualify(alias, "aliases")?;
+                let targets = targets
+                    .iter()
+                    .map(|t| qualify(t, "aliases"))
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                cfg.aliases.push((key, targets));
+            }
+            if let Some(target) = &domain.catch_all {
+                cfg.catch_all
+                    .push((d.clone(), qualify(target, "catch_all")?));
+            }
+            cfg.domains.push(d);
+        }
+        Ok(cfg)
+    }
+
+    /// The SMTP session settings.
+    pub fn server_config(&self) -> ServerConfig {
+        let l = &self.limits;
+        ServerConfig {
+            hostname: self.hostname.clone(),
+            greeting: self.smtp.greeting.clone(),
+            max_message_size: l.max_message_size,
+            max_recipients: l.max_recipients,
+            max_command_line: l.max_command_line,
+            max_text_line: l.max_text_line,
+            max_errors: l.max_errors,
+            max_received_headers: l.max_received_headers,
+            bare_line_endings: match self.smtp.bare_line_endings {
+                BareLineEndingsConfig::Reject => BareLineEndings::Reject,
+                BareLineEndingsConfig::Normalize => BareLineEndings::Normalize,
+            },
+            vrfy_enabled: self.smtp.vrfy,
+            expn_enabled: self.smtp.expn,
+            early_talkers: match self.smtp.early_talkers {
+                EarlyTalkersConfig::Reject => EarlyTalkerPolicy::Reject,
+                EarlyTalkersConfig::Allow => EarlyTalkerPolicy::Allow,
+            },
+            ..ServerConfig::default()
+        }
+    }
+
+    /// The effective configuration as TOML (defaults filled in).
+    pub fn to_toml(&self) -> anyhow::Result<String> {
+        Ok(toml::to_string_pretty(self)?)
+    }
+}
+
+impl fmt::Display for ListenerRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenerRole::Mx => f.write_str("mx"),
+        }
+    }
+}
+
+/// Durations written as `300s`, `5m`, `1h`, `250ms` (or a bare number of seconds).
+mod duration_str {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer, de};
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        if d.subsec_millis() != 0 {
+            s.serialize_str(&format!("{}ms", d.as_millis()))
+        } else {
+            s.serialize_str(&format!("{}s", d.as_secs()))
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Secs(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Secs(n) => Ok(Duration::from_secs(n)),
+            Raw::Text(t) => parse(&t).map_err(de::Error::custom),
+        }
+    }
+
+    pub(super) fn parse(t: &str) -> Result<Duration, String> {
+        let t = t.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: u64 = num.parse().map_err(|_| {
+            format!("invalid duration {t:?}: expected e.g. \"300s\", \"5m\", \"250ms\"")
+        })?;
+        let d = match unit.trim() {
+            "ms" => Duration::from_millis(n),
+            "" | "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.saturating_mul(60)),
+            "h" => Duration::from_secs(n.saturating_mul(3600)),
+            other => {
+                return Err(format!(
+                    "invalid duration unit {other:?} in {t:?}: use ms, s, m or h"
+                ));
+            }
+        };
+        Ok(d)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn durations() {
+            assert_eq!(parse("300s").unwrap(), Duration::from_secs(300));
+            assert_eq!(parse("5m").unwrap(), Duration::from_secs(300));
+            assert_eq!(parse("1h").unwrap(), Duration::from_secs(3600));
+            assert_eq!(parse("250ms").unwrap(), Duration::from_millis(250));
+            assert_eq!(parse("7").unwrap(), Duration::from_secs(7));
+            assert!(parse("5 fortnights").is_err());
+            assert!(parse("s").is_err());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+hostname = "mx.example.test"
+[[listener]]
+address = "127.0.0.1:0"
+role = "mx"
+[domains."example.test"]
+mailboxes = ["alice", "bob"]
+aliases = { info = ["alice", "bob"] }
+"#;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::parse(MINIMAL).unwrap();
+        assert_eq!(c.limits.max_recipients, 100);
+        assert_eq!(c.limits.command_timeout, Duration::from_secs(300));
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        let d = c.directory_config().unwrap();
+        assert_eq!(d.mailboxes, vec!["alice@example.test", "bob@example.test"]);
+        assert_eq!(
+            d.aliases,
+            vec![(
+                "info@example.test".to_owned(),
+                vec![
+                    "alice@example.test".to_owned(),
+                    "bob@example.test".to_owned()
+                ]
+            )]
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let text = format!("{MINIMAL}\n[limits]\nmax_mesage_size = 5\n");
+        let err = format!("{:#}", Config::parse(&text).unwrap_err());
+        assert!(err.contains("max_mesage_size"), "{err}");
+        assert!(err.contains("line"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_key() {
+        let text = MINIMAL.replace("mx.example.test", "bad host name");
+        assert!(format!("{:#}", Config::parse(&text).unwrap_err()).contains("hostname"));
+        let text = format!("{MINIMAL}\n[limits]\nmax_command_line = 100\n");
+        assert!(format!("{:#}", Config::parse(&text).unwrap_err()).contains("max_command_line"));
+        let text = MINIMAL.replace("\"alice\", \"bob\"]", "\"../../etc\"]");
+        assert!(Config::parse(&text).is_err());
+        let text = format!("{MINIMAL}\n[limits]\ncommand_timeout = \"soon\"\n");
+        let err = format!("{:#}", Config::parse(&text).unwrap_err());
+        assert!(
+            err.contains("command_timeout") || err.contains("duration"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn effective_config_round_trips() {
+        let c = Config::parse(MINIMAL).unwrap();
+        let again = Config::parse(&c.to_toml().unwrap()).unwrap();
+        assert_eq!(again.to_toml().unwrap(), c.to_toml().unwrap());
+    }
+
+    #[test]
+    fn the_shipped_dev_config_is_valid() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/dev.toml");
+        let c = Config::load(Path::new(path)).unwrap();
+        assert_eq!(c.hostname, "mx.example.test");
+        assert_eq!(c.listeners[0].address, "127.0.0.1:2525".parse().unwrap());
+    }
+}

@@ -1,0 +1,185 @@
+//! Shared helpers for Tern's integration tests: a real server on an
+//! ephemeral port with its own data directory, a raw SMTP client, and
+//! Maildir inspection.
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tern::{Config, Running};
+
+pub const BASE_CONFIG: &str = r#"
+hostname = "mx.example.test"
+[[listener]]
+address = "127.0.0.1:0"
+role = "mx"
+[domains."example.test"]
+mailboxes = ["alice", "bob"]
+aliases = { info = ["alice", "bob"], fwd = ["someone@remote.test"] }
+"#;
+
+pub struct TestServer {
+    pub running: Option<Running>,
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    /// Starts a server on `BASE_CONFIG` plus `extra` TOML (top-level keys
+    /// must come before the tables, so `extra_top` is inserted first).
+    pub async fn start_with(extra_top: &str, extra: &str) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "data_dir = {:?}\n{extra_top}\n{BASE_CONFIG}\n{extra}\n",
+            dir.path().join("data")
+        );
+        let config = Config::parse(&text).expect("test config");
+        let running = tern::start(&config).await.expect("server starts");
+        let addr = running.addrs()[0];
+        TestServer {
+            running: Some(running),
+            addr,
+            dir,
+        }
+    }
+
+    pub async fn start() -> TestServer {
+        Self::start_with("", "").await
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn maildir_new(&self, mailbox: &str) -> PathBuf {
+        let (local, domain) = mailbox.split_once('@').unwrap();
+        self.data()
+            .join("mail")
+            .join(domain)
+            .join(local)
+            .join("new")
+    }
+
+    /// Waits until `mailbox` holds exactly `n` messages in new/ and returns their contents.
+    pub fn wait_for_mail(&self, mailbox: &str, n: usize) -> Vec<String> {
+        wait_for_mail_in(&self.maildir_new(mailbox), n)
+    }
+
+    /// Stops the server gracefully; returns the temporary directory so
+    /// callers can still inspect the data after the stop.
+    pub async fn shutdown(mut self) -> tempfile::TempDir {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await;
+        }
+        self.dir
+    }
+}
+
+pub fn read_maildir(new: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(new) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in entries.flatten() {
+        if let Ok(s) = std::fs::read(e.path()) {
+            out.push(String::from_utf8_lossy(&s).into_owned());
+        }
+    }
+    out
+}
+
+pub fn wait_for_mail_in(new: &Path, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let msgs = read_maildir(new);
+        if msgs.len() >= n || Instant::now() > deadline {
+            assert_eq!(msgs.len(), n, "messages in {}", new.display());
+            return msgs;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A blocking raw SMTP client for byte-exact tests.
+pub struct Raw {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Raw {
+    pub fn connect(addr: SocketAddr) -> Raw {
+        Raw::try_connect(addr).expect("connect")
+    }
+
+    pub fn try_connect(addr: SocketAddr) -> Option<Raw> {
+        let s = TcpStream::connect(addr).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(15))).ok()?;
+        Some(Raw {
+            reader: BufReader::new(s.try_clone().ok()?),
+            writer: s,
+        })
+    }
+
+    /// Like `send`, but reports failure instead of panicking.
+    pub fn try_send(&mut self, bytes: &[u8]) -> bool {
+        self.writer.write_all(bytes).is_ok()
+    }
+
+    /// Connects and reads the greeting, which must be 220.
+    pub fn greeted(addr: SocketAddr) -> Raw {
+        let mut c = Raw::connect(addr);
+        let g = c.reply();
+        assert!(g.starts_with("220 "), "greeting: {g}");
+        c
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).unwrap();
+    }
+
+    /// Reads one complete (possibly multi-line) reply; "" on EOF.
+    pub fn reply(&mut self) -> String {
+        let mut all = String::new();
+        loop {
+            let mut line = String::new();
+            match self.reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return all,
+                Ok(_) => {}
+            }
+            all.push_str(&line);
+            if line.len() < 4 || line.as_bytes()[3] != b'-' {
+                return all;
+            }
+        }
+    }
+
+    /// Sends a command line and returns the reply.
+    pub fn cmd(&mut self, line: &str) -> String {
+        if !self.try_send(format!("{line}\r\n").as_bytes()) {
+            return String::new();
+        }
+        self.reply()
+    }
+
+    /// Reads until EOF (the server closed).
+    pub fn rest(&mut self) -> String {
+        let mut s = String::new();
+        let _ = self.reader.read_to_string(&mut s);
+        s
+    }
+
+    /// EHLO + MAIL + RCPT + DATA + body; returns the final reply.
+    pub fn send_mail(&mut self, from: &str, to: &str, body: &str) -> String {
+        let r = self.cmd(&format!("MAIL FROM:<{from}>"));
+        assert!(r.starts_with("250"), "MAIL: {r}");
+        let r = self.cmd(&format!("RCPT TO:<{to}>"));
+        assert!(r.starts_with("250"), "RCPT: {r}");
+        let r = self.cmd("DATA");
+        assert!(r.starts_with("354"), "DATA: {r}");
+        self.send(body.as_bytes());
+        self.send(b"\r\n.\r\n");
+        self.reply()
+    }
+}

@@ -1,0 +1,180 @@
+//! The durability test (invariant 1): the real `tern` binary is killed with
+//! SIGKILL while clients are sending; after a restart every message that
+//! got a 250 is in the Maildir exactly once, and nothing half-written is.
+//! Also checks that SIGTERM makes the binary exit 0.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Raw, read_maildir};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn spawn_tern(config: &Path, log: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+fn wait_listening(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "tern did not start listening");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn token_of(msg: &str) -> Option<String> {
+    msg.lines()
+        .find_map(|l| l.strip_prefix("X-Token: "))
+        .map(|s| s.trim().to_owned())
+}
+
+#[test]
+fn sigkill_under_load_loses_and_duplicates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let config = dir.path().join("tern.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "hostname = \"mx.example.test\"\ndata_dir = {:?}\n[[listener]]\naddress = \"{addr}\"\nrole = \"mx\"\n[domains.\"example.test\"]\nmailboxes = [\"alice\"]\n[log]\nlevel = \"warn\"\n",
+            dir.path().join("data")
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("tern.log");
+    let mut child = spawn_tern(&config, &log);
+    wait_listening(addr);
+
+    let accepted = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|t| {
+            let accepted = Arc::clone(&accepted);
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut k = 0u32;
+                while !stop.load(Ordering::Relaxed) {
+                    let Some(mut c) = Raw::try_connect(addr) else { return };
+                    if !c.reply().starts_with("220") {
+                        return;
+                    }
+                    if !c.cmd("EHLO load.test").starts_with("250") {
+                        return;
+                    }
+                    for _ in 0..20 {
+                        let token = format!("t{t}-{k}");
+                        k += 1;
+                        if !c.cmd("MAIL FROM:<load@sender.test>").starts_with("250") {
+                            return;
+                        }
+                        if !c.cmd("RCPT TO:<alice@example.test>").starts_with("250") {
+                            return;
+                        }
+                        if !c.cmd("DATA").starts_with("354") {
+                            return;
+                        }
+                        let body = format!(
+                            "X-Token: {token}\r\nSubject: crash test\r\n\r\n{}END-OF-MESSAGE\r\n.\r\n",
+                            "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\r\n".repeat(64)
+                        );
+                        if !c.try_send(body.as_bytes()) {
+                            return;
+                        }
+                        let r = c.reply();
+                        if r.starts_with("250") {
+                            accepted.lock().unwrap().push(token);
+                        } else {
+                            return;
+                        }
+                    }
+                    let _ = c.cmd("QUIT");
+                }
+            })
+        })
+        .collect();
+
+    // Let the load run, then kill the server mid-flight.
+    std::thread::sleep(Duration::from_millis(1500));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let accepted = accepted.lock().unwrap().clone();
+    assert!(
+        accepted.len() > 10,
+        "too little load before the kill: {}",
+        accepted.len()
+    );
+
+    // Restart: recovery must finish every accepted message.
+    let mut child = spawn_tern(&config, &log);
+    wait_listening(addr);
+    let new = dir.path().join("data/mail/example.test/alice/new");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let counts = loop {
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        for m in read_maildir(&new) {
+            assert!(
+                m.ends_with("END-OF-MESSAGE\r\n"),
+                "a truncated message was delivered"
+            );
+            let token = token_of(&m).expect("every delivered message has its token");
+            *counts.entry(token).or_default() += 1;
+        }
+        if accepted.iter().all(|t| counts.contains_key(t)) || Instant::now() > deadline {
+            break counts;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    for t in &accepted {
+        assert_eq!(
+            counts.get(t),
+            Some(&1),
+            "accepted message {t} delivered {:?} times",
+            counts.get(t)
+        );
+    }
+    for (t, n) in &counts {
+        assert_eq!(*n, 1, "message {t} delivered {n} times");
+    }
+
+    // SIGTERM: graceful shutdown, exit status 0.
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    assert!(
+        exit.success(),
+        "tern exited with {exit:?}; log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+}
