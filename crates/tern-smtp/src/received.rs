@@ -158,7 +158,8 @@ pub fn received_header(info: &ReceivedInfo<'_>) -> String {
     if let Some(last) = words.last_mut() {
         last.push(';');
     }
-    push_all(&clean_text(info.date), &mut words);
+    // The date is one unit too: folding inside it is legal but unreadable.
+    words.push(clean_text(info.date).trim().to_owned());
 
     let mut out = String::from("Received:");
     let mut col = out.len();
