@@ -87,6 +87,16 @@ fn spool_failure_reply(e: &SpoolError) -> Reply {
     }
 }
 
+/// The defensive answer when the session asks about a transaction the
+/// driver does not have (the session's own sequencing makes this a bug).
+fn out_of_sequence() -> Reply {
+    Reply::new(
+        503,
+        EnhancedStatus::new(5, 5, 1),
+        "Bad sequence of commands",
+    )
+}
+
 fn reverse_path_address(from: &ReversePath) -> String {
     match from {
         ReversePath::Null => String::new(),
@@ -271,11 +281,7 @@ impl Connection {
     fn on_rcpt(&mut self, to: ForwardPath, params: RcptParams, session: &mut ServerSession) {
         let Some(tx) = self.tx.as_mut() else {
             // The session only asks inside a transaction; refuse defensively.
-            session.reply(Reply::new(
-                503,
-                EnhancedStatus::new(5, 5, 1),
-                "Need MAIL first",
-            ));
+            session.reply(out_of_sequence());
             return;
         };
         let address = forward_path_address(&to);
@@ -305,11 +311,7 @@ impl Connection {
 
     fn on_data_start(&mut self, bdat: bool, session: &mut ServerSession) {
         let Some(tx) = self.tx.as_mut() else {
-            session.reply(Reply::new(
-                503,
-                EnhancedStatus::new(5, 5, 1),
-                "Need MAIL first",
-            ));
+            session.reply(out_of_sequence());
             return;
         };
         let mut message = match self.ctx.spool.create() {
@@ -355,19 +357,11 @@ impl Connection {
     async fn on_data_end(&mut self, session: &mut ServerSession) {
         self.data_started = None;
         let Some(mut tx) = self.tx.take() else {
-            session.reply(Reply::new(
-                503,
-                EnhancedStatus::new(5, 5, 1),
-                "No message in progress",
-            ));
+            session.reply(out_of_sequence());
             return;
         };
         let Some(message) = tx.message.take() else {
-            session.reply(Reply::new(
-                503,
-                EnhancedStatus::new(5, 5, 1),
-                "No message in progress",
-            ));
+            session.reply(out_of_sequence());
             return;
         };
         let queue_id = message.id().clone();
