@@ -228,6 +228,12 @@ def test_dot_stuffing_round_trip(tern):
 
 def test_connections_per_ip_limit(tern_factory):
     srv = tern_factory(limits={"max_connections_per_ip": 3})
+    # The fixture's readiness probe is a connection too: let the server see it close.
+    with SmtpWire(srv.host, srv.port) as w:
+        assert w.reply().code == 220
+        assert w.cmd("QUIT").code == 221
+        w.no_reply_within(2.0)  # returns once the server has closed its side
+    time.sleep(0.2)
     held = [SmtpWire(srv.host, srv.port) for _ in range(3)]
     try:
         for w in held:
