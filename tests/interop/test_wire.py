@@ -321,3 +321,59 @@ def test_bad_bytes_in_commands_get_5xx_and_session_goes_on(tern, bad):
         assert w.cmd("NOOP").code == 250
         r = w.cmd(f"MAIL FROM:<{SENDER}>")
         assert r.code == 250, str(r)
+
+
+def test_100k_line_without_newline_is_answered_once(tern):
+    with SmtpWire(tern.host, tern.port) as w:
+        w.greet_and_ehlo()
+        w.send(b"a" * 100_000)
+        time.sleep(0.3)
+        w.send(b"\r\n")
+        r = w.reply()
+        assert 500 <= r.code < 600, str(r)
+        assert w.no_reply_within(1.0) == b"", "a long line must be answered once"
+        assert w.cmd("NOOP").code == 250
+
+
+@pytest.mark.parametrize("size", ["18446744073709551616", "99999999999999999999999", "-1", "1e9"])
+def test_bdat_unreadable_or_overflowing_size(tern, size):
+    with SmtpWire(tern.host, tern.port) as w:
+        w.greet_and_ehlo()
+        assert w.cmd(f"MAIL FROM:<{SENDER}>").code == 250
+        assert w.cmd("RCPT TO:<alice@example.test>").code == 250
+        r = w.cmd(f"BDAT {size} LAST")
+        assert 500 <= r.code < 600, f"BDAT {size}: {r}"
+    # the server is fine
+    with SmtpWire(tern.host, tern.port) as w:
+        w.greet_and_ehlo()
+        assert w.cmd("QUIT").code == 221
+    assert tern.all_delivered() == []
+
+
+def test_bdat_larger_than_message_limit_is_refused(tern_factory):
+    srv = tern_factory(limits={"max_message_size": 10_000})
+    with SmtpWire(srv.host, srv.port) as w:
+        w.greet_and_ehlo()
+        assert w.cmd(f"MAIL FROM:<{SENDER}>").code == 250
+        assert w.cmd("RCPT TO:<alice@example.test>").code == 250
+        chunk = b"x" * 20_000
+        w.send(b"BDAT %d LAST\r\n" % len(chunk) + chunk)
+        r = w.reply()
+        assert r.code == 552, str(r)
+        assert w.no_reply_within(0.5) == b""
+        assert w.cmd("NOOP").code == 250
+    assert srv.all_delivered() == []
+
+
+def test_data_after_bdat_is_refused(tern):
+    with SmtpWire(tern.host, tern.port) as w:
+        w.greet_and_ehlo()
+        assert w.cmd(f"MAIL FROM:<{SENDER}>").code == 250
+        assert w.cmd("RCPT TO:<alice@example.test>").code == 250
+        w.send(b"BDAT 10\r\n0123456789")
+        assert w.reply().code == 250
+        r = w.cmd("DATA")
+        assert r.code == 503, f"DATA inside a BDAT transaction: {r}"
+        assert w.cmd("RSET").code == 250
+        assert w.cmd("NOOP").code == 250
+    assert tern.all_delivered() == []
