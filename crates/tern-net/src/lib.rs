@@ -23,6 +23,7 @@ pub mod delivery;
 pub mod limits;
 pub mod policy;
 pub mod server;
+pub mod tls;
 
 use std::sync::Arc;
 
