@@ -1,6 +1,6 @@
 //! The SMTP server session: a sans-IO state machine (RFC 5321, with
 //! PIPELINING, SIZE, 8BITMIME, SMTPUTF8, ENHANCEDSTATUSCODES, CHUNKING,
-//! BINARYMIME, DSN and STARTTLS).
+//! BINARYMIME, DSN, STARTTLS and AUTH).
 //!
 //! [`ServerSession`] takes the client's bytes, yields [`Event`]s (some of
 //! them questions the runtime answers: may this sender, this recipient, is
@@ -35,15 +35,48 @@
 //!   client over TLS is `SMTPS` (not an IANA-registered value, but honest).
 //! * The error counter (`max_errors`) counts the session's own protocol
 //!   errors (syntax, sequence, bad bytes, long lines, refused bare line
-//!   endings, unavailable commands), not policy answers from the runtime,
+//!   endings, unavailable commands, failed AUTH exchanges, MAIL refused
+//!   with 530 for want of AUTH), not policy answers from the runtime,
 //!   452 recipient limits or 552 size refusals.
+//!
+//! AUTH (RFC 4954) decisions:
+//! * AUTH needs EHLO: before it (or after HELO only, which advertises no
+//!   extension) AUTH gets `503 5.5.1`.
+//! * Mechanisms are advertised, and usable, only under TLS unless
+//!   `auth_plaintext_allowed`; a plaintext attempt with a configured
+//!   mechanism gets `538 5.7.11`. An unknown or unconfigured one gets
+//!   `504 5.5.4`, whatever the TLS state.
+//! * After a successful AUTH, EHLO no longer advertises AUTH (a new AUTH
+//!   would get 503, RFC 4954 4) and neither EHLO/HELO nor RSET forgets the
+//!   authentication: RFC 5321 4.1.4 defines EHLO as a reset of the
+//!   transaction state, and RFC 4954 gives no way to drop an
+//!   authentication. STARTTLS after AUTH is refused (503), so TLS
+//!   never starts under an identity proven in plaintext; the handshake
+//!   clears it anyway.
+//! * A response line to a 334 may hold 12288 octets of base64 (RFC 4954
+//!   4), CRLF not counted. A longer one gets `500 5.5.6` and is drained;
+//!   a response ending in a bare LF, or not base64, fails the exchange
+//!   with `501 5.5.2`; `*` cancels it (`501 5.0.0`); an empty line and
+//!   `=` are both an empty response.
+//! * Every exchange that started (the runtime answered
+//!   [`Event::AuthStart`] with [`ServerSession::auth_begin`]) and did not
+//!   succeed is reported with [`Event::AuthFailed`] and counts as a
+//!   protocol error; refusals before it starts (503, 504, 538, bad base64
+//!   in the initial response) count as protocol errors only.
+//! * Input after an AUTH line is read in order: the next line is the
+//!   response to the 334, whatever it looks like.
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::mem;
 use std::sync::Arc;
 
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, STANDARD_PAD_INDIFFERENT};
+use tern_sasl::{Answer, FailureKind, Mechanism, Password, ServerAuth, StartContext, Step, Token};
 use tern_types::dsn::BodyType;
 use tern_types::{EnhancedStatus, ForwardPath, ReversePath};
+use zeroize::Zeroizing;
 
 use crate::command::{Command, CommandError, MailParams, RcptParams, parse_command};
 use crate::data::{BdatChunk, BdatText, DataDecoder, bdat_total};
@@ -101,7 +134,7 @@ pub enum AbortReason {
 }
 
 /// The session's configuration; shared between sessions with an `Arc`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServerConfig {
     /// Our name, in the greeting, the EHLO reply and `Received:`.
     pub hostname: String,
@@ -133,6 +166,46 @@ pub struct ServerConfig {
     pub tls_active: bool,
     /// Largest [`Event::DataChunk`] (at least 3 bytes are used).
     pub data_chunk_size: usize,
+    /// SASL mechanisms offered with AUTH (RFC 4954), in advertising order.
+    /// Empty: AUTH is not offered and gets `502 5.5.1`.
+    pub auth_mechanisms: Vec<Mechanism>,
+    /// The listener is trusted loopback: AUTH is offered and usable
+    /// without TLS. Otherwise only once TLS is active (`538 5.7.11`
+    /// before).
+    pub auth_plaintext_allowed: bool,
+    /// Submission roles: MAIL before a successful AUTH gets
+    /// `530 5.7.0 Authentication required`.
+    pub auth_required: bool,
+    /// The stable server secret (32 random bytes or more) from which fake
+    /// CRAM-MD5 and SCRAM credentials of unknown users are derived (see
+    /// [`StartContext::server_secret`]). Redacted in `Debug`.
+    pub auth_secret: Vec<u8>,
+}
+
+impl fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("hostname", &self.hostname)
+            .field("greeting", &self.greeting)
+            .field("max_message_size", &self.max_message_size)
+            .field("max_recipients", &self.max_recipients)
+            .field("max_command_line", &self.max_command_line)
+            .field("max_text_line", &self.max_text_line)
+            .field("max_errors", &self.max_errors)
+            .field("max_received_headers", &self.max_received_headers)
+            .field("bare_line_endings", &self.bare_line_endings)
+            .field("vrfy_enabled", &self.vrfy_enabled)
+            .field("expn_enabled", &self.expn_enabled)
+            .field("early_talkers", &self.early_talkers)
+            .field("starttls_available", &self.starttls_available)
+            .field("tls_active", &self.tls_active)
+            .field("data_chunk_size", &self.data_chunk_size)
+            .field("auth_mechanisms", &self.auth_mechanisms)
+            .field("auth_plaintext_allowed", &self.auth_plaintext_allowed)
+            .field("auth_required", &self.auth_required)
+            .field("auth_secret", &"***")
+            .finish()
+    }
 }
 
 impl Default for ServerConfig {
@@ -153,14 +226,24 @@ impl Default for ServerConfig {
             starttls_available: false,
             tls_active: false,
             data_chunk_size: 65_536,
+            auth_mechanisms: Vec::new(),
+            auth_plaintext_allowed: false,
+            auth_required: false,
+            auth_secret: Vec::new(),
         }
     }
 }
 
 /// What the session reports to the runtime. Variants marked QUESTION must
 /// be answered with exactly one of [`ServerSession::accept`],
-/// [`ServerSession::accept_message`] or [`ServerSession::reply`] before the
-/// next [`ServerSession::poll_event`].
+/// [`ServerSession::accept_message`], [`ServerSession::reply`],
+/// [`ServerSession::auth_begin`] (for [`Event::AuthStart`]) or
+/// [`ServerSession::auth_answer`] (for [`Event::Auth`]) before the next
+/// [`ServerSession::poll_event`].
+///
+/// `Debug` never shows a password or token (they are
+/// [`tern_sasl::Password`] and [`tern_sasl::Token`], which redact
+/// themselves).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {
@@ -222,6 +305,95 @@ pub enum Event {
     StartTls,
     /// QUIT was answered with 221: flush and close.
     Quit,
+    /// QUESTION: the client asked to authenticate with this (offered)
+    /// mechanism; the session state and TLS rules are already checked.
+    /// Answer [`ServerSession::auth_begin`] with fresh random bytes (at
+    /// least [`tern_sasl::MIN_NONCE_LEN`]) and the time, or
+    /// `reply(4xx/5xx)` to refuse (for example `454 4.7.0` for a client
+    /// blocked after too many failures). `accept()` is `auth_begin` with
+    /// no nonce: enough for PLAIN, LOGIN and the bearer mechanisms,
+    /// CRAM-MD5 and SCRAM-SHA-256 then fail with 454.
+    AuthStart {
+        /// The mechanism requested.
+        mechanism: Mechanism,
+    },
+    /// QUESTION: the SASL exchange needs the user directory or the token
+    /// validator. Answer [`ServerSession::auth_answer`] with the matching
+    /// [`tern_sasl::Answer`] (`Answer::Fail(FailureKind::Temporary)` when
+    /// the directory is unavailable). `accept()` (or a positive `reply`)
+    /// counts as `Answer::Fail(Temporary)`: it never authenticates;
+    /// `reply(4xx/5xx)` ends the exchange with that reply.
+    Auth(AuthQuestion),
+    /// QUESTION: the client proved its identity. `accept()` →
+    /// `235 2.7.0 Authentication successful` and the session is
+    /// authenticated; `reply(r)`: a positive `r` is sent and the session
+    /// authenticated, a negative one (for example
+    /// `535 5.7.8` when `authzid` is not allowed) refuses.
+    Authenticated {
+        /// The mechanism used.
+        mechanism: Mechanism,
+        /// Who proved their identity.
+        authcid: String,
+        /// The identity they ask to act as, when different; refuse it
+        /// unless the policy lets `authcid` act as it.
+        authzid: Option<String>,
+    },
+    /// An AUTH exchange that had started ended without success; the
+    /// session has sent its reply (535 5.7.8, 501 5.0.0, 501 5.5.2,
+    /// 454 4.7.0, 500 5.5.6 or the runtime's refusal). Informational, for
+    /// failure counting: the same for an unknown user as for a wrong
+    /// password.
+    AuthFailed {
+        /// The mechanism used.
+        mechanism: Mechanism,
+        /// The user name of the exchange's last directory question
+        /// ([`AuthQuestion`]; for the bearer mechanisms the unproven user
+        /// hint); `None` when it ended before one (LOGIN's user name is
+        /// known only with the password).
+        authcid: Option<String>,
+        /// How it failed.
+        kind: FailureKind,
+    },
+}
+
+/// What an AUTH exchange asks of the user directory or token validator
+/// ([`Event::Auth`]); answer with [`ServerSession::auth_answer`].
+/// `Debug` redacts the password and the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AuthQuestion {
+    /// PLAIN, LOGIN: does this password match? Answer
+    /// [`Answer::PasswordOk`] (`false` for an unknown user, after checking
+    /// a dummy hash so the time is the same).
+    VerifyPassword {
+        /// The user name.
+        authcid: String,
+        /// The identity to act as, when different from `authcid`.
+        authzid: Option<String>,
+        /// The password.
+        password: Password,
+    },
+    /// CRAM-MD5: the user's stored secret? Answer [`Answer::Cram`].
+    LookupCram {
+        /// The user name.
+        authcid: String,
+    },
+    /// SCRAM-SHA-256: the user's stored credentials? Answer
+    /// [`Answer::Scram`].
+    LookupScram {
+        /// The user name.
+        authcid: String,
+        /// The identity to act as, when different from `authcid`.
+        authzid: Option<String>,
+    },
+    /// OAUTHBEARER, XOAUTH2: whom does this token authenticate? Answer
+    /// [`Answer::Token`].
+    VerifyToken {
+        /// The bearer token.
+        token: Token,
+        /// The user the client claims to be (not proven).
+        user_hint: Option<String>,
+    },
 }
 
 /// The client, once it has said EHLO or HELO.
@@ -248,6 +420,33 @@ struct Transaction {
     bdat: Option<BdatMessage>,
 }
 
+/// Decoded SASL bytes from the client (may hold a password): zeroed on
+/// drop, redacted in `Debug`.
+struct SaslBytes(Zeroizing<Vec<u8>>);
+
+impl fmt::Debug for SaslBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SaslBytes({} octets, ***)", self.0.len())
+    }
+}
+
+/// A running AUTH exchange.
+#[derive(Debug)]
+struct AuthRx {
+    /// The SASL machine (its `Debug` is redacted).
+    auth: ServerAuth,
+    mechanism: Mechanism,
+    /// The user name, once the client has given one.
+    authcid: Option<String>,
+}
+
+/// The identity established by a successful AUTH.
+#[derive(Debug, Clone)]
+struct AuthIdentity {
+    authcid: String,
+    authzid: Option<String>,
+}
+
 /// A question the runtime has been asked and not yet answered.
 #[derive(Debug)]
 enum Question {
@@ -268,6 +467,18 @@ enum Question {
     },
     DataEnd,
     Verify,
+    /// AUTH accepted by the session; waiting for `auth_begin`.
+    AuthStart {
+        mechanism: Mechanism,
+        initial: Option<SaslBytes>,
+    },
+    /// The exchange waits for `auth_answer`.
+    Auth(Box<AuthRx>),
+    /// The exchange succeeded; the runtime confirms (authzid policy).
+    Authenticated {
+        mechanism: Mechanism,
+        identity: AuthIdentity,
+    },
 }
 
 /// Receiving DATA content.
@@ -315,6 +526,8 @@ enum Mode {
     Data(DataRx),
     /// Reading a BDAT chunk.
     Bdat(BdatRx),
+    /// Reading the client's response line to a 334 challenge.
+    AuthResponse(Box<AuthRx>),
     /// STARTTLS answered; input discarded until `tls_established()`.
     TlsPending,
     /// Closed: output to flush, no more input.
@@ -329,8 +542,9 @@ enum Mode {
 ///    [`greet`](Self::greet).
 /// 2. Loop: [`poll_event`](Self::poll_event) until it returns `None`;
 ///    answer every QUESTION event (see [`Event`]) with exactly one of
-///    [`accept`](Self::accept), [`accept_message`](Self::accept_message)
-///    or [`reply`](Self::reply) before polling again.
+///    [`accept`](Self::accept), [`accept_message`](Self::accept_message),
+///    [`reply`](Self::reply), [`auth_begin`](Self::auth_begin) or
+///    [`auth_answer`](Self::auth_answer) before polling again.
 /// 3. When `poll_event` returns `None`: write [`take_output`](Self::take_output)
 ///    to the peer (replies are batched while pipelined input is buffered,
 ///    RFC 2920), then if [`is_closed`](Self::is_closed) close the
@@ -342,11 +556,15 @@ enum Mode {
 /// successful handshake, call [`tls_established`](Self::tls_established).
 ///
 /// Memory is bounded: the session holds the unread input plus at most one
-/// command line, drains over-long lines without buffering them and hands
-/// message content out in chunks of at most `data_chunk_size` bytes.
-/// An answer without a pending question is ignored; polling with a question
-/// unanswered returns `None`.
-#[derive(Debug)]
+/// command line (or one AUTH response line, [`MAX_AUTH_LINE`]), drains
+/// over-long lines without buffering them and hands message content out in
+/// chunks of at most `data_chunk_size` bytes.
+/// An answer without a pending question is ignored, as is an `auth_begin`
+/// or `auth_answer` for a question of another kind; polling with a
+/// question unanswered returns `None`.
+///
+/// `Debug` shows the sizes of the input and output buffers, never their
+/// bytes (they can hold AUTH payloads).
 pub struct ServerSession {
     config: Arc<ServerConfig>,
     input: Vec<u8>,
@@ -359,6 +577,29 @@ pub struct ServerSession {
     hello: Option<Hello>,
     txn: Option<Transaction>,
     errors: u32,
+    auth: Option<AuthIdentity>,
+}
+
+/// Longest AUTH response line, CRLF included: 12288 octets of base64
+/// (RFC 4954 4) plus CRLF.
+pub const MAX_AUTH_LINE: usize = 12288 + 2;
+
+impl fmt::Debug for ServerSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerSession")
+            .field("config", &self.config)
+            .field("buffered", &self.buffered())
+            .field("output_len", &self.output.len())
+            .field("events", &self.events)
+            .field("mode", &self.mode)
+            .field("early_talker", &self.early_talker)
+            .field("tls", &self.tls)
+            .field("hello", &self.hello)
+            .field("txn", &self.txn)
+            .field("errors", &self.errors)
+            .field("auth", &self.auth)
+            .finish()
+    }
 }
 
 fn reply(code: u16, status: (u8, u16, u16), text: impl Into<String>) -> Reply {
@@ -396,6 +637,7 @@ impl ServerSession {
             hello: None,
             txn: None,
             errors: 0,
+            auth: None,
         }
     }
 
@@ -460,7 +702,7 @@ impl ServerSession {
         self.answer(None, None);
     }
 
-    /// Answers [`Event::DataEnd`] with "250 2.0.0 Ok: queued as <id>"
+    /// Answers [`Event::DataEnd`] with `250 2.0.0 Ok: queued as <id>`
     /// (any other pending question: like [`accept`](Self::accept)).
     pub fn accept_message(&mut self, queue_id: &str) {
         self.answer(None, Some(queue_id));
@@ -473,9 +715,51 @@ impl ServerSession {
         self.answer(Some(reply), None);
     }
 
+    /// Answers [`Event::AuthStart`]: starts the SASL exchange with `nonce`
+    /// (fresh bytes from a CSPRNG, at least [`tern_sasl::MIN_NONCE_LEN`];
+    /// never reused) and the current time in seconds since the Unix epoch
+    /// (for the CRAM-MD5 challenge). Ignored unless an `AuthStart` is
+    /// pending.
+    pub fn auth_begin(&mut self, nonce: &[u8], now_unix: u64) {
+        match mem::replace(&mut self.mode, Mode::Commands) {
+            Mode::Question(Question::AuthStart { mechanism, initial }) => {
+                self.start_auth(mechanism, initial, nonce, now_unix);
+            }
+            other => self.mode = other,
+        }
+    }
+
+    /// Answers [`Event::Auth`] with the directory's or validator's answer.
+    /// Ignored unless an `Auth` question is pending.
+    pub fn auth_answer(&mut self, answer: Answer) {
+        match mem::replace(&mut self.mode, Mode::Commands) {
+            Mode::Question(Question::Auth(mut rx)) => {
+                rx.auth.provide(answer);
+                self.drive_auth(rx);
+            }
+            other => self.mode = other,
+        }
+    }
+
+    /// The user name proven by a successful AUTH (the SASL authentication
+    /// identity), if any.
+    pub fn authenticated(&self) -> Option<&str> {
+        self.auth.as_ref().map(|a| a.authcid.as_str())
+    }
+
+    /// The identity the authenticated client acts as: the authorization
+    /// identity it asked for (and the runtime accepted), else the one it
+    /// proved. `None` before AUTH.
+    pub fn authorization_id(&self) -> Option<&str> {
+        self.auth
+            .as_ref()
+            .map(|a| a.authzid.as_deref().unwrap_or(&a.authcid))
+    }
+
     /// Input bytes held by the session and not yet processed (for limits
-    /// and metrics: stays below one read plus one command line when the
-    /// call order is followed).
+    /// and metrics: stays below one read plus one command line, or one
+    /// read plus [`MAX_AUTH_LINE`] during an AUTH exchange, when the call
+    /// order is followed).
     pub fn buffered(&self) -> usize {
         self.input.len() - self.pos
     }
@@ -494,26 +778,28 @@ impl ServerSession {
     pub fn timeout_class(&self) -> TimeoutClass {
         match self.mode {
             Mode::Data(_) | Mode::Bdat(_) => TimeoutClass::Data,
+            // Waiting for a command, or for an AUTH response line.
             _ => TimeoutClass::Command,
         }
     }
 
     /// The timer expired: voids an open message, queues
-    /// "421 4.4.2 <host> Error: timeout exceeded" and closes.
+    /// `421 4.4.2 <host> Error: timeout exceeded` and closes.
     pub fn on_timeout(&mut self) {
         let text = format!("{} Error: timeout exceeded", self.config.hostname);
         self.close_with(AbortReason::Timeout, reply(421, (4, 4, 2), text));
     }
 
     /// The server stops: voids an open message, queues
-    /// "421 4.3.2 <host> Service shutting down" and closes.
+    /// `421 4.3.2 <host> Service shutting down` and closes.
     pub fn shutdown(&mut self) {
         let text = format!("{} Service shutting down", self.config.hostname);
         self.close_with(AbortReason::Shutdown, reply(421, (4, 3, 2), text));
     }
 
     /// The STARTTLS handshake succeeded: the session forgets everything
-    /// (back to "no EHLO yet", RFC 3207 4.2) and is encrypted from now on.
+    /// (back to "no EHLO yet", RFC 3207 4.2, and unauthenticated) and is
+    /// encrypted from now on.
     pub fn tls_established(&mut self) {
         if matches!(self.mode, Mode::Closed) {
             return;
@@ -521,6 +807,7 @@ impl ServerSession {
         self.tls = true;
         self.hello = None;
         self.txn = None;
+        self.auth = None;
         self.input.clear();
         self.pos = 0;
         self.mode = Mode::Commands;
@@ -538,17 +825,24 @@ impl ServerSession {
 
     /// The transmission type for `Received:` (RFC 3848, RFC 6531 3.7.3):
     /// `SMTP` for HELO, `ESMTP` for EHLO, `UTF8SMTP` when the current
-    /// transaction used SMTPUTF8, each with `S` appended under TLS.
+    /// transaction used SMTPUTF8, each with `S` appended under TLS and
+    /// then `A` once authenticated (`ESMTPA`, `ESMTPSA`, `UTF8SMTPA`,
+    /// `UTF8SMTPSA`; AUTH implies ESMTP even if HELO came later).
     pub fn protocol(&self) -> &'static str {
         let utf8 = self.txn.as_ref().is_some_and(|t| t.params.smtputf8);
-        let extended = self.hello.as_ref().is_some_and(|h| h.extended);
-        match (utf8, extended, self.tls) {
-            (true, _, false) => "UTF8SMTP",
-            (true, _, true) => "UTF8SMTPS",
-            (false, true, false) => "ESMTP",
-            (false, true, true) => "ESMTPS",
-            (false, false, false) => "SMTP",
-            (false, false, true) => "SMTPS",
+        let auth = self.auth.is_some();
+        let extended = auth || self.hello.as_ref().is_some_and(|h| h.extended);
+        match (utf8, extended, self.tls, auth) {
+            (true, _, false, false) => "UTF8SMTP",
+            (true, _, true, false) => "UTF8SMTPS",
+            (true, _, false, true) => "UTF8SMTPA",
+            (true, _, true, true) => "UTF8SMTPSA",
+            (false, true, false, false) => "ESMTP",
+            (false, true, true, false) => "ESMTPS",
+            (false, true, false, true) => "ESMTPA",
+            (false, true, true, true) => "ESMTPSA",
+            (false, false, false, _) => "SMTP",
+            (false, false, true, _) => "SMTPS",
         }
     }
 
@@ -649,6 +943,7 @@ impl ServerSession {
             }
             Mode::Data(rx) => self.step_data(rx),
             Mode::Bdat(rx) => self.step_bdat(rx),
+            Mode::AuthResponse(rx) => self.step_auth_response(rx),
             other => {
                 // PreGreeting, Question, TlsPending, Closed: wait.
                 self.mode = other;
@@ -751,9 +1046,10 @@ impl ServerSession {
             Command::Vrfy(argument) => self.verify(argument, false),
             Command::Expn(argument) => self.verify(argument, true),
             Command::StartTls => self.starttls(),
-            Command::Auth { .. } => {
-                self.error(reply(502, (5, 5, 1), "Error: authentication not available"));
-            }
+            Command::Auth {
+                mechanism,
+                initial_response,
+            } => self.auth_command(&mechanism, initial_response.as_deref()),
         }
     }
 
@@ -772,6 +1068,9 @@ impl ServerSession {
                 "BINARYMIME".to_owned(),
                 "DSN".to_owned(),
             ];
+            if let Some(mechs) = self.advertised_mechanisms() {
+                lines.push(format!("AUTH {mechs}"));
+            }
             if self.config.starttls_available && !self.tls {
                 lines.push("STARTTLS".to_owned());
             }
@@ -793,6 +1092,9 @@ impl ServerSession {
         }
         if self.txn.is_some() {
             return self.error(sequence_error("nested MAIL command"));
+        }
+        if self.config.auth_required && self.auth.is_none() {
+            return self.error(reply(530, (5, 7, 0), "Authentication required"));
         }
         if params
             .size
@@ -934,6 +1236,9 @@ impl ServerSession {
         if self.tls {
             return self.error(sequence_error("TLS already active"));
         }
+        if self.auth.is_some() {
+            return self.error(sequence_error("STARTTLS after AUTH"));
+        }
         if !self.config.starttls_available {
             return self.error(reply(502, (5, 5, 1), "Error: STARTTLS not available"));
         }
@@ -1031,6 +1336,272 @@ impl ServerSession {
                 self.end_transaction(AbortReason::Protocol);
             }
             Question::Verify => self.send(given.unwrap_or_else(vrfy_default)),
+            Question::AuthStart { mechanism, initial } => match given {
+                // Refused by the runtime (limits): a policy answer.
+                Some(r) if !positive => self.send(r),
+                _ => self.start_auth(mechanism, initial, &[], 0),
+            },
+            Question::Auth(mut rx) => match given {
+                Some(r) if !positive => {
+                    let kind = refusal_kind(&r, FailureKind::BadCredentials);
+                    self.auth_failed(rx.mechanism, rx.authcid, kind, Some(r));
+                }
+                // Only a real answer may authenticate.
+                _ => {
+                    rx.auth.provide(Answer::Fail(FailureKind::Temporary));
+                    self.drive_auth(rx);
+                }
+            },
+            Question::Authenticated {
+                mechanism,
+                identity,
+            } => match given {
+                Some(r) if !positive => {
+                    let kind = refusal_kind(&r, FailureKind::AuthzidNotAllowed);
+                    self.auth_failed(mechanism, Some(identity.authcid), kind, Some(r));
+                }
+                given => {
+                    self.send(
+                        given.unwrap_or_else(|| reply(235, (2, 7, 0), "Authentication successful")),
+                    );
+                    self.auth = Some(identity);
+                }
+            },
+        }
+    }
+
+    /// The mechanisms for the EHLO `AUTH` line, when AUTH is offered now.
+    fn advertised_mechanisms(&self) -> Option<String> {
+        let c = &self.config;
+        if c.auth_mechanisms.is_empty()
+            || self.auth.is_some()
+            || !(self.tls || c.auth_plaintext_allowed)
+        {
+            return None;
+        }
+        let mut names: Vec<&str> = Vec::new();
+        for m in &c.auth_mechanisms {
+            if !names.contains(&m.name()) {
+                names.push(m.name());
+            }
+        }
+        Some(names.join(" "))
+    }
+
+    /// `AUTH mechanism [initial-response]` (RFC 4954 4).
+    fn auth_command(&mut self, name: &str, initial: Option<&str>) {
+        let config = Arc::clone(&self.config);
+        if config.auth_mechanisms.is_empty() {
+            return self.error(reply(502, (5, 5, 1), "Error: authentication not available"));
+        }
+        if !self.hello.as_ref().is_some_and(|h| h.extended) {
+            return self.error(sequence_error("send EHLO first"));
+        }
+        if self.auth.is_some() {
+            return self.error(sequence_error("already authenticated"));
+        }
+        if self.txn.is_some() {
+            return self.error(sequence_error(
+                "AUTH not permitted during a mail transaction",
+            ));
+        }
+        let Some(mechanism) =
+            Mechanism::from_name(name).filter(|m| config.auth_mechanisms.contains(m))
+        else {
+            return self.error(reply(
+                504,
+                (5, 5, 4),
+                "Error: unrecognized authentication mechanism",
+            ));
+        };
+        if !self.tls && !config.auth_plaintext_allowed {
+            return self.error(reply(
+                538,
+                (5, 7, 11),
+                "Encryption required for requested authentication mechanism",
+            ));
+        }
+        let initial = match initial.map(|text| decode_sasl(text.as_bytes())) {
+            None => None,
+            Some(Some(bytes)) => Some(bytes),
+            Some(None) => {
+                return self.error(reply(
+                    501,
+                    (5, 5, 2),
+                    "Error: initial response is not valid base64",
+                ));
+            }
+        };
+        self.ask(
+            Question::AuthStart { mechanism, initial },
+            Event::AuthStart { mechanism },
+        );
+    }
+
+    fn start_auth(
+        &mut self,
+        mechanism: Mechanism,
+        initial: Option<SaslBytes>,
+        nonce: &[u8],
+        now_unix: u64,
+    ) {
+        let config = Arc::clone(&self.config);
+        let ctx = StartContext::new(nonce, &config.hostname, now_unix, &config.auth_secret);
+        let auth = ServerAuth::start(mechanism, initial.as_ref().map(|b| b.0.as_slice()), ctx);
+        self.drive_auth(Box::new(AuthRx {
+            auth,
+            mechanism,
+            authcid: None,
+        }));
+    }
+
+    /// Acts on the exchange's next step: a 334 challenge, a question, or
+    /// the end.
+    fn drive_auth(&mut self, mut rx: Box<AuthRx>) {
+        let mechanism = rx.mechanism;
+        match rx.auth.next() {
+            Step::Challenge(bytes) => {
+                // Written as is, not through `Reply`: a challenge may be
+                // longer than a reply line (RFC 4954 4).
+                self.output.extend_from_slice(b"334 ");
+                self.output
+                    .extend_from_slice(STANDARD.encode(&bytes).as_bytes());
+                self.output.extend_from_slice(b"\r\n");
+                self.mode = Mode::AuthResponse(rx);
+            }
+            Step::VerifyPassword {
+                authcid,
+                authzid,
+                password,
+            } => {
+                rx.authcid = Some(authcid.clone());
+                let q = AuthQuestion::VerifyPassword {
+                    authcid,
+                    authzid,
+                    password,
+                };
+                self.ask(Question::Auth(rx), Event::Auth(q));
+            }
+            Step::LookupCram { authcid } => {
+                rx.authcid = Some(authcid.clone());
+                let q = AuthQuestion::LookupCram { authcid };
+                self.ask(Question::Auth(rx), Event::Auth(q));
+            }
+            Step::LookupScram { authcid, authzid } => {
+                rx.authcid = Some(authcid.clone());
+                let q = AuthQuestion::LookupScram { authcid, authzid };
+                self.ask(Question::Auth(rx), Event::Auth(q));
+            }
+            Step::VerifyToken { token, user_hint } => {
+                rx.authcid.clone_from(&user_hint);
+                let q = AuthQuestion::VerifyToken { token, user_hint };
+                self.ask(Question::Auth(rx), Event::Auth(q));
+            }
+            Step::Success { authcid, authzid } => {
+                let ev = Event::Authenticated {
+                    mechanism,
+                    authcid: authcid.clone(),
+                    authzid: authzid.clone(),
+                };
+                let identity = AuthIdentity { authcid, authzid };
+                self.ask(
+                    Question::Authenticated {
+                        mechanism,
+                        identity,
+                    },
+                    ev,
+                );
+            }
+            Step::Failure(f) => {
+                let r = auth_failure_reply(f.kind, f.reason);
+                self.auth_failed(mechanism, rx.authcid, f.kind, Some(r));
+            }
+            // Every input was given: cannot happen; fail safe.
+            Step::NeedResponse | Step::NeedAnswer => {
+                self.auth_failed(mechanism, rx.authcid, FailureKind::Temporary, None);
+            }
+        }
+    }
+
+    /// Ends a started exchange without success: reports it, sends `r` (or
+    /// the standard reply for `kind`) and counts a protocol error.
+    fn auth_failed(
+        &mut self,
+        mechanism: Mechanism,
+        authcid: Option<String>,
+        kind: FailureKind,
+        r: Option<Reply>,
+    ) {
+        self.mode = Mode::Commands;
+        self.events.push_back(Event::AuthFailed {
+            mechanism,
+            authcid,
+            kind,
+        });
+        self.error(r.unwrap_or_else(|| auth_failure_reply(kind, "")));
+    }
+
+    /// Reads the client's response line to a 334 challenge.
+    fn step_auth_response(&mut self, rx: Box<AuthRx>) -> bool {
+        let unread = self.unread();
+        if unread.is_empty() {
+            self.mode = Mode::AuthResponse(rx);
+            return false;
+        }
+        let window = &unread[..unread.len().min(MAX_AUTH_LINE)];
+        match window.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                let line = Zeroizing::new(unread[..i].to_vec());
+                self.pos += i + 1;
+                self.auth_response_line(rx, &line);
+                true
+            }
+            None if unread.len() >= MAX_AUTH_LINE => {
+                // Too long: the exchange fails now; drain the rest of the
+                // line without keeping it.
+                let drain = match unread.iter().position(|&b| b == b'\n') {
+                    Some(i) => {
+                        self.pos += i + 1;
+                        false
+                    }
+                    None => {
+                        self.pos = self.input.len();
+                        true
+                    }
+                };
+                self.auth_failed(rx.mechanism, rx.authcid, FailureKind::ResponseTooLong, None);
+                if drain && !self.is_closed() {
+                    self.mode = Mode::DrainLine;
+                }
+                true
+            }
+            None => {
+                self.mode = Mode::AuthResponse(rx);
+                false
+            }
+        }
+    }
+
+    fn auth_response_line(&mut self, mut rx: Box<AuthRx>, line: &[u8]) {
+        let Some(text) = line.strip_suffix(b"\r") else {
+            // Only CRLF ends a line.
+            let r = auth_failure_reply(FailureKind::Malformed, "bare LF in AUTH response");
+            return self.auth_failed(rx.mechanism, rx.authcid, FailureKind::Malformed, Some(r));
+        };
+        if text == b"*" {
+            rx.auth.cancel();
+            return self.drive_auth(rx);
+        }
+        match decode_sasl(text) {
+            Some(bytes) => {
+                rx.auth.client_response(&bytes.0);
+                self.drive_auth(rx);
+            }
+            None => {
+                let r =
+                    auth_failure_reply(FailureKind::Malformed, "AUTH response is not valid base64");
+                self.auth_failed(rx.mechanism, rx.authcid, FailureKind::Malformed, Some(r));
+            }
         }
     }
 
@@ -1221,6 +1792,49 @@ impl ServerSession {
                 ));
             }
         }
+    }
+}
+
+/// Decodes a base64 SASL message; empty and `=` are the empty message.
+/// `None` when it is not base64.
+fn decode_sasl(text: &[u8]) -> Option<SaslBytes> {
+    if text.is_empty() || text == b"=" {
+        return Some(SaslBytes(Zeroizing::new(Vec::new())));
+    }
+    STANDARD_PAD_INDIFFERENT
+        .decode(text)
+        .ok()
+        .map(|b| SaslBytes(Zeroizing::new(b)))
+}
+
+/// The RFC 4954 reply for a failed exchange. `reason` (fixed text, never
+/// client data) is shown for malformed exchanges only.
+fn auth_failure_reply(kind: FailureKind, reason: &str) -> Reply {
+    match kind {
+        FailureKind::BadCredentials | FailureKind::AuthzidNotAllowed => {
+            reply(535, (5, 7, 8), "Authentication credentials invalid")
+        }
+        FailureKind::Cancelled => reply(501, (5, 0, 0), "Authentication cancelled"),
+        FailureKind::Malformed if reason.is_empty() => {
+            reply(501, (5, 5, 2), "Error: malformed authentication exchange")
+        }
+        FailureKind::Malformed => reply(501, (5, 5, 2), format!("Error: {reason}")),
+        FailureKind::ResponseTooLong => reply(
+            500,
+            (5, 5, 6),
+            "Error: authentication exchange line is too long",
+        ),
+        _ => reply(454, (4, 7, 0), "Temporary authentication failure"),
+    }
+}
+
+/// The failure kind reported for the runtime's own refusal `r` of an
+/// exchange in progress.
+fn refusal_kind(r: &Reply, permanent: FailureKind) -> FailureKind {
+    if r.is_transient() {
+        FailureKind::Temporary
+    } else {
+        permanent
     }
 }
 

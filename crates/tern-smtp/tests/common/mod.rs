@@ -12,6 +12,10 @@ pub enum Answer {
     Accept,
     Message(String),
     Reply(Reply),
+    /// `auth_begin(nonce, now)` for an AuthStart.
+    AuthBegin(Vec<u8>, u64),
+    /// `auth_answer(..)` for an Auth question.
+    Sasl(tern_sasl::Answer),
 }
 
 /// The fake runtime's policy: given the question, the answer.
@@ -78,7 +82,10 @@ impl Harness {
                 | Event::RcptTo { .. }
                 | Event::DataStart { .. }
                 | Event::DataEnd
-                | Event::Verify { .. } => {
+                | Event::Verify { .. }
+                | Event::AuthStart { .. }
+                | Event::Auth(_)
+                | Event::Authenticated { .. } => {
                     let answer = (self.policy)(&ev);
                     if ev == Event::DataEnd {
                         self.messages.push(std::mem::take(&mut self.current));
@@ -92,6 +99,8 @@ impl Harness {
                         Answer::Accept => self.session.accept(),
                         Answer::Message(id) => self.session.accept_message(&id),
                         Answer::Reply(r) => self.session.reply(r),
+                        Answer::AuthBegin(nonce, now) => self.session.auth_begin(&nonce, now),
+                        Answer::Sasl(a) => self.session.auth_answer(a),
                     }
                 }
                 _ => {}
