@@ -741,6 +741,12 @@ impl ServerSession {
         }
     }
 
+    /// Protocol errors counted so far in this session (the runtime's
+    /// tarpit grows its delay with this number).
+    pub fn error_count(&self) -> u32 {
+        self.errors
+    }
+
     /// The user name proven by a successful AUTH (the SASL authentication
     /// identity), if any.
     pub fn authenticated(&self) -> Option<&str> {
