@@ -7,26 +7,43 @@
 //! with the deadline the session's state calls for. Message bytes go to the
 //! spool as they arrive; the 250 is sent only after the spool's group commit
 //! has fsynced the message (invariant 1). This module never parses protocol
-//! bytes itself and never logs message content or client text unescaped.
+//! bytes itself and never logs message content, secrets or client text
+//! unescaped.
+//!
+//! Roles: on the MX role anyone may send to local domains; on the
+//! submission roles (587 STARTTLS, 465 implicit TLS) the session requires
+//! AUTH, authenticated users may send anywhere, and the submission policy
+//! ([`crate::submission`]) checks the envelope sender and `From:` and adds
+//! missing `Date:`/`Message-ID:`. After STARTTLS nothing read before the
+//! handshake survives: the session drops its buffer and this driver never
+//! holds unread bytes of its own (CVE-2011-0411).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use ring::rand::{SecureRandom, SystemRandom};
+use tern_limits::Verdict;
 use tern_queue::{Envelope, IncomingMessage, Recipient, SpoolError};
+use tern_sasl::{Answer, FailureKind};
 use tern_smtp::command::{MailParams, RcptParams};
 use tern_smtp::received::{ReceivedInfo, received_header};
 use tern_smtp::reply::Reply;
-use tern_smtp::server::{Event, ServerSession, TimeoutClass};
-use tern_store::Target;
+use tern_smtp::server::{AuthQuestion, Event, ServerConfig, ServerSession, TimeoutClass};
+use tern_store::{Resolution, Target};
 use tern_types::{EnhancedStatus, ForwardPath, Mailbox, ReversePath};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::Context;
 use crate::date::rfc5322;
 use crate::policy::{RcptVerdict, decide_recipient};
+use crate::server::Role;
+use crate::submission::{
+    MAX_HEADER_SECTION, fixup_headers, header_section_end, inspect_headers, same_address,
+};
+use crate::tls::{MaybeTlsStream, TlsInfo};
 
 /// Size of one socket read; also bounds what the session buffers.
 const READ_BUFFER: usize = 64 * 1024;
@@ -48,6 +65,11 @@ struct Transaction {
     message: Option<IncomingMessage>,
     /// A spool write failed mid-message: the end of data gets a 4xx.
     write_error: Option<SpoolError>,
+    /// Submission: the header section, buffered until it is complete so the
+    /// policy can read `From:` and add missing fields. `None` once written.
+    header: Option<Vec<u8>>,
+    /// The policy refused the message: the end of data gets this reply.
+    refusal: Option<Reply>,
 }
 
 /// Per-connection state the driver keeps beside the session.
@@ -55,6 +77,16 @@ struct Transaction {
 pub(crate) struct Connection {
     ctx: Arc<Context>,
     peer: SocketAddr,
+    role: Role,
+    smtp: Arc<ServerConfig>,
+    /// The authenticated user (AUTH succeeded), for policy and `Received:`.
+    auth_user: Option<String>,
+    /// The negotiated TLS parameters, once encrypted.
+    tls: Option<TlsInfo>,
+    /// The session asked for STARTTLS: upgrade after flushing the 220.
+    starttls: bool,
+    /// Protocol errors seen so far (for the tarpit).
+    errors_seen: u32,
     tx: Option<Transaction>,
     messages: u64,
     /// When the session last made progress (an event or a reply): the
@@ -87,6 +119,60 @@ fn spool_failure_reply(e: &SpoolError) -> Reply {
     }
 }
 
+/// Streams message bytes to the open spool file, remembering the first error.
+fn write_message(tx: &mut Transaction, bytes: &[u8]) {
+    if tx.write_error.is_some() {
+        return;
+    }
+    if let Some(message) = tx.message.as_mut()
+        && let Err(e) = message.write(bytes)
+    {
+        warn!(queue_id = %message.id(), error = %e, "spool write failed");
+        tx.write_error = Some(e);
+    }
+}
+
+/// May the authenticated `user` send as `address`? Their own address, a
+/// `senders` entry in the users file, or a local address (alias,
+/// sub-address) that delivers only to their own mailbox.
+fn may_send_as(ctx: &Context, user: &str, address: &str) -> bool {
+    if same_address(user, address) {
+        return true;
+    }
+    if let Some(users) = &ctx.auth.users
+        && users
+            .current()
+            .get(user)
+            .is_some_and(|u| u.may_send_as(address))
+    {
+        return true;
+    }
+    let Ok(mailbox) = Mailbox::parse(address, true) else {
+        return false;
+    };
+    match ctx.directory.resolve(&ForwardPath::Mailbox(mailbox)) {
+        Resolution::Targets(targets) => targets
+            .iter()
+            .all(|t| matches!(t, Target::Local { mailbox } if same_address(mailbox, user))),
+        _ => false,
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn auth_blocked() -> Reply {
+    Reply::new(
+        454,
+        EnhancedStatus::new(4, 7, 0),
+        "Too many failed authentication attempts; try again later",
+    )
+}
+
 /// The defensive answer when the session asks about a transaction the
 /// driver does not have (the session's own sequencing makes this a bug).
 fn out_of_sequence() -> Reply {
@@ -112,10 +198,21 @@ fn forward_path_address(to: &ForwardPath) -> String {
 }
 
 impl Connection {
-    pub(crate) fn new(ctx: Arc<Context>, peer: SocketAddr) -> Self {
+    pub(crate) fn new(
+        ctx: Arc<Context>,
+        peer: SocketAddr,
+        role: Role,
+        smtp: Arc<ServerConfig>,
+    ) -> Self {
         Connection {
             ctx,
             peer,
+            role,
+            smtp,
+            auth_user: None,
+            tls: None,
+            starttls: false,
+            errors_seen: 0,
             tx: None,
             messages: 0,
             progress_at: Instant::now(),
@@ -124,11 +221,16 @@ impl Connection {
     }
 
     /// Runs the session to completion on `stream`.
-    pub(crate) async fn run<S>(mut self, mut stream: S, mut shutdown: watch::Receiver<bool>)
-    where
-        S: AsyncRead + AsyncWrite + Unpin,
-    {
-        let mut session = ServerSession::new(Arc::clone(&self.ctx.smtp));
+    pub(crate) async fn run(
+        mut self,
+        mut stream: MaybeTlsStream,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut session = ServerSession::new(Arc::clone(&self.smtp));
+        self.tls = stream.tls_info();
+        if let Some(tls) = &self.tls {
+            info!(tls = %tls, "implicit TLS established");
+        }
         let mut buf = vec![0u8; READ_BUFFER];
 
         // Early-talker detection: anything the client says before our
@@ -158,6 +260,15 @@ impl Connection {
             let out = session.take_output();
             if !out.is_empty() {
                 self.progress_at = Instant::now();
+                let errors = session.error_count();
+                if errors > self.errors_seen {
+                    self.errors_seen = errors;
+                    let delay = self.ctx.abuse.tarpit(errors);
+                    if !delay.is_zero() && !session.is_closed() {
+                        debug!(errors, delay = ?delay, "tarpit");
+                        tokio::time::sleep(delay).await;
+                    }
+                }
                 match tokio::time::timeout(self.ctx.timeouts.command, stream.write_all(&out)).await
                 {
                     Ok(Ok(())) => {}
@@ -173,6 +284,30 @@ impl Connection {
             }
             if session.is_closed() {
                 break;
+            }
+            if std::mem::take(&mut self.starttls) {
+                // The 220 is flushed; the session has dropped every byte that
+                // followed the STARTTLS line and this driver holds none.
+                let Some(tls) = self.ctx.tls.as_ref() else {
+                    break;
+                };
+                match stream
+                    .upgrade(&tls.acceptor(), self.ctx.handshake_timeout)
+                    .await
+                {
+                    Ok(upgraded) => {
+                        stream = upgraded;
+                        self.tls = stream.tls_info();
+                        info!(tls = %self.tls.as_ref().map(ToString::to_string).unwrap_or_default(), "STARTTLS established");
+                        session.tls_established();
+                        continue;
+                    }
+                    Err(e) => {
+                        info!(error = %e, "STARTTLS handshake failed; closing");
+                        self.tx = None;
+                        return;
+                    }
+                }
             }
             let deadline = match session.timeout_class() {
                 TimeoutClass::Data => {
@@ -231,12 +366,24 @@ impl Connection {
             }
             Event::MailFrom { from, params } => {
                 debug!(from = %escape_for_log(&from.to_string()), "mail from");
+                if let Some(reply) = self.check_sender(&from) {
+                    info!(
+                        from = %escape_for_log(&from.to_string()),
+                        user = %escape_for_log(self.auth_user.as_deref().unwrap_or("")),
+                        code = reply.code,
+                        "sender refused"
+                    );
+                    session.reply(reply);
+                    return;
+                }
                 self.tx = Some(Transaction {
                     from,
                     params,
                     rcpts: Vec::new(),
                     message: None,
                     write_error: None,
+                    header: None,
+                    refusal: None,
                 });
                 session.accept();
             }
@@ -246,14 +393,7 @@ impl Connection {
                 if let Some((_, n)) = self.data_started.as_mut() {
                     *n += bytes.len() as u64;
                 }
-                if let Some(tx) = self.tx.as_mut()
-                    && tx.write_error.is_none()
-                    && let Some(message) = tx.message.as_mut()
-                    && let Err(e) = message.write(&bytes)
-                {
-                    warn!(queue_id = %message.id(), error = %e, "spool write failed");
-                    tx.write_error = Some(e);
-                }
+                self.on_chunk(&bytes);
             }
             Event::DataEnd => self.on_data_end(session).await,
             Event::DataAborted { reason } => {
@@ -268,10 +408,88 @@ impl Connection {
                 session.reply(reply);
             }
             Event::StartTls => {
-                // Not offered by this runtime yet (the submission issue adds TLS):
-                // the session only asks when configured to, so this is a wiring bug.
-                warn!("STARTTLS requested but TLS is not configured; closing");
-                session.shutdown();
+                if self.ctx.tls.is_some() {
+                    self.starttls = true;
+                } else {
+                    // The session offers STARTTLS only when configured to.
+                    warn!("STARTTLS requested but TLS is not configured; closing");
+                    session.shutdown();
+                }
+            }
+            Event::AuthStart { mechanism } => {
+                let now = Instant::now();
+                match self.ctx.abuse.auth_verdict(self.peer.ip(), "", now) {
+                    Verdict::Blocked { reason, .. } => {
+                        warn!(mechanism = %mechanism, reason = ?reason, "authentication refused: client blocked after repeated failures");
+                        session.reply(auth_blocked());
+                    }
+                    Verdict::Allow { delay } => {
+                        if !delay.is_zero() {
+                            tokio::time::sleep(delay).await;
+                        }
+                        let mut nonce = [0u8; 32];
+                        if SystemRandom::new().fill(&mut nonce).is_err() {
+                            session.reply(Reply::new(
+                                454,
+                                EnhancedStatus::new(4, 7, 0),
+                                "Temporary authentication failure",
+                            ));
+                            return;
+                        }
+                        session.auth_begin(&nonce, unix_now());
+                    }
+                }
+            }
+            Event::Auth(question) => {
+                let answer = self.answer_auth(question).await;
+                session.auth_answer(answer);
+            }
+            Event::Authenticated {
+                mechanism,
+                authcid,
+                authzid,
+            } => {
+                let now = Instant::now();
+                if authzid
+                    .as_deref()
+                    .is_some_and(|z| !same_address(z, &authcid))
+                {
+                    self.ctx.abuse.auth_failed(self.peer.ip(), &authcid, now);
+                    warn!(user = %escape_for_log(&authcid), mechanism = %mechanism, "authentication refused: acting as another identity is not allowed");
+                    session.reply(Reply::new(
+                        535,
+                        EnhancedStatus::new(5, 7, 8),
+                        "Authentication credentials invalid: proxy authorization is not allowed",
+                    ));
+                    return;
+                }
+                self.ctx.abuse.auth_succeeded(self.peer.ip(), &authcid, now);
+                info!(user = %escape_for_log(&authcid), mechanism = %mechanism, "authenticated");
+                self.auth_user = Some(authcid);
+                session.accept();
+            }
+            Event::AuthFailed {
+                mechanism,
+                authcid,
+                kind,
+            } => {
+                if matches!(
+                    kind,
+                    FailureKind::BadCredentials | FailureKind::AuthzidNotAllowed
+                ) {
+                    self.ctx.abuse.auth_failed(
+                        self.peer.ip(),
+                        authcid.as_deref().unwrap_or(""),
+                        Instant::now(),
+                    );
+                }
+                warn!(
+                    client = %self.peer.ip(),
+                    user = %escape_for_log(authcid.as_deref().unwrap_or("")),
+                    mechanism = %mechanism,
+                    kind = ?kind,
+                    "authentication failed"
+                );
             }
             Event::Quit => debug!("quit"),
             other => debug!(event = ?other, "unhandled session event"),
@@ -286,9 +504,23 @@ impl Connection {
         };
         let address = forward_path_address(&to);
         let resolution = self.ctx.directory.resolve(&to);
-        let may_relay = self.ctx.relay.is_trusted(self.peer.ip());
+        let may_relay = self.auth_user.is_some() || self.ctx.relay.is_trusted(self.peer.ip());
         match decide_recipient(resolution, &address, may_relay) {
             RcptVerdict::Accept(targets) => {
+                if let Some(user) = &self.auth_user
+                    && let Err(retry) = self.ctx.abuse.recipient(user, Instant::now())
+                {
+                    warn!(user = %escape_for_log(user), client = %self.peer.ip(), "recipient rate limit reached");
+                    session.reply(Reply::new(
+                        451,
+                        EnhancedStatus::new(4, 7, 1),
+                        format!(
+                            "Recipient rate limit exceeded for your account; try again in {} s",
+                            retry.wait.as_secs().max(1)
+                        ),
+                    ));
+                    return;
+                }
                 debug!(to = %escape_for_log(&address), "recipient accepted");
                 tx.rcpts.push(AcceptedRcpt {
                     original: address,
@@ -331,7 +563,7 @@ impl Connection {
             by: &self.ctx.hostname,
             protocol: session.protocol(),
             queue_id: &queue_id,
-            tls: None,
+            tls: self.tls.as_ref().map(ToString::to_string).as_deref(),
             for_rcpt: for_rcpt.as_deref(),
             date: &rfc5322(SystemTime::now()),
         });
@@ -350,12 +582,19 @@ impl Connection {
             "receiving message"
         );
         tx.message = Some(message);
+        if self.role.is_submission()
+            && (self.ctx.submission.enforce_sender || self.ctx.submission.fix_headers)
+        {
+            tx.header = Some(Vec::new());
+        }
         self.data_started = Some((Instant::now(), 0));
         session.accept();
     }
 
     async fn on_data_end(&mut self, session: &mut ServerSession) {
         self.data_started = None;
+        // A message that was all header fields (no empty line) ends here.
+        self.finish_headers();
         let Some(mut tx) = self.tx.take() else {
             session.reply(out_of_sequence());
             return;
@@ -365,6 +604,11 @@ impl Connection {
             return;
         };
         let queue_id = message.id().clone();
+        if let Some(reply) = tx.refusal.take() {
+            info!(queue_id = %queue_id, code = reply.code, "message refused by submission policy");
+            session.reply(reply);
+            return;
+        }
         if let Some(e) = tx.write_error.take() {
             session.reply(spool_failure_reply(&e));
             return;
@@ -431,13 +675,187 @@ impl Connection {
             client_ip: Some(self.peer.ip()),
             helo: session.helo_name().map(str::to_owned),
             protocol: session.protocol().to_owned(),
-            tls: None,
-            auth_user: None,
+            tls: self.tls.as_ref().map(ToString::to_string),
+            auth_user: self.auth_user.clone(),
             body: tx.params.body.unwrap_or_default().as_str().to_owned(),
             smtputf8: tx.params.smtputf8,
             ret: tx.params.ret.map(|r| r.as_str().to_owned()),
             envid: tx.params.envid.clone(),
             size,
+        }
+    }
+
+    /// Message bytes from the session: buffered while the submission policy
+    /// waits for the end of the header section, otherwise streamed to the spool.
+    fn on_chunk(&mut self, bytes: &[u8]) {
+        let Some(tx) = self.tx.as_mut() else { return };
+        if tx.refusal.is_some() || tx.write_error.is_some() {
+            return;
+        }
+        if let Some(header) = tx.header.as_mut() {
+            header.extend_from_slice(bytes);
+            if header_section_end(header).is_some() || header.len() > MAX_HEADER_SECTION {
+                self.finish_headers();
+            }
+            return;
+        }
+        write_message(tx, bytes);
+    }
+
+    /// Submission: the header section is complete (or the message ended):
+    /// check `From:`, add missing `Date:`/`Message-ID:`, then write what was
+    /// buffered. Does nothing when no header section is being buffered.
+    fn finish_headers(&mut self) {
+        let ctx = Arc::clone(&self.ctx);
+        let user = self.auth_user.clone();
+        let Some(tx) = self.tx.as_mut() else { return };
+        let Some(buf) = tx.header.take() else { return };
+        let end = match header_section_end(&buf) {
+            Some(end) => end,
+            None if buf.len() > MAX_HEADER_SECTION => {
+                tx.refusal = Some(Reply::new(
+                    552,
+                    EnhancedStatus::new(5, 3, 4),
+                    "Message header section too large",
+                ));
+                return;
+            }
+            None => buf.len(),
+        };
+        let facts = inspect_headers(&buf[..end]);
+        if ctx.submission.enforce_sender
+            && let Some(user) = &user
+            && let Some(bad) = facts.from.iter().find(|a| !may_send_as(&ctx, user, a))
+        {
+            tx.refusal = Some(Reply::new(
+                553,
+                EnhancedStatus::new(5, 7, 1),
+                format!("From: address <{bad}> is not owned by user {user}"),
+            ));
+            return;
+        }
+        if ctx.submission.fix_headers {
+            let id = tx
+                .message
+                .as_ref()
+                .map(|m| m.id().to_string())
+                .unwrap_or_default();
+            let fix = fixup_headers(&facts, &rfc5322(SystemTime::now()), &id, &ctx.hostname);
+            if !fix.is_empty() {
+                write_message(tx, fix.as_bytes());
+            }
+        }
+        write_message(tx, &buf);
+    }
+
+    /// Per-user message rate and, on submission, the envelope sender rule.
+    fn check_sender(&self, from: &ReversePath) -> Option<Reply> {
+        let user = self.auth_user.as_deref()?;
+        if let Err(retry) = self.ctx.abuse.message(user, Instant::now()) {
+            warn!(user = %escape_for_log(user), client = %self.peer.ip(), "message rate limit reached");
+            return Some(Reply::new(
+                451,
+                EnhancedStatus::new(4, 7, 1),
+                format!(
+                    "Message rate limit exceeded for your account; try again in {} s",
+                    retry.wait.as_secs().max(1)
+                ),
+            ));
+        }
+        if !self.role.is_submission() || !self.ctx.submission.enforce_sender {
+            return None;
+        }
+        match from {
+            ReversePath::Null => Some(Reply::new(
+                553,
+                EnhancedStatus::new(5, 7, 1),
+                format!("Sender address rejected: <> is not owned by user {user}"),
+            )),
+            ReversePath::Mailbox(m) => {
+                let address = m.to_string();
+                (!may_send_as(&self.ctx, user, &address)).then(|| {
+                    Reply::new(
+                        553,
+                        EnhancedStatus::new(5, 7, 1),
+                        format!("Sender address rejected: <{address}> is not owned by user {user}"),
+                    )
+                })
+            }
+        }
+    }
+
+    /// Answers the SASL exchange's question from the users file or the
+    /// token validator. Password checks run off the async threads; the
+    /// brute-force delay is applied before answering, and an unknown user
+    /// costs the same as a wrong password.
+    async fn answer_auth(&self, question: AuthQuestion) -> Answer {
+        let now = Instant::now();
+        let user_name = match &question {
+            AuthQuestion::VerifyPassword { authcid, .. }
+            | AuthQuestion::LookupCram { authcid }
+            | AuthQuestion::LookupScram { authcid, .. } => Some(authcid.clone()),
+            _ => None,
+        };
+        if let Some(name) = &user_name {
+            match self.ctx.abuse.auth_verdict(self.peer.ip(), name, now) {
+                Verdict::Blocked { reason, .. } => {
+                    warn!(user = %escape_for_log(name), reason = ?reason, "authentication refused: blocked after repeated failures");
+                    return Answer::Fail(FailureKind::Temporary);
+                }
+                Verdict::Allow { delay } => {
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
+                }
+            }
+        }
+        let users = self.ctx.auth.users.as_ref().map(|u| u.current());
+        match question {
+            AuthQuestion::VerifyPassword {
+                authcid, password, ..
+            } => {
+                let verified = tokio::task::spawn_blocking(move || {
+                    match users.as_ref().and_then(|db| db.get(&authcid)) {
+                        Some(user) => match user.password_hash.verify(password.as_str()) {
+                            Ok(ok) => ok,
+                            Err(e) => {
+                                warn!(error = %e, "stored password hash cannot be checked");
+                                false
+                            }
+                        },
+                        None => {
+                            tern_users::dummy_verify(password.as_str());
+                            false
+                        }
+                    }
+                })
+                .await;
+                match verified {
+                    Ok(ok) => Answer::PasswordOk(ok),
+                    Err(_) => Answer::Fail(FailureKind::Temporary),
+                }
+            }
+            AuthQuestion::LookupCram { authcid } => Answer::Cram(
+                users
+                    .as_ref()
+                    .and_then(|db| db.get(&authcid))
+                    .and_then(|u| u.cram.clone()),
+            ),
+            AuthQuestion::LookupScram { authcid, .. } => Answer::Scram(
+                users
+                    .as_ref()
+                    .and_then(|db| db.get(&authcid))
+                    .and_then(|u| u.scram.clone()),
+            ),
+            AuthQuestion::VerifyToken { token, .. } => match &self.ctx.auth.jwt {
+                Some(jwt) => Answer::Token(
+                    jwt.validate(token.as_str(), unix_now())
+                        .map(|claims| claims.user)
+                        .map_err(|e| e.rejection()),
+                ),
+                None => Answer::Fail(FailureKind::Temporary),
+            },
+            _ => Answer::Fail(FailureKind::Temporary),
         }
     }
 
@@ -472,7 +890,7 @@ impl Connection {
             .directory
             .resolve(&ForwardPath::Mailbox(mailbox.clone()))
         {
-            tern_store::Resolution::Targets(targets) => {
+            Resolution::Targets(targets) => {
                 let mut lines: Vec<String> = if expand {
                     targets
                         .iter()
@@ -493,12 +911,12 @@ impl Connection {
                     lines,
                 }
             }
-            tern_store::Resolution::Unknown => Reply::new(
+            Resolution::Unknown => Reply::new(
                 550,
                 EnhancedStatus::new(5, 1, 1),
                 "User unknown in local recipient table",
             ),
-            tern_store::Resolution::NotLocal => {
+            Resolution::NotLocal => {
                 Reply::new(551, EnhancedStatus::new(5, 1, 6), "Not a local address")
             }
         }

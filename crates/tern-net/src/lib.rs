@@ -9,40 +9,79 @@
 //!
 //! ```no_run
 //! # async fn demo(ctx: std::sync::Arc<tern_net::Context>) -> Result<(), tern_net::NetError> {
+//! use std::sync::Arc;
 //! let (stop, shutdown) = tokio::sync::watch::channel(false);
-//! let server = tern_net::Server::bind(ctx, &[("127.0.0.1:2525".parse().unwrap(), tern_net::Role::Mx)]).await?;
+//! let mx = tern_net::ListenerSpec {
+//!     addr: "127.0.0.1:2525".parse().unwrap(),
+//!     role: tern_net::Role::Mx,
+//!     smtp: Arc::new(tern_smtp::server::ServerConfig::default()),
+//! };
+//! let server = tern_net::Server::bind(ctx, &[mx]).await?;
 //! tokio::spawn(async move { let _ = stop.send(true); });
 //! server.run(shutdown).await;
 //! # Ok(()) }
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod abuse;
 pub mod conn;
 pub mod date;
 pub mod delivery;
 pub mod limits;
 pub mod policy;
 pub mod server;
+pub mod submission;
 pub mod tls;
 
 use std::sync::Arc;
+use std::time::Duration;
 
+pub use abuse::Abuse;
 pub use conn::Timeouts;
 pub use delivery::{DeliveryAgent, DeliveryHandle};
 pub use limits::ConnectionLimiter;
 pub use policy::RelayPolicy;
-pub use server::{NetError, Role, Server};
+pub use server::{ListenerSpec, NetError, Role, Server};
+pub use tls::{CertPair, MaybeTlsStream, TlsError, TlsInfo, TlsManager, TlsSettings};
+
+/// What AUTH checks credentials against.
+#[derive(Debug, Default)]
+pub struct AuthBackend {
+    /// The users file (hot-reloaded); `None`: no password users.
+    pub users: Option<tern_users::UserDbHandle>,
+    /// Bearer-token validation for OAUTHBEARER/XOAUTH2; `None`: not offered.
+    pub jwt: Option<tern_sasl::jwt::JwtValidator>,
+    /// A stable server secret (fake SCRAM/CRAM credentials for unknown users).
+    pub secret: Vec<u8>,
+}
+
+/// How submission (ports 587/465) treats authenticated users' messages.
+#[derive(Debug, Clone, Copy)]
+pub struct SubmissionPolicy {
+    /// The envelope sender and every `From:` address must be the user's own
+    /// (their address, their `senders`, or an alias that reaches them).
+    pub enforce_sender: bool,
+    /// Add `Date:` and `Message-ID:` when missing (RFC 6409 section 8).
+    pub fix_headers: bool,
+}
+
+impl Default for SubmissionPolicy {
+    fn default() -> Self {
+        SubmissionPolicy {
+            enforce_sender: true,
+            fix_headers: true,
+        }
+    }
+}
 
 /// Everything a connection needs, shared by all of them.
 #[derive(Debug)]
 pub struct Context {
-    /// The session settings every connection starts from.
-    pub smtp: Arc<tern_smtp::server::ServerConfig>,
     /// Our host name (greeting, `Received:` `by`).
     pub hostname: String,
     /// Local domains, mailboxes and aliases.
     pub directory: Arc<tern_store::Directory>,
-    /// Who may relay.
+    /// Who may relay without authenticating.
     pub relay: RelayPolicy,
     /// Where accepted messages go.
     pub spool: tern_queue::Spool,
@@ -52,4 +91,14 @@ pub struct Context {
     pub timeouts: Timeouts,
     /// Concurrent connection caps.
     pub limiter: ConnectionLimiter,
+    /// Certificates for STARTTLS and implicit TLS; `None`: no TLS.
+    pub tls: Option<TlsManager>,
+    /// Longest a TLS handshake may take.
+    pub handshake_timeout: Duration,
+    /// Credentials for AUTH.
+    pub auth: AuthBackend,
+    /// Submission rules.
+    pub submission: SubmissionPolicy,
+    /// Rate limits, brute-force tracking, tarpit.
+    pub abuse: Abuse,
 }

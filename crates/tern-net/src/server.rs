@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -21,13 +21,39 @@ use tracing::{Instrument, info, info_span, warn};
 use crate::Context;
 use crate::conn::Connection;
 use crate::limits::Refusal;
+use crate::tls::MaybeTlsStream;
+use tern_smtp::server::ServerConfig;
 
 /// What a listener is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Role {
-    /// Inbound MX (port 25): mail for local domains from anyone.
+    /// Inbound MX (port 25): mail for local domains from anyone; STARTTLS
+    /// offered when TLS is configured.
     Mx,
+    /// Submission (port 587, RFC 6409): STARTTLS, then AUTH required.
+    Submission,
+    /// Submission over implicit TLS (port 465, RFC 8314): AUTH required.
+    Submissions,
+}
+
+impl Role {
+    /// Submission roles require AUTH and apply the submission policy.
+    pub fn is_submission(self) -> bool {
+        matches!(self, Role::Submission | Role::Submissions)
+    }
+}
+
+/// One listening socket: where, what for, and the session settings its
+/// connections start from.
+#[derive(Debug, Clone)]
+pub struct ListenerSpec {
+    /// Address to bind (port 0: any free port).
+    pub addr: SocketAddr,
+    /// What the listener is for.
+    pub role: Role,
+    /// Session settings (TLS, AUTH and limits for this role).
+    pub smtp: Arc<ServerConfig>,
 }
 
 /// Errors from the runtime.
@@ -52,20 +78,21 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub struct Server {
     ctx: Arc<Context>,
-    listeners: Vec<(TcpListener, Role)>,
+    listeners: Vec<(TcpListener, ListenerSpec)>,
 }
 
 static SESSION_IDS: AtomicU64 = AtomicU64::new(1);
 
 impl Server {
     /// Binds every listener (port 0 picks a free port; see [`Server::local_addrs`]).
-    pub async fn bind(ctx: Arc<Context>, addrs: &[(SocketAddr, Role)]) -> Result<Server, NetError> {
-        let mut listeners = Vec::with_capacity(addrs.len());
-        for &(addr, role) in addrs {
+    pub async fn bind(ctx: Arc<Context>, specs: &[ListenerSpec]) -> Result<Server, NetError> {
+        let mut listeners = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let addr = spec.addr;
             let l = TcpListener::bind(addr)
                 .await
                 .map_err(|source| NetError::Bind { addr, source })?;
-            listeners.push((l, role));
+            listeners.push((l, spec.clone()));
         }
         Ok(Server { ctx, listeners })
     }
@@ -81,13 +108,13 @@ impl Server {
     /// Serves until `shutdown` becomes true, then drains the sessions.
     pub async fn run(self, shutdown: watch::Receiver<bool>) {
         let mut accept_loops = JoinSet::new();
-        for (listener, role) in self.listeners {
+        for (listener, spec) in self.listeners {
             if let Ok(addr) = listener.local_addr() {
-                info!(%addr, ?role, "listening");
+                info!(%addr, role = ?spec.role, "listening");
             }
             accept_loops.spawn(accept_loop(
                 listener,
-                role,
+                spec,
                 Arc::clone(&self.ctx),
                 shutdown.clone(),
             ));
@@ -98,7 +125,7 @@ impl Server {
 
 async fn accept_loop(
     listener: TcpListener,
-    role: Role,
+    spec: ListenerSpec,
     ctx: Arc<Context>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -114,7 +141,7 @@ async fn accept_loop(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     backoff = Duration::from_millis(10);
-                    admit(stream, peer, role, &ctx, &shutdown, &mut sessions);
+                    admit(stream, peer, &spec, &ctx, &shutdown, &mut sessions);
                 }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
@@ -136,36 +163,64 @@ async fn accept_loop(
 fn admit(
     stream: TcpStream,
     peer: SocketAddr,
-    role: Role,
+    spec: &ListenerSpec,
     ctx: &Arc<Context>,
     shutdown: &watch::Receiver<bool>,
     sessions: &mut JoinSet<()>,
 ) {
     let _ = stream.set_nodelay(true);
     let session_id = SESSION_IDS.fetch_add(1, Ordering::Relaxed);
+    let role = spec.role;
     let span = info_span!("smtp", session = session_id, client = %peer, role = ?role);
-    match ctx.limiter.try_acquire(peer.ip()) {
+    let admitted = match ctx.abuse.connection(peer.ip(), Instant::now()) {
+        Err(retry) => Err((
+            "too many connections from your address per minute, try again later".to_owned(),
+            Some(retry),
+        )),
+        Ok(()) => ctx.limiter.try_acquire(peer.ip()).map_err(|refusal| {
+            let text = match refusal {
+                Refusal::ServerFull => "too many connections, try again later",
+                Refusal::TooManyFromAddress => "too many connections from your address",
+            };
+            (text.to_owned(), None)
+        }),
+    };
+    match admitted {
         Ok(permit) => {
-            let conn = Connection::new(Arc::clone(ctx), peer);
+            let conn = Connection::new(Arc::clone(ctx), peer, role, Arc::clone(&spec.smtp));
             let shutdown = shutdown.clone();
+            let ctx = Arc::clone(ctx);
             sessions.spawn(
                 async move {
                     let _permit = permit;
                     info!("connect");
+                    let stream = MaybeTlsStream::Plain(stream);
+                    let stream = if role == Role::Submissions {
+                        // Implicit TLS (RFC 8314): the handshake comes first.
+                        let Some(tls) = ctx.tls.as_ref() else {
+                            warn!("implicit TLS listener without TLS configured; closing");
+                            return;
+                        };
+                        match stream.upgrade(&tls.acceptor(), ctx.handshake_timeout).await {
+                            Ok(s) => s,
+                            Err(e) => {
+                                info!(error = %e, "TLS handshake failed");
+                                return;
+                            }
+                        }
+                    } else {
+                        stream
+                    };
                     conn.run(stream, shutdown).await;
                 }
                 .instrument(span),
             );
         }
-        Err(refusal) => {
+        Err((text, retry)) => {
             let hostname = ctx.hostname.clone();
             sessions.spawn(
                 async move {
-                    let text = match refusal {
-                        Refusal::ServerFull => "too many connections, try again later",
-                        Refusal::TooManyFromAddress => "too many connections from your address",
-                    };
-                    info!(reason = text, "connection refused");
+                    info!(reason = %text, retry_after = ?retry.map(|r| r.wait), "connection refused");
                     let mut stream = stream;
                     let line = format!("421 4.7.0 {hostname} Error: {text}\r\n");
                     let _ = tokio::time::timeout(Duration::from_secs(5), async {
