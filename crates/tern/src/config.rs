@@ -53,6 +53,15 @@ pub struct Config {
     /// Local delivery.
     #[serde(default)]
     pub delivery: DeliveryConfig,
+    /// Certificates for STARTTLS and implicit TLS.
+    #[serde(default)]
+    pub tls: TlsConfig,
+    /// SMTP AUTH: users file, mechanisms, bearer tokens.
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// Submission policy (ports 587/465).
+    #[serde(default)]
+    pub submission: SubmissionConfig,
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
@@ -66,14 +75,22 @@ pub struct ListenerConfig {
     pub address: SocketAddr,
     /// What the listener is for.
     pub role: ListenerRole,
+    /// Allow password AUTH without TLS on this listener. Only for listeners
+    /// on loopback that the admin trusts (a local webmail, say).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub plaintext_auth: bool,
 }
 
 /// Listener roles.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum ListenerRole {
-    /// Inbound MX: mail for local domains from anyone (port 25).
+    /// Inbound MX: mail for local domains from anyone (port 25); STARTTLS offered.
     Mx,
+    /// Submission with STARTTLS and AUTH (port 587, RFC 6409).
+    Submission,
+    /// Submission over implicit TLS with AUTH (port 465, RFC 8314).
+    Submissions,
 }
 
 /// One local domain.
@@ -123,6 +140,8 @@ pub struct LimitsConfig {
     pub greet_pause: Duration,
     /// Minimum message data rate, bytes/s, after 30 s (0 = off).
     pub min_data_rate: u64,
+    /// Connection rates, AUTH brute force, per-user sending, tarpit.
+    pub abuse: tern_limits::AbuseConfig,
 }
 
 impl Default for LimitsConfig {
@@ -140,6 +159,107 @@ impl Default for LimitsConfig {
             data_timeout: Duration::from_secs(180),
             greet_pause: Duration::ZERO,
             min_data_rate: 500,
+            abuse: tern_limits::AbuseConfig::default(),
+        }
+    }
+}
+
+/// `[tls]`: certificates. With none, Tern generates a self-signed one into
+/// `data_dir/tls` (fine for tests, not for the Internet).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM files: full chain and key. Chosen by SNI; the first is the default.
+    pub certificates: Vec<CertificateConfig>,
+    /// Longest a TLS handshake may take.
+    #[serde(with = "duration_str")]
+    pub handshake_timeout: Duration,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            certificates: Vec::new(),
+            handshake_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One certificate chain and its private key.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateConfig {
+    /// The certificate chain (leaf first), PEM.
+    pub cert: PathBuf,
+    /// The private key, PEM.
+    pub key: PathBuf,
+}
+
+/// `[auth]`: who can log in, and how.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// The users file (`tern user add` edits it; the server re-reads it when
+    /// it changes). Unset: no password logins.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub users_file: Option<PathBuf>,
+    /// SASL mechanisms offered on the submission listeners.
+    pub mechanisms: Vec<String>,
+    /// Bearer tokens (OAUTHBEARER, XOAUTH2) as JWTs; unset: not offered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oauth: Option<OAuthConfig>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            users_file: None,
+            mechanisms: ["PLAIN", "LOGIN", "SCRAM-SHA-256", "CRAM-MD5"]
+                .map(str::to_owned)
+                .to_vec(),
+            oauth: None,
+        }
+    }
+}
+
+/// `[auth.oauth]`: how bearer tokens are validated.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthConfig {
+    /// `HS256` (shared secret), `RS256` or `ES256` (public key).
+    pub algorithm: String,
+    /// The secret (HS256, raw bytes) or the public key (PEM or DER).
+    pub key_file: PathBuf,
+    /// Required `iss`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// Required `aud`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    /// The claim naming the user (default `email`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_claim: Option<String>,
+    /// A scope the token must carry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required_scope: Option<String>,
+}
+
+/// `[submission]`: what authenticated users may do.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SubmissionConfig {
+    /// The envelope sender and `From:` must be the user's own address, one
+    /// of their `senders`, or an alias that delivers to them (553 5.7.1).
+    pub enforce_sender: bool,
+    /// Add `Date:` and `Message-ID:` when missing (RFC 6409 section 8).
+    pub fix_headers: bool,
+}
+
+impl Default for SubmissionConfig {
+    fn default() -> Self {
+        SubmissionConfig {
+            enforce_sender: true,
+            fix_headers: true,
         }
     }
 }
@@ -296,6 +416,31 @@ impl Config {
                 self.recipient_delimiter
             );
         }
+        l.abuse
+            .validate()
+            .map_err(|e| anyhow::anyhow!("[limits.abuse]: {e}"))?;
+        for m in &self.auth.mechanisms {
+            let mech = tern_sasl::Mechanism::from_name(m)
+                .ok_or_else(|| anyhow::anyhow!("auth.mechanisms: unknown SASL mechanism {m:?}"))?;
+            if matches!(
+                mech,
+                tern_sasl::Mechanism::OAuthBearer | tern_sasl::Mechanism::XOAuth2
+            ) && self.auth.oauth.is_none()
+            {
+                bail!("auth.mechanisms: {m} needs an [auth.oauth] section");
+            }
+        }
+        if let Some(o) = &self.auth.oauth
+            && !matches!(o.algorithm.as_str(), "HS256" | "RS256" | "ES256")
+        {
+            bail!(
+                "auth.oauth.algorithm = {:?}: use HS256, RS256 or ES256",
+                o.algorithm
+            );
+        }
+        if self.tls.handshake_timeout.is_zero() {
+            bail!("tls.handshake_timeout must be positive");
+        }
         if self.delivery.concurrency == 0 {
             bail!("delivery.concurrency must be at least 1");
         }
@@ -347,7 +492,48 @@ impl Config {
         Ok(cfg)
     }
 
-    /// The SMTP session settings.
+    /// The SASL mechanisms offered on submission listeners.
+    pub fn mechanisms(&self) -> Vec<tern_sasl::Mechanism> {
+        self.auth
+            .mechanisms
+            .iter()
+            .filter_map(|m| tern_sasl::Mechanism::from_name(m))
+            .collect()
+    }
+
+    /// The SMTP session settings for one listener (TLS and AUTH depend on
+    /// its role); `auth_secret` is the server's stable SASL secret.
+    pub fn listener_server_config(
+        &self,
+        listener: &ListenerConfig,
+        auth_secret: &[u8],
+    ) -> ServerConfig {
+        let base = self.server_config();
+        match listener.role {
+            ListenerRole::Mx => ServerConfig {
+                starttls_available: true,
+                ..base
+            },
+            ListenerRole::Submission => ServerConfig {
+                starttls_available: true,
+                auth_mechanisms: self.mechanisms(),
+                auth_plaintext_allowed: listener.plaintext_auth,
+                auth_required: true,
+                auth_secret: auth_secret.to_vec(),
+                ..base
+            },
+            ListenerRole::Submissions => ServerConfig {
+                tls_active: true,
+                auth_mechanisms: self.mechanisms(),
+                auth_plaintext_allowed: listener.plaintext_auth,
+                auth_required: true,
+                auth_secret: auth_secret.to_vec(),
+                ..base
+            },
+        }
+    }
+
+    /// The SMTP session settings common to every listener.
     pub fn server_config(&self) -> ServerConfig {
         let l = &self.limits;
         ServerConfig {
@@ -383,6 +569,8 @@ impl fmt::Display for ListenerRole {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ListenerRole::Mx => f.write_str("mx"),
+            ListenerRole::Submission => f.write_str("submission"),
+            ListenerRole::Submissions => f.write_str("submissions"),
         }
     }
 }

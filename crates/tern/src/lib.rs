@@ -13,11 +13,17 @@ use std::os::unix::fs::DirBuilderExt;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use tern_net::{ConnectionLimiter, DeliveryAgent, RelayPolicy, Role, Server, Timeouts};
+use ring::rand::{SecureRandom, SystemRandom};
+use tern_net::{
+    Abuse, AuthBackend, CertPair, ConnectionLimiter, DeliveryAgent, ListenerSpec, RelayPolicy,
+    Role, Server, SubmissionPolicy, Timeouts, TlsManager, TlsSettings,
+};
 use tern_queue::{Spool, SpoolOptions};
+use tern_sasl::jwt::{JwtConfig, JwtKey, JwtValidator};
 use tern_store::{Directory, MailStore};
+use tern_users::UserDbHandle;
 use tokio::sync::watch;
-use tracing::info;
+use tracing::{info, warn};
 
 pub use config::Config;
 
@@ -29,6 +35,9 @@ pub struct Running {
     server: tokio::task::JoinHandle<()>,
     stop_delivery: watch::Sender<bool>,
     delivery: tokio::task::JoinHandle<()>,
+    tls: TlsManager,
+    users: Option<UserDbHandle>,
+    reloader: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
@@ -37,9 +46,30 @@ impl Running {
         &self.addrs
     }
 
+    /// SIGHUP: re-read the certificates and the users file. A file that
+    /// fails to load leaves the previous one in force; the error is logged.
+    pub fn reload(&self) {
+        match self.tls.reload() {
+            Ok(()) => {
+                info!(certificates = ?self.tls.certificate_names(), "TLS certificates reloaded")
+            }
+            Err(e) => warn!(error = %e, "TLS reload failed; keeping the previous certificates"),
+        }
+        if let Some(users) = &self.users {
+            match users.reload_if_changed() {
+                Ok(true) => info!(users = users.current().len(), "users file reloaded"),
+                Ok(false) => {}
+                Err(e) => warn!(error = %e, "users file reload failed; keeping the previous users"),
+            }
+        }
+    }
+
     /// Graceful shutdown: stop accepting, answer 421 to open sessions, let
     /// in-flight commits finish, then stop delivery.
     pub async fn shutdown(self) {
+        if let Some(r) = &self.reloader {
+            r.abort();
+        }
         let _ = self.stop.send(true);
         let _ = self.server.await;
         let _ = self.stop_delivery.send(true);
@@ -71,9 +101,48 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     }
     .start(delivery_shutdown);
 
+    let tls = TlsManager::load(&TlsSettings {
+        certificates: config
+            .tls
+            .certificates
+            .iter()
+            .map(|c| CertPair {
+                cert: c.cert.clone(),
+                key: c.key.clone(),
+            })
+            .collect(),
+        self_signed_dir: data_dir.join("tls"),
+        hostname: config.hostname.clone(),
+    })?;
+    let auth_secret = load_or_create_secret(&data_dir.join("auth.secret"))?;
+    let users = match &config.auth.users_file {
+        Some(path) => Some(
+            UserDbHandle::open(path)
+                .with_context(|| format!("cannot load auth.users_file {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let jwt = match &config.auth.oauth {
+        Some(o) => Some(jwt_validator(o)?),
+        None => None,
+    };
+    // The users file is re-read when it changes (`tern user add` while running).
+    let reloader = users.clone().map(|users| {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                match users.reload_if_changed() {
+                    Ok(true) => info!(users = users.current().len(), "users file reloaded"),
+                    Ok(false) => {}
+                    Err(e) => warn!(error = %e, "users file changed but cannot be loaded; keeping the previous users"),
+                }
+            }
+        })
+    });
+
     let l = &config.limits;
     let ctx = Arc::new(tern_net::Context {
-        smtp: Arc::new(config.server_config()),
         hostname: config.hostname.clone(),
         directory,
         relay: RelayPolicy {
@@ -88,17 +157,30 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             min_data_rate: l.min_data_rate,
         },
         limiter: ConnectionLimiter::new(l.max_connections, l.max_connections_per_ip),
+        tls: Some(tls.clone()),
+        handshake_timeout: config.tls.handshake_timeout,
+        auth: AuthBackend {
+            users: users.clone(),
+            jwt,
+            secret: auth_secret.clone(),
+        },
+        submission: SubmissionPolicy {
+            enforce_sender: config.submission.enforce_sender,
+            fix_headers: config.submission.fix_headers,
+        },
+        abuse: Abuse::new(&l.abuse),
     });
-    let listeners: Vec<(SocketAddr, Role)> = config
+    let listeners: Vec<ListenerSpec> = config
         .listeners
         .iter()
-        .map(|l| {
-            (
-                l.address,
-                match l.role {
-                    config::ListenerRole::Mx => Role::Mx,
-                },
-            )
+        .map(|l| ListenerSpec {
+            addr: l.address,
+            role: match l.role {
+                config::ListenerRole::Mx => Role::Mx,
+                config::ListenerRole::Submission => Role::Submission,
+                config::ListenerRole::Submissions => Role::Submissions,
+            },
+            smtp: Arc::new(config.listener_server_config(l, &auth_secret)),
         })
         .collect();
     let server = Server::bind(ctx, &listeners).await?;
@@ -111,5 +193,52 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         server,
         stop_delivery,
         delivery: delivery_task,
+        tls,
+        users,
+        reloader,
     })
+}
+
+/// The server's SASL secret (fake credentials for unknown users must stay
+/// the same across restarts): 32 random bytes, created once, mode 0600.
+fn load_or_create_secret(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    if let Ok(bytes) = std::fs::read(path)
+        && bytes.len() >= 32
+    {
+        return Ok(bytes);
+    }
+    let mut secret = vec![0u8; 32];
+    SystemRandom::new()
+        .fill(&mut secret)
+        .map_err(|_| anyhow::anyhow!("no system randomness for {}", path.display()))?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(&secret)?;
+    f.sync_all()?;
+    Ok(secret)
+}
+
+fn jwt_validator(o: &config::OAuthConfig) -> anyhow::Result<JwtValidator> {
+    let key = std::fs::read(&o.key_file)
+        .with_context(|| format!("cannot read auth.oauth.key_file {}", o.key_file.display()))?;
+    let key = match o.algorithm.as_str() {
+        "HS256" => JwtKey::Hs256(key),
+        "RS256" => JwtKey::Rs256(key),
+        _ => JwtKey::Es256(key),
+    };
+    let mut cfg = JwtConfig::new(key);
+    cfg.issuer = o.issuer.clone();
+    cfg.audience = o.audience.clone();
+    if let Some(claim) = &o.user_claim {
+        cfg.user_claim = claim.clone();
+    }
+    cfg.required_scope = o.required_scope.clone();
+    JwtValidator::new(cfg).map_err(|e| anyhow::anyhow!("[auth.oauth]: {e}"))
 }

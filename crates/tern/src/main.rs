@@ -37,6 +37,42 @@ enum Command {
         #[arg(value_name = "PATH")]
         config: PathBuf,
     },
+    /// Manage the users who may log in (the file named by `auth.users_file`).
+    ///
+    /// Passwords are never taken from the command line: on a terminal you
+    /// are asked twice; otherwise one line is read from standard input. A
+    /// running server picks changes up within a second.
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+        /// The configuration file (TOML).
+        #[arg(short, long, value_name = "PATH", global = true)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserAction {
+    /// Add a user (argon2id password hash plus SCRAM-SHA-256 credentials).
+    Add {
+        /// The user's address, also their login name.
+        address: String,
+        /// Also store a CRAM-MD5 secret (needed for CRAM-MD5; password-equivalent).
+        #[arg(long)]
+        cram_md5: bool,
+    },
+    /// Change a user's password.
+    Passwd {
+        /// The user's address.
+        address: String,
+    },
+    /// Delete a user.
+    Del {
+        /// The user's address.
+        address: String,
+    },
+    /// List the users.
+    List,
 }
 
 fn init_logging(format: LogFormat, level: &str) {
@@ -63,6 +99,32 @@ fn main() -> anyhow::Result<()> {
             eprintln!("{}: configuration is valid", config.display());
             Ok(())
         }
+        Command::User { action, config } => {
+            let Some(config) = config else {
+                anyhow::bail!(
+                    "tern user needs --config PATH (the file that names auth.users_file)"
+                );
+            };
+            let c = Config::load(&config)?;
+            let Some(users_file) = c.auth.users_file.clone() else {
+                anyhow::bail!("{}: auth.users_file is not set", config.display());
+            };
+            let cmd = match action {
+                UserAction::Add { address, cram_md5 } => {
+                    tern_users::cli::UserCommand::Add { address, cram_md5 }
+                }
+                UserAction::Passwd { address } => tern_users::cli::UserCommand::Passwd { address },
+                UserAction::Del { address } => tern_users::cli::UserCommand::Del { address },
+                UserAction::List => tern_users::cli::UserCommand::List,
+            };
+            let out = tern_users::cli::run_user_command(
+                cmd,
+                &users_file,
+                tern_users::cli::read_password_interactive_or_stdin,
+            )?;
+            print!("{out}");
+            Ok(())
+        }
         Command::Serve { config, log_format } => {
             let c = Config::load(&config)?;
             init_logging(log_format.unwrap_or(c.log.format), &c.log.level);
@@ -80,6 +142,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
     let running = tern::start(&config).await?;
     info!(
         hostname = %config.hostname,
@@ -87,9 +150,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         data_dir = %config.data_dir.display(),
         "tern is ready"
     );
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM: shutting down"),
-        _ = int.recv() => info!("SIGINT: shutting down"),
+    loop {
+        tokio::select! {
+            _ = term.recv() => { info!("SIGTERM: shutting down"); break }
+            _ = int.recv() => { info!("SIGINT: shutting down"); break }
+            _ = hup.recv() => { info!("SIGHUP: reloading certificates and users"); running.reload() }
+        }
     }
     running.shutdown().await;
     Ok(())
