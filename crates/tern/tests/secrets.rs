@@ -1,0 +1,98 @@
+//! Invariant 7: secrets never reach the logs. The real binary runs with
+//! `RUST_LOG=trace` (every debug line on), a client authenticates with
+//! PLAIN and LOGIN (right and wrong passwords), and the log must contain
+//! neither the passwords nor their base64 forms.
+
+mod common;
+
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use common::Raw;
+
+#[test]
+fn passwords_never_appear_in_trace_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.toml");
+    let secret = "Very-Secret-Pass-42";
+    let wrong = "Wrong-Guess-Pass-17";
+    tern_users::add_user(
+        &users,
+        "alice@example.test",
+        secret,
+        &tern_users::AddOptions {
+            hash_params: tern_users::HashParams {
+                memory_kib: 1024,
+                passes: 1,
+                lanes: 1,
+            },
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let config = dir.path().join("tern.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "hostname = \"mx.example.test\"\ndata_dir = {:?}\n[[listener]]\naddress = \"{addr}\"\nrole = \"submission\"\nplaintext_auth = true\n[auth]\nusers_file = {users:?}\n[domains.\"example.test\"]\nmailboxes = [\"alice\"]\n[limits.abuse.tarpit]\ninitial_delay = \"0s\"\n",
+            dir.path().join("data")
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("tern.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "trace")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "tern did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let mut c = Raw::greeted(addr);
+    assert!(c.cmd("EHLO client.test").starts_with("250"));
+    let r = c.cmd(&format!(
+        "AUTH PLAIN {}",
+        B64.encode(format!("\0alice@example.test\0{wrong}"))
+    ));
+    assert!(r.starts_with("535"), "{r}");
+    assert!(c.cmd("AUTH LOGIN").starts_with("334"));
+    assert!(c.cmd(&B64.encode("alice@example.test")).starts_with("334"));
+    assert!(c.cmd(&B64.encode(secret)).starts_with("235"));
+    assert!(c.cmd("QUIT").starts_with("221"));
+
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("authenticated"),
+        "the log shows the login happened:\n{text}"
+    );
+    for needle in [
+        secret.to_owned(),
+        wrong.to_owned(),
+        B64.encode(secret),
+        B64.encode(format!("\0alice@example.test\0{wrong}")),
+    ] {
+        assert!(
+            !text.contains(&needle),
+            "secret {needle:?} leaked into the log"
+        );
+    }
+}
