@@ -96,3 +96,64 @@ fn passwords_never_appear_in_trace_logs() {
         );
     }
 }
+
+/// SIGHUP re-reads certificates and users without dropping sessions.
+#[test]
+fn sighup_reloads_without_dropping_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let config = dir.path().join("tern.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "hostname = \"mx.example.test\"\ndata_dir = {:?}\n[[listener]]\naddress = \"{addr}\"\nrole = \"mx\"\n[domains.\"example.test\"]\nmailboxes = [\"alice\"]\n",
+            dir.path().join("data")
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("tern.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "tern did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut old = Raw::greeted(addr);
+    assert!(old.cmd("EHLO client.test").starts_with("250"));
+    let _ = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("TLS certificates reloaded")
+    {
+        assert!(Instant::now() < deadline, "no reload logged");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The session from before the reload carries on; new ones are served.
+    assert!(old.cmd("NOOP").starts_with("250"));
+    let r = old.send_mail(
+        "x@sender.test",
+        "alice@example.test",
+        "Subject: after HUP\r\n\r\nx",
+    );
+    assert!(r.starts_with("250 2.0.0"), "{r}");
+    let mut new = Raw::greeted(addr);
+    assert!(new.cmd("EHLO client.test").contains("STARTTLS"));
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success());
+}

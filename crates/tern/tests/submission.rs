@@ -606,3 +606,129 @@ async fn users_added_while_running_can_log_in() {
     assert!(read_maildir(&srv.new_dir("carol")).is_empty());
     srv.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_rate_per_ip_is_limited() {
+    let srv = Srv::start("[limits.abuse.connections_per_ip]\nlimit = 3\nwindow = \"1m\"\n").await;
+    for _ in 0..3 {
+        let _ = Client::connect(srv.mx).await;
+    }
+    let tcp = TcpStream::connect(srv.mx).await.unwrap();
+    let mut c = Client {
+        stream: Some(Stream::Plain(tcp)),
+        buf: Vec::new(),
+    };
+    let r = c.reply().await;
+    assert!(r.starts_with("421 4.7.0"), "{r}");
+    srv.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_user_recipient_rate_limit() {
+    let srv = Srv::start("[limits.abuse.recipients_per_user]\nlimit = 2\nwindow = \"1h\"\n").await;
+    let mut c = Client::connect(srv.submission.plaintext).await;
+    assert!(c.cmd("EHLO client.test").await.starts_with("250"));
+    assert!(
+        c.auth_plain("alice@example.test", ALICE_PW)
+            .await
+            .starts_with("235")
+    );
+    assert!(
+        c.cmd("MAIL FROM:<alice@example.test>")
+            .await
+            .starts_with("250")
+    );
+    assert!(c.cmd("RCPT TO:<bob@example.test>").await.starts_with("250"));
+    assert!(c.cmd("RCPT TO:<x@remote.test>").await.starts_with("250"));
+    let r = c.cmd("RCPT TO:<y@remote.test>").await;
+    assert!(r.starts_with("451 4.7.1"), "{r}");
+    srv.shutdown().await;
+}
+
+fn hs256_jwt(secret: &[u8], claims: &str) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+    let header = B64URL.encode(r#"{"alg":"HS256","typ":"JWT"}"#);
+    let payload = B64URL.encode(claims);
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+    let sig = ring::hmac::sign(&key, format!("{header}.{payload}").as_bytes());
+    format!("{header}.{payload}.{}", B64URL.encode(sig.as_ref()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oauthbearer_and_xoauth2_with_jwt() {
+    let key_dir = tempfile::tempdir().unwrap();
+    let secret = b"an HS256 secret shared with the identity provider";
+    let key_file = key_dir.path().join("jwt.key");
+    std::fs::write(&key_file, secret).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.toml");
+    tern_users::add_user(&users, "alice@example.test", ALICE_PW, &cheap()).unwrap();
+    let text = format!(
+        "hostname = \"mx.example.test\"\ndata_dir = {:?}\n[[listener]]\naddress = \"127.0.0.1:0\"\nrole = \"submission\"\nplaintext_auth = true\n[auth]\nusers_file = {users:?}\nmechanisms = [\"PLAIN\", \"OAUTHBEARER\", \"XOAUTH2\"]\n[auth.oauth]\nalgorithm = \"HS256\"\nkey_file = {key_file:?}\nissuer = \"https://idp.example.test\"\n[domains.\"example.test\"]\nmailboxes = [\"alice\", \"bob\"]\n[limits.abuse.tarpit]\ninitial_delay = \"0s\"\n[limits.abuse.auth]\ninitial_delay = \"1ms\"\nmax_delay = \"1ms\"\n",
+        dir.path().join("data")
+    );
+    let running = tern::start(&tern::Config::parse(&text).unwrap())
+        .await
+        .unwrap();
+    let addr = running.addrs()[0];
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let good = hs256_jwt(
+        secret,
+        &format!(
+            r#"{{"iss":"https://idp.example.test","email":"alice@example.test","exp":{}}}"#,
+            now + 600
+        ),
+    );
+    let expired = hs256_jwt(
+        secret,
+        &format!(
+            r#"{{"iss":"https://idp.example.test","email":"alice@example.test","exp":{}}}"#,
+            now - 3600
+        ),
+    );
+    let forged = hs256_jwt(
+        b"not the secret",
+        &format!(
+            r#"{{"iss":"https://idp.example.test","email":"alice@example.test","exp":{}}}"#,
+            now + 600
+        ),
+    );
+
+    let mut c = Client::connect(addr).await;
+    assert!(
+        c.cmd("EHLO client.test")
+            .await
+            .contains("OAUTHBEARER XOAUTH2")
+    );
+    let ir = B64.encode(format!(
+        "n,a=alice@example.test,\x01auth=Bearer {good}\x01\x01"
+    ));
+    let r = c.cmd(&format!("AUTH OAUTHBEARER {ir}")).await;
+    assert!(r.starts_with("235 2.7.0"), "{r}");
+    let r = c
+        .send_mail(
+            "alice@example.test",
+            "bob@example.test",
+            "From: alice@example.test\r\n\r\nvia token",
+        )
+        .await;
+    assert!(r.starts_with("250 2.0.0"), "{r}");
+
+    for bad in [&expired, &forged] {
+        let mut c = Client::connect(addr).await;
+        assert!(c.cmd("EHLO client.test").await.starts_with("250"));
+        let ir = B64.encode(format!(
+            "user=alice@example.test\x01auth=Bearer {bad}\x01\x01"
+        ));
+        let r = c.cmd(&format!("AUTH XOAUTH2 {ir}")).await;
+        // XOAUTH2 answers with a JSON error challenge; the client sends an
+        // empty line and gets the final failure.
+        assert!(r.starts_with("334 "), "{r}");
+        let r = c.cmd("").await;
+        assert!(r.starts_with("535 5.7.8"), "{r}");
+    }
+    running.shutdown().await;
+}
