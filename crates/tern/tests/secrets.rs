@@ -1,4 +1,7 @@
-//! Invariant 7: secrets never reach the logs. The real binary runs with
+//! Tests against the real daemon process: secrets never reach the logs
+//! (invariant 7), and SIGHUP reloads without dropping sessions.
+//!
+//! Secrets: The real binary runs with
 //! `RUST_LOG=trace` (every debug line on), a client authenticates with
 //! PLAIN and LOGIN (right and wrong passwords), and the log must contain
 //! neither the passwords nor their base64 forms.
