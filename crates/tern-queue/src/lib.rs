@@ -15,7 +15,12 @@
 //! [`Spool::stats`] shows how many batches served how many commits.
 //!
 //! Recipient progress is kept in an append-only, fsynced state file per
-//! message so that a retry never re-delivers to a recipient already done.
+//! message so that a retry never re-delivers to a recipient already done:
+//! [`Spool::record_state`] and [`Spool::recipient_states`] persist each
+//! recipient's [`RecipientState`] (pending, delivered, deferred with its next
+//! attempt, failed, expired), and [`Spool::set_hold`] a message's hold flag.
+//! The pure side — [`RetrySchedule`] and the [`on_result`] transitions, with
+//! time as an argument — lives in [`schedule`] and [`recipient`].
 //!
 //! What this crate must never do: resolve a commit before its fsyncs, make a
 //! half-received message visible, use client-supplied text as a path, or
@@ -37,6 +42,8 @@ pub mod committer;
 pub mod envelope;
 pub mod error;
 pub mod id;
+pub mod recipient;
+pub mod schedule;
 pub mod spool;
 mod state;
 
@@ -44,4 +51,10 @@ pub use committer::{PendingCommit, SpoolStats};
 pub use envelope::{Envelope, Recipient};
 pub use error::SpoolError;
 pub use id::{InvalidQueueId, QueueId};
+pub use recipient::{
+    AttemptResult, MAX_REPLY, RecipientState, enhanced_status, on_expiry, on_result,
+};
+pub use schedule::{
+    DurationError, Next, RetrySchedule, ScheduleError, format_duration, parse_duration,
+};
 pub use spool::{DeliveryLease, IncomingMessage, Spool, SpoolOptions, StoredMessage};
