@@ -7,8 +7,10 @@ The binary is never built here. It comes from $TERN_BIN, or
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -23,6 +25,28 @@ HOST = "127.0.0.1"
 DOMAIN = "example.test"
 MAX_MESSAGE_SIZE = 52428800
 
+# Users of submission servers (`TernServer(submission=True)`), created with the
+# real `tern user add` CLI before the server starts. alice also gets a CRAM-MD5
+# secret (`--cram-md5`); bob does not.
+ALICE = "alice@example.test"
+ALICE_PW = "alice-Secret-1 (with spaces)"
+BOB = "bob@example.test"
+BOB_PW = "bob-secret-2"
+DEFAULT_USERS = ((ALICE, ALICE_PW, True), (BOB, BOB_PW, False))
+
+# Names in the generated self-signed certificate; clients that verify it must
+# use one of them as the TLS server name.
+TLS_NAMES = ("mx.example.test", "localhost")
+
+# [limits.abuse] for submission servers unless a test overrides a section:
+# no tarpit, short AUTH failure delays (the brute-force test sets its own).
+DEFAULT_ABUSE = {
+    "tarpit": {"initial_delay": "0s"},
+    "auth": {"initial_delay": "10ms", "max_delay": "20ms"},
+}
+
+ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
+
 
 def tern_bin() -> Path:
     p = Path(os.environ.get("TERN_BIN", REPO_ROOT / "target" / "release" / "tern"))
@@ -31,10 +55,19 @@ def tern_bin() -> Path:
     return p
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
+    """A port free right now, never one this process handed out before (a server
+    with several listeners needs distinct ports)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((HOST, 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def toml_str(s: str) -> str:
@@ -62,7 +95,16 @@ def render_config(
     domains=None,
     limits=None,
     smtp=None,
+    extra_listeners=(),
+    abuse=None,
+    auth=None,
+    submission=None,
+    tls=None,
 ) -> str:
+    """The TOML config. `extra_listeners`: dicts with `port`, `role` and optionally
+    `plaintext_auth`, after the MX listener on `port`. `abuse`: section name ->
+    settings for `[limits.abuse.NAME]`. `auth`, `submission`, `tls`: settings of
+    those tables (`tls = {"certificates": [{"cert": ..., "key": ...}]}`)."""
     domains = DEFAULT_DOMAINS if domains is None else domains
     lim = {
         "max_message_size": MAX_MESSAGE_SIZE,
@@ -81,6 +123,12 @@ def render_config(
             return "true" if v else "false"
         if isinstance(v, int):
             return str(v)
+        if isinstance(v, Path):
+            return toml_str(str(v))
+        if isinstance(v, dict):
+            return "{ " + ", ".join(f"{k} = {val(x)}" for k, x in v.items()) + " }"
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(val(x) for x in v) + "]"
         return toml_str(v)
 
     out = [
@@ -93,6 +141,13 @@ def render_config(
         'role = "mx"',
         "",
     ]
+    for lst in extra_listeners:
+        out.append("[[listener]]")
+        out.append(f"address = {toml_str(HOST + ':' + str(lst['port']))}")
+        out.append(f"role = {toml_str(lst['role'])}")
+        if lst.get("plaintext_auth"):
+            out.append("plaintext_auth = true")
+        out.append("")
     for name, d in domains.items():
         out.append(f"[domains.{toml_str(name)}]")
         out.append(f"mailboxes = {toml_list(d.get('mailboxes', []))}")
@@ -105,24 +160,105 @@ def render_config(
     out.append("[limits]")
     out += [f"{k} = {val(v)}" for k, v in lim.items()]
     out.append("")
+    for section, settings in (abuse or {}).items():
+        out.append(f"[limits.abuse.{section}]")
+        out += [f"{k} = {val(v)}" for k, v in settings.items()]
+        out.append("")
     out.append("[smtp]")
     out += [f"{k} = {val(v)}" for k, v in smtp_opts.items()]
     out.append("")
+    for table, settings in (("auth", auth), ("submission", submission), ("tls", tls)):
+        if settings:
+            out.append(f"[{table}]")
+            out += [f"{k} = {val(v)}" for k, v in settings.items()]
+            out.append("")
     return "\n".join(out)
 
 
 class TernServer:
-    def __init__(self, workdir: Path, **config):
+    """One `tern serve`. With `submission=True` it also listens with the roles
+    `submission` (STARTTLS + AUTH, `submission_port`) and `submissions` (implicit
+    TLS, `submissions_port`), plus, with `plaintext_auth_listener=True`, a
+    `submission` listener with `plaintext_auth = true` (`plaintext_port`); its
+    users file holds `users` ((address, password, cram_md5) triples, default
+    alice and bob), written by `tern user add`."""
+
+    def __init__(self, workdir: Path, *, submission: bool = False, plaintext_auth_listener: bool = False,
+                 users=None, **config):
         self.workdir = workdir
         self.data_dir = workdir / "data"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.host = HOST
+        self.submission_port: int | None = None
+        self.submissions_port: int | None = None
+        self.plaintext_port: int | None = None
+        self.users_file: Path | None = None
+        if submission or plaintext_auth_listener:
+            listeners = list(config.pop("extra_listeners", ()))
+            self.submission_port = free_port()
+            self.submissions_port = free_port()
+            listeners += [{"port": self.submission_port, "role": "submission"},
+                          {"port": self.submissions_port, "role": "submissions"}]
+            if plaintext_auth_listener:
+                self.plaintext_port = free_port()
+                listeners.append({"port": self.plaintext_port, "role": "submission", "plaintext_auth": True})
+            config["extra_listeners"] = listeners
+            auth = dict(config.pop("auth", None) or {})
+            auth.setdefault("users_file", workdir / "users.toml")
+            config["auth"] = auth
+            abuse = {k: dict(v) for k, v in DEFAULT_ABUSE.items()}
+            for section, settings in (config.pop("abuse", None) or {}).items():
+                abuse.setdefault(section, {}).update(settings)
+            config["abuse"] = abuse
+            self.users_file = Path(auth["users_file"])
         self.config_path = workdir / "tern.toml"
         self.config_path.write_text(render_config(self.port, self.data_dir, **config))
         self.log_path = workdir / "tern.log"
         self.proc: subprocess.Popen | None = None
         self._log = None
+        if self.users_file is not None:
+            for address, password, cram in (DEFAULT_USERS if users is None else users):
+                self.add_user(address, password, cram_md5=cram)
+
+    @property
+    def ports(self) -> list[int]:
+        return [p for p in (self.port, self.submission_port, self.submissions_port, self.plaintext_port) if p]
+
+    # -- users (the real CLI) -----------------------------------------------
+    def user_cli(self, *args: str, password: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+        """`tern user ARGS --config CONFIG`, the password (if any) as one line on stdin."""
+        p = subprocess.run(
+            [str(tern_bin()), "user", *args, "--config", str(self.config_path)],
+            input=None if password is None else (password + "\n").encode("utf-8"),
+            stdin=subprocess.DEVNULL if password is None else None,
+            capture_output=True, timeout=timeout, cwd=self.workdir,
+        )
+        p.output = (p.stdout + p.stderr).decode("utf-8", "replace")
+        return p
+
+    def add_user(self, address: str, password: str, *, cram_md5: bool = False) -> None:
+        args = ["add", address] + (["--cram-md5"] if cram_md5 else [])
+        p = self.user_cli(*args, password=password)
+        assert p.returncode == 0, f"tern user {' '.join(args)} exited {p.returncode}: {p.output}"
+
+    def del_user(self, address: str) -> None:
+        p = self.user_cli("del", address)
+        assert p.returncode == 0, f"tern user del {address} exited {p.returncode}: {p.output}"
+
+    # -- TLS -------------------------------------------------------------------
+    @property
+    def cert_path(self) -> Path:
+        """The self-signed certificate the server generated at start (no [tls] certificates)."""
+        return self.data_dir / "tls" / "selfsigned.crt"
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """A verifying client context that trusts only the generated certificate
+        (check_hostname on: use a name from TLS_NAMES as the server name)."""
+        assert self.cert_path.is_file(), f"no generated certificate at {self.cert_path}\n{self.log()}"
+        ctx = ssl.create_default_context(cafile=str(self.cert_path))
+        assert ctx.check_hostname and ctx.verify_mode == ssl.CERT_REQUIRED
+        return ctx
 
     # -- lifecycle -------------------------------------------------------
     def start(self, timeout: float = 15.0) -> None:
@@ -140,8 +276,10 @@ class TernServer:
             if self.proc.poll() is not None:
                 pytest.fail(f"tern serve exited early with {self.proc.returncode}\n{self.log()}")
             try:
-                with socket.create_connection((self.host, self.port), timeout=0.5):
-                    return
+                for port in self.ports:
+                    with socket.create_connection((self.host, port), timeout=0.5):
+                        pass
+                return
             except OSError:
                 if time.monotonic() > deadline:
                     self.kill()
@@ -170,7 +308,7 @@ class TernServer:
 
     def log(self, tail: int = 8000) -> str:
         try:
-            text = self.log_path.read_bytes().decode("utf-8", "replace")
+            text = ANSI_RE.sub("", self.log_path.read_bytes().decode("utf-8", "replace"))
         except OSError:
             return "(no log)"
         return "--- tern log (tail) ---\n" + text[-tail:]
@@ -250,3 +388,10 @@ def tern_factory(tmp_path_factory, tern_binary):
 @pytest.fixture
 def tern(tern_factory) -> TernServer:
     return tern_factory()
+
+
+@pytest.fixture
+def tern_submit(tern_factory) -> TernServer:
+    """MX + submission (587 role) + submissions (465 role) + a plaintext_auth
+    submission listener; users alice (with CRAM-MD5) and bob."""
+    return tern_factory(submission=True, plaintext_auth_listener=True)

@@ -6,9 +6,11 @@ smuggling, pipelining and BDAT tests talk to the server through this class.
 
 from __future__ import annotations
 
+import base64
 import re
 import shutil
 import socket
+import ssl
 import time
 from dataclasses import dataclass
 from email import policy
@@ -36,10 +38,26 @@ class ConnectionClosed(Exception):
 
 
 class SmtpWire:
-    def __init__(self, host: str, port: int, timeout: float = 10.0):
+    def __init__(self, host: str, port: int, timeout: float = 10.0, *,
+                 tls: ssl.SSLContext | None = None, server_hostname: str | None = None):
+        """`tls`: implicit TLS (the `submissions` role), handshake before the greeting."""
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.timeout = timeout
         self.buf = b""
+        if tls is not None:
+            self.wrap_tls(tls, server_hostname)
+
+    def wrap_tls(self, context: ssl.SSLContext, server_hostname: str | None) -> None:
+        """TLS handshake on the connection as it is now. Bytes already buffered
+        would be plaintext the server sent before the handshake: none allowed."""
+        assert self.buf == b"", f"plaintext bytes from the server before the TLS handshake: {self.buf!r}"
+        self.sock = context.wrap_socket(self.sock, server_hostname=server_hostname)
+
+    def starttls(self, context: ssl.SSLContext, server_hostname: str | None) -> Reply:
+        r = self.cmd("STARTTLS")
+        assert r.code == 220, f"STARTTLS: {r}"
+        self.wrap_tls(context, server_hostname)
+        return r
 
     # -- low level -------------------------------------------------------
     def send(self, data: bytes | str) -> None:
@@ -127,6 +145,17 @@ class SmtpWire:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def b64(data: str | bytes) -> str:
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    return base64.b64encode(data).decode("ascii")
+
+
+def sasl_plain(user: str, password: str, authzid: str = "") -> str:
+    """The base64 PLAIN response (RFC 4616): authzid NUL authcid NUL passwd."""
+    return b64(f"{authzid}\0{user}\0{password}")
 
 
 QUEUED_RE = re.compile(r"queued as <?([A-Za-z0-9._:+/=-]+)>?")

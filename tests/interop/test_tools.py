@@ -141,7 +141,10 @@ def wait_stable_count(srv, local: str, expected: int, timeout: float = 60.0) -> 
 
 @pytest.mark.skipif(SMTP_SOURCE is None, reason="smtp-source (postfix package) not installed (.ci/run installs it)")
 @pytest.mark.parametrize("reuse", [False, True], ids=["connection-per-message", "connection-reuse"])
-def test_smtp_source_200_messages(tern, reuse):
+def test_smtp_source_200_messages(tern_factory, reuse):
+    # 200 connections within seconds from one IP: above the default per-IP
+    # connection rate (limits.abuse.connections_per_ip), which is not under test here
+    tern = tern_factory(abuse={"connections_per_ip": {"limit": 10000, "window": "1m"}})
     args = [SMTP_SOURCE, "-s", "5", "-m", "200", "-l", "10240", "-f", "x@y.test", "-t", "alice@example.test"]
     if reuse:
         args.insert(1, "-d")
