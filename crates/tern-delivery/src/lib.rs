@@ -2,9 +2,11 @@
 //!
 //! For now this is the local MDA: [`deliver_local`] moves the local
 //! recipients of a committed spool message into their Maildirs, exactly
-//! once, and removes the message when every recipient is done. Outbound
-//! SMTP delivery (MX lookup, the client, retries, DSNs) comes later; remote
-//! recipients stay pending in the spool meanwhile.
+//! once, and removes the message when every recipient is done; and the
+//! [`dsn`] builder, which writes the delivery status notifications
+//! (bounces, delay warnings, success notices) sent back to senders.
+//! Outbound SMTP delivery (MX lookup, the client, retries) comes later;
+//! remote recipients stay pending in the spool meanwhile.
 //!
 //! Everything here is synchronous and blocking (fsyncs): the runtime calls
 //! it from `spawn_blocking`. What it must never do: drop a recipient (a
@@ -14,6 +16,11 @@
 //! recipients to serve.
 #![forbid(unsafe_code)]
 
+pub mod dsn;
 pub mod local;
 
+pub use dsn::{
+    DsnAction, DsnInput, DsnKind, DsnRecipient, bounce_recipient, build_dsn, rfc5322_date,
+    should_notify,
+};
 pub use local::{DeliveryError, LocalReport, deliver_local};
