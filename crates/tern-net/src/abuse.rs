@@ -18,6 +18,9 @@ use tern_limits::{
 #[derive(Debug)]
 pub struct Abuse {
     ipv6_prefix: u8,
+    /// Client networks the connection rate does not apply to (loopback and
+    /// trusted networks by default, as Postfix exempts `$mynetworks`).
+    exempt: Vec<ipnet::IpNet>,
     connections: Mutex<RateLimiter<IpAddr>>,
     messages: Mutex<RateLimiter<String>>,
     recipients: Mutex<RateLimiter<String>>,
@@ -30,10 +33,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Abuse {
-    /// Counters configured by `config` (validate it first).
-    pub fn new(config: &AbuseConfig) -> Abuse {
+    /// Counters configured by `config` (validate it first); clients in
+    /// `exempt` are not subject to the connection rate.
+    pub fn new(config: &AbuseConfig, exempt: Vec<ipnet::IpNet>) -> Abuse {
         Abuse {
             ipv6_prefix: config.ipv6_prefix,
+            exempt,
             connections: Mutex::new(RateLimiter::new(&config.connections_per_ip)),
             messages: Mutex::new(RateLimiter::new(&config.messages_per_user)),
             recipients: Mutex::new(RateLimiter::new(&config.recipients_per_user)),
@@ -44,6 +49,13 @@ impl Abuse {
 
     /// Counts a new connection from `ip`; `Err` when the rate is exceeded.
     pub fn connection(&self, ip: IpAddr, now: Instant) -> Result<(), RetryAfter> {
+        let plain = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        if self.exempt.iter().any(|n| n.contains(&plain)) {
+            return Ok(());
+        }
         let key = client_key(ip, self.ipv6_prefix);
         lock(&self.connections).check_and_record(key, now)
     }

@@ -142,6 +142,9 @@ pub struct LimitsConfig {
     pub min_data_rate: u64,
     /// Connection rates, AUTH brute force, per-user sending, tarpit.
     pub abuse: tern_limits::AbuseConfig,
+    /// Client networks exempt from the per-address connection rate (besides
+    /// `trusted_networks`); loopback by default.
+    pub rate_limit_exceptions: Vec<IpNet>,
 }
 
 impl Default for LimitsConfig {
@@ -160,6 +163,10 @@ impl Default for LimitsConfig {
             greet_pause: Duration::ZERO,
             min_data_rate: 500,
             abuse: tern_limits::AbuseConfig::default(),
+            rate_limit_exceptions: vec![
+                "127.0.0.0/8".parse().expect("valid CIDR"),
+                "::1/128".parse().expect("valid CIDR"),
+            ],
         }
     }
 }

@@ -168,7 +168,14 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             enforce_sender: config.submission.enforce_sender,
             fix_headers: config.submission.fix_headers,
         },
-        abuse: Abuse::new(&l.abuse),
+        abuse: Abuse::new(
+            &l.abuse,
+            l.rate_limit_exceptions
+                .iter()
+                .chain(&config.trusted_networks)
+                .copied()
+                .collect(),
+        ),
     });
     let listeners: Vec<ListenerSpec> = config
         .listeners

@@ -609,7 +609,9 @@ async fn users_added_while_running_can_log_in() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_rate_per_ip_is_limited() {
-    let srv = Srv::start("[limits.abuse.connections_per_ip]\nlimit = 3\nwindow = \"1m\"\n").await;
+    // Loopback is exempt by default (like Postfix's $mynetworks): remove
+    // the exemption to test the limit from 127.0.0.1.
+    let srv = Srv::start("[limits]\nrate_limit_exceptions = []\n[limits.abuse.connections_per_ip]\nlimit = 3\nwindow = \"1m\"\n").await;
     for _ in 0..3 {
         let _ = Client::connect(srv.mx).await;
     }
