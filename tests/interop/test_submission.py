@@ -457,6 +457,41 @@ def test_starttls_injection_probe(tern_submit, listener):
         assert w.cmd("QUIT").code == 221
 
 
+def test_starttls_resets_the_transaction_and_mx_never_offers_auth(tern_submit):
+    srv = tern_submit
+    with SmtpWire(srv.host, srv.port) as w:
+        ehlo = w.greet_and_ehlo()
+        assert not any(ln.upper().startswith("AUTH") for ln in ehlo.lines), str(ehlo)
+        assert w.cmd("MAIL FROM:<x@y.test>").code == 250
+        assert w.cmd(f"RCPT TO:<{ALICE}>").code == 250
+        w.starttls(srv.ssl_context(), TLS_NAME)
+        r = w.cmd("MAIL FROM:<x@y.test>")
+        assert r.code == 503, f"MAIL without a new EHLO after STARTTLS: {r}"
+        ehlo = w.cmd("EHLO client.test")
+        assert ehlo.code == 250 and not any(ln.upper().startswith("AUTH") for ln in ehlo.lines), \
+            f"the MX role must not offer AUTH, TLS or not: {ehlo}"
+        r = w.cmd(f"RCPT TO:<{ALICE}>")
+        assert r.code == 503, f"the transaction from before STARTTLS must be gone: {r}"
+        r = w.cmd(f"AUTH PLAIN {sasl_plain(ALICE, ALICE_PW)}")
+        assert r.code in (502, 503, 504), f"AUTH on the MX role: {r}"
+        assert w.cmd(f"MAIL FROM:<{ALICE}>").code == 250
+        r = w.cmd("RCPT TO:<x@remote.test>")
+        assert r.code == 554 and r.text.startswith("5.7.1"), f"TLS alone must not allow relaying: {r}"
+
+
+def test_plain_authzid_cannot_impersonate(tern_submit):
+    srv = tern_submit
+    with wire_tls(srv) as w:
+        r = w.cmd(f"AUTH PLAIN {sasl_plain(ALICE, ALICE_PW, authzid=BOB)}")
+        assert r.code == 535, f"alice's credentials with authzid bob: {r}"
+        r = w.cmd(f"AUTH PLAIN {sasl_plain(ALICE, ALICE_PW, authzid=ALICE)}")
+        assert r.code == 235, f"authzid equal to the user: {r}"
+        r = w.cmd(f"MAIL FROM:<{BOB}>")
+        assert r.code == 553, str(r)
+        r = w.cmd(f"AUTH PLAIN {sasl_plain(BOB, BOB_PW)}")
+        assert r.code == 503, f"second AUTH: {r}"
+
+
 def test_auth_brute_force_blocks_the_ip(tern_factory):
     srv = tern_factory(submission=True,
                        abuse={"auth": {"block_ip_after": 3, "initial_delay": "10ms", "max_delay": "20ms"}})
