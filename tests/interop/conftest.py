@@ -175,6 +175,24 @@ def render_config(
     return "\n".join(out)
 
 
+_effective_config: str | None = None
+
+
+def effective_config() -> str:
+    """What `tern check-config` prints for a default test config: every setting
+    this binary knows, with its default (lets a test adapt to a newer key)."""
+    global _effective_config
+    if _effective_config is None:
+        import tempfile
+        with tempfile.TemporaryDirectory() as d:
+            cfg = Path(d) / "tern.toml"
+            cfg.write_text(render_config(free_port(), Path(d) / "data"))
+            p = subprocess.run([str(tern_bin()), "check-config", str(cfg)], stdin=subprocess.DEVNULL,
+                               capture_output=True, timeout=60)
+            _effective_config = (p.stdout + p.stderr).decode("utf-8", "replace")
+    return _effective_config
+
+
 class TernServer:
     """One `tern serve`. With `submission=True` it also listens with the roles
     `submission` (STARTTLS + AUTH, `submission_port`) and `submissions` (implicit
