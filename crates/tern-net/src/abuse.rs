@@ -60,9 +60,15 @@ impl Abuse {
         lock(&self.connections).check_and_record(key, now)
     }
 
-    /// Counts one message for `user`.
-    pub fn message(&self, user: &str, now: Instant) -> Result<(), RetryAfter> {
-        lock(&self.messages).check_and_record(user.to_ascii_lowercase(), now)
+    /// May `user` start another message? Checks without counting: only
+    /// messages actually accepted count ([`Abuse::message_accepted`]).
+    pub fn message_allowed(&self, user: &str, now: Instant) -> Result<(), RetryAfter> {
+        lock(&self.messages).check_n(&user.to_ascii_lowercase(), 1, now)
+    }
+
+    /// Counts one accepted message for `user`.
+    pub fn message_accepted(&self, user: &str, now: Instant) {
+        let _ = lock(&self.messages).record_n(user.to_ascii_lowercase(), 1, now);
     }
 
     /// Counts one recipient for `user`.

@@ -624,6 +624,9 @@ impl Connection {
             Ok(id) => {
                 session.accept_message(id.as_str());
                 self.messages += 1;
+                if let Some(user) = &self.auth_user {
+                    self.ctx.abuse.message_accepted(user, Instant::now());
+                }
                 info!(
                     queue_id = %id,
                     from = %escape_for_log(&envelope.sender),
@@ -751,7 +754,7 @@ impl Connection {
     /// Per-user message rate and, on submission, the envelope sender rule.
     fn check_sender(&self, from: &ReversePath) -> Option<Reply> {
         let user = self.auth_user.as_deref()?;
-        if let Err(retry) = self.ctx.abuse.message(user, Instant::now()) {
+        if let Err(retry) = self.ctx.abuse.message_allowed(user, Instant::now()) {
             warn!(user = %escape_for_log(user), client = %self.peer.ip(), "message rate limit reached");
             return Some(Reply::new(
                 451,
