@@ -10,6 +10,7 @@
 //! deterministic, unit-testable and fuzzable.
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod command;
 pub mod data;
 pub mod received;
