@@ -5,11 +5,14 @@
 //! once, and removes the message when every recipient is done; and the
 //! [`dsn`] builder, which writes the delivery status notifications
 //! (bounces, delay warnings, success notices) sent back to senders.
-//! Outbound SMTP delivery (MX lookup, the client, retries) comes later;
-//! remote recipients stay pending in the spool meanwhile.
+//! [`outbound`] delivers one message to the recipients of one remote
+//! domain over SMTP (MX lookup or a smarthost, opportunistic STARTTLS);
+//! the queue manager that schedules it and records its results comes
+//! next.
 //!
-//! Everything here is synchronous and blocking (fsyncs): the runtime calls
-//! it from `spawn_blocking`. What it must never do: drop a recipient (a
+//! Local delivery and the DSN builder are synchronous and blocking
+//! (fsyncs): the runtime calls them from `spawn_blocking`; [`outbound`] is
+//! async (tokio). What it must never do: drop a recipient (a
 //! failure is reported as deferred and retried), deliver a recipient twice
 //! (the spool's state file and the deterministic Maildir name guard against
 //! that, even across a crash), or remove a message that still has
@@ -18,6 +21,7 @@
 
 pub mod dsn;
 pub mod local;
+pub mod outbound;
 
 pub use dsn::{
     DsnAction, DsnInput, DsnKind, DsnRecipient, bounce_recipient, build_dsn, rfc5322_date,

@@ -1,0 +1,1426 @@
+//! Outbound SMTP delivery: the tokio driver that hands one queued message
+//! to the next hop for the recipients of one destination domain.
+//!
+//! [`deliver_to_domain`] finds where the domain's mail goes (MX lookup with
+//! [`tern_dns::plan_delivery`], an address literal, or the configured
+//! [`Smarthost`]), connects to each target in turn and pumps a sans-IO
+//! [`ClientSession`] over the socket, following the driver contract written
+//! on [`ClientSession`]. It returns exactly one [`AttemptResult`] per
+//! recipient; the queue manager records them and schedules retries. It
+//! keeps no state between calls and never touches the spool.
+//!
+//! Rules:
+//! * a connection failure (refused, unreachable, timed out), a greeting
+//!   that is not 2xx, or a session that fails before any MAIL was sent
+//!   moves on to the next (host, address) of the plan; once a transaction
+//!   has produced results they are this attempt's answer (2xx delivered,
+//!   4xx temporary, 5xx permanent). When every target failed, every
+//!   recipient is deferred with the last error;
+//! * a permanent DNS answer (NXDOMAIN, null MX, no mail host) fails every
+//!   recipient at once; a temporary one defers them;
+//! * MX delivery uses STARTTLS opportunistically (RFC 7435): the session is
+//!   encrypted whenever the server offers it, the certificate is not
+//!   verified (no MX authentication policy exists yet) but the handshake
+//!   signatures are. A failed handshake is retried once on a new connection
+//!   without TLS;
+//! * a server that greets us (or answers EHLO) with our own `helo_name` is
+//!   ourselves: the recipients fail with `554 5.4.6` as Postfix does
+//!   ("mail loops back to myself"), rather than circling until expiry.
+//!
+//! What it must never do:
+//! * panic, hang or allocate without bound on anything a server or the DNS
+//!   sends: every read, write, connect and handshake runs under a timeout
+//!   (the RFC 5321 4.5.3.2 timer [`ClientSession::timeout_class`] names),
+//!   replies are bounded by the session's parser, and the message is
+//!   streamed in [`DATA_CHUNK`]-byte pieces;
+//! * act on bytes read between the server's `220` to STARTTLS and the end
+//!   of the handshake (Exim CVE-2021-38371): the session discards them and
+//!   this driver keeps no read buffer across the upgrade;
+//! * write message content that another server could read as an early end
+//!   of data: every byte goes through [`DataEncoder`];
+//! * log credentials: lines marked [`Outgoing::is_sensitive`] are never
+//!   logged, and credentials are never sent without TLS;
+//! * use a TLS provider other than ring, or a protocol older than TLS 1.2.
+//!
+//! ```no_run
+//! # async fn demo(resolver: &dyn tern_dns::Resolver) {
+//! use tern_delivery::outbound::{
+//!     OutboundMessage, OutboundSettings, RemoteRecipient, deliver_to_domain,
+//! };
+//! use tern_types::dsn::BodyType;
+//! let settings = OutboundSettings::new("mx.example.org");
+//! let msg = OutboundMessage {
+//!     sender: "alice@example.org",
+//!     body: BodyType::SevenBit,
+//!     smtputf8: false,
+//!     ret: None,
+//!     envid: None,
+//!     data: b"Subject: hi\r\n\r\nHello.\r\n",
+//! };
+//! let rcpts = [RemoteRecipient::new(0, "bob@example.net")];
+//! let done = deliver_to_domain(&settings, resolver, "example.net", &msg, &rcpts, 42).await;
+//! for (index, result) in done.results {
+//!     println!("{index}: {result:?}");
+//! }
+//! # }
+//! ```
+
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tern_dns::{DeliveryPlan, PlanError, Resolver, plan_delivery};
+use tern_queue::AttemptResult;
+use tern_smtp::client::{
+    AuthMechanism, ClientAuth, ClientConfig, ClientSession, ClientTimeouts, DataEncoder, Event,
+    MessageParams, Outcome, Outgoing, RcptResult, Recipient, ReplyLimits, ReplyParser,
+    SessionError, SessionFailure, StartTlsPolicy, TimeoutClass, Transaction, TransactionResult,
+};
+use tern_smtp::reply::Reply;
+use tern_types::dsn::{BodyType, Notify, Orcpt, Ret};
+use tern_types::{AddressLiteral, ForwardPath, Mailbox, ReversePath};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+/// How much of the message is encoded and written at a time.
+pub const DATA_CHUNK: usize = 64 * 1024;
+
+/// How long closing a connection politely (TLS close_notify) may take.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Size of the read buffer of one connection.
+const READ_BUFFER: usize = 16 * 1024;
+
+/// CA bundles tried, in order, when a smarthost's certificate must be
+/// verified and no [`Smarthost::ca_file`] is set (Debian/Ubuntu/Alpine,
+/// Fedora/RHEL, then BSD/macOS-style locations).
+pub const SYSTEM_CA_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+];
+
+// ------------------------------------------------------------ Settings
+
+/// How outbound delivery connects. One value serves every delivery.
+#[derive(Debug, Clone)]
+pub struct OutboundSettings {
+    /// Our name in EHLO/HELO; also how a loop back to ourselves is noticed.
+    pub helo_name: String,
+    /// The port of MX hosts: 25 (tests override it).
+    pub port: u16,
+    /// Relay everything through this host instead of looking up MX records.
+    pub smarthost: Option<Smarthost>,
+    /// The RFC 5321 4.5.3.2 client timers.
+    pub timeouts: ClientTimeouts,
+    /// How long a TCP connect may take.
+    pub connect_timeout: Duration,
+    /// STARTTLS policy for MX delivery (opportunistic by default).
+    pub starttls: StartTlsPolicy,
+}
+
+impl OutboundSettings {
+    /// MX delivery on port 25, RFC 5321 timers, a 30 s connect timeout and
+    /// opportunistic STARTTLS.
+    pub fn new(helo_name: impl Into<String>) -> OutboundSettings {
+        OutboundSettings {
+            helo_name: helo_name.into(),
+            port: 25,
+            smarthost: None,
+            timeouts: ClientTimeouts::default(),
+            connect_timeout: Duration::from_secs(30),
+            starttls: StartTlsPolicy::Opportunistic,
+        }
+    }
+
+    /// Checks what can be checked without the network: the HELO name, the
+    /// smarthost's credentials and its CA file. The queue manager calls it
+    /// at start-up so that a mistake is reported once, not as a deferral
+    /// of every message.
+    pub fn validate(&self) -> Result<(), OutboundError> {
+        let mut config = ClientConfig::new(self.helo_name.clone());
+        if let Some(sh) = &self.smarthost {
+            if sh.host.trim().is_empty() {
+                return Err(OutboundError::SmarthostHost);
+            }
+            if let Some((user, password)) = &sh.auth {
+                config.auth = Some(ClientAuth::new(AuthMechanism::Plain, user, password));
+            }
+            if sh.verify_certificate && sh.tls != SmarthostTls::None {
+                verified_config(sh.ca_file.as_deref())?;
+            }
+        }
+        config.validate().map_err(OutboundError::Client)?;
+        Ok(())
+    }
+}
+
+/// A relay host that takes all outbound mail (a provider's submission
+/// server, for home servers that cannot send on port 25).
+#[derive(Clone)]
+pub struct Smarthost {
+    /// Host name or IP address (`192.0.2.1`, `[192.0.2.1]`, `2001:db8::1`).
+    pub host: String,
+    /// Its port: usually 587 with [`SmarthostTls::Starttls`], 465 with
+    /// [`SmarthostTls::Implicit`].
+    pub port: u16,
+    /// How the connection is encrypted.
+    pub tls: SmarthostTls,
+    /// `(user, password)` for AUTH PLAIN (AUTH LOGIN when PLAIN is not
+    /// offered). Only ever sent over TLS: with [`SmarthostTls::None`]
+    /// every delivery is deferred with `4.7.10`.
+    pub auth: Option<(String, String)>,
+    /// Verify the certificate chain and the host name. Roots come from
+    /// [`ca_file`](Self::ca_file), or else from the first of
+    /// [`SYSTEM_CA_BUNDLES`] that exists. When false the connection is
+    /// encrypted but not authenticated.
+    pub verify_certificate: bool,
+    /// A PEM file with the certificates to trust (a private CA, or the
+    /// smarthost's self-signed certificate).
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Smarthost {
+    /// A smarthost with STARTTLS required and verified against the system
+    /// roots, without credentials.
+    pub fn new(host: impl Into<String>, port: u16) -> Smarthost {
+        Smarthost {
+            host: host.into(),
+            port,
+            tls: SmarthostTls::Starttls,
+            auth: None,
+            verify_certificate: true,
+            ca_file: None,
+        }
+    }
+}
+
+impl fmt::Debug for Smarthost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Smarthost")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls)
+            .field("auth", &self.auth.as_ref().map(|(user, _)| (user, "***")))
+            .field("verify_certificate", &self.verify_certificate)
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
+}
+
+/// How a smarthost connection is encrypted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmarthostTls {
+    /// STARTTLS, required: no delivery without it (port 587).
+    Starttls,
+    /// TLS from the first byte (RFC 8314, port 465).
+    Implicit,
+    /// Plaintext (a relay on a trusted network); no AUTH possible.
+    None,
+}
+
+/// One recipient of the message at this destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteRecipient {
+    /// The recipient's index in the envelope; results carry it back.
+    pub index: usize,
+    /// The address, without angle brackets.
+    pub address: String,
+    /// DSN `NOTIFY=`: `NEVER` or a subset of `SUCCESS,FAILURE,DELAY`.
+    pub notify: Option<String>,
+    /// DSN `ORCPT=` as stored: `rfc822;addr` (decoded).
+    pub orcpt: Option<String>,
+}
+
+impl RemoteRecipient {
+    /// A recipient without DSN parameters.
+    pub fn new(index: usize, address: impl Into<String>) -> RemoteRecipient {
+        RemoteRecipient {
+            index,
+            address: address.into(),
+            notify: None,
+            orcpt: None,
+        }
+    }
+}
+
+/// The message to deliver, as queued.
+#[derive(Debug, Clone, Copy)]
+pub struct OutboundMessage<'a> {
+    /// The envelope sender without brackets; `""` is the null sender.
+    pub sender: &'a str,
+    /// The body type it was received with.
+    pub body: BodyType,
+    /// It was received with SMTPUTF8.
+    pub smtputf8: bool,
+    /// DSN `RET=`.
+    pub ret: Option<Ret>,
+    /// DSN `ENVID=` (decoded).
+    pub envid: Option<&'a str>,
+    /// The stored message bytes (header and body).
+    pub data: &'a [u8],
+}
+
+/// What became of one delivery attempt to one domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainResult {
+    /// One `(RemoteRecipient::index, result)` per recipient, in the order
+    /// given.
+    pub results: Vec<(usize, AttemptResult)>,
+    /// The host that gave the final answers, as `name[address]` (for the
+    /// DSN's `Remote-MTA`); `None` when no server answered.
+    pub remote_mta: Option<String>,
+    /// The next hop advertised DSN, so NOTIFY/ORCPT/RET/ENVID went with the
+    /// message (otherwise "relayed" notices may be due, RFC 3461 4.1).
+    pub dsn_passed_on: bool,
+}
+
+/// A configuration that cannot work, found by
+/// [`OutboundSettings::validate`] (or at delivery time, when every
+/// recipient is deferred with `4.3.5` and the error's text).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OutboundError {
+    /// The SMTP client refuses the HELO name or the credentials.
+    #[error("outbound SMTP client: {0}")]
+    Client(#[source] tern_smtp::client::ConfigError),
+    /// The smarthost's host name is empty.
+    #[error("the smarthost host is empty")]
+    SmarthostHost,
+    /// The CA file cannot be read or holds no certificate.
+    #[error("cannot load trusted certificates from {}: {detail}", path.display())]
+    CaFile {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        detail: String,
+    },
+    /// No CA file configured and no system CA bundle found.
+    #[error("no CA file configured and none of {SYSTEM_CA_BUNDLES:?} exists")]
+    NoSystemRoots,
+    /// rustls refused the configuration.
+    #[error("TLS configuration: {0}")]
+    Tls(#[source] rustls::Error),
+}
+
+// ------------------------------------------------------------ TLS
+
+/// The ring provider; the only one Tern uses.
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A client configuration limited to TLS 1.2 and 1.3 with `verifier`.
+fn client_config_with(
+    verifier: Arc<dyn ServerCertVerifier>,
+) -> Result<Arc<rustls::ClientConfig>, OutboundError> {
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(OutboundError::Tls)?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// Accepts any certificate chain and name, but checks that the server
+/// holds the key of the certificate it presented (the handshake
+/// signatures), so the session is encrypted to whoever answered: RFC 7435
+/// opportunistic security, unauthenticated.
+#[derive(Debug)]
+struct AcceptAnyCertificate {
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// The shared configuration for unauthenticated (opportunistic) TLS.
+fn opportunistic_config() -> Result<Arc<rustls::ClientConfig>, String> {
+    static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let verifier = Arc::new(AcceptAnyCertificate {
+                algorithms: provider().signature_verification_algorithms,
+            });
+            client_config_with(verifier).map_err(|e| e.to_string())
+        })
+        .clone()
+}
+
+/// A configuration that verifies the chain against the roots in `ca_file`
+/// (or the system bundle) and the host name.
+fn verified_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, OutboundError> {
+    let path = match ca_file {
+        Some(p) => p.to_path_buf(),
+        None => SYSTEM_CA_BUNDLES
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.is_file())
+            .ok_or(OutboundError::NoSystemRoots)?,
+    };
+    let ca_error = |detail: String| OutboundError::CaFile {
+        path: path.clone(),
+        detail,
+    };
+    let mut roots = RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(&path).map_err(|e| ca_error(e.to_string()))?;
+    for cert in certs {
+        let cert = cert.map_err(|e| ca_error(e.to_string()))?;
+        // A bundle may hold certificates webpki cannot use; skip them.
+        let _ = roots.add(cert);
+    }
+    if roots.is_empty() {
+        return Err(ca_error("no usable certificate".into()));
+    }
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(OutboundError::Tls)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// The name sent as SNI and checked against the certificate: the host
+/// name, or the address when the name is not a DNS name.
+fn server_name(host: &str, ip: IpAddr) -> ServerName<'static> {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    ServerName::try_from(host.to_owned()).unwrap_or_else(|_| ServerName::from(ip))
+}
+
+/// TLS as one connection uses it.
+#[derive(Clone)]
+struct TlsSetup {
+    connector: TlsConnector,
+    name: ServerName<'static>,
+}
+
+// ------------------------------------------------------------ Connection
+
+/// A connection before or after its TLS upgrade.
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+    /// The stream was handed to a handshake that failed.
+    Gone,
+}
+
+impl Conn {
+    async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.read(buf).await,
+            Conn::Tls(s) => s.read(buf).await,
+            Conn::Gone => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            Conn::Plain(s) => s.write_all(bytes).await,
+            Conn::Tls(s) => {
+                s.write_all(bytes).await?;
+                s.flush().await
+            }
+            Conn::Gone => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    async fn shutdown(&mut self) {
+        let _ = match self {
+            Conn::Plain(s) => timeout(SHUTDOWN_TIMEOUT, s.shutdown()).await,
+            Conn::Tls(s) => timeout(SHUTDOWN_TIMEOUT, s.shutdown()).await,
+            Conn::Gone => return,
+        };
+    }
+
+    /// Runs the client handshake on the plain socket. Nothing read before
+    /// it is carried over: the driver holds no buffer between reads.
+    async fn upgrade(&mut self, tls: &TlsSetup, limit: Duration) -> Result<(), TargetError> {
+        let Conn::Plain(tcp) = std::mem::replace(self, Conn::Gone) else {
+            return Err(TargetError::Tls(
+                "the connection is not a plain TCP stream".into(),
+            ));
+        };
+        match timeout(limit, tls.connector.connect(tls.name.clone(), tcp)).await {
+            Ok(Ok(stream)) => {
+                *self = Conn::Tls(Box::new(stream));
+                Ok(())
+            }
+            Ok(Err(e)) => Err(TargetError::Tls(e.to_string())),
+            Err(_) => Err(TargetError::Tls(format!(
+                "handshake not finished after {limit:?}"
+            ))),
+        }
+    }
+}
+
+/// Why one target did not take the message (before any transaction).
+#[derive(Debug, Clone, thiserror::Error)]
+enum TargetError {
+    /// TCP connect failed.
+    #[error("connection to {target} failed: {reason}")]
+    Connect { target: String, reason: String },
+    /// TCP connect timed out.
+    #[error("connection to {target} timed out after {after:?}")]
+    ConnectTimeout { target: String, after: Duration },
+    /// The TLS handshake failed (implicit TLS, or the driver's side of
+    /// STARTTLS).
+    #[error("TLS handshake failed: {0}")]
+    Tls(String),
+}
+
+/// How one connection ended.
+struct ConnResult {
+    /// The transaction's results, if one was started.
+    txn: Option<TransactionResult>,
+    /// The session failed (before or after the transaction).
+    failure: Option<SessionFailure>,
+    /// The server is ourselves.
+    looped: bool,
+}
+
+/// What to run on one connection.
+struct ConnPlan<'a> {
+    config: Arc<ClientConfig>,
+    tls: Option<TlsSetup>,
+    implicit_tls: bool,
+    txn: Transaction,
+    data: &'a [u8],
+    timeouts: ClientTimeouts,
+    /// For the log lines.
+    target: &'a str,
+}
+
+/// Watches the first two replies (greeting and EHLO) for our own name.
+struct LoopCheck<'a> {
+    parser: Option<ReplyParser>,
+    seen: usize,
+    our_name: &'a str,
+}
+
+impl LoopCheck<'_> {
+    /// True when the greeting or EHLO reply names us.
+    fn feed(&mut self, mut bytes: &[u8]) -> bool {
+        let Some(parser) = &mut self.parser else {
+            return false;
+        };
+        while !bytes.is_empty() && self.seen < 2 {
+            match parser.parse(&mut bytes) {
+                Ok(Some(reply)) => {
+                    self.seen += 1;
+                    if reply.code / 100 == 2 && names_us(&reply, self.our_name) {
+                        return true;
+                    }
+                }
+                // The session reports malformed replies itself.
+                Ok(None) | Err(_) => break,
+            }
+        }
+        if self.seen >= 2 {
+            self.parser = None;
+        }
+        false
+    }
+}
+
+/// The first word of the reply's first line is `our_name`.
+fn names_us(reply: &Reply, our_name: &str) -> bool {
+    let first = reply.lines.first().map(String::as_str).unwrap_or("");
+    let word = first.split_ascii_whitespace().next().unwrap_or("");
+    let norm = |s: &str| s.trim_end_matches('.').to_ascii_lowercase();
+    !word.is_empty() && norm(word) == norm(our_name)
+}
+
+/// Writes `bytes` under the timer that applies now; on failure tells the
+/// session (timeout, else connection lost). Returns false when the
+/// connection is unusable.
+async fn send(conn: &mut Conn, session: &mut ClientSession, bytes: &[u8], limit: Duration) -> bool {
+    match timeout(limit, conn.write_all(bytes)).await {
+        Ok(Ok(())) => true,
+        Ok(Err(_)) => {
+            session.connection_lost();
+            false
+        }
+        Err(_) => {
+            session.on_timeout();
+            if !session.is_closed() {
+                session.connection_lost();
+            }
+            false
+        }
+    }
+}
+
+/// The timer that applies now (the command timer when the session names
+/// none, which only happens while it is idle).
+fn current_limit(session: &ClientSession, timeouts: &ClientTimeouts) -> Duration {
+    timeouts.get(session.timeout_class().unwrap_or(TimeoutClass::Command))
+}
+
+/// Pumps one session over `conn` until it closes.
+async fn run_connection(mut conn: Conn, plan: ConnPlan<'_>) -> ConnResult {
+    let session = if plan.implicit_tls {
+        ClientSession::with_implicit_tls(plan.config.clone())
+    } else {
+        ClientSession::new(plan.config.clone())
+    };
+    let mut session = match session {
+        Ok(s) => s,
+        // validate() ran before; kept as a safe answer.
+        Err(e) => {
+            tracing::warn!(target_host = plan.target, error = %e, "outbound: invalid client configuration");
+            return ConnResult {
+                txn: None,
+                failure: Some(SessionFailure {
+                    error: SessionError::ConnectionLost,
+                    before_any_transaction: true,
+                }),
+                looped: false,
+            };
+        }
+    };
+    let mut loop_check = LoopCheck {
+        parser: Some(ReplyParser::new(ReplyLimits::default())),
+        seen: 0,
+        our_name: &plan.config.helo_name,
+    };
+    let mut txn = Some(plan.txn);
+    let mut result = ConnResult {
+        txn: None,
+        failure: None,
+        looped: false,
+    };
+    // Set once a write failed: later events are answered without I/O.
+    let mut broken = false;
+    let mut buf = vec![0u8; READ_BUFFER];
+    loop {
+        while let Some(event) = session.poll_event() {
+            match event {
+                Event::Send(out) => {
+                    log_send(plan.target, &out);
+                    if !broken {
+                        let limit = current_limit(&session, &plan.timeouts);
+                        broken = !send(&mut conn, &mut session, out.as_bytes(), limit).await;
+                    }
+                }
+                Event::StartTls => {
+                    let upgraded = match (&plan.tls, broken) {
+                        (Some(tls), false) => {
+                            let limit = plan.timeouts.get(TimeoutClass::TlsHandshake);
+                            match conn.upgrade(tls, limit).await {
+                                Ok(()) => true,
+                                Err(e) => {
+                                    tracing::info!(target_host = plan.target, error = %e, "outbound: STARTTLS handshake failed");
+                                    false
+                                }
+                            }
+                        }
+                        _ => false,
+                    };
+                    let _ = if upgraded {
+                        session.tls_established()
+                    } else {
+                        broken = true;
+                        session.tls_failed()
+                    };
+                }
+                Event::Ready => {
+                    let _ = match txn.take() {
+                        Some(t) => session.start_transaction(t),
+                        None => session.quit(),
+                    };
+                }
+                Event::NeedData => {
+                    if !broken {
+                        broken =
+                            !stream_message(&mut conn, &mut session, plan.data, &plan.timeouts)
+                                .await;
+                    }
+                    if !broken {
+                        let _ = session.data_sent();
+                    }
+                }
+                Event::TransactionDone(r) => result.txn = Some(r),
+                Event::Closed(outcome) => {
+                    if let Outcome::Failed(f) = outcome {
+                        result.failure = Some(f);
+                    }
+                    conn.shutdown().await;
+                    return result;
+                }
+                // Event is non_exhaustive: an event this driver does not
+                // know cannot be honoured; end the session.
+                _ => {
+                    broken = true;
+                    session.connection_lost();
+                }
+            }
+        }
+        if session.is_closed() {
+            // Closed was already taken from the queue.
+            conn.shutdown().await;
+            return result;
+        }
+        let limit = current_limit(&session, &plan.timeouts);
+        if session.timeout_class().is_none() {
+            // Idle without a Ready to act on: cannot happen with this
+            // driver; end politely rather than wait forever.
+            let _ = session.quit();
+            continue;
+        }
+        match timeout(limit, conn.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => session.connection_lost(),
+            Ok(Ok(n)) => {
+                let bytes = &buf[..n];
+                if loop_check.feed(bytes) {
+                    result.looped = true;
+                    let _ = timeout(SHUTDOWN_TIMEOUT, conn.write_all(b"QUIT\r\n")).await;
+                    conn.shutdown().await;
+                    return result;
+                }
+                session.handle_input(bytes);
+            }
+            Err(_) => {
+                session.on_timeout();
+                if !session.is_closed() {
+                    session.connection_lost();
+                }
+            }
+        }
+    }
+}
+
+/// Writes the message through a [`DataEncoder`] in [`DATA_CHUNK`] pieces,
+/// each under the data-block timer. False when the connection failed (the
+/// session has been told).
+async fn stream_message(
+    conn: &mut Conn,
+    session: &mut ClientSession,
+    data: &[u8],
+    timeouts: &ClientTimeouts,
+) -> bool {
+    let limit = timeouts.get(TimeoutClass::DataBlock);
+    let mut encoder = DataEncoder::new();
+    let mut out = Vec::with_capacity(DATA_CHUNK + DATA_CHUNK / 8);
+    for chunk in data.chunks(DATA_CHUNK) {
+        out.clear();
+        encoder.encode(chunk, &mut out);
+        if !send(conn, session, &out, limit).await {
+            return false;
+        }
+    }
+    out.clear();
+    encoder.finish(&mut out);
+    send(conn, session, &out, limit).await
+}
+
+fn log_send(target: &str, out: &Outgoing) {
+    if out.is_sensitive() {
+        tracing::trace!(
+            target_host = target,
+            "outbound: >> (credentials, not logged)"
+        );
+    } else {
+        tracing::trace!(
+            target_host = target,
+            line = %out.as_bytes().escape_ascii(),
+            "outbound: >>"
+        );
+    }
+}
+
+// ------------------------------------------------------------ Replies as text
+
+/// `"550 5.1.1 text"`: the reply on one line (multi-line text joined by
+/// spaces), the form the queue stores.
+fn reply_text(reply: &Reply) -> String {
+    let mut s = reply.code.to_string();
+    if let Some(status) = reply.status {
+        s.push(' ');
+        s.push_str(&status.to_string());
+    }
+    for line in &reply.lines {
+        let line = line.trim();
+        if !line.is_empty() {
+            s.push(' ');
+            s.push_str(line);
+        }
+    }
+    s
+}
+
+/// A deferral's text: 4xx replies as they are; anything else (a 5xx
+/// greeting, a 535 to AUTH) wrapped in a 4xx so the stored text's class
+/// matches the result.
+fn deferral_text(reply: &Reply, target: &str) -> String {
+    if reply.code / 100 == 4 {
+        return format!("{} (from {target})", reply_text(reply));
+    }
+    let status = reply
+        .status
+        .map(|s| format!("4.{}.{}", s.subject, s.detail))
+        .unwrap_or_else(|| "4.4.0".to_owned());
+    format!("451 {status} {target} said: {}", reply_text(reply))
+}
+
+fn to_attempt(result: &RcptResult) -> AttemptResult {
+    match result {
+        RcptResult::Delivered(r) => AttemptResult::Delivered(reply_text(r)),
+        RcptResult::Deferred(r) => AttemptResult::Temporary(reply_text(r)),
+        RcptResult::Failed(r) => AttemptResult::Permanent(reply_text(r)),
+    }
+}
+
+fn plan_error_text(e: &PlanError) -> String {
+    let status = e.status();
+    let code = if e.is_permanent() {
+        if status.subject == 1 && status.detail == 10 {
+            556
+        } else {
+            550
+        }
+    } else {
+        451
+    };
+    format!("{code} {status} {e}")
+}
+
+// ------------------------------------------------------------ The message
+
+/// The transaction for `rcpts`, and the results of recipients that cannot
+/// be sent at all (an address that does not parse).
+struct Prepared {
+    txn: Option<Transaction>,
+    /// Envelope index of each transaction recipient, in order.
+    sent: Vec<usize>,
+    early: Vec<(usize, AttemptResult)>,
+}
+
+fn parse_notify(v: &str) -> Option<Notify> {
+    if v.eq_ignore_ascii_case("NEVER") {
+        return Some(Notify::Never);
+    }
+    let (mut success, mut failure, mut delay) = (false, false, false);
+    for item in v.split(',').map(str::trim) {
+        match item.to_ascii_uppercase().as_str() {
+            "SUCCESS" => success = true,
+            "FAILURE" => failure = true,
+            "DELAY" => delay = true,
+            _ => return None,
+        }
+    }
+    Some(Notify::On {
+        success,
+        failure,
+        delay,
+    })
+}
+
+fn parse_orcpt(v: &str) -> Option<Orcpt> {
+    let (addr_type, address) = v.split_once(';')?;
+    let addr_type = addr_type.trim();
+    if addr_type.is_empty() || address.is_empty() {
+        return None;
+    }
+    Some(Orcpt {
+        addr_type: addr_type.to_owned(),
+        address: address.to_owned(),
+    })
+}
+
+fn prepare(msg: &OutboundMessage<'_>, rcpts: &[RemoteRecipient]) -> Prepared {
+    let from = if msg.sender.is_empty() {
+        Ok(ReversePath::Null)
+    } else {
+        Mailbox::parse(msg.sender, true).map(ReversePath::Mailbox)
+    };
+    let from = match from {
+        Ok(f) => f,
+        Err(e) => {
+            let text = format!("553 5.1.7 invalid sender address: {e}");
+            return Prepared {
+                txn: None,
+                sent: Vec::new(),
+                early: rcpts
+                    .iter()
+                    .map(|r| (r.index, AttemptResult::Permanent(text.clone())))
+                    .collect(),
+            };
+        }
+    };
+    let mut list = Vec::new();
+    let mut sent = Vec::new();
+    let mut early = Vec::new();
+    for r in rcpts {
+        match Mailbox::parse(&r.address, true) {
+            Ok(m) => {
+                list.push(Recipient {
+                    address: ForwardPath::Mailbox(m),
+                    notify: r.notify.as_deref().and_then(parse_notify),
+                    orcpt: r.orcpt.as_deref().and_then(parse_orcpt),
+                });
+                sent.push(r.index);
+            }
+            Err(e) => early.push((
+                r.index,
+                AttemptResult::Permanent(format!("553 5.1.3 invalid recipient address: {e}")),
+            )),
+        }
+    }
+    let txn = (!list.is_empty()).then(|| Transaction {
+        from,
+        params: MessageParams {
+            size: Some(msg.data.len() as u64),
+            body: msg.body,
+            smtputf8: msg.smtputf8,
+            ret: msg.ret,
+            envid: msg.envid.map(str::to_owned),
+        },
+        rcpts: list,
+    });
+    Prepared { txn, sent, early }
+}
+
+// ------------------------------------------------------------ Targets
+
+/// One address to connect to.
+struct Target {
+    host: String,
+    addr: SocketAddr,
+}
+
+impl Target {
+    fn label(&self) -> String {
+        format!("{}[{}]", self.host, self.addr.ip())
+    }
+}
+
+/// How every target is contacted.
+struct Route {
+    targets: Vec<Target>,
+    config: Arc<ClientConfig>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    implicit_tls: bool,
+    /// Opportunistic: a failed handshake may be retried in plaintext.
+    plaintext_retry: bool,
+    /// Smarthost AUTH PLAIN may fall back to LOGIN.
+    login_fallback: Option<(String, String)>,
+}
+
+fn failed_domain(rcpts: &[RemoteRecipient], result: AttemptResult) -> DomainResult {
+    DomainResult {
+        results: rcpts.iter().map(|r| (r.index, result.clone())).collect(),
+        remote_mta: None,
+        dsn_passed_on: false,
+    }
+}
+
+/// Delivers `msg` to `rcpts`, all of whose addresses are at `domain`, in
+/// one attempt (see the module documentation for the rules). Every
+/// recipient in `rcpts` gets exactly one result. Never panics on server
+/// input. `seed` shuffles MX hosts of equal preference: random in
+/// production, fixed in tests.
+pub async fn deliver_to_domain(
+    settings: &OutboundSettings,
+    resolver: &dyn Resolver,
+    domain: &str,
+    msg: &OutboundMessage<'_>,
+    rcpts: &[RemoteRecipient],
+    seed: u64,
+) -> DomainResult {
+    let route = match route(settings, resolver, domain, seed).await {
+        Ok(r) => r,
+        Err(result) => {
+            for r in rcpts {
+                tracing::info!(rcpt = %r.address, domain, result = ?result, "outbound: recipient result");
+            }
+            return failed_domain(rcpts, result);
+        }
+    };
+    let prepared = prepare(msg, rcpts);
+    let mut done = DomainResult {
+        results: prepared.early,
+        remote_mta: None,
+        dsn_passed_on: false,
+    };
+    if let Some(txn) = prepared.txn {
+        let (results, remote_mta, dsn) =
+            try_targets(settings, &route, txn, &prepared.sent, msg).await;
+        done.results.extend(results);
+        done.remote_mta = remote_mta;
+        done.dsn_passed_on = dsn;
+    }
+    // Report in the order given.
+    let order = |i: &usize| {
+        rcpts
+            .iter()
+            .position(|r| r.index == *i)
+            .unwrap_or(usize::MAX)
+    };
+    done.results.sort_by_key(|(i, _)| order(i));
+    for (index, result) in &done.results {
+        let rcpt = rcpts
+            .iter()
+            .find(|r| r.index == *index)
+            .map_or("", |r| r.address.as_str());
+        tracing::info!(
+            rcpt,
+            host = done.remote_mta.as_deref().unwrap_or("-"),
+            result = ?result,
+            "outbound: recipient result"
+        );
+    }
+    done
+}
+
+/// Where and how to connect, or the result every recipient gets.
+async fn route(
+    settings: &OutboundSettings,
+    resolver: &dyn Resolver,
+    domain: &str,
+    seed: u64,
+) -> Result<Route, AttemptResult> {
+    let config_error = |e: &dyn fmt::Display| {
+        AttemptResult::Temporary(format!("451 4.3.5 outbound configuration: {e}"))
+    };
+    let mut config = ClientConfig::new(settings.helo_name.clone());
+    if let Some(sh) = &settings.smarthost {
+        let (policy, implicit) = match sh.tls {
+            SmarthostTls::Starttls => (StartTlsPolicy::Required, false),
+            SmarthostTls::Implicit => (StartTlsPolicy::Disabled, true),
+            SmarthostTls::None => (StartTlsPolicy::Disabled, false),
+        };
+        config.starttls = policy;
+        if let Some((user, password)) = &sh.auth {
+            config.auth = Some(ClientAuth::new(AuthMechanism::Plain, user, password));
+        }
+        config.validate().map_err(|e| config_error(&e))?;
+        let tls = match sh.tls {
+            SmarthostTls::None => None,
+            _ if sh.verify_certificate => {
+                Some(verified_config(sh.ca_file.as_deref()).map_err(|e| config_error(&e))?)
+            }
+            _ => Some(opportunistic_config().map_err(|e| config_error(&e))?),
+        };
+        let targets = smarthost_targets(sh, resolver).await?;
+        return Ok(Route {
+            targets,
+            config: Arc::new(config),
+            tls,
+            implicit_tls: implicit,
+            plaintext_retry: false,
+            login_fallback: sh.auth.clone(),
+        });
+    }
+
+    config.starttls = settings.starttls;
+    config.validate().map_err(|e| config_error(&e))?;
+    let tls = match settings.starttls {
+        StartTlsPolicy::Disabled => None,
+        _ => Some(opportunistic_config().map_err(|e| config_error(&e))?),
+    };
+    let plan = if domain.starts_with('[') {
+        match AddressLiteral::parse(domain) {
+            Ok(AddressLiteral::Ipv4(v4)) => DeliveryPlan::literal(IpAddr::V4(v4)),
+            Ok(AddressLiteral::Ipv6(v6)) => DeliveryPlan::literal(IpAddr::V6(v6)),
+            _ => {
+                return Err(AttemptResult::Permanent(format!(
+                    "550 5.1.2 {domain}: unsupported address literal"
+                )));
+            }
+        }
+    } else {
+        match plan_delivery(resolver, domain, seed).await {
+            Ok(plan) => plan,
+            Err(e) => {
+                let text = plan_error_text(&e);
+                tracing::info!(domain, error = %e, "outbound: no route");
+                return Err(if e.is_permanent() {
+                    AttemptResult::Permanent(text)
+                } else {
+                    AttemptResult::Temporary(text)
+                });
+            }
+        }
+    };
+    for s in &plan.skipped {
+        tracing::warn!(domain, mx = %s.name, error = %s.error, "outbound: MX host skipped");
+    }
+    let targets = plan
+        .targets()
+        .map(|(host, ip)| Target {
+            host: host.name.clone(),
+            addr: SocketAddr::new(ip, settings.port),
+        })
+        .collect();
+    Ok(Route {
+        targets,
+        config: Arc::new(config),
+        tls,
+        implicit_tls: false,
+        plaintext_retry: settings.starttls == StartTlsPolicy::Opportunistic,
+        login_fallback: None,
+    })
+}
+
+/// The smarthost's addresses: an IP literal, or its A/AAAA records. A DNS
+/// failure defers (the smarthost is our configuration, not the message's
+/// destination).
+async fn smarthost_targets(
+    sh: &Smarthost,
+    resolver: &dyn Resolver,
+) -> Result<Vec<Target>, AttemptResult> {
+    let host = sh.host.trim();
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let bare = bare.strip_prefix("IPv6:").unwrap_or(bare);
+    let ips = match bare.parse::<IpAddr>() {
+        Ok(ip) => vec![ip],
+        Err(_) => resolver.ips(host).await.map_err(|e| {
+            AttemptResult::Temporary(format!("451 4.4.3 cannot resolve smarthost {host}: {e}"))
+        })?,
+    };
+    Ok(ips
+        .into_iter()
+        .take(tern_dns::MAX_ADDRESSES_PER_HOST)
+        .map(|ip| Target {
+            host: host.to_owned(),
+            addr: SocketAddr::new(ip, sh.port),
+        })
+        .collect())
+}
+
+/// Tries the route's targets in order until one gives the transaction's
+/// results. Returns the results for the recipients in `sent`, the answering
+/// host and whether DSN went along.
+async fn try_targets(
+    settings: &OutboundSettings,
+    route: &Route,
+    txn: Transaction,
+    sent: &[usize],
+    msg: &OutboundMessage<'_>,
+) -> (Vec<(usize, AttemptResult)>, Option<String>, bool) {
+    let mut last_error = String::from("451 4.4.1 no address to connect to");
+    let mut last_answering: Option<String> = None;
+    for target in &route.targets {
+        let label = target.label();
+        let mut config = route.config.clone();
+        let mut attempts_left = 3;
+        loop {
+            attempts_left -= 1;
+            let outcome = attempt(settings, route, &config, target, &label, txn.clone(), msg).await;
+            match outcome {
+                Attempt::Results(r) => {
+                    let results = r
+                        .rcpts
+                        .iter()
+                        .filter_map(|o| sent.get(o.index).map(|&i| (i, to_attempt(&o.result))))
+                        .collect();
+                    return (results, Some(label), r.dsn_passed_on);
+                }
+                Attempt::Looped => {
+                    tracing::warn!(target_host = %label, "outbound: mail loops back to myself");
+                    let text = format!(
+                        "554 5.4.6 mail for {} loops back to myself ({label} greets as {})",
+                        target.host, settings.helo_name
+                    );
+                    let results = sent
+                        .iter()
+                        .map(|&i| (i, AttemptResult::Permanent(text.clone())))
+                        .collect();
+                    return (results, Some(label), false);
+                }
+                Attempt::Failed {
+                    text,
+                    answered,
+                    retry_without_tls,
+                    auth_unavailable,
+                } => {
+                    tracing::info!(target_host = %label, error = %text, "outbound: target failed");
+                    last_error = text;
+                    if answered {
+                        last_answering = Some(label.clone());
+                    }
+                    if attempts_left > 0 && retry_without_tls && route.plaintext_retry {
+                        let mut c = (*config).clone();
+                        c.starttls = StartTlsPolicy::Disabled;
+                        config = Arc::new(c);
+                        continue;
+                    }
+                    if attempts_left > 0
+                        && auth_unavailable
+                        && let Some((user, password)) = &route.login_fallback
+                        && config.auth.as_ref().map(|a| a.mechanism) == Some(AuthMechanism::Plain)
+                    {
+                        let mut c = (*config).clone();
+                        c.auth = Some(ClientAuth::new(AuthMechanism::Login, user, password));
+                        config = Arc::new(c);
+                        continue;
+                    }
+                    break;
+                }
+            }
+        }
+    }
+    let results = sent
+        .iter()
+        .map(|&i| (i, AttemptResult::Temporary(last_error.clone())))
+        .collect();
+    (results, last_answering, false)
+}
+
+/// How one connection to one target went.
+enum Attempt {
+    /// The transaction ran: final for this attempt.
+    Results(TransactionResult),
+    /// The server is ourselves.
+    Looped,
+    /// No transaction: try elsewhere.
+    Failed {
+        text: String,
+        /// A server answered (its reply is in `text`).
+        answered: bool,
+        retry_without_tls: bool,
+        auth_unavailable: bool,
+    },
+}
+
+async fn attempt(
+    settings: &OutboundSettings,
+    route: &Route,
+    config: &Arc<ClientConfig>,
+    target: &Target,
+    label: &str,
+    txn: Transaction,
+    msg: &OutboundMessage<'_>,
+) -> Attempt {
+    let starttls = config.starttls;
+    tracing::info!(
+        target_host = label,
+        port = target.addr.port(),
+        starttls = ?starttls,
+        implicit_tls = route.implicit_tls,
+        "outbound: connecting"
+    );
+    let failed = |e: TargetError| Attempt::Failed {
+        text: format!("451 4.4.1 {e}"),
+        answered: false,
+        retry_without_tls: false,
+        auth_unavailable: false,
+    };
+    let tcp = match timeout(settings.connect_timeout, TcpStream::connect(target.addr)).await {
+        Ok(Ok(tcp)) => tcp,
+        Ok(Err(e)) => {
+            let reason = if e.kind() == io::ErrorKind::ConnectionRefused {
+                "refused".to_owned()
+            } else {
+                e.to_string()
+            };
+            return failed(TargetError::Connect {
+                target: label.to_owned(),
+                reason,
+            });
+        }
+        Err(_) => {
+            return failed(TargetError::ConnectTimeout {
+                target: label.to_owned(),
+                after: settings.connect_timeout,
+            });
+        }
+    };
+    let _ = tcp.set_nodelay(true);
+    let tls = route.tls.as_ref().map(|c| TlsSetup {
+        connector: TlsConnector::from(c.clone()),
+        name: server_name(&target.host, target.addr.ip()),
+    });
+    let mut conn = Conn::Plain(tcp);
+    if route.implicit_tls {
+        let Some(tls) = &tls else {
+            return failed(TargetError::Tls(
+                "implicit TLS without a TLS configuration".into(),
+            ));
+        };
+        let limit = settings.timeouts.get(TimeoutClass::TlsHandshake);
+        if let Err(e) = conn.upgrade(tls, limit).await {
+            let mut f = failed(e);
+            if let Attempt::Failed { text, .. } = &mut f {
+                *text = format!(
+                    "451 4.7.0 {label}: {}",
+                    text.trim_start_matches("451 4.4.1 ")
+                );
+            }
+            return f;
+        }
+    }
+    let plan = ConnPlan {
+        config: config.clone(),
+        tls,
+        implicit_tls: route.implicit_tls,
+        txn,
+        data: msg.data,
+        timeouts: settings.timeouts,
+        target: label,
+    };
+    let r = run_connection(conn, plan).await;
+    if r.looped {
+        return Attempt::Looped;
+    }
+    if let Some(t) = r.txn {
+        return Attempt::Results(t);
+    }
+    match r.failure {
+        Some(f) => {
+            let reply = f.reply();
+            let from_server = matches!(
+                f.error,
+                SessionError::Greeting(_)
+                    | SessionError::ServiceClosing(_)
+                    | SessionError::HelloRejected(_)
+                    | SessionError::StartTlsRefused(_)
+                    | SessionError::AuthFailed(_)
+            );
+            let text = if from_server {
+                deferral_text(&reply, label)
+            } else {
+                format!("{} ({label})", reply_text(&reply))
+            };
+            Attempt::Failed {
+                text,
+                answered: from_server,
+                retry_without_tls: f.retry_without_tls(),
+                auth_unavailable: matches!(f.error, SessionError::AuthUnavailable(_)),
+            }
+        }
+        // Quit without a transaction: only when start_transaction refused
+        // the message, which prepare() rules out.
+        None => Attempt::Failed {
+            text: format!("451 4.3.0 {label}: session ended without a transaction"),
+            answered: true,
+            retry_without_tls: false,
+            auth_unavailable: false,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tern_types::EnhancedStatus;
+
+    #[test]
+    fn reply_texts() {
+        let r = Reply::multiline(550, EnhancedStatus::new(5, 1, 1), ["no such", " user "]);
+        assert_eq!(reply_text(&r), "550 5.1.1 no such user");
+        let r = Reply::without_status(250, ["ok"]);
+        assert_eq!(reply_text(&r), "250 ok");
+        let r = Reply::new(535, EnhancedStatus::new(5, 7, 8), "bad");
+        assert_eq!(
+            deferral_text(&r, "h[192.0.2.1]"),
+            "451 4.7.8 h[192.0.2.1] said: 535 5.7.8 bad"
+        );
+        let r = Reply::without_status(554, ["go away"]);
+        assert_eq!(deferral_text(&r, "h"), "451 4.4.0 h said: 554 go away");
+        let r = Reply::new(421, EnhancedStatus::new(4, 3, 2), "busy");
+        assert_eq!(deferral_text(&r, "h"), "421 4.3.2 busy (from h)");
+    }
+
+    #[test]
+    fn dsn_parameters() {
+        assert_eq!(parse_notify("never"), Some(Notify::Never));
+        assert_eq!(
+            parse_notify("SUCCESS,DELAY"),
+            Some(Notify::On {
+                success: true,
+                failure: false,
+                delay: true
+            })
+        );
+        assert_eq!(parse_notify("NEVER,SUCCESS"), None);
+        assert_eq!(parse_notify(""), None);
+        assert_eq!(
+            parse_orcpt("rfc822;a@b.test"),
+            Some(Orcpt {
+                addr_type: "rfc822".into(),
+                address: "a@b.test".into()
+            })
+        );
+        assert_eq!(parse_orcpt("a@b.test"), None);
+    }
+
+    #[test]
+    fn loop_names() {
+        let r = Reply::without_status(220, ["MX.Example.Test. ESMTP"]);
+        assert!(names_us(&r, "mx.example.test"));
+        assert!(!names_us(&r, "mx2.example.test"));
+        assert!(!names_us(
+            &Reply::without_status(220, [""]),
+            "mx.example.test"
+        ));
+    }
+
+    #[test]
+    fn server_names() {
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        assert!(matches!(
+            server_name("mx.example.test", ip),
+            ServerName::DnsName(_)
+        ));
+        assert!(matches!(
+            server_name("192.0.2.1", ip),
+            ServerName::IpAddress(_)
+        ));
+        assert!(matches!(
+            server_name("[192.0.2.1]", ip),
+            ServerName::IpAddress(_)
+        ));
+        assert!(matches!(
+            server_name("bad name!", ip),
+            ServerName::IpAddress(_)
+        ));
+    }
+}

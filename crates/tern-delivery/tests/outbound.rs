@@ -1,0 +1,1105 @@
+//! Outbound delivery over real TCP on loopback: a scripted SMTP server
+//! (written here with tokio, optionally with STARTTLS or implicit TLS from
+//! a self-signed rcgen certificate) records what it receives, and a
+//! `StaticResolver` points the test domains at 127.0.0.x addresses. Covers
+//! MX fallback, per-recipient results, DNS failures, opportunistic TLS and
+//! its plaintext retry, a smarthost with STARTTLS/implicit TLS and AUTH,
+//! data encoding on the wire, timeouts and loop detection.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tern_delivery::outbound::{
+    DomainResult, OutboundMessage, OutboundSettings, RemoteRecipient, Smarthost, SmarthostTls,
+    deliver_to_domain,
+};
+use tern_dns::{DnsError, QueryType, StaticResolver};
+use tern_queue::AttemptResult;
+use tern_smtp::client::{ClientTimeouts, StartTlsPolicy};
+use tern_types::dsn::BodyType;
+use tokio::io::{AsyncBufReadExt as _, AsyncRead, AsyncWrite, AsyncWriteExt as _, BufReader};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+const HELO: &str = "client.example.org";
+
+// ------------------------------------------------------------ The server
+
+/// How the scripted server behaves.
+#[derive(Clone)]
+struct Script {
+    /// Raw greeting bytes (may be several lines); empty: never greet.
+    greeting: String,
+    /// The first line of the EHLO reply (the server's name).
+    ehlo_name: String,
+    /// EHLO keywords besides STARTTLS and AUTH.
+    extensions: Vec<&'static str>,
+    /// Offer STARTTLS and complete it with this configuration.
+    tls: Option<Arc<rustls::ServerConfig>>,
+    /// Offer STARTTLS, answer 220, then send bytes that are not TLS.
+    broken_tls: bool,
+    /// TLS from the first byte.
+    implicit_tls: bool,
+    /// Offer AUTH PLAIN (over TLS only) and accept this initial response.
+    auth_plain: Option<String>,
+    /// RCPT replies by address; the default is 250.
+    rcpt: HashMap<String, &'static str>,
+    /// The reply to the end of data.
+    data_reply: &'static str,
+    /// Close the connection after the first line of message data.
+    close_in_data: bool,
+}
+
+impl Script {
+    fn new() -> Script {
+        Script {
+            greeting: "220 mx.example.test ESMTP test\r\n".into(),
+            ehlo_name: "mx.example.test".into(),
+            extensions: vec!["PIPELINING", "8BITMIME", "ENHANCEDSTATUSCODES"],
+            tls: None,
+            broken_tls: false,
+            implicit_tls: false,
+            auth_plain: None,
+            rcpt: HashMap::new(),
+            data_reply: "250 2.0.0 queued as TEST",
+            close_in_data: false,
+        }
+    }
+}
+
+/// What one connection received.
+#[derive(Debug, Default, Clone)]
+struct ConnLog {
+    /// Command lines, without CRLF.
+    commands: Vec<String>,
+    /// Raw DATA content, terminator included.
+    data: Vec<Vec<u8>>,
+    /// Commands received after the TLS handshake.
+    tls_commands: Vec<String>,
+    tls: bool,
+}
+
+type Log = Arc<Mutex<Vec<ConnLog>>>;
+
+struct Server {
+    log: Log,
+}
+
+impl Server {
+    fn conns(&self) -> Vec<ConnLog> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+enum End<S> {
+    Done,
+    StartTls(S),
+}
+
+fn record(log: &Log, id: usize, f: impl FnOnce(&mut ConnLog)) {
+    f(&mut log.lock().unwrap()[id]);
+}
+
+/// Serves one SMTP conversation on `stream`.
+async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    script: &Script,
+    log: &Log,
+    id: usize,
+    tls: bool,
+    greet: bool,
+) -> io::Result<End<S>> {
+    let mut r = BufReader::new(stream);
+    if greet {
+        if script.greeting.is_empty() {
+            // Never greet: wait for the client to give up.
+            let mut sink = Vec::new();
+            r.read_until(b'\n', &mut sink).await?;
+            return Ok(End::Done);
+        }
+        r.get_mut().write_all(script.greeting.as_bytes()).await?;
+        r.get_mut().flush().await?;
+        if !script.greeting.starts_with("220") {
+            return Ok(End::Done);
+        }
+    }
+    loop {
+        let mut line = Vec::new();
+        if r.read_until(b'\n', &mut line).await? == 0 {
+            return Ok(End::Done);
+        }
+        let text = String::from_utf8_lossy(&line).trim_end().to_owned();
+        record(log, id, |c| {
+            c.commands.push(text.clone());
+            if tls {
+                c.tls_commands.push(text.clone());
+            }
+        });
+        let upper = text.to_ascii_uppercase();
+        let reply: String = if upper.starts_with("EHLO") {
+            let mut lines = vec![script.ehlo_name.clone()];
+            lines.extend(script.extensions.iter().map(|s| s.to_string()));
+            if !tls && (script.tls.is_some() || script.broken_tls) {
+                lines.push("STARTTLS".into());
+            }
+            if tls && script.auth_plain.is_some() {
+                lines.push("AUTH PLAIN".into());
+            }
+            let n = lines.len();
+            lines
+                .iter()
+                .enumerate()
+                .map(|(i, l)| format!("250{}{l}\r\n", if i + 1 == n { ' ' } else { '-' }))
+                .collect()
+        } else if upper.starts_with("HELO") {
+            "250 mx.example.test\r\n".into()
+        } else if upper == "STARTTLS" {
+            r.get_mut().write_all(b"220 2.0.0 go ahead\r\n").await?;
+            r.get_mut().flush().await?;
+            if script.broken_tls {
+                r.get_mut()
+                    .write_all(b"250 this is not a TLS record at all\r\n")
+                    .await?;
+                r.get_mut().flush().await?;
+                return Ok(End::Done);
+            }
+            return Ok(End::StartTls(r.into_inner()));
+        } else if let Some(resp) = text.strip_prefix("AUTH PLAIN ") {
+            if script.auth_plain.as_deref() == Some(resp) {
+                "235 2.7.0 ok\r\n".into()
+            } else {
+                "535 5.7.8 bad credentials\r\n".into()
+            }
+        } else if upper.starts_with("MAIL FROM:") {
+            "250 2.1.0 ok\r\n".into()
+        } else if upper.starts_with("RCPT TO:") {
+            let addr = text
+                .split_once('<')
+                .and_then(|(_, rest)| rest.split_once('>'))
+                .map(|(a, _)| a.to_owned())
+                .unwrap_or_default();
+            format!(
+                "{}\r\n",
+                script.rcpt.get(&addr).copied().unwrap_or("250 2.1.5 ok")
+            )
+        } else if upper == "DATA" {
+            r.get_mut().write_all(b"354 go ahead\r\n").await?;
+            r.get_mut().flush().await?;
+            let mut data = Vec::new();
+            loop {
+                let n = r.read_until(b'\n', &mut data).await?;
+                if n == 0 || script.close_in_data {
+                    return Ok(End::Done);
+                }
+                if data == b".\r\n" || data.ends_with(b"\r\n.\r\n") {
+                    break;
+                }
+            }
+            record(log, id, |c| c.data.push(data));
+            format!("{}\r\n", script.data_reply)
+        } else if upper == "RSET" || upper == "NOOP" {
+            "250 2.0.0 ok\r\n".into()
+        } else if upper == "QUIT" {
+            r.get_mut().write_all(b"221 2.0.0 bye\r\n").await?;
+            r.get_mut().flush().await?;
+            return Ok(End::Done);
+        } else {
+            "500 5.5.2 what?\r\n".into()
+        };
+        r.get_mut().write_all(reply.as_bytes()).await?;
+        r.get_mut().flush().await?;
+    }
+}
+
+async fn handle(tcp: tokio::net::TcpStream, script: Script, log: Log) {
+    let id = {
+        let mut l = log.lock().unwrap();
+        l.push(ConnLog::default());
+        l.len() - 1
+    };
+    let acceptor = script.tls.clone().map(TlsAcceptor::from);
+    if script.implicit_tls {
+        let Some(acceptor) = acceptor else { return };
+        if let Ok(tls) = acceptor.accept(tcp).await {
+            record(&log, id, |c| c.tls = true);
+            let _ = converse(tls, &script, &log, id, true, true).await;
+        }
+        return;
+    }
+    if let Ok(End::StartTls(tcp)) = converse(tcp, &script, &log, id, false, true).await
+        && let Some(acceptor) = acceptor
+        && let Ok(tls) = acceptor.accept(tcp).await
+    {
+        record(&log, id, |c| c.tls = true);
+        let _ = converse(tls, &script, &log, id, true, false).await;
+    }
+}
+
+fn serve(listener: TcpListener, script: Script) -> Server {
+    let log: Log = Arc::new(Mutex::new(Vec::new()));
+    let l = log.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(handle(tcp, script.clone(), l.clone()));
+        }
+    });
+    Server { log }
+}
+
+/// Servers on the given loopback addresses, all on one port (MX delivery
+/// uses one port for every host).
+async fn servers(specs: Vec<(&str, Script)>) -> (u16, Vec<Server>) {
+    for _ in 0..50 {
+        let first = TcpListener::bind((specs[0].0, 0)).await.unwrap();
+        let port = first.local_addr().unwrap().port();
+        let mut listeners = vec![first];
+        for (ip, _) in &specs[1..] {
+            match TcpListener::bind((*ip, port)).await {
+                Ok(l) => listeners.push(l),
+                Err(_) => break,
+            }
+        }
+        if listeners.len() == specs.len() {
+            let servers = listeners
+                .into_iter()
+                .zip(specs)
+                .map(|(l, (_, s))| serve(l, s))
+                .collect();
+            return (port, servers);
+        }
+    }
+    panic!("no common free port");
+}
+
+/// A port nothing listens on (on any loopback address used here: the
+/// addresses 127.0.0.200+ are never bound by these tests).
+async fn dead_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.200:0").await.unwrap();
+    l.local_addr().unwrap().port()
+}
+
+// ------------------------------------------------------------ Fixtures
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn settings(port: u16) -> OutboundSettings {
+    let mut s = OutboundSettings::new(HELO);
+    s.port = port;
+    let t = Duration::from_secs(5);
+    s.timeouts = ClientTimeouts {
+        greeting: t,
+        command: t,
+        tls_handshake: t,
+        mail: t,
+        rcpt: t,
+        data_init: t,
+        data_block: t,
+        data_termination: t,
+    };
+    s.connect_timeout = Duration::from_secs(2);
+    s
+}
+
+fn msg(data: &[u8]) -> OutboundMessage<'_> {
+    OutboundMessage {
+        sender: "alice@example.org",
+        body: BodyType::SevenBit,
+        smtputf8: false,
+        ret: None,
+        envid: None,
+        data,
+    }
+}
+
+fn rcpts(addrs: &[&str]) -> Vec<RemoteRecipient> {
+    addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| RemoteRecipient::new(i + 10, *a))
+        .collect()
+}
+
+/// example.test → MX 10 mx1 (first), MX 20 mx2 (second).
+fn two_mx(first: &str, second: &str) -> StaticResolver {
+    StaticResolver::new()
+        .with_mx(
+            "example.test",
+            &[(10, "mx1.example.test"), (20, "mx2.example.test")],
+        )
+        .with_ips("mx1.example.test", &[ip(first)])
+        .with_ips("mx2.example.test", &[ip(second)])
+}
+
+fn one_mx(addr: &str) -> StaticResolver {
+    StaticResolver::new()
+        .with_mx("example.test", &[(10, "mx.example.test")])
+        .with_ips("mx.example.test", &[ip(addr)])
+}
+
+fn delivered(r: &AttemptResult) -> bool {
+    matches!(r, AttemptResult::Delivered(_))
+}
+
+fn text(r: &AttemptResult) -> &str {
+    match r {
+        AttemptResult::Delivered(t) | AttemptResult::Temporary(t) | AttemptResult::Permanent(t) => {
+            t
+        }
+    }
+}
+
+fn all_temporary(d: &DomainResult, n: usize) {
+    assert_eq!(d.results.len(), n, "{d:?}");
+    for (_, r) in &d.results {
+        assert!(matches!(r, AttemptResult::Temporary(_)), "{d:?}");
+    }
+}
+
+/// A self-signed certificate for `name`: the server configuration and the
+/// certificate's PEM.
+fn tls_for(name: &str) -> (Arc<rustls::ServerConfig>, String) {
+    let ck = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
+    let cert: CertificateDer<'static> = ck.cert.der().clone();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der()));
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert], key)
+    .unwrap();
+    (Arc::new(config), ck.cert.pem())
+}
+
+// ------------------------------------------------------------ Tests
+
+#[tokio::test]
+async fn three_recipients_delivered_and_dot_stuffed() {
+    let (port, srv) = servers(vec![("127.0.0.1", Script::new())]).await;
+    let r = rcpts(&["a@example.test", "b@example.test", "c@example.test"]);
+    let data = b"Subject: hi\r\n\r\n.hidden\r\nline\r\n.\r\nlast";
+    let d = deliver_to_domain(
+        &settings(port),
+        &one_mx("127.0.0.1"),
+        "example.test",
+        &msg(data),
+        &r,
+        1,
+    )
+    .await;
+    assert_eq!(d.results.len(), 3);
+    assert_eq!(
+        d.results.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+        [10, 11, 12]
+    );
+    for (_, res) in &d.results {
+        assert_eq!(
+            res,
+            &AttemptResult::Delivered("250 2.0.0 queued as TEST".into())
+        );
+    }
+    assert_eq!(d.remote_mta.as_deref(), Some("mx.example.test[127.0.0.1]"));
+    assert!(!d.dsn_passed_on);
+    let conns = srv[0].conns();
+    assert_eq!(conns.len(), 1);
+    let c = &conns[0];
+    assert_eq!(c.commands[0], format!("EHLO {HELO}"));
+    assert!(
+        c.commands
+            .contains(&"MAIL FROM:<alice@example.org>".to_owned()),
+        "{:?}",
+        c.commands
+    );
+    for a in ["a", "b", "c"] {
+        assert!(
+            c.commands.contains(&format!("RCPT TO:<{a}@example.test>")),
+            "{:?}",
+            c.commands
+        );
+    }
+    assert_eq!(
+        c.data,
+        vec![b"Subject: hi\r\n\r\n..hidden\r\nline\r\n..\r\nlast\r\n.\r\n".to_vec()]
+    );
+    assert_eq!(c.commands.last().unwrap(), "QUIT");
+}
+
+#[tokio::test]
+async fn per_recipient_mix() {
+    let mut script = Script::new();
+    script
+        .rcpt
+        .insert("later@example.test".into(), "451 4.2.0 try later");
+    script
+        .rcpt
+        .insert("nobody@example.test".into(), "550 5.1.1 no such user");
+    let (port, srv) = servers(vec![("127.0.0.1", script)]).await;
+    let r = rcpts(&[
+        "ok@example.test",
+        "later@example.test",
+        "nobody@example.test",
+    ]);
+    let d = deliver_to_domain(
+        &settings(port),
+        &one_mx("127.0.0.1"),
+        "example.test",
+        &msg(b"x\r\n"),
+        &r,
+        1,
+    )
+    .await;
+    assert_eq!(
+        d.results,
+        vec![
+            (
+                10,
+                AttemptResult::Delivered("250 2.0.0 queued as TEST".into())
+            ),
+            (11, AttemptResult::Temporary("451 4.2.0 try later".into())),
+            (
+                12,
+                AttemptResult::Permanent("550 5.1.1 no such user".into())
+            ),
+        ]
+    );
+    assert_eq!(srv[0].conns()[0].data.len(), 1);
+}
+
+#[tokio::test]
+async fn dsn_parameters_passed_on_when_advertised() {
+    let mut script = Script::new();
+    script.extensions.push("DSN");
+    let (port, srv) = servers(vec![("127.0.0.1", script)]).await;
+    let mut r = rcpts(&["a@example.test"]);
+    r[0].notify = Some("SUCCESS,FAILURE".into());
+    r[0].orcpt = Some("rfc822;a+b@example.test".into());
+    let mut m = msg(b"x\r\n");
+    m.envid = Some("ID1");
+    m.ret = Some(tern_types::dsn::Ret::Headers);
+    let d = deliver_to_domain(
+        &settings(port),
+        &one_mx("127.0.0.1"),
+        "example.test",
+        &m,
+        &r,
+        1,
+    )
+    .await;
+    assert!(delivered(&d.results[0].1));
+    assert!(d.dsn_passed_on);
+    let c = &srv[0].conns()[0];
+    assert!(
+        c.commands
+            .iter()
+            .any(|l| l.starts_with("MAIL FROM:<alice@example.org>")
+                && l.contains("RET=HDRS")
+                && l.contains("ENVID=ID1")),
+        "{:?}",
+        c.commands
+    );
+    assert!(
+        c.commands.contains(
+            &"RCPT TO:<a@example.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;a+2Bb@example.test"
+                .to_owned()
+        ),
+        "{:?}",
+        c.commands
+    );
+}
+
+#[tokio::test]
+async fn refused_first_mx_falls_back_to_second() {
+    // mx1 on 127.0.0.201: nothing listens there.
+    let (port, srv) = servers(vec![("127.0.0.2", Script::new())]).await;
+    let d = deliver_to_domain(
+        &settings(port),
+        &two_mx("127.0.0.201", "127.0.0.2"),
+        "example.test",
+        &msg(b"x\r\n"),
+        &rcpts(&["a@example.test"]),
+        1,
+    )
+    .await;
+    assert!(delivered(&d.results[0].1), "{d:?}");
+    assert_eq!(d.remote_mta.as_deref(), Some("mx2.example.test[127.0.0.2]"));
+    assert_eq!(srv[0].conns().len(), 1);
+}
+
+#[tokio::test]
+async fn greeting_421_moves_to_next_mx() {
+    let mut busy = Script::new();
+    busy.greeting = "421 4.3.2 too busy\r\n".into();
+    let (port, srv) = servers(vec![("127.0.0.3", busy), ("127.0.0.4", Script::new())]).await;
+    let d = deliver_to_domain(
+        &settings(port),
+        &two_mx("127.0.0.3", "127.0.0.4"),
+        "example.test",
+        &msg(b"x\r\n"),
+        &rcpts(&["a@example.test", "b@example.test"]),
+        1,
+    )
+    .await;
+    assert!(d.results.iter().all(|(_, r)| delivered(r)), "{d:?}");
+    assert_eq!(d.remote_mta.as_deref(), Some("mx2.example.test[127.0.0.4]"));
+    assert_eq!(srv[0].conns().len(), 1);
+    assert!(srv[0].conns()[0].commands.is_empty());
+    assert_eq!(srv[1].conns()[0].data.len(), 1);
+}
+
+#[tokio::test]
+async fn silent_server_times_out_then_next_mx() {
+    let mut silent = Script::new();
+    silent.greeting = String::new();
+    let (port, srv) = servers(vec![("127.0.0.5", silent), ("127.0.0.6", Script::new())]).await;
+    let mut s = settings(port);
+    s.timeouts.greeting = Duration::from_millis(300);
+    let d = deliver_to_domain(
+        &s,
+        &two_mx("127.0.0.5", "127.0.0.6"),
+        "example.test",
+        &msg(b"x\r\n"),
+        &rcpts(&["a@example.test"]),
+        1,
+    )
+    .await;
+    assert!(delivered(&d.results[0].1), "{d:?}");
+    assert_eq!(srv[1].conns().len(), 1);
+}
+
+#[tokio::test]
+async fn all_mx_down_defers_everyone() {
+    let port = dead_port().await;
+    let r = rcpts(&["a@example.test", "b@example.test"]);
+    let d = deliver_to_domain(
+        &settings(port),
+        &two_mx("127.0.0.202", "127.0.0.203"),
+        "example.test",
+        &msg(b"x\r\n"),
+        &r,
+        1,
+    )
+    .await;
+    all_temporary(&d, 2);
+    let t = text(&d.results[0].1);
+    assert!(t.starts_with("451 4.4.1 "), "{t}");
+    assert!(t.contains("mx2.example.test[127.0.0.203]"), "{t}");
+    assert!(t.contains("refused"), "{t}");
+    assert_eq!(d.remote_mta, None);
+}
+
+#[tokio::test]
+async fn null_mx_fails_permanently() {
+    let resolver = StaticResolver::new().with_mx("example.test", &[(0, ".")]);
+    let d = deliver_to_domain(
+        &settings(25),
+        &resolver,
+        "example.test",
+        &msg(b"x\r\n"),
+        &rcpts(&["a@example.test", "b@example.test"]),
+        1,
+    )
+    .await;
+    assert_eq!(d.results.len(), 2);
+    for (_, r) in &d.results {
+        let AttemptResult::Permanent(t) = r else {
+            panic!("{r:?}")
+        };
+        assert!(t.starts_with("556 5.1.10 "), "{t}");
+    }
+}
+
+#[tokio::test]
+async fn nxdomain_fails_permanently() {
+    let d = deliver_to_domain(
+        &settings(25),
+        &StaticResolver::new(),
+        "nowhere.test",
+        &msg(b"x\r\n"),
+        &rcpts(&["a@nowhere.test"]),
+        1,
+    )
+    .await;
+    let AttemptResult::Permanent(t) = &d.results[0].1 else {
+        panic!("{d:?}")
+    };
+    assert!(t.starts_with("550 5.1.2 "), "{t}");
+}
+
+#[tokio::test]
+async fn temporary_dns_failure_defers() {
+    let resolver = StaticResolver::new().with_error(
+        "example.test",
+        QueryType::Mx,
+        DnsError::Temporary {
+            name: "example.test".into(),
+            query: QueryType::Mx,
+            reason: "SERVFAIL".into(),
+        },
+    );
+    let d = deliver_to_domain(
+        &settings(25),
+        &resolver,
+        "example.test",
+        &msg(b"x\r\n"),
+        &rcpts(&["a@example.test"]),
+        1,
+    )
+    .await;
+    all_temporary(&d, 1);
+    assert!(text(&d.results[0].1).starts_with("451 4.4.3 "), "{d:?}");
+}
+
+#[tokio::test]
+async fn address_literal_domain() {
+    let (port, srv) = servers(vec![("127.0.0.7", Script::new())]).await;
+    let d = deliver_to_domain(
+        &settings(port),
+        &StaticResolver::new(),
+        "[127.0.0.7]",
+        &msg(b"x\r\n"),
+        &rcpts(&["a@[127.0.0.7]"]),
+        1,
+    )
+    .await;
+    assert!(delivered(&d.results[0].1), "{d:?}");
+    assert!(
+        srv[0].conns()[0]
+            .commands
+            .contains(&"RCPT TO:<a@[127.0.0.7]>".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn opportunistic_starttls_with_self_signed_certificate() {
+    let (config, _) = tls_for("mx.example.test");
+    let mut script = Script::new();
+    script.tls = Some(config);
+    let (port, srv) = servers(vec![("127.0.0.8", script)]).await;
+    let d = deliver_to_domain(
+        &settings(port),
+        &one_mx("127.0.0.8"),
+        "example.test",
+        &msg(b"Subject: secret\r\n\r\nbody\r\n"),
+        &rcpts(&["a@example.test"]),
+        1,
+    )
+    .await;
+    assert!(delivered(&d.results[0].1), "{d:?}");
+    let c = &srv[0].conns()[0];
+    assert!(c.tls);
+    assert_eq!(c.commands[1], "STARTTLS");
+    assert_eq!(c.tls_commands[0], format!("EHLO {HELO}"));
+    assert!(c.tls_commands.iter().any(|l| l.starts_with("MAIL FROM:")));
+    assert_eq!(c.data.len(), 1);
+}
+
+#[tokio::test]
+async fn broken_starttls_is_retried_without_tls() {
+    let mut script = Script::new();
+    script.broken_tls = true;
+    let (port, srv) = servers(vec![("127.0.0.9", script)]).await;
+    let d = deliver_to_domain(
+        &settings(port),
+        &one_mx("127.0.0.9"),
+        "example.test",
+        &msg(b"x\r\n"),
+        &rcpts(&["a@example.test"]),
+        1,
+    )
+    .await;
+    assert!(delivered(&d.results[0].1), "{d:?}");
+    let conns = srv[0].conns();
+    assert_eq!(conns.len(), 2, "{conns:?}");
+    assert!(conns[0].commands.contains(&"STARTTLS".to_owned()));
+    assert!(!conns[0].commands.iter().any(|l| l.starts_with("MAIL")));
+    assert!(!conns[1].commands.contains(&"STARTTLS".to_owned()));
+    assert_eq!(conns[1].data.len(), 1);
+}
+
+#[tokio::test]
+async fn required_tls_policy_does_not_fall_back() {
+    let mut script = Script::new();
+    script.broken_tls = true;
+    let (port, srv) = servers(vec![("127.0.0.10", script)]).await;
+    let mut s = settings(port);
+    s.starttls = StartTlsPolicy::Required;
+    let d = deliver_to_domain(
+        &s,
+        &one_mx("127.0.0.10"),
+        "example.test",
+        &msg(b"x\r\n"),
+        &rcpts(&["a@example.test"]),
+        1,
+    )
+    .await;
+    all_temporary(&d, 1);
+    assert_eq!(srv[0].conns().len(), 1);
+}
+
+fn plain_initial(user: &str, password: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"))
+}
+
+#[tokio::test]
+async fn smarthost_starttls_with_auth_plain() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, pem) = tls_for("relay.example.net");
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, pem).unwrap();
+    let mut script = Script::new();
+    script.tls = Some(config);
+    script.auth_plain = Some(plain_initial("user@example.org", "s3cret"));
+    let (port, srv) = servers(vec![("127.0.0.11", script)]).await;
+    let mut s = settings(25);
+    s.smarthost = Some(Smarthost {
+        host: "relay.example.net".into(),
+        port,
+        tls: SmarthostTls::Starttls,
+        auth: Some(("user@example.org".into(), "s3cret".into())),
+        verify_certificate: true,
+        ca_file: Some(ca),
+    });
+    s.validate().unwrap();
+    // The destination domain is not looked up at all.
+    let resolver = StaticResolver::new().with_ips("relay.example.net", &[ip("127.0.0.11")]);
+    let d = deliver_to_domain(
+        &s,
+        &resolver,
+        "far.example",
+        &msg(b"x\r\n"),
+        &rcpts(&["a@far.example", "b@far.example"]),
+        1,
+    )
+    .await;
+    assert!(d.results.iter().all(|(_, r)| delivered(r)), "{d:?}");
+    assert_eq!(
+        d.remote_mta.as_deref(),
+        Some("relay.example.net[127.0.0.11]")
+    );
+    let c = &srv[0].conns()[0];
+    assert!(c.tls);
+    let before_tls = &c.commands[..c.commands.len() - c.tls_commands.len()];
+    assert!(!before_tls.iter().any(|l| l.starts_with("AUTH")), "{c:?}");
+    assert_eq!(c.tls_commands[0], format!("EHLO {HELO}"));
+    assert_eq!(
+        c.tls_commands[1],
+        format!("AUTH PLAIN {}", plain_initial("user@example.org", "s3cret"))
+    );
+    assert!(
+        resolver
+            .queries()
+            .iter()
+            .all(|(_, n)| n == "relay.example.net")
+    );
+}
+
+#[tokio::test]
+async fn smarthost_wrong_password_defers() {
+    let (config, _) = tls_for("relay.example.net");
+    let mut script = Script::new();
+    script.tls = Some(config);
+    script.auth_plain = Some(plain_initial("user", "right"));
+    let (port, _srv) = servers(vec![("127.0.0.12", script)]).await;
+    let mut s = settings(25);
+    s.smarthost = Some(Smarthost {
+        host: "127.0.0.12".into(),
+        port,
+        tls: SmarthostTls::Starttls,
+        auth: Some(("user".into(), "wrong".into())),
+        verify_certificate: false,
+        ca_file: None,
+    });
+    let d = deliver_to_domain(
+        &s,
+        &StaticResolver::new(),
+        "far.example",
+        &msg(b"x\r\n"),
+        &rcpts(&["a@far.example"]),
+        1,
+    )
+    .await;
+    all_temporary(&d, 1);
+    let t = text(&d.results[0].1);
+    assert!(t.starts_with("451 4.7.8 "), "{t}");
+    assert!(t.contains("535 5.7.8"), "{t}");
+}
+
+#[tokio::test]
+async fn smarthost_untrusted_certificate_defers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _) = tls_for("relay.example.net");
+    let (_, other_pem) = tls_for("relay.example.net");
+    let ca = dir.path().join("other.pem");
+    std::fs::write(&ca, other_pem).unwrap();
+    let mut script = Script::new();
+    script.tls = Some(config);
+    let (port, srv) = servers(vec![("127.0.0.13", script)]).await;
+    let mut s = settings(25);
+    s.smarthost = Some(Smarthost {
+        host: "relay.example.net".into(),
+        port,
+        tls: SmarthostTls::Starttls,
+        auth: None,
+        verify_certificate: true,
+        ca_file: Some(ca),
+    });
+    let resolver = StaticResolver::new().with_ips("relay.example.net", &[ip("127.0.0.13")]);
+    let d = deliver_to_domain(
+        &s,
+        &resolver,
+        "far.example",
+        &msg(b"x\r\n"),
+        &rcpts(&["a@far.example"]),
+        1,
+    )
+    .await;
+    all_temporary(&d, 1);
+    // No retry in plaintext for a smarthost, and nothing sent.
+    let conns = srv[0].conns();
+    assert_eq!(conns.len(), 1);
+    assert!(!conns[0].commands.iter().any(|l| l.starts_with("MAIL")));
+}
+
+#[tokio::test]
+async fn smarthost_implicit_tls() {
+    let (config, _) = tls_for("relay.example.net");
+    let mut script = Script::new();
+    script.tls = Some(config);
+    script.implicit_tls = true;
+    let (port, srv) = servers(vec![("127.0.0.14", script)]).await;
+    let mut s = settings(25);
+    s.smarthost = Some(Smarthost {
+        host: "[127.0.0.14]".into(),
+        port,
+        tls: SmarthostTls::Implicit,
+        auth: None,
+        verify_certificate: false,
+        ca_file: None,
+    });
+    let d = deliver_to_domain(
+        &s,
+        &StaticResolver::new(),
+        "far.example",
+        &msg(b"x\r\n"),
+        &rcpts(&["a@far.example"]),
+        1,
+    )
+    .await;
+    assert!(delivered(&d.results[0].1), "{d:?}");
+    let c = &srv[0].conns()[0];
+    assert!(c.tls);
+    assert!(!c.commands.contains(&"STARTTLS".to_owned()));
+}
+
+#[tokio::test]
+async fn smarthost_auth_never_in_plaintext() {
+    let mut script = Script::new();
+    script.auth_plain = Some(plain_initial("user", "pw"));
+    let (port, srv) = servers(vec![("127.0.0.15", script)]).await;
+    let mut s = settings(25);
+    s.smarthost = Some(Smarthost {
+        host: "127.0.0.15".into(),
+        port,
+        tls: SmarthostTls::None,
+        auth: Some(("user".into(), "pw".into())),
+        verify_certificate: false,
+        ca_file: None,
+    });
+    let d = deliver_to_domain(
+        &s,
+        &StaticResolver::new(),
+        "far.example",
+        &msg(b"x\r\n"),
+        &rcpts(&["a@far.example"]),
+        1,
+    )
+    .await;
+    all_temporary(&d, 1);
+    assert!(text(&d.results[0].1).contains("4.7.10"), "{d:?}");
+    for c in srv[0].conns() {
+        assert!(!c.commands.iter().any(|l| l.starts_with("AUTH")), "{c:?}");
+    }
+}
+
+#[tokio::test]
+async fn bare_lf_and_leading_dots_are_normalised_on_the_wire() {
+    let (port, srv) = servers(vec![("127.0.0.16", Script::new())]).await;
+    let data = b".first\nbare lf\n.\nsmuggle\r.\rMAIL FROM:<x@y>\n\r\n.\nend";
+    let d = deliver_to_domain(
+        &settings(port),
+        &one_mx("127.0.0.16"),
+        "example.test",
+        &msg(data),
+        &rcpts(&["a@example.test"]),
+        1,
+    )
+    .await;
+    assert!(delivered(&d.results[0].1), "{d:?}");
+    let c = &srv[0].conns()[0];
+    assert_eq!(
+        c.data,
+        vec![
+            b"..first\r\nbare lf\r\n..\r\nsmuggle\r\n..\r\nMAIL FROM:<x@y>\r\n\r\n..\r\nend\r\n.\r\n"
+                .to_vec()
+        ]
+    );
+    // Exactly one transaction: nothing after the message was read as a command.
+    assert_eq!(
+        c.commands
+            .iter()
+            .filter(|l| l.starts_with("MAIL FROM:"))
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn large_message_streams_in_chunks() {
+    let (port, srv) = servers(vec![("127.0.0.17", Script::new())]).await;
+    let mut data = Vec::new();
+    for i in 0..20_000 {
+        data.extend_from_slice(format!(".line {i} of a long message\n").as_bytes());
+    }
+    let d = deliver_to_domain(
+        &settings(port),
+        &one_mx("127.0.0.17"),
+        "example.test",
+        &msg(&data),
+        &rcpts(&["a@example.test"]),
+        1,
+    )
+    .await;
+    assert!(delivered(&d.results[0].1), "{d:?}");
+    let got = &srv[0].conns()[0].data[0];
+    let want = tern_smtp::client::DataEncoder::encode_all(&data);
+    assert!(data.len() > 3 * tern_delivery::outbound::DATA_CHUNK);
+    assert_eq!(got.len(), want.len());
+    assert!(got == &want);
+}
+
+#[tokio::test]
+async fn connection_lost_during_data_defers() {
+    let mut script = Script::new();
+    script.close_in_data = true;
+    let (port, srv) = servers(vec![("127.0.0.18", script), ("127.0.0.19", Script::new())]).await;
+    let d = deliver_to_domain(
+        &settings(port),
+        &two_mx("127.0.0.18", "127.0.0.19"),
+        "example.test",
+        &msg(b"x\r\n"),
+        &rcpts(&["a@example.test", "b@example.test"]),
+        1,
+    )
+    .await;
+    // The transaction had started: its results stand, no second MX.
+    all_temporary(&d, 2);
+    assert_eq!(
+        d.remote_mta.as_deref(),
+        Some("mx1.example.test[127.0.0.18]")
+    );
+    assert!(srv[1].conns().is_empty());
+}
+
+#[tokio::test]
+async fn loop_to_ourselves_bounces() {
+    let mut script = Script::new();
+    script.greeting = format!("220 {HELO} ESMTP\r\n");
+    let (port, srv) = servers(vec![("127.0.0.20", script)]).await;
+    let d = deliver_to_domain(
+        &settings(port),
+        &one_mx("127.0.0.20"),
+        "example.test",
+        &msg(b"x\r\n"),
+        &rcpts(&["a@example.test", "b@example.test"]),
+        1,
+    )
+    .await;
+    assert_eq!(d.results.len(), 2);
+    for (_, r) in &d.results {
+        let AttemptResult::Permanent(t) = r else {
+            panic!("{r:?}")
+        };
+        assert!(t.starts_with("554 5.4.6 "), "{t}");
+        assert!(t.contains("loops back to myself"), "{t}");
+    }
+    let conns = srv[0].conns();
+    assert!(!conns[0].commands.iter().any(|l| l.starts_with("MAIL")));
+}
+
+#[tokio::test]
+async fn loop_detected_from_ehlo_name() {
+    let mut script = Script::new();
+    script.ehlo_name = HELO.to_ascii_uppercase();
+    let (port, srv) = servers(vec![("127.0.0.21", script)]).await;
+    let d = deliver_to_domain(
+        &settings(port),
+        &one_mx("127.0.0.21"),
+        "example.test",
+        &msg(b"x\r\n"),
+        &rcpts(&["a@example.test"]),
+        1,
+    )
+    .await;
+    assert!(
+        matches!(&d.results[0].1, AttemptResult::Permanent(t) if t.starts_with("554 5.4.6")),
+        "{d:?}"
+    );
+    assert!(
+        !srv[0].conns()[0]
+            .commands
+            .iter()
+            .any(|l| l.starts_with("MAIL"))
+    );
+}
+
+#[tokio::test]
+async fn invalid_addresses_fail_alone() {
+    let (port, srv) = servers(vec![("127.0.0.22", Script::new())]).await;
+    let r = rcpts(&["good@example.test", "bad address@example.test"]);
+    let d = deliver_to_domain(
+        &settings(port),
+        &one_mx("127.0.0.22"),
+        "example.test",
+        &msg(b"x\r\n"),
+        &r,
+        1,
+    )
+    .await;
+    assert_eq!(d.results.len(), 2);
+    assert_eq!(d.results[0].0, 10);
+    assert!(delivered(&d.results[0].1));
+    assert_eq!(d.results[1].0, 11);
+    assert!(matches!(&d.results[1].1, AttemptResult::Permanent(t) if t.starts_with("553 5.1.3")));
+    assert_eq!(srv[0].conns().len(), 1);
+}
+
+#[tokio::test]
+async fn null_sender_is_sent_as_empty_path() {
+    let (port, srv) = servers(vec![("127.0.0.23", Script::new())]).await;
+    let mut m = msg(b"x\r\n");
+    m.sender = "";
+    let d = deliver_to_domain(
+        &settings(port),
+        &one_mx("127.0.0.23"),
+        "example.test",
+        &m,
+        &rcpts(&["a@example.test"]),
+        1,
+    )
+    .await;
+    assert!(delivered(&d.results[0].1), "{d:?}");
+    assert!(
+        srv[0].conns()[0]
+            .commands
+            .iter()
+            .any(|l| l.starts_with("MAIL FROM:<>"))
+    );
+}
