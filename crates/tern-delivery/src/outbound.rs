@@ -99,6 +99,9 @@ pub const DATA_CHUNK: usize = 64 * 1024;
 /// How long closing a connection politely (TLS close_notify) may take.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long a failed write waits for a reply that explains it.
+const SALVAGE_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// Size of the read buffer of one connection.
 const READ_BUFFER: usize = 16 * 1024;
 
@@ -574,24 +577,30 @@ fn names_us(reply: &Reply, our_name: &str) -> bool {
     !word.is_empty() && norm(word) == norm(our_name)
 }
 
-/// Writes `bytes` under the timer that applies now; on failure tells the
-/// session (timeout, else connection lost). Returns false when the
-/// connection is unusable.
+/// Writes `bytes` under the timer that applies now. On failure the
+/// server's last words are read if they are already there (a server that
+/// rejects a message while it streams, `554 5.3.4` say, often stops
+/// reading and closes), then the session is told (timeout, else connection
+/// lost). Returns false when the connection is unusable.
 async fn send(conn: &mut Conn, session: &mut ClientSession, bytes: &[u8], limit: Duration) -> bool {
-    match timeout(limit, conn.write_all(bytes)).await {
-        Ok(Ok(())) => true,
-        Ok(Err(_)) => {
-            session.connection_lost();
-            false
-        }
-        Err(_) => {
-            session.on_timeout();
-            if !session.is_closed() {
-                session.connection_lost();
-            }
-            false
-        }
+    let timed_out = match timeout(limit, conn.write_all(bytes)).await {
+        Ok(Ok(())) => return true,
+        Ok(Err(_)) => false,
+        Err(_) => true,
+    };
+    let mut buf = vec![0u8; READ_BUFFER];
+    if let Ok(Ok(n)) = timeout(SALVAGE_TIMEOUT, conn.read(&mut buf)).await
+        && n > 0
+    {
+        session.handle_input(&buf[..n]);
     }
+    if timed_out && !session.is_closed() {
+        session.on_timeout();
+    }
+    if !session.is_closed() {
+        session.connection_lost();
+    }
+    false
 }
 
 /// The timer that applies now (the command timer when the session names
@@ -708,7 +717,9 @@ async fn run_connection(mut conn: Conn, plan: ConnPlan<'_>) -> ConnResult {
         if session.timeout_class().is_none() {
             // Idle without a Ready to act on: cannot happen with this
             // driver; end politely rather than wait forever.
-            let _ = session.quit();
+            if session.quit().is_err() {
+                session.connection_lost();
+            }
             continue;
         }
         match timeout(limit, conn.read(&mut buf)).await {
@@ -971,6 +982,13 @@ pub async fn deliver_to_domain(
     rcpts: &[RemoteRecipient],
     seed: u64,
 ) -> DomainResult {
+    if rcpts.is_empty() {
+        return DomainResult {
+            results: Vec::new(),
+            remote_mta: None,
+            dsn_passed_on: false,
+        };
+    }
     let route = match route(settings, resolver, domain, seed).await {
         Ok(r) => r,
         Err(result) => {
@@ -1008,6 +1026,7 @@ pub async fn deliver_to_domain(
             .map_or("", |r| r.address.as_str());
         tracing::info!(
             rcpt,
+            domain,
             host = done.remote_mta.as_deref().unwrap_or("-"),
             result = ?result,
             "outbound: recipient result"

@@ -53,6 +53,12 @@ struct Script {
     data_reply: &'static str,
     /// Close the connection after the first line of message data.
     close_in_data: bool,
+    /// After the first line of message data, send this reply and stop
+    /// reading (the listening socket gets a small receive buffer so the
+    /// client's writes stall).
+    reject_in_data: Option<&'static str>,
+    /// Offer AUTH LOGIN (over TLS only) and accept these credentials.
+    auth_login: Option<(&'static str, &'static str)>,
 }
 
 impl Script {
@@ -68,6 +74,8 @@ impl Script {
             rcpt: HashMap::new(),
             data_reply: "250 2.0.0 queued as TEST",
             close_in_data: false,
+            reject_in_data: None,
+            auth_login: None,
         }
     }
 }
@@ -150,6 +158,9 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
             if tls && script.auth_plain.is_some() {
                 lines.push("AUTH PLAIN".into());
             }
+            if tls && script.auth_login.is_some() {
+                lines.push("AUTH LOGIN".into());
+            }
             let n = lines.len();
             lines
                 .iter()
@@ -175,6 +186,27 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
             } else {
                 "535 5.7.8 bad credentials\r\n".into()
             }
+        } else if upper == "AUTH LOGIN" {
+            let b64 = base64::engine::general_purpose::STANDARD;
+            let mut answers = Vec::new();
+            for prompt in ["334 VXNlcm5hbWU6\r\n", "334 UGFzc3dvcmQ6\r\n"] {
+                r.get_mut().write_all(prompt.as_bytes()).await?;
+                r.get_mut().flush().await?;
+                let mut l = Vec::new();
+                r.read_until(b'\n', &mut l).await?;
+                let decoded = b64
+                    .decode(String::from_utf8_lossy(&l).trim())
+                    .unwrap_or_default();
+                answers.push(String::from_utf8_lossy(&decoded).into_owned());
+            }
+            let ok = script
+                .auth_login
+                .is_some_and(|(u, p)| answers == [u.to_owned(), p.to_owned()]);
+            if ok {
+                "235 2.7.0 ok\r\n".into()
+            } else {
+                "535 5.7.8 bad credentials\r\n".into()
+            }
         } else if upper.starts_with("MAIL FROM:") {
             "250 2.1.0 ok\r\n".into()
         } else if upper.starts_with("RCPT TO:") {
@@ -194,6 +226,13 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
             loop {
                 let n = r.read_until(b'\n', &mut data).await?;
                 if n == 0 || script.close_in_data {
+                    return Ok(End::Done);
+                }
+                if let Some(reply) = script.reject_in_data {
+                    r.get_mut().write_all(reply.as_bytes()).await?;
+                    r.get_mut().write_all(b"\r\n").await?;
+                    r.get_mut().flush().await?;
+                    tokio::time::sleep(Duration::from_secs(30)).await;
                     return Ok(End::Done);
                 }
                 if data == b".\r\n" || data.ends_with(b"\r\n.\r\n") {
@@ -254,12 +293,13 @@ fn serve(listener: TcpListener, script: Script) -> Server {
 /// Servers on the given loopback addresses, all on one port (MX delivery
 /// uses one port for every host).
 async fn servers(specs: Vec<(&str, Script)>) -> (u16, Vec<Server>) {
+    let small = specs.iter().any(|(_, s)| s.reject_in_data.is_some());
     for _ in 0..50 {
-        let first = TcpListener::bind((specs[0].0, 0)).await.unwrap();
+        let first = listen(specs[0].0, 0, small).unwrap();
         let port = first.local_addr().unwrap().port();
         let mut listeners = vec![first];
         for (ip, _) in &specs[1..] {
-            match TcpListener::bind((*ip, port)).await {
+            match listen(ip, port, small) {
                 Ok(l) => listeners.push(l),
                 Err(_) => break,
             }
@@ -274,6 +314,20 @@ async fn servers(specs: Vec<(&str, Script)>) -> (u16, Vec<Server>) {
         }
     }
     panic!("no common free port");
+}
+
+fn listen(ip: &str, port: u16, small_buffer: bool) -> io::Result<TcpListener> {
+    let addr = std::net::SocketAddr::new(ip.parse().unwrap(), port);
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    if small_buffer {
+        socket.set_recv_buffer_size(4096)?;
+    }
+    socket.bind(addr)?;
+    socket.listen(64)
 }
 
 /// A port nothing listens on (on any loopback address used here: the
@@ -1102,4 +1156,182 @@ async fn null_sender_is_sent_as_empty_path() {
             .iter()
             .any(|l| l.starts_with("MAIL FROM:<>"))
     );
+}
+
+#[tokio::test]
+async fn rejection_while_streaming_fails_the_message() {
+    let mut script = Script::new();
+    script.reject_in_data = Some("554 5.3.4 message too big for us");
+    let (port, _srv) = servers(vec![("127.0.0.24", script)]).await;
+    let mut s = settings(port);
+    s.timeouts.data_block = Duration::from_millis(300);
+    let line = b"0123456789012345678901234567890123456789012345678901234567890123456789\r\n";
+    let data = line.repeat(16 * 1024 * 1024 / line.len());
+    let d = deliver_to_domain(
+        &s,
+        &one_mx("127.0.0.24"),
+        "example.test",
+        &msg(&data),
+        &rcpts(&["a@example.test", "b@example.test"]),
+        1,
+    )
+    .await;
+    assert_eq!(d.results.len(), 2);
+    for (_, r) in &d.results {
+        assert_eq!(
+            r,
+            &AttemptResult::Permanent("554 5.3.4 message too big for us".into())
+        );
+    }
+}
+
+#[tokio::test]
+async fn smarthost_falls_back_to_auth_login() {
+    let (config, _) = tls_for("relay.example.net");
+    let mut script = Script::new();
+    script.tls = Some(config);
+    script.auth_login = Some(("user", "pass word"));
+    let (port, srv) = servers(vec![("127.0.0.25", script)]).await;
+    let mut s = settings(25);
+    s.smarthost = Some(Smarthost {
+        host: "127.0.0.25".into(),
+        port,
+        tls: SmarthostTls::Starttls,
+        auth: Some(("user".into(), "pass word".into())),
+        verify_certificate: false,
+        ca_file: None,
+    });
+    let d = deliver_to_domain(
+        &s,
+        &StaticResolver::new(),
+        "far.example",
+        &msg(b"x\r\n"),
+        &rcpts(&["a@far.example"]),
+        1,
+    )
+    .await;
+    assert!(delivered(&d.results[0].1), "{d:?}");
+    let conns = srv[0].conns();
+    assert_eq!(conns.len(), 2, "{conns:?}");
+    assert!(!conns[0].commands.iter().any(|l| l.starts_with("MAIL")));
+    assert!(conns[1].tls_commands.contains(&"AUTH LOGIN".to_owned()));
+    assert_eq!(conns[1].data.len(), 1);
+}
+
+/// Collects formatted log output.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Every log line of this test binary, at trace level (a process-wide
+/// subscriber: a thread-local one races with tracing's callsite cache when
+/// other tests log in parallel).
+fn global_logs() -> &'static Captured {
+    static LOGS: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Captured::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).unwrap();
+        logs
+    })
+}
+
+#[tokio::test]
+async fn logs_never_show_credentials() {
+    let logs = global_logs();
+    let (config, _) = tls_for("relay.example.net");
+    let mut script = Script::new();
+    script.tls = Some(config);
+    script.auth_plain = Some(plain_initial("user", "hunter2-secret"));
+    let (port, _srv) = servers(vec![("127.0.0.26", script)]).await;
+    let mut s = settings(25);
+    s.smarthost = Some(Smarthost {
+        host: "127.0.0.26".into(),
+        port,
+        tls: SmarthostTls::Starttls,
+        auth: Some(("user".into(), "hunter2-secret".into())),
+        verify_certificate: false,
+        ca_file: None,
+    });
+    assert!(!format!("{s:?}").contains("hunter2"));
+    let d = deliver_to_domain(
+        &s,
+        &StaticResolver::new(),
+        "far.example",
+        &msg(b"x\r\n"),
+        &rcpts(&["a@far.example"]),
+        1,
+    )
+    .await;
+    assert!(delivered(&d.results[0].1), "{d:?}");
+    let all = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    let text: String = all
+        .lines()
+        .filter(|l| l.contains("127.0.0.26") || l.contains("far.example"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    // The log is there, at trace level, with the commands...
+    assert!(text.contains("outbound: connecting"), "{text}");
+    assert!(text.contains("outbound: recipient result"), "{text}");
+    assert!(text.contains("MAIL FROM:<alice@example.org>"), "{text}");
+    assert!(text.contains("credentials, not logged"), "{text}");
+    let text = all;
+    // ...but never the credentials, in any form.
+    let b64 = plain_initial("user", "hunter2-secret");
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(!text.contains(&b64), "{text}");
+    assert!(!text.contains(&b64[..16]), "{text}");
+}
+
+#[tokio::test]
+async fn ipv6_address_literal() {
+    let Ok(listener) = listen("::1", 0, false) else {
+        eprintln!("no IPv6 loopback here; nothing to test");
+        return;
+    };
+    let port = listener.local_addr().unwrap().port();
+    let srv = serve(listener, Script::new());
+    let d = deliver_to_domain(
+        &settings(port),
+        &StaticResolver::new(),
+        "[IPv6:::1]",
+        &msg(b"x\r\n"),
+        &rcpts(&["a@[IPv6:::1]"]),
+        1,
+    )
+    .await;
+    assert!(delivered(&d.results[0].1), "{d:?}");
+    assert_eq!(d.remote_mta.as_deref(), Some("::1[::1]"));
+    assert_eq!(srv.conns()[0].data.len(), 1);
+}
+
+#[tokio::test]
+async fn no_recipients_no_lookup() {
+    let resolver = StaticResolver::new();
+    let d = deliver_to_domain(
+        &settings(25),
+        &resolver,
+        "example.test",
+        &msg(b"x\r\n"),
+        &[],
+        1,
+    )
+    .await;
+    assert!(d.results.is_empty());
+    assert!(resolver.queries().is_empty());
 }
