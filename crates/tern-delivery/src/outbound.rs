@@ -1306,14 +1306,12 @@ async fn attempt(
         };
         let limit = settings.timeouts.get(TimeoutClass::TlsHandshake);
         if let Err(e) = conn.upgrade(tls, limit).await {
-            let mut f = failed(e);
-            if let Attempt::Failed { text, .. } = &mut f {
-                *text = format!(
-                    "451 4.7.0 {label}: {}",
-                    text.trim_start_matches("451 4.4.1 ")
-                );
-            }
-            return f;
+            return Attempt::Failed {
+                text: format!("451 4.7.0 {label}: {e}"),
+                answered: false,
+                retry_without_tls: false,
+                auth_unavailable: false,
+            };
         }
     }
     let plan = ConnPlan {

@@ -1335,3 +1335,42 @@ async fn no_recipients_no_lookup() {
     assert!(d.results.is_empty());
     assert!(resolver.queries().is_empty());
 }
+
+#[tokio::test]
+async fn smarthost_implicit_tls_handshake_failure_defers() {
+    // A plaintext server where TLS is expected: the handshake fails.
+    let (port, srv) = servers(vec![("127.0.0.27", Script::new())]).await;
+    let mut s = settings(25);
+    s.smarthost = Some(Smarthost {
+        host: "127.0.0.27".into(),
+        port,
+        tls: SmarthostTls::Implicit,
+        auth: None,
+        verify_certificate: false,
+        ca_file: None,
+    });
+    let d = deliver_to_domain(
+        &s,
+        &StaticResolver::new(),
+        "far.example",
+        &msg(b"x\r\n"),
+        &rcpts(&["a@far.example"]),
+        1,
+    )
+    .await;
+    all_temporary(&d, 1);
+    let t = text(&d.results[0].1);
+    assert!(
+        t.starts_with("451 4.7.0 127.0.0.27[127.0.0.27]: TLS handshake failed"),
+        "{t}"
+    );
+    // Only the ClientHello reached the server: no SMTP command in clear.
+    for c in srv[0].conns() {
+        assert!(
+            !c.commands
+                .iter()
+                .any(|l| l.starts_with("EHLO") || l.starts_with("MAIL")),
+            "{c:?}"
+        );
+    }
+}
