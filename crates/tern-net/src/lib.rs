@@ -29,6 +29,7 @@ pub mod date;
 pub mod delivery;
 pub mod limits;
 pub mod policy;
+pub mod queue;
 pub mod server;
 pub mod submission;
 pub mod tls;
@@ -38,9 +39,10 @@ use std::time::Duration;
 
 pub use abuse::Abuse;
 pub use conn::Timeouts;
-pub use delivery::{DeliveryAgent, DeliveryHandle};
+pub use delivery::DeliveryHandle;
 pub use limits::ConnectionLimiter;
 pub use policy::RelayPolicy;
+pub use queue::QueueManager;
 pub use server::{ListenerSpec, NetError, Role, Server};
 pub use tls::{CertPair, MaybeTlsStream, TlsError, TlsInfo, TlsManager, TlsSettings};
 

@@ -62,6 +62,12 @@ pub struct Config {
     /// Submission policy (ports 587/465).
     #[serde(default)]
     pub submission: SubmissionConfig,
+    /// Retry schedule of the queue.
+    #[serde(default)]
+    pub queue: tern_queue::RetrySchedule,
+    /// DNS for MX lookups.
+    #[serde(default)]
+    pub dns: DnsConfig,
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
@@ -320,18 +326,73 @@ pub enum EarlyTalkersConfig {
     Allow,
 }
 
-/// Local delivery.
+/// Delivery: local and remote.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DeliveryConfig {
-    /// Maildir deliveries running at once.
+    /// Messages worked on at once.
     pub concurrency: usize,
+    /// Deliver to other domains (MX lookup or smarthost). Off: remote
+    /// recipients wait in the queue.
+    pub remote: bool,
+    /// The port remote MX hosts are contacted on (25; tests change it).
+    pub remote_port: u16,
+    /// Connecting to a remote host may take this long.
+    #[serde(with = "duration_str")]
+    pub connect_timeout: Duration,
+    /// Name in our EHLO (default: `hostname`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub helo_name: Option<String>,
+    /// Relay all remote mail through one host instead of MX lookups.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub smarthost: Option<SmarthostConfig>,
 }
 
 impl Default for DeliveryConfig {
     fn default() -> Self {
-        DeliveryConfig { concurrency: 4 }
+        DeliveryConfig {
+            concurrency: 4,
+            remote: true,
+            remote_port: 25,
+            connect_timeout: Duration::from_secs(30),
+            helo_name: None,
+            smarthost: None,
+        }
     }
+}
+
+/// `[delivery.smarthost]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmarthostConfig {
+    /// Host name or IP address.
+    pub host: String,
+    /// Port (587 for STARTTLS submission, 465 for implicit TLS, 25).
+    pub port: u16,
+    /// `starttls` (required), `implicit`, or `none`.
+    #[serde(default = "default_smarthost_tls")]
+    pub tls: String,
+    /// AUTH user name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// A file holding the AUTH password (first line).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// Verify the smarthost's certificate against `ca_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+}
+
+fn default_smarthost_tls() -> String {
+    "starttls".to_owned()
+}
+
+/// `[dns]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsConfig {
+    /// Nameservers as `ip:port`; empty: those in /etc/resolv.conf.
+    pub nameservers: Vec<SocketAddr>,
 }
 
 /// Logging.
@@ -447,6 +508,17 @@ impl Config {
         }
         if self.tls.handshake_timeout.is_zero() {
             bail!("tls.handshake_timeout must be positive");
+        }
+        self.queue
+            .validate()
+            .map_err(|e| anyhow::anyhow!("[queue]: {e}"))?;
+        if let Some(s) = &self.delivery.smarthost
+            && !matches!(s.tls.as_str(), "starttls" | "implicit" | "none")
+        {
+            bail!(
+                "delivery.smarthost.tls = {:?}: use starttls, implicit or none",
+                s.tls
+            );
         }
         if self.delivery.concurrency == 0 {
             bail!("delivery.concurrency must be at least 1");

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use ring::rand::{SecureRandom, SystemRandom};
 use tern_net::{
-    Abuse, AuthBackend, CertPair, ConnectionLimiter, DeliveryAgent, ListenerSpec, RelayPolicy,
-    Role, Server, SubmissionPolicy, Timeouts, TlsManager, TlsSettings,
+    Abuse, AuthBackend, CertPair, ConnectionLimiter, ListenerSpec, QueueManager, RelayPolicy, Role,
+    Server, SubmissionPolicy, Timeouts, TlsManager, TlsSettings,
 };
 use tern_queue::{Spool, SpoolOptions};
 use tern_sasl::jwt::{JwtConfig, JwtKey, JwtValidator};
@@ -92,12 +92,26 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let store = Arc::new(MailStore::new(data_dir.join("mail")));
     let directory = Arc::new(Directory::new(config.directory_config()?)?);
 
+    let resolver: Option<Arc<dyn tern_dns::Resolver>> = if config.delivery.remote {
+        let r = tern_dns::HickoryResolver::new(tern_dns::ResolverSettings {
+            nameservers: config.dns.nameservers.clone(),
+            ..tern_dns::ResolverSettings::default()
+        })
+        .context("cannot set up the DNS resolver")?;
+        Some(Arc::new(r))
+    } else {
+        None
+    };
     let (stop_delivery, delivery_shutdown) = watch::channel(false);
-    let (delivery, delivery_task) = DeliveryAgent {
+    let (delivery, delivery_task) = QueueManager {
         spool: spool.clone(),
         store,
+        directory: Arc::clone(&directory),
         hostname: config.hostname.clone(),
         concurrency: config.delivery.concurrency,
+        schedule: config.queue.clone(),
+        resolver,
+        outbound: Arc::new(outbound_settings(config)?),
     }
     .start(delivery_shutdown);
 
@@ -230,6 +244,55 @@ fn load_or_create_secret(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
     f.write_all(&secret)?;
     f.sync_all()?;
     Ok(secret)
+}
+
+fn outbound_settings(config: &Config) -> anyhow::Result<tern_delivery::outbound::OutboundSettings> {
+    use tern_delivery::outbound::{OutboundSettings, Smarthost, SmarthostTls};
+    let d = &config.delivery;
+    let smarthost = match &d.smarthost {
+        None => None,
+        Some(s) => {
+            let password = match &s.password_file {
+                Some(p) => Some(
+                    std::fs::read_to_string(p)
+                        .with_context(|| {
+                            format!(
+                                "cannot read delivery.smarthost.password_file {}",
+                                p.display()
+                            )
+                        })?
+                        .lines()
+                        .next()
+                        .unwrap_or("")
+                        .to_owned(),
+                ),
+                None => None,
+            };
+            Some(Smarthost {
+                host: s.host.clone(),
+                port: s.port,
+                tls: match s.tls.as_str() {
+                    "implicit" => SmarthostTls::Implicit,
+                    "none" => SmarthostTls::None,
+                    _ => SmarthostTls::Starttls,
+                },
+                auth: s.username.clone().zip(password),
+                verify_certificate: s.ca_file.is_some(),
+                ca_file: s.ca_file.clone(),
+            })
+        }
+    };
+    Ok(OutboundSettings {
+        helo_name: d
+            .helo_name
+            .clone()
+            .unwrap_or_else(|| config.hostname.clone()),
+        port: d.remote_port,
+        smarthost,
+        timeouts: tern_smtp::client::ClientTimeouts::default(),
+        connect_timeout: d.connect_timeout,
+        starttls: tern_smtp::client::StartTlsPolicy::Opportunistic,
+    })
 }
 
 fn jwt_validator(o: &config::OAuthConfig) -> anyhow::Result<JwtValidator> {
