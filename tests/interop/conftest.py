@@ -167,6 +167,11 @@ def render_config(
     out.append("[smtp]")
     out += [f"{k} = {val(v)}" for k, v in smtp_opts.items()]
     out.append("")
+    # Never query the machine's resolver from a test: a closed loopback port
+    # fails every lookup at once, so remote recipients are simply deferred.
+    out.append("[dns]")
+    out.append('nameservers = ["127.0.0.1:9"]')
+    out.append("")
     for table, settings in (("auth", auth), ("submission", submission), ("tls", tls)):
         if settings:
             out.append(f"[{table}]")

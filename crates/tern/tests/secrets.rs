@@ -46,7 +46,7 @@ fn passwords_never_appear_in_trace_logs() {
     std::fs::write(
         &config,
         format!(
-            "hostname = \"mx.example.test\"\ndata_dir = {:?}\n[[listener]]\naddress = \"{addr}\"\nrole = \"submission\"\nplaintext_auth = true\n[auth]\nusers_file = {users:?}\n[domains.\"example.test\"]\nmailboxes = [\"alice\"]\n[limits.abuse.tarpit]\ninitial_delay = \"0s\"\n",
+            "hostname = \"mx.example.test\"\ndata_dir = {:?}\n[[listener]]\naddress = \"{addr}\"\nrole = \"submission\"\nplaintext_auth = true\n[auth]\nusers_file = {users:?}\n[dns]\nnameservers = [\"127.0.0.1:9\"]\n[domains.\"example.test\"]\nmailboxes = [\"alice\"]\n[limits.abuse.tarpit]\ninitial_delay = \"0s\"\n",
             dir.path().join("data")
         ),
     )
@@ -114,7 +114,7 @@ fn sighup_reloads_without_dropping_sessions() {
     std::fs::write(
         &config,
         format!(
-            "hostname = \"mx.example.test\"\ndata_dir = {:?}\n[[listener]]\naddress = \"{addr}\"\nrole = \"mx\"\n[domains.\"example.test\"]\nmailboxes = [\"alice\"]\n",
+            "hostname = \"mx.example.test\"\ndata_dir = {:?}\n[[listener]]\naddress = \"{addr}\"\nrole = \"mx\"\n[dns]\nnameservers = [\"127.0.0.1:9\"]\n[domains.\"example.test\"]\nmailboxes = [\"alice\"]\n",
             dir.path().join("data")
         ),
     )

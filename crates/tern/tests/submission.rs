@@ -78,6 +78,8 @@ users_file = {users:?}
 [domains."example.test"]
 mailboxes = ["alice", "bob"]
 aliases = {{ info = ["alice", "bob"], abuse = ["alice"] }}
+[dns]
+nameservers = ["127.0.0.1:9"]
 [limits.abuse.tarpit]
 initial_delay = "0s"
 {extra}
@@ -666,7 +668,7 @@ async fn oauthbearer_and_xoauth2_with_jwt() {
     let users = dir.path().join("users.toml");
     tern_users::add_user(&users, "alice@example.test", ALICE_PW, &cheap()).unwrap();
     let text = format!(
-        "hostname = \"mx.example.test\"\ndata_dir = {:?}\n[[listener]]\naddress = \"127.0.0.1:0\"\nrole = \"submission\"\nplaintext_auth = true\n[auth]\nusers_file = {users:?}\nmechanisms = [\"PLAIN\", \"OAUTHBEARER\", \"XOAUTH2\"]\n[auth.oauth]\nalgorithm = \"HS256\"\nkey_file = {key_file:?}\nissuer = \"https://idp.example.test\"\n[domains.\"example.test\"]\nmailboxes = [\"alice\", \"bob\"]\n[limits.abuse.tarpit]\ninitial_delay = \"0s\"\n[limits.abuse.auth]\ninitial_delay = \"1ms\"\nmax_delay = \"1ms\"\n",
+        "hostname = \"mx.example.test\"\ndata_dir = {:?}\n[[listener]]\naddress = \"127.0.0.1:0\"\nrole = \"submission\"\nplaintext_auth = true\n[auth]\nusers_file = {users:?}\nmechanisms = [\"PLAIN\", \"OAUTHBEARER\", \"XOAUTH2\"]\n[auth.oauth]\nalgorithm = \"HS256\"\nkey_file = {key_file:?}\nissuer = \"https://idp.example.test\"\n[domains.\"example.test\"]\nmailboxes = [\"alice\", \"bob\"]\n[dns]\nnameservers = [\"127.0.0.1:9\"]\n[limits.abuse.tarpit]\ninitial_delay = \"0s\"\n[limits.abuse.auth]\ninitial_delay = \"1ms\"\nmax_delay = \"1ms\"\n",
         dir.path().join("data")
     );
     let running = tern::start(&tern::Config::parse(&text).unwrap())

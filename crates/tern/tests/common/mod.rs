@@ -18,6 +18,10 @@ role = "mx"
 [domains."example.test"]
 mailboxes = ["alice", "bob"]
 aliases = { info = ["alice", "bob"], fwd = ["someone@remote.test"] }
+# Tests never query the machine's resolver: a closed loopback port answers
+# every lookup with an error, so remote recipients are deferred.
+[dns]
+nameservers = ["127.0.0.1:9"]
 "#;
 
 pub struct TestServer {
