@@ -406,9 +406,32 @@ impl QueueManager {
         if recipients.is_empty() {
             return;
         }
-        let Some(to) = bounce_recipient(envelope) else {
-            warn!(queue_id = %id, failed = recipients.len(), "message with the null sender failed; no bounce is sent for a bounce");
-            return;
+        let to = match bounce_recipient(envelope) {
+            Some(to) => to,
+            None => {
+                // A bounce that cannot be delivered goes to the local
+                // postmaster once; if that fails too, it is dropped (logged).
+                let postmaster = self.directory.postmaster().iter().find_map(|t| match t {
+                    Target::Local { mailbox } => Some(mailbox.clone()),
+                    Target::Remote { address } => Some(address.clone()),
+                });
+                let already_for_postmaster = postmaster.as_ref().is_some_and(|p| {
+                    envelope
+                        .recipients
+                        .iter()
+                        .all(|r| r.address.eq_ignore_ascii_case(p))
+                });
+                match postmaster {
+                    Some(p) if !already_for_postmaster => {
+                        warn!(queue_id = %id, failed = recipients.len(), postmaster = %p, "a bounce could not be delivered; reporting it to the postmaster");
+                        p
+                    }
+                    _ => {
+                        warn!(queue_id = %id, failed = recipients.len(), "a notice to the postmaster could not be delivered; dropped");
+                        return;
+                    }
+                }
+            }
         };
         let now = unix_now();
         let dsn = build_dsn(&DsnInput {

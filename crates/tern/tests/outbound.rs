@@ -186,6 +186,12 @@ impl Pair {
 
     /// alice submits one message to `rcpts`; returns the final reply.
     async fn submit(&self, rcpts: &[&str], subject: &str) -> String {
+        self.submit_from("alice@example.test", rcpts, subject).await
+    }
+
+    /// alice submits with envelope sender `from`.
+    async fn submit_from(&self, from: &str, rcpts: &[&str], subject: &str) -> String {
+        let from = from.to_owned();
         let addr = self.a_submit;
         let rcpts: Vec<String> = rcpts.iter().map(|s| s.to_string()).collect();
         let subject = subject.to_owned();
@@ -194,7 +200,7 @@ impl Pair {
             assert!(c.cmd("EHLO client.test").starts_with("250"));
             let auth = B64.encode("\0alice@example.test\0alice-pw");
             assert!(c.cmd(&format!("AUTH PLAIN {auth}")).starts_with("235"));
-            assert!(c.cmd("MAIL FROM:<alice@example.test>").starts_with("250"));
+            assert!(c.cmd(&format!("MAIL FROM:<{from}>")).starts_with("250"));
             for r in &rcpts {
                 let reply = c.cmd(&format!("RCPT TO:<{r}>"));
                 assert!(reply.starts_with("250"), "{r}: {reply}");
@@ -323,5 +329,27 @@ async fn an_unreachable_destination_is_retried_then_expires_with_a_bounce() {
         status.contains("Status: 5.4.7") || status.contains("Status: 4.4.7"),
         "{status}"
     );
+    pair.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undeliverable_bounce_goes_to_the_postmaster_once() {
+    // alice may send as anyone here, so the sender can be undeliverable too.
+    let pair = Pair::start("[submission]\nenforce_sender = false\n").await;
+    let r = pair
+        .submit_from(
+            "ghost@nullmx.test",
+            &["someone@nullmx.test"],
+            "double bounce",
+        )
+        .await;
+    assert!(r.starts_with("250 2.0.0"), "{r}");
+    // The bounce to ghost@nullmx.test fails as well: the postmaster (alice,
+    // the first mailbox) gets it, and nothing loops.
+    let pm = wait_for_mail_in(&pair.a_new("alice"), 1);
+    let (_, status) = dsn_parts(&pm[0]);
+    assert!(status.contains("ghost@nullmx.test"), "{status}");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(common::read_maildir(&pair.a_new("alice")).len(), 1);
     pair.shutdown().await;
 }
