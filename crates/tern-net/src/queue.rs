@@ -411,9 +411,9 @@ impl QueueManager {
             None => {
                 // A bounce that cannot be delivered goes to the local
                 // postmaster once; if that fails too, it is dropped (logged).
-                let postmaster = self.directory.postmaster().iter().find_map(|t| match t {
-                    Target::Local { mailbox } => Some(mailbox.clone()),
-                    Target::Remote { address } => Some(address.clone()),
+                let postmaster = self.directory.postmaster().first().map(|t| match t {
+                    Target::Local { mailbox } => mailbox.clone(),
+                    Target::Remote { address } => address.clone(),
                 });
                 let already_for_postmaster = postmaster.as_ref().is_some_and(|p| {
                     envelope
