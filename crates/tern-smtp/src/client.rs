@@ -84,6 +84,23 @@
 //! * Long lines are not folded by [`DataEncoder`]: folding would change
 //!   the message; Tern's own server already bounds text lines.
 //!
+//! LMTP (RFC 2033, [`Protocol::Lmtp`], for a mailbox server such as
+//! Dovecot) is the same session with three differences:
+//! * `LHLO` instead of `EHLO`, and no `HELO` fallback: a 4xx/5xx to LHLO
+//!   ends the session with [`SessionError::HelloRejected`];
+//! * PIPELINING is used whether or not it is advertised (RFC 2033 4.1:
+//!   every LMTP server supports it), unless [`ClientConfig::pipelining`]
+//!   is off;
+//! * after the final `.` the server sends one reply per recipient whose
+//!   RCPT was accepted, in RCPT order (RFC 2033 4.2); each settles its own
+//!   recipient (2xx delivered, 4xx deferred, 5xx failed).
+//!   [`TransactionResult::message_reply`] is the last of these replies. A
+//!   421 among them, a lost connection or a timeout defers the recipients
+//!   still without a reply. A 354 to DATA when no recipient was accepted
+//!   (RFC 2033 4.2 requires 503) is a protocol error: the recipients
+//!   already have their RCPT results, and sending an empty message would
+//!   leave the number of replies to expect undefined.
+//!
 //! ```
 //! use std::sync::Arc;
 //! use tern_smtp::client::{ClientConfig, ClientSession, Event};
@@ -506,11 +523,26 @@ impl fmt::Debug for ClientAuth {
     }
 }
 
+/// Which protocol the session speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// SMTP (RFC 5321): EHLO with HELO fallback, one reply to the end of
+    /// data for the whole message.
+    #[default]
+    Smtp,
+    /// LMTP (RFC 2033): LHLO, always pipelined, one reply per accepted
+    /// recipient after the end of data.
+    Lmtp,
+}
+
 /// The session's configuration (per destination; share it with an `Arc`).
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// Our name in EHLO/HELO: a domain or an address literal.
+    /// Our name in EHLO/HELO (LHLO with LMTP): a domain or an address
+    /// literal.
     pub helo_name: String,
+    /// SMTP or LMTP.
+    pub protocol: Protocol,
     /// STARTTLS policy.
     pub starttls: StartTlsPolicy,
     /// AUTH credentials (smarthosts). Sent only under TLS unless
@@ -518,17 +550,18 @@ pub struct ClientConfig {
     pub auth: Option<ClientAuth>,
     /// Send credentials without TLS (a smarthost on a trusted network).
     pub allow_insecure_auth: bool,
-    /// Use PIPELINING when the server offers it.
+    /// Use PIPELINING when the server offers it (with LMTP: always).
     pub pipelining: bool,
     /// Bounds on the server's replies.
     pub reply_limits: ReplyLimits,
 }
 
 impl ClientConfig {
-    /// Opportunistic STARTTLS, no AUTH, PIPELINING when offered.
+    /// SMTP, opportunistic STARTTLS, no AUTH, PIPELINING when offered.
     pub fn new(helo_name: impl Into<String>) -> ClientConfig {
         ClientConfig {
             helo_name: helo_name.into(),
+            protocol: Protocol::Smtp,
             starttls: StartTlsPolicy::Opportunistic,
             auth: None,
             allow_insecure_auth: false,
@@ -896,8 +929,9 @@ pub enum SessionError {
     /// The server said 421 after the greeting.
     #[error("server closing: {0}")]
     ServiceClosing(Reply),
-    /// EHLO got 4xx, or EHLO got 5xx and HELO was refused too.
-    #[error("EHLO/HELO refused: {0}")]
+    /// EHLO got 4xx, or EHLO got 5xx and HELO was refused too (LMTP: LHLO
+    /// got 4xx or 5xx).
+    #[error("EHLO/HELO/LHLO refused: {0}")]
     HelloRejected(Reply),
     /// TLS is required and the server does not offer STARTTLS.
     #[error("TLS required but STARTTLS not offered")]
@@ -1042,6 +1076,9 @@ enum Expect {
     Data,
     /// The end of data of a real message.
     EndOfData,
+    /// LMTP: the reply for the recipient at this index after the end of
+    /// data (RFC 2033 4.2).
+    LmtpRcpt(usize),
     /// The `.` sent after an unwanted 354: the reply is ignored.
     EmptyEndOfData,
 }
@@ -1069,6 +1106,8 @@ struct Txn {
     streaming: bool,
     message_reply: Option<Reply>,
     dsn: bool,
+    /// LMTP: one reply per accepted recipient after the end of data.
+    lmtp: bool,
 }
 
 impl Txn {
@@ -1336,7 +1375,8 @@ impl ClientSession {
         }
         let mail = self.mail_command(&txn, needs_utf8);
         let rcpt_lines: Vec<Vec<u8>> = txn.rcpts.iter().map(|r| self.rcpt_command(r)).collect();
-        let pipelined = self.config.pipelining && self.extensions.pipelining;
+        let lmtp = self.config.protocol == Protocol::Lmtp;
+        let pipelined = self.config.pipelining && (self.extensions.pipelining || lmtp);
         let mut t = Txn {
             rcpts: vec![RcptState::Waiting; rcpt_lines.len()],
             rcpt_lines,
@@ -1346,6 +1386,7 @@ impl ClientSession {
             streaming: false,
             message_reply: None,
             dsn: self.extensions.dsn,
+            lmtp,
         };
         let mut out = mail;
         t.expect.push_back(Expect::Mail);
@@ -1370,7 +1411,15 @@ impl ClientSession {
         match &mut self.state {
             State::Txn(t) if t.streaming => {
                 t.streaming = false;
-                t.expect.push_back(Expect::EndOfData);
+                if t.lmtp {
+                    // RFC 2033 4.2: one reply per accepted RCPT, in order.
+                    let accepted: Vec<usize> = (0..t.rcpts.len())
+                        .filter(|&i| matches!(t.rcpts[i], RcptState::Accepted))
+                        .collect();
+                    t.expect.extend(accepted.into_iter().map(Expect::LmtpRcpt));
+                } else {
+                    t.expect.push_back(Expect::EndOfData);
+                }
                 Ok(())
             }
             State::Closed => Err(ClientError::Closed),
@@ -1428,7 +1477,7 @@ impl ClientSession {
                 Some(Expect::Mail) => TimeoutClass::Mail,
                 Some(Expect::Rcpt(_)) => TimeoutClass::Rcpt,
                 Some(Expect::Data) => TimeoutClass::DataInit,
-                Some(Expect::EndOfData | Expect::EmptyEndOfData) | None => {
+                Some(Expect::EndOfData | Expect::LmtpRcpt(_) | Expect::EmptyEndOfData) | None => {
                     TimeoutClass::DataTermination
                 }
             }),
@@ -1455,7 +1504,7 @@ impl ClientSession {
         self.authenticated
     }
 
-    /// The server answered EHLO (true) or only HELO (false).
+    /// The server answered EHLO or LHLO (true) or only HELO (false).
     pub fn is_extended(&self) -> bool {
         self.extended
     }
@@ -1508,7 +1557,11 @@ impl ClientSession {
     }
 
     fn send_hello(&mut self, extended: bool) {
-        let verb = if extended { "EHLO" } else { "HELO" };
+        let verb = match (self.config.protocol, extended) {
+            (Protocol::Lmtp, _) => "LHLO",
+            (Protocol::Smtp, true) => "EHLO",
+            (Protocol::Smtp, false) => "HELO",
+        };
         self.send(format!("{verb} {}\r\n", self.config.helo_name).into_bytes());
         self.state = State::Hello(extended);
     }
@@ -1538,8 +1591,9 @@ impl ClientSession {
                     self.extended = true;
                     self.after_hello();
                 }
-                5 => self.send_hello(false),
-                4 => self.fail(SessionError::HelloRejected(reply), false),
+                5 if self.config.protocol == Protocol::Smtp => self.send_hello(false),
+                4 | 5 => self.fail(SessionError::HelloRejected(reply), false),
+                _ if self.config.protocol == Protocol::Lmtp => self.unexpected("LHLO", reply),
                 _ => self.unexpected("EHLO", reply),
             },
             State::Hello(false) => match class {
@@ -1735,6 +1789,12 @@ impl ClientSession {
                     if t.mail_ok && t.any_accepted() {
                         t.streaming = true;
                         self.events.push_back(Event::NeedData);
+                    } else if t.lmtp {
+                        // RFC 2033 4.2 requires 503 here; how many replies
+                        // an empty message would get is undefined.
+                        self.state = State::Txn(t);
+                        self.unexpected("DATA", reply);
+                        return;
                     } else {
                         // RFC 2920 3.1: a server that accepts DATA with no
                         // valid recipient gets an empty message.
@@ -1757,6 +1817,19 @@ impl ClientSession {
             Expect::EndOfData => match class {
                 2 | 4 | 5 => {
                     t.settle_accepted(&reply);
+                    t.message_reply = Some(reply);
+                }
+                _ => {
+                    self.state = State::Txn(t);
+                    self.unexpected("the end of data", reply);
+                    return;
+                }
+            },
+            Expect::LmtpRcpt(i) => match class {
+                2 | 4 | 5 => {
+                    if let Some(r) = t.rcpts.get_mut(i) {
+                        *r = RcptState::Done(classify(&reply), true);
+                    }
                     t.message_reply = Some(reply);
                 }
                 _ => {
