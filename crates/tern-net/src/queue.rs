@@ -371,110 +371,21 @@ impl QueueManager {
         updates: &[(usize, RecipientState)],
         handle: &DeliveryHandle,
     ) {
-        let mut recipients = Vec::new();
-        for (index, state) in updates {
-            let Some(rcpt) = envelope.recipients.get(*index) else {
-                continue;
-            };
-            let (reply, status, at) = match state {
-                RecipientState::Failed { at, reply, status } => {
-                    (reply.clone(), status.clone(), *at)
-                }
-                RecipientState::Expired { at, last_error } => {
-                    (last_error.clone(), "4.4.7".to_owned(), *at)
-                }
-                _ => continue,
-            };
-            if !should_notify(rcpt, DsnKind::Failure) {
-                continue;
-            }
-            recipients.push(DsnRecipient {
-                final_recipient: rcpt.address.clone(),
-                original: rcpt.orcpt.clone(),
-                action: DsnAction::Failed,
-                status: if status.starts_with('4') {
-                    status.replacen('4', "5", 1)
-                } else {
-                    status
-                },
-                remote_mta: None,
-                diagnostic: Some(reply),
-                last_attempt: at,
-                will_retry_until: None,
-            });
-        }
-        if recipients.is_empty() {
-            return;
-        }
-        let to = match bounce_recipient(envelope) {
-            Some(to) => to,
-            None => {
-                // A bounce that cannot be delivered goes to the local
-                // postmaster once; if that fails too, it is dropped (logged).
-                let postmaster = self.directory.postmaster().first().map(|t| match t {
-                    Target::Local { mailbox } => mailbox.clone(),
-                    Target::Remote { address } => address.clone(),
-                });
-                let already_for_postmaster = postmaster.as_ref().is_some_and(|p| {
-                    envelope
-                        .recipients
-                        .iter()
-                        .all(|r| r.address.eq_ignore_ascii_case(p))
-                });
-                match postmaster {
-                    Some(p) if !already_for_postmaster => {
-                        warn!(queue_id = %id, failed = recipients.len(), postmaster = %p, "a bounce could not be delivered; reporting it to the postmaster");
-                        p
-                    }
-                    _ => {
-                        warn!(queue_id = %id, failed = recipients.len(), "a notice to the postmaster could not be delivered; dropped");
-                        return;
-                    }
-                }
-            }
-        };
-        let now = unix_now();
-        let dsn = build_dsn(&DsnInput {
-            hostname: self.hostname.clone(),
-            kind: DsnKind::Failure,
+        let Some(notice) = failure_notice(
+            &self.directory,
+            &self.hostname,
+            id,
             envelope,
-            recipients,
             original,
-            date: tern_delivery::dsn::rfc5322_date(now),
-            message_id: format!("<{id}.dsn.{now}@{}>", self.hostname),
-            boundary_seed: now,
-        });
-        let target = bounce_target(&self.directory, &to);
-        let spool = self.spool.clone();
-        let (size, orig_id) = (dsn.len() as u64, id.clone());
+            updates,
+            unix_now(),
+        ) else {
+            return;
+        };
+        let (spool, directory, orig_id) =
+            (self.spool.clone(), Arc::clone(&self.directory), id.clone());
         let queued =
-            tokio::task::spawn_blocking(move || -> Result<QueueId, tern_queue::SpoolError> {
-                let mut incoming = spool.create()?;
-                incoming.write(&dsn)?;
-                let envelope = Envelope {
-                    sender: String::new(),
-                    recipients: vec![Recipient {
-                        address: target.0.clone(),
-                        original: to,
-                        mailbox: target.1,
-                        notify: None,
-                        orcpt: None,
-                    }],
-                    received_at: now,
-                    client_ip: None,
-                    helo: None,
-                    protocol: "LOCAL".to_owned(),
-                    tls: None,
-                    auth_user: None,
-                    body: "8BITMIME".to_owned(),
-                    smtputf8: false,
-                    ret: None,
-                    envid: None,
-                    size,
-                };
-                incoming.commit(&envelope)?.wait_blocking()
-            })
-            .await;
+            tokio::task::spawn_blocking(move || queue_notice(&spool, &directory, notice)).await;
         match queued {
             Ok(Ok(bounce_id)) => {
                 info!(queue_id = %orig_id, bounce_id = %bounce_id, "failure notice (DSN) queued for the sender");
@@ -484,6 +395,143 @@ impl QueueManager {
             Err(e) => warn!(queue_id = %orig_id, error = %e, "cannot queue the failure notice"),
         }
     }
+}
+
+/// A failure DSN built by [`failure_notice`], ready for [`queue_notice`].
+#[derive(Debug)]
+pub struct FailureNotice {
+    /// The DSN message (RFC 3464 `multipart/report`).
+    pub dsn: Vec<u8>,
+    /// Who it goes to: the envelope sender, or the postmaster for a
+    /// failed bounce.
+    pub to: String,
+    /// When it was built (Unix seconds; its queue arrival time).
+    pub now: u64,
+}
+
+/// The failure DSN for the recipients in `updates` that are failed or
+/// expired and asked for one (NOTIFY); `None` when nobody is to be told
+/// (no such recipient, or a bounce whose postmaster notice is impossible,
+/// which is logged). Pure apart from logging: the queue manager calls it
+/// for the results of its own passes, `tern queue bounce` for recipients
+/// the administrator returned; each caller passes only states it has just
+/// recorded, so a recipient is reported once.
+pub fn failure_notice(
+    directory: &Directory,
+    hostname: &str,
+    id: &QueueId,
+    envelope: &Envelope,
+    original: &[u8],
+    updates: &[(usize, RecipientState)],
+    now: u64,
+) -> Option<FailureNotice> {
+    let mut recipients = Vec::new();
+    for (index, state) in updates {
+        let Some(rcpt) = envelope.recipients.get(*index) else {
+            continue;
+        };
+        let (reply, status, at) = match state {
+            RecipientState::Failed { at, reply, status } => (reply.clone(), status.clone(), *at),
+            RecipientState::Expired { at, last_error } => {
+                (last_error.clone(), "4.4.7".to_owned(), *at)
+            }
+            _ => continue,
+        };
+        if !should_notify(rcpt, DsnKind::Failure) {
+            continue;
+        }
+        recipients.push(DsnRecipient {
+            final_recipient: rcpt.address.clone(),
+            original: rcpt.orcpt.clone(),
+            action: DsnAction::Failed,
+            status: if status.starts_with('4') {
+                status.replacen('4', "5", 1)
+            } else {
+                status
+            },
+            remote_mta: None,
+            diagnostic: Some(reply),
+            last_attempt: at,
+            will_retry_until: None,
+        });
+    }
+    if recipients.is_empty() {
+        return None;
+    }
+    let to = match bounce_recipient(envelope) {
+        Some(to) => to,
+        None => {
+            // A bounce that cannot be delivered goes to the local
+            // postmaster once; if that fails too, it is dropped (logged).
+            let postmaster = directory.postmaster().first().map(|t| match t {
+                Target::Local { mailbox } => mailbox.clone(),
+                Target::Remote { address } => address.clone(),
+            });
+            let already_for_postmaster = postmaster.as_ref().is_some_and(|p| {
+                envelope
+                    .recipients
+                    .iter()
+                    .all(|r| r.address.eq_ignore_ascii_case(p))
+            });
+            match postmaster {
+                Some(p) if !already_for_postmaster => {
+                    warn!(queue_id = %id, failed = recipients.len(), postmaster = %p, "a bounce could not be delivered; reporting it to the postmaster");
+                    p
+                }
+                _ => {
+                    warn!(queue_id = %id, failed = recipients.len(), "a notice to the postmaster could not be delivered; dropped");
+                    return None;
+                }
+            }
+        }
+    };
+    let dsn = build_dsn(&DsnInput {
+        hostname: hostname.to_owned(),
+        kind: DsnKind::Failure,
+        envelope,
+        recipients,
+        original,
+        date: tern_delivery::dsn::rfc5322_date(now),
+        message_id: format!("<{id}.dsn.{now}@{}>", hostname),
+        boundary_seed: now,
+    });
+    Some(FailureNotice { dsn, to, now })
+}
+
+/// Commits `notice` to the spool with the null sender (blocking: fsyncs)
+/// and returns its queue id; the caller announces it for delivery.
+pub fn queue_notice(
+    spool: &Spool,
+    directory: &Directory,
+    notice: FailureNotice,
+) -> Result<QueueId, tern_queue::SpoolError> {
+    let FailureNotice { dsn, to, now } = notice;
+    let target = bounce_target(directory, &to);
+    let size = dsn.len() as u64;
+    let mut incoming = spool.create()?;
+    incoming.write(&dsn)?;
+    let envelope = Envelope {
+        sender: String::new(),
+        recipients: vec![Recipient {
+            address: target.0.clone(),
+            original: to,
+            mailbox: target.1,
+            notify: None,
+            orcpt: None,
+        }],
+        received_at: now,
+        client_ip: None,
+        helo: None,
+        protocol: "LOCAL".to_owned(),
+        tls: None,
+        auth_user: None,
+        body: "8BITMIME".to_owned(),
+        smtputf8: false,
+        ret: None,
+        envid: None,
+        size,
+    };
+    incoming.commit(&envelope)?.wait_blocking()
 }
 
 /// Where a bounce to `address` goes: a local mailbox when the directory
