@@ -108,6 +108,9 @@ pub(crate) struct StateFile {
     pub(crate) states: BTreeMap<usize, RecipientState>,
     /// The message is held.
     pub(crate) held: bool,
+    /// Every record that changed a recipient's state, in file order (what
+    /// [`Spool::recipient_history`] returns).
+    pub(crate) history: Vec<(usize, RecipientState)>,
 }
 
 /// One valid record.
@@ -140,7 +143,8 @@ pub(crate) fn parse(contents: &[u8]) -> StateFile {
         };
         let current = file.states.entry(index).or_insert(RecipientState::Pending);
         if !current.is_final() {
-            *current = state;
+            *current = state.clone();
+            file.history.push((index, state));
         }
     }
     file
@@ -305,6 +309,18 @@ impl Spool {
             .collect())
     }
 
+    /// Every recorded state change of `id`'s recipients, oldest first, as
+    /// `(recipient index, state)`: each deferral with its error, then the
+    /// final state. Records ignored by the reading rules (torn, forged,
+    /// after a final state) are not part of it. For `tern queue show`.
+    pub fn recipient_history(
+        &self,
+        id: &QueueId,
+    ) -> Result<Vec<(usize, RecipientState)>, SpoolError> {
+        self.require_message(id)?;
+        Ok(self.read_state_file(id)?.history)
+    }
+
     /// Durably record the state of recipient `index` of `id`; returns once
     /// the record is fsynced. A final state (delivered, failed, expired)
     /// also counts for [`done`](Self::done). Recording over a final state
@@ -436,6 +452,16 @@ mod tests {
             }
         );
         assert_eq!(parsed.done, BTreeSet::from([1, 2]));
+        // The history keeps every applied record, not the ignored ones.
+        assert_eq!(
+            parsed.history,
+            vec![
+                (0, deferred(1)),
+                (0, deferred(2)),
+                (1, failed.clone()),
+                (2, parsed.states[&2].clone()),
+            ]
+        );
         assert!(parsed.held);
         file.extend(encode_hold(false));
         assert!(!parse(&file).held);
