@@ -1,18 +1,19 @@
 //! Tern's delivery agents.
 //!
-//! For now this is the local MDA: [`deliver_local`] moves the local
+//! The local MDA: [`deliver_local`] moves the local
 //! recipients of a committed spool message into their Maildirs, exactly
 //! once, and removes the message when every recipient is done; and the
 //! [`dsn`] builder, which writes the delivery status notifications
 //! (bounces, delay warnings, success notices) sent back to senders.
 //! [`outbound`] delivers one message to the recipients of one remote
 //! domain over SMTP (MX lookup or a smarthost, opportunistic STARTTLS);
-//! the queue manager that schedules it and records its results comes
-//! next.
+//! [`lmtp`] hands one message to a mailbox server (Dovecot) over LMTP for
+//! the mailboxes of a domain configured that way. The queue manager
+//! (`tern-net`) schedules both and records their results.
 //!
 //! Local delivery and the DSN builder are synchronous and blocking
-//! (fsyncs): the runtime calls them from `spawn_blocking`; [`outbound`] is
-//! async (tokio). What it must never do: drop a recipient (a
+//! (fsyncs): the runtime calls them from `spawn_blocking`; [`outbound`]
+//! and [`lmtp`] are async (tokio). What it must never do: drop a recipient (a
 //! failure is reported as deferred and retried), deliver a recipient twice
 //! (the spool's state file and the deterministic Maildir name guard against
 //! that, even across a crash), or remove a message that still has
@@ -20,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 pub mod dsn;
+pub mod lmtp;
 pub mod local;
 pub mod outbound;
 
@@ -27,4 +29,5 @@ pub use dsn::{
     DsnAction, DsnInput, DsnKind, DsnRecipient, bounce_recipient, build_dsn, rfc5322_date,
     should_notify,
 };
-pub use local::{DeliveryError, LocalReport, deliver_local};
+pub use lmtp::{LmtpTarget, LmtpTargetError, deliver_lmtp};
+pub use local::{DeliveryError, LocalReport, deliver_local, deliver_local_skipping};

@@ -16,7 +16,10 @@
 //! A recipient that fails is reported as deferred (and retried by the
 //! caller); the others are still delivered. When every recipient is done
 //! the message leaves the spool. Remote recipients are counted in
-//! [`LocalReport::remote_pending`] and keep the message queued.
+//! [`LocalReport::remote_pending`] and keep the message queued, as do
+//! local recipients that [`deliver_local_skipping`] was told to leave to
+//! another agent (the mailboxes of a domain delivered over LMTP), counted
+//! in [`LocalReport::skipped_local`].
 //!
 //! Every log line carries `queue_id`. This module must never write a
 //! recipient twice, never skip one silently, and never put client-supplied
@@ -36,6 +39,10 @@ pub struct LocalReport {
     pub deferred: Vec<(usize, String, String)>,
     /// Remote recipients not yet done (they wait for outbound delivery).
     pub remote_pending: usize,
+    /// Local recipients not yet done that the `skip` predicate of
+    /// [`deliver_local_skipping`] left to another agent (LMTP); like
+    /// remote ones they keep the message in the spool.
+    pub skipped_local: usize,
     /// Whether the message was removed from the spool (all recipients done).
     pub removed: bool,
     /// The message was no longer in the spool (already finished), or
@@ -76,6 +83,20 @@ pub fn deliver_local(
     hostname: &str,
     id: &QueueId,
 ) -> Result<LocalReport, DeliveryError> {
+    deliver_local_skipping(spool, store, hostname, id, &|_| false)
+}
+
+/// [`deliver_local`], except that local recipients whose mailbox key
+/// `skip` returns true for are left alone (not written, not recorded) and
+/// counted in [`LocalReport::skipped_local`]; the message then stays in
+/// the spool for whoever delivers them (the queue manager, over LMTP).
+pub fn deliver_local_skipping(
+    spool: &Spool,
+    store: &MailStore,
+    hostname: &str,
+    id: &QueueId,
+    skip: &dyn Fn(&str) -> bool,
+) -> Result<LocalReport, DeliveryError> {
     let Some(_lease) = spool.lease(id) else {
         debug!(queue_id = %id, "delivery already in progress in this process");
         return Ok(LocalReport {
@@ -109,6 +130,10 @@ pub fn deliver_local(
             report.remote_pending += 1;
             continue;
         };
+        if skip(mailbox) {
+            report.skipped_local += 1;
+            continue;
+        }
         let attempt = Attempt {
             spool,
             store,
@@ -128,7 +153,7 @@ pub fn deliver_local(
         }
     }
 
-    if report.deferred.is_empty() && report.remote_pending == 0 {
+    if report.deferred.is_empty() && report.remote_pending == 0 && report.skipped_local == 0 {
         drop(message);
         spool.remove(id)?;
         report.removed = true;

@@ -436,17 +436,21 @@ fn server_name(host: &str, ip: IpAddr) -> ServerName<'static> {
 
 /// TLS as one connection uses it.
 #[derive(Clone)]
-struct TlsSetup {
+pub(crate) struct TlsSetup {
     connector: TlsConnector,
     name: ServerName<'static>,
 }
 
 // ------------------------------------------------------------ Connection
 
-/// A connection before or after its TLS upgrade.
-enum Conn {
+/// A connection before or after its TLS upgrade (shared with the LMTP
+/// driver, which also uses Unix sockets).
+pub(crate) enum Conn {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
+    /// A Unix domain socket (LMTP); never upgraded to TLS.
+    #[cfg(unix)]
+    Unix(tokio::net::UnixStream),
     /// The stream was handed to a handshake that failed.
     Gone,
 }
@@ -456,6 +460,8 @@ impl Conn {
         match self {
             Conn::Plain(s) => s.read(buf).await,
             Conn::Tls(s) => s.read(buf).await,
+            #[cfg(unix)]
+            Conn::Unix(s) => s.read(buf).await,
             Conn::Gone => Err(io::ErrorKind::NotConnected.into()),
         }
     }
@@ -467,6 +473,8 @@ impl Conn {
                 s.write_all(bytes).await?;
                 s.flush().await
             }
+            #[cfg(unix)]
+            Conn::Unix(s) => s.write_all(bytes).await,
             Conn::Gone => Err(io::ErrorKind::NotConnected.into()),
         }
     }
@@ -475,6 +483,8 @@ impl Conn {
         let _ = match self {
             Conn::Plain(s) => timeout(SHUTDOWN_TIMEOUT, s.shutdown()).await,
             Conn::Tls(s) => timeout(SHUTDOWN_TIMEOUT, s.shutdown()).await,
+            #[cfg(unix)]
+            Conn::Unix(s) => timeout(SHUTDOWN_TIMEOUT, s.shutdown()).await,
             Conn::Gone => return,
         };
     }
@@ -516,25 +526,28 @@ enum TargetError {
 }
 
 /// How one connection ended.
-struct ConnResult {
+pub(crate) struct ConnResult {
     /// The transaction's results, if one was started.
-    txn: Option<TransactionResult>,
+    pub(crate) txn: Option<TransactionResult>,
     /// The session failed (before or after the transaction).
-    failure: Option<SessionFailure>,
+    pub(crate) failure: Option<SessionFailure>,
     /// The server is ourselves.
-    looped: bool,
+    pub(crate) looped: bool,
 }
 
 /// What to run on one connection.
-struct ConnPlan<'a> {
-    config: Arc<ClientConfig>,
-    tls: Option<TlsSetup>,
-    implicit_tls: bool,
-    txn: Transaction,
-    data: &'a [u8],
-    timeouts: ClientTimeouts,
+pub(crate) struct ConnPlan<'a> {
+    pub(crate) config: Arc<ClientConfig>,
+    pub(crate) tls: Option<TlsSetup>,
+    pub(crate) implicit_tls: bool,
+    pub(crate) txn: Transaction,
+    pub(crate) data: &'a [u8],
+    pub(crate) timeouts: ClientTimeouts,
     /// For the log lines.
-    target: &'a str,
+    pub(crate) target: &'a str,
+    /// Watch the greeting and EHLO reply for our own name (SMTP only: an
+    /// LMTP server on this host may well greet with our host name).
+    pub(crate) loop_check: bool,
 }
 
 /// Watches the first two replies (greeting and EHLO) for our own name.
@@ -610,7 +623,7 @@ fn current_limit(session: &ClientSession, timeouts: &ClientTimeouts) -> Duration
 }
 
 /// Pumps one session over `conn` until it closes.
-async fn run_connection(mut conn: Conn, plan: ConnPlan<'_>) -> ConnResult {
+pub(crate) async fn run_connection(mut conn: Conn, plan: ConnPlan<'_>) -> ConnResult {
     let session = if plan.implicit_tls {
         ClientSession::with_implicit_tls(plan.config.clone())
     } else {
@@ -632,7 +645,9 @@ async fn run_connection(mut conn: Conn, plan: ConnPlan<'_>) -> ConnResult {
         }
     };
     let mut loop_check = LoopCheck {
-        parser: Some(ReplyParser::new(ReplyLimits::default())),
+        parser: plan
+            .loop_check
+            .then(|| ReplyParser::new(ReplyLimits::default())),
         seen: 0,
         our_name: &plan.config.helo_name,
     };
@@ -787,7 +802,7 @@ fn log_send(target: &str, out: &Outgoing) {
 
 /// `"550 5.1.1 text"`: the reply on one line (multi-line text joined by
 /// spaces), the form the queue stores.
-fn reply_text(reply: &Reply) -> String {
+pub(crate) fn reply_text(reply: &Reply) -> String {
     let mut s = reply.code.to_string();
     if let Some(status) = reply.status {
         s.push(' ');
@@ -806,7 +821,7 @@ fn reply_text(reply: &Reply) -> String {
 /// A deferral's text: 4xx replies as they are; anything else (a 5xx
 /// greeting, a 535 to AUTH) wrapped in a 4xx so the stored text's class
 /// matches the result.
-fn deferral_text(reply: &Reply, target: &str) -> String {
+pub(crate) fn deferral_text(reply: &Reply, target: &str) -> String {
     if reply.code / 100 == 4 {
         return format!("{} (from {target})", reply_text(reply));
     }
@@ -817,7 +832,7 @@ fn deferral_text(reply: &Reply, target: &str) -> String {
     format!("451 {status} {target} said: {}", reply_text(reply))
 }
 
-fn to_attempt(result: &RcptResult) -> AttemptResult {
+pub(crate) fn to_attempt(result: &RcptResult) -> AttemptResult {
     match result {
         RcptResult::Delivered(r) => AttemptResult::Delivered(reply_text(r)),
         RcptResult::Deferred(r) => AttemptResult::Temporary(reply_text(r)),
@@ -843,11 +858,11 @@ fn plan_error_text(e: &PlanError) -> String {
 
 /// The transaction for `rcpts`, and the results of recipients that cannot
 /// be sent at all (an address that does not parse).
-struct Prepared {
-    txn: Option<Transaction>,
+pub(crate) struct Prepared {
+    pub(crate) txn: Option<Transaction>,
     /// Envelope index of each transaction recipient, in order.
-    sent: Vec<usize>,
-    early: Vec<(usize, AttemptResult)>,
+    pub(crate) sent: Vec<usize>,
+    pub(crate) early: Vec<(usize, AttemptResult)>,
 }
 
 fn parse_notify(v: &str) -> Option<Notify> {
@@ -882,7 +897,7 @@ fn parse_orcpt(v: &str) -> Option<Orcpt> {
     })
 }
 
-fn prepare(msg: &OutboundMessage<'_>, rcpts: &[RemoteRecipient]) -> Prepared {
+pub(crate) fn prepare(msg: &OutboundMessage<'_>, rcpts: &[RemoteRecipient]) -> Prepared {
     let from = if msg.sender.is_empty() {
         Ok(ReversePath::Null)
     } else {
@@ -1322,6 +1337,7 @@ async fn attempt(
         data: msg.data,
         timeouts: settings.timeouts,
         target: label,
+        loop_check: true,
     };
     let r = run_connection(conn, plan).await;
     if r.looped {
@@ -1332,20 +1348,7 @@ async fn attempt(
     }
     match r.failure {
         Some(f) => {
-            let reply = f.reply();
-            let from_server = matches!(
-                f.error,
-                SessionError::Greeting(_)
-                    | SessionError::ServiceClosing(_)
-                    | SessionError::HelloRejected(_)
-                    | SessionError::StartTlsRefused(_)
-                    | SessionError::AuthFailed(_)
-            );
-            let text = if from_server {
-                deferral_text(&reply, label)
-            } else {
-                format!("{} ({label})", reply_text(&reply))
-            };
+            let (text, from_server) = failure_text(&f, label);
             Attempt::Failed {
                 text,
                 answered: from_server,
@@ -1362,6 +1365,26 @@ async fn attempt(
             auth_unavailable: false,
         },
     }
+}
+
+/// The deferral text for a session that failed before giving any
+/// transaction result, and whether a server's reply is behind it.
+pub(crate) fn failure_text(f: &SessionFailure, label: &str) -> (String, bool) {
+    let reply = f.reply();
+    let from_server = matches!(
+        f.error,
+        SessionError::Greeting(_)
+            | SessionError::ServiceClosing(_)
+            | SessionError::HelloRejected(_)
+            | SessionError::StartTlsRefused(_)
+            | SessionError::AuthFailed(_)
+    );
+    let text = if from_server {
+        deferral_text(&reply, label)
+    } else {
+        format!("{} ({label})", reply_text(&reply))
+    };
+    (text, from_server)
 }
 
 #[cfg(test)]

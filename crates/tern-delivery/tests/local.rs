@@ -126,6 +126,7 @@ fn round_trip_to_two_mailboxes() {
             ],
             deferred: vec![],
             remote_pending: 0,
+            skipped_local: 0,
             removed: true,
             skipped: false,
         }
@@ -422,4 +423,37 @@ fn every_log_line_carries_the_queue_id() {
     for (name, has) in events.iter() {
         assert!(has, "log event {name} lacks queue_id");
     }
+}
+
+#[test]
+fn skipped_mailboxes_are_left_for_another_agent() {
+    let fx = Fixture::new();
+    let id = fx.enqueue(&[
+        ("alice@example.test", Some("alice@example.test")),
+        ("bob@lmtp.test", Some("bob@lmtp.test")),
+    ]);
+    let skip = |mailbox: &str| mailbox.ends_with("@lmtp.test");
+    let report =
+        tern_delivery::deliver_local_skipping(fx.spool(), &fx.store, HOST, &id, &skip).unwrap();
+    assert_eq!(report.delivered, vec![(0, "alice@example.test".to_owned())]);
+    assert_eq!(report.skipped_local, 1);
+    assert!(report.deferred.is_empty());
+    assert!(!report.removed, "bob still has to be delivered");
+    assert!(fx.messages("bob@lmtp.test").is_empty());
+    assert!(!fx.maildir("bob@lmtp.test").exists());
+    assert_eq!(fx.spool().done(&id).unwrap().len(), 1);
+
+    // Again: alice is not written twice, bob is still skipped.
+    let report =
+        tern_delivery::deliver_local_skipping(fx.spool(), &fx.store, HOST, &id, &skip).unwrap();
+    assert!(report.delivered.is_empty());
+    assert_eq!(report.skipped_local, 1);
+    assert!(!report.removed);
+    assert_eq!(fx.messages("alice@example.test").len(), 1);
+
+    // Without the predicate (deliver_local), bob goes to his Maildir.
+    let report = fx.deliver(&id).unwrap();
+    assert_eq!(report.delivered, vec![(1, "bob@lmtp.test".to_owned())]);
+    assert_eq!(report.skipped_local, 0);
+    assert!(report.removed);
 }
