@@ -6,7 +6,11 @@
 //! ([`tern_delivery::deliver_local`], off the async threads); remote
 //! recipients whose retry time has come are grouped by domain and handed to
 //! [`tern_delivery::outbound::deliver_to_domain`] (MX lookup or smarthost,
-//! SMTP client). Every outcome is persisted with the spool's recipient
+//! SMTP client). The mailboxes of domains configured for LMTP are left
+//! out of the Maildir pass and handed, per domain, to
+//! [`tern_delivery::deliver_lmtp`]; their results are recorded and
+//! scheduled exactly like remote ones (a held message waits for both).
+//! Every outcome is persisted with the spool's recipient
 //! states before anything else happens, the retry schedule is a pure
 //! function of time ([`tern_queue::on_result`]), and a recipient that is
 //! final is never tried again (invariant 7). Newly failed or expired
@@ -17,7 +21,7 @@
 //! schedules. What it keeps in memory (the next due time per message) is
 //! rebuilt from the spool at start-up.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -27,7 +31,7 @@ use tern_delivery::dsn::{
 use tern_delivery::outbound::{
     OutboundMessage, OutboundSettings, RemoteRecipient, deliver_to_domain,
 };
-use tern_delivery::{LocalReport, deliver_local};
+use tern_delivery::{LmtpTarget, LocalReport, deliver_lmtp, deliver_local_skipping};
 use tern_queue::{
     AttemptResult, Envelope, QueueId, Recipient, RecipientState, RetrySchedule, Spool, on_result,
 };
@@ -63,6 +67,10 @@ pub struct QueueManager {
     pub resolver: Option<Arc<dyn tern_dns::Resolver>>,
     /// SMTP client settings.
     pub outbound: Arc<OutboundSettings>,
+    /// Domains whose mailboxes are delivered over LMTP, by canonical
+    /// domain (the domain part of their mailbox keys); the others go to
+    /// Maildirs. LMTP uses `outbound`'s HELO name and timers.
+    pub lmtp: HashMap<String, LmtpTarget>,
 }
 
 impl std::fmt::Debug for QueueManager {
@@ -187,7 +195,12 @@ impl QueueManager {
                 self.hostname.clone(),
                 id.clone(),
             );
-            tokio::task::spawn_blocking(move || deliver_local(&spool, &store, &hostname, &id)).await
+            let lmtp: HashSet<String> = self.lmtp.keys().cloned().collect();
+            let skip = move |mailbox: &str| lmtp.contains(mailbox_domain(mailbox));
+            tokio::task::spawn_blocking(move || {
+                deliver_local_skipping(&spool, &store, &hostname, &id, &skip)
+            })
+            .await
         };
         let report = match local {
             Ok(Ok(report)) => report,
@@ -245,6 +258,11 @@ impl QueueManager {
                 now,
             );
             updates.push((*index, next));
+        }
+
+        if !held && !self.lmtp.is_empty() {
+            self.deliver_lmtp(id, &envelope, &data, &states, now, &mut updates)
+                .await;
         }
 
         if !held && let Some(resolver) = &self.resolver {
@@ -575,5 +593,93 @@ fn log_remote(id: &QueueId, address: &str, state: &RecipientState, mta: Option<&
             warn!(queue_id = %id, to = %address, status = "expired", reply = %last_error.escape_default(), "gave up: too long in the queue")
         }
         RecipientState::Pending => {}
+    }
+}
+
+// ------------------------------------------------------------ LMTP
+
+impl QueueManager {
+    /// Hands the due recipients of LMTP domains to their servers, one
+    /// connection per domain, and appends their next states to `updates`
+    /// (recorded and bounced by the caller, like remote results).
+    async fn deliver_lmtp(
+        &self,
+        id: &QueueId,
+        envelope: &Envelope,
+        data: &[u8],
+        states: &[RecipientState],
+        now: u64,
+        updates: &mut Vec<(usize, RecipientState)>,
+    ) {
+        let mut by_domain: HashMap<&str, Vec<RemoteRecipient>> = HashMap::new();
+        for (index, rcpt) in envelope.recipients.iter().enumerate() {
+            let Some(mailbox) = &rcpt.mailbox else {
+                continue;
+            };
+            let state = states
+                .get(index)
+                .cloned()
+                .unwrap_or(RecipientState::Pending);
+            let domain = mailbox_domain(mailbox);
+            if !self.lmtp.contains_key(domain) || state.is_final() || !state.is_due(now) {
+                continue;
+            }
+            by_domain.entry(domain).or_default().push(RemoteRecipient {
+                index,
+                address: mailbox.clone(),
+                notify: rcpt.notify.clone(),
+                orcpt: rcpt.orcpt.clone(),
+            });
+        }
+        let msg = lmtp_message(envelope, data);
+        for (domain, rcpts) in by_domain {
+            let Some(target) = self.lmtp.get(domain) else {
+                continue;
+            };
+            let result = deliver_lmtp(
+                target,
+                &self.outbound.helo_name,
+                &msg,
+                &rcpts,
+                &self.outbound.timeouts,
+            )
+            .await;
+            for (index, attempt) in result.results {
+                let state = states
+                    .get(index)
+                    .cloned()
+                    .unwrap_or(RecipientState::Pending);
+                let next = on_result(&state, &attempt, &self.schedule, envelope.received_at, now);
+                if let Some(rcpt) = envelope.recipients.get(index) {
+                    log_remote(id, &rcpt.address, &next, result.remote_mta.as_deref());
+                }
+                updates.push((index, next));
+            }
+        }
+    }
+}
+
+/// The domain part of a mailbox key (`alice@example.test` → `example.test`).
+fn mailbox_domain(mailbox: &str) -> &str {
+    mailbox.rsplit_once('@').map_or("", |(_, d)| d)
+}
+
+/// The queued message as the SMTP/LMTP client takes it.
+fn lmtp_message<'a>(envelope: &'a Envelope, data: &'a [u8]) -> OutboundMessage<'a> {
+    OutboundMessage {
+        sender: &envelope.sender,
+        body: match envelope.body.as_str() {
+            "8BITMIME" => BodyType::EightBitMime,
+            "BINARYMIME" => BodyType::BinaryMime,
+            _ => BodyType::SevenBit,
+        },
+        smtputf8: envelope.smtputf8,
+        ret: match envelope.ret.as_deref() {
+            Some("FULL") => Some(Ret::Full),
+            Some("HDRS") => Some(Ret::Headers),
+            _ => None,
+        },
+        envid: envelope.envid.as_deref(),
+        data,
     }
 }

@@ -113,6 +113,19 @@ pub struct DomainConfig {
     /// unset: unknown users are refused at RCPT with 550 5.1.1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catch_all: Option<String>,
+    /// Deliver this domain's mailboxes over LMTP (RFC 2033) to a mailbox
+    /// server such as Dovecot instead of writing Maildirs:
+    /// `"unix:/path/to/socket"` (Dovecot's `lmtp` service listens on
+    /// `/run/dovecot/lmtp` or `/var/run/dovecot/lmtp`) or `"tcp:host:port"`
+    /// (`"tcp:[::1]:24"` for IPv6; a host name is resolved by the system,
+    /// `/etc/hosts` included). `mailboxes`, `aliases` and `catch_all` still
+    /// decide which recipients exist; each mailbox is sent to the server
+    /// as `local@domain`, which is the user name the server must know.
+    /// Results are queued and retried like remote ones: the server's 5xx
+    /// bounces to the sender, a 4xx or an unreachable server defers.
+    /// Unset: Maildir.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lmtp: Option<String>,
 }
 
 /// Limits (invariant 5: everything is bounded).
@@ -525,7 +538,27 @@ impl Config {
         }
         tern_store::Directory::new(self.directory_config()?)
             .map_err(|e| anyhow::anyhow!("[domains]: {e}"))?;
+        self.lmtp_targets()?;
         Ok(())
+    }
+
+    /// The domains delivered over LMTP, by canonical domain name (the
+    /// domain part of their mailbox keys), with their servers.
+    pub fn lmtp_targets(
+        &self,
+    ) -> anyhow::Result<std::collections::HashMap<String, tern_delivery::LmtpTarget>> {
+        let mut out = std::collections::HashMap::new();
+        for (name, domain) in &self.domains {
+            let Some(text) = &domain.lmtp else {
+                continue;
+            };
+            let target = tern_delivery::LmtpTarget::parse(text)
+                .map_err(|e| anyhow::anyhow!("[domains.{name:?}] lmtp = {text:?}: {e}"))?;
+            let d =
+                Domain::parse_utf8(name).map_err(|e| anyhow::anyhow!("[domains.{name:?}]: {e}"))?;
+            out.insert(d.as_str().to_owned(), target);
+        }
+        Ok(out)
     }
 
     /// The directory settings (domains, mailboxes, aliases) in canonical form.
@@ -775,6 +808,38 @@ aliases = { info = ["alice", "bob"] }
             err.contains("command_timeout") || err.contains("duration"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn lmtp_targets_are_parsed_per_domain() {
+        let text = format!(
+            "{MINIMAL}\n[domains.\"Mail.Example.Test\"]\nmailboxes = [\"carol\"]\n\
+             lmtp = \"unix:/run/dovecot/lmtp\"\n\
+             [domains.\"tcp.example.test\"]\nmailboxes = [\"dave\"]\nlmtp = \"tcp:[::1]:24\"\n"
+        );
+        let c = Config::parse(&text).unwrap();
+        let t = c.lmtp_targets().unwrap();
+        assert_eq!(t.len(), 2);
+        assert_eq!(
+            t["mail.example.test"],
+            tern_delivery::LmtpTarget::Unix("/run/dovecot/lmtp".into())
+        );
+        assert_eq!(
+            t["tcp.example.test"],
+            tern_delivery::LmtpTarget::Tcp("::1".into(), 24)
+        );
+        assert!(!t.contains_key("example.test"), "Maildir by default");
+        let again = Config::parse(&c.to_toml().unwrap()).unwrap();
+        assert_eq!(again.lmtp_targets().unwrap(), t);
+
+        for bad in ["/run/dovecot/lmtp", "unix:", "tcp:localhost", "tcp:a b:24"] {
+            let text = MINIMAL.replace("aliases = {", &format!("lmtp = {bad:?}\naliases = {{"));
+            let err = format!("{:#}", Config::parse(&text).unwrap_err());
+            assert!(
+                err.contains("lmtp") && err.contains("example.test"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

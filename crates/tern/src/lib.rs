@@ -112,6 +112,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         schedule: config.queue.clone(),
         resolver,
         outbound: Arc::new(outbound_settings(config)?),
+        lmtp: config.lmtp_targets()?,
     }
     .start(delivery_shutdown);
 
