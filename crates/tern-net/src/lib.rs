@@ -24,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 pub mod abuse;
+pub mod admin;
 pub mod conn;
 pub mod date;
 pub mod delivery;

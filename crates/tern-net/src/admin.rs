@@ -1,0 +1,1082 @@
+//! The queue admin interface behind `tern queue …`: the request/response
+//! protocol, the operations on the spool, the Unix socket server the
+//! running Tern answers on, and the blocking client the CLI uses.
+//!
+//! **Protocol.** One JSON [`Request`] per line (`{"cmd":"list"}`,
+//! `{"cmd":"show","id":"…"}`, `{"cmd":"flush","id":null,"domain":null}`,
+//! `hold`, `release`, `delete`, `bounce`), answered by one JSON
+//! [`Response`] per line. A connection may carry several requests in turn.
+//!
+//! **Who may connect.** The socket is `<data_dir>/admin.sock`, mode 0600,
+//! and is reachable only by the user Tern runs as (and root):
+//! [`AdminServer::bind`] binds it inside a fresh 0700 directory, sets 0600,
+//! and only then renames it into place (which also replaces a stale socket
+//! left by a crash: the spool lock, taken before, guarantees no other Tern
+//! serves this data directory). So there is no moment at which the socket
+//! is reachable with looser permissions. Each connection's peer credentials
+//! are checked as well: a uid other than the socket's owner or root is
+//! refused.
+//!
+//! **Bounds.** A request line is at most [`MAX_REQUEST`] bytes and must
+//! arrive within [`READ_TIMEOUT`]; at most [`MAX_CONNECTIONS`] connections
+//! are served at once.
+//!
+//! **Operations** ([`QueueAdmin::execute`]) run off the async threads and
+//! also serve the CLI directly when the server is stopped (the CLI then
+//! holds the spool lock itself, and there is no queue manager to wake).
+//!
+//! What this module must never do: change a final recipient state (only
+//! [`RecipientState::Pending`]/[`Deferred`](RecipientState::Deferred) ones
+//! are touched), accept a queue id that is not a valid [`QueueId`] (ids
+//! name files), answer someone who is not root or the service user, or
+//! read an unbounded request.
+
+use std::io::{self, BufRead as _, Read as _, Write as _};
+use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tern_queue::{QueueId, RecipientState, Spool, SpoolError};
+use tern_store::Directory;
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+use crate::delivery::DeliveryHandle;
+use crate::queue::{failure_notice, queue_notice};
+
+/// The socket's file name in the data directory.
+pub const SOCKET_NAME: &str = "admin.sock";
+/// Longest request line accepted (bytes, newline included).
+pub const MAX_REQUEST: usize = 64 * 1024;
+/// How long the server waits for a request line.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once; more wait in the listen backlog.
+pub const MAX_CONNECTIONS: usize = 8;
+/// Most of a message's header section `show` returns (bytes).
+pub const MAX_HEADERS: usize = 64 * 1024;
+/// The reply recorded for recipients returned by `tern queue bounce`; it
+/// is the `Diagnostic-Code` of the DSN the sender gets.
+pub const ADMIN_BOUNCE_REPLY: &str = "550 5.0.0 Message returned by the administrator";
+/// How long `delete`/`bounce` wait for a local delivery attempt on the same
+/// message to finish before answering [`ErrorKind::Busy`].
+const LEASE_WAIT: Duration = Duration::from_secs(5);
+
+/// One command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    /// Every queued message with its recipients' states.
+    List,
+    /// One message: envelope, header section, recipient states and history.
+    Show {
+        /// The queue id.
+        id: String,
+    },
+    /// Make deferred recipients due now and wake the queue manager: of one
+    /// message (`id`), of every message with a recipient in `domain`, or of
+    /// every message (neither).
+    Flush {
+        /// Only this message.
+        #[serde(default)]
+        id: Option<String>,
+        /// Only recipients in this domain (case-insensitive).
+        #[serde(default)]
+        domain: Option<String>,
+    },
+    /// Stop delivery attempts for a message.
+    Hold {
+        /// The queue id.
+        id: String,
+    },
+    /// Undo [`Request::Hold`] and attempt the message now.
+    Release {
+        /// The queue id.
+        id: String,
+    },
+    /// Remove a message from the queue without telling anyone.
+    Delete {
+        /// The queue id.
+        id: String,
+    },
+    /// Fail every recipient not yet done, send the sender one failure DSN,
+    /// and remove the message.
+    Bounce {
+        /// The queue id.
+        id: String,
+    },
+}
+
+/// One recipient of a queued message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecipientInfo {
+    /// Position in the envelope.
+    pub index: usize,
+    /// Where it is delivered (after alias expansion).
+    pub address: String,
+    /// The address as given in `RCPT TO`.
+    pub original: String,
+    /// A local mailbox (otherwise remote).
+    pub local: bool,
+    /// Its state, flattened: `"state":"deferred","attempts":…`.
+    #[serde(flatten)]
+    pub state: RecipientState,
+}
+
+/// One queued message, as `list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageSummary {
+    /// The queue id.
+    pub id: String,
+    /// When it was queued (Unix seconds).
+    pub received_at: u64,
+    /// Seconds in the queue.
+    pub age: u64,
+    /// Message size in bytes.
+    pub size: u64,
+    /// The envelope sender (empty: the null sender of a bounce).
+    pub sender: String,
+    /// Held by `tern queue hold`.
+    pub held: bool,
+    /// Every recipient, in envelope order.
+    pub recipients: Vec<RecipientInfo>,
+    /// The earliest next attempt among recipients not done (Unix seconds;
+    /// a pending recipient counts as now), `None` when none is waiting.
+    pub next_attempt: Option<u64>,
+    /// The most telling error: a deferred recipient's last error, else a
+    /// failed or expired one's.
+    pub last_error: Option<String>,
+}
+
+/// One message in detail, as `show` returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageDetail {
+    /// What `list` says about it.
+    #[serde(flatten)]
+    pub summary: MessageSummary,
+    /// The client's IP address, when received over the network.
+    pub client_ip: Option<String>,
+    /// The client's EHLO/HELO name.
+    pub helo: Option<String>,
+    /// How it came in (`ESMTPS`, `ESMTPSA`, `LOCAL`, …).
+    pub protocol: String,
+    /// TLS version and cipher, when TLS was used.
+    pub tls: Option<String>,
+    /// The authenticated user, if any.
+    pub auth_user: Option<String>,
+    /// `7BIT`, `8BITMIME` or `BINARYMIME`.
+    pub body: String,
+    /// DSN `RET` (`FULL`/`HDRS`).
+    pub ret: Option<String>,
+    /// DSN `ENVID`.
+    pub envid: Option<String>,
+    /// The header section (up to [`MAX_HEADERS`] bytes, invalid UTF-8
+    /// replaced), without the empty line that ends it.
+    pub headers: String,
+    /// Every recorded state change, oldest first.
+    pub history: Vec<HistoryEntry>,
+}
+
+/// One recorded state change of one recipient.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// The recipient's position in the envelope.
+    pub recipient: usize,
+    /// The state recorded, flattened.
+    #[serde(flatten)]
+    pub state: RecipientState,
+}
+
+/// Why a request failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// No such message (or not a valid queue id).
+    NotFound,
+    /// The request could not be understood.
+    BadRequest,
+    /// A delivery attempt is working on the message; try again.
+    Busy,
+    /// The spool failed.
+    Internal,
+}
+
+/// The answer to one [`Request`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Response {
+    /// The answer to `list`.
+    List {
+        /// The server's clock (Unix seconds) when it answered.
+        now: u64,
+        /// Queued messages, oldest first.
+        messages: Vec<MessageSummary>,
+    },
+    /// The answer to `show`.
+    Show {
+        /// The server's clock (Unix seconds) when it answered.
+        now: u64,
+        /// The message.
+        message: Box<MessageDetail>,
+    },
+    /// The answer to `flush`, `hold`, `release`, `delete` and `bounce`.
+    Done {
+        /// The command (`"flush"`, …).
+        action: String,
+        /// The messages it acted on.
+        ids: Vec<String>,
+        /// What else happened, for people (e.g. the bounce's queue id).
+        note: Option<String>,
+    },
+    /// The request failed.
+    Error {
+        /// Why, for scripts.
+        kind: ErrorKind,
+        /// Why, for people.
+        message: String,
+    },
+}
+
+impl Response {
+    fn error(kind: ErrorKind, message: impl Into<String>) -> Response {
+        Response::Error {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// What can go wrong on the admin socket.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// Nothing listens on the socket: the server is not running.
+    #[error("the server is not running (nothing answers on {}): {source}", path.display())]
+    NotRunning {
+        /// The socket path.
+        path: PathBuf,
+        /// Why connecting failed (no such file, connection refused).
+        #[source]
+        source: io::Error,
+    },
+    /// The socket exists but cannot be used (permissions, …).
+    #[error("cannot connect to {} (run as root or the user Tern runs as): {source}", path.display())]
+    Connect {
+        /// The socket path.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// Setting up the socket failed.
+    #[error("admin socket {}: {op}: {source}", path.display())]
+    Setup {
+        /// What was being done.
+        op: &'static str,
+        /// The file concerned.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// Reading or writing the socket failed (or timed out).
+    #[error("admin socket: {0}")]
+    Io(#[source] io::Error),
+    /// A line was not valid JSON of the expected shape.
+    #[error("admin socket: malformed message: {0}")]
+    Json(#[from] serde_json::Error),
+    /// A line exceeded its bound.
+    #[error("admin socket: message longer than {0} bytes")]
+    TooLong(usize),
+    /// The server closed the connection before answering.
+    #[error("admin socket: the server closed the connection without answering")]
+    Closed,
+}
+
+/// Failures of one operation, mapped onto [`Response::Error`].
+#[derive(Debug, thiserror::Error)]
+enum OpError {
+    #[error("{0:?} is not a queue id")]
+    BadId(String),
+    #[error("no message {0} in the queue")]
+    NotFound(QueueId),
+    #[error("a delivery attempt is working on {0}; try again in a moment")]
+    Busy(QueueId),
+    #[error(transparent)]
+    Spool(SpoolError),
+    #[error("cannot read message {0}: {1}")]
+    Read(QueueId, io::Error),
+}
+
+impl From<SpoolError> for OpError {
+    fn from(e: SpoolError) -> OpError {
+        match e {
+            SpoolError::NotFound(id) => OpError::NotFound(id),
+            e => OpError::Spool(e),
+        }
+    }
+}
+
+impl From<OpError> for Response {
+    fn from(e: OpError) -> Response {
+        let kind = match &e {
+            OpError::BadId(_) | OpError::NotFound(_) => ErrorKind::NotFound,
+            OpError::Busy(_) => ErrorKind::Busy,
+            OpError::Spool(_) | OpError::Read(..) => ErrorKind::Internal,
+        };
+        Response::error(kind, e.to_string())
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn parse_id(id: &str) -> Result<QueueId, OpError> {
+    id.parse().map_err(|_| OpError::BadId(id.to_owned()))
+}
+
+/// The operations on the queue. Blocking (they read and fsync files): the
+/// socket server runs them with `spawn_blocking`; the CLI calls them
+/// directly when the server is stopped.
+#[derive(Debug, Clone)]
+pub struct QueueAdmin {
+    /// The spool (the server's, or one the CLI opened and so locked).
+    pub spool: Spool,
+    /// Routes the DSNs of `bounce`.
+    pub directory: Arc<Directory>,
+    /// Our host name (DSNs).
+    pub hostname: String,
+    /// The running queue manager; `None` when the server is stopped (the
+    /// next start looks at every message anyway).
+    pub delivery: Option<DeliveryHandle>,
+}
+
+impl QueueAdmin {
+    /// Carries out `request` at time `now` (Unix seconds).
+    pub fn execute(&self, request: &Request, now: u64) -> Response {
+        let result = match request {
+            Request::List => self.list(now),
+            Request::Show { id } => parse_id(id).and_then(|id| self.show(&id, now)),
+            Request::Flush { id, domain } => self.flush(id.as_deref(), domain.as_deref(), now),
+            Request::Hold { id } => self.hold(id, true),
+            Request::Release { id } => self.hold(id, false),
+            Request::Delete { id } => self.delete(id),
+            Request::Bounce { id } => self.bounce(id, now),
+        };
+        result.unwrap_or_else(Response::from)
+    }
+
+    fn wake(&self, id: &QueueId) {
+        if let Some(delivery) = &self.delivery {
+            delivery.submit(id.clone());
+        }
+    }
+
+    fn summary(&self, id: &QueueId, now: u64) -> Result<MessageSummary, OpError> {
+        let message = self.spool.open_message(id)?;
+        let states = self.spool.recipient_states(id)?;
+        let held = self.spool.is_held(id)?;
+        let envelope = &message.envelope;
+        let recipients: Vec<RecipientInfo> = envelope
+            .recipients
+            .iter()
+            .zip(states)
+            .enumerate()
+            .map(|(index, (rcpt, state))| RecipientInfo {
+                index,
+                address: rcpt.address.clone(),
+                original: rcpt.original.clone(),
+                local: rcpt.is_local(),
+                state,
+            })
+            .collect();
+        let next_attempt = recipients
+            .iter()
+            .filter_map(|r| match &r.state {
+                RecipientState::Pending => Some(now),
+                RecipientState::Deferred { next_attempt, .. } => Some(*next_attempt),
+                _ => None,
+            })
+            .min();
+        let deferred_error = recipients.iter().find_map(|r| match &r.state {
+            RecipientState::Deferred { last_error, .. } => Some(last_error.clone()),
+            _ => None,
+        });
+        let last_error = deferred_error.or_else(|| {
+            recipients.iter().find_map(|r| match &r.state {
+                RecipientState::Failed { reply, .. } => Some(reply.clone()),
+                RecipientState::Expired { last_error, .. } => Some(last_error.clone()),
+                _ => None,
+            })
+        });
+        Ok(MessageSummary {
+            id: id.to_string(),
+            received_at: envelope.received_at,
+            age: now.saturating_sub(envelope.received_at),
+            size: message.data_len(),
+            sender: envelope.sender.clone(),
+            held,
+            recipients,
+            next_attempt,
+            last_error,
+        })
+    }
+
+    fn list(&self, now: u64) -> Result<Response, OpError> {
+        let mut messages = Vec::new();
+        for id in self.spool.list()? {
+            match self.summary(&id, now) {
+                Ok(s) => messages.push(s),
+                // Delivered or deleted since the directory was read.
+                Err(OpError::NotFound(_)) => {}
+                Err(e) => warn!(queue_id = %id, error = %e, "queue list: cannot read message"),
+            }
+        }
+        Ok(Response::List { now, messages })
+    }
+
+    fn show(&self, id: &QueueId, now: u64) -> Result<Response, OpError> {
+        let summary = self.summary(id, now)?;
+        let message = self.spool.open_message(id)?;
+        let mut head = Vec::with_capacity(4096);
+        message
+            .reader()?
+            .take(MAX_HEADERS as u64)
+            .read_to_end(&mut head)
+            .map_err(|e| OpError::Read(id.clone(), e))?;
+        let history = self
+            .spool
+            .recipient_history(id)?
+            .into_iter()
+            .map(|(recipient, state)| HistoryEntry { recipient, state })
+            .collect();
+        let e = &message.envelope;
+        Ok(Response::Show {
+            now,
+            message: Box::new(MessageDetail {
+                summary,
+                client_ip: e.client_ip.map(|ip| ip.to_string()),
+                helo: e.helo.clone(),
+                protocol: e.protocol.clone(),
+                tls: e.tls.clone(),
+                auth_user: e.auth_user.clone(),
+                body: e.body.clone(),
+                ret: e.ret.clone(),
+                envid: e.envid.clone(),
+                headers: String::from_utf8_lossy(header_section(&head)).into_owned(),
+                history,
+            }),
+        })
+    }
+
+    fn flush(&self, id: Option<&str>, domain: Option<&str>, now: u64) -> Result<Response, OpError> {
+        let ids = match id {
+            Some(id) => vec![parse_id(id)?],
+            None => self.spool.list()?,
+        };
+        let mut flushed = Vec::new();
+        for qid in ids {
+            let message = match self.spool.open_message(&qid) {
+                Ok(m) => m,
+                Err(SpoolError::NotFound(_)) if id.is_none() => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let states = self.spool.recipient_states(&qid)?;
+            let mut matched = false;
+            let mut due_now = Vec::new();
+            for (index, (rcpt, state)) in message.envelope.recipients.iter().zip(states).enumerate()
+            {
+                if state.is_final() {
+                    continue;
+                }
+                if let Some(d) = domain {
+                    let rdomain = rcpt.address.rsplit_once('@').map_or("", |(_, d)| d);
+                    if !rdomain.eq_ignore_ascii_case(d.trim_end_matches('.')) {
+                        continue;
+                    }
+                }
+                matched = true;
+                if let RecipientState::Deferred {
+                    attempts,
+                    last_error,
+                    next_attempt,
+                } = state
+                    && next_attempt > now
+                {
+                    due_now.push((
+                        index,
+                        RecipientState::Deferred {
+                            attempts,
+                            last_error,
+                            next_attempt: now,
+                        },
+                    ));
+                }
+            }
+            if !matched {
+                continue;
+            }
+            match self.spool.record_states(&qid, &due_now) {
+                Ok(()) => {}
+                Err(SpoolError::NotFound(_)) if id.is_none() => continue,
+                Err(e) => return Err(e.into()),
+            }
+            self.wake(&qid);
+            flushed.push(qid.to_string());
+        }
+        if let (Some(id), true) = (id, flushed.is_empty()) {
+            let what = domain.map_or(String::new(), |d| format!(" in {d}"));
+            return Ok(Response::Done {
+                action: "flush".to_owned(),
+                ids: Vec::new(),
+                note: Some(format!("{id} has no recipient{what} waiting")),
+            });
+        }
+        info!(
+            messages = flushed.len(),
+            domain = domain.unwrap_or("*"),
+            "queue flushed by the administrator"
+        );
+        Ok(Response::Done {
+            action: "flush".to_owned(),
+            ids: flushed,
+            note: None,
+        })
+    }
+
+    fn hold(&self, id: &str, held: bool) -> Result<Response, OpError> {
+        let qid = parse_id(id)?;
+        self.spool.set_hold(&qid, held)?;
+        let action = if held { "hold" } else { "release" };
+        if !held {
+            self.wake(&qid);
+        }
+        info!(queue_id = %qid, action, "queue: {action} by the administrator");
+        Ok(Response::Done {
+            action: action.to_owned(),
+            ids: vec![qid.to_string()],
+            note: None,
+        })
+    }
+
+    /// Waits (a little) for the in-process delivery lease, so that a local
+    /// delivery attempt on `id` is not cut in half.
+    fn lease(&self, id: &QueueId) -> Result<tern_queue::DeliveryLease, OpError> {
+        let deadline = std::time::Instant::now() + LEASE_WAIT;
+        loop {
+            if let Some(lease) = self.spool.lease(id) {
+                return Ok(lease);
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(OpError::Busy(id.clone()));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn delete(&self, id: &str) -> Result<Response, OpError> {
+        let qid = parse_id(id)?;
+        let _lease = self.lease(&qid)?;
+        let message = self.spool.open_message(&qid)?;
+        let recipients = message.envelope.recipients.len();
+        drop(message);
+        self.spool.remove(&qid)?;
+        warn!(queue_id = %qid, recipients, "message deleted from the queue by the administrator");
+        Ok(Response::Done {
+            action: "delete".to_owned(),
+            ids: vec![qid.to_string()],
+            note: None,
+        })
+    }
+
+    fn bounce(&self, id: &str, now: u64) -> Result<Response, OpError> {
+        let qid = parse_id(id)?;
+        let _lease = self.lease(&qid)?;
+        let message = self.spool.open_message(&qid)?;
+        let states = self.spool.recipient_states(&qid)?;
+        let updates: Vec<(usize, RecipientState)> = states
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !s.is_final())
+            .map(|(index, _)| {
+                (
+                    index,
+                    RecipientState::Failed {
+                        at: now,
+                        reply: ADMIN_BOUNCE_REPLY.to_owned(),
+                        status: "5.0.0".to_owned(),
+                    },
+                )
+            })
+            .collect();
+        // Recorded first: a crash after this loses at most the notice,
+        // never makes a second one.
+        self.spool.record_states(&qid, &updates)?;
+        let mut original = Vec::with_capacity(usize::try_from(message.data_len()).unwrap_or(0));
+        message
+            .reader()?
+            .read_to_end(&mut original)
+            .map_err(|e| OpError::Read(qid.clone(), e))?;
+        let notice = failure_notice(
+            &self.directory,
+            &self.hostname,
+            &qid,
+            &message.envelope,
+            &original,
+            &updates,
+            now,
+        );
+        drop(message);
+        let bounce_id = notice
+            .map(|n| queue_notice(&self.spool, &self.directory, n))
+            .transpose()?;
+        self.spool.remove(&qid)?;
+        if let Some(b) = &bounce_id {
+            self.wake(b);
+        }
+        warn!(queue_id = %qid, recipients = updates.len(),
+            bounce_id = bounce_id.as_ref().map_or("-", QueueId::as_str),
+            "message returned to the sender by the administrator");
+        let note = match (&bounce_id, updates.is_empty()) {
+            (_, true) => "every recipient was already done; removed".to_owned(),
+            (Some(b), false) => format!(
+                "{} recipient(s) failed; failure notice queued as {b}",
+                updates.len()
+            ),
+            (None, false) => format!(
+                "{} recipient(s) failed; no notice (null sender or NOTIFY)",
+                updates.len()
+            ),
+        };
+        Ok(Response::Done {
+            action: "bounce".to_owned(),
+            ids: vec![qid.to_string()],
+            note: Some(note),
+        })
+    }
+}
+
+/// The header section of `head`: everything before the first empty line
+/// (CRLF or bare LF), or all of it when no empty line was seen.
+fn header_section(head: &[u8]) -> &[u8] {
+    let mut line_start = 0;
+    while line_start < head.len() {
+        let rest = &head[line_start..];
+        if rest.starts_with(b"\r\n") || rest.starts_with(b"\n") {
+            return &head[..line_start];
+        }
+        match rest.iter().position(|&b| b == b'\n') {
+            Some(nl) => line_start += nl + 1,
+            None => break,
+        }
+    }
+    head
+}
+
+/// The admin socket, bound and ready to serve.
+#[derive(Debug)]
+pub struct AdminServer {
+    listener: UnixListener,
+    path: PathBuf,
+    owner: u32,
+    admin: QueueAdmin,
+}
+
+impl AdminServer {
+    /// Binds the socket at `path` (see the module documentation for the
+    /// order of steps that keeps it private). Call from within a tokio
+    /// runtime.
+    pub fn bind(path: &Path, admin: QueueAdmin) -> Result<AdminServer, AdminError> {
+        let setup = |op, p: &Path| {
+            let p = p.to_path_buf();
+            move |source| AdminError::Setup {
+                op,
+                path: p,
+                source,
+            }
+        };
+        let parent = path.parent().unwrap_or(Path::new("."));
+        let staging = parent.join(format!(".admin-sock.{}", std::process::id()));
+        // Left over by a crashed process with the same pid.
+        match std::fs::remove_dir_all(&staging) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(setup("remove", &staging)(e)),
+        }
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&staging)
+            .map_err(setup("mkdir", &staging))?;
+        let staged = staging.join(SOCKET_NAME);
+        let bound = (|| {
+            let listener =
+                std::os::unix::net::UnixListener::bind(&staged).map_err(setup("bind", &staged))?;
+            std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))
+                .map_err(setup("chmod", &staged))?;
+            std::fs::rename(&staged, path).map_err(setup("rename", path))?;
+            Ok::<_, AdminError>(listener)
+        })();
+        let _ = std::fs::remove_file(&staged);
+        let _ = std::fs::remove_dir(&staging);
+        let listener = bound?;
+        let owner = std::fs::metadata(path).map_err(setup("stat", path))?.uid();
+        listener
+            .set_nonblocking(true)
+            .map_err(setup("set_nonblocking", path))?;
+        let listener = UnixListener::from_std(listener).map_err(setup("register", path))?;
+        Ok(AdminServer {
+            listener,
+            path: path.to_path_buf(),
+            owner,
+            admin,
+        })
+    }
+
+    /// Serves until `shutdown` turns true, then removes the socket file.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let mut conns = JoinSet::new();
+        info!(socket = %self.path.display(), "admin socket listening");
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                Some(_) = conns.join_next(), if !conns.is_empty() => {}
+                accepted = self.listener.accept() => {
+                    let stream = match accepted {
+                        Ok((stream, _)) => stream,
+                        Err(e) => {
+                            warn!(error = %e, "admin socket: accept failed");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            continue;
+                        }
+                    };
+                    match stream.peer_cred() {
+                        Ok(c) if c.uid() == self.owner || c.uid() == 0 => {}
+                        Ok(c) => {
+                            warn!(uid = c.uid(), "admin socket: connection from another user refused");
+                            continue;
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "admin socket: no peer credentials; refused");
+                            continue;
+                        }
+                    }
+                    let Ok(permit) = Arc::clone(&limit).acquire_owned().await else {
+                        break;
+                    };
+                    let admin = self.admin.clone();
+                    conns.spawn(async move {
+                        let _permit = permit;
+                        if let Err(e) = serve_connection(stream, admin).await {
+                            warn!(error = %e, "admin socket: connection ended with an error");
+                        }
+                    });
+                }
+            }
+        }
+        conns.abort_all();
+        drop(self.listener);
+        match std::fs::remove_file(&self.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                warn!(error = %e, socket = %self.path.display(), "cannot remove the admin socket")
+            }
+        }
+    }
+}
+
+async fn serve_connection(stream: UnixStream, admin: QueueAdmin) -> Result<(), AdminError> {
+    let (read, mut write) = stream.into_split();
+    let mut read = tokio::io::BufReader::new(read);
+    loop {
+        let line = match tokio::time::timeout(READ_TIMEOUT, read_line_async(&mut read)).await {
+            Err(_) => return Ok(()), // idle: close quietly
+            Ok(Ok(None)) => return Ok(()),
+            Ok(Ok(Some(line))) => line,
+            Ok(Err(AdminError::TooLong(n))) => {
+                let response = Response::error(
+                    ErrorKind::BadRequest,
+                    format!("request longer than {n} bytes"),
+                );
+                send_async(&mut write, &response).await?;
+                return Ok(());
+            }
+            Ok(Err(e)) => return Err(e),
+        };
+        let response = match serde_json::from_slice::<Request>(&line) {
+            Ok(request) => {
+                let admin = admin.clone();
+                tokio::task::spawn_blocking(move || admin.execute(&request, unix_now()))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Response::error(ErrorKind::Internal, format!("operation failed: {e}"))
+                    })
+            }
+            Err(e) => Response::error(ErrorKind::BadRequest, format!("bad request: {e}")),
+        };
+        send_async(&mut write, &response).await?;
+    }
+}
+
+/// One line (without its `\n`), at most [`MAX_REQUEST`] bytes; `None` at
+/// end of input. Never buffers more than the bound.
+async fn read_line_async<R: tokio::io::AsyncBufRead + Unpin>(
+    r: &mut R,
+) -> Result<Option<Vec<u8>>, AdminError> {
+    let mut line = Vec::new();
+    loop {
+        let buf = r.fill_buf().await.map_err(AdminError::Io)?;
+        if buf.is_empty() {
+            return if line.is_empty() {
+                Ok(None)
+            } else {
+                Err(AdminError::Closed)
+            };
+        }
+        let (take, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(nl) => (nl + 1, true),
+            None => (buf.len(), false),
+        };
+        if line.len() + take > MAX_REQUEST {
+            return Err(AdminError::TooLong(MAX_REQUEST));
+        }
+        line.extend_from_slice(&buf[..take]);
+        r.consume(take);
+        if done {
+            line.pop();
+            return Ok(Some(line));
+        }
+    }
+}
+
+async fn send_async<W: tokio::io::AsyncWrite + Unpin>(
+    w: &mut W,
+    response: &Response,
+) -> Result<(), AdminError> {
+    let mut bytes = serde_json::to_vec(response)?;
+    bytes.push(b'\n');
+    tokio::time::timeout(READ_TIMEOUT, w.write_all(&bytes))
+        .await
+        .map_err(|_| AdminError::Io(io::ErrorKind::TimedOut.into()))?
+        .map_err(AdminError::Io)
+}
+
+/// Sends `request` to the server listening on `socket` and returns its
+/// answer (blocking; for the CLI). [`AdminError::NotRunning`] means nobody
+/// listens there: the caller may then work on the spool directly.
+pub fn request(
+    socket: &Path,
+    request: &Request,
+    timeout: Duration,
+) -> Result<Response, AdminError> {
+    let stream = std::os::unix::net::UnixStream::connect(socket).map_err(|source| {
+        let path = socket.to_path_buf();
+        match source.kind() {
+            io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
+                AdminError::NotRunning { path, source }
+            }
+            _ => AdminError::Connect { path, source },
+        }
+    })?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .and_then(|()| stream.set_write_timeout(Some(timeout)))
+        .map_err(AdminError::Io)?;
+    let mut line = serde_json::to_vec(request)?;
+    if line.len() >= MAX_REQUEST {
+        return Err(AdminError::TooLong(MAX_REQUEST));
+    }
+    line.push(b'\n');
+    (&stream).write_all(&line).map_err(AdminError::Io)?;
+    let mut reply = Vec::new();
+    io::BufReader::new(&stream)
+        .read_until(b'\n', &mut reply)
+        .map_err(AdminError::Io)?;
+    if reply.last() != Some(&b'\n') {
+        return Err(AdminError::Closed);
+    }
+    Ok(serde_json::from_slice(&reply)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_have_the_documented_wire_form() {
+        let cases = [
+            (Request::List, r#"{"cmd":"list"}"#),
+            (
+                Request::Show { id: "X".into() },
+                r#"{"cmd":"show","id":"X"}"#,
+            ),
+            (
+                Request::Flush {
+                    id: None,
+                    domain: Some("example.net".into()),
+                },
+                r#"{"cmd":"flush","id":null,"domain":"example.net"}"#,
+            ),
+            (
+                Request::Bounce { id: "Y".into() },
+                r#"{"cmd":"bounce","id":"Y"}"#,
+            ),
+        ];
+        for (request, json) in cases {
+            assert_eq!(serde_json::to_string(&request).unwrap(), json);
+            assert_eq!(serde_json::from_str::<Request>(json).unwrap(), request);
+        }
+        // Flush's fields may be left out.
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"cmd":"flush"}"#).unwrap(),
+            Request::Flush {
+                id: None,
+                domain: None
+            }
+        );
+        // Unknown commands and missing ids are errors, not defaults.
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"purge"}"#).is_err());
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"delete"}"#).is_err());
+        assert!(serde_json::from_str::<Request>(r#"{"id":"X"}"#).is_err());
+    }
+
+    fn summary() -> MessageSummary {
+        MessageSummary {
+            id: "0000000000010000".into(),
+            received_at: 1_700_000_000,
+            age: 60,
+            size: 123,
+            sender: "alice@example.test".into(),
+            held: true,
+            recipients: vec![
+                RecipientInfo {
+                    index: 0,
+                    address: "bob@example.net".into(),
+                    original: "Bob@example.net".into(),
+                    local: false,
+                    state: RecipientState::Deferred {
+                        attempts: 2,
+                        last_error: "451 4.4.1 no answer".into(),
+                        next_attempt: 1_700_000_600,
+                    },
+                },
+                RecipientInfo {
+                    index: 1,
+                    address: "carol@example.test".into(),
+                    original: "carol@example.test".into(),
+                    local: true,
+                    state: RecipientState::Pending,
+                },
+            ],
+            next_attempt: Some(1_700_000_060),
+            last_error: Some("451 4.4.1 no answer".into()),
+        }
+    }
+
+    #[test]
+    fn responses_round_trip_with_flattened_states() {
+        let list = Response::List {
+            now: 1_700_000_060,
+            messages: vec![summary()],
+        };
+        let json = serde_json::to_string(&list).unwrap();
+        assert!(
+            json.starts_with(r#"{"result":"list","now":1700000060,"#),
+            "{json}"
+        );
+        assert!(
+            json.contains(r#""local":false,"state":"deferred","attempts":2,"#),
+            "{json}"
+        );
+        assert!(json.contains(r#""state":"pending""#), "{json}");
+        assert_eq!(serde_json::from_str::<Response>(&json).unwrap(), list);
+
+        let show = Response::Show {
+            now: 5,
+            message: Box::new(MessageDetail {
+                summary: summary(),
+                client_ip: Some("192.0.2.1".into()),
+                helo: Some("client.test".into()),
+                protocol: "ESMTP".into(),
+                tls: None,
+                auth_user: None,
+                body: "8BITMIME".into(),
+                ret: None,
+                envid: None,
+                headers: "Subject: hi".into(),
+                history: vec![HistoryEntry {
+                    recipient: 0,
+                    state: RecipientState::Failed {
+                        at: 9,
+                        reply: ADMIN_BOUNCE_REPLY.into(),
+                        status: "5.0.0".into(),
+                    },
+                }],
+            }),
+        };
+        let json = serde_json::to_string(&show).unwrap();
+        assert!(json.contains(r#""recipient":0,"state":"failed""#), "{json}");
+        assert!(json.contains(r#""sender":"alice@example.test""#), "{json}");
+        assert_eq!(serde_json::from_str::<Response>(&json).unwrap(), show);
+
+        let err = Response::error(ErrorKind::NotFound, "no message X");
+        assert_eq!(
+            serde_json::to_string(&err).unwrap(),
+            r#"{"result":"error","kind":"not_found","message":"no message X"}"#
+        );
+    }
+
+    #[test]
+    fn header_section_stops_at_the_first_empty_line() {
+        assert_eq!(
+            header_section(b"A: 1\r\nB: 2\r\n\r\nbody\r\n\r\n"),
+            b"A: 1\r\nB: 2\r\n"
+        );
+        assert_eq!(header_section(b"A: 1\nB: 2\n\nbody"), b"A: 1\nB: 2\n");
+        assert_eq!(header_section(b"\r\nbody"), b"");
+        // No empty line within the bound: all of it.
+        assert_eq!(header_section(b"A: 1\r\nB: 2"), b"A: 1\r\nB: 2");
+    }
+
+    #[tokio::test]
+    async fn request_lines_are_bounded() {
+        let mut input: &[u8] = b"{\"cmd\":\"list\"}\n{\"cmd\"";
+        let mut r = tokio::io::BufReader::new(&mut input);
+        assert_eq!(
+            read_line_async(&mut r).await.unwrap().unwrap(),
+            b"{\"cmd\":\"list\"}"
+        );
+        // A torn last line is an error, a clean end is None.
+        assert!(matches!(
+            read_line_async(&mut r).await,
+            Err(AdminError::Closed)
+        ));
+        let mut empty: &[u8] = b"";
+        assert!(read_line_async(&mut empty).await.unwrap().is_none());
+        let long = vec![b'x'; MAX_REQUEST + 10];
+        let mut r = tokio::io::BufReader::with_capacity(1024, long.as_slice());
+        assert!(matches!(
+            read_line_async(&mut r).await,
+            Err(AdminError::TooLong(MAX_REQUEST))
+        ));
+        // Exactly at the bound (newline included) is fine.
+        let mut exact = vec![b'y'; MAX_REQUEST - 1];
+        exact.push(b'\n');
+        let mut r = tokio::io::BufReader::with_capacity(1024, exact.as_slice());
+        assert_eq!(
+            read_line_async(&mut r).await.unwrap().unwrap().len(),
+            MAX_REQUEST - 1
+        );
+    }
+}
