@@ -38,6 +38,8 @@ pub struct Running {
     tls: TlsManager,
     users: Option<UserDbHandle>,
     reloader: Option<tokio::task::JoinHandle<()>>,
+    /// The admin socket server (`tern queue …`); stops with the listeners.
+    admin: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
@@ -72,6 +74,7 @@ impl Running {
         }
         let _ = self.stop.send(true);
         let _ = self.server.await;
+        let _ = self.admin.await;
         let _ = self.stop_delivery.send(true);
         let _ = self.delivery.await;
         info!("stopped");
@@ -205,9 +208,19 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             smtp: Arc::new(config.listener_server_config(l, &auth_secret)),
         })
         .collect();
+    let admin = tern_net::admin::QueueAdmin {
+        spool: ctx.spool.clone(),
+        directory: Arc::clone(&ctx.directory),
+        hostname: config.hostname.clone(),
+        delivery: Some(ctx.delivery.clone()),
+    };
     let server = Server::bind(ctx, &listeners).await?;
     let addrs = server.local_addrs();
+    // `<data_dir>/admin.sock`, 0600: `tern queue …` talks to us through it.
+    let admin =
+        tern_net::admin::AdminServer::bind(&data_dir.join(tern_net::admin::SOCKET_NAME), admin)?;
     let (stop, shutdown) = watch::channel(false);
+    let admin = tokio::spawn(admin.run(stop.subscribe()));
     let server = tokio::spawn(server.run(shutdown));
     Ok(Running {
         addrs,
@@ -218,6 +231,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         tls,
         users,
         reloader,
+        admin,
     })
 }
 

@@ -2,7 +2,10 @@
 //!
 //! `tern serve --config PATH` runs the server until SIGTERM/SIGINT;
 //! `tern check-config PATH` validates a configuration and prints it with
-//! every default filled in.
+//! every default filled in; `tern user …` and `tern queue …` manage users
+//! and the mail queue.
+
+mod queue_cmd;
 
 use std::path::PathBuf;
 
@@ -48,6 +51,18 @@ enum Command {
         /// The configuration file (TOML).
         #[arg(short, long, value_name = "PATH", global = true)]
         config: Option<PathBuf>,
+    },
+    /// Look at and steer the mail queue: through the running server's
+    /// admin socket, or directly on the spool when the server is stopped.
+    Queue {
+        #[command(subcommand)]
+        action: queue_cmd::QueueAction,
+        /// The configuration file (TOML).
+        #[arg(short, long, value_name = "PATH", global = true)]
+        config: Option<PathBuf>,
+        /// Print the answer as one JSON object (for scripts).
+        #[arg(long, global = true)]
+        json: bool,
     },
 }
 
@@ -127,6 +142,16 @@ fn main() -> anyhow::Result<()> {
             )?;
             print!("{out}");
             Ok(())
+        }
+        Command::Queue {
+            action,
+            config,
+            json,
+        } => {
+            let Some(config) = config else {
+                anyhow::bail!("tern queue needs --config PATH");
+            };
+            queue_cmd::run(action, &config, json)
         }
         Command::Serve { config, log_format } => {
             let c = Config::load(&config)?;
