@@ -85,7 +85,7 @@
 //!   the message; Tern's own server already bounds text lines.
 //!
 //! LMTP (RFC 2033, [`Protocol::Lmtp`], for a mailbox server such as
-//! Dovecot) is the same session with three differences:
+//! Dovecot) is the same session with these differences:
 //! * `LHLO` instead of `EHLO`, and no `HELO` fallback: a 4xx/5xx to LHLO
 //!   ends the session with [`SessionError::HelloRejected`];
 //! * PIPELINING is used whether or not it is advertised (RFC 2033 4.1:
@@ -96,10 +96,16 @@
 //!   recipient (2xx delivered, 4xx deferred, 5xx failed).
 //!   [`TransactionResult::message_reply`] is the last of these replies. A
 //!   421 among them, a lost connection or a timeout defers the recipients
-//!   still without a reply. A 354 to DATA when no recipient was accepted
-//!   (RFC 2033 4.2 requires 503) is a protocol error: the recipients
-//!   already have their RCPT results, and sending an empty message would
-//!   leave the number of replies to expect undefined.
+//!   still without a reply;
+//! * a 354 to DATA when no recipient was accepted (RFC 2033 4.2 requires
+//!   503) is a protocol error: the recipients already have their RCPT
+//!   results, and sending an empty message would leave the number of
+//!   replies to expect undefined;
+//! * a message received with SMTPUTF8 whose addresses are all ASCII goes
+//!   to a server without SMTPUTF8 (Dovecot offers it only experimentally)
+//!   without the parameter instead of failing with `5.6.7`: the mailbox
+//!   server stores the bytes and relays nothing, so UTF-8 in the header
+//!   harms no one. A non-ASCII address still needs SMTPUTF8.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -1353,9 +1359,13 @@ impl ClientSession {
         if txn.rcpts.is_empty() {
             return Err(ClientError::NoRecipients);
         }
-        let needs_utf8 = txn.params.smtputf8
-            || !txn.from.is_ascii()
-            || txn.rcpts.iter().any(|r| !r.address.is_ascii());
+        let utf8_addresses =
+            !txn.from.is_ascii() || txn.rcpts.iter().any(|r| !r.address.is_ascii());
+        // LMTP is final delivery: UTF-8 in the header alone goes to a
+        // server without SMTPUTF8 as it is (see the module docs).
+        let utf8_header = txn.params.smtputf8
+            && (self.config.protocol == Protocol::Smtp || self.extensions.smtputf8);
+        let needs_utf8 = utf8_addresses || utf8_header;
         if let Some(reply) = self.precheck(&txn, needs_utf8) {
             let rcpts = (0..txn.rcpts.len())
                 .map(|index| RcptOutcome {

@@ -428,3 +428,53 @@ fn smtp_is_unchanged_by_default() {
     h.server("500 what\r\n");
     assert_eq!(h.take(), [sent("HELO mx.tern.test\r\n")]);
 }
+
+#[test]
+fn smtputf8_header_alone_does_not_fail_over_lmtp() {
+    // Dovecot does not offer SMTPUTF8: a message received with it but with
+    // ASCII addresses goes without the parameter.
+    let mut h = ready(lmtp());
+    let mut t = txn(1);
+    t.params.smtputf8 = true;
+    h.s.start_transaction(t).unwrap();
+    h.pump();
+    assert_eq!(h.take(), [sent(&pipelined(1))]);
+
+    // Offered: the parameter goes along.
+    let mut h = H::new(lmtp());
+    h.server(GREETING)
+        .server("250-imap.tern.test\r\n250 SMTPUTF8\r\n");
+    h.take();
+    let mut t = txn(1);
+    t.params.smtputf8 = true;
+    h.s.start_transaction(t).unwrap();
+    h.pump();
+    let log = h.take();
+    assert!(
+        matches!(&log[..], [Ev::Sent(s)] if s.starts_with("MAIL FROM:<alice@example.test> SMTPUTF8\r\n")),
+        "{log:?}"
+    );
+
+    // A non-ASCII address still needs it: 553 5.6.7, nothing sent.
+    let mut h = ready(lmtp());
+    let mut t = txn(1);
+    t.from = ReversePath::Mailbox("j\u{f6}rg@example.test".parse().unwrap());
+    h.s.start_transaction(t).unwrap();
+    h.pump();
+    assert!(
+        !h.log.iter().any(|e| matches!(e, Ev::Sent(_))),
+        "{:?}",
+        h.log
+    );
+    assert_eq!(kinds(&h.done()), [('F', 553, false)]);
+
+    // SMTP keeps the strict rule.
+    let mut h = H::new(ClientConfig::new("mx.tern.test"));
+    h.server(GREETING).server("250-mx\r\n250 PIPELINING\r\n");
+    h.take();
+    let mut t = txn(1);
+    t.params.smtputf8 = true;
+    h.s.start_transaction(t).unwrap();
+    h.pump();
+    assert_eq!(kinds(&h.done()), [('F', 553, false)]);
+}
