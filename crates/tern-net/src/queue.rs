@@ -222,19 +222,28 @@ impl QueueManager {
         let opened = {
             let id = id.clone();
             tokio::task::spawn_blocking(move || -> Result<_, String> {
-                let message = spool.open_message(&id).map_err(|e| e.to_string())?;
+                let message = match spool.open_message(&id) {
+                    Ok(m) => m,
+                    // Deleted or bounced by the administrator meanwhile.
+                    Err(e) if e.is_not_found() => return Ok(None),
+                    Err(e) => return Err(e.to_string()),
+                };
                 let mut data = Vec::with_capacity(message.data_len() as usize);
                 let mut reader = message.reader().map_err(|e| e.to_string())?;
                 std::io::Read::read_to_end(&mut reader, &mut data).map_err(|e| e.to_string())?;
                 drop(reader);
                 let states = spool.recipient_states(&id).map_err(|e| e.to_string())?;
                 let held = spool.is_held(&id).map_err(|e| e.to_string())?;
-                Ok((message.envelope.clone(), data, states, held))
+                Ok(Some((message.envelope.clone(), data, states, held)))
             })
             .await
         };
         let (envelope, data, mut states, held) = match opened {
-            Ok(Ok(v)) => v,
+            Ok(Ok(Some(v))) => v,
+            Ok(Ok(None)) => {
+                info!(queue_id = %id, "message left the queue during the attempt");
+                return None;
+            }
             Ok(Err(e)) => {
                 warn!(queue_id = %id, error = %e, "cannot read queued message; will retry");
                 return Some(unix_now() + ERROR_RETRY.as_secs());
@@ -337,6 +346,10 @@ impl QueueManager {
             let (id2, list) = (id.clone(), updates.clone());
             let recorded =
                 tokio::task::spawn_blocking(move || spool.record_states(&id2, &list)).await;
+            if let Ok(Err(tern_queue::SpoolError::NotFound(_))) = recorded {
+                info!(queue_id = %id, "message left the queue during the attempt");
+                return None;
+            }
             if !matches!(recorded, Ok(Ok(()))) {
                 warn!(queue_id = %id, "cannot record delivery results; will retry");
                 return Some(unix_now() + ERROR_RETRY.as_secs());
