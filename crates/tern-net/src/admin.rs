@@ -24,6 +24,11 @@
 //! **Operations** ([`QueueAdmin::execute`]) run off the async threads and
 //! also serve the CLI directly when the server is stopped (the CLI then
 //! holds the spool lock itself, and there is no queue manager to wake).
+//! `delete` and `bounce` wait for a local delivery attempt on the message
+//! to finish (the spool's delivery lease); a remote or LMTP attempt already
+//! in flight is not interrupted, so it may still deliver — its result then
+//! finds the message gone and is dropped, and a `bounce` may have named
+//! that recipient. Recipients already recorded as done are never named.
 //!
 //! What this module must never do: change a final recipient state (only
 //! [`RecipientState::Pending`]/[`Deferred`](RecipientState::Deferred) ones
@@ -1047,6 +1052,195 @@ mod tests {
         assert_eq!(header_section(b"\r\nbody"), b"");
         // No empty line within the bound: all of it.
         assert_eq!(header_section(b"A: 1\r\nB: 2"), b"A: 1\r\nB: 2");
+    }
+
+    fn rcpt(address: &str) -> tern_queue::Recipient {
+        tern_queue::Recipient {
+            address: address.into(),
+            original: address.into(),
+            mailbox: None,
+            notify: None,
+            orcpt: None,
+        }
+    }
+
+    /// A spool holding one message from alice to three remote recipients.
+    fn admin_with_message(dir: &Path) -> (QueueAdmin, QueueId) {
+        let spool = Spool::open(dir, tern_queue::SpoolOptions { fsync: false }).unwrap();
+        let directory = Directory::new(tern_store::DirectoryConfig {
+            domains: vec!["example.test".into()],
+            mailboxes: vec!["alice@example.test".into()],
+            ..Default::default()
+        })
+        .unwrap();
+        let mut msg = spool.create().unwrap();
+        msg.write(b"Subject: hello\r\nX-A: 1\r\n\r\nbody\r\n")
+            .unwrap();
+        let envelope = tern_queue::Envelope {
+            sender: "alice@example.test".into(),
+            recipients: vec![
+                rcpt("done@remote.test"),
+                rcpt("late@remote.test"),
+                rcpt("new@other.test"),
+            ],
+            received_at: 1_000,
+            client_ip: None,
+            helo: None,
+            protocol: "ESMTP".into(),
+            tls: None,
+            auth_user: None,
+            body: "7BIT".into(),
+            smtputf8: false,
+            ret: None,
+            envid: None,
+            size: 0,
+        };
+        let id = msg.commit(&envelope).unwrap().wait_blocking().unwrap();
+        spool
+            .record_states(
+                &id,
+                &[
+                    (
+                        0,
+                        RecipientState::Delivered {
+                            at: 1_100,
+                            reply: "250 ok".into(),
+                        },
+                    ),
+                    (
+                        1,
+                        RecipientState::Deferred {
+                            attempts: 3,
+                            last_error: "451 4.4.1 no answer".into(),
+                            next_attempt: 9_000,
+                        },
+                    ),
+                ],
+            )
+            .unwrap();
+        let admin = QueueAdmin {
+            spool,
+            directory: Arc::new(directory),
+            hostname: "mx.example.test".into(),
+            delivery: None,
+        };
+        (admin, id)
+    }
+
+    #[test]
+    fn operations_on_a_spool() {
+        let dir = tempfile::tempdir().unwrap();
+        let (admin, id) = admin_with_message(dir.path());
+        let sid = id.to_string();
+        let now = 2_000;
+
+        let Response::List { messages, .. } = admin.execute(&Request::List, now) else {
+            panic!("list")
+        };
+        let m = &messages[0];
+        assert_eq!((m.age, m.size, m.held), (1_000, 32, false));
+        // A pending recipient is due now; the deferred one's error is shown.
+        assert_eq!(m.next_attempt, Some(now));
+        assert_eq!(m.last_error.as_deref(), Some("451 4.4.1 no answer"));
+
+        let Response::Show { message, .. } = admin.execute(&Request::Show { id: sid.clone() }, now)
+        else {
+            panic!("show")
+        };
+        assert_eq!(message.headers, "Subject: hello\r\nX-A: 1\r\n");
+        assert_eq!(message.history.len(), 2);
+
+        // Flush by domain: only the deferred recipient there becomes due now;
+        // the delivered one is untouched.
+        let flushed = admin.execute(
+            &Request::Flush {
+                id: None,
+                domain: Some("Remote.TEST".into()),
+            },
+            now,
+        );
+        assert!(matches!(&flushed, Response::Done { ids, .. } if ids.len() == 1 && ids[0] == sid));
+        let states = admin.spool.recipient_states(&id).unwrap();
+        assert!(matches!(states[0], RecipientState::Delivered { .. }));
+        assert_eq!(
+            states[1],
+            RecipientState::Deferred {
+                attempts: 3,
+                last_error: "451 4.4.1 no answer".into(),
+                next_attempt: now,
+            }
+        );
+        let none = admin.execute(
+            &Request::Flush {
+                id: None,
+                domain: Some("nowhere.test".into()),
+            },
+            now,
+        );
+        assert!(matches!(&none, Response::Done { ids, .. } if ids.is_empty()));
+
+        admin.execute(&Request::Hold { id: sid.clone() }, now);
+        assert!(admin.spool.is_held(&id).unwrap());
+        admin.execute(&Request::Release { id: sid.clone() }, now);
+        assert!(!admin.spool.is_held(&id).unwrap());
+
+        // Ids are validated before they get anywhere near a path.
+        for bad in ["../queue", "", "0000000000000000"] {
+            let r = admin.execute(&Request::Delete { id: bad.into() }, now);
+            assert!(
+                matches!(
+                    r,
+                    Response::Error {
+                        kind: ErrorKind::NotFound,
+                        ..
+                    }
+                ),
+                "{bad}: {r:?}"
+            );
+        }
+
+        // Bounce: the two recipients not done fail, one DSN names exactly
+        // them, the message leaves the queue.
+        let r = admin.execute(&Request::Bounce { id: sid.clone() }, now);
+        let Response::Done {
+            note: Some(note), ..
+        } = &r
+        else {
+            panic!("{r:?}")
+        };
+        assert!(note.starts_with("2 recipient(s) failed"), "{note}");
+        let left = admin.spool.list().unwrap();
+        assert_eq!(left.len(), 1);
+        assert_ne!(left[0], id);
+        let dsn = admin.spool.open_message(&left[0]).unwrap();
+        assert_eq!(dsn.envelope.sender, "");
+        assert_eq!(
+            dsn.envelope.recipients[0].mailbox.as_deref(),
+            Some("alice@example.test")
+        );
+        let mut text = String::new();
+        dsn.reader().unwrap().read_to_string(&mut text).unwrap();
+        assert!(
+            text.contains("Final-Recipient: rfc822; late@remote.test"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Final-Recipient: rfc822; new@other.test"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("Final-Recipient: rfc822; done@remote.test"),
+            "{text}"
+        );
+        assert!(text.contains(ADMIN_BOUNCE_REPLY), "{text}");
+        let gone = admin.execute(&Request::Bounce { id: sid }, now);
+        assert!(matches!(
+            gone,
+            Response::Error {
+                kind: ErrorKind::NotFound,
+                ..
+            }
+        ));
     }
 
     #[tokio::test]
