@@ -708,7 +708,9 @@ impl AdminServer {
             }
         };
         let parent = path.parent().unwrap_or(Path::new("."));
-        let staging = parent.join(format!(".admin-sock.{}", std::process::id()));
+        // Short names: the staged path is no longer than `<parent>/admin.sock`
+        // for pids up to 7 digits (Unix socket paths are limited to ~108 bytes).
+        let staging = parent.join(format!(".a{}", std::process::id()));
         // Left over by a crashed process with the same pid.
         match std::fs::remove_dir_all(&staging) {
             Ok(()) => {}
@@ -719,7 +721,7 @@ impl AdminServer {
             .mode(0o700)
             .create(&staging)
             .map_err(setup("mkdir", &staging))?;
-        let staged = staging.join(SOCKET_NAME);
+        let staged = staging.join("s");
         let bound = (|| {
             let listener =
                 std::os::unix::net::UnixListener::bind(&staged).map_err(setup("bind", &staged))?;
