@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import ssl
@@ -100,11 +101,20 @@ def render_config(
     auth=None,
     submission=None,
     tls=None,
+    dns_nameservers=("127.0.0.1:9",),
+    delivery=None,
+    queue=None,
 ) -> str:
     """The TOML config. `extra_listeners`: dicts with `port`, `role` and optionally
     `plaintext_auth`, after the MX listener on `port`. `abuse`: section name ->
     settings for `[limits.abuse.NAME]`. `auth`, `submission`, `tls`: settings of
-    those tables (`tls = {"certificates": [{"cert": ..., "key": ...}]}`)."""
+    those tables (`tls = {"certificates": [{"cert": ..., "key": ...}]}`).
+    `dns_nameservers`: `[dns] nameservers` ("ip:port" strings; the default is a
+    closed loopback port, so no test ever asks the machine's resolver).
+    `delivery`, `queue`: settings of `[delivery]` and `[queue]`; a dict value
+    in `delivery` becomes a sub-table (`delivery={"smarthost": {...}}` ->
+    `[delivery.smarthost]`). A domain dict may carry `lmtp` ("unix:/path" or
+    "tcp:host:port")."""
     domains = DEFAULT_DOMAINS if domains is None else domains
     lim = {
         "max_message_size": MAX_MESSAGE_SIZE,
@@ -156,6 +166,8 @@ def render_config(
             out.append(f"aliases = {{ {inner} }}")
         if d.get("catch_all"):
             out.append(f"catch_all = {toml_str(d['catch_all'])}")
+        if d.get("lmtp"):
+            out.append(f"lmtp = {toml_str(d['lmtp'])}")
         out.append("")
     out.append("[limits]")
     out += [f"{k} = {val(v)}" for k, v in lim.items()]
@@ -170,8 +182,18 @@ def render_config(
     # Never query the machine's resolver from a test: a closed loopback port
     # fails every lookup at once, so remote recipients are simply deferred.
     out.append("[dns]")
-    out.append('nameservers = ["127.0.0.1:9"]')
+    out.append(f"nameservers = {toml_list(dns_nameservers)}")
     out.append("")
+    for table, settings in (("delivery", delivery), ("queue", queue)):
+        if settings:
+            subtables = {k: v for k, v in settings.items() if isinstance(v, dict)}
+            out.append(f"[{table}]")
+            out += [f"{k} = {val(v)}" for k, v in settings.items() if k not in subtables]
+            out.append("")
+            for name, sub in subtables.items():
+                out.append(f"[{table}.{name}]")
+                out += [f"{k} = {val(v)}" for k, v in sub.items()]
+                out.append("")
     for table, settings in (("auth", auth), ("submission", submission), ("tls", tls)):
         if settings:
             out.append(f"[{table}]")
@@ -418,3 +440,133 @@ def tern_submit(tern_factory) -> TernServer:
     """MX + submission (587 role) + submissions (465 role) + a plaintext_auth
     submission listener; users alice (with CRAM-MD5) and bob."""
     return tern_factory(submission=True, plaintext_auth_listener=True)
+
+
+# ---------------------------------------------------------------------------
+# DNS on loopback: a private dnsmasq for the outbound tests
+# ---------------------------------------------------------------------------
+
+DNSMASQ = shutil.which("dnsmasq") or next(
+    (p for p in ("/usr/sbin/dnsmasq", "/sbin/dnsmasq") if os.access(p, os.X_OK)), None)
+
+# The zones every outbound test sees. Every name is under .test and every
+# address is in 127.0.0.0/8; dnsmasq answers .test itself (`--local=/test/`:
+# unknown names are NXDOMAIN, known names without the asked type are NODATA)
+# and has no upstream servers, so no query ever leaves the machine.
+MX_HOSTS = {
+    "remote.test": "127.0.0.2",      # MX 10 mx.remote.test
+    "reject.test": "127.0.0.3",      # MX 10 mx.reject.test (a second, different server)
+    "smarthost.test": "127.0.0.4",   # A only: the smarthost
+}
+DOWN_ADDR = "127.0.0.5"              # nothing listens there
+NXDOMAIN = "nothere.test"            # no records at all
+
+
+def dnsmasq_args(port: int) -> list[str]:
+    args = [
+        DNSMASQ, "--no-daemon", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--no-poll",
+        "--pid-file=", "--log-facility=-", "--log-queries",
+        f"--port={port}", "--listen-address=127.0.0.1", "--bind-interfaces",
+        "--user=nobody", "--group=nogroup", "--local=/test/",
+        "--mx-host=remote.test,mx.remote.test,10",
+        f"--host-record=mx.remote.test,{MX_HOSTS['remote.test']}",
+        "--mx-host=reject.test,mx.reject.test,10",
+        f"--host-record=mx.reject.test,{MX_HOSTS['reject.test']}",
+        f"--host-record=smarthost.test,{MX_HOSTS['smarthost.test']}",
+        # backup.test: the preferred MX is down, the second one is remote.test's
+        "--mx-host=backup.test,mx1.backup.test,10",
+        f"--host-record=mx1.backup.test,{DOWN_ADDR}",
+        "--mx-host=backup.test,mx.remote.test,20",
+        # implicit.test: no MX, an A record (RFC 5321 5.1 implicit MX)
+        f"--host-record=implicit.test,{MX_HOSTS['remote.test']}",
+        # nullmx.test: RFC 7505 null MX, "MX 0 ." (rdata: preference 0, root name)
+        "--dns-rr=nullmx.test,15,000000",
+    ]
+    return args
+
+
+def dns_query(port: int, name: str, qtype: int, timeout: float = 2.0) -> tuple[int, int]:
+    """(rcode, answer count) of one UDP query to 127.0.0.1:port."""
+    import struct
+    qid = 0x5445
+    q = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0)
+    for label in name.rstrip(".").split("."):
+        q += bytes([len(label)]) + label.encode("ascii")
+    q += b"\0" + struct.pack(">HH", qtype, 1)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        s.sendto(q, (HOST, port))
+        r = s.recv(4096)
+    rid, flags, _qd, an, _ns, _ar = struct.unpack(">HHHHHH", r[:12])
+    assert rid == qid
+    return flags & 0xF, an
+
+
+def free_udp_tcp_port() -> int:
+    """A port free for both TCP and UDP on 127.0.0.1 (dnsmasq binds both)."""
+    while True:
+        port = free_port()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            try:
+                u.bind((HOST, port))
+            except OSError:
+                continue
+        return port
+
+
+class DnsServer:
+    def __init__(self, proc: subprocess.Popen, port: int, log_path: Path):
+        self.proc = proc
+        self.port = port
+        self.log_path = log_path
+
+    @property
+    def nameservers(self) -> list[str]:
+        return [f"{HOST}:{self.port}"]
+
+    def log(self) -> str:
+        try:
+            return "--- dnsmasq log ---\n" + self.log_path.read_text(errors="replace")[-4000:]
+        except OSError:
+            return "(no dnsmasq log)"
+
+
+@pytest.fixture(scope="session")
+def dns_server(tmp_path_factory):
+    """A dnsmasq in the foreground on 127.0.0.1:<free port> publishing the zones in
+    `dnsmasq_args` (never port 53, never /etc/resolv.conf, no upstream). Pass
+    `dns_nameservers=dns_server.nameservers` to tern_factory."""
+    if DNSMASQ is None:
+        pytest.skip("dnsmasq not installed (.ci/run installs dnsmasq-base)")
+    workdir = tmp_path_factory.mktemp("dnsmasq")
+    log_path = workdir / "dnsmasq.log"
+    for _attempt in range(3):
+        port = free_udp_tcp_port()
+        log = open(log_path, "wb")
+        proc = subprocess.Popen(dnsmasq_args(port), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.monotonic() + 10
+        ready = False
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                ready = dns_query(port, "mx.remote.test", 1, timeout=0.3) == (0, 1)
+            except OSError:
+                ready = False
+            if ready:
+                break
+            time.sleep(0.05)
+        if ready:
+            break
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+    else:
+        pytest.fail("dnsmasq did not answer on loopback:\n" + log_path.read_text(errors="replace"))
+    server = DnsServer(proc, port, log_path)
+    yield server
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
