@@ -448,11 +448,6 @@ def test_postfix_smarthost_starttls_private_ca(tern_factory, dns_server, remotes
 
 
 @need_postfix
-@pytest.mark.xfail(strict=True, reason=(
-    "server bug: a self-signed certificate made by `openssl req -x509` (CA:TRUE, as OpenSSL 3 does by "
-    "default) given as ca_file is refused by rustls-webpki with CaUsedAsEndEntity, so the smarthost is "
-    "never reached, although ca_file is documented as 'a private CA, or the smarthost's self-signed "
-    "certificate' (tern-delivery outbound.rs). Remove this mark when it is fixed."))
 def test_postfix_smarthost_starttls_self_signed(tern_factory, dns_server, remotes, mx_port, tmp_path):
     """ca_file = the smarthost's own self-signed certificate (what a home setup has)."""
     cert, key = self_signed_cert(tmp_path, ["smarthost.test"])
