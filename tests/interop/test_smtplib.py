@@ -286,3 +286,26 @@ def test_many_sequential_messages_on_one_connection(tern):
     assert len(files) == 20
     subjects = sorted(parse_message(p)[1]["Subject"] for p in files)
     assert subjects == sorted(f"seq {i}" for i in range(20))
+
+
+def test_maildir_is_readable_by_a_third_party_maildir_reader(tern):
+    """Python's mailbox.Maildir (the qmail layout, as mutt and Dovecot read
+    it) lists and parses what Tern delivered, and can mark it seen (new/ →
+    cur/ with :2,S) without Tern's names getting in the way."""
+    import mailbox
+
+    with client(tern) as s:
+        for i in range(3):
+            s.send_message(message("alice@example.test", f"maildir {i}"))
+    tern.wait_for_messages("alice", 3)
+    box = mailbox.Maildir(str(tern.maildir("alice")), create=False)
+    subjects = sorted(m["Subject"] for m in box)
+    assert subjects == ["maildir 0", "maildir 1", "maildir 2"]
+    key = next(iter(box.keys()))
+    msg = box[key]
+    assert msg.get_subdir() == "new"
+    msg.set_subdir("cur")
+    msg.add_flag("S")
+    box[key] = msg
+    assert any(name.endswith(":2,S") for name in (p.name for p in (tern.maildir("alice") / "cur").iterdir()))
+    assert len(box) == 3
