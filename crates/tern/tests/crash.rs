@@ -6,45 +6,11 @@
 mod common;
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{Raw, read_maildir};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn spawn_tern(config: &Path, log: &Path) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    Command::new(env!("CARGO_BIN_EXE_tern"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap()
-}
-
-fn wait_listening(addr: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "tern did not start listening");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 fn token_of(msg: &str) -> Option<String> {
     msg.lines()
@@ -55,8 +21,7 @@ fn token_of(msg: &str) -> Option<String> {
 #[test]
 fn sigkill_under_load_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let addr = common::free_loopback_addr();
     let config = dir.path().join("tern.toml");
     std::fs::write(
         &config,
@@ -67,8 +32,7 @@ fn sigkill_under_load_loses_and_duplicates_nothing() {
     )
     .unwrap();
     let log = dir.path().join("tern.log");
-    let mut child = spawn_tern(&config, &log);
-    wait_listening(addr);
+    let mut child = common::spawn_daemon(&config, &log, addr, &[]);
 
     let accepted = Arc::new(Mutex::new(Vec::<String>::new()));
     let stop = Arc::new(AtomicBool::new(false));
@@ -134,8 +98,7 @@ fn sigkill_under_load_loses_and_duplicates_nothing() {
     );
 
     // Restart: recovery must finish every accepted message.
-    let mut child = spawn_tern(&config, &log);
-    wait_listening(addr);
+    let mut child = common::spawn_daemon(&config, &log, addr, &[]);
     let new = dir.path().join("data/mail/example.test/alice/new");
     let deadline = Instant::now() + Duration::from_secs(60);
     let counts = loop {
@@ -166,11 +129,7 @@ fn sigkill_under_load_loses_and_duplicates_nothing() {
     }
 
     // SIGTERM: graceful shutdown, exit status 0.
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    common::signal(&child, "-TERM");
     let exit = child.wait().unwrap();
     assert!(
         exit.success(),

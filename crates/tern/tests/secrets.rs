@@ -8,8 +8,6 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -36,12 +34,7 @@ fn passwords_never_appear_in_trace_logs() {
         },
     )
     .unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let addr = common::free_loopback_addr();
     let config = dir.path().join("tern.toml");
     std::fs::write(
         &config,
@@ -52,19 +45,7 @@ fn passwords_never_appear_in_trace_logs() {
     )
     .unwrap();
     let log = dir.path().join("tern.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "trace")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "tern did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut child = common::spawn_daemon(&config, &log, addr, &[("RUST_LOG", "trace")]);
 
     let mut c = Raw::greeted(addr);
     assert!(c.cmd("EHLO client.test").starts_with("250"));
@@ -78,9 +59,7 @@ fn passwords_never_appear_in_trace_logs() {
     assert!(c.cmd(&B64.encode(secret)).starts_with("235"));
     assert!(c.cmd("QUIT").starts_with("221"));
 
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
+    common::signal(&child, "-TERM");
     assert!(child.wait().unwrap().success());
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(
@@ -104,12 +83,7 @@ fn passwords_never_appear_in_trace_logs() {
 #[test]
 fn sighup_reloads_without_dropping_sessions() {
     let dir = tempfile::tempdir().unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let addr = common::free_loopback_addr();
     let config = dir.path().join("tern.toml");
     std::fs::write(
         &config,
@@ -120,23 +94,10 @@ fn sighup_reloads_without_dropping_sessions() {
     )
     .unwrap();
     let log = dir.path().join("tern.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "tern did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut child = common::spawn_daemon(&config, &log, addr, &[]);
     let mut old = Raw::greeted(addr);
     assert!(old.cmd("EHLO client.test").starts_with("250"));
-    let _ = Command::new("kill")
-        .args(["-HUP", &child.id().to_string()])
-        .status();
+    common::signal(&child, "-HUP");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !std::fs::read_to_string(&log)
         .unwrap_or_default()
@@ -155,8 +116,6 @@ fn sighup_reloads_without_dropping_sessions() {
     assert!(r.starts_with("250 2.0.0"), "{r}");
     let mut new = Raw::greeted(addr);
     assert!(new.cmd("EHLO client.test").contains("STARTTLS"));
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
+    common::signal(&child, "-TERM");
     assert!(child.wait().unwrap().success());
 }

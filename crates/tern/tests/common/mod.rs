@@ -187,3 +187,52 @@ impl Raw {
         self.reply()
     }
 }
+
+/// A loopback address with a port that was free a moment ago (for tests
+/// that start the real binary and must put the port in its config).
+pub fn free_loopback_addr() -> SocketAddr {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// Starts `tern serve --config CONFIG` with stderr appended to `log` and
+/// `env` set, and waits until `addr` accepts connections.
+pub fn spawn_daemon(
+    config: &Path,
+    log: &Path,
+    addr: SocketAddr,
+    env: &[(&str, &str)],
+) -> std::process::Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "tern did not start listening");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+/// Sends `signal` (e.g. "-TERM", "-HUP") to the daemon.
+pub fn signal(child: &std::process::Child, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {signal} failed");
+}
