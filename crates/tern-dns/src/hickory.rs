@@ -123,6 +123,13 @@ impl HickoryResolver {
         Ok(HickoryResolver { inner, deadline })
     }
 
+    /// The hickory resolver inside, configured as above (nameservers, no
+    /// hosts file, no search domains), for libraries that speak hickory
+    /// themselves (the SPF/DKIM/DMARC checks of `tern-mailauth`).
+    pub fn hickory(&self) -> &TokioResolver {
+        &self.inner
+    }
+
     /// One lookup of `rtype`, with our deadline and our error kinds.
     async fn lookup(
         &self,
