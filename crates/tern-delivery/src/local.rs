@@ -180,7 +180,11 @@ impl Attempt<'_> {
         mailbox: &str,
     ) -> Result<(), RecipientError> {
         let id = &self.message.id;
-        let maildir = self.store.maildir(mailbox)?;
+        let maildir = if self.message.envelope.quarantine {
+            self.store.junk(mailbox)?
+        } else {
+            self.store.maildir(mailbox)?
+        };
         let name = unique_name(
             self.message.envelope.received_at,
             id.as_str(),

@@ -52,6 +52,7 @@ fn envelope(sender: &str, ret: Option<&str>, envid: Option<&str>) -> Envelope {
         ret: ret.map(str::to_owned),
         envid: envid.map(str::to_owned),
         size: ORIGINAL.len() as u64,
+        quarantine: false,
     }
 }
 

@@ -69,6 +69,7 @@ impl Fixture {
             ret: None,
             envid: None,
             size: 0,
+            quarantine: false,
         };
         msg.commit(&envelope).unwrap().wait_blocking().unwrap()
     }

@@ -126,3 +126,35 @@ impl Signer {
         Ok(out)
     }
 }
+
+/// The domain of the first `From:` address of `message` (the author
+/// domain DKIM signs for and DMARC aligns with), lower case.
+pub fn author_domain(message: &[u8]) -> Option<String> {
+    let parsed = mail_auth::AuthenticatedMessage::parse(message)?;
+    let from = parsed.from();
+    let (_, domain) = from.rsplit_once('@')?;
+    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+    (!domain.is_empty()).then_some(domain)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn author_domain_of_from() {
+        assert_eq!(
+            author_domain(b"From: \"A\" <a@Example.TEST>\r\nTo: b@c.test\r\n\r\nx").as_deref(),
+            Some("example.test")
+        );
+        assert_eq!(author_domain(b"To: b@c.test\r\n\r\nx"), None);
+    }
+
+    #[test]
+    fn oversigned_names_are_listed_twice() {
+        let list = header_list();
+        for name in OVERSIGNED_HEADERS {
+            assert_eq!(list.iter().filter(|n| *n == name).count(), 2, "{name}");
+        }
+    }
+}

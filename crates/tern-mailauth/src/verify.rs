@@ -213,42 +213,81 @@ impl Verifier {
         }
     }
 
-    /// Runs every check on `input`.
+    /// Runs every check on `input`. The independent ones (SPF of both
+    /// identities, DKIM, ARC, iprev) run at the same time; DMARC follows,
+    /// as it needs the SPF and DKIM results.
     pub async fn verify(&self, input: Inbound<'_>) -> Verdict {
         let ip = input.client_ip;
         let helo = input.helo.trim_end_matches('.');
         let host = self.authserv_id.as_str();
         let parsed = AuthenticatedMessage::parse(input.message);
-
-        // SPF: HELO identity, then MAIL FROM (RFC 7208 2.3, 2.4).
-        let spf_helo: Option<SpfOutput> = if helo_is_domain(helo) {
-            Some(
-                self.auth
-                    .verify_spf(SpfParameters::verify_ehlo(ip, helo, host))
-                    .await,
-            )
-        } else {
-            None
-        };
         let mail_from_domain = input
             .mail_from
             .rsplit_once('@')
             .map(|(_, d)| d.trim_end_matches('.').to_ascii_lowercase());
-        let spf_mail = match (&mail_from_domain, &spf_helo) {
-            (Some(_), _) => Some(
-                self.auth
-                    .verify_spf(SpfParameters::verify_mail_from(
-                        ip,
-                        helo,
-                        host,
-                        input.mail_from,
-                    ))
-                    .await,
-            ),
-            // Null sender: the MAIL FROM identity is postmaster@HELO.
-            (None, Some(h)) => Some(h.clone()),
-            (None, None) => None,
+
+        // SPF: HELO identity and MAIL FROM (RFC 7208 2.3, 2.4).
+        let spf_helo = async {
+            if helo_is_domain(helo) {
+                Some(
+                    self.auth
+                        .verify_spf(SpfParameters::verify_ehlo(ip, helo, host))
+                        .await,
+                )
+            } else {
+                None
+            }
         };
+        let spf_mail = async {
+            if mail_from_domain.is_some() {
+                Some(
+                    self.auth
+                        .verify_spf(SpfParameters::verify_mail_from(
+                            ip,
+                            helo,
+                            host,
+                            input.mail_from,
+                        ))
+                        .await,
+                )
+            } else {
+                None
+            }
+        };
+        let dkim = async {
+            match &parsed {
+                Some(message) => self
+                    .auth
+                    .verify_dkim(message)
+                    .await
+                    .into_iter()
+                    .map(|d| body_hash_is_fail(d, message))
+                    .collect(),
+                None => Vec::new(),
+            }
+        };
+        let arc = async {
+            match &parsed {
+                Some(message)
+                    if self.policy.arc
+                        && (!message.ams_headers.is_empty() || !message.as_headers.is_empty()) =>
+                {
+                    Some(self.auth.verify_arc(message).await)
+                }
+                _ => None,
+            }
+        };
+        let iprev = async {
+            if self.policy.iprev {
+                Some(self.auth.verify_iprev(ip).await)
+            } else {
+                None
+            }
+        };
+        let (spf_helo, spf_mail, dkim, arc, iprev): (_, _, Vec<DkimOutput<'_>>, _, _) =
+            futures_util::future::join5(spf_helo, spf_mail, dkim, arc, iprev).await;
+        // Null sender: the MAIL FROM identity is postmaster@HELO.
+        let spf_mail = spf_mail.or_else(|| spf_helo.clone());
         let spf_domain = mail_from_domain
             .clone()
             .unwrap_or_else(|| helo.to_ascii_lowercase());
@@ -271,21 +310,17 @@ impl Verifier {
             temperror = true;
         }
 
-        let Some(message) = parsed else {
+        let Some(message) = &parsed else {
             // Not a message mail-auth can read: nothing to verify beyond
             // the envelope. Delivered, as other MTAs would.
             summary.push("dkim=none dmarc=none (unparsable header)".into());
+            if let Some(iprev) = &iprev {
+                results = results.with_iprev_result(iprev, ip);
+            }
             return self.finish(results, summary, disposition, temperror, &spf_mail_result);
         };
 
         // DKIM: every signature.
-        let dkim: Vec<DkimOutput<'_>> = self
-            .auth
-            .verify_dkim(&message)
-            .await
-            .into_iter()
-            .map(|d| body_hash_is_fail(d, &message))
-            .collect();
         let header_from = message.from().to_string();
         results = results.with_dkim_results(&dkim, &header_from);
         if dkim.is_empty() {
@@ -299,10 +334,8 @@ impl Verifier {
             summary.push(format!("dkim={}{sig}", dkim_word(d.result())));
         }
 
-        // ARC.
-        if self.policy.arc && (!message.ams_headers.is_empty() || !message.as_headers.is_empty()) {
-            let arc = self.auth.verify_arc(&message).await;
-            results = results.with_arc_result(&arc, ip);
+        if let Some(arc) = &arc {
+            results = results.with_arc_result(arc, ip);
             summary.push(format!("arc={}", dkim_word(arc.result())));
         }
 
@@ -312,7 +345,7 @@ impl Verifier {
         let dmarc = self
             .auth
             .verify_dmarc(DmarcParameters::new(
-                &message,
+                message,
                 &dkim,
                 &spf_domain,
                 spf_for_dmarc,
@@ -365,10 +398,8 @@ impl Verifier {
         }
         summary.push(dmarc_note);
 
-        // iprev.
-        if self.policy.iprev {
-            let iprev = self.auth.verify_iprev(ip).await;
-            results = results.with_iprev_result(&iprev, ip);
+        if let Some(iprev) = &iprev {
+            results = results.with_iprev_result(iprev, ip);
             summary.push(format!(
                 "iprev={}",
                 match iprev.result() {

@@ -1096,6 +1096,7 @@ mod tests {
             ret: None,
             envid: None,
             size: 0,
+            quarantine: false,
         };
         let id = msg.commit(&envelope).unwrap().wait_blocking().unwrap();
         spool

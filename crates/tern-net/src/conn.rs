@@ -70,6 +70,9 @@ struct Transaction {
     header: Option<Vec<u8>>,
     /// The policy refused the message: the end of data gets this reply.
     refusal: Option<Reply>,
+    /// Email authentication: the message bytes, held back until the end of
+    /// data ([`crate::mailauth`]).
+    auth: Option<crate::mailauth::Capture>,
 }
 
 /// Per-connection state the driver keeps beside the session.
@@ -103,7 +106,7 @@ pub(crate) fn escape_for_log(s: &str) -> String {
     s.escape_default().to_string()
 }
 
-fn spool_failure_reply(e: &SpoolError) -> Reply {
+pub(crate) fn spool_failure_reply(e: &SpoolError) -> Reply {
     if e.is_disk_full() {
         Reply::new(
             452,
@@ -122,6 +125,10 @@ fn spool_failure_reply(e: &SpoolError) -> Reply {
 /// Streams message bytes to the open spool file, remembering the first error.
 fn write_message(tx: &mut Transaction, bytes: &[u8]) {
     if tx.write_error.is_some() {
+        return;
+    }
+    if let Some(capture) = tx.auth.as_mut() {
+        capture.write(bytes);
         return;
     }
     if let Some(message) = tx.message.as_mut()
@@ -384,6 +391,7 @@ impl Connection {
                     write_error: None,
                     header: None,
                     refusal: None,
+                    auth: None,
                 });
                 session.accept();
             }
@@ -581,6 +589,16 @@ impl Connection {
             bdat,
             "receiving message"
         );
+        let mx = !self.role.is_submission();
+        let trusted = self.ctx.relay.is_trusted(self.peer.ip());
+        match crate::mailauth::begin(&self.ctx, mx, self.auth_user.is_some(), trusted) {
+            Ok(capture) => tx.auth = capture,
+            Err(e) => {
+                warn!(queue_id = %queue_id, error = %e, "spool write failed");
+                session.reply(spool_failure_reply(&e));
+                return;
+            }
+        }
         tx.message = Some(message);
         if self.role.is_submission()
             && (self.ctx.submission.enforce_sender || self.ctx.submission.fix_headers)
@@ -599,7 +617,7 @@ impl Connection {
             session.reply(out_of_sequence());
             return;
         };
-        let Some(message) = tx.message.take() else {
+        let Some(mut message) = tx.message.take() else {
             session.reply(out_of_sequence());
             return;
         };
@@ -613,7 +631,25 @@ impl Connection {
             session.reply(spool_failure_reply(&e));
             return;
         }
-        let envelope = self.envelope(&tx, session, message.size());
+        let mut quarantine = false;
+        if let Some(capture) = tx.auth.take() {
+            let mail_from = reverse_path_address(&tx.from);
+            let facts = crate::mailauth::Facts {
+                queue_id: queue_id.as_str(),
+                client_ip: self.peer.ip(),
+                helo: session.helo_name().unwrap_or(""),
+                mail_from: &mail_from,
+            };
+            match crate::mailauth::finish(&self.ctx, capture, facts, &mut message).await {
+                Ok(outcome) => quarantine = outcome.quarantine,
+                Err(reply) => {
+                    session.reply(reply);
+                    return;
+                }
+            }
+        }
+        let mut envelope = self.envelope(&tx, session, message.size());
+        envelope.quarantine = quarantine;
         let size = envelope.size;
         let nrcpt = envelope.recipients.len();
         let committed = match message.commit(&envelope) {
@@ -685,6 +721,7 @@ impl Connection {
             ret: tx.params.ret.map(|r| r.as_str().to_owned()),
             envid: tx.params.envid.clone(),
             size,
+            quarantine: false,
         }
     }
 

@@ -29,6 +29,7 @@ pub mod conn;
 pub mod date;
 pub mod delivery;
 pub mod limits;
+pub mod mailauth;
 pub mod policy;
 pub mod queue;
 pub mod server;
@@ -42,6 +43,7 @@ pub use abuse::Abuse;
 pub use conn::Timeouts;
 pub use delivery::DeliveryHandle;
 pub use limits::ConnectionLimiter;
+pub use mailauth::MailAuth;
 pub use policy::RelayPolicy;
 pub use queue::QueueManager;
 pub use server::{ListenerSpec, NetError, Role, Server};
@@ -104,4 +106,6 @@ pub struct Context {
     pub submission: SubmissionPolicy,
     /// Rate limits, brute-force tracking, tarpit.
     pub abuse: Abuse,
+    /// Email authentication: inbound checks and DKIM signing.
+    pub mailauth: MailAuth,
 }

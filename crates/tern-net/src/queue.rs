@@ -561,6 +561,7 @@ pub fn queue_notice(
         ret: None,
         envid: None,
         size,
+        quarantine: false,
     };
     incoming.commit(&envelope)?.wait_blocking()
 }

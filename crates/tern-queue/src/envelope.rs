@@ -43,6 +43,11 @@ pub struct Envelope {
     /// Message bytes as stored. [`IncomingMessage::commit`](crate::IncomingMessage::commit)
     /// overwrites it with the number of bytes actually written.
     pub size: u64,
+    /// The inbound authentication checks asked for quarantine (DMARC
+    /// `p=quarantine`): local recipients get it in their `Junk` folder.
+    /// Absent in envelopes written before this field existed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub quarantine: bool,
 }
 
 /// One delivery target of a message.
@@ -65,5 +70,28 @@ impl Recipient {
     /// Whether this recipient is delivered to a local mailbox.
     pub fn is_local(&self) -> bool {
         self.mailbox.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quarantine_is_optional_on_disk() {
+        let old = r#"{"sender":"a@b.test","recipients":[],"received_at":1,"client_ip":null,
+            "helo":null,"protocol":"ESMTP","tls":null,"auth_user":null,"body":"7BIT",
+            "smtputf8":false,"ret":null,"envid":null,"size":0}"#;
+        let e: Envelope = serde_json::from_str(old).unwrap();
+        assert!(!e.quarantine);
+        // Written only when set, so older readers see the same JSON.
+        let json = serde_json::to_string(&e).unwrap();
+        assert!(!json.contains("quarantine"));
+        let q = Envelope {
+            quarantine: true,
+            ..e
+        };
+        let back: Envelope = serde_json::from_str(&serde_json::to_string(&q).unwrap()).unwrap();
+        assert!(back.quarantine);
     }
 }

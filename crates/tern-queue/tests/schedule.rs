@@ -340,6 +340,7 @@ fn envelope(recipients: usize) -> Envelope {
         ret: None,
         envid: None,
         size: 0,
+        quarantine: false,
     }
 }
 

@@ -39,6 +39,7 @@ fn envelope(recipients: usize) -> Envelope {
         ret: Some("HDRS".into()),
         envid: Some("abc".into()),
         size: 0,
+        quarantine: false,
     }
 }
 

@@ -65,9 +65,16 @@ pub struct Config {
     /// Retry schedule of the queue.
     #[serde(default)]
     pub queue: tern_queue::RetrySchedule,
-    /// DNS for MX lookups.
+    /// DNS for MX lookups and the authentication checks.
     #[serde(default)]
     pub dns: DnsConfig,
+    /// Inbound email authentication on MX listeners (SPF, DKIM, DMARC, ARC,
+    /// iprev) and what failures mean.
+    #[serde(default)]
+    pub mail_auth: tern_mailauth::InboundPolicy,
+    /// DKIM signing of outgoing mail.
+    #[serde(default)]
+    pub dkim: tern_mailauth::DkimConfig,
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
@@ -539,7 +546,31 @@ impl Config {
         tern_store::Directory::new(self.directory_config()?)
             .map_err(|e| anyhow::anyhow!("[domains]: {e}"))?;
         self.lmtp_targets()?;
+        self.dkim_signer()?;
         Ok(())
+    }
+
+    /// Where DKIM keys live: `dkim.keys_dir`, else `<data_dir>/dkim`.
+    pub fn dkim_keys_dir(&self) -> PathBuf {
+        self.dkim
+            .keys_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("dkim"))
+    }
+
+    /// The DKIM keys of every local domain (none when `dkim.sign` is off);
+    /// an unreadable or invalid key file is an error that names the file.
+    pub fn dkim_signer(&self) -> anyhow::Result<tern_mailauth::Signer> {
+        if !self.dkim.sign {
+            return Ok(tern_mailauth::Signer::default());
+        }
+        let domains: Vec<String> = self
+            .domains
+            .keys()
+            .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
+            .collect();
+        tern_mailauth::Signer::load(&self.dkim_keys_dir(), domains.iter().map(String::as_str))
+            .map_err(|e| anyhow::anyhow!("[dkim]: {e}"))
     }
 
     /// The domains delivered over LMTP, by canonical domain name (the
@@ -855,5 +886,50 @@ aliases = { info = ["alice", "bob"] }
         let c = Config::load(Path::new(path)).unwrap();
         assert_eq!(c.hostname, "mx.example.test");
         assert_eq!(c.listeners[0].address, "127.0.0.1:2525".parse().unwrap());
+    }
+
+    #[test]
+    fn mail_auth_and_dkim_defaults_are_safe() {
+        let c = Config::parse(MINIMAL).unwrap();
+        let p = &c.mail_auth;
+        assert!(p.enabled);
+        assert_eq!(p.dmarc_reject, tern_mailauth::Action::Reject);
+        assert_eq!(p.dmarc_quarantine, tern_mailauth::Action::Quarantine);
+        assert_eq!(p.spf_fail, tern_mailauth::Action::Tag);
+        assert_eq!(p.temperror, tern_mailauth::TempErrorAction::Accept);
+        assert!(c.dkim.sign);
+        assert_eq!(c.dkim_keys_dir(), PathBuf::from("./data/dkim"));
+        let text = format!(
+            "{MINIMAL}\n[mail_auth]\nspf_fail = \"reject\"\ntemperror = \"tempfail\"\nskip_networks = [\"10.0.0.0/8\"]\n[dkim]\nkeys_dir = \"/etc/tern/dkim\"\n"
+        );
+        let c = Config::parse(&text).unwrap();
+        assert_eq!(c.mail_auth.spf_fail, tern_mailauth::Action::Reject);
+        assert_eq!(c.dkim_keys_dir(), PathBuf::from("/etc/tern/dkim"));
+    }
+
+    #[test]
+    fn mail_auth_mistakes_are_named() {
+        let text = format!("{MINIMAL}\n[mail_auth]\ndmarc_rejct = \"tag\"\n");
+        let err = format!("{:#}", Config::parse(&text).unwrap_err());
+        assert!(err.contains("dmarc_rejct"), "{err}");
+        let text = format!("{MINIMAL}\n[mail_auth]\nspf_fail = \"bounce\"\n");
+        let err = format!("{:#}", Config::parse(&text).unwrap_err());
+        assert!(err.contains("bounce"), "{err}");
+    }
+
+    #[test]
+    fn an_unreadable_dkim_key_fails_validation_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let domain_dir = dir.path().join("example.test");
+        std::fs::create_dir_all(&domain_dir).unwrap();
+        std::fs::write(
+            domain_dir.join("s1.key"),
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let text = format!("{MINIMAL}\n[dkim]\nkeys_dir = {:?}\n", dir.path());
+        let err = format!("{:#}", Config::parse(&text).unwrap_err());
+        assert!(err.contains("s1.key"), "{err}");
+        assert!(err.contains("[dkim]"), "{err}");
     }
 }

@@ -95,16 +95,40 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let store = Arc::new(MailStore::new(data_dir.join("mail")));
     let directory = Arc::new(Directory::new(config.directory_config()?)?);
 
+    // One resolver for outbound delivery and the authentication checks.
+    let hickory: Option<Arc<tern_dns::HickoryResolver>> =
+        if config.delivery.remote || config.mail_auth.enabled {
+            let r = tern_dns::HickoryResolver::new(tern_dns::ResolverSettings {
+                nameservers: config.dns.nameservers.clone(),
+                ..tern_dns::ResolverSettings::default()
+            })
+            .context("cannot set up the DNS resolver")?;
+            Some(Arc::new(r))
+        } else {
+            None
+        };
     let resolver: Option<Arc<dyn tern_dns::Resolver>> = if config.delivery.remote {
-        let r = tern_dns::HickoryResolver::new(tern_dns::ResolverSettings {
-            nameservers: config.dns.nameservers.clone(),
-            ..tern_dns::ResolverSettings::default()
-        })
-        .context("cannot set up the DNS resolver")?;
-        Some(Arc::new(r))
+        hickory.clone().map(|r| r as Arc<dyn tern_dns::Resolver>)
     } else {
         None
     };
+    let mailauth = tern_net::MailAuth {
+        verifier: hickory.filter(|_| config.mail_auth.enabled).map(|dns| {
+            Arc::new(tern_mailauth::Verifier::new(
+                dns,
+                &config.hostname,
+                config.mail_auth.clone(),
+            ))
+        }),
+        signer: Some(Arc::new(config.dkim_signer()?)),
+    };
+    if let Some(signer) = &mailauth.signer {
+        for domain in config.domains.keys() {
+            for key in signer.keys(domain) {
+                info!(domain = %key.domain, selector = %key.selector, algorithm = %key.algorithm, "DKIM key loaded");
+            }
+        }
+    }
     let (stop_delivery, delivery_shutdown) = watch::channel(false);
     let (delivery, delivery_task) = QueueManager {
         spool: spool.clone(),
@@ -194,6 +218,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
                 .copied()
                 .collect(),
         ),
+        mailauth,
     });
     let listeners: Vec<ListenerSpec> = config
         .listeners

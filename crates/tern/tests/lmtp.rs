@@ -132,6 +132,8 @@ mailboxes = ["bob", "carol"]
 lmtp = "unix:{socket}"
 [dns]
 nameservers = ["127.0.0.1:9"]
+[mail_auth]
+enabled = false
 "#,
             data = dir.path().join("data"),
             socket = socket.display(),

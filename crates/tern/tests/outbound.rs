@@ -129,7 +129,7 @@ impl Pair {
         let port = shared_port();
         let b_dir = tempfile::tempdir().unwrap();
         let b = tern::Config::parse(&format!(
-            "hostname = \"mx.remote.test\"\ndata_dir = {:?}\n[[listener]]\naddress = \"127.0.0.2:{port}\"\nrole = \"mx\"\n[domains.\"remote.test\"]\nmailboxes = [\"carol\", \"dave\"]\n[dns]\nnameservers = [\"127.0.0.1:9\"]\n",
+            "hostname = \"mx.remote.test\"\ndata_dir = {:?}\n[[listener]]\naddress = \"127.0.0.2:{port}\"\nrole = \"mx\"\n[domains.\"remote.test\"]\nmailboxes = [\"carol\", \"dave\"]\n[dns]\nnameservers = [\"127.0.0.1:9\"]\n[mail_auth]\nenabled = false\n",
             b_dir.path().join("data")
         ))
         .unwrap();

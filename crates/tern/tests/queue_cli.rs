@@ -59,7 +59,7 @@ impl Setup {
                 "hostname = \"mx.example.test\"\ndata_dir = {:?}\ntrusted_networks = [\"127.0.0.0/8\"]\n\
                  [[listener]]\naddress = \"127.0.0.1:0\"\nrole = \"mx\"\n\
                  [domains.\"example.test\"]\nmailboxes = [\"alice\"]\n\
-                 [dns]\nnameservers = [\"{dns}\"]\n",
+                 [dns]\nnameservers = [\"{dns}\"]\n[mail_auth]\nenabled = false\n",
                 dir.path().join("data")
             ),
         )

@@ -88,7 +88,7 @@ fn sighup_reloads_without_dropping_sessions() {
     std::fs::write(
         &config,
         format!(
-            "hostname = \"mx.example.test\"\ndata_dir = {:?}\n[[listener]]\naddress = \"{addr}\"\nrole = \"mx\"\n[dns]\nnameservers = [\"127.0.0.1:9\"]\n[domains.\"example.test\"]\nmailboxes = [\"alice\"]\n",
+            "hostname = \"mx.example.test\"\ndata_dir = {:?}\n[[listener]]\naddress = \"{addr}\"\nrole = \"mx\"\n[dns]\nnameservers = [\"127.0.0.1:9\"]\n[mail_auth]\nenabled = false\n[domains.\"example.test\"]\nmailboxes = [\"alice\"]\n",
             dir.path().join("data")
         ),
     )

@@ -80,6 +80,8 @@ mailboxes = ["alice", "bob"]
 aliases = {{ info = ["alice", "bob"], abuse = ["alice"] }}
 [dns]
 nameservers = ["127.0.0.1:9"]
+[mail_auth]
+enabled = false
 [limits.abuse.tarpit]
 initial_delay = "0s"
 {extra}

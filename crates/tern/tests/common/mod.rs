@@ -22,6 +22,9 @@ aliases = { info = ["alice", "bob"], fwd = ["someone@remote.test"] }
 # every lookup with an error, so remote recipients are deferred.
 [dns]
 nameservers = ["127.0.0.1:9"]
+# No DNS, so no SPF/DKIM/DMARC checks (tests/mailauth.rs has its own DNS).
+[mail_auth]
+enabled = false
 "#;
 
 pub struct TestServer {
