@@ -3,8 +3,10 @@
 //! `tern serve --config PATH` runs the server until SIGTERM/SIGINT;
 //! `tern check-config PATH` validates a configuration and prints it with
 //! every default filled in; `tern user …` and `tern queue …` manage users
-//! and the mail queue.
+//! and the mail queue; `tern dkim keygen` and `tern dns` say what to
+//! publish in the DNS.
 
+mod auth_cmd;
 mod queue_cmd;
 
 use std::path::PathBuf;
@@ -63,6 +65,27 @@ enum Command {
         /// Print the answer as one JSON object (for scripts).
         #[arg(long, global = true)]
         json: bool,
+    },
+    /// DKIM signing keys.
+    Dkim {
+        #[command(subcommand)]
+        action: auth_cmd::DkimAction,
+        /// The configuration file (TOML).
+        #[arg(short, long, value_name = "PATH", global = true)]
+        config: Option<PathBuf>,
+    },
+    /// Print every DNS record a local domain needs (MX, SPF, DKIM, DMARC,
+    /// MTA-STS, TLS-RPT); with --check, look them up and say which are
+    /// missing or wrong (exit status 1 if a required one is).
+    Dns {
+        /// A local domain of the configuration.
+        domain: String,
+        /// Look the records up (through `[dns] nameservers`).
+        #[arg(long)]
+        check: bool,
+        /// The configuration file (TOML).
+        #[arg(short, long, value_name = "PATH")]
+        config: Option<PathBuf>,
     },
 }
 
@@ -152,6 +175,22 @@ fn main() -> anyhow::Result<()> {
                 anyhow::bail!("tern queue needs --config PATH");
             };
             queue_cmd::run(action, &config, json)
+        }
+        Command::Dkim { action, config } => {
+            let Some(config) = config else {
+                anyhow::bail!("tern dkim needs --config PATH");
+            };
+            auth_cmd::dkim(action, &config)
+        }
+        Command::Dns {
+            domain,
+            check,
+            config,
+        } => {
+            let Some(config) = config else {
+                anyhow::bail!("tern dns needs --config PATH");
+            };
+            auth_cmd::dns(&domain, check, &config)
         }
         Command::Serve { config, log_format } => {
             let c = Config::load(&config)?;
