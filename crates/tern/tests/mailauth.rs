@@ -1,0 +1,309 @@
+//! Email authentication end to end (issue 5): a real Tern with an MX and a
+//! submission listener, its DNS from a hickory server on loopback serving
+//! SPF, DKIM and DMARC records.
+//!
+//! - DMARC: `From: ceo@protected.test` (p=reject) from an unauthorised IP
+//!   is refused with 550 5.7.1 at the end of DATA; the same message with a
+//!   valid DKIM signature of protected.test is delivered with `dmarc=pass`
+//!   in our `Authentication-Results:`.
+//! - p=quarantine lands in the recipient's `.Junk` Maildir++ folder.
+//! - A forged `Authentication-Results: mx.example.test; dmarc=pass` is
+//!   removed; other authserv-ids are kept.
+//! - Mail submitted by an authenticated user is DKIM-signed (RSA and
+//!   Ed25519) and verifies against the published keys.
+
+mod common;
+#[path = "../../tern-mailauth/tests/dns/mod.rs"]
+mod dns;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use common::{Raw, read_maildir, wait_for_mail_in};
+use tern_mailauth::keys::generate;
+use tern_mailauth::{InboundPolicy, KeyAlgorithm, Signer, Verifier};
+
+const PW: &str = "alice-secret-pw";
+
+struct World {
+    _dns: dns::TestDns,
+    dns_addr: SocketAddr,
+    running: Option<tern::Running>,
+    mx: SocketAddr,
+    submission: SocketAddr,
+    dir: tempfile::TempDir,
+    /// The sender side's keys (protected.test), not Tern's.
+    sender_signer: Signer,
+}
+
+impl World {
+    async fn start() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        // Tern's own keys, for example.test, and the remote sender's.
+        let tern_keys = dir.path().join("tern-dkim");
+        let sender_keys = dir.path().join("sender-dkim");
+        let keys = [
+            generate(&tern_keys, "example.test", "rsa1", KeyAlgorithm::Rsa).unwrap(),
+            generate(&tern_keys, "example.test", "ed1", KeyAlgorithm::Ed25519).unwrap(),
+            generate(&sender_keys, "protected.test", "s1", KeyAlgorithm::Ed25519).unwrap(),
+        ];
+        let mut records: Vec<_> = keys
+            .iter()
+            .map(|k| dns::txt(&k.record_name(), &k.record_value()))
+            .collect();
+        records.extend([
+            dns::txt("protected.test", "v=spf1 ip4:192.0.2.1 -all"),
+            dns::txt("_dmarc.protected.test", "v=DMARC1; p=reject"),
+            dns::txt("quarantined.test", "v=spf1 ip4:192.0.2.1 -all"),
+            dns::txt("_dmarc.quarantined.test", "v=DMARC1; p=quarantine"),
+            dns::txt("example.test", "v=spf1 ip4:127.0.0.1 -all"),
+            dns::txt("_dmarc.example.test", "v=DMARC1; p=reject"),
+            dns::a("client.test", Ipv4Addr::LOCALHOST),
+        ]);
+        let dns = dns::start(records).await;
+        let users = dir.path().join("users.toml");
+        tern_users::add_user(
+            &users,
+            "alice@example.test",
+            PW,
+            &tern_users::AddOptions {
+                cram_md5: false,
+                hash_params: tern_users::HashParams {
+                    memory_kib: 1024,
+                    passes: 1,
+                    lanes: 1,
+                },
+                scram_iterations: 4096,
+            },
+        )
+        .unwrap();
+        let text = format!(
+            r#"
+hostname = "mx.example.test"
+data_dir = {data:?}
+[[listener]]
+address = "127.0.0.1:0"
+role = "mx"
+[[listener]]
+address = "127.0.0.1:0"
+role = "submission"
+plaintext_auth = true
+[auth]
+users_file = {users:?}
+[domains."example.test"]
+mailboxes = ["alice", "bob"]
+[dns]
+nameservers = ["{dns}"]
+[dkim]
+keys_dir = {keys:?}
+[limits.abuse.tarpit]
+initial_delay = "0s"
+"#,
+            data = dir.path().join("data"),
+            dns = dns.addr,
+            keys = tern_keys,
+        );
+        let config = tern::Config::parse(&text).expect("test config");
+        let running = tern::start(&config).await.expect("server starts");
+        let addrs = running.addrs();
+        World {
+            dns_addr: dns.addr,
+            _dns: dns,
+            mx: addrs[0],
+            submission: addrs[1],
+            running: Some(running),
+            sender_signer: Signer::load(&sender_keys, ["protected.test"]).unwrap(),
+            dir,
+        }
+    }
+
+    fn maildir(&self, local: &str, folder: &str) -> PathBuf {
+        self.dir
+            .path()
+            .join("data/mail/example.test")
+            .join(local)
+            .join(folder)
+    }
+
+    async fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await;
+        }
+    }
+}
+
+/// One transaction on the MX port; returns the reply to the end of data.
+async fn send_mx(addr: SocketAddr, mail_from: &str, message: Vec<u8>) -> String {
+    let mail_from = mail_from.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut c = Raw::greeted(addr);
+        assert!(c.cmd("EHLO client.test").starts_with("250"));
+        assert!(
+            c.cmd(&format!("MAIL FROM:<{mail_from}>"))
+                .starts_with("250")
+        );
+        assert!(c.cmd("RCPT TO:<alice@example.test>").starts_with("250"));
+        assert!(c.cmd("DATA").starts_with("354"));
+        c.send(&message);
+        c.send(b".\r\n");
+        let r = c.reply();
+        assert!(c.cmd("QUIT").starts_with("221"));
+        r
+    })
+    .await
+    .unwrap()
+}
+
+fn message(from: &str, extra_headers: &str) -> Vec<u8> {
+    format!(
+        "{extra_headers}From: {from}\r\nTo: alice@example.test\r\nSubject: Wire the money\r\n\
+         Date: Mon, 23 Nov 2026 10:00:00 +0000\r\nMessage-ID: <m1@sender.test>\r\n\r\nNow, please.\r\n"
+    )
+    .into_bytes()
+}
+
+/// The `Authentication-Results:` fields of a stored message (unfolded).
+fn auth_results(stored: &str) -> Vec<String> {
+    let header = stored.split("\r\n\r\n").next().unwrap();
+    let unfolded = header.replace("\r\n\t", " ").replace("\r\n ", " ");
+    unfolded
+        .lines()
+        .filter(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("authentication-results:")
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dmarc_reject_and_pass_and_forged_results_stripped() {
+    let w = World::start().await;
+
+    // p=reject, unauthorised IP, no signature: 550 5.7.1 at the end of DATA.
+    let r = send_mx(
+        w.mx,
+        "ceo@protected.test",
+        message("ceo@protected.test", ""),
+    )
+    .await;
+    assert!(r.starts_with("550 5.7.1 "), "{r}");
+    assert!(r.contains("DMARC"), "{r}");
+
+    // The same message signed by protected.test, carrying a forged result
+    // under our authserv-id and a foreign one: delivered, with one result
+    // of ours that says dmarc=pass.
+    let forged = "Authentication-Results: mx.example.test; dmarc=pass header.from=protected.test (forged)\r\n\
+                  Authentication-Results: other.example; spf=pass\r\n";
+    let msg = message("ceo@protected.test", forged);
+    let sigs = w.sender_signer.sign("protected.test", &msg).unwrap();
+    assert!(!sigs.is_empty());
+    let signed = [sigs.as_bytes(), &msg].concat();
+    let r = send_mx(w.mx, "ceo@protected.test", signed).await;
+    assert!(r.starts_with("250 2.0.0"), "{r}");
+    let stored = &wait_for_mail_in(&w.maildir("alice", "new"), 1)[0];
+    let results = auth_results(stored);
+    assert!(!stored.contains("(forged)"), "{stored}");
+    let ours: Vec<&String> = results
+        .iter()
+        .filter(|r| r.starts_with("Authentication-Results: mx.example.test;"))
+        .collect();
+    assert_eq!(ours.len(), 1, "{results:?}");
+    assert!(ours[0].contains("dmarc=pass"), "{}", ours[0]);
+    assert!(ours[0].contains("dkim=pass"), "{}", ours[0]);
+    assert!(ours[0].contains("spf=fail"), "{}", ours[0]);
+    assert!(
+        results
+            .iter()
+            .any(|r| r.contains("other.example; spf=pass")),
+        "{results:?}"
+    );
+    // Our result sits right after our Received:, above the message's own
+    // fields.
+    let received = stored.find("Received: from client.test").unwrap();
+    let ar = stored
+        .find("Authentication-Results: mx.example.test")
+        .unwrap();
+    let sig = stored.find("DKIM-Signature:").unwrap();
+    assert!(received < ar && ar < sig, "{stored}");
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dmarc_quarantine_goes_to_junk() {
+    let w = World::start().await;
+    let r = send_mx(
+        w.mx,
+        "a@quarantined.test",
+        message("a@quarantined.test", ""),
+    )
+    .await;
+    assert!(r.starts_with("250 2.0.0"), "{r}");
+    let junk = &wait_for_mail_in(&w.maildir("alice", ".Junk/new"), 1)[0];
+    assert!(junk.contains("dmarc=fail"), "{junk}");
+    assert!(w.maildir("alice", ".Junk/maildirfolder").exists());
+    assert!(read_maildir(&w.maildir("alice", "new")).is_empty());
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submitted_mail_is_signed_with_both_keys() {
+    let w = World::start().await;
+    let addr = w.submission;
+    tokio::task::spawn_blocking(move || {
+        let mut c = Raw::greeted(addr);
+        assert!(c.cmd("EHLO client.test").starts_with("250"));
+        let token = B64.encode(format!("\0alice@example.test\0{PW}"));
+        let r = c.cmd(&format!("AUTH PLAIN {token}"));
+        assert!(r.starts_with("235"), "{r}");
+        assert!(c.cmd("MAIL FROM:<alice@example.test>").starts_with("250"));
+        assert!(c.cmd("RCPT TO:<bob@example.test>").starts_with("250"));
+        assert!(c.cmd("DATA").starts_with("354"));
+        // No Date:/Message-ID: the submission policy adds them, and they
+        // are signed too.
+        c.send(b"From: Alice <alice@example.test>\r\nTo: bob@example.test\r\nSubject: signed\r\n\r\nHello Bob.\r\n.\r\n");
+        let r = c.reply();
+        assert!(r.starts_with("250 2.0.0"), "{r}");
+    })
+    .await
+    .unwrap();
+    let stored = wait_for_mail_in(&w.maildir("bob", "new"), 1).remove(0);
+    assert_eq!(stored.matches("DKIM-Signature:").count(), 2, "{stored}");
+    assert!(stored.contains("a=rsa-sha256"), "{stored}");
+    assert!(stored.contains("a=ed25519-sha256"), "{stored}");
+    // Submission is not checked: no Authentication-Results of ours.
+    assert!(auth_results(&stored).is_empty(), "{stored}");
+
+    // Verify the stored message as a receiver would, against the keys in
+    // the DNS.
+    let resolver = Arc::new(
+        tern_dns::HickoryResolver::new(tern_dns::ResolverSettings {
+            nameservers: vec![w.dns_addr],
+            timeout: Duration::from_secs(2),
+            attempts: 1,
+            cache_size: 16,
+        })
+        .unwrap(),
+    );
+    let verifier = Verifier::new(resolver, "receiver.test", InboundPolicy::default());
+    let verdict = verifier
+        .verify(tern_mailauth::Inbound {
+            client_ip: "127.0.0.1".parse().unwrap(),
+            helo: "client.test",
+            mail_from: "alice@example.test",
+            message: stored.as_bytes(),
+        })
+        .await;
+    assert_eq!(
+        verdict.header.matches("dkim=pass").count(),
+        2,
+        "{}",
+        verdict.header
+    );
+    assert!(verdict.header.contains("dmarc=pass"), "{}", verdict.header);
+    w.stop().await;
+}
