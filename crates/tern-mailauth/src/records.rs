@@ -139,7 +139,7 @@ pub fn records_for(domain: &str, hostname: &str, keys: &[DkimKey]) -> Vec<Record
             value: "v=STSv1; id=1".into(),
             required: false,
             note: format!(
-                "recommended; also serve https://mta-sts.{domain}/.well-known/mta-sts.txt \
+                "also serve https://mta-sts.{domain}/.well-known/mta-sts.txt \
                  (version: STSv1, mode: testing, mx: {hostname}, max_age: 86400)"
             ),
         },
@@ -149,7 +149,7 @@ pub fn records_for(domain: &str, hostname: &str, keys: &[DkimKey]) -> Vec<Record
             rtype: "TXT",
             value: format!("v=TLSRPTv1; rua=mailto:postmaster@{domain}"),
             required: false,
-            note: "recommended: senders report TLS failures to this address".into(),
+            note: "senders report TLS failures to this address".into(),
         },
     ]);
     out

@@ -1,0 +1,180 @@
+//! `tern dkim keygen` and `tern dns DOMAIN [--check]` through the real
+//! binary. The live check asks a hickory DNS server on loopback (the
+//! config's `[dns] nameservers`), never the machine's resolver.
+
+#[path = "../../tern-mailauth/tests/dns/mod.rs"]
+mod dns;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn tern(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(args)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("run tern")
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn write_config(path: &Path, data: &Path, nameserver: &str) {
+    std::fs::write(
+        path,
+        format!(
+            "hostname = \"mx.example.test\"\ndata_dir = {data:?}\n[[listener]]\naddress = \"127.0.0.1:0\"\nrole = \"mx\"\n\
+             [domains.\"example.test\"]\nmailboxes = [\"alice\"]\n[dns]\nnameservers = [\"{nameserver}\"]\n"
+        ),
+    )
+    .unwrap();
+}
+
+/// The value of a zone line's TXT record (the quoted strings, joined).
+fn txt_value(zone_line: &str) -> String {
+    zone_line
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .collect::<Vec<_>>()
+        .concat()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keygen_then_dns_then_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tern.toml");
+    let data = dir.path().join("data");
+    write_config(&config, &data, "127.0.0.1:9");
+    let cfg = config.to_str().unwrap();
+
+    // keygen: writes the key 0600 and prints its TXT record.
+    let out = tokio::task::spawn_blocking({
+        let cfg = cfg.to_owned();
+        move || {
+            tern(&[
+                "dkim",
+                "keygen",
+                "example.test",
+                "--algorithm",
+                "ed25519",
+                "--selector",
+                "s1",
+                "--config",
+                &cfg,
+            ])
+        }
+    })
+    .await
+    .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.starts_with("s1._domainkey.example.test. 3600 IN TXT \"v=DKIM1; k=ed25519; p="),
+        "{stdout}"
+    );
+    let key = data.join("dkim/example.test/s1.key");
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(
+            std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    let key_text = std::fs::read_to_string(&key).unwrap();
+    assert!(key_text.starts_with("-----BEGIN PRIVATE KEY-----"));
+    // The private key is never printed.
+    let body: String = key_text
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    assert!(!stdout.contains(&body) && !stderr.contains(&body));
+    // Never over an existing key; not for a foreign domain.
+    let again = tern(&[
+        "dkim",
+        "keygen",
+        "example.test",
+        "-a",
+        "ed25519",
+        "-s",
+        "s1",
+        "--config",
+        cfg,
+    ]);
+    assert!(!again.status.success());
+    assert!(
+        text(&again).1.contains("exists already"),
+        "{:?}",
+        text(&again)
+    );
+    let foreign = tern(&["dkim", "keygen", "other.test", "--config", cfg]);
+    assert!(!foreign.status.success());
+    assert!(
+        text(&foreign).1.contains("not a local domain"),
+        "{:?}",
+        text(&foreign)
+    );
+
+    // dns: every record, the DKIM one from the key on disk.
+    let out = tern(&["dns", "example.test", "--config", cfg]);
+    let (listing, stderr) = text(&out);
+    assert!(out.status.success(), "{listing}{stderr}");
+    for want in [
+        "example.test. 3600 IN MX 10 mx.example.test.",
+        "example.test. 3600 IN TXT \"v=spf1 mx -all\"",
+        stdout.trim(),
+        "_dmarc.example.test. 3600 IN TXT \"v=DMARC1;",
+        "_mta-sts.example.test. 3600 IN TXT \"v=STSv1; id=1\"",
+        "_smtp._tls.example.test. 3600 IN TXT \"v=TLSRPTv1;",
+    ] {
+        assert!(listing.contains(want), "missing {want:?} in:\n{listing}");
+    }
+
+    // --check against a DNS server publishing some of it: MX and DKIM
+    // right, SPF wrong (+all), DMARC missing.
+    let dkim_value = txt_value(stdout.trim());
+    let server = dns::start(vec![
+        dns::mx("example.test", 10, "mx.example.test"),
+        dns::txt("example.test", "v=spf1 +all"),
+        dns::txt("s1._domainkey.example.test", &dkim_value),
+        dns::txt(
+            "_smtp._tls.example.test",
+            "v=TLSRPTv1; rua=mailto:tls@example.test",
+        ),
+    ])
+    .await;
+    write_config(&config, &data, &server.addr.to_string());
+    let out = tokio::task::spawn_blocking({
+        let cfg = cfg.to_owned();
+        move || tern(&["dns", "example.test", "--check", "--config", &cfg])
+    })
+    .await
+    .unwrap();
+    let (report, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{report}{stderr}");
+    let line = |purpose: &str| {
+        report
+            .lines()
+            .find(|l| l.starts_with(purpose))
+            .unwrap_or_else(|| panic!("no {purpose} line in:\n{report}"))
+            .to_owned()
+    };
+    assert!(line("MX ").ends_with(" ok"), "{report}");
+    assert!(line("SPF ").contains("WRONG"), "{report}");
+    assert!(report.contains("found:   v=spf1 +all"), "{report}");
+    assert!(line("DKIM ").ends_with(" ok"), "{report}");
+    assert!(line("DMARC ").contains("MISSING"), "{report}");
+    assert!(
+        line("MTA-STS ").contains("MISSING (recommended)"),
+        "{report}"
+    );
+    assert!(line("TLS-RPT ").ends_with(" ok"), "{report}");
+    assert!(
+        stderr.contains("2 required record(s) missing or wrong"),
+        "{stderr}"
+    );
+}
