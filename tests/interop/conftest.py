@@ -104,6 +104,8 @@ def render_config(
     dns_nameservers=("127.0.0.1:9",),
     delivery=None,
     queue=None,
+    mail_auth=None,
+    dkim=None,
 ) -> str:
     """The TOML config. `extra_listeners`: dicts with `port`, `role` and optionally
     `plaintext_auth`, after the MX listener on `port`. `abuse`: section name ->
@@ -114,7 +116,9 @@ def render_config(
     `delivery`, `queue`: settings of `[delivery]` and `[queue]`; a dict value
     in `delivery` becomes a sub-table (`delivery={"smarthost": {...}}` ->
     `[delivery.smarthost]`). A domain dict may carry `lmtp` ("unix:/path" or
-    "tcp:host:port")."""
+    "tcp:host:port"). `mail_auth`, `dkim`: settings of `[mail_auth]` and
+    `[dkim]`; the inbound checks are off unless `mail_auth` is given (with the
+    default closed-port nameserver every lookup would only time out)."""
     domains = DEFAULT_DOMAINS if domains is None else domains
     lim = {
         "max_message_size": MAX_MESSAGE_SIZE,
@@ -194,7 +198,9 @@ def render_config(
                 out.append(f"[{table}.{name}]")
                 out += [f"{k} = {val(v)}" for k, v in sub.items()]
                 out.append("")
-    for table, settings in (("auth", auth), ("submission", submission), ("tls", tls)):
+    mail_auth = {"enabled": False} if mail_auth is None else mail_auth
+    for table, settings in (("auth", auth), ("submission", submission), ("tls", tls),
+                            ("mail_auth", mail_auth), ("dkim", dkim)):
         if settings:
             out.append(f"[{table}]")
             out += [f"{k} = {val(v)}" for k, v in settings.items()]
