@@ -439,11 +439,37 @@ impl Verifier {
             };
         }
         Verdict {
-            header: results.to_header(),
+            header: clean_field(&results.to_header()),
             disposition,
             summary: summary.join(" "),
         }
     }
+}
+
+/// A header field that cannot break out of itself, whatever the message
+/// and the client put into the values it quotes (mail-auth already escapes
+/// them; this is the second lock): line breaks only as CRLF followed by a
+/// tab (folding), no other control characters, one CRLF at the end.
+fn clean_field(field: &str) -> String {
+    let mut out = String::with_capacity(field.len() + 2);
+    for (i, line) in field
+        .trim_end_matches(['\r', '\n'])
+        .split("\r\n")
+        .enumerate()
+    {
+        if i > 0 {
+            out.push_str("\r\n");
+            if !line.starts_with(['\t', ' ']) {
+                out.push('\t');
+            }
+        }
+        out.extend(
+            line.chars()
+                .map(|c| if c.is_control() && c != '\t' { ' ' } else { c }),
+        );
+    }
+    out.push_str("\r\n");
+    out
 }
 
 /// A body hash mismatch is `fail` (RFC 6376 6.1.3: PERMFAIL; RFC 8601
@@ -479,6 +505,18 @@ fn stricter(current: Disposition, action: Action, reason: String) -> Disposition
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fields_cannot_break_out() {
+        assert_eq!(
+            clean_field("Authentication-Results: mx;\r\n\tspf=pass\r\n"),
+            "Authentication-Results: mx;\r\n\tspf=pass\r\n"
+        );
+        assert_eq!(
+            clean_field("Authentication-Results: mx; a=b\r\nBcc: x\nY: z\r\n"),
+            "Authentication-Results: mx; a=b\r\n\tBcc: x Y: z\r\n"
+        );
+    }
 
     #[test]
     fn pct_parsing() {
