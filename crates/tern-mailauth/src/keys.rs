@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
+use mail_auth::arc::ArcSealer;
 use mail_auth::common::crypto::{DkimKey as AnyKey, Ed25519Key, RsaKey, Sha256};
 use mail_auth::dkim::generate::DkimKeyPair;
 use mail_auth::dkim::{Canonicalization, DkimSigner, Done};
@@ -54,6 +55,24 @@ pub const RSA_BITS: usize = 2048;
 /// relaxed/relaxed.
 pub(crate) type ReadySigner = DkimSigner<AnyKey, Done>;
 
+/// An ARC sealer with the same key (RFC 8617), relaxed/relaxed.
+pub(crate) type ReadySealer = ArcSealer<AnyKey, Done>;
+
+/// Header fields the ARC-Message-Signature covers.
+const ARC_SIGNED_HEADERS: &[&str] = &[
+    "From",
+    "To",
+    "Cc",
+    "Subject",
+    "Date",
+    "Message-ID",
+    "Reply-To",
+    "MIME-Version",
+    "Content-Type",
+    "Content-Transfer-Encoding",
+    "DKIM-Signature",
+];
+
 /// One signing key with its public half.
 pub struct DkimKey {
     /// The signing domain (`d=`), lower case.
@@ -68,6 +87,7 @@ pub struct DkimKey {
     /// SubjectPublicKeyInfo.
     pub public_key_b64: String,
     pub(crate) signer: ReadySigner,
+    pub(crate) sealer: ReadySealer,
 }
 
 impl fmt::Debug for DkimKey {
@@ -210,7 +230,38 @@ pub fn load_key(path: &Path, domain: &str, selector: &str) -> Result<DkimKey, Er
             "expected a PEM private key (BEGIN PRIVATE KEY or BEGIN RSA PRIVATE KEY)",
         )
     })?;
-    let (secret, algorithm, public) = match &der {
+    let (secret, algorithm, public) = parse_secret(&der, path)?;
+    // The signer and the sealer each own a copy of the key.
+    let (seal_secret, _, _) = parse_secret(&der, path)?;
+    let sealer = ArcSealer::from_key(seal_secret)
+        .domain(domain)
+        .selector(selector)
+        .headers(ARC_SIGNED_HEADERS.iter().copied())
+        .header_canonicalization(Canonicalization::Relaxed)
+        .body_canonicalization(Canonicalization::Relaxed);
+    let signer = DkimSigner::from_key(secret)
+        .domain(domain)
+        .selector(selector)
+        .headers(crate::sign::header_list())
+        .header_canonicalization(Canonicalization::Relaxed)
+        .body_canonicalization(Canonicalization::Relaxed);
+    Ok(DkimKey {
+        domain: domain.to_string(),
+        selector: selector.to_string(),
+        algorithm,
+        path: path.to_path_buf(),
+        public_key_b64: B64.encode(public),
+        signer,
+        sealer,
+    })
+}
+
+/// The key in `der`: its signing half, algorithm and `p=` bytes.
+fn parse_secret(
+    der: &PrivateKeyDer<'_>,
+    path: &Path,
+) -> Result<(AnyKey, KeyAlgorithm, Vec<u8>), Error> {
+    Ok(match der {
         PrivateKeyDer::Pkcs8(p8) => {
             match Ed25519Key::from_pkcs8_maybe_unchecked_der(p8.secret_pkcs8_der()) {
                 Ok(k) => {
@@ -232,20 +283,6 @@ pub fn load_key(path: &Path, domain: &str, selector: &str) -> Result<DkimKey, Er
             (AnyKey::Rsa(k), KeyAlgorithm::Rsa, public)
         }
         _ => return Err(bad_key(path, "only RSA and Ed25519 keys can sign DKIM")),
-    };
-    let signer = DkimSigner::from_key(secret)
-        .domain(domain)
-        .selector(selector)
-        .headers(crate::sign::header_list())
-        .header_canonicalization(Canonicalization::Relaxed)
-        .body_canonicalization(Canonicalization::Relaxed);
-    Ok(DkimKey {
-        domain: domain.to_string(),
-        selector: selector.to_string(),
-        algorithm,
-        path: path.to_path_buf(),
-        public_key_b64: B64.encode(public),
-        signer,
     })
 }
 

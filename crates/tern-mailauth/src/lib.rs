@@ -19,6 +19,7 @@
 //!         helo: "mail.example.org",
 //!         mail_from: "a@example.org",
 //!         message: msg,
+//!         seal_with: None,
 //!     })
 //!     .await;
 //! println!("{}", verdict.header); // Authentication-Results: mx.example.test; spf=…

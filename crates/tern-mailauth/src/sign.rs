@@ -109,6 +109,15 @@ impl Signer {
             .unwrap_or_default()
     }
 
+    /// The key that ARC-seals mail forwarded for `domain`: RSA when there
+    /// is one (more verifiers know it), else the first.
+    pub fn sealing_key(&self, domain: &str) -> Option<&DkimKey> {
+        let keys = self.keys(domain);
+        keys.iter()
+            .find(|k| k.algorithm == KeyAlgorithm::Rsa)
+            .or_else(|| keys.first())
+    }
+
     /// Signs `message` (header section and body, CRLF line ends) with
     /// every key of `domain`. Returns the `DKIM-Signature:` fields to
     /// prepend (RSA first), or an empty string when the domain has no key.

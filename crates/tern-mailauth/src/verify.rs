@@ -62,6 +62,10 @@ pub struct Verdict {
     pub disposition: Disposition,
     /// `spf=pass dkim=pass dmarc=pass …`, for the log line.
     pub summary: String,
+    /// `ARC-Seal:`, `ARC-Message-Signature:` and
+    /// `ARC-Authentication-Results:` to prepend when sealing was asked for
+    /// and possible (the chain did not fail), else empty.
+    pub arc_seal: String,
 }
 
 /// What the runtime knows about the message.
@@ -75,6 +79,10 @@ pub struct Inbound<'a> {
     pub mail_from: &'a str,
     /// The message as the client sent it (header section and body).
     pub message: &'a [u8],
+    /// Tern forwards this message to another domain (an alias with remote
+    /// targets): add an ARC set (RFC 8617) with this key, so the next hop
+    /// can trust our results although SPF and DKIM may no longer pass.
+    pub seal_with: Option<&'a crate::keys::DkimKey>,
 }
 
 /// Runs the inbound checks. Cheap to share behind an `Arc`.
@@ -191,6 +199,7 @@ impl Verifier {
             header: format!("Authentication-Results: {}; none\r\n", self.authserv_id),
             disposition: Disposition::Accept,
             summary: "skipped (trusted client)".into(),
+            arc_seal: String::new(),
         }
     }
 
@@ -317,7 +326,14 @@ impl Verifier {
             if let Some(iprev) = &iprev {
                 results = results.with_iprev_result(iprev, ip);
             }
-            return self.finish(results, summary, disposition, temperror, &spf_mail_result);
+            return self.finish(
+                results,
+                summary,
+                disposition,
+                temperror,
+                &spf_mail_result,
+                String::new(),
+            );
         };
 
         // DKIM: every signature.
@@ -412,7 +428,36 @@ impl Verifier {
             ));
         }
 
-        self.finish(results, summary, disposition, temperror, &spf_mail_result)
+        // ARC: seal what we saw, for the next hop.
+        let mut arc_seal = String::new();
+        if let Some(key) = input.seal_with {
+            let none = mail_auth::ArcOutput::default();
+            let chain = arc.as_ref().unwrap_or(&none);
+            let raw = results.to_header();
+            if clean_field(&raw) != raw {
+                // Never repeat a value that needed cleaning in a signed set.
+                summary.push("arc.sealed=no (unclean results)".into());
+            } else if chain.can_be_sealed() {
+                match key.sealer.seal(message, &results, chain) {
+                    Ok(set) => {
+                        arc_seal = set.to_header();
+                        summary.push(format!("arc.sealed=d:{}", key.domain));
+                    }
+                    Err(e) => summary.push(format!("arc.seal_error=\"{e}\"")),
+                }
+            } else {
+                summary.push("arc.sealed=no (chain failed)".into());
+            }
+        }
+
+        self.finish(
+            results,
+            summary,
+            disposition,
+            temperror,
+            &spf_mail_result,
+            arc_seal,
+        )
     }
 
     fn finish(
@@ -422,6 +467,7 @@ impl Verifier {
         mut disposition: Disposition,
         temperror: bool,
         spf: &SpfResult,
+        arc_seal: String,
     ) -> Verdict {
         if *spf == SpfResult::Fail {
             disposition = stricter(
@@ -442,6 +488,7 @@ impl Verifier {
             header: clean_field(&results.to_header()),
             disposition,
             summary: summary.join(" "),
+            arc_seal,
         }
     }
 }

@@ -119,6 +119,7 @@ async fn check(w: &World, policy: InboundPolicy, mail_from: &str, msg: &[u8]) ->
         helo: HELO,
         mail_from,
         message: msg,
+        seal_with: None,
     })
     .await
 }
@@ -388,4 +389,79 @@ async fn dmarc_policies() {
     let msg = message("a@fail.test", "hi", "b\r\n");
     let v = check(&w, InboundPolicy::default(), "a@fail.test", &msg).await;
     assert_eq!(v.disposition, Disposition::Accept);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arc_sealing_for_forwarded_mail() {
+    let w = world().await;
+    let v = Verifier::new(
+        Arc::clone(&w.resolver),
+        "mx.example.test",
+        InboundPolicy::default(),
+    );
+    let key = w.signer.sealing_key("signed.test").unwrap();
+    assert_eq!(key.algorithm, KeyAlgorithm::Rsa);
+    let msg = message("a@pass.test", "forwarded", "body\r\n");
+    let first = v
+        .verify(tern_mailauth::Inbound {
+            client_ip: CLIENT,
+            helo: HELO,
+            mail_from: "a@pass.test",
+            message: &msg,
+            seal_with: Some(key),
+        })
+        .await;
+    let set = &first.arc_seal;
+    assert!(set.starts_with("ARC-Seal: i=1;"), "{set}");
+    assert!(set.contains("cv=none"), "{set}");
+    assert!(set.contains("ARC-Message-Signature: i=1;"), "{set}");
+    assert!(
+        set.contains("ARC-Authentication-Results: i=1; mx.example.test;"),
+        "{set}"
+    );
+    assert!(set.contains("d=signed.test"), "{set}");
+    assert!(
+        first.summary.contains("arc.sealed=d:signed.test"),
+        "{}",
+        first.summary
+    );
+
+    // The next hop validates the chain, and seals on top of it.
+    let forwarded = [set.as_bytes(), first.header.as_bytes(), &msg].concat();
+    let next = Verifier::new(
+        Arc::clone(&w.resolver),
+        "mx.next.test",
+        InboundPolicy::default(),
+    );
+    let second = next
+        .verify(tern_mailauth::Inbound {
+            client_ip: CLIENT,
+            helo: HELO,
+            mail_from: "a@pass.test",
+            message: &forwarded,
+            seal_with: Some(key),
+        })
+        .await;
+    assert_eq!(field(&second.header, "arc"), ["pass"], "{}", second.header);
+    assert!(
+        second.arc_seal.starts_with("ARC-Seal: i=2;"),
+        "{}",
+        second.arc_seal
+    );
+    assert!(second.arc_seal.contains("cv=pass"), "{}", second.arc_seal);
+
+    // A broken chain is reported and not sealed again.
+    let broken = String::from_utf8(forwarded)
+        .unwrap()
+        .replace("Subject: forwarded", "Subject: changed");
+    let third = next
+        .verify(tern_mailauth::Inbound {
+            client_ip: CLIENT,
+            helo: HELO,
+            mail_from: "a@pass.test",
+            message: broken.as_bytes(),
+            seal_with: None,
+        })
+        .await;
+    assert_eq!(field(&third.header, "arc"), ["fail"], "{}", third.header);
 }

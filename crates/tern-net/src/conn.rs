@@ -634,11 +634,24 @@ impl Connection {
         let mut quarantine = false;
         if let Some(capture) = tx.auth.take() {
             let mail_from = reverse_path_address(&tx.from);
+            // A local address that forwards to another domain (ARC sealing).
+            let forwarded_for = tx.rcpts.iter().find_map(|r| {
+                r.targets
+                    .iter()
+                    .any(|t| matches!(t, Target::Remote { .. }))
+                    .then(|| {
+                        r.original
+                            .rsplit_once('@')
+                            .map(|(_, d)| d.to_ascii_lowercase())
+                    })
+                    .flatten()
+            });
             let facts = crate::mailauth::Facts {
                 queue_id: queue_id.as_str(),
                 client_ip: self.peer.ip(),
                 helo: session.helo_name().unwrap_or(""),
                 mail_from: &mail_from,
+                forwarded_for: forwarded_for.as_deref(),
             };
             match crate::mailauth::finish(&self.ctx, capture, facts, &mut message).await {
                 Ok(outcome) => quarantine = outcome.quarantine,

@@ -7,8 +7,9 @@
 //! scratch file in the spool's `tmp/` instead of the spool file. At the end
 //! of data, [`finish`] reads them back (the checks need the whole message,
 //! bounded by the message size limit), and writes into the spool file,
-//! after our `Received:`: our `Authentication-Results:`, any
-//! `DKIM-Signature:` fields, then the message with every
+//! after our `Received:`: an ARC set when the message is forwarded through
+//! an alias to another domain (RFC 8617), our `Authentication-Results:`,
+//! any `DKIM-Signature:` fields, then the message with every
 //! `Authentication-Results:` that claims our authserv-id removed from its
 //! header section. Only then is the message committed, so the verdict
 //! comes before the `250` and the stored message carries the results.
@@ -113,6 +114,9 @@ pub(crate) struct Facts<'a> {
     pub(crate) client_ip: IpAddr,
     pub(crate) helo: &'a str,
     pub(crate) mail_from: &'a str,
+    /// The local domain of a recipient address that forwards to another
+    /// domain (an alias with remote targets), if any.
+    pub(crate) forwarded_for: Option<&'a str>,
 }
 
 fn scratch_failure(queue_id: &str, e: &io::Error) -> Reply {
@@ -157,11 +161,18 @@ pub(crate) async fn finish(
         let verdict = if verifier.skips(facts.client_ip) {
             verifier.exempt()
         } else {
+            let seal_with = facts.forwarded_for.and_then(|domain| {
+                ctx.mailauth
+                    .signer
+                    .as_ref()
+                    .and_then(|s| s.sealing_key(domain))
+            });
             let checks = verifier.verify(Inbound {
                 client_ip: facts.client_ip,
                 helo: facts.helo,
                 mail_from: facts.mail_from,
                 message: &data,
+                seal_with,
             });
             match tokio::time::timeout(CHECK_DEADLINE, checks).await {
                 Ok(v) => v,
@@ -172,6 +183,7 @@ pub(crate) async fn finish(
                     ),
                     disposition: Disposition::Accept,
                     summary: "checks timed out".into(),
+                    arc_seal: String::new(),
                 },
             }
         };
@@ -202,6 +214,8 @@ pub(crate) async fn finish(
                 return Err(Reply::new(451, EnhancedStatus::new(4, 7, 0), reason));
             }
         }
+        // The ARC set (if we forward) above our results.
+        prefix.push_str(&verdict.arc_seal);
         prefix.push_str(&verdict.header);
         stored_header = Some(header);
     }

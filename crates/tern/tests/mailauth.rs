@@ -11,6 +11,8 @@
 //!   removed; other authserv-ids are kept.
 //! - Mail submitted by an authenticated user is DKIM-signed (RSA and
 //!   Ed25519) and verifies against the published keys.
+//! - Mail forwarded through an alias to another domain gets an ARC set
+//!   that the next hop validates.
 
 mod common;
 #[path = "../../tern-mailauth/tests/dns/mod.rs"]
@@ -96,6 +98,9 @@ plaintext_auth = true
 users_file = {users:?}
 [domains."example.test"]
 mailboxes = ["alice", "bob"]
+aliases = {{ fwd = ["bob", "carol@remote.test"] }}
+[delivery]
+remote = false
 [dns]
 nameservers = ["{dns}"]
 [dkim]
@@ -138,7 +143,12 @@ initial_delay = "0s"
 
 /// One transaction on the MX port; returns the reply to the end of data.
 async fn send_mx(addr: SocketAddr, mail_from: &str, message: Vec<u8>) -> String {
+    send_mx_to(addr, mail_from, "alice@example.test", message).await
+}
+
+async fn send_mx_to(addr: SocketAddr, mail_from: &str, rcpt: &str, message: Vec<u8>) -> String {
     let mail_from = mail_from.to_owned();
+    let rcpt = rcpt.to_owned();
     tokio::task::spawn_blocking(move || {
         let mut c = Raw::greeted(addr);
         assert!(c.cmd("EHLO client.test").starts_with("250"));
@@ -146,7 +156,7 @@ async fn send_mx(addr: SocketAddr, mail_from: &str, message: Vec<u8>) -> String 
             c.cmd(&format!("MAIL FROM:<{mail_from}>"))
                 .starts_with("250")
         );
-        assert!(c.cmd("RCPT TO:<alice@example.test>").starts_with("250"));
+        assert!(c.cmd(&format!("RCPT TO:<{rcpt}>")).starts_with("250"));
         assert!(c.cmd("DATA").starts_with("354"));
         c.send(&message);
         c.send(b".\r\n");
@@ -296,6 +306,7 @@ async fn submitted_mail_is_signed_with_both_keys() {
             helo: "client.test",
             mail_from: "alice@example.test",
             message: stored.as_bytes(),
+            seal_with: None,
         })
         .await;
     assert_eq!(
@@ -305,5 +316,55 @@ async fn submitted_mail_is_signed_with_both_keys() {
         verdict.header
     );
     assert!(verdict.header.contains("dmarc=pass"), "{}", verdict.header);
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_mail_is_arc_sealed() {
+    let w = World::start().await;
+    let msg = message("ceo@protected.test", "");
+    let sigs = w.sender_signer.sign("protected.test", &msg).unwrap();
+    let r = send_mx_to(
+        w.mx,
+        "ceo@protected.test",
+        "fwd@example.test",
+        [sigs.as_bytes(), &msg].concat(),
+    )
+    .await;
+    assert!(r.starts_with("250 2.0.0"), "{r}");
+    // bob's copy is the message as forwarded to remote.test (which stays
+    // queued: remote delivery is off).
+    let stored = wait_for_mail_in(&w.maildir("bob", "new"), 1).remove(0);
+    assert!(stored.contains("ARC-Seal: i=1;"), "{stored}");
+    assert!(stored.contains("ARC-Message-Signature: i=1;"), "{stored}");
+    assert!(
+        stored.contains("ARC-Authentication-Results: i=1; mx.example.test;"),
+        "{stored}"
+    );
+    // The next hop validates the chain.
+    let resolver = Arc::new(
+        tern_dns::HickoryResolver::new(tern_dns::ResolverSettings {
+            nameservers: vec![w.dns_addr],
+            timeout: Duration::from_secs(2),
+            attempts: 1,
+            cache_size: 16,
+        })
+        .unwrap(),
+    );
+    let verdict = Verifier::new(resolver, "mx.remote.test", InboundPolicy::default())
+        .verify(tern_mailauth::Inbound {
+            client_ip: "127.0.0.1".parse().unwrap(),
+            helo: "mx.example.test",
+            mail_from: "ceo@protected.test",
+            message: stored.as_bytes(),
+            seal_with: None,
+        })
+        .await;
+    assert!(verdict.header.contains("arc=pass"), "{}", verdict.header);
+    // Mail that is not forwarded is not sealed.
+    let r = send_mx(w.mx, "ceo@protected.test", [sigs.as_bytes(), &msg].concat()).await;
+    assert!(r.starts_with("250 2.0.0"), "{r}");
+    let alice = wait_for_mail_in(&w.maildir("alice", "new"), 1).remove(0);
+    assert!(!alice.contains("ARC-Seal"), "{alice}");
     w.stop().await;
 }
