@@ -1,7 +1,9 @@
 //! `tern dkim keygen` and `tern dns DOMAIN [--check]` through the real
 //! binary. The live check asks a hickory DNS server on loopback (the
-//! config's `[dns] nameservers`), never the machine's resolver.
+//! config's `[dns] nameservers`), never the machine's resolver. And the
+//! daemon, signing at `RUST_LOG=trace`, never logs its private keys.
 
+mod common;
 #[path = "../../tern-mailauth/tests/dns/mod.rs"]
 mod dns;
 
@@ -177,4 +179,81 @@ async fn keygen_then_dns_then_check() {
         stderr.contains("2 required record(s) missing or wrong"),
         "{stderr}"
     );
+}
+
+#[test]
+fn dkim_private_keys_never_appear_in_trace_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let keys = data.join("dkim");
+    let mut pem_lines = Vec::new();
+    for (selector, alg) in [
+        ("r1", tern_mailauth::KeyAlgorithm::Rsa),
+        ("e1", tern_mailauth::KeyAlgorithm::Ed25519),
+    ] {
+        let key = tern_mailauth::keys::generate(&keys, "example.test", selector, alg).unwrap();
+        let text = std::fs::read_to_string(&key.path).unwrap();
+        pem_lines.extend(
+            text.lines()
+                .filter(|l| !l.starts_with("-----"))
+                .map(str::to_owned),
+        );
+    }
+    let users = dir.path().join("users.toml");
+    tern_users::add_user(
+        &users,
+        "alice@example.test",
+        "Alice-Pass-1",
+        &tern_users::AddOptions {
+            hash_params: tern_users::HashParams {
+                memory_kib: 1024,
+                passes: 1,
+                lanes: 1,
+            },
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let addr = common::free_loopback_addr();
+    let config = dir.path().join("tern.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "hostname = \"mx.example.test\"\ndata_dir = {data:?}\n[[listener]]\naddress = \"{addr}\"\nrole = \"submission\"\nplaintext_auth = true\n\
+             [auth]\nusers_file = {users:?}\n[dns]\nnameservers = [\"127.0.0.1:9\"]\n[mail_auth]\nenabled = false\n\
+             [domains.\"example.test\"]\nmailboxes = [\"alice\", \"bob\"]\n[limits.abuse.tarpit]\ninitial_delay = \"0s\"\n"
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("tern.log");
+    let mut child = common::spawn_daemon(&config, &log, addr, &[("RUST_LOG", "trace")]);
+    let mut c = common::Raw::greeted(addr);
+    assert!(c.cmd("EHLO client.test").starts_with("250"));
+    use base64::Engine as _;
+    let token =
+        base64::engine::general_purpose::STANDARD.encode("\0alice@example.test\0Alice-Pass-1");
+    assert!(c.cmd(&format!("AUTH PLAIN {token}")).starts_with("235"));
+    let r = c.send_mail(
+        "alice@example.test",
+        "bob@example.test",
+        "From: alice@example.test\r\nTo: bob@example.test\r\nSubject: s\r\n\r\nbody",
+    );
+    assert!(r.starts_with("250"), "{r}");
+    assert!(c.cmd("QUIT").starts_with("221"));
+    let stored = common::wait_for_mail_in(&data.join("mail/example.test/bob/new"), 1).remove(0);
+    assert_eq!(stored.matches("DKIM-Signature:").count(), 2, "{stored}");
+    common::signal(&child, "-TERM");
+    assert!(child.wait().unwrap().success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("DKIM signed"),
+        "the log shows the signing:\n{text}"
+    );
+    assert!(text.contains("DKIM key loaded"), "{text}");
+    for line in &pem_lines {
+        assert!(
+            !text.contains(line.as_str()),
+            "private key material leaked into the log"
+        );
+    }
 }
