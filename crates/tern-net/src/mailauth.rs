@@ -227,20 +227,36 @@ pub(crate) async fn finish(
         None => data,
     };
 
-    if work.sign
-        && let Some(signer) = &ctx.mailauth.signer
-        && let Some(domain) = tern_mailauth::sign::author_domain(&stored)
-        && !signer.keys(&domain).is_empty()
-    {
-        match signer.sign(&domain, &stored) {
-            Ok(signatures) => {
-                info!(queue_id = %facts.queue_id, domain = %domain,
-                    signatures = signer.keys(&domain).len(), "DKIM signed");
-                prefix.push_str(&signatures);
+    // DKIM: the author's domain for our users' mail; the forwarding
+    // domain for mail an alias sends on to another domain (not aligned with
+    // the author, but it vouches for the hop, beside the ARC set).
+    if let Some(signer) = &ctx.mailauth.signer {
+        let mut domains: Vec<String> = Vec::new();
+        if work.sign
+            && let Some(domain) = tern_mailauth::sign::author_domain(&stored)
+        {
+            domains.push(domain);
+        }
+        if work.verify
+            && let Some(domain) = facts.forwarded_for
+            && !domains.iter().any(|d| d == domain)
+        {
+            domains.push(domain.to_owned());
+        }
+        for domain in domains {
+            let keys = signer.keys(&domain).len();
+            if keys == 0 {
+                continue;
             }
-            // Unsigned mail is still mail: deliver it and say why.
-            Err(e) => {
-                warn!(queue_id = %facts.queue_id, domain = %domain, error = %e, "DKIM signing failed; sending unsigned");
+            match signer.sign(&domain, &stored) {
+                Ok(signatures) => {
+                    info!(queue_id = %facts.queue_id, domain = %domain, signatures = keys, "DKIM signed");
+                    prefix.push_str(&signatures);
+                }
+                // Unsigned mail is still mail: deliver it and say why.
+                Err(e) => {
+                    warn!(queue_id = %facts.queue_id, domain = %domain, error = %e, "DKIM signing failed; sending unsigned");
+                }
             }
         }
     }

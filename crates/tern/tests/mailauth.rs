@@ -341,6 +341,11 @@ async fn forwarded_mail_is_arc_sealed() {
         stored.contains("ARC-Authentication-Results: i=1; mx.example.test;"),
         "{stored}"
     );
+    // Signed by the forwarding domain too (both keys), beside the
+    // sender's own signature.
+    assert_eq!(stored.matches("\nDKIM-Signature:").count(), 3, "{stored}");
+    // Two DKIM signatures, the ARC-Seal and the ARC-Message-Signature.
+    assert_eq!(stored.matches("d=example.test;").count(), 4, "{stored}");
     // The next hop validates the chain.
     let resolver = Arc::new(
         tern_dns::HickoryResolver::new(tern_dns::ResolverSettings {
@@ -361,6 +366,12 @@ async fn forwarded_mail_is_arc_sealed() {
         })
         .await;
     assert!(verdict.header.contains("arc=pass"), "{}", verdict.header);
+    assert_eq!(
+        verdict.header.matches("dkim=pass").count(),
+        3,
+        "{}",
+        verdict.header
+    );
     // Mail that is not forwarded is not sealed.
     let r = send_mx(w.mx, "ceo@protected.test", [sigs.as_bytes(), &msg].concat()).await;
     assert!(r.starts_with("250 2.0.0"), "{r}");
