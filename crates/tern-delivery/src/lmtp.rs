@@ -247,6 +247,7 @@ pub async fn deliver_lmtp(
                     timeouts: *timeouts,
                     target: &label,
                     loop_check: false,
+                    keep: false,
                 };
                 let r = run_connection(conn, plan).await;
                 if let Some(t) = r.txn {

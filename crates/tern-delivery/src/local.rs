@@ -25,7 +25,7 @@
 //! recipient twice, never skip one silently, and never put client-supplied
 //! CR/LF into the headers it adds.
 
-use tern_queue::{QueueId, Recipient, Spool, SpoolError, StoredMessage};
+use tern_queue::{DeliveryLease, QueueId, Recipient, Spool, SpoolError, StoredMessage};
 use tern_store::{MailStore, StoreError, unique_name};
 use tracing::{debug, info, warn};
 
@@ -97,13 +97,28 @@ pub fn deliver_local_skipping(
     id: &QueueId,
     skip: &dyn Fn(&str) -> bool,
 ) -> Result<LocalReport, DeliveryError> {
-    let Some(_lease) = spool.lease(id) else {
+    let Some(lease) = spool.lease(id) else {
         debug!(queue_id = %id, "delivery already in progress in this process");
         return Ok(LocalReport {
             skipped: true,
             ..LocalReport::default()
         });
     };
+    deliver_local_leased(spool, store, hostname, &lease, skip)
+}
+
+/// [`deliver_local_skipping`] for a caller that already holds the message's
+/// delivery lease (the queue manager holds it for a whole pass, local and
+/// remote, so that `tern queue delete|bounce` never cut an attempt in
+/// half). Blocking.
+pub fn deliver_local_leased(
+    spool: &Spool,
+    store: &MailStore,
+    hostname: &str,
+    lease: &DeliveryLease,
+    skip: &dyn Fn(&str) -> bool,
+) -> Result<LocalReport, DeliveryError> {
+    let id = lease.id();
     let first_attempt = spool.claim_first_attempt(id);
     let message = match spool.open_message(id) {
         Ok(m) => m,
