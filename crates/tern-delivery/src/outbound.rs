@@ -1584,7 +1584,7 @@ async fn try_targets(
                         .iter()
                         .filter_map(|o| sent.get(o.index).map(|&i| (i, to_attempt(&o.result))))
                         .collect();
-                    return (results, Some(label), r.dsn_passed_on, idle);
+                    return (results, Some(label), r.dsn_passed_on, idle.map(|b| *b));
                 }
                 Attempt::Looped => {
                     tracing::warn!(target_host = %label, "outbound: mail loops back to myself");
@@ -1641,7 +1641,7 @@ async fn try_targets(
 enum Attempt {
     /// The transaction ran: final for this attempt (with the connection
     /// when it was to be kept and is healthy).
-    Results(TransactionResult, Option<IdleConnection>),
+    Results(TransactionResult, Option<Box<IdleConnection>>),
     /// The server is ourselves.
     Looped,
     /// No transaction: try elsewhere.
@@ -1737,7 +1737,7 @@ async fn attempt(
         return Attempt::Looped;
     }
     if let Some(t) = r.txn {
-        return Attempt::Results(t, r.idle);
+        return Attempt::Results(t, r.idle.map(Box::new));
     }
     match r.failure {
         Some(f) => {
