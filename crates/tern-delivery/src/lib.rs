@@ -31,5 +31,6 @@ pub use dsn::{
 };
 pub use lmtp::{LmtpTarget, LmtpTargetError, deliver_lmtp};
 pub use local::{
-    DeliveryError, LocalReport, deliver_local, deliver_local_leased, deliver_local_skipping,
+    DeliveryError, LocalReport, NOTICE_HEAD, NoticeSource, deliver_local, deliver_local_leased,
+    deliver_local_skipping,
 };
