@@ -1227,3 +1227,139 @@ fn lmtp_message<'a>(envelope: &'a Envelope, data: &'a [u8]) -> OutboundMessage<'
         data,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: u64 = 1_700_000_000;
+    const HOUR: u64 = 3600;
+
+    fn envelope(notify: &[Option<&str>]) -> Envelope {
+        Envelope {
+            sender: "alice@example.test".into(),
+            recipients: notify
+                .iter()
+                .enumerate()
+                .map(|(i, n)| Recipient {
+                    address: format!("r{i}@remote.test"),
+                    original: format!("r{i}@remote.test"),
+                    mailbox: None,
+                    notify: n.map(str::to_owned),
+                    orcpt: None,
+                })
+                .collect(),
+            received_at: T0,
+            client_ip: None,
+            helo: None,
+            protocol: "ESMTPSA".into(),
+            tls: None,
+            auth_user: None,
+            body: "7BIT".into(),
+            smtputf8: false,
+            ret: None,
+            envid: None,
+            size: 10,
+        }
+    }
+
+    fn deferred() -> RecipientState {
+        RecipientState::Deferred {
+            attempts: 3,
+            last_error: "451 4.4.1 connection refused".into(),
+            next_attempt: T0 + 5 * HOUR,
+        }
+    }
+
+    #[test]
+    fn delay_warnings_follow_the_clock_notify_and_the_record() {
+        let schedule = RetrySchedule::default(); // warn after 4 h, expire after 5 d
+        let env = envelope(&[None, Some("DELAY"), Some("FAILURE"), Some("NEVER"), None]);
+        let states = vec![
+            deferred(),
+            deferred(),
+            deferred(),
+            deferred(),
+            RecipientState::Delivered {
+                at: T0,
+                reply: "250 ok".into(),
+            },
+        ];
+        let none = BTreeSet::new();
+        // Before the warning time: nobody.
+        assert!(delay_warning_due(&env, &states, &none, &schedule, T0 + 4 * HOUR - 1).is_empty());
+        // At it: the default NOTIFY and an explicit DELAY; not FAILURE-only,
+        // not NEVER, not a delivered recipient.
+        assert_eq!(
+            delay_warning_due(&env, &states, &none, &schedule, T0 + 4 * HOUR),
+            [0, 1]
+        );
+        // Recorded as warned: never again.
+        let warned = BTreeSet::from([0, 1]);
+        assert!(delay_warning_due(&env, &states, &warned, &schedule, T0 + 9 * HOUR).is_empty());
+        // At or after expiry: the failure notice says it all.
+        let expiry = schedule.expires_at(T0);
+        assert!(delay_warning_due(&env, &states, &none, &schedule, expiry).is_empty());
+    }
+
+    #[test]
+    fn explicit_delay_is_honoured_when_warnings_are_off() {
+        let schedule = RetrySchedule {
+            delay_warning_after: None,
+            ..RetrySchedule::default()
+        };
+        let env = envelope(&[None, Some("SUCCESS,DELAY")]);
+        let states = vec![deferred(), deferred()];
+        let none = BTreeSet::new();
+        let at = T0 + DEFAULT_DELAY_WARNING.as_secs();
+        assert!(delay_warning_due(&env, &states, &none, &schedule, at - 1).is_empty());
+        assert_eq!(delay_warning_due(&env, &states, &none, &schedule, at), [1]);
+    }
+
+    #[test]
+    fn pending_recipients_are_not_warned() {
+        let schedule = RetrySchedule::default();
+        let env = envelope(&[None]);
+        let states = vec![RecipientState::Pending];
+        assert!(
+            delay_warning_due(&env, &states, &BTreeSet::new(), &schedule, T0 + 10 * HOUR)
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn notices_never_go_to_the_null_sender() {
+        let mut env = envelope(&[Some("SUCCESS")]);
+        env.sender = String::new();
+        let id: QueueId = "0123456789ABCDEF".parse().unwrap();
+        let rcpt = success_recipient(&env.recipients[0], DsnAction::Delivered, None, None, T0);
+        assert!(
+            sender_notice(
+                "mx.example.test",
+                &id,
+                DsnKind::Success,
+                &env,
+                b"Subject: x\r\n\r\n",
+                vec![rcpt],
+                T0
+            )
+            .is_none()
+        );
+    }
+
+    #[test]
+    fn destination_slots_are_bounded_and_freed() {
+        let slots = DestinationSlots::new(2);
+        let a = slots.try_acquire("slow.test").unwrap();
+        let b = slots.try_acquire("slow.test").unwrap();
+        assert!(slots.try_acquire("slow.test").is_none());
+        assert!(!slots.has_room("slow.test"));
+        // Other destinations are not affected.
+        assert!(slots.try_acquire("fast.test").is_some());
+        drop(a);
+        assert!(slots.has_room("slow.test"));
+        let _c = slots.try_acquire("slow.test").unwrap();
+        drop(b);
+        assert!(slots.has_room("slow.test"));
+    }
+}
