@@ -45,7 +45,7 @@
 //! ```no_run
 //! # async fn demo(resolver: &dyn tern_dns::Resolver) {
 //! use tern_delivery::outbound::{
-//!     OutboundMessage, OutboundSettings, RemoteRecipient, deliver_to_domain,
+//!     MessageData, OutboundMessage, OutboundSettings, RemoteRecipient, deliver_to_domain,
 //! };
 //! use tern_types::dsn::BodyType;
 //! let settings = OutboundSettings::new("mx.example.org");
@@ -55,7 +55,7 @@
 //!     smtputf8: false,
 //!     ret: None,
 //!     envid: None,
-//!     data: b"Subject: hi\r\n\r\nHello.\r\n",
+//!     data: MessageData::Bytes(b"Subject: hi\r\n\r\nHello.\r\n"),
 //! };
 //! let rcpts = [RemoteRecipient::new(0, "bob@example.net")];
 //! let done = deliver_to_domain(&settings, resolver, "example.net", &msg, &rcpts, 42).await;
@@ -273,8 +273,40 @@ pub struct OutboundMessage<'a> {
     pub ret: Option<Ret>,
     /// DSN `ENVID=` (decoded).
     pub envid: Option<&'a str>,
-    /// The stored message bytes (header and body).
-    pub data: &'a [u8],
+    /// The stored message (header and body).
+    pub data: MessageData<'a>,
+}
+
+/// Where the bytes of a message come from: memory, or the first `len`
+/// bytes of a file (a spool queue file holds the message, then its
+/// envelope), read in [`DATA_CHUNK`] pieces while they are sent, so a
+/// large message never sits whole in memory.
+#[derive(Debug, Clone, Copy)]
+pub enum MessageData<'a> {
+    /// The message in memory.
+    Bytes(&'a [u8]),
+    /// The first `len` bytes of the file at `path`.
+    File {
+        /// The file.
+        path: &'a Path,
+        /// How many of its bytes are the message.
+        len: u64,
+    },
+}
+
+impl MessageData<'_> {
+    /// The message size in bytes.
+    pub fn len(&self) -> u64 {
+        match self {
+            MessageData::Bytes(b) => b.len() as u64,
+            MessageData::File { len, .. } => *len,
+        }
+    }
+
+    /// The message is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// What became of one delivery attempt to one domain.
@@ -767,7 +799,7 @@ pub(crate) struct ConnPlan<'a> {
     pub(crate) tls: Option<TlsSetup>,
     pub(crate) implicit_tls: bool,
     pub(crate) txn: Transaction,
-    pub(crate) data: &'a [u8],
+    pub(crate) data: MessageData<'a>,
     pub(crate) timeouts: ClientTimeouts,
     /// For the log lines.
     pub(crate) target: &'a str,
@@ -1041,21 +1073,63 @@ async fn pump(
 
 /// Writes the message through a [`DataEncoder`] in [`DATA_CHUNK`] pieces,
 /// each under the data-block timer. False when the connection failed (the
-/// session has been told).
+/// session has been told). A file that cannot be read to its stated length
+/// ends the connection without the final `.`: the server never takes a
+/// truncated message, and the recipients are deferred.
 async fn stream_message(
     conn: &mut Conn,
     session: &mut ClientSession,
-    data: &[u8],
+    data: MessageData<'_>,
     timeouts: &ClientTimeouts,
 ) -> bool {
     let limit = timeouts.get(TimeoutClass::DataBlock);
     let mut encoder = DataEncoder::new();
     let mut out = Vec::with_capacity(DATA_CHUNK + DATA_CHUNK / 8);
-    for chunk in data.chunks(DATA_CHUNK) {
-        out.clear();
-        encoder.encode(chunk, &mut out);
-        if !send(conn, session, &out, limit).await {
-            return false;
+    match data {
+        MessageData::Bytes(bytes) => {
+            for chunk in bytes.chunks(DATA_CHUNK) {
+                out.clear();
+                encoder.encode(chunk, &mut out);
+                if !send(conn, session, &out, limit).await {
+                    return false;
+                }
+            }
+        }
+        MessageData::File { path, len } => {
+            let mut file = match tokio::fs::File::open(path).await {
+                Ok(f) => f.take(len),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "outbound: cannot open the queued message");
+                    session.connection_lost();
+                    return false;
+                }
+            };
+            let mut chunk = vec![0u8; DATA_CHUNK];
+            let mut sent = 0u64;
+            loop {
+                let n = match file.read(&mut chunk).await {
+                    Ok(n) => n,
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "outbound: cannot read the queued message");
+                        session.connection_lost();
+                        return false;
+                    }
+                };
+                if n == 0 {
+                    break;
+                }
+                sent += n as u64;
+                out.clear();
+                encoder.encode(&chunk[..n], &mut out);
+                if !send(conn, session, &out, limit).await {
+                    return false;
+                }
+            }
+            if sent != len {
+                tracing::warn!(path = %path.display(), expected = len, read = sent, "outbound: queued message shorter than its envelope says");
+                session.connection_lost();
+                return false;
+            }
         }
     }
     out.clear();
@@ -1219,7 +1293,7 @@ pub(crate) fn prepare(msg: &OutboundMessage<'_>, rcpts: &[RemoteRecipient]) -> P
     let txn = (!list.is_empty()).then(|| Transaction {
         from,
         params: MessageParams {
-            size: Some(msg.data.len() as u64),
+            size: Some(msg.data.len()),
             body: msg.body,
             smtputf8: msg.smtputf8,
             ret: msg.ret,

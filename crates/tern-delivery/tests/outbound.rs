@@ -15,8 +15,8 @@ use std::time::Duration;
 use base64::Engine as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tern_delivery::outbound::{
-    ConnectionCache, DomainResult, OutboundMessage, OutboundSettings, RemoteRecipient, Smarthost,
-    SmarthostTls, deliver_to_domain, deliver_to_domain_cached,
+    ConnectionCache, DomainResult, MessageData, OutboundMessage, OutboundSettings, RemoteRecipient,
+    Smarthost, SmarthostTls, deliver_to_domain, deliver_to_domain_cached,
 };
 use tern_dns::{DnsError, QueryType, StaticResolver};
 use tern_queue::AttemptResult;
@@ -378,7 +378,7 @@ fn msg(data: &[u8]) -> OutboundMessage<'_> {
         smtputf8: false,
         ret: None,
         envid: None,
-        data,
+        data: MessageData::Bytes(data),
     }
 }
 
@@ -1546,4 +1546,89 @@ async fn cached_smarthost_connection_keeps_tls_and_auth() {
         2
     );
     cache.close_all().await;
+}
+
+// ------------------------------------------------------------ Streaming from a file
+
+#[tokio::test]
+async fn message_streams_from_the_first_len_bytes_of_a_file() {
+    let (port, srv) = servers(vec![("127.0.0.1", Script::new())]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("queued");
+    // A spool file: the message, then what follows it (the envelope).
+    let mut body = b"Subject: big\r\n\r\n".to_vec();
+    for i in 0..20_000 {
+        body.extend_from_slice(format!("line {i}\r\n").as_bytes());
+    }
+    body.extend_from_slice(b".starts with a dot\r\n");
+    let mut file = body.clone();
+    file.extend_from_slice(b"{\"envelope\":\"not part of the message\"}TRAILER");
+    std::fs::write(&path, &file).unwrap();
+    let mut m = msg(b"");
+    m.data = MessageData::File {
+        path: &path,
+        len: body.len() as u64,
+    };
+    let d = deliver_to_domain(
+        &settings(port),
+        &one_mx("127.0.0.1"),
+        "example.test",
+        &m,
+        &rcpts(&["a@example.test"]),
+        1,
+    )
+    .await;
+    assert!(d.results.iter().all(|(_, r)| delivered(r)), "{d:?}");
+    let conns = srv[0].conns();
+    let got = &conns[0].data[0];
+    let mut expected = body.replace_dot_line();
+    expected.extend_from_slice(b".\r\n");
+    assert_eq!(got.len(), expected.len());
+    assert!(got == &expected, "the wire data differs from the message");
+}
+
+#[tokio::test]
+async fn a_file_shorter_than_stated_is_never_sent_as_complete() {
+    let (port, srv) = servers(vec![("127.0.0.1", Script::new())]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("queued");
+    std::fs::write(&path, b"Subject: cut\r\n\r\nonly this\r\n").unwrap();
+    let mut m = msg(b"");
+    m.data = MessageData::File {
+        path: &path,
+        len: 10_000,
+    };
+    let d = deliver_to_domain(
+        &settings(port),
+        &one_mx("127.0.0.1"),
+        "example.test",
+        &m,
+        &rcpts(&["a@example.test"]),
+        1,
+    )
+    .await;
+    all_temporary(&d, 1);
+    // The server never saw an end of data.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(srv[0].conns()[0].data.is_empty(), "{:?}", srv[0].conns());
+}
+
+/// Dot-stuffing of the test body: lines starting with "." get another.
+trait DotStuff {
+    fn replace_dot_line(&self) -> Vec<u8>;
+}
+
+impl DotStuff for Vec<u8> {
+    fn replace_dot_line(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.len() + 16);
+        let mut at_line_start = true;
+        for &b in self {
+            if at_line_start && b == b'.' {
+                out.push(b'.');
+            }
+            out.push(b);
+            at_line_start = b == b'\n';
+        }
+        out
+    }
 }

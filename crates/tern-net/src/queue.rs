@@ -44,11 +44,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tern_delivery::dsn::{
     DsnAction, DsnInput, DsnKind, DsnRecipient, bounce_recipient, build_dsn, should_notify,
 };
+use tern_delivery::outbound::MessageData;
 use tern_delivery::outbound::{
     ConnectionCache, OutboundMessage, OutboundSettings, RemoteRecipient, deliver_to_domain_cached,
     destination_key,
 };
-use tern_delivery::{LmtpTarget, LocalReport, deliver_lmtp, deliver_local_leased};
+use tern_delivery::{LmtpTarget, LocalReport, NOTICE_HEAD, deliver_lmtp, deliver_local_leased};
 use tern_queue::{
     AttemptResult, DeliveryLease, Envelope, QueueId, Recipient, RecipientState, RetrySchedule,
     Spool, enhanced_status, on_result,
@@ -215,16 +216,53 @@ impl PassEnd {
     }
 }
 
+/// A queued message's bytes as a pass uses them: streamed from the spool
+/// file to the next hop (never whole in memory), with the start of it kept
+/// for the headers that notices quote.
+struct QueuedData {
+    /// The spool file; the message is its first `len` bytes.
+    path: std::path::PathBuf,
+    len: u64,
+    /// The first [`NOTICE_HEAD`] bytes at most.
+    head: Vec<u8>,
+}
+
+impl QueuedData {
+    fn message(&self) -> MessageData<'_> {
+        MessageData::File {
+            path: &self.path,
+            len: self.len,
+        }
+    }
+
+    /// The whole message, for a failure notice that returns it (RET=FULL
+    /// or no RET). Off the async threads; bounded by the size limit the
+    /// message was accepted under.
+    async fn read_all(&self) -> std::io::Result<Vec<u8>> {
+        let (path, len) = (self.path.clone(), self.len);
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+            std::io::Read::read_to_end(
+                &mut std::io::Read::take(std::fs::File::open(path)?, len),
+                &mut out,
+            )?;
+            Ok(out)
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+}
+
 /// What one pass read from the spool (off the async threads).
 enum Loaded {
     /// The message left the queue (delivered locally to everyone, deleted
     /// or bounced by the administrator).
     Gone(LocalReport),
-    /// It stays: its data and state.
+    /// It stays: where its data is, and its state.
     Queued {
         report: Box<LocalReport>,
         envelope: Envelope,
-        data: Vec<u8>,
+        data: QueuedData,
         states: Vec<RecipientState>,
         held: bool,
         warned: BTreeSet<usize>,
@@ -476,7 +514,7 @@ impl QueueManager {
                     orcpt: rcpt.orcpt.clone(),
                 });
             }
-            let msg = lmtp_message(&envelope, &data);
+            let msg = lmtp_message(&envelope, data.message());
             for (domain, rcpts) in by_domain {
                 let key = destination_key(&self.outbound, &domain);
                 let Some(_slot) = shared.slots.try_acquire(&key) else {
@@ -551,7 +589,23 @@ impl QueueManager {
                     *slot = state.clone();
                 }
             }
-            self.bounce(id, &envelope, &data, &updates, handle).await;
+            let failed = updates.iter().any(|(_, s)| {
+                matches!(
+                    s,
+                    RecipientState::Failed { .. } | RecipientState::Expired { .. }
+                )
+            });
+            if failed {
+                // The notice may return the whole message: read it now.
+                match data.read_all().await {
+                    Ok(full) => self.bounce(id, &envelope, &full, &updates, handle).await,
+                    Err(e) => {
+                        warn!(queue_id = %id, error = %e, "cannot read the message for its failure notice; sending the headers");
+                        self.bounce(id, &envelope, &data.head, &updates, handle)
+                            .await;
+                    }
+                }
+            }
         }
         for kind in [DsnKind::Success, DsnKind::Relayed] {
             let list: Vec<DsnRecipient> = successes
@@ -559,10 +613,11 @@ impl QueueManager {
                 .filter(|(k, _)| *k == kind)
                 .map(|(_, r)| r.clone())
                 .collect();
-            self.notify(id, kind, &envelope, &data, list, handle).await;
+            self.notify(id, kind, &envelope, &data.head, list, handle)
+                .await;
         }
         if !held {
-            self.delay_warnings(id, &envelope, &data, &states, &warned, now, handle)
+            self.delay_warnings(id, &envelope, &data.head, &states, &warned, now, handle)
                 .await;
         }
 
@@ -818,10 +873,15 @@ fn load(
         Err(e) if e.is_not_found() => return Ok(Loaded::Gone(report)),
         Err(e) => return Err(e.to_string()),
     };
-    let mut data = Vec::with_capacity(usize::try_from(message.data_len()).unwrap_or(0));
-    let mut reader = message.reader().map_err(|e| e.to_string())?;
-    std::io::Read::read_to_end(&mut reader, &mut data).map_err(|e| e.to_string())?;
-    drop(reader);
+    let mut head = Vec::new();
+    let reader = message.reader().map_err(|e| e.to_string())?;
+    std::io::Read::read_to_end(&mut std::io::Read::take(reader, NOTICE_HEAD), &mut head)
+        .map_err(|e| e.to_string())?;
+    let data = QueuedData {
+        path: message.path().to_owned(),
+        len: message.data_len(),
+        head,
+    };
     let states = spool.recipient_states(id).map_err(|e| e.to_string())?;
     let warned = spool.notices(id, DELAY_NOTICE).map_err(|e| e.to_string())?;
     Ok(Loaded::Queued {
@@ -1126,7 +1186,7 @@ impl QueueManager {
         &self,
         id: &QueueId,
         envelope: &Envelope,
-        data: &[u8],
+        data: &QueuedData,
         states: &[RecipientState],
         now: u64,
         shared: &Shared,
@@ -1154,7 +1214,7 @@ impl QueueManager {
                 orcpt: rcpt.orcpt.clone(),
             });
         }
-        let msg = lmtp_message(envelope, data);
+        let msg = lmtp_message(envelope, data.message());
         for (domain, rcpts) in by_domain {
             let Some(target) = self.lmtp.get(domain) else {
                 continue;
@@ -1209,7 +1269,7 @@ fn mailbox_domain(mailbox: &str) -> &str {
 }
 
 /// The queued message as the SMTP/LMTP client takes it.
-fn lmtp_message<'a>(envelope: &'a Envelope, data: &'a [u8]) -> OutboundMessage<'a> {
+fn lmtp_message<'a>(envelope: &'a Envelope, data: MessageData<'a>) -> OutboundMessage<'a> {
     OutboundMessage {
         sender: &envelope.sender,
         body: match envelope.body.as_str() {
