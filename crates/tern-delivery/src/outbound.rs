@@ -793,6 +793,21 @@ pub(crate) struct ConnResult {
     pub(crate) idle: Option<IdleConnection>,
 }
 
+impl ConnResult {
+    /// The connection could not be used at all (no transaction ran).
+    fn unusable() -> ConnResult {
+        ConnResult {
+            txn: None,
+            failure: Some(SessionFailure {
+                error: SessionError::ConnectionLost,
+                before_any_transaction: true,
+            }),
+            looped: false,
+            idle: None,
+        }
+    }
+}
+
 /// What to run on one connection.
 pub(crate) struct ConnPlan<'a> {
     pub(crate) config: Arc<ClientConfig>,
@@ -895,15 +910,7 @@ pub(crate) async fn run_connection(conn: Conn, plan: ConnPlan<'_>) -> ConnResult
         // validate() ran before; kept as a safe answer.
         Err(e) => {
             tracing::warn!(target_host = plan.target, error = %e, "outbound: invalid client configuration");
-            return ConnResult {
-                txn: None,
-                failure: Some(SessionFailure {
-                    error: SessionError::ConnectionLost,
-                    before_any_transaction: true,
-                }),
-                looped: false,
-                idle: None,
-            };
+            return ConnResult::unusable();
         }
     };
     let txn = Some(plan.txn.clone());
@@ -920,15 +927,7 @@ async fn reuse_connection(idle: IdleConnection, plan: ConnPlan<'_>) -> ConnResul
         // Not ready after all: not usable.
         let mut conn = conn;
         conn.shutdown().await;
-        return ConnResult {
-            txn: None,
-            failure: Some(SessionFailure {
-                error: SessionError::ConnectionLost,
-                before_any_transaction: true,
-            }),
-            looped: false,
-            idle: None,
-        };
+        return ConnResult::unusable();
     }
     let plan = ConnPlan {
         loop_check: false,
