@@ -169,8 +169,10 @@ impl DestinationSlots {
         })
     }
 
-    fn has_room(&self, key: &str) -> bool {
-        self.lock().get(key).is_none_or(|n| *n < self.limit)
+    /// How many slots of `key` are free now.
+    fn free(&self, key: &str) -> usize {
+        self.limit
+            .saturating_sub(self.lock().get(key).copied().unwrap_or(0))
     }
 }
 
@@ -360,20 +362,24 @@ impl QueueManager {
                             waiting.insert(id, at);
                         }
                     }
-                    // A pass ended, so slots may have freed: wake the
-                    // messages waiting for them.
-                    let free: Vec<String> = blocked
-                        .keys()
-                        .filter(|k| shared.slots.has_room(k))
-                        .cloned()
-                        .collect();
-                    for key in free {
-                        for id in blocked.remove(&key).unwrap_or_default() {
+                    // A pass ended, so slots may have freed: wake as many
+                    // of the messages waiting for them as there are free
+                    // slots (not all: a thousand messages parked on one
+                    // busy domain must not all be read again each time).
+                    for (key, ids) in blocked.iter_mut() {
+                        let free = shared.slots.free(key);
+                        if free == 0 {
+                            continue;
+                        }
+                        let wake: Vec<QueueId> = ids.iter().take(free).cloned().collect();
+                        for id in wake {
+                            ids.remove(&id);
                             if let Some(at) = waiting.get_mut(&id) {
                                 *at = 0;
                             }
                         }
                     }
+                    blocked.retain(|_, ids| !ids.is_empty());
                 }
                 Some(id) = rx.recv() => {
                     if !in_flight.contains(&id) {
@@ -1413,13 +1419,14 @@ mod tests {
         let a = slots.try_acquire("slow.test").unwrap();
         let b = slots.try_acquire("slow.test").unwrap();
         assert!(slots.try_acquire("slow.test").is_none());
-        assert!(!slots.has_room("slow.test"));
+        assert_eq!(slots.free("slow.test"), 0);
         // Other destinations are not affected.
         assert!(slots.try_acquire("fast.test").is_some());
         drop(a);
-        assert!(slots.has_room("slow.test"));
+        assert_eq!(slots.free("slow.test"), 1);
         let _c = slots.try_acquire("slow.test").unwrap();
         drop(b);
-        assert!(slots.has_room("slow.test"));
+        assert_eq!(slots.free("slow.test"), 1);
+        assert_eq!(slots.free("never.test"), 2);
     }
 }
