@@ -428,6 +428,46 @@ impl Spool {
     }
 }
 
+/// For the fuzz target `queue_state` (not an API): reads `contents` as a
+/// state file and checks the rules of this module's documentation on
+/// whatever it holds: reading never panics, and a record appended the way
+/// [`append`] does (a repair `\n` first when the file does not end in one)
+/// always counts, whatever garbage or torn line came before it.
+#[doc(hidden)]
+pub fn fuzz_check_state_file(contents: &[u8]) {
+    let before = parse(contents);
+    let mut file = contents.to_vec();
+    if file.last().is_some_and(|&b| b != b'\n') {
+        file.push(b'\n');
+    }
+    let index = 4_000_000_001usize;
+    file.extend(encode_state(
+        index,
+        &RecipientState::Deferred {
+            attempts: 1,
+            last_error: "451 4.0.0 fuzz\r\nInjected: x".into(),
+            next_attempt: 7,
+        },
+    ));
+    file.extend(encode_notice(index, "delay"));
+    file.extend(encode_hold(!before.held));
+    let after = parse(&file);
+    assert!(
+        matches!(
+            after.states.get(&index),
+            Some(RecipientState::Deferred { attempts: 1, .. })
+        ) || before
+            .states
+            .get(&index)
+            .is_some_and(RecipientState::is_final),
+        "an appended record must count"
+    );
+    assert!(after.notices.contains(&(index, "delay".to_owned())));
+    assert_eq!(after.held, !before.held);
+    // What was done stays done.
+    assert!(before.done.is_subset(&after.done));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -567,6 +607,22 @@ mod tests {
         let parsed = parse(&file);
         assert_eq!(parsed.states[&0], deferred(1));
         assert!(!parsed.held);
+    }
+
+    #[test]
+    fn fuzz_check_holds_on_samples() {
+        let mut torn = encode_state(0, &deferred(1));
+        torn.extend_from_slice(&encode_notice(1, "delay")[..5]);
+        for sample in [
+            &b""[..],
+            b"\n\n",
+            b"garbage without newline",
+            b"\xff\xfe\x00",
+            &torn,
+            &encode_record(4_000_000_001, "delivered"),
+        ] {
+            fuzz_check_state_file(sample);
+        }
     }
 
     #[test]
