@@ -227,6 +227,10 @@ def test_sink_receives_two_recipients(tern_factory, dns_server, remotes, mx_port
     # the sink is the remote end: nothing comes back to alice
     assert_no_bounce(srv)
     assert sink.commands().count(".") == 1, sink.log()
+    # Every log line of the outbound driver names the message's queue id.
+    driver = [l for l in srv.log().splitlines() if "outbound: " in l]
+    assert driver, srv.log()
+    assert all("queue_id=" in l for l in driver), "\n".join(l for l in driver if "queue_id=" not in l)
 
 
 @need_sink

@@ -59,7 +59,7 @@ use tern_types::dsn::{BodyType, Ret};
 use tern_types::{ForwardPath, Mailbox};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
-use tracing::{debug, info, warn};
+use tracing::{Instrument as _, debug, info, info_span, warn};
 
 use crate::delivery::DeliveryHandle;
 
@@ -540,6 +540,9 @@ impl QueueManager {
                     seed,
                     shared.cache.as_ref(),
                 )
+                // The driver's own log lines (connecting, TLS, replies)
+                // carry the queue id through this span.
+                .instrument(info_span!("outbound", queue_id = %id))
                 .await;
                 for (index, attempt) in result.results {
                     let state = states
@@ -1239,6 +1242,7 @@ impl QueueManager {
                 &rcpts,
                 &self.outbound.timeouts,
             )
+            .instrument(info_span!("lmtp", queue_id = %id))
             .await;
             for (index, attempt) in result.results {
                 let state = states
