@@ -227,6 +227,10 @@ def test_sink_receives_two_recipients(tern_factory, dns_server, remotes, mx_port
     # the sink is the remote end: nothing comes back to alice
     assert_no_bounce(srv)
     assert sink.commands().count(".") == 1, sink.log()
+    # Every log line of the outbound driver names the message's queue id.
+    driver = [l for l in srv.log().splitlines() if "outbound: " in l]
+    assert driver, srv.log()
+    assert all("queue_id=" in l for l in driver), "\n".join(l for l in driver if "queue_id=" not in l)
 
 
 @need_sink
@@ -541,3 +545,73 @@ def test_dovecot_lmtp(tern_factory, remotes, transport):
     assert dsn.field("Action") == ["failed"]
     assert dsn.field("Status") == ["5.1.1"]
     assert "550" in dsn.field("Diagnostic-Code")[0], dsn.field("Diagnostic-Code")
+
+
+# ---------------------------------------------------------------------------
+# delay warnings, success/relayed notices, connection reuse
+# ---------------------------------------------------------------------------
+
+@need_sink
+def test_sink_defers_and_alice_gets_one_delay_warning(tern_factory, dns_server, remotes, mx_port):
+    """Always 4xx at RCPT, delay_warning_after = 2s: one "delayed" report with
+    Will-Retry-Until, then nothing more while the retries go on."""
+    sink = remotes.sink(REMOTE, mx_port, "-r", "RCPT", "-b", "451 4.3.0 Try again later")
+    srv = outbound_tern(tern_factory, dns_server, mx_port,
+                        queue={"intervals": ["1s"], "max_age": "1h", "delay_warning_after": "2s"})
+    submit(srv, ["slow@remote.test"], "still trying")
+    [dsn] = bounces(srv, 1, timeout=30, extra_log=sink.log())
+    assert dsn.msg["Subject"] == "Delayed Mail (still being retried)"
+    assert dsn.final_recipients() == ["slow@remote.test"]
+    assert dsn.field("Action") == ["delayed"]
+    [status] = dsn.field("Status")
+    assert status.startswith("4."), status
+    assert dsn.field("Will-Retry-Until")[0] is not None
+    [diag] = dsn.field("Diagnostic-Code")
+    assert diag is not None and "Try again later" in diag, diag
+    assert [p.get_content_type() for p in dsn.returned] == ["text/rfc822-headers"]
+    # More retries, no second warning.
+    time.sleep(3)
+    assert len(srv.new_files("alice")) == 1
+    assert sum(1 for c in sink.commands() if c.startswith("rcpt")) >= 3, sink.log()
+    assert spool_entries(srv), "still queued"
+
+
+@need_sink
+def test_notify_success_through_a_hop_without_dsn_gives_a_relayed_notice(tern_factory, dns_server, remotes,
+                                                                          mx_port):
+    """smtp-sink -e speaks plain SMTP (HELO, no DSN): Tern reports "relayed"
+    for NOTIFY=SUCCESS. A local recipient with NOTIFY=SUCCESS gets "delivered"."""
+    sink = remotes.sink(REMOTE, mx_port, "-e")
+    srv = outbound_tern(tern_factory, dns_server, mx_port)
+    msg = make_message(["far@remote.test", ALICE], "tell me when")
+    with smtplib.SMTP(srv.host, srv.plaintext_port, local_hostname="client.test", timeout=30) as s:
+        s.login(ALICE, ALICE_PW)
+        refused = s.send_message(msg, from_addr=ALICE, to_addrs=["far@remote.test", ALICE],
+                                 rcpt_options=["NOTIFY=SUCCESS"])
+        assert refused == {}, refused
+    sink.wait_for_messages(1)
+    files = srv.wait_for_messages("alice", 3, timeout=20, settle=1.0)
+    reports = [Dsn(f) for f in files if b"report-type=delivery-status" in f.read_bytes()]
+    assert len(reports) == 2, [f.read_text(errors="replace")[:500] for f in files]
+    by_action = {r.field("Action")[0]: r for r in reports}
+    assert set(by_action) == {"relayed", "delivered"}, by_action.keys()
+    assert by_action["relayed"].final_recipients() == ["far@remote.test"]
+    assert by_action["relayed"].msg["Subject"] == "Relayed mail"
+    assert by_action["delivered"].final_recipients() == [ALICE]
+    assert by_action["delivered"].msg["Subject"] == "Successful Mail Delivery Report"
+    assert any(c.startswith("helo") for c in sink.commands()), sink.log()
+
+
+@need_sink
+def test_messages_to_one_destination_reuse_the_connection(tern_factory, dns_server, remotes, mx_port):
+    """Three messages one after the other: one EHLO, three transactions."""
+    sink = remotes.sink(REMOTE, mx_port)
+    srv = outbound_tern(tern_factory, dns_server, mx_port)
+    for n in range(3):
+        submit(srv, [f"r{n}@remote.test"], f"reuse {n}")
+        sink.wait_for_messages(n + 1)
+    wait_queue_empty(srv, extra_log=sink.log())
+    cmds = sink.commands()
+    assert sum(1 for c in cmds if c.startswith("ehlo")) == 1, sink.log()
+    assert sum(1 for c in cmds if c.startswith("mail")) == 3, sink.log()
+    assert_no_bounce(srv)

@@ -317,7 +317,9 @@ struct Attachment {
 impl Attachment {
     fn new(input: &DsnInput<'_>) -> Attachment {
         let normalised = to_crlf(input.original);
-        let want_full = input.kind != DsnKind::Delay
+        // RET is about failure reports (RFC 3461 4.3); delay, success and
+        // relayed reports carry the headers only.
+        let want_full = input.kind == DsnKind::Failure
             && !input
                 .envelope
                 .ret

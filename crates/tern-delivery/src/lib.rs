@@ -30,4 +30,7 @@ pub use dsn::{
     should_notify,
 };
 pub use lmtp::{LmtpTarget, LmtpTargetError, deliver_lmtp};
-pub use local::{DeliveryError, LocalReport, deliver_local, deliver_local_skipping};
+pub use local::{
+    DeliveryError, LocalReport, NOTICE_HEAD, NoticeSource, deliver_local, deliver_local_leased,
+    deliver_local_skipping,
+};

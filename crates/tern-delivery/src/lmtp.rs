@@ -31,7 +31,7 @@
 //! ```no_run
 //! # async fn demo() {
 //! use tern_delivery::lmtp::{LmtpTarget, deliver_lmtp};
-//! use tern_delivery::outbound::{OutboundMessage, RemoteRecipient};
+//! use tern_delivery::outbound::{MessageData, OutboundMessage, RemoteRecipient};
 //! use tern_smtp::client::ClientTimeouts;
 //! use tern_types::dsn::BodyType;
 //! let target: LmtpTarget = "unix:/run/dovecot/lmtp".parse().unwrap();
@@ -41,7 +41,7 @@
 //!     smtputf8: false,
 //!     ret: None,
 //!     envid: None,
-//!     data: b"Subject: hi\r\n\r\nHello.\r\n",
+//!     data: MessageData::Bytes(b"Subject: hi\r\n\r\nHello.\r\n"),
 //! };
 //! let rcpts = [RemoteRecipient::new(0, "bob@example.org")];
 //! let done = deliver_lmtp(&target, "mx.example.org", &msg, &rcpts, &ClientTimeouts::default()).await;
@@ -247,6 +247,7 @@ pub async fn deliver_lmtp(
                     timeouts: *timeouts,
                     target: &label,
                     loop_check: false,
+                    keep: false,
                 };
                 let r = run_connection(conn, plan).await;
                 if let Some(t) = r.txn {

@@ -25,12 +25,12 @@
 //! recipient twice, never skip one silently, and never put client-supplied
 //! CR/LF into the headers it adds.
 
-use tern_queue::{QueueId, Recipient, Spool, SpoolError, StoredMessage};
+use tern_queue::{DeliveryLease, QueueId, Recipient, Spool, SpoolError, StoredMessage};
 use tern_store::{MailStore, StoreError, unique_name};
 use tracing::{debug, info, warn};
 
 /// What one [`deliver_local`] call did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct LocalReport {
     /// Recipients delivered (or found already delivered) by this call:
     /// `(index, mailbox key)`.
@@ -48,7 +48,24 @@ pub struct LocalReport {
     /// The message was no longer in the spool (already finished), or
     /// another attempt in this process was working on it: nothing to do.
     pub skipped: bool,
+    /// When a recipient delivered by this call asked for a success notice
+    /// (`NOTIFY=SUCCESS`): what the notice needs, taken before the message
+    /// may have left the spool.
+    pub notice_source: Option<NoticeSource>,
 }
+
+/// What a delivery notice needs of a message: its envelope and the start
+/// of its content (at most [`NOTICE_HEAD`] bytes: the header section).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NoticeSource {
+    /// The message's envelope.
+    pub envelope: tern_queue::Envelope,
+    /// The first bytes of the message, enough for its header section.
+    pub head: Vec<u8>,
+}
+
+/// How much of a message a success notice keeps (its headers).
+pub const NOTICE_HEAD: u64 = 256 * 1024;
 
 /// Why a delivery attempt could not even start (the message as a whole).
 /// Per-recipient failures are not errors: they are [`LocalReport::deferred`].
@@ -97,13 +114,28 @@ pub fn deliver_local_skipping(
     id: &QueueId,
     skip: &dyn Fn(&str) -> bool,
 ) -> Result<LocalReport, DeliveryError> {
-    let Some(_lease) = spool.lease(id) else {
+    let Some(lease) = spool.lease(id) else {
         debug!(queue_id = %id, "delivery already in progress in this process");
         return Ok(LocalReport {
             skipped: true,
             ..LocalReport::default()
         });
     };
+    deliver_local_leased(spool, store, hostname, &lease, skip)
+}
+
+/// [`deliver_local_skipping`] for a caller that already holds the message's
+/// delivery lease (the queue manager holds it for a whole pass, local and
+/// remote, so that `tern queue delete|bounce` never cut an attempt in
+/// half). Blocking.
+pub fn deliver_local_leased(
+    spool: &Spool,
+    store: &MailStore,
+    hostname: &str,
+    lease: &DeliveryLease,
+    skip: &dyn Fn(&str) -> bool,
+) -> Result<LocalReport, DeliveryError> {
+    let id = lease.id();
     let first_attempt = spool.claim_first_attempt(id);
     let message = match spool.open_message(id) {
         Ok(m) => m,
@@ -151,6 +183,30 @@ pub fn deliver_local_skipping(
                     .push((index, rcpt.address.clone(), e.to_string()));
             }
         }
+    }
+
+    let wants_notice = report.delivered.iter().any(|(index, _)| {
+        message
+            .envelope
+            .recipients
+            .get(*index)
+            .is_some_and(|r| crate::dsn::should_notify(r, crate::dsn::DsnKind::Success))
+    });
+    if wants_notice {
+        let mut head = Vec::new();
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(message.reader()?, NOTICE_HEAD),
+            &mut head,
+        )
+        .map_err(|source| SpoolError::Io {
+            op: "read",
+            path: message.path().to_owned(),
+            source,
+        })?;
+        report.notice_source = Some(NoticeSource {
+            envelope: message.envelope.clone(),
+            head,
+        });
     }
 
     if report.deferred.is_empty() && report.remote_pending == 0 && report.skipped_local == 0 {

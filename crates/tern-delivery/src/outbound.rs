@@ -45,7 +45,7 @@
 //! ```no_run
 //! # async fn demo(resolver: &dyn tern_dns::Resolver) {
 //! use tern_delivery::outbound::{
-//!     OutboundMessage, OutboundSettings, RemoteRecipient, deliver_to_domain,
+//!     MessageData, OutboundMessage, OutboundSettings, RemoteRecipient, deliver_to_domain,
 //! };
 //! use tern_types::dsn::BodyType;
 //! let settings = OutboundSettings::new("mx.example.org");
@@ -55,7 +55,7 @@
 //!     smtputf8: false,
 //!     ret: None,
 //!     envid: None,
-//!     data: b"Subject: hi\r\n\r\nHello.\r\n",
+//!     data: MessageData::Bytes(b"Subject: hi\r\n\r\nHello.\r\n"),
 //! };
 //! let rcpts = [RemoteRecipient::new(0, "bob@example.net")];
 //! let done = deliver_to_domain(&settings, resolver, "example.net", &msg, &rcpts, 42).await;
@@ -65,12 +65,14 @@
 //! # }
 //! ```
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
@@ -271,8 +273,40 @@ pub struct OutboundMessage<'a> {
     pub ret: Option<Ret>,
     /// DSN `ENVID=` (decoded).
     pub envid: Option<&'a str>,
-    /// The stored message bytes (header and body).
-    pub data: &'a [u8],
+    /// The stored message (header and body).
+    pub data: MessageData<'a>,
+}
+
+/// Where the bytes of a message come from: memory, or the first `len`
+/// bytes of a file (a spool queue file holds the message, then its
+/// envelope), read in [`DATA_CHUNK`] pieces while they are sent, so a
+/// large message never sits whole in memory.
+#[derive(Debug, Clone, Copy)]
+pub enum MessageData<'a> {
+    /// The message in memory.
+    Bytes(&'a [u8]),
+    /// The first `len` bytes of the file at `path`.
+    File {
+        /// The file.
+        path: &'a Path,
+        /// How many of its bytes are the message.
+        len: u64,
+    },
+}
+
+impl MessageData<'_> {
+    /// The message size in bytes.
+    pub fn len(&self) -> u64 {
+        match self {
+            MessageData::Bytes(b) => b.len() as u64,
+            MessageData::File { len, .. } => *len,
+        }
+    }
+
+    /// The message is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// What became of one delivery attempt to one domain.
@@ -577,6 +611,160 @@ impl Conn {
     }
 }
 
+// ------------------------------------------------------------ Connection cache
+
+/// An SMTP connection between two transactions: greeted, EHLO done, TLS
+/// and AUTH as negotiated, ready for the next MAIL FROM.
+pub(crate) struct IdleConnection {
+    conn: Conn,
+    session: ClientSession,
+    /// `host[ip]`, for the log lines and `Remote-MTA`.
+    label: String,
+    /// When it went idle.
+    since: Instant,
+}
+
+/// Idle outbound connections kept open between messages for the same
+/// destination (a domain, or the smarthost), so that a burst of messages
+/// to one place pays for one TCP and TLS handshake rather than one each,
+/// like Postfix's connection cache.
+///
+/// A connection is kept only after a transaction that ended cleanly, for
+/// at most `max_idle` and at most `per_destination` per destination; one
+/// that the server closed or spoke on while idle (a `421` timeout notice)
+/// is discarded when it is taken, never used. It must never hand one
+/// connection to two deliveries at once: taking removes it.
+pub struct ConnectionCache {
+    idle: Mutex<HashMap<String, Vec<IdleConnection>>>,
+    max_idle: Duration,
+    per_destination: usize,
+}
+
+impl fmt::Debug for ConnectionCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectionCache")
+            .field("idle", &self.idle_count())
+            .field("max_idle", &self.max_idle)
+            .field("per_destination", &self.per_destination)
+            .finish()
+    }
+}
+
+impl ConnectionCache {
+    /// A cache keeping each connection at most `max_idle`, and at most
+    /// `per_destination` idle connections per destination.
+    pub fn new(max_idle: Duration, per_destination: usize) -> ConnectionCache {
+        ConnectionCache {
+            idle: Mutex::new(HashMap::new()),
+            max_idle,
+            per_destination: per_destination.max(1),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<IdleConnection>>> {
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// How many connections are idle in the cache now.
+    pub fn idle_count(&self) -> usize {
+        self.lock().values().map(Vec::len).sum()
+    }
+
+    /// The most recently used live connection for `key`, if any; stale
+    /// ones met on the way are closed.
+    async fn take(&self, key: &str) -> Option<IdleConnection> {
+        loop {
+            let candidate = {
+                let mut map = self.lock();
+                let list = map.get_mut(key)?;
+                let c = list.pop();
+                if list.is_empty() {
+                    map.remove(key);
+                }
+                c
+            }?;
+            if candidate.since.elapsed() > self.max_idle {
+                close_idle(candidate).await;
+                continue;
+            }
+            let mut candidate = candidate;
+            if still_open(&mut candidate.conn).await {
+                return Some(candidate);
+            }
+            tracing::debug!(target_host = %candidate.label, "outbound: cached connection closed by the server");
+            candidate.conn.shutdown().await;
+        }
+    }
+
+    /// Keeps `idle` for the next message to `key` (or closes it when the
+    /// destination already has enough idle connections).
+    async fn put(&self, key: &str, idle: IdleConnection) {
+        let extra = {
+            let mut map = self.lock();
+            let list = map.entry(key.to_owned()).or_default();
+            if list.len() < self.per_destination {
+                list.push(idle);
+                None
+            } else {
+                Some(idle)
+            }
+        };
+        if let Some(idle) = extra {
+            close_idle(idle).await;
+        }
+    }
+
+    /// Closes (QUIT) every connection idle for longer than `max_idle`.
+    /// Call it now and then (the queue manager does, every few seconds).
+    pub async fn sweep(&self) {
+        let stale: Vec<IdleConnection> = {
+            let mut map = self.lock();
+            let mut stale = Vec::new();
+            for list in map.values_mut() {
+                let (old, keep): (Vec<_>, Vec<_>) = std::mem::take(list)
+                    .into_iter()
+                    .partition(|c| c.since.elapsed() > self.max_idle);
+                *list = keep;
+                stale.extend(old);
+            }
+            map.retain(|_, list| !list.is_empty());
+            stale
+        };
+        for idle in stale {
+            close_idle(idle).await;
+        }
+    }
+
+    /// Closes (QUIT) every idle connection (at shutdown).
+    pub async fn close_all(&self) {
+        let all: Vec<IdleConnection> = self.lock().drain().flat_map(|(_, v)| v).collect();
+        for idle in all {
+            close_idle(idle).await;
+        }
+    }
+}
+
+/// True when nothing happened on an idle connection: no bytes (a `421`
+/// notice) and no end of stream are waiting.
+async fn still_open(conn: &mut Conn) -> bool {
+    let mut probe = [0u8; 512];
+    // A zero timeout polls the read once: ready means data or EOF.
+    timeout(Duration::ZERO, conn.read(&mut probe))
+        .await
+        .is_err()
+}
+
+/// QUIT and close, without waiting long for the server.
+async fn close_idle(mut idle: IdleConnection) {
+    tracing::debug!(target_host = %idle.label, "outbound: closing cached connection");
+    let _ = timeout(SHUTDOWN_TIMEOUT, idle.conn.write_all(b"QUIT\r\n")).await;
+    let mut buf = [0u8; 512];
+    let _ = timeout(SALVAGE_TIMEOUT, idle.conn.read(&mut buf)).await;
+    idle.conn.shutdown().await;
+}
+
 /// Why one target did not take the message (before any transaction).
 #[derive(Debug, Clone, thiserror::Error)]
 enum TargetError {
@@ -600,6 +788,24 @@ pub(crate) struct ConnResult {
     pub(crate) failure: Option<SessionFailure>,
     /// The server is ourselves.
     pub(crate) looped: bool,
+    /// The connection, still open and ready for another transaction, when
+    /// the plan asked to keep it ([`ConnPlan::keep`]) and it is healthy.
+    pub(crate) idle: Option<IdleConnection>,
+}
+
+impl ConnResult {
+    /// The connection could not be used at all (no transaction ran).
+    fn unusable() -> ConnResult {
+        ConnResult {
+            txn: None,
+            failure: Some(SessionFailure {
+                error: SessionError::ConnectionLost,
+                before_any_transaction: true,
+            }),
+            looped: false,
+            idle: None,
+        }
+    }
 }
 
 /// What to run on one connection.
@@ -608,13 +814,16 @@ pub(crate) struct ConnPlan<'a> {
     pub(crate) tls: Option<TlsSetup>,
     pub(crate) implicit_tls: bool,
     pub(crate) txn: Transaction,
-    pub(crate) data: &'a [u8],
+    pub(crate) data: MessageData<'a>,
     pub(crate) timeouts: ClientTimeouts,
     /// For the log lines.
     pub(crate) target: &'a str,
     /// Watch the greeting and EHLO reply for our own name (SMTP only: an
     /// LMTP server on this host may well greet with our host name).
     pub(crate) loop_check: bool,
+    /// After the transaction, keep the connection open (no QUIT) and hand
+    /// it back in [`ConnResult::idle`] for the next message.
+    pub(crate) keep: bool,
 }
 
 /// Watches the first two replies (greeting and EHLO) for our own name.
@@ -690,27 +899,53 @@ fn current_limit(session: &ClientSession, timeouts: &ClientTimeouts) -> Duration
 }
 
 /// Pumps one session over `conn` until it closes.
-pub(crate) async fn run_connection(mut conn: Conn, plan: ConnPlan<'_>) -> ConnResult {
+pub(crate) async fn run_connection(conn: Conn, plan: ConnPlan<'_>) -> ConnResult {
     let session = if plan.implicit_tls {
         ClientSession::with_implicit_tls(plan.config.clone())
     } else {
         ClientSession::new(plan.config.clone())
     };
-    let mut session = match session {
+    let session = match session {
         Ok(s) => s,
         // validate() ran before; kept as a safe answer.
         Err(e) => {
             tracing::warn!(target_host = plan.target, error = %e, "outbound: invalid client configuration");
-            return ConnResult {
-                txn: None,
-                failure: Some(SessionFailure {
-                    error: SessionError::ConnectionLost,
-                    before_any_transaction: true,
-                }),
-                looped: false,
-            };
+            return ConnResult::unusable();
         }
     };
+    let txn = Some(plan.txn.clone());
+    pump(conn, session, txn, &plan).await
+}
+
+/// Runs `plan`'s transaction on a connection kept from an earlier message
+/// (see [`ConnectionCache`]). No loop check (the first use did it).
+async fn reuse_connection(idle: IdleConnection, plan: ConnPlan<'_>) -> ConnResult {
+    let IdleConnection {
+        conn, mut session, ..
+    } = idle;
+    if session.start_transaction(plan.txn.clone()).is_err() {
+        // Not ready after all: not usable.
+        let mut conn = conn;
+        conn.shutdown().await;
+        return ConnResult::unusable();
+    }
+    let plan = ConnPlan {
+        loop_check: false,
+        ..plan
+    };
+    pump(conn, session, None, &plan).await
+}
+
+/// Pumps `session` over `conn` until it closes (or, with [`ConnPlan::keep`],
+/// until it is ready for another transaction after this one). `txn` is
+/// started at the first [`Event::Ready`]; `None` when the caller already
+/// started it.
+async fn pump(
+    mut conn: Conn,
+    mut session: ClientSession,
+    mut txn: Option<Transaction>,
+    plan: &ConnPlan<'_>,
+) -> ConnResult {
     let mut loop_check = LoopCheck {
         parser: plan
             .loop_check
@@ -718,11 +953,11 @@ pub(crate) async fn run_connection(mut conn: Conn, plan: ConnPlan<'_>) -> ConnRe
         seen: 0,
         our_name: &plan.config.helo_name,
     };
-    let mut txn = Some(plan.txn);
     let mut result = ConnResult {
         txn: None,
         failure: None,
         looped: false,
+        idle: None,
     };
     // Set once a write failed: later events are answered without I/O.
     let mut broken = false;
@@ -761,6 +996,15 @@ pub(crate) async fn run_connection(mut conn: Conn, plan: ConnPlan<'_>) -> ConnRe
                 Event::Ready => {
                     let _ = match txn.take() {
                         Some(t) => session.start_transaction(t),
+                        None if plan.keep && !broken && result.txn.is_some() => {
+                            result.idle = Some(IdleConnection {
+                                conn,
+                                session,
+                                label: plan.target.to_owned(),
+                                since: Instant::now(),
+                            });
+                            return result;
+                        }
                         None => session.quit(),
                     };
                 }
@@ -828,21 +1072,63 @@ pub(crate) async fn run_connection(mut conn: Conn, plan: ConnPlan<'_>) -> ConnRe
 
 /// Writes the message through a [`DataEncoder`] in [`DATA_CHUNK`] pieces,
 /// each under the data-block timer. False when the connection failed (the
-/// session has been told).
+/// session has been told). A file that cannot be read to its stated length
+/// ends the connection without the final `.`: the server never takes a
+/// truncated message, and the recipients are deferred.
 async fn stream_message(
     conn: &mut Conn,
     session: &mut ClientSession,
-    data: &[u8],
+    data: MessageData<'_>,
     timeouts: &ClientTimeouts,
 ) -> bool {
     let limit = timeouts.get(TimeoutClass::DataBlock);
     let mut encoder = DataEncoder::new();
     let mut out = Vec::with_capacity(DATA_CHUNK + DATA_CHUNK / 8);
-    for chunk in data.chunks(DATA_CHUNK) {
-        out.clear();
-        encoder.encode(chunk, &mut out);
-        if !send(conn, session, &out, limit).await {
-            return false;
+    match data {
+        MessageData::Bytes(bytes) => {
+            for chunk in bytes.chunks(DATA_CHUNK) {
+                out.clear();
+                encoder.encode(chunk, &mut out);
+                if !send(conn, session, &out, limit).await {
+                    return false;
+                }
+            }
+        }
+        MessageData::File { path, len } => {
+            let mut file = match tokio::fs::File::open(path).await {
+                Ok(f) => f.take(len),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "outbound: cannot open the queued message");
+                    session.connection_lost();
+                    return false;
+                }
+            };
+            let mut chunk = vec![0u8; DATA_CHUNK];
+            let mut sent = 0u64;
+            loop {
+                let n = match file.read(&mut chunk).await {
+                    Ok(n) => n,
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "outbound: cannot read the queued message");
+                        session.connection_lost();
+                        return false;
+                    }
+                };
+                if n == 0 {
+                    break;
+                }
+                sent += n as u64;
+                out.clear();
+                encoder.encode(&chunk[..n], &mut out);
+                if !send(conn, session, &out, limit).await {
+                    return false;
+                }
+            }
+            if sent != len {
+                tracing::warn!(path = %path.display(), expected = len, read = sent, "outbound: queued message shorter than its envelope says");
+                session.connection_lost();
+                return false;
+            }
         }
     }
     out.clear();
@@ -1006,7 +1292,7 @@ pub(crate) fn prepare(msg: &OutboundMessage<'_>, rcpts: &[RemoteRecipient]) -> P
     let txn = (!list.is_empty()).then(|| Transaction {
         from,
         params: MessageParams {
-            size: Some(msg.data.len() as u64),
+            size: Some(msg.data.len()),
             body: msg.body,
             smtputf8: msg.smtputf8,
             ret: msg.ret,
@@ -1064,12 +1350,44 @@ pub async fn deliver_to_domain(
     rcpts: &[RemoteRecipient],
     seed: u64,
 ) -> DomainResult {
+    deliver_to_domain_cached(settings, resolver, domain, msg, rcpts, seed, None).await
+}
+
+/// The destination a connection serves, as the cache knows it: every
+/// domain shares the smarthost; otherwise the domain itself.
+pub fn destination_key(settings: &OutboundSettings, domain: &str) -> String {
+    match &settings.smarthost {
+        Some(sh) => format!("smarthost:{}:{}", sh.host.to_ascii_lowercase(), sh.port),
+        None => domain.to_ascii_lowercase(),
+    }
+}
+
+/// [`deliver_to_domain`], reusing a connection that `cache` holds for this
+/// destination when there is a live one (no DNS lookup, no handshake), and
+/// leaving the connection in `cache` afterwards instead of closing it. A
+/// cached connection that fails before the transaction gave any result is
+/// dropped and the delivery goes on as without a cache.
+pub async fn deliver_to_domain_cached(
+    settings: &OutboundSettings,
+    resolver: &dyn Resolver,
+    domain: &str,
+    msg: &OutboundMessage<'_>,
+    rcpts: &[RemoteRecipient],
+    seed: u64,
+    cache: Option<&ConnectionCache>,
+) -> DomainResult {
     if rcpts.is_empty() {
         return DomainResult {
             results: Vec::new(),
             remote_mta: None,
             dsn_passed_on: false,
         };
+    }
+    let key = destination_key(settings, domain);
+    if let Some(cache) = cache
+        && let Some(done) = try_cached(settings, cache, &key, domain, msg, rcpts).await
+    {
+        return done;
     }
     let route = match route(settings, resolver, domain, seed).await {
         Ok(r) => r,
@@ -1087,12 +1405,72 @@ pub async fn deliver_to_domain(
         dsn_passed_on: false,
     };
     if let Some(txn) = prepared.txn {
-        let (results, remote_mta, dsn) =
-            try_targets(settings, &route, txn, &prepared.sent, msg).await;
+        let (results, remote_mta, dsn, idle) =
+            try_targets(settings, &route, txn, &prepared.sent, msg, cache.is_some()).await;
         done.results.extend(results);
         done.remote_mta = remote_mta;
         done.dsn_passed_on = dsn;
+        if let (Some(cache), Some(idle)) = (cache, idle) {
+            cache.put(&key, idle).await;
+        }
     }
+    report_results(domain, rcpts, done)
+}
+
+/// Delivers over a cached connection to `key`: `None` when there is none
+/// that works (the caller connects afresh).
+async fn try_cached(
+    settings: &OutboundSettings,
+    cache: &ConnectionCache,
+    key: &str,
+    domain: &str,
+    msg: &OutboundMessage<'_>,
+    rcpts: &[RemoteRecipient],
+) -> Option<DomainResult> {
+    let prepared = prepare(msg, rcpts);
+    let txn = prepared.txn?;
+    while let Some(idle) = cache.take(key).await {
+        let label = idle.label.clone();
+        tracing::debug!(target_host = %label, domain, "outbound: reusing cached connection");
+        let plan = ConnPlan {
+            config: Arc::new(ClientConfig::new(settings.helo_name.clone())),
+            tls: None,
+            implicit_tls: false,
+            txn: txn.clone(),
+            data: msg.data,
+            timeouts: settings.timeouts,
+            target: &label,
+            loop_check: false,
+            keep: true,
+        };
+        let r = reuse_connection(idle, plan).await;
+        let Some(t) = r.txn else {
+            // Lost before any result: nothing was delivered; try another.
+            tracing::debug!(target_host = %label, "outbound: cached connection failed; not reused");
+            continue;
+        };
+        if let Some(idle) = r.idle {
+            cache.put(key, idle).await;
+        }
+        let mut results = prepared.early.clone();
+        results.extend(t.rcpts.iter().filter_map(|o| {
+            prepared
+                .sent
+                .get(o.index)
+                .map(|&i| (i, to_attempt(&o.result)))
+        }));
+        let done = DomainResult {
+            results,
+            remote_mta: Some(label),
+            dsn_passed_on: t.dsn_passed_on,
+        };
+        return Some(report_results(domain, rcpts, done));
+    }
+    None
+}
+
+/// Puts `done`'s results in the order of `rcpts` and logs each.
+fn report_results(domain: &str, rcpts: &[RemoteRecipient], mut done: DomainResult) -> DomainResult {
     // Report in the order given.
     let order = |i: &usize| {
         rcpts
@@ -1239,13 +1617,20 @@ async fn smarthost_targets(
 /// Tries the route's targets in order until one gives the transaction's
 /// results. Returns the results for the recipients in `sent`, the answering
 /// host and whether DSN went along.
+#[allow(clippy::type_complexity)]
 async fn try_targets(
     settings: &OutboundSettings,
     route: &Route,
     txn: Transaction,
     sent: &[usize],
     msg: &OutboundMessage<'_>,
-) -> (Vec<(usize, AttemptResult)>, Option<String>, bool) {
+    keep: bool,
+) -> (
+    Vec<(usize, AttemptResult)>,
+    Option<String>,
+    bool,
+    Option<IdleConnection>,
+) {
     let mut last_error = String::from("451 4.4.1 no address to connect to");
     let mut last_answering: Option<String> = None;
     for target in &route.targets {
@@ -1254,15 +1639,25 @@ async fn try_targets(
         let mut attempts_left = 3;
         loop {
             attempts_left -= 1;
-            let outcome = attempt(settings, route, &config, target, &label, txn.clone(), msg).await;
+            let outcome = attempt(
+                settings,
+                route,
+                &config,
+                target,
+                &label,
+                txn.clone(),
+                msg,
+                keep,
+            )
+            .await;
             match outcome {
-                Attempt::Results(r) => {
+                Attempt::Results(r, idle) => {
                     let results = r
                         .rcpts
                         .iter()
                         .filter_map(|o| sent.get(o.index).map(|&i| (i, to_attempt(&o.result))))
                         .collect();
-                    return (results, Some(label), r.dsn_passed_on);
+                    return (results, Some(label), r.dsn_passed_on, idle.map(|b| *b));
                 }
                 Attempt::Looped => {
                     tracing::warn!(target_host = %label, "outbound: mail loops back to myself");
@@ -1274,7 +1669,7 @@ async fn try_targets(
                         .iter()
                         .map(|&i| (i, AttemptResult::Permanent(text.clone())))
                         .collect();
-                    return (results, Some(label), false);
+                    return (results, Some(label), false, None);
                 }
                 Attempt::Failed {
                     text,
@@ -1312,13 +1707,14 @@ async fn try_targets(
         .iter()
         .map(|&i| (i, AttemptResult::Temporary(last_error.clone())))
         .collect();
-    (results, last_answering, false)
+    (results, last_answering, false, None)
 }
 
 /// How one connection to one target went.
 enum Attempt {
-    /// The transaction ran: final for this attempt.
-    Results(TransactionResult),
+    /// The transaction ran: final for this attempt (with the connection
+    /// when it was to be kept and is healthy).
+    Results(TransactionResult, Option<Box<IdleConnection>>),
     /// The server is ourselves.
     Looped,
     /// No transaction: try elsewhere.
@@ -1331,6 +1727,7 @@ enum Attempt {
     },
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn attempt(
     settings: &OutboundSettings,
     route: &Route,
@@ -1339,6 +1736,7 @@ async fn attempt(
     label: &str,
     txn: Transaction,
     msg: &OutboundMessage<'_>,
+    keep: bool,
 ) -> Attempt {
     let starttls = config.starttls;
     tracing::info!(
@@ -1405,13 +1803,14 @@ async fn attempt(
         timeouts: settings.timeouts,
         target: label,
         loop_check: true,
+        keep,
     };
     let r = run_connection(conn, plan).await;
     if r.looped {
         return Attempt::Looped;
     }
     if let Some(t) = r.txn {
-        return Attempt::Results(t);
+        return Attempt::Results(t, r.idle.map(Box::new));
     }
     match r.failure {
         Some(f) => {

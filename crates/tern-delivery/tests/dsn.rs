@@ -363,7 +363,9 @@ fn success_and_relayed_notices() {
             Some("rfc822; c@remote.test")
         );
         assert_eq!(field(rcpt, "Will-Retry-Until"), None);
-        assert_eq!(report.content_type(2), "message/rfc822");
+        // RET is about failures (RFC 3461 4.3): success and relayed
+        // notices carry the headers only.
+        assert_eq!(report.content_type(2), "text/rfc822-headers");
     }
 }
 

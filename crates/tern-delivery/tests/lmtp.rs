@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use tern_delivery::lmtp::{LmtpTarget, deliver_lmtp};
-use tern_delivery::outbound::{DomainResult, OutboundMessage, RemoteRecipient};
+use tern_delivery::outbound::{DomainResult, MessageData, OutboundMessage, RemoteRecipient};
 use tern_queue::AttemptResult;
 use tern_smtp::client::ClientTimeouts;
 use tern_types::dsn::BodyType;
@@ -171,7 +171,7 @@ fn message() -> OutboundMessage<'static> {
         smtputf8: false,
         ret: None,
         envid: None,
-        data: DATA,
+        data: MessageData::Bytes(DATA),
     }
 }
 

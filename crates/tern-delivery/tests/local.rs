@@ -44,6 +44,10 @@ impl Fixture {
     }
 
     fn enqueue(&self, rcpts: &[(&str, Option<&str>)]) -> QueueId {
+        self.enqueue_notify(rcpts, None)
+    }
+
+    fn enqueue_notify(&self, rcpts: &[(&str, Option<&str>)], notify: Option<&str>) -> QueueId {
         let mut msg = self.spool().create().unwrap();
         msg.write(BODY).unwrap();
         let envelope = Envelope {
@@ -54,7 +58,7 @@ impl Fixture {
                     address: (*address).into(),
                     original: address.to_uppercase(),
                     mailbox: mailbox.map(str::to_owned),
-                    notify: None,
+                    notify: notify.map(str::to_owned),
                     orcpt: None,
                 })
                 .collect(),
@@ -130,6 +134,7 @@ fn round_trip_to_two_mailboxes() {
             skipped_local: 0,
             removed: true,
             skipped: false,
+            notice_source: None,
         }
     );
     assert_eq!(
@@ -457,4 +462,23 @@ fn skipped_mailboxes_are_left_for_another_agent() {
     assert_eq!(report.delivered, vec![(1, "bob@lmtp.test".to_owned())]);
     assert_eq!(report.skipped_local, 0);
     assert!(report.removed);
+}
+
+#[test]
+fn success_notice_source_is_kept_only_when_asked() {
+    let fx = Fixture::new();
+    let id = fx.enqueue_notify(
+        &[("alice@example.test", Some("alice@example.test"))],
+        Some("SUCCESS,FAILURE"),
+    );
+    let report = fx.deliver(&id).unwrap();
+    assert!(report.removed);
+    let source = report
+        .notice_source
+        .expect("NOTIFY=SUCCESS keeps the source");
+    assert_eq!(source.envelope.recipients[0].address, "alice@example.test");
+    assert_eq!(source.head, BODY);
+    // Default NOTIFY (failure and delay only): nothing kept.
+    let id = fx.enqueue(&[("alice@example.test", Some("alice@example.test"))]);
+    assert!(fx.deliver(&id).unwrap().notice_source.is_none());
 }

@@ -15,8 +15,8 @@ use std::time::Duration;
 use base64::Engine as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tern_delivery::outbound::{
-    DomainResult, OutboundMessage, OutboundSettings, RemoteRecipient, Smarthost, SmarthostTls,
-    deliver_to_domain,
+    ConnectionCache, DomainResult, MessageData, OutboundMessage, OutboundSettings, RemoteRecipient,
+    Smarthost, SmarthostTls, deliver_to_domain, deliver_to_domain_cached,
 };
 use tern_dns::{DnsError, QueryType, StaticResolver};
 use tern_queue::AttemptResult;
@@ -59,6 +59,9 @@ struct Script {
     reject_in_data: Option<&'static str>,
     /// Offer AUTH LOGIN (over TLS only) and accept these credentials.
     auth_login: Option<(&'static str, &'static str)>,
+    /// Close the connection right after answering the end of data (an
+    /// idle connection the client cached is then dead).
+    close_after_data: bool,
 }
 
 impl Script {
@@ -76,6 +79,7 @@ impl Script {
             close_in_data: false,
             reject_in_data: None,
             auth_login: None,
+            close_after_data: false,
         }
     }
 }
@@ -240,6 +244,12 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
             record(log, id, |c| c.data.push(data));
+            if script.close_after_data {
+                r.get_mut().write_all(script.data_reply.as_bytes()).await?;
+                r.get_mut().write_all(b"\r\n").await?;
+                r.get_mut().flush().await?;
+                return Ok(End::Done);
+            }
             format!("{}\r\n", script.data_reply)
         } else if upper == "RSET" || upper == "NOOP" {
             "250 2.0.0 ok\r\n".into()
@@ -368,7 +378,7 @@ fn msg(data: &[u8]) -> OutboundMessage<'_> {
         smtputf8: false,
         ret: None,
         envid: None,
-        data,
+        data: MessageData::Bytes(data),
     }
 }
 
@@ -1372,5 +1382,253 @@ async fn smarthost_implicit_tls_handshake_failure_defers() {
                 .any(|l| l.starts_with("EHLO") || l.starts_with("MAIL")),
             "{c:?}"
         );
+    }
+}
+
+// ------------------------------------------------------------ Connection reuse
+
+#[tokio::test]
+async fn cached_connection_carries_several_messages() {
+    let (port, srv) = servers(vec![("127.0.0.1", Script::new())]).await;
+    let cache = ConnectionCache::new(Duration::from_secs(30), 4);
+    let resolver = one_mx("127.0.0.1");
+    for (n, body) in [b"one\r\n", b"two\r\n", b"six\r\n"].iter().enumerate() {
+        let d = deliver_to_domain_cached(
+            &settings(port),
+            &resolver,
+            "example.test",
+            &msg(*body),
+            &rcpts(&[&format!("u{n}@example.test")]),
+            1,
+            Some(&cache),
+        )
+        .await;
+        assert!(d.results.iter().all(|(_, r)| delivered(r)), "{d:?}");
+        assert_eq!(d.remote_mta.as_deref(), Some("mx.example.test[127.0.0.1]"));
+        assert_eq!(cache.idle_count(), 1);
+    }
+    // One connection, three transactions, no QUIT yet; one DNS lookup.
+    let conns = srv[0].conns();
+    assert_eq!(conns.len(), 1, "{conns:?}");
+    let c = &conns[0];
+    assert_eq!(c.data.len(), 3);
+    assert_eq!(
+        c.commands.iter().filter(|l| l.starts_with("EHLO")).count(),
+        1
+    );
+    assert_eq!(
+        c.commands
+            .iter()
+            .filter(|l| l.starts_with("MAIL FROM"))
+            .count(),
+        3
+    );
+    assert!(!c.commands.contains(&"QUIT".to_owned()));
+    assert_eq!(
+        resolver
+            .queries()
+            .iter()
+            .filter(|(t, _)| *t == QueryType::Mx)
+            .count(),
+        1
+    );
+    cache.close_all().await;
+    assert_eq!(cache.idle_count(), 0);
+    for _ in 0..100 {
+        if srv[0].conns()[0].commands.last().map(String::as_str) == Some("QUIT") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no QUIT after close_all: {:?}", srv[0].conns());
+}
+
+#[tokio::test]
+async fn dead_cached_connection_is_replaced_and_delivers_once() {
+    let mut script = Script::new();
+    script.close_after_data = true;
+    let (port, srv) = servers(vec![("127.0.0.1", script)]).await;
+    let cache = ConnectionCache::new(Duration::from_secs(30), 4);
+    let resolver = one_mx("127.0.0.1");
+    for n in 0..2 {
+        let d = deliver_to_domain_cached(
+            &settings(port),
+            &resolver,
+            "example.test",
+            &msg(b"x\r\n"),
+            &rcpts(&[&format!("u{n}@example.test")]),
+            1,
+            Some(&cache),
+        )
+        .await;
+        assert!(d.results.iter().all(|(_, r)| delivered(r)), "{d:?}");
+        // Let the server's close arrive.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let conns = srv[0].conns();
+    assert_eq!(conns.len(), 2, "{conns:?}");
+    assert!(conns.iter().all(|c| c.data.len() == 1), "{conns:?}");
+}
+
+#[tokio::test]
+async fn idle_limit_zero_means_a_new_connection_each_time() {
+    let (port, srv) = servers(vec![("127.0.0.1", Script::new())]).await;
+    let cache = ConnectionCache::new(Duration::ZERO, 4);
+    for n in 0..2 {
+        let d = deliver_to_domain_cached(
+            &settings(port),
+            &one_mx("127.0.0.1"),
+            "example.test",
+            &msg(b"x\r\n"),
+            &rcpts(&[&format!("u{n}@example.test")]),
+            1,
+            Some(&cache),
+        )
+        .await;
+        assert!(d.results.iter().all(|(_, r)| delivered(r)), "{d:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    cache.sweep().await;
+    assert_eq!(cache.idle_count(), 0);
+    assert_eq!(srv[0].conns().len(), 2);
+}
+
+#[tokio::test]
+async fn cached_smarthost_connection_keeps_tls_and_auth() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, pem) = tls_for("relay.example.net");
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, pem).unwrap();
+    let mut script = Script::new();
+    script.tls = Some(config);
+    script.auth_plain = Some(plain_initial("user@example.org", "s3cret"));
+    let (port, srv) = servers(vec![("127.0.0.12", script)]).await;
+    let mut s = settings(25);
+    s.smarthost = Some(Smarthost {
+        host: "relay.example.net".into(),
+        port,
+        tls: SmarthostTls::Starttls,
+        auth: Some(("user@example.org".into(), "s3cret".into())),
+        verify_certificate: true,
+        ca_file: Some(ca),
+    });
+    let resolver = StaticResolver::new().with_ips("relay.example.net", &[ip("127.0.0.12")]);
+    let cache = ConnectionCache::new(Duration::from_secs(30), 4);
+    // Two different domains share the smarthost's connection.
+    for domain in ["far.example", "other.example"] {
+        let d = deliver_to_domain_cached(
+            &s,
+            &resolver,
+            domain,
+            &msg(b"x\r\n"),
+            &rcpts(&[&format!("a@{domain}")]),
+            1,
+            Some(&cache),
+        )
+        .await;
+        assert!(d.results.iter().all(|(_, r)| delivered(r)), "{d:?}");
+    }
+    let conns = srv[0].conns();
+    assert_eq!(conns.len(), 1, "{conns:?}");
+    let c = &conns[0];
+    assert!(c.tls);
+    assert_eq!(c.data.len(), 2);
+    // AUTH once, and every MAIL FROM inside TLS.
+    assert_eq!(
+        c.commands.iter().filter(|l| l.starts_with("AUTH")).count(),
+        1
+    );
+    assert_eq!(
+        c.tls_commands
+            .iter()
+            .filter(|l| l.starts_with("MAIL FROM"))
+            .count(),
+        2
+    );
+    cache.close_all().await;
+}
+
+// ------------------------------------------------------------ Streaming from a file
+
+#[tokio::test]
+async fn message_streams_from_the_first_len_bytes_of_a_file() {
+    let (port, srv) = servers(vec![("127.0.0.1", Script::new())]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("queued");
+    // A spool file: the message, then what follows it (the envelope).
+    let mut body = b"Subject: big\r\n\r\n".to_vec();
+    for i in 0..20_000 {
+        body.extend_from_slice(format!("line {i}\r\n").as_bytes());
+    }
+    body.extend_from_slice(b".starts with a dot\r\n");
+    let mut file = body.clone();
+    file.extend_from_slice(b"{\"envelope\":\"not part of the message\"}TRAILER");
+    std::fs::write(&path, &file).unwrap();
+    let mut m = msg(b"");
+    m.data = MessageData::File {
+        path: &path,
+        len: body.len() as u64,
+    };
+    let d = deliver_to_domain(
+        &settings(port),
+        &one_mx("127.0.0.1"),
+        "example.test",
+        &m,
+        &rcpts(&["a@example.test"]),
+        1,
+    )
+    .await;
+    assert!(d.results.iter().all(|(_, r)| delivered(r)), "{d:?}");
+    let conns = srv[0].conns();
+    let got = &conns[0].data[0];
+    let mut expected = body.replace_dot_line();
+    expected.extend_from_slice(b".\r\n");
+    assert_eq!(got.len(), expected.len());
+    assert!(got == &expected, "the wire data differs from the message");
+}
+
+#[tokio::test]
+async fn a_file_shorter_than_stated_is_never_sent_as_complete() {
+    let (port, srv) = servers(vec![("127.0.0.1", Script::new())]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("queued");
+    std::fs::write(&path, b"Subject: cut\r\n\r\nonly this\r\n").unwrap();
+    let mut m = msg(b"");
+    m.data = MessageData::File {
+        path: &path,
+        len: 10_000,
+    };
+    let d = deliver_to_domain(
+        &settings(port),
+        &one_mx("127.0.0.1"),
+        "example.test",
+        &m,
+        &rcpts(&["a@example.test"]),
+        1,
+    )
+    .await;
+    all_temporary(&d, 1);
+    // The server never saw an end of data.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(srv[0].conns()[0].data.is_empty(), "{:?}", srv[0].conns());
+}
+
+/// Dot-stuffing of the test body: lines starting with "." get another.
+trait DotStuff {
+    fn replace_dot_line(&self) -> Vec<u8>;
+}
+
+impl DotStuff for Vec<u8> {
+    fn replace_dot_line(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.len() + 16);
+        let mut at_line_start = true;
+        for &b in self {
+            if at_line_start && b == b'.' {
+                out.push(b'.');
+            }
+            out.push(b);
+            at_line_start = b == b'\n';
+        }
+        out
     }
 }

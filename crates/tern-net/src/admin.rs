@@ -24,11 +24,13 @@
 //! **Operations** ([`QueueAdmin::execute`]) run off the async threads and
 //! also serve the CLI directly when the server is stopped (the CLI then
 //! holds the spool lock itself, and there is no queue manager to wake).
-//! `delete` and `bounce` wait for a local delivery attempt on the message
-//! to finish (the spool's delivery lease); a remote or LMTP attempt already
-//! in flight is not interrupted, so it may still deliver — its result then
-//! finds the message gone and is dropped, and a `bounce` may have named
-//! that recipient. Recipients already recorded as done are never named.
+//! `delete` and `bounce` wait for a delivery attempt on the message to
+//! finish (the spool's delivery lease, which the queue manager holds for a
+//! whole pass: Maildir, LMTP and remote). A pass that is still running
+//! after [`LEASE_WAIT`] (a slow remote server) makes them answer
+//! [`ErrorKind::Busy`] rather than race it: no recipient is ever both
+//! delivered and bounced. `hold` first stops new passes. Recipients
+//! already recorded as done are never named.
 //!
 //! What this module must never do: change a final recipient state (only
 //! [`RecipientState::Pending`]/[`Deferred`](RecipientState::Deferred) ones
@@ -308,7 +310,9 @@ enum OpError {
     BadId(String),
     #[error("no message {0} in the queue")]
     NotFound(QueueId),
-    #[error("a delivery attempt is working on {0}; try again in a moment")]
+    #[error(
+        "a delivery attempt is working on {0}; try again when it ends (`tern queue hold` stops new attempts)"
+    )]
     Busy(QueueId),
     #[error(transparent)]
     Spool(SpoolError),

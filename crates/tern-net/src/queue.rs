@@ -1,46 +1,65 @@
 //! The queue manager: works every committed message off the spool until
-//! each recipient is delivered, failed or expired, and tells senders about
-//! failures with DSNs (RFC 3464).
+//! each recipient is delivered, failed or expired, and tells senders what
+//! happened with DSNs (RFC 3464): failures, delays, and successes when
+//! they asked.
 //!
-//! One pass over a message: local recipients go to their Maildirs
-//! ([`tern_delivery::deliver_local`], off the async threads); remote
-//! recipients whose retry time has come are grouped by domain and handed to
-//! [`tern_delivery::outbound::deliver_to_domain`] (MX lookup or smarthost,
-//! SMTP client). The mailboxes of domains configured for LMTP are left
-//! out of the Maildir pass and handed, per domain, to
-//! [`tern_delivery::deliver_lmtp`]; their results are recorded and
-//! scheduled exactly like remote ones (a held message waits for both).
-//! Every outcome is persisted with the spool's recipient
-//! states before anything else happens, the retry schedule is a pure
-//! function of time ([`tern_queue::on_result`]), and a recipient that is
-//! final is never tried again (invariant 7). Newly failed or expired
-//! recipients produce one failure DSN to the envelope sender, queued like
-//! any other message; a message with the null sender is never bounced.
+//! One pass over a message, under the spool's delivery lease (so `tern
+//! queue delete|bounce` never cut it in half): a held message is left
+//! alone entirely; local recipients go to their Maildirs
+//! ([`tern_delivery::deliver_local_leased`], off the async threads); the
+//! mailboxes of domains configured for LMTP are handed, per domain, to
+//! [`tern_delivery::deliver_lmtp`]; remote recipients whose retry time has
+//! come are grouped by domain and handed to
+//! [`tern_delivery::outbound::deliver_to_domain_cached`] (MX lookup or
+//! smarthost, SMTP client, connection reuse). Every outcome is persisted
+//! with the spool's recipient states before anything else happens, the
+//! retry schedule is a pure function of time ([`tern_queue::on_result`]),
+//! and a recipient that is final is never tried again.
+//!
+//! **Notices.** Newly failed or expired recipients produce one failure DSN
+//! to the envelope sender; a deferred recipient past
+//! `queue.delay_warning_after` gets one delay warning (recorded in the
+//! spool, so never twice, even across restarts — see
+//! [`delay_warning_due`]); `NOTIFY=SUCCESS` gets a "delivered" notice for
+//! Maildir and LMTP deliveries and a "relayed" one when the next hop
+//! cannot carry the DSN request further. Notices are queued like any other
+//! message, with the null sender; a message with the null sender never
+//! gets one.
+//!
+//! **Fairness.** At most `concurrency` passes run at once and at most
+//! `per_destination` of them talk to one destination (a domain, an LMTP
+//! server, the smarthost). A pass that finds its destination full does not
+//! wait for it while holding a slot: the message is parked and woken when
+//! the destination frees one, so a slow destination never starves the
+//! others.
 //!
 //! It must never drop a message: the spool is the record, this task only
 //! schedules. What it keeps in memory (the next due time per message) is
 //! rebuilt from the spool at start-up.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tern_delivery::dsn::{
     DsnAction, DsnInput, DsnKind, DsnRecipient, bounce_recipient, build_dsn, should_notify,
 };
+use tern_delivery::outbound::MessageData;
 use tern_delivery::outbound::{
-    OutboundMessage, OutboundSettings, RemoteRecipient, deliver_to_domain,
+    ConnectionCache, OutboundMessage, OutboundSettings, RemoteRecipient, deliver_to_domain_cached,
+    destination_key,
 };
-use tern_delivery::{LmtpTarget, LocalReport, deliver_lmtp, deliver_local_skipping};
+use tern_delivery::{LmtpTarget, LocalReport, NOTICE_HEAD, deliver_lmtp, deliver_local_leased};
 use tern_queue::{
-    AttemptResult, Envelope, QueueId, Recipient, RecipientState, RetrySchedule, Spool, on_result,
+    AttemptResult, DeliveryLease, Envelope, QueueId, Recipient, RecipientState, RetrySchedule,
+    Spool, enhanced_status, on_result,
 };
 use tern_store::{Directory, MailStore, Resolution, Target};
 use tern_types::dsn::{BodyType, Ret};
 use tern_types::{ForwardPath, Mailbox};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
-use tracing::{info, warn};
+use tracing::{Instrument as _, debug, info, info_span, warn};
 
 use crate::delivery::DeliveryHandle;
 
@@ -61,6 +80,13 @@ pub struct QueueManager {
     pub hostname: String,
     /// Messages worked on at once.
     pub concurrency: usize,
+    /// Delivery attempts to one destination (a domain, an LMTP server, or
+    /// the smarthost) at once; a message whose destination is full waits
+    /// without holding a slot, so a slow destination cannot starve others.
+    pub per_destination: usize,
+    /// How long an outbound connection is kept open after a message for
+    /// the next one to the same destination; zero: no reuse.
+    pub connection_reuse: Duration,
     /// The retry schedule.
     pub schedule: RetrySchedule,
     /// DNS for MX lookups; `None`: remote recipients wait in the queue.
@@ -78,6 +104,7 @@ impl std::fmt::Debug for QueueManager {
         f.debug_struct("QueueManager")
             .field("hostname", &self.hostname)
             .field("concurrency", &self.concurrency)
+            .field("per_destination", &self.per_destination)
             .field("remote_delivery", &self.resolver.is_some())
             .finish()
     }
@@ -88,6 +115,160 @@ fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// How often idle cached connections are looked at (closed when too old).
+const CACHE_SWEEP: Duration = Duration::from_secs(2);
+
+/// The delay-warning time used for a recipient that asked for delay
+/// notices explicitly (`NOTIFY=DELAY`) when `delay_warning_after` is off.
+pub const DEFAULT_DELAY_WARNING: Duration = Duration::from_secs(4 * 3600);
+
+/// The notice kind recorded in the spool once a delay warning went out.
+const DELAY_NOTICE: &str = "delay";
+
+/// Busy delivery slots per destination (see [`QueueManager::per_destination`]).
+#[derive(Debug)]
+struct DestinationSlots {
+    limit: usize,
+    busy: Mutex<HashMap<String, usize>>,
+}
+
+/// One busy slot; dropping it frees the slot.
+#[derive(Debug)]
+struct Slot {
+    slots: Arc<DestinationSlots>,
+    key: String,
+}
+
+impl DestinationSlots {
+    fn new(limit: usize) -> Arc<DestinationSlots> {
+        Arc::new(DestinationSlots {
+            limit: limit.max(1),
+            busy: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.busy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A slot for `key`, or `None` when all of its slots are busy.
+    fn try_acquire(self: &Arc<Self>, key: &str) -> Option<Slot> {
+        let mut busy = self.lock();
+        let n = busy.entry(key.to_owned()).or_insert(0);
+        if *n >= self.limit {
+            return None;
+        }
+        *n += 1;
+        Some(Slot {
+            slots: Arc::clone(self),
+            key: key.to_owned(),
+        })
+    }
+
+    /// How many slots of `key` are free now.
+    fn free(&self, key: &str) -> usize {
+        self.limit
+            .saturating_sub(self.lock().get(key).copied().unwrap_or(0))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut busy = self.slots.lock();
+        if let Some(n) = busy.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                busy.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// What the manager shares between passes.
+#[derive(Debug)]
+struct Shared {
+    slots: Arc<DestinationSlots>,
+    cache: Option<ConnectionCache>,
+}
+
+/// How one pass over a message ended.
+#[derive(Debug, Default)]
+struct PassEnd {
+    /// When to look at the message again; `None`: it left the queue.
+    next: Option<u64>,
+    /// Destinations that had no free slot: the message is looked at again
+    /// as soon as one of them frees a slot.
+    blocked: Vec<String>,
+}
+
+impl PassEnd {
+    fn at(next: u64) -> PassEnd {
+        PassEnd {
+            next: Some(next),
+            blocked: Vec::new(),
+        }
+    }
+
+    fn gone() -> PassEnd {
+        PassEnd::default()
+    }
+}
+
+/// A queued message's bytes as a pass uses them: streamed from the spool
+/// file to the next hop (never whole in memory), with the start of it kept
+/// for the headers that notices quote.
+struct QueuedData {
+    /// The spool file; the message is its first `len` bytes.
+    path: std::path::PathBuf,
+    len: u64,
+    /// The first [`NOTICE_HEAD`] bytes at most.
+    head: Vec<u8>,
+}
+
+impl QueuedData {
+    fn message(&self) -> MessageData<'_> {
+        MessageData::File {
+            path: &self.path,
+            len: self.len,
+        }
+    }
+
+    /// The whole message, for a failure notice that returns it (RET=FULL
+    /// or no RET). Off the async threads; bounded by the size limit the
+    /// message was accepted under.
+    async fn read_all(&self) -> std::io::Result<Vec<u8>> {
+        let (path, len) = (self.path.clone(), self.len);
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+            std::io::Read::read_to_end(
+                &mut std::io::Read::take(std::fs::File::open(path)?, len),
+                &mut out,
+            )?;
+            Ok(out)
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+}
+
+/// What one pass read from the spool (off the async threads).
+enum Loaded {
+    /// The message left the queue (delivered locally to everyone, deleted
+    /// or bounced by the administrator).
+    Gone(LocalReport),
+    /// It stays: where its data is, and its state.
+    Queued {
+        report: Box<LocalReport>,
+        envelope: Envelope,
+        data: QueuedData,
+        states: Vec<RecipientState>,
+        held: bool,
+        warned: BTreeSet<usize>,
+    },
 }
 
 impl QueueManager {
@@ -123,10 +304,19 @@ impl QueueManager {
         mut shutdown: watch::Receiver<bool>,
     ) {
         let limit = Arc::new(Semaphore::new(self.concurrency.max(1)));
-        let mut running: JoinSet<(QueueId, Option<u64>)> = JoinSet::new();
-        let mut in_flight: HashMap<QueueId, ()> = HashMap::new();
+        let mut running: JoinSet<(QueueId, PassEnd)> = JoinSet::new();
+        let mut in_flight: HashSet<QueueId> = HashSet::new();
         // Messages waiting for their next attempt: id → due (Unix seconds).
         let mut waiting: HashMap<QueueId, u64> = HashMap::new();
+        // Messages waiting for a slot at a destination.
+        let mut blocked: HashMap<String, HashSet<QueueId>> = HashMap::new();
+        let shared = Arc::new(Shared {
+            slots: DestinationSlots::new(self.per_destination),
+            cache: (!self.connection_reuse.is_zero())
+                .then(|| ConnectionCache::new(self.connection_reuse, self.per_destination)),
+        });
+        let mut sweep = tokio::time::interval(CACHE_SWEEP);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let me = Arc::new(self);
         loop {
             if *shutdown.borrow() {
@@ -136,7 +326,7 @@ impl QueueManager {
             // Start every due message we have room for.
             let due: Vec<QueueId> = waiting
                 .iter()
-                .filter(|(id, at)| **at <= now && !in_flight.contains_key(*id))
+                .filter(|(id, at)| **at <= now && !in_flight.contains(*id))
                 .map(|(id, _)| id.clone())
                 .collect();
             for id in due {
@@ -144,13 +334,12 @@ impl QueueManager {
                     break;
                 };
                 waiting.remove(&id);
-                in_flight.insert(id.clone(), ());
-                let me = Arc::clone(&me);
-                let handle = handle.clone();
+                in_flight.insert(id.clone());
+                let (me, handle, shared) = (Arc::clone(&me), handle.clone(), Arc::clone(&shared));
                 running.spawn(async move {
                     let _permit = permit;
-                    let next = me.process(&id, &handle).await;
-                    (id, next)
+                    let end = me.process(&id, &handle, &shared).await;
+                    (id, end)
                 });
             }
             let sleep = waiting
@@ -164,16 +353,42 @@ impl QueueManager {
             tokio::select! {
                 _ = shutdown.changed() => break,
                 Some(done) = running.join_next(), if !running.is_empty() => {
-                    if let Ok((id, next)) = done {
+                    if let Ok((id, end)) = done {
                         in_flight.remove(&id);
-                        if let Some(at) = next {
+                        for key in end.blocked {
+                            blocked.entry(key).or_default().insert(id.clone());
+                        }
+                        if let Some(at) = end.next {
                             waiting.insert(id, at);
                         }
                     }
+                    // A pass ended, so slots may have freed: wake as many
+                    // of the messages waiting for them as there are free
+                    // slots (not all: a thousand messages parked on one
+                    // busy domain must not all be read again each time).
+                    for (key, ids) in blocked.iter_mut() {
+                        let free = shared.slots.free(key);
+                        if free == 0 {
+                            continue;
+                        }
+                        let wake: Vec<QueueId> = ids.iter().take(free).cloned().collect();
+                        for id in wake {
+                            ids.remove(&id);
+                            if let Some(at) = waiting.get_mut(&id) {
+                                *at = 0;
+                            }
+                        }
+                    }
+                    blocked.retain(|_, ids| !ids.is_empty());
                 }
                 Some(id) = rx.recv() => {
-                    if !in_flight.contains_key(&id) {
+                    if !in_flight.contains(&id) {
                         waiting.insert(id, 0);
+                    }
+                }
+                _ = sweep.tick() => {
+                    if let Some(cache) = &shared.cache {
+                        cache.sweep().await;
                     }
                 }
                 _ = tokio::time::sleep(sleep) => {}
@@ -182,76 +397,75 @@ impl QueueManager {
         // In-flight attempts finish (their results are persisted); what is
         // left waiting is resumed from the spool at the next start.
         while running.join_next().await.is_some() {}
+        if let Some(cache) = &shared.cache {
+            cache.close_all().await;
+        }
     }
 
-    /// One pass over one message; returns when to look at it again, or
-    /// `None` when it left the queue.
-    async fn process(&self, id: &QueueId, handle: &DeliveryHandle) -> Option<u64> {
-        // Local recipients first: their Maildir writes fsync.
-        let local = {
-            let (spool, store, hostname, id) = (
+    /// One pass over one message: local Maildirs, then LMTP and remote
+    /// destinations, then the notices. The spool's delivery lease is held
+    /// for the whole pass, so `tern queue delete|bounce` wait for it.
+    async fn process(&self, id: &QueueId, handle: &DeliveryHandle, shared: &Shared) -> PassEnd {
+        let Some(lease) = self.spool.lease(id) else {
+            // Another agent (the admin socket) is working on it.
+            return PassEnd::at(unix_now() + 1);
+        };
+        let loaded = {
+            let (spool, store, hostname) = (
                 self.spool.clone(),
                 Arc::clone(&self.store),
                 self.hostname.clone(),
-                id.clone(),
             );
             let lmtp: HashSet<String> = self.lmtp.keys().cloned().collect();
-            let skip = move |mailbox: &str| lmtp.contains(mailbox_domain(mailbox));
             tokio::task::spawn_blocking(move || {
-                deliver_local_skipping(&spool, &store, &hostname, &id, &skip)
+                let r = load(&spool, &store, &hostname, &lease, &lmtp);
+                (lease, r)
             })
             .await
         };
-        let report = match local {
-            Ok(Ok(report)) => report,
-            Ok(Err(e)) => {
+        let (lease, loaded) = match loaded {
+            Ok((lease, Ok(l))) => (lease, l),
+            Ok((_, Err(e))) => {
                 warn!(queue_id = %id, error = %e, "delivery failed; will retry");
-                return Some(unix_now() + ERROR_RETRY.as_secs());
+                return PassEnd::at(unix_now() + ERROR_RETRY.as_secs());
             }
             Err(e) => {
                 warn!(queue_id = %id, error = %e, "delivery task died; will retry");
-                return Some(unix_now() + ERROR_RETRY.as_secs());
+                return PassEnd::at(unix_now() + ERROR_RETRY.as_secs());
             }
+        };
+        let (report, envelope, data, mut states, held, warned) = match loaded {
+            Loaded::Gone(report) => {
+                log_local(id, &report);
+                drop(lease);
+                self.success_notice_local(id, &report, handle).await;
+                return PassEnd::gone();
+            }
+            Loaded::Queued {
+                report,
+                envelope,
+                data,
+                states,
+                held,
+                warned,
+            } => (report, envelope, data, states, held, warned),
         };
         log_local(id, &report);
-        if report.skipped || report.removed {
-            return None;
-        }
-
-        let spool = self.spool.clone();
-        let opened = {
-            let id = id.clone();
-            tokio::task::spawn_blocking(move || -> Result<_, String> {
-                let message = match spool.open_message(&id) {
-                    Ok(m) => m,
-                    // Deleted or bounced by the administrator meanwhile.
-                    Err(e) if e.is_not_found() => return Ok(None),
-                    Err(e) => return Err(e.to_string()),
-                };
-                let mut data = Vec::with_capacity(message.data_len() as usize);
-                let mut reader = message.reader().map_err(|e| e.to_string())?;
-                std::io::Read::read_to_end(&mut reader, &mut data).map_err(|e| e.to_string())?;
-                drop(reader);
-                let states = spool.recipient_states(&id).map_err(|e| e.to_string())?;
-                let held = spool.is_held(&id).map_err(|e| e.to_string())?;
-                Ok(Some((message.envelope.clone(), data, states, held)))
-            })
-            .await
-        };
-        let (envelope, data, mut states, held) = match opened {
-            Ok(Ok(Some(v))) => v,
-            Ok(Ok(None)) => {
-                info!(queue_id = %id, "message left the queue during the attempt");
-                return None;
-            }
-            Ok(Err(e)) => {
-                warn!(queue_id = %id, error = %e, "cannot read queued message; will retry");
-                return Some(unix_now() + ERROR_RETRY.as_secs());
-            }
-            Err(_) => return Some(unix_now() + ERROR_RETRY.as_secs()),
-        };
         let now = unix_now();
         let mut updates: Vec<(usize, RecipientState)> = Vec::new();
+        let mut blocked: Vec<String> = Vec::new();
+        // Successes to report (NOTIFY=SUCCESS): (kind, recipient).
+        let mut successes: Vec<(DsnKind, DsnRecipient)> = Vec::new();
+        for (index, _) in &report.delivered {
+            if let Some(rcpt) = envelope.recipients.get(*index)
+                && should_notify(rcpt, DsnKind::Success)
+            {
+                successes.push((
+                    DsnKind::Success,
+                    success_recipient(rcpt, DsnAction::Delivered, None, None, now),
+                ));
+            }
+        }
 
         // Local recipients that failed this time are scheduled like remote ones.
         for (index, _address, error) in &report.deferred {
@@ -270,8 +484,18 @@ impl QueueManager {
         }
 
         if !held && !self.lmtp.is_empty() {
-            self.deliver_lmtp(id, &envelope, &data, &states, now, &mut updates)
-                .await;
+            self.deliver_lmtp(
+                id,
+                &envelope,
+                &data,
+                &states,
+                now,
+                shared,
+                &mut updates,
+                &mut blocked,
+                &mut successes,
+            )
+            .await;
         }
 
         if !held && let Some(resolver) = &self.resolver {
@@ -296,32 +520,29 @@ impl QueueManager {
                     orcpt: rcpt.orcpt.clone(),
                 });
             }
-            let msg = OutboundMessage {
-                sender: &envelope.sender,
-                body: match envelope.body.as_str() {
-                    "8BITMIME" => BodyType::EightBitMime,
-                    "BINARYMIME" => BodyType::BinaryMime,
-                    _ => BodyType::SevenBit,
-                },
-                smtputf8: envelope.smtputf8,
-                ret: match envelope.ret.as_deref() {
-                    Some("FULL") => Some(Ret::Full),
-                    Some("HDRS") => Some(Ret::Headers),
-                    _ => None,
-                },
-                envid: envelope.envid.as_deref(),
-                data: &data,
-            };
+            let msg = lmtp_message(&envelope, data.message());
             for (domain, rcpts) in by_domain {
+                let key = destination_key(&self.outbound, &domain);
+                let Some(_slot) = shared.slots.try_acquire(&key) else {
+                    debug!(queue_id = %id, destination = %key, "destination busy; waiting for a slot");
+                    if !blocked.contains(&key) {
+                        blocked.push(key);
+                    }
+                    continue;
+                };
                 let seed = now ^ (rcpts.len() as u64).rotate_left(17) ^ id.as_str().len() as u64;
-                let result = deliver_to_domain(
+                let result = deliver_to_domain_cached(
                     &self.outbound,
                     resolver.as_ref(),
                     &domain,
                     &msg,
                     &rcpts,
                     seed,
+                    shared.cache.as_ref(),
                 )
+                // The driver's own log lines (connecting, TLS, replies)
+                // carry the queue id through this span.
+                .instrument(info_span!("outbound", queue_id = %id))
                 .await;
                 for (index, attempt) in result.results {
                     let state = states
@@ -336,6 +557,24 @@ impl QueueManager {
                         &next,
                         result.remote_mta.as_deref(),
                     );
+                    // Relayed (RFC 3464 2.3.3): the next hop took it and
+                    // will not report on it, so this is the last word.
+                    if let (RecipientState::Delivered { reply, .. }, false) =
+                        (&next, result.dsn_passed_on)
+                        && let Some(rcpt) = envelope.recipients.get(index)
+                        && should_notify(rcpt, DsnKind::Relayed)
+                    {
+                        successes.push((
+                            DsnKind::Relayed,
+                            success_recipient(
+                                rcpt,
+                                DsnAction::Relayed,
+                                result.remote_mta.clone(),
+                                Some(reply.clone()),
+                                now,
+                            ),
+                        ));
+                    }
                     updates.push((index, next));
                 }
             }
@@ -348,18 +587,47 @@ impl QueueManager {
                 tokio::task::spawn_blocking(move || spool.record_states(&id2, &list)).await;
             if let Ok(Err(tern_queue::SpoolError::NotFound(_))) = recorded {
                 info!(queue_id = %id, "message left the queue during the attempt");
-                return None;
+                return PassEnd::gone();
             }
             if !matches!(recorded, Ok(Ok(()))) {
                 warn!(queue_id = %id, "cannot record delivery results; will retry");
-                return Some(unix_now() + ERROR_RETRY.as_secs());
+                return PassEnd::at(unix_now() + ERROR_RETRY.as_secs());
             }
             for (index, state) in &updates {
                 if let Some(slot) = states.get_mut(*index) {
                     *slot = state.clone();
                 }
             }
-            self.bounce(id, &envelope, &data, &updates, handle).await;
+            let failed = updates.iter().any(|(_, s)| {
+                matches!(
+                    s,
+                    RecipientState::Failed { .. } | RecipientState::Expired { .. }
+                )
+            });
+            if failed {
+                // The notice may return the whole message: read it now.
+                match data.read_all().await {
+                    Ok(full) => self.bounce(id, &envelope, &full, &updates, handle).await,
+                    Err(e) => {
+                        warn!(queue_id = %id, error = %e, "cannot read the message for its failure notice; sending the headers");
+                        self.bounce(id, &envelope, &data.head, &updates, handle)
+                            .await;
+                    }
+                }
+            }
+        }
+        for kind in [DsnKind::Success, DsnKind::Relayed] {
+            let list: Vec<DsnRecipient> = successes
+                .iter()
+                .filter(|(k, _)| *k == kind)
+                .map(|(_, r)| r.clone())
+                .collect();
+            self.notify(id, kind, &envelope, &data.head, list, handle)
+                .await;
+        }
+        if !held {
+            self.delay_warnings(id, &envelope, &data.head, &states, &warned, now, handle)
+                .await;
         }
 
         // Done with this message? Every recipient final → remove.
@@ -373,13 +641,13 @@ impl QueueManager {
             let id2 = id.clone();
             if let Ok(Ok(())) = tokio::task::spawn_blocking(move || spool.remove(&id2)).await {
                 info!(queue_id = %id, "removed from queue: all recipients done");
-                return None;
+                return PassEnd::gone();
             }
-            return Some(now + ERROR_RETRY.as_secs());
+            return PassEnd::at(now + ERROR_RETRY.as_secs());
         }
         if held {
             // Held messages are looked at again when released (`flush`).
-            return Some(now + 3600);
+            return PassEnd::at(now + 3600);
         }
         let next = states
             .iter()
@@ -389,7 +657,10 @@ impl QueueManager {
                 _ => None,
             })
             .min();
-        Some(next.unwrap_or(now + ERROR_RETRY.as_secs()))
+        PassEnd {
+            next: Some(next.unwrap_or(now + ERROR_RETRY.as_secs())),
+            blocked,
+        }
     }
 
     /// Queues one failure DSN for the recipients that just failed or
@@ -413,19 +684,323 @@ impl QueueManager {
         ) else {
             return;
         };
+        self.queue(
+            id,
+            notice,
+            "failure notice (DSN) queued for the sender",
+            handle,
+        )
+        .await;
+    }
+
+    /// Commits `notice` (off the async threads) and announces it.
+    async fn queue(
+        &self,
+        id: &QueueId,
+        notice: FailureNotice,
+        what: &'static str,
+        handle: &DeliveryHandle,
+    ) -> bool {
         let (spool, directory, orig_id) =
             (self.spool.clone(), Arc::clone(&self.directory), id.clone());
         let queued =
             tokio::task::spawn_blocking(move || queue_notice(&spool, &directory, notice)).await;
         match queued {
-            Ok(Ok(bounce_id)) => {
-                info!(queue_id = %orig_id, bounce_id = %bounce_id, "failure notice (DSN) queued for the sender");
-                handle.submit(bounce_id);
+            Ok(Ok(notice_id)) => {
+                info!(queue_id = %orig_id, notice_id = %notice_id, "{what}");
+                handle.submit(notice_id);
+                true
             }
-            Ok(Err(e)) => warn!(queue_id = %orig_id, error = %e, "cannot queue the failure notice"),
-            Err(e) => warn!(queue_id = %orig_id, error = %e, "cannot queue the failure notice"),
+            Ok(Err(e)) => {
+                warn!(queue_id = %orig_id, error = %e, "cannot queue a delivery notice");
+                false
+            }
+            Err(e) => {
+                warn!(queue_id = %orig_id, error = %e, "cannot queue a delivery notice");
+                false
+            }
         }
     }
+
+    /// Queues one success or relayed notice for `recipients` (already
+    /// filtered on NOTIFY) to the envelope sender.
+    async fn notify(
+        &self,
+        id: &QueueId,
+        kind: DsnKind,
+        envelope: &Envelope,
+        original: &[u8],
+        recipients: Vec<DsnRecipient>,
+        handle: &DeliveryHandle,
+    ) {
+        let Some(notice) = sender_notice(
+            &self.hostname,
+            id,
+            kind,
+            envelope,
+            original,
+            recipients,
+            unix_now(),
+        ) else {
+            return;
+        };
+        let what = match kind {
+            DsnKind::Relayed => "relayed notice (DSN) queued for the sender",
+            _ => "success notice (DSN) queued for the sender",
+        };
+        self.queue(id, notice, what, handle).await;
+    }
+
+    /// The success notice for local deliveries of a message that has
+    /// already left the queue (its source was kept by the local delivery).
+    async fn success_notice_local(
+        &self,
+        id: &QueueId,
+        report: &LocalReport,
+        handle: &DeliveryHandle,
+    ) {
+        let Some(source) = &report.notice_source else {
+            return;
+        };
+        let now = unix_now();
+        let recipients: Vec<DsnRecipient> = report
+            .delivered
+            .iter()
+            .filter_map(|(index, _)| source.envelope.recipients.get(*index))
+            .filter(|r| should_notify(r, DsnKind::Success))
+            .map(|r| success_recipient(r, DsnAction::Delivered, None, None, now))
+            .collect();
+        self.notify(
+            id,
+            DsnKind::Success,
+            &source.envelope,
+            &source.head,
+            recipients,
+            handle,
+        )
+        .await;
+    }
+
+    /// Sends the delay warning for the recipients that are due one (see
+    /// [`delay_warning_due`]) and records it, so it goes out once.
+    #[allow(clippy::too_many_arguments)]
+    async fn delay_warnings(
+        &self,
+        id: &QueueId,
+        envelope: &Envelope,
+        original: &[u8],
+        states: &[RecipientState],
+        warned: &BTreeSet<usize>,
+        now: u64,
+        handle: &DeliveryHandle,
+    ) {
+        let due = delay_warning_due(envelope, states, warned, &self.schedule, now);
+        if due.is_empty() {
+            return;
+        }
+        let until = self.schedule.expires_at(envelope.received_at);
+        let recipients: Vec<DsnRecipient> = due
+            .iter()
+            .filter_map(|&i| Some((envelope.recipients.get(i)?, states.get(i)?)))
+            .map(|(rcpt, state)| {
+                let error = match state {
+                    RecipientState::Deferred { last_error, .. } => last_error.clone(),
+                    _ => String::new(),
+                };
+                DsnRecipient {
+                    final_recipient: rcpt.address.clone(),
+                    original: rcpt.orcpt.clone(),
+                    action: DsnAction::Delayed,
+                    status: enhanced_status(&error, 4),
+                    remote_mta: None,
+                    diagnostic: (!error.is_empty()).then_some(error),
+                    last_attempt: now,
+                    will_retry_until: Some(until),
+                }
+            })
+            .collect();
+        if let Some(notice) = sender_notice(
+            &self.hostname,
+            id,
+            DsnKind::Delay,
+            envelope,
+            original,
+            recipients,
+            now,
+        ) && !self
+            .queue(
+                id,
+                notice,
+                "delay warning (DSN) queued for the sender",
+                handle,
+            )
+            .await
+        {
+            // Not queued: try again at the next pass.
+            return;
+        }
+        // Recorded after the notice is queued: a crash in between may
+        // repeat a warning, never lose one.
+        let (spool, id2) = (self.spool.clone(), id.clone());
+        let recorded =
+            tokio::task::spawn_blocking(move || spool.record_notices(&id2, &due, DELAY_NOTICE))
+                .await;
+        if !matches!(recorded, Ok(Ok(()))) {
+            warn!(queue_id = %id, "cannot record that the delay warning was sent");
+        }
+    }
+}
+
+/// One pass's reading of the spool (blocking): the hold flag, the local
+/// Maildir deliveries (not while held), then what the rest of the pass
+/// needs. `lmtp` names the domains whose mailboxes are left to LMTP.
+fn load(
+    spool: &Spool,
+    store: &MailStore,
+    hostname: &str,
+    lease: &DeliveryLease,
+    lmtp: &HashSet<String>,
+) -> Result<Loaded, String> {
+    let id = lease.id();
+    let held = match spool.is_held(id) {
+        Ok(h) => h,
+        Err(e) if e.is_not_found() => return Ok(Loaded::Gone(LocalReport::default())),
+        Err(e) => return Err(e.to_string()),
+    };
+    let report = if held {
+        // A held message is not delivered anywhere, Maildirs included.
+        LocalReport::default()
+    } else {
+        let skip = |mailbox: &str| lmtp.contains(mailbox_domain(mailbox));
+        deliver_local_leased(spool, store, hostname, lease, &skip).map_err(|e| e.to_string())?
+    };
+    if report.skipped || report.removed {
+        return Ok(Loaded::Gone(report));
+    }
+    let message = match spool.open_message(id) {
+        Ok(m) => m,
+        Err(e) if e.is_not_found() => return Ok(Loaded::Gone(report)),
+        Err(e) => return Err(e.to_string()),
+    };
+    let mut head = Vec::new();
+    let reader = message.reader().map_err(|e| e.to_string())?;
+    std::io::Read::read_to_end(&mut std::io::Read::take(reader, NOTICE_HEAD), &mut head)
+        .map_err(|e| e.to_string())?;
+    let data = QueuedData {
+        path: message.path().to_owned(),
+        len: message.data_len(),
+        head,
+    };
+    let states = spool.recipient_states(id).map_err(|e| e.to_string())?;
+    let warned = spool.notices(id, DELAY_NOTICE).map_err(|e| e.to_string())?;
+    Ok(Loaded::Queued {
+        report: Box::new(report),
+        envelope: message.envelope.clone(),
+        data,
+        states,
+        held,
+        warned,
+    })
+}
+
+/// The recipients of a message that are due a delay warning at `now`:
+/// deferred (not final), not warned yet, asking for delay notices
+/// (`NOTIFY` absent or naming `DELAY`), and past the warning time. The
+/// warning time is `delay_warning_after` after arrival; a recipient that
+/// asked with `NOTIFY=DELAY` when warnings are configured off gets one
+/// after [`DEFAULT_DELAY_WARNING`]. No warning is due at or after the
+/// expiry (the failure notice then says it all). Pure: a function of
+/// `now`.
+pub fn delay_warning_due(
+    envelope: &Envelope,
+    states: &[RecipientState],
+    warned: &BTreeSet<usize>,
+    schedule: &RetrySchedule,
+    now: u64,
+) -> Vec<usize> {
+    let expiry = schedule.expires_at(envelope.received_at);
+    let configured = schedule.delay_warning_at(envelope.received_at);
+    envelope
+        .recipients
+        .iter()
+        .enumerate()
+        .filter(|(index, rcpt)| {
+            if warned.contains(index)
+                || !matches!(states.get(*index), Some(RecipientState::Deferred { .. }))
+                || !should_notify(rcpt, DsnKind::Delay)
+            {
+                return false;
+            }
+            let explicit = rcpt
+                .notify
+                .as_deref()
+                .is_some_and(|n| n.split(',').any(|w| w.trim().eq_ignore_ascii_case("DELAY")));
+            let at = configured.or_else(|| {
+                explicit.then(|| {
+                    envelope
+                        .received_at
+                        .saturating_add(DEFAULT_DELAY_WARNING.as_secs())
+                })
+            });
+            at.is_some_and(|at| now >= at && now < expiry)
+        })
+        .map(|(index, _)| index)
+        .collect()
+}
+
+/// A success or relayed report line for `rcpt`.
+fn success_recipient(
+    rcpt: &Recipient,
+    action: DsnAction,
+    remote_mta: Option<String>,
+    reply: Option<String>,
+    now: u64,
+) -> DsnRecipient {
+    DsnRecipient {
+        final_recipient: rcpt.address.clone(),
+        original: rcpt.orcpt.clone(),
+        action,
+        status: "2.0.0".to_owned(),
+        remote_mta,
+        diagnostic: reply,
+        last_attempt: now,
+        will_retry_until: None,
+    }
+}
+
+/// A delay, success or relayed DSN for `recipients`, to the envelope
+/// sender; `None` for the null sender (never a report about a report) or
+/// when nobody is to be told.
+pub fn sender_notice(
+    hostname: &str,
+    id: &QueueId,
+    kind: DsnKind,
+    envelope: &Envelope,
+    original: &[u8],
+    recipients: Vec<DsnRecipient>,
+    now: u64,
+) -> Option<FailureNotice> {
+    if recipients.is_empty() {
+        return None;
+    }
+    let to = bounce_recipient(envelope)?;
+    let tag = match kind {
+        DsnKind::Delay => "delay",
+        DsnKind::Success => "success",
+        DsnKind::Relayed => "relayed",
+        DsnKind::Failure => "dsn",
+    };
+    let dsn = build_dsn(&DsnInput {
+        hostname: hostname.to_owned(),
+        kind,
+        envelope,
+        recipients,
+        original,
+        date: tern_delivery::dsn::rfc5322_date(now),
+        message_id: format!("<{id}.{tag}.{now}@{hostname}>"),
+        boundary_seed: now,
+    });
+    Some(FailureNotice { dsn, to, now })
 }
 
 /// A failure DSN built by [`failure_notice`], ready for [`queue_notice`].
@@ -616,14 +1191,18 @@ impl QueueManager {
     /// Hands the due recipients of LMTP domains to their servers, one
     /// connection per domain, and appends their next states to `updates`
     /// (recorded and bounced by the caller, like remote results).
+    #[allow(clippy::too_many_arguments)]
     async fn deliver_lmtp(
         &self,
         id: &QueueId,
         envelope: &Envelope,
-        data: &[u8],
+        data: &QueuedData,
         states: &[RecipientState],
         now: u64,
+        shared: &Shared,
         updates: &mut Vec<(usize, RecipientState)>,
+        blocked: &mut Vec<String>,
+        successes: &mut Vec<(DsnKind, DsnRecipient)>,
     ) {
         let mut by_domain: HashMap<&str, Vec<RemoteRecipient>> = HashMap::new();
         for (index, rcpt) in envelope.recipients.iter().enumerate() {
@@ -645,9 +1224,16 @@ impl QueueManager {
                 orcpt: rcpt.orcpt.clone(),
             });
         }
-        let msg = lmtp_message(envelope, data);
+        let msg = lmtp_message(envelope, data.message());
         for (domain, rcpts) in by_domain {
             let Some(target) = self.lmtp.get(domain) else {
+                continue;
+            };
+            let key = format!("lmtp:{domain}");
+            let Some(_slot) = shared.slots.try_acquire(&key) else {
+                if !blocked.contains(&key) {
+                    blocked.push(key);
+                }
                 continue;
             };
             let result = deliver_lmtp(
@@ -657,6 +1243,7 @@ impl QueueManager {
                 &rcpts,
                 &self.outbound.timeouts,
             )
+            .instrument(info_span!("lmtp", queue_id = %id))
             .await;
             for (index, attempt) in result.results {
                 let state = states
@@ -666,6 +1253,20 @@ impl QueueManager {
                 let next = on_result(&state, &attempt, &self.schedule, envelope.received_at, now);
                 if let Some(rcpt) = envelope.recipients.get(index) {
                     log_remote(id, &rcpt.address, &next, result.remote_mta.as_deref());
+                    if let RecipientState::Delivered { reply, .. } = &next
+                        && should_notify(rcpt, DsnKind::Success)
+                    {
+                        successes.push((
+                            DsnKind::Success,
+                            success_recipient(
+                                rcpt,
+                                DsnAction::Delivered,
+                                result.remote_mta.clone(),
+                                Some(reply.clone()),
+                                now,
+                            ),
+                        ));
+                    }
                 }
                 updates.push((index, next));
             }
@@ -679,7 +1280,7 @@ fn mailbox_domain(mailbox: &str) -> &str {
 }
 
 /// The queued message as the SMTP/LMTP client takes it.
-fn lmtp_message<'a>(envelope: &'a Envelope, data: &'a [u8]) -> OutboundMessage<'a> {
+fn lmtp_message<'a>(envelope: &'a Envelope, data: MessageData<'a>) -> OutboundMessage<'a> {
     OutboundMessage {
         sender: &envelope.sender,
         body: match envelope.body.as_str() {
@@ -695,5 +1296,143 @@ fn lmtp_message<'a>(envelope: &'a Envelope, data: &'a [u8]) -> OutboundMessage<'
         },
         envid: envelope.envid.as_deref(),
         data,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: u64 = 1_700_000_000;
+    const HOUR: u64 = 3600;
+
+    fn envelope(notify: &[Option<&str>]) -> Envelope {
+        Envelope {
+            sender: "alice@example.test".into(),
+            recipients: notify
+                .iter()
+                .enumerate()
+                .map(|(i, n)| Recipient {
+                    address: format!("r{i}@remote.test"),
+                    original: format!("r{i}@remote.test"),
+                    mailbox: None,
+                    notify: n.map(str::to_owned),
+                    orcpt: None,
+                })
+                .collect(),
+            received_at: T0,
+            client_ip: None,
+            helo: None,
+            protocol: "ESMTPSA".into(),
+            tls: None,
+            auth_user: None,
+            body: "7BIT".into(),
+            smtputf8: false,
+            ret: None,
+            envid: None,
+            size: 10,
+            quarantine: false,
+        }
+    }
+
+    fn deferred() -> RecipientState {
+        RecipientState::Deferred {
+            attempts: 3,
+            last_error: "451 4.4.1 connection refused".into(),
+            next_attempt: T0 + 5 * HOUR,
+        }
+    }
+
+    #[test]
+    fn delay_warnings_follow_the_clock_notify_and_the_record() {
+        let schedule = RetrySchedule::default(); // warn after 4 h, expire after 5 d
+        let env = envelope(&[None, Some("DELAY"), Some("FAILURE"), Some("NEVER"), None]);
+        let states = vec![
+            deferred(),
+            deferred(),
+            deferred(),
+            deferred(),
+            RecipientState::Delivered {
+                at: T0,
+                reply: "250 ok".into(),
+            },
+        ];
+        let none = BTreeSet::new();
+        // Before the warning time: nobody.
+        assert!(delay_warning_due(&env, &states, &none, &schedule, T0 + 4 * HOUR - 1).is_empty());
+        // At it: the default NOTIFY and an explicit DELAY; not FAILURE-only,
+        // not NEVER, not a delivered recipient.
+        assert_eq!(
+            delay_warning_due(&env, &states, &none, &schedule, T0 + 4 * HOUR),
+            [0, 1]
+        );
+        // Recorded as warned: never again.
+        let warned = BTreeSet::from([0, 1]);
+        assert!(delay_warning_due(&env, &states, &warned, &schedule, T0 + 9 * HOUR).is_empty());
+        // At or after expiry: the failure notice says it all.
+        let expiry = schedule.expires_at(T0);
+        assert!(delay_warning_due(&env, &states, &none, &schedule, expiry).is_empty());
+    }
+
+    #[test]
+    fn explicit_delay_is_honoured_when_warnings_are_off() {
+        let schedule = RetrySchedule {
+            delay_warning_after: None,
+            ..RetrySchedule::default()
+        };
+        let env = envelope(&[None, Some("SUCCESS,DELAY")]);
+        let states = vec![deferred(), deferred()];
+        let none = BTreeSet::new();
+        let at = T0 + DEFAULT_DELAY_WARNING.as_secs();
+        assert!(delay_warning_due(&env, &states, &none, &schedule, at - 1).is_empty());
+        assert_eq!(delay_warning_due(&env, &states, &none, &schedule, at), [1]);
+    }
+
+    #[test]
+    fn pending_recipients_are_not_warned() {
+        let schedule = RetrySchedule::default();
+        let env = envelope(&[None]);
+        let states = vec![RecipientState::Pending];
+        assert!(
+            delay_warning_due(&env, &states, &BTreeSet::new(), &schedule, T0 + 10 * HOUR)
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn notices_never_go_to_the_null_sender() {
+        let mut env = envelope(&[Some("SUCCESS")]);
+        env.sender = String::new();
+        let id: QueueId = "0123456789ABCDEF".parse().unwrap();
+        let rcpt = success_recipient(&env.recipients[0], DsnAction::Delivered, None, None, T0);
+        assert!(
+            sender_notice(
+                "mx.example.test",
+                &id,
+                DsnKind::Success,
+                &env,
+                b"Subject: x\r\n\r\n",
+                vec![rcpt],
+                T0
+            )
+            .is_none()
+        );
+    }
+
+    #[test]
+    fn destination_slots_are_bounded_and_freed() {
+        let slots = DestinationSlots::new(2);
+        let a = slots.try_acquire("slow.test").unwrap();
+        let b = slots.try_acquire("slow.test").unwrap();
+        assert!(slots.try_acquire("slow.test").is_none());
+        assert_eq!(slots.free("slow.test"), 0);
+        // Other destinations are not affected.
+        assert!(slots.try_acquire("fast.test").is_some());
+        drop(a);
+        assert_eq!(slots.free("slow.test"), 1);
+        let _c = slots.try_acquire("slow.test").unwrap();
+        drop(b);
+        assert_eq!(slots.free("slow.test"), 1);
+        assert_eq!(slots.free("never.test"), 2);
     }
 }

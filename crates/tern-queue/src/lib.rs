@@ -58,3 +58,5 @@ pub use schedule::{
     DurationError, Next, RetrySchedule, ScheduleError, format_duration, parse_duration,
 };
 pub use spool::{DeliveryLease, IncomingMessage, Spool, SpoolOptions, StoredMessage};
+#[doc(hidden)]
+pub use state::fuzz_check_state_file;

@@ -1,17 +1,20 @@
 //! The per-message recipient state file, `queue/<id>.state`.
 //!
-//! Append-only text, one record per line, three kinds:
+//! Append-only text, one record per line, four kinds:
 //!
 //! ```text
 //! done <index> <checksum> <outcome>\n      recipient <index> is done (final)
 //! retry <index> <checksum> <state-json>\n  recipient <index> is pending or deferred
 //! hold <checksum> <0|1>\n                  the message is held (1) or released (0)
+//! notice <index> <checksum> <kind>\n       a <kind> DSN (`delay`) was sent for <index>
 //! ```
 //!
 //! For `done`, `checksum` is FNV-1a (32 bit, 8 lower-case hex digits) over
-//! `"<index> <outcome>"`; for the other two it covers the whole line after
+//! `"<index> <outcome>"`; for the others it covers the whole line after
 //! the tag and checksum, tag included (`"retry <index> <state-json>"`,
-//! `"hold <0|1>"`). A record counts only when it ends in `\n` and its
+//! `"hold <0|1>"`, `"notice <index> <kind>"`). A `notice` record makes a
+//! notice that is sent at most once per recipient (the delay warning)
+//! survive a restart; an older Tern skips it (unknown tag). A record counts only when it ends in `\n` and its
 //! checksum matches, so a line torn by a crash (or garbage left by a
 //! filesystem that exposes unwritten blocks) is ignored rather than
 //! misread. Before appending to a file that does not end in `\n`, a `\n` is
@@ -75,6 +78,7 @@ pub(crate) fn encode_record(index: usize, outcome: &str) -> Vec<u8> {
 
 const RETRY_TAG: &str = "retry";
 const HOLD_TAG: &str = "hold";
+const NOTICE_TAG: &str = "notice";
 /// Outcome prefix of a `done` record that carries a [`RecipientState`].
 const STATE_PREFIX: &str = "state ";
 
@@ -99,6 +103,14 @@ pub(crate) fn encode_hold(held: bool) -> Vec<u8> {
     format!("{HOLD_TAG} {sum:08x} {value}\n").into_bytes()
 }
 
+/// One `notice` record, with its trailing newline. `kind` is a short
+/// lower-case word (`delay`).
+pub(crate) fn encode_notice(index: usize, kind: &str) -> Vec<u8> {
+    let kind = sanitize_outcome(kind).replace(' ', "-");
+    let sum = fnv1a32(format!("{NOTICE_TAG} {index} {kind}").as_bytes());
+    format!("{NOTICE_TAG} {index} {sum:08x} {kind}\n").into_bytes()
+}
+
 /// What a state file says.
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct StateFile {
@@ -111,6 +123,8 @@ pub(crate) struct StateFile {
     /// Every record that changed a recipient's state, in file order (what
     /// [`Spool::recipient_history`] returns).
     pub(crate) history: Vec<(usize, RecipientState)>,
+    /// `(recipient index, notice kind)` of every valid `notice` record.
+    pub(crate) notices: BTreeSet<(usize, String)>,
 }
 
 /// One valid record.
@@ -118,6 +132,7 @@ enum Record {
     Done(usize, RecipientState),
     Retry(usize, RecipientState),
     Hold(bool),
+    Notice(usize, String),
 }
 
 /// Read a state file's contents (see the module documentation for the rules).
@@ -133,6 +148,10 @@ pub(crate) fn parse(contents: &[u8]) -> StateFile {
         let (index, state) = match record {
             Record::Hold(held) => {
                 file.held = held;
+                continue;
+            }
+            Record::Notice(index, kind) => {
+                file.notices.insert((index, kind));
                 continue;
             }
             Record::Done(index, state) => {
@@ -191,6 +210,15 @@ fn parse_any(line: &[u8]) -> Option<Record> {
                 "1" => Some(Record::Hold(true)),
                 _ => None,
             }
+        }
+        NOTICE_TAG => {
+            let (index_str, rest) = rest.split_once(' ')?;
+            let (sum_str, kind) = rest.split_once(' ')?;
+            let index = parse_index(index_str)?;
+            if kind.is_empty() || !checksum_ok(sum_str, &format!("{NOTICE_TAG} {index} {kind}")) {
+                return None;
+            }
+            Some(Record::Notice(index, kind.to_owned()))
         }
         _ => None,
     }
@@ -361,11 +389,83 @@ impl Spool {
         append(&self.state_file(id), &self.queue_dir(), &encode_hold(held))
     }
 
+    /// Durably note that a `kind` notice (e.g. `delay`: the delay warning)
+    /// went out for each recipient in `indices`, so that it is not sent
+    /// again, even after a restart.
+    pub fn record_notices(
+        &self,
+        id: &QueueId,
+        indices: &[usize],
+        kind: &str,
+    ) -> Result<(), SpoolError> {
+        self.require_message(id)?;
+        if indices.is_empty() {
+            return Ok(());
+        }
+        let records: Vec<u8> = indices
+            .iter()
+            .flat_map(|&index| encode_notice(index, kind))
+            .collect();
+        append(&self.state_file(id), &self.queue_dir(), &records)
+    }
+
+    /// The recipients of `id` for which a `kind` notice was recorded.
+    pub fn notices(&self, id: &QueueId, kind: &str) -> Result<BTreeSet<usize>, SpoolError> {
+        self.require_message(id)?;
+        Ok(self
+            .read_state_file(id)?
+            .notices
+            .into_iter()
+            .filter(|(_, k)| k == kind)
+            .map(|(index, _)| index)
+            .collect())
+    }
+
     /// Whether message `id` is held (see [`set_hold`](Self::set_hold)).
     pub fn is_held(&self, id: &QueueId) -> Result<bool, SpoolError> {
         self.require_message(id)?;
         Ok(self.read_state_file(id)?.held)
     }
+}
+
+/// For the fuzz target `queue_state` (not an API): reads `contents` as a
+/// state file and checks the rules of this module's documentation on
+/// whatever it holds: reading never panics, and a record appended the way
+/// [`append`] does (a repair `\n` first when the file does not end in one)
+/// always counts, whatever garbage or torn line came before it.
+#[doc(hidden)]
+pub fn fuzz_check_state_file(contents: &[u8]) {
+    let before = parse(contents);
+    let mut file = contents.to_vec();
+    if file.last().is_some_and(|&b| b != b'\n') {
+        file.push(b'\n');
+    }
+    let index = 4_000_000_001usize;
+    file.extend(encode_state(
+        index,
+        &RecipientState::Deferred {
+            attempts: 1,
+            last_error: "451 4.0.0 fuzz\r\nInjected: x".into(),
+            next_attempt: 7,
+        },
+    ));
+    file.extend(encode_notice(index, "delay"));
+    file.extend(encode_hold(!before.held));
+    let after = parse(&file);
+    assert!(
+        matches!(
+            after.states.get(&index),
+            Some(RecipientState::Deferred { attempts: 1, .. })
+        ) || before
+            .states
+            .get(&index)
+            .is_some_and(RecipientState::is_final),
+        "an appended record must count"
+    );
+    assert!(after.notices.contains(&(index, "delay".to_owned())));
+    assert_eq!(after.held, !before.held);
+    // What was done stays done.
+    assert!(before.done.is_subset(&after.done));
 }
 
 #[cfg(test)]
@@ -507,5 +607,53 @@ mod tests {
         let parsed = parse(&file);
         assert_eq!(parsed.states[&0], deferred(1));
         assert!(!parsed.held);
+    }
+
+    #[test]
+    fn fuzz_check_holds_on_samples() {
+        let mut torn = encode_state(0, &deferred(1));
+        torn.extend_from_slice(&encode_notice(1, "delay")[..5]);
+        for sample in [
+            &b""[..],
+            b"\n\n",
+            b"garbage without newline",
+            b"\xff\xfe\x00",
+            &torn,
+            &encode_record(4_000_000_001, "delivered"),
+        ] {
+            fuzz_check_state_file(sample);
+        }
+    }
+
+    #[test]
+    fn notice_records_round_trip_and_torn_ones_are_ignored() {
+        let mut file = encode_state(0, &deferred(1));
+        file.extend(encode_notice(0, "delay"));
+        file.extend(encode_notice(3, "delay"));
+        file.extend(encode_notice(3, "other\r\nkind"));
+        let parsed = parse(&file);
+        assert_eq!(
+            parsed.notices,
+            BTreeSet::from([
+                (0, "delay".to_owned()),
+                (3, "delay".to_owned()),
+                (3, "other--kind".to_owned())
+            ])
+        );
+        // Notices change no state.
+        assert_eq!(parsed.states[&0], deferred(1));
+        assert!(parsed.done.is_empty());
+        let record = encode_notice(5, "delay");
+        for cut in 0..record.len() {
+            let mut torn = file.clone();
+            torn.extend_from_slice(&record[..cut]);
+            assert!(
+                !parse(&torn).notices.contains(&(5, "delay".to_owned())),
+                "cut at {cut}"
+            );
+        }
+        let mut forged = file.clone();
+        forged.extend(b"notice 5 00000000 delay\n");
+        assert!(!parse(&forged).notices.contains(&(5, "delay".to_owned())));
     }
 }

@@ -352,6 +352,14 @@ pub enum EarlyTalkersConfig {
 pub struct DeliveryConfig {
     /// Messages worked on at once.
     pub concurrency: usize,
+    /// Delivery attempts to one destination (a domain, an LMTP server, or
+    /// the smarthost) at once.
+    pub per_destination: usize,
+    /// How long an outbound SMTP connection stays open after a message,
+    /// waiting for the next one to the same destination ("0s": never
+    /// reused).
+    #[serde(with = "duration_str")]
+    pub connection_reuse: Duration,
     /// Deliver to other domains (MX lookup or smarthost). Off: remote
     /// recipients wait in the queue.
     pub remote: bool,
@@ -371,7 +379,9 @@ pub struct DeliveryConfig {
 impl Default for DeliveryConfig {
     fn default() -> Self {
         DeliveryConfig {
-            concurrency: 4,
+            concurrency: 20,
+            per_destination: 10,
+            connection_reuse: Duration::from_secs(5),
             remote: true,
             remote_port: 25,
             connect_timeout: Duration::from_secs(30),
@@ -539,6 +549,9 @@ impl Config {
                 "delivery.smarthost.tls = {:?}: use starttls, implicit or none",
                 s.tls
             );
+        }
+        if self.delivery.per_destination == 0 {
+            bail!("delivery.per_destination must be at least 1");
         }
         if self.delivery.concurrency == 0 {
             bail!("delivery.concurrency must be at least 1");

@@ -136,6 +136,8 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         directory: Arc::clone(&directory),
         hostname: config.hostname.clone(),
         concurrency: config.delivery.concurrency,
+        per_destination: config.delivery.per_destination,
+        connection_reuse: config.delivery.connection_reuse,
         schedule: config.queue.clone(),
         resolver,
         outbound: Arc::new(outbound_settings(config)?),

@@ -8,7 +8,8 @@ mod common;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -19,6 +20,7 @@ use hickory_server::Server;
 use hickory_server::store::in_memory::InMemoryZoneHandler;
 use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneType};
 use mail_parser::MimeHeaders as _;
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 
 fn name(s: &str) -> Name {
     Name::from_ascii(s).unwrap()
@@ -78,6 +80,22 @@ async fn start_dns() -> Dns {
             ],
         ),
         zone("nullmx.test.", vec![mx("nullmx.test.", 0, ".")]),
+        // A slow MX (it never answers the end of data) and one that offers
+        // no DSN; both are `mini_smtp` servers started by the tests.
+        zone(
+            "slow.test.",
+            vec![
+                mx("slow.test.", 10, "mx.slow.test."),
+                a("mx.slow.test.", [127, 0, 0, 4]),
+            ],
+        ),
+        zone(
+            "nodsn.test.",
+            vec![
+                mx("nodsn.test.", 10, "mx.nodsn.test."),
+                a("mx.nodsn.test.", [127, 0, 0, 5]),
+            ],
+        ),
         // An MX host where nothing listens: deliveries there are deferred.
         zone(
             "down.test.",
@@ -101,20 +119,94 @@ async fn start_dns() -> Dns {
     }
 }
 
-/// A port free on both 127.0.0.1 and 127.0.0.2 (remote delivery uses one
+/// A port free on 127.0.0.1, .2, .4 and .5 (remote delivery uses one
 /// port number for every MX host).
 fn shared_port() -> u16 {
     for _ in 0..50 {
         let l = TcpListener::bind("127.0.0.2:0").unwrap();
         let port = l.local_addr().unwrap().port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if ["127.0.0.1", "127.0.0.4", "127.0.0.5"]
+            .iter()
+            .all(|ip| TcpListener::bind((*ip, port)).is_ok())
+        {
             return port;
         }
     }
     panic!("no shared port");
 }
 
+/// A minimal SMTP server on `ip:port` that offers PIPELINING but no DSN
+/// (so the sender's Tern must send "relayed" notices itself). With
+/// `stall`, it never answers the end of data and drops the connection
+/// after `stall` instead. Counts the messages it accepted, the
+/// connections it got and the stalls that ended.
+async fn mini_smtp(ip: &str, port: u16, stall: Option<Duration>) -> MiniSmtp {
+    let listener = tokio::net::TcpListener::bind((ip, port)).await.unwrap();
+    let counts = MiniSmtp::default();
+    let (acc, conns, ended) = (
+        counts.accepted.clone(),
+        counts.connections.clone(),
+        counts.stalls_ended.clone(),
+    );
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            conns.fetch_add(1, Ordering::SeqCst);
+            let (acc, ended) = (acc.clone(), ended.clone());
+            tokio::spawn(async move {
+                let mut r = BufReader::new(tcp);
+                let _ = r.get_mut().write_all(b"220 mini.test ESMTP\r\n").await;
+                let mut line = String::new();
+                loop {
+                    line.clear();
+                    if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let cmd = line.trim_end().to_ascii_uppercase();
+                    let reply: &[u8] = if cmd.starts_with("EHLO") {
+                        b"250-mini.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n"
+                    } else if cmd == "DATA" {
+                        let _ = r.get_mut().write_all(b"354 go ahead\r\n").await;
+                        loop {
+                            line.clear();
+                            if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                                return;
+                            }
+                            if line == ".\r\n" {
+                                break;
+                            }
+                        }
+                        if let Some(stall) = stall {
+                            tokio::time::sleep(stall).await;
+                            ended.fetch_add(1, Ordering::SeqCst);
+                            return;
+                        }
+                        acc.fetch_add(1, Ordering::SeqCst);
+                        b"250 2.0.0 accepted\r\n"
+                    } else if cmd == "QUIT" {
+                        let _ = r.get_mut().write_all(b"221 2.0.0 bye\r\n").await;
+                        return;
+                    } else {
+                        b"250 2.0.0 ok\r\n"
+                    };
+                    let _ = r.get_mut().write_all(reply).await;
+                }
+            });
+        }
+    });
+    counts
+}
+
+/// What a [`mini_smtp`] server saw.
+#[derive(Default)]
+struct MiniSmtp {
+    accepted: Arc<AtomicUsize>,
+    connections: Arc<AtomicUsize>,
+    stalls_ended: Arc<AtomicUsize>,
+}
+
 struct Pair {
+    /// The port every MX host listens on.
+    port: u16,
     a: tern::Running,
     b: tern::Running,
     a_submit: SocketAddr,
@@ -125,6 +217,11 @@ struct Pair {
 
 impl Pair {
     async fn start(extra_a: &str) -> Pair {
+        Pair::start_with("", extra_a).await
+    }
+
+    /// `delivery` goes into A's `[delivery]` table, `extra_a` at the end.
+    async fn start_with(delivery: &str, extra_a: &str) -> Pair {
         let dns = start_dns().await;
         let port = shared_port();
         let b_dir = tempfile::tempdir().unwrap();
@@ -151,7 +248,7 @@ impl Pair {
         )
         .unwrap();
         let a = tern::Config::parse(&format!(
-            "hostname = \"mx.example.test\"\ndata_dir = {:?}\n[[listener]]\naddress = \"127.0.0.1:0\"\nrole = \"submission\"\nplaintext_auth = true\n[auth]\nusers_file = {users:?}\n[domains.\"example.test\"]\nmailboxes = [\"alice\"]\n[delivery]\nremote_port = {port}\nconnect_timeout = \"2s\"\n[dns]\nnameservers = [\"{}\"]\n[limits.abuse.tarpit]\ninitial_delay = \"0s\"\n{extra_a}\n",
+            "hostname = \"mx.example.test\"\ndata_dir = {:?}\n[[listener]]\naddress = \"127.0.0.1:0\"\nrole = \"submission\"\nplaintext_auth = true\n[auth]\nusers_file = {users:?}\n[domains.\"example.test\"]\nmailboxes = [\"alice\"]\n[delivery]\nremote_port = {port}\nconnect_timeout = \"2s\"\n{delivery}\n[dns]\nnameservers = [\"{}\"]\n[limits.abuse.tarpit]\ninitial_delay = \"0s\"\n{extra_a}\n",
             a_dir.path().join("data"),
             dns.addr
         ))
@@ -159,6 +256,7 @@ impl Pair {
         let a = tern::start(&a).await.unwrap();
         let a_submit = a.addrs()[0];
         Pair {
+            port,
             a,
             b,
             a_submit,
@@ -191,9 +289,16 @@ impl Pair {
 
     /// alice submits with envelope sender `from`.
     async fn submit_from(&self, from: &str, rcpts: &[&str], subject: &str) -> String {
+        let rcpts: Vec<String> = rcpts.iter().map(|r| format!("<{r}>")).collect();
+        self.submit_raw(from, &rcpts, subject).await
+    }
+
+    /// alice submits with envelope sender `from`; each of `rcpts` is what
+    /// follows `RCPT TO:` (path and parameters).
+    async fn submit_raw(&self, from: &str, rcpts: &[String], subject: &str) -> String {
         let from = from.to_owned();
         let addr = self.a_submit;
-        let rcpts: Vec<String> = rcpts.iter().map(|s| s.to_string()).collect();
+        let rcpts = rcpts.to_vec();
         let subject = subject.to_owned();
         tokio::task::spawn_blocking(move || {
             let mut c = Raw::greeted(addr);
@@ -202,7 +307,7 @@ impl Pair {
             assert!(c.cmd(&format!("AUTH PLAIN {auth}")).starts_with("235"));
             assert!(c.cmd(&format!("MAIL FROM:<{from}>")).starts_with("250"));
             for r in &rcpts {
-                let reply = c.cmd(&format!("RCPT TO:<{r}>"));
+                let reply = c.cmd(&format!("RCPT TO:{r}"));
                 assert!(reply.starts_with("250"), "{r}: {reply}");
             }
             assert!(c.cmd("DATA").starts_with("354"));
@@ -351,5 +456,164 @@ async fn an_undeliverable_bounce_goes_to_the_postmaster_once() {
     assert!(status.contains("ghost@nullmx.test"), "{status}");
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(common::read_maildir(&pair.a_new("alice")).len(), 1);
+    pair.shutdown().await;
+}
+
+/// The DSNs among `mail`, as (subject, delivery-status) pairs.
+fn dsns(mail: &[String]) -> Vec<(String, String)> {
+    mail.iter()
+        .filter(|m| m.contains("report-type=delivery-status"))
+        .map(|m| dsn_parts(m))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn success_and_relayed_notices_when_asked_and_none_when_the_next_hop_carries_dsn() {
+    let pair = Pair::start("").await;
+    let accepted = mini_smtp("127.0.0.5", pair.port, None).await.accepted;
+    let rcpts = [
+        // Local: a "delivered" notice.
+        "<alice@example.test> NOTIFY=SUCCESS,FAILURE".to_owned(),
+        // A next hop without DSN: a "relayed" notice.
+        "<x@nodsn.test> NOTIFY=SUCCESS ORCPT=rfc822;x@nodsn.test".to_owned(),
+        // Tern B offers DSN: the request travels on, no notice from A.
+        "<carol@remote.test> NOTIFY=SUCCESS".to_owned(),
+        // Default NOTIFY: no success notice.
+        "<dave@remote.test>".to_owned(),
+    ];
+    let r = pair
+        .submit_raw("alice@example.test", &rcpts, "tell me")
+        .await;
+    assert!(r.starts_with("250 2.0.0"), "{r}");
+    // alice: the message itself and two notices.
+    wait_for_mail_in(&pair.a_new("alice"), 3);
+    wait_for_mail_in(&pair.b_new("carol"), 1);
+    wait_for_mail_in(&pair.b_new("dave"), 1);
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    // And no more than those three.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let mail = common::read_maildir(&pair.a_new("alice"));
+    assert_eq!(mail.len(), 3, "{mail:?}");
+    let notices = dsns(&mail);
+    assert_eq!(notices.len(), 2, "{mail:?}");
+    let delivered = notices
+        .iter()
+        .find(|(_, st)| st.contains("Action: delivered"))
+        .expect("a delivered notice");
+    assert_eq!(delivered.0, "Successful Mail Delivery Report");
+    assert!(
+        delivered
+            .1
+            .contains("Final-Recipient: rfc822; alice@example.test"),
+        "{}",
+        delivered.1
+    );
+    assert!(delivered.1.contains("Status: 2.0.0"), "{}", delivered.1);
+    let relayed = notices
+        .iter()
+        .find(|(_, st)| st.contains("Action: relayed"))
+        .expect("a relayed notice");
+    assert_eq!(relayed.0, "Relayed mail");
+    assert!(
+        relayed.1.contains("Final-Recipient: rfc822; x@nodsn.test"),
+        "{}",
+        relayed.1
+    );
+    assert!(
+        relayed
+            .1
+            .contains("Original-Recipient: rfc822; x@nodsn.test"),
+        "{}",
+        relayed.1
+    );
+    assert!(relayed.1.contains("mx.nodsn.test"), "{}", relayed.1);
+    // Nothing about carol or dave.
+    for (_, st) in &notices {
+        assert!(!st.contains("remote.test"), "{st}");
+    }
+    // Notices come from the null sender.
+    for m in mail.iter().filter(|m| m.contains("delivery-status")) {
+        assert!(m.starts_with("Return-Path: <>\r\n"), "{m}");
+    }
+    pair.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delay_warning_goes_out_once() {
+    let pair = Pair::start(
+        "[queue]\nintervals = [\"1s\"]\ndelay_warning_after = \"2s\"\nmax_age = \"1h\"\n",
+    )
+    .await;
+    let r = pair.submit(&["someone@down.test"], "slowly").await;
+    assert!(r.starts_with("250 2.0.0"), "{r}");
+    let warning = wait_for_mail_in(&pair.a_new("alice"), 1);
+    let (subject, status) = dsn_parts(&warning[0]);
+    assert_eq!(subject, "Delayed Mail (still being retried)");
+    assert!(status.contains("Action: delayed"), "{status}");
+    assert!(status.contains("Status: 4."), "{status}");
+    assert!(
+        status.contains("Final-Recipient: rfc822; someone@down.test"),
+        "{status}"
+    );
+    assert!(status.contains("Will-Retry-Until: "), "{status}");
+    assert!(status.contains("Diagnostic-Code: "), "{status}");
+    // Headers only, and the message is still queued and retried.
+    assert!(warning[0].contains("text/rfc822-headers"), "{}", warning[0]);
+    // Several more attempts (one a second): still one warning.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(common::read_maildir(&pair.a_new("alice")).len(), 1);
+    pair.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_destination_does_not_starve_the_others() {
+    // Two delivery slots in all, one per destination: the second message
+    // for the slow domain must wait without taking the last slot.
+    let pair = Pair::start_with("concurrency = 2\nper_destination = 1\n", "").await;
+    let slow = mini_smtp("127.0.0.4", pair.port, Some(Duration::from_secs(8))).await;
+    for n in 0..2 {
+        let r = pair
+            .submit(&[&format!("u{n}@slow.test")], &format!("slow {n}"))
+            .await;
+        assert!(r.starts_with("250 2.0.0"), "{r}");
+    }
+    // Let the first slow delivery start.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while slow.connections.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "no connection to the slow MX");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let r = pair.submit(&["carol@remote.test"], "fast").await;
+    assert!(r.starts_with("250 2.0.0"), "{r}");
+    wait_for_mail_in(&pair.b_new("carol"), 1);
+    // Delivered while the slow MX still holds its one connection (it
+    // drops it after 8 s): without per-destination slots both slow
+    // messages would hold both delivery slots until then.
+    assert_eq!(
+        slow.stalls_ended.load(Ordering::SeqCst),
+        0,
+        "the fast destination waited for the slow one"
+    );
+    assert_eq!(slow.connections.load(Ordering::SeqCst), 1);
+    pair.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_to_one_destination_share_a_connection() {
+    let pair = Pair::start("").await;
+    let mini = mini_smtp("127.0.0.5", pair.port, None).await;
+    for n in 0..3 {
+        let r = pair
+            .submit(&[&format!("u{n}@nodsn.test")], &format!("reuse {n}"))
+            .await;
+        assert!(r.starts_with("250 2.0.0"), "{r}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while mini.accepted.load(Ordering::SeqCst) < n + 1 {
+            assert!(Instant::now() < deadline, "message {n} not delivered");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // One connection carried all three (kept open for 5 s between them).
+    assert_eq!(mini.connections.load(Ordering::SeqCst), 1);
     pair.shutdown().await;
 }

@@ -394,3 +394,51 @@ async fn a_held_spool_without_a_socket_is_not_touched() {
     assert!(err.contains("holds the spool"), "{err}");
     running.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_message_is_not_delivered_even_locally_until_released() {
+    let s = Setup::new().await;
+    // Queue a message for the local mailbox while Tern is stopped.
+    let spool_dir = s.data().join("spool");
+    let id = tokio::task::spawn_blocking(move || {
+        let spool = tern_queue::Spool::open(&spool_dir, Default::default()).unwrap();
+        let mut msg = spool.create().unwrap();
+        msg.write(b"Subject: held\r\n\r\nwait\r\n").unwrap();
+        let envelope = tern_queue::Envelope {
+            sender: "someone@remote.test".into(),
+            recipients: vec![tern_queue::Recipient {
+                address: "alice@example.test".into(),
+                original: "alice@example.test".into(),
+                mailbox: Some("alice@example.test".into()),
+                notify: None,
+                orcpt: None,
+            }],
+            received_at: 1_700_000_000,
+            client_ip: None,
+            helo: None,
+            protocol: "ESMTP".into(),
+            tls: None,
+            auth_user: None,
+            body: "7BIT".into(),
+            smtputf8: false,
+            ret: None,
+            envid: None,
+            size: 0,
+            quarantine: false,
+        };
+        msg.commit(&envelope).unwrap().wait_blocking().unwrap()
+    })
+    .await
+    .unwrap();
+    let id = id.to_string();
+    s.json(&["hold", &id]).await;
+    let running = s.start().await;
+    // The manager looks at it at start-up and leaves it alone.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(read_maildir(&s.alice_new()).is_empty());
+    assert_eq!(s.list().await[0]["held"], true);
+    s.json(&["release", &id]).await;
+    let mail = wait_for_mail_in(&s.alice_new(), 1);
+    assert!(mail[0].contains("Subject: held"), "{}", mail[0]);
+    running.shutdown().await;
+}
