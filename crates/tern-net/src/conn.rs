@@ -119,6 +119,45 @@ fn spool_failure_reply(e: &SpoolError) -> Reply {
     }
 }
 
+/// Opens the file the message bytes stream to: its Maildir (delivery at
+/// intake) when its only recipient is a local Maildir, otherwise the spool.
+/// If the Maildir cannot be opened the message is queued as usual.
+fn open_message(ctx: &Context, tx: &Transaction) -> Result<IncomingMessage, SpoolError> {
+    if let Some(intake) = &ctx.local_intake
+        && let Some(mailbox) = single_local_mailbox(tx)
+        && !intake
+            .lmtp_domains
+            .contains(mailbox.rsplit_once('@').map_or("", |(_, d)| d))
+    {
+        match tern_delivery::open_delivered(
+            &ctx.spool,
+            &intake.store,
+            &ctx.hostname,
+            unix_now(),
+            &reverse_path_address(&tx.from),
+            mailbox,
+            mailbox,
+        ) {
+            Ok(message) => return Ok(message),
+            Err(e) => debug!(error = %e, "cannot deliver at intake; queueing the message"),
+        }
+    }
+    ctx.spool.create()
+}
+
+/// The mailbox key when the transaction's recipients resolve to exactly
+/// one destination (after the same duplicate elimination as the envelope)
+/// and it is a local mailbox.
+fn single_local_mailbox(tx: &Transaction) -> Option<&str> {
+    let mut targets = tx.rcpts.iter().flat_map(|r| r.targets.iter());
+    let Some(Target::Local { mailbox }) = targets.next() else {
+        return None;
+    };
+    targets
+        .all(|t| matches!(t, Target::Local { mailbox: m } if m == mailbox))
+        .then_some(mailbox.as_str())
+}
+
 /// Streams message bytes to the open spool file, remembering the first error.
 fn write_message(tx: &mut Transaction, bytes: &[u8]) {
     if tx.write_error.is_some() {
@@ -546,7 +585,7 @@ impl Connection {
             session.reply(out_of_sequence());
             return;
         };
-        let mut message = match self.ctx.spool.create() {
+        let mut message = match open_message(&self.ctx, tx) {
             Ok(m) => m,
             Err(e) => {
                 warn!(error = %e, "cannot open a spool file");
@@ -616,6 +655,7 @@ impl Connection {
         let envelope = self.envelope(&tx, session, message.size());
         let size = envelope.size;
         let nrcpt = envelope.recipients.len();
+        let delivered = message.is_delivered();
         let committed = match message.commit(&envelope) {
             Ok(pending) => pending.wait().await,
             Err(e) => Err(e),
@@ -627,14 +667,24 @@ impl Connection {
                 if let Some(user) = &self.auth_user {
                     self.ctx.abuse.message_accepted(user, Instant::now());
                 }
-                info!(
-                    queue_id = %id,
-                    from = %escape_for_log(&envelope.sender),
-                    size,
-                    nrcpt,
-                    "queued: message and envelope on stable storage"
-                );
-                self.ctx.delivery.submit(id);
+                if delivered {
+                    info!(
+                        queue_id = %id,
+                        from = %escape_for_log(&envelope.sender),
+                        size,
+                        nrcpt,
+                        "delivered at intake: message in the Maildir, on stable storage"
+                    );
+                } else {
+                    info!(
+                        queue_id = %id,
+                        from = %escape_for_log(&envelope.sender),
+                        size,
+                        nrcpt,
+                        "queued: message and envelope on stable storage"
+                    );
+                    self.ctx.delivery.submit(id);
+                }
             }
             Err(e) => {
                 warn!(queue_id = %queue_id, error = %e, "commit failed; message not accepted");

@@ -104,4 +104,18 @@ pub struct Context {
     pub submission: SubmissionPolicy,
     /// Rate limits, brute-force tracking, tarpit.
     pub abuse: Abuse,
+    /// Delivery at intake for messages with one local Maildir recipient
+    /// (written once, straight into the Maildir); `None`: every message is
+    /// queued and delivered by the queue manager.
+    pub local_intake: Option<LocalIntake>,
+}
+
+/// What delivery at intake needs (see [`tern_delivery::intake`]).
+#[derive(Debug, Clone)]
+pub struct LocalIntake {
+    /// Where local mailboxes live.
+    pub store: Arc<tern_store::MailStore>,
+    /// Canonical domains whose mailboxes are delivered over LMTP: their
+    /// messages are always queued.
+    pub lmtp_domains: std::collections::HashSet<String>,
 }

@@ -105,6 +105,11 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     } else {
         None
     };
+    let lmtp = config.lmtp_targets()?;
+    let local_intake = tern_net::LocalIntake {
+        store: Arc::clone(&store),
+        lmtp_domains: lmtp.keys().cloned().collect(),
+    };
     let (stop_delivery, delivery_shutdown) = watch::channel(false);
     let (delivery, delivery_task) = QueueManager {
         spool: spool.clone(),
@@ -115,7 +120,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         schedule: config.queue.clone(),
         resolver,
         outbound: Arc::new(outbound_settings(config)?),
-        lmtp: config.lmtp_targets()?,
+        lmtp,
     }
     .start(delivery_shutdown);
 
@@ -194,6 +199,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
                 .copied()
                 .collect(),
         ),
+        local_intake: Some(local_intake),
     });
     let listeners: Vec<ListenerSpec> = config
         .listeners
