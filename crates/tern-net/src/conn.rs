@@ -5,8 +5,9 @@
 //! The loop is the session's contract, verbatim: poll events until none,
 //! write the batched replies, close if the session is closed, otherwise read
 //! with the deadline the session's state calls for. Message bytes go to the
-//! spool as they arrive; the 250 is sent only after the spool's group commit
-//! has fsynced the message (invariant 1). This module never parses protocol
+//! spool as they arrive (or, when the only recipient is a local Maildir,
+//! straight into that Maildir: [`tern_delivery::intake`]); the 250 is sent
+//! only after the spool's group commit has fsynced the message (invariant 1). This module never parses protocol
 //! bytes itself and never logs message content, secrets or client text
 //! unescaped.
 //!
