@@ -103,7 +103,12 @@ wait_port() { # port timeout
 count_new() { # maildir-root: files in every */new/ below it
     if [ -d "$1" ]; then find "$1" -path '*/new/*' -type f | wc -l; else echo 0; fi
 }
-empty_new() { [ -d "$1" ] && find "$1" -path '*/new/*' -type f -delete 2>/dev/null; true; }
+# fresh_mailboxes DIR: remove every mailbox under DIR (the domain directory);
+# both servers create a missing Maildir on the next delivery. A run starts
+# with empty, freshly made directories: an ext4 directory that once held
+# thousands of entries never shrinks, and creating files in it costs both
+# servers several times more CPU (see bench/README.md).
+fresh_mailboxes() { [ -n "$1" ] && [ -d "$1" ] && find "$1" -mindepth 1 -maxdepth 1 -exec rm -rf {} + ; true; }
 
 now() { date +%s.%N; }
 
@@ -292,8 +297,8 @@ run_one() {
     [ "$rcpts" -gt 1 ] && args+=(-r "$rcpts")
     files=$(( msgs * rcpts ))
     case $kind in
-        postfix) empty_new "$PF_MAIL"; pid=$(postfix_pid) ;;
-        tern) empty_new "$TERN_MAIL"; pid=$TERN_PID ;;
+        postfix) fresh_mailboxes "$PF_MAIL"; pid=$(postfix_pid) ;;
+        tern) fresh_mailboxes "$TERN_MAIL"; pid=$TERN_PID ;;
         sink) start_sink "$port"; pid=$SINK_PID ;;
     esac
     [ "$kind" != sink ] && acc0=$(accepted_count "$kind")
@@ -345,8 +350,8 @@ median() { python3 -c 'import statistics,sys; v=[float(x) for x in sys.argv[1:] 
 fsyncs_per_message() {
     local kind=$1 port=$2 pid pids=() spid n=$FSYNC_MESSAGES trace=$WORK/strace.$1.txt dir
     case $kind in
-        postfix) pid=$(postfix_pid); dir=$PF_MAIL; empty_new "$dir" ;;
-        tern) pid=$TERN_PID; dir=$TERN_MAIL; empty_new "$dir" ;;
+        postfix) pid=$(postfix_pid); dir=$PF_MAIL; fresh_mailboxes "$dir" ;;
+        tern) pid=$TERN_PID; dir=$TERN_MAIL; fresh_mailboxes "$dir" ;;
     esac
     for p in $(tree_pids "$pid"); do pids+=(-p "$p"); done
     strace -f -c -e trace=fsync,fdatasync,syncfs,sync_file_range,msync -o "$trace" "${pids[@]}" 2>/dev/null &
