@@ -148,8 +148,18 @@ fn open_message(ctx: &Context, tx: &Transaction) -> Result<IncomingMessage, Spoo
 
 /// The mailbox key when the transaction's recipients resolve to exactly
 /// one destination (after the same duplicate elimination as the envelope)
-/// and it is a local mailbox.
+/// and it is a local mailbox. Not when a recipient asked for a success DSN
+/// (`NOTIFY=SUCCESS`): the queue manager sends those, so such a message is
+/// queued.
 fn single_local_mailbox(tx: &Transaction) -> Option<&str> {
+    if tx.rcpts.iter().any(|r| {
+        matches!(
+            r.params.notify,
+            Some(tern_types::dsn::Notify::On { success: true, .. })
+        )
+    }) {
+        return None;
+    }
     let mut targets = tx.rcpts.iter().flat_map(|r| r.targets.iter());
     let Some(Target::Local { mailbox }) = targets.next() else {
         return None;
