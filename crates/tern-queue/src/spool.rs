@@ -602,6 +602,32 @@ impl IncomingMessage {
         matches!(self.destination, Destination::Delivered { .. })
     }
 
+    /// Where a message from [`Spool::create_delivered`] will be renamed
+    /// to when committed; `None` for a queued message.
+    pub fn delivery_path(&self) -> Option<&Path> {
+        match &self.destination {
+            Destination::Delivered { path, .. } => Some(path),
+            Destination::Queue => None,
+        }
+    }
+
+    /// For a message from [`Spool::create_delivered`]: rename it to
+    /// `final_path` instead when it is committed (e.g. a mailbox's Junk
+    /// folder, once the end-of-data checks have quarantined it; it must be
+    /// on the same filesystem). Returns `false`, changing nothing, for a
+    /// queued message or a path without a directory.
+    pub fn redirect_delivery(&mut self, final_path: PathBuf) -> bool {
+        let Destination::Delivered { path, dir } = &mut self.destination else {
+            return false;
+        };
+        let Some(parent) = final_path.parent().map(Path::to_path_buf) else {
+            return false;
+        };
+        *path = final_path;
+        *dir = parent;
+        true
+    }
+
     /// Append message bytes (buffered, blocking, not yet fsynced).
     pub fn write(&mut self, data: &[u8]) -> Result<(), SpoolError> {
         let writer = self

@@ -540,3 +540,32 @@ fn delivered_and_queued_commits_share_batches() {
     assert!(stats.dir_fsyncs <= 3 * stats.batches, "{stats:?}");
     assert!(stats.dir_fsyncs >= stats.batches, "{stats:?}");
 }
+
+#[test]
+fn a_delivered_message_can_be_redirected_before_its_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(&dir.path().join("spool"));
+    for sub in ["tmp", "new", ".Junk/new"] {
+        fs::create_dir_all(dir.path().join(sub)).unwrap();
+    }
+    let id = spool.next_id();
+    let mut msg = spool
+        .create_delivered(id, dir.path().join("tmp/m"), dir.path().join("new/m"))
+        .unwrap();
+    msg.write(b"quarantined\r\n").unwrap();
+    assert_eq!(
+        msg.delivery_path(),
+        Some(dir.path().join("new/m").as_path())
+    );
+    assert!(msg.redirect_delivery(dir.path().join(".Junk/new/m")));
+    msg.commit(&envelope(1)).unwrap().wait_blocking().unwrap();
+    assert!(names(&dir.path().join("new")).is_empty());
+    assert_eq!(
+        fs::read(dir.path().join(".Junk/new/m")).unwrap(),
+        b"quarantined\r\n"
+    );
+    // A queued message cannot be redirected.
+    let mut queued = spool.create().unwrap();
+    assert_eq!(queued.delivery_path(), None);
+    assert!(!queued.redirect_delivery(dir.path().join("new/x")));
+}
