@@ -7,28 +7,42 @@
 # removed at the end. Postfix runs as a private instance (its own config and
 # queue directories, started with `postfix -c DIR start`); the system Postfix
 # is never configured or started. Nothing is relayed anywhere: Postfix refuses
-# non-local recipients and its default transport is `error`.
+# non-local recipients and its default transport is `error`; Tern has no
+# trusted networks and its DNS is a dead loopback port.
+#
+# Besides throughput (msg/s, MB/s, median of RUNS) it reports CPU seconds per
+# 1,000 messages, fsyncs per message (strace -c on a short run), Tern's peak
+# RSS with 10,000 idle sessions, and the end-of-data -> 250 latency at half of
+# Postfix's best rate. It prints figures; it never fails on a figure.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 RUNS=${RUNS:-3}
-SESSIONS=${SESSIONS:-50}
-MESSAGES=${MESSAGES:-5000}
-SIZE=${SIZE:-10240}
+# name:size:messages:sessions:recipients:mode  (mode: new = connection per message, reuse = -d)
+SCENARIOS=${SCENARIOS:-"10k-new:10240:5000:50:1:new 10k-reuse:10240:5000:50:1:reuse 1m-new:1048576:200:10:1:new 10k-10rcpt:10240:1000:50:10:new"}
 DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-600}     # seconds to wait for Maildir files after smtp-source ends
-TERN_BIN=${TERN_BIN:-$ROOT/target/release/tern}
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+TERN_BIN=${TERN_BIN:-$TARGET_DIR/release/tern}
+LOADGEN_BIN=${LOADGEN_BIN:-$TARGET_DIR/release/tern-loadgen}
 ONLY=${ONLY:-postfix,sink,tern}          # which servers to measure
+EXTRAS=${EXTRAS:-cpu,fsync,idle,latency} # extra reports (see bench/README.md)
+IDLE_SESSIONS=${IDLE_SESSIONS:-10000}
+FSYNC_MESSAGES=${FSYNC_MESSAGES:-500}
+LATENCY_MESSAGES=${LATENCY_MESSAGES:-2000}
 KEEP=${KEEP:-0}                          # KEEP=1: leave the temp dir for inspection
+TERN_CONCURRENCY=${TERN_CONCURRENCY:-}   # [delivery] concurrency for Tern (empty: Tern's default)
 
 SMTP_SOURCE=/usr/sbin/smtp-source
 SMTP_SINK=/usr/sbin/smtp-sink
 SENDER=bench@client.test
-RCPT=alice@example.test
+RCPT_LOCAL=alice                         # -r N makes 1alice ... Nalice
+MAX_RCPTS=10
 
 log() { printf '[bench] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 want() { [[ ",$ONLY," == *",$1,"* ]]; }
+extra() { [[ ",$EXTRAS," == *",$1,"* ]]; }
 
 # ------------------------------------------------------------------ install
 if [ ! -x "$SMTP_SOURCE" ] || ! command -v postfix >/dev/null 2>&1; then
@@ -39,8 +53,19 @@ if [ ! -x "$SMTP_SOURCE" ] || ! command -v postfix >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends postfix </dev/null
 fi
+if extra fsync && ! command -v strace >/dev/null 2>&1; then
+    log "installing strace (fsyncs per message)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends strace </dev/null \
+        || { log "no strace: skipping the fsync report"; EXTRAS=${EXTRAS//fsync/}; }
+fi
 [ "$(id -u)" -eq 0 ] || die "run as root: the private Postfix instance needs it"
 command -v python3 >/dev/null || die "python3 is needed (free ports, statistics)"
+
+# 10,000 idle sessions need 10,000 descriptors in Tern and in the load tool.
+NOFILE=$(( IDLE_SESSIONS + 1024 ))
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$NOFILE" ]; then
+    ulimit -n "$NOFILE" 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+fi
 
 WORK=$(mktemp -d /tmp/tern-bench.XXXXXX)
 chmod 755 "$WORK"
@@ -75,11 +100,52 @@ wait_port() { # port timeout
     done
 }
 
-count_new() { # maildir/new
-    if [ -d "$1" ]; then find "$1" -maxdepth 1 -type f | wc -l; else echo 0; fi
+count_new() { # maildir-root: files in every */new/ below it
+    if [ -d "$1" ]; then find "$1" -path '*/new/*' -type f | wc -l; else echo 0; fi
 }
+# fresh_mailboxes DIR: remove every mailbox under DIR (the domain directory);
+# both servers create a missing Maildir on the next delivery. A run starts
+# with empty, freshly made directories: an ext4 directory that once held
+# thousands of entries never shrinks, and creating files in it costs both
+# servers several times more CPU (see bench/README.md).
+fresh_mailboxes() { [ -n "$1" ] && [ -d "$1" ] && find "$1" -mindepth 1 -maxdepth 1 -exec rm -rf {} + ; true; }
 
 now() { date +%s.%N; }
+
+# Descendants of a process, itself included.
+tree_pids() {
+    python3 - "$1" <<'PY'
+import os, sys
+root = int(sys.argv[1]); kids = {}
+for p in os.listdir("/proc"):
+    if p.isdigit():
+        try:
+            ppid = int(open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            continue
+        kids.setdefault(ppid, []).append(int(p))
+out, todo = [], [root]
+while todo:
+    p = todo.pop(); out.append(p); todo.extend(kids.get(p, []))
+print(" ".join(map(str, out)))
+PY
+}
+
+# CPU seconds used by a process tree so far: utime+stime of every live
+# process in it plus cutime+cstime (children already reaped) of each.
+cpu_seconds() {
+    python3 - $(tree_pids "$1") <<'PY'
+import os, sys
+hz = os.sysconf("SC_CLK_TCK"); total = 0
+for p in sys.argv[1:]:
+    try:
+        f = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
+    except OSError:
+        continue
+    total += sum(int(x) for x in f[11:15])   # utime stime cutime cstime
+print("%.2f" % (total / hz))
+PY
+}
 
 # relay_check KIND PORT: the server must refuse a non-local recipient (no open relay in the bench)
 relay_check() {
@@ -108,7 +174,10 @@ setup_postfix() {
         { print }
     ' /etc/postfix/master.cf > "$PF_CONF/master.cf"
     : > "$PF_CONF/main.cf"
-    printf '%s %s\n' "$RCPT" "example.test/alice/" > "$PF_CONF/vmailbox"
+    : > "$PF_CONF/vmailbox"
+    for i in "" $(seq 1 $MAX_RCPTS); do
+        printf '%s %s\n' "$i$RCPT_LOCAL@example.test" "example.test/$i$RCPT_LOCAL/" >> "$PF_CONF/vmailbox"
+    done
     postconf -c "$PF_CONF" -e \
         "compatibility_level = 3.6" \
         "queue_directory = $base/queue" \
@@ -127,6 +196,8 @@ setup_postfix() {
         "alias_maps =" \
         "alias_database =" \
         "smtpd_peername_lookup = no" \
+        "message_size_limit = 52428800" \
+        "virtual_mailbox_limit = 0" \
         "virtual_mailbox_domains = example.test" \
         "virtual_mailbox_base = $base/mail" \
         "virtual_mailbox_maps = texthash:$PF_CONF/vmailbox" \
@@ -139,8 +210,9 @@ setup_postfix() {
     postfix -c "$PF_CONF" start
     PF_STARTED=1
     wait_port "$port" 20 || die "postfix did not listen on $port (see $base/maillog)"
-    PF_NEW=$base/mail/example.test/alice/new
+    PF_MAIL=$base/mail/example.test
 }
+postfix_pid() { tr -d ' ' < "$WORK/postfix/queue/pid/master.pid"; }
 
 # ------------------------------------------------------------------ sink
 SINK_OUT=""
@@ -162,8 +234,10 @@ sink_count() { # last "mesg=N" counter printed by smtp-sink -c
 
 # ------------------------------------------------------------------ tern
 setup_tern() {
-    local port=$1 dir=$WORK/tern
+    local port=$1 dir=$WORK/tern mailboxes
     mkdir -p "$dir/data"
+    mailboxes="\"$RCPT_LOCAL\""
+    for i in $(seq 1 $MAX_RCPTS); do mailboxes+=", \"$i$RCPT_LOCAL\""; done
     cat > "$dir/tern.toml" <<EOF
 hostname = "tern.bench.test"
 data_dir = "$dir/data"
@@ -173,14 +247,18 @@ trusted_networks = []
 address = "127.0.0.1:$port"
 role = "mx"
 
+[dns]
+# A dead loopback port: Tern never asks a real resolver during the bench.
+nameservers = ["127.0.0.1:9"]
+
 [domains."example.test"]
-mailboxes = ["alice"]
+mailboxes = [$mailboxes]
 
 [limits]
 max_message_size = 52428800
 max_recipients = 100
-max_connections = 4000
-max_connections_per_ip = 4000
+max_connections = $(( IDLE_SESSIONS + 1000 ))
+max_connections_per_ip = $(( IDLE_SESSIONS + 1000 ))
 command_timeout = "300s"
 data_timeout = "180s"
 
@@ -198,25 +276,41 @@ enabled = false
 [dns]
 nameservers = ["127.0.0.1:9"]
 EOF
+    if [ -n "$TERN_CONCURRENCY" ]; then
+        printf '\n[delivery]\nconcurrency = %s\n' "$TERN_CONCURRENCY" >> "$dir/tern.toml"
+    fi
     "$TERN_BIN" check-config "$dir/tern.toml" > "$dir/check-config.out" 2>&1 \
         || { cat "$dir/check-config.out" >&2; die "tern check-config rejected the bench config"; }
     "$TERN_BIN" serve --config "$dir/tern.toml" --log-format text > "$dir/tern.log" 2>&1 &
     TERN_PID=$!
     wait_port "$port" 20 || { tail -20 "$dir/tern.log" >&2; die "tern did not listen on $port"; }
-    TERN_NEW=$dir/data/mail/example.test/alice/new
+    TERN_MAIL=$dir/data/mail/example.test
+}
+
+# accepted_count KIND: messages the server has answered 250 to so far (from its log)
+accepted_count() {
+    case $1 in
+        tern) grep -c -e 'delivered at intake' -e 'queued: message and envelope' "$WORK/tern/tern.log" || true ;;
+        postfix) grep -c 'postfix/cleanup.*message-id=' "$WORK/postfix/maillog" || true ;;
+    esac
 }
 
 # ------------------------------------------------------------------ one run
-# run_one KIND PORT MODE -> prints msg/s (or "fail")
+# run_one KIND PORT SIZE MESSAGES SESSIONS RCPTS MODE -> prints "msg/s cpu_s" (or "fail")
 run_one() {
-    local kind=$1 port=$2 mode=$3 args=() t0 t1 n rc=0 out
+    local kind=$1 port=$2 size=$3 msgs=$4 sess=$5 rcpts=$6 mode=$7 args=() t0 t1 n rc=0 out
+    local acc0=0 cpu0=0 cpu1 pid="" files
     [ "$mode" = reuse ] && args+=(-d)
-    args+=(-s "$SESSIONS" -m "$MESSAGES" -l "$SIZE" -f "$SENDER" -t "$RCPT")
+    args+=(-s "$sess" -m "$msgs" -l "$size" -f "$SENDER" -t "$RCPT_LOCAL@example.test")
+    [ "$rcpts" -gt 1 ] && args+=(-r "$rcpts")
+    files=$(( msgs * rcpts ))
     case $kind in
-        postfix) find "$PF_NEW" -maxdepth 1 -type f -delete 2>/dev/null || true ;;
-        tern) find "$TERN_NEW" -maxdepth 1 -type f -delete 2>/dev/null || true ;;
-        sink) start_sink "$port" ;;
+        postfix) fresh_mailboxes "$PF_MAIL"; pid=$(postfix_pid) ;;
+        tern) fresh_mailboxes "$TERN_MAIL"; pid=$TERN_PID ;;
+        sink) start_sink "$port"; pid=$SINK_PID ;;
     esac
+    [ "$kind" != sink ] && acc0=$(accepted_count "$kind")
+    cpu0=$(cpu_seconds "$pid")
     out=$WORK/source.$kind.$mode.out
     t0=$(now)
     "$SMTP_SOURCE" "${args[@]}" "127.0.0.1:$port" > "$out" 2>&1 </dev/null || rc=$?
@@ -228,36 +322,95 @@ run_one() {
     case $kind in
         sink)
             t1=$(now)
+            cpu1=$(cpu_seconds "$pid")
             sleep 0.2
             n=$(sink_count); stop_sink
-            if [ "${n:-0}" -ne "$MESSAGES" ]; then log "sink/$mode: accepted ${n:-0} of $MESSAGES"; echo fail; return; fi
+            if [ "${n:-0}" -ne "$msgs" ]; then log "sink/$mode: accepted ${n:-0} of $msgs"; echo fail; return; fi
             ;;
         postfix|tern)
             local dir
-            if [ "$kind" = tern ]; then dir=$TERN_NEW; else dir=$PF_NEW; fi
+            if [ "$kind" = tern ]; then dir=$TERN_MAIL; else dir=$PF_MAIL; fi
             local deadline=$(( $(date +%s) + DRAIN_TIMEOUT ))
-            while n=$(count_new "$dir"); [ "$n" -lt "$MESSAGES" ]; do
+            while n=$(count_new "$dir"); [ "$n" -lt "$files" ]; do
                 if [ "$(date +%s)" -ge "$deadline" ]; then
-                    log "$kind/$mode: only $n of $MESSAGES in $dir after ${DRAIN_TIMEOUT}s"; echo fail; return
+                    log "$kind/$mode: only $n of $files in $dir after ${DRAIN_TIMEOUT}s"; echo fail; return
                 fi
                 sleep 0.05
             done
             t1=$(now)
+            cpu1=$(cpu_seconds "$pid")
             sleep 1
             n=$(count_new "$dir")
-            [ "$n" -eq "$MESSAGES" ] || log "$kind/$mode: warning: $n files for $MESSAGES messages (duplicates?)"
+            [ "$n" -eq "$files" ] || log "$kind/$mode: warning: $n files for $files deliveries (duplicates?)"
+            local acc=$(( $(accepted_count "$kind") - acc0 ))
+            if [ "$acc" -ne "$msgs" ]; then
+                log "$kind: $acc messages answered 250 (by its log), $msgs sent"; echo fail; return
+            fi
             ;;
     esac
-    python3 -c 'import sys; print("%.1f" % (int(sys.argv[1]) / (float(sys.argv[3]) - float(sys.argv[2]))))' \
-        "$MESSAGES" "$t0" "$t1"
+    python3 -c 'import sys; m,t0,t1,c0,c1=sys.argv[1:]; print("%.1f %.3f" % (int(m)/(float(t1)-float(t0)), (float(c1)-float(c0))*1000/int(m)))' \
+        "$msgs" "$t0" "$t1" "$cpu0" "$cpu1"
 }
 
-median() { python3 -c 'import statistics,sys; v=[float(x) for x in sys.argv[1:] if x!="fail"]; print("%.1f" % statistics.median(v) if len(v)==len(sys.argv[1:]) else "fail")' "$@"; }
+median() { python3 -c 'import statistics,sys; v=[float(x) for x in sys.argv[1:] if x!="fail"]; print(("%.1f" if statistics.median(v)>=10 else "%.2f") % statistics.median(v) if v and len(v)==len(sys.argv[1:]) else "fail")' "$@"; }
+
+# fsyncs_per_message KIND PORT: strace -c -f attached to the server during a short run
+fsyncs_per_message() {
+    local kind=$1 port=$2 pid pids=() spid n=$FSYNC_MESSAGES trace=$WORK/strace.$1.txt dir
+    case $kind in
+        postfix) pid=$(postfix_pid); dir=$PF_MAIL; fresh_mailboxes "$dir" ;;
+        tern) pid=$TERN_PID; dir=$TERN_MAIL; fresh_mailboxes "$dir" ;;
+    esac
+    for p in $(tree_pids "$pid"); do pids+=(-p "$p"); done
+    strace -f -c -e trace=fsync,fdatasync,syncfs,sync_file_range,msync -o "$trace" "${pids[@]}" 2>/dev/null &
+    spid=$!
+    sleep 1
+    "$SMTP_SOURCE" -s 20 -m "$n" -l 10240 -f "$SENDER" -t "$RCPT_LOCAL@example.test" "127.0.0.1:$port" >/dev/null 2>&1 </dev/null || true
+    local deadline=$(( $(date +%s) + DRAIN_TIMEOUT ))
+    while [ "$(count_new "$dir")" -lt "$n" ] && [ "$(date +%s)" -lt "$deadline" ]; do sleep 0.1; done
+    sleep 1
+    kill -INT "$spid" 2>/dev/null; wait "$spid" 2>/dev/null || true
+    python3 - "$trace" "$n" <<'PY'
+import sys
+calls = {}
+for line in open(sys.argv[1]):
+    f = line.split()
+    if len(f) >= 5 and f[-1] in ("fsync", "fdatasync", "syncfs", "sync_file_range", "msync"):
+        calls[f[-1]] = int(f[3])
+n = int(sys.argv[2])
+total = sum(calls.values())
+detail = ", ".join(f"{k} {v}" for k, v in sorted(calls.items()))
+print("%.2f (%s over %d messages)" % (total / n, detail or "none", n))
+PY
+}
+
+# idle_rss PORT: Tern's RSS while IDLE_SESSIONS sessions sit idle after EHLO
+idle_rss() {
+    local port=$1 out=$WORK/idle.out lg peak=0 base
+    base=$(awk '/VmRSS/ {print $2}' "/proc/$TERN_PID/status")
+    "$LOADGEN_BIN" idle --addr "127.0.0.1:$port" --sessions "$IDLE_SESSIONS" --hold 5 > "$out" 2>&1 &
+    lg=$!
+    while kill -0 "$lg" 2>/dev/null; do
+        local r; r=$(awk '/VmRSS/ {print $2}' "/proc/$TERN_PID/status")
+        [ "$r" -gt "$peak" ] && peak=$r
+        sleep 0.2
+    done
+    wait "$lg" || true
+    log "idle sessions: $(head -1 "$out")"
+    echo "$(( peak / 1024 )) MB peak RSS with $(sed -n 's/^ready \([0-9]*\).*/\1/p' "$out") idle sessions (before: $(( base / 1024 )) MB)"
+}
+
+# latency KIND PORT RATE
+latency() {
+    "$LOADGEN_BIN" latency --addr "127.0.0.1:$2" --rate "$3" --messages "$LATENCY_MESSAGES" --sessions 50 \
+        --size 10240 --rcpt "$RCPT_LOCAL@example.test" 2>&1 | tail -1
+}
 
 # ------------------------------------------------------------------ main
-declare -A PORT RESULT
-log "work dir $WORK; $RUNS runs; smtp-source -s $SESSIONS -m $MESSAGES -l $SIZE"
-log "$(postconf -d -h mail_version | sed 's/^/postfix /'); $(nproc) cores"
+declare -A PORT RESULT CPU
+log "work dir $WORK; $RUNS runs; scenarios: $SCENARIOS"
+log "$(postconf -d -h mail_version | sed 's/^/postfix /'); $(nproc) cores; $(uname -r); load: $(cut -d' ' -f1-3 /proc/loadavg)"
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
 if want postfix; then
     PORT[postfix]=$(free_port)
@@ -280,29 +433,78 @@ if want tern; then
     fi
 fi
 
-for mode in per-message reuse; do
+IDLE_REPORT="-"
+if want tern && extra idle; then
+    if [ -x "$LOADGEN_BIN" ]; then
+        IDLE_REPORT=$(idle_rss "${PORT[tern]}")
+    else
+        IDLE_REPORT="skipped: no $LOADGEN_BIN (cargo build --release -p tern-loadgen)"
+    fi
+fi
+
+for sc in $SCENARIOS; do
+    IFS=: read -r name size msgs sess rcpts mode <<<"$sc"
     for kind in postfix sink tern; do
         want "$kind" || continue
-        vals=()
+        vals=(); cpus=()
         for r in $(seq 1 "$RUNS"); do
-            v=$(run_one "$kind" "${PORT[$kind]}" "$mode")
-            log "$kind $mode run $r: $v msg/s"
-            vals+=("$v")
+            v=$(run_one "$kind" "${PORT[$kind]}" "$size" "$msgs" "$sess" "$rcpts" "$mode")
+            log "$kind $name run $r: $v (msg/s, CPU s per 1000 msgs)"
+            if [ "$v" = fail ]; then vals+=(fail); cpus+=(fail); else vals+=("${v% *}"); cpus+=("${v#* }"); fi
         done
-        RESULT[$kind,$mode]=$(median "${vals[@]}")
+        RESULT[$kind,$name]=$(median "${vals[@]}")
+        CPU[$kind,$name]=$(median "${cpus[@]}")
     done
 done
+
+declare -A FSYNC LAT
+for kind in postfix tern; do
+    want "$kind" && extra fsync && FSYNC[$kind]=$(fsyncs_per_message "$kind" "${PORT[$kind]}")
+done
+if extra latency && want postfix && [ -x "$LOADGEN_BIN" ]; then
+    best=$(python3 -c 'import sys; v=[float(x) for x in sys.argv[1:] if x not in ("fail","")]; print(max(v) if v else 0)' \
+        "${RESULT[postfix,10k-new]:-}" "${RESULT[postfix,10k-reuse]:-}")
+    RATE=$(python3 -c 'import sys; print("%.0f" % (float(sys.argv[1]) / 2))' "$best")
+    if [ "$RATE" != 0 ]; then
+        for kind in postfix tern; do
+            want "$kind" && LAT[$kind]=$(latency "$kind" "${PORT[$kind]}" "$RATE")
+        done
+    fi
+fi
 
 ratio() { python3 -c 'import sys
 a,b=sys.argv[1],sys.argv[2]
 print("-" if "-" in (a,b) or "fail" in (a,b) else "%.2f" % (float(a)/float(b)))' "$1" "$2"; }
+mbs() { python3 -c 'import sys
+v,s=sys.argv[1],sys.argv[2]
+print("-" if v in ("-","fail") else "%.1f" % (float(v)*int(s)/1e6))' "$1" "$2"; }
 
 echo
-echo "SMTP intake, $MESSAGES messages of $SIZE bytes, $SESSIONS parallel sessions, median of $RUNS runs (msg/s)"
-echo "Postfix and Tern: until every message is a file in the Maildir; smtp-sink: until smtp-source ends."
-printf '%-26s %12s %12s %12s %13s %10s\n' mode postfix smtp-sink tern tern/postfix tern/sink
-for mode in per-message reuse; do
-    p=${RESULT[postfix,$mode]:--}; s=${RESULT[sink,$mode]:--}; t=${RESULT[tern,$mode]:--}
-    label="new connection per message"; [ "$mode" = reuse ] && label="connection reuse (-d)"
-    printf '%-26s %12s %12s %12s %13s %10s\n' "$label" "$p" "$s" "$t" "$(ratio "$t" "$p")" "$(ratio "$t" "$s")"
+echo "$(date -u +%F) $(nproc) cores, $(uname -r), $(df -T "$WORK" | awk 'NR==2 {print $2}') on $(df "$WORK" | awk 'NR==2 {print $1}'); load average at start $LOAD_START, at end $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "Median of $RUNS runs. Postfix and Tern: until every delivery is a file in a Maildir new/ (and the 250s counted in"
+echo "their logs equal the messages sent); smtp-sink: until smtp-source ends. MB/s counts message bytes once per message."
+printf '\n%-12s %-30s %10s %10s %10s %9s %9s %9s %8s %8s\n' scenario "(size x msgs, sessions, rcpts)" postfix sink tern "pf MB/s" "tern MB/s" "t/pf" "t/sink" ""
+for sc in $SCENARIOS; do
+    IFS=: read -r name size msgs sess rcpts mode <<<"$sc"
+    p=${RESULT[postfix,$name]:--}; s=${RESULT[sink,$name]:--}; t=${RESULT[tern,$name]:--}
+    desc="$size B x $msgs, -s $sess, $rcpts rcpt"; [ "$mode" = reuse ] && desc+=", -d"
+    printf '%-12s %-30s %10s %10s %10s %9s %9s %9s %8s\n' "$name" "$desc" "$p" "$s" "$t" \
+        "$(mbs "$p" "$size")" "$(mbs "$t" "$size")" "$(ratio "$t" "$p")" "$(ratio "$t" "$s")"
 done
+echo
+echo "CPU seconds per 1,000 messages (the server's process tree, median):"
+for sc in $SCENARIOS; do
+    IFS=: read -r name _ <<<"$sc"
+    printf '  %-12s postfix %-8s smtp-sink %-8s tern %s\n' "$name" "${CPU[postfix,$name]:--}" "${CPU[sink,$name]:--}" "${CPU[tern,$name]:--}"
+done
+if extra fsync; then
+    echo "fsyncs per message (10 KB, 1 rcpt, strace -c -f, $FSYNC_MESSAGES messages):"
+    echo "  postfix ${FSYNC[postfix]:--}"
+    echo "  tern    ${FSYNC[tern]:--}"
+fi
+extra idle && echo "Tern, $IDLE_SESSIONS idle sessions after EHLO: $IDLE_REPORT"
+if extra latency; then
+    echo "End of data -> 250 at ${RATE:-?} msg/s offered (half of Postfix's best 10 KB rate), 10 KB, 50 sessions:"
+    echo "  postfix ${LAT[postfix]:--}"
+    echo "  tern    ${LAT[tern]:--}"
+fi

@@ -2,7 +2,10 @@
 //!
 //! The local MDA: [`deliver_local`] moves the local
 //! recipients of a committed spool message into their Maildirs, exactly
-//! once, and removes the message when every recipient is done; and the
+//! once, and removes the message when every recipient is done;
+//! [`intake::open_delivered`] writes a message with one local recipient
+//! straight into its Maildir while it is received (committed, fsynced,
+//! by the spool's group committer, never queued); and the
 //! [`dsn`] builder, which writes the delivery status notifications
 //! (bounces, delay warnings, success notices) sent back to senders.
 //! [`outbound`] delivers one message to the recipients of one remote
@@ -21,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 pub mod dsn;
+pub mod intake;
 pub mod lmtp;
 pub mod local;
 pub mod outbound;
@@ -29,6 +33,7 @@ pub use dsn::{
     DsnAction, DsnInput, DsnKind, DsnRecipient, bounce_recipient, build_dsn, rfc5322_date,
     should_notify,
 };
+pub use intake::{IntakeError, open_delivered};
 pub use lmtp::{LmtpTarget, LmtpTargetError, deliver_lmtp};
 pub use local::{
     DeliveryError, LocalReport, NOTICE_HEAD, NoticeSource, deliver_local, deliver_local_leased,

@@ -11,7 +11,12 @@
 //!    but before step 4 left it there, so only step 4 remains;
 //! 3. otherwise deliver `Return-Path:` and `Delivered-To:` followed by the
 //!    stored message bytes (fsynced, renamed into `new/`, `new/` fsynced);
-//! 4. durably record the recipient as done in the spool.
+//! 4. durably record the recipient as done in the spool — unless every
+//!    recipient of the message is done after this pass: then the message
+//!    is removed from the spool instead (one directory fsync), and the
+//!    state records would be written only to be deleted. A crash before
+//!    that removal is durable is step 2's case: the retry finds every copy
+//!    under its name and records it instead of writing it again.
 //!
 //! A recipient that fails is reported as deferred (and retried by the
 //! caller); the others are still delivered. When every recipient is done
@@ -154,6 +159,8 @@ pub fn deliver_local_leased(
     let done = spool.done(id)?;
 
     let mut report = LocalReport::default();
+    // Delivered by this pass, not yet recorded: (index, mailbox, outcome).
+    let mut written: Vec<(usize, String, String)> = Vec::new();
     for (index, rcpt) in message.envelope.recipients.iter().enumerate() {
         if done.contains(&index) {
             continue;
@@ -167,14 +174,13 @@ pub fn deliver_local_leased(
             continue;
         }
         let attempt = Attempt {
-            spool,
             store,
             hostname,
             message: &message,
             first_attempt,
         };
         match attempt.deliver_one(index, rcpt, mailbox) {
-            Ok(()) => report.delivered.push((index, mailbox.clone())),
+            Ok(outcome) => written.push((index, mailbox.clone(), outcome)),
             Err(e) => {
                 warn!(queue_id = %id, rcpt = index, mailbox = %mailbox, error = %e,
                     "local delivery deferred");
@@ -185,7 +191,7 @@ pub fn deliver_local_leased(
         }
     }
 
-    let wants_notice = report.delivered.iter().any(|(index, _)| {
+    let wants_notice = written.iter().any(|(index, _, _)| {
         message
             .envelope
             .recipients
@@ -210,17 +216,32 @@ pub fn deliver_local_leased(
     }
 
     if report.deferred.is_empty() && report.remote_pending == 0 && report.skipped_local == 0 {
+        // Every recipient is done: removing the message records that.
         drop(message);
         spool.remove(id)?;
         report.removed = true;
+        report.delivered = written.into_iter().map(|(i, m, _)| (i, m)).collect();
         debug!(queue_id = %id, "all recipients done; removed from the spool");
+        return Ok(report);
+    }
+    // Others remain: record each delivered recipient as done.
+    for (index, mailbox, outcome) in written {
+        match spool.record_done(id, index, &outcome) {
+            Ok(()) => report.delivered.push((index, mailbox)),
+            Err(e) => {
+                // Delivered but not recorded: the retry finds the copy (step 2).
+                warn!(queue_id = %id, rcpt = index, mailbox = %mailbox, error = %e,
+                    "cannot record a local delivery; will look again");
+                let address = message.envelope.recipients[index].address.clone();
+                report.deferred.push((index, address, e.to_string()));
+            }
+        }
     }
     Ok(report)
 }
 
 /// One delivery attempt of one message.
 struct Attempt<'a> {
-    spool: &'a Spool,
     store: &'a MailStore,
     hostname: &'a str,
     message: &'a StoredMessage,
@@ -229,12 +250,14 @@ struct Attempt<'a> {
 }
 
 impl Attempt<'_> {
+    /// Writes (or finds) the copy for recipient `index`; returns the
+    /// outcome to record. Records nothing itself.
     fn deliver_one(
         &self,
         index: usize,
         rcpt: &Recipient,
         mailbox: &str,
-    ) -> Result<(), RecipientError> {
+    ) -> Result<String, RecipientError> {
         let id = &self.message.id;
         let maildir = if self.message.envelope.quarantine {
             self.store.junk(mailbox)?
@@ -250,26 +273,19 @@ impl Attempt<'_> {
         if !self.first_attempt && maildir.contains(&name)? {
             info!(queue_id = %id, rcpt = index, mailbox = %mailbox,
                 "already in the Maildir from an interrupted attempt; recording it as done");
-            self.spool.record_done(
-                id,
-                index,
-                &format!("delivered to {mailbox} (found on retry)"),
-            )?;
-            return Ok(());
+            return Ok(format!("delivered to {mailbox} (found on retry)"));
         }
         let prefix = trace_prefix(&self.message.envelope.sender, &rcpt.address);
         let mut body = self.message.reader()?;
         let path = maildir.deliver(&name, prefix.as_bytes(), &mut body)?;
-        self.spool
-            .record_done(id, index, &format!("delivered to {mailbox}"))?;
         debug!(queue_id = %id, rcpt = index, path = %path.display(), "written to Maildir");
-        Ok(())
+        Ok(format!("delivered to {mailbox}"))
     }
 }
 
 /// `Return-Path: <sender>\r\nDelivered-To: address\r\n`, with anything that
 /// could end or fold a header line (control characters) replaced.
-fn trace_prefix(sender: &str, address: &str) -> String {
+pub(crate) fn trace_prefix(sender: &str, address: &str) -> String {
     let mut out = String::with_capacity(48 + sender.len() + address.len());
     out.push_str("Return-Path: <");
     push_clean(&mut out, sender);

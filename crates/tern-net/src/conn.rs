@@ -5,8 +5,9 @@
 //! The loop is the session's contract, verbatim: poll events until none,
 //! write the batched replies, close if the session is closed, otherwise read
 //! with the deadline the session's state calls for. Message bytes go to the
-//! spool as they arrive; the 250 is sent only after the spool's group commit
-//! has fsynced the message (invariant 1). This module never parses protocol
+//! spool as they arrive (or, when the only recipient is a local Maildir,
+//! straight into that Maildir: [`tern_delivery::intake`]); the 250 is sent
+//! only after the spool's group commit has fsynced the message (invariant 1). This module never parses protocol
 //! bytes itself and never logs message content, secrets or client text
 //! unescaped.
 //!
@@ -120,6 +121,55 @@ pub(crate) fn spool_failure_reply(e: &SpoolError) -> Reply {
             "Local error in processing; message not accepted, try again later",
         )
     }
+}
+
+/// Opens the file the message bytes stream to: its Maildir (delivery at
+/// intake) when its only recipient is a local Maildir, otherwise the spool.
+/// If the Maildir cannot be opened the message is queued as usual.
+fn open_message(ctx: &Context, tx: &Transaction) -> Result<IncomingMessage, SpoolError> {
+    if let Some(intake) = &ctx.local_intake
+        && let Some(mailbox) = single_local_mailbox(tx)
+        && !intake
+            .lmtp_domains
+            .contains(mailbox.rsplit_once('@').map_or("", |(_, d)| d))
+    {
+        match tern_delivery::open_delivered(
+            &ctx.spool,
+            &intake.store,
+            &ctx.hostname,
+            unix_now(),
+            &reverse_path_address(&tx.from),
+            mailbox,
+            mailbox,
+        ) {
+            Ok(message) => return Ok(message),
+            Err(e) => debug!(error = %e, "cannot deliver at intake; queueing the message"),
+        }
+    }
+    ctx.spool.create()
+}
+
+/// The mailbox key when the transaction's recipients resolve to exactly
+/// one destination (after the same duplicate elimination as the envelope)
+/// and it is a local mailbox. Not when a recipient asked for a success DSN
+/// (`NOTIFY=SUCCESS`): the queue manager sends those, so such a message is
+/// queued.
+fn single_local_mailbox(tx: &Transaction) -> Option<&str> {
+    if tx.rcpts.iter().any(|r| {
+        matches!(
+            r.params.notify,
+            Some(tern_types::dsn::Notify::On { success: true, .. })
+        )
+    }) {
+        return None;
+    }
+    let mut targets = tx.rcpts.iter().flat_map(|r| r.targets.iter());
+    let Some(Target::Local { mailbox }) = targets.next() else {
+        return None;
+    };
+    targets
+        .all(|t| matches!(t, Target::Local { mailbox: m } if m == mailbox))
+        .then_some(mailbox.as_str())
 }
 
 /// Streams message bytes to the open spool file, remembering the first error.
@@ -238,14 +288,15 @@ impl Connection {
         if let Some(tls) = &self.tls {
             info!(tls = %tls, "implicit TLS established");
         }
-        let mut buf = vec![0u8; READ_BUFFER];
+        // Read into spare capacity (`read_buf`): no 64 KiB memset per session.
+        let mut buf: Vec<u8> = Vec::with_capacity(READ_BUFFER);
 
         // Early-talker detection: anything the client says before our
         // greeting is fed to the session, which refuses it at greet() when
         // policy says so.
         if !self.ctx.timeouts.greet_pause.is_zero()
             && let Ok(Ok(n)) =
-                tokio::time::timeout(self.ctx.timeouts.greet_pause, stream.read(&mut buf)).await
+                tokio::time::timeout(self.ctx.timeouts.greet_pause, stream.read_buf(&mut buf)).await
         {
             if n == 0 {
                 debug!("client closed before the greeting");
@@ -333,6 +384,7 @@ impl Connection {
                     .command
                     .saturating_sub(self.progress_at.elapsed()),
             };
+            buf.clear();
             tokio::select! {
                 biased;
                 changed = shutdown.changed() => {
@@ -341,7 +393,7 @@ impl Connection {
                     info!("shutting down: closing session with 421");
                     session.shutdown();
                 }
-                read = tokio::time::timeout(deadline, stream.read(&mut buf)) => match read {
+                read = tokio::time::timeout(deadline, stream.read_buf(&mut buf)) => match read {
                     Err(_) => {
                         info!(timeout = ?deadline, "client timed out");
                         session.on_timeout();
@@ -554,7 +606,7 @@ impl Connection {
             session.reply(out_of_sequence());
             return;
         };
-        let mut message = match self.ctx.spool.create() {
+        let mut message = match open_message(&self.ctx, tx) {
             Ok(m) => m,
             Err(e) => {
                 warn!(error = %e, "cannot open a spool file");
@@ -661,10 +713,25 @@ impl Connection {
                 }
             }
         }
+        if quarantine
+            && message.is_delivered()
+            && let Err(e) = self.quarantine_at_intake(&tx, &mut message)
+        {
+            // The message was on its way into the inbox; never put a
+            // quarantined one there. The client tries again later.
+            warn!(queue_id = %queue_id, error = %e, "cannot move a quarantined message to the Junk folder");
+            session.reply(Reply::new(
+                451,
+                EnhancedStatus::new(4, 3, 0),
+                "Local error while delivering the message; try again later",
+            ));
+            return;
+        }
         let mut envelope = self.envelope(&tx, session, message.size());
         envelope.quarantine = quarantine;
         let size = envelope.size;
         let nrcpt = envelope.recipients.len();
+        let delivered = message.is_delivered();
         let committed = match message.commit(&envelope) {
             Ok(pending) => pending.wait().await,
             Err(e) => Err(e),
@@ -676,19 +743,54 @@ impl Connection {
                 if let Some(user) = &self.auth_user {
                     self.ctx.abuse.message_accepted(user, Instant::now());
                 }
-                info!(
-                    queue_id = %id,
-                    from = %escape_for_log(&envelope.sender),
-                    size,
-                    nrcpt,
-                    "queued: message and envelope on stable storage"
-                );
-                self.ctx.delivery.submit(id);
+                if delivered {
+                    info!(
+                        queue_id = %id,
+                        from = %escape_for_log(&envelope.sender),
+                        size,
+                        nrcpt,
+                        "delivered at intake: message in the Maildir, on stable storage"
+                    );
+                } else {
+                    info!(
+                        queue_id = %id,
+                        from = %escape_for_log(&envelope.sender),
+                        size,
+                        nrcpt,
+                        "queued: message and envelope on stable storage"
+                    );
+                    self.ctx.delivery.submit(id);
+                }
             }
             Err(e) => {
                 warn!(queue_id = %queue_id, error = %e, "commit failed; message not accepted");
                 session.reply(spool_failure_reply(&e));
             }
+        }
+    }
+
+    /// A message delivered at intake that the end-of-data checks
+    /// quarantined goes to its mailbox's `Junk` folder instead of `new/`
+    /// (same file name, same filesystem: the commit renames it there).
+    fn quarantine_at_intake(
+        &self,
+        tx: &Transaction,
+        message: &mut IncomingMessage,
+    ) -> Result<(), String> {
+        let intake = self.ctx.local_intake.as_ref().ok_or("no intake store")?;
+        let mailbox = single_local_mailbox(tx).ok_or("not a single local mailbox")?;
+        let name = message
+            .delivery_path()
+            .and_then(|p| p.file_name())
+            .and_then(|n| n.to_str())
+            .ok_or("no delivery path")?
+            .to_owned();
+        let junk = intake.store.junk(mailbox).map_err(|e| e.to_string())?;
+        let (_, final_path) = junk.delivery_paths(&name).map_err(|e| e.to_string())?;
+        if message.redirect_delivery(final_path) {
+            Ok(())
+        } else {
+            Err("the message could not be redirected".into())
         }
     }
 

@@ -108,4 +108,18 @@ pub struct Context {
     pub abuse: Abuse,
     /// Email authentication: inbound checks and DKIM signing.
     pub mailauth: MailAuth,
+    /// Delivery at intake for messages with one local Maildir recipient
+    /// (written once, straight into the Maildir); `None`: every message is
+    /// queued and delivered by the queue manager.
+    pub local_intake: Option<LocalIntake>,
+}
+
+/// What delivery at intake needs (see [`tern_delivery::intake`]).
+#[derive(Debug, Clone)]
+pub struct LocalIntake {
+    /// Where local mailboxes live.
+    pub store: Arc<tern_store::MailStore>,
+    /// Canonical domains whose mailboxes are delivered over LMTP: their
+    /// messages are always queued.
+    pub lmtp_domains: std::collections::HashSet<String>,
 }

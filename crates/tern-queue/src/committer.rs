@@ -7,18 +7,24 @@
 //! 1. `fdatasync`s every file of the batch (in parallel on a few scoped
 //!    threads when the batch has more than one file, so the filesystem can
 //!    merge them into one journal commit);
-//! 2. renames each synced `tmp/<id>` to `queue/<id>`;
-//! 3. `fsync`s the `queue/` directory **once** for the whole batch;
+//! 2. renames each synced file to its final name: `tmp/<id>` to
+//!    `queue/<id>` for a queued message, or a Maildir's `tmp/<name>` to
+//!    `new/<name>` for a message delivered at intake
+//!    ([`Spool::create_delivered`](crate::Spool::create_delivered));
+//! 3. `fsync`s each directory the batch renamed into **once** (one
+//!    `queue/`, one `new/` per mailbox) for the whole batch;
 //! 4. only then resolves each waiter's [`PendingCommit`].
 //!
 //! Invariant: a [`PendingCommit`] resolves `Ok` only after the file's data
 //! and the directory entry naming it are on stable storage (unless the spool
 //! was opened with `fsync: false`, which only tests may do). An error syncing
 //! or renaming one file fails that commit alone (its file is removed); a
-//! failed directory fsync fails the whole batch, and the batch's files are
-//! unlinked again so that nothing is delivered that was refused.
+//! failed directory fsync fails every commit renamed into that directory,
+//! and their files are unlinked again so that nothing is delivered that was
+//! refused.
 //!
-//! This module must never resolve a commit before step 3 has succeeded.
+//! This module must never resolve a commit before step 3 has succeeded for
+//! its directory.
 
 use std::fs::File;
 use std::io;
@@ -45,7 +51,10 @@ pub(crate) struct CommitRequest {
     pub(crate) id: QueueId,
     pub(crate) file: File,
     pub(crate) tmp_path: PathBuf,
-    pub(crate) queue_path: PathBuf,
+    /// Where the file is renamed once its data is durable.
+    pub(crate) final_path: PathBuf,
+    /// The directory holding `final_path`, fsynced once per batch.
+    pub(crate) final_dir: PathBuf,
     pub(crate) reply: oneshot::Sender<Result<QueueId, SpoolError>>,
 }
 
@@ -98,7 +107,8 @@ pub struct SpoolStats {
     pub failed_commits: u64,
     /// Batches processed by the committer.
     pub batches: u64,
-    /// `fsync`s of the `queue/` directory (one per batch when fsync is on).
+    /// `fsync`s of directories (one per directory and batch when fsync is
+    /// on: `queue/`, and `new/` of each mailbox delivered at intake).
     pub dir_fsyncs: u64,
     /// `fdatasync`s of message files.
     pub file_syncs: u64,
@@ -123,7 +133,6 @@ impl Counters {
 #[derive(Debug)]
 pub(crate) struct Committer {
     pub(crate) rx: Receiver<CommitRequest>,
-    pub(crate) queue_dir: PathBuf,
     pub(crate) fsync: bool,
     pub(crate) counters: Arc<Counters>,
 }
@@ -157,25 +166,26 @@ impl Committer {
             batch.iter().map(|_| Ok(())).collect()
         };
 
-        // 2. Rename the good ones into queue/.
+        // 2. Rename the good ones to their final names.
         let mut renamed = Vec::with_capacity(batch.len());
         for (req, result) in batch.drain(..).zip(synced) {
             let CommitRequest {
                 id,
                 file,
                 tmp_path,
-                queue_path,
+                final_path,
+                final_dir,
                 reply,
             } = req;
             drop(file);
             let result = result
                 .map_err(|e| SpoolError::io("fdatasync", &tmp_path, e))
                 .and_then(|()| {
-                    std::fs::rename(&tmp_path, &queue_path)
+                    std::fs::rename(&tmp_path, &final_path)
                         .map_err(|e| SpoolError::io("rename", &tmp_path, e))
                 });
             match result {
-                Ok(()) => renamed.push((id, queue_path, reply)),
+                Ok(()) => renamed.push((id, final_path, final_dir, reply)),
                 Err(err) => {
                     let _ = std::fs::remove_file(&tmp_path);
                     self.counters.failed_commits.fetch_add(1, Ordering::Relaxed);
@@ -187,35 +197,40 @@ impl Committer {
             return;
         }
 
-        // 3. One directory fsync makes every rename of the batch durable.
-        let dir_result = if self.fsync {
-            self.counters.dir_fsyncs.fetch_add(1, Ordering::Relaxed);
-            sync_dir(&self.queue_dir)
-        } else {
-            Ok(())
-        };
+        // 3. One fsync per directory makes every rename of the batch durable.
+        let mut dirs: Vec<(&PathBuf, io::Result<()>)> = Vec::new();
+        for (_, _, dir, _) in &renamed {
+            if dirs.iter().any(|(d, _)| *d == dir) {
+                continue;
+            }
+            let result = if self.fsync {
+                self.counters.dir_fsyncs.fetch_add(1, Ordering::Relaxed);
+                sync_dir(dir)
+            } else {
+                Ok(())
+            };
+            dirs.push((dir, result));
+        }
+        let failed: Vec<(PathBuf, io::Error)> = dirs
+            .into_iter()
+            .filter_map(|(d, r)| r.err().map(|e| (d.clone(), e)))
+            .collect();
 
         // 4. Only now tell the waiters.
-        match dir_result {
-            Ok(()) => {
-                self.counters
-                    .commits
-                    .fetch_add(renamed.len() as u64, Ordering::Relaxed);
-                for (id, _, reply) in renamed {
+        for (id, path, dir, reply) in renamed {
+            match failed.iter().find(|(d, _)| *d == dir) {
+                None => {
+                    self.counters.commits.fetch_add(1, Ordering::Relaxed);
                     let _ = reply.send(Ok(id));
                 }
-            }
-            Err(e) => {
-                self.counters
-                    .failed_commits
-                    .fetch_add(renamed.len() as u64, Ordering::Relaxed);
-                for (_, path, reply) in renamed {
+                Some((_, e)) => {
+                    self.counters.failed_commits.fetch_add(1, Ordering::Relaxed);
                     // Refused messages must not be delivered later.
                     let _ = std::fs::remove_file(&path);
                     let _ = reply.send(Err(SpoolError::io(
                         "fsync directory",
-                        &self.queue_dir,
-                        clone_io_error(&e),
+                        &dir,
+                        clone_io_error(e),
                     )));
                 }
             }

@@ -12,7 +12,10 @@
 //! committer** thread: every commit queued while a batch is being synced
 //! joins the next batch, whose files are `fdatasync`ed (in parallel), renamed
 //! from `tmp/` to `queue/`, and covered by a single `fsync` of `queue/`.
-//! [`Spool::stats`] shows how many batches served how many commits.
+//! [`Spool::stats`] shows how many batches served how many commits. A message
+//! made with [`Spool::create_delivered`] is committed by the same batches
+//! but renamed into a directory of the caller's (a Maildir's `new/`) instead
+//! of `queue/`: delivered at intake, it is never queued.
 //!
 //! Recipient progress is kept in an append-only, fsynced state file per
 //! message so that a retry never re-delivers to a recipient already done:

@@ -202,7 +202,6 @@ impl Spool {
         let (tx, rx) = mpsc::channel();
         let committer = Committer {
             rx,
-            queue_dir: queue.clone(),
             fsync: options.fsync,
             counters: Arc::clone(&counters),
         };
@@ -256,6 +255,7 @@ impl Spool {
                         tmp_path,
                         writer: Some(BufWriter::with_capacity(WRITE_BUFFER, file)),
                         size: 0,
+                        destination: Destination::Queue,
                     });
                 }
                 // Unreachable with a monotonic generator, but never clobber.
@@ -263,6 +263,54 @@ impl Spool {
                 Err(e) => return Err(SpoolError::io("create", &tmp_path, e)),
             }
         }
+    }
+
+    /// A fresh queue id, as [`create`](Self::create) would give, for a
+    /// message received with [`create_delivered`](Self::create_delivered).
+    pub fn next_id(&self) -> QueueId {
+        self.inner.ids.next_id()
+    }
+
+    /// Start receiving a message that is *delivered* by its commit instead
+    /// of queued: the bytes go to `tmp_path` (created 0600, must not
+    /// exist), and the group committer fdatasyncs it, renames it to
+    /// `final_path` and fsyncs `final_path`'s directory before the
+    /// [`PendingCommit`] resolves — the same promise as a queued message,
+    /// in the same batches. Used for a message whose only recipient is a
+    /// local Maildir: `tmp_path` is the Maildir's `tmp/<name>`, `final_path`
+    /// its `new/<name>` (same filesystem), so the message is written once.
+    /// No envelope is stored and nothing enters `queue/`; the caller must
+    /// not announce the id for delivery. Dropping it uncommitted deletes
+    /// `tmp_path`.
+    pub fn create_delivered(
+        &self,
+        id: QueueId,
+        tmp_path: PathBuf,
+        final_path: PathBuf,
+    ) -> Result<IncomingMessage, SpoolError> {
+        let Some(dir) = final_path.parent().map(Path::to_path_buf) else {
+            return Err(SpoolError::io(
+                "create",
+                &final_path,
+                io::Error::other("final path has no directory"),
+            ));
+        };
+        let file = new_file_options()
+            .write(true)
+            .create_new(true)
+            .open(&tmp_path)
+            .map_err(|e| SpoolError::io("create", &tmp_path, e))?;
+        Ok(IncomingMessage {
+            spool: Arc::clone(&self.inner),
+            id,
+            tmp_path,
+            writer: Some(BufWriter::with_capacity(WRITE_BUFFER, file)),
+            size: 0,
+            destination: Destination::Delivered {
+                path: final_path,
+                dir,
+            },
+        })
     }
 
     /// Committed messages, oldest first (used at start-up to resume delivery).
@@ -514,8 +562,18 @@ fn read_envelope(file: &mut File) -> io::Result<Result<(Envelope, u64), String>>
     Ok(Ok((envelope, data_len)))
 }
 
-/// A message being received into `tmp/<id>`. Dropping it without
-/// [`commit`](Self::commit) deletes the file.
+/// Where a committed message goes.
+#[derive(Debug)]
+enum Destination {
+    /// `queue/<id>`, envelope appended: delivered later.
+    Queue,
+    /// Delivered by the commit itself: renamed to `path`, `dir` fsynced.
+    Delivered { path: PathBuf, dir: PathBuf },
+}
+
+/// A message being received into `tmp/<id>` (or, from
+/// [`Spool::create_delivered`], into a Maildir's `tmp/`). Dropping it
+/// without [`commit`](Self::commit) deletes the file.
 #[derive(Debug)]
 pub struct IncomingMessage {
     spool: Arc<Inner>,
@@ -524,6 +582,7 @@ pub struct IncomingMessage {
     /// `None` once handed to the committer (or after a failed commit).
     writer: Option<BufWriter<File>>,
     size: u64,
+    destination: Destination,
 }
 
 impl IncomingMessage {
@@ -535,6 +594,38 @@ impl IncomingMessage {
     /// Message bytes written so far.
     pub fn size(&self) -> u64 {
         self.size
+    }
+
+    /// Whether the commit delivers the message (made by
+    /// [`Spool::create_delivered`]) rather than queueing it.
+    pub fn is_delivered(&self) -> bool {
+        matches!(self.destination, Destination::Delivered { .. })
+    }
+
+    /// Where a message from [`Spool::create_delivered`] will be renamed
+    /// to when committed; `None` for a queued message.
+    pub fn delivery_path(&self) -> Option<&Path> {
+        match &self.destination {
+            Destination::Delivered { path, .. } => Some(path),
+            Destination::Queue => None,
+        }
+    }
+
+    /// For a message from [`Spool::create_delivered`]: rename it to
+    /// `final_path` instead when it is committed (e.g. a mailbox's Junk
+    /// folder, once the end-of-data checks have quarantined it; it must be
+    /// on the same filesystem). Returns `false`, changing nothing, for a
+    /// queued message or a path without a directory.
+    pub fn redirect_delivery(&mut self, final_path: PathBuf) -> bool {
+        let Destination::Delivered { path, dir } = &mut self.destination else {
+            return false;
+        };
+        let Some(parent) = final_path.parent().map(Path::to_path_buf) else {
+            return false;
+        };
+        *path = final_path;
+        *dir = parent;
+        true
     }
 
     /// Append message bytes (buffered, blocking, not yet fsynced).
@@ -552,22 +643,34 @@ impl IncomingMessage {
 
     /// Append the envelope (its `size` set to the bytes written) and the
     /// trailer, then hand the file to the group committer. Wait on the
-    /// returned [`PendingCommit`] before acknowledging the message.
+    /// returned [`PendingCommit`] before acknowledging the message. A
+    /// message from [`Spool::create_delivered`] stores no envelope: the
+    /// commit only makes its file durable under its final name.
     pub fn commit(mut self, envelope: &Envelope) -> Result<PendingCommit, SpoolError> {
         let mut writer = self
             .writer
             .take()
             .ok_or_else(|| SpoolError::io("commit", &self.tmp_path, io::Error::other("closed")))?;
-        let mut stored = envelope.clone();
-        stored.size = self.size;
-        let json = serde_json::to_vec(&stored).map_err(SpoolError::Envelope)?;
-        let mut trailer = [0u8; TRAILER_LEN as usize];
-        trailer[..8].copy_from_slice(&(json.len() as u64).to_le_bytes());
-        trailer[8..].copy_from_slice(MAGIC);
-        writer
-            .write_all(&json)
-            .and_then(|()| writer.write_all(&trailer))
-            .map_err(|e| SpoolError::io("write", &self.tmp_path, e))?;
+        let (final_path, final_dir, queued) = match &self.destination {
+            Destination::Queue => {
+                let mut stored = envelope.clone();
+                stored.size = self.size;
+                let json = serde_json::to_vec(&stored).map_err(SpoolError::Envelope)?;
+                let mut trailer = [0u8; TRAILER_LEN as usize];
+                trailer[..8].copy_from_slice(&(json.len() as u64).to_le_bytes());
+                trailer[8..].copy_from_slice(MAGIC);
+                writer
+                    .write_all(&json)
+                    .and_then(|()| writer.write_all(&trailer))
+                    .map_err(|e| SpoolError::io("write", &self.tmp_path, e))?;
+                (
+                    self.spool.queue.join(self.id.as_str()),
+                    self.spool.queue.clone(),
+                    true,
+                )
+            }
+            Destination::Delivered { path, dir } => (path.clone(), dir.clone(), false),
+        };
         let file = writer
             .into_inner()
             .map_err(|e| SpoolError::io("write", &self.tmp_path, e.into_error()))?;
@@ -577,11 +680,14 @@ impl IncomingMessage {
             id: self.id.clone(),
             file,
             tmp_path: self.tmp_path.clone(),
-            queue_path: self.spool.queue.join(self.id.as_str()),
+            final_path,
+            final_dir,
             reply,
         };
         // Register before sending so a fast delivery can claim it.
-        lock(&self.spool.fresh).insert(self.id.clone());
+        if queued {
+            lock(&self.spool.fresh).insert(self.id.clone());
+        }
         let sent = match lock(&self.spool.committer_tx).as_ref() {
             Some(tx) => tx.send(request).is_ok(),
             None => false,

@@ -486,3 +486,87 @@ fn a_lone_committer_is_never_held_back_for_a_batch() {
         (50, 50, 1)
     );
 }
+
+#[test]
+fn delivered_and_queued_commits_share_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(&dir.path().join("spool"));
+    let boxes: Vec<_> = ["a", "b"]
+        .iter()
+        .map(|b| {
+            let d = dir.path().join(b);
+            fs::create_dir_all(d.join("tmp")).unwrap();
+            fs::create_dir_all(d.join("new")).unwrap();
+            d
+        })
+        .collect();
+    // Everything is handed to the committer before anyone waits.
+    let mut pending = Vec::new();
+    let mut delivered = Vec::new();
+    for i in 0..40 {
+        let mut msg = if i % 2 == 0 {
+            spool.create().unwrap()
+        } else {
+            let b = &boxes[(i / 2) % 2];
+            let id = spool.next_id();
+            let name = format!("m{i}");
+            delivered.push((b.join("new").join(&name), id.clone()));
+            spool
+                .create_delivered(id, b.join("tmp").join(&name), b.join("new").join(&name))
+                .unwrap()
+        };
+        assert_eq!(msg.is_delivered(), i % 2 == 1);
+        msg.write(format!("message {i}\r\n").as_bytes()).unwrap();
+        pending.push(msg.commit(&envelope(1)).unwrap());
+    }
+    for p in pending {
+        p.wait_blocking().unwrap();
+    }
+    assert_eq!(spool.list().unwrap().len(), 20);
+    for (path, id) in &delivered {
+        // No envelope, no trailer: exactly the bytes written.
+        let text = fs::read_to_string(path).unwrap();
+        assert!(text.starts_with("message ") && text.ends_with("\r\n"));
+        // Not queued, so never claimed for delivery.
+        assert!(!spool.claim_first_attempt(id));
+        assert!(spool.open_message(id).unwrap_err().is_not_found());
+    }
+    for b in &boxes {
+        assert!(names(&b.join("tmp")).is_empty());
+        assert_eq!(names(&b.join("new")).len(), 10);
+    }
+    let stats = spool.stats();
+    assert_eq!((stats.commits, stats.file_syncs), (40, 40));
+    // One fsync per directory (queue/, a/new, b/new) and batch, at most.
+    assert!(stats.dir_fsyncs <= 3 * stats.batches, "{stats:?}");
+    assert!(stats.dir_fsyncs >= stats.batches, "{stats:?}");
+}
+
+#[test]
+fn a_delivered_message_can_be_redirected_before_its_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(&dir.path().join("spool"));
+    for sub in ["tmp", "new", ".Junk/new"] {
+        fs::create_dir_all(dir.path().join(sub)).unwrap();
+    }
+    let id = spool.next_id();
+    let mut msg = spool
+        .create_delivered(id, dir.path().join("tmp/m"), dir.path().join("new/m"))
+        .unwrap();
+    msg.write(b"quarantined\r\n").unwrap();
+    assert_eq!(
+        msg.delivery_path(),
+        Some(dir.path().join("new/m").as_path())
+    );
+    assert!(msg.redirect_delivery(dir.path().join(".Junk/new/m")));
+    msg.commit(&envelope(1)).unwrap().wait_blocking().unwrap();
+    assert!(names(&dir.path().join("new")).is_empty());
+    assert_eq!(
+        fs::read(dir.path().join(".Junk/new/m")).unwrap(),
+        b"quarantined\r\n"
+    );
+    // A queued message cannot be redirected.
+    let mut queued = spool.create().unwrap();
+    assert_eq!(queued.delivery_path(), None);
+    assert!(!queued.redirect_delivery(dir.path().join("new/x")));
+}

@@ -110,9 +110,23 @@ impl DataDecoder {
         let start = out.len();
         let limit = limit.max(MAX_EXPANSION);
         let mut consumed = 0;
-        for &b in input {
+        while let Some(&b) = input.get(consumed) {
             if self.state == DotState::Done || out.len() - start + MAX_EXPANSION > limit {
                 break;
+            }
+            if self.state == DotState::InLine {
+                // Fast path: inside a line every byte but CR and LF is copied
+                // as it is, so copy the whole run up to the next one (as many
+                // bytes as the byte-by-byte loop would have taken).
+                let room = limit - (MAX_EXPANSION - 1) - (out.len() - start);
+                let end = input.len().min(consumed.saturating_add(room));
+                let run =
+                    memchr::memchr2(b'\r', b'\n', &input[consumed..end]).unwrap_or(end - consumed);
+                if run > 0 {
+                    out.extend_from_slice(&input[consumed..consumed + run]);
+                    consumed += run;
+                    continue;
+                }
             }
             consumed += 1;
             self.step(b, out);
@@ -253,27 +267,52 @@ impl Default for TextScanner {
 impl TextScanner {
     /// Scans more output bytes.
     pub fn feed(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            if b == b'\n' && self.prev_cr {
-                let full = self.line_len.saturating_add(1);
-                self.longest = self.longest.max(full);
-                if self.header != HeaderState::Body {
-                    // line_len == 1: the line held only its CR.
-                    self.header = if self.line_len == 1 {
-                        HeaderState::Body
-                    } else {
-                        HeaderState::LineStart
-                    };
-                }
-                self.line_len = 0;
-                self.prev_cr = false;
+        let mut rest = bytes;
+        while let Some((&first, tail)) = rest.split_first() {
+            if self.header != HeaderState::Body {
+                self.byte(first);
+                rest = tail;
                 continue;
             }
-            self.line_len = self.line_len.saturating_add(1);
-            self.longest = self.longest.max(self.line_len);
-            self.prev_cr = b == b'\r';
-            self.header_byte(b);
+            // In the body only line lengths matter: take everything up to
+            // the next LF at once (what `byte` would do for each of them).
+            let run = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
+            if let Some(&last) = rest[..run].last() {
+                self.line_len = self.line_len.saturating_add(run);
+                self.longest = self.longest.max(self.line_len);
+                self.prev_cr = last == b'\r';
+            }
+            match rest.get(run) {
+                Some(&lf) => {
+                    self.byte(lf);
+                    rest = &rest[run + 1..];
+                }
+                None => break,
+            }
         }
+    }
+
+    /// One output byte, any state.
+    fn byte(&mut self, b: u8) {
+        if b == b'\n' && self.prev_cr {
+            let full = self.line_len.saturating_add(1);
+            self.longest = self.longest.max(full);
+            if self.header != HeaderState::Body {
+                // line_len == 1: the line held only its CR.
+                self.header = if self.line_len == 1 {
+                    HeaderState::Body
+                } else {
+                    HeaderState::LineStart
+                };
+            }
+            self.line_len = 0;
+            self.prev_cr = false;
+            return;
+        }
+        self.line_len = self.line_len.saturating_add(1);
+        self.longest = self.longest.max(self.line_len);
+        self.prev_cr = b == b'\r';
+        self.header_byte(b);
     }
 
     fn header_byte(&mut self, b: u8) {
@@ -867,6 +906,70 @@ mod tests {
                 assert_eq!(out, whole, "split {split}");
                 assert_eq!(t.scanner().received_count(), 1);
                 assert_eq!(t.output_len(), whole.len() as u64);
+            }
+        }
+    }
+
+    /// The reference: one byte per call with the smallest output limit.
+    fn decode_bytewise(mode: BareLineEndings, input: &[u8]) -> (Vec<u8>, usize, DataDecoder) {
+        let mut dec = DataDecoder::new(mode);
+        let mut out = Vec::new();
+        let mut pos = 0;
+        while pos < input.len() && !dec.is_done() {
+            let r = dec.decode(&input[pos..=pos], &mut out, MAX_EXPANSION);
+            pos += r.consumed;
+        }
+        (out, pos, dec)
+    }
+
+    #[test]
+    fn run_copying_matches_the_byte_by_byte_decoder() {
+        // Pseudo-random inputs over the bytes that matter, long plain runs
+        // included, decoded whole, with small output limits, and bytewise.
+        let alphabet: &[&[u8]] = &[
+            b"a",
+            b".",
+            b"\r",
+            b"\n",
+            b"\r\n",
+            b"\r\n.",
+            b"Received: x",
+            b"received :",
+            b"plain text run of some length ",
+            b" ",
+            b"\t",
+            b"\r\n\r\n",
+        ];
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..400 {
+            let mut input = Vec::new();
+            for _ in 0..40 {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                input.extend_from_slice(alphabet[(seed % alphabet.len() as u64) as usize]);
+            }
+            input.extend_from_slice(b"\r\n.\r\nQUIT\r\n");
+            for mode in MODES {
+                let (want, want_end, want_dec) = decode_bytewise(mode, &input);
+                for limit in [3, 4, 7, 64, usize::MAX] {
+                    let mut dec = DataDecoder::new(mode);
+                    let mut out = Vec::new();
+                    let mut pos = 0;
+                    while pos < input.len() && !dec.is_done() {
+                        let before = out.len();
+                        let r = dec.decode(&input[pos..], &mut out, limit);
+                        assert!(out.len() - before <= limit.max(MAX_EXPANSION));
+                        pos += r.consumed;
+                    }
+                    assert_eq!(out, want, "limit {limit} {mode:?} {input:?}");
+                    assert_eq!(pos, want_end);
+                    let (a, b) = (dec.scanner(), want_dec.scanner());
+                    assert_eq!(a.longest_line(), b.longest_line());
+                    assert_eq!(a.received_count(), b.received_count());
+                    assert_eq!(a.in_body(), b.in_body());
+                    assert_eq!(dec.saw_bare_line_ending(), want_dec.saw_bare_line_ending());
+                }
             }
         }
     }

@@ -223,6 +223,19 @@ impl Maildir {
         Ok(new)
     }
 
+    /// The two paths of a delivery under `name`: `tmp/<name>` to write
+    /// and fsync, then `new/<name>` to rename it to (and fsync `new/`).
+    /// For writers that stream a message in themselves, such as the
+    /// spool's delivery at intake; [`deliver`](Self::deliver) does all
+    /// of it for a message that is already stored.
+    pub fn delivery_paths(&self, name: &str) -> Result<(PathBuf, PathBuf), StoreError> {
+        check_name(name)?;
+        Ok((
+            self.path.join("tmp").join(name),
+            self.path.join("new").join(name),
+        ))
+    }
+
     /// Whether a message named `name` is already in `new/` or `cur/` (where
     /// a mail reader may have renamed it to `<name>:2,FLAGS`). The exact
     /// names are checked first; only if both miss is `cur/` scanned, so call

@@ -129,6 +129,11 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             }
         }
     }
+    let lmtp = config.lmtp_targets()?;
+    let local_intake = tern_net::LocalIntake {
+        store: Arc::clone(&store),
+        lmtp_domains: lmtp.keys().cloned().collect(),
+    };
     let (stop_delivery, delivery_shutdown) = watch::channel(false);
     let (delivery, delivery_task) = QueueManager {
         spool: spool.clone(),
@@ -141,7 +146,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         schedule: config.queue.clone(),
         resolver,
         outbound: Arc::new(outbound_settings(config)?),
-        lmtp: config.lmtp_targets()?,
+        lmtp,
     }
     .start(delivery_shutdown);
 
@@ -221,6 +226,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
                 .collect(),
         ),
         mailauth,
+        local_intake: Some(local_intake),
     });
     let listeners: Vec<ListenerSpec> = config
         .listeners

@@ -1,6 +1,9 @@
 //! The durability test (invariant 1): the real `tern` binary is killed with
 //! SIGKILL while clients are sending; after a restart every message that
 //! got a 250 is in the Maildir exactly once, and nothing half-written is.
+//! Run twice: with one recipient (the message is delivered at intake,
+//! straight into the Maildir) and with two (it is queued, then delivered
+//! by the queue manager, and recovered from the spool after the kill).
 //! Also checks that SIGTERM makes the binary exit 0.
 
 mod common;
@@ -20,13 +23,22 @@ fn token_of(msg: &str) -> Option<String> {
 
 #[test]
 fn sigkill_under_load_loses_and_duplicates_nothing() {
+    sigkill_under_load(&["alice"]);
+}
+
+#[test]
+fn sigkill_under_load_queued_path_loses_and_duplicates_nothing() {
+    sigkill_under_load(&["alice", "bob"]);
+}
+
+fn sigkill_under_load(mailboxes: &'static [&'static str]) {
     let dir = tempfile::tempdir().unwrap();
     let addr = common::free_loopback_addr();
     let config = dir.path().join("tern.toml");
     std::fs::write(
         &config,
         format!(
-            "hostname = \"mx.example.test\"\ndata_dir = {:?}\n[[listener]]\naddress = \"{addr}\"\nrole = \"mx\"\n[dns]\nnameservers = [\"127.0.0.1:9\"]\n[mail_auth]\nenabled = false\n[domains.\"example.test\"]\nmailboxes = [\"alice\"]\n[log]\nlevel = \"warn\"\n",
+            "hostname = \"mx.example.test\"\ndata_dir = {:?}\n[[listener]]\naddress = \"{addr}\"\nrole = \"mx\"\n[dns]\nnameservers = [\"127.0.0.1:9\"]\n[mail_auth]\nenabled = false\n[domains.\"example.test\"]\nmailboxes = [\"alice\", \"bob\"]\n[log]\nlevel = \"warn\"\n",
             dir.path().join("data")
         ),
     )
@@ -56,8 +68,10 @@ fn sigkill_under_load_loses_and_duplicates_nothing() {
                         if !c.cmd("MAIL FROM:<load@sender.test>").starts_with("250") {
                             return;
                         }
-                        if !c.cmd("RCPT TO:<alice@example.test>").starts_with("250") {
-                            return;
+                        for m in mailboxes {
+                            if !c.cmd(&format!("RCPT TO:<{m}@example.test>")).starts_with("250") {
+                                return;
+                            }
                         }
                         if !c.cmd("DATA").starts_with("354") {
                             return;
@@ -99,33 +113,40 @@ fn sigkill_under_load_loses_and_duplicates_nothing() {
 
     // Restart: recovery must finish every accepted message.
     let mut child = common::spawn_daemon(&config, &log, addr, &[]);
-    let new = dir.path().join("data/mail/example.test/alice/new");
+    // Counted per (mailbox, token): each accepted message once in each.
     let deadline = Instant::now() + Duration::from_secs(60);
+    let wanted: Vec<String> = accepted
+        .iter()
+        .flat_map(|t| mailboxes.iter().map(move |m| format!("{m}/{t}")))
+        .collect();
     let counts = loop {
         let mut counts: HashMap<String, usize> = HashMap::new();
-        for m in read_maildir(&new) {
-            assert!(
-                m.ends_with("END-OF-MESSAGE\r\n"),
-                "a truncated message was delivered"
-            );
-            let token = token_of(&m).expect("every delivered message has its token");
-            *counts.entry(token).or_default() += 1;
+        for m in mailboxes {
+            let new = dir.path().join(format!("data/mail/example.test/{m}/new"));
+            for msg in read_maildir(&new) {
+                assert!(
+                    msg.ends_with("END-OF-MESSAGE\r\n"),
+                    "a truncated message was delivered"
+                );
+                let token = token_of(&msg).expect("every delivered message has its token");
+                *counts.entry(format!("{m}/{token}")).or_default() += 1;
+            }
         }
-        if accepted.iter().all(|t| counts.contains_key(t)) || Instant::now() > deadline {
+        if wanted.iter().all(|k| counts.contains_key(k)) || Instant::now() > deadline {
             break counts;
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    for t in &accepted {
+    for k in &wanted {
         assert_eq!(
-            counts.get(t),
+            counts.get(k),
             Some(&1),
-            "accepted message {t} delivered {:?} times",
-            counts.get(t)
+            "accepted message {k} delivered {:?} times",
+            counts.get(k)
         );
     }
-    for (t, n) in &counts {
-        assert_eq!(*n, 1, "message {t} delivered {n} times");
+    for (k, n) in &counts {
+        assert_eq!(*n, 1, "message {k} delivered {n} times");
     }
 
     // SIGTERM: graceful shutdown, exit status 0.

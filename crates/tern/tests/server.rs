@@ -390,6 +390,54 @@ async fn shutdown_answers_421_to_open_sessions_and_rolls_back_partial_messages()
     assert!(read_maildir(&new).is_empty());
     let tmp = std::fs::read_dir(data.join("spool/tmp")).unwrap().count();
     assert_eq!(tmp, 0, "partial message left in the spool");
+    // One local recipient: the message was being written into the Maildir.
+    let maildir_tmp = new.parent().unwrap().join("tmp");
+    let tmp = std::fs::read_dir(&maildir_tmp).map_or(0, |d| d.count());
+    assert_eq!(tmp, 0, "partial message left in the Maildir's tmp/");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_local_recipient_is_in_the_maildir_when_the_250_comes() {
+    let srv = TestServer::start().await;
+    let addr = srv.addr;
+    let new = srv.maildir_new("alice@example.test");
+    let queue = srv.data().join("spool/queue");
+    let (new2, queue2) = (new.clone(), queue.clone());
+    tokio::task::spawn_blocking(move || {
+        let mut c = Raw::greeted(addr);
+        assert!(c.cmd("EHLO client.test").starts_with("250"));
+        let r = c.send_mail(
+            "carol@sender.test",
+            "alice@example.test",
+            "Subject: at intake\r\n\r\nhello",
+        );
+        assert!(r.starts_with("250 2.0.0"), "{r}");
+        // Delivered at intake: already in new/ (fsynced) and never queued.
+        let mail = read_maildir(&new2);
+        assert_eq!(mail.len(), 1, "not in the Maildir when the 250 came");
+        assert!(
+            mail[0].starts_with(
+                "Return-Path: <carol@sender.test>\r\nDelivered-To: alice@example.test\r\n"
+            ),
+            "{}",
+            mail[0]
+        );
+        assert!(mail[0].ends_with("Subject: at intake\r\n\r\nhello\r\n"));
+        let queued = std::fs::read_dir(&queue2).unwrap().count();
+        assert_eq!(queued, 0, "a message delivered at intake was queued");
+        // A success DSN is the queue manager's job: that message is queued
+        // (and then delivered as usual).
+        assert!(c.cmd("MAIL FROM:<carol@sender.test>").starts_with("250"));
+        let r = c.cmd("RCPT TO:<alice@example.test> NOTIFY=SUCCESS");
+        assert!(r.starts_with("250"), "{r}");
+        assert!(c.cmd("DATA").starts_with("354"));
+        let r = c.cmd("Subject: notify\r\n\r\nhello\r\n.");
+        assert!(r.starts_with("250 2.0.0"), "{r}");
+    })
+    .await
+    .unwrap();
+    srv.wait_for_mail("alice@example.test", 2);
+    let _ = srv.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

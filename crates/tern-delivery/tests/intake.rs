@@ -1,0 +1,117 @@
+//! Delivery at intake on a real filesystem: the message is written once,
+//! straight into the Maildir, made durable by the spool's group committer,
+//! and never queued; an uncommitted one leaves nothing behind.
+
+use std::fs;
+use std::path::Path;
+
+use tern_delivery::open_delivered;
+use tern_queue::{Envelope, Spool, SpoolOptions};
+use tern_store::{MailStore, unique_name};
+
+const HOST: &str = "mx.example.test";
+const BODY: &[u8] = b"Subject: test\r\n\r\nHello.\r\n";
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn envelope() -> Envelope {
+    Envelope {
+        sender: "carol@sender.test".into(),
+        recipients: Vec::new(),
+        received_at: 1_700_000_000,
+        client_ip: None,
+        helo: None,
+        protocol: "ESMTP".into(),
+        tls: None,
+        auth_user: None,
+        body: "7BIT".into(),
+        smtputf8: false,
+        ret: None,
+        envid: None,
+        size: 0,
+        quarantine: false,
+    }
+}
+
+#[test]
+fn committed_message_is_in_new_and_not_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(&dir.path().join("spool"), SpoolOptions::default()).unwrap();
+    let store = MailStore::new(dir.path().join("mail"));
+    let mut msg = open_delivered(
+        &spool,
+        &store,
+        HOST,
+        1_700_000_000,
+        "carol@sender.test",
+        "alice@example.test",
+        "alice@example.test",
+    )
+    .unwrap();
+    assert!(msg.is_delivered());
+    let id = msg.id().clone();
+    msg.write(BODY).unwrap();
+    let maildir = dir.path().join("mail/example.test/alice");
+    // Before the commit the message is only in tmp/, never visible.
+    assert!(names(&maildir.join("new")).is_empty());
+    assert_eq!(names(&maildir.join("tmp")).len(), 1);
+
+    let committed = msg.commit(&envelope()).unwrap().wait_blocking().unwrap();
+    assert_eq!(committed, id);
+    let name = unique_name(1_700_000_000, id.as_str(), 0, HOST);
+    assert_eq!(names(&maildir.join("new")), vec![name.clone()]);
+    assert!(names(&maildir.join("tmp")).is_empty());
+    let mut want =
+        b"Return-Path: <carol@sender.test>\r\nDelivered-To: alice@example.test\r\n".to_vec();
+    want.extend_from_slice(BODY);
+    assert_eq!(fs::read(maildir.join("new").join(&name)).unwrap(), want);
+
+    // Nothing was queued, so nothing can be delivered a second time.
+    assert!(spool.list().unwrap().is_empty());
+    assert!(names(&dir.path().join("spool/tmp")).is_empty());
+    let stats = spool.stats();
+    assert_eq!(stats.commits, 1);
+    assert_eq!(stats.file_syncs, 1);
+    assert_eq!(stats.dir_fsyncs, 1);
+}
+
+#[test]
+fn dropped_message_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(&dir.path().join("spool"), SpoolOptions::default()).unwrap();
+    let store = MailStore::new(dir.path().join("mail"));
+    let mut msg = open_delivered(
+        &spool,
+        &store,
+        HOST,
+        1,
+        "",
+        "alice@example.test",
+        "alice@example.test",
+    )
+    .unwrap();
+    msg.write(BODY).unwrap();
+    drop(msg);
+    let maildir = dir.path().join("mail/example.test/alice");
+    assert!(names(&maildir.join("tmp")).is_empty());
+    assert!(names(&maildir.join("new")).is_empty());
+    assert!(spool.list().unwrap().is_empty());
+}
+
+#[test]
+fn an_unsafe_mailbox_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(&dir.path().join("spool"), SpoolOptions::default()).unwrap();
+    let store = MailStore::new(dir.path().join("mail"));
+    assert!(open_delivered(&spool, &store, HOST, 1, "", "x", "../x@example.test").is_err());
+    assert!(open_delivered(&spool, &store, HOST, 1, "", "x", "x@../etc").is_err());
+}
