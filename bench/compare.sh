@@ -268,13 +268,10 @@ early_talkers = "reject"
 vrfy = false
 expn = false
 
-# Like the Postfix instance: no SPF/DKIM/DMARC checks, and no DNS at all
-# (nothing here may leave 127.0.0.0/8).
+# Like the Postfix instance: no SPF/DKIM/DMARC checks (and, above, no DNS
+# at all: nothing here may leave 127.0.0.0/8).
 [mail_auth]
 enabled = false
-
-[dns]
-nameservers = ["127.0.0.1:9"]
 EOF
     if [ -n "$TERN_CONCURRENCY" ]; then
         printf '\n[delivery]\nconcurrency = %s\n' "$TERN_CONCURRENCY" >> "$dir/tern.toml"
