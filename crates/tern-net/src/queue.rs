@@ -580,6 +580,28 @@ impl QueueManager {
             }
         }
 
+        // When this pass delivered every recipient still open, removing
+        // the message below records that (one directory fsync), so the
+        // state records are not written only to be deleted. A crash
+        // before the removal is durable repeats the delivery, exactly as a
+        // crash between the next hop's 250 and a state record would.
+        let finishes = !updates.is_empty()
+            && updates
+                .iter()
+                .all(|(_, s)| matches!(s, RecipientState::Delivered { .. }))
+            && states
+                .iter()
+                .enumerate()
+                .all(|(i, s)| s.is_final() || updates.iter().any(|(index, _)| *index == i));
+        let mut unrecorded: Vec<(usize, RecipientState)> = Vec::new();
+        if finishes {
+            for (index, state) in &updates {
+                if let Some(slot) = states.get_mut(*index) {
+                    *slot = state.clone();
+                }
+            }
+            unrecorded = std::mem::take(&mut updates);
+        }
         if !updates.is_empty() {
             let spool = self.spool.clone();
             let (id2, list) = (id.clone(), updates.clone());
@@ -639,7 +661,17 @@ impl QueueManager {
         if all_final {
             let spool = self.spool.clone();
             let id2 = id.clone();
-            if let Ok(Ok(())) = tokio::task::spawn_blocking(move || spool.remove(&id2)).await {
+            let removed = tokio::task::spawn_blocking(move || {
+                let removed = spool.remove(&id2);
+                if removed.is_err() && !unrecorded.is_empty() {
+                    // Not removed: keep the results, so the retry does not
+                    // deliver again.
+                    let _ = spool.record_states(&id2, &unrecorded);
+                }
+                removed
+            })
+            .await;
+            if let Ok(Ok(())) = removed {
                 info!(queue_id = %id, "removed from queue: all recipients done");
                 return PassEnd::gone();
             }
