@@ -520,7 +520,7 @@ impl QueueManager {
                     orcpt: rcpt.orcpt.clone(),
                 });
             }
-            let msg = lmtp_message(&envelope, data.message());
+            let msg = outbound_message(&envelope, data.message());
             for (domain, rcpts) in by_domain {
                 let key = destination_key(&self.outbound, &domain);
                 let Some(_slot) = shared.slots.try_acquire(&key) else {
@@ -923,13 +923,21 @@ fn load(
         len: message.data_len(),
         head,
     };
-    let states = spool.recipient_states(id).map_err(|e| e.to_string())?;
-    let warned = spool.notices(id, DELAY_NOTICE).map_err(|e| e.to_string())?;
+    // One read of the state file, after the local deliveries recorded theirs.
+    let state = spool
+        .message_state(id, message.envelope.recipients.len())
+        .map_err(|e| e.to_string())?;
+    let warned = state
+        .notices
+        .into_iter()
+        .filter(|(_, kind)| kind == DELAY_NOTICE)
+        .map(|(index, _)| index)
+        .collect();
     Ok(Loaded::Queued {
         report: Box::new(report),
         envelope: message.envelope.clone(),
         data,
-        states,
+        states: state.states,
         held,
         warned,
     })
@@ -1256,7 +1264,7 @@ impl QueueManager {
                 orcpt: rcpt.orcpt.clone(),
             });
         }
-        let msg = lmtp_message(envelope, data.message());
+        let msg = outbound_message(envelope, data.message());
         for (domain, rcpts) in by_domain {
             let Some(target) = self.lmtp.get(domain) else {
                 continue;
@@ -1311,8 +1319,8 @@ fn mailbox_domain(mailbox: &str) -> &str {
     mailbox.rsplit_once('@').map_or("", |(_, d)| d)
 }
 
-/// The queued message as the SMTP/LMTP client takes it.
-fn lmtp_message<'a>(envelope: &'a Envelope, data: MessageData<'a>) -> OutboundMessage<'a> {
+/// The queued message as the SMTP and LMTP clients take it.
+fn outbound_message<'a>(envelope: &'a Envelope, data: MessageData<'a>) -> OutboundMessage<'a> {
     OutboundMessage {
         sender: &envelope.sender,
         body: match envelope.body.as_str() {

@@ -127,6 +127,17 @@ pub(crate) struct StateFile {
     pub(crate) notices: BTreeSet<(usize, String)>,
 }
 
+/// A message's state file as [`Spool::message_state`] reads it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MessageState {
+    /// One state per recipient, in envelope order.
+    pub states: Vec<RecipientState>,
+    /// The message is held.
+    pub held: bool,
+    /// `(recipient index, notice kind)` of every notice recorded.
+    pub notices: BTreeSet<(usize, String)>,
+}
+
 /// One valid record.
 enum Record {
     Done(usize, RecipientState),
@@ -331,10 +342,28 @@ impl Spool {
     /// envelope's recipients are ignored.
     pub fn recipient_states(&self, id: &QueueId) -> Result<Vec<RecipientState>, SpoolError> {
         let count = self.open_message(id)?.envelope.recipients.len();
-        let mut recorded = self.read_state_file(id)?.states;
-        Ok((0..count)
-            .map(|i| recorded.remove(&i).unwrap_or(RecipientState::Pending))
-            .collect())
+        Ok(self.message_state(id, count)?.states)
+    }
+
+    /// Everything the state file says about `id`, read once: the state of
+    /// each of its `recipients` (as [`recipient_states`](Self::recipient_states)
+    /// gives them), the hold flag and the notices recorded. For a caller
+    /// that has the envelope already (the queue manager's pass).
+    pub fn message_state(
+        &self,
+        id: &QueueId,
+        recipients: usize,
+    ) -> Result<MessageState, SpoolError> {
+        self.require_message(id)?;
+        let file = self.read_state_file(id)?;
+        let mut recorded = file.states;
+        Ok(MessageState {
+            states: (0..recipients)
+                .map(|i| recorded.remove(&i).unwrap_or(RecipientState::Pending))
+                .collect(),
+            held: file.held,
+            notices: file.notices,
+        })
     }
 
     /// Every recorded state change of `id`'s recipients, oldest first, as
@@ -407,18 +436,6 @@ impl Spool {
             .flat_map(|&index| encode_notice(index, kind))
             .collect();
         append(&self.state_file(id), &self.queue_dir(), &records)
-    }
-
-    /// The recipients of `id` for which a `kind` notice was recorded.
-    pub fn notices(&self, id: &QueueId, kind: &str) -> Result<BTreeSet<usize>, SpoolError> {
-        self.require_message(id)?;
-        Ok(self
-            .read_state_file(id)?
-            .notices
-            .into_iter()
-            .filter(|(_, k)| k == kind)
-            .map(|(index, _)| index)
-            .collect())
     }
 
     /// Whether message `id` is held (see [`set_hold`](Self::set_hold)).

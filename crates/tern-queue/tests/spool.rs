@@ -14,7 +14,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, Thread};
 use std::time::Instant;
 
-use tern_queue::{Envelope, QueueId, Recipient, Spool, SpoolError, SpoolOptions};
+use tern_queue::{Envelope, QueueId, Recipient, RecipientState, Spool, SpoolError, SpoolOptions};
 
 fn envelope(recipients: usize) -> Envelope {
     Envelope {
@@ -569,4 +569,42 @@ fn a_delivered_message_can_be_redirected_before_its_commit() {
     let mut queued = spool.create().unwrap();
     assert_eq!(queued.delivery_path(), None);
     assert!(!queued.redirect_delivery(dir.path().join("new/x")));
+}
+
+#[test]
+fn message_state_reads_states_hold_and_notices_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(dir.path());
+    let id = commit(&spool, b"Subject: x\r\n\r\nbody\r\n", 3);
+    let fresh = spool.message_state(&id, 3).unwrap();
+    assert_eq!(fresh.states, vec![RecipientState::Pending; 3]);
+    assert!(!fresh.held && fresh.notices.is_empty());
+
+    let deferred = RecipientState::Deferred {
+        attempts: 1,
+        last_error: "451 4.4.1 later".into(),
+        next_attempt: 99,
+    };
+    spool.record_state(&id, 1, &deferred).unwrap();
+    spool.record_notices(&id, &[1, 2], "delay").unwrap();
+    spool.set_hold(&id, true).unwrap();
+    let state = spool.message_state(&id, 3).unwrap();
+    assert_eq!(
+        state.states,
+        vec![RecipientState::Pending, deferred, RecipientState::Pending]
+    );
+    assert!(state.held);
+    assert_eq!(
+        state.notices,
+        BTreeSet::from([(1, "delay".to_owned()), (2, "delay".to_owned())])
+    );
+    // The same states as recipient_states gives; notices survive a reopen.
+    assert_eq!(spool.recipient_states(&id).unwrap(), state.states);
+    drop(spool);
+    let spool = open(dir.path());
+    assert_eq!(spool.message_state(&id, 3).unwrap(), state);
+    // Nothing is recorded for a message that is not there.
+    spool.remove(&id).unwrap();
+    assert!(spool.record_notices(&id, &[0], "delay").is_err());
+    assert!(spool.message_state(&id, 3).is_err());
 }
