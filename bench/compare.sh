@@ -103,12 +103,27 @@ wait_port() { # port timeout
 count_new() { # maildir-root: files in every */new/ below it
     if [ -d "$1" ]; then find "$1" -path '*/new/*' -type f | wc -l; else echo 0; fi
 }
-# fresh_mailboxes DIR: remove every mailbox under DIR (the domain directory);
-# both servers create a missing Maildir on the next delivery. A run starts
-# with empty, freshly made directories: an ext4 directory that once held
-# thousands of entries never shrinks, and creating files in it costs both
-# servers several times more CPU (see bench/README.md).
-fresh_mailboxes() { [ -n "$1" ] && [ -d "$1" ] && find "$1" -mindepth 1 -maxdepth 1 -exec rm -rf {} + ; true; }
+# fresh_mailboxes DIR: move every mailbox under DIR (the domain directory)
+# aside, into a new dir under $WORK/aside; both servers create a missing Maildir on the
+# next delivery. A run starts with empty, freshly made directories: an ext4
+# directory that once held thousands of entries never shrinks, and creating
+# files in it costs both servers several times more CPU.
+#
+# The old mailboxes are moved, not removed, and only removed with the work
+# dir at the end: on ext4 without a journal (this machine's root), a new
+# inode skips every inode of its group freed in the last 5 s (5 min while
+# the inode table block is dirty), reading each one's inode to check, so a
+# run that followed `rm -rf` of the previous run's 5,000 files spent most of
+# its CPU in the kernel's find_inode_bit/recently_deleted, whichever server
+# it measured (see bench/README.md, "Profile").
+fresh_mailboxes() {
+    local aside
+    [ -n "$1" ] && [ -d "$1" ] || return 0
+    mkdir -p "$WORK/aside"
+    aside=$(mktemp -d "$WORK/aside/XXXXXX")   # called in subshells: no counter
+    find "$1" -mindepth 1 -maxdepth 1 -exec mv -t "$aside" {} +
+    [ -z "$(ls -A "$1")" ] || { log "could not move the mailboxes in $1 aside"; return 1; }
+}
 
 now() { date +%s.%N; }
 
@@ -302,8 +317,8 @@ run_one() {
     [ "$rcpts" -gt 1 ] && args+=(-r "$rcpts")
     files=$(( msgs * rcpts ))
     case $kind in
-        postfix) fresh_mailboxes "$PF_MAIL"; pid=$(postfix_pid) ;;
-        tern) fresh_mailboxes "$TERN_MAIL"; pid=$TERN_PID ;;
+        postfix) fresh_mailboxes "$PF_MAIL" || { echo fail; return; }; pid=$(postfix_pid) ;;
+        tern) fresh_mailboxes "$TERN_MAIL" || { echo fail; return; }; pid=$TERN_PID ;;
         sink) start_sink "$port"; pid=$SINK_PID ;;
     esac
     [ "$kind" != sink ] && acc0=$(accepted_count "$kind")
@@ -408,6 +423,23 @@ declare -A PORT RESULT CPU
 log "work dir $WORK; $RUNS runs; scenarios: $SCENARIOS"
 log "$(postconf -d -h mail_version | sed 's/^/postfix /'); $(nproc) cores; $(uname -r); load: $(cut -d' ' -f1-3 /proc/loadavg)"
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+# fs_kind DIR: the filesystem type, with "(no journal)" for an ext4 without one
+fs_kind() {
+    local type dev
+    type=$(df -T "$1" | awk 'NR==2 {print $2}')
+    dev=$(basename "$(df "$1" | awk 'NR==2 {print $1}')")
+    if [ "$type" = ext4 ] && [ "$(cat "/sys/fs/ext4/$dev/journal_task" 2>/dev/null)" = "<none>" ]; then
+        echo "ext4 (no journal)"
+    else
+        echo "$type"
+    fi
+}
+FS_KIND=$(fs_kind "$WORK")
+if [ "$FS_KIND" = "ext4 (no journal)" ]; then
+    log "note: $WORK is on ext4 without a journal: for about 5 minutes after many files are deleted"
+    log "      there (an rm -rf, a previous benchmark's cleanup), creating files costs every server"
+    log "      several times more CPU; start on a quiet filesystem for comparable figures"
+fi
 
 if want postfix; then
     PORT[postfix]=$(free_port)
@@ -477,7 +509,7 @@ v,s=sys.argv[1],sys.argv[2]
 print("-" if v in ("-","fail") else "%.1f" % (float(v)*int(s)/1e6))' "$1" "$2"; }
 
 echo
-echo "$(date -u +%F) $(nproc) cores, $(uname -r), $(df -T "$WORK" | awk 'NR==2 {print $2}') on $(df "$WORK" | awk 'NR==2 {print $1}'); load average at start $LOAD_START, at end $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "$(date -u +%F) $(nproc) cores, $(uname -r), $FS_KIND on $(df "$WORK" | awk 'NR==2 {print $1}'); load average at start $LOAD_START, at end $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "Median of $RUNS runs. Postfix and Tern: until every delivery is a file in a Maildir new/ (and the 250s counted in"
 echo "their logs equal the messages sent); smtp-sink: until smtp-source ends. MB/s counts message bytes once per message."
 printf '\n%-12s %-30s %10s %10s %10s %9s %9s %9s %8s %8s\n' scenario "(size x msgs, sessions, rcpts)" postfix sink tern "pf MB/s" "tern MB/s" "t/pf" "t/sink" ""

@@ -49,11 +49,19 @@ pub fn open_delivered(
     address: &str,
     mailbox: &str,
 ) -> Result<IncomingMessage, IntakeError> {
-    let maildir = store.maildir(mailbox)?;
+    // Open the file first and create the Maildir only when that fails:
+    // the directories exist for every message but a mailbox's first.
+    let maildir = store.maildir_path(mailbox)?;
     let id = spool.next_id();
     let name = unique_name(received_at, id.as_str(), 0, hostname);
     let (tmp, new) = maildir.delivery_paths(&name)?;
-    let mut message = spool.create_delivered(id, tmp, new)?;
+    let mut message = match spool.create_delivered(id.clone(), tmp.clone(), new.clone()) {
+        Err(e) if e.is_missing_path() => {
+            store.maildir(mailbox)?;
+            spool.create_delivered(id, tmp, new)?
+        }
+        other => other?,
+    };
     message.write(trace_prefix(sender, address).as_bytes())?;
     Ok(message)
 }

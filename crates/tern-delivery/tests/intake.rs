@@ -115,3 +115,46 @@ fn an_unsafe_mailbox_key_is_refused() {
     assert!(open_delivered(&spool, &store, HOST, 1, "", "x", "../x@example.test").is_err());
     assert!(open_delivered(&spool, &store, HOST, 1, "", "x", "x@../etc").is_err());
 }
+
+/// The intake path no longer makes the Maildir's directories for every
+/// message, only when opening its file fails: a mailbox whose whole Maildir,
+/// or only its `new/`, was removed by hand between two messages still gets
+/// both, in `new/`, with `cur/` made again too.
+#[test]
+fn maildir_removed_between_messages_is_made_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(&dir.path().join("spool"), SpoolOptions::default()).unwrap();
+    let store = MailStore::new(dir.path().join("mail"));
+    let maildir = dir.path().join("mail/example.test/alice");
+    let deliver = |at: u64| {
+        let mut msg = open_delivered(
+            &spool,
+            &store,
+            HOST,
+            at,
+            "carol@sender.test",
+            "alice@example.test",
+            "alice@example.test",
+        )
+        .unwrap();
+        msg.write(BODY).unwrap();
+        msg.commit(&envelope()).unwrap().wait_blocking().unwrap();
+    };
+
+    deliver(1);
+    assert_eq!(names(&maildir.join("new")).len(), 1);
+
+    // The whole Maildir goes: the open fails, the Maildir is made again.
+    fs::remove_dir_all(&maildir).unwrap();
+    deliver(2);
+    assert_eq!(names(&maildir.join("new")).len(), 1);
+    assert!(maildir.join("cur").is_dir());
+
+    // Only new/ goes: the open in tmp/ works, the commit's rename makes
+    // new/ again instead of failing the message.
+    fs::remove_dir_all(maildir.join("new")).unwrap();
+    deliver(3);
+    assert_eq!(names(&maildir.join("new")).len(), 1);
+    assert!(names(&maildir.join("tmp")).is_empty());
+    assert_eq!(spool.stats().failed_commits, 0);
+}

@@ -72,6 +72,12 @@ impl SpoolError {
         }
     }
 
+    /// True when a file operation failed because a path (typically a
+    /// directory) does not exist (ENOENT).
+    pub fn is_missing_path(&self) -> bool {
+        matches!(self, SpoolError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
+    }
+
     /// True when the error is about this message only and not about the
     /// spool as a whole (the message was lost or is unreadable).
     pub fn is_not_found(&self) -> bool {

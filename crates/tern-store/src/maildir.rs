@@ -120,6 +120,22 @@ impl MailStore {
         Ok(Maildir { path })
     }
 
+    /// The Maildir of `mailbox` as a path only: the key is checked, the file
+    /// system is not touched. For the hot path (delivery at intake), which
+    /// opens its file first and calls [`maildir`](Self::maildir) to create
+    /// the directories only when that open fails with "not found" — four
+    /// `mkdir`s saved per message.
+    pub fn maildir_path(&self, mailbox: &str) -> Result<Maildir, StoreError> {
+        let (local, domain) =
+            validate_mailbox_key(mailbox).map_err(|reason| StoreError::InvalidMailbox {
+                key: mailbox.to_owned(),
+                reason,
+            })?;
+        Ok(Maildir {
+            path: self.root.join(domain).join(local),
+        })
+    }
+
     /// The `Junk` folder of `mailbox`: the Maildir++ subfolder `.Junk`
     /// inside its Maildir (what Dovecot and Courier show as "Junk"),
     /// created with its `maildirfolder` marker when missing. Quarantined
