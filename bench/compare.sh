@@ -67,7 +67,12 @@ if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$NOFILE" ]; then
     ulimit -n "$NOFILE" 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 fi
 
-WORK=$(mktemp -d /tmp/tern-bench.XXXXXX)
+# Not /tmp by default: test suites create and delete thousands of files
+# there, and on ext4 without a journal that slows every file creation near
+# them for minutes (see bench/README.md).
+BENCH_DIR=${BENCH_DIR:-/var/tmp}
+mkdir -p "$BENCH_DIR"
+WORK=$(mktemp -d "$BENCH_DIR/tern-bench.XXXXXX")
 chmod 755 "$WORK"
 PF_CONF=$WORK/postfix/conf
 PF_STARTED=0
@@ -83,7 +88,11 @@ cleanup() {
         log "tern exited with $?"
     fi
     if [ "$PF_STARTED" = 1 ]; then postfix -c "$PF_CONF" stop >/dev/null 2>&1 && log "postfix stopped"; fi
-    if [ "$KEEP" = 1 ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
+    if [ "$KEEP" = 1 ]; then log "kept $WORK"; else
+        rm -rf "$WORK"
+        [ "${FS_KIND:-}" != "ext4 (no journal)" ] \
+            || log "removed $WORK: on ext4 without a journal, wait 6 minutes before the next benchmark here"
+    fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM

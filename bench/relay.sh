@@ -36,7 +36,12 @@ if [ ! -x "$SMTP_SOURCE" ] || ! command -v postfix >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postfix </dev/null
 fi
 
-WORK=$(mktemp -d /tmp/tern-relay.XXXXXX)
+# Not /tmp by default: test suites create and delete thousands of files
+# there, and on ext4 without a journal that slows every file creation near
+# them for minutes (see bench/README.md).
+BENCH_DIR=${BENCH_DIR:-/var/tmp}
+mkdir -p "$BENCH_DIR"
+WORK=$(mktemp -d "$BENCH_DIR/tern-relay.XXXXXX")
 chmod 755 "$WORK"
 SINK_PID=""
 TERN_PID=""
