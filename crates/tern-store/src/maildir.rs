@@ -98,12 +98,7 @@ impl MailStore {
     /// The Maildir of `mailbox` (a key such as `alice@example.test`),
     /// creating `tmp/`, `new/` and `cur/` (0700) if they are missing.
     pub fn maildir(&self, mailbox: &str) -> Result<Maildir, StoreError> {
-        let (local, domain) =
-            validate_mailbox_key(mailbox).map_err(|reason| StoreError::InvalidMailbox {
-                key: mailbox.to_owned(),
-                reason,
-            })?;
-        let path = self.root.join(domain).join(local);
+        let Maildir { path } = self.maildir_path(mailbox)?;
         DirBuilder::new()
             .recursive(true)
             .mode(DIR_MODE)
