@@ -336,6 +336,11 @@ run_one() {
         sink) start_sink "$port"; pid=$SINK_PID ;;
     esac
     [ "$kind" != sink ] && acc0=$(accepted_count "$kind")
+    # Start every run with nothing dirty in the page cache: otherwise a run
+    # shares the disk and the CPU with the writeback of the run before it,
+    # which may be another server's.
+    sync
+    sleep 1
     cpu0=$(cpu_seconds "$pid")
     out=$WORK/source.$kind.$mode.out
     t0=$(now)

@@ -177,6 +177,7 @@ run_one() {
     port=$(free_port)
     start_sink "$SINK_PORT"
     case $kind in tern) start_tern "$port" ;; postfix) start_postfix "$port" ;; esac
+    sync; sleep 1   # nothing dirty from the run before (see compare.sh)
     t0=$(now)
     "$SMTP_SOURCE" -s "$SESSIONS" -m "$MESSAGES" -l "$SIZE" -f bench@client.test -t user@far.test \
         "127.0.0.1:$port" > "$WORK/source.out" 2>&1 </dev/null || rc=$?
