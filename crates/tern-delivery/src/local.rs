@@ -9,8 +9,13 @@
 //! 2. unless this is the message's first attempt in this process, look for
 //!    that name in the Maildir (`new/`, `cur/`): a crash after the rename
 //!    but before step 4 left it there, so only step 4 remains;
-//! 3. otherwise deliver `Return-Path:` and `Delivered-To:` followed by the
-//!    stored message bytes (fsynced, renamed into `new/`, `new/` fsynced);
+//! 3. otherwise write `Return-Path:` and `Delivered-To:` followed by the
+//!    stored message bytes to the Maildir's `tmp/` and hand the file to the
+//!    spool's group committer, which fdatasyncs it, renames it into `new/`
+//!    and fsyncs `new/`. Every recipient of the message is written first and
+//!    then all their commits are awaited together, so they share batches
+//!    (their fdatasyncs run in parallel, and one `new/` fsync serves every
+//!    copy that batch put in that directory, this message's and others');
 //! 4. durably record the recipient as done in the spool — unless every
 //!    recipient of the message is done after this pass: then the message
 //!    is removed from the spool instead (one directory fsync), and the
@@ -30,9 +35,16 @@
 //! recipient twice, never skip one silently, and never put client-supplied
 //! CR/LF into the headers it adds.
 
-use tern_queue::{DeliveryLease, QueueId, Recipient, Spool, SpoolError, StoredMessage};
+use std::io::Read;
+
+use tern_queue::{
+    DeliveryLease, PendingCommit, QueueId, Recipient, Spool, SpoolError, StoredMessage,
+};
 use tern_store::{MailStore, StoreError, unique_name};
 use tracing::{debug, info, warn};
+
+/// Bytes read from the spool file and written to a Maildir copy at a time.
+const COPY_BUFFER: usize = 64 * 1024;
 
 /// What one [`deliver_local`] call did.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -161,6 +173,8 @@ pub fn deliver_local_leased(
     let mut report = LocalReport::default();
     // Delivered by this pass, not yet recorded: (index, mailbox, outcome).
     let mut written: Vec<(usize, String, String)> = Vec::new();
+    // Written and handed to the committer, not yet durable.
+    let mut committing: Vec<(usize, String, PendingCommit)> = Vec::new();
     for (index, rcpt) in message.envelope.recipients.iter().enumerate() {
         if done.contains(&index) {
             continue;
@@ -174,13 +188,15 @@ pub fn deliver_local_leased(
             continue;
         }
         let attempt = Attempt {
+            spool,
             store,
             hostname,
             message: &message,
             first_attempt,
         };
-        match attempt.deliver_one(index, rcpt, mailbox) {
-            Ok(outcome) => written.push((index, mailbox.clone(), outcome)),
+        match attempt.write_one(index, rcpt, mailbox) {
+            Ok(Written::Found(outcome)) => written.push((index, mailbox.clone(), outcome)),
+            Ok(Written::Committing(pending)) => committing.push((index, mailbox.clone(), pending)),
             Err(e) => {
                 warn!(queue_id = %id, rcpt = index, mailbox = %mailbox, error = %e,
                     "local delivery deferred");
@@ -190,6 +206,22 @@ pub fn deliver_local_leased(
             }
         }
     }
+    // Every copy is written; now wait until each is durable in `new/`.
+    for (index, mailbox, pending) in committing {
+        match pending.wait_blocking() {
+            Ok(_) => {
+                debug!(queue_id = %id, rcpt = index, mailbox = %mailbox, "written to Maildir");
+                written.push((index, mailbox.clone(), format!("delivered to {mailbox}")));
+            }
+            Err(e) => {
+                warn!(queue_id = %id, rcpt = index, mailbox = %mailbox, error = %e,
+                    "local delivery deferred");
+                let address = message.envelope.recipients[index].address.clone();
+                report.deferred.push((index, address, e.to_string()));
+            }
+        }
+    }
+    written.sort_by_key(|(index, _, _)| *index);
 
     let wants_notice = written.iter().any(|(index, _, _)| {
         message
@@ -240,8 +272,18 @@ pub fn deliver_local_leased(
     Ok(report)
 }
 
+/// What [`Attempt::write_one`] did for one recipient.
+enum Written {
+    /// A copy from an interrupted attempt is already there: the outcome
+    /// to record.
+    Found(String),
+    /// The copy is written and with the committer; wait before recording.
+    Committing(PendingCommit),
+}
+
 /// One delivery attempt of one message.
 struct Attempt<'a> {
+    spool: &'a Spool,
     store: &'a MailStore,
     hostname: &'a str,
     message: &'a StoredMessage,
@@ -250,14 +292,15 @@ struct Attempt<'a> {
 }
 
 impl Attempt<'_> {
-    /// Writes (or finds) the copy for recipient `index`; returns the
-    /// outcome to record. Records nothing itself.
-    fn deliver_one(
+    /// Writes the copy for recipient `index` to the Maildir's `tmp/` and
+    /// hands it to the group committer (or finds the copy an interrupted
+    /// attempt left). Records nothing itself.
+    fn write_one(
         &self,
         index: usize,
         rcpt: &Recipient,
         mailbox: &str,
-    ) -> Result<String, RecipientError> {
+    ) -> Result<Written, RecipientError> {
         let id = &self.message.id;
         let maildir = if self.message.envelope.quarantine {
             self.store.junk(mailbox)?
@@ -273,13 +316,39 @@ impl Attempt<'_> {
         if !self.first_attempt && maildir.contains(&name)? {
             info!(queue_id = %id, rcpt = index, mailbox = %mailbox,
                 "already in the Maildir from an interrupted attempt; recording it as done");
-            return Ok(format!("delivered to {mailbox} (found on retry)"));
+            return Ok(Written::Found(format!(
+                "delivered to {mailbox} (found on retry)"
+            )));
         }
         let prefix = trace_prefix(&self.message.envelope.sender, &rcpt.address);
+        let (tmp, new) = maildir.delivery_paths(&name)?;
+        if !self.first_attempt {
+            // A stale `tmp/<name>` from an interrupted attempt is replaced.
+            let _ = std::fs::remove_file(&tmp);
+        }
+        // Dropped unfinished (an error below), it removes its tmp file.
+        let mut copy = self.spool.create_delivered(id.clone(), tmp, new)?;
+        copy.write(prefix.as_bytes())?;
         let mut body = self.message.reader()?;
-        let path = maildir.deliver(&name, prefix.as_bytes(), &mut body)?;
-        debug!(queue_id = %id, rcpt = index, path = %path.display(), "written to Maildir");
-        Ok(format!("delivered to {mailbox}"))
+        let mut buf = vec![0u8; COPY_BUFFER];
+        loop {
+            let n = match body.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(source) => {
+                    return Err(SpoolError::Io {
+                        op: "read",
+                        path: self.message.path().to_owned(),
+                        source,
+                    }
+                    .into());
+                }
+            };
+            copy.write(&buf[..n])?;
+        }
+        // The envelope is not stored for a delivered file.
+        Ok(Written::Committing(copy.commit(&self.message.envelope)?))
     }
 }
 

@@ -482,3 +482,55 @@ fn success_notice_source_is_kept_only_when_asked() {
     let id = fx.enqueue(&[("alice@example.test", Some("alice@example.test"))]);
     assert!(fx.deliver(&id).unwrap().notice_source.is_none());
 }
+
+/// Every copy goes through the spool's group committer (one fdatasync per
+/// copy, and `new/` fsyncs shared by whatever a batch put in it), and the
+/// copies of one message are all written before any is awaited.
+#[test]
+fn copies_are_group_committed() {
+    let fx = Fixture::new();
+    let rcpts = [
+        ("alice@example.test", Some("alice@example.test")),
+        ("bob@example.test", Some("bob@example.test")),
+        ("alice@example.test", Some("alice@example.test")),
+        ("bob@example.test", Some("bob@example.test")),
+    ];
+    let id = fx.enqueue(&rcpts);
+    let before = fx.spool().stats();
+    let report = fx.deliver(&id).unwrap();
+    assert_eq!(
+        report.delivered.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3]
+    );
+    let after = fx.spool().stats();
+    assert_eq!(after.commits - before.commits, 4);
+    assert_eq!(after.file_syncs - before.file_syncs, 4);
+    let dir_fsyncs = after.dir_fsyncs - before.dir_fsyncs;
+    assert!((2..=4).contains(&dir_fsyncs), "{dir_fsyncs}");
+    assert_eq!(fx.messages("alice@example.test").len(), 2);
+    assert_eq!(fx.messages("bob@example.test").len(), 2);
+    for mailbox in ["alice@example.test", "bob@example.test"] {
+        assert_eq!(files(&fx.maildir(mailbox).join("tmp")), 0);
+    }
+}
+
+/// A crash while a copy was being written leaves `tmp/<name>`; the retry
+/// (a later process) replaces it instead of failing on it forever.
+#[test]
+fn stale_tmp_copy_from_a_crash_is_replaced() {
+    let mut fx = Fixture::new();
+    let id = fx.enqueue(&[("alice@example.test", Some("alice@example.test"))]);
+    let name = unique_name(1_700_000_000, id.as_str(), 0, HOST);
+    let tmp = fx.maildir("alice@example.test").join("tmp");
+    fs::create_dir_all(&tmp).unwrap();
+    fs::write(tmp.join(&name), b"half a mess").unwrap();
+    fx.restart();
+    let report = fx.deliver(&id).unwrap();
+    assert_eq!(report.delivered, vec![(0, "alice@example.test".to_owned())]);
+    assert!(report.removed);
+    assert_eq!(
+        fx.messages("alice@example.test"),
+        vec![expected("alice@example.test")]
+    );
+    assert_eq!(files(&tmp), 0);
+}
