@@ -23,6 +23,9 @@ RUNS=${RUNS:-3}
 SCENARIOS=${SCENARIOS:-"10k-new:10240:5000:50:1:new 10k-reuse:10240:5000:50:1:reuse 1m-new:1048576:200:10:1:new 10k-10rcpt:10240:1000:50:10:new"}
 DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-600}     # seconds to wait for Maildir files after smtp-source ends
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+# Without TERN_BIN, the script builds the tree it is in (a no-op when the
+# release build is current), so it never measures a stale binary.
+BUILD=${BUILD:-$([ -n "${TERN_BIN:-}" ] && echo 0 || echo 1)}
 TERN_BIN=${TERN_BIN:-$TARGET_DIR/release/tern}
 LOADGEN_BIN=${LOADGEN_BIN:-$TARGET_DIR/release/tern-loadgen}
 ONLY=${ONLY:-postfix,sink,tern}          # which servers to measure
@@ -59,6 +62,11 @@ if extra fsync && ! command -v strace >/dev/null 2>&1; then
         || { log "no strace: skipping the fsync report"; EXTRAS=${EXTRAS//fsync/}; }
 fi
 [ "$(id -u)" -eq 0 ] || die "run as root: the private Postfix instance needs it"
+if [ "$BUILD" = 1 ]; then
+    command -v cargo >/dev/null || die "cargo is needed to build Tern (or set TERN_BIN)"
+    log "building tern and tern-loadgen (release)"
+    (cd "$ROOT" && cargo build --release -q -p tern -p tern-loadgen) || die "cargo build failed"
+fi
 command -v python3 >/dev/null || die "python3 is needed (free ports, statistics)"
 
 # 10,000 idle sessions need 10,000 descriptors in Tern and in the load tool.

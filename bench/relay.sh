@@ -20,6 +20,8 @@ SESSIONS=${SESSIONS:-20}
 SIZE=${SIZE:-10240}
 TIMEOUT=${TIMEOUT:-300}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+# Without TERN_BIN, the script builds the tree it is in (see compare.sh).
+BUILD=${BUILD:-$([ -n "${TERN_BIN:-}" ] && echo 0 || echo 1)}
 TERN_BIN=${TERN_BIN:-$TARGET_DIR/release/tern}
 SMTP_SOURCE=/usr/sbin/smtp-source
 SMTP_SINK=/usr/sbin/smtp-sink
@@ -28,6 +30,11 @@ log() { printf '[relay] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 [ "$(id -u)" -eq 0 ] || die "run as root: the private Postfix instance needs it"
+if [ "$BUILD" = 1 ]; then
+    command -v cargo >/dev/null || die "cargo is needed to build Tern (or set TERN_BIN)"
+    log "building tern (release)"
+    (cd "$ROOT" && cargo build --release -q -p tern) || die "cargo build failed"
+fi
 [ -x "$TERN_BIN" ] || die "no $TERN_BIN: cargo build --release -p tern"
 if [ ! -x "$SMTP_SOURCE" ] || ! command -v postfix >/dev/null 2>&1; then
     log "installing postfix (smtp-source, smtp-sink and the reference server)"
