@@ -43,7 +43,7 @@ pub use abuse::Abuse;
 pub use conn::Timeouts;
 pub use delivery::DeliveryHandle;
 pub use limits::ConnectionLimiter;
-pub use mailauth::MailAuth;
+pub use mailauth::{MailAuth, SignerHandle};
 pub use policy::RelayPolicy;
 pub use queue::QueueManager;
 pub use server::{ListenerSpec, NetError, Role, Server};

@@ -21,7 +21,7 @@
 use std::fs::File;
 use std::io::{self, BufWriter, Read as _, Seek as _, SeekFrom, Write as _};
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use tern_mailauth::headers::{body_offset, strip_our_auth_results};
 use tern_mailauth::verify::CHECK_DEADLINE;
@@ -40,8 +40,33 @@ use crate::conn::escape_for_log;
 pub struct MailAuth {
     /// Inbound checks on MX listeners; `None`: off.
     pub verifier: Option<Arc<Verifier>>,
-    /// DKIM keys for outgoing mail; `None`: no signing.
-    pub signer: Option<Arc<Signer>>,
+    /// DKIM keys for outgoing mail (none loaded: no signing); replaced
+    /// whole on reload.
+    pub signer: SignerHandle,
+}
+
+/// The DKIM key set in force, shared by every session and swapped whole
+/// when the keys are reloaded (SIGHUP): a message is signed with the set
+/// that was current when its end of data was processed, never with half
+/// of an old set and half of a new one.
+#[derive(Debug, Clone, Default)]
+pub struct SignerHandle(Arc<RwLock<Arc<Signer>>>);
+
+impl SignerHandle {
+    /// A handle on `signer`.
+    pub fn new(signer: Signer) -> SignerHandle {
+        SignerHandle(Arc::new(RwLock::new(Arc::new(signer))))
+    }
+
+    /// The key set in force now.
+    pub fn current(&self) -> Arc<Signer> {
+        Arc::clone(&self.0.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Puts `signer` in force for every message processed from now on.
+    pub fn replace(&self, signer: Signer) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(signer);
+    }
 }
 
 /// What the message needs.
@@ -81,8 +106,7 @@ pub(crate) fn begin(
 ) -> Result<Option<Capture>, SpoolError> {
     let work = Work {
         verify: mx && !authenticated && ctx.mailauth.verifier.is_some(),
-        sign: (authenticated || trusted)
-            && ctx.mailauth.signer.as_ref().is_some_and(|s| !s.is_empty()),
+        sign: (authenticated || trusted) && !ctx.mailauth.signer.current().is_empty(),
     };
     if !work.verify && !work.sign {
         return Ok(None);
@@ -152,6 +176,8 @@ pub(crate) async fn finish(
         })
         .map_err(|e| scratch_failure(facts.queue_id, &e))?;
 
+    // One key set for the whole message, even if a reload happens meanwhile.
+    let signer = ctx.mailauth.signer.current();
     let mut prefix = String::new();
     let mut outcome = Outcome { quarantine: false };
     let mut stored_header = None;
@@ -161,12 +187,9 @@ pub(crate) async fn finish(
         let verdict = if verifier.skips(facts.client_ip) {
             verifier.exempt()
         } else {
-            let seal_with = facts.forwarded_for.and_then(|domain| {
-                ctx.mailauth
-                    .signer
-                    .as_ref()
-                    .and_then(|s| s.sealing_key(domain))
-            });
+            let seal_with = facts
+                .forwarded_for
+                .and_then(|domain| signer.sealing_key(domain));
             let checks = verifier.verify(Inbound {
                 client_ip: facts.client_ip,
                 helo: facts.helo,
@@ -230,7 +253,7 @@ pub(crate) async fn finish(
     // DKIM: the author's domain for our users' mail; the forwarding
     // domain for mail an alias sends on to another domain (not aligned with
     // the author, but it vouches for the hop, beside the ARC set).
-    if let Some(signer) = &ctx.mailauth.signer {
+    {
         let mut domains: Vec<String> = Vec::new();
         if work.sign
             && let Some(domain) = tern_mailauth::sign::author_domain(&stored)

@@ -37,6 +37,8 @@ pub struct Running {
     delivery: tokio::task::JoinHandle<()>,
     tls: TlsManager,
     users: Option<UserDbHandle>,
+    /// The DKIM keys in force, and the configuration they are read from.
+    dkim: (tern_net::SignerHandle, Config),
     reloader: Option<tokio::task::JoinHandle<()>>,
     /// The admin socket server (`tern queue …`); stops with the listeners.
     admin: tokio::task::JoinHandle<()>,
@@ -48,9 +50,18 @@ impl Running {
         &self.addrs
     }
 
-    /// SIGHUP: re-read the certificates and the users file. A file that
-    /// fails to load leaves the previous one in force; the error is logged.
+    /// SIGHUP: re-read the certificates, the users file and the DKIM keys.
+    /// A file that fails to load leaves the previous one in force (for the
+    /// DKIM keys: the whole previous set); the error is logged.
     pub fn reload(&self) {
+        let (signer, config) = &self.dkim;
+        match config.dkim_signer() {
+            Ok(keys) => {
+                log_dkim_keys(config, &keys);
+                signer.replace(keys);
+            }
+            Err(e) => warn!(error = %e, "DKIM key reload failed; keeping the previous keys"),
+        }
         match self.tls.reload() {
             Ok(()) => {
                 info!(certificates = ?self.tls.certificate_names(), "TLS certificates reloaded")
@@ -120,15 +131,10 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
                 config.mail_auth.clone(),
             ))
         }),
-        signer: Some(Arc::new(config.dkim_signer()?)),
+        signer: tern_net::SignerHandle::new(config.dkim_signer()?),
     };
-    if let Some(signer) = &mailauth.signer {
-        for domain in config.domains.keys() {
-            for key in signer.keys(domain) {
-                info!(domain = %key.domain, selector = %key.selector, algorithm = %key.algorithm, "DKIM key loaded");
-            }
-        }
-    }
+    log_dkim_keys(config, &mailauth.signer.current());
+    let dkim = (mailauth.signer.clone(), config.clone());
     let lmtp = config.lmtp_targets()?;
     let local_intake = tern_net::LocalIntake {
         store: Arc::clone(&store),
@@ -263,6 +269,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         delivery: delivery_task,
         tls,
         users,
+        dkim,
         reloader,
         admin,
     })
@@ -359,4 +366,13 @@ fn jwt_validator(o: &config::OAuthConfig) -> anyhow::Result<JwtValidator> {
     }
     cfg.required_scope = o.required_scope.clone();
     JwtValidator::new(cfg).map_err(|e| anyhow::anyhow!("[auth.oauth]: {e}"))
+}
+
+/// One log line per DKIM key in force, per local domain.
+fn log_dkim_keys(config: &Config, signer: &tern_mailauth::Signer) {
+    for domain in config.domains.keys() {
+        for key in signer.keys(domain) {
+            info!(domain = %key.domain, selector = %key.selector, algorithm = %key.algorithm, "DKIM key loaded");
+        }
+    }
 }

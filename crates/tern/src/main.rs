@@ -221,7 +221,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tokio::select! {
             _ = term.recv() => { info!("SIGTERM: shutting down"); break }
             _ = int.recv() => { info!("SIGINT: shutting down"); break }
-            _ = hup.recv() => { info!("SIGHUP: reloading certificates and users"); running.reload() }
+            _ = hup.recv() => { info!("SIGHUP: reloading certificates, users and DKIM keys"); running.reload() }
         }
     }
     running.shutdown().await;

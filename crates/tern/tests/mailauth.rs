@@ -379,3 +379,69 @@ async fn forwarded_mail_is_arc_sealed() {
     assert!(!alice.contains("ARC-Seal"), "{alice}");
     w.stop().await;
 }
+
+/// Submits one message from alice to bob and returns it as stored.
+async fn submit_and_fetch(w: &World, subject: &str, count: usize) -> String {
+    let addr = w.submission;
+    let header = format!("Subject: {subject}");
+    let subject = subject.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut c = Raw::greeted(addr);
+        assert!(c.cmd("EHLO client.test").starts_with("250"));
+        let token = B64.encode(format!("\0alice@example.test\0{PW}"));
+        assert!(c.cmd(&format!("AUTH PLAIN {token}")).starts_with("235"));
+        assert!(c.cmd("MAIL FROM:<alice@example.test>").starts_with("250"));
+        assert!(c.cmd("RCPT TO:<bob@example.test>").starts_with("250"));
+        assert!(c.cmd("DATA").starts_with("354"));
+        c.send(
+            format!("From: alice@example.test\r\nSubject: {subject}\r\n\r\nHi.\r\n.\r\n")
+                .as_bytes(),
+        );
+        let r = c.reply();
+        assert!(r.starts_with("250 2.0.0"), "{r}");
+    })
+    .await
+    .unwrap();
+    let all = wait_for_mail_in(&w.maildir("bob", "new"), count);
+    all.into_iter()
+        .find(|m| m.contains(&header))
+        .expect("the message just sent")
+}
+
+/// Key rotation without a restart: on reload (what SIGHUP calls) the keys
+/// directory is read again, and the new set signs from then on; a key file
+/// that does not load keeps the whole previous set in force.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dkim_keys_are_reloaded() {
+    let w = World::start().await;
+    let keys_dir = w.dir.path().join("tern-dkim");
+    let before = submit_and_fetch(&w, "before", 1).await;
+    assert!(
+        before.contains("s=rsa1") && before.contains("s=ed1"),
+        "{before}"
+    );
+
+    // Rotate: a new selector, the old ones retired.
+    generate(&keys_dir, "example.test", "rsa2", KeyAlgorithm::Rsa).unwrap();
+    std::fs::remove_file(keys_dir.join("example.test/rsa1.key")).unwrap();
+    std::fs::remove_file(keys_dir.join("example.test/ed1.key")).unwrap();
+    // Not before the reload.
+    let unchanged = submit_and_fetch(&w, "unchanged", 2).await;
+    assert!(unchanged.contains("s=rsa1"), "{unchanged}");
+    w.running.as_ref().unwrap().reload();
+    let after = submit_and_fetch(&w, "after", 3).await;
+    assert_eq!(after.matches("DKIM-Signature:").count(), 1, "{after}");
+    assert!(after.contains("s=rsa2"), "{after}");
+    assert!(
+        !after.contains("s=rsa1") && !after.contains("s=ed1"),
+        "{after}"
+    );
+
+    // A broken key file: the reload fails and rsa2 stays in force.
+    std::fs::write(keys_dir.join("example.test/bad.key"), "not a key").unwrap();
+    w.running.as_ref().unwrap().reload();
+    let kept = submit_and_fetch(&w, "kept", 4).await;
+    assert_eq!(kept.matches("DKIM-Signature:").count(), 1, "{kept}");
+    assert!(kept.contains("s=rsa2"), "{kept}");
+    w.stop().await;
+}
