@@ -200,20 +200,7 @@ fn dkim_private_keys_never_appear_in_trace_logs() {
         );
     }
     let users = dir.path().join("users.toml");
-    tern_users::add_user(
-        &users,
-        "alice@example.test",
-        "Alice-Pass-1",
-        &tern_users::AddOptions {
-            hash_params: tern_users::HashParams {
-                memory_kib: 1024,
-                passes: 1,
-                lanes: 1,
-            },
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    common::add_user(&users, "alice@example.test", "Alice-Pass-1");
     let addr = common::free_loopback_addr();
     let config = dir.path().join("tern.toml");
     std::fs::write(

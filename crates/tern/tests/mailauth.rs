@@ -68,21 +68,7 @@ impl World {
         ]);
         let dns = dns::start(records).await;
         let users = dir.path().join("users.toml");
-        tern_users::add_user(
-            &users,
-            "alice@example.test",
-            PW,
-            &tern_users::AddOptions {
-                cram_md5: false,
-                hash_params: tern_users::HashParams {
-                    memory_kib: 1024,
-                    passes: 1,
-                    lanes: 1,
-                },
-                scram_iterations: 4096,
-            },
-        )
-        .unwrap();
+        common::add_user(&users, "alice@example.test", PW);
         let text = format!(
             r#"
 hostname = "mx.example.test"

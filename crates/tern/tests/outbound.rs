@@ -233,20 +233,7 @@ impl Pair {
         let b = tern::start(&b).await.unwrap();
         let a_dir = tempfile::tempdir().unwrap();
         let users = a_dir.path().join("users.toml");
-        tern_users::add_user(
-            &users,
-            "alice@example.test",
-            "alice-pw",
-            &tern_users::AddOptions {
-                hash_params: tern_users::HashParams {
-                    memory_kib: 1024,
-                    passes: 1,
-                    lanes: 1,
-                },
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        common::add_user(&users, "alice@example.test", "alice-pw");
         let a = tern::Config::parse(&format!(
             "hostname = \"mx.example.test\"\ndata_dir = {:?}\n[[listener]]\naddress = \"127.0.0.1:0\"\nrole = \"submission\"\nplaintext_auth = true\n[auth]\nusers_file = {users:?}\n[domains.\"example.test\"]\nmailboxes = [\"alice\"]\n[delivery]\nremote_port = {port}\nconnect_timeout = \"2s\"\n{delivery}\n[dns]\nnameservers = [\"{}\"]\n[limits.abuse.tarpit]\ninitial_delay = \"0s\"\n{extra_a}\n",
             a_dir.path().join("data"),

@@ -20,20 +20,7 @@ fn passwords_never_appear_in_trace_logs() {
     let users = dir.path().join("users.toml");
     let secret = "Very-Secret-Pass-42";
     let wrong = "Wrong-Guess-Pass-17";
-    tern_users::add_user(
-        &users,
-        "alice@example.test",
-        secret,
-        &tern_users::AddOptions {
-            hash_params: tern_users::HashParams {
-                memory_kib: 1024,
-                passes: 1,
-                lanes: 1,
-            },
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    common::add_user(&users, "alice@example.test", secret);
     let addr = common::free_loopback_addr();
     let config = dir.path().join("tern.toml");
     std::fs::write(

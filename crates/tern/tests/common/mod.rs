@@ -239,3 +239,23 @@ pub fn signal(child: &std::process::Child, signal: &str) {
         .unwrap();
     assert!(status.success(), "kill {signal} failed");
 }
+
+/// Adds `address` with `password` to the users file `users`, hashed with
+/// argon2 parameters cheap enough for tests (1 MiB, one pass).
+pub fn add_user(users: &Path, address: &str, password: &str) {
+    tern_users::add_user(
+        users,
+        address,
+        password,
+        &tern_users::AddOptions {
+            hash_params: tern_users::HashParams {
+                memory_kib: 1024,
+                passes: 1,
+                lanes: 1,
+            },
+            scram_iterations: 4096,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+}
