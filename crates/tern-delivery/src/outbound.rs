@@ -415,8 +415,11 @@ impl ServerCertVerifier for AcceptAnyCertificate {
     }
 }
 
-/// The shared configuration for unauthenticated (opportunistic) TLS.
-fn opportunistic_config() -> Result<Arc<rustls::ClientConfig>, String> {
+/// The shared client configuration for unauthenticated (opportunistic,
+/// RFC 7435) TLS: any certificate chain and name, the handshake signatures
+/// checked. Public for tests that need a client which sees whatever a
+/// server presents.
+pub fn opportunistic_config() -> Result<Arc<rustls::ClientConfig>, String> {
     static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
     CONFIG
         .get_or_init(|| {
