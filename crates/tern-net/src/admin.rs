@@ -54,6 +54,7 @@ use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use crate::delivery::DeliveryHandle;
+use crate::mailauth::SignerHandle;
 use crate::queue::{failure_notice, queue_notice};
 
 /// The socket's file name in the data directory.
@@ -365,6 +366,8 @@ pub struct QueueAdmin {
     /// The running queue manager; `None` when the server is stopped (the
     /// next start looks at every message anyway).
     pub delivery: Option<DeliveryHandle>,
+    /// DKIM keys for the DSNs of `bounce`; none loaded: unsigned.
+    pub signer: SignerHandle,
 }
 
 impl QueueAdmin {
@@ -644,7 +647,7 @@ impl QueueAdmin {
         );
         drop(message);
         let bounce_id = notice
-            .map(|n| queue_notice(&self.spool, &self.directory, n))
+            .map(|n| queue_notice(&self.spool, &self.directory, &self.signer.current(), n))
             .transpose()?;
         self.spool.remove(&qid)?;
         if let Some(b) = &bounce_id {
@@ -1130,6 +1133,7 @@ mod tests {
             directory: Arc::new(directory),
             hostname: "mx.example.test".into(),
             delivery: None,
+            signer: SignerHandle::default(),
         };
         (admin, id)
     }

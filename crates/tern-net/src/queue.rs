@@ -50,6 +50,7 @@ use tern_delivery::outbound::{
     destination_key,
 };
 use tern_delivery::{LmtpTarget, LocalReport, NOTICE_HEAD, deliver_lmtp, deliver_local_leased};
+use tern_mailauth::Signer;
 use tern_queue::{
     AttemptResult, DeliveryLease, Envelope, QueueId, Recipient, RecipientState, RetrySchedule,
     Spool, enhanced_status, on_result,
@@ -62,6 +63,7 @@ use tokio::task::JoinSet;
 use tracing::{Instrument as _, debug, info, info_span, warn};
 
 use crate::delivery::DeliveryHandle;
+use crate::mailauth::SignerHandle;
 
 /// How long to wait before looking at a message whose local delivery failed
 /// for a reason the spool does not schedule (e.g. it could not be opened).
@@ -97,6 +99,8 @@ pub struct QueueManager {
     /// domain (the domain part of their mailbox keys); the others go to
     /// Maildirs. LMTP uses `outbound`'s HELO name and timers.
     pub lmtp: HashMap<String, LmtpTarget>,
+    /// DKIM keys for the notices (DSNs) it sends; none loaded: unsigned.
+    pub signer: SignerHandle,
 }
 
 impl std::fmt::Debug for QueueManager {
@@ -735,8 +739,10 @@ impl QueueManager {
     ) -> bool {
         let (spool, directory, orig_id) =
             (self.spool.clone(), Arc::clone(&self.directory), id.clone());
+        let signer = self.signer.current();
         let queued =
-            tokio::task::spawn_blocking(move || queue_notice(&spool, &directory, notice)).await;
+            tokio::task::spawn_blocking(move || queue_notice(&spool, &directory, &signer, notice))
+                .await;
         match queued {
             Ok(Ok(notice_id)) => {
                 info!(queue_id = %orig_id, notice_id = %notice_id, "{what}");
@@ -1149,9 +1155,11 @@ pub fn failure_notice(
 pub fn queue_notice(
     spool: &Spool,
     directory: &Directory,
+    signer: &Signer,
     notice: FailureNotice,
 ) -> Result<QueueId, tern_queue::SpoolError> {
     let FailureNotice { dsn, to, now } = notice;
+    let dsn = sign_notice(signer, dsn);
     let target = bounce_target(directory, &to);
     let size = dsn.len() as u64;
     let mut incoming = spool.create()?;
@@ -1179,6 +1187,39 @@ pub fn queue_notice(
         quarantine: false,
     };
     incoming.commit(&envelope)?.wait_blocking()
+}
+
+/// DKIM-signs a notice with the keys of the domain of its `From:` (ours,
+/// `MAILER-DAEMON@<hostname>`) or, failing that, of its nearest parent
+/// domain that has keys (`mx.example.org` → `example.org`, aligned under
+/// relaxed DMARC), so that receivers that want DKIM on bounces get it.
+/// Without keys, or if signing fails (logged), the notice goes unsigned:
+/// a bounce must never be lost for want of a signature.
+pub fn sign_notice(signer: &Signer, dsn: Vec<u8>) -> Vec<u8> {
+    let Some(from) = tern_mailauth::sign::author_domain(&dsn) else {
+        return dsn;
+    };
+    let mut domain = from.as_str();
+    loop {
+        if !signer.keys(domain).is_empty() {
+            return match signer.sign(domain, &dsn) {
+                Ok(signatures) => {
+                    let mut signed = signatures.into_bytes();
+                    signed.extend_from_slice(&dsn);
+                    signed
+                }
+                Err(e) => {
+                    warn!(domain = %domain, error = %e, "DKIM signing of a notice failed; sending it unsigned");
+                    dsn
+                }
+            };
+        }
+        // Up one label, but never to a bare top-level domain.
+        match domain.split_once('.') {
+            Some((_, parent)) if parent.contains('.') => domain = parent,
+            _ => return dsn,
+        }
+    }
 }
 
 /// Where a bounce to `address` goes: a local mailbox when the directory

@@ -153,6 +153,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         resolver,
         outbound: Arc::new(outbound_settings(config)?),
         lmtp,
+        signer: dkim.0.clone(),
     }
     .start(delivery_shutdown);
 
@@ -252,6 +253,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         directory: Arc::clone(&ctx.directory),
         hostname: config.hostname.clone(),
         delivery: Some(ctx.delivery.clone()),
+        signer: dkim.0.clone(),
     };
     let server = Server::bind(ctx, &listeners).await?;
     let addrs = server.local_addrs();

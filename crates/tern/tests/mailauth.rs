@@ -431,3 +431,71 @@ async fn dkim_keys_are_reloaded() {
     assert!(kept.contains("s=rsa2"), "{kept}");
     w.stop().await;
 }
+
+/// The notices Tern sends (bounces, delay warnings) come from
+/// `MAILER-DAEMON@mx.example.test`; they are DKIM-signed with the keys of
+/// the nearest domain that has some (example.test) and verify against the
+/// published records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notices_are_dkim_signed() {
+    let w = World::start().await;
+    let signer = Signer::load(&w.dir.path().join("tern-dkim"), ["example.test"]).unwrap();
+    let config = tern::Config::parse(
+        "hostname = \"mx.example.test\"\n[[listener]]\naddress = \"127.0.0.1:0\"\nrole = \"mx\"\n\
+         [domains.\"example.test\"]\nmailboxes = [\"alice\"]\n",
+    )
+    .unwrap();
+    let directory = tern_store::Directory::new(config.directory_config().unwrap()).unwrap();
+    let spool_dir = w.dir.path().join("notice-spool");
+    let dsn = b"From: Mail Delivery System <MAILER-DAEMON@mx.example.test>\r\n\
+        To: <carol@remote.test>\r\nSubject: Undelivered Mail Returned to Sender\r\n\
+        Date: Mon, 23 Nov 2026 18:00:00 +0000\r\nMessage-ID: <n1@mx.example.test>\r\n\
+        MIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\nIt did not work out.\r\n"
+        .to_vec();
+    let stored = tokio::task::spawn_blocking(move || {
+        let spool =
+            tern_queue::Spool::open(&spool_dir, tern_queue::SpoolOptions::default()).unwrap();
+        let notice = tern_net::queue::FailureNotice {
+            dsn,
+            to: "carol@remote.test".into(),
+            now: 1_700_000_000,
+        };
+        let id = tern_net::queue::queue_notice(&spool, &directory, &signer, notice).unwrap();
+        let message = spool.open_message(&id).unwrap();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut message.reader().unwrap(), &mut bytes).unwrap();
+        String::from_utf8(bytes).unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(stored.matches("DKIM-Signature:").count(), 2, "{stored}");
+    assert!(stored.contains("d=example.test"), "{stored}");
+
+    let resolver = Arc::new(
+        tern_dns::HickoryResolver::new(tern_dns::ResolverSettings {
+            nameservers: vec![w.dns_addr],
+            timeout: Duration::from_secs(2),
+            attempts: 1,
+            cache_size: 16,
+        })
+        .unwrap(),
+    );
+    let verifier = Verifier::new(resolver, "receiver.test", InboundPolicy::default());
+    let verdict = verifier
+        .verify(tern_mailauth::Inbound {
+            client_ip: "192.0.2.9".parse().unwrap(),
+            helo: "mx.example.test",
+            mail_from: "",
+            message: stored.as_bytes(),
+            seal_with: None,
+        })
+        .await;
+    assert_eq!(
+        verdict.header.matches("dkim=pass").count(),
+        2,
+        "{}",
+        verdict.header
+    );
+    assert!(verdict.header.contains("dmarc=pass"), "{}", verdict.header);
+    w.stop().await;
+}
