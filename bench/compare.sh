@@ -137,7 +137,7 @@ count_new() { # maildir-root: files in every */new/ below it
 # the inode table block is dirty), reading each one's inode to check, so a
 # run that followed `rm -rf` of the previous run's 5,000 files spent most of
 # its CPU in the kernel's find_inode_bit/recently_deleted, whichever server
-# it measured (see bench/README.md, "Profile").
+# it measured (see bench/README.md, "The filesystem").
 fresh_mailboxes() {
     local aside
     [ -n "$1" ] && [ -d "$1" ] || return 0
