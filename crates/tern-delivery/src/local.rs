@@ -175,6 +175,15 @@ pub fn deliver_local_leased(
     let mut written: Vec<(usize, String, String)> = Vec::new();
     // Written and handed to the committer, not yet durable.
     let mut committing: Vec<(usize, String, PendingCommit)> = Vec::new();
+    let attempt = Attempt {
+        spool,
+        store,
+        hostname,
+        message: &message,
+        first_attempt,
+    };
+    // One copy buffer for every recipient of the message.
+    let mut buf = vec![0u8; COPY_BUFFER];
     for (index, rcpt) in message.envelope.recipients.iter().enumerate() {
         if done.contains(&index) {
             continue;
@@ -187,14 +196,7 @@ pub fn deliver_local_leased(
             report.skipped_local += 1;
             continue;
         }
-        let attempt = Attempt {
-            spool,
-            store,
-            hostname,
-            message: &message,
-            first_attempt,
-        };
-        match attempt.write_one(index, rcpt, mailbox) {
+        match attempt.write_one(index, rcpt, mailbox, &mut buf) {
             Ok(Written::Found(outcome)) => written.push((index, mailbox.clone(), outcome)),
             Ok(Written::Committing(pending)) => committing.push((index, mailbox.clone(), pending)),
             Err(e) => {
@@ -300,6 +302,7 @@ impl Attempt<'_> {
         index: usize,
         rcpt: &Recipient,
         mailbox: &str,
+        buf: &mut [u8],
     ) -> Result<Written, RecipientError> {
         let id = &self.message.id;
         let maildir = if self.message.envelope.quarantine {
@@ -330,9 +333,8 @@ impl Attempt<'_> {
         let mut copy = self.spool.create_delivered(id.clone(), tmp, new)?;
         copy.write(prefix.as_bytes())?;
         let mut body = self.message.reader()?;
-        let mut buf = vec![0u8; COPY_BUFFER];
         loop {
-            let n = match body.read(&mut buf) {
+            let n = match body.read(buf) {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,

@@ -42,17 +42,14 @@ fn envelope(sender: &str, ret: Option<&str>, envid: Option<&str>) -> Envelope {
             recipient("c@remote.test", Some("SUCCESS,DELAY"), None),
         ],
         received_at: RECEIVED,
-        client_ip: None,
         helo: Some("client.sender.test".into()),
         protocol: "ESMTPSA".into(),
-        tls: None,
         auth_user: Some("carol".into()),
         body: "8BITMIME".into(),
-        smtputf8: false,
         ret: ret.map(str::to_owned),
         envid: envid.map(str::to_owned),
         size: ORIGINAL.len() as u64,
-        quarantine: false,
+        ..Envelope::default()
     }
 }
 

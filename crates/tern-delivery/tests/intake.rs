@@ -28,17 +28,7 @@ fn envelope() -> Envelope {
         sender: "carol@sender.test".into(),
         recipients: Vec::new(),
         received_at: 1_700_000_000,
-        client_ip: None,
-        helo: None,
-        protocol: "ESMTP".into(),
-        tls: None,
-        auth_user: None,
-        body: "7BIT".into(),
-        smtputf8: false,
-        ret: None,
-        envid: None,
-        size: 0,
-        quarantine: false,
+        ..Envelope::default()
     }
 }
 

@@ -63,17 +63,8 @@ impl Fixture {
                 })
                 .collect(),
             received_at: 1_700_000_000,
-            client_ip: None,
             helo: Some("client.test".into()),
-            protocol: "ESMTP".into(),
-            tls: None,
-            auth_user: None,
-            body: "7BIT".into(),
-            smtputf8: false,
-            ret: None,
-            envid: None,
-            size: 0,
-            quarantine: false,
+            ..Envelope::default()
         };
         msg.commit(&envelope).unwrap().wait_blocking().unwrap()
     }

@@ -1093,17 +1093,7 @@ mod tests {
                 rcpt("new@other.test"),
             ],
             received_at: 1_000,
-            client_ip: None,
-            helo: None,
-            protocol: "ESMTP".into(),
-            tls: None,
-            auth_user: None,
-            body: "7BIT".into(),
-            smtputf8: false,
-            ret: None,
-            envid: None,
-            size: 0,
-            quarantine: false,
+            ..tern_queue::Envelope::default()
         };
         let id = msg.commit(&envelope).unwrap().wait_blocking().unwrap();
         spool

@@ -1174,17 +1174,10 @@ pub fn queue_notice(
             orcpt: None,
         }],
         received_at: now,
-        client_ip: None,
-        helo: None,
         protocol: "LOCAL".to_owned(),
-        tls: None,
-        auth_user: None,
         body: "8BITMIME".to_owned(),
-        smtputf8: false,
-        ret: None,
-        envid: None,
         size,
-        quarantine: false,
+        ..Envelope::default()
     };
     incoming.commit(&envelope)?.wait_blocking()
 }
@@ -1402,17 +1395,9 @@ mod tests {
                 })
                 .collect(),
             received_at: T0,
-            client_ip: None,
-            helo: None,
             protocol: "ESMTPSA".into(),
-            tls: None,
-            auth_user: None,
-            body: "7BIT".into(),
-            smtputf8: false,
-            ret: None,
-            envid: None,
             size: 10,
-            quarantine: false,
+            ..Envelope::default()
         }
     }
 

@@ -50,8 +50,32 @@ pub struct Envelope {
     pub quarantine: bool,
 }
 
+impl Default for Envelope {
+    /// The null sender, no recipients, received at 0 over plain `ESMTP`
+    /// with a `7BIT` body, nothing else set: a base to fill in with
+    /// struct-update syntax (`Envelope { sender, recipients, ..Envelope::default() }`).
+    fn default() -> Envelope {
+        Envelope {
+            sender: String::new(),
+            recipients: Vec::new(),
+            received_at: 0,
+            client_ip: None,
+            helo: None,
+            protocol: "ESMTP".to_owned(),
+            tls: None,
+            auth_user: None,
+            body: "7BIT".to_owned(),
+            smtputf8: false,
+            ret: None,
+            envid: None,
+            size: 0,
+            quarantine: false,
+        }
+    }
+}
+
 /// One delivery target of a message.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Recipient {
     /// The delivery address (after alias and plus-address resolution).
     pub address: String,

@@ -330,17 +330,10 @@ fn envelope(recipients: usize) -> Envelope {
             })
             .collect(),
         received_at: T0,
-        client_ip: None,
         helo: Some("client.example.org".into()),
         protocol: "ESMTPSA".into(),
-        tls: None,
         auth_user: Some("sender".into()),
-        body: "7BIT".into(),
-        smtputf8: false,
-        ret: None,
-        envid: None,
-        size: 0,
-        quarantine: false,
+        ..Envelope::default()
     }
 }
 

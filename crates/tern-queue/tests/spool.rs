@@ -33,13 +33,10 @@ fn envelope(recipients: usize) -> Envelope {
         helo: Some("client.example.org".into()),
         protocol: "ESMTPS".into(),
         tls: Some("TLSv1.3".into()),
-        auth_user: None,
         body: "8BITMIME".into(),
-        smtputf8: false,
         ret: Some("HDRS".into()),
         envid: Some("abc".into()),
-        size: 0,
-        quarantine: false,
+        ..Envelope::default()
     }
 }
 

@@ -150,12 +150,18 @@ fn offline(config: &Config, request: &Request) -> anyhow::Result<Response> {
         directory: Arc::new(directory),
         hostname: config.hostname.clone(),
         delivery: None,
-        // The bounce is signed like the server's: with the keys on disk
-        // (unsigned, with a warning, if they do not load).
-        signer: tern_net::SignerHandle::new(config.dkim_signer().unwrap_or_else(|e| {
-            eprintln!("warning: {e}; a failure notice would go unsigned");
-            tern_mailauth::Signer::default()
-        })),
+        // Only `bounce` writes a notice: it is signed like the server's,
+        // with the keys on disk (unsigned, with a warning, if they do not
+        // load). The other commands need no keys, so none are read.
+        signer: match request {
+            Request::Bounce { .. } => {
+                tern_net::SignerHandle::new(config.dkim_signer().unwrap_or_else(|e| {
+                    eprintln!("warning: {e}; the failure notice goes unsigned");
+                    tern_mailauth::Signer::default()
+                }))
+            }
+            _ => tern_net::SignerHandle::default(),
+        },
     };
     let response = queue.execute(request, unix_now());
     if let (Request::Bounce { .. }, Response::Done { .. }) = (request, &response) {

@@ -120,6 +120,36 @@ initial_delay = "0s"
             .join(folder)
     }
 
+    /// Checks `message` as the receiver `authserv_id` would on getting it
+    /// from `client_ip`, against the keys and policies in the test DNS.
+    async fn verify_as(
+        &self,
+        authserv_id: &str,
+        client_ip: &str,
+        helo: &str,
+        mail_from: &str,
+        message: &str,
+    ) -> tern_mailauth::Verdict {
+        let resolver = Arc::new(
+            tern_dns::HickoryResolver::new(tern_dns::ResolverSettings {
+                nameservers: vec![self.dns_addr],
+                timeout: Duration::from_secs(2),
+                attempts: 1,
+                cache_size: 16,
+            })
+            .unwrap(),
+        );
+        Verifier::new(resolver, authserv_id, InboundPolicy::default())
+            .verify(tern_mailauth::Inbound {
+                client_ip: client_ip.parse().unwrap(),
+                helo,
+                mail_from,
+                message: message.as_bytes(),
+                seal_with: None,
+            })
+            .await
+    }
+
     async fn stop(mut self) {
         if let Some(r) = self.running.take() {
             r.shutdown().await;
@@ -276,24 +306,14 @@ async fn submitted_mail_is_signed_with_both_keys() {
 
     // Verify the stored message as a receiver would, against the keys in
     // the DNS.
-    let resolver = Arc::new(
-        tern_dns::HickoryResolver::new(tern_dns::ResolverSettings {
-            nameservers: vec![w.dns_addr],
-            timeout: Duration::from_secs(2),
-            attempts: 1,
-            cache_size: 16,
-        })
-        .unwrap(),
-    );
-    let verifier = Verifier::new(resolver, "receiver.test", InboundPolicy::default());
-    let verdict = verifier
-        .verify(tern_mailauth::Inbound {
-            client_ip: "127.0.0.1".parse().unwrap(),
-            helo: "client.test",
-            mail_from: "alice@example.test",
-            message: stored.as_bytes(),
-            seal_with: None,
-        })
+    let verdict = w
+        .verify_as(
+            "receiver.test",
+            "127.0.0.1",
+            "client.test",
+            "alice@example.test",
+            &stored,
+        )
         .await;
     assert_eq!(
         verdict.header.matches("dkim=pass").count(),
@@ -333,23 +353,14 @@ async fn forwarded_mail_is_arc_sealed() {
     // Two DKIM signatures, the ARC-Seal and the ARC-Message-Signature.
     assert_eq!(stored.matches("d=example.test;").count(), 4, "{stored}");
     // The next hop validates the chain.
-    let resolver = Arc::new(
-        tern_dns::HickoryResolver::new(tern_dns::ResolverSettings {
-            nameservers: vec![w.dns_addr],
-            timeout: Duration::from_secs(2),
-            attempts: 1,
-            cache_size: 16,
-        })
-        .unwrap(),
-    );
-    let verdict = Verifier::new(resolver, "mx.remote.test", InboundPolicy::default())
-        .verify(tern_mailauth::Inbound {
-            client_ip: "127.0.0.1".parse().unwrap(),
-            helo: "mx.example.test",
-            mail_from: "ceo@protected.test",
-            message: stored.as_bytes(),
-            seal_with: None,
-        })
+    let verdict = w
+        .verify_as(
+            "mx.remote.test",
+            "127.0.0.1",
+            "mx.example.test",
+            "ceo@protected.test",
+            &stored,
+        )
         .await;
     assert!(verdict.header.contains("arc=pass"), "{}", verdict.header);
     assert_eq!(
@@ -471,24 +482,8 @@ async fn notices_are_dkim_signed() {
     assert_eq!(stored.matches("DKIM-Signature:").count(), 2, "{stored}");
     assert!(stored.contains("d=example.test"), "{stored}");
 
-    let resolver = Arc::new(
-        tern_dns::HickoryResolver::new(tern_dns::ResolverSettings {
-            nameservers: vec![w.dns_addr],
-            timeout: Duration::from_secs(2),
-            attempts: 1,
-            cache_size: 16,
-        })
-        .unwrap(),
-    );
-    let verifier = Verifier::new(resolver, "receiver.test", InboundPolicy::default());
-    let verdict = verifier
-        .verify(tern_mailauth::Inbound {
-            client_ip: "192.0.2.9".parse().unwrap(),
-            helo: "mx.example.test",
-            mail_from: "",
-            message: stored.as_bytes(),
-            seal_with: None,
-        })
+    let verdict = w
+        .verify_as("receiver.test", "192.0.2.9", "mx.example.test", "", &stored)
         .await;
     assert_eq!(
         verdict.header.matches("dkim=pass").count(),

@@ -414,17 +414,7 @@ async fn a_held_message_is_not_delivered_even_locally_until_released() {
                 orcpt: None,
             }],
             received_at: 1_700_000_000,
-            client_ip: None,
-            helo: None,
-            protocol: "ESMTP".into(),
-            tls: None,
-            auth_user: None,
-            body: "7BIT".into(),
-            smtputf8: false,
-            ret: None,
-            envid: None,
-            size: 0,
-            quarantine: false,
+            ..tern_queue::Envelope::default()
         };
         msg.commit(&envelope).unwrap().wait_blocking().unwrap()
     })
