@@ -46,27 +46,18 @@ log() { printf '[bench] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 want() { [[ ",$ONLY," == *",$1,"* ]]; }
 extra() { [[ ",$EXTRAS," == *",$1,"* ]]; }
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 
 # ------------------------------------------------------------------ install
-if [ ! -x "$SMTP_SOURCE" ] || ! command -v postfix >/dev/null 2>&1; then
-    log "installing postfix (for smtp-source, smtp-sink and the reference server)"
-    SUDO=""
-    [ "$(id -u)" -eq 0 ] || SUDO="sudo -n"
-    echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends postfix </dev/null
-fi
+install_postfix
 if extra fsync && ! command -v strace >/dev/null 2>&1; then
     log "installing strace (fsyncs per message)"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends strace </dev/null \
         || { log "no strace: skipping the fsync report"; EXTRAS=${EXTRAS//fsync/}; }
 fi
 [ "$(id -u)" -eq 0 ] || die "run as root: the private Postfix instance needs it"
-if [ "$BUILD" = 1 ]; then
-    command -v cargo >/dev/null || die "cargo is needed to build Tern (or set TERN_BIN)"
-    log "building tern and tern-loadgen (release)"
-    (cd "$ROOT" && cargo build --release -q -p tern -p tern-loadgen) || die "cargo build failed"
-fi
+[ "$BUILD" = 1 ] && build_release tern tern-loadgen
 command -v python3 >/dev/null || die "python3 is needed (free ports, statistics)"
 
 # 10,000 idle sessions need 10,000 descriptors in Tern and in the load tool.
@@ -75,18 +66,7 @@ if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$NOFILE" ]; then
     ulimit -n "$NOFILE" 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 fi
 
-# Not /tmp by default: test suites create and delete thousands of files
-# there, and on ext4 without a journal that slows every file creation near
-# them for minutes (see bench/README.md).
-BENCH_DIR=${BENCH_DIR:-/var/tmp}
-mkdir -p "$BENCH_DIR"
-WORK=$(mktemp -d "$BENCH_DIR/tern-bench.XXXXXX")
-# ext4: directories made in $WORK are placed like top-level ones (in groups
-# of their own), so Postfix's queue and Tern's data do not share an inode
-# group; otherwise the queue files one server deletes slow down the other's
-# file creations on ext4 without a journal (see bench/README.md).
-chattr +T "$WORK" 2>/dev/null || true
-chmod 755 "$WORK"
+WORK=$(make_work_dir tern-bench)
 PF_CONF=$WORK/postfix/conf
 PF_STARTED=0
 SINK_PID=""
@@ -109,18 +89,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-wait_port() { # port timeout
-    local deadline=$(( $(date +%s) + $2 ))
-    until python3 -c 'import socket,sys; socket.create_connection(("127.0.0.1",int(sys.argv[1])),1).close()' "$1" 2>/dev/null; do
-        [ "$(date +%s)" -lt "$deadline" ] || return 1
-        sleep 0.1
-    done
-}
 
 count_new() { # maildir-root: files in every */new/ below it
     if [ -d "$1" ]; then find "$1" -path '*/new/*' -type f | wc -l; else echo 0; fi
@@ -146,8 +114,6 @@ fresh_mailboxes() {
     find "$1" -mindepth 1 -maxdepth 1 -exec mv -t "$aside" {} +
     [ -z "$(ls -A "$1")" ] || { log "could not move the mailboxes in $1 aside"; return 1; }
 }
-
-now() { date +%s.%N; }
 
 # Descendants of a process, itself included.
 tree_pids() {
@@ -450,17 +416,6 @@ declare -A PORT RESULT CPU
 log "work dir $WORK; $RUNS runs; scenarios: $SCENARIOS"
 log "$(postconf -d -h mail_version | sed 's/^/postfix /'); $(nproc) cores; $(uname -r); load: $(cut -d' ' -f1-3 /proc/loadavg)"
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
-# fs_kind DIR: the filesystem type, with "(no journal)" for an ext4 without one
-fs_kind() {
-    local type dev
-    type=$(df -T "$1" | awk 'NR==2 {print $2}')
-    dev=$(basename "$(df "$1" | awk 'NR==2 {print $1}')")
-    if [ "$type" = ext4 ] && [ "$(cat "/sys/fs/ext4/$dev/journal_task" 2>/dev/null)" = "<none>" ]; then
-        echo "ext4 (no journal)"
-    else
-        echo "$type"
-    fi
-}
 FS_KIND=$(fs_kind "$WORK")
 if [ "$FS_KIND" = "ext4 (no journal)" ]; then
     log "note: $WORK is on ext4 without a journal: for about 5 minutes after many files are deleted"

@@ -28,33 +28,15 @@ SMTP_SINK=/usr/sbin/smtp-sink
 
 log() { printf '[relay] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 
 [ "$(id -u)" -eq 0 ] || die "run as root: the private Postfix instance needs it"
-if [ "$BUILD" = 1 ]; then
-    command -v cargo >/dev/null || die "cargo is needed to build Tern (or set TERN_BIN)"
-    log "building tern (release)"
-    (cd "$ROOT" && cargo build --release -q -p tern) || die "cargo build failed"
-fi
+[ "$BUILD" = 1 ] && build_release tern
 [ -x "$TERN_BIN" ] || die "no $TERN_BIN: cargo build --release -p tern"
-if [ ! -x "$SMTP_SOURCE" ] || ! command -v postfix >/dev/null 2>&1; then
-    log "installing postfix (smtp-source, smtp-sink and the reference server)"
-    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postfix </dev/null
-fi
+install_postfix
 
-# Not /tmp by default: test suites create and delete thousands of files
-# there, and on ext4 without a journal that slows every file creation near
-# them for minutes (see bench/README.md).
-BENCH_DIR=${BENCH_DIR:-/var/tmp}
-mkdir -p "$BENCH_DIR"
-WORK=$(mktemp -d "$BENCH_DIR/tern-relay.XXXXXX")
-# ext4: directories made in $WORK are placed like top-level ones (in groups
-# of their own), so Postfix's queue and Tern's data do not share an inode
-# group; otherwise the queue files one server deletes slow down the other's
-# file creations on ext4 without a journal (see bench/README.md).
-chattr +T "$WORK" 2>/dev/null || true
-chmod 755 "$WORK"
+WORK=$(make_work_dir tern-relay)
 SINK_PID=""
 TERN_PID=""
 PF_CONF=$WORK/postfix/conf
@@ -68,16 +50,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { # port timeout
-    local deadline=$(( $(date +%s) + $2 ))
-    until python3 -c 'import socket,sys; socket.create_connection(("127.0.0.1",int(sys.argv[1])),1).close()' "$1" 2>/dev/null; do
-        [ "$(date +%s)" -lt "$deadline" ] || return 1
-        sleep 0.1
-    done
-}
-now() { date +%s.%N; }
 
 SINK_OUT=""
 start_sink() { # port: a fresh sink (its counter starts at 0)

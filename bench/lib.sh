@@ -1,0 +1,67 @@
+# Shared by bench/compare.sh and bench/relay.sh (sourced, not run). The
+# sourcing script defines log and die first, and sets ROOT.
+
+# install_postfix: Postfix from Debian (smtp-source, smtp-sink and the
+# reference server), when it is missing. The system instance is never
+# configured or started: the scripts run private instances.
+install_postfix() {
+    if [ -x /usr/sbin/smtp-source ] && command -v postfix >/dev/null 2>&1; then return 0; fi
+    log "installing postfix (for smtp-source, smtp-sink and the reference server)"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo -n"
+    echo "postfix postfix/main_mailer_type select No configuration" | $sudo debconf-set-selections
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends postfix </dev/null
+}
+
+# build_release PACKAGE...: `cargo build --release` of the tree the script
+# is in (a no-op when it is current), so that no stale binary is measured.
+build_release() {
+    command -v cargo >/dev/null || die "cargo is needed to build Tern (or set TERN_BIN)"
+    log "building $* (release)"
+    local args=()
+    for p in "$@"; do args+=(-p "$p"); done
+    (cd "$ROOT" && cargo build --release -q "${args[@]}") || die "cargo build failed"
+}
+
+# make_work_dir NAME: a new directory under BENCH_DIR (default /var/tmp, not
+# /tmp: test suites create and delete thousands of files there, and on ext4
+# without a journal that slows every file creation near them for minutes).
+# On ext4 it gets the "top of directory hierarchy" attribute, so that the
+# directories made in it (Postfix's, Tern's) land in inode groups of their
+# own and the files one server deletes do not slow the other's creations
+# (see bench/README.md, "The filesystem").
+make_work_dir() {
+    local base=${BENCH_DIR:-/var/tmp} dir
+    mkdir -p "$base"
+    dir=$(mktemp -d "$base/$1.XXXXXX")
+    chattr +T "$dir" 2>/dev/null || true
+    chmod 755 "$dir"
+    echo "$dir"
+}
+
+# fs_kind DIR: the filesystem type, with "(no journal)" for an ext4 without one.
+fs_kind() {
+    local type dev
+    type=$(df -T "$1" | awk 'NR==2 {print $2}')
+    dev=$(basename "$(df "$1" | awk 'NR==2 {print $1}')")
+    if [ "$type" = ext4 ] && [ "$(cat "/sys/fs/ext4/$dev/journal_task" 2>/dev/null)" = "<none>" ]; then
+        echo "ext4 (no journal)"
+    else
+        echo "$type"
+    fi
+}
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+wait_port() { # port timeout
+    local deadline=$(( $(date +%s) + $2 ))
+    until python3 -c 'import socket,sys; socket.create_connection(("127.0.0.1",int(sys.argv[1])),1).close()' "$1" 2>/dev/null; do
+        [ "$(date +%s)" -lt "$deadline" ] || return 1
+        sleep 0.1
+    done
+}
+
+now() { date +%s.%N; }
