@@ -4,8 +4,10 @@
 //! 127.0.0.2 for `remote.test`. Failures come back to the sender as DSNs.
 
 mod common;
+#[path = "../../tern-mailauth/tests/dns/mod.rs"]
+mod dns;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,109 +16,28 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use common::{Raw, wait_for_mail_in};
-use hickory_proto::rr::rdata::{A, MX, SOA};
-use hickory_proto::rr::{Name, RData, Record};
-use hickory_server::Server;
-use hickory_server::store::in_memory::InMemoryZoneHandler;
-use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneType};
 use mail_parser::MimeHeaders as _;
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 
-fn name(s: &str) -> Name {
-    Name::from_ascii(s).unwrap()
-}
-
-fn zone(origin: &str, records: Vec<Record>) -> InMemoryZoneHandler {
-    let mut z = InMemoryZoneHandler::empty(name(origin), ZoneType::Primary, AxfrPolicy::Deny);
-    let soa = Record::from_rdata(
-        name(origin),
-        3600,
-        RData::SOA(SOA::new(
-            name("ns.test."),
-            name("hostmaster.test."),
-            1,
-            3600,
-            600,
-            86400,
-            60,
-        )),
-    );
-    assert!(z.upsert_mut(soa, 1));
-    for r in records {
-        assert!(z.upsert_mut(r, 1));
-    }
-    z
-}
-
-fn mx(owner: &str, preference: u16, exchange: &str) -> Record {
-    Record::from_rdata(
-        name(owner),
-        60,
-        RData::MX(MX::new(preference, name(exchange))),
-    )
-}
-
-fn a(owner: &str, ip: [u8; 4]) -> Record {
-    Record::from_rdata(
-        name(owner),
-        60,
-        RData::A(A::new(ip[0], ip[1], ip[2], ip[3])),
-    )
-}
-
-struct Dns {
-    addr: SocketAddr,
-    _server: Server<Catalog>,
-}
-
-async fn start_dns() -> Dns {
-    let mut catalog = Catalog::new();
-    let zones = vec![
-        zone(
-            "remote.test.",
-            vec![
-                mx("remote.test.", 10, "mx.remote.test."),
-                a("mx.remote.test.", [127, 0, 0, 2]),
-            ],
-        ),
-        zone("nullmx.test.", vec![mx("nullmx.test.", 0, ".")]),
+/// The test DNS: MX and A records for the remote domains the tests send
+/// to, from the shared test DNS server (`tern-mailauth/tests/dns`).
+async fn start_dns() -> dns::TestDns {
+    let ip = |last: u8| Ipv4Addr::new(127, 0, 0, last);
+    dns::start(vec![
+        dns::mx("remote.test", 10, "mx.remote.test"),
+        dns::a("mx.remote.test", ip(2)),
+        dns::mx("nullmx.test", 0, "."),
         // A slow MX (it never answers the end of data) and one that offers
         // no DSN; both are `mini_smtp` servers started by the tests.
-        zone(
-            "slow.test.",
-            vec![
-                mx("slow.test.", 10, "mx.slow.test."),
-                a("mx.slow.test.", [127, 0, 0, 4]),
-            ],
-        ),
-        zone(
-            "nodsn.test.",
-            vec![
-                mx("nodsn.test.", 10, "mx.nodsn.test."),
-                a("mx.nodsn.test.", [127, 0, 0, 5]),
-            ],
-        ),
+        dns::mx("slow.test", 10, "mx.slow.test"),
+        dns::a("mx.slow.test", ip(4)),
+        dns::mx("nodsn.test", 10, "mx.nodsn.test"),
+        dns::a("mx.nodsn.test", ip(5)),
         // An MX host where nothing listens: deliveries there are deferred.
-        zone(
-            "down.test.",
-            vec![
-                mx("down.test.", 10, "mx.down.test."),
-                a("mx.down.test.", [127, 0, 0, 3]),
-            ],
-        ),
-    ];
-    for z in zones {
-        let origin = hickory_server::zone_handler::ZoneHandler::origin(&z).clone();
-        catalog.upsert(origin, vec![Arc::new(z)]);
-    }
-    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let addr = udp.local_addr().unwrap();
-    let mut server = Server::new(catalog);
-    server.register_socket(udp);
-    Dns {
-        addr,
-        _server: server,
-    }
+        dns::mx("down.test", 10, "mx.down.test"),
+        dns::a("mx.down.test", ip(3)),
+    ])
+    .await
 }
 
 /// A port free on 127.0.0.1, .2, .4 and .5 (remote delivery uses one
@@ -212,7 +133,7 @@ struct Pair {
     a_submit: SocketAddr,
     a_dir: tempfile::TempDir,
     b_dir: tempfile::TempDir,
-    _dns: Dns,
+    _dns: dns::TestDns,
 }
 
 impl Pair {
