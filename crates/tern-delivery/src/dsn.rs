@@ -316,7 +316,7 @@ struct Attachment {
 
 impl Attachment {
     fn new(input: &DsnInput<'_>) -> Attachment {
-        let normalised = to_crlf(input.original);
+        let normalised = without_signature_fields(to_crlf(input.original));
         // RET is about failure reports (RFC 3461 4.3); delay, success and
         // relayed reports carry the headers only.
         let want_full = input.kind == DsnKind::Failure
@@ -654,6 +654,43 @@ fn to_crlf(data: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Header fields a notice never hands back: `DKIM-Signature:` and the ARC
+/// set (`ARC-Seal:`, `ARC-Message-Signature:`,
+/// `ARC-Authentication-Results:`). Ours would give the sender a signature
+/// by our domain to replay elsewhere; the sender's own are of no use to it
+/// in a report.
+const SIGNATURE_FIELDS: [&str; 4] = [
+    "dkim-signature",
+    "arc-seal",
+    "arc-message-signature",
+    "arc-authentication-results",
+];
+
+/// A CRLF-normalised message without the [`SIGNATURE_FIELDS`] of its
+/// header section (each with its continuation lines); the body is kept.
+fn without_signature_fields(message: Vec<u8>) -> Vec<u8> {
+    let header_len = header_block(&message).len();
+    let mut out = Vec::with_capacity(message.len());
+    let mut dropping = false;
+    for line in message[..header_len].split_inclusive(|&b| b == b'\n') {
+        if line.first().is_some_and(|&b| b == b' ' || b == b'\t') {
+            if !dropping {
+                out.extend_from_slice(line);
+            }
+            continue;
+        }
+        let name = line.split(|&b| b == b':').next().unwrap_or_default();
+        dropping = SIGNATURE_FIELDS
+            .iter()
+            .any(|f| name.trim_ascii().eq_ignore_ascii_case(f.as_bytes()));
+        if !dropping {
+            out.extend_from_slice(line);
+        }
+    }
+    out.extend_from_slice(&message[header_len..]);
+    out
+}
+
 /// The header section of a CRLF-normalised message, each line with its
 /// CRLF, without the empty line that ends it (all of it if there is none).
 fn header_block(message: &[u8]) -> &[u8] {
@@ -751,6 +788,23 @@ mod tests {
         );
         assert_eq!(header_block(b"A: 1\r\n"), b"A: 1\r\n");
         assert_eq!(header_block(b"\r\nbody\r\n"), b"");
+    }
+
+    /// Security finding 1: a "relayed" notice handed the (unauthenticated)
+    /// sender the DKIM signature we had put on its message.
+    #[test]
+    fn finding_01_signature_fields_are_not_returned() {
+        let msg =
+            b"DKIM-Signature: v=1; d=example.test;\r\n\tb=abc\r\nARC-Seal: i=1; d=example.test\r\n\
+From: a@b.test\r\narc-message-signature: i=1;\r\n b=x\r\nARC-Authentication-Results: i=1; mx\r\n\
+Subject: s\r\n\r\nDKIM-Signature: in the body stays\r\n"
+                .to_vec();
+        assert_eq!(
+            without_signature_fields(msg),
+            b"From: a@b.test\r\nSubject: s\r\n\r\nDKIM-Signature: in the body stays\r\n"
+        );
+        assert_eq!(without_signature_fields(b"A: 1\r\n".to_vec()), b"A: 1\r\n");
+        assert_eq!(without_signature_fields(Vec::new()), b"");
     }
 
     #[test]

@@ -158,10 +158,15 @@ impl AuthFailureTracker {
     }
 
     /// Whether `ip` may try to authenticate as `user` now, and after what delay.
+    ///
+    /// An empty `user` (the name is not known yet, or the exchange never
+    /// named one) is checked per address only: a name nobody owns must not
+    /// gather failures that every client then shares.
     pub fn before_attempt(&mut self, ip: IpAddr, user: &str, now: Instant) -> Verdict {
         self.prune(now);
         let ip = client_key(ip, self.ipv6_prefix);
         let pair = (ip, user_key(user));
+        let named = !pair.1.is_empty();
 
         let mut ip_failures = 0;
         if let Some(subject) = self.ips.touch(&ip) {
@@ -174,9 +179,9 @@ impl AuthFailureTracker {
             ip_failures = subject.failures.count(&mut self.timebase, now);
         }
 
-        let known = self.is_known(&pair, now);
+        let known = named && self.is_known(&pair, now);
         let mut user_failures = 0;
-        if let Some(subject) = self.users.touch(&pair.1) {
+        if named && let Some(subject) = self.users.touch(&pair.1) {
             if let Some(until) = subject.block(now)
                 && !known
             {
@@ -206,7 +211,8 @@ impl AuthFailureTracker {
     }
 
     /// Reports that `ip` failed to authenticate as `user` (wrong password,
-    /// unknown user, malformed exchange: all the same).
+    /// unknown user, malformed exchange: all the same). An empty `user`
+    /// counts against the address only (see [`Self::before_attempt`]).
     pub fn record_failure(&mut self, ip: IpAddr, user: &str, now: Instant) {
         self.prune(now);
         let ip = client_key(ip, self.ipv6_prefix);
@@ -219,6 +225,9 @@ impl AuthFailureTracker {
             block_for,
             now,
         );
+        if pair.1.is_empty() {
+            return;
+        }
         self.users.get_or_insert_with(&pair.1, Subject::new).fail(
             &mut self.timebase,
             self.config.block_user_after,
@@ -239,6 +248,9 @@ impl AuthFailureTracker {
         self.prune(now);
         let ip = client_key(ip, self.ipv6_prefix);
         let pair = (ip, user_key(user));
+        if pair.1.is_empty() {
+            return;
+        }
         self.pairs.remove(&pair);
         *self.known.get_or_insert_with(&pair, || now) = now;
     }
@@ -473,6 +485,32 @@ mod tests {
             t.before_attempt(ip(1), "a", later),
             Verdict::Blocked { .. }
         ));
+    }
+
+    /// Security finding 4: failures without a user name (a failed
+    /// OAUTHBEARER without authzid) were counted against the name "",
+    /// which every AUTH start checks: a few clients blocked AUTH for all.
+    #[test]
+    fn finding_04_empty_user_name_never_blocks_everyone() {
+        let mut t = tracker();
+        let now = Instant::now();
+        // 24 failures without a name from 6 addresses (4 each: under the
+        // per-address block).
+        for i in 0..24u32 {
+            t.record_failure(ip(100 + i % 6), "", now);
+        }
+        // Another client starting AUTH (no name yet) is not blocked, and
+        // neither is a named attempt from a fresh address.
+        assert!(matches!(
+            t.before_attempt(ip(1), "", now),
+            Verdict::Allow { .. }
+        ));
+        assert_eq!(
+            delay(t.before_attempt(ip(2), "alice@example.test", now)),
+            Duration::ZERO
+        );
+        // The addresses that failed still pay for it.
+        assert!(delay(t.before_attempt(ip(100), "", now)) > Duration::ZERO);
     }
 
     #[test]

@@ -27,6 +27,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod body;
 pub mod error;
 pub mod headers;
 pub mod keys;

@@ -52,6 +52,12 @@ pub struct InboundPolicy {
     pub iprev: bool,
     /// Validate ARC chains (RFC 8617).
     pub arc: bool,
+    /// Refuse (550 5.7.1) mail on the MX port whose `From:` is one of our
+    /// own domains but that nothing authenticates (no aligned DKIM pass, no
+    /// aligned SPF pass, no DMARC pass), whatever our published DMARC
+    /// policy says: our users send through submission. Turn off for sites
+    /// whose mailing lists rewrite our users' mail and break signatures.
+    pub reject_own_domain_unauthenticated: bool,
     /// Clients whose mail is not checked (trusted relays); their messages
     /// still lose forged `Authentication-Results:` and get ours with
     /// `none`.
@@ -68,6 +74,7 @@ impl Default for InboundPolicy {
             temperror: TempErrorAction::Accept,
             iprev: true,
             arc: true,
+            reject_own_domain_unauthenticated: true,
             skip_networks: Vec::new(),
         }
     }

@@ -136,6 +136,56 @@ impl Signer {
     }
 }
 
+impl Signer {
+    /// Signs the message made of `header` (its header section, with the
+    /// empty line that ends it) and `body`, read once as a stream, with
+    /// every key of `domain`: the same fields as [`Signer::sign`], without
+    /// holding the message in memory. CPU work: async callers run it on a
+    /// blocking thread.
+    pub fn sign_stream(
+        &self,
+        domain: &str,
+        header: &[u8],
+        mut body: impl std::io::Read,
+    ) -> Result<String, Error> {
+        let mut keys: Vec<&DkimKey> = self.keys(domain).iter().collect();
+        if keys.is_empty() {
+            return Ok(String::new());
+        }
+        keys.sort_by_key(|k| (k.algorithm != KeyAlgorithm::Rsa, k.selector.clone()));
+        let mut streams: Vec<_> = keys.iter().map(|k| k.signer.sign_streaming()).collect();
+        for s in &mut streams {
+            s.write(header);
+        }
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match body.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(Error::Crypto {
+                        op: "reading the message to sign",
+                        reason: e.to_string(),
+                    });
+                }
+            };
+            for s in &mut streams {
+                s.write(&buf[..n]);
+            }
+        }
+        let mut out = String::new();
+        for s in streams {
+            let signature = s.finish().map_err(|e| Error::Crypto {
+                op: "signing",
+                reason: e.to_string(),
+            })?;
+            out.push_str(&signature.to_header());
+        }
+        Ok(out)
+    }
+}
+
 /// The domain of the first `From:` address of `message` (the author
 /// domain DKIM signs for and DMARC aligns with), lower case.
 pub fn author_domain(message: &[u8]) -> Option<String> {

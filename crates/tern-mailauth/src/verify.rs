@@ -25,6 +25,7 @@ use mail_auth::{
 };
 use tern_dns::{HickoryResolver, Resolver};
 
+use crate::body::{BodyHashes, attach, parse_bounded};
 use crate::policy::{Action, InboundPolicy, TempErrorAction};
 
 /// Overall bound on all the checks of one message; what is not done by
@@ -66,6 +67,11 @@ pub struct Verdict {
     /// `ARC-Authentication-Results:` to prepend when sealing was asked for
     /// and possible (the chain did not fail), else empty.
     pub arc_seal: String,
+    /// The `From:` domain is one of ours ([`Verifier::with_own_domains`])
+    /// and neither an aligned DKIM signature nor an aligned SPF pass
+    /// vouches for it: the domain, for the caller's policy (our own domain
+    /// never sends unauthenticated mail to our MX).
+    pub unauthenticated_own_domain: Option<String>,
 }
 
 /// What the runtime knows about the message.
@@ -77,7 +83,9 @@ pub struct Inbound<'a> {
     pub helo: &'a str,
     /// The MAIL FROM address, `""` for the null sender.
     pub mail_from: &'a str,
-    /// The message as the client sent it (header section and body).
+    /// The message as the client sent it: header section and body for
+    /// [`Verifier::verify`]; the header section alone is enough for
+    /// [`Verifier::verify_with_body`], which gets the body's hashes.
     pub message: &'a [u8],
     /// Tern forwards this message to another domain (an alias with remote
     /// targets): add an ARC set (RFC 8617) with this key, so the next hop
@@ -91,6 +99,7 @@ pub struct Verifier {
     dns: Arc<HickoryResolver>,
     authserv_id: String,
     policy: InboundPolicy,
+    own_domains: Vec<String>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -175,7 +184,26 @@ impl Verifier {
             dns,
             authserv_id: authserv_id.trim_end_matches('.').to_ascii_lowercase(),
             policy,
+            own_domains: Vec::new(),
         }
+    }
+
+    /// Names our own domains: mail whose `From:` is one of them (or a
+    /// subdomain) and that nothing authenticates is reported in
+    /// [`Verdict::unauthenticated_own_domain`].
+    pub fn with_own_domains<'a>(mut self, domains: impl IntoIterator<Item = &'a str>) -> Verifier {
+        self.own_domains = domains
+            .into_iter()
+            .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
+            .collect();
+        self
+    }
+
+    /// Whether `domain` is one of ours or below one of ours.
+    fn is_own(&self, domain: &str) -> bool {
+        self.own_domains
+            .iter()
+            .any(|d| aligned_strictly_below(domain, d))
     }
 
     /// The authserv-id we write and whose forgeries we strip.
@@ -200,6 +228,7 @@ impl Verifier {
             disposition: Disposition::Accept,
             summary: "skipped (trusted client)".into(),
             arc_seal: String::new(),
+            unauthenticated_own_domain: None,
         }
     }
 
@@ -222,14 +251,29 @@ impl Verifier {
         }
     }
 
-    /// Runs every check on `input`. The independent ones (SPF of both
-    /// identities, DKIM, ARC, iprev) run at the same time; DMARC follows,
-    /// as it needs the SPF and DKIM results.
+    /// Runs every check on `input`, whose `message` is the whole message
+    /// (hashed in memory; see [`Self::verify_with_body`] to stream it).
     pub async fn verify(&self, input: Inbound<'_>) -> Verdict {
+        let hashes = BodyHashes::of_message(input.message, input.seal_with.is_some());
+        self.verify_with_body(input, &hashes).await
+    }
+
+    /// Runs every check on `input`, whose `message` may be the header
+    /// section alone, with the body hashes of [`BodyHashPlan`] (computed
+    /// by the caller from a stream). The independent checks (SPF of both
+    /// identities, DKIM, ARC, iprev) run at the same time; DMARC follows,
+    /// as it needs the SPF and DKIM results. At most
+    /// [`crate::body::MAX_DKIM_SIGNATURES`] signatures are checked.
+    ///
+    /// [`BodyHashPlan`]: crate::body::BodyHashPlan
+    pub async fn verify_with_body(&self, input: Inbound<'_>, body: &BodyHashes) -> Verdict {
         let ip = input.client_ip;
         let helo = input.helo.trim_end_matches('.');
         let host = self.authserv_id.as_str();
-        let parsed = AuthenticatedMessage::parse(input.message);
+        let parsed = parse_bounded(input.message).map(|mut m| {
+            attach(&mut m, body);
+            m
+        });
         let mail_from_domain = input
             .mail_from
             .rsplit_once('@')
@@ -333,6 +377,7 @@ impl Verifier {
                 temperror,
                 &spf_mail_result,
                 String::new(),
+                None,
             );
         };
 
@@ -372,6 +417,28 @@ impl Verifier {
             results = results.with_dmarc_result(&dmarc);
         }
         let mut dmarc_note = format!("dmarc={}", dmarc_word(&dmarc_result));
+        // Our own domain: authenticated by DMARC, or by an aligned DKIM
+        // pass or SPF pass when it publishes no DMARC record.
+        // Every address of every From: field counts (a second field must
+        // not hide the first).
+        let own_from = message.from.iter().find_map(|a| {
+            a.rsplit_once('@')
+                .map(|(_, d)| d.trim_end_matches('.').to_ascii_lowercase())
+                .filter(|d| self.is_own(d))
+        });
+        let unauthenticated_own_domain = own_from.filter(|d| {
+            let dkim_aligned = dkim.iter().any(|out| {
+                matches!(out.result(), DkimResult::Pass)
+                    && out
+                        .signature()
+                        .is_some_and(|s| relaxed_aligned(d, &s.d.to_ascii_lowercase()))
+            });
+            let spf_aligned = spf_mail_result == SpfResult::Pass
+                && mail_from_domain
+                    .as_deref()
+                    .is_some_and(|m| relaxed_aligned(d, m));
+            !matches!(dmarc_result, DmarcResult::Pass) && !dkim_aligned && !spf_aligned
+        });
         if matches!(dmarc_result, DmarcResult::TempError(_)) {
             temperror = true;
         }
@@ -457,6 +524,7 @@ impl Verifier {
             temperror,
             &spf_mail_result,
             arc_seal,
+            unauthenticated_own_domain,
         )
     }
 
@@ -468,6 +536,7 @@ impl Verifier {
         temperror: bool,
         spf: &SpfResult,
         arc_seal: String,
+        unauthenticated_own_domain: Option<String>,
     ) -> Verdict {
         if *spf == SpfResult::Fail {
             disposition = stricter(
@@ -489,8 +558,21 @@ impl Verifier {
             disposition,
             summary: summary.join(" "),
             arc_seal,
+            unauthenticated_own_domain,
         }
     }
+}
+
+/// `a` equals `b` or is a subdomain of it.
+fn aligned_strictly_below(a: &str, b: &str) -> bool {
+    a == b || a.strip_suffix(b).is_some_and(|rest| rest.ends_with('.'))
+}
+
+/// Relaxed alignment without a public-suffix list: one domain is the
+/// other or below it. Used only for our own domains, where the admin's
+/// configuration says which names are ours.
+fn relaxed_aligned(a: &str, b: &str) -> bool {
+    aligned_strictly_below(a, b) || aligned_strictly_below(b, a)
 }
 
 /// A header field that cannot break out of itself, whatever the message
@@ -586,6 +668,16 @@ mod tests {
         assert!(!helo_is_domain("[192.0.2.1]"));
         assert!(!helo_is_domain("localhost"));
         assert!(!helo_is_domain("192.0.2.1"));
+    }
+
+    #[test]
+    fn alignment_of_own_domains() {
+        assert!(aligned_strictly_below("example.test", "example.test"));
+        assert!(aligned_strictly_below("mail.example.test", "example.test"));
+        assert!(!aligned_strictly_below("badexample.test", "example.test"));
+        assert!(!aligned_strictly_below("example.test", "mail.example.test"));
+        assert!(relaxed_aligned("example.test", "mail.example.test"));
+        assert!(!relaxed_aligned("example.test", "other.test"));
     }
 
     #[test]

@@ -32,6 +32,7 @@ use tern_smtp::received::{ReceivedInfo, received_header};
 use tern_smtp::reply::Reply;
 use tern_smtp::server::{AuthQuestion, Event, ServerConfig, ServerSession, TimeoutClass};
 use tern_store::{Resolution, Target};
+use tern_types::dsn::Notify;
 use tern_types::{EnhancedStatus, ForwardPath, Mailbox, ReversePath};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
@@ -42,9 +43,11 @@ use crate::date::rfc5322;
 use crate::policy::{RcptVerdict, decide_recipient};
 use crate::server::Role;
 use crate::submission::{
-    MAX_HEADER_SECTION, fixup_headers, header_section_end, inspect_headers, same_address,
+    AuthorRefusal, MAX_HEADER_SECTION, check_authors, fixup_headers, header_section_end,
+    inspect_headers, same_address,
 };
 use crate::tls::{MaybeTlsStream, TlsInfo};
+use tern_mailauth::headers::strip_our_auth_results;
 
 /// Size of one socket read; also bounds what the session buffers.
 const READ_BUFFER: usize = 64 * 1024;
@@ -74,6 +77,9 @@ struct Transaction {
     /// Email authentication: the message bytes, held back until the end of
     /// data ([`crate::mailauth`]).
     auth: Option<crate::mailauth::Capture>,
+    /// The domain whose keys sign the message: that of the author address
+    /// the header section names (and the submission policy checked).
+    sign_domain: Option<String>,
 }
 
 /// Per-connection state the driver keeps beside the session.
@@ -96,8 +102,9 @@ pub(crate) struct Connection {
     /// When the session last made progress (an event or a reply): the
     /// command deadline runs from here, so dribbling bytes cannot extend it.
     progress_at: Instant,
-    /// When the current message's data started, and its bytes so far: the
-    /// minimum data rate is checked against these.
+    /// When the session started reading message data (a message, or data
+    /// it drains after refusing one), and the bytes read since: the minimum
+    /// data rate and the message data deadline are checked against these.
     data_started: Option<(Instant, u64)>,
 }
 
@@ -212,6 +219,20 @@ fn may_send_as(ctx: &Context, user: &str, address: &str) -> bool {
             .iter()
             .all(|t| matches!(t, Target::Local { mailbox } if same_address(mailbox, user))),
         _ => false,
+    }
+}
+
+/// The `NOTIFY=` a recipient keeps: all of it for authenticated users and
+/// trusted networks; for other senders failure reports only (`SUCCESS`
+/// and `DELAY` are dropped, `NEVER` stays).
+pub(crate) fn notify_for(notify: Notify, privileged: bool) -> Notify {
+    match notify {
+        Notify::On { success, delay, .. } if !privileged && (success || delay) => Notify::On {
+            success: false,
+            failure: true,
+            delay: false,
+        },
+        other => other,
     }
 }
 
@@ -367,6 +388,15 @@ impl Connection {
                     }
                 }
             }
+            // Message data (a message being received, or one refused and
+            // drained, or a swallowed BDAT chunk) is measured from the
+            // moment the session reads data until it reads commands again.
+            let in_data = session.timeout_class() == TimeoutClass::Data;
+            if !in_data {
+                self.data_started = None;
+            } else if self.data_started.is_none() {
+                self.data_started = Some((Instant::now(), 0));
+            }
             let deadline = match session.timeout_class() {
                 TimeoutClass::Data => {
                     if self.data_rate_too_low() {
@@ -374,7 +404,17 @@ impl Connection {
                         session.on_timeout();
                         continue;
                     }
-                    self.ctx.timeouts.data
+                    let left = self
+                        .data_started
+                        .map_or(self.ctx.timeouts.message_data, |(t, _)| {
+                            self.ctx.timeouts.message_data.saturating_sub(t.elapsed())
+                        });
+                    if left.is_zero() {
+                        info!(limit = ?self.ctx.timeouts.message_data, "message data took too long; closing");
+                        session.on_timeout();
+                        continue;
+                    }
+                    self.ctx.timeouts.data.min(left)
                 }
                 // Per-request deadline: measured from the last progress, not
                 // from the last byte, so a slow drip cannot hold the session.
@@ -404,7 +444,12 @@ impl Connection {
                         }
                         break;
                     }
-                    Ok(Ok(n)) => session.handle_input(&buf[..n]),
+                    Ok(Ok(n)) => {
+                        if let Some((_, bytes)) = self.data_started.as_mut() {
+                            *bytes += n as u64;
+                        }
+                        session.handle_input(&buf[..n]);
+                    }
                     Ok(Err(e)) => {
                         debug!(error = %e, "read failed; closing");
                         break;
@@ -444,20 +489,15 @@ impl Connection {
                     header: None,
                     refusal: None,
                     auth: None,
+                    sign_domain: None,
                 });
                 session.accept();
             }
             Event::RcptTo { to, params } => self.on_rcpt(to, params, session),
             Event::DataStart { bdat } => self.on_data_start(bdat, session),
-            Event::DataChunk(bytes) => {
-                if let Some((_, n)) = self.data_started.as_mut() {
-                    *n += bytes.len() as u64;
-                }
-                self.on_chunk(&bytes);
-            }
+            Event::DataChunk(bytes) => self.on_chunk(&bytes),
             Event::DataEnd => self.on_data_end(session).await,
             Event::DataAborted { reason } => {
-                self.data_started = None;
                 if let Some(message) = self.tx.as_mut().and_then(|t| t.message.take()) {
                     info!(queue_id = %message.id(), reason = ?reason, "message refused; discarded");
                 }
@@ -652,17 +692,13 @@ impl Connection {
             }
         }
         tx.message = Some(message);
-        if self.role.is_submission()
-            && (self.ctx.submission.enforce_sender || self.ctx.submission.fix_headers)
-        {
-            tx.header = Some(Vec::new());
-        }
-        self.data_started = Some((Instant::now(), 0));
+        // Every message's header section is read before it is written, on
+        // every role: forged results are removed, the author checked.
+        tx.header = Some(Vec::new());
         session.accept();
     }
 
     async fn on_data_end(&mut self, session: &mut ServerSession) {
-        self.data_started = None;
         // A message that was all header fields (no empty line) ends here.
         self.finish_headers();
         let Some(mut tx) = self.tx.take() else {
@@ -704,6 +740,8 @@ impl Connection {
                 helo: session.helo_name().unwrap_or(""),
                 mail_from: &mail_from,
                 forwarded_for: forwarded_for.as_deref(),
+                sign_domain: tx.sign_domain.as_deref(),
+                trusted: self.ctx.relay.is_trusted(self.peer.ip()),
             };
             match crate::mailauth::finish(&self.ctx, capture, facts, &mut message).await {
                 Ok(outcome) => quarantine = outcome.quarantine,
@@ -795,6 +833,10 @@ impl Connection {
     }
 
     fn envelope(&self, tx: &Transaction, session: &ServerSession, size: u64) -> Envelope {
+        // Success and delay reports only for senders we know: for anyone
+        // else the return path may be forged, and a report would send our
+        // (signed) mail with the sender's headers to a third party.
+        let privileged = self.auth_user.is_some() || self.ctx.relay.is_trusted(self.peer.ip());
         let mut recipients: Vec<Recipient> = Vec::new();
         for rcpt in &tx.rcpts {
             for target in &rcpt.targets {
@@ -810,7 +852,10 @@ impl Connection {
                     address,
                     original: rcpt.original.clone(),
                     mailbox,
-                    notify: rcpt.params.notify.map(|n| n.to_string()),
+                    notify: rcpt
+                        .params
+                        .notify
+                        .map(|n| notify_for(n, privileged).to_string()),
                     orcpt: rcpt
                         .params
                         .orcpt
@@ -857,12 +902,16 @@ impl Connection {
         write_message(tx, bytes);
     }
 
-    /// Submission: the header section is complete (or the message ended):
-    /// check `From:`, add missing `Date:`/`Message-ID:`, then write what was
-    /// buffered. Does nothing when no header section is being buffered.
+    /// The header section is complete (or the message ended): remove every
+    /// `Authentication-Results:` that claims our authserv-id (on every
+    /// role, whether or not checks run), note the signing domain, and on
+    /// submission check the author fields and add missing `Date:` and
+    /// `Message-ID:`; then write what was buffered. Does nothing when no
+    /// header section is being buffered.
     fn finish_headers(&mut self) {
         let ctx = Arc::clone(&self.ctx);
         let user = self.auth_user.clone();
+        let submission = self.role.is_submission();
         let Some(tx) = self.tx.as_mut() else { return };
         let Some(buf) = tx.header.take() else { return };
         let end = match header_section_end(&buf) {
@@ -877,30 +926,56 @@ impl Connection {
             }
             None => buf.len(),
         };
-        let facts = inspect_headers(&buf[..end]);
-        if ctx.submission.enforce_sender
-            && let Some(user) = &user
-            && let Some(bad) = facts.from.iter().find(|a| !may_send_as(&ctx, user, a))
-        {
-            tx.refusal = Some(Reply::new(
-                553,
-                EnhancedStatus::new(5, 7, 1),
-                format!("From: address <{bad}> is not owned by user {user}"),
-            ));
-            return;
+        let queue_id = tx
+            .message
+            .as_ref()
+            .map(|m| m.id().to_string())
+            .unwrap_or_default();
+        let (header, forged) = strip_our_auth_results(&buf[..end], &ctx.hostname);
+        if forged > 0 {
+            info!(queue_id = %queue_id, removed = forged, "forged Authentication-Results with our authserv-id removed");
         }
-        if ctx.submission.fix_headers {
-            let id = tx
-                .message
-                .as_ref()
-                .map(|m| m.id().to_string())
-                .unwrap_or_default();
-            let fix = fixup_headers(&facts, &rfc5322(SystemTime::now()), &id, &ctx.hostname);
+        let facts = inspect_headers(&header);
+        if submission {
+            let owns = |a: &str| user.as_deref().is_some_and(|u| may_send_as(&ctx, u, a));
+            let check: Option<&dyn Fn(&str) -> bool> = if ctx.submission.enforce_sender {
+                Some(&owns)
+            } else {
+                None
+            };
+            if let Err(refusal) = check_authors(&facts, check) {
+                tx.refusal = Some(match refusal {
+                    AuthorRefusal::Malformed(why) => Reply::new(
+                        550,
+                        EnhancedStatus::new(5, 6, 0),
+                        format!("Message refused: {why} (RFC 5322 3.6)"),
+                    ),
+                    AuthorRefusal::NotOwned(bad) => Reply::new(
+                        553,
+                        EnhancedStatus::new(5, 7, 1),
+                        format!(
+                            "From: address <{bad}> is not owned by user {}",
+                            user.as_deref().unwrap_or("")
+                        ),
+                    ),
+                });
+                return;
+            }
+        }
+        tx.sign_domain = facts.signing_domain();
+        if submission && ctx.submission.fix_headers {
+            let fix = fixup_headers(
+                &facts,
+                &rfc5322(SystemTime::now()),
+                &queue_id,
+                &ctx.hostname,
+            );
             if !fix.is_empty() {
                 write_message(tx, fix.as_bytes());
             }
         }
-        write_message(tx, &buf);
+        write_message(tx, &header);
+        write_message(tx, &buf[end..]);
     }
 
     /// Per-user message rate and, on submission, the envelope sender rule.
@@ -969,22 +1044,26 @@ impl Connection {
             AuthQuestion::VerifyPassword {
                 authcid, password, ..
             } => {
-                let verified = tokio::task::spawn_blocking(move || {
-                    match users.as_ref().and_then(|db| db.get(&authcid)) {
-                        Some(user) => match user.password_hash.verify(password.as_str()) {
-                            Ok(ok) => ok,
-                            Err(e) => {
-                                warn!(error = %e, "stored password hash cannot be checked");
+                let verified = self
+                    .ctx
+                    .auth
+                    .gate
+                    .run(
+                        move || match users.as_ref().and_then(|db| db.get(&authcid)) {
+                            Some(user) => match user.password_hash.verify(password.as_str()) {
+                                Ok(ok) => ok,
+                                Err(e) => {
+                                    warn!(error = %e, "stored password hash cannot be checked");
+                                    false
+                                }
+                            },
+                            None => {
+                                tern_users::dummy_verify(password.as_str());
                                 false
                             }
                         },
-                        None => {
-                            tern_users::dummy_verify(password.as_str());
-                            false
-                        }
-                    }
-                })
-                .await;
+                    )
+                    .await;
                 match verified {
                     Ok(ok) => Answer::PasswordOk(ok),
                     Err(_) => Answer::Fail(FailureKind::Temporary),
@@ -1090,6 +1169,9 @@ pub struct Timeouts {
     /// Minimum message data rate in bytes per second once a message has been
     /// arriving for [`MIN_RATE_GRACE`] (0 = off). Stops slow-drip clients.
     pub min_data_rate: u64,
+    /// The longest one message's data may take, however steadily it comes
+    /// (a refused message being drained included).
+    pub message_data: Duration,
 }
 
 /// How long a message may arrive before the minimum data rate applies.
@@ -1102,6 +1184,7 @@ impl Default for Timeouts {
             data: Duration::from_secs(180),
             greet_pause: Duration::ZERO,
             min_data_rate: 500,
+            message_data: Duration::from_secs(1800),
         }
     }
 }

@@ -28,6 +28,7 @@ pub mod admin;
 pub mod conn;
 pub mod date;
 pub mod delivery;
+pub mod gate;
 pub mod limits;
 pub mod mailauth;
 pub mod policy;
@@ -58,6 +59,8 @@ pub struct AuthBackend {
     pub jwt: Option<tern_sasl::jwt::JwtValidator>,
     /// A stable server secret (fake SCRAM/CRAM credentials for unknown users).
     pub secret: Vec<u8>,
+    /// The bound on concurrent password verifications.
+    pub gate: gate::PasswordGate,
 }
 
 /// How submission (ports 587/465) treats authenticated users' messages.

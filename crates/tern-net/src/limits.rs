@@ -5,10 +5,17 @@
 //! slot. It never blocks and never queues: a client over a limit is told so
 //! (421 4.7.0) and disconnected by the caller, so a flood from one address
 //! cannot starve everyone else. It must never hold its lock across an await.
+//!
+//! Clients are counted by the same key as the connection-rate and AUTH
+//! counters ([`tern_limits::client_key`]): an IPv6 client by its prefix
+//! (`/64` by default), since one host owns a whole /64 and could otherwise
+//! take every slot with addresses of its own.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
+
+use tern_limits::client_key;
 
 /// Why a connection was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,21 +37,25 @@ struct Counts {
 pub struct ConnectionLimiter {
     max_total: usize,
     max_per_ip: usize,
+    ipv6_prefix: u8,
     counts: Arc<Mutex<Counts>>,
 }
 
 impl ConnectionLimiter {
-    /// A limiter allowing `max_total` sessions, at most `max_per_ip` from one address.
-    pub fn new(max_total: usize, max_per_ip: usize) -> Self {
+    /// A limiter allowing `max_total` sessions, at most `max_per_ip` from one
+    /// client: one IPv4 address, or one IPv6 network of `ipv6_prefix` bits.
+    pub fn new(max_total: usize, max_per_ip: usize, ipv6_prefix: u8) -> Self {
         ConnectionLimiter {
             max_total,
             max_per_ip,
+            ipv6_prefix,
             counts: Arc::new(Mutex::new(Counts::default())),
         }
     }
 
     /// Takes a slot for `ip`, or says which limit is reached.
     pub fn try_acquire(&self, ip: IpAddr) -> Result<ConnectionPermit, Refusal> {
+        let ip = client_key(ip, self.ipv6_prefix);
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         if counts.total >= self.max_total {
             return Err(Refusal::ServerFull);
@@ -97,7 +108,7 @@ mod tests {
 
     #[test]
     fn per_ip_limit_is_enforced_and_released() {
-        let l = ConnectionLimiter::new(10, 2);
+        let l = ConnectionLimiter::new(10, 2, 64);
         let a = l.try_acquire(ip("10.0.0.1")).unwrap();
         let _b = l.try_acquire(ip("10.0.0.1")).unwrap();
         assert_eq!(
@@ -110,9 +121,31 @@ mod tests {
         assert!(l.try_acquire(ip("10.0.0.1")).is_ok());
     }
 
+    /// Security finding 7: the per-address limit was keyed on the full
+    /// IPv6 address, so one /64 (one host's network) could take every slot.
+    #[test]
+    fn finding_07_ipv6_clients_are_limited_per_prefix() {
+        let l = ConnectionLimiter::new(100, 2, 64);
+        let _a = l.try_acquire(ip("2001:db8:1:2::1")).unwrap();
+        let _b = l.try_acquire(ip("2001:db8:1:2::2")).unwrap();
+        assert_eq!(
+            l.try_acquire(ip("2001:db8:1:2:ffff::3")).unwrap_err(),
+            Refusal::TooManyFromAddress
+        );
+        // Another /64 is another client.
+        assert!(l.try_acquire(ip("2001:db8:1:3::1")).is_ok());
+        // IPv4-mapped addresses count as their IPv4 address.
+        let _c = l.try_acquire(ip("::ffff:192.0.2.1")).unwrap();
+        let _d = l.try_acquire(ip("192.0.2.1")).unwrap();
+        assert_eq!(
+            l.try_acquire(ip("192.0.2.1")).unwrap_err(),
+            Refusal::TooManyFromAddress
+        );
+    }
+
     #[test]
     fn global_limit_is_enforced() {
-        let l = ConnectionLimiter::new(2, 5);
+        let l = ConnectionLimiter::new(2, 5, 64);
         let _a = l.try_acquire(ip("10.0.0.1")).unwrap();
         let _b = l.try_acquire(ip("10.0.0.2")).unwrap();
         assert_eq!(

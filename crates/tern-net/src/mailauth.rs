@@ -4,45 +4,70 @@
 //! authentication work: the inbound checks on the MX role (SPF, DKIM,
 //! DMARC, ARC, iprev; see `tern-mailauth`), DKIM signing for authenticated
 //! users and trusted networks. If so, the client's bytes go to an unlinked
-//! scratch file in the spool's `tmp/` instead of the spool file. At the end
-//! of data, [`finish`] reads them back (the checks need the whole message,
-//! bounded by the message size limit), and writes into the spool file,
-//! after our `Received:`: an ARC set when the message is forwarded through
-//! an alias to another domain (RFC 8617), our `Authentication-Results:`,
-//! any `DKIM-Signature:` fields, then the message with every
-//! `Authentication-Results:` that claims our authserv-id removed from its
-//! header section. Only then is the message committed, so the verdict
-//! comes before the `250` and the stored message carries the results.
+//! scratch file in the spool's `tmp/` instead of the spool file (the
+//! driver has already removed forged `Authentication-Results:` from the
+//! header section). At the end of data, [`finish`] reads back only the
+//! header section; the body is streamed from the scratch file through the
+//! body hashes and the signer, on blocking threads, and then copied into
+//! the spool file after our `Received:`: an ARC set when the message is
+//! forwarded through an alias to another domain (RFC 8617), our
+//! `Authentication-Results:`, any `DKIM-Signature:` fields, then the
+//! message. Only then is the message committed, so the verdict comes
+//! before the `250` and the stored message carries the results.
 //!
-//! This module never sends a reply itself (it returns one), never logs key
-//! material or message content, and always logs its verdict with the
-//! queue id.
+//! DKIM signatures are made only for mail from authenticated users and
+//! trusted networks, with the keys of the author domain the driver
+//! checked: never for mail that merely passes through an alias (that gets
+//! an ARC seal), so no unauthenticated client can obtain our signature.
+//! At most [`MAX_CONCURRENT_CHECKS`] messages are checked at once.
+//!
+//! This module never sends a reply itself (it returns one), never holds a
+//! whole message in memory, never logs key material or message content,
+//! and always logs its verdict with the queue id.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Read as _, Seek as _, SeekFrom, Write as _};
+use std::io::{self, BufWriter, Read, Write as _};
 use std::net::IpAddr;
+use std::os::unix::fs::FileExt as _;
 use std::sync::{Arc, RwLock};
 
-use tern_mailauth::headers::{body_offset, strip_our_auth_results};
+use tern_mailauth::body::{BodyHashPlan, BodyHashes};
 use tern_mailauth::verify::CHECK_DEADLINE;
 use tern_mailauth::{Disposition, Inbound, Signer, Verdict, Verifier};
 use tern_queue::{IncomingMessage, SpoolError};
 use tern_smtp::reply::Reply;
 use tern_types::EnhancedStatus;
+use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
 use crate::Context;
 use crate::conn::escape_for_log;
 
+/// Messages whose checks or signing run at the same time; the others wait
+/// (within [`CHECK_DEADLINE`]) for a turn.
+pub const MAX_CONCURRENT_CHECKS: usize = 64;
+
 /// The email-authentication services, shared by every session. The default
 /// does nothing (no checks, no signing).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MailAuth {
     /// Inbound checks on MX listeners; `None`: off.
     pub verifier: Option<Arc<Verifier>>,
     /// DKIM keys for outgoing mail (none loaded: no signing); replaced
     /// whole on reload.
     pub signer: SignerHandle,
+    /// Turns for checking or signing a message ([`MAX_CONCURRENT_CHECKS`]).
+    pub turns: Arc<Semaphore>,
+}
+
+impl Default for MailAuth {
+    fn default() -> Self {
+        MailAuth {
+            verifier: None,
+            signer: SignerHandle::default(),
+            turns: Arc::new(Semaphore::new(MAX_CONCURRENT_CHECKS)),
+        }
+    }
 }
 
 /// The DKIM key set in force, shared by every session and swapped whole
@@ -139,8 +164,13 @@ pub(crate) struct Facts<'a> {
     pub(crate) helo: &'a str,
     pub(crate) mail_from: &'a str,
     /// The local domain of a recipient address that forwards to another
-    /// domain (an alias with remote targets), if any.
+    /// domain (an alias with remote targets), if any: ARC-sealed for.
     pub(crate) forwarded_for: Option<&'a str>,
+    /// The domain of the author address the driver read (and, on
+    /// submission, checked): the only domain that may sign.
+    pub(crate) sign_domain: Option<&'a str>,
+    /// The client is in `trusted_networks`.
+    pub(crate) trusted: bool,
 }
 
 fn scratch_failure(queue_id: &str, e: &io::Error) -> Reply {
@@ -150,6 +180,123 @@ fn scratch_failure(queue_id: &str, e: &io::Error) -> Reply {
         EnhancedStatus::new(4, 3, 0),
         "Local error while processing the message; try again later",
     )
+}
+
+/// The largest header section read back from the scratch file (the
+/// driver refuses larger ones before; this bounds a corrupt file).
+const MAX_HEADER_READ: usize = crate::submission::MAX_HEADER_SECTION + 64 * 1024;
+
+/// Reads a file from an offset on, without moving a shared cursor (so
+/// several readers can work on one file, each on its own thread).
+#[derive(Debug)]
+struct ReadFrom {
+    file: Arc<File>,
+    pos: u64,
+}
+
+impl Read for ReadFrom {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// The header section of the scratch file (with the empty line that ends
+/// it, or all of a message that has none) and where the body starts.
+fn read_header(file: &File) -> io::Result<(Vec<u8>, u64)> {
+    let mut buf = Vec::with_capacity(16 * 1024);
+    let mut chunk = vec![0u8; 16 * 1024];
+    loop {
+        let n = file.read_at(&mut chunk, buf.len() as u64)?;
+        if n == 0 {
+            let len = buf.len() as u64;
+            return Ok((buf, len));
+        }
+        let scan_from = buf.len().saturating_sub(3);
+        buf.extend_from_slice(&chunk[..n]);
+        let end = if buf.starts_with(b"\r\n") {
+            Some(2)
+        } else {
+            memchr_crlfcrlf(&buf[scan_from..]).map(|p| scan_from + p + 4)
+        };
+        if let Some(end) = end {
+            buf.truncate(end);
+            return Ok((buf, end as u64));
+        }
+        if buf.len() > MAX_HEADER_READ {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "header section larger than the limit",
+            ));
+        }
+    }
+}
+
+fn memchr_crlfcrlf(hay: &[u8]) -> Option<usize> {
+    hay.windows(4).position(|w| w == b"\r\n\r\n")
+}
+
+/// Runs `job` on a blocking thread (CPU work: hashing, RSA) and waits.
+async fn blocking<T: Send + 'static>(
+    job: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, io::Error> {
+    tokio::task::spawn_blocking(job)
+        .await
+        .map_err(|e| io::Error::other(e.to_string()))
+}
+
+/// The checks, bounded by [`CHECK_DEADLINE`] (waiting for a turn
+/// included). Body hashes are streamed from `file` and every check, DNS
+/// waits included, runs on a blocking thread so that RSA verification and
+/// header canonicalization never hold an async worker.
+async fn run_checks(
+    ctx: &Context,
+    verifier: &Arc<Verifier>,
+    signer: &Arc<Signer>,
+    facts: &Facts<'_>,
+    header: &Arc<Vec<u8>>,
+    body: (Arc<File>, u64),
+) -> Result<Verdict, &'static str> {
+    let work = async {
+        let _turn = ctx.mailauth.turns.acquire().await.map_err(|_| "no turn")?;
+        let seal_domain = facts
+            .forwarded_for
+            .filter(|d| signer.sealing_key(d).is_some())
+            .map(str::to_owned);
+        let plan = BodyHashPlan::of(header, seal_domain.is_some());
+        let (file, pos) = body;
+        let hashes: BodyHashes = blocking(move || plan.hash(ReadFrom { file, pos }))
+            .await
+            .and_then(|r| r)
+            .map_err(|_| "body unreadable")?;
+        let verifier = Arc::clone(verifier);
+        let signer = Arc::clone(signer);
+        let header = Arc::clone(header);
+        let client_ip = facts.client_ip;
+        let helo = facts.helo.to_owned();
+        let mail_from = facts.mail_from.to_owned();
+        let runtime = tokio::runtime::Handle::current();
+        blocking(move || {
+            let seal_with = seal_domain.as_deref().and_then(|d| signer.sealing_key(d));
+            runtime.block_on(verifier.verify_with_body(
+                Inbound {
+                    client_ip,
+                    helo: &helo,
+                    mail_from: &mail_from,
+                    message: &header,
+                    seal_with,
+                },
+                &hashes,
+            ))
+        })
+        .await
+        .map_err(|_| "checks failed")
+    };
+    match tokio::time::timeout(CHECK_DEADLINE, work).await {
+        Ok(r) => r,
+        Err(_) => Err("checks timed out"),
+    }
 }
 
 /// Runs the checks and signing on the captured message and writes it,
@@ -165,54 +312,61 @@ pub(crate) async fn finish(
     if let Some(e) = error {
         return Err(scratch_failure(facts.queue_id, &e));
     }
-    let data = file
-        .into_inner()
-        .map_err(|e| e.into_error())
-        .and_then(|mut f| {
-            f.seek(SeekFrom::Start(0))?;
-            let mut data = Vec::new();
-            f.read_to_end(&mut data)?;
-            Ok(data)
-        })
-        .map_err(|e| scratch_failure(facts.queue_id, &e))?;
+    let file = Arc::new(
+        file.into_inner()
+            .map_err(|e| e.into_error())
+            .map_err(|e| scratch_failure(facts.queue_id, &e))?,
+    );
+    let (header, body_start) =
+        read_header(&file).map_err(|e| scratch_failure(facts.queue_id, &e))?;
+    let header = Arc::new(header);
 
     // One key set for the whole message, even if a reload happens meanwhile.
     let signer = ctx.mailauth.signer.current();
     let mut prefix = String::new();
     let mut outcome = Outcome { quarantine: false };
-    let mut stored_header = None;
     if work.verify
         && let Some(verifier) = &ctx.mailauth.verifier
     {
         let verdict = if verifier.skips(facts.client_ip) {
             verifier.exempt()
         } else {
-            let seal_with = facts
-                .forwarded_for
-                .and_then(|domain| signer.sealing_key(domain));
-            let checks = verifier.verify(Inbound {
-                client_ip: facts.client_ip,
-                helo: facts.helo,
-                mail_from: facts.mail_from,
-                message: &data,
-                seal_with,
-            });
-            match tokio::time::timeout(CHECK_DEADLINE, checks).await {
+            match run_checks(
+                ctx,
+                verifier,
+                &signer,
+                &facts,
+                &header,
+                (Arc::clone(&file), body_start),
+            )
+            .await
+            {
                 Ok(v) => v,
-                Err(_) => Verdict {
+                Err(why) => Verdict {
                     header: format!(
-                        "Authentication-Results: {}; none (checks timed out)\r\n",
+                        "Authentication-Results: {}; none ({why})\r\n",
                         verifier.authserv_id()
                     ),
                     disposition: Disposition::Accept,
-                    summary: "checks timed out".into(),
+                    summary: why.into(),
                     arc_seal: String::new(),
+                    unauthenticated_own_domain: None,
                 },
             }
         };
-        let (header, removed) =
-            strip_our_auth_results(&data[..body_offset(&data)], verifier.authserv_id());
-        let action = match &verdict.disposition {
+        let mut disposition = verdict.disposition.clone();
+        if let Some(domain) = &verdict.unauthenticated_own_domain
+            && verifier.policy().reject_own_domain_unauthenticated
+            && !facts.trusted
+        {
+            disposition = Disposition::Reject {
+                reason: format!(
+                    "Message claims to be from {domain}, one of our own domains, but nothing \
+                     authenticates it; our users send through the submission port"
+                ),
+            };
+        }
+        let action = match &disposition {
             Disposition::Accept => "accept",
             Disposition::Quarantine { .. } => "quarantine",
             Disposition::Reject { .. } => "reject",
@@ -223,11 +377,11 @@ pub(crate) async fn finish(
             client = %facts.client_ip,
             from = %escape_for_log(facts.mail_from),
             results = %escape_for_log(&verdict.summary),
-            forged_results_removed = removed,
+            own_domain_unauthenticated = verdict.unauthenticated_own_domain.is_some(),
             action,
             "authentication checks"
         );
-        match verdict.disposition {
+        match disposition {
             Disposition::Accept => {}
             Disposition::Quarantine { .. } => outcome.quarantine = true,
             Disposition::Reject { reason } => {
@@ -240,56 +394,66 @@ pub(crate) async fn finish(
         // The ARC set (if we forward) above our results.
         prefix.push_str(&verdict.arc_seal);
         prefix.push_str(&verdict.header);
-        stored_header = Some(header);
     }
 
-    // The message as it will be stored (forged results removed).
-    let split = body_offset(&data);
-    let stored: Vec<u8> = match stored_header {
-        Some(h) => [h.as_slice(), &data[split..]].concat(),
-        None => data,
-    };
-
-    // DKIM: the author's domain for our users' mail; the forwarding
-    // domain for mail an alias sends on to another domain (not aligned with
-    // the author, but it vouches for the hop, beside the ARC set).
+    // DKIM: only our users' (and trusted networks') mail, only for the
+    // author domain the driver read; forwarded mail is sealed, not signed.
+    if work.sign
+        && let Some(domain) = facts.sign_domain
+        && !signer.keys(domain).is_empty()
     {
-        let mut domains: Vec<String> = Vec::new();
-        if work.sign
-            && let Some(domain) = tern_mailauth::sign::author_domain(&stored)
-        {
-            domains.push(domain);
-        }
-        if work.verify
-            && let Some(domain) = facts.forwarded_for
-            && !domains.iter().any(|d| d == domain)
-        {
-            domains.push(domain.to_owned());
-        }
-        for domain in domains {
-            let keys = signer.keys(&domain).len();
-            if keys == 0 {
-                continue;
+        let keys = signer.keys(domain).len();
+        let job_signer = Arc::clone(&signer);
+        let job_domain = domain.to_owned();
+        let job_header = Arc::clone(&header);
+        let body = ReadFrom {
+            file: Arc::clone(&file),
+            pos: body_start,
+        };
+        let turn = ctx.mailauth.turns.acquire().await;
+        let signed = blocking(move || job_signer.sign_stream(&job_domain, &job_header, body)).await;
+        drop(turn);
+        match signed {
+            Ok(Ok(signatures)) => {
+                info!(queue_id = %facts.queue_id, domain = %domain, signatures = keys, "DKIM signed");
+                prefix.push_str(&signatures);
             }
-            match signer.sign(&domain, &stored) {
-                Ok(signatures) => {
-                    info!(queue_id = %facts.queue_id, domain = %domain, signatures = keys, "DKIM signed");
-                    prefix.push_str(&signatures);
-                }
-                // Unsigned mail is still mail: deliver it and say why.
-                Err(e) => {
-                    warn!(queue_id = %facts.queue_id, domain = %domain, error = %e, "DKIM signing failed; sending unsigned");
-                }
+            // Unsigned mail is still mail: deliver it and say why.
+            Ok(Err(e)) => {
+                warn!(queue_id = %facts.queue_id, domain = %domain, error = %e, "DKIM signing failed; sending unsigned");
+            }
+            Err(e) => {
+                warn!(queue_id = %facts.queue_id, domain = %domain, error = %e, "DKIM signing failed; sending unsigned");
             }
         }
+    } else if work.sign && facts.sign_domain.is_none() {
+        info!(queue_id = %facts.queue_id, "not DKIM-signed: the header section names no single author");
     }
 
-    message
+    let written = message
         .write(prefix.as_bytes())
-        .and_then(|()| message.write(&stored))
-        .map_err(|e| {
+        .and_then(|()| message.write(&header));
+    if let Err(e) = written {
+        warn!(queue_id = %facts.queue_id, error = %e, "spool write failed");
+        return Err(crate::conn::spool_failure_reply(&e));
+    }
+    // The body, copied in pieces: never whole in memory.
+    let mut body = ReadFrom {
+        file,
+        pos: body_start,
+    };
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match body.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(scratch_failure(facts.queue_id, &e)),
+        };
+        if let Err(e) = message.write(&buf[..n]) {
             warn!(queue_id = %facts.queue_id, error = %e, "spool write failed");
-            crate::conn::spool_failure_reply(&e)
-        })?;
+            return Err(crate::conn::spool_failure_reply(&e));
+        }
+    }
     Ok(outcome)
 }

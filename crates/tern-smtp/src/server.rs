@@ -36,8 +36,10 @@
 //! * The error counter (`max_errors`) counts the session's own protocol
 //!   errors (syntax, sequence, bad bytes, long lines, refused bare line
 //!   endings, unavailable commands, failed AUTH exchanges, MAIL refused
-//!   with 530 for want of AUTH), not policy answers from the runtime,
-//!   452 recipient limits or 552 size refusals.
+//!   with 530 for want of AUTH) and recipients the runtime refuses with a
+//!   5xx (unknown users, relay denied: harvesting costs errors), not other
+//!   policy answers from the runtime, 452 recipient limits or 552 size
+//!   refusals.
 //!
 //! AUTH (RFC 4954) decisions:
 //! * AUTH needs EHLO: before it (or after HELO only, which advertises no
@@ -1285,9 +1287,16 @@ impl ServerSession {
                 if positive && let Some(t) = self.txn.as_mut() {
                     t.rcpts += 1;
                 }
+                // A permanently refused recipient counts as an error (as
+                // Postfix's hard error count does): directory harvesting
+                // meets the tarpit and, at `max_errors`, the door.
+                let refused = given.as_ref().is_some_and(|r| r.code >= 500);
                 self.send(
                     given.unwrap_or_else(|| reply(250, (2, 1, 5), format!("Recipient {to} OK"))),
                 );
+                if refused {
+                    self.count_error();
+                }
             }
             Question::DataStart { pipelined } => {
                 if positive {

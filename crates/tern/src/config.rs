@@ -166,6 +166,9 @@ pub struct LimitsConfig {
     pub greet_pause: Duration,
     /// Minimum message data rate, bytes/s, after 30 s (0 = off).
     pub min_data_rate: u64,
+    /// The longest one message's data may take in all (30 minutes).
+    #[serde(with = "duration_str")]
+    pub message_data_timeout: Duration,
     /// Connection rates, AUTH brute force, per-user sending, tarpit.
     pub abuse: tern_limits::AbuseConfig,
     /// Client networks exempt from the per-address connection rate (besides
@@ -188,6 +191,7 @@ impl Default for LimitsConfig {
             data_timeout: Duration::from_secs(180),
             greet_pause: Duration::ZERO,
             min_data_rate: 500,
+            message_data_timeout: Duration::from_secs(1800),
             abuse: tern_limits::AbuseConfig::default(),
             rate_limit_exceptions: vec![
                 "127.0.0.0/8".parse().expect("valid CIDR"),
@@ -505,8 +509,13 @@ impl Config {
         if l.max_message_size == 0 {
             bail!("limits.max_message_size must be at least 1");
         }
-        if l.command_timeout.is_zero() || l.data_timeout.is_zero() {
-            bail!("limits.command_timeout and limits.data_timeout must be positive");
+        if l.command_timeout.is_zero()
+            || l.data_timeout.is_zero()
+            || l.message_data_timeout.is_zero()
+        {
+            bail!(
+                "limits.command_timeout, limits.data_timeout and limits.message_data_timeout must be positive"
+            );
         }
         if self.recipient_delimiter.chars().count() > 1 {
             bail!(

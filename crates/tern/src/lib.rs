@@ -125,13 +125,13 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     };
     let mailauth = tern_net::MailAuth {
         verifier: hickory.filter(|_| config.mail_auth.enabled).map(|dns| {
-            Arc::new(tern_mailauth::Verifier::new(
-                dns,
-                &config.hostname,
-                config.mail_auth.clone(),
-            ))
+            Arc::new(
+                tern_mailauth::Verifier::new(dns, &config.hostname, config.mail_auth.clone())
+                    .with_own_domains(config.domains.keys().map(String::as_str)),
+            )
         }),
         signer: tern_net::SignerHandle::new(config.dkim_signer()?),
+        ..Default::default()
     };
     log_dkim_keys(config, &mailauth.signer.current());
     let dkim = (mailauth.signer.clone(), config.clone());
@@ -211,14 +211,20 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             data: l.data_timeout,
             greet_pause: l.greet_pause,
             min_data_rate: l.min_data_rate,
+            message_data: l.message_data_timeout,
         },
-        limiter: ConnectionLimiter::new(l.max_connections, l.max_connections_per_ip),
+        limiter: ConnectionLimiter::new(
+            l.max_connections,
+            l.max_connections_per_ip,
+            l.abuse.ipv6_prefix,
+        ),
         tls: Some(tls.clone()),
         handshake_timeout: config.tls.handshake_timeout,
         auth: AuthBackend {
             users: users.clone(),
             jwt,
             secret: auth_secret.clone(),
+            gate: tern_net::gate::PasswordGate::default(),
         },
         submission: SubmissionPolicy {
             enforce_sender: config.submission.enforce_sender,
