@@ -377,7 +377,6 @@ impl Verifier {
                 temperror,
                 &spf_mail_result,
                 String::new(),
-                None,
             );
         };
 
@@ -517,15 +516,17 @@ impl Verifier {
             }
         }
 
-        self.finish(
-            results,
-            summary,
-            disposition,
-            temperror,
-            &spf_mail_result,
-            arc_seal,
+        Verdict {
             unauthenticated_own_domain,
-        )
+            ..self.finish(
+                results,
+                summary,
+                disposition,
+                temperror,
+                &spf_mail_result,
+                arc_seal,
+            )
+        }
     }
 
     fn finish(
@@ -536,7 +537,6 @@ impl Verifier {
         temperror: bool,
         spf: &SpfResult,
         arc_seal: String,
-        unauthenticated_own_domain: Option<String>,
     ) -> Verdict {
         if *spf == SpfResult::Fail {
             disposition = stricter(
@@ -558,7 +558,7 @@ impl Verifier {
             disposition,
             summary: summary.join(" "),
             arc_seal,
-            unauthenticated_own_domain,
+            unauthenticated_own_domain: None,
         }
     }
 }

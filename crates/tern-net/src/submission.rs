@@ -102,11 +102,6 @@ pub fn check_authors(
             "the Sender: field must hold exactly one address",
         ));
     }
-    if facts.from.len() > 1 && facts.sender.is_empty() {
-        return Err(AuthorRefusal::Malformed(
-            "a From: field with several addresses needs a Sender: field",
-        ));
-    }
     if let Some(owns) = owns
         && let Some(bad) = facts
             .from
@@ -115,6 +110,11 @@ pub fn check_authors(
             .find(|a| !owns(a))
     {
         return Err(AuthorRefusal::NotOwned(bad.clone()));
+    }
+    if facts.from.len() > 1 && facts.sender.is_empty() {
+        return Err(AuthorRefusal::Malformed(
+            "a From: field with several addresses needs a Sender: field",
+        ));
     }
     Ok(())
 }

@@ -363,7 +363,7 @@ async fn finding_06_drained_data_still_has_a_deadline() {
             s.set_read_timeout(Some(Duration::from_millis(300)))
                 .unwrap();
             let mut seen = String::new();
-            let mut read_some = |s: &mut TcpStream, seen: &mut String| -> bool {
+            let read_some = |s: &mut TcpStream, seen: &mut String| -> bool {
                 let mut buf = [0u8; 4096];
                 match s.read(&mut buf) {
                     Ok(0) => false,
@@ -374,7 +374,7 @@ async fn finding_06_drained_data_still_has_a_deadline() {
                     Err(_) => true,
                 }
             };
-            let mut say = |s: &mut TcpStream, seen: &mut String, line: &str| {
+            let say = |s: &mut TcpStream, seen: &mut String, line: &str| {
                 s.write_all(line.as_bytes()).unwrap();
                 read_some(s, seen);
             };

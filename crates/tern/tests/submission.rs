@@ -297,7 +297,7 @@ async fn starttls_auth_plain_and_delivery_with_esmtpsa() {
         .send_mail(
             "alice@example.test",
             "friend@remote.test",
-            "Subject: out\r\n\r\nhi",
+            "From: alice@example.test\r\nSubject: out\r\n\r\nhi",
         )
         .await;
     assert!(r.starts_with("250 2.0.0"), "{r}");
