@@ -408,9 +408,21 @@ pub struct SmarthostConfig {
     /// A file holding the AUTH password (first line).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_file: Option<PathBuf>,
-    /// Verify the smarthost's certificate against `ca_file`.
+    /// The certificates to trust for the smarthost (a private CA, or its
+    /// own self-signed certificate), PEM. Unset: the system's CA bundle
+    /// (`/etc/ssl/certs/ca-certificates.crt` and the other usual places).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
+    /// Verify the smarthost's certificate chain and host name (default
+    /// true). `false` encrypts without knowing who is at the other end:
+    /// anyone on the path can pose as the smarthost and collect the AUTH
+    /// password. Tern warns about it at every start.
+    #[serde(default = "default_true")]
+    pub tls_verify: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_smarthost_tls() -> String {
@@ -542,13 +554,25 @@ impl Config {
         self.queue
             .validate()
             .map_err(|e| anyhow::anyhow!("[queue]: {e}"))?;
-        if let Some(s) = &self.delivery.smarthost
-            && !matches!(s.tls.as_str(), "starttls" | "implicit" | "none")
-        {
-            bail!(
-                "delivery.smarthost.tls = {:?}: use starttls, implicit or none",
-                s.tls
-            );
+        if let Some(s) = &self.delivery.smarthost {
+            if !matches!(s.tls.as_str(), "starttls" | "implicit" | "none") {
+                bail!(
+                    "delivery.smarthost.tls = {:?}: use starttls, implicit or none",
+                    s.tls
+                );
+            }
+            if s.tls == "none" && s.username.is_some() {
+                bail!(
+                    "delivery.smarthost: username with tls = \"none\" would send the password \
+                     in clear text, which Tern never does: use tls = \"starttls\" or \"implicit\""
+                );
+            }
+            if !s.tls_verify && s.ca_file.is_some() {
+                bail!(
+                    "delivery.smarthost: ca_file and tls_verify = false contradict each other: \
+                     remove tls_verify to verify against ca_file"
+                );
+            }
         }
         if self.delivery.per_destination == 0 {
             bail!("delivery.per_destination must be at least 1");

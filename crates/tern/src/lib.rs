@@ -334,12 +334,19 @@ fn outbound_settings(config: &Config) -> anyhow::Result<tern_delivery::outbound:
                     _ => SmarthostTls::Starttls,
                 },
                 auth: s.username.clone().zip(password),
-                verify_certificate: s.ca_file.is_some(),
+                verify_certificate: s.tls_verify,
                 ca_file: s.ca_file.clone(),
             })
         }
     };
-    Ok(OutboundSettings {
+    if let Some(s) = d.smarthost.as_ref().filter(|s| !s.tls_verify) {
+        warn!(
+            smarthost = %s.host,
+            "delivery.smarthost.tls_verify = false: the smarthost's certificate is NOT verified; \
+             anyone on the path can pose as it and read the mail and the AUTH password"
+        );
+    }
+    let settings = OutboundSettings {
         helo_name: d
             .helo_name
             .clone()
@@ -349,7 +356,13 @@ fn outbound_settings(config: &Config) -> anyhow::Result<tern_delivery::outbound:
         timeouts: tern_smtp::client::ClientTimeouts::default(),
         connect_timeout: d.connect_timeout,
         starttls: tern_smtp::client::StartTlsPolicy::Opportunistic,
-    })
+    };
+    // Said once at start, not as a deferral of every message: no system CA
+    // bundle, an unreadable ca_file.
+    settings
+        .validate()
+        .map_err(|e| anyhow::anyhow!("[delivery.smarthost]: {e}"))?;
+    Ok(settings)
 }
 
 fn jwt_validator(o: &config::OAuthConfig) -> anyhow::Result<JwtValidator> {

@@ -1,0 +1,314 @@
+//! Security regression tests for the operational findings of issue 11, one
+//! named test per finding, against the real server (in-process through
+//! `tern::start`, or the `tern` binary):
+//!
+//! - finding 3: the smarthost's certificate is verified (system roots by
+//!   default, `ca_file` overrides) and AUTH is never sent to an
+//!   unverified smarthost;
+//! - finding 12: started as root, Tern drops to `user` after binding its
+//!   listeners, and refuses to stay root unless told to;
+//! - finding 13: `plaintext_auth` only on loopback, `audience` required
+//!   for bearer tokens, and a token's user must exist.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::Raw;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+
+// ------------------------------------------------------------ finding 3
+
+/// What a scripted smarthost saw: every command line, prefixed `tls: `
+/// once the TLS handshake has finished, and `handshake failed` when the
+/// client gave up during the handshake.
+type Seen = Arc<Mutex<Vec<String>>>;
+
+/// A self-signed certificate for `127.0.0.1` and the TLS server config
+/// presenting it; the PEM is what a `ca_file` would hold.
+fn self_signed() -> (Arc<rustls::ServerConfig>, String) {
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let cert: CertificateDer<'static> = ck.cert.der().clone();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der()));
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert], key)
+    .unwrap();
+    (Arc::new(config), ck.cert.pem())
+}
+
+/// A submission-style smarthost on loopback: STARTTLS with `tls`, then
+/// AUTH (any credentials accepted), MAIL, RCPT, DATA. Returns its port.
+async fn scripted_smarthost(tls: Arc<rustls::ServerConfig>, seen: Seen) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (tls, seen) = (Arc::clone(&tls), Arc::clone(&seen));
+            tokio::spawn(async move {
+                let mut plain = BufReader::new(tcp);
+                plain.write_all(b"220 relay.test ESMTP\r\n").await.ok();
+                if !smtp_dialogue(&mut plain, &seen, "").await {
+                    return;
+                }
+                let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+                match acceptor.accept(plain.into_inner()).await {
+                    Ok(stream) => {
+                        smtp_dialogue(&mut BufReader::new(stream), &seen, "tls: ").await;
+                    }
+                    Err(_) => seen.lock().unwrap().push("handshake failed".into()),
+                }
+            });
+        }
+    });
+    port
+}
+
+/// Answers commands until STARTTLS (true: start the handshake) or the end.
+async fn smtp_dialogue<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut BufReader<S>,
+    seen: &Seen,
+    prefix: &str,
+) -> bool {
+    let mut in_data = false;
+    loop {
+        let mut line = String::new();
+        match s.read_line(&mut line).await {
+            Ok(0) | Err(_) => return false,
+            Ok(_) => {}
+        }
+        if in_data {
+            if line == ".\r\n" {
+                in_data = false;
+                s.write_all(b"250 2.0.0 queued\r\n").await.ok();
+            }
+            continue;
+        }
+        let cmd = line.trim_end().to_owned();
+        seen.lock().unwrap().push(format!("{prefix}{cmd}"));
+        let upper = cmd.to_ascii_uppercase();
+        let reply: &[u8] = if upper.starts_with("EHLO") {
+            if prefix.is_empty() {
+                b"250-relay.test\r\n250-STARTTLS\r\n250 AUTH PLAIN LOGIN\r\n"
+            } else {
+                b"250-relay.test\r\n250 AUTH PLAIN LOGIN\r\n"
+            }
+        } else if upper == "STARTTLS" {
+            s.write_all(b"220 2.0.0 go ahead\r\n").await.ok();
+            return true;
+        } else if upper.starts_with("AUTH") {
+            b"235 2.7.0 welcome\r\n"
+        } else if upper == "DATA" {
+            in_data = true;
+            b"354 go\r\n"
+        } else if upper == "QUIT" {
+            s.write_all(b"221 bye\r\n").await.ok();
+            return false;
+        } else {
+            b"250 ok\r\n"
+        };
+        if s.write_all(reply).await.is_err() {
+            return false;
+        }
+    }
+}
+
+/// A server whose remote mail goes through the smarthost on `port` with
+/// `tls` and credentials; `smarthost_extra` adds keys to
+/// `[delivery.smarthost]`. Returns the config file's path.
+fn smarthost_config(dir: &Path, port: u16, tls: &str, smarthost_extra: &str) -> PathBuf {
+    let password = dir.join("relay.password");
+    std::fs::write(&password, "relay-secret\n").unwrap();
+    let config = dir.join("tern.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "hostname = \"mx.example.test\"\ndata_dir = {:?}\ntrusted_networks = [\"127.0.0.0/8\"]\n\
+             [[listener]]\naddress = \"127.0.0.1:0\"\nrole = \"mx\"\n\
+             [domains.\"example.test\"]\nmailboxes = [\"alice\"]\n\
+             [dns]\nnameservers = [\"127.0.0.1:9\"]\n[mail_auth]\nenabled = false\n\
+             [delivery.smarthost]\nhost = \"127.0.0.1\"\nport = {port}\ntls = {tls:?}\n\
+             username = \"relay-user\"\npassword_file = {password:?}\n{smarthost_extra}\n",
+            dir.join("data")
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// Relays one message from a trusted client to `someone@far.test`.
+async fn relay_one(addr: std::net::SocketAddr) {
+    tokio::task::spawn_blocking(move || {
+        let mut c = Raw::greeted(addr);
+        assert!(c.cmd("EHLO client.test").starts_with("250"));
+        let r = c.send_mail(
+            "alice@example.test",
+            "someone@far.test",
+            "From: alice@example.test\r\nSubject: via the smarthost\r\n\r\nbody",
+        );
+        assert!(r.starts_with("250"), "{r}");
+    })
+    .await
+    .unwrap();
+}
+
+/// `tern queue list --json --config CONFIG`: the queued messages.
+async fn queue_list(config: &Path) -> Vec<serde_json::Value> {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tern"));
+    cmd.args(["queue", "list", "--json", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "off");
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["messages"].as_array().cloned().unwrap_or_default()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Polls until `pred` holds of what the smarthost saw.
+async fn wait_seen(seen: &Seen, what: &str, pred: impl Fn(&[String]) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if pred(&seen.lock().unwrap()) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {:?}",
+            seen.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The smarthost presents a self-signed certificate and no `ca_file` is
+/// configured: the certificate is checked against the system's roots, the
+/// handshake is abandoned, the password is never sent and the message is
+/// deferred with a reason that names the certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_03_smarthost_unverified_certificate_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tls, _pem) = self_signed();
+    let seen: Seen = Arc::default();
+    let port = scripted_smarthost(tls, Arc::clone(&seen)).await;
+    let config = smarthost_config(dir.path(), port, "starttls", "");
+    let running = tern::start(&tern::Config::load(&config).unwrap())
+        .await
+        .unwrap();
+    relay_one(running.addrs()[0]).await;
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let reason = loop {
+        let list = queue_list(&config).await;
+        let r = &list.first().map(|m| m["recipients"][0].clone());
+        if let Some(r) = r
+            && r["state"] == "deferred"
+        {
+            break r["last_error"].as_str().unwrap_or("").to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no deferral: {list:?}; smarthost saw {:?}",
+            seen.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        !seen.iter().any(|l| l.contains("AUTH")),
+        "AUTH sent to an unverified smarthost: {seen:?}"
+    );
+    assert!(
+        seen.iter().any(|l| l == "handshake failed"),
+        "the handshake should have been abandoned: {seen:?}"
+    );
+    assert!(reason.starts_with('4'), "{reason}");
+    assert!(
+        reason.to_ascii_lowercase().contains("certificate"),
+        "the reason should name the certificate: {reason}"
+    );
+    running.shutdown().await;
+}
+
+/// The same smarthost with `ca_file` naming its certificate: verified,
+/// AUTH sent over TLS, the message delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_03_smarthost_with_ca_file_is_verified_and_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tls, pem) = self_signed();
+    let ca = dir.path().join("relay-ca.pem");
+    std::fs::write(&ca, pem).unwrap();
+    let seen: Seen = Arc::default();
+    let port = scripted_smarthost(tls, Arc::clone(&seen)).await;
+    let config = smarthost_config(dir.path(), port, "starttls", &format!("ca_file = {ca:?}"));
+    let running = tern::start(&tern::Config::load(&config).unwrap())
+        .await
+        .unwrap();
+    relay_one(running.addrs()[0]).await;
+    wait_seen(&seen, "the message over TLS", |s| {
+        s.iter().any(|l| l == "tls: DATA")
+    })
+    .await;
+    let seen = seen.lock().unwrap().clone();
+    let auth = seen.iter().position(|l| l.starts_with("tls: AUTH PLAIN"));
+    assert!(auth.is_some(), "{seen:?}");
+    assert!(
+        !seen.iter().any(|l| l.starts_with("AUTH")),
+        "AUTH before TLS: {seen:?}"
+    );
+    running.shutdown().await;
+}
+
+/// `tls_verify = false` is the explicit way to skip verification: AUTH
+/// goes to the self-signed smarthost, and the server says so at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_03_smarthost_tls_verify_false_is_explicit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tls, pem) = self_signed();
+    let seen: Seen = Arc::default();
+    let port = scripted_smarthost(tls, Arc::clone(&seen)).await;
+    let config = smarthost_config(dir.path(), port, "starttls", "tls_verify = false");
+    let running = tern::start(&tern::Config::load(&config).unwrap())
+        .await
+        .unwrap();
+    relay_one(running.addrs()[0]).await;
+    wait_seen(&seen, "AUTH over unverified TLS", |s| {
+        s.iter().any(|l| l.starts_with("tls: AUTH PLAIN"))
+    })
+    .await;
+    running.shutdown().await;
+
+    // Contradictions and clear-text passwords are configuration errors.
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, pem).unwrap();
+    for (tls, extra, needle) in [
+        (
+            "starttls",
+            format!("tls_verify = false\nca_file = {ca:?}"),
+            "tls_verify",
+        ),
+        ("none", String::new(), "clear text"),
+    ] {
+        let path = smarthost_config(dir.path(), port, tls, &extra);
+        let err = format!("{:#}", tern::Config::load(&path).unwrap_err());
+        assert!(err.contains(needle), "{tls} {extra}: {err}");
+    }
+}
