@@ -89,7 +89,8 @@ pub struct ListenerConfig {
     /// What the listener is for.
     pub role: ListenerRole,
     /// Allow password AUTH without TLS on this listener. Only for listeners
-    /// on loopback that the admin trusts (a local webmail, say).
+    /// on loopback that the admin trusts (a local webmail, say): on any
+    /// other address it is a configuration error.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub plaintext_auth: bool,
 }
@@ -266,10 +267,13 @@ pub struct OAuthConfig {
     /// Required `iss`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,
-    /// Required `aud`.
+    /// Required `aud`: the identifier the identity provider gives Tern.
+    /// Mandatory: without it a token the provider issued to any other
+    /// application would log in here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audience: Option<String>,
-    /// The claim naming the user (default `email`).
+    /// The claim naming the user (default `email`). The user must exist in
+    /// `auth.users_file`: a valid token for anyone else is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_claim: Option<String>,
     /// A scope the token must carry.
@@ -540,13 +544,36 @@ impl Config {
                 bail!("auth.mechanisms: {m} needs an [auth.oauth] section");
             }
         }
-        if let Some(o) = &self.auth.oauth
-            && !matches!(o.algorithm.as_str(), "HS256" | "RS256" | "ES256")
-        {
-            bail!(
-                "auth.oauth.algorithm = {:?}: use HS256, RS256 or ES256",
-                o.algorithm
-            );
+        for l in &self.listeners {
+            if l.plaintext_auth && !l.address.ip().is_loopback() {
+                bail!(
+                    "[[listener]] address = \"{}\": plaintext_auth = true is only allowed on a \
+                     loopback address (127.0.0.1, ::1): elsewhere passwords would cross the \
+                     network in clear text",
+                    l.address
+                );
+            }
+        }
+        if let Some(o) = &self.auth.oauth {
+            if !matches!(o.algorithm.as_str(), "HS256" | "RS256" | "ES256") {
+                bail!(
+                    "auth.oauth.algorithm = {:?}: use HS256, RS256 or ES256",
+                    o.algorithm
+                );
+            }
+            if o.audience.as_deref().is_none_or(|a| a.trim().is_empty()) {
+                bail!(
+                    "auth.oauth.audience is required: the `aud` your identity provider puts \
+                     in tokens issued for Tern (without it, a token issued to any other \
+                     application would log in here)"
+                );
+            }
+            if self.auth.users_file.is_none() {
+                bail!(
+                    "[auth.oauth] needs auth.users_file: a token logs in only a user that \
+                     exists there"
+                );
+            }
         }
         if self.tls.handshake_timeout.is_zero() {
             bail!("tls.handshake_timeout must be positive");

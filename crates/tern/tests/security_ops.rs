@@ -312,3 +312,149 @@ async fn finding_03_smarthost_tls_verify_false_is_explicit() {
         assert!(err.contains(needle), "{tls} {extra}: {err}");
     }
 }
+
+// ------------------------------------------------------------ finding 13
+
+/// A configuration with top-level keys `top`, one submission listener on
+/// `address` with `listener_extra`, and the tables in `extra`.
+fn listener_config(top: &str, address: &str, listener_extra: &str, extra: &str) -> String {
+    format!(
+        "hostname = \"mx.example.test\"\n{top}\n[[listener]]\naddress = \"{address}\"\nrole = \"submission\"\n\
+         {listener_extra}\n[domains.\"example.test\"]\nmailboxes = [\"alice\"]\n{extra}\n"
+    )
+}
+
+/// `plaintext_auth` sends passwords in clear text: only on loopback.
+#[test]
+fn finding_13_plaintext_auth_off_loopback_is_a_config_error() {
+    for address in [
+        "0.0.0.0:587",
+        "192.0.2.10:587",
+        "[::]:587",
+        "[2001:db8::1]:587",
+    ] {
+        let text = listener_config("", address, "plaintext_auth = true", "");
+        let err = format!("{:#}", tern::Config::parse(&text).unwrap_err());
+        assert!(
+            err.contains("plaintext_auth") && err.contains("loopback"),
+            "{address}: {err}"
+        );
+        // The same listener without plaintext_auth is fine.
+        tern::Config::parse(&listener_config("", address, "", "")).unwrap();
+    }
+    for address in ["127.0.0.1:2587", "127.0.0.2:2587", "[::1]:2587"] {
+        let text = listener_config("", address, "plaintext_auth = true", "");
+        tern::Config::parse(&text).unwrap_or_else(|e| panic!("{address}: {e:#}"));
+    }
+}
+
+const JWT_SECRET: &[u8] = b"an HS256 secret shared with the identity provider";
+
+fn hs256_jwt(claims: &str) -> String {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+    let header = B64URL.encode(r#"{"alg":"HS256","typ":"JWT"}"#);
+    let payload = B64URL.encode(claims);
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, JWT_SECRET);
+    let sig = ring::hmac::sign(&key, format!("{header}.{payload}").as_bytes());
+    format!("{header}.{payload}.{}", B64URL.encode(sig.as_ref()))
+}
+
+/// `[auth.oauth]` for tokens signed with [`JWT_SECRET`], plus `extra` keys.
+fn oauth_config(dir: &Path, users: &Path, oauth_extra: &str) -> String {
+    let key_file = dir.join("jwt.key");
+    std::fs::write(&key_file, JWT_SECRET).unwrap();
+    listener_config(
+        &format!("data_dir = {:?}", dir.join("data")),
+        "127.0.0.1:0",
+        "plaintext_auth = true",
+        &format!(
+            "[auth]\nusers_file = {users:?}\nmechanisms = [\"OAUTHBEARER\", \"XOAUTH2\"]\n\
+             [auth.oauth]\nalgorithm = \"HS256\"\nkey_file = {key_file:?}\nissuer = \"https://idp.example.test\"\n\
+             {oauth_extra}\n[dns]\nnameservers = [\"127.0.0.1:9\"]\n[limits.abuse.tarpit]\ninitial_delay = \"0s\"\n\
+             [limits.abuse.auth]\ninitial_delay = \"1ms\"\nmax_delay = \"1ms\"\n"
+        ),
+    )
+}
+
+/// Without `audience`, a token the identity provider issued to any other
+/// application would log in: the setting is required, and so is the users
+/// file the token's user is looked up in.
+#[test]
+fn finding_13_oauth_without_audience_is_a_config_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.toml");
+    common::add_user(&users, "alice@example.test", "alice-pw");
+    let err = format!(
+        "{:#}",
+        tern::Config::parse(&oauth_config(dir.path(), &users, "")).unwrap_err()
+    );
+    assert!(err.contains("audience"), "{err}");
+    tern::Config::parse(&oauth_config(
+        dir.path(),
+        &users,
+        "audience = \"tern-mail\"",
+    ))
+    .unwrap();
+    let no_users = oauth_config(dir.path(), &users, "audience = \"tern-mail\"")
+        .replace(&format!("users_file = {users:?}\n"), "");
+    let err = format!("{:#}", tern::Config::parse(&no_users).unwrap_err());
+    assert!(err.contains("users_file"), "{err}");
+}
+
+/// A correctly signed token for our audience naming a user who is not in
+/// the users file grants nothing; the same token shape for a known user
+/// logs in, and a token for another audience does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_13_token_for_an_unknown_user_is_refused() {
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.toml");
+    common::add_user(&users, "alice@example.test", "alice-pw");
+    let config = tern::Config::parse(&oauth_config(
+        dir.path(),
+        &users,
+        "audience = \"tern-mail\"",
+    ))
+    .unwrap();
+    let running = tern::start(&config).await.unwrap();
+    let addr = running.addrs()[0];
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let token = |user: &str, aud: &str| {
+        hs256_jwt(&format!(
+            r#"{{"iss":"https://idp.example.test","aud":"{aud}","email":"{user}","exp":{exp}}}"#
+        ))
+    };
+    let login = move |token: String| {
+        tokio::task::spawn_blocking(move || {
+            let mut c = Raw::greeted(addr);
+            assert!(c.cmd("EHLO client.test").starts_with("250"));
+            let ir = base64::engine::general_purpose::STANDARD
+                .encode(format!("n,,\x01auth=Bearer {token}\x01\x01"));
+            let r = c.cmd(&format!("AUTH OAUTHBEARER {ir}"));
+            if r.starts_with("334") {
+                // The JSON error challenge: an empty line gets the failure.
+                c.cmd("")
+            } else {
+                r
+            }
+        })
+    };
+    let r = login(token("mallory@example.test", "tern-mail"))
+        .await
+        .unwrap();
+    assert!(r.starts_with("535"), "unknown user logged in by token: {r}");
+    let r = login(token("alice@example.test", "other-app"))
+        .await
+        .unwrap();
+    assert!(r.starts_with("535"), "token for another audience: {r}");
+    let r = login(token("alice@example.test", "tern-mail"))
+        .await
+        .unwrap();
+    assert!(r.starts_with("235"), "known user: {r}");
+    running.shutdown().await;
+}
