@@ -28,6 +28,19 @@ pub struct Config {
     /// Where all state lives: `spool/` (the queue) and `mail/` (Maildirs).
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
+    /// The unprivileged user Tern runs as. Started as root, Tern binds its
+    /// listeners and reads its keys, then switches to this user for good;
+    /// `data_dir` must belong to it. Unset: Tern stays the user it was
+    /// started as, and refuses to be root unless `allow_root` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The group Tern runs as (default: `user`'s primary group).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Let Tern run as root without `user` (development containers; the
+    /// `--allow-root` flag does the same). Never on a server.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_root: bool,
     /// Client networks allowed to relay to non-local domains (CIDR).
     #[serde(default)]
     pub trusted_networks: Vec<IpNet>,

@@ -458,3 +458,240 @@ async fn finding_13_token_for_an_unknown_user_is_refused() {
     assert!(r.starts_with("235"), "known user: {r}");
     running.shutdown().await;
 }
+
+// ------------------------------------------------------------ finding 12
+
+fn running_as_root() -> bool {
+    // The test binary's own /proc status: "Uid:\treal\teffective\t…".
+    proc_ids(std::process::id(), "Uid").is_some_and(|ids| ids[1] == 0)
+}
+
+/// The four ids on the `Uid:`/`Gid:` line (or the `Groups:` list) of
+/// /proc/<pid>/status.
+fn proc_ids(pid: u32, key: &str) -> Option<Vec<u32>> {
+    status_ids(
+        &std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?,
+        key,
+    )
+}
+
+fn status_ids(status: &str, key: &str) -> Option<Vec<u32>> {
+    let line = status.lines().find(|l| l.starts_with(&format!("{key}:")))?;
+    Some(
+        line[key.len() + 1..]
+            .split_whitespace()
+            .filter_map(|n| n.parse().ok())
+            .collect(),
+    )
+}
+
+/// nobody's uid and primary gid, from /etc/passwd.
+fn nobody() -> (u32, u32) {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap();
+    let line = passwd
+        .lines()
+        .find(|l| l.starts_with("nobody:"))
+        .expect("a nobody user");
+    let f: Vec<&str> = line.split(':').collect();
+    (f[2].parse().unwrap(), f[3].parse().unwrap())
+}
+
+/// A loopback port below 1024 that is free: only root (or
+/// CAP_NET_BIND_SERVICE) can bind it.
+fn free_privileged_port() -> u16 {
+    (900..1024)
+        .rev()
+        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .expect("a free port below 1024")
+}
+
+/// An MX-only config on `addr` with `top` top-level keys.
+fn daemon_config(dir: &Path, addr: std::net::SocketAddr, top: &str) -> PathBuf {
+    let config = dir.join("tern.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "hostname = \"mx.example.test\"\ndata_dir = {:?}\n{top}\n\
+             [[listener]]\naddress = \"{addr}\"\nrole = \"mx\"\n\
+             [domains.\"example.test\"]\nmailboxes = [\"alice\"]\n\
+             [dns]\nnameservers = [\"127.0.0.1:9\"]\n[mail_auth]\nenabled = false\n",
+            dir.join("data")
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// Runs `tern serve` with `args` until it exits (`Ok(output)`) or accepts
+/// connections on `addr` (`Err(child)`, still running); 20 s at most.
+fn serve(
+    config: &Path,
+    addr: std::net::SocketAddr,
+    args: &[&str],
+) -> Result<Output, std::process::Child> {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tern"))
+        .arg("serve")
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return Ok(child.wait_with_output().unwrap());
+        }
+        if Instant::now() > deadline || std::net::TcpStream::connect(addr).is_ok() {
+            return Err(child);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Started as root with `user = "nobody"`, Tern binds a port below 1024,
+/// then every thread runs as nobody (real, effective, saved and
+/// filesystem ids, no supplementary group but nobody's), and it still
+/// serves SMTP on that port and writes mail as nobody.
+#[test]
+fn finding_12_root_drops_to_the_configured_user_after_binding() {
+    if !running_as_root() {
+        eprintln!("not root: the privilege drop cannot be tested here (CI runs as root)");
+        return;
+    }
+    let (uid, gid) = nobody();
+    let dir = tempfile::tempdir().unwrap();
+    // nobody must be able to reach and own data_dir (created at start).
+    std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_privileged_port()));
+    let config = daemon_config(dir.path(), addr, "user = \"nobody\"");
+    let log = dir.path().join("tern.log");
+    let mut child = common::spawn_daemon(&config, &log, addr, &[]);
+    let pid = child.id();
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while proc_ids(pid, "Uid").is_none_or(|ids| ids.contains(&0)) {
+        assert!(
+            Instant::now() < deadline,
+            "still root: {:?}\n{}",
+            proc_ids(pid, "Uid"),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
+        assert_eq!(status_ids(&status, "Uid").unwrap(), [uid; 4], "{status}");
+        assert_eq!(status_ids(&status, "Gid").unwrap(), [gid; 4], "{status}");
+        assert_eq!(status_ids(&status, "Groups").unwrap(), [gid], "{status}");
+    }
+
+    // Still serving on the privileged port it bound as root.
+    let mut c = Raw::greeted(addr);
+    assert!(c.cmd("EHLO client.test").starts_with("250"));
+    let r = c.send_mail(
+        "someone@remote.test",
+        "alice@example.test",
+        "Subject: as nobody\r\n\r\nhello",
+    );
+    assert!(r.starts_with("250"), "{r}");
+    let new = dir.path().join("data/mail/example.test/alice/new");
+    common::wait_for_mail_in(&new, 1);
+    for f in std::fs::read_dir(&new).unwrap() {
+        let owner = std::os::unix::fs::MetadataExt::uid(&f.unwrap().metadata().unwrap());
+        assert_eq!(owner, uid, "mail written as uid {owner}");
+    }
+    let spool = std::fs::metadata(dir.path().join("data/spool")).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&spool), uid);
+
+    common::signal(&child, "-TERM");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains("switched from root"), "{log}");
+}
+
+/// As root without `user`, `tern serve` refuses to start and says how to
+/// fix it; `allow_root = true` or `--allow-root` let it run.
+#[test]
+fn finding_12_root_without_user_is_refused() {
+    if !running_as_root() {
+        eprintln!("not root: the refusal cannot be tested here (CI runs as root)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let addr = common::free_loopback_addr();
+    let config = daemon_config(dir.path(), addr, "");
+    let out = match serve(&config, addr, &[]) {
+        Ok(out) => out,
+        Err(mut child) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("tern serve ran as root without user or allow_root");
+        }
+    };
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("refusing to run as root")
+            && err.contains("user = ")
+            && err.contains("allow_root"),
+        "{err}"
+    );
+
+    for (top, args) in [("allow_root = true", &[][..]), ("", &["--allow-root"][..])] {
+        let config = daemon_config(dir.path(), addr, top);
+        let mut child = match serve(&config, addr, args) {
+            Ok(out) => panic!("{top} {args:?}: exited: {}", text(&out)),
+            Err(child) => child,
+        };
+        assert!(std::net::TcpStream::connect(addr).is_ok(), "{top} {args:?}");
+        common::signal(&child, "-TERM");
+        assert!(child.wait().unwrap().success());
+    }
+}
+
+/// `user` set but the data directory belongs to someone else: start-up
+/// stops with the path, the owner and the chown that fixes it; an unknown
+/// user is named.
+#[test]
+fn finding_12_state_not_owned_by_the_user_is_refused() {
+    if !running_as_root() {
+        eprintln!("not root: cannot test the switch here (CI runs as root)");
+        return;
+    }
+    let (uid, gid) = nobody();
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(data.join("spool")).unwrap();
+    std::os::unix::fs::chown(&data, Some(uid), Some(gid)).unwrap();
+    // data/spool stays root's, as after a run as root.
+    let addr = common::free_loopback_addr();
+    let config = daemon_config(dir.path(), addr, "user = \"nobody\"");
+    let out = serve(&config, addr, &[]).unwrap_or_else(|mut c| {
+        let _ = c.kill();
+        panic!("started with a root-owned spool")
+    });
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{} is owned by uid 0",
+            data.join("spool").display()
+        )) && err.contains("chown -R nobody:"),
+        "{err}"
+    );
+
+    let config = daemon_config(dir.path(), addr, "user = \"no-such-user-tern\"");
+    let out = serve(&config, addr, &[]).unwrap_or_else(|mut c| {
+        let _ = c.kill();
+        panic!("started as an unknown user")
+    });
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no-such-user-tern") && err.contains("no such user"),
+        "{err}"
+    );
+}
