@@ -1,11 +1,11 @@
 //! The email-authentication hook of the SMTP driver ([`crate::conn`]).
 //!
-//! While a message streams in, [`begin`] decides whether it needs
+//! While a message streams in, `begin` decides whether it needs
 //! authentication work: the inbound checks on the MX role (SPF, DKIM,
 //! DMARC, ARC, iprev; see `tern-mailauth`), DKIM signing for authenticated
 //! users and trusted networks. If so, the client's bytes go to an unlinked
 //! scratch file in the spool's `tmp/` instead of the spool file. At the end
-//! of data, [`finish`] reads them back (the checks need the whole message,
+//! of data, `finish` reads them back (the checks need the whole message,
 //! bounded by the message size limit), and writes into the spool file,
 //! after our `Received:`: an ARC set when the message is forwarded through
 //! an alias to another domain (RFC 8617), our `Authentication-Results:`,
