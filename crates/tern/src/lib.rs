@@ -136,21 +136,21 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     } else {
         Some(TlsManager::load(&tls_settings)?)
     };
+    // Bound now (ports below 1024 need root), listening only once
+    // everything is ready: an open port means a working server.
     let mut sockets = Vec::with_capacity(config.listeners.len());
     for l in &config.listeners {
-        let socket = tokio::net::TcpListener::bind(l.address)
-            .await
-            .with_context(|| {
-                if l.address.port() < 1024 && !nix::unistd::geteuid().is_root() {
-                    format!(
-                        "cannot listen on {} (ports below 1024 need root, with user = \"...\" \
+        let socket = bind_socket(l.address).with_context(|| {
+            if l.address.port() < 1024 && !nix::unistd::geteuid().is_root() {
+                format!(
+                    "cannot listen on {} (ports below 1024 need root, with user = \"...\" \
                          to drop to, or CAP_NET_BIND_SERVICE: see dist/tern.service)",
-                        l.address
-                    )
-                } else {
-                    format!("cannot listen on {}", l.address)
-                }
-            })?;
+                    l.address
+                )
+            } else {
+                format!("cannot listen on {}", l.address)
+            }
+        })?;
         sockets.push(socket);
     }
     if let privilege::Plan::Drop(run_as) = &plan {
@@ -304,7 +304,14 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         delivery: Some(ctx.delivery.clone()),
         signer: dkim.0.clone(),
     };
-    let server = Server::with_listeners(ctx, sockets.into_iter().zip(listeners).collect());
+    let mut bound = Vec::with_capacity(listeners.len());
+    for (socket, spec) in sockets.into_iter().zip(listeners) {
+        let listener = socket
+            .listen(LISTEN_BACKLOG)
+            .with_context(|| format!("cannot listen on {}", spec.addr))?;
+        bound.push((listener, spec));
+    }
+    let server = Server::with_listeners(ctx, bound);
     let addrs = server.local_addrs();
     // `<data_dir>/admin.sock`, 0600: `tern queue …` talks to us through it.
     let admin =
@@ -324,6 +331,22 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         reloader,
         admin,
     })
+}
+
+/// Connections waiting to be accepted, per listener (tokio's default).
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// A TCP socket bound to `addr` (address reuse on, as a listener needs
+/// after a restart), not yet listening.
+fn bind_socket(addr: SocketAddr) -> std::io::Result<tokio::net::TcpSocket> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    Ok(socket)
 }
 
 /// The server's SASL secret (fake credentials for unknown users must stay
