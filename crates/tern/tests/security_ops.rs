@@ -313,6 +313,31 @@ async fn finding_03_smarthost_tls_verify_false_is_explicit() {
     }
 }
 
+/// `tern serve` says loudly at start that the smarthost is not verified.
+#[test]
+fn finding_03_smarthost_tls_verify_false_is_warned_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = common::free_loopback_addr();
+    let config = smarthost_config(dir.path(), 9, "starttls", "tls_verify = false");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("127.0.0.1:0", &addr.to_string());
+    std::fs::write(&config, text).unwrap();
+    let log = dir.path().join("tern.log");
+    let mut child = common::spawn_daemon(&config, &log, addr, &[]);
+    common::signal(&child, "-TERM");
+    assert!(child.wait().unwrap().success());
+    let log = std::fs::read_to_string(&log).unwrap();
+    let line = log
+        .lines()
+        .find(|l| l.contains("tls_verify = false"))
+        .unwrap_or_else(|| panic!("no warning:\n{log}"));
+    assert!(
+        line.contains("WARN") && line.contains("NOT verified"),
+        "{line}"
+    );
+}
+
 // ------------------------------------------------------------ finding 13
 
 /// A configuration with top-level keys `top`, one submission listener on
@@ -610,6 +635,31 @@ fn finding_12_root_drops_to_the_configured_user_after_binding() {
     assert!(status.success(), "{status:?}");
     let log = std::fs::read_to_string(&log).unwrap();
     assert!(log.contains("switched from root"), "{log}");
+
+    // `tern queue` run by root on the stopped server's spool works on it
+    // as nobody too: nothing in the spool becomes root's. (Opening the
+    // spool creates its lock file and directories when they are missing.)
+    let _ = std::fs::remove_file(dir.path().join("data/spool/lock"));
+    let _ = std::fs::remove_dir(dir.path().join("data/spool/corrupt"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(["queue", "list", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let mut stack = vec![dir.path().join("data")];
+    while let Some(p) = stack.pop() {
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        assert_eq!(
+            std::os::unix::fs::MetadataExt::uid(&m),
+            uid,
+            "{}",
+            p.display()
+        );
+        if m.is_dir() {
+            stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        }
+    }
 }
 
 /// As root without `user`, `tern serve` refuses to start and says how to
