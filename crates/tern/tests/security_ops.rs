@@ -522,12 +522,18 @@ fn nobody() -> (u32, u32) {
 }
 
 /// A loopback port below 1024 that is free: only root (or
-/// CAP_NET_BIND_SERVICE) can bind it.
+/// CAP_NET_BIND_SERVICE) can bind it. Each call in this process gets a
+/// different one (the tests run in parallel).
 fn free_privileged_port() -> u16 {
-    (900..1024)
-        .rev()
-        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
-        .expect("a free port below 1024")
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(1023);
+    loop {
+        let p = NEXT.fetch_sub(1, Ordering::Relaxed);
+        assert!(p >= 600, "no free port below 1024");
+        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    }
 }
 
 /// An MX-only config on `addr` with `top` top-level keys.
@@ -744,4 +750,70 @@ fn finding_12_state_not_owned_by_the_user_is_refused() {
         err.contains("no-such-user-tern") && err.contains("no such user"),
         "{err}"
     );
+}
+
+/// The systemd way (dist/tern.service): started as nobody with only
+/// CAP_NET_BIND_SERVICE (ambient), `user = "nobody"` in the config, Tern
+/// serves a port below 1024 without ever being root; without the
+/// capability it says what is missing.
+#[test]
+fn finding_12_unprivileged_with_cap_net_bind_service_serves_a_low_port() {
+    if !running_as_root()
+        || std::process::Command::new("setpriv")
+            .arg("--version")
+            .output()
+            .is_err()
+    {
+        eprintln!("needs root (to become nobody) and setpriv (util-linux)");
+        return;
+    }
+    let (uid, gid) = nobody();
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_privileged_port()));
+    let config = daemon_config(dir.path(), addr, "user = \"nobody\"");
+    let as_nobody = |caps: bool| {
+        let mut cmd = std::process::Command::new("setpriv");
+        cmd.args([
+            "--reuid",
+            &uid.to_string(),
+            "--regid",
+            &gid.to_string(),
+            "--clear-groups",
+        ]);
+        if caps {
+            cmd.args([
+                "--inh-caps=+net_bind_service",
+                "--ambient-caps=+net_bind_service",
+            ]);
+        }
+        cmd.arg(env!("CARGO_BIN_EXE_tern"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        cmd
+    };
+    let out = as_nobody(false).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("CAP_NET_BIND_SERVICE"), "{err}");
+
+    let mut child = as_nobody(true).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(addr).is_err() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "exited {status:?}: {}",
+                text(&child.wait_with_output().unwrap())
+            );
+        }
+        assert!(Instant::now() < deadline, "not listening");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(proc_ids(child.id(), "Uid").unwrap(), [uid; 4]);
+    let mut c = Raw::greeted(addr);
+    assert!(c.cmd("EHLO client.test").starts_with("250"));
+    common::signal(&child, "-TERM");
+    assert!(child.wait().unwrap().success());
 }
