@@ -817,3 +817,49 @@ fn finding_12_unprivileged_with_cap_net_bind_service_serves_a_low_port() {
     common::signal(&child, "-TERM");
     assert!(child.wait().unwrap().success());
 }
+
+/// Run by root for a server with `user`, `tern dkim keygen` writes the key
+/// under data_dir as that user, so the server can still read it after its
+/// switch (and its start-up check finds nothing of root's).
+#[test]
+fn finding_12_root_cli_writes_data_dir_as_the_user() {
+    if !running_as_root() {
+        eprintln!("not root: cannot test the switch here (CI runs as root)");
+        return;
+    }
+    let (uid, gid) = nobody();
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
+    let addr = common::free_loopback_addr();
+    let config = daemon_config(dir.path(), addr, "user = \"nobody\"");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args([
+            "dkim",
+            "keygen",
+            "example.test",
+            "--algorithm",
+            "ed25519",
+            "--config",
+        ])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let key = dir.path().join("data/dkim/example.test/tern-ed25519.key");
+    for p in [dir.path().join("data"), dir.path().join("data/dkim"), key] {
+        let m = std::fs::metadata(&p).unwrap();
+        assert_eq!(
+            std::os::unix::fs::MetadataExt::uid(&m),
+            uid,
+            "{}",
+            p.display()
+        );
+    }
+    // The server, started as root, switches to nobody and signs with it.
+    let log = dir.path().join("tern.log");
+    let mut child = common::spawn_daemon(&config, &log, addr, &[]);
+    common::signal(&child, "-TERM");
+    assert!(child.wait().unwrap().success());
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains("DKIM key loaded"), "{log}");
+}
