@@ -281,7 +281,7 @@ EOF
     fi
     "$TERN_BIN" check-config "$dir/tern.toml" > "$dir/check-config.out" 2>&1 \
         || { cat "$dir/check-config.out" >&2; die "tern check-config rejected the bench config"; }
-    "$TERN_BIN" serve --config "$dir/tern.toml" --log-format text > "$dir/tern.log" 2>&1 &
+    "$TERN_BIN" serve --allow-root --config "$dir/tern.toml" --log-format text > "$dir/tern.log" 2>&1 &
     TERN_PID=$!
     wait_port "$port" 20 || { tail -20 "$dir/tern.log" >&2; die "tern did not listen on $port"; }
     TERN_MAIL=$dir/data/mail/example.test

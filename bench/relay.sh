@@ -104,7 +104,7 @@ sign = false
 nameservers = ["127.0.0.1:9"]
 EOF
     "$TERN_BIN" check-config "$dir/tern.toml" >/dev/null 2>&1 || { "$TERN_BIN" check-config "$dir/tern.toml" >&2; die "bad tern config"; }
-    "$TERN_BIN" serve --config "$dir/tern.toml" --log-format text > "$dir/tern.log" 2>&1 &
+    "$TERN_BIN" serve --allow-root --config "$dir/tern.toml" --log-format text > "$dir/tern.log" 2>&1 &
     TERN_PID=$!
     wait_port "$1" 20 || { tail -20 "$dir/tern.log" >&2; die "tern did not listen on $1"; }
 }

@@ -316,7 +316,7 @@ class TernServer:
         binary = tern_bin()
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [str(binary), "serve", "--config", str(self.config_path), "--log-format", "text"],
+            [str(binary), "serve", "--allow-root", "--config", str(self.config_path), "--log-format", "text"],
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,

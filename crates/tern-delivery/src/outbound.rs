@@ -794,6 +794,9 @@ pub(crate) struct ConnResult {
     /// The connection, still open and ready for another transaction, when
     /// the plan asked to keep it ([`ConnPlan::keep`]) and it is healthy.
     pub(crate) idle: Option<IdleConnection>,
+    /// Why our side of a STARTTLS handshake failed (an unverifiable
+    /// certificate, say): added to the deferral text.
+    pub(crate) tls_error: Option<String>,
 }
 
 impl ConnResult {
@@ -807,6 +810,7 @@ impl ConnResult {
             }),
             looped: false,
             idle: None,
+            tls_error: None,
         }
     }
 }
@@ -961,6 +965,7 @@ async fn pump(
         failure: None,
         looped: false,
         idle: None,
+        tls_error: None,
     };
     // Set once a write failed: later events are answered without I/O.
     let mut broken = false;
@@ -983,6 +988,7 @@ async fn pump(
                                 Ok(()) => true,
                                 Err(e) => {
                                     tracing::info!(target_host = plan.target, error = %e, "outbound: STARTTLS handshake failed");
+                                    result.tls_error = Some(e.to_string());
                                     false
                                 }
                             }
@@ -1817,7 +1823,10 @@ async fn attempt(
     }
     match r.failure {
         Some(f) => {
-            let (text, from_server) = failure_text(&f, label);
+            let (mut text, from_server) = failure_text(&f, label);
+            if let (SessionError::TlsHandshake { .. }, Some(detail)) = (&f.error, &r.tls_error) {
+                text = format!("{text}: {detail}");
+            }
             Attempt::Failed {
                 text,
                 answered: from_server,

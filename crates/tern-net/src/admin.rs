@@ -27,7 +27,7 @@
 //! `delete` and `bounce` wait for a delivery attempt on the message to
 //! finish (the spool's delivery lease, which the queue manager holds for a
 //! whole pass: Maildir, LMTP and remote). A pass that is still running
-//! after [`LEASE_WAIT`] (a slow remote server) makes them answer
+//! after `LEASE_WAIT` (a slow remote server) makes them answer
 //! [`ErrorKind::Busy`] rather than race it: no recipient is ever both
 //! delivered and bounced. `hold` first stops new passes. Recipients
 //! already recorded as done are never named.

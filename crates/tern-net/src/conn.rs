@@ -1082,10 +1082,16 @@ impl Connection {
                     .and_then(|u| u.scram.clone()),
             ),
             AuthQuestion::VerifyToken { token, .. } => match &self.ctx.auth.jwt {
+                // A valid token logs in only a user of the users file.
                 Some(jwt) => Answer::Token(
                     jwt.validate(token.as_str(), unix_now())
-                        .map(|claims| claims.user)
-                        .map_err(|e| e.rejection()),
+                        .map_err(|e| e.rejection())
+                        .and_then(|claims| {
+                            match users.as_ref().and_then(|db| db.get(&claims.user)) {
+                                Some(_) => Ok(claims.user),
+                                None => Err(tern_sasl::TokenRejection::Invalid),
+                            }
+                        }),
                 ),
                 None => Answer::Fail(FailureKind::Temporary),
             },

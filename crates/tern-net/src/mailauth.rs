@@ -1,6 +1,6 @@
 //! The email-authentication hook of the SMTP driver ([`crate::conn`]).
 //!
-//! While a message streams in, [`begin`] decides whether it needs
+//! While a message streams in, `begin` decides whether it needs
 //! authentication work: the inbound checks on the MX role (SPF, DKIM,
 //! DMARC, ARC, iprev; see `tern-mailauth`), DKIM signing for authenticated
 //! users and trusted networks. If so, the client's bytes go to an unlinked

@@ -97,6 +97,16 @@ impl Server {
         Ok(Server { ctx, listeners })
     }
 
+    /// Serves on listeners bound beforehand, each with its spec: for a
+    /// caller that binds while privileged and builds the [`Context`] only
+    /// after giving the privileges up.
+    pub fn with_listeners(
+        ctx: Arc<Context>,
+        listeners: Vec<(TcpListener, ListenerSpec)>,
+    ) -> Server {
+        Server { ctx, listeners }
+    }
+
     /// The addresses actually bound, in the order given to [`Server::bind`].
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.listeners

@@ -72,6 +72,14 @@ pub(crate) fn dkim(action: DkimAction, config_path: &Path) -> anyhow::Result<()>
             };
             let selector = selector.unwrap_or_else(|| default_selector.to_owned());
             let keys_dir = config.dkim_keys_dir();
+            // Root generating a key for a server that runs as `user`: a key
+            // under data_dir is written as that user (root-owned state there
+            // would stop the server at start, and it could not reload it).
+            if keys_dir.starts_with(&config.data_dir)
+                && let tern::privilege::Plan::Drop(run_as) = tern::privilege::plan(&config)?
+            {
+                tern::privilege::drop_privileges(&run_as)?;
+            }
             let key = tern_mailauth::keys::generate(&keys_dir, &domain, &selector, algorithm)?;
             eprintln!(
                 "wrote {} ({algorithm}); publish this TXT record, then restart tern:",

@@ -28,6 +28,19 @@ pub struct Config {
     /// Where all state lives: `spool/` (the queue) and `mail/` (Maildirs).
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
+    /// The unprivileged user Tern runs as. Started as root, Tern binds its
+    /// listeners and reads its keys, then switches to this user for good;
+    /// `data_dir` must belong to it. Unset: Tern stays the user it was
+    /// started as, and refuses to be root unless `allow_root` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The group Tern runs as (default: `user`'s primary group).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Let Tern run as root without `user` (development containers; the
+    /// `--allow-root` flag does the same). Never on a server.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_root: bool,
     /// Client networks allowed to relay to non-local domains (CIDR).
     #[serde(default)]
     pub trusted_networks: Vec<IpNet>,
@@ -89,7 +102,8 @@ pub struct ListenerConfig {
     /// What the listener is for.
     pub role: ListenerRole,
     /// Allow password AUTH without TLS on this listener. Only for listeners
-    /// on loopback that the admin trusts (a local webmail, say).
+    /// on loopback that the admin trusts (a local webmail, say): on any
+    /// other address it is a configuration error.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub plaintext_auth: bool,
 }
@@ -270,10 +284,13 @@ pub struct OAuthConfig {
     /// Required `iss`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,
-    /// Required `aud`.
+    /// Required `aud`: the identifier the identity provider gives Tern.
+    /// Mandatory: without it a token the provider issued to any other
+    /// application would log in here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audience: Option<String>,
-    /// The claim naming the user (default `email`).
+    /// The claim naming the user (default `email`). The user must exist in
+    /// `auth.users_file`: a valid token for anyone else is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_claim: Option<String>,
     /// A scope the token must carry.
@@ -412,9 +429,21 @@ pub struct SmarthostConfig {
     /// A file holding the AUTH password (first line).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_file: Option<PathBuf>,
-    /// Verify the smarthost's certificate against `ca_file`.
+    /// The certificates to trust for the smarthost (a private CA, or its
+    /// own self-signed certificate), PEM. Unset: the system's CA bundle
+    /// (`/etc/ssl/certs/ca-certificates.crt` and the other usual places).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
+    /// Verify the smarthost's certificate chain and host name (default
+    /// true). `false` encrypts without knowing who is at the other end:
+    /// anyone on the path can pose as the smarthost and collect the AUTH
+    /// password. Tern warns about it at every start.
+    #[serde(default = "default_true")]
+    pub tls_verify: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_smarthost_tls() -> String {
@@ -537,13 +566,36 @@ impl Config {
                 bail!("auth.mechanisms: {m} needs an [auth.oauth] section");
             }
         }
-        if let Some(o) = &self.auth.oauth
-            && !matches!(o.algorithm.as_str(), "HS256" | "RS256" | "ES256")
-        {
-            bail!(
-                "auth.oauth.algorithm = {:?}: use HS256, RS256 or ES256",
-                o.algorithm
-            );
+        for l in &self.listeners {
+            if l.plaintext_auth && !l.address.ip().is_loopback() {
+                bail!(
+                    "[[listener]] address = \"{}\": plaintext_auth = true is only allowed on a \
+                     loopback address (127.0.0.1, ::1): elsewhere passwords would cross the \
+                     network in clear text",
+                    l.address
+                );
+            }
+        }
+        if let Some(o) = &self.auth.oauth {
+            if !matches!(o.algorithm.as_str(), "HS256" | "RS256" | "ES256") {
+                bail!(
+                    "auth.oauth.algorithm = {:?}: use HS256, RS256 or ES256",
+                    o.algorithm
+                );
+            }
+            if o.audience.as_deref().is_none_or(|a| a.trim().is_empty()) {
+                bail!(
+                    "auth.oauth.audience is required: the `aud` your identity provider puts \
+                     in tokens issued for Tern (without it, a token issued to any other \
+                     application would log in here)"
+                );
+            }
+            if self.auth.users_file.is_none() {
+                bail!(
+                    "[auth.oauth] needs auth.users_file: a token logs in only a user that \
+                     exists there"
+                );
+            }
         }
         if self.tls.handshake_timeout.is_zero() {
             bail!("tls.handshake_timeout must be positive");
@@ -551,13 +603,25 @@ impl Config {
         self.queue
             .validate()
             .map_err(|e| anyhow::anyhow!("[queue]: {e}"))?;
-        if let Some(s) = &self.delivery.smarthost
-            && !matches!(s.tls.as_str(), "starttls" | "implicit" | "none")
-        {
-            bail!(
-                "delivery.smarthost.tls = {:?}: use starttls, implicit or none",
-                s.tls
-            );
+        if let Some(s) = &self.delivery.smarthost {
+            if !matches!(s.tls.as_str(), "starttls" | "implicit" | "none") {
+                bail!(
+                    "delivery.smarthost.tls = {:?}: use starttls, implicit or none",
+                    s.tls
+                );
+            }
+            if s.tls == "none" && s.username.is_some() {
+                bail!(
+                    "delivery.smarthost: username with tls = \"none\" would send the password \
+                     in clear text, which Tern never does: use tls = \"starttls\" or \"implicit\""
+                );
+            }
+            if !s.tls_verify && s.ca_file.is_some() {
+                bail!(
+                    "delivery.smarthost: ca_file and tls_verify = false contradict each other: \
+                     remove tls_verify to verify against ca_file"
+                );
+            }
         }
         if self.delivery.per_destination == 0 {
             bail!("delivery.per_destination must be at least 1");

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod privilege;
 
 use std::net::SocketAddr;
 use std::os::unix::fs::DirBuilderExt;
@@ -94,7 +95,75 @@ impl Running {
 
 /// Opens the data directory, recovers the spool, binds the listeners and
 /// starts serving. Returns once everything is listening.
+///
+/// The order matters when `user` is configured and Tern starts as root
+/// (see [`privilege`]): first what may need root (the DKIM and TLS keys,
+/// the users file, the bearer-token key, the smarthost password, binding
+/// the listeners), then the switch to `user`, then everything in
+/// `data_dir`, which is therefore created by and for that user.
 pub async fn start(config: &Config) -> anyhow::Result<Running> {
+    let plan = privilege::plan(config)?;
+    let signer = config.dkim_signer()?;
+    let users = match &config.auth.users_file {
+        Some(path) => Some(
+            UserDbHandle::open(path)
+                .with_context(|| format!("cannot load auth.users_file {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let jwt = match &config.auth.oauth {
+        Some(o) => Some(jwt_validator(o)?),
+        None => None,
+    };
+    let outbound = Arc::new(outbound_settings(config)?);
+    let tls_settings = TlsSettings {
+        certificates: config
+            .tls
+            .certificates
+            .iter()
+            .map(|c| CertPair {
+                cert: c.cert.clone(),
+                key: c.key.clone(),
+            })
+            .collect(),
+        self_signed_dir: config.data_dir.join("tls"),
+        hostname: config.hostname.clone(),
+    };
+    // Configured certificates are read now; a self-signed one lives in
+    // data_dir and is made after the switch.
+    let tls = if tls_settings.certificates.is_empty() {
+        None
+    } else {
+        Some(TlsManager::load(&tls_settings)?)
+    };
+    // Bound now (ports below 1024 need root), listening only once
+    // everything is ready: an open port means a working server.
+    let mut sockets = Vec::with_capacity(config.listeners.len());
+    for l in &config.listeners {
+        let socket = bind_socket(l.address).with_context(|| {
+            if l.address.port() < 1024 && !nix::unistd::geteuid().is_root() {
+                format!(
+                    "cannot listen on {} (ports below 1024 need root, with user = \"...\" \
+                         to drop to, or CAP_NET_BIND_SERVICE: see dist/tern.service)",
+                    l.address
+                )
+            } else {
+                format!("cannot listen on {}", l.address)
+            }
+        })?;
+        sockets.push(socket);
+    }
+    if let privilege::Plan::Drop(run_as) = &plan {
+        privilege::drop_privileges(run_as)?;
+        info!(user = %run_as.user, uid = run_as.uid, group = %run_as.group, gid = run_as.gid, "switched from root to the service user");
+        for problem in privilege::unreadable_after_drop(config) {
+            warn!(problem = %problem, "read at start as root, but {} cannot read it: a reload will fail", run_as.user);
+        }
+    }
+    if let Some(run_as) = plan.run_as() {
+        privilege::check_state(config, run_as)?;
+    }
+
     let data_dir = &config.data_dir;
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -130,7 +199,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
                     .with_own_domains(config.domains.keys().map(String::as_str)),
             )
         }),
-        signer: tern_net::SignerHandle::new(config.dkim_signer()?),
+        signer: tern_net::SignerHandle::new(signer),
         ..Default::default()
     };
     log_dkim_keys(config, &mailauth.signer.current());
@@ -151,37 +220,17 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         connection_reuse: config.delivery.connection_reuse,
         schedule: config.queue.clone(),
         resolver,
-        outbound: Arc::new(outbound_settings(config)?),
+        outbound,
         lmtp,
         signer: dkim.0.clone(),
     }
     .start(delivery_shutdown);
 
-    let tls = TlsManager::load(&TlsSettings {
-        certificates: config
-            .tls
-            .certificates
-            .iter()
-            .map(|c| CertPair {
-                cert: c.cert.clone(),
-                key: c.key.clone(),
-            })
-            .collect(),
-        self_signed_dir: data_dir.join("tls"),
-        hostname: config.hostname.clone(),
-    })?;
+    let tls = match tls {
+        Some(t) => t,
+        None => TlsManager::load(&tls_settings)?,
+    };
     let auth_secret = load_or_create_secret(&data_dir.join("auth.secret"))?;
-    let users = match &config.auth.users_file {
-        Some(path) => Some(
-            UserDbHandle::open(path)
-                .with_context(|| format!("cannot load auth.users_file {}", path.display()))?,
-        ),
-        None => None,
-    };
-    let jwt = match &config.auth.oauth {
-        Some(o) => Some(jwt_validator(o)?),
-        None => None,
-    };
     // The users file is re-read when it changes (`tern user add` while running).
     let reloader = users.clone().map(|users| {
         tokio::spawn(async move {
@@ -261,7 +310,14 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         delivery: Some(ctx.delivery.clone()),
         signer: dkim.0.clone(),
     };
-    let server = Server::bind(ctx, &listeners).await?;
+    let mut bound = Vec::with_capacity(listeners.len());
+    for (socket, spec) in sockets.into_iter().zip(listeners) {
+        let listener = socket
+            .listen(LISTEN_BACKLOG)
+            .with_context(|| format!("cannot listen on {}", spec.addr))?;
+        bound.push((listener, spec));
+    }
+    let server = Server::with_listeners(ctx, bound);
     let addrs = server.local_addrs();
     // `<data_dir>/admin.sock`, 0600: `tern queue …` talks to us through it.
     let admin =
@@ -281,6 +337,22 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         reloader,
         admin,
     })
+}
+
+/// Connections waiting to be accepted, per listener (tokio's default).
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// A TCP socket bound to `addr` (address reuse on, as a listener needs
+/// after a restart), not yet listening.
+fn bind_socket(addr: SocketAddr) -> std::io::Result<tokio::net::TcpSocket> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    Ok(socket)
 }
 
 /// The server's SASL secret (fake credentials for unknown users must stay
@@ -340,12 +412,19 @@ fn outbound_settings(config: &Config) -> anyhow::Result<tern_delivery::outbound:
                     _ => SmarthostTls::Starttls,
                 },
                 auth: s.username.clone().zip(password),
-                verify_certificate: s.ca_file.is_some(),
+                verify_certificate: s.tls_verify,
                 ca_file: s.ca_file.clone(),
             })
         }
     };
-    Ok(OutboundSettings {
+    if let Some(s) = d.smarthost.as_ref().filter(|s| !s.tls_verify) {
+        warn!(
+            smarthost = %s.host,
+            "delivery.smarthost.tls_verify = false: the smarthost's certificate is NOT verified; \
+             anyone on the path can pose as it and read the mail and the AUTH password"
+        );
+    }
+    let settings = OutboundSettings {
         helo_name: d
             .helo_name
             .clone()
@@ -355,7 +434,13 @@ fn outbound_settings(config: &Config) -> anyhow::Result<tern_delivery::outbound:
         timeouts: tern_smtp::client::ClientTimeouts::default(),
         connect_timeout: d.connect_timeout,
         starttls: tern_smtp::client::StartTlsPolicy::Opportunistic,
-    })
+    };
+    // Said once at start, not as a deferral of every message: no system CA
+    // bundle, an unreadable ca_file.
+    settings
+        .validate()
+        .map_err(|e| anyhow::anyhow!("[delivery.smarthost]: {e}"))?;
+    Ok(settings)
 }
 
 fn jwt_validator(o: &config::OAuthConfig) -> anyhow::Result<JwtValidator> {

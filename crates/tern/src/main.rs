@@ -35,6 +35,10 @@ enum Command {
         /// Log line format (overrides `log.format`).
         #[arg(long, value_enum)]
         log_format: Option<LogFormat>,
+        /// Run as root although no `user` is configured (like `allow_root =
+        /// true`; for development containers, never for a server).
+        #[arg(long)]
+        allow_root: bool,
     },
     /// Validate a configuration file and print the effective configuration.
     CheckConfig {
@@ -192,9 +196,18 @@ fn main() -> anyhow::Result<()> {
             };
             auth_cmd::dns(&domain, check, &config)
         }
-        Command::Serve { config, log_format } => {
+        Command::Serve {
+            config,
+            log_format,
+            allow_root,
+        } => {
             let c = Config::load(&config)?;
             init_logging(log_format.unwrap_or(c.log.format), &c.log.level);
+            if tern::privilege::refuse_root(&c, allow_root)? {
+                tracing::warn!(
+                    "running as root (allow_root): set user = \"tern\" to switch to an unprivileged user after binding"
+                );
+            }
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .thread_name("tern")

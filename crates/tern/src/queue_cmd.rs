@@ -129,6 +129,11 @@ fn offline(config: &Config, request: &Request) -> anyhow::Result<Response> {
             ),
         });
     }
+    // Root would leave files in the spool that the server, running as
+    // `user`, cannot use: work on it as that user.
+    if let tern::privilege::Plan::Drop(run_as) = tern::privilege::plan(config)? {
+        tern::privilege::drop_privileges(&run_as)?;
+    }
     let spool = match Spool::open(&spool_dir, SpoolOptions::default()) {
         Ok(spool) => spool,
         Err(SpoolError::Locked { .. }) => bail!(

@@ -670,7 +670,7 @@ async fn oauthbearer_and_xoauth2_with_jwt() {
     let users = dir.path().join("users.toml");
     tern_users::add_user(&users, "alice@example.test", ALICE_PW, &cheap()).unwrap();
     let text = format!(
-        "hostname = \"mx.example.test\"\ndata_dir = {:?}\n[[listener]]\naddress = \"127.0.0.1:0\"\nrole = \"submission\"\nplaintext_auth = true\n[auth]\nusers_file = {users:?}\nmechanisms = [\"PLAIN\", \"OAUTHBEARER\", \"XOAUTH2\"]\n[auth.oauth]\nalgorithm = \"HS256\"\nkey_file = {key_file:?}\nissuer = \"https://idp.example.test\"\n[domains.\"example.test\"]\nmailboxes = [\"alice\", \"bob\"]\n[dns]\nnameservers = [\"127.0.0.1:9\"]\n[limits.abuse.tarpit]\ninitial_delay = \"0s\"\n[limits.abuse.auth]\ninitial_delay = \"1ms\"\nmax_delay = \"1ms\"\n",
+        "hostname = \"mx.example.test\"\ndata_dir = {:?}\n[[listener]]\naddress = \"127.0.0.1:0\"\nrole = \"submission\"\nplaintext_auth = true\n[auth]\nusers_file = {users:?}\nmechanisms = [\"PLAIN\", \"OAUTHBEARER\", \"XOAUTH2\"]\n[auth.oauth]\nalgorithm = \"HS256\"\nkey_file = {key_file:?}\nissuer = \"https://idp.example.test\"\naudience = \"tern-mail\"\n[domains.\"example.test\"]\nmailboxes = [\"alice\", \"bob\"]\n[dns]\nnameservers = [\"127.0.0.1:9\"]\n[limits.abuse.tarpit]\ninitial_delay = \"0s\"\n[limits.abuse.auth]\ninitial_delay = \"1ms\"\nmax_delay = \"1ms\"\n",
         dir.path().join("data")
     );
     let running = tern::start(&tern::Config::parse(&text).unwrap())
@@ -684,21 +684,21 @@ async fn oauthbearer_and_xoauth2_with_jwt() {
     let good = hs256_jwt(
         secret,
         &format!(
-            r#"{{"iss":"https://idp.example.test","email":"alice@example.test","exp":{}}}"#,
+            r#"{{"iss":"https://idp.example.test","aud":"tern-mail","email":"alice@example.test","exp":{}}}"#,
             now + 600
         ),
     );
     let expired = hs256_jwt(
         secret,
         &format!(
-            r#"{{"iss":"https://idp.example.test","email":"alice@example.test","exp":{}}}"#,
+            r#"{{"iss":"https://idp.example.test","aud":"tern-mail","email":"alice@example.test","exp":{}}}"#,
             now - 3600
         ),
     );
     let forged = hs256_jwt(
         b"not the secret",
         &format!(
-            r#"{{"iss":"https://idp.example.test","email":"alice@example.test","exp":{}}}"#,
+            r#"{{"iss":"https://idp.example.test","aud":"tern-mail","email":"alice@example.test","exp":{}}}"#,
             now + 600
         ),
     );

@@ -202,8 +202,9 @@ pub fn free_loopback_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
-/// Starts `tern serve --config CONFIG` with stderr appended to `log` and
-/// `env` set, and waits until `addr` accepts connections.
+/// Starts `tern serve --config CONFIG --allow-root` (the tests run as root
+/// too) with stderr appended to `log` and `env` set, and waits until `addr`
+/// accepts connections.
 pub fn spawn_daemon(
     config: &Path,
     log: &Path,
@@ -216,7 +217,7 @@ pub fn spawn_daemon(
         .open(log)
         .unwrap();
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_tern"))
-        .args(["serve", "--config"])
+        .args(["serve", "--allow-root", "--config"])
         .arg(config)
         .envs(env.iter().copied())
         .stdout(std::process::Stdio::null())
