@@ -104,7 +104,7 @@ impl Namer {
             .unwrap_or(Duration::ZERO);
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         format!(
-            "{}.M{}P{}Q{}.{}",
+            "{}.M{:06}P{}Q{}.{}",
             now.as_secs(),
             now.subsec_micros(),
             std::process::id(),

@@ -325,7 +325,7 @@ impl Index for SqliteIndex {
         // Two passes so that swapping names within the batch cannot collide.
         for (id, _) in renames {
             tx.execute(
-                "UPDATE mailboxes SET name = '\u{0}' || id WHERE id = ?1",
+                "UPDATE mailboxes SET name = char(1) || id WHERE id = ?1",
                 params![id.0],
             )
             .map_err(backend)?;

@@ -198,9 +198,11 @@ fn system_time(secs: i64) -> SystemTime {
     }
 }
 
-fn mtime_secs(m: &fs::Metadata) -> i64 {
+/// The mtime in nanoseconds: the order in which files found on disk get
+/// their UIDs (then their names).
+fn mtime_ns(m: &fs::Metadata) -> i128 {
     use std::os::unix::fs::MetadataExt;
-    m.mtime()
+    i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec())
 }
 
 impl UserStore {
@@ -643,7 +645,8 @@ impl UserStore {
         let mut seen: HashSet<u32> = HashSet::with_capacity(rows.len());
         let mut seen_bases: HashSet<String> = HashSet::new();
         let mut changes = Vec::new();
-        let mut fresh: Vec<(i64, String, u64, String)> = Vec::new(); // (mtime, base, size, rel)
+        // (mtime in ns, base, size, rel)
+        let mut fresh: Vec<(i128, String, u64, String)> = Vec::new();
         let now = unix_now();
         for f in &disk {
             let (sub, fname) = split_rel(&f.rel);
@@ -660,7 +663,7 @@ impl UserStore {
                 if fs::rename(path.join(&f.rel), path.join(&new_rel)).is_ok() {
                     seen_bases.insert(new_base.clone());
                     if let Ok(m) = fs::metadata(path.join(&new_rel)) {
-                        fresh.push((mtime_secs(&m), new_base, m.len(), new_rel));
+                        fresh.push((mtime_ns(&m), new_base, m.len(), new_rel));
                     }
                 }
                 continue;
@@ -691,12 +694,9 @@ impl UserStore {
                     }
                 }
                 None => match fs::metadata(path.join(&f.rel)) {
-                    Ok(meta) if meta.is_file() => fresh.push((
-                        mtime_secs(&meta),
-                        base.to_owned(),
-                        meta.len(),
-                        f.rel.clone(),
-                    )),
+                    Ok(meta) if meta.is_file() => {
+                        fresh.push((mtime_ns(&meta), base.to_owned(), meta.len(), f.rel.clone()))
+                    }
                     Ok(_) => {}
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                     Err(e) => return Err(io_err("stat", &path.join(&f.rel))(e)),
@@ -722,7 +722,7 @@ impl UserStore {
                     flags: Flags::from_maildir_letters(letters, &Flags::default()),
                     file_name: rel,
                     size,
-                    internaldate: mtime,
+                    internaldate: mtime.div_euclid(1_000_000_000) as i64,
                     savedate: now,
                     email_id: None,
                 },
