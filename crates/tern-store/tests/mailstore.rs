@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tern_store::mailbox::{
-    FlagOp, Flags, Folder, MailboxError, MailboxName, Mailboxes, SpecialUse, StoreConfig,
-    SystemFlags, flags::split_file_name,
+    AppendItem, FlagOp, Flags, Folder, MailboxError, MailboxName, Mailboxes, SpecialUse,
+    StoreConfig, SystemFlags, flags::split_file_name,
 };
 use tern_store::{MailStore, unique_name};
 
@@ -331,6 +331,102 @@ fn intake_fast_path_files_are_picked_up_lazily() {
     let junk = old.junk(USER).unwrap();
     junk.deliver("1.QJR0.h", b"", &mut &msg(7)[..]).unwrap();
     assert_eq!(user.status("Junk").unwrap().messages, 1);
+}
+
+#[test]
+fn delivery_under_a_deterministic_name_is_idempotent() {
+    let root = tempfile::tempdir().unwrap();
+    let mb = store(root.path());
+    let name = unique_name(1_700_000_000, "0123456789ABCDEF", 2, "mx.example.test");
+    let a = mb
+        .deliver_as(USER, &Folder::Inbox, &name, b"P: 1\r\n", &mut &msg(1)[..])
+        .unwrap();
+    let dir = user_dir(root.path());
+    assert!(dir.join("new").join(&name).is_file());
+    // A retry (the queue's record of it was lost) finds it: same UID.
+    let b = mb
+        .deliver_as(USER, &Folder::Inbox, &name, b"P: 1\r\n", &mut &msg(1)[..])
+        .unwrap();
+    assert_eq!(a, b);
+    // Also once a reader has flagged it (renamed into cur/).
+    let user = mb.open(USER).unwrap();
+    user.store_flags(
+        user.mailbox("INBOX").unwrap().id,
+        &[a.uid],
+        FlagOp::Add,
+        &seen(),
+        None,
+    )
+    .unwrap();
+    assert!(dir.join("cur").join(format!("{name}:2,S")).is_file());
+    let c = mb
+        .deliver_as(USER, &Folder::Inbox, &name, b"", &mut &msg(1)[..])
+        .unwrap();
+    assert_eq!(c, a);
+    assert_eq!(user.status("INBOX").unwrap().messages, 1);
+    // A name differing only after the base is another message.
+    let other = unique_name(1_700_000_000, "0123456789ABCDEF", 20, "mx.example.test");
+    let d = mb
+        .deliver_as(USER, &Folder::Junk, &other, b"", &mut &msg(2)[..])
+        .unwrap();
+    assert_eq!((d.mailbox.as_str(), d.uid), ("Junk", 1));
+    for bad in ["", "../x", "a/b", "a:2,S", ".hidden", "a\nb"] {
+        assert!(matches!(
+            mb.deliver_as(USER, &Folder::Inbox, bad, b"", &mut &b"x"[..]),
+            Err(MailboxError::InvalidFileName(_))
+        ));
+    }
+}
+
+#[test]
+fn multiappend_stores_all_or_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let mb = Mailboxes::new(
+        root.path().to_path_buf(),
+        StoreConfig {
+            quota_bytes: Some(1000),
+            ..config()
+        },
+    );
+    let user = mb.open(USER).unwrap();
+    let sent = user.mailbox("Sent").unwrap();
+    let bodies: Vec<Vec<u8>> = (0..5).map(msg).collect();
+    let mut readers: Vec<&[u8]> = bodies.iter().map(|b| &b[..]).collect();
+    let mut items: Vec<AppendItem<'_>> = readers
+        .iter_mut()
+        .map(|r| AppendItem {
+            body: r,
+            flags: seen(),
+            internaldate: Some(1_700_000_000),
+        })
+        .collect();
+    let done = user.append_batch(sent.id, &mut items).unwrap();
+    assert_eq!(
+        done.iter().map(|a| a.uid).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5]
+    );
+    assert!(done.iter().all(|a| a.modseq == done[0].modseq));
+    // Too big together: none of them.
+    let big = vec![b'x'; 400];
+    let mut readers: Vec<&[u8]> = vec![&big[..], &big[..]];
+    let mut items: Vec<AppendItem<'_>> = readers
+        .iter_mut()
+        .map(|r| AppendItem {
+            body: r,
+            flags: Flags::default(),
+            internaldate: None,
+        })
+        .collect();
+    assert!(
+        user.append_batch(sent.id, &mut items)
+            .unwrap_err()
+            .is_over_quota()
+    );
+    let sel = user.select("Sent").unwrap();
+    assert_eq!(sel.messages.len(), 5);
+    let dir = user_dir(root.path()).join(".Sent");
+    assert_eq!(files_of(&dir).len(), 5);
+    assert!(fs::read_dir(dir.join("tmp")).unwrap().next().is_none());
 }
 
 #[test]

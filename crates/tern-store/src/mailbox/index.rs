@@ -276,6 +276,10 @@ pub trait Index: Send + fmt::Debug {
         id: MailboxId,
         uids: &[u32],
     ) -> Result<Vec<MessageRow>, IndexError>;
+    /// The message whose file has the base name `base` (in `new/`, or in
+    /// `cur/` with any flags).
+    fn find_by_base(&mut self, id: MailboxId, base: &str)
+    -> Result<Option<MessageRow>, IndexError>;
     /// Messages changed after `modseq`, and UIDs expunged after it.
     fn changes_since(
         &mut self,

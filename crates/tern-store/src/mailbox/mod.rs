@@ -75,8 +75,8 @@ pub use flags::{FlagError, FlagOp, Flags, SystemFlags};
 pub use index::{Counts, Index, IndexError, MailboxId, MailboxRow, MessageRow, SpecialUse, Usage};
 pub use name::{MailboxName, NameError};
 pub use store::{
-    Appended, Changes, CopyResult, Delivered, ListEntry, Quota, Selected, Status, StoreResult,
-    UserStore,
+    AppendItem, Appended, Changes, CopyResult, Delivered, ListEntry, Quota, Selected, Status,
+    StoreResult, UserStore,
 };
 pub use watch::MailboxWatch;
 
@@ -180,6 +180,9 @@ pub enum MailboxError {
         /// Bytes the refused operation needed.
         size: u64,
     },
+    /// A delivery file name that is not one safe path component.
+    #[error("mail store: invalid Maildir file name {0:?}")]
+    InvalidFileName(String),
     /// No message with that UID.
     #[error("no message with UID {0}")]
     NoSuchMessage(u32),
@@ -285,6 +288,19 @@ impl Mailboxes {
         body: &mut dyn Read,
     ) -> Result<Delivered, MailboxError> {
         self.open(user)?.deliver(folder, prefix, body)
+    }
+
+    /// [`deliver`](Self::deliver) under a deterministic file name:
+    /// idempotent across retries (see [`UserStore::deliver_as`]).
+    pub fn deliver_as(
+        &self,
+        user: &str,
+        folder: &Folder,
+        name: &str,
+        prefix: &[u8],
+        body: &mut dyn Read,
+    ) -> Result<Delivered, MailboxError> {
+        self.open(user)?.deliver_as(folder, name, prefix, body)
     }
 
     /// Tells sessions watching `user`'s mailboxes that something was

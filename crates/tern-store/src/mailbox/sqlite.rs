@@ -68,6 +68,8 @@ pub const MIGRATIONS: &[&str] = &[
      CREATE TABLE subscriptions (name TEXT PRIMARY KEY) WITHOUT ROWID;
      INSERT INTO meta (key, value) VALUES ('usage_bytes', 0), ('usage_messages', 0),
          ('next_email_id', 1);",
+    // 2: look messages up by file name (idempotent delivery, sync).
+    "CREATE INDEX messages_file ON messages (mailbox, file_name);",
 ];
 
 /// The SQLite index of one user.
@@ -416,6 +418,24 @@ impl Index for SqliteIndex {
             }
         }
         Ok(out)
+    }
+
+    fn find_by_base(
+        &mut self,
+        id: MailboxId,
+        base: &str,
+    ) -> Result<Option<MessageRow>, IndexError> {
+        let mut st = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE mailbox = ?1
+                 AND (file_name = 'new/' || ?2 OR file_name = 'cur/' || ?2
+                      OR (file_name >= 'cur/' || ?2 || ':' AND file_name < 'cur/' || ?2 || ';'))"
+            ))
+            .map_err(backend)?;
+        st.query_row(params![id.0, base], message_row)
+            .optional()
+            .map_err(backend)
     }
 
     fn changes_since(

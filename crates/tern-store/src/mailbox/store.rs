@@ -884,31 +884,26 @@ impl UserStore {
 
     /// Writes a message into `tmp/`, fsyncs it, checks the quota, renames
     /// it to `<sub>/<final name>` and fsyncs that directory. Returns the
-    /// relative file name and size.
+    /// relative file name and size. `name` is the caller's file name (a
+    /// deterministic delivery name), else a new unique one.
     #[allow(clippy::too_many_arguments)]
     fn write_message(
         &self,
         g: &mut Guard<'_>,
         path: &Path,
         sub: &str,
+        name: Option<&str>,
         flags: &Flags,
         prefix: &[u8],
         body: &mut dyn Read,
         internaldate: Option<i64>,
     ) -> Result<(String, u64), MailboxError> {
-        let base = self.namer.next();
-        let tmp = path.join("tmp").join(&base);
-        let size = write_file(&tmp, prefix, body, internaldate.map(system_time))?;
+        let (tmp, size) = self.write_tmp(path, name, prefix, body, internaldate)?;
         if let Err(e) = self.check_quota_locked(g, size) {
             let _ = fs::remove_file(&tmp);
             return Err(e);
         }
-        let base = format!("{base},S={size}");
-        let rel = if sub == "new" {
-            format!("new/{base}")
-        } else {
-            format!("cur/{base}:2,{}", flags.maildir_letters(""))
-        };
+        let rel = final_rel(&tmp, sub, name.is_some(), size, flags);
         let target = path.join(&rel);
         if let Err(e) = fs::rename(&tmp, &target) {
             let _ = fs::remove_file(&tmp);
@@ -919,6 +914,28 @@ impl UserStore {
             return Err(e);
         }
         Ok((rel, size))
+    }
+
+    /// Writes and fsyncs `tmp/<name>`; returns its path and size.
+    fn write_tmp(
+        &self,
+        path: &Path,
+        name: Option<&str>,
+        prefix: &[u8],
+        body: &mut dyn Read,
+        internaldate: Option<i64>,
+    ) -> Result<(PathBuf, u64), MailboxError> {
+        let base = match name {
+            Some(n) => n.to_owned(),
+            None => self.namer.next(),
+        };
+        let tmp = path.join("tmp").join(&base);
+        if name.is_some() {
+            // A stale copy from an interrupted attempt is replaced.
+            let _ = fs::remove_file(&tmp);
+        }
+        let size = write_file(&tmp, prefix, body, internaldate.map(system_time))?;
+        Ok((tmp, size))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -975,7 +992,7 @@ impl UserStore {
         let path = self.mailbox_dir(&row.name);
         let before = Self::cur_stamp(&path);
         let (rel, size) =
-            self.write_message(&mut g, &path, "cur", flags, b"", body, internaldate)?;
+            self.write_message(&mut g, &path, "cur", None, flags, b"", body, internaldate)?;
         let date = internaldate.unwrap_or_else(unix_now);
         let (uid, email_id, modseq) =
             self.insert_written(&mut g, &row, &path, rel, size, flags.clone(), date)?;
@@ -988,11 +1005,119 @@ impl UserStore {
         })
     }
 
+    /// MULTIAPPEND (RFC 3502): appends every message or none. The files
+    /// are written and fsynced, renamed into `cur/` with one directory
+    /// fsync, and committed in one index transaction.
+    pub fn append_batch(
+        &self,
+        mailbox: MailboxId,
+        items: &mut [AppendItem<'_>],
+    ) -> Result<Vec<Appended>, MailboxError> {
+        let mut g = self.lock()?;
+        let row = self.by_id(&mut g, mailbox)?;
+        let path = self.mailbox_dir(&row.name);
+        let before = Self::cur_stamp(&path);
+        let mut written: Vec<(PathBuf, u64)> = Vec::with_capacity(items.len());
+        let cleanup = |written: &[(PathBuf, u64)]| {
+            for (p, _) in written {
+                let _ = fs::remove_file(p);
+            }
+        };
+        for item in items.iter_mut() {
+            match self.write_tmp(&path, None, b"", item.body, item.internaldate) {
+                Ok(w) => written.push(w),
+                Err(e) => {
+                    cleanup(&written);
+                    return Err(e);
+                }
+            }
+        }
+        let total: u64 = written.iter().map(|(_, s)| s).sum();
+        if let Err(e) = self.check_quota_locked(&mut g, total) {
+            cleanup(&written);
+            return Err(e);
+        }
+        let now = unix_now();
+        let mut changes = Vec::with_capacity(items.len());
+        let mut moved: Vec<(PathBuf, u64)> = Vec::with_capacity(items.len());
+        for (i, (tmp, size)) in written.iter().enumerate() {
+            let rel = final_rel(tmp, "cur", false, *size, &items[i].flags);
+            let target = path.join(&rel);
+            if let Err(e) = fs::rename(tmp, &target) {
+                cleanup(&written[i..]);
+                cleanup(&moved);
+                return Err(io_err("rename", tmp)(e));
+            }
+            moved.push((target, *size));
+            changes.push(Change::Insert {
+                mailbox,
+                message: NewMessage {
+                    file_name: rel,
+                    flags: items[i].flags.clone(),
+                    size: *size,
+                    internaldate: items[i].internaldate.unwrap_or(now),
+                    savedate: now,
+                    email_id: None,
+                },
+            });
+        }
+        if changes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let applied =
+            match sync_dir(&path.join("cur")).and_then(|()| Ok(g.index.apply(&changes)?)) {
+                Ok(a) => a,
+                Err(e) => {
+                    cleanup(&moved);
+                    return Err(e);
+                }
+            };
+        self.watchers.notify(mailbox);
+        Self::own_cur_change(&mut g, mailbox, before, &path);
+        let modseq = applied.modseq(mailbox).unwrap_or(row.highestmodseq);
+        Ok(applied
+            .inserted
+            .into_iter()
+            .map(|(uid, email_id)| Appended {
+                uidvalidity: row.uidvalidity,
+                uid,
+                email_id,
+                modseq,
+            })
+            .collect())
+    }
+
     /// Delivers `prefix` + `body` into `new/` of `folder` (see
     /// [`Mailboxes::deliver`](super::Mailboxes::deliver)).
     pub fn deliver(
         &self,
         folder: &Folder,
+        prefix: &[u8],
+        body: &mut dyn Read,
+    ) -> Result<Delivered, MailboxError> {
+        self.deliver_inner(folder, None, prefix, body)
+    }
+
+    /// [`deliver`](Self::deliver) under the caller's file name `name` (a
+    /// name that is the same on every attempt, such as
+    /// [`unique_name`](crate::unique_name) of queue id and recipient), so
+    /// that a retry after a crash finds the copy an interrupted attempt
+    /// left and returns its UID instead of delivering twice.
+    pub fn deliver_as(
+        &self,
+        folder: &Folder,
+        name: &str,
+        prefix: &[u8],
+        body: &mut dyn Read,
+    ) -> Result<Delivered, MailboxError> {
+        check_file_name(name)?;
+        self.deliver_inner(folder, Some(name), prefix, body)
+    }
+
+    fn deliver_inner(
+        &self,
+        folder: &Folder,
+        name: Option<&str>,
         prefix: &[u8],
         body: &mut dyn Read,
     ) -> Result<Delivered, MailboxError> {
@@ -1034,8 +1159,26 @@ impl UserStore {
         }
         .ok_or_else(|| MailboxError::NoSuchMailbox("INBOX".into()))?;
         let path = self.mailbox_dir(&row.name);
-        let (rel, size) =
-            self.write_message(&mut g, &path, "new", &Flags::default(), prefix, body, None)?;
+        if let Some(name) = name {
+            self.sync_mailbox(&mut g, &row)?;
+            if let Some(m) = g.index.find_by_base(row.id, name)? {
+                return Ok(Delivered {
+                    mailbox: row.name,
+                    uidvalidity: row.uidvalidity,
+                    uid: m.uid,
+                });
+            }
+        }
+        let (rel, size) = self.write_message(
+            &mut g,
+            &path,
+            "new",
+            name,
+            &Flags::default(),
+            prefix,
+            body,
+            None,
+        )?;
         let (uid, _, _) =
             self.insert_written(&mut g, &row, &path, rel, size, Flags::default(), unix_now())?;
         Ok(Delivered {
@@ -1380,6 +1523,59 @@ impl UserStore {
             self.sync_mailbox(&mut g, &row)?;
         }
         Ok(())
+    }
+}
+
+/// The file name (relative to the mailbox) a message written to `tmp`
+/// gets: in `new/` as it is, in `cur/` with its flags; names the store
+/// chose carry their size (`,S=`), as Dovecot's do.
+fn final_rel(tmp: &Path, sub: &str, callers_name: bool, size: u64, flags: &Flags) -> String {
+    let base = tmp
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let base = if callers_name {
+        base
+    } else {
+        format!("{base},S={size}")
+    };
+    if sub == "new" {
+        format!("new/{base}")
+    } else {
+        format!("cur/{base}:2,{}", flags.maildir_letters(""))
+    }
+}
+
+/// A caller's Maildir file name: one path component without `:` (the
+/// info separator), not hidden, printable, at most 200 bytes.
+fn check_file_name(name: &str) -> Result<(), MailboxError> {
+    let ok = !name.is_empty()
+        && name.len() <= 200
+        && !name.starts_with('.')
+        && !name.chars().any(|c| c == '/' || c == ':' || c.is_control());
+    if ok {
+        Ok(())
+    } else {
+        Err(MailboxError::InvalidFileName(name.to_owned()))
+    }
+}
+
+/// One message of [`UserStore::append_batch`].
+pub struct AppendItem<'a> {
+    /// The message.
+    pub body: &'a mut dyn Read,
+    /// Its flags.
+    pub flags: Flags,
+    /// Its INTERNALDATE (Unix seconds; `None`: now).
+    pub internaldate: Option<i64>,
+}
+
+impl std::fmt::Debug for AppendItem<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppendItem")
+            .field("flags", &self.flags)
+            .field("internaldate", &self.internaldate)
+            .finish_non_exhaustive()
     }
 }
 
