@@ -19,7 +19,7 @@ use super::files::{
 };
 use super::flags::{FlagOp, Flags, split_file_name};
 use super::index::{
-    Change, Index, IndexError, MailboxId, MailboxRow, MessageRow, NewMessage, SpecialUse,
+    Applied, Change, Index, IndexError, MailboxId, MailboxRow, MessageRow, NewMessage, SpecialUse,
 };
 use super::name::MailboxName;
 use super::sqlite::SqliteIndex;
@@ -882,8 +882,8 @@ impl UserStore {
 
     // ----- writing ----------------------------------------------------
 
-    /// Writes a message into `tmp/`, fsyncs it, checks the quota, renames
-    /// it to `<sub>/<final name>` and fsyncs that directory. Returns the
+    /// Writes a message into `tmp/`, fsyncs it, checks the quota and
+    /// renames it to `<sub>/<final name>`. Returns the
     /// relative file name and size. `name` is the caller's file name (a
     /// deterministic delivery name), else a new unique one.
     #[allow(clippy::too_many_arguments)]
@@ -909,10 +909,8 @@ impl UserStore {
             let _ = fs::remove_file(&tmp);
             return Err(io_err("rename", &tmp)(e));
         }
-        if let Err(e) = sync_dir(&path.join(sub)) {
-            let _ = fs::remove_file(&target);
-            return Err(e);
-        }
+        // The directory is fsynced by `insert_written`, alongside the
+        // index commit.
         Ok((rel, size))
     }
 
@@ -950,7 +948,8 @@ impl UserStore {
         internaldate: i64,
     ) -> Result<(u32, String, u64), MailboxError> {
         let target = path.join(&rel);
-        let result = g.index.apply(&[Change::Insert {
+        let dir = target.parent().unwrap_or(path).to_path_buf();
+        let change = Change::Insert {
             mailbox: row.id,
             message: NewMessage {
                 file_name: rel,
@@ -960,7 +959,14 @@ impl UserStore {
                 savedate: unix_now(),
                 email_id: None,
             },
-        }]);
+        };
+        let result = commit_synced(&mut g.index, &[dir], std::slice::from_ref(&change));
+        if result.is_err() {
+            // Not acknowledged: take the file back so that it does not
+            // turn up later as a message nobody was told about (a row the
+            // index did commit is then expunged by the next sync).
+            let _ = fs::remove_file(&target);
+        }
         match result {
             Ok(applied) => {
                 let modseq = applied.modseq(row.id).unwrap_or(row.highestmodseq);
@@ -968,12 +974,7 @@ impl UserStore {
                 self.watchers.notify(row.id);
                 Ok((uid, email_id, modseq))
             }
-            Err(e) => {
-                // Not acknowledged: take the file back so that it does not
-                // turn up later as a message nobody was told about.
-                let _ = fs::remove_file(&target);
-                Err(e.into())
-            }
+            Err(e) => Err(e),
         }
     }
 
@@ -1064,14 +1065,13 @@ impl UserStore {
         if changes.is_empty() {
             return Ok(Vec::new());
         }
-        let applied =
-            match sync_dir(&path.join("cur")).and_then(|()| Ok(g.index.apply(&changes)?)) {
-                Ok(a) => a,
-                Err(e) => {
-                    cleanup(&moved);
-                    return Err(e);
-                }
-            };
+        let applied = match commit_synced(&mut g.index, &[path.join("cur")], &changes) {
+            Ok(a) => a,
+            Err(e) => {
+                cleanup(&moved);
+                return Err(e);
+            }
+        };
         self.watchers.notify(mailbox);
         Self::own_cur_change(&mut g, mailbox, before, &path);
         let modseq = applied.modseq(mailbox).unwrap_or(row.highestmodseq);
@@ -1255,15 +1255,16 @@ impl UserStore {
                 ..m
             });
         }
+        let mut dirs = Vec::new();
         if renamed {
-            sync_dir(&path.join("cur"))?;
+            dirs.push(path.join("cur"));
             if touched_new {
-                sync_dir(&path.join("new"))?;
+                dirs.push(path.join("new"));
             }
         }
         result.modseq = row.highestmodseq;
         if !changes.is_empty() {
-            let applied = g.index.apply(&changes)?;
+            let applied = commit_synced(&mut g.index, &dirs, &changes)?;
             let modseq = applied.modseq(mailbox).unwrap_or(row.highestmodseq);
             for i in changed_uids {
                 out[i].modseq = modseq;
@@ -1389,14 +1390,13 @@ impl UserStore {
                 uids: Vec::new(),
             });
         }
-        sync_dir(&dst_path.join("cur"))?;
-        let applied = match g.index.apply(&changes) {
+        let applied = match commit_synced(&mut g.index, &[dst_path.join("cur")], &changes) {
             Ok(a) => a,
             Err(e) => {
                 for p in &created {
                     let _ = fs::remove_file(p);
                 }
-                return Err(e.into());
+                return Err(e);
             }
         };
         self.watchers.notify(to);
@@ -1486,17 +1486,15 @@ impl UserStore {
                 uids: Vec::new(),
             });
         }
-        sync_dir(&dst_path.join("cur"))?;
-        for d in &src_dirs {
-            sync_dir(&src_path.join(d))?;
-        }
+        let mut dirs = vec![dst_path.join("cur")];
+        dirs.extend(src_dirs.iter().map(|d| src_path.join(d)));
         for m in &moved {
             changes.push(Change::Expunge {
                 mailbox: src.id,
                 uid: m.uid,
             });
         }
-        let applied = g.index.apply(&changes)?;
+        let applied = commit_synced(&mut g.index, &dirs, &changes)?;
         self.watchers.notify(src.id);
         self.watchers.notify(dst.id);
         Self::own_cur_change(g, src.id, src_before, &src_path);
@@ -1524,6 +1522,37 @@ impl UserStore {
         }
         Ok(())
     }
+}
+
+/// Fsyncs `dirs` on a helper thread while the index commits `changes`;
+/// `Ok` only when both succeeded. The two are independent: after a crash
+/// with only one of them durable, nothing was acknowledged, and the next
+/// sync either finds files the index lacks (new UIDs, flags from their
+/// names) or rows without their files (expunged) — so they overlap
+/// instead of costing two sequential flushes. (Not for EXPUNGE, whose
+/// unlinks must be durable before the index forgets the messages.)
+fn commit_synced(
+    index: &mut Box<dyn Index>,
+    dirs: &[PathBuf],
+    changes: &[Change],
+) -> Result<Applied, MailboxError> {
+    if dirs.is_empty() {
+        return Ok(index.apply(changes)?);
+    }
+    let (synced, applied) = std::thread::scope(|s| {
+        let fsync = s.spawn(|| dirs.iter().try_for_each(|d| sync_dir(d)));
+        let applied = index.apply(changes);
+        let synced = fsync.join().unwrap_or_else(|_| {
+            Err(MailboxError::Io {
+                op: "fsync directory",
+                path: dirs[0].clone(),
+                source: io::Error::other("fsync thread panicked"),
+            })
+        });
+        (synced, applied)
+    });
+    synced?;
+    Ok(applied?)
 }
 
 /// The file name (relative to the mailbox) a message written to `tmp`
