@@ -303,6 +303,25 @@ fn files_written_by_others_get_uids_in_order_and_flags_follow_their_names() {
 }
 
 #[test]
+fn files_dropped_between_reads_are_each_seen() {
+    // Reads of new/ alone (cur/ unchanged) in quick succession; the
+    // same-tick case is pinned down by the unit test of `Stamp`.
+    let root = tempfile::tempdir().unwrap();
+    let mb = store(root.path());
+    let user = mb.open(USER).unwrap();
+    let new = user_dir(root.path()).join("new");
+    for i in 0..200 {
+        assert_eq!(user.status("INBOX").unwrap().messages, i);
+        fs::write(new.join(format!("{i}.race.host")), msg(i as usize)).unwrap();
+        assert_eq!(
+            user.status("INBOX").unwrap().messages,
+            i + 1,
+            "file {i} missed"
+        );
+    }
+}
+
+#[test]
 fn intake_fast_path_files_are_picked_up_lazily() {
     let root = tempfile::tempdir().unwrap();
     let mb = store(root.path());

@@ -152,8 +152,8 @@ pub(crate) fn write_file(
 
 /// What a directory looked like when it was last read: its mtime (and
 /// inode, so a replaced directory counts as changed). `trusted` is false
-/// when the filesystem's timestamps are too coarse to tell a change made
-/// in the same second.
+/// when the mtime is so recent that a further change could leave it as it
+/// is (see [`Stamp::of`]): such a directory is read again next time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Stamp {
     mtime_ns: i128,
@@ -162,20 +162,39 @@ pub(crate) struct Stamp {
 }
 
 impl Stamp {
+    /// The stamp of `path` as read now, trusted only if its mtime is far
+    /// enough in the past that a later change must move it: Linux stamps
+    /// mtimes from a clock that advances in ticks of up to 10 ms, and some
+    /// filesystems keep whole seconds, so a change in the same tick as the
+    /// read would otherwise go unnoticed (Dovecot has the same rule).
     pub(crate) fn of(path: &Path) -> Result<Stamp, MailboxError> {
         let m = fs::metadata(path).map_err(io_err("stat", path))?;
         let mtime_ns = i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec());
-        // Whole-second timestamps: a change later in the same second would
-        // not move the mtime, so only trust a stamp once that second is over.
-        let trusted = m.mtime_nsec() != 0 || m.mtime() < unix_now() - 1;
+        let margin: i128 = if m.mtime_nsec() == 0 {
+            2_000_000_000
+        } else {
+            20_000_000
+        };
+        let now_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i128)
+            .unwrap_or(0);
         Ok(Stamp {
             mtime_ns,
             ino: m.ino(),
-            trusted,
+            trusted: mtime_ns + margin < now_ns,
         })
     }
 
-    /// Whether a directory stamped `self` earlier is unchanged at `now`.
+    /// The stamp of a directory this store has just changed itself, while
+    /// holding the user's lock: trusted at once (a change by another
+    /// program within the same clock tick is the one case it misses until
+    /// the directory changes again).
+    pub(crate) fn of_own(path: &Path) -> Option<Stamp> {
+        Stamp::of(path).ok().map(|s| Stamp { trusted: true, ..s })
+    }
+
+    /// Whether a directory stamped `recorded` earlier is unchanged `now`.
     pub(crate) fn unchanged(recorded: Option<Stamp>, now: Stamp) -> bool {
         recorded.is_some_and(|r| r.trusted && r.mtime_ns == now.mtime_ns && r.ino == now.ino)
     }
@@ -252,4 +271,52 @@ pub(crate) fn next_uidvalidity(file: &Path) -> Result<u32, MailboxError> {
     }
     fs::rename(&tmp, file).map_err(io_err("rename", &tmp))?;
     Ok(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_directory_changed_just_now_is_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("a"), b"x").unwrap();
+        let fresh = Stamp::of(dir.path()).unwrap();
+        // Changed within the last clock tick: a change now might keep the
+        // same mtime, so the stamp must not vouch for the directory.
+        assert!(!fresh.trusted);
+        assert!(!Stamp::unchanged(Some(fresh), fresh));
+        std::thread::sleep(Duration::from_millis(60));
+        let settled = Stamp::of(dir.path()).unwrap();
+        assert_eq!(settled.mtime_ns, fresh.mtime_ns);
+        assert!(settled.trusted);
+        assert!(Stamp::unchanged(Some(settled), settled));
+        fs::write(dir.path().join("b"), b"x").unwrap();
+        let after = Stamp::of(dir.path()).unwrap();
+        assert!(!Stamp::unchanged(Some(settled), after));
+        // Our own change, under the lock, is trusted at once.
+        assert!(Stamp::of_own(dir.path()).unwrap().trusted);
+    }
+
+    #[test]
+    fn uidvalidity_only_grows() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("uv");
+        let a = next_uidvalidity(&f).unwrap();
+        let b = next_uidvalidity(&f).unwrap();
+        assert!(b > a);
+        // Even if the clock is behind the last value handed out.
+        fs::write(&f, format!("{}\n", u32::MAX - 5)).unwrap();
+        assert_eq!(next_uidvalidity(&f).unwrap(), u32::MAX - 4);
+    }
+
+    #[test]
+    fn names_are_single_safe_components() {
+        let n = Namer::new("mx/evil:host,x\n");
+        let a = n.next();
+        let b = n.next();
+        assert_ne!(a, b);
+        assert!(!a.contains('/') && !a.contains(':') && !a.contains(','));
+        assert!(a.ends_with("mx\\057evil\\072host\\054x\\012"), "{a}");
+    }
 }

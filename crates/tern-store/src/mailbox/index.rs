@@ -270,6 +270,8 @@ pub trait Index: Send + fmt::Debug {
     fn set_subscribed(&mut self, name: &str, subscribed: bool) -> Result<(), IndexError>;
     /// Every message of a mailbox, by UID.
     fn messages(&mut self, id: MailboxId) -> Result<Vec<MessageRow>, IndexError>;
+    /// The messages whose files are in `new/`, by UID.
+    fn messages_in_new(&mut self, id: MailboxId) -> Result<Vec<MessageRow>, IndexError>;
     /// The messages with these UIDs (those that exist), by UID.
     fn messages_by_uid(
         &mut self,

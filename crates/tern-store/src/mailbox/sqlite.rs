@@ -393,6 +393,18 @@ impl Index for SqliteIndex {
         rows.collect::<Result<_, _>>().map_err(backend)
     }
 
+    fn messages_in_new(&mut self, id: MailboxId) -> Result<Vec<MessageRow>, IndexError> {
+        let mut st = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages
+                 WHERE mailbox = ?1 AND file_name >= 'new/' AND file_name < 'new0' ORDER BY uid"
+            ))
+            .map_err(backend)?;
+        let rows = st.query_map(params![id.0], message_row).map_err(backend)?;
+        rows.collect::<Result<_, _>>().map_err(backend)
+    }
+
     fn messages_by_uid(
         &mut self,
         id: MailboxId,

@@ -636,7 +636,12 @@ impl UserStore {
         if full {
             disk.extend(list_files(&path, "cur")?);
         }
-        let rows = g.index.messages(row.id)?;
+        // Reading new/ only: only the rows of files in new/ matter.
+        let rows = if full {
+            g.index.messages(row.id)?
+        } else {
+            g.index.messages_in_new(row.id)?
+        };
         let mut by_base: HashMap<&str, &MessageRow> = HashMap::with_capacity(rows.len());
         for m in &rows {
             let (_, fname) = split_rel(&m.file_name);
@@ -745,7 +750,7 @@ impl UserStore {
     /// nothing else had changed it since it was last read.
     fn own_cur_change(g: &mut Guard<'_>, id: MailboxId, before: Option<Stamp>, path: &Path) {
         let recorded = g.stamps.get(&id).and_then(|s| s.cur);
-        let after = Stamp::of(&path.join("cur")).ok();
+        let after = Stamp::of_own(&path.join("cur"));
         let entry = g.stamps.entry(id).or_default();
         entry.cur = match (before, after) {
             (Some(b), Some(a)) if Stamp::unchanged(recorded, b) => Some(a),
