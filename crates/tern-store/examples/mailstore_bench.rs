@@ -13,7 +13,9 @@
 //!    index), STATUS, a STORE, and SELECT after it.
 //!
 //! DIR (default: a temporary directory) should be on the filesystem the
-//! comparison runs on.
+//! comparison runs on. With `tree` after DIR, it only writes a small tree
+//! (UTF-8 and dotted folder names, flagged messages) for checking that
+//! Dovecot reads what Tern wrote (`doveadm mailbox list`, `doveadm fetch`).
 
 use std::fs;
 use std::io::Write;
@@ -57,6 +59,27 @@ fn main() {
         },
     );
     let user = mb.open(USER).expect("open");
+    if std::env::args().nth(2).as_deref() == Some("tree") {
+        for name in ["Entwürfe/日本語", "a.b", "x\\y", "Work/Reports"] {
+            let folder = user.create(name, None).expect("create");
+            let flags = Flags::from_imap(&["\\Seen", "\\Flagged", "$Forwarded"]).expect("flags");
+            user.append(folder.id, &mut &message(1)[..], &flags, Some(1_700_000_000))
+                .expect("append");
+        }
+        let inbox = user.mailbox("INBOX").expect("inbox");
+        user.append(
+            inbox.id,
+            &mut &message(2)[..],
+            &Flags::system(SystemFlags::ANSWERED),
+            None,
+        )
+        .expect("append");
+        println!(
+            "tree written under {}",
+            mb.user_dir(USER).expect("dir").display()
+        );
+        return;
+    }
     let messages: Vec<Vec<u8>> = (0..10_000).map(message).collect();
 
     // 1. APPEND one by one.

@@ -14,9 +14,11 @@
 //! other mailbox is the directory `.<level>.<level>…` beside its `cur/`.
 //! Each level is written as Dovecot 2.3 writes it with its default
 //! `mailbox_list_utf8 = no`: in modified UTF-7 (RFC 3501 5.1.3;
-//! `Entwürfe` → `Entw&APw-rfe`), and a `.` or `\` inside a level, which
-//! Maildir++ cannot hold, escaped as `\2e` / `\5c` (the escapes of Dovecot's
-//! listescape plugin). The result is printable ASCII without `/`, starts
+//! `Entwürfe` → `Entw&APw-rfe`, `a&b` → `a&-b`). A `.` inside a level,
+//! which Maildir++ cannot hold (Dovecot refuses such names by default), is
+//! written `\2e`, the escape of Dovecot's listescape plugin; a `\` is
+//! written as it is, as Dovecot does, except before two hex digits, where
+//! it becomes `\5c` so that the directory name reads back unambiguously. The result is printable ASCII without `/`, starts
 //! with `.` followed by a character that is not `.`, and so is always one
 //! plain directory name inside the user's Maildir: never `.`, `..`, or a
 //! path. Directory names found on disk are decoded with
@@ -168,10 +170,19 @@ impl MailboxName {
         let mut out = String::with_capacity(self.0.len() + 8);
         for level in self.levels() {
             out.push('.');
-            for c in encode_mutf7(level).chars() {
+            let encoded = encode_mutf7(level);
+            let bytes = encoded.as_bytes();
+            for (i, c) in encoded.char_indices() {
                 match c {
                     '.' => out.push_str("\\2e"),
-                    '\\' => out.push_str("\\5c"),
+                    // A `\` is written as it is (as Dovecot does), unless
+                    // two hex digits follow, which would read as an escape.
+                    '\\' if bytes.len() > i + 2
+                        && bytes[i + 1].is_ascii_hexdigit()
+                        && bytes[i + 2].is_ascii_hexdigit() =>
+                    {
+                        out.push_str("\\5c")
+                    }
                     c => out.push(c),
                 }
             }
@@ -207,8 +218,10 @@ fn unescape(level: &str) -> Option<String> {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\' {
-            let hex = level.get(i + 1..i + 3)?;
+        let hex = level
+            .get(i + 1..i + 3)
+            .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()));
+        if let (b'\\', Some(hex)) = (bytes[i], hex) {
             out.push(u8::from_str_radix(hex, 16).ok()?);
             i += 3;
         } else {
@@ -346,7 +359,10 @@ mod tests {
             ("Sent", "Sent", ".Sent"),
             ("Work/Reports", "Work/Reports", ".Work.Reports"),
             ("a.b", "a.b", ".a\\2eb"),
-            ("a\\b", "a\\b", ".a\\5cb"),
+            ("a\\b", "a\\b", ".a\\b"),
+            ("a\\2e", "a\\2e", ".a\\5c2e"),
+            ("a\\", "a\\", ".a\\"),
+            ("a&b", "a&b", ".a&-b"),
             ("Entwürfe", "Entwürfe", ".Entw&APw-rfe"),
             ("...x", "...x", ".\\2e\\2e\\2ex"),
             ("~root", "~root", ".~root"),
@@ -423,8 +439,9 @@ mod tests {
             "cur",
             ".a..b",
             ".a/b",
-            ".a\\zz",
-            ".a\\2",
+            ".a\\5cb",
+            ".a\\00",
+            ".a\\ff",
             ".Entwürfe",
             ".&AGE-",
             ".INBOX",
@@ -432,6 +449,10 @@ mod tests {
             ".a\\2fb",
         ] {
             assert_eq!(MailboxName::from_dir(dir), None, "{dir:?}");
+        }
+        // Written by Dovecot, read back as Dovecot shows them.
+        for (dir, name) in [(".a\\zz", "a\\zz"), (".a\\2", "a\\2"), (".x\\y", "x\\y")] {
+            assert_eq!(MailboxName::from_dir(dir).unwrap().as_str(), name);
         }
     }
 
