@@ -941,6 +941,65 @@ fn a_corrupt_or_lost_index_is_rebuilt_from_the_files() {
 }
 
 #[test]
+fn reindex_finds_a_damaged_index_and_rebuilds_it() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = user_dir(root.path());
+    let v;
+    {
+        let mb = store(root.path());
+        let user = mb.open(USER).unwrap();
+        let inbox = user.mailbox("INBOX").unwrap();
+        v = inbox.uidvalidity;
+        for i in 0..300 {
+            let flags = if i % 3 == 0 { seen() } else { Flags::default() };
+            user.append(inbox.id, &mut &msg(i)[..], &flags, None)
+                .unwrap();
+        }
+        // A healthy index: reindex keeps it (and its UIDVALIDITY).
+        assert!(!user.reindex().unwrap());
+        assert_eq!(user.mailbox("INBOX").unwrap().uidvalidity, v);
+    }
+    // Damage pages in the middle; the header stays valid, so opening
+    // (which reads only the schema) works.
+    let db = dir.join("tern.index.sqlite");
+    let len = fs::metadata(&db).unwrap().len();
+    assert!(len > 16384, "{len}");
+    let mut f = fs::OpenOptions::new().write(true).open(&db).unwrap();
+    std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(len / 2)).unwrap();
+    f.write_all(&vec![0x5A; 8192]).unwrap();
+    drop(f);
+    let mb = store(root.path());
+    let user = mb.open(USER).unwrap();
+    let inbox = user.mailbox("INBOX").unwrap();
+    let mut watch = user.watch(inbox.id);
+    assert!(user.reindex().unwrap(), "damage not found");
+    assert!(watch.take_changed(), "sessions are told");
+    let sel = user.select("INBOX").unwrap();
+    assert!(sel.mailbox.uidvalidity > v);
+    assert_eq!(sel.messages.len(), 300);
+    let seen_count = sel
+        .messages
+        .iter()
+        .filter(|m| m.flags.system.contains(SystemFlags::SEEN))
+        .count();
+    assert_eq!(seen_count, 100);
+    // Subscriptions come back for every mailbox found.
+    assert!(
+        user.list()
+            .unwrap()
+            .iter()
+            .filter(|e| e.id.is_some())
+            .all(|e| e.subscribed)
+    );
+    // And the rebuilt index is durable: a new process sees the same.
+    drop((user, mb));
+    let mb = store(root.path());
+    let again = mb.open(USER).unwrap().select("INBOX").unwrap();
+    assert_eq!(again.mailbox.uidvalidity, sel.mailbox.uidvalidity);
+    assert_eq!(again.messages.len(), 300);
+}
+
+#[test]
 fn an_index_from_a_newer_program_is_refused_not_misread() {
     let root = tempfile::tempdir().unwrap();
     drop(store(root.path()).open(USER).unwrap());

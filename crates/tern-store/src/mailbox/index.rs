@@ -294,6 +294,9 @@ pub trait Index: Send + fmt::Debug {
     fn apply(&mut self, changes: &[Change]) -> Result<Applied, IndexError>;
     /// The user's usage.
     fn usage(&mut self) -> Result<Usage, IndexError>;
+    /// A full consistency check of the backend's storage;
+    /// [`IndexError::Corrupt`] if it fails.
+    fn check(&mut self) -> Result<(), IndexError>;
     /// Whether another process changed the index since the last call.
     fn changed_elsewhere(&mut self) -> Result<bool, IndexError>;
 }

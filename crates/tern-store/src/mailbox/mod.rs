@@ -202,6 +202,11 @@ impl MailboxError {
         }
     }
 
+    /// True when the index is corrupt: call [`UserStore::reindex`].
+    pub fn is_index_corrupt(&self) -> bool {
+        matches!(self, MailboxError::Index(IndexError::Corrupt(_)))
+    }
+
     /// True for [`MailboxError::OverQuota`].
     pub fn is_over_quota(&self) -> bool {
         matches!(self, MailboxError::OverQuota { .. })

@@ -225,7 +225,16 @@ impl UserStore {
             .open(&lock_path)
             .map_err(io_err("open", &lock_path))?;
         lock.lock().map_err(io_err("lock", &lock_path))?;
-        let index = open_or_rebuild_index(&dir)?;
+        let mut index = open_or_rebuild_index(&dir, false)?;
+        let fresh = match index.mailboxes() {
+            Ok(rows) => rows.is_empty(),
+            Err(IndexError::Corrupt(_)) => {
+                drop(index);
+                index = open_or_rebuild_index(&dir, true)?;
+                true
+            }
+            Err(e) => return Err(e.into()),
+        };
         let store = UserStore {
             user,
             namer: Namer::new(&config.hostname),
@@ -244,10 +253,59 @@ impl UserStore {
             // The flock is held already; wrap it so it is released.
             let mut g = Guard(store.inner.lock().unwrap_or_else(|e| e.into_inner()));
             store.remove_trash();
-            store.sync_folders(&mut g)?;
-            store.ensure_defaults(&mut g)?;
+            store.after_new_index(&mut g, fresh)?;
         }
         Ok(store)
+    }
+
+    /// Fills a new index from the directory: folders, special-use
+    /// attributes, and (for a rebuilt index) a subscription to every
+    /// mailbox found, since subscriptions lived only in the lost index.
+    fn after_new_index(&self, g: &mut Guard<'_>, fresh: bool) -> Result<(), MailboxError> {
+        self.sync_folders(g)?;
+        self.ensure_defaults(g)?;
+        if fresh {
+            for r in g.index.mailboxes()? {
+                g.index.set_subscribed(r.name.as_str(), true)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `tern mailbox reindex`: checks the index (`PRAGMA quick_check`);
+    /// if it is corrupt, rebuilds it from the files (new UIDVALIDITYs,
+    /// flags from file names); then reads every mailbox's directory in
+    /// full. Returns whether the index was rebuilt. Also the remedy when an
+    /// operation failed with [`MailboxError::is_index_corrupt`].
+    ///
+    /// After a rebuild, mailbox ids and UIDVALIDITYs are new: a session
+    /// must compare the UIDVALIDITY in every [`Changes`] with the one it
+    /// selected, and end the selection if they differ.
+    pub fn reindex(&self) -> Result<bool, MailboxError> {
+        let mut g = self.lock()?;
+        let rebuilt = match g.index.check() {
+            Ok(()) => false,
+            Err(IndexError::Corrupt(_)) => {
+                // Close the broken database before moving its files aside
+                // (SQLite removes its WAL by name when closing).
+                g.index = Box::new(SqliteIndex::open(Path::new(":memory:"), unix_now())?);
+                let index = open_or_rebuild_index(&self.dir, true)?;
+                g.index = Box::new(index);
+                g.stamps.clear();
+                g.root_stamp = None;
+                self.after_new_index(&mut g, true)?;
+                self.watchers.notify_all();
+                true
+            }
+            Err(e) => return Err(e.into()),
+        };
+        g.root_stamp = None;
+        g.stamps.clear();
+        self.sync_folders(&mut g)?;
+        for row in g.index.mailboxes()? {
+            self.sync_mailbox(&mut g, &row)?;
+        }
+        Ok(rebuilt)
     }
 
     /// The user's key.
@@ -1513,20 +1571,6 @@ impl UserStore {
                 .collect(),
         })
     }
-
-    /// Reads every mailbox's directory in full (after a restore, or when
-    /// asked by `tern mailbox reindex`). UIDs and UIDVALIDITY are kept for
-    /// files the index knows.
-    pub fn resync(&self) -> Result<(), MailboxError> {
-        let mut g = self.lock()?;
-        g.root_stamp = None;
-        g.stamps.clear();
-        self.sync_folders(&mut g)?;
-        for row in g.index.mailboxes()? {
-            self.sync_mailbox(&mut g, &row)?;
-        }
-        Ok(())
-    }
 }
 
 /// Fsyncs `dirs` on a helper thread while the index commits `changes`;
@@ -1637,9 +1681,14 @@ fn link_or_copy(source: &Path, dir: &Path, target: &Path) -> Result<(), MailboxE
 /// Opens the user's index; an unreadable one is moved aside and a new one
 /// created (every mailbox then gets a new UIDVALIDITY at the folder sync,
 /// and messages new UIDs with flags from their file names).
-fn open_or_rebuild_index(dir: &Path) -> Result<SqliteIndex, MailboxError> {
+fn open_or_rebuild_index(dir: &Path, rebuild: bool) -> Result<SqliteIndex, MailboxError> {
     let path = dir.join(INDEX_FILE);
-    match SqliteIndex::open(&path, unix_now()) {
+    let opened = if rebuild {
+        Err(IndexError::Corrupt("rebuild requested".into()))
+    } else {
+        SqliteIndex::open(&path, unix_now())
+    };
+    match opened {
         Ok(i) => Ok(i),
         Err(IndexError::Corrupt(_)) => {
             let aside = dir.join(format!("{INDEX_FILE}.corrupt.{}", unix_now()));
