@@ -473,4 +473,25 @@ mod tests {
         );
         assert!(ab.rebase(&a, &n).is_none());
     }
+
+    proptest::proptest! {
+        // The fuzz target's properties (fuzz/fuzz_targets/mailbox_name.rs),
+        // on stable with every test run.
+        #[test]
+        fn any_accepted_name_is_one_safe_directory(s in "\\PC{0,40}|[./\\\\&a-zA-Z0-9 \u{e9}\u{65e5}*%-]{0,40}") {
+            if let Ok(name) = MailboxName::parse(&s) {
+                let dir = name.dir();
+                if !name.is_inbox() {
+                    proptest::prop_assert!(dir.starts_with('.') && !dir.starts_with(".."));
+                    proptest::prop_assert!(!dir.contains('/') && !dir.contains('\0'));
+                    proptest::prop_assert!(dir.bytes().all(|b| b.is_ascii_graphic() || b == b' '));
+                    proptest::prop_assert_eq!(MailboxName::from_dir(&dir), Some(name));
+                }
+            }
+            if let Some(name) = MailboxName::from_dir(&s) {
+                proptest::prop_assert_eq!(name.dir(), s.clone());
+            }
+            proptest::prop_assert_eq!(decode_mutf7(&encode_mutf7(&s)), Some(s.clone()));
+        }
+    }
 }
