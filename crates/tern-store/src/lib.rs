@@ -7,6 +7,10 @@
 //! * [`maildir`]: the on-disk mail store, one Maildir (qmail spec: `tmp/`,
 //!   `new/`, `cur/`) per mailbox under `<root>/<domain>/<local>/`, with
 //!   durable, crash-safe delivery.
+//! * [`mailbox`]: the mail store proper — one door for every writer and
+//!   reader of a user's mailboxes: Maildir bodies, a transactional index
+//!   (SQLite) of UIDs, flags and modseqs, folders, quota, change
+//!   notifications. New writers use [`Mailboxes`], not [`MailStore`].
 //!
 //! What this crate must never do: turn text from an SMTP client into a
 //! path. Mailbox keys come from the configuration and are validated
@@ -18,7 +22,9 @@
 
 pub mod directory;
 pub mod key;
+pub mod mailbox;
 pub mod maildir;
 
 pub use directory::{Directory, DirectoryConfig, DirectoryError, Resolution, Target};
+pub use mailbox::{Folder, MailboxError, Mailboxes, StoreConfig, UserStore};
 pub use maildir::{MailStore, Maildir, StoreError, unique_name};

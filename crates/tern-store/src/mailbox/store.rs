@@ -1,0 +1,1708 @@
+//! One user's mailboxes: the operations IMAP, POP3 and delivery call.
+//!
+//! See the parent module for the rules every operation follows (files
+//! first, index second; sync with the directory before answering; one
+//! lock per user). This module must never hold the user's lock while
+//! waiting on anything but the disk and the index.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::ops::{Deref, DerefMut};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::files::{
+    self, DirFile, Namer, Stamp, ensure_maildir, io_err, list_files, next_uidvalidity, split_rel,
+    sync_dir, unix_now, write_file,
+};
+use super::flags::{FlagOp, Flags, split_file_name};
+use super::index::{
+    Applied, Change, Index, IndexError, MailboxId, MailboxRow, MessageRow, NewMessage, SpecialUse,
+};
+use super::name::MailboxName;
+use super::sqlite::SqliteIndex;
+use super::watch::{MailboxWatch, Watchers};
+use super::{Folder, MailboxError, StoreConfig};
+
+const INDEX_FILE: &str = "tern.index.sqlite";
+const LOCK_FILE: &str = "tern.lock";
+const UIDVALIDITY_FILE: &str = "tern.uidvalidity";
+const TRASH_PREFIX: &str = "tern-deleted.";
+
+/// What [`Mailboxes::deliver`](super::Mailboxes::deliver) assigned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    /// The mailbox it went to.
+    pub mailbox: MailboxName,
+    /// Its UIDVALIDITY.
+    pub uidvalidity: u32,
+    /// The message's UID.
+    pub uid: u32,
+}
+
+/// What an APPEND assigned (for `APPENDUID`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// The mailbox's UIDVALIDITY.
+    pub uidvalidity: u32,
+    /// The message's UID.
+    pub uid: u32,
+    /// Its email id (OBJECTID).
+    pub email_id: String,
+    /// The mailbox's MODSEQ after the append.
+    pub modseq: u64,
+}
+
+/// One line of LIST.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListEntry {
+    /// The name.
+    pub name: MailboxName,
+    /// The mailbox, if the name is one (false: `\Noselect` /
+    /// `\NonExistent`, listed because it has children or is subscribed).
+    pub id: Option<MailboxId>,
+    /// Some mailbox is below it (`\HasChildren`; else `\HasNoChildren`).
+    pub has_children: bool,
+    /// Its special-use attribute.
+    pub special_use: Option<SpecialUse>,
+    /// Whether the name is subscribed.
+    pub subscribed: bool,
+}
+
+/// STATUS of a mailbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// The mailbox.
+    pub mailbox: MailboxRow,
+    /// MESSAGES.
+    pub messages: u32,
+    /// UNSEEN.
+    pub unseen: u32,
+    /// DELETED (RFC 9051).
+    pub deleted: u32,
+    /// SIZE (RFC 8438).
+    pub size: u64,
+}
+
+/// A mailbox selected: everything a session needs to number messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selected {
+    /// The mailbox (UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ at the snapshot).
+    pub mailbox: MailboxRow,
+    /// Every message, by UID.
+    pub messages: Vec<MessageRow>,
+}
+
+/// Changes of a mailbox since a MODSEQ (CONDSTORE/QRESYNC, and a selected
+/// session's untagged updates).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Changes {
+    /// The mailbox now.
+    pub mailbox: MailboxRow,
+    /// Messages added or changed after the MODSEQ, by UID.
+    pub changed: Vec<MessageRow>,
+    /// UIDs expunged after the MODSEQ.
+    pub vanished: Vec<u32>,
+}
+
+/// What a STORE did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StoreResult {
+    /// The messages addressed that exist, with their flags and MODSEQ
+    /// after the STORE (changed or not), by UID.
+    pub messages: Vec<MessageRow>,
+    /// UIDs not changed because their MODSEQ was above UNCHANGEDSINCE
+    /// (`[MODIFIED …]`).
+    pub failed: Vec<u32>,
+    /// The mailbox's MODSEQ after the STORE.
+    pub modseq: u64,
+}
+
+/// What a COPY or MOVE did (for `COPYUID`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CopyResult {
+    /// The target's UIDVALIDITY.
+    pub uidvalidity: u32,
+    /// (source UID, target UID) for every message copied, by source UID.
+    pub uids: Vec<(u32, u32)>,
+}
+
+/// A user's quota (RFC 9208 `STORAGE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    /// Bytes used.
+    pub used: u64,
+    /// Number of messages.
+    pub messages: u64,
+    /// The limit in bytes, if any.
+    pub limit: Option<u64>,
+}
+
+/// Directory stamps of one mailbox.
+#[derive(Debug, Default, Clone, Copy)]
+struct Stamps {
+    new: Option<Stamp>,
+    cur: Option<Stamp>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    index: Box<dyn Index>,
+    lock: File,
+    stamps: HashMap<MailboxId, Stamps>,
+    root_stamp: Option<Stamp>,
+}
+
+/// The user's lock: the in-process mutex and the `flock`.
+struct Guard<'a>(MutexGuard<'a, Inner>);
+
+impl Drop for Guard<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.lock.unlock();
+    }
+}
+
+impl Deref for Guard<'_> {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl DerefMut for Guard<'_> {
+    fn deref_mut(&mut self) -> &mut Inner {
+        &mut self.0
+    }
+}
+
+/// One user's mailboxes (see the module docs). Shared: every method
+/// takes `&self` and serialises on the user's lock.
+#[derive(Debug)]
+pub struct UserStore {
+    user: String,
+    dir: PathBuf,
+    config: Arc<StoreConfig>,
+    quota: Option<u64>,
+    namer: Namer,
+    inner: Mutex<Inner>,
+    watchers: Watchers,
+}
+
+fn system_time(secs: i64) -> SystemTime {
+    if secs >= 0 {
+        UNIX_EPOCH + Duration::from_secs(secs as u64)
+    } else {
+        UNIX_EPOCH
+    }
+}
+
+/// The mtime in nanoseconds: the order in which files found on disk get
+/// their UIDs (then their names).
+fn mtime_ns(m: &fs::Metadata) -> i128 {
+    use std::os::unix::fs::MetadataExt;
+    i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec())
+}
+
+impl UserStore {
+    pub(super) fn open(
+        user: String,
+        dir: PathBuf,
+        config: Arc<StoreConfig>,
+        quota: Option<u64>,
+    ) -> Result<UserStore, MailboxError> {
+        if let Some(parent) = dir.parent() {
+            fs::create_dir_all(parent).map_err(io_err("mkdir", parent))?;
+        }
+        ensure_maildir(&dir, false)?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(io_err("open", &lock_path))?;
+        lock.lock().map_err(io_err("lock", &lock_path))?;
+        let mut index = open_or_rebuild_index(&dir, false)?;
+        let fresh = match index.mailboxes() {
+            Ok(rows) => rows.is_empty(),
+            Err(IndexError::Corrupt(_)) => {
+                drop(index);
+                index = open_or_rebuild_index(&dir, true)?;
+                true
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let store = UserStore {
+            user,
+            namer: Namer::new(&config.hostname),
+            dir,
+            config,
+            quota,
+            inner: Mutex::new(Inner {
+                index: Box::new(index),
+                lock,
+                stamps: HashMap::new(),
+                root_stamp: None,
+            }),
+            watchers: Watchers::default(),
+        };
+        {
+            // The flock is held already; wrap it so it is released.
+            let mut g = Guard(store.inner.lock().unwrap_or_else(|e| e.into_inner()));
+            store.remove_trash();
+            store.after_new_index(&mut g, fresh)?;
+        }
+        Ok(store)
+    }
+
+    /// Fills a new index from the directory: folders, special-use
+    /// attributes, and (for a rebuilt index) a subscription to every
+    /// mailbox found, since subscriptions lived only in the lost index.
+    fn after_new_index(&self, g: &mut Guard<'_>, fresh: bool) -> Result<(), MailboxError> {
+        self.sync_folders(g)?;
+        self.ensure_defaults(g)?;
+        if fresh {
+            for r in g.index.mailboxes()? {
+                g.index.set_subscribed(r.name.as_str(), true)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `tern mailbox reindex`: checks the index (`PRAGMA quick_check`);
+    /// if it is corrupt, rebuilds it from the files (new UIDVALIDITYs,
+    /// flags from file names); then reads every mailbox's directory in
+    /// full. Returns whether the index was rebuilt. Also the remedy when an
+    /// operation failed with [`MailboxError::is_index_corrupt`].
+    ///
+    /// After a rebuild, mailbox ids and UIDVALIDITYs are new: a session
+    /// must compare the UIDVALIDITY in every [`Changes`] with the one it
+    /// selected, and end the selection if they differ.
+    pub fn reindex(&self) -> Result<bool, MailboxError> {
+        let mut g = self.lock()?;
+        let rebuilt = match g.index.check() {
+            Ok(()) => false,
+            Err(IndexError::Corrupt(_)) => {
+                // Close the broken database before moving its files aside
+                // (SQLite removes its WAL by name when closing).
+                g.index = Box::new(SqliteIndex::open(Path::new(":memory:"), unix_now())?);
+                let index = open_or_rebuild_index(&self.dir, true)?;
+                g.index = Box::new(index);
+                g.stamps.clear();
+                g.root_stamp = None;
+                self.after_new_index(&mut g, true)?;
+                self.watchers.notify_all();
+                true
+            }
+            Err(e) => return Err(e.into()),
+        };
+        g.root_stamp = None;
+        g.stamps.clear();
+        self.sync_folders(&mut g)?;
+        for row in g.index.mailboxes()? {
+            self.sync_mailbox(&mut g, &row)?;
+        }
+        Ok(rebuilt)
+    }
+
+    /// The user's key.
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    /// The user's Maildir (`INBOX`).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn lock(&self) -> Result<Guard<'_>, MailboxError> {
+        let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        g.lock
+            .lock()
+            .map_err(io_err("lock", &self.dir.join(LOCK_FILE)))?;
+        Ok(Guard(g))
+    }
+
+    fn mailbox_dir(&self, name: &MailboxName) -> PathBuf {
+        if name.is_inbox() {
+            self.dir.clone()
+        } else {
+            self.dir.join(name.dir())
+        }
+    }
+
+    fn remove_trash(&self) {
+        if let Ok(entries) = fs::read_dir(&self.dir) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with(TRASH_PREFIX) {
+                    let _ = files::remove_tree(&e.path());
+                }
+            }
+        }
+    }
+
+    // ----- mailboxes -------------------------------------------------
+
+    /// Reads the user's Maildir for folders made by others (and notices
+    /// folders removed by others), if the directory changed.
+    fn sync_folders(&self, g: &mut Guard<'_>) -> Result<(), MailboxError> {
+        let now = Stamp::of(&self.dir)?;
+        if Stamp::unchanged(g.root_stamp, now) {
+            return Ok(());
+        }
+        let mut on_disk: HashSet<MailboxName> = HashSet::new();
+        let entries = fs::read_dir(&self.dir).map_err(io_err("read_dir", &self.dir))?;
+        for e in entries {
+            let e = e.map_err(io_err("read_dir", &self.dir))?;
+            let file_name = e.file_name();
+            let Some(fname) = file_name.to_str() else {
+                continue;
+            };
+            let Some(name) = MailboxName::from_dir(fname) else {
+                continue;
+            };
+            if e.path().join("cur").is_dir() {
+                on_disk.insert(name);
+            }
+        }
+        let rows = g.index.mailboxes()?;
+        let known: HashSet<&MailboxName> = rows.iter().map(|r| &r.name).collect();
+        let mut added: Vec<MailboxName> = on_disk
+            .iter()
+            .filter(|n| !known.contains(n))
+            .cloned()
+            .collect();
+        added.sort();
+        let mut removed = Vec::new();
+        let mut have_inbox = false;
+        for r in &rows {
+            if r.name.is_inbox() {
+                have_inbox = true;
+            } else if !on_disk.contains(&r.name) {
+                removed.push(r.id);
+            }
+        }
+        for id in removed {
+            g.index.delete_mailbox(id)?;
+            g.stamps.remove(&id);
+            self.watchers.notify(id);
+        }
+        if !have_inbox {
+            let v = next_uidvalidity(&self.dir.join(UIDVALIDITY_FILE))?;
+            g.index.create_mailbox(&MailboxName::inbox(), None, v)?;
+        }
+        for name in added {
+            let v = next_uidvalidity(&self.dir.join(UIDVALIDITY_FILE))?;
+            match g.index.create_mailbox(&name, None, v) {
+                Ok(_) | Err(IndexError::Exists) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        g.root_stamp = Some(now);
+        Ok(())
+    }
+
+    /// Gives each special-use attribute no mailbox carries to the mailbox
+    /// of its default name, creating it if needed.
+    fn ensure_defaults(&self, g: &mut Guard<'_>) -> Result<(), MailboxError> {
+        let rows = g.index.mailboxes()?;
+        for (usage, default) in SpecialUse::DEFAULTS {
+            if rows.iter().any(|r| r.special_use == Some(usage)) {
+                continue;
+            }
+            let name = MailboxName::parse(default)?;
+            match rows.iter().find(|r| r.name == name) {
+                Some(r) => g.index.set_special_use(r.id, Some(usage))?,
+                None => {
+                    self.create_locked(g, &name, Some(usage))?;
+                    g.index.set_subscribed(name.as_str(), true)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn find(&self, g: &mut Guard<'_>, name: &MailboxName) -> Result<MailboxRow, MailboxError> {
+        self.sync_folders(g)?;
+        g.index
+            .mailboxes()?
+            .into_iter()
+            .find(|r| &r.name == name)
+            .ok_or_else(|| MailboxError::NoSuchMailbox(name.to_string()))
+    }
+
+    fn by_id(&self, g: &mut Guard<'_>, id: MailboxId) -> Result<MailboxRow, MailboxError> {
+        g.index
+            .mailboxes()?
+            .into_iter()
+            .find(|r| r.id == id)
+            .ok_or_else(|| MailboxError::NoSuchMailbox(format!("id {}", id.0)))
+    }
+
+    /// The mailbox called `name`.
+    pub fn mailbox(&self, name: &str) -> Result<MailboxRow, MailboxError> {
+        let name = MailboxName::parse(name)?;
+        let mut g = self.lock()?;
+        self.find(&mut g, &name)
+    }
+
+    /// Every mailbox, the names implied by their hierarchy (`\Noselect`),
+    /// and subscribed names that do not exist, sorted by name.
+    pub fn list(&self) -> Result<Vec<ListEntry>, MailboxError> {
+        let mut g = self.lock()?;
+        self.sync_folders(&mut g)?;
+        let rows = g.index.mailboxes()?;
+        let subs: HashSet<String> = g.index.subscriptions()?.into_iter().collect();
+        let mut entries: HashMap<MailboxName, ListEntry> = HashMap::new();
+        for r in &rows {
+            entries.insert(
+                r.name.clone(),
+                ListEntry {
+                    name: r.name.clone(),
+                    id: Some(r.id),
+                    has_children: false,
+                    special_use: r.special_use,
+                    subscribed: subs.contains(r.name.as_str()),
+                },
+            );
+        }
+        for r in &rows {
+            for p in r.name.parents() {
+                let e = entries.entry(p.clone()).or_insert_with(|| ListEntry {
+                    subscribed: subs.contains(p.as_str()),
+                    name: p,
+                    id: None,
+                    has_children: false,
+                    special_use: None,
+                });
+                e.has_children = true;
+            }
+        }
+        for s in &subs {
+            if let Ok(name) = MailboxName::parse(s) {
+                entries.entry(name.clone()).or_insert(ListEntry {
+                    name,
+                    id: None,
+                    has_children: false,
+                    special_use: None,
+                    subscribed: true,
+                });
+            }
+        }
+        let mut out: Vec<ListEntry> = entries.into_values().collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// CREATE `name` (and any missing parent), with an optional special-use
+    /// attribute (RFC 6154 CREATE-SPECIAL-USE).
+    pub fn create(
+        &self,
+        name: &str,
+        special_use: Option<SpecialUse>,
+    ) -> Result<MailboxRow, MailboxError> {
+        let name = MailboxName::parse(name)?;
+        let mut g = self.lock()?;
+        self.sync_folders(&mut g)?;
+        if name.is_inbox() {
+            return Err(MailboxError::Exists(name.to_string()));
+        }
+        let rows = g.index.mailboxes()?;
+        if rows.iter().any(|r| r.name == name) {
+            return Err(MailboxError::Exists(name.to_string()));
+        }
+        for p in name.parents() {
+            if !rows.iter().any(|r| r.name == p) && !p.is_inbox() {
+                self.create_locked(&mut g, &p, None)?;
+            }
+        }
+        let row = self.create_locked(&mut g, &name, special_use)?;
+        Ok(row)
+    }
+
+    fn create_locked(
+        &self,
+        g: &mut Guard<'_>,
+        name: &MailboxName,
+        special_use: Option<SpecialUse>,
+    ) -> Result<MailboxRow, MailboxError> {
+        let count = g.index.mailboxes()?.len();
+        if count >= self.config.max_mailboxes {
+            return Err(MailboxError::TooManyMailboxes(self.config.max_mailboxes));
+        }
+        let path = self.mailbox_dir(name);
+        ensure_maildir(&path, true)?;
+        sync_dir(&self.dir)?;
+        let v = next_uidvalidity(&self.dir.join(UIDVALIDITY_FILE))?;
+        let row = match g.index.create_mailbox(name, special_use, v) {
+            Err(IndexError::Exists) => return Err(MailboxError::Exists(name.to_string())),
+            other => other?,
+        };
+        g.root_stamp = None;
+        Ok(row)
+    }
+
+    /// DELETE `name`: its messages and directory go; mailboxes below it
+    /// stay (the name is then listed `\Noselect`). Its subscription stays.
+    pub fn delete(&self, name: &str) -> Result<(), MailboxError> {
+        let name = MailboxName::parse(name)?;
+        if name.is_inbox() {
+            return Err(MailboxError::CannotDeleteInbox);
+        }
+        let mut g = self.lock()?;
+        self.sync_folders(&mut g)?;
+        let rows = g.index.mailboxes()?;
+        let Some(row) = rows.iter().find(|r| r.name == name) else {
+            if rows.iter().any(|r| r.name.is_below(&name)) {
+                return Err(MailboxError::HasChildren(name.to_string()));
+            }
+            return Err(MailboxError::NoSuchMailbox(name.to_string()));
+        };
+        let path = self.mailbox_dir(&name);
+        let trash = self.dir.join(format!(
+            "{TRASH_PREFIX}{}.{}",
+            row.id.0,
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+        ));
+        fs::rename(&path, &trash).map_err(io_err("rename", &path))?;
+        sync_dir(&self.dir)?;
+        g.index.delete_mailbox(row.id)?;
+        g.stamps.remove(&row.id);
+        g.root_stamp = None;
+        self.watchers.notify(row.id);
+        files::remove_tree(&trash)?;
+        Ok(())
+    }
+
+    /// RENAME `from` to `to`, with every mailbox below `from`. Renaming
+    /// INBOX moves its messages to a new mailbox `to` and leaves INBOX
+    /// empty (RFC 9051 6.3.6); mailboxes below INBOX stay.
+    pub fn rename(&self, from: &str, to: &str) -> Result<(), MailboxError> {
+        let from = MailboxName::parse(from)?;
+        let to = MailboxName::parse(to)?;
+        let mut g = self.lock()?;
+        self.sync_folders(&mut g)?;
+        let rows = g.index.mailboxes()?;
+        if to.is_inbox() || rows.iter().any(|r| r.name == to) {
+            return Err(MailboxError::Exists(to.to_string()));
+        }
+        if to.is_below(&from) || to == from {
+            return Err(MailboxError::InvalidTarget(format!("{from} → {to}")));
+        }
+        if from.is_inbox() {
+            for p in to.parents() {
+                if !rows.iter().any(|r| r.name == p) {
+                    self.create_locked(&mut g, &p, None)?;
+                }
+            }
+            let target = self.create_locked(&mut g, &to, None)?;
+            let inbox = rows
+                .iter()
+                .find(|r| r.name.is_inbox())
+                .cloned()
+                .ok_or_else(|| MailboxError::NoSuchMailbox("INBOX".into()))?;
+            self.sync_mailbox(&mut g, &inbox)?;
+            let uids: Vec<u32> = g.index.messages(inbox.id)?.iter().map(|m| m.uid).collect();
+            self.move_locked(&mut g, &inbox, &uids, &target)?;
+            return Ok(());
+        }
+        let subtree: Vec<&MailboxRow> = rows
+            .iter()
+            .filter(|r| r.name == from || r.name.is_below(&from))
+            .collect();
+        if subtree.is_empty() {
+            return Err(MailboxError::NoSuchMailbox(from.to_string()));
+        }
+        let missing_parents: Vec<MailboxName> = to
+            .parents()
+            .into_iter()
+            .filter(|p| !rows.iter().any(|r| &r.name == p) && !p.is_below(&from) && *p != from)
+            .collect();
+        if rows.len() + missing_parents.len() > self.config.max_mailboxes {
+            return Err(MailboxError::TooManyMailboxes(self.config.max_mailboxes));
+        }
+        let mut renames = Vec::new();
+        for r in &subtree {
+            let Some(new) = r.name.rebase(&from, &to) else {
+                continue;
+            };
+            // The new name must still be a valid, short enough name.
+            let new = MailboxName::parse(new.as_str())?;
+            if rows.iter().any(|x| x.name == new) {
+                return Err(MailboxError::Exists(new.to_string()));
+            }
+            renames.push((r.id, r.name.clone(), new));
+        }
+        for (_, old, new) in &renames {
+            let (a, b) = (self.mailbox_dir(old), self.mailbox_dir(new));
+            fs::rename(&a, &b).map_err(io_err("rename", &a))?;
+        }
+        sync_dir(&self.dir)?;
+        let pairs: Vec<(MailboxId, MailboxName)> =
+            renames.iter().map(|(id, _, n)| (*id, n.clone())).collect();
+        g.index.rename_mailboxes(&pairs)?;
+        let subs = g.index.subscriptions()?;
+        for (_, old, new) in &renames {
+            if subs.iter().any(|s| s == old.as_str()) {
+                g.index.set_subscribed(old.as_str(), false)?;
+                g.index.set_subscribed(new.as_str(), true)?;
+            }
+        }
+        for p in missing_parents {
+            self.create_locked(&mut g, &p, None)?;
+        }
+        g.root_stamp = None;
+        for (id, _, _) in &renames {
+            g.stamps.remove(id);
+            self.watchers.notify(*id);
+        }
+        Ok(())
+    }
+
+    /// SUBSCRIBE / UNSUBSCRIBE `name` (it need not exist).
+    pub fn subscribe(&self, name: &str, subscribed: bool) -> Result<(), MailboxError> {
+        let name = MailboxName::parse(name)?;
+        let mut g = self.lock()?;
+        g.index.set_subscribed(name.as_str(), subscribed)?;
+        Ok(())
+    }
+
+    // ----- sync -------------------------------------------------------
+
+    /// Brings the index in step with the mailbox's directory (see the
+    /// module docs); returns whether anything changed.
+    fn sync_mailbox(&self, g: &mut Guard<'_>, row: &MailboxRow) -> Result<bool, MailboxError> {
+        let path = self.mailbox_dir(&row.name);
+        let recorded = g.stamps.get(&row.id).copied().unwrap_or_default();
+        let new_now = Stamp::of(&path.join("new"))?;
+        let cur_now = Stamp::of(&path.join("cur"))?;
+        let new_same = Stamp::unchanged(recorded.new, new_now);
+        let cur_same = Stamp::unchanged(recorded.cur, cur_now);
+        if new_same && cur_same {
+            return Ok(false);
+        }
+        // Only new/ changed: only new/ needs reading (a file moved from
+        // new/ to cur/ by another program changes cur/ as well).
+        let full = !cur_same;
+        let mut disk: Vec<DirFile> = list_files(&path, "new")?;
+        if full {
+            disk.extend(list_files(&path, "cur")?);
+        }
+        // Reading new/ only: only the rows of files in new/ matter.
+        let rows = if full {
+            g.index.messages(row.id)?
+        } else {
+            g.index.messages_in_new(row.id)?
+        };
+        let mut by_base: HashMap<&str, &MessageRow> = HashMap::with_capacity(rows.len());
+        for m in &rows {
+            let (_, fname) = split_rel(&m.file_name);
+            by_base.insert(split_file_name(fname).0, m);
+        }
+        let mut seen: HashSet<u32> = HashSet::with_capacity(rows.len());
+        let mut seen_bases: HashSet<String> = HashSet::new();
+        let mut changes = Vec::new();
+        // (mtime in ns, base, size, rel)
+        let mut fresh: Vec<(i128, String, u64, String)> = Vec::new();
+        let now = unix_now();
+        for f in &disk {
+            let (sub, fname) = split_rel(&f.rel);
+            let (base, letters) = split_file_name(fname);
+            if !seen_bases.insert(base.to_owned()) {
+                // The same base twice (a copy made by another program):
+                // give the second one a name of its own.
+                let new_base = self.namer.next();
+                let new_rel = if letters.is_empty() && !fname.contains(':') {
+                    format!("{sub}/{new_base}")
+                } else {
+                    format!("{sub}/{new_base}:2,{letters}")
+                };
+                if fs::rename(path.join(&f.rel), path.join(&new_rel)).is_ok() {
+                    seen_bases.insert(new_base.clone());
+                    if let Ok(m) = fs::metadata(path.join(&new_rel)) {
+                        fresh.push((mtime_ns(&m), new_base, m.len(), new_rel));
+                    }
+                }
+                continue;
+            }
+            match by_base.get(base) {
+                Some(m) => {
+                    seen.insert(m.uid);
+                    if m.file_name != f.rel {
+                        let (_, old_fname) = split_rel(&m.file_name);
+                        let old_letters = split_file_name(old_fname).1;
+                        let flags = Flags::from_maildir_letters(letters, &m.flags);
+                        if flags != m.flags
+                            && Flags::from_maildir_letters(old_letters, &m.flags) != flags
+                        {
+                            changes.push(Change::Update {
+                                mailbox: row.id,
+                                uid: m.uid,
+                                flags,
+                                file_name: f.rel.clone(),
+                            });
+                        } else {
+                            changes.push(Change::Relocate {
+                                mailbox: row.id,
+                                uid: m.uid,
+                                file_name: f.rel.clone(),
+                            });
+                        }
+                    }
+                }
+                None => match fs::metadata(path.join(&f.rel)) {
+                    Ok(meta) if meta.is_file() => {
+                        fresh.push((mtime_ns(&meta), base.to_owned(), meta.len(), f.rel.clone()))
+                    }
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_err("stat", &path.join(&f.rel))(e)),
+                },
+            }
+        }
+        for m in &rows {
+            let in_new = m.file_name.starts_with("new/");
+            if !seen.contains(&m.uid) && (full || in_new) {
+                changes.push(Change::Expunge {
+                    mailbox: row.id,
+                    uid: m.uid,
+                });
+            }
+        }
+        fresh.sort();
+        for (mtime, _base, size, rel) in fresh {
+            let (_, fname) = split_rel(&rel);
+            let letters = split_file_name(fname).1;
+            changes.push(Change::Insert {
+                mailbox: row.id,
+                message: NewMessage {
+                    flags: Flags::from_maildir_letters(letters, &Flags::default()),
+                    file_name: rel,
+                    size,
+                    internaldate: mtime.div_euclid(1_000_000_000) as i64,
+                    savedate: now,
+                    email_id: None,
+                },
+            });
+        }
+        let changed = !changes.is_empty();
+        if changed {
+            g.index.apply(&changes)?;
+            self.watchers.notify(row.id);
+        }
+        let entry = g.stamps.entry(row.id).or_default();
+        entry.new = Some(new_now);
+        if full {
+            entry.cur = Some(cur_now);
+        }
+        Ok(changed)
+    }
+
+    /// Records `cur/`'s stamp after this store changed it itself, if
+    /// nothing else had changed it since it was last read.
+    fn own_cur_change(g: &mut Guard<'_>, id: MailboxId, before: Option<Stamp>, path: &Path) {
+        let recorded = g.stamps.get(&id).and_then(|s| s.cur);
+        let after = Stamp::of_own(&path.join("cur"));
+        let entry = g.stamps.entry(id).or_default();
+        entry.cur = match (before, after) {
+            (Some(b), Some(a)) if Stamp::unchanged(recorded, b) => Some(a),
+            _ => None,
+        };
+    }
+
+    fn cur_stamp(path: &Path) -> Option<Stamp> {
+        Stamp::of(&path.join("cur")).ok()
+    }
+
+    /// Syncs `mailbox` with its directory if it or the index was changed
+    /// by someone else; wakes its watchers if so. Cheap (two `stat`s and a
+    /// pragma): an idle session may call it once a second.
+    pub fn poll(&self, mailbox: MailboxId) -> Result<bool, MailboxError> {
+        let mut g = self.lock()?;
+        let elsewhere = g.index.changed_elsewhere()?;
+        if elsewhere {
+            // Another process committed: its changes may be anywhere.
+            self.watchers.notify_all();
+        }
+        let row = self.by_id(&mut g, mailbox)?;
+        Ok(self.sync_mailbox(&mut g, &row)? || elsewhere)
+    }
+
+    /// A channel that wakes when `mailbox` changes.
+    pub fn watch(&self, mailbox: MailboxId) -> MailboxWatch {
+        self.watchers.watch(mailbox)
+    }
+
+    pub(super) fn notify_external(&self) {
+        self.watchers.notify_all();
+    }
+
+    // ----- reading ----------------------------------------------------
+
+    /// STATUS of `name`.
+    pub fn status(&self, name: &str) -> Result<Status, MailboxError> {
+        let name = MailboxName::parse(name)?;
+        let mut g = self.lock()?;
+        let row = self.find(&mut g, &name)?;
+        self.sync_mailbox(&mut g, &row)?;
+        let row = self.by_id(&mut g, row.id)?;
+        let c = g.index.counts(row.id)?;
+        Ok(Status {
+            mailbox: row,
+            messages: c.messages,
+            unseen: c.unseen,
+            deleted: c.deleted,
+            size: c.size,
+        })
+    }
+
+    /// SELECT / EXAMINE `name`: a snapshot of every message.
+    pub fn select(&self, name: &str) -> Result<Selected, MailboxError> {
+        let name = MailboxName::parse(name)?;
+        let mut g = self.lock()?;
+        let row = self.find(&mut g, &name)?;
+        self.sync_mailbox(&mut g, &row)?;
+        let mailbox = self.by_id(&mut g, row.id)?;
+        let messages = g.index.messages(row.id)?;
+        Ok(Selected { mailbox, messages })
+    }
+
+    /// What changed in `mailbox` after `modseq` (after syncing with the
+    /// directory).
+    pub fn changes_since(&self, mailbox: MailboxId, modseq: u64) -> Result<Changes, MailboxError> {
+        let mut g = self.lock()?;
+        let row = self.by_id(&mut g, mailbox)?;
+        self.sync_mailbox(&mut g, &row)?;
+        let row = self.by_id(&mut g, mailbox)?;
+        let (changed, vanished) = if modseq >= row.highestmodseq {
+            (Vec::new(), Vec::new())
+        } else {
+            g.index.changes_since(mailbox, modseq)?
+        };
+        Ok(Changes {
+            mailbox: row,
+            changed,
+            vanished,
+        })
+    }
+
+    /// Opens the body of message `uid` of `mailbox` for reading.
+    pub fn open_message(&self, mailbox: MailboxId, uid: u32) -> Result<File, MailboxError> {
+        let mut g = self.lock()?;
+        let row = self.by_id(&mut g, mailbox)?;
+        for attempt in 0..2 {
+            let m = g
+                .index
+                .messages_by_uid(mailbox, &[uid])?
+                .pop()
+                .ok_or(MailboxError::NoSuchMessage(uid))?;
+            let path = self.mailbox_dir(&row.name).join(&m.file_name);
+            match File::open(&path) {
+                Ok(f) => return Ok(f),
+                Err(e) if e.kind() == io::ErrorKind::NotFound && attempt == 0 => {
+                    // Renamed or removed by another program: sync, retry.
+                    g.stamps.remove(&mailbox);
+                    self.sync_mailbox(&mut g, &row)?;
+                }
+                Err(e) => return Err(io_err("open", &path)(e)),
+            }
+        }
+        Err(MailboxError::NoSuchMessage(uid))
+    }
+
+    /// The user's storage use and limit.
+    pub fn quota(&self) -> Result<Quota, MailboxError> {
+        let mut g = self.lock()?;
+        let u = g.index.usage()?;
+        Ok(Quota {
+            used: u.bytes,
+            messages: u.messages,
+            limit: self.quota,
+        })
+    }
+
+    /// `Ok` if `size` more bytes fit in the quota.
+    pub fn check_quota(&self, size: u64) -> Result<(), MailboxError> {
+        let mut g = self.lock()?;
+        self.check_quota_locked(&mut g, size)
+    }
+
+    fn check_quota_locked(&self, g: &mut Guard<'_>, size: u64) -> Result<(), MailboxError> {
+        if let Some(limit) = self.quota {
+            let used = g.index.usage()?.bytes;
+            if used.saturating_add(size) > limit {
+                return Err(MailboxError::OverQuota { used, limit, size });
+            }
+        }
+        Ok(())
+    }
+
+    // ----- writing ----------------------------------------------------
+
+    /// Writes a message into `tmp/`, fsyncs it, checks the quota and
+    /// renames it to `<sub>/<final name>`. Returns the
+    /// relative file name and size. `name` is the caller's file name (a
+    /// deterministic delivery name), else a new unique one.
+    #[allow(clippy::too_many_arguments)]
+    fn write_message(
+        &self,
+        g: &mut Guard<'_>,
+        path: &Path,
+        sub: &str,
+        name: Option<&str>,
+        flags: &Flags,
+        prefix: &[u8],
+        body: &mut dyn Read,
+        internaldate: Option<i64>,
+    ) -> Result<(String, u64), MailboxError> {
+        let (tmp, size) = self.write_tmp(path, name, prefix, body, internaldate)?;
+        if let Err(e) = self.check_quota_locked(g, size) {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        let rel = final_rel(&tmp, sub, name.is_some(), size, flags);
+        let target = path.join(&rel);
+        if let Err(e) = fs::rename(&tmp, &target) {
+            let _ = fs::remove_file(&tmp);
+            return Err(io_err("rename", &tmp)(e));
+        }
+        // The directory is fsynced by `insert_written`, alongside the
+        // index commit.
+        Ok((rel, size))
+    }
+
+    /// Writes and fsyncs `tmp/<name>`; returns its path and size.
+    fn write_tmp(
+        &self,
+        path: &Path,
+        name: Option<&str>,
+        prefix: &[u8],
+        body: &mut dyn Read,
+        internaldate: Option<i64>,
+    ) -> Result<(PathBuf, u64), MailboxError> {
+        let base = match name {
+            Some(n) => n.to_owned(),
+            None => self.namer.next(),
+        };
+        let tmp = path.join("tmp").join(&base);
+        if name.is_some() {
+            // A stale copy from an interrupted attempt is replaced.
+            let _ = fs::remove_file(&tmp);
+        }
+        let size = write_file(&tmp, prefix, body, internaldate.map(system_time))?;
+        Ok((tmp, size))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn insert_written(
+        &self,
+        g: &mut Guard<'_>,
+        row: &MailboxRow,
+        path: &Path,
+        rel: String,
+        size: u64,
+        flags: Flags,
+        internaldate: i64,
+    ) -> Result<(u32, String, u64), MailboxError> {
+        let target = path.join(&rel);
+        let dir = target.parent().unwrap_or(path).to_path_buf();
+        let change = Change::Insert {
+            mailbox: row.id,
+            message: NewMessage {
+                file_name: rel,
+                flags,
+                size,
+                internaldate,
+                savedate: unix_now(),
+                email_id: None,
+            },
+        };
+        let result = commit_synced(&mut g.index, &[dir], std::slice::from_ref(&change));
+        if result.is_err() {
+            // Not acknowledged: take the file back so that it does not
+            // turn up later as a message nobody was told about (a row the
+            // index did commit is then expunged by the next sync).
+            let _ = fs::remove_file(&target);
+        }
+        match result {
+            Ok(applied) => {
+                let modseq = applied.modseq(row.id).unwrap_or(row.highestmodseq);
+                let (uid, email_id) = applied.inserted.into_iter().next().unwrap_or_default();
+                self.watchers.notify(row.id);
+                Ok((uid, email_id, modseq))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// APPEND a message to `mailbox` with `flags` and an INTERNALDATE
+    /// (Unix seconds; `None`: now). Returns once the file is fsynced in
+    /// `cur/` and the index committed.
+    pub fn append(
+        &self,
+        mailbox: MailboxId,
+        body: &mut dyn Read,
+        flags: &Flags,
+        internaldate: Option<i64>,
+    ) -> Result<Appended, MailboxError> {
+        let mut g = self.lock()?;
+        let row = self.by_id(&mut g, mailbox)?;
+        let path = self.mailbox_dir(&row.name);
+        let before = Self::cur_stamp(&path);
+        let (rel, size) =
+            self.write_message(&mut g, &path, "cur", None, flags, b"", body, internaldate)?;
+        let date = internaldate.unwrap_or_else(unix_now);
+        let (uid, email_id, modseq) =
+            self.insert_written(&mut g, &row, &path, rel, size, flags.clone(), date)?;
+        Self::own_cur_change(&mut g, row.id, before, &path);
+        Ok(Appended {
+            uidvalidity: row.uidvalidity,
+            uid,
+            email_id,
+            modseq,
+        })
+    }
+
+    /// MULTIAPPEND (RFC 3502): appends every message or none. The files
+    /// are written and fsynced, renamed into `cur/` with one directory
+    /// fsync, and committed in one index transaction.
+    pub fn append_batch(
+        &self,
+        mailbox: MailboxId,
+        items: &mut [AppendItem<'_>],
+    ) -> Result<Vec<Appended>, MailboxError> {
+        let mut g = self.lock()?;
+        let row = self.by_id(&mut g, mailbox)?;
+        let path = self.mailbox_dir(&row.name);
+        let before = Self::cur_stamp(&path);
+        let mut written: Vec<(PathBuf, u64)> = Vec::with_capacity(items.len());
+        let cleanup = |written: &[(PathBuf, u64)]| {
+            for (p, _) in written {
+                let _ = fs::remove_file(p);
+            }
+        };
+        for item in items.iter_mut() {
+            match self.write_tmp(&path, None, b"", item.body, item.internaldate) {
+                Ok(w) => written.push(w),
+                Err(e) => {
+                    cleanup(&written);
+                    return Err(e);
+                }
+            }
+        }
+        let total: u64 = written.iter().map(|(_, s)| s).sum();
+        if let Err(e) = self.check_quota_locked(&mut g, total) {
+            cleanup(&written);
+            return Err(e);
+        }
+        let now = unix_now();
+        let mut changes = Vec::with_capacity(items.len());
+        let mut moved: Vec<(PathBuf, u64)> = Vec::with_capacity(items.len());
+        for (i, (tmp, size)) in written.iter().enumerate() {
+            let rel = final_rel(tmp, "cur", false, *size, &items[i].flags);
+            let target = path.join(&rel);
+            if let Err(e) = fs::rename(tmp, &target) {
+                cleanup(&written[i..]);
+                cleanup(&moved);
+                return Err(io_err("rename", tmp)(e));
+            }
+            moved.push((target, *size));
+            changes.push(Change::Insert {
+                mailbox,
+                message: NewMessage {
+                    file_name: rel,
+                    flags: items[i].flags.clone(),
+                    size: *size,
+                    internaldate: items[i].internaldate.unwrap_or(now),
+                    savedate: now,
+                    email_id: None,
+                },
+            });
+        }
+        if changes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let applied = match commit_synced(&mut g.index, &[path.join("cur")], &changes) {
+            Ok(a) => a,
+            Err(e) => {
+                cleanup(&moved);
+                return Err(e);
+            }
+        };
+        self.watchers.notify(mailbox);
+        Self::own_cur_change(&mut g, mailbox, before, &path);
+        let modseq = applied.modseq(mailbox).unwrap_or(row.highestmodseq);
+        Ok(applied
+            .inserted
+            .into_iter()
+            .map(|(uid, email_id)| Appended {
+                uidvalidity: row.uidvalidity,
+                uid,
+                email_id,
+                modseq,
+            })
+            .collect())
+    }
+
+    /// Delivers `prefix` + `body` into `new/` of `folder` (see
+    /// [`Mailboxes::deliver`](super::Mailboxes::deliver)).
+    pub fn deliver(
+        &self,
+        folder: &Folder,
+        prefix: &[u8],
+        body: &mut dyn Read,
+    ) -> Result<Delivered, MailboxError> {
+        self.deliver_inner(folder, None, prefix, body)
+    }
+
+    /// [`deliver`](Self::deliver) under the caller's file name `name` (a
+    /// name that is the same on every attempt, such as
+    /// [`unique_name`](crate::unique_name) of queue id and recipient), so
+    /// that a retry after a crash finds the copy an interrupted attempt
+    /// left and returns its UID instead of delivering twice.
+    pub fn deliver_as(
+        &self,
+        folder: &Folder,
+        name: &str,
+        prefix: &[u8],
+        body: &mut dyn Read,
+    ) -> Result<Delivered, MailboxError> {
+        check_file_name(name)?;
+        self.deliver_inner(folder, Some(name), prefix, body)
+    }
+
+    fn deliver_inner(
+        &self,
+        folder: &Folder,
+        name: Option<&str>,
+        prefix: &[u8],
+        body: &mut dyn Read,
+    ) -> Result<Delivered, MailboxError> {
+        let mut g = self.lock()?;
+        self.sync_folders(&mut g)?;
+        let rows = g.index.mailboxes()?;
+        let row = match folder {
+            Folder::Inbox => rows.into_iter().find(|r| r.name.is_inbox()),
+            Folder::Junk => {
+                let junk = rows
+                    .iter()
+                    .find(|r| r.special_use == Some(SpecialUse::Junk))
+                    .cloned();
+                match junk {
+                    Some(r) => Some(r),
+                    None => {
+                        let name = MailboxName::parse("Junk")?;
+                        match rows.into_iter().find(|r| r.name == name) {
+                            Some(r) => Some(r),
+                            None => {
+                                Some(self.create_locked(&mut g, &name, Some(SpecialUse::Junk))?)
+                            }
+                        }
+                    }
+                }
+            }
+            Folder::Named(name) => match rows.into_iter().find(|r| &r.name == name) {
+                Some(r) => Some(r),
+                None => {
+                    let rows = g.index.mailboxes()?;
+                    for p in name.parents() {
+                        if !rows.iter().any(|r| r.name == p) && !p.is_inbox() {
+                            self.create_locked(&mut g, &p, None)?;
+                        }
+                    }
+                    Some(self.create_locked(&mut g, name, None)?)
+                }
+            },
+        }
+        .ok_or_else(|| MailboxError::NoSuchMailbox("INBOX".into()))?;
+        let path = self.mailbox_dir(&row.name);
+        if let Some(name) = name {
+            self.sync_mailbox(&mut g, &row)?;
+            if let Some(m) = g.index.find_by_base(row.id, name)? {
+                return Ok(Delivered {
+                    mailbox: row.name,
+                    uidvalidity: row.uidvalidity,
+                    uid: m.uid,
+                });
+            }
+        }
+        let (rel, size) = self.write_message(
+            &mut g,
+            &path,
+            "new",
+            name,
+            &Flags::default(),
+            prefix,
+            body,
+            None,
+        )?;
+        let (uid, _, _) =
+            self.insert_written(&mut g, &row, &path, rel, size, Flags::default(), unix_now())?;
+        Ok(Delivered {
+            mailbox: row.name,
+            uidvalidity: row.uidvalidity,
+            uid,
+        })
+    }
+
+    /// STORE: change the flags of the messages `uids` of `mailbox`. With
+    /// `unchanged_since` (CONDSTORE), messages whose MODSEQ is greater are
+    /// left alone and listed in [`StoreResult::failed`]. File names follow
+    /// (`cur/base:2,letters`); returns after the renames are durable and
+    /// the index committed.
+    pub fn store_flags(
+        &self,
+        mailbox: MailboxId,
+        uids: &[u32],
+        op: FlagOp,
+        flags: &Flags,
+        unchanged_since: Option<u64>,
+    ) -> Result<StoreResult, MailboxError> {
+        let mut g = self.lock()?;
+        let row = self.by_id(&mut g, mailbox)?;
+        self.sync_mailbox(&mut g, &row)?;
+        let path = self.mailbox_dir(&row.name);
+        let before = Self::cur_stamp(&path);
+        let rows = g.index.messages_by_uid(mailbox, uids)?;
+        let mut result = StoreResult::default();
+        let mut changes = Vec::new();
+        let mut changed_uids = Vec::new();
+        let mut touched_new = false;
+        let mut renamed = false;
+        let mut out = Vec::with_capacity(rows.len());
+        for m in rows {
+            if unchanged_since.is_some_and(|s| m.modseq > s) {
+                result.failed.push(m.uid);
+                continue;
+            }
+            let new_flags = m.flags.apply(op, flags)?;
+            if new_flags == m.flags {
+                out.push(m);
+                continue;
+            }
+            let (sub, fname) = split_rel(&m.file_name);
+            let (base, letters) = split_file_name(fname);
+            let new_letters = new_flags.maildir_letters(letters);
+            let new_rel = format!("cur/{base}:2,{new_letters}");
+            if new_rel != m.file_name {
+                match fs::rename(path.join(&m.file_name), path.join(&new_rel)) {
+                    Ok(()) => {
+                        renamed = true;
+                        touched_new |= sub == "new";
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        // Renamed or removed by another program meanwhile:
+                        // the next sync sorts it out; leave it unchanged.
+                        g.stamps.remove(&mailbox);
+                        continue;
+                    }
+                    Err(e) => return Err(io_err("rename", &path.join(&m.file_name))(e)),
+                }
+            }
+            changes.push(Change::Update {
+                mailbox,
+                uid: m.uid,
+                flags: new_flags.clone(),
+                file_name: new_rel.clone(),
+            });
+            changed_uids.push(out.len());
+            out.push(MessageRow {
+                flags: new_flags,
+                file_name: new_rel,
+                ..m
+            });
+        }
+        let mut dirs = Vec::new();
+        if renamed {
+            dirs.push(path.join("cur"));
+            if touched_new {
+                dirs.push(path.join("new"));
+            }
+        }
+        result.modseq = row.highestmodseq;
+        if !changes.is_empty() {
+            let applied = commit_synced(&mut g.index, &dirs, &changes)?;
+            let modseq = applied.modseq(mailbox).unwrap_or(row.highestmodseq);
+            for i in changed_uids {
+                out[i].modseq = modseq;
+            }
+            result.modseq = modseq;
+            self.watchers.notify(mailbox);
+        }
+        if renamed {
+            Self::own_cur_change(&mut g, mailbox, before, &path);
+        }
+        result.messages = out;
+        Ok(result)
+    }
+
+    /// EXPUNGE: removes the messages of `mailbox` flagged `\Deleted` (only
+    /// those among `uids`, for UID EXPUNGE). Returns the UIDs expunged,
+    /// after the unlinks are durable and the index committed.
+    pub fn expunge(
+        &self,
+        mailbox: MailboxId,
+        uids: Option<&[u32]>,
+    ) -> Result<Vec<u32>, MailboxError> {
+        let mut g = self.lock()?;
+        let row = self.by_id(&mut g, mailbox)?;
+        self.sync_mailbox(&mut g, &row)?;
+        let rows = match uids {
+            Some(u) => g.index.messages_by_uid(mailbox, u)?,
+            None => g.index.messages(mailbox)?,
+        };
+        let doomed: Vec<MessageRow> = rows
+            .into_iter()
+            .filter(|m| m.flags.system.contains(super::SystemFlags::DELETED))
+            .collect();
+        self.remove_messages(&mut g, &row, &doomed)
+    }
+
+    fn remove_messages(
+        &self,
+        g: &mut Guard<'_>,
+        row: &MailboxRow,
+        doomed: &[MessageRow],
+    ) -> Result<Vec<u32>, MailboxError> {
+        if doomed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let path = self.mailbox_dir(&row.name);
+        let before = Self::cur_stamp(&path);
+        let mut dirs = HashSet::new();
+        for m in doomed {
+            let p = path.join(&m.file_name);
+            match fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("unlink", &p)(e)),
+            }
+            dirs.insert(split_rel(&m.file_name).0.to_owned());
+        }
+        for d in &dirs {
+            sync_dir(&path.join(d))?;
+        }
+        let changes: Vec<Change> = doomed
+            .iter()
+            .map(|m| Change::Expunge {
+                mailbox: row.id,
+                uid: m.uid,
+            })
+            .collect();
+        g.index.apply(&changes)?;
+        self.watchers.notify(row.id);
+        Self::own_cur_change(g, row.id, before, &path);
+        Ok(doomed.iter().map(|m| m.uid).collect())
+    }
+
+    /// COPY the messages `uids` of `from` to `to` (hard links when the
+    /// filesystem allows, else copies). Flags, keywords, INTERNALDATE and
+    /// email ids are kept.
+    pub fn copy(
+        &self,
+        from: MailboxId,
+        uids: &[u32],
+        to: MailboxId,
+    ) -> Result<CopyResult, MailboxError> {
+        let mut g = self.lock()?;
+        let src = self.by_id(&mut g, from)?;
+        let dst = self.by_id(&mut g, to)?;
+        self.sync_mailbox(&mut g, &src)?;
+        let rows = g.index.messages_by_uid(from, uids)?;
+        let total: u64 = rows.iter().map(|m| m.size).sum();
+        self.check_quota_locked(&mut g, total)?;
+        let src_path = self.mailbox_dir(&src.name);
+        let dst_path = self.mailbox_dir(&dst.name);
+        let before = Self::cur_stamp(&dst_path);
+        let mut created = Vec::new();
+        let mut changes = Vec::new();
+        let now = unix_now();
+        for m in &rows {
+            let base = format!("{},S={}", self.namer.next(), m.size);
+            let rel = format!("cur/{base}:2,{}", m.flags.maildir_letters(""));
+            let target = dst_path.join(&rel);
+            let source = src_path.join(&m.file_name);
+            if let Err(e) = link_or_copy(&source, &dst_path, &target) {
+                for p in &created {
+                    let _ = fs::remove_file(p);
+                }
+                return Err(e);
+            }
+            created.push(target);
+            changes.push(Change::Insert {
+                mailbox: to,
+                message: NewMessage {
+                    file_name: rel,
+                    flags: m.flags.clone(),
+                    size: m.size,
+                    internaldate: m.internaldate,
+                    savedate: now,
+                    email_id: Some(m.email_id.clone()),
+                },
+            });
+        }
+        if created.is_empty() {
+            return Ok(CopyResult {
+                uidvalidity: dst.uidvalidity,
+                uids: Vec::new(),
+            });
+        }
+        let applied = match commit_synced(&mut g.index, &[dst_path.join("cur")], &changes) {
+            Ok(a) => a,
+            Err(e) => {
+                for p in &created {
+                    let _ = fs::remove_file(p);
+                }
+                return Err(e);
+            }
+        };
+        self.watchers.notify(to);
+        Self::own_cur_change(&mut g, to, before, &dst_path);
+        Ok(CopyResult {
+            uidvalidity: dst.uidvalidity,
+            uids: rows
+                .iter()
+                .zip(applied.inserted)
+                .map(|(m, (uid, _))| (m.uid, uid))
+                .collect(),
+        })
+    }
+
+    /// MOVE the messages `uids` of `from` to `to` (RFC 6851): renamed into
+    /// the target's `cur/`, then added to `to` and expunged from `from` in
+    /// one index transaction. Email ids are kept.
+    pub fn move_messages(
+        &self,
+        from: MailboxId,
+        uids: &[u32],
+        to: MailboxId,
+    ) -> Result<CopyResult, MailboxError> {
+        if from == to {
+            return Err(MailboxError::InvalidTarget(
+                "moving a mailbox's messages to itself".into(),
+            ));
+        }
+        let mut g = self.lock()?;
+        let src = self.by_id(&mut g, from)?;
+        let dst = self.by_id(&mut g, to)?;
+        self.sync_mailbox(&mut g, &src)?;
+        let rows = g.index.messages_by_uid(from, uids)?;
+        self.move_locked(
+            &mut g,
+            &src,
+            &rows.iter().map(|m| m.uid).collect::<Vec<_>>(),
+            &dst,
+        )
+    }
+
+    fn move_locked(
+        &self,
+        g: &mut Guard<'_>,
+        src: &MailboxRow,
+        uids: &[u32],
+        dst: &MailboxRow,
+    ) -> Result<CopyResult, MailboxError> {
+        let rows = g.index.messages_by_uid(src.id, uids)?;
+        let src_path = self.mailbox_dir(&src.name);
+        let dst_path = self.mailbox_dir(&dst.name);
+        let src_before = Self::cur_stamp(&src_path);
+        let dst_before = Self::cur_stamp(&dst_path);
+        let mut moved: Vec<&MessageRow> = Vec::new();
+        let mut changes = Vec::new();
+        let mut src_dirs = HashSet::new();
+        let now = unix_now();
+        for m in &rows {
+            let (sub, fname) = split_rel(&m.file_name);
+            let (base, letters) = split_file_name(fname);
+            let rel = format!("cur/{base}:2,{}", m.flags.maildir_letters(letters));
+            match fs::rename(src_path.join(&m.file_name), dst_path.join(&rel)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    g.stamps.remove(&src.id);
+                    continue;
+                }
+                Err(e) => return Err(io_err("rename", &src_path.join(&m.file_name))(e)),
+            }
+            src_dirs.insert(sub.to_owned());
+            changes.push(Change::Insert {
+                mailbox: dst.id,
+                message: NewMessage {
+                    file_name: rel,
+                    flags: m.flags.clone(),
+                    size: m.size,
+                    internaldate: m.internaldate,
+                    savedate: now,
+                    email_id: Some(m.email_id.clone()),
+                },
+            });
+            moved.push(m);
+        }
+        if moved.is_empty() {
+            return Ok(CopyResult {
+                uidvalidity: dst.uidvalidity,
+                uids: Vec::new(),
+            });
+        }
+        let mut dirs = vec![dst_path.join("cur")];
+        dirs.extend(src_dirs.iter().map(|d| src_path.join(d)));
+        for m in &moved {
+            changes.push(Change::Expunge {
+                mailbox: src.id,
+                uid: m.uid,
+            });
+        }
+        let applied = commit_synced(&mut g.index, &dirs, &changes)?;
+        self.watchers.notify(src.id);
+        self.watchers.notify(dst.id);
+        Self::own_cur_change(g, src.id, src_before, &src_path);
+        Self::own_cur_change(g, dst.id, dst_before, &dst_path);
+        Ok(CopyResult {
+            uidvalidity: dst.uidvalidity,
+            uids: moved
+                .iter()
+                .zip(applied.inserted)
+                .map(|(m, (uid, _))| (m.uid, uid))
+                .collect(),
+        })
+    }
+}
+
+/// Fsyncs `dirs` on a helper thread while the index commits `changes`;
+/// `Ok` only when both succeeded. The two are independent: after a crash
+/// with only one of them durable, nothing was acknowledged, and the next
+/// sync either finds files the index lacks (new UIDs, flags from their
+/// names) or rows without their files (expunged) — so they overlap
+/// instead of costing two sequential flushes. (Not for EXPUNGE, whose
+/// unlinks must be durable before the index forgets the messages.)
+fn commit_synced(
+    index: &mut Box<dyn Index>,
+    dirs: &[PathBuf],
+    changes: &[Change],
+) -> Result<Applied, MailboxError> {
+    if dirs.is_empty() {
+        return Ok(index.apply(changes)?);
+    }
+    let (synced, applied) = std::thread::scope(|s| {
+        let fsync = s.spawn(|| dirs.iter().try_for_each(|d| sync_dir(d)));
+        let applied = index.apply(changes);
+        let synced = fsync.join().unwrap_or_else(|_| {
+            Err(MailboxError::Io {
+                op: "fsync directory",
+                path: dirs[0].clone(),
+                source: io::Error::other("fsync thread panicked"),
+            })
+        });
+        (synced, applied)
+    });
+    synced?;
+    Ok(applied?)
+}
+
+/// The file name (relative to the mailbox) a message written to `tmp`
+/// gets: in `new/` as it is, in `cur/` with its flags; names the store
+/// chose carry their size (`,S=`), as Dovecot's do.
+fn final_rel(tmp: &Path, sub: &str, callers_name: bool, size: u64, flags: &Flags) -> String {
+    let base = tmp
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let base = if callers_name {
+        base
+    } else {
+        format!("{base},S={size}")
+    };
+    if sub == "new" {
+        format!("new/{base}")
+    } else {
+        format!("cur/{base}:2,{}", flags.maildir_letters(""))
+    }
+}
+
+/// A caller's Maildir file name: one path component without `:` (the
+/// info separator), not hidden, printable, at most 200 bytes.
+fn check_file_name(name: &str) -> Result<(), MailboxError> {
+    let ok = !name.is_empty()
+        && name.len() <= 200
+        && !name.starts_with('.')
+        && !name.chars().any(|c| c == '/' || c == ':' || c.is_control());
+    if ok {
+        Ok(())
+    } else {
+        Err(MailboxError::InvalidFileName(name.to_owned()))
+    }
+}
+
+/// One message of [`UserStore::append_batch`].
+pub struct AppendItem<'a> {
+    /// The message.
+    pub body: &'a mut dyn Read,
+    /// Its flags.
+    pub flags: Flags,
+    /// Its INTERNALDATE (Unix seconds; `None`: now).
+    pub internaldate: Option<i64>,
+}
+
+impl std::fmt::Debug for AppendItem<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppendItem")
+            .field("flags", &self.flags)
+            .field("internaldate", &self.internaldate)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Hard-links `source` to `target`, or copies it (fsynced) through
+/// `dir/tmp/` when links are not possible.
+fn link_or_copy(source: &Path, dir: &Path, target: &Path) -> Result<(), MailboxError> {
+    match fs::hard_link(source, target) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(io_err("link", source)(e)),
+        Err(_) => {
+            let mut input = File::open(source).map_err(io_err("open", source))?;
+            let tmp = dir.join("tmp").join(
+                target
+                    .file_name()
+                    .map(|n| n.to_string_lossy().replace(':', "_"))
+                    .unwrap_or_default(),
+            );
+            let mtime = input.metadata().and_then(|m| m.modified()).ok();
+            write_file(&tmp, b"", &mut input, mtime)?;
+            fs::rename(&tmp, target).map_err(io_err("rename", &tmp))
+        }
+    }
+}
+
+/// Opens the user's index; an unreadable one is moved aside and a new one
+/// created (every mailbox then gets a new UIDVALIDITY at the folder sync,
+/// and messages new UIDs with flags from their file names).
+fn open_or_rebuild_index(dir: &Path, rebuild: bool) -> Result<SqliteIndex, MailboxError> {
+    let path = dir.join(INDEX_FILE);
+    let opened = if rebuild {
+        Err(IndexError::Corrupt("rebuild requested".into()))
+    } else {
+        SqliteIndex::open(&path, unix_now())
+    };
+    match opened {
+        Ok(i) => Ok(i),
+        Err(IndexError::Corrupt(_)) => {
+            let aside = dir.join(format!("{INDEX_FILE}.corrupt.{}", unix_now()));
+            fs::rename(&path, &aside).map_err(io_err("rename", &path))?;
+            for ext in ["-wal", "-shm"] {
+                let p = dir.join(format!("{INDEX_FILE}{ext}"));
+                match fs::rename(&p, dir.join(format!("{INDEX_FILE}.corrupt{ext}"))) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_err("rename", &p)(e)),
+                }
+            }
+            Ok(SqliteIndex::open(&path, unix_now())?)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
