@@ -1,15 +1,17 @@
 //! IMAP BODY and BODYSTRUCTURE (RFC 9051 §7.5.2, RFC 3501 §7.4.2) written
 //! from a parsed [`Part`] tree.
 //!
-//! Types, subtypes and transfer encodings are written uppercase, as in the
-//! RFC examples; parameter names and values, Content-ID, description,
-//! disposition, language and location are the raw header bytes (RFC 2231
-//! continuations joined, see [`crate::params`]). A text part without a
-//! charset gets `("CHARSET" "US-ASCII")`; a missing encoding is `"7BIT"`.
-//! Size is the body's stored octets; lines are the body's line count (line
-//! ends counted, plus one for a final line without a line end).
-//! Multiparts and messages that limits kept from being split are written
-//! as `"APPLICATION" "OCTET-STREAM"` so the syntax stays valid.
+//! The output follows Dovecot (the reference server) byte for byte where
+//! it can: types, subtypes, encodings, parameters, Content-ID,
+//! description, disposition, language and location are the raw header
+//! bytes as written (IMAP compares them case-insensitively; RFC 2231
+//! continuations joined, see [`crate::params`]); a text part without a
+//! charset gets `("charset" "us-ascii")`; a missing encoding is `"7bit"`;
+//! the language is always a list. Size is the body's stored octets; lines
+//! are the body's line ends (LF) counted, so a last line without a line
+//! end does not count. Multiparts and messages that limits kept from being
+//! split are written as `"application" "octet-stream"` so the syntax stays
+//! valid.
 
 use crate::envelope::Envelope;
 use crate::header::{first_value, unfold};
@@ -19,16 +21,11 @@ use crate::structure::{Kind, Part};
 
 /// Lines in `body` as IMAP counts them.
 pub fn count_lines(body: &[u8]) -> usize {
-    let lf = body.iter().filter(|&&b| b == b'\n').count();
-    if body.last().is_some_and(|&b| b != b'\n') {
-        lf + 1
-    } else {
-        lf
-    }
+    body.iter().filter(|&&b| b == b'\n').count()
 }
 
-fn upper(out: &mut Vec<u8>, s: &str) {
-    imap::string(out, s.to_ascii_uppercase().as_bytes());
+fn text(out: &mut Vec<u8>, s: &str) {
+    imap::string(out, s.as_bytes());
 }
 
 fn write_params(out: &mut Vec<u8>, ps: &[Param], add_charset: bool) {
@@ -51,7 +48,7 @@ fn write_params(out: &mut Vec<u8>, ps: &[Param], add_charset: bool) {
         if !first {
             out.push(b' ');
         }
-        out.extend(b"\"CHARSET\" \"US-ASCII\"");
+        out.extend(b"\"charset\" \"us-ascii\"");
     }
     out.push(b')');
 }
@@ -89,7 +86,6 @@ fn write_language(out: &mut Vec<u8>, header: &[u8]) {
         .collect();
     match tags.as_slice() {
         [] => out.extend(b"NIL"),
-        [one] => imap::string(out, one),
         many => {
             out.push(b'(');
             for (i, t) in many.iter().enumerate() {
@@ -123,7 +119,7 @@ pub(crate) fn write(out: &mut Vec<u8>, bytes: &[u8], part: &Part, extensible: bo
             write(out, bytes, c, extensible);
         }
         out.push(b' ');
-        upper(out, &media.subtype);
+        text(out, &media.subtype_raw);
         if extensible {
             out.push(b' ');
             write_params(out, &media.params, false);
@@ -136,11 +132,11 @@ pub(crate) fn write(out: &mut Vec<u8>, bytes: &[u8], part: &Part, extensible: bo
     let opaque =
         matches!(part.kind, Kind::Leaf) && (media.kind == "multipart" || media.is_message());
     if opaque {
-        out.extend(b"\"APPLICATION\" \"OCTET-STREAM\"");
+        out.extend(b"\"application\" \"octet-stream\"");
     } else {
-        upper(out, &media.kind);
+        text(out, &media.kind_raw);
         out.push(b' ');
-        upper(out, &media.subtype);
+        text(out, &media.subtype_raw);
     }
     out.push(b' ');
     let is_text = media.kind == "text";
@@ -154,10 +150,10 @@ pub(crate) fn write(out: &mut Vec<u8>, bytes: &[u8], part: &Part, extensible: bo
     out.push(b' ');
     write_field(out, header, b"content-description");
     out.push(b' ');
-    if part.encoding.is_empty() {
-        out.extend(b"\"7BIT\"");
+    if part.encoding_raw.is_empty() {
+        out.extend(b"\"7bit\"");
     } else {
-        upper(out, &part.encoding);
+        text(out, &part.encoding_raw);
     }
     out.push(b' ');
     imap::number(out, body.len());
@@ -200,9 +196,9 @@ mod tests {
     #[test]
     fn lines() {
         assert_eq!(count_lines(b""), 0);
-        assert_eq!(count_lines(b"a"), 1);
+        assert_eq!(count_lines(b"a"), 0);
         assert_eq!(count_lines(b"a\r\n"), 1);
-        assert_eq!(count_lines(b"a\r\nb"), 2);
+        assert_eq!(count_lines(b"a\r\nb"), 1);
         assert_eq!(count_lines(b"\n\n"), 2);
     }
 
@@ -211,15 +207,15 @@ mod tests {
         let m = "Subject: x\r\n\r\nhello\r\nworld\r\n";
         assert_eq!(
             bs(m, false),
-            "(\"TEXT\" \"PLAIN\" (\"CHARSET\" \"US-ASCII\") NIL NIL \"7BIT\" 14 2)"
+            "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 14 2)"
         );
         assert_eq!(
             bs(m, true),
-            "(\"TEXT\" \"PLAIN\" (\"CHARSET\" \"US-ASCII\") NIL NIL \"7BIT\" 14 2 NIL NIL NIL NIL)"
+            "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 14 2 NIL NIL NIL NIL)"
         );
         assert_eq!(
-            bs("Content-Type: text/html\r\n\r\n<p>", false),
-            "(\"TEXT\" \"HTML\" (\"CHARSET\" \"US-ASCII\") NIL NIL \"7BIT\" 3 1)"
+            bs("Content-Type: TEXT/Html\r\n\r\n<p>", false),
+            "(\"TEXT\" \"Html\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 3 0)"
         );
     }
 
@@ -238,17 +234,17 @@ mod tests {
                  --=_b--\r\n";
         assert_eq!(
             bs(m, true),
-            "((\"TEXT\" \"PLAIN\" (\"charset\" \"utf-8\") NIL NIL \"QUOTED-PRINTABLE\" 9 1 NIL NIL NIL NIL)\
-             (\"APPLICATION\" \"PDF\" (\"name\" \"ab.pdf\") \"<id@x>\" \"the doc\" \"BASE64\" 4 \
+            "((\"text\" \"plain\" (\"charset\" \"utf-8\") NIL NIL \"quoted-printable\" 9 0 NIL NIL NIL NIL)\
+             (\"application\" \"pdf\" (\"name\" \"ab.pdf\") \"<id@x>\" \"the doc\" \"base64\" 4 \
              \"Q2hlY2sgSW50ZWdyaXR5IQ==\" (\"attachment\" (\"filename*\" \"utf-8''%C3%A9.pdf\")) \
-             \"fr\" \"http://x.test/a\") \
-             \"MIXED\" (\"boundary\" \"=_b\") NIL (\"en\" \"de\") NIL)"
+             (\"fr\") \"http://x.test/a\") \
+             \"mixed\" (\"boundary\" \"=_b\") NIL (\"en\" \"de\") NIL)"
         );
         assert_eq!(
             bs(m, false),
-            "((\"TEXT\" \"PLAIN\" (\"charset\" \"utf-8\") NIL NIL \"QUOTED-PRINTABLE\" 9 1)\
-             (\"APPLICATION\" \"PDF\" (\"name\" \"ab.pdf\") \"<id@x>\" \"the doc\" \"BASE64\" 4) \
-             \"MIXED\")"
+            "((\"text\" \"plain\" (\"charset\" \"utf-8\") NIL NIL \"quoted-printable\" 9 0)\
+             (\"application\" \"pdf\" (\"name\" \"ab.pdf\") \"<id@x>\" \"the doc\" \"base64\" 4) \
+             \"mixed\")"
         );
     }
 
@@ -258,10 +254,28 @@ mod tests {
             "Content-Type: message/rfc822\r\n\r\nSubject: inner\r\nFrom: a@b.test\r\n\r\nbody\r\n";
         assert_eq!(
             bs(m, false),
-            "(\"MESSAGE\" \"RFC822\" NIL NIL NIL \"7BIT\" 40 \
+            "(\"message\" \"rfc822\" NIL NIL NIL \"7bit\" 40 \
              (NIL \"inner\" ((NIL NIL \"a\" \"b.test\")) ((NIL NIL \"a\" \"b.test\")) \
              ((NIL NIL \"a\" \"b.test\")) NIL NIL NIL NIL NIL) \
-             (\"TEXT\" \"PLAIN\" (\"CHARSET\" \"US-ASCII\") NIL NIL \"7BIT\" 6 1) 4)"
+             (\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 6 1) 4)"
+        );
+    }
+
+    #[test]
+    fn limits_make_opaque_leaves() {
+        let m = "Content-Type: multipart/mixed; boundary=a\r\n\r\n--a\r\n\
+                 Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\nx\r\n--b--\r\n--a--\r\n";
+        let limits = Limits {
+            max_depth: 1,
+            ..Limits::default()
+        };
+        let (root, limited) = parse(m.as_bytes(), &limits);
+        assert!(limited);
+        let mut out = Vec::new();
+        write(&mut out, m.as_bytes(), &root, false);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "((\"application\" \"octet-stream\" (\"boundary\" \"b\") NIL NIL \"7bit\" 15) \"mixed\")"
         );
     }
 }

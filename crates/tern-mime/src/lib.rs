@@ -24,7 +24,7 @@
 //!
 //! let mut out = Vec::new();
 //! msg.body_structure_imap(false, &mut out);
-//! assert_eq!(out, b"(\"TEXT\" \"PLAIN\" (\"CHARSET\" \"US-ASCII\") NIL NIL \"7BIT\" 7 1)");
+//! assert_eq!(out, b"(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 7 1)");
 //!
 //! let text = msg
 //!     .section(&Section { part: vec![], text: Some(SectionText::Text) })

@@ -233,20 +233,25 @@ fn continuation(name: &[u8]) -> Option<(&[u8], u32, bool)> {
 type Segment = (u32, bool, Vec<u8>);
 
 fn join_rfc2231(raw: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<Param> {
+    // Plain parameters first, then the joined RFC 2231 ones (Dovecot's
+    // order).
     let mut out: Vec<Param> = Vec::new();
-    // (index in out, base name, segments)
-    let mut groups: Vec<(usize, Vec<u8>, Vec<Segment>)> = Vec::new();
+    let mut groups: Vec<(Vec<u8>, Vec<Segment>)> = Vec::new();
     for (name, value) in raw {
-        if let Some((base, n, ext)) = continuation(&name) {
+        let split = continuation(&name).or_else(|| {
+            // `name*=charset''value`: one extended segment.
+            name.strip_suffix(b"*")
+                .filter(|b| !b.is_empty())
+                .map(|b| (b, 0, true))
+        });
+        if let Some((base, n, ext)) = split {
             let base = base.to_vec();
-            if let Some(g) = groups.iter_mut().find(|g| g.1.eq_ignore_ascii_case(&base)) {
-                g.2.push((n, ext, value));
-            } else if out.len() < MAX_PARAMS {
-                out.push(Param {
-                    name: Vec::new(),
-                    value: Vec::new(),
-                });
-                groups.push((out.len() - 1, base, vec![(n, ext, value)]));
+            if let Some(g) = groups.iter_mut().find(|g| g.0.eq_ignore_ascii_case(&base)) {
+                if g.1.len() < MAX_PARAMS {
+                    g.1.push((n, ext, value));
+                }
+            } else if groups.len() < MAX_PARAMS {
+                groups.push((base, vec![(n, ext, value)]));
             }
             continue;
         }
@@ -254,7 +259,7 @@ fn join_rfc2231(raw: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<Param> {
             out.push(Param { name, value });
         }
     }
-    for (idx, base, mut segs) in groups {
+    for (base, mut segs) in groups {
         segs.sort_by_key(|s| s.0);
         let any_ext = segs.iter().any(|s| s.1);
         let mut value = Vec::new();
@@ -277,9 +282,10 @@ fn join_rfc2231(raw: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<Param> {
         if any_ext {
             name.push(b'*');
         }
-        out[idx] = Param { name, value };
+        if !out.iter().any(|p| p.name.eq_ignore_ascii_case(&name)) {
+            out.push(Param { name, value });
+        }
     }
-    out.retain(|p| !p.name.is_empty());
     out
 }
 

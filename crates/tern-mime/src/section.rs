@@ -160,3 +160,136 @@ pub fn partial(bytes: &[u8], origin: u64, count: u64) -> &[u8] {
     // Both are ≤ bytes.len(), which fits in usize.
     &bytes[usize::try_from(start).unwrap_or(0)..usize::try_from(end).unwrap_or(0)]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Limits, Message};
+
+    const NESTED: &str = "From: a@x.test\r\nSubject: top\r\n\
+        Content-Type: multipart/mixed; boundary=o\r\n\r\n\
+        preamble\r\n\
+        --o\r\nContent-Type: text/plain\r\n\r\npart one\r\n\
+        --o\r\nContent-Type: message/rfc822\r\n\r\n\
+        Subject: inner\r\nTo: b@y.test\r\nContent-Type: multipart/alternative; boundary=i\r\n\r\n\
+        --i\r\n\r\ninner plain\r\n--i\r\nContent-Type: text/html\r\n\r\n<b>inner</b>\r\n--i--\r\n\
+        --o\r\nContent-Type: message/rfc822\r\n\r\nSubject: flat\r\n\r\nflat body\r\n\
+        --o--\r\nepilogue\r\n";
+
+    fn sec(part: &[u32], text: Option<SectionText>) -> Section {
+        Section {
+            part: part.to_vec(),
+            text,
+        }
+    }
+
+    fn names(n: &[&str]) -> Vec<Vec<u8>> {
+        n.iter().map(|s| s.as_bytes().to_vec()).collect()
+    }
+
+    #[test]
+    fn nested_sections() {
+        let m = Message::parse(NESTED.as_bytes(), &Limits::default());
+        use SectionText::*;
+        let cases: Vec<(Section, Result<&str, SectionError>)> = vec![
+            (sec(&[], None), Ok(NESTED)),
+            (
+                sec(&[], Some(Header)),
+                Ok(
+                    "From: a@x.test\r\nSubject: top\r\nContent-Type: multipart/mixed; boundary=o\r\n\r\n",
+                ),
+            ),
+            (
+                sec(&[], Some(HeaderFields(names(&["SUBJECT", "from"])))),
+                Ok("From: a@x.test\r\nSubject: top\r\n\r\n"),
+            ),
+            (
+                sec(&[], Some(HeaderFieldsNot(names(&["Subject", "From"])))),
+                Ok("Content-Type: multipart/mixed; boundary=o\r\n\r\n"),
+            ),
+            (sec(&[], Some(HeaderFields(names(&["X-None"])))), Ok("\r\n")),
+            (sec(&[1], None), Ok("part one")),
+            (
+                sec(&[1], Some(Mime)),
+                Ok("Content-Type: text/plain\r\n\r\n"),
+            ),
+            (sec(&[1], Some(Header)), Err(SectionError::NotMessage)),
+            (sec(&[1], Some(Text)), Err(SectionError::NotMessage)),
+            (sec(&[1, 1], None), Err(SectionError::NoSuchPart)),
+            (
+                sec(&[2], Some(Header)),
+                Ok(
+                    "Subject: inner\r\nTo: b@y.test\r\nContent-Type: multipart/alternative; boundary=i\r\n\r\n",
+                ),
+            ),
+            (
+                sec(&[2], Some(HeaderFields(names(&["to"])))),
+                Ok("To: b@y.test\r\n\r\n"),
+            ),
+            (
+                sec(&[2], Some(Text)),
+                Ok(
+                    "--i\r\n\r\ninner plain\r\n--i\r\nContent-Type: text/html\r\n\r\n<b>inner</b>\r\n--i--",
+                ),
+            ),
+            (sec(&[2, 1], None), Ok("inner plain")),
+            (sec(&[2, 2], None), Ok("<b>inner</b>")),
+            (
+                sec(&[2, 2], Some(Mime)),
+                Ok("Content-Type: text/html\r\n\r\n"),
+            ),
+            (sec(&[2, 3], None), Err(SectionError::NoSuchPart)),
+            // Part 1 of a non-multipart inner message is its body.
+            (sec(&[3, 1], None), Ok("flat body")),
+            (sec(&[3], Some(Text)), Ok("flat body")),
+            (sec(&[3, 1, 1], None), Err(SectionError::NoSuchPart)),
+            (sec(&[4], None), Err(SectionError::NoSuchPart)),
+            (sec(&[0], None), Err(SectionError::NoSuchPart)),
+            (sec(&[], Some(Mime)), Err(SectionError::MimeWithoutPart)),
+        ];
+        for (s, want) in cases {
+            let got = m
+                .section(&s)
+                .map(|c| String::from_utf8(c.into_owned()).unwrap());
+            assert_eq!(got.as_deref().map_err(Clone::clone), want, "{s:?}");
+        }
+        assert_eq!(
+            &NESTED.as_bytes()[m.part(&[2]).unwrap().body.clone()],
+            m.section(&sec(&[2], None)).unwrap().as_ref()
+        );
+    }
+
+    #[test]
+    fn non_multipart_part_one_is_the_body() {
+        let raw = "Subject: s\n\nline 1\nline 2\n";
+        let m = Message::parse(raw.as_bytes(), &Limits::default());
+        assert_eq!(&*m.section(&sec(&[1], None)).unwrap(), b"line 1\nline 2\n");
+        assert_eq!(
+            &*m.section(&sec(&[], Some(SectionText::Text))).unwrap(),
+            b"line 1\nline 2\n"
+        );
+        assert_eq!(
+            &*m.section(&sec(
+                &[],
+                Some(SectionText::HeaderFields(names(&["subject"])))
+            ))
+            .unwrap(),
+            b"Subject: s\n\n"
+        );
+        assert_eq!(m.section(&sec(&[2], None)), Err(SectionError::NoSuchPart));
+        assert_eq!(
+            m.section(&sec(&[1, 1], None)),
+            Err(SectionError::NoSuchPart)
+        );
+    }
+
+    #[test]
+    fn partials() {
+        let b = b"0123456789";
+        assert_eq!(partial(b, 0, 4), b"0123");
+        assert_eq!(partial(b, 8, 10), b"89");
+        assert_eq!(partial(b, 10, 1), b"");
+        assert_eq!(partial(b, u64::MAX, u64::MAX), b"");
+        assert_eq!(partial(b, 3, u64::MAX), b"3456789");
+    }
+}

@@ -55,13 +55,18 @@ impl Default for Limits {
     }
 }
 
-/// A media type with its parameters; `kind` and `subtype` are lowercase.
+/// A media type with its parameters; `kind` and `subtype` are lowercase,
+/// `kind_raw` and `subtype_raw` as written (BODYSTRUCTURE reports those).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MediaType {
     /// Top-level type, lowercase (`text`).
     pub kind: String,
     /// Subtype, lowercase (`plain`).
     pub subtype: String,
+    /// Top-level type as written.
+    pub kind_raw: String,
+    /// Subtype as written.
+    pub subtype_raw: String,
     /// Parameters as written (empty for a defaulted type except `charset`).
     pub params: Vec<params::Param>,
     /// Whether the type came from a `Content-Type` field (false: defaulted).
@@ -73,9 +78,11 @@ impl MediaType {
         MediaType {
             kind: "text".into(),
             subtype: "plain".into(),
+            kind_raw: "text".into(),
+            subtype_raw: "plain".into(),
             params: vec![params::Param {
-                name: b"CHARSET".to_vec(),
-                value: b"US-ASCII".to_vec(),
+                name: b"charset".to_vec(),
+                value: b"us-ascii".to_vec(),
             }],
             explicit: false,
         }
@@ -85,6 +92,8 @@ impl MediaType {
         MediaType {
             kind: "message".into(),
             subtype: "rfc822".into(),
+            kind_raw: "message".into(),
+            subtype_raw: "rfc822".into(),
             params: Vec::new(),
             explicit: false,
         }
@@ -130,6 +139,8 @@ pub struct Part {
     pub media: MediaType,
     /// `Content-Transfer-Encoding`, lowercase and trimmed; empty if absent.
     pub encoding: String,
+    /// `Content-Transfer-Encoding` as written (trimmed).
+    pub encoding_raw: String,
     /// What is inside.
     pub kind: Kind,
 }
@@ -170,7 +181,7 @@ fn media_type(header: &[u8], default: MediaType) -> MediaType {
         return default;
     };
     let hp = params::parse(raw);
-    let value = String::from_utf8_lossy(&hp.value).to_ascii_lowercase();
+    let value = String::from_utf8_lossy(&hp.value);
     let Some((kind, subtype)) = value.split_once('/') else {
         return MediaType::default_text();
     };
@@ -179,8 +190,10 @@ fn media_type(header: &[u8], default: MediaType) -> MediaType {
         return MediaType::default_text();
     }
     MediaType {
-        kind: kind.to_string(),
-        subtype: subtype.to_string(),
+        kind: kind.to_ascii_lowercase(),
+        subtype: subtype.to_ascii_lowercase(),
+        kind_raw: kind.to_string(),
+        subtype_raw: subtype.to_string(),
         params: hp.params,
         explicit: true,
     }
@@ -194,18 +207,19 @@ impl Parser<'_> {
         let body = range.start + b.start..range.start + b.end;
         let hbytes = &self.bytes[header.clone()];
         let media = media_type(hbytes, default);
-        let encoding = first_value(hbytes, b"content-transfer-encoding")
+        let encoding_raw = first_value(hbytes, b"content-transfer-encoding")
             .map(|v| {
                 String::from_utf8_lossy(&params::parse(v).value)
                     .trim()
-                    .to_ascii_lowercase()
+                    .to_string()
             })
             .unwrap_or_default();
         let mut part = Part {
             header,
             body,
             media,
-            encoding,
+            encoding: encoding_raw.to_ascii_lowercase(),
+            encoding_raw,
             kind: Kind::Leaf,
         };
         if depth >= self.limits.max_depth || self.parts >= self.limits.max_parts {
@@ -216,14 +230,20 @@ impl Parser<'_> {
         }
         if part.media.kind == "multipart" {
             let boundary = part.media.param(b"boundary").map(<[u8]>::to_vec);
+            let digest = part.media.subtype == "digest";
             match boundary {
-                Some(b) if !b.is_empty() && b.len() <= self.limits.max_boundary_len => {
-                    let digest = part.media.subtype == "digest";
+                Some(b) if b.len() > self.limits.max_boundary_len => self.limited = true,
+                Some(b) if !b.is_empty() => {
                     part.kind =
                         Kind::Multipart(self.children(part.body.clone(), &b, digest, depth + 1));
                 }
-                Some(b) if b.len() > self.limits.max_boundary_len => self.limited = true,
-                _ => {}
+                // Without a boundary nothing can be split: like Dovecot,
+                // one empty child.
+                _ => {
+                    let end = part.body.end;
+                    let child = self.entity(end..end, MediaType::default_text(), depth + 1);
+                    part.kind = Kind::Multipart(vec![child]);
+                }
             }
         } else if part.media.is_message() && is_identity(&part.encoding) {
             let inner = self.entity(part.body.clone(), MediaType::default_text(), depth + 1);
