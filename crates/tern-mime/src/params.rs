@@ -98,6 +98,8 @@ impl Lexer<'_> {
                         }
                         self.pos += 1;
                     }
+                    // A `\` as the last byte steps one past the end.
+                    self.pos = self.pos.min(self.b.len());
                 }
                 _ => break,
             }
@@ -371,6 +373,21 @@ mod tests {
             assert_eq!(got.value, value.as_bytes(), "{raw}");
             assert_eq!(&got.params, params, "{raw}");
         }
+    }
+
+    #[test]
+    fn hostile_values_do_not_panic() {
+        for raw in [
+            &b"text/plain; a=(\\"[..],
+            b"x; (",
+            b"; ; =",
+            b"a/b; \"",
+            b"a; b*=''",
+            b"a; b*1*=%",
+        ] {
+            let _ = parse(raw);
+        }
+        assert_eq!(decode_extended(b"x''%"), Some("%".into()));
     }
 
     #[test]
