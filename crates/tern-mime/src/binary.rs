@@ -9,6 +9,8 @@
 
 use std::borrow::Cow;
 
+use crate::structure::{Kind, Part};
+
 /// Why a part cannot be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -128,6 +130,75 @@ pub fn quoted_printable(input: &[u8]) -> Vec<u8> {
         }
     }
     out
+}
+
+fn is_identity(encoding: &str) -> bool {
+    matches!(encoding, "" | "7bit" | "8bit" | "binary")
+}
+
+/// Whether some leaf in `p` has a transfer encoding to remove.
+pub(crate) fn needs_decoding(p: &Part) -> bool {
+    match &p.kind {
+        Kind::Leaf => !is_identity(&p.encoding),
+        Kind::Multipart(ch) => ch.iter().any(needs_decoding),
+        Kind::Message(inner) => needs_decoding(inner),
+    }
+}
+
+/// Appends `p` (header and body) with every leaf decoded. A decoded
+/// leaf's `Content-Transfer-Encoding` fields are dropped and
+/// `Content-Transfer-Encoding: binary` is added as the header's last field
+/// (Dovecot's output, byte for byte).
+pub(crate) fn rebuild_entity(bytes: &[u8], p: &Part, out: &mut Vec<u8>) -> Result<(), BinaryError> {
+    let header = &bytes[p.header.clone()];
+    if matches!(p.kind, Kind::Leaf) && !is_identity(&p.encoding) {
+        let (eol, blank): (&[u8], usize) = if header.ends_with(b"\r\n\r\n") || header == b"\r\n" {
+            (b"\r\n", 2)
+        } else if header.ends_with(b"\n\n") || header == b"\n" {
+            (b"\n", 1)
+        } else {
+            (b"\r\n", 0)
+        };
+        let fields_end = header.len() - blank;
+        let mut cursor = 0;
+        for f in crate::header::fields(header) {
+            if f.name.eq_ignore_ascii_case(b"content-transfer-encoding") {
+                // `f.raw` is a sub-slice of `header`: its offset.
+                let at = f.raw.as_ptr() as usize - header.as_ptr() as usize;
+                out.extend_from_slice(&header[cursor..at]);
+                cursor = at + f.raw.len();
+            }
+        }
+        out.extend_from_slice(&header[cursor..fields_end.max(cursor)]);
+        if blank == 0 && !header.is_empty() && !header.ends_with(b"\n") {
+            out.extend_from_slice(eol);
+        }
+        out.extend_from_slice(b"Content-Transfer-Encoding: binary");
+        out.extend_from_slice(eol);
+        out.extend_from_slice(eol);
+    } else {
+        out.extend_from_slice(header);
+    }
+    rebuild_body(bytes, p, out)
+}
+
+/// Appends the body of `p` with every leaf inside decoded.
+pub(crate) fn rebuild_body(bytes: &[u8], p: &Part, out: &mut Vec<u8>) -> Result<(), BinaryError> {
+    match &p.kind {
+        Kind::Leaf => out.extend_from_slice(&decode(&p.encoding, &bytes[p.body.clone()])?),
+        Kind::Message(inner) => rebuild_entity(bytes, inner, out)?,
+        Kind::Multipart(children) => {
+            let mut cursor = p.body.start;
+            for c in children {
+                let start = c.header.start.max(cursor);
+                out.extend_from_slice(&bytes[cursor..start]);
+                rebuild_entity(bytes, c, out)?;
+                cursor = c.body.end.max(start);
+            }
+            out.extend_from_slice(&bytes[cursor..p.body.end.max(cursor)]);
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

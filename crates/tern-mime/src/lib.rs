@@ -131,18 +131,35 @@ impl<'a> Message<'a> {
     }
 
     /// `BINARY[part]` (RFC 3516): the part's body with its transfer
-    /// encoding removed. An empty path is the whole message, unchanged.
-    /// Multiparts and message parts are returned as stored.
+    /// encoding removed. For a multipart or message/rfc822 part (and for
+    /// the whole message, an empty path) every leaf inside is decoded and
+    /// its `Content-Transfer-Encoding` field rewritten to `binary`, the
+    /// rest kept as stored, as Dovecot does. An unknown encoding anywhere
+    /// inside is [`BinaryError::UnknownCte`].
     pub fn binary(&self, path: &[u32]) -> Result<Cow<'a, [u8]>, BinaryError> {
+        let part = if path.is_empty() {
+            &self.root
+        } else {
+            self.part(path)?
+        };
+        if let Kind::Leaf = part.kind {
+            return binary::decode(&part.encoding, &self.bytes[part.body.clone()]);
+        }
+        if !binary::needs_decoding(part) {
+            let range = if path.is_empty() {
+                part.full()
+            } else {
+                part.body.clone()
+            };
+            return Ok(Cow::Borrowed(&self.bytes[range]));
+        }
+        let mut out = Vec::with_capacity(self.bytes.len());
         if path.is_empty() {
-            return Ok(Cow::Borrowed(self.bytes));
+            binary::rebuild_entity(self.bytes, part, &mut out)?;
+        } else {
+            binary::rebuild_body(self.bytes, part, &mut out)?;
         }
-        let part = self.part(path)?;
-        let body = &self.bytes[part.body.clone()];
-        match part.kind {
-            Kind::Leaf => binary::decode(&part.encoding, body),
-            _ => Ok(Cow::Borrowed(body)),
-        }
+        Ok(Cow::Owned(out))
     }
 
     /// `BINARY.SIZE[part]`: the length of [`Message::binary`].
