@@ -251,7 +251,8 @@ fn mailbox(seg: &[(bool, Tok)]) -> Option<Mailbox> {
             let (local, host) = addr_spec(seg);
             (last_comment(seg), None, local, host)
         };
-    if local.is_empty() && host.is_empty() && name.is_none() {
+    let angle = seg.iter().any(|(_, t)| is_special(t, b'<'));
+    if local.is_empty() && host.is_empty() && name.is_none() && !angle {
         return None;
     }
     Some(Mailbox {

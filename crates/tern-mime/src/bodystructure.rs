@@ -62,11 +62,8 @@ fn write_disposition(out: &mut Vec<u8>, header: &[u8]) {
         out.extend(b"NIL");
         return;
     };
+    // Present but without a type still gives `("" params)`, as Dovecot.
     let d = params::parse(raw);
-    if d.value.is_empty() {
-        out.extend(b"NIL");
-        return;
-    }
     out.push(b'(');
     imap::string(out, &d.value);
     out.push(b' ');
@@ -133,6 +130,9 @@ pub(crate) fn write(out: &mut Vec<u8>, bytes: &[u8], part: &Part, extensible: bo
         matches!(part.kind, Kind::Leaf) && (media.kind == "multipart" || media.is_message());
     if opaque {
         out.extend(b"\"application\" \"octet-stream\"");
+    } else if let Kind::Message(_) = part.kind {
+        // The body-type-msg form names its type, whatever the case written.
+        out.extend(b"\"message\" \"rfc822\"");
     } else {
         text(out, &media.kind_raw);
         out.push(b' ');

@@ -138,10 +138,16 @@ pub(crate) fn is_ws(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\r' | b'\n')
 }
 
-/// Unfolds a raw value: CR and LF removed (the blank that follows a fold
-/// is kept, RFC 5322 §2.2.3), leading and trailing blanks trimmed.
+/// Unfolds a raw value the way Dovecot reports it in ENVELOPE and
+/// BODYSTRUCTURE: blanks (space, tab) before the first character of the
+/// first line skipped, then every CR and LF removed (the blank that
+/// follows a fold is kept, RFC 5322 §2.2.3); trailing blanks stay.
 pub fn unfold(value: &[u8]) -> Cow<'_, [u8]> {
-    let v = trim(value);
+    let n = value
+        .iter()
+        .take_while(|&&b| b == b' ' || b == b'\t')
+        .count();
+    let v = &value[n..];
     if !v.iter().any(|&b| b == b'\r' || b == b'\n') {
         return Cow::Borrowed(v);
     }
@@ -192,6 +198,8 @@ mod tests {
         assert_eq!(got[1].name, b"X-Y");
         assert_eq!(got[1].value, b" z");
         assert_eq!(&*unfold(got[0].value), b"a  b");
+        assert_eq!(&*unfold(b"\r\n <id>  "), b" <id>  ");
+        assert_eq!(&*unfold(b" \t x"), b"x");
         assert_eq!(first_value(h, b"x-y"), Some(&b" z"[..]));
         assert_eq!(first_value(h, b"body"), None);
     }

@@ -257,7 +257,8 @@ fn join_rfc2231(raw: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<Param> {
             }
             continue;
         }
-        if out.len() < MAX_PARAMS && !out.iter().any(|p| p.name.eq_ignore_ascii_case(&name)) {
+        // Duplicates are kept, as written (lookups take the first).
+        if out.len() < MAX_PARAMS {
             out.push(Param { name, value });
         }
     }

@@ -110,9 +110,11 @@ impl MediaType {
         self.kind == kind && self.subtype == subtype
     }
 
-    /// True for message/rfc822 and message/global.
+    /// True for message/rfc822, the one type whose body is parsed as a
+    /// message. message/global (RFC 6532) stays a leaf: IMAP4rev1 clients
+    /// do not expect an envelope for it (Dovecot 2.3 treats it the same).
     pub fn is_message(&self) -> bool {
-        self.kind == "message" && (self.subtype == "rfc822" || self.subtype == "global")
+        self.kind == "message" && self.subtype == "rfc822"
     }
 }
 
@@ -172,21 +174,16 @@ pub(crate) fn parse(bytes: &[u8], limits: &Limits) -> (Part, bool) {
     (root, p.limited)
 }
 
-fn is_identity(encoding: &str) -> bool {
-    matches!(encoding, "" | "7bit" | "8bit" | "binary")
-}
-
 fn media_type(header: &[u8], default: MediaType) -> MediaType {
     let Some(raw) = first_value(header, b"content-type") else {
         return default;
     };
     let hp = params::parse(raw);
     let value = String::from_utf8_lossy(&hp.value);
-    let Some((kind, subtype)) = value.split_once('/') else {
-        return MediaType::default_text();
-    };
-    let token = |s: &str| !s.is_empty() && !s.contains('/');
-    if !token(kind) || !token(subtype) {
+    // `text` alone is type `text` with an empty subtype (Dovecot's
+    // reading); an empty or slash-only value is the default.
+    let (kind, subtype) = value.split_once('/').unwrap_or((&value, ""));
+    if kind.is_empty() || subtype.contains('/') {
         return MediaType::default_text();
     }
     MediaType {
@@ -245,7 +242,9 @@ impl Parser<'_> {
                     part.kind = Kind::Multipart(vec![child]);
                 }
             }
-        } else if part.media.is_message() && is_identity(&part.encoding) {
+        } else if part.media.is_message() {
+            // Parsed whatever the transfer encoding says (an encoded
+            // message/rfc822 is read as stored), as Dovecot does.
             let inner = self.entity(part.body.clone(), MediaType::default_text(), depth + 1);
             part.kind = Kind::Message(Box::new(inner));
         }

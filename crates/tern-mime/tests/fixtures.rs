@@ -55,6 +55,32 @@ fn normalise(b: &[u8]) -> Vec<u8> {
     out
 }
 
+/// (fixture, Dovecot's text, ours, why): places where we answer
+/// differently on purpose; Dovecot's recorded answer is patched before
+/// comparing.
+const KNOWN_DIFFERENCES: &[(&str, &str, &str, &str)] = &[
+    (
+        "types",
+        "\"base64\" 34 (NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL) (\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0) 1)",
+        "\"base64\" 32 (NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL) (\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0) 0)",
+        "a message/rfc822 part whose header has no empty line: Dovecot counts the \
+         line end that belongs to the next boundary; we stop before it (RFC 2046 §5.1.1)",
+    ),
+    (
+        "types",
+        "\"base64\" 34 (NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL) (\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0 NIL NIL NIL NIL) 1 ",
+        "\"base64\" 32 (NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL) (\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0 NIL NIL NIL NIL) 0 ",
+        "the same, in BODYSTRUCTURE",
+    ),
+    (
+        "types",
+        "(\"name*1\" \" d'hiver\")",
+        "(\"name*\" \"iso-8859-1'fr'%E9t%E9%20d%27hiver\")",
+        "RFC 2231 `name*0*=` + `name*1=`: Dovecot drops the first segment; we join both \
+         into one extended value",
+    ),
+];
+
 fn fetch_views(raw: &[u8]) -> Vec<u8> {
     let msg = Message::parse(raw, &Limits::default());
     let mut out = b"ENVELOPE ".to_vec();
@@ -68,15 +94,25 @@ fn fetch_views(raw: &[u8]) -> Vec<u8> {
 
 #[test]
 fn envelope_and_bodystructure_match_dovecot() {
-    for name in ["nested", "encoded", "missing-headers", "bare-lf", "broken"] {
+    for name in [
+        "nested",
+        "encoded",
+        "missing-headers",
+        "bare-lf",
+        "broken",
+        "addresses",
+        "types",
+    ] {
         let raw = fixture(&format!("{name}.eml"));
-        let want = fixture(&format!("{name}.dovecot"));
+        let mut want = String::from_utf8(normalise(&fixture(&format!("{name}.dovecot")))).unwrap();
+        for (fixture, theirs, ours, _why) in KNOWN_DIFFERENCES {
+            if *fixture == name {
+                assert!(want.contains(theirs), "{name}: {theirs}");
+                want = want.replace(theirs, ours);
+            }
+        }
         let got = fetch_views(&raw);
-        assert_eq!(
-            String::from_utf8_lossy(&normalise(&got)),
-            String::from_utf8_lossy(&normalise(&want)),
-            "{name}"
-        );
+        assert_eq!(String::from_utf8_lossy(&normalise(&got)), want, "{name}");
     }
 }
 
