@@ -79,4 +79,6 @@ fuzz_target!(|data: &[u8]| {
     thread::render(&thread::ordered_subject(&[t]), &mut rendered);
     let top = pop3::top(data, 2);
     assert!(data.starts_with(top));
+    let crlf = tern_mime::to_crlf(data);
+    assert!(matches!(tern_mime::to_crlf(&crlf), std::borrow::Cow::Borrowed(_)));
 });

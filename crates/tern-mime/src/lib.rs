@@ -8,6 +8,13 @@
 //! [`thread`] builds REFERENCES and ORDEREDSUBJECT trees over many
 //! messages; [`pop3::top`] serves POP3 TOP.
 //!
+//! Output follows Dovecot 2.3 (the reference server) byte for byte where
+//! it does not contradict the RFCs; the tests compare against Dovecot's
+//! recorded answers and list each deliberate difference. Offsets are byte
+//! offsets into the stored message (see [`structure`]); mail stored with
+//! bare LF line ends should go through [`to_crlf`] first to be served as
+//! CRLF, as Dovecot does.
+//!
 //! This crate never does I/O, never reads a clock (the caller passes the
 //! internal date) and never panics on any input; structure parsing is
 //! bounded by [`Limits`] (nesting depth, part count, boundary length), so a
@@ -57,6 +64,31 @@ pub use search::SentDate;
 pub use section::{Section, SectionError, SectionText, partial};
 pub use sort::SortKeys;
 pub use structure::{Kind, Limits, MediaType, Part};
+
+/// `bytes` with every bare LF turned into CRLF (CRLF and lone CR kept).
+///
+/// Mail stored with LF line ends parses fine as it is, but then sections
+/// and sizes are the stored LF bytes. IMAP clients expect CRLF, and
+/// Dovecot serves such mail as CRLF with sizes to match: to do the same,
+/// parse the result of this function (borrowed when nothing changes).
+pub fn to_crlf(bytes: &[u8]) -> Cow<'_, [u8]> {
+    let bare = bytes
+        .iter()
+        .enumerate()
+        .filter(|&(i, &b)| b == b'\n' && (i == 0 || bytes[i - 1] != b'\r'))
+        .count();
+    if bare == 0 {
+        return Cow::Borrowed(bytes);
+    }
+    let mut out = Vec::with_capacity(bytes.len() + bare);
+    for (i, &b) in bytes.iter().enumerate() {
+        if b == b'\n' && (i == 0 || bytes[i - 1] != b'\r') {
+            out.push(b'\r');
+        }
+        out.push(b);
+    }
+    Cow::Owned(out)
+}
 
 /// One parsed message: the stored bytes and their MIME structure.
 #[derive(Debug, Clone)]

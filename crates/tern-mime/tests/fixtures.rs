@@ -202,6 +202,16 @@ fn bare_lf_offsets_are_stored_bytes() {
         b"From: lf@example.org\nSubject: bare LF\n\n"
     );
     assert!(msg.body_contains("HTML"));
+    let crlf = tern_mime::to_crlf(&raw);
+    assert_eq!(
+        crlf.len(),
+        raw.len() + raw.iter().filter(|&&b| b == b'\n').count()
+    );
+    assert!(matches!(
+        tern_mime::to_crlf(&crlf),
+        std::borrow::Cow::Borrowed(_)
+    ));
+    assert_eq!(&*tern_mime::to_crlf(b"\na\r\nb\rc\n"), b"\r\na\r\nb\rc\r\n");
     assert_eq!(
         pop3::top(&raw, 2),
         b"From: lf@example.org\nSubject: bare LF\nContent-Type: multipart/alternative; boundary=lf\n\n--lf\nContent-Type: text/plain\n"
