@@ -75,8 +75,8 @@ fuzz_target!(|data: &[u8]| {
     let _ = msg.sort_keys(0);
     let t = msg.thread_message(1, 0);
     let mut rendered = Vec::new();
-    thread::render(&thread::references(&[t.clone(), t.clone()]), &mut rendered);
-    thread::render(&thread::ordered_subject(&[t]), &mut rendered);
+    thread::references(&[t.clone(), t.clone()]).render(&mut rendered);
+    thread::ordered_subject(&[t]).render(&mut rendered);
     let top = pop3::top(data, 2);
     assert!(data.starts_with(top));
     let crlf = tern_mime::to_crlf(data);

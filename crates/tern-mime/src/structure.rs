@@ -37,7 +37,9 @@ use crate::params;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Deepest nesting of multiparts and message/rfc822 parts that is
-    /// split; deeper entities are opaque leaves.
+    /// split; deeper entities are opaque leaves. The part tree and the
+    /// views that walk it recurse once per level, so keep this small
+    /// (the default 32 is plenty for real mail; stay below a few hundred).
     pub max_depth: usize,
     /// Most entities in one message; later boundaries are not split.
     pub max_parts: usize,

@@ -1,9 +1,11 @@
 //! THREAD=ORDEREDSUBJECT and THREAD=REFERENCES (RFC 5256 §3) over a set
 //! of messages, and the IMAP rendering of the result (`(1 2 (3 4)(5))`).
+//! Nothing here recurses on thread depth: a hostile mailbox with a reply
+//! chain thousands deep cannot overflow the stack.
 //!
 //! The caller builds one [`ThreadMessage`] per message (with
 //! [`crate::Message::thread_message`] or by hand from cached fields) and
-//! gets a typed forest back. Ties between equal sent dates are broken by
+//! gets a typed forest back ([`Threads`]). Ties between equal sent dates are broken by
 //! the order of the input slice (which should be sequence order, RFC 5256
 //! §2.2). Pure and deterministic; work is O(n log n) plus reference
 //! chain lengths, with loop checks bounded by tree depth.
@@ -31,21 +33,79 @@ pub struct ThreadMessage {
     pub date: i64,
 }
 
-/// One node of a thread tree.
+/// A forest of threads, stored flat: a thread 20 000 replies deep costs
+/// no stack to build, render or drop.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Threads {
+    /// Every node; [`ThreadNode::children`] are indexes into this.
+    pub nodes: Vec<ThreadNode>,
+    /// The top-level threads, in order.
+    pub roots: Vec<usize>,
+}
+
+/// One message (or missing parent) in [`Threads`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Thread {
-    /// A message and its replies.
-    Message {
-        /// The caller's number for this message.
-        number: u32,
-        /// Replies, oldest first.
-        children: Vec<Thread>,
-    },
-    /// A placeholder parent for siblings whose parent is unknown.
-    Dummy {
-        /// The siblings, oldest first.
-        children: Vec<Thread>,
-    },
+pub struct ThreadNode {
+    /// The caller's number; `None` for a dummy, the placeholder parent of
+    /// siblings whose real parent is not in the set.
+    pub number: Option<u32>,
+    /// Replies, oldest first (indexes into [`Threads::nodes`]).
+    pub children: Vec<usize>,
+}
+
+enum Step {
+    Node(usize),
+    Text(&'static [u8]),
+}
+
+impl Threads {
+    fn push(&mut self, number: Option<u32>) -> usize {
+        self.nodes.push(ThreadNode {
+            number,
+            children: Vec::new(),
+        });
+        self.nodes.len() - 1
+    }
+
+    /// Appends the `thread-list` data of a THREAD response,
+    /// `(1 2 (3)(4))…` (RFC 5256 §4): a message's only child follows it,
+    /// several children are each parenthesised, a dummy is just its
+    /// parenthesised children.
+    pub fn render(&self, out: &mut Vec<u8>) {
+        let mut stack: Vec<Step> = Vec::new();
+        for &r in self.roots.iter().rev() {
+            stack.push(Step::Text(b")"));
+            stack.push(Step::Node(r));
+            stack.push(Step::Text(b"("));
+        }
+        while let Some(step) = stack.pop() {
+            let i = match step {
+                Step::Text(t) => {
+                    out.extend_from_slice(t);
+                    continue;
+                }
+                Step::Node(i) => i,
+            };
+            let node = &self.nodes[i];
+            if let Some(n) = node.number {
+                out.extend(n.to_string().as_bytes());
+                match node.children.as_slice() {
+                    [] => continue,
+                    [only] => {
+                        out.push(b' ');
+                        stack.push(Step::Node(*only));
+                        continue;
+                    }
+                    _ => out.push(b' '),
+                }
+            }
+            for &c in node.children.iter().rev() {
+                stack.push(Step::Text(b")"));
+                stack.push(Step::Node(c));
+                stack.push(Step::Text(b"("));
+            }
+        }
+    }
 }
 
 /// Message ids (`<...>`) in `raw`, in order, white space removed.
@@ -97,7 +157,7 @@ impl crate::Message<'_> {
 /// THREAD=ORDEREDSUBJECT: messages grouped by base subject; in each
 /// thread the first message (by sent date) is the parent of all others;
 /// threads ordered by the date of their first message.
-pub fn ordered_subject(msgs: &[ThreadMessage]) -> Vec<Thread> {
+pub fn ordered_subject(msgs: &[ThreadMessage]) -> Threads {
     let mut order: Vec<usize> = (0..msgs.len()).collect();
     let folded: Vec<String> = msgs.iter().map(|m| fold(&m.base_subject)).collect();
     order.sort_by(|&a, &b| {
@@ -114,19 +174,16 @@ pub fn ordered_subject(msgs: &[ThreadMessage]) -> Vec<Thread> {
         }
     }
     groups.sort_by_key(|g| (msgs[g[0]].date, g[0]));
-    groups
-        .into_iter()
-        .map(|g| Thread::Message {
-            number: msgs[g[0]].number,
-            children: g[1..]
-                .iter()
-                .map(|&i| Thread::Message {
-                    number: msgs[i].number,
-                    children: Vec::new(),
-                })
-                .collect(),
-        })
-        .collect()
+    let mut t = Threads::default();
+    for g in groups {
+        let root = t.push(Some(msgs[g[0]].number));
+        for &i in &g[1..] {
+            let c = t.push(Some(msgs[i].number));
+            t.nodes[root].children.push(c);
+        }
+        t.roots.push(root);
+    }
+    t
 }
 
 #[derive(Debug, Default, Clone)]
@@ -149,6 +206,14 @@ impl Arena<'_> {
 
     /// Whether `a` is `b` or one of `b`'s ancestors.
     fn is_ancestor_or_self(&self, a: usize, b: usize) -> bool {
+        if a == b {
+            return true;
+        }
+        if self.c[a].children.is_empty() {
+            // A childless container is nobody's ancestor: the common case
+            // (a new message) needs no walk up a long chain.
+            return false;
+        }
         let mut cur = Some(b);
         while let Some(x) = cur {
             if x == a {
@@ -197,56 +262,87 @@ impl Arena<'_> {
         }
     }
 
-    fn prune(&mut self, list: Vec<usize>, root_level: bool) -> Vec<usize> {
-        let mut out = Vec::new();
-        for x in list {
-            let children = std::mem::take(&mut self.c[x].children);
-            let children = self.prune(children, false);
-            self.c[x].children = children;
-            if self.c[x].msg.is_some() {
-                out.push(x);
-                continue;
-            }
-            let n = self.c[x].children.len();
-            if n == 0 {
-                continue;
-            }
-            if !root_level || n == 1 {
-                let kids = std::mem::take(&mut self.c[x].children);
-                for &k in &kids {
-                    self.c[k].parent = self.c[x].parent;
+    /// Every container reachable from `roots`, parents before children.
+    fn preorder(&self, roots: &[usize]) -> Vec<usize> {
+        let mut order = Vec::new();
+        let mut stack = roots.to_vec();
+        while let Some(x) = stack.pop() {
+            order.push(x);
+            stack.extend(self.c[x].children.iter().copied());
+        }
+        order
+    }
+
+    /// Step 4: dummies without children go; a dummy's children take its
+    /// place, except at the root where a dummy with several children
+    /// stays.
+    fn prune(&mut self, roots: Vec<usize>) -> Vec<usize> {
+        for x in self.preorder(&roots).into_iter().rev() {
+            // Children are done before their parents.
+            let kids = std::mem::take(&mut self.c[x].children);
+            let mut kept = Vec::with_capacity(kids.len());
+            for k in kids {
+                if self.c[k].msg.is_some() {
+                    kept.push(k);
+                } else {
+                    let grandchildren = std::mem::take(&mut self.c[k].children);
+                    for &g in &grandchildren {
+                        self.c[g].parent = Some(x);
+                    }
+                    kept.extend(grandchildren);
                 }
-                out.extend(kids);
-            } else {
-                out.push(x);
+            }
+            self.c[x].children = kept;
+        }
+        let mut out = Vec::new();
+        for r in roots {
+            if self.c[r].msg.is_some() {
+                out.push(r);
+                continue;
+            }
+            match self.c[r].children.as_slice() {
+                [] => {}
+                [only] => {
+                    let only = *only;
+                    self.c[only].parent = None;
+                    out.push(only);
+                }
+                _ => out.push(r),
             }
         }
         out
     }
 
-    fn sort_children(&mut self, x: usize) {
-        let mut kids = std::mem::take(&mut self.c[x].children);
-        for &k in &kids {
-            self.sort_children(k);
+    /// Sorts every set of siblings under `roots`, and `roots`, by date.
+    /// Dummies only occur at the root and have only messages as
+    /// children, so sorting all children first makes every key final.
+    fn sort(&mut self, roots: &mut [usize]) {
+        for x in self.preorder(roots) {
+            let mut kids = std::mem::take(&mut self.c[x].children);
+            kids.sort_by_key(|&k| self.key(k));
+            self.c[x].children = kids;
         }
-        kids.sort_by_key(|&k| self.key(k));
-        self.c[x].children = kids;
+        roots.sort_by_key(|&r| self.key(r));
     }
 
-    fn tree(&self, x: usize) -> Thread {
-        let children = self.c[x].children.iter().map(|&k| self.tree(k)).collect();
-        match self.c[x].msg {
-            Some(m) => Thread::Message {
-                number: self.msgs[m].number,
-                children,
-            },
-            None => Thread::Dummy { children },
+    fn threads(&self, roots: &[usize]) -> Threads {
+        let mut t = Threads::default();
+        let mut stack: Vec<(usize, Option<usize>)> =
+            roots.iter().rev().map(|&r| (r, None)).collect();
+        while let Some((x, parent)) = stack.pop() {
+            let node = t.push(self.c[x].msg.map(|m| self.msgs[m].number));
+            match parent {
+                Some(p) => t.nodes[p].children.push(node),
+                None => t.roots.push(node),
+            }
+            stack.extend(self.c[x].children.iter().rev().map(|&k| (k, Some(node))));
         }
+        t
     }
 }
 
 /// THREAD=REFERENCES (RFC 5256 §3, steps 1–6).
-pub fn references(msgs: &[ThreadMessage]) -> Vec<Thread> {
+pub fn references(msgs: &[ThreadMessage]) -> Threads {
     let mut a = Arena {
         c: Vec::with_capacity(msgs.len() * 2),
         msgs,
@@ -308,12 +404,9 @@ pub fn references(msgs: &[ThreadMessage]) -> Vec<Thread> {
         .filter(|&x| a.c[x].parent.is_none())
         .collect();
     // Step 4: prune dummies.
-    let mut roots = a.prune(roots, true);
+    let mut roots = a.prune(roots);
     // Step 5: sort the root set by date (dummies by their first child).
-    for &r in &roots {
-        a.sort_children(r);
-    }
-    roots.sort_by_key(|&r| a.key(r));
+    a.sort(&mut roots);
     // Step 6: merge threads with the same base subject.
     let subject = |a: &Arena<'_>, x: usize| -> Option<(String, bool)> {
         let m = a.representative(x)?;
@@ -388,50 +481,8 @@ pub fn references(msgs: &[ThreadMessage]) -> Vec<Thread> {
         }
     }
     // Step 6 of the RFC: sort every set of siblings by date.
-    for &r in &final_roots {
-        a.sort_children(r);
-    }
-    final_roots.sort_by_key(|&r| a.key(r));
-    final_roots.into_iter().map(|r| a.tree(r)).collect()
-}
-
-fn render_node(t: &Thread, out: &mut Vec<u8>) {
-    match t {
-        Thread::Message { number, children } => {
-            out.extend(number.to_string().as_bytes());
-            match children.as_slice() {
-                [] => {}
-                [only] => {
-                    out.push(b' ');
-                    render_node(only, out);
-                }
-                many => {
-                    out.push(b' ');
-                    for c in many {
-                        out.push(b'(');
-                        render_node(c, out);
-                        out.push(b')');
-                    }
-                }
-            }
-        }
-        Thread::Dummy { children } => {
-            for c in children {
-                out.push(b'(');
-                render_node(c, out);
-                out.push(b')');
-            }
-        }
-    }
-}
-
-/// Appends the `thread-list` data of a THREAD response: `(1 2 (3)(4))…`.
-pub fn render(threads: &[Thread], out: &mut Vec<u8>) {
-    for t in threads {
-        out.push(b'(');
-        render_node(t, out);
-        out.push(b')');
-    }
+    a.sort(&mut final_roots);
+    a.threads(&final_roots)
 }
 
 #[cfg(test)]
@@ -451,43 +502,44 @@ mod tests {
         }
     }
 
-    fn show(t: &[Thread]) -> String {
+    fn show(t: &Threads) -> String {
         let mut out = Vec::new();
-        render(t, &mut out);
+        t.render(&mut out);
         String::from_utf8(out).unwrap()
+    }
+
+    /// Builds a forest from `(number or 0 for a dummy, parent index)`.
+    fn forest(nodes: &[(u32, Option<usize>)]) -> Threads {
+        let mut t = Threads::default();
+        for &(n, parent) in nodes {
+            let i = t.push((n != 0).then_some(n));
+            match parent {
+                Some(p) => t.nodes[p].children.push(i),
+                None => t.roots.push(i),
+            }
+        }
+        t
     }
 
     #[test]
     fn rendering() {
-        let leaf = |n| Thread::Message {
-            number: n,
-            children: vec![],
-        };
-        // RFC 5256 §4: (3 6 (4 23)(44 7 96))
-        let t = Thread::Message {
-            number: 3,
-            children: vec![Thread::Message {
-                number: 6,
-                children: vec![
-                    Thread::Message {
-                        number: 4,
-                        children: vec![leaf(23)],
-                    },
-                    Thread::Message {
-                        number: 44,
-                        children: vec![Thread::Message {
-                            number: 7,
-                            children: vec![leaf(96)],
-                        }],
-                    },
-                ],
-            }],
-        };
-        assert_eq!(show(&[leaf(2), t]), "(2)(3 6 (4 23)(44 7 96))");
-        let d = Thread::Dummy {
-            children: vec![leaf(3), leaf(5)],
-        };
-        assert_eq!(show(&[d]), "((3)(5))");
+        // RFC 5256 §4: (3 6 (4 23)(44 7 96)), after a lone (2).
+        let t = forest(&[
+            (2, None),
+            (3, None),
+            (6, Some(1)),
+            (4, Some(2)),
+            (23, Some(3)),
+            (44, Some(2)),
+            (7, Some(5)),
+            (96, Some(6)),
+        ]);
+        assert_eq!(show(&t), "(2)(3 6 (4 23)(44 7 96))");
+        assert_eq!(
+            show(&forest(&[(0, None), (3, Some(0)), (5, Some(0))])),
+            "((3)(5))"
+        );
+        assert_eq!(show(&Threads::default()), "");
     }
 
     #[test]
@@ -550,6 +602,41 @@ mod tests {
             tm(3, "", &[], "a", 3),
         ];
         assert_eq!(show(&ordered_subject(&msgs)), "(1 (2)(3))");
+    }
+
+    #[test]
+    fn long_chains_stay_fast() {
+        let n = 20_000;
+        let msgs: Vec<ThreadMessage> = (0..n)
+            .map(|i| ThreadMessage {
+                number: i + 1,
+                message_id: Some(format!("<{i}>")),
+                references: if i == 0 {
+                    vec![]
+                } else {
+                    vec!["<0>".into(), format!("<{}>", i - 1)]
+                },
+                in_reply_to: None,
+                base_subject: "s".into(),
+                is_reply: i > 0,
+                date: i64::from(i),
+            })
+            .collect();
+        let start = std::time::Instant::now();
+        let t = references(&msgs);
+        assert_eq!(t.roots.len(), 1);
+        let mut depth = 1;
+        let mut node = t.roots[0];
+        while let Some(&c) = t.nodes[node].children.first() {
+            depth += 1;
+            node = c;
+        }
+        assert_eq!(depth, n as usize);
+        assert!(start.elapsed().as_secs() < 20, "{:?}", start.elapsed());
+        let mut out = Vec::new();
+        t.render(&mut out);
+        assert!(out.starts_with(b"(1 2 3 "));
+        assert!(out.ends_with(b" 19999 20000)"));
     }
 
     #[test]

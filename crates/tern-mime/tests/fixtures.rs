@@ -257,7 +257,7 @@ fn search_sort_and_thread_on_fixtures() {
     );
     assert!(inputs[0].is_reply);
     let mut out = Vec::new();
-    thread::render(&thread::references(&inputs), &mut out);
+    thread::references(&inputs).render(&mut out);
     // By date: the missing-headers message has internal date 0, then
     // 1 July (encoded), then 7 July (nested).
     assert_eq!(out, b"(3)(2)(1)");

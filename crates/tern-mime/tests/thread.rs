@@ -36,9 +36,9 @@ fn dovecot(command: &str) -> String {
     panic!("{command} not recorded")
 }
 
-fn render(threads: &[thread::Thread]) -> String {
+fn render(threads: &thread::Threads) -> String {
     let mut out = b"* THREAD ".to_vec();
-    thread::render(threads, &mut out);
+    threads.render(&mut out);
     String::from_utf8(out).unwrap()
 }
 
