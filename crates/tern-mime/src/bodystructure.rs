@@ -261,6 +261,46 @@ mod tests {
         );
     }
 
+    /// `lines` CRLF-terminated lines of `size` bytes in all.
+    fn text_of(size: usize, lines: usize) -> String {
+        let content = size - 2 * lines;
+        (0..lines)
+            .map(|i| {
+                let n = content / lines + usize::from(i < content % lines);
+                format!("{}\r\n", "x".repeat(n))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rfc_examples() {
+        // RFC 3501 §7.4.2 BODYSTRUCTURE example for a single part.
+        let m = format!(
+            "Content-Type: TEXT/PLAIN; CHARSET=US-ASCII\r\nContent-Transfer-Encoding: 7BIT\r\n\r\n{}",
+            text_of(3028, 92)
+        );
+        assert_eq!(
+            bs(&m, false),
+            "(\"TEXT\" \"PLAIN\" (\"CHARSET\" \"US-ASCII\") NIL NIL \"7BIT\" 3028 92)"
+        );
+        // RFC 9051 §7.5.2's multipart example.
+        let m = format!(
+            "Content-Type: MULTIPART/MIXED; BOUNDARY=\"x\"\r\n\r\n\
+             --x\r\nContent-Type: TEXT/PLAIN; CHARSET=US-ASCII\r\nContent-Transfer-Encoding: 7BIT\r\n\r\n{}\r\n\
+             --x\r\nContent-Type: TEXT/PLAIN; CHARSET=US-ASCII; NAME=\"cc.diff\"\r\n\
+             Content-ID: <960723163407.20117h@cac.washington.edu>\r\n\
+             Content-Description: Compiler diff\r\nContent-Transfer-Encoding: BASE64\r\n\r\n{}\r\n--x--\r\n",
+            text_of(1152, 23),
+            text_of(4554, 73)
+        );
+        assert_eq!(
+            bs(&m, false),
+            "((\"TEXT\" \"PLAIN\" (\"CHARSET\" \"US-ASCII\") NIL NIL \"7BIT\" 1152 23)\
+             (\"TEXT\" \"PLAIN\" (\"CHARSET\" \"US-ASCII\" \"NAME\" \"cc.diff\") \
+             \"<960723163407.20117h@cac.washington.edu>\" \"Compiler diff\" \"BASE64\" 4554 73) \"MIXED\")"
+        );
+    }
+
     #[test]
     fn limits_make_opaque_leaves() {
         let m = "Content-Type: multipart/mixed; boundary=a\r\n\r\n--a\r\n\
