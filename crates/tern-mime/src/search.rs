@@ -51,21 +51,73 @@ pub struct SentDate {
 }
 
 impl SentDate {
-    /// Parses an RFC 5322 date (lenient, via mail-parser).
+    /// Parses an RFC 5322 date-time, leniently (RFC 5322 §4.3 obsolete
+    /// forms too): optional day name, day, month name, 2- or 4-digit year,
+    /// `hh:mm[:ss]`, and a numeric or named zone (unknown names are
+    /// +0000). Comments are ignored. `None` when no valid date is found.
     pub fn parse(raw: &[u8]) -> Option<SentDate> {
-        let mut buf = raw.to_vec();
-        buf.push(b'\n');
-        let HeaderValue::DateTime(dt) = MessageStream::new(&buf).parse_date() else {
-            return None;
+        let text = String::from_utf8_lossy(raw);
+        // Comments out, separators to spaces.
+        let mut clean = String::with_capacity(text.len());
+        let mut depth = 0usize;
+        for c in text.chars() {
+            match c {
+                '(' => depth += 1,
+                ')' => depth = depth.saturating_sub(1),
+                _ if depth > 0 => {}
+                ',' => clean.push(' '),
+                c => clean.push(c),
+            }
+        }
+        let mut words = clean.split_whitespace().peekable();
+        // Optional day of week.
+        if words
+            .peek()
+            .is_some_and(|w| w.chars().next().is_some_and(|c| c.is_ascii_alphabetic()))
+        {
+            words.next();
+        }
+        let day: u8 = words.next()?.parse().ok()?;
+        let month_name = words.next()?.get(..3)?.to_ascii_lowercase();
+        const MONTHS: [&str; 12] = [
+            "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+        ];
+        let month = MONTHS.iter().position(|m| *m == month_name)? as u8 + 1;
+        let year_word = words.next()?;
+        let mut year: u16 = year_word.parse().ok()?;
+        if year_word.len() <= 2 {
+            year += if year < 50 { 2000 } else { 1900 };
+        } else if year_word.len() == 3 {
+            year += 1900;
+        }
+        let time = words.next().unwrap_or("00:00");
+        let mut hms = time.split(':').map(|t| t.parse::<u8>().ok());
+        let hour = hms.next().flatten()?;
+        let minute = hms.next().flatten()?;
+        let second = hms.next().flatten().unwrap_or(0);
+        let zone = words.next().map_or(0, zone_minutes);
+        let days_in_month = match month {
+            2 if year.is_multiple_of(4)
+                && (!year.is_multiple_of(100) || year.is_multiple_of(400)) =>
+            {
+                29
+            }
+            2 => 28,
+            4 | 6 | 9 | 11 => 30,
+            _ => 31,
         };
-        if !dt.is_valid() {
+        if day == 0 || day > days_in_month || hour > 23 || minute > 59 || second > 60 {
             return None;
         }
+        let days = days_from_civil(i64::from(year), i64::from(month), i64::from(day));
+        let timestamp =
+            days * 86_400 + i64::from(hour) * 3600 + i64::from(minute) * 60 + i64::from(second)
+                - zone * 60;
         Some(SentDate {
-            year: dt.year,
-            month: dt.month,
-            day: dt.day,
-            timestamp: dt.to_timestamp(),
+            year,
+            month,
+            day,
+            timestamp,
         })
     }
 
@@ -75,9 +127,39 @@ impl SentDate {
     }
 }
 
+/// A zone as minutes east of UTC: `+hhmm`/`-hhmm`, or RFC 5322's
+/// obsolete names; anything else (military letters, unknown) is 0.
+fn zone_minutes(z: &str) -> i64 {
+    let b = z.as_bytes();
+    if b.len() == 5 && (b[0] == b'+' || b[0] == b'-') && b[1..].iter().all(u8::is_ascii_digit) {
+        let n: i64 = z[1..].parse().unwrap_or(0);
+        let m = (n / 100) * 60 + n % 100;
+        return if b[0] == b'-' { -m } else { m };
+    }
+    match z.to_ascii_uppercase().as_str() {
+        "EDT" => -4 * 60,
+        "EST" | "CDT" => -5 * 60,
+        "CST" | "MDT" => -6 * 60,
+        "MST" | "PDT" => -7 * 60,
+        "PST" => -8 * 60,
+        _ => 0,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date.
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 fn text_parts<'p>(p: &'p Part, out: &mut Vec<&'p Part>) {
     match &p.kind {
-        Kind::Leaf if p.media.kind == "text" => out.push(p),
+        Kind::Leaf if p.media.kind == "text" || p.media.kind == "message" => out.push(p),
         Kind::Leaf => {}
         Kind::Multipart(ch) => ch.iter().for_each(|c| text_parts(c, out)),
         Kind::Message(inner) => text_parts(inner, out),
@@ -95,18 +177,21 @@ impl Message<'_> {
             .any(|f| contains_folded(&decode_header_value(f.value), &needle))
     }
 
-    /// The decoded text of every `text/*` part, as UTF-8.
+    /// The decoded text of every searchable part (`text/*`, and
+    /// `message/*` leaves), as UTF-8. A part whose transfer encoding is
+    /// unknown cannot be decoded and is left out, as Dovecot does.
     pub fn body_texts(&self) -> Vec<String> {
         let mut parts = Vec::new();
         text_parts(self.root(), &mut parts);
         let bytes = self.bytes();
         parts
             .into_iter()
-            .map(|p| {
-                let body = &bytes[p.body.clone()];
-                let decoded = crate::binary::decode(&p.encoding, body)
-                    .unwrap_or(std::borrow::Cow::Borrowed(body));
-                crate::charset::to_utf8(p.media.param(b"charset").unwrap_or(b""), &decoded)
+            .filter_map(|p| {
+                let decoded = crate::binary::decode(&p.encoding, &bytes[p.body.clone()]).ok()?;
+                Some(crate::charset::to_utf8(
+                    p.media.param(b"charset").unwrap_or(b""),
+                    &decoded,
+                ))
             })
             .collect()
     }
@@ -134,7 +219,9 @@ impl Message<'_> {
         in_header || self.body_contains(needle)
     }
 
-    /// The `Date:` header as a [`SentDate`], if present and valid.
+    /// The `Date:` header as a [`SentDate`], if present and valid. When it
+    /// is not, Dovecot's SENTBEFORE/SENTON/SENTSINCE use the internal date
+    /// instead; the server should do the same.
     pub fn sent_date(&self) -> Option<SentDate> {
         crate::header::first_value(self.header(), b"date").and_then(SentDate::parse)
     }
@@ -201,5 +288,27 @@ mod tests {
         assert_eq!(d.date(), (2025, 7, 1));
         assert_eq!(d.timestamp, 1_751_437_800);
         assert_eq!(SentDate::parse(b"not a date"), None);
+        type Want = Option<((u16, u8, u8), i64)>;
+        let cases: &[(&str, Want)] = &[
+            ("1 Jan 2024 00:00 GMT", Some(((2024, 1, 1), 1_704_067_200))),
+            (
+                "Mon, 1 Jan 2024 00:00:00 +0000",
+                Some(((2024, 1, 1), 1_704_067_200)),
+            ),
+            (
+                "Thu, 29 Feb 2024 23:59:60 -0130 (odd)",
+                Some(((2024, 2, 29), 1_709_256_600)),
+            ),
+            ("1 January 99 01:02 EST", Some(((1999, 1, 1), 915_170_520))),
+            ("31 Dec 1969 23:59:59 +0000", Some(((1969, 12, 31), -1))),
+            ("30 Feb 2024 00:00 +0000", None),
+            ("1 Foo 2024 00:00 +0000", None),
+            ("1 Jan 2024 25:00 +0000", None),
+            ("", None),
+        ];
+        for (raw, want) in cases {
+            let got = SentDate::parse(raw.as_bytes()).map(|d| (d.date(), d.timestamp));
+            assert_eq!(got, *want, "{raw}");
+        }
     }
 }
