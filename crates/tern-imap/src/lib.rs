@@ -30,5 +30,6 @@
 pub mod command;
 pub mod framing;
 pub mod parse;
+pub mod response;
 pub mod types;
 pub mod utf7;

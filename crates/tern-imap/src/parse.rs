@@ -1299,7 +1299,7 @@ impl<'a> P<'a> {
                 match w.as_slice() {
                     b"CHANGEDSINCE" => {
                         self.sp()?;
-                        changed_since = Some(self.modseq(true)?);
+                        changed_since = Some(self.modseq(false)?);
                     }
                     b"VANISHED" => vanished = true,
                     _ => {
