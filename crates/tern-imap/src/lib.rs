@@ -28,6 +28,7 @@
 #![forbid(unsafe_code)]
 
 pub mod command;
+pub mod encode;
 pub mod framing;
 pub mod parse;
 pub mod response;
