@@ -229,6 +229,18 @@ impl Framer {
         n
     }
 
+    /// Take every byte received but not yet framed, leaving the framer
+    /// empty and between commands. After `COMPRESS DEFLATE` these are the
+    /// first compressed bytes: the driver inflates them and pushes the
+    /// result back.
+    pub fn take_buffered(&mut self) -> Vec<u8> {
+        let rest = self.input.split_off(self.pos);
+        self.input.clear();
+        self.pos = 0;
+        self.reset();
+        rest
+    }
+
     fn reset(&mut self) {
         self.scanned = 0;
         self.state = State::Line { in_command: false };

@@ -32,5 +32,6 @@ pub mod encode;
 pub mod framing;
 pub mod parse;
 pub mod response;
+pub mod session;
 pub mod types;
 pub mod utf7;

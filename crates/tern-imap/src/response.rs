@@ -134,6 +134,8 @@ pub enum Code {
     ClientBug,
     /// `CLOSED` (QRESYNC)
     Closed,
+    /// `COMPRESSIONACTIVE` (RFC 4978)
+    CompressionActive,
     /// `CONTACTADMIN`
     ContactAdmin,
     /// `COPYUID uidvalidity source-uids dest-uids` (UIDPLUS)
@@ -643,6 +645,7 @@ impl Code {
             }
             Code::ClientBug => simple(out, "CLIENTBUG"),
             Code::Closed => simple(out, "CLOSED"),
+            Code::CompressionActive => simple(out, "COMPRESSIONACTIVE"),
             Code::ContactAdmin => simple(out, "CONTACTADMIN"),
             Code::CopyUid {
                 uid_validity,
