@@ -745,6 +745,7 @@ impl Session {
         };
         let auth = ServerAuth::start(mechanism, initial.as_ref().map(|b| b.as_slice()), ctx);
         self.drive_auth(tag, Box::new(auth));
+        self.process();
     }
 
     /// Answer an [`Event::Auth`] question. Ignored unless one is pending.
@@ -755,9 +756,13 @@ impl Session {
         };
         auth.provide(answer);
         self.drive_auth(tag, auth);
+        self.process();
     }
 
     // ---- internals --------------------------------------------------
+    //
+    // Only the public entry points call `process`; the handlers below never
+    // do, so a long run of pipelined commands is a loop, not a recursion.
 
     fn write(&mut self, r: &Response<'_>) {
         r.encode(self.encode_options(), &mut self.out);
@@ -938,7 +943,6 @@ impl Session {
                     "Logged in",
                 ));
                 self.mode = Mode::Ready;
-                self.process();
             }
             Step::Failure(f) => {
                 let kind = if f.kind == FailureKind::Malformed {
@@ -970,7 +974,6 @@ impl Session {
         if !matches!(self.mode, Mode::Logout) {
             self.mode = Mode::Ready;
         }
-        self.process();
     }
 
     fn mailbox(&self, m: &Mailbox) -> Option<String> {

@@ -711,3 +711,41 @@ fn list_status_append_search_reach_the_store() {
         ]
     );
 }
+
+#[test]
+fn long_pipelines_are_a_loop_not_a_recursion() {
+    // A LOGIN whose password is not UTF-8 fails inside the session, without
+    // asking the directory; 20,000 of them in one read must not grow the
+    // stack.
+    let mut d = Driver::new(
+        SessionConfig {
+            plaintext_auth_allowed: true,
+            max_bad_commands: u32::MAX,
+            ..SessionConfig::default()
+        },
+        false,
+    );
+    d.out.clear();
+    let line = b"a LOGIN alice {1+}\r\n\xff\r\nb NOOP\r\n";
+    let mut input = Vec::new();
+    for _ in 0..20_000 {
+        input.extend_from_slice(line);
+    }
+    let session = std::thread::Builder::new()
+        .stack_size(256 * 1024)
+        .spawn(move || {
+            d.input(&input);
+            d
+        })
+        .unwrap();
+    let d = session.join().unwrap();
+    let out = String::from_utf8(d.out).unwrap();
+    assert_eq!(
+        out.matches("a BAD Malformed authentication exchange\r\n")
+            .count(),
+        20_000,
+        "{}",
+        &out[..200]
+    );
+    assert_eq!(out.matches("b OK NOOP completed\r\n").count(), 20_000);
+}
