@@ -95,6 +95,16 @@ pub const DEFAULT_CAPABILITIES: &[&str] = &[
     "OBJECTID",
 ];
 
+/// The SEARCH/SORT/THREAD charsets the session lets through to the store
+/// (RFC 9051 §6.4.4: others get `NO [BADCHARSET (...)]`).
+pub const SEARCH_CHARSETS: &[&str] = &["US-ASCII", "UTF-8"];
+
+fn known_charset(c: &[u8]) -> bool {
+    SEARCH_CHARSETS
+        .iter()
+        .any(|k| k.as_bytes().eq_ignore_ascii_case(c))
+}
+
 /// How a session is set up.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
@@ -1006,6 +1016,16 @@ impl Session {
         };
     }
 
+    fn bad_charset(&mut self, tag: &Tag) {
+        let code = Code::BadCharset(SEARCH_CHARSETS.iter().map(|s| s.to_string()).collect());
+        self.write(&tagged(
+            tag,
+            StatusKind::No,
+            Some(code),
+            "Unsupported charset",
+        ));
+    }
+
     fn ok(&mut self, tag: &Tag, text: &str) {
         self.bad = 0;
         self.write(&tagged(tag, StatusKind::Ok, None, text));
@@ -1349,6 +1369,19 @@ impl Session {
             }
             _ if !selected => self.bad(Some(&tag), "No mailbox selected"),
             // Selected.
+            C::Search {
+                charset: Some(ref c),
+                ..
+            } if !known_charset(c) => self.bad_charset(&tag),
+            C::Sort { ref charset, .. } | C::Thread { ref charset, .. }
+                if !known_charset(charset) =>
+            {
+                self.bad_charset(&tag)
+            }
+            C::Thread {
+                algorithm: ThreadAlgorithm::Other(_),
+                ..
+            } => self.bad(Some(&tag), "Unsupported threading algorithm"),
             C::Check => self.request(tag, RequestKind::Poll, Pending::Other, None),
             C::Close | C::Unselect => {
                 let expunge = matches!(body, C::Close)

@@ -695,6 +695,15 @@ fn list_status_append_search_reach_the_store() {
         S: h OK SEARCH completed
         C: i UID MOVE 1 Trash
         S: i OK done
+        C: i2 SEARCH CHARSET KOI8-R TEXT x
+        S: i2 NO [BADCHARSET (US-ASCII UTF-8)] Unsupported charset
+        C: i3 SORT (DATE) ISO-8859-1 ALL
+        S: i3 NO [BADCHARSET (US-ASCII UTF-8)] Unsupported charset
+        C: i4 THREAD SOMETHING UTF-8 ALL
+        S: i4 BAD Unsupported threading algorithm
+        C: i5 SEARCH CHARSET utf-8 ALL
+        S: * SEARCH 1 2
+        S: i5 OK SEARCH completed
         C: j CLOSE
         S: j OK done
         ",
