@@ -553,3 +553,110 @@ impl StatusItem {
         StatusItem::MailboxId,
     ];
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(v: u32) -> SeqNum {
+        SeqNum::Value(NonZeroU32::new(v).unwrap())
+    }
+
+    #[test]
+    fn dates() {
+        assert!(Date::new(2024, 2, 29).is_ok());
+        assert_eq!(Date::new(2023, 2, 29), Err(ValueError::Date));
+        assert_eq!(Date::new(1900, 2, 29), Err(ValueError::Date));
+        assert!(Date::new(2000, 2, 29).is_ok());
+        assert_eq!(Date::new(2024, 4, 31), Err(ValueError::Date));
+        assert_eq!(Date::new(2024, 13, 1), Err(ValueError::Date));
+        assert_eq!(Date::new(2024, 1, 0), Err(ValueError::Date));
+        assert_eq!(Date::new(2024, 2, 9).unwrap().to_string(), "9-Feb-2024");
+        let dt = |d, h, m, s, z| DateTime::new(Date::new(1970, 1, d).unwrap(), h, m, s, z).unwrap();
+        assert_eq!(dt(1, 0, 0, 0, 0).unix_seconds(), 0);
+        assert_eq!(dt(2, 1, 0, 0, 60).unix_seconds(), 86_400);
+        assert_eq!(
+            dt(1, 0, 0, 0, -60).to_string(),
+            " 1-Jan-1970 00:00:00 -0100"
+        );
+        let later = DateTime::new(Date::new(2024, 2, 29).unwrap(), 23, 59, 60, 0).unwrap();
+        assert_eq!(later.unix_seconds(), 1_709_251_200);
+        assert!(DateTime::new(Date::new(2024, 1, 1).unwrap(), 24, 0, 0, 0).is_err());
+    }
+
+    #[test]
+    fn sequence_sets() {
+        let set = SequenceSet::Ranges(vec![
+            SeqRange {
+                start: n(7),
+                end: n(3),
+            },
+            SeqRange {
+                start: SeqNum::Largest,
+                end: n(20),
+            },
+            SeqRange {
+                start: n(11),
+                end: n(11),
+            },
+        ]);
+        let inside: Vec<u32> = (1..=30).filter(|&i| set.contains(i, 25)).collect();
+        assert_eq!(inside, [3, 4, 5, 6, 7, 11, 20, 21, 22, 23, 24, 25]);
+        assert_eq!(set.to_string(), "7:3,*:20,11");
+        assert!(!SequenceSet::Saved.contains(1, 1));
+        // `*` in an empty mailbox stands for 0 and matches nothing real.
+        let star = SequenceSet::Ranges(vec![SeqRange {
+            start: SeqNum::Largest,
+            end: SeqNum::Largest,
+        }]);
+        assert!(!star.contains(1, 0));
+    }
+
+    #[test]
+    fn tags_atoms_flags_mailboxes() {
+        assert!(Tag::new("A001").is_ok());
+        assert!(Tag::new("a.b]c").is_ok());
+        for bad in ["", "a+b", "a b", "a*", "a(", "a\"", "é"] {
+            assert_eq!(Tag::new(bad), Err(ValueError::Tag), "{bad:?}");
+        }
+        assert_eq!(Tag::new(&"x".repeat(65)), Err(ValueError::Tag));
+        assert!(Atom::new("a]").is_err());
+        assert_eq!(Flag::parse("\\SEEN"), Ok(Flag::Seen));
+        assert_eq!(Flag::parse("\\Recent").unwrap().to_string(), "\\Recent");
+        assert_eq!(Flag::parse("$Junk").unwrap().to_string(), "$Junk");
+        assert!(Flag::parse("\\").is_err());
+        assert!(Mailbox::from_bytes(b"iNbOx").is_inbox());
+        assert!(!Mailbox::from_bytes(b"INBOX/x").is_inbox());
+        let m = Mailbox::from_utf8("Entwürfe", false);
+        assert_eq!(m.as_bytes(), b"Entw&APw-rfe");
+        assert_eq!(m.to_utf8(false).as_deref(), Some("Entwürfe"));
+        assert_eq!(
+            Mailbox::from_utf8("Entwürfe", true)
+                .to_utf8(true)
+                .as_deref(),
+            Some("Entwürfe")
+        );
+        assert_eq!(Mailbox::from_bytes(b"\xff").to_utf8(true), None);
+    }
+
+    #[test]
+    fn sections_display() {
+        let s = Section {
+            part: vec![1, 2],
+            text: Some(SectionText::HeaderFields(vec![
+                b"From".to_vec(),
+                b"a b".to_vec(),
+            ])),
+        };
+        assert_eq!(s.to_string(), "1.2.HEADER.FIELDS (From \"a b\")");
+        assert_eq!(
+            Section {
+                part: vec![3],
+                text: Some(SectionText::Mime)
+            }
+            .to_string(),
+            "3.MIME"
+        );
+        assert_eq!(Section::default().to_string(), "");
+    }
+}
