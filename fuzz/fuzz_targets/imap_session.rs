@@ -1,7 +1,7 @@
 //! The IMAP session on arbitrary client bytes, with a fake directory and
 //! store answering every event: never panics, never writes a response line
 //! without CRLF, and never runs a command before the STARTTLS handshake
-//! finished or after LOGOUT.
+//! finished or after LOGOUT; answers given out of turn are ignored.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -57,6 +57,25 @@ fuzz_target!(|data: &[u8]| {
                 Event::Close => assert_eq!(session.state(), SessionState::Logout),
                 _ => {}
             }
+        }
+        // Answers out of turn (nothing is pending now, except perhaps a
+        // TLS handshake) change nothing.
+        if piece[0] & 0x40 != 0 && !awaiting_tls {
+            let state = session.state();
+            let out = session.take_output();
+            assert!(out.is_empty() || out.ends_with(b"\r\n"));
+            session.finish(Completion::ok(None, "spurious"));
+            session.auth_answer(Answer::PasswordOk(true));
+            session.auth_begin(StartContext::new(
+                &[1; 16],
+                "x",
+                0,
+                b"0123456789abcdef0123456789abcdef",
+            ));
+            session.tls_established();
+            assert!(!session.has_output());
+            assert!(session.poll_event().is_none());
+            assert_eq!(session.state(), state);
         }
         if session.state() == SessionState::Logout {
             session.handle_input(b"a NOOP\r\n");

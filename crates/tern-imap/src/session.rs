@@ -170,6 +170,27 @@ pub enum SessionState {
     Logout,
 }
 
+/// Which client timer applies now; the driver maps each to a duration
+/// (RFC 9051 §5.4: at least 30 minutes once authenticated).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeoutClass {
+    /// Waiting for a command before authentication (short: a minute or so).
+    NotAuthenticated,
+    /// Waiting for a command, or the rest of one, after authentication
+    /// (30 minutes).
+    Command,
+    /// In IDLE: keepalives every few minutes, the session ends after the
+    /// IDLE limit (clients re-issue IDLE every 29 minutes).
+    Idle,
+    /// Waiting for the TLS handshake after STARTTLS (short).
+    TlsHandshake,
+    /// Waiting for the driver (a request or a SASL question): no client
+    /// timer runs.
+    Driver,
+    /// LOGOUT or BYE sent: close.
+    Closed,
+}
+
 /// What the client turned on with ENABLE (or implicitly).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Enabled {
@@ -607,6 +628,21 @@ impl Session {
         self.selected.as_ref()
     }
 
+    /// Which timer the driver should run while waiting for the client.
+    pub fn timeout_class(&self) -> TimeoutClass {
+        match self.mode {
+            Mode::Logout => TimeoutClass::Closed,
+            Mode::AwaitingTls => TimeoutClass::TlsHandshake,
+            Mode::Idle { .. } => TimeoutClass::Idle,
+            Mode::AuthStart { .. } | Mode::AuthAnswer { .. } | Mode::Request { .. } => {
+                TimeoutClass::Driver
+            }
+            Mode::AuthClient { .. } => TimeoutClass::NotAuthenticated,
+            Mode::Ready if self.user.is_none() => TimeoutClass::NotAuthenticated,
+            Mode::Ready => TimeoutClass::Command,
+        }
+    }
+
     /// Whether the session waits in IDLE.
     pub fn is_idle(&self) -> bool {
         matches!(self.mode, Mode::Idle { .. })
@@ -719,13 +755,16 @@ impl Session {
 
     /// End the pending request. Ignored if none is pending.
     pub fn finish(&mut self, c: Completion) {
-        let Mode::Request {
-            tag,
-            pending,
-            select,
-        } = std::mem::replace(&mut self.mode, Mode::Ready)
-        else {
-            return;
+        let (tag, pending, select) = match std::mem::replace(&mut self.mode, Mode::Ready) {
+            Mode::Request {
+                tag,
+                pending,
+                select,
+            } => (tag, pending, select),
+            other => {
+                self.mode = other;
+                return;
+            }
         };
         match (pending, c.kind) {
             (Pending::Select, StatusKind::Ok) => self.selected = select,
@@ -745,13 +784,16 @@ impl Session {
     /// Answer [`Event::AuthStart`]: start the SASL exchange. Ignored
     /// unless an AuthStart is pending.
     pub fn auth_begin(&mut self, ctx: StartContext<'_>) {
-        let Mode::AuthStart {
-            tag,
-            mechanism,
-            initial,
-        } = std::mem::replace(&mut self.mode, Mode::Ready)
-        else {
-            return;
+        let (tag, mechanism, initial) = match std::mem::replace(&mut self.mode, Mode::Ready) {
+            Mode::AuthStart {
+                tag,
+                mechanism,
+                initial,
+            } => (tag, mechanism, initial),
+            other => {
+                self.mode = other;
+                return;
+            }
         };
         let auth = ServerAuth::start(mechanism, initial.as_ref().map(|b| b.as_slice()), ctx);
         self.drive_auth(tag, Box::new(auth));
@@ -760,9 +802,12 @@ impl Session {
 
     /// Answer an [`Event::Auth`] question. Ignored unless one is pending.
     pub fn auth_answer(&mut self, answer: Answer) {
-        let Mode::AuthAnswer { tag, mut auth } = std::mem::replace(&mut self.mode, Mode::Ready)
-        else {
-            return;
+        let (tag, mut auth) = match std::mem::replace(&mut self.mode, Mode::Ready) {
+            Mode::AuthAnswer { tag, auth } => (tag, auth),
+            other => {
+                self.mode = other;
+                return;
+            }
         };
         auth.provide(answer);
         self.drive_auth(tag, auth);
@@ -820,7 +865,8 @@ impl Session {
                 }
                 Frame::Rejected { tag, error } => self.rejected(tag, error),
                 Frame::Line(line) => self.line(&line),
-                Frame::Command(bytes) => match parse_command(&bytes) {
+                // A LOGIN command holds a password: wipe it when done.
+                Frame::Command(bytes) => match parse_command(&Zeroizing::new(bytes)) {
                     Ok(cmd) => self.command(cmd),
                     Err(CommandError { tag, error }) => {
                         let text = match error {

@@ -271,6 +271,7 @@ fn login_select_fetch_logout() {
 fn logindisabled_until_starttls_and_pipelined_bytes_dropped() {
     let mut d = Driver::new(SessionConfig::default(), false);
     d.auto_tls = false;
+    assert_eq!(d.session.timeout_class(), TimeoutClass::NotAuthenticated);
     transcript(
         &mut d,
         "
@@ -287,6 +288,7 @@ fn logindisabled_until_starttls_and_pipelined_bytes_dropped() {
     assert_eq!(d.out, b"c OK Begin TLS negotiation now\r\n");
     d.out.clear();
     assert_eq!(d.events, ["StartTls"]);
+    assert_eq!(d.session.timeout_class(), TimeoutClass::TlsHandshake);
     // Bytes arriving before the handshake finished are ignored too.
     d.input(b"e LOGIN alice secret\r\n");
     assert!(d.out.is_empty());
@@ -538,8 +540,10 @@ fn idle_with_keepalive_and_pushed_updates() {
     d.input(b"a LOGIN alice secret\r\nb SELECT INBOX\r\n");
     d.out.clear();
     d.events.clear();
+    assert_eq!(d.session.timeout_class(), TimeoutClass::Command);
     d.input(b"c IDLE\r\n");
     assert!(d.session.is_idle());
+    assert_eq!(d.session.timeout_class(), TimeoutClass::Idle);
     assert!(d.session.keepalive());
     d.session.send(&Response::Data(Data::Exists(3)));
     d.pump();
@@ -757,4 +761,64 @@ fn long_pipelines_are_a_loop_not_a_recursion() {
         &out[..200]
     );
     assert_eq!(out.matches("b OK NOOP completed\r\n").count(), 20_000);
+}
+
+#[test]
+fn one_command_in_flight_while_the_driver_works() {
+    let mut s = Session::new(
+        SessionConfig {
+            plaintext_auth_allowed: true,
+            ..SessionConfig::default()
+        },
+        false,
+    );
+    s.handle_input(b"a LOGIN alice secret\r\nb NOOP\r\n");
+    assert!(matches!(
+        s.poll_event(),
+        Some(Event::Auth(AuthQuestion::VerifyPassword { .. }))
+    ));
+    assert_eq!(s.timeout_class(), TimeoutClass::Driver);
+    // b waits until a is answered.
+    assert!(s.take_output().is_empty());
+    s.auth_answer(Answer::PasswordOk(true));
+    assert!(matches!(s.poll_event(), Some(Event::Authenticated { .. })));
+    let out = String::from_utf8(s.take_output()).unwrap();
+    assert!(out.starts_with("a OK [CAPABILITY "));
+    assert!(out.ends_with("b OK NOOP completed\r\n"));
+    // A request holds later commands back in the same way.
+    s.handle_input(b"c SELECT INBOX\r\nd NOOP\r\n");
+    let Some(Event::Request(r)) = s.poll_event() else {
+        panic!()
+    };
+    assert_eq!(r.user, "alice");
+    assert_eq!(
+        r.kind,
+        RequestKind::Select {
+            mailbox: "INBOX".into(),
+            read_only: false,
+            params: Default::default()
+        }
+    );
+    assert_eq!(s.timeout_class(), TimeoutClass::Driver);
+    assert!(s.take_output().is_empty());
+    // Answers out of turn are ignored.
+    s.auth_answer(Answer::PasswordOk(true));
+    s.finish(Completion::ok(Some(Code::ReadWrite), "SELECT completed"));
+    assert_eq!(s.state(), SessionState::Selected);
+    let Some(Event::Request(r)) = s.poll_event() else {
+        panic!()
+    };
+    assert_eq!(r.kind, RequestKind::Poll);
+    assert_eq!(
+        r.selected,
+        Some(SelectedMailbox {
+            name: "INBOX".into(),
+            read_only: false
+        })
+    );
+    s.finish(Completion::ok(None, "NOOP completed"));
+    assert_eq!(
+        s.take_output(),
+        b"c OK [READ-WRITE] SELECT completed\r\nd OK NOOP completed\r\n"
+    );
 }
