@@ -822,3 +822,85 @@ fn one_command_in_flight_while_the_driver_works() {
         b"c OK [READ-WRITE] SELECT completed\r\nd OK NOOP completed\r\n"
     );
 }
+
+/// What Thunderbird sends on first start and after (the flow of issue 12's
+/// interop test), through the session with the fake store.
+#[test]
+fn thunderbird_like_first_start() {
+    let mut d = Driver::new(SessionConfig::default(), true);
+    d.out.clear();
+    d.events.clear();
+    transcript(
+        &mut d,
+        "
+        C: 1 capability
+        S: * CAPABILITY IMAP4rev1 IMAP4rev2 LITERAL+ AUTH=PLAIN AUTH=LOGIN AUTH=SCRAM-SHA-256 SASL-IR ID ENABLE IDLE
+        S: 1 OK CAPABILITY completed
+        C: 2 authenticate PLAIN AGFsaWNlAHNlY3JldA==
+        S: 2 OK [CAPABILITY <after>] Logged in
+        C: 3 ID (\"name\" \"Thunderbird\" \"version\" \"128.0\")
+        S: * ID (\"name\" \"Tern\")
+        S: 3 OK ID completed
+        C: 4 enable CONDSTORE
+        S: * ENABLED CONDSTORE
+        S: 4 OK ENABLE completed
+        C: 5 list (special-use) \"\" \"*\"
+        S: * LIST (\\HasNoChildren) \"/\" INBOX
+        S: * LIST (\\Sent) \"/\" Sent
+        S: 5 OK LIST completed
+        C: 6 list \"\" \"*\" return (subscribed children status (messages unseen uidnext))
+        S: * LIST (\\HasNoChildren) \"/\" INBOX
+        S: * LIST (\\Sent) \"/\" Sent
+        S: 6 OK LIST completed
+        C: 7 select \"INBOX\" (CONDSTORE)
+        S: * FLAGS (\\Seen \\Deleted)
+        S: * 2 EXISTS
+        S: * OK [UIDVALIDITY 1] UIDs valid
+        S: * OK [UIDNEXT 3] Predicted next UID
+        S: 7 OK [READ-WRITE] SELECT completed
+        C: 8 UID fetch 1:* (FLAGS) (CHANGEDSINCE 1)
+        S: * 1 FETCH (UID 1 FLAGS (\\Seen))
+        S: 8 OK FETCH completed
+        C: 9 UID fetch 1:2 (UID RFC822.SIZE FLAGS BODY.PEEK[HEADER.FIELDS (From To Cc Bcc Subject Date Message-ID Priority X-Priority References Newsgroups In-Reply-To Content-Type Reply-To)])
+        S: * 1 FETCH (UID 1 FLAGS (\\Seen))
+        S: 9 OK FETCH completed
+        C: 10 IDLE
+        S: + idling
+        C: DONE
+        S: 10 OK IDLE terminated
+        C: 11 UID store 2 +FLAGS (\\Seen)
+        S: 11 OK done
+        C: 12 UID move 2 \"Trash\"
+        S: 12 OK done
+        C: 13 append \"Sent\" (\\Seen) {5+}
+        C: hello
+        S: 13 OK [APPENDUID 1 3] APPEND completed
+        C: 14 logout
+        S: * BYE Logging out
+        S: 14 OK LOGOUT completed
+        "
+        .replace("<after>", CAPS_AFTER)
+        .as_str(),
+    );
+    assert_eq!(
+        d.events,
+        [
+            "AuthStart PLAIN",
+            "VerifyPassword alice",
+            "Authenticated alice",
+            "ClientId",
+            "List [\"*\"]",
+            "List [\"*\"]",
+            "Select INBOX",
+            "Fetch 1:*",
+            "Fetch 1:2",
+            "IdleStart",
+            "IdleDone",
+            "Store",
+            "Copy",
+            "Append Sent 1",
+            "Close",
+        ]
+    );
+    assert!(d.session.enabled().condstore);
+}
