@@ -4,8 +4,10 @@
 //! [`framing`] module cuts the client's byte stream into whole commands
 //! (lines and literals, with size limits, and the `+` continuations the
 //! server owes), [`parse`] turns each into a [`command::Command`],
-//! [`response`] writes the server's answers, and [`utf7`] converts
-//! IMAP4rev1 mailbox names.
+//! [`encode`] writes commands back (clients, tests), [`response`] writes
+//! the server's answers, [`utf7`] converts IMAP4rev1 mailbox names, and
+//! [`session`] runs the server state machine on top of them all, asking the
+//! runtime for what it cannot decide (passwords, mailbox contents).
 //!
 //! It must never touch sockets, files, clocks or an async runtime: the
 //! runtime crate drives it and hands it bytes. Everything here is

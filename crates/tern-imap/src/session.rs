@@ -33,6 +33,35 @@
 //! (new mail during IDLE) may be written with [`Session::send`] at any
 //! time; [`Session::keepalive`] writes IDLE's periodic `* OK`.
 //!
+//! ```
+//! use tern_imap::response::{Code, Data, Response};
+//! use tern_imap::session::{AuthQuestion, Completion, Event, RequestKind, Session, SessionConfig};
+//! use tern_sasl::Answer;
+//!
+//! // Implicit TLS (993): LOGIN is allowed at once.
+//! let mut s = Session::new(SessionConfig::default(), true);
+//! s.greet();
+//! s.handle_input(b"a1 LOGIN alice secret\r\na2 SELECT INBOX\r\n");
+//! while let Some(event) = s.poll_event() {
+//!     match event {
+//!         Event::Auth(AuthQuestion::VerifyPassword { authcid, password }) => {
+//!             // Ask the user directory (with a hash, in real life).
+//!             s.auth_answer(Answer::PasswordOk(authcid == "alice" && password.as_str() == "secret"));
+//!         }
+//!         Event::Request(r) => {
+//!             assert!(matches!(r.kind, RequestKind::Select { .. }));
+//!             s.send(&Response::Data(Data::Exists(0)));
+//!             s.finish(Completion::ok(Some(Code::ReadWrite), "SELECT completed"));
+//!         }
+//!         _ => {}
+//!     }
+//! }
+//! let out = String::from_utf8(s.take_output()).unwrap();
+//! assert!(out.starts_with("* OK [CAPABILITY IMAP4rev1 IMAP4rev2"));
+//! assert!(out.contains("a1 OK [CAPABILITY "));
+//! assert!(out.ends_with("* 0 EXISTS\r\na2 OK [READ-WRITE] SELECT completed\r\n"));
+//! ```
+//!
 //! Decisions:
 //! * A command valid in no state or in another state gets a tagged BAD;
 //!   `max_bad_commands` BADs in a row end the session with `* BYE`.
