@@ -301,6 +301,9 @@ fn logindisabled_until_starttls_and_pipelined_bytes_dropped() {
     d.out.clear();
     assert_eq!(d.events, ["StartTls"]);
     assert_eq!(d.session.timeout_class(), TimeoutClass::TlsHandshake);
+    // Nothing, not even a pushed update, goes out in plaintext now.
+    d.session.send(&Response::Data(Data::Exists(1)));
+    assert!(!d.session.has_output());
     // Bytes arriving before the handshake finished are ignored too.
     d.input(b"e LOGIN alice secret\r\n");
     assert!(d.out.is_empty());
