@@ -1,6 +1,6 @@
 //! The IMAP driver: pumps bytes between a socket and a sans-IO
 //! [`tern_imap::session::Session`], answers its SASL questions through the
-//! shared authentication service ([`crate::auth`]) and its mailbox
+//! shared authentication service (`crate::auth`) and its mailbox
 //! requests through a [`backend::Backend`] on a blocking thread, runs the
 //! STARTTLS handshake (nothing read before it survives), and waits in IDLE
 //! on the mail store's change notifications (a delivery is seen within a
