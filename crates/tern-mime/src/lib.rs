@@ -65,13 +65,19 @@ pub use section::{Section, SectionError, SectionText, partial};
 pub use sort::SortKeys;
 pub use structure::{Kind, Limits, MediaType, Part};
 
-/// `bytes` with every bare LF turned into CRLF (CRLF and lone CR kept).
+/// `bytes` with every bare LF turned into CRLF (CRLF and lone CR kept),
+/// and a lone CR at the very end dropped.
 ///
 /// Mail stored with LF line ends parses fine as it is, but then sections
 /// and sizes are the stored LF bytes. IMAP clients expect CRLF, and
-/// Dovecot serves such mail as CRLF with sizes to match: to do the same,
-/// parse the result of this function (borrowed when nothing changes).
+/// Dovecot serves such mail as CRLF with sizes to match (and drops a CR
+/// that ends the file): to do the same, parse the result of this function
+/// (borrowed when nothing changes).
 pub fn to_crlf(bytes: &[u8]) -> Cow<'_, [u8]> {
+    let bytes = match bytes {
+        [rest @ .., b'\r'] => rest,
+        _ => bytes,
+    };
     let bare = bytes
         .iter()
         .enumerate()

@@ -223,7 +223,7 @@ impl Message<'_> {
     /// is not, Dovecot's SENTBEFORE/SENTON/SENTSINCE use the internal date
     /// instead; the server should do the same.
     pub fn sent_date(&self) -> Option<SentDate> {
-        crate::header::first_value(self.header(), b"date").and_then(SentDate::parse)
+        crate::header::last_value(self.header(), b"date").and_then(SentDate::parse)
     }
 }
 

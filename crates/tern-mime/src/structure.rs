@@ -161,6 +161,19 @@ struct Parser<'a> {
     limits: Limits,
     parts: usize,
     limited: bool,
+    /// Boundaries of the open multiparts, outermost first.
+    stack: Vec<Vec<u8>>,
+}
+
+/// A delimiter line that ended an entity.
+#[derive(Debug, Clone, Copy)]
+struct Stop {
+    /// Where the delimiter line starts.
+    line: usize,
+    /// Which open multipart it belongs to (index into the stack).
+    level: usize,
+    /// `--boundary--`.
+    close: bool,
 }
 
 /// Parses the structure of `bytes` within `limits`. The second value is
@@ -171,9 +184,28 @@ pub(crate) fn parse(bytes: &[u8], limits: &Limits) -> (Part, bool) {
         limits: *limits,
         parts: 0,
         limited: false,
+        stack: Vec::new(),
     };
-    let root = p.entity(0..bytes.len(), MediaType::default_text(), 0);
+    let (root, _) = p.entity(0, MediaType::default_text(), 0);
     (root, p.limited)
+}
+
+/// The `Content-Transfer-Encoding` value: one token, or empty (meaning
+/// 7bit) when the field holds anything more (`8 bit`), as Dovecot reads it.
+fn transfer_encoding(header: &[u8]) -> String {
+    let Some(raw) = first_value(header, b"content-transfer-encoding") else {
+        return String::new();
+    };
+    let v = header::trim(raw);
+    let token_len = v
+        .iter()
+        .take_while(|&&b| b > b' ' && b != 0x7f && !b"()<>@,;:\\\"/[]?=".contains(&b))
+        .count();
+    let rest = header::trim(&v[token_len..]);
+    if !rest.is_empty() && !rest.starts_with(b"(") {
+        return String::new();
+    }
+    String::from_utf8_lossy(&v[..token_len]).into_owned()
 }
 
 fn media_type(header: &[u8], default: MediaType) -> MediaType {
@@ -181,154 +213,227 @@ fn media_type(header: &[u8], default: MediaType) -> MediaType {
         return default;
     };
     let hp = params::parse(raw);
-    let value = String::from_utf8_lossy(&hp.value);
-    // `text` alone is type `text` with an empty subtype (Dovecot's
-    // reading); an empty or slash-only value is the default.
-    let (kind, subtype) = value.split_once('/').unwrap_or((&value, ""));
-    if kind.is_empty() || subtype.contains('/') {
-        return MediaType::default_text();
+    if hp.value.is_empty() {
+        return default;
     }
+    // `text` alone is type `text` with an empty subtype, and a value with
+    // junk before its parameters is type "" subtype "" (Dovecot's reading).
+    let (kind, subtype) = match params::type_subtype(raw) {
+        Some((k, s)) => (
+            String::from_utf8_lossy(k).into_owned(),
+            String::from_utf8_lossy(s).into_owned(),
+        ),
+        None => (String::new(), String::new()),
+    };
     MediaType {
         kind: kind.to_ascii_lowercase(),
         subtype: subtype.to_ascii_lowercase(),
-        kind_raw: kind.to_string(),
-        subtype_raw: subtype.to_string(),
+        kind_raw: kind,
+        subtype_raw: subtype,
         params: hp.params,
         explicit: true,
     }
 }
 
 impl Parser<'_> {
-    fn entity(&mut self, range: Range<usize>, default: MediaType, depth: usize) -> Part {
-        self.parts += 1;
-        let (h, b) = header::split_header(&self.bytes[range.clone()]);
-        let header = range.start + h.start..range.start + h.end;
-        let body = range.start + b.start..range.start + b.end;
-        let hbytes = &self.bytes[header.clone()];
-        let media = media_type(hbytes, default);
-        let encoding_raw = first_value(hbytes, b"content-transfer-encoding")
-            .map(|v| {
-                String::from_utf8_lossy(&params::parse(v).value)
-                    .trim()
-                    .to_string()
+    fn line_end(&self, pos: usize) -> usize {
+        match header::memchr(b'\n', &self.bytes[pos..]) {
+            Some(i) => pos + i + 1,
+            None => self.bytes.len(),
+        }
+    }
+
+    /// Whether the line at `pos..end` is a delimiter of an open multipart,
+    /// the innermost first (a line that two boundaries match belongs to
+    /// the inner multipart, as in Dovecot).
+    fn delimiter_at(&self, pos: usize, end: usize) -> Option<Stop> {
+        let line = &self.bytes[pos..end];
+        if !line.starts_with(b"--") {
+            return None;
+        }
+        self.stack.iter().enumerate().rev().find_map(|(level, b)| {
+            delimiter(line, b).map(|close| Stop {
+                line: pos,
+                level,
+                close,
             })
-            .unwrap_or_default();
+        })
+    }
+
+    /// The first delimiter line at or after `pos` (a line start).
+    fn scan(&self, mut pos: usize) -> Option<Stop> {
+        if self.stack.is_empty() {
+            return None;
+        }
+        while pos < self.bytes.len() {
+            let end = self.line_end(pos);
+            if let Some(stop) = self.delimiter_at(pos, end) {
+                return Some(stop);
+            }
+            pos = end;
+        }
+        None
+    }
+
+    /// Where content from `from` ends before `stop`: before the line end
+    /// that precedes the delimiter (RFC 2046 §5.1.1), never before `from`.
+    fn content_end(&self, from: usize, stop: Option<Stop>) -> usize {
+        let Some(stop) = stop else {
+            return self.bytes.len();
+        };
+        let b = self.bytes;
+        let mut end = stop.line;
+        if end > from && b[end - 1] == b'\n' {
+            end -= 1;
+            if end > from && b[end - 1] == b'\r' {
+                end -= 1;
+            }
+        }
+        end
+    }
+
+    /// Where the header starting at `start` ends: after its empty line;
+    /// or at a delimiter line or the end of input (its last line end then
+    /// counts as header, as Dovecot counts it).
+    fn header_end(&self, start: usize) -> usize {
+        let mut pos = start;
+        while pos < self.bytes.len() {
+            let end = self.line_end(pos);
+            let line = &self.bytes[pos..end];
+            if line == b"\n" || line == b"\r\n" {
+                return end;
+            }
+            if self.delimiter_at(pos, end).is_some() {
+                return pos;
+            }
+            pos = end;
+        }
+        self.bytes.len()
+    }
+
+    /// Parses the entity at `start` and returns it with the delimiter line
+    /// that ended it (`None`: the end of input).
+    fn entity(&mut self, start: usize, default: MediaType, depth: usize) -> (Part, Option<Stop>) {
+        self.parts += 1;
+        let body_start = self.header_end(start);
+        let hbytes = &self.bytes[start..body_start];
+        let media = media_type(hbytes, default);
+        let encoding_raw = transfer_encoding(hbytes);
         let mut part = Part {
-            header,
-            body,
+            header: start..body_start,
+            body: body_start..body_start,
             media,
             encoding: encoding_raw.to_ascii_lowercase(),
             encoding_raw,
             kind: Kind::Leaf,
         };
-        if depth >= self.limits.max_depth || self.parts >= self.limits.max_parts {
-            if part.media.kind == "multipart" || part.media.is_message() {
-                self.limited = true;
-            }
-            return part;
-        }
-        if part.media.kind == "multipart" {
+        let nested = part.media.kind == "multipart" || part.media.is_message();
+        if nested && (depth >= self.limits.max_depth || self.parts >= self.limits.max_parts) {
+            self.limited = true;
+        } else if part.media.kind == "multipart" {
             let boundary = part.media.param(b"boundary").map(<[u8]>::to_vec);
-            let digest = part.media.subtype == "digest";
             match boundary {
                 Some(b) if b.len() > self.limits.max_boundary_len => self.limited = true,
-                Some(b) if !b.is_empty() => {
-                    part.kind =
-                        Kind::Multipart(self.children(part.body.clone(), &b, digest, depth + 1));
-                }
+                Some(b) if !b.is_empty() => return self.multipart(part, b, depth),
                 // Without a boundary nothing can be split: like Dovecot,
                 // one empty child.
                 _ => {
-                    let end = part.body.end;
-                    let child = self.entity(end..end, MediaType::default_text(), depth + 1);
-                    part.kind = Kind::Multipart(vec![child]);
+                    let stop = self.scan(body_start);
+                    part.body.end = self.content_end(body_start, stop);
+                    part.kind = Kind::Multipart(vec![self.empty_child(part.body.end)]);
+                    return (part, stop);
                 }
             }
         } else if part.media.is_message() {
             // Parsed whatever the transfer encoding says (an encoded
             // message/rfc822 is read as stored), as Dovecot does.
-            let inner = self.entity(part.body.clone(), MediaType::default_text(), depth + 1);
+            let (inner, stop) = self.entity(body_start, MediaType::default_text(), depth + 1);
+            part.body.end = inner.body.end;
             part.kind = Kind::Message(Box::new(inner));
+            return (part, stop);
         }
-        part
+        let stop = self.scan(body_start);
+        part.body.end = self.content_end(body_start, stop);
+        (part, stop)
     }
 
-    fn children(
+    fn empty_child(&mut self, at: usize) -> Part {
+        self.parts += 1;
+        Part {
+            header: at..at,
+            body: at..at,
+            media: MediaType::default_text(),
+            encoding: String::new(),
+            encoding_raw: String::new(),
+            kind: Kind::Leaf,
+        }
+    }
+
+    /// The children of a multipart whose header is parsed: delimiter by
+    /// delimiter until its close delimiter (then the epilogue runs to the
+    /// next outer delimiter) or an outer delimiter (unterminated).
+    fn multipart(
         &mut self,
-        body: Range<usize>,
-        boundary: &[u8],
-        digest: bool,
+        mut part: Part,
+        boundary: Vec<u8>,
         depth: usize,
-    ) -> Vec<Part> {
-        let bytes = self.bytes;
-        let mut ranges: Vec<Range<usize>> = Vec::new();
-        let mut current: Option<usize> = None;
-        let mut closed = false;
-        let mut pos = body.start;
-        while pos < body.end {
-            let le = match header::memchr(b'\n', &bytes[pos..body.end]) {
-                Some(i) => pos + i + 1,
-                None => body.end,
-            };
-            if let Some(close) = delimiter(&bytes[pos..le], boundary) {
-                let mut end = pos;
-                if end > body.start && bytes[end - 1] == b'\n' {
-                    end -= 1;
-                    if end > body.start && bytes[end - 1] == b'\r' {
-                        end -= 1;
-                    }
-                }
-                if let Some(s) = current {
-                    ranges.push(s..end.max(s));
-                }
-                if close {
-                    closed = true;
-                    break;
-                }
-                if self.parts + ranges.len() >= self.limits.max_parts {
-                    // Too many parts: the last one runs to the end.
-                    self.limited = true;
-                    current = Some(le);
-                    break;
-                }
-                current = Some(le);
-            }
-            pos = le;
-        }
-        if !closed && let Some(s) = current {
-            // A last delimiter with nothing after it starts no part.
-            if s < body.end || ranges.is_empty() {
-                ranges.push(s..body.end.max(s));
-            }
-        }
-        if ranges.is_empty() {
-            ranges.push(body.end..body.end);
-        }
-        let default = if digest {
+    ) -> (Part, Option<Stop>) {
+        let default = if part.media.subtype == "digest" {
             MediaType::default_message()
         } else {
             MediaType::default_text()
         };
-        ranges
-            .into_iter()
-            .map(|r| self.entity(r, default.clone(), depth))
-            .collect()
+        let body_start = part.body.start;
+        self.stack.push(boundary);
+        let own = self.stack.len() - 1;
+        let mut children = Vec::new();
+        let mut stop = self.scan(body_start);
+        let end_stop = loop {
+            match stop {
+                Some(s) if s.level == own && !s.close => {
+                    let child_start = self.line_end(s.line);
+                    if self.parts >= self.limits.max_parts {
+                        // Too many parts: the rest is one opaque last part.
+                        self.limited = true;
+                        self.stack.pop();
+                        let (child, st) = self.entity(child_start, default.clone(), depth + 1);
+                        children.push(child);
+                        break st;
+                    }
+                    let (child, st) = self.entity(child_start, default.clone(), depth + 1);
+                    children.push(child);
+                    stop = st;
+                }
+                Some(s) if s.level == own => {
+                    // The close delimiter: the epilogue runs to the next
+                    // outer delimiter.
+                    self.stack.pop();
+                    break self.scan(self.line_end(s.line));
+                }
+                other => {
+                    // An outer delimiter or the end: unterminated.
+                    self.stack.pop();
+                    break other;
+                }
+            }
+        };
+        part.body.end = self.content_end(body_start, end_stop);
+        if children.is_empty() {
+            children.push(self.empty_child(part.body.end));
+        }
+        part.kind = Kind::Multipart(children);
+        (part, end_stop)
     }
 }
 
-/// If `line` is a boundary delimiter line for `boundary`, whether it is the
-/// close delimiter. `--boundary` must be followed by `--` (close), or by
-/// optional blanks and the line end.
+/// If `line` is a delimiter line for `boundary`, whether it is the close
+/// delimiter. Like Dovecot, a line that starts with `--boundary` is a
+/// delimiter whatever follows; `--boundary--` closes. (Nested boundaries
+/// that are prefixes of each other are told apart by checking the
+/// innermost multipart first.)
 fn delimiter(line: &[u8], boundary: &[u8]) -> Option<bool> {
     let rest = line.strip_prefix(b"--")?.strip_prefix(boundary)?;
-    if rest.starts_with(b"--") {
-        return Some(true);
-    }
-    if rest.iter().all(|&b| header::is_ws(b)) {
-        Some(false)
-    } else {
-        None
-    }
+    Some(rest.starts_with(b"--"))
 }
 
 #[cfg(test)]
@@ -368,7 +473,8 @@ mod tests {
         let (root, _) = parse(m, &Limits::default());
         let mut bodies = Vec::new();
         leaf_bodies(m, &root, &mut bodies);
-        assert_eq!(bodies, vec![&b"a"[..], b"b", b"inner body"]);
+        // The last `--outer` opens an empty part, as in Dovecot.
+        assert_eq!(bodies, vec![&b"a"[..], b"b", b"inner body", b""]);
         let Kind::Multipart(ch) = &root.kind else {
             panic!()
         };
@@ -432,7 +538,7 @@ mod tests {
         assert_eq!(delimiter(b"--abc  \n", b"abc"), Some(false));
         assert_eq!(delimiter(b"--abc--\r\n", b"abc"), Some(true));
         assert_eq!(delimiter(b"--abc", b"abc"), Some(false));
-        assert_eq!(delimiter(b"--abcd\r\n", b"abc"), None);
+        assert_eq!(delimiter(b"--abcd\r\n", b"abc"), Some(false));
         assert_eq!(delimiter(b"-abc\r\n", b"abc"), None);
     }
 }
