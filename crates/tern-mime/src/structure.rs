@@ -388,6 +388,9 @@ impl Parser<'_> {
         let own = self.stack.len() - 1;
         let mut children = Vec::new();
         let mut stop = self.scan(body_start);
+        // Content after this point may lose the line end before the next
+        // delimiter; the close delimiter's own line end stays with it.
+        let mut content_from = body_start;
         let end_stop = loop {
             match stop {
                 Some(s) if s.level == own && !s.close => {
@@ -408,7 +411,8 @@ impl Parser<'_> {
                     // The close delimiter: the epilogue runs to the next
                     // outer delimiter.
                     self.stack.pop();
-                    break self.scan(self.line_end(s.line));
+                    content_from = self.line_end(s.line);
+                    break self.scan(content_from);
                 }
                 other => {
                     // An outer delimiter or the end: unterminated.
@@ -417,7 +421,7 @@ impl Parser<'_> {
                 }
             }
         };
-        part.body.end = self.content_end(body_start, end_stop);
+        part.body.end = self.content_end(content_from, end_stop);
         if children.is_empty() {
             children.push(self.empty_child(part.body.end));
         }
