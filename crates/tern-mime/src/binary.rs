@@ -1,4 +1,4 @@
-//! Content-transfer-decoding for BINARY[section] and BINARY.SIZE
+//! Content-transfer-decoding for `BINARY[section]` and `BINARY.SIZE`
 //! (RFC 3516) and for searching decoded text.
 //!
 //! Decoders are lenient, as readers of real mail must be: base64 skips

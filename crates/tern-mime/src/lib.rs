@@ -18,10 +18,12 @@
 //! This crate never does I/O, never reads a clock (the caller passes the
 //! internal date) and never panics on any input; structure parsing is
 //! bounded by [`Limits`] (nesting depth, part count, boundary length), so a
-//! MIME bomb costs linear time. mail-parser is used for decoding RFC 2047
-//! encoded words, charsets and dates; byte offsets come from our own
-//! parser ([`structure`]) because IMAP sections must return the stored
-//! octets exactly.
+//! MIME bomb costs linear time. mail-parser is used only for decoding
+//! RFC 2047 encoded words in one header value at a time and for charset
+//! conversion; it is never handed a whole message, so its own MIME
+//! recursion never runs on our input. Structure and byte offsets come from
+//! our own parser ([`structure`]) because IMAP sections must return the
+//! stored octets exactly.
 //!
 //! ```
 //! use tern_mime::{Limits, Message, Section, SectionText};

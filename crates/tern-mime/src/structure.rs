@@ -7,23 +7,41 @@
 //! Every range is a half-open byte range into the bytes given to
 //! [`crate::Message::parse`]. Line ends are recognised as CRLF or a bare LF
 //! (mail stored with LF endings parses the same way; its sections then
-//! contain bare LFs, exactly as stored, and sizes count the stored octets).
+//! contain bare LFs, exactly as stored, and sizes count the stored octets;
+//! see [`crate::to_crlf`] to serve CRLF instead).
 //!
 //! * An entity's **header** runs from its first byte up to and including
-//!   the empty line that ends it. Without an empty line the whole entity
-//!   is header and its body is empty.
+//!   the empty line that ends it. Without an empty line it runs to the next
+//!   delimiter line (or the end of input), its last line end included, and
+//!   the body is empty.
 //! * A **body** runs from the byte after that empty line to the end of the
-//!   entity. In a multipart, a child ends before the line end that precedes
-//!   the next boundary delimiter (RFC 2046 §5.1.1: that line end belongs
-//!   to the delimiter).
+//!   entity. A part ends before the line end that precedes the next
+//!   delimiter line (RFC 2046 §5.1.1: that line end belongs to the
+//!   delimiter); a multipart that was closed (`--boundary--`) ends after
+//!   its epilogue, and the close line keeps its own line end.
+//!
+//! # Malformed input, read the way Dovecot reads it
+//!
+//! One pass over the lines with a stack of the open multiparts' boundaries.
+//! A line starting with `--boundary` is a delimiter whatever follows it,
+//! and belongs to the innermost open multipart whose boundary it matches,
+//! so nested multiparts that reuse (or extend) an outer boundary still
+//! split. A multipart left open ends where an outer delimiter or the input
+//! ends; a last delimiter with nothing after it opens an empty part; a
+//! multipart without a boundary parameter, or without any part, gets one
+//! empty `text/plain` child so its BODYSTRUCTURE stays valid. A
+//! message/rfc822 body is parsed as a message whatever its transfer
+//! encoding says. These choices were checked against Dovecot 2.3 on the
+//! test corpora of mail-parser and mail-auth (identical BODYSTRUCTURE and
+//! ENVELOPE for all 174 messages).
 //!
 //! # Bounds
 //!
-//! Parsing is linear in the message size times the nesting depth, which
-//! [`Limits::max_depth`] caps. Past a limit (depth, total parts, boundary
-//! length) the entity is kept as an opaque leaf: it still has a header and
-//! a body, it is just not split further. A multipart without parts gets
-//! one empty `text/plain` child so that its BODYSTRUCTURE stays valid.
+//! Each line is read once and compared with at most [`Limits::max_depth`]
+//! boundaries (only lines starting with `--`), so work is linear in the
+//! message size times the depth cap. Past a limit
+//! (depth, total parts, boundary length) the entity is kept as an opaque
+//! leaf: it still has a header and a body, it is just not split further.
 //!
 //! This module never decodes content and never fails: any byte string has
 //! a structure.
