@@ -187,7 +187,8 @@ impl Message<'_> {
         parts
             .into_iter()
             .filter_map(|p| {
-                let decoded = crate::binary::decode(&p.encoding, &bytes[p.body.clone()]).ok()?;
+                let decoded =
+                    crate::binary::decode_lenient(&p.encoding, &bytes[p.body.clone()]).ok()?;
                 Some(crate::charset::to_utf8(
                     p.media.param(b"charset").unwrap_or(b""),
                     &decoded,

@@ -204,7 +204,7 @@ pub(crate) fn parse(bytes: &[u8], limits: &Limits) -> (Part, bool) {
         limited: false,
         stack: Vec::new(),
     };
-    let (root, _) = p.entity(0, MediaType::default_text(), 0);
+    let (root, _, _) = p.entity(0, MediaType::default_text(), 0);
     (root, p.limited)
 }
 
@@ -310,41 +310,83 @@ impl Parser<'_> {
         end
     }
 
-    /// Where the header starting at `start` ends: after its empty line;
-    /// or at a delimiter line or the end of input (its last line end then
-    /// counts as header, as Dovecot counts it).
-    fn header_end(&self, start: usize) -> usize {
+    /// The header starting at `start`: where it ends and where the body
+    /// starts, or, when a delimiter line comes first, the header without
+    /// the line end before that delimiter (the line end belongs to the
+    /// delimiter; an empty line right before a delimiter is that line end
+    /// too) and the delimiter.
+    fn header_end(&self, start: usize) -> HeaderEnd {
         let mut pos = start;
         while pos < self.bytes.len() {
             let end = self.line_end(pos);
             let line = &self.bytes[pos..end];
             if line == b"\n" || line == b"\r\n" {
-                return end;
+                let next = self.line_end(end);
+                if end < self.bytes.len()
+                    && let Some(stop) = self.delimiter_at(end, next)
+                {
+                    return HeaderEnd::BlankThenDelimiter(pos, end, stop);
+                }
+                return HeaderEnd::Blank(end);
             }
-            if self.delimiter_at(pos, end).is_some() {
-                return pos;
+            if let Some(stop) = self.delimiter_at(pos, end) {
+                return HeaderEnd::Delimiter(self.content_end(start, Some(stop)), stop);
             }
             pos = end;
         }
-        self.bytes.len()
+        HeaderEnd::Blank(self.bytes.len())
     }
 
     /// Parses the entity at `start` and returns it with the delimiter line
-    /// that ended it (`None`: the end of input).
-    fn entity(&mut self, start: usize, default: MediaType, depth: usize) -> (Part, Option<Stop>) {
+    /// that ended it (`None`: the end of input) and whether that delimiter
+    /// came while the innermost entity was still in its header. Then, as
+    /// in Dovecot, the line end before the delimiter is cut from that
+    /// header only: the entities around it keep it.
+    fn entity(&mut self, start: usize, default: MediaType, depth: usize) -> Parsed {
         self.parts += 1;
-        let body_start = self.header_end(start);
-        let hbytes = &self.bytes[start..body_start];
+        let ended = self.header_end(start);
+        let (mut header_end, mut body_start, mut header_stop) = match ended {
+            HeaderEnd::Blank(body) => (body, body, None),
+            HeaderEnd::BlankThenDelimiter(_, body, _) => (body, body, None),
+            HeaderEnd::Delimiter(end, stop) => (end, end, Some(stop)),
+        };
+        let media = media_type(&self.bytes[start..header_end], default.clone());
+        if let HeaderEnd::BlankThenDelimiter(blank, _, stop) = ended {
+            // The empty line belongs to the delimiter that follows, unless
+            // that delimiter is this multipart's own first one.
+            let own = media.kind == "multipart"
+                && media.param(b"boundary").is_some_and(|b| {
+                    !b.is_empty()
+                        && delimiter(&self.bytes[stop.line..self.line_end(stop.line)], b).is_some()
+                });
+            if !own {
+                header_end = blank;
+                body_start = blank;
+                header_stop = Some(stop);
+            }
+        }
+        let hbytes = &self.bytes[start..header_end];
         let media = media_type(hbytes, default);
         let encoding_raw = transfer_encoding(hbytes);
         let mut part = Part {
-            header: start..body_start,
+            header: start..header_end,
             body: body_start..body_start,
             media,
             encoding: encoding_raw.to_ascii_lowercase(),
             encoding_raw,
             kind: Kind::Leaf,
         };
+        if let Some(stop) = header_stop {
+            // No body at all: a multipart gets its empty child, a message
+            // an empty inner message.
+            if part.media.kind == "multipart" {
+                part.kind = Kind::Multipart(vec![self.empty_child(body_start)]);
+            } else if part.media.is_message() {
+                let inner = self.empty_child(body_start);
+                part.kind = Kind::Message(Box::new(inner));
+            }
+            return (part, Some(stop), true);
+        }
         let nested = part.media.kind == "multipart" || part.media.is_message();
         if nested && (depth >= self.limits.max_depth || self.parts >= self.limits.max_parts) {
             self.limited = true;
@@ -359,20 +401,25 @@ impl Parser<'_> {
                     let stop = self.scan(body_start);
                     part.body.end = self.content_end(body_start, stop);
                     part.kind = Kind::Multipart(vec![self.empty_child(part.body.end)]);
-                    return (part, stop);
+                    return (part, stop, false);
                 }
             }
         } else if part.media.is_message() {
             // Parsed whatever the transfer encoding says (an encoded
             // message/rfc822 is read as stored), as Dovecot does.
-            let (inner, stop) = self.entity(body_start, MediaType::default_text(), depth + 1);
-            part.body.end = inner.body.end;
+            let (inner, stop, in_header) =
+                self.entity(body_start, MediaType::default_text(), depth + 1);
+            part.body.end = if in_header {
+                stop.map_or(self.bytes.len(), |s| s.line)
+            } else {
+                inner.body.end
+            };
             part.kind = Kind::Message(Box::new(inner));
-            return (part, stop);
+            return (part, stop, in_header);
         }
         let stop = self.scan(body_start);
         part.body.end = self.content_end(body_start, stop);
-        (part, stop)
+        (part, stop, false)
     }
 
     fn empty_child(&mut self, at: usize) -> Part {
@@ -390,12 +437,7 @@ impl Parser<'_> {
     /// The children of a multipart whose header is parsed: delimiter by
     /// delimiter until its close delimiter (then the epilogue runs to the
     /// next outer delimiter) or an outer delimiter (unterminated).
-    fn multipart(
-        &mut self,
-        mut part: Part,
-        boundary: Vec<u8>,
-        depth: usize,
-    ) -> (Part, Option<Stop>) {
+    fn multipart(&mut self, mut part: Part, boundary: Vec<u8>, depth: usize) -> Parsed {
         let default = if part.media.subtype == "digest" {
             MediaType::default_message()
         } else {
@@ -406,6 +448,7 @@ impl Parser<'_> {
         let own = self.stack.len() - 1;
         let mut children = Vec::new();
         let mut stop = self.scan(body_start);
+        let mut in_header = false;
         // Content after this point may lose the line end before the next
         // delimiter; the close delimiter's own line end stays with it.
         let mut content_from = body_start;
@@ -413,22 +456,26 @@ impl Parser<'_> {
             match stop {
                 Some(s) if s.level == own && !s.close => {
                     let child_start = self.line_end(s.line);
-                    if self.parts >= self.limits.max_parts {
+                    let last = self.parts >= self.limits.max_parts;
+                    if last {
                         // Too many parts: the rest is one opaque last part.
                         self.limited = true;
                         self.stack.pop();
-                        let (child, st) = self.entity(child_start, default.clone(), depth + 1);
-                        children.push(child);
+                    }
+                    let (child, st, child_in_header) =
+                        self.entity(child_start, default.clone(), depth + 1);
+                    children.push(child);
+                    in_header = child_in_header;
+                    if last {
                         break st;
                     }
-                    let (child, st) = self.entity(child_start, default.clone(), depth + 1);
-                    children.push(child);
                     stop = st;
                 }
                 Some(s) if s.level == own => {
                     // The close delimiter: the epilogue runs to the next
                     // outer delimiter.
                     self.stack.pop();
+                    in_header = false;
                     content_from = self.line_end(s.line);
                     break self.scan(content_from);
                 }
@@ -439,14 +486,32 @@ impl Parser<'_> {
                 }
             }
         };
-        part.body.end = self.content_end(content_from, end_stop);
+        part.body.end = match end_stop {
+            Some(s) if in_header => s.line,
+            _ => self.content_end(content_from, end_stop),
+        };
         if children.is_empty() {
             children.push(self.empty_child(part.body.end));
         }
         part.kind = Kind::Multipart(children);
-        (part, end_stop)
+        (part, end_stop, in_header)
     }
 }
+
+/// How a header ended.
+enum HeaderEnd {
+    /// At an empty line; the body starts here.
+    Blank(usize),
+    /// At a delimiter line: the header's end and the delimiter.
+    Delimiter(usize, Stop),
+    /// At an empty line right before a delimiter line: where the empty
+    /// line starts, where it ends, and the delimiter.
+    BlankThenDelimiter(usize, usize, Stop),
+}
+
+/// An entity, the delimiter that ended it, and whether it ended in a
+/// header (see [`Parser::entity`]).
+type Parsed = (Part, Option<Stop>, bool);
 
 /// If `line` is a delimiter line for `boundary`, whether it is the close
 /// delimiter. Like Dovecot, a line that starts with `--boundary` is a
