@@ -127,7 +127,7 @@ impl MediaType {
 
     /// `type/subtype` equality, case-insensitive.
     pub fn is(&self, kind: &str, subtype: &str) -> bool {
-        self.kind == kind && self.subtype == subtype
+        self.kind.eq_ignore_ascii_case(kind) && self.subtype.eq_ignore_ascii_case(subtype)
     }
 
     /// True for message/rfc822, the one type whose body is parsed as a
