@@ -51,13 +51,16 @@ use std::ops::Range;
 use crate::header::{self, first_value};
 use crate::params;
 
+/// The deepest [`Limits::max_depth`] honoured.
+pub const MAX_DEPTH: usize = 256;
+
 /// Caps that bound parsing work on hostile input (MIME bombs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Deepest nesting of multiparts and message/rfc822 parts that is
     /// split; deeper entities are opaque leaves. The part tree and the
-    /// views that walk it recurse once per level, so keep this small
-    /// (the default 32 is plenty for real mail; stay below a few hundred).
+    /// views that walk it recurse once per level, so it is capped at
+    /// [`MAX_DEPTH`] (the default 32 is plenty for real mail).
     pub max_depth: usize,
     /// Most entities in one message; later boundaries are not split.
     pub max_parts: usize,
@@ -197,9 +200,13 @@ struct Stop {
 /// Parses the structure of `bytes` within `limits`. The second value is
 /// true when a limit stopped the parse somewhere.
 pub(crate) fn parse(bytes: &[u8], limits: &Limits) -> (Part, bool) {
+    let mut limits = *limits;
+    // The parse recurses once per level: never deeper than this, whatever
+    // the caller asks.
+    limits.max_depth = limits.max_depth.min(MAX_DEPTH);
     let mut p = Parser {
         bytes,
-        limits: *limits,
+        limits,
         parts: 0,
         limited: false,
         stack: Vec::new(),
