@@ -1600,10 +1600,11 @@ impl Backend {
                     SortKey::Arrival => a.0.cmp(&b.0),
                     SortKey::Size => a.2.cmp(&b.2),
                     SortKey::Date => a.3.date.cmp(&b.3.date),
-                    SortKey::Subject => a.3.subject.cmp(&b.3.subject),
-                    SortKey::From => a.3.from.cmp(&b.3.from),
-                    SortKey::To => a.3.to.cmp(&b.3.to),
-                    SortKey::Cc => a.3.cc.cmp(&b.3.cc),
+                    // RFC 5256 3: i;ascii-casemap for every string key.
+                    SortKey::Subject => casemap(a.3.subject.as_bytes(), b.3.subject.as_bytes()),
+                    SortKey::From => casemap(&a.3.from, &b.3.from),
+                    SortKey::To => casemap(&a.3.to, &b.3.to),
+                    SortKey::Cc => casemap(&a.3.cc, &b.3.cc),
                     SortKey::DisplayFrom => {
                         tern_mime::sort::compare_casemap(&a.3.display_from, &b.3.display_from)
                     }
@@ -1660,6 +1661,14 @@ impl Backend {
         out.extend_from_slice(b"\r\n");
         Ok(Completion::ok(None, "THREAD completed"))
     }
+}
+
+/// `i;ascii-casemap` (RFC 4790 9.2): ASCII letters compare case-blind,
+/// everything else by octet.
+fn casemap(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    a.iter()
+        .map(u8::to_ascii_lowercase)
+        .cmp(b.iter().map(u8::to_ascii_lowercase))
 }
 
 fn has_modseq(k: &SearchKey) -> bool {
