@@ -183,7 +183,7 @@ impl<'a> Message<'a> {
             self.part(path)?
         };
         if let Kind::Leaf = part.kind {
-            return binary::decode(&part.encoding, &self.bytes[part.body.clone()]);
+            return binary::decode_part(part, self.bytes);
         }
         if !binary::needs_decoding(part) {
             let range = if path.is_empty() {

@@ -51,8 +51,9 @@ use std::ops::Range;
 use crate::header::{self, first_value};
 use crate::params;
 
-/// The deepest [`Limits::max_depth`] honoured.
-pub const MAX_DEPTH: usize = 256;
+/// The deepest [`Limits::max_depth`] honoured (deeper recursion could
+/// exhaust a 2 MB thread stack in a debug build).
+pub const MAX_DEPTH: usize = 100;
 
 /// Caps that bound parsing work on hostile input (MIME bombs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,6 +167,10 @@ pub struct Part {
     pub encoding: String,
     /// `Content-Transfer-Encoding` as written (trimmed).
     pub encoding_raw: String,
+    /// The `Content-Transfer-Encoding` field is there but holds no single
+    /// token (`8 bit`, nothing): BODYSTRUCTURE then says 7bit and BINARY
+    /// refuses the part as an unknown encoding, as Dovecot does.
+    pub encoding_invalid: bool,
     /// What is inside.
     pub kind: Kind,
 }
@@ -217,9 +222,9 @@ pub(crate) fn parse(bytes: &[u8], limits: &Limits) -> (Part, bool) {
 
 /// The `Content-Transfer-Encoding` value: one token, or empty (meaning
 /// 7bit) when the field holds anything more (`8 bit`), as Dovecot reads it.
-fn transfer_encoding(header: &[u8]) -> String {
+fn transfer_encoding(header: &[u8]) -> (String, bool) {
     let Some(raw) = first_value(header, b"content-transfer-encoding") else {
-        return String::new();
+        return (String::new(), false);
     };
     let v = header::trim(raw);
     let token_len = v
@@ -227,10 +232,10 @@ fn transfer_encoding(header: &[u8]) -> String {
         .take_while(|&&b| b > b' ' && b != 0x7f && !b"()<>@,;:\\\"/[]?=".contains(&b))
         .count();
     let rest = header::trim(&v[token_len..]);
-    if !rest.is_empty() && !rest.starts_with(b"(") {
-        return String::new();
+    if token_len == 0 || (!rest.is_empty() && !rest.starts_with(b"(")) {
+        return (String::new(), true);
     }
-    String::from_utf8_lossy(&v[..token_len]).into_owned()
+    (String::from_utf8_lossy(&v[..token_len]).into_owned(), false)
 }
 
 fn media_type(header: &[u8], default: MediaType) -> MediaType {
@@ -374,13 +379,14 @@ impl Parser<'_> {
         }
         let hbytes = &self.bytes[start..header_end];
         let media = media_type(hbytes, default);
-        let encoding_raw = transfer_encoding(hbytes);
+        let (encoding_raw, encoding_invalid) = transfer_encoding(hbytes);
         let mut part = Part {
             header: start..header_end,
             body: body_start..body_start,
             media,
             encoding: encoding_raw.to_ascii_lowercase(),
             encoding_raw,
+            encoding_invalid,
             kind: Kind::Leaf,
         };
         if let Some(stop) = header_stop {
@@ -437,6 +443,7 @@ impl Parser<'_> {
             media: MediaType::default_text(),
             encoding: String::new(),
             encoding_raw: String::new(),
+            encoding_invalid: false,
             kind: Kind::Leaf,
         }
     }
