@@ -365,10 +365,14 @@ impl Parser<'_> {
         let media = media_type(&self.bytes[start..header_end], default.clone());
         if let HeaderEnd::BlankThenDelimiter(blank, _, stop) = ended {
             // The empty line belongs to the delimiter that follows, unless
-            // that delimiter is this multipart's own first one.
-            let own = media.kind == "multipart"
+            // that delimiter is the first one of this multipart, which
+            // will be split (within the limits).
+            let splits = depth < self.limits.max_depth && self.parts < self.limits.max_parts;
+            let own = splits
+                && media.kind == "multipart"
                 && media.param(b"boundary").is_some_and(|b| {
                     !b.is_empty()
+                        && b.len() <= self.limits.max_boundary_len
                         && delimiter(&self.bytes[stop.line..self.line_end(stop.line)], b).is_some()
                 });
             if !own {
@@ -391,8 +395,12 @@ impl Parser<'_> {
         };
         if let Some(stop) = header_stop {
             // No body at all: a multipart gets its empty child, a message
-            // an empty inner message.
-            if part.media.kind == "multipart" {
+            // an empty inner message (within the limits).
+            let nested = part.media.kind == "multipart" || part.media.is_message();
+            let within = depth < self.limits.max_depth && self.parts < self.limits.max_parts;
+            if nested && !within {
+                self.limited = true;
+            } else if part.media.kind == "multipart" {
                 part.kind = Kind::Multipart(vec![self.empty_child(body_start)]);
             } else if part.media.is_message() {
                 let inner = self.empty_child(body_start);
@@ -504,6 +512,11 @@ impl Parser<'_> {
             Some(s) if in_header => s.line,
             _ => self.content_end(content_from, end_stop),
         };
+        // Never before the end of the last part (the line end before a
+        // delimiter cannot be cut from a part that already ended past it).
+        if let Some(last) = children.last() {
+            part.body.end = part.body.end.max(last.body.end);
+        }
         if children.is_empty() {
             children.push(self.empty_child(part.body.end));
         }
@@ -631,6 +644,48 @@ mod tests {
         };
         assert!(ch.len() <= 50);
         assert_eq!(ch.last().unwrap().body.end, m.len());
+    }
+
+    /// Every range inside the input, header before body, children inside
+    /// their parent's body and in order (the fuzz target's invariant).
+    fn check_ranges(p: &Part, len: usize) {
+        assert!(p.header.start <= p.header.end && p.header.end <= p.body.start);
+        assert!(p.body.start <= p.body.end && p.body.end <= len);
+        match &p.kind {
+            Kind::Multipart(children) => {
+                let mut at = p.body.start;
+                for c in children {
+                    assert!(
+                        c.header.start >= at && c.body.end <= p.body.end,
+                        "{c:?} in {p:?}"
+                    );
+                    at = c.body.end;
+                    check_ranges(c, len);
+                }
+            }
+            Kind::Message(inner) => {
+                assert!(inner.header.start == p.body.start && inner.body.end <= p.body.end);
+                check_ranges(inner, len);
+            }
+            Kind::Leaf => {}
+        }
+    }
+
+    #[test]
+    fn unsplit_multipart_before_a_prefix_delimiter_stays_inside() {
+        // Found by the fuzz target: a multipart kept whole by the depth
+        // limit, whose first line is also (by prefix) an outer delimiter.
+        let m = b"Content-Type: multipart/mixed; boundary=a\r\n\r\n--a\r\n\
+                  Content-Type: multipart/mixed; boundary=p\r\n\r\n--p\r\n\
+                  Content-Type: multipart/alternative; boundary=a-b\r\n\r\n--a-b\r\n\r\nx\r\n";
+        for max_depth in [1, 2, 3] {
+            let limits = Limits {
+                max_depth,
+                ..Limits::default()
+            };
+            let (root, _) = parse(m, &limits);
+            check_ranges(&root, m.len());
+        }
     }
 
     #[test]
