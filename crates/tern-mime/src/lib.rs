@@ -25,6 +25,18 @@
 //! our own parser ([`structure`]) because IMAP sections must return the
 //! stored octets exactly.
 //!
+//! # Left to the IMAP server (and what Dovecot does there)
+//!
+//! * A [`SectionError`] (no such part, HEADER/TEXT of a part that is not a
+//!   message): Dovecot answers an empty string rather than `NO`.
+//! * Sections are raw bytes and may hold NUL: send them as `literal8`
+//!   (`~{n}`) where allowed; Dovecot otherwise replaces NUL with 0x80.
+//! * SORT compares the [`SortKeys`] with [`sort::compare_casemap`] (or the
+//!   number), `REVERSE` flipping that comparison only; equal keys keep
+//!   sequence order (RFC 5256 §3).
+//! * SEARCH SENTBEFORE/SENTON/SENTSINCE use [`Message::sent_date`], or the
+//!   internal date when it is `None`.
+//!
 //! ```
 //! use tern_mime::{Limits, Message, Section, SectionText};
 //!
@@ -183,7 +195,7 @@ impl<'a> Message<'a> {
             self.part(path)?
         };
         if let Kind::Leaf = part.kind {
-            return binary::decode(&part.encoding, &self.bytes[part.body.clone()]);
+            return binary::decode_part(part, self.bytes);
         }
         if !binary::needs_decoding(part) {
             let range = if path.is_empty() {
