@@ -219,6 +219,14 @@ fn resolve(sel: &Selected, set: &SequenceSet, uid: bool, saved: &[u32]) -> Vec<u
     }
 }
 
+/// A row as a selected session keeps it: the Maildir file name is the
+/// store's business (bodies are opened by UID), so it is dropped to keep
+/// per-session memory small.
+fn slim(mut row: MessageRow) -> MessageRow {
+    row.file_name = String::new();
+    row
+}
+
 /// RFC 9051 9 (`seq-number`): a message number above the number of
 /// messages gets a tagged BAD (a UID that does not exist is ignored).
 fn check_seq(sel: &Selected, set: &SequenceSet, uid: bool) -> Result<(), Completion> {
@@ -444,7 +452,7 @@ impl Backend {
                     sel.rows[i] = row;
                 }
                 Some(_) => {}
-                None if row.uid > sel.max_uid() => sel.rows.push(row),
+                None if row.uid > sel.max_uid() => sel.rows.push(slim(row)),
                 None => {}
             }
         }
@@ -559,7 +567,7 @@ impl Backend {
                     id: m.id,
                     read_only,
                     uidvalidity: m.uidvalidity,
-                    rows: selected.messages,
+                    rows: selected.messages.into_iter().map(slim).collect(),
                     modseq: m.highestmodseq,
                     condstore,
                     qresync,
