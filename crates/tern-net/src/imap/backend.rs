@@ -449,7 +449,7 @@ impl Backend {
             match sel.seq_of(row.uid) {
                 Some(i) if sel.rows[i].flags != row.flags || sel.rows[i].modseq != row.modseq => {
                     flag_updates.push(i);
-                    sel.rows[i] = row;
+                    sel.rows[i] = slim(row);
                 }
                 Some(_) => {}
                 None if row.uid > sel.max_uid() => sel.rows.push(slim(row)),
@@ -1132,7 +1132,7 @@ impl Backend {
             {
                 for row in result.messages {
                     if let Some(i) = sel.seq_of(row.uid) {
-                        sel.rows[i] = row;
+                        sel.rows[i] = slim(row);
                     }
                 }
             }
@@ -1323,7 +1323,7 @@ impl Backend {
                 continue;
             };
             let changed = sel.rows[i].flags != row.flags;
-            sel.rows[i] = row.clone();
+            sel.rows[i] = slim(row.clone());
             if silent && !(sel.condstore && changed) {
                 continue;
             }
