@@ -195,7 +195,16 @@ impl<'a> Message<'a> {
             self.part(path)?
         };
         if let Kind::Leaf = part.kind {
-            return binary::decode_part(part, self.bytes);
+            let body = binary::decode_part(part, self.bytes)?;
+            if !path.is_empty() {
+                return Ok(body);
+            }
+            // `BINARY[]` is the whole message, header included (RFC 3516
+            // 4.1: BODY[] with the transfer encoding undone).
+            let mut out = Vec::with_capacity(part.header.len() + body.len());
+            out.extend_from_slice(&self.bytes[part.header.clone()]);
+            out.extend_from_slice(&body);
+            return Ok(Cow::Owned(out));
         }
         if !binary::needs_decoding(part) {
             let range = if path.is_empty() {
@@ -217,5 +226,20 @@ impl<'a> Message<'a> {
     /// `BINARY.SIZE[part]`: the length of [`Message::binary`].
     pub fn binary_size(&self, path: &[u32]) -> Result<usize, BinaryError> {
         self.binary(path).map(|b| b.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binary_of_the_whole_message_keeps_the_header() {
+        let raw = b"Subject: x\r\nContent-Transfer-Encoding: base64\r\n\r\naGVsbG8=\r\n";
+        let msg = Message::parse(raw, &Limits::default());
+        let all = msg.binary(&[]).unwrap();
+        assert!(all.starts_with(b"Subject: x\r\n"));
+        assert!(all.ends_with(b"hello"));
+        assert_eq!(&*msg.binary(&[1]).unwrap(), b"hello");
     }
 }
