@@ -1275,6 +1275,8 @@ impl UserStore {
         let mut changed_uids = Vec::new();
         let mut touched_new = false;
         let mut renamed = false;
+        // (renamed to, renamed from): undone if the STORE fails.
+        let mut undo: Vec<(PathBuf, PathBuf)> = Vec::new();
         let mut out = Vec::with_capacity(rows.len());
         for m in rows {
             if unchanged_since.is_some_and(|s| m.modseq > s) {
@@ -1295,6 +1297,7 @@ impl UserStore {
                     Ok(()) => {
                         renamed = true;
                         touched_new |= sub == "new";
+                        undo.push((path.join(&new_rel), path.join(&m.file_name)));
                     }
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {
                         // Renamed or removed by another program meanwhile:
@@ -1302,7 +1305,10 @@ impl UserStore {
                         g.stamps.remove(&mailbox);
                         continue;
                     }
-                    Err(e) => return Err(io_err("rename", &path.join(&m.file_name))(e)),
+                    Err(e) => {
+                        undo_renames(&undo);
+                        return Err(io_err("rename", &path.join(&m.file_name))(e));
+                    }
                 }
             }
             changes.push(Change::Update {
@@ -1327,7 +1333,13 @@ impl UserStore {
         }
         result.modseq = row.highestmodseq;
         if !changes.is_empty() {
-            let applied = commit_synced(&mut g.index, &dirs, &changes)?;
+            let applied = match commit_synced(&mut g.index, &dirs, &changes) {
+                Ok(a) => a,
+                Err(e) => {
+                    undo_renames(&undo);
+                    return Err(e);
+                }
+            };
             let modseq = applied.modseq(mailbox).unwrap_or(row.highestmodseq);
             for i in changed_uids {
                 out[i].modseq = modseq;
@@ -1516,18 +1528,22 @@ impl UserStore {
         let mut moved: Vec<&MessageRow> = Vec::new();
         let mut changes = Vec::new();
         let mut src_dirs = HashSet::new();
+        let mut undo: Vec<(PathBuf, PathBuf)> = Vec::new();
         let now = unix_now();
         for m in &rows {
             let (sub, fname) = split_rel(&m.file_name);
             let (base, letters) = split_file_name(fname);
             let rel = format!("cur/{base}:2,{}", m.flags.maildir_letters(letters));
             match fs::rename(src_path.join(&m.file_name), dst_path.join(&rel)) {
-                Ok(()) => {}
+                Ok(()) => undo.push((dst_path.join(&rel), src_path.join(&m.file_name))),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     g.stamps.remove(&src.id);
                     continue;
                 }
-                Err(e) => return Err(io_err("rename", &src_path.join(&m.file_name))(e)),
+                Err(e) => {
+                    undo_renames(&undo);
+                    return Err(io_err("rename", &src_path.join(&m.file_name))(e));
+                }
             }
             src_dirs.insert(sub.to_owned());
             changes.push(Change::Insert {
@@ -1557,7 +1573,13 @@ impl UserStore {
                 uid: m.uid,
             });
         }
-        let applied = commit_synced(&mut g.index, &dirs, &changes)?;
+        let applied = match commit_synced(&mut g.index, &dirs, &changes) {
+            Ok(a) => a,
+            Err(e) => {
+                undo_renames(&undo);
+                return Err(e);
+            }
+        };
         self.watchers.notify(src.id);
         self.watchers.notify(dst.id);
         Self::own_cur_change(g, src.id, src_before, &src_path);
@@ -1570,6 +1592,15 @@ impl UserStore {
                 .map(|(m, (uid, _))| (m.uid, uid))
                 .collect(),
         })
+    }
+}
+
+/// Puts renamed files back where they were (best effort) when an
+/// operation fails after renaming them, so that a refused STORE or MOVE
+/// does not come back at the next sync.
+fn undo_renames(undo: &[(PathBuf, PathBuf)]) {
+    for (now, before) in undo.iter().rev() {
+        let _ = fs::rename(now, before);
     }
 }
 
