@@ -733,6 +733,16 @@ fn mailbox_count_is_bounded() {
         user.create("a/b", None),
         Err(MailboxError::TooManyMailboxes(8))
     ));
+    // Subscriptions to names that do not exist are bounded too.
+    for i in 0..8 {
+        let _ = user.subscribe(&format!("ghost{i}"), true);
+    }
+    assert!(matches!(
+        user.subscribe("one-more", true),
+        Err(MailboxError::TooManyMailboxes(8))
+    ));
+    user.subscribe("Sent", true).unwrap();
+    user.subscribe("Sent", false).unwrap();
 }
 
 #[test]

@@ -665,10 +665,18 @@ impl UserStore {
         Ok(())
     }
 
-    /// SUBSCRIBE / UNSUBSCRIBE `name` (it need not exist).
+    /// SUBSCRIBE / UNSUBSCRIBE `name` (it need not exist; at most
+    /// `max_mailboxes` names are subscribed).
     pub fn subscribe(&self, name: &str, subscribed: bool) -> Result<(), MailboxError> {
         let name = MailboxName::parse(name)?;
         let mut g = self.lock()?;
+        if subscribed {
+            // Subscriptions need not name a mailbox: bound them as well.
+            let subs = g.index.subscriptions()?;
+            if subs.len() >= self.config.max_mailboxes && !subs.iter().any(|s| s == name.as_str()) {
+                return Err(MailboxError::TooManyMailboxes(self.config.max_mailboxes));
+            }
+        }
         g.index.set_subscribed(name.as_str(), subscribed)?;
         Ok(())
     }
