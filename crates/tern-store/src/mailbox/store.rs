@@ -969,7 +969,7 @@ impl UserStore {
         body: &mut dyn Read,
         internaldate: Option<i64>,
     ) -> Result<(String, u64), MailboxError> {
-        let (tmp, size) = self.write_tmp(path, name, prefix, body, internaldate)?;
+        let (tmp, size) = self.write_tmp(path, name, prefix, body, internaldate, true)?;
         if let Err(e) = self.check_quota_locked(g, size) {
             let _ = fs::remove_file(&tmp);
             return Err(e);
@@ -993,6 +993,7 @@ impl UserStore {
         prefix: &[u8],
         body: &mut dyn Read,
         internaldate: Option<i64>,
+        sync: bool,
     ) -> Result<(PathBuf, u64), MailboxError> {
         let base = match name {
             Some(n) => n.to_owned(),
@@ -1003,7 +1004,7 @@ impl UserStore {
             // A stale copy from an interrupted attempt is replaced.
             let _ = fs::remove_file(&tmp);
         }
-        let size = write_file(&tmp, prefix, body, internaldate.map(system_time))?;
+        let size = write_file(&tmp, prefix, body, internaldate.map(system_time), sync)?;
         Ok((tmp, size))
     }
 
@@ -1096,7 +1097,7 @@ impl UserStore {
             }
         };
         for item in items.iter_mut() {
-            match self.write_tmp(&path, None, b"", item.body, item.internaldate) {
+            match self.write_tmp(&path, None, b"", item.body, item.internaldate, false) {
                 Ok(w) => written.push(w),
                 Err(e) => {
                     cleanup(&written);
@@ -1106,6 +1107,12 @@ impl UserStore {
         }
         let total: u64 = written.iter().map(|(_, s)| s).sum();
         if let Err(e) = self.check_quota_locked(&mut g, total) {
+            cleanup(&written);
+            return Err(e);
+        }
+        // Every file's data is durable before any of them is renamed.
+        let paths: Vec<&Path> = written.iter().map(|(p, _)| p.as_path()).collect();
+        if let Err(e) = files::sync_files(&paths) {
             cleanup(&written);
             return Err(e);
         }
@@ -1711,7 +1718,7 @@ fn link_or_copy(source: &Path, dir: &Path, target: &Path) -> Result<(), MailboxE
                     .unwrap_or_default(),
             );
             let mtime = input.metadata().and_then(|m| m.modified()).ok();
-            write_file(&tmp, b"", &mut input, mtime)?;
+            write_file(&tmp, b"", &mut input, mtime, true)?;
             fs::rename(&tmp, target).map_err(io_err("rename", &tmp))
         }
     }
