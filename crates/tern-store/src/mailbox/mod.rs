@@ -265,11 +265,11 @@ impl Mailboxes {
     /// files, with new UIDVALIDITYs.
     pub fn open(&self, user: &str) -> Result<Arc<UserStore>, MailboxError> {
         let dir = self.user_dir(user)?;
-        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(store) = users.get(user).and_then(Weak::upgrade) {
+        if let Some(store) = self.cached(user) {
             return Ok(store);
         }
-        users.retain(|_, w| w.strong_count() > 0);
+        // Opened without holding the map's lock, so that a user whose
+        // lock another process holds (a long reindex) delays only itself.
         let quota = self.config.quota_for(user);
         let store = Arc::new(UserStore::open(
             user.to_owned(),
@@ -277,8 +277,19 @@ impl Mailboxes {
             Arc::clone(&self.config),
             quota,
         )?);
+        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(first) = users.get(user).and_then(Weak::upgrade) {
+            // Another thread opened it meanwhile: everyone shares theirs.
+            return Ok(first);
+        }
+        users.retain(|_, w| w.strong_count() > 0);
         users.insert(user.to_owned(), Arc::downgrade(&store));
         Ok(store)
+    }
+
+    fn cached(&self, user: &str) -> Option<Arc<UserStore>> {
+        let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        users.get(user).and_then(Weak::upgrade)
     }
 
     /// Delivers a message (`prefix`, then `body`) to `folder` of `user`:
@@ -313,9 +324,7 @@ impl Mailboxes {
     /// resolved): they wake and sync. Cheap; does nothing if no session of
     /// the user is open.
     pub fn notify_external(&self, user: &str) {
-        let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(store) = users.get(user).and_then(Weak::upgrade) {
-            drop(users);
+        if let Some(store) = self.cached(user) {
             store.notify_external();
         }
     }
