@@ -129,7 +129,7 @@ fn dovecot_and_tern_read_each_others_maildir() {
         user.append(
             inbox.id,
             &mut &message("inbox")[..],
-            &Flags::system(SystemFlags::ANSWERED),
+            &Flags::from_imap(&["\\Answered", "$Label1"]).unwrap(),
             None,
         )
         .unwrap();
@@ -176,7 +176,9 @@ fn dovecot_and_tern_read_each_others_maildir() {
     );
     let fetched = dovecot.doveadm(&["fetch", "-u", "alice", "flags", "mailbox", "INBOX", "all"]);
     assert!(
-        fetched.contains("\\Answered") && !fetched.contains("\\Seen"),
+        fetched.contains("\\Answered")
+            && fetched.contains("$Label1")
+            && !fetched.contains("\\Seen"),
         "{fetched}"
     );
 
@@ -201,7 +203,7 @@ fn dovecot_and_tern_read_each_others_maildir() {
         "add",
         "-u",
         "alice",
-        "\\Seen \\Deleted",
+        "\\Seen \\Deleted $NotJunk",
         "mailbox",
         "INBOX",
         "all",
@@ -221,6 +223,9 @@ fn dovecot_and_tern_read_each_others_maildir() {
             && f.contains(SystemFlags::ANSWERED),
         "{f:?}"
     );
+    // Keywords both ways: Tern's through the letters it gave them in
+    // dovecot-keywords, Dovecot's through the letters it added.
+    assert_eq!(inbox.messages[0].flags.keywords(), ["$Label1", "$NotJunk"]);
     // Dovecot's own files in the tree are not mistaken for folders.
     let names: Vec<String> = user
         .list()

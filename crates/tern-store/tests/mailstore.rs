@@ -165,7 +165,7 @@ fn append_select_store_expunge() {
     assert!(r.modseq > before);
     assert_eq!(r.messages[0].modseq, r.modseq);
     assert!(
-        r.messages[0].file_name.ends_with(":2,FP"),
+        r.messages[0].file_name.ends_with(":2,FPa"),
         "{}",
         r.messages[0].file_name
     );
@@ -173,6 +173,11 @@ fn append_select_store_expunge() {
         user_dir(root.path())
             .join(&r.messages[0].file_name)
             .is_file()
+    );
+    // "Work" got Dovecot's first keyword letter.
+    assert_eq!(
+        fs::read_to_string(user_dir(root.path()).join("dovecot-keywords")).unwrap(),
+        "0 Work\n"
     );
     // Changes since the snapshot: just that message.
     let ch = user.changes_since(inbox.id, before).unwrap();
@@ -908,6 +913,11 @@ fn a_corrupt_or_lost_index_is_rebuilt_from_the_files() {
             .unwrap();
         user.store_flags(inbox.id, &[2, 4], FlagOp::Add, &seen(), None)
             .unwrap();
+        // Keywords get Dovecot's letters (dovecot-keywords), so they too
+        // survive in the file names.
+        let junk = Flags::from_imap(&["$Junk", "Work"]).unwrap();
+        user.store_flags(inbox.id, &[2], FlagOp::Add, &junk, None)
+            .unwrap();
         user.store_flags(
             inbox.id,
             &[4],
@@ -937,7 +947,7 @@ fn a_corrupt_or_lost_index_is_rebuilt_from_the_files() {
     assert_eq!(sel.messages.len(), 5);
     let flags: Vec<Vec<String>> = sel.messages.iter().map(|m| m.flags.imap_names()).collect();
     let mut expect: Vec<Vec<String>> = vec![vec![]; 5];
-    expect[1] = vec!["\\Seen".into()];
+    expect[1] = vec!["\\Seen".into(), "$Junk".into(), "Work".into()];
     expect[3] = vec!["\\Seen".into(), "\\Answered".into(), "\\Flagged".into()];
     assert_eq!(flags, expect, "flags come back from the file names");
     let sent = user.select("Sent").unwrap();

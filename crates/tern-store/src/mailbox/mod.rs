@@ -79,8 +79,9 @@
 //! rebuilds a damaged index the same way. A rebuilt index gives every
 //! mailbox a new UIDVALIDITY (`tern.uidvalidity` only grows), numbers the
 //! messages again in file order, and takes their flags from the file
-//! names; keywords other than `$Forwarded` are lost, subscriptions are
-//! set for every mailbox found.
+//! names — keywords too, for the 26 per mailbox that have a letter in
+//! its `dovecot-keywords` (see [`flags`]); subscriptions are set for every
+//! mailbox found.
 //!
 //! What this module must never do: turn a client's mailbox name into a
 //! path other than through [`name::MailboxName::dir`], answer before the
@@ -100,7 +101,7 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 
-pub use flags::{FlagError, FlagOp, Flags, SystemFlags};
+pub use flags::{FlagError, FlagOp, Flags, KeywordMap, SystemFlags};
 pub use index::{Counts, Index, IndexError, MailboxId, MailboxRow, MessageRow, SpecialUse, Usage};
 pub use name::{MailboxName, NameError};
 pub use store::{
