@@ -761,8 +761,11 @@ impl Session {
     }
 
     /// Write untagged data (a request's results, or unsolicited updates).
+    /// Dropped while a STARTTLS handshake is pending and after LOGOUT.
     pub fn send(&mut self, r: &Response<'_>) {
-        if !matches!(self.mode, Mode::Logout) {
+        // Nothing goes out between STARTTLS's OK and the handshake, nor
+        // after BYE.
+        if !matches!(self.mode, Mode::Logout | Mode::AwaitingTls) {
             self.write(r);
         }
     }

@@ -81,6 +81,18 @@ impl Driver {
                         authcid == "alice" && password.as_str() == "secret",
                     ));
                 }
+                Event::Auth(AuthQuestion::LookupScram { authcid }) => {
+                    self.events.push(format!("LookupScram {authcid}"));
+                    let creds = (authcid == "alice").then(|| {
+                        tern_sasl::ScramCredentials::from_password(
+                            "secret",
+                            b"pepper and salt!",
+                            4096,
+                        )
+                        .unwrap()
+                    });
+                    self.session.auth_answer(Answer::Scram(creds));
+                }
                 Event::Auth(q) => {
                     self.events.push(format!("{q:?}"));
                     self.session
@@ -289,6 +301,9 @@ fn logindisabled_until_starttls_and_pipelined_bytes_dropped() {
     d.out.clear();
     assert_eq!(d.events, ["StartTls"]);
     assert_eq!(d.session.timeout_class(), TimeoutClass::TlsHandshake);
+    // Nothing, not even a pushed update, goes out in plaintext now.
+    d.session.send(&Response::Data(Data::Exists(1)));
+    assert!(!d.session.has_output());
     // Bytes arriving before the handshake finished are ignored too.
     d.input(b"e LOGIN alice secret\r\n");
     assert!(d.out.is_empty());
@@ -903,4 +918,118 @@ fn thunderbird_like_first_start() {
         ]
     );
     assert!(d.session.enabled().condstore);
+}
+
+/// SCRAM-SHA-256 (RFC 7677) over AUTHENTICATE with SASL-IR: two server
+/// challenges, the last one answered by an empty line.
+#[test]
+fn authenticate_scram_sha_256() {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD as B64;
+    use ring::{digest, hmac, pbkdf2};
+
+    fn scram(password: &str, wrong_server_key: bool) -> (Vec<u8>, Vec<String>) {
+        let mut d = Driver::plaintext();
+        d.out.clear();
+        let client_first_bare = "n=alice,r=clientnonce0123456789";
+        d.input(
+            format!(
+                "a AUTHENTICATE SCRAM-SHA-256 {}\r\n",
+                B64.encode(format!("n,,{client_first_bare}"))
+            )
+            .as_bytes(),
+        );
+        let out = String::from_utf8(std::mem::take(&mut d.out)).unwrap();
+        let server_first = String::from_utf8(
+            B64.decode(out.strip_prefix("+ ").unwrap().trim_end())
+                .unwrap(),
+        )
+        .unwrap();
+        let mut nonce = "";
+        let mut salt = Vec::new();
+        let mut iterations = 0u32;
+        for part in server_first.split(',') {
+            match part.split_at(2) {
+                ("r=", v) => nonce = v,
+                ("s=", v) => salt = B64.decode(v).unwrap(),
+                ("i=", v) => iterations = v.parse().unwrap(),
+                _ => {}
+            }
+        }
+        assert!(nonce.starts_with("r=clientnonce0123456789".strip_prefix("r=").unwrap()));
+        let mut salted = [0u8; 32];
+        pbkdf2::derive(
+            pbkdf2::PBKDF2_HMAC_SHA256,
+            iterations.try_into().unwrap(),
+            &salt,
+            password.as_bytes(),
+            &mut salted,
+        );
+        let salted = hmac::Key::new(hmac::HMAC_SHA256, &salted);
+        let client_key = hmac::sign(&salted, b"Client Key");
+        let stored_key = digest::digest(&digest::SHA256, client_key.as_ref());
+        let without_proof = format!("c=biws,r={nonce}");
+        let auth_message = format!("{client_first_bare},{server_first},{without_proof}");
+        let signature = hmac::sign(
+            &hmac::Key::new(hmac::HMAC_SHA256, stored_key.as_ref()),
+            auth_message.as_bytes(),
+        );
+        let proof: Vec<u8> = client_key
+            .as_ref()
+            .iter()
+            .zip(signature.as_ref())
+            .map(|(a, b)| a ^ b)
+            .collect();
+        let client_final = format!("{without_proof},p={}", B64.encode(proof));
+        d.input(format!("{}\r\n", B64.encode(client_final)).as_bytes());
+        let out = String::from_utf8(std::mem::take(&mut d.out)).unwrap();
+        if let Some(challenge) = out.strip_prefix("+ ") {
+            // The server's signature proves it knows the credentials.
+            let server_final =
+                String::from_utf8(B64.decode(challenge.trim_end()).unwrap()).unwrap();
+            let server_key = hmac::sign(&salted, b"Server Key");
+            let key = if wrong_server_key {
+                b"not the server key".as_slice()
+            } else {
+                server_key.as_ref()
+            };
+            let expected = hmac::sign(
+                &hmac::Key::new(hmac::HMAC_SHA256, key),
+                auth_message.as_bytes(),
+            );
+            assert_eq!(
+                server_final == format!("v={}", B64.encode(expected)),
+                !wrong_server_key
+            );
+            d.input(b"\r\n");
+            return (d.out, d.events);
+        }
+        (out.into_bytes(), d.events)
+    }
+
+    let (out, events) = scram("secret", false);
+    let out = String::from_utf8(out).unwrap();
+    assert!(out.starts_with("a OK [CAPABILITY "), "{out}");
+    assert_eq!(
+        events,
+        [
+            "AuthStart SCRAM-SHA-256",
+            "LookupScram alice",
+            "Authenticated alice"
+        ]
+    );
+    let (_, _) = scram("secret", true);
+    let (out, events) = scram("wrong", false);
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "a NO [AUTHENTICATIONFAILED] Authentication failed\r\n"
+    );
+    assert_eq!(
+        events,
+        [
+            "AuthStart SCRAM-SHA-256",
+            "LookupScram alice",
+            "AuthFailed BadCredentials"
+        ]
+    );
 }

@@ -782,6 +782,11 @@ impl Connection {
                     self.ctx.abuse.message_accepted(user, Instant::now());
                 }
                 if delivered {
+                    // IDLE sessions of the recipient see it at once.
+                    if let (Some(imap), Some(mailbox)) = (&self.ctx.imap, single_local_mailbox(&tx))
+                    {
+                        imap.mailboxes.notify_external(mailbox);
+                    }
                     info!(
                         queue_id = %id,
                         from = %escape_for_log(&envelope.sender),
@@ -1014,89 +1019,21 @@ impl Connection {
         }
     }
 
-    /// Answers the SASL exchange's question from the users file or the
-    /// token validator. Password checks run off the async threads; the
-    /// brute-force delay is applied before answering, and an unknown user
-    /// costs the same as a wrong password.
+    /// Answers the SASL exchange's question through the shared
+    /// authentication service ([`crate::auth`]).
     async fn answer_auth(&self, question: AuthQuestion) -> Answer {
-        let now = Instant::now();
-        let user_name = match &question {
-            AuthQuestion::VerifyPassword { authcid, .. }
-            | AuthQuestion::LookupCram { authcid }
-            | AuthQuestion::LookupScram { authcid, .. } => Some(authcid.clone()),
-            _ => None,
-        };
-        if let Some(name) = &user_name {
-            match self.ctx.abuse.auth_verdict(self.peer.ip(), name, now) {
-                Verdict::Blocked { reason, .. } => {
-                    warn!(user = %escape_for_log(name), reason = ?reason, "authentication refused: blocked after repeated failures");
-                    return Answer::Fail(FailureKind::Temporary);
-                }
-                Verdict::Allow { delay } => {
-                    if !delay.is_zero() {
-                        tokio::time::sleep(delay).await;
-                    }
-                }
-            }
-        }
-        let users = self.ctx.auth.users.as_ref().map(|u| u.current());
-        match question {
+        let question = match question {
             AuthQuestion::VerifyPassword {
                 authcid, password, ..
-            } => {
-                let verified = self
-                    .ctx
-                    .auth
-                    .gate
-                    .run(
-                        move || match users.as_ref().and_then(|db| db.get(&authcid)) {
-                            Some(user) => match user.password_hash.verify(password.as_str()) {
-                                Ok(ok) => ok,
-                                Err(e) => {
-                                    warn!(error = %e, "stored password hash cannot be checked");
-                                    false
-                                }
-                            },
-                            None => {
-                                tern_users::dummy_verify(password.as_str());
-                                false
-                            }
-                        },
-                    )
-                    .await;
-                match verified {
-                    Ok(ok) => Answer::PasswordOk(ok),
-                    Err(_) => Answer::Fail(FailureKind::Temporary),
-                }
+            } => crate::auth::Question::VerifyPassword { authcid, password },
+            AuthQuestion::LookupCram { authcid } => crate::auth::Question::LookupCram { authcid },
+            AuthQuestion::LookupScram { authcid, .. } => {
+                crate::auth::Question::LookupScram { authcid }
             }
-            AuthQuestion::LookupCram { authcid } => Answer::Cram(
-                users
-                    .as_ref()
-                    .and_then(|db| db.get(&authcid))
-                    .and_then(|u| u.cram.clone()),
-            ),
-            AuthQuestion::LookupScram { authcid, .. } => Answer::Scram(
-                users
-                    .as_ref()
-                    .and_then(|db| db.get(&authcid))
-                    .and_then(|u| u.scram.clone()),
-            ),
-            AuthQuestion::VerifyToken { token, .. } => match &self.ctx.auth.jwt {
-                // A valid token logs in only a user of the users file.
-                Some(jwt) => Answer::Token(
-                    jwt.validate(token.as_str(), unix_now())
-                        .map_err(|e| e.rejection())
-                        .and_then(|claims| {
-                            match users.as_ref().and_then(|db| db.get(&claims.user)) {
-                                Some(_) => Ok(claims.user),
-                                None => Err(tern_sasl::TokenRejection::Invalid),
-                            }
-                        }),
-                ),
-                None => Answer::Fail(FailureKind::Temporary),
-            },
-            _ => Answer::Fail(FailureKind::Temporary),
-        }
+            AuthQuestion::VerifyToken { token, .. } => crate::auth::Question::VerifyToken { token },
+            _ => return Answer::Fail(FailureKind::Temporary),
+        };
+        crate::auth::answer(&self.ctx, self.peer.ip(), question).await
     }
 
     /// True when the current message has been arriving for longer than the

@@ -25,10 +25,12 @@
 
 pub mod abuse;
 pub mod admin;
+mod auth;
 pub mod conn;
 pub mod date;
 pub mod delivery;
 pub mod gate;
+pub mod imap;
 pub mod limits;
 pub mod mailauth;
 pub mod policy;
@@ -115,6 +117,8 @@ pub struct Context {
     /// (written once, straight into the Maildir); `None`: every message is
     /// queued and delivered by the queue manager.
     pub local_intake: Option<LocalIntake>,
+    /// The IMAP service (mail store, limits); `None`: no IMAP listeners.
+    pub imap: Option<Arc<imap::ImapService>>,
 }
 
 /// What delivery at intake needs (see [`tern_delivery::intake`]).

@@ -35,12 +35,26 @@ pub enum Role {
     Submission,
     /// Submission over implicit TLS (port 465, RFC 8314): AUTH required.
     Submissions,
+    /// IMAP with STARTTLS (port 143).
+    Imap,
+    /// IMAP over implicit TLS (port 993).
+    Imaps,
 }
 
 impl Role {
     /// Submission roles require AUTH and apply the submission policy.
     pub fn is_submission(self) -> bool {
         matches!(self, Role::Submission | Role::Submissions)
+    }
+
+    /// An IMAP listener (of either kind).
+    pub fn is_imap(self) -> bool {
+        matches!(self, Role::Imap | Role::Imaps)
+    }
+
+    /// The TLS handshake comes first (RFC 8314).
+    pub fn implicit_tls(self) -> bool {
+        matches!(self, Role::Submissions | Role::Imaps)
     }
 }
 
@@ -181,7 +195,11 @@ fn admit(
     let _ = stream.set_nodelay(true);
     let session_id = SESSION_IDS.fetch_add(1, Ordering::Relaxed);
     let role = spec.role;
-    let span = info_span!("smtp", session = session_id, client = %peer, role = ?role);
+    let span = if role.is_imap() {
+        info_span!("imap", session = session_id, client = %peer, role = ?role)
+    } else {
+        info_span!("smtp", session = session_id, client = %peer, role = ?role)
+    };
     let admitted = match ctx.abuse.connection(peer.ip(), Instant::now()) {
         Err(retry) => Err((
             "too many connections from your address per minute, try again later".to_owned(),
@@ -198,6 +216,7 @@ fn admit(
     match admitted {
         Ok(permit) => {
             let conn = Connection::new(Arc::clone(ctx), peer, role, Arc::clone(&spec.smtp));
+            let smtp = Arc::clone(&spec.smtp);
             let shutdown = shutdown.clone();
             let ctx = Arc::clone(ctx);
             sessions.spawn(
@@ -205,7 +224,7 @@ fn admit(
                     let _permit = permit;
                     info!("connect");
                     let stream = MaybeTlsStream::Plain(stream);
-                    let stream = if role == Role::Submissions {
+                    let stream = if role.implicit_tls() {
                         // Implicit TLS (RFC 8314): the handshake comes first.
                         let Some(tls) = ctx.tls.as_ref() else {
                             warn!("implicit TLS listener without TLS configured; closing");
@@ -221,7 +240,16 @@ fn admit(
                     } else {
                         stream
                     };
-                    conn.run(stream, shutdown).await;
+                    if role.is_imap() {
+                        let Some(service) = ctx.imap.clone() else {
+                            warn!("IMAP listener without a mail store; closing");
+                            return;
+                        };
+                        drop(conn);
+                        crate::imap::run(ctx, service, stream, peer, smtp, shutdown).await;
+                    } else {
+                        conn.run(stream, shutdown).await;
+                    }
                 }
                 .instrument(span),
             );
@@ -232,7 +260,11 @@ fn admit(
                 async move {
                     info!(reason = %text, retry_after = ?retry.map(|r| r.wait), "connection refused");
                     let mut stream = stream;
-                    let line = format!("421 4.7.0 {hostname} Error: {text}\r\n");
+                    let line = if role.is_imap() {
+                        format!("* BYE [UNAVAILABLE] {hostname}: {text}\r\n")
+                    } else {
+                        format!("421 4.7.0 {hostname} Error: {text}\r\n")
+                    };
                     let _ = tokio::time::timeout(Duration::from_secs(5), async {
                         let _ = stream.write_all(line.as_bytes()).await;
                         let _ = stream.shutdown().await;

@@ -88,9 +88,36 @@ pub struct Config {
     /// DKIM signing of outgoing mail.
     #[serde(default)]
     pub dkim: tern_mailauth::DkimConfig,
+    /// IMAP: mailbox limits and quota.
+    #[serde(default)]
+    pub imap: ImapConfig,
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+}
+
+/// `[imap]`: the IMAP service and the mail store it serves.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImapConfig {
+    /// The largest message APPEND accepts, in bytes (APPENDLIMIT).
+    pub append_limit: u64,
+    /// Concurrent IMAP sessions one user may hold.
+    pub max_sessions_per_user: usize,
+    /// Storage quota per user in bytes (unset: none); enforced on APPEND
+    /// (`[OVERQUOTA]`) and reported by GETQUOTA.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quota: Option<u64>,
+}
+
+impl Default for ImapConfig {
+    fn default() -> Self {
+        ImapConfig {
+            append_limit: 52_428_800,
+            max_sessions_per_user: 20,
+            quota: None,
+        }
+    }
 }
 
 /// One listening socket.
@@ -118,6 +145,11 @@ pub enum ListenerRole {
     Submission,
     /// Submission over implicit TLS with AUTH (port 465, RFC 8314).
     Submissions,
+    /// IMAP with STARTTLS (port 143); LOGIN only after TLS unless
+    /// `plaintext_auth` (loopback only).
+    Imap,
+    /// IMAP over implicit TLS (port 993).
+    Imaps,
 }
 
 /// One local domain.
@@ -751,8 +783,17 @@ impl Config {
                 auth_secret: auth_secret.to_vec(),
                 ..base
             },
-            ListenerRole::Submissions => ServerConfig {
+            ListenerRole::Submissions | ListenerRole::Imaps => ServerConfig {
                 tls_active: true,
+                auth_mechanisms: self.mechanisms(),
+                auth_plaintext_allowed: listener.plaintext_auth,
+                auth_required: true,
+                auth_secret: auth_secret.to_vec(),
+                ..base
+            },
+            // IMAP sessions take TLS and AUTH from these fields.
+            ListenerRole::Imap => ServerConfig {
+                starttls_available: true,
                 auth_mechanisms: self.mechanisms(),
                 auth_plaintext_allowed: listener.plaintext_auth,
                 auth_required: true,
@@ -800,6 +841,8 @@ impl fmt::Display for ListenerRole {
             ListenerRole::Mx => f.write_str("mx"),
             ListenerRole::Submission => f.write_str("submission"),
             ListenerRole::Submissions => f.write_str("submissions"),
+            ListenerRole::Imap => f.write_str("imap"),
+            ListenerRole::Imaps => f.write_str("imaps"),
         }
     }
 }

@@ -289,6 +289,18 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         ),
         mailauth,
         local_intake: Some(local_intake),
+        imap: Some(Arc::new(tern_net::imap::ImapService::new(
+            Arc::new(tern_store::mailbox::Mailboxes::new(
+                data_dir.join("mail"),
+                tern_store::mailbox::StoreConfig {
+                    hostname: config.hostname.clone(),
+                    quota_bytes: config.imap.quota,
+                    ..tern_store::mailbox::StoreConfig::default()
+                },
+            )),
+            config.imap.append_limit,
+            config.imap.max_sessions_per_user,
+        ))),
     });
     let listeners: Vec<ListenerSpec> = config
         .listeners
@@ -299,6 +311,8 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
                 config::ListenerRole::Mx => Role::Mx,
                 config::ListenerRole::Submission => Role::Submission,
                 config::ListenerRole::Submissions => Role::Submissions,
+                config::ListenerRole::Imap => Role::Imap,
+                config::ListenerRole::Imaps => Role::Imaps,
             },
             smtp: Arc::new(config.listener_server_config(l, &auth_secret)),
         })

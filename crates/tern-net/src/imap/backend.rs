@@ -1,0 +1,1746 @@
+//! The mailbox side of an IMAP session: answers the typed requests of
+//! [`tern_imap::session::Session`] from the user's mail store
+//! ([`tern_store::mailbox`]), with message views from `tern-mime`.
+//!
+//! One [`Backend`] per connection. It keeps what a selected session must
+//! remember (the UID of every message sequence number, their flags and the
+//! MODSEQ it last told the client about) and turns store changes made by
+//! others (deliveries, other sessions) into untagged `EXISTS`, `EXPUNGE` /
+//! `VANISHED` and `FETCH (FLAGS)` at the moments RFC 9051 7.5 allows.
+//!
+//! Every method is synchronous (SQLite and file reads): the driver runs
+//! them on a blocking thread. Nothing here touches a socket, and no
+//! mailbox name or path from the client reaches the file system except
+//! through the store, which validates it.
+
+use std::io::Read as _;
+use std::sync::Arc;
+
+use tern_imap::command::{
+    FetchAttribute, ListReturn, ListSelect, SearchKey, SearchReturn, SortCriterion, SortKey,
+    StoreMode, ThreadAlgorithm,
+};
+use tern_imap::response::{
+    Code, Data, ESearch, EncodeOptions, FetchItem, ListData, QuotaResource, Response,
+    StatusResponse, StatusValue,
+};
+use tern_imap::session::{Completion, Request, RequestKind};
+use tern_imap::types::{
+    Date, DateTime, Flag, Mailbox, Section, SectionText, SeqNum, SeqRange, SequenceSet, StatusItem,
+};
+use tern_store::mailbox::{
+    AppendItem, FlagOp, Flags, MailboxError, MailboxId, Mailboxes, MessageRow, SpecialUse,
+    SystemFlags, UserStore,
+};
+
+/// The hierarchy separator.
+const DELIMITER: char = '/';
+
+/// What a selected session remembers.
+#[derive(Debug)]
+struct Selected {
+    id: MailboxId,
+    read_only: bool,
+    uidvalidity: u32,
+    /// Message sequence number `n` is `rows[n - 1]`.
+    rows: Vec<MessageRow>,
+    /// The MODSEQ of the last state the client was told about.
+    modseq: u64,
+    /// CONDSTORE is on for this mailbox (FETCH carries MODSEQ).
+    condstore: bool,
+    /// QRESYNC is on: expunges are reported as `VANISHED`.
+    qresync: bool,
+}
+
+impl Selected {
+    fn seq_of(&self, uid: u32) -> Option<usize> {
+        self.rows.binary_search_by_key(&uid, |r| r.uid).ok()
+    }
+
+    fn max_uid(&self) -> u32 {
+        self.rows.last().map_or(0, |r| r.uid)
+    }
+}
+
+/// One connection's mailbox state.
+#[derive(Debug)]
+pub struct Backend {
+    mailboxes: Arc<Mailboxes>,
+    store: Option<Arc<UserStore>>,
+    selected: Option<Selected>,
+    /// SEARCHRES (`$`): the UIDs of the last `SEARCH RETURN (SAVE)`.
+    saved: Vec<u32>,
+    /// Largest message APPEND accepts.
+    append_limit: u64,
+}
+
+/// Encoded untagged responses plus the completion of one request.
+#[derive(Debug)]
+pub struct Answer {
+    /// Untagged responses, encoded, to write before the completion.
+    pub untagged: Vec<u8>,
+    /// The tagged completion.
+    pub completion: Completion,
+}
+
+fn no(code: Option<Code>, text: impl Into<String>) -> Completion {
+    Completion::no(code, text)
+}
+
+fn bad(text: impl Into<String>) -> Completion {
+    Completion {
+        kind: tern_imap::response::StatusKind::Bad,
+        code: None,
+        text: text.into(),
+    }
+}
+
+fn store_error(e: &MailboxError) -> Completion {
+    let text = e.to_string();
+    if e.is_over_quota() {
+        return no(Some(Code::OverQuota), text);
+    }
+    if e.is_disk_full() {
+        return no(Some(Code::Unavailable), "Disk full; try again later");
+    }
+    let lower = text.to_ascii_lowercase();
+    if lower.contains("no such mailbox")
+        || lower.contains("not found")
+        || lower.contains("does not exist")
+    {
+        return no(Some(Code::NonExistent), text);
+    }
+    if lower.contains("exists") {
+        return no(Some(Code::AlreadyExists), text);
+    }
+    no(None, text)
+}
+
+/// Seconds since the epoch → an IMAP date-time in UTC.
+fn date_time(unix: i64) -> DateTime {
+    let days = unix.div_euclid(86_400);
+    let secs = unix.rem_euclid(86_400);
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u8;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
+    let year = (yoe + era * 400 + i64::from(month <= 2)).clamp(1, 9999) as u16;
+    let date = Date::new(year, month, day).unwrap_or(Date {
+        year: 1970,
+        month: 1,
+        day: 1,
+    });
+    DateTime::new(
+        date,
+        (secs / 3600) as u8,
+        ((secs % 3600) / 60) as u8,
+        (secs % 60) as u8,
+        0,
+    )
+    .unwrap_or(DateTime {
+        date,
+        hour: 0,
+        minute: 0,
+        second: 0,
+        zone_minutes: 0,
+    })
+}
+
+fn day_start(d: &Date) -> i64 {
+    DateTime {
+        date: *d,
+        hour: 0,
+        minute: 0,
+        second: 0,
+        zone_minutes: 0,
+    }
+    .unix_seconds()
+}
+
+fn imap_flags(flags: &Flags) -> Vec<Flag> {
+    flags
+        .imap_names()
+        .iter()
+        .filter_map(|n| Flag::parse(n).ok())
+        .collect()
+}
+
+fn store_flags(flags: &[Flag]) -> Result<Flags, Completion> {
+    let names: Vec<String> = flags
+        .iter()
+        .filter(|f| !matches!(f, Flag::Extension(_)))
+        .map(ToString::to_string)
+        .collect();
+    Flags::from_imap(&names).map_err(|e| bad(e.to_string()))
+}
+
+/// The UIDs a set names: message numbers or UIDs, `$` the saved result.
+fn resolve(sel: &Selected, set: &SequenceSet, uid: bool, saved: &[u32]) -> Vec<u32> {
+    let ranges = match set {
+        SequenceSet::Saved => {
+            return saved
+                .iter()
+                .copied()
+                .filter(|u| sel.seq_of(*u).is_some())
+                .collect();
+        }
+        SequenceSet::Ranges(r) => r,
+    };
+    if uid {
+        let largest = sel.max_uid();
+        sel.rows
+            .iter()
+            .map(|r| r.uid)
+            .filter(|&u| {
+                ranges.iter().any(|r| {
+                    let (lo, hi) = r.bounds(largest);
+                    (lo..=hi).contains(&u)
+                })
+            })
+            .collect()
+    } else {
+        let largest = sel.rows.len() as u32;
+        let mut out = Vec::new();
+        for (i, row) in sel.rows.iter().enumerate() {
+            let n = i as u32 + 1;
+            if ranges.iter().any(|r| {
+                let (lo, hi) = r.bounds(largest);
+                (lo..=hi).contains(&n)
+            }) {
+                out.push(row.uid);
+            }
+        }
+        out
+    }
+}
+
+/// A compact sequence set of sorted numbers.
+fn to_set(nums: &[u32]) -> SequenceSet {
+    let mut sorted: Vec<u32> = nums.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut ranges = Vec::new();
+    let mut i = 0;
+    while i < sorted.len() {
+        let start = sorted[i];
+        let mut end = start;
+        while i + 1 < sorted.len() && sorted[i + 1] == end + 1 {
+            i += 1;
+            end = sorted[i];
+        }
+        let v = |n: u32| {
+            SeqNum::Value(std::num::NonZeroU32::new(n.max(1)).unwrap_or(std::num::NonZeroU32::MIN))
+        };
+        ranges.push(SeqRange {
+            start: v(start),
+            end: v(end),
+        });
+        i += 1;
+    }
+    SequenceSet::Ranges(ranges)
+}
+
+/// `*` and `%` matching of LIST (case-sensitive except INBOX).
+fn list_matches(pattern: &str, name: &str) -> bool {
+    fn go(p: &[char], n: &[char]) -> bool {
+        match p.first() {
+            None => n.is_empty(),
+            Some('*') => (0..=n.len()).any(|i| go(&p[1..], &n[i..])),
+            Some('%') => (0..=n.len())
+                .take_while(|&i| i == 0 || n[i - 1] != DELIMITER)
+                .any(|i| go(&p[1..], &n[i..])),
+            Some(c) => n.first() == Some(c) && go(&p[1..], &n[1..]),
+        }
+    }
+    let p: Vec<char> = pattern.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    if name.eq_ignore_ascii_case("INBOX") {
+        let up: Vec<char> = pattern.to_ascii_uppercase().chars().collect();
+        if go(&up, &['I', 'N', 'B', 'O', 'X']) {
+            return true;
+        }
+    }
+    go(&p, &n)
+}
+
+/// A message's content, loaded once per request when a key needs it.
+struct Loaded {
+    bytes: Vec<u8>,
+}
+
+impl Loaded {
+    fn message(&self) -> tern_mime::Message<'_> {
+        tern_mime::Message::parse(&self.bytes, &tern_mime::Limits::default())
+    }
+}
+
+fn mime_section(s: &Section) -> tern_mime::Section {
+    tern_mime::Section {
+        part: s.part.clone(),
+        text: s.text.as_ref().map(|t| match t {
+            SectionText::Header => tern_mime::SectionText::Header,
+            SectionText::HeaderFields(f) => tern_mime::SectionText::HeaderFields(f.clone()),
+            SectionText::HeaderFieldsNot(f) => tern_mime::SectionText::HeaderFieldsNot(f.clone()),
+            SectionText::Text => tern_mime::SectionText::Text,
+            SectionText::Mime => tern_mime::SectionText::Mime,
+        }),
+    }
+}
+
+fn needle(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+impl Backend {
+    /// A backend over `mailboxes`; `append_limit`: the largest APPEND.
+    pub fn new(mailboxes: Arc<Mailboxes>, append_limit: u64) -> Backend {
+        Backend {
+            mailboxes,
+            store: None,
+            selected: None,
+            saved: Vec::new(),
+            append_limit,
+        }
+    }
+
+    /// Opens `user`'s store after a successful login (creating the
+    /// special-use mailboxes at the first one).
+    pub fn login(&mut self, user: &str) -> Result<(), MailboxError> {
+        self.store = Some(self.mailboxes.open(user)?);
+        Ok(())
+    }
+
+    /// The selected mailbox's change watch, for IDLE.
+    pub fn watch(&self) -> Option<tern_store::mailbox::MailboxWatch> {
+        let (store, sel) = (self.store.as_ref()?, self.selected.as_ref()?);
+        Some(store.watch(sel.id))
+    }
+
+    /// Looks for files others wrote (another MDA, the intake fast path)
+    /// in the selected mailbox.
+    pub fn poll_files(&self) {
+        if let (Some(store), Some(sel)) = (&self.store, &self.selected) {
+            let _ = store.poll(sel.id);
+        }
+    }
+
+    /// Untagged updates for the selected mailbox (new mail, flag changes,
+    /// expunges by others), encoded; for IDLE and between commands.
+    pub fn updates(&mut self, opts: EncodeOptions) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.sync(&mut out, opts, true);
+        out
+    }
+
+    /// Answers one request of the session.
+    pub fn handle(&mut self, req: Request, opts: EncodeOptions) -> Answer {
+        let mut out = Vec::new();
+        let Some(store) = self.store.clone() else {
+            return Answer {
+                untagged: out,
+                completion: no(Some(Code::Unavailable), "Mail store not open"),
+            };
+        };
+        let allow_expunge = !matches!(
+            req.kind,
+            RequestKind::Fetch { uid: false, .. }
+                | RequestKind::Store { uid: false, .. }
+                | RequestKind::Search { uid: false, .. }
+        );
+        if req.selected.is_none() && !matches!(req.kind, RequestKind::Select { .. }) {
+            self.selected = None;
+        }
+        let completion = match self.dispatch(&store, req, &mut out, opts) {
+            Ok(c) => c,
+            Err(c) => c,
+        };
+        if !matches!(completion.kind, tern_imap::response::StatusKind::Bad) {
+            self.sync(&mut out, opts, allow_expunge);
+        }
+        Answer {
+            untagged: out,
+            completion,
+        }
+    }
+
+    fn emit(out: &mut Vec<u8>, r: &Response<'_>, opts: EncodeOptions) {
+        r.encode(opts, out);
+    }
+
+    fn sync(&mut self, out: &mut Vec<u8>, opts: EncodeOptions, allow_expunge: bool) {
+        let (Some(store), Some(sel)) = (&self.store, self.selected.as_mut()) else {
+            return;
+        };
+        let Ok(changes) = store.changes_since(sel.id, sel.modseq) else {
+            return;
+        };
+        let mut vanished = Vec::new();
+        if allow_expunge {
+            for uid in &changes.vanished {
+                if let Some(i) = sel.seq_of(*uid) {
+                    if sel.qresync {
+                        vanished.push(*uid);
+                    } else {
+                        Self::emit(out, &Response::Data(Data::Expunge(i as u32 + 1)), opts);
+                    }
+                    sel.rows.remove(i);
+                }
+            }
+            if !vanished.is_empty() {
+                Self::emit(
+                    out,
+                    &Response::Data(Data::Vanished {
+                        earlier: false,
+                        uids: to_set(&vanished),
+                    }),
+                    opts,
+                );
+            }
+        }
+        let before = sel.rows.len();
+        let mut flag_updates = Vec::new();
+        for row in changes.changed {
+            match sel.seq_of(row.uid) {
+                Some(i) => {
+                    if sel.rows[i].flags != row.flags || sel.rows[i].modseq != row.modseq {
+                        flag_updates.push(i);
+                        sel.rows[i] = row;
+                    }
+                }
+                None if row.uid > sel.max_uid() => sel.rows.push(row),
+                None => {}
+            }
+        }
+        if sel.rows.len() != before {
+            Self::emit(
+                out,
+                &Response::Data(Data::Exists(sel.rows.len() as u32)),
+                opts,
+            );
+        }
+        for i in flag_updates {
+            let row = &sel.rows[i];
+            let mut items = vec![FetchItem::Flags {
+                flags: imap_flags(&row.flags),
+                recent: false,
+            }];
+            if sel.qresync {
+                items.push(FetchItem::Uid(row.uid));
+            }
+            if sel.condstore {
+                items.push(FetchItem::ModSeq(row.modseq));
+            }
+            Self::emit(
+                out,
+                &Response::Data(Data::Fetch {
+                    seq: i as u32 + 1,
+                    items,
+                }),
+                opts,
+            );
+        }
+        if allow_expunge {
+            sel.modseq = sel.modseq.max(changes.mailbox.highestmodseq);
+        }
+    }
+
+    fn dispatch(
+        &mut self,
+        store: &Arc<UserStore>,
+        req: Request,
+        out: &mut Vec<u8>,
+        opts: EncodeOptions,
+    ) -> Result<Completion, Completion> {
+        let enabled = req.enabled;
+        match req.kind {
+            RequestKind::Select {
+                mailbox,
+                read_only,
+                params,
+            } => {
+                self.selected = None;
+                let selected = store.select(&mailbox).map_err(|e| store_error(&e))?;
+                let condstore = enabled.condstore || params.condstore || params.qresync.is_some();
+                let qresync = enabled.qresync && params.qresync.is_some() || enabled.qresync;
+                let m = &selected.mailbox;
+                let flags = vec![
+                    Flag::Answered,
+                    Flag::Flagged,
+                    Flag::Deleted,
+                    Flag::Seen,
+                    Flag::Draft,
+                ];
+                let mut keywords: Vec<Flag> = Vec::new();
+                for row in &selected.messages {
+                    for k in row.flags.keywords() {
+                        if let Ok(f) = Flag::parse(k)
+                            && !keywords.contains(&f)
+                        {
+                            keywords.push(f);
+                        }
+                    }
+                }
+                let mut all = flags.clone();
+                all.extend(keywords);
+                Self::emit(out, &Response::Data(Data::Flags(all.clone())), opts);
+                Self::emit(
+                    out,
+                    &Response::Data(Data::Exists(selected.messages.len() as u32)),
+                    opts,
+                );
+                if !enabled.imap4rev2 {
+                    Self::emit(out, &Response::Data(Data::Recent(0)), opts);
+                }
+                let untagged = |code: Code| {
+                    Response::Status(StatusResponse::untagged(
+                        tern_imap::response::StatusKind::Ok,
+                        Some(code),
+                        "",
+                    ))
+                };
+                if let Some(first) = selected
+                    .messages
+                    .iter()
+                    .position(|r| !r.flags.system.contains(SystemFlags::SEEN))
+                    && !enabled.imap4rev2
+                {
+                    Self::emit(out, &untagged(Code::Unseen(first as u32 + 1)), opts);
+                }
+                Self::emit(
+                    out,
+                    &untagged(Code::PermanentFlags {
+                        flags: if read_only { Vec::new() } else { all },
+                        keywords: !read_only,
+                    }),
+                    opts,
+                );
+                Self::emit(out, &untagged(Code::UidValidity(m.uidvalidity)), opts);
+                Self::emit(out, &untagged(Code::UidNext(m.uidnext)), opts);
+                Self::emit(out, &untagged(Code::HighestModSeq(m.highestmodseq)), opts);
+                Self::emit(out, &untagged(Code::MailboxId(m.object_id.clone())), opts);
+                let mut sel = Selected {
+                    id: m.id,
+                    read_only,
+                    uidvalidity: m.uidvalidity,
+                    rows: selected.messages,
+                    modseq: m.highestmodseq,
+                    condstore,
+                    qresync,
+                };
+                // QRESYNC: what changed since the client's last state.
+                if let Some(q) = params.qresync
+                    && q.uid_validity == sel.uidvalidity
+                {
+                    if let Ok(changes) = store.changes_since(sel.id, q.mod_seq) {
+                        let known = q.known_uids.as_ref();
+                        let vanished: Vec<u32> = changes
+                            .vanished
+                            .iter()
+                            .copied()
+                            .filter(|u| known.is_none_or(|k| k.contains(*u, u32::MAX)))
+                            .collect();
+                        if !vanished.is_empty() {
+                            Self::emit(
+                                out,
+                                &Response::Data(Data::Vanished {
+                                    earlier: true,
+                                    uids: to_set(&vanished),
+                                }),
+                                opts,
+                            );
+                        }
+                        for row in &changes.changed {
+                            if let Some(i) = sel.seq_of(row.uid) {
+                                Self::emit(
+                                    out,
+                                    &Response::Data(Data::Fetch {
+                                        seq: i as u32 + 1,
+                                        items: vec![
+                                            FetchItem::Uid(row.uid),
+                                            FetchItem::Flags {
+                                                flags: imap_flags(&row.flags),
+                                                recent: false,
+                                            },
+                                            FetchItem::ModSeq(row.modseq),
+                                        ],
+                                    }),
+                                    opts,
+                                );
+                            }
+                        }
+                    }
+                    sel.qresync = true;
+                }
+                self.selected = Some(sel);
+                Ok(Completion::ok(
+                    Some(if read_only {
+                        Code::ReadOnly
+                    } else {
+                        Code::ReadWrite
+                    }),
+                    if read_only {
+                        "EXAMINE completed"
+                    } else {
+                        "SELECT completed"
+                    },
+                ))
+            }
+            RequestKind::Create {
+                mailbox,
+                special_use,
+            } => {
+                let name = mailbox.trim_end_matches(DELIMITER);
+                let use_attr = match special_use.first() {
+                    Some(a) => Some(
+                        SpecialUse::from_imap(&format!("\\{}", a.as_str())).ok_or_else(|| {
+                            no(Some(Code::UseAttr), "Unknown special-use attribute")
+                        })?,
+                    ),
+                    None => None,
+                };
+                store.create(name, use_attr).map_err(|e| store_error(&e))?;
+                Ok(Completion::ok(None, "CREATE completed"))
+            }
+            RequestKind::Delete { mailbox } => {
+                store.delete(&mailbox).map_err(|e| store_error(&e))?;
+                Ok(Completion::ok(None, "DELETE completed"))
+            }
+            RequestKind::Rename { from, to } => {
+                store.rename(&from, &to).map_err(|e| store_error(&e))?;
+                Ok(Completion::ok(None, "RENAME completed"))
+            }
+            RequestKind::Subscribe { mailbox, subscribe } => {
+                store
+                    .subscribe(&mailbox, subscribe)
+                    .map_err(|e| store_error(&e))?;
+                Ok(Completion::ok(
+                    None,
+                    if subscribe {
+                        "SUBSCRIBE completed"
+                    } else {
+                        "UNSUBSCRIBE completed"
+                    },
+                ))
+            }
+            RequestKind::List {
+                lsub,
+                reference,
+                patterns,
+                selection,
+                returns,
+                extended,
+            } => {
+                self.list(
+                    store,
+                    lsub,
+                    &reference,
+                    &patterns,
+                    &selection,
+                    &returns,
+                    extended,
+                    out,
+                    opts,
+                    enabled.utf8(),
+                )?;
+                Ok(Completion::ok(
+                    None,
+                    if lsub {
+                        "LSUB completed"
+                    } else {
+                        "LIST completed"
+                    },
+                ))
+            }
+            RequestKind::Status { mailbox, items } => {
+                self.status(store, &mailbox, &items, out, opts, enabled.utf8())?;
+                Ok(Completion::ok(None, "STATUS completed"))
+            }
+            RequestKind::Append { mailbox, messages } => self.append(store, &mailbox, messages),
+            RequestKind::Poll => Ok(Completion::ok(None, "NOOP completed")),
+            RequestKind::Close { expunge } => {
+                if let Some(sel) = self.selected.take()
+                    && expunge
+                    && !sel.read_only
+                {
+                    store.expunge(sel.id, None).map_err(|e| store_error(&e))?;
+                }
+                Ok(Completion::ok(None, "CLOSE completed"))
+            }
+            RequestKind::Expunge { uids } => {
+                let sel = self
+                    .selected
+                    .as_ref()
+                    .ok_or_else(|| no(None, "No mailbox selected"))?;
+                if sel.read_only {
+                    return Err(no(Some(Code::ReadOnly), "Mailbox is read-only"));
+                }
+                let which = uids.map(|set| resolve(sel, &set, true, &self.saved));
+                store
+                    .expunge(sel.id, which.as_deref())
+                    .map_err(|e| store_error(&e))?;
+                Ok(Completion::ok(None, "EXPUNGE completed"))
+            }
+            RequestKind::Search {
+                uid,
+                returns,
+                criteria,
+                ..
+            } => self.search(store, uid, returns, &criteria, &req.tag, out, opts),
+            RequestKind::Fetch {
+                uid,
+                set,
+                items,
+                changed_since,
+                vanished,
+            } => self.fetch(
+                store,
+                uid,
+                &set,
+                &items.attributes(),
+                changed_since,
+                vanished,
+                out,
+                opts,
+            ),
+            RequestKind::Store {
+                uid,
+                set,
+                unchanged_since,
+                mode,
+                silent,
+                flags,
+            } => self.store(
+                store,
+                uid,
+                &set,
+                unchanged_since,
+                mode,
+                silent,
+                &flags,
+                out,
+                opts,
+            ),
+            RequestKind::Copy {
+                uid,
+                is_move,
+                set,
+                mailbox,
+            } => self.copy(store, uid, is_move, &set, &mailbox, out, opts),
+            RequestKind::Sort {
+                uid,
+                criteria,
+                search,
+                ..
+            } => self.sort(store, uid, &criteria, &search, out),
+            RequestKind::Thread {
+                uid,
+                algorithm,
+                search,
+                ..
+            } => self.thread(store, uid, algorithm, &search, out),
+            RequestKind::GetQuota { root } => {
+                if !root.is_empty() {
+                    return Err(no(Some(Code::NonExistent), "No such quota root"));
+                }
+                self.quota(store, out, opts)?;
+                Ok(Completion::ok(None, "GETQUOTA completed"))
+            }
+            RequestKind::GetQuotaRoot { mailbox } => {
+                store.mailbox(&mailbox).map_err(|e| store_error(&e))?;
+                Self::emit(
+                    out,
+                    &Response::Data(Data::QuotaRoot {
+                        mailbox: Mailbox::from_utf8(&mailbox, enabled.utf8()),
+                        roots: vec![Vec::new()],
+                    }),
+                    opts,
+                );
+                self.quota(store, out, opts)?;
+                Ok(Completion::ok(None, "GETQUOTAROOT completed"))
+            }
+            _ => Err(bad("Command not supported")),
+        }
+    }
+
+    fn quota(
+        &self,
+        store: &UserStore,
+        out: &mut Vec<u8>,
+        opts: EncodeOptions,
+    ) -> Result<(), Completion> {
+        let q = store.quota().map_err(|e| store_error(&e))?;
+        let mut resources = Vec::new();
+        if let Some(limit) = q.limit {
+            resources.push(QuotaResource {
+                name: "STORAGE".into(),
+                usage: q.used / 1024,
+                limit: limit / 1024,
+            });
+        }
+        Self::emit(
+            out,
+            &Response::Data(Data::Quota {
+                root: Vec::new(),
+                resources,
+            }),
+            opts,
+        );
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn list(
+        &self,
+        store: &UserStore,
+        lsub: bool,
+        reference: &str,
+        patterns: &[String],
+        selection: &[ListSelect],
+        returns: &[ListReturn],
+        extended: bool,
+        out: &mut Vec<u8>,
+        opts: EncodeOptions,
+        utf8: bool,
+    ) -> Result<(), Completion> {
+        // LIST "" "": the hierarchy delimiter.
+        if !lsub && patterns.iter().all(String::is_empty) {
+            Self::emit(
+                out,
+                &Response::Data(Data::List(ListData {
+                    attributes: vec!["\\Noselect".into()],
+                    delimiter: Some(DELIMITER),
+                    mailbox: Mailbox::from_bytes(b""),
+                    child_info: Vec::new(),
+                    old_name: None,
+                })),
+                opts,
+            );
+            return Ok(());
+        }
+        let entries = store.list().map_err(|e| store_error(&e))?;
+        let subscribed_only = lsub || selection.contains(&ListSelect::Subscribed);
+        let special_only = selection.contains(&ListSelect::SpecialUse);
+        let want_subscribed = returns.contains(&ListReturn::Subscribed)
+            || selection.contains(&ListSelect::Subscribed);
+        let status_items = returns.iter().find_map(|r| match r {
+            ListReturn::Status(items) => Some(items.clone()),
+            _ => None,
+        });
+        for e in &entries {
+            let name = e.name.as_str();
+            let full_patterns: Vec<String> =
+                patterns.iter().map(|p| format!("{reference}{p}")).collect();
+            if !full_patterns.iter().any(|p| list_matches(p, name)) {
+                continue;
+            }
+            if subscribed_only && !e.subscribed {
+                continue;
+            }
+            if special_only && e.special_use.is_none() {
+                continue;
+            }
+            let mut attributes = Vec::new();
+            if e.id.is_none() {
+                attributes.push(if lsub {
+                    "\\Noselect".to_owned()
+                } else {
+                    "\\NonExistent".to_owned()
+                });
+            }
+            if !lsub {
+                attributes.push(if e.has_children {
+                    "\\HasChildren".into()
+                } else {
+                    "\\HasNoChildren".into()
+                });
+            }
+            if (want_subscribed || extended) && e.subscribed && !lsub {
+                attributes.push("\\Subscribed".into());
+            }
+            if let Some(u) = e.special_use {
+                attributes.push(u.as_imap().to_owned());
+            }
+            let data = ListData {
+                attributes,
+                delimiter: Some(DELIMITER),
+                mailbox: Mailbox::from_utf8(name, utf8),
+                child_info: Vec::new(),
+                old_name: None,
+            };
+            Self::emit(
+                out,
+                &Response::Data(if lsub {
+                    Data::Lsub(data)
+                } else {
+                    Data::List(data)
+                }),
+                opts,
+            );
+            if let Some(items) = &status_items
+                && e.id.is_some()
+            {
+                let _ = self.status(store, name, items, out, opts, utf8);
+            }
+        }
+        Ok(())
+    }
+
+    fn status(
+        &self,
+        store: &UserStore,
+        mailbox: &str,
+        items: &[StatusItem],
+        out: &mut Vec<u8>,
+        opts: EncodeOptions,
+        utf8: bool,
+    ) -> Result<(), Completion> {
+        let s = store.status(mailbox).map_err(|e| store_error(&e))?;
+        let values = items
+            .iter()
+            .map(|&item| {
+                let v = match item {
+                    StatusItem::Messages => StatusValue::Number(u64::from(s.messages)),
+                    StatusItem::UidNext => StatusValue::Number(u64::from(s.mailbox.uidnext)),
+                    StatusItem::UidValidity => {
+                        StatusValue::Number(u64::from(s.mailbox.uidvalidity))
+                    }
+                    StatusItem::Unseen => StatusValue::Number(u64::from(s.unseen)),
+                    StatusItem::Deleted => StatusValue::Number(u64::from(s.deleted)),
+                    StatusItem::Size => StatusValue::Number(s.size),
+                    StatusItem::Recent => StatusValue::Number(0),
+                    StatusItem::HighestModSeq => StatusValue::Number(s.mailbox.highestmodseq),
+                    StatusItem::AppendLimit => StatusValue::Number(self.append_limit),
+                    StatusItem::MailboxId => StatusValue::ObjectId(s.mailbox.object_id.clone()),
+                    _ => StatusValue::Nil,
+                };
+                (item, v)
+            })
+            .collect();
+        Self::emit(
+            out,
+            &Response::Data(Data::Status {
+                mailbox: Mailbox::from_utf8(mailbox, utf8),
+                items: values,
+            }),
+            opts,
+        );
+        Ok(())
+    }
+
+    fn append(
+        &mut self,
+        store: &UserStore,
+        mailbox: &str,
+        messages: Vec<tern_imap::command::AppendMessage>,
+    ) -> Result<Completion, Completion> {
+        let row = store.mailbox(mailbox).map_err(|e| {
+            let c = store_error(&e);
+            if c.code == Some(Code::NonExistent) {
+                no(Some(Code::TryCreate), "No such mailbox; CREATE it first")
+            } else {
+                c
+            }
+        })?;
+        if messages
+            .iter()
+            .any(|m| m.data.len() as u64 > self.append_limit)
+        {
+            return Err(no(Some(Code::TooBig), "Message larger than APPENDLIMIT"));
+        }
+        let mut flags = Vec::new();
+        for m in &messages {
+            flags.push(store_flags(&m.flags)?);
+        }
+        let mut readers: Vec<&[u8]> = messages.iter().map(|m| m.data.as_slice()).collect();
+        let mut items: Vec<AppendItem<'_>> = readers
+            .iter_mut()
+            .zip(flags)
+            .zip(messages.iter())
+            .map(|((r, flags), m)| AppendItem {
+                body: r,
+                flags,
+                internaldate: m.date.map(|d| d.unix_seconds()),
+            })
+            .collect();
+        let appended = store
+            .append_batch(row.id, &mut items)
+            .map_err(|e| store_error(&e))?;
+        let uids: Vec<u32> = appended.iter().map(|a| a.uid).collect();
+        let uidvalidity = appended.first().map_or(row.uidvalidity, |a| a.uidvalidity);
+        Ok(Completion::ok(
+            Some(Code::AppendUid {
+                uid_validity: uidvalidity,
+                uids: to_set(&uids),
+            }),
+            "APPEND completed",
+        ))
+    }
+
+    fn load(store: &UserStore, id: MailboxId, uid: u32) -> Option<Loaded> {
+        let mut f = store.open_message(id, uid).ok()?;
+        let mut bytes = Vec::new();
+        f.read_to_end(&mut bytes).ok()?;
+        let bytes = match tern_mime::to_crlf(&bytes) {
+            std::borrow::Cow::Borrowed(_) => bytes,
+            std::borrow::Cow::Owned(v) => v,
+        };
+        Some(Loaded { bytes })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn fetch(
+        &mut self,
+        store: &UserStore,
+        uid: bool,
+        set: &SequenceSet,
+        attrs: &[FetchAttribute],
+        changed_since: Option<u64>,
+        vanished: bool,
+        out: &mut Vec<u8>,
+        opts: EncodeOptions,
+    ) -> Result<Completion, Completion> {
+        let saved = self.saved.clone();
+        let sel = self
+            .selected
+            .as_mut()
+            .ok_or_else(|| no(None, "No mailbox selected"))?;
+        if changed_since.is_some() {
+            sel.condstore = true;
+        }
+        if vanished {
+            if let (Some(since), SequenceSet::Ranges(_)) = (changed_since, set)
+                && let Ok(changes) = store.changes_since(sel.id, since)
+            {
+                let largest = sel.max_uid().max(1);
+                let gone: Vec<u32> = changes
+                    .vanished
+                    .iter()
+                    .copied()
+                    .filter(|u| set.contains(*u, largest))
+                    .collect();
+                if !gone.is_empty() {
+                    Self::emit(
+                        out,
+                        &Response::Data(Data::Vanished {
+                            earlier: true,
+                            uids: to_set(&gone),
+                        }),
+                        opts,
+                    );
+                }
+            }
+        }
+        let uids = resolve(sel, set, uid, &saved);
+        let needs_body = attrs.iter().any(|a| {
+            matches!(
+                a,
+                FetchAttribute::Envelope
+                    | FetchAttribute::Body
+                    | FetchAttribute::BodyStructure
+                    | FetchAttribute::BodySection { .. }
+                    | FetchAttribute::Binary { .. }
+                    | FetchAttribute::BinarySize { .. }
+                    | FetchAttribute::Rfc822
+                    | FetchAttribute::Rfc822Header
+                    | FetchAttribute::Rfc822Text
+            )
+        });
+        let sets_seen = !sel.read_only
+            && attrs.iter().any(|a| {
+                matches!(
+                    a,
+                    FetchAttribute::BodySection { peek: false, .. }
+                        | FetchAttribute::Binary { peek: false, .. }
+                        | FetchAttribute::Rfc822
+                        | FetchAttribute::Rfc822Text
+                )
+            });
+        if sets_seen {
+            let unseen: Vec<u32> = uids
+                .iter()
+                .copied()
+                .filter(|u| {
+                    sel.seq_of(*u)
+                        .is_some_and(|i| !sel.rows[i].flags.system.contains(SystemFlags::SEEN))
+                })
+                .collect();
+            if !unseen.is_empty()
+                && let Ok(result) = store.store_flags(
+                    sel.id,
+                    &unseen,
+                    FlagOp::Add,
+                    &Flags::system(SystemFlags::SEEN),
+                    None,
+                )
+            {
+                for row in result.messages {
+                    if let Some(i) = sel.seq_of(row.uid) {
+                        sel.rows[i] = row;
+                    }
+                }
+            }
+        }
+        for u in uids {
+            let Some(i) = sel.seq_of(u) else { continue };
+            let row = sel.rows[i].clone();
+            if let Some(since) = changed_since
+                && row.modseq <= since
+            {
+                continue;
+            }
+            let loaded = if needs_body {
+                Self::load(store, sel.id, u)
+            } else {
+                None
+            };
+            let msg = loaded.as_ref().map(Loaded::message);
+            // Rendered values live here while the response borrows them.
+            let mut envelope = Vec::new();
+            let mut body = Vec::new();
+            let mut structure = Vec::new();
+            let mut sections: Vec<(usize, Vec<u8>)> = Vec::new();
+            for (k, a) in attrs.iter().enumerate() {
+                let Some(m) = &msg else { continue };
+                match a {
+                    FetchAttribute::Envelope => m.envelope_imap(&mut envelope),
+                    FetchAttribute::Body => m.body_structure_imap(false, &mut body),
+                    FetchAttribute::BodyStructure => m.body_structure_imap(true, &mut structure),
+                    FetchAttribute::BodySection {
+                        section, partial, ..
+                    } => {
+                        let data = m
+                            .section(&mime_section(section))
+                            .map(|c| c.into_owned())
+                            .unwrap_or_default();
+                        let data = match partial {
+                            Some((o, n)) => {
+                                tern_mime::partial(&data, u64::from(*o), u64::from(*n)).to_vec()
+                            }
+                            None => data,
+                        };
+                        sections.push((k, data));
+                    }
+                    FetchAttribute::Binary { part, partial, .. } => {
+                        let data = m.binary(part).map(|c| c.into_owned()).unwrap_or_default();
+                        let data = match partial {
+                            Some((o, n)) => {
+                                tern_mime::partial(&data, u64::from(*o), u64::from(*n)).to_vec()
+                            }
+                            None => data,
+                        };
+                        sections.push((k, data));
+                    }
+                    FetchAttribute::Rfc822 => sections.push((k, m.bytes().to_vec())),
+                    FetchAttribute::Rfc822Header => sections.push((k, m.header().to_vec())),
+                    FetchAttribute::Rfc822Text => sections.push((k, m.body().to_vec())),
+                    _ => {}
+                }
+            }
+            let section = |k: usize| {
+                sections
+                    .iter()
+                    .find(|(i, _)| *i == k)
+                    .map(|(_, d)| d.as_slice())
+            };
+            let mut items = Vec::new();
+            let mut has_uid = false;
+            for (k, a) in attrs.iter().enumerate() {
+                match a {
+                    FetchAttribute::Flags => items.push(FetchItem::Flags {
+                        flags: imap_flags(&row.flags),
+                        recent: false,
+                    }),
+                    FetchAttribute::Uid => {
+                        has_uid = true;
+                        items.push(FetchItem::Uid(row.uid));
+                    }
+                    FetchAttribute::InternalDate => {
+                        items.push(FetchItem::InternalDate(date_time(row.internaldate)))
+                    }
+                    FetchAttribute::Rfc822Size => items.push(FetchItem::Rfc822Size(
+                        loaded.as_ref().map_or(row.size, |l| l.bytes.len() as u64),
+                    )),
+                    FetchAttribute::ModSeq => items.push(FetchItem::ModSeq(row.modseq)),
+                    FetchAttribute::SaveDate => {
+                        items.push(FetchItem::SaveDate(Some(date_time(row.savedate))))
+                    }
+                    FetchAttribute::EmailId => items.push(FetchItem::EmailId(row.email_id.clone())),
+                    FetchAttribute::ThreadId => items.push(FetchItem::ThreadId(None)),
+                    FetchAttribute::Envelope if msg.is_some() => {
+                        items.push(FetchItem::Envelope(&envelope))
+                    }
+                    FetchAttribute::Body if msg.is_some() => items.push(FetchItem::Body(&body)),
+                    FetchAttribute::BodyStructure if msg.is_some() => {
+                        items.push(FetchItem::BodyStructure(&structure))
+                    }
+                    FetchAttribute::BodySection {
+                        section: s,
+                        partial,
+                        ..
+                    } => items.push(FetchItem::BodySection {
+                        section: s.clone(),
+                        origin: partial.map(|(o, _)| o),
+                        data: section(k),
+                    }),
+                    FetchAttribute::Binary { part, partial, .. } => items.push(FetchItem::Binary {
+                        part: part.clone(),
+                        origin: partial.map(|(o, _)| o),
+                        data: section(k),
+                    }),
+                    FetchAttribute::BinarySize { part } => items.push(FetchItem::BinarySize {
+                        part: part.clone(),
+                        size: msg
+                            .as_ref()
+                            .and_then(|m| m.binary_size(part).ok())
+                            .unwrap_or(0) as u64,
+                    }),
+                    FetchAttribute::Rfc822 => items.push(FetchItem::Rfc822(section(k))),
+                    FetchAttribute::Rfc822Header => items.push(FetchItem::Rfc822Header(section(k))),
+                    FetchAttribute::Rfc822Text => items.push(FetchItem::Rfc822Text(section(k))),
+                    _ => {}
+                }
+            }
+            if uid && !has_uid {
+                items.insert(0, FetchItem::Uid(row.uid));
+            }
+            if sets_seen && !attrs.contains(&FetchAttribute::Flags) {
+                items.push(FetchItem::Flags {
+                    flags: imap_flags(&row.flags),
+                    recent: false,
+                });
+            }
+            if (sel.condstore || changed_since.is_some())
+                && !attrs.contains(&FetchAttribute::ModSeq)
+            {
+                items.push(FetchItem::ModSeq(row.modseq));
+            }
+            Self::emit(
+                out,
+                &Response::Data(Data::Fetch {
+                    seq: i as u32 + 1,
+                    items,
+                }),
+                opts,
+            );
+        }
+        Ok(Completion::ok(None, "FETCH completed"))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn store(
+        &mut self,
+        store: &UserStore,
+        uid: bool,
+        set: &SequenceSet,
+        unchanged_since: Option<u64>,
+        mode: StoreMode,
+        silent: bool,
+        flags: &[Flag],
+        out: &mut Vec<u8>,
+        opts: EncodeOptions,
+    ) -> Result<Completion, Completion> {
+        let saved = self.saved.clone();
+        let sel = self
+            .selected
+            .as_mut()
+            .ok_or_else(|| no(None, "No mailbox selected"))?;
+        if sel.read_only {
+            return Err(no(Some(Code::ReadOnly), "Mailbox is read-only"));
+        }
+        if unchanged_since.is_some() {
+            sel.condstore = true;
+        }
+        let uids = resolve(sel, set, uid, &saved);
+        let flags = store_flags(flags)?;
+        let op = match mode {
+            StoreMode::Replace => FlagOp::Replace,
+            StoreMode::Add => FlagOp::Add,
+            StoreMode::Remove => FlagOp::Remove,
+        };
+        let result = store
+            .store_flags(sel.id, &uids, op, &flags, unchanged_since)
+            .map_err(|e| store_error(&e))?;
+        for row in result.messages {
+            let Some(i) = sel.seq_of(row.uid) else {
+                continue;
+            };
+            let changed = sel.rows[i].flags != row.flags;
+            sel.rows[i] = row.clone();
+            if silent && !(sel.condstore && changed) {
+                continue;
+            }
+            let mut items = Vec::new();
+            if uid {
+                items.push(FetchItem::Uid(row.uid));
+            }
+            if !silent {
+                items.push(FetchItem::Flags {
+                    flags: imap_flags(&row.flags),
+                    recent: false,
+                });
+            }
+            if sel.condstore {
+                items.push(FetchItem::ModSeq(row.modseq));
+            }
+            Self::emit(
+                out,
+                &Response::Data(Data::Fetch {
+                    seq: i as u32 + 1,
+                    items,
+                }),
+                opts,
+            );
+        }
+        if !result.failed.is_empty() {
+            let failed: Vec<u32> = if uid {
+                result.failed.clone()
+            } else {
+                result
+                    .failed
+                    .iter()
+                    .filter_map(|u| sel.seq_of(*u).map(|i| i as u32 + 1))
+                    .collect()
+            };
+            return Ok(Completion::ok(
+                Some(Code::Modified(to_set(&failed))),
+                "Conditional STORE failed for some messages",
+            ));
+        }
+        Ok(Completion::ok(None, "STORE completed"))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn copy(
+        &mut self,
+        store: &UserStore,
+        uid: bool,
+        is_move: bool,
+        set: &SequenceSet,
+        mailbox: &str,
+        out: &mut Vec<u8>,
+        opts: EncodeOptions,
+    ) -> Result<Completion, Completion> {
+        let saved = self.saved.clone();
+        let sel = self
+            .selected
+            .as_mut()
+            .ok_or_else(|| no(None, "No mailbox selected"))?;
+        if is_move && sel.read_only {
+            return Err(no(Some(Code::ReadOnly), "Mailbox is read-only"));
+        }
+        let target = store.mailbox(mailbox).map_err(|e| {
+            let c = store_error(&e);
+            if c.code == Some(Code::NonExistent) {
+                no(Some(Code::TryCreate), "No such mailbox; CREATE it first")
+            } else {
+                c
+            }
+        })?;
+        let uids = resolve(sel, set, uid, &saved);
+        if uids.is_empty() {
+            return Ok(Completion::ok(
+                None,
+                if is_move {
+                    "MOVE completed"
+                } else {
+                    "COPY completed"
+                },
+            ));
+        }
+        let result = if is_move {
+            store.move_messages(sel.id, &uids, target.id)
+        } else {
+            store.copy(sel.id, &uids, target.id)
+        }
+        .map_err(|e| store_error(&e))?;
+        let code = Code::CopyUid {
+            uid_validity: result.uidvalidity,
+            source: to_set(&result.uids.iter().map(|(s, _)| *s).collect::<Vec<_>>()),
+            dest: to_set(&result.uids.iter().map(|(_, d)| *d).collect::<Vec<_>>()),
+        };
+        if !is_move {
+            return Ok(Completion::ok(Some(code), "COPY completed"));
+        }
+        Self::emit(
+            out,
+            &Response::Status(StatusResponse::untagged(
+                tern_imap::response::StatusKind::Ok,
+                Some(code),
+                "Moved",
+            )),
+            opts,
+        );
+        let moved: Vec<u32> = result.uids.iter().map(|(s, _)| *s).collect();
+        if sel.qresync {
+            for u in &moved {
+                if let Some(i) = sel.seq_of(*u) {
+                    sel.rows.remove(i);
+                }
+            }
+            Self::emit(
+                out,
+                &Response::Data(Data::Vanished {
+                    earlier: false,
+                    uids: to_set(&moved),
+                }),
+                opts,
+            );
+        } else {
+            let mut seqs: Vec<usize> = moved.iter().filter_map(|u| sel.seq_of(*u)).collect();
+            seqs.sort_unstable_by(|a, b| b.cmp(a));
+            for i in seqs {
+                sel.rows.remove(i);
+                Self::emit(out, &Response::Data(Data::Expunge(i as u32 + 1)), opts);
+            }
+        }
+        Ok(Completion::ok(None, "MOVE completed"))
+    }
+
+    /// The messages (UIDs, in order) matching every key.
+    fn matching(&self, store: &UserStore, keys: &[SearchKey]) -> Result<Vec<u32>, Completion> {
+        let sel = self
+            .selected
+            .as_ref()
+            .ok_or_else(|| no(None, "No mailbox selected"))?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let mut out = Vec::new();
+        for (i, row) in sel.rows.iter().enumerate() {
+            let mut cache: Option<Option<Loaded>> = None;
+            let mut ctx = Ctx {
+                sel,
+                seq: i as u32 + 1,
+                row,
+                store,
+                cache: &mut cache,
+                saved: &self.saved,
+                now,
+            };
+            if keys.iter().all(|k| ctx.eval(k)) {
+                out.push(row.uid);
+            }
+        }
+        Ok(out)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn search(
+        &mut self,
+        store: &UserStore,
+        uid: bool,
+        returns: Option<Vec<SearchReturn>>,
+        criteria: &[SearchKey],
+        tag: &tern_imap::types::Tag,
+        out: &mut Vec<u8>,
+        opts: EncodeOptions,
+    ) -> Result<Completion, Completion> {
+        let uids = self.matching(store, criteria)?;
+        let sel = self
+            .selected
+            .as_ref()
+            .ok_or_else(|| no(None, "No mailbox selected"))?;
+        let ids: Vec<u32> = if uid {
+            uids.clone()
+        } else {
+            uids.iter()
+                .filter_map(|u| sel.seq_of(*u).map(|i| i as u32 + 1))
+                .collect()
+        };
+        let modseq = criteria
+            .iter()
+            .any(has_modseq)
+            .then(|| {
+                uids.iter()
+                    .filter_map(|u| sel.seq_of(*u).map(|i| sel.rows[i].modseq))
+                    .max()
+            })
+            .flatten();
+        match returns {
+            None => Self::emit(out, &Response::Data(Data::Search { ids, modseq }), opts),
+            Some(ret) => {
+                let all = ret.is_empty() || ret.contains(&SearchReturn::All);
+                let save = ret.contains(&SearchReturn::Save);
+                if save {
+                    self.saved = uids.clone();
+                }
+                let only_save = save && ret.len() == 1;
+                if !only_save {
+                    let es = ESearch {
+                        tag: Some(tag.clone()),
+                        uid,
+                        min: ret
+                            .contains(&SearchReturn::Min)
+                            .then(|| ids.iter().min().copied())
+                            .flatten(),
+                        max: ret
+                            .contains(&SearchReturn::Max)
+                            .then(|| ids.iter().max().copied())
+                            .flatten(),
+                        all: (all && !ids.is_empty()).then(|| to_set(&ids)),
+                        count: ret
+                            .contains(&SearchReturn::Count)
+                            .then_some(ids.len() as u32),
+                        modseq,
+                    };
+                    Self::emit(out, &Response::Data(Data::ESearch(es)), opts);
+                }
+            }
+        }
+        Ok(Completion::ok(None, "SEARCH completed"))
+    }
+
+    fn sort(
+        &mut self,
+        store: &UserStore,
+        uid: bool,
+        criteria: &[SortCriterion],
+        search: &[SearchKey],
+        out: &mut Vec<u8>,
+    ) -> Result<Completion, Completion> {
+        let uids = self.matching(store, search)?;
+        let sel = self
+            .selected
+            .as_ref()
+            .ok_or_else(|| no(None, "No mailbox selected"))?;
+        let mut keyed: Vec<(u32, u32, u64, tern_mime::SortKeys)> = Vec::new();
+        for u in uids {
+            let Some(i) = sel.seq_of(u) else { continue };
+            let row = &sel.rows[i];
+            let keys = Self::load(store, sel.id, u)
+                .map(|l| l.message().sort_keys(row.internaldate))
+                .unwrap_or_else(|| {
+                    tern_mime::Message::parse(b"", &tern_mime::Limits::default())
+                        .sort_keys(row.internaldate)
+                });
+            keyed.push((i as u32 + 1, u, row.size, keys));
+        }
+        keyed.sort_by(|a, b| {
+            for c in criteria {
+                let o = match c.key {
+                    SortKey::Arrival => a.0.cmp(&b.0),
+                    SortKey::Size => a.2.cmp(&b.2),
+                    SortKey::Date => a.3.date.cmp(&b.3.date),
+                    SortKey::Subject => a.3.subject.cmp(&b.3.subject),
+                    SortKey::From => a.3.from.cmp(&b.3.from),
+                    SortKey::To => a.3.to.cmp(&b.3.to),
+                    SortKey::Cc => a.3.cc.cmp(&b.3.cc),
+                    SortKey::DisplayFrom => {
+                        tern_mime::sort::compare_casemap(&a.3.display_from, &b.3.display_from)
+                    }
+                    SortKey::DisplayTo => {
+                        tern_mime::sort::compare_casemap(&a.3.display_to, &b.3.display_to)
+                    }
+                };
+                let o = if c.reverse { o.reverse() } else { o };
+                if o != std::cmp::Ordering::Equal {
+                    return o;
+                }
+            }
+            a.0.cmp(&b.0)
+        });
+        out.extend_from_slice(b"* SORT");
+        for k in keyed {
+            out.extend_from_slice(format!(" {}", if uid { k.1 } else { k.0 }).as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
+        Ok(Completion::ok(None, "SORT completed"))
+    }
+
+    fn thread(
+        &mut self,
+        store: &UserStore,
+        uid: bool,
+        algorithm: ThreadAlgorithm,
+        search: &[SearchKey],
+        out: &mut Vec<u8>,
+    ) -> Result<Completion, Completion> {
+        let uids = self.matching(store, search)?;
+        let sel = self
+            .selected
+            .as_ref()
+            .ok_or_else(|| no(None, "No mailbox selected"))?;
+        let mut msgs = Vec::new();
+        for u in uids {
+            let Some(i) = sel.seq_of(u) else { continue };
+            let row = &sel.rows[i];
+            let number = if uid { u } else { i as u32 + 1 };
+            if let Some(l) = Self::load(store, sel.id, u) {
+                msgs.push(l.message().thread_message(number, row.internaldate));
+            }
+        }
+        let threads = match algorithm {
+            ThreadAlgorithm::References => tern_mime::thread::references(&msgs),
+            _ => tern_mime::thread::ordered_subject(&msgs),
+        };
+        out.extend_from_slice(b"* THREAD ");
+        threads.render(out);
+        while out.last() == Some(&b' ') {
+            out.pop();
+        }
+        out.extend_from_slice(b"\r\n");
+        Ok(Completion::ok(None, "THREAD completed"))
+    }
+}
+
+fn has_modseq(k: &SearchKey) -> bool {
+    match k {
+        SearchKey::ModSeq { .. } => true,
+        SearchKey::Not(k) => has_modseq(k),
+        SearchKey::Or(a, b) => has_modseq(a) || has_modseq(b),
+        SearchKey::And(ks) => ks.iter().any(has_modseq),
+        _ => false,
+    }
+}
+
+/// Evaluates search keys against one message.
+struct Ctx<'a> {
+    sel: &'a Selected,
+    seq: u32,
+    row: &'a MessageRow,
+    store: &'a UserStore,
+    cache: &'a mut Option<Option<Loaded>>,
+    saved: &'a [u32],
+    now: i64,
+}
+
+impl Ctx<'_> {
+    fn loaded(&mut self) -> Option<&Loaded> {
+        if self.cache.is_none() {
+            *self.cache = Some(Backend::load(self.store, self.sel.id, self.row.uid));
+        }
+        self.cache.as_ref().and_then(Option::as_ref)
+    }
+
+    fn header(&mut self, name: &[u8], value: &[u8]) -> bool {
+        let n = needle(value);
+        self.loaded()
+            .is_some_and(|l| l.message().header_contains(name, &n))
+    }
+
+    fn sent(&mut self) -> Option<(u16, u8, u8)> {
+        let l = self.loaded()?;
+        l.message().sent_date().map(|d| d.date())
+    }
+
+    fn flag(&self, f: SystemFlags) -> bool {
+        self.row.flags.system.contains(f)
+    }
+
+    fn eval(&mut self, k: &SearchKey) -> bool {
+        let date = |d: &Date| (d.year, d.month, d.day);
+        let internal_day = {
+            let dt = date_time(self.row.internaldate);
+            (dt.date.year, dt.date.month, dt.date.day)
+        };
+        match k {
+            SearchKey::All => true,
+            SearchKey::Answered => self.flag(SystemFlags::ANSWERED),
+            SearchKey::Unanswered => !self.flag(SystemFlags::ANSWERED),
+            SearchKey::Deleted => self.flag(SystemFlags::DELETED),
+            SearchKey::Undeleted => !self.flag(SystemFlags::DELETED),
+            SearchKey::Draft => self.flag(SystemFlags::DRAFT),
+            SearchKey::Undraft => !self.flag(SystemFlags::DRAFT),
+            SearchKey::Flagged => self.flag(SystemFlags::FLAGGED),
+            SearchKey::Unflagged => !self.flag(SystemFlags::FLAGGED),
+            SearchKey::Seen => self.flag(SystemFlags::SEEN),
+            SearchKey::Unseen => !self.flag(SystemFlags::SEEN),
+            SearchKey::New | SearchKey::Recent => false,
+            SearchKey::Old => true,
+            SearchKey::Keyword(a) => self.row.flags.has_keyword(a.as_str()),
+            SearchKey::Unkeyword(a) => !self.row.flags.has_keyword(a.as_str()),
+            SearchKey::Larger(n) => self.row.size > *n,
+            SearchKey::Smaller(n) => self.row.size < *n,
+            SearchKey::Before(d) => internal_day < date(d),
+            SearchKey::On(d) => internal_day == date(d),
+            SearchKey::Since(d) => internal_day >= date(d),
+            SearchKey::SavedBefore(d) => self.row.savedate < day_start(d),
+            SearchKey::SavedOn(d) => {
+                let dt = date_time(self.row.savedate);
+                (dt.date.year, dt.date.month, dt.date.day) == date(d)
+            }
+            SearchKey::SavedSince(d) => self.row.savedate >= day_start(d),
+            SearchKey::SaveDateSupported => true,
+            SearchKey::SentBefore(d) => self.sent().is_some_and(|s| s < date(d)),
+            SearchKey::SentOn(d) => self.sent().is_some_and(|s| s == date(d)),
+            SearchKey::SentSince(d) => self.sent().is_some_and(|s| s >= date(d)),
+            SearchKey::Older(secs) => self.row.internaldate <= self.now - i64::from(*secs),
+            SearchKey::Younger(secs) => self.row.internaldate >= self.now - i64::from(*secs),
+            SearchKey::From(v) => self.header(b"from", v),
+            SearchKey::To(v) => self.header(b"to", v),
+            SearchKey::Cc(v) => self.header(b"cc", v),
+            SearchKey::Bcc(v) => self.header(b"bcc", v),
+            SearchKey::Subject(v) => self.header(b"subject", v),
+            SearchKey::Header(name, v) => {
+                let name = name.to_ascii_lowercase();
+                if v.is_empty() {
+                    self.loaded().is_some_and(|l| {
+                        tern_mime::header::first_value(l.message().header(), &name).is_some()
+                    })
+                } else {
+                    self.header(&name, v)
+                }
+            }
+            SearchKey::Body(v) => {
+                let n = needle(v);
+                self.loaded().is_some_and(|l| l.message().body_contains(&n))
+            }
+            SearchKey::Text(v) => {
+                let n = needle(v);
+                self.loaded().is_some_and(|l| l.message().text_contains(&n))
+            }
+            SearchKey::Uid(set) => match set {
+                SequenceSet::Saved => self.saved.contains(&self.row.uid),
+                _ => set.contains(self.row.uid, self.sel.max_uid()),
+            },
+            SearchKey::SequenceSet(set) => match set {
+                SequenceSet::Saved => self.saved.contains(&self.row.uid),
+                _ => set.contains(self.seq, self.sel.rows.len() as u32),
+            },
+            SearchKey::ModSeq { modseq, .. } => self.row.modseq >= *modseq,
+            SearchKey::EmailId(a) => self.row.email_id == a.as_str(),
+            SearchKey::ThreadId(_) => false,
+            SearchKey::Not(k) => !self.eval(k),
+            SearchKey::Or(a, b) => self.eval(a) || self.eval(b),
+            SearchKey::And(ks) => ks.iter().all(|k| self.eval(k)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_wildcards() {
+        assert!(list_matches("*", "Archive/2026"));
+        assert!(list_matches("%", "Archive"));
+        assert!(!list_matches("%", "Archive/2026"));
+        assert!(list_matches("Archive/%", "Archive/2026"));
+        assert!(list_matches("inbox", "INBOX"));
+        assert!(!list_matches("Sent", "Sent Items"));
+    }
+
+    #[test]
+    fn dates_from_unix_seconds() {
+        let d = date_time(0);
+        assert_eq!(
+            (d.date.year, d.date.month, d.date.day, d.hour),
+            (1970, 1, 1, 0)
+        );
+        let d = date_time(1_796_350_000);
+        assert_eq!((d.date.year, d.date.month), (2026, 12));
+        assert_eq!(date_time(d.unix_seconds()), d);
+    }
+
+    #[test]
+    fn sets_are_compact() {
+        assert_eq!(to_set(&[5, 1, 2, 3, 9, 10]).to_string(), "1:3,5,9:10");
+        assert_eq!(to_set(&[7]).to_string(), "7");
+    }
+}

@@ -1,0 +1,395 @@
+//! The IMAP driver: pumps bytes between a socket and a sans-IO
+//! [`tern_imap::session::Session`], answers its SASL questions through the
+//! shared authentication service ([`crate::auth`]) and its mailbox
+//! requests through a [`backend::Backend`] on a blocking thread, runs the
+//! STARTTLS handshake (nothing read before it survives), and waits in IDLE
+//! on the mail store's change notifications (a delivery is seen within a
+//! second; files written by other programs are polled once a second).
+//!
+//! Timeouts: one minute before authentication, 30 minutes between commands
+//! after it (RFC 9051 5.4), and in IDLE a `* OK Still here` every two
+//! minutes (mobile NATs) up to 30 minutes. Sessions per user are bounded.
+//! This module never parses IMAP itself and never logs a secret.
+
+pub mod backend;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ring::rand::{SecureRandom, SystemRandom};
+use tern_imap::session::{AuthQuestion, Completion, Event, Session, SessionConfig, TimeoutClass};
+use tern_sasl::{Answer, FailureKind, StartContext};
+use tern_smtp::server::ServerConfig;
+use tern_store::mailbox::Mailboxes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::Context;
+use crate::conn::escape_for_log;
+use crate::tls::MaybeTlsStream;
+use backend::Backend;
+
+/// Waiting for a command before authentication.
+const PRE_AUTH_TIMEOUT: Duration = Duration::from_secs(60);
+/// Waiting for a command after authentication (RFC 9051 5.4: at least 30
+/// minutes).
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// The longest IDLE (clients re-issue it every 29 minutes).
+const IDLE_LIMIT: Duration = Duration::from_secs(30 * 60);
+/// How often an idling client hears `* OK Still here`.
+const KEEPALIVE: Duration = Duration::from_secs(120);
+
+/// The IMAP service: the mail store and its limits, shared by every
+/// IMAP session.
+#[derive(Debug)]
+pub struct ImapService {
+    /// Every user's mailboxes.
+    pub mailboxes: Arc<Mailboxes>,
+    /// The largest message APPEND accepts (APPENDLIMIT).
+    pub append_limit: u64,
+    /// Concurrent IMAP sessions one user may hold.
+    pub max_sessions_per_user: usize,
+    sessions: Mutex<HashMap<String, usize>>,
+}
+
+impl ImapService {
+    /// A service over `mailboxes`.
+    pub fn new(mailboxes: Arc<Mailboxes>, append_limit: u64, max_sessions_per_user: usize) -> Self {
+        ImapService {
+            mailboxes,
+            append_limit,
+            max_sessions_per_user,
+            sessions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn enter(self: &Arc<Self>, user: &str) -> Option<UserSlot> {
+        let key = user.to_ascii_lowercase();
+        let mut s = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let n = s.entry(key.clone()).or_insert(0);
+        if *n >= self.max_sessions_per_user {
+            return None;
+        }
+        *n += 1;
+        Some(UserSlot {
+            service: Arc::clone(self),
+            user: key,
+        })
+    }
+}
+
+/// One of a user's session slots; dropping it frees the slot.
+#[derive(Debug)]
+struct UserSlot {
+    service: Arc<ImapService>,
+    user: String,
+}
+
+impl Drop for UserSlot {
+    fn drop(&mut self) {
+        let mut s = self
+            .service
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = s.get_mut(&self.user) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                s.remove(&self.user);
+            }
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The session settings for a listener, from its SMTP-side settings (TLS,
+/// mechanisms, plaintext AUTH) and the service's limits.
+fn session_config(smtp: &ServerConfig, service: &ImapService) -> SessionConfig {
+    let mut c = SessionConfig {
+        mechanisms: smtp.auth_mechanisms.clone(),
+        plaintext_auth_allowed: smtp.auth_plaintext_allowed,
+        starttls: !smtp.tls_active,
+        compress: false,
+        ..SessionConfig::default()
+    };
+    // The session advertises APPENDLIMIT from the literal limit.
+    c.after_auth.max_literal = service.append_limit;
+    c.after_auth.max_command = c
+        .after_auth
+        .max_command
+        .max(service.append_limit + 64 * 1024);
+    c.capabilities.retain(|cap| !cap.starts_with("COMPRESS"));
+    c
+}
+
+/// Runs one IMAP connection to its end. `tls`: the stream is already
+/// encrypted (implicit TLS, port 993).
+pub(crate) async fn run(
+    ctx: Arc<Context>,
+    service: Arc<ImapService>,
+    mut stream: MaybeTlsStream,
+    peer: SocketAddr,
+    smtp: Arc<ServerConfig>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let tls = stream.tls_info().is_some();
+    let mut session = Session::new(session_config(&smtp, &service), tls);
+    session.greet();
+    let backend = Arc::new(Mutex::new(Backend::new(
+        Arc::clone(&service.mailboxes),
+        service.append_limit,
+    )));
+    let mut slot: Option<UserSlot> = None;
+    let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
+    let mut idle: Option<(Instant, Instant)> = None; // (started, last keepalive)
+    let mut watch: Option<tern_store::mailbox::MailboxWatch> = None;
+    let mut last_activity = Instant::now();
+    'session: loop {
+        while let Some(event) = session.poll_event() {
+            last_activity = Instant::now();
+            match event {
+                Event::StartTls => {
+                    let out = session.take_output();
+                    if stream.write_all(&out).await.is_err() {
+                        break 'session;
+                    }
+                    let Some(tlsm) = ctx.tls.as_ref() else {
+                        break 'session;
+                    };
+                    match stream
+                        .upgrade(&tlsm.acceptor(), ctx.handshake_timeout)
+                        .await
+                    {
+                        Ok(s) => {
+                            stream = s;
+                            info!("IMAP STARTTLS established");
+                            session.tls_established();
+                        }
+                        Err(e) => {
+                            info!(error = %e, "IMAP STARTTLS handshake failed; closing");
+                            return;
+                        }
+                    }
+                }
+                Event::AuthStart { .. } => {
+                    let mut nonce = [0u8; 32];
+                    if SystemRandom::new().fill(&mut nonce).is_err() {
+                        session.auth_answer(Answer::Fail(FailureKind::Temporary));
+                        continue;
+                    }
+                    session.auth_begin(StartContext::new(
+                        &nonce,
+                        &ctx.hostname,
+                        unix_now(),
+                        &ctx.auth.secret,
+                    ));
+                }
+                Event::Auth(question) => {
+                    let q = match question {
+                        AuthQuestion::VerifyPassword { authcid, password } => {
+                            crate::auth::Question::VerifyPassword { authcid, password }
+                        }
+                        AuthQuestion::LookupCram { authcid } => {
+                            crate::auth::Question::LookupCram { authcid }
+                        }
+                        AuthQuestion::LookupScram { authcid } => {
+                            crate::auth::Question::LookupScram { authcid }
+                        }
+                        AuthQuestion::VerifyToken { token, .. } => {
+                            crate::auth::Question::VerifyToken { token }
+                        }
+                        _ => {
+                            session.auth_answer(Answer::Fail(FailureKind::Temporary));
+                            continue;
+                        }
+                    };
+                    let answer = crate::auth::answer(&ctx, peer.ip(), q).await;
+                    session.auth_answer(answer);
+                }
+                Event::Authenticated { user } => {
+                    ctx.abuse.auth_succeeded(peer.ip(), &user, Instant::now());
+                    let Some(s) = service.enter(&user) else {
+                        warn!(user = %escape_for_log(&user), "too many IMAP sessions for this user");
+                        let _ = stream
+                            .write_all(b"* BYE [LIMIT] Too many sessions for this user\r\n")
+                            .await;
+                        break 'session;
+                    };
+                    slot = Some(s);
+                    let b = Arc::clone(&backend);
+                    let u = user.clone();
+                    let opened = tokio::task::spawn_blocking(move || {
+                        b.lock().unwrap_or_else(|e| e.into_inner()).login(&u)
+                    })
+                    .await;
+                    match opened {
+                        Ok(Ok(())) => info!(user = %escape_for_log(&user), "IMAP login"),
+                        Ok(Err(e)) => {
+                            warn!(user = %escape_for_log(&user), error = %e, "mail store cannot be opened");
+                            let _ = stream
+                                .write_all(b"* BYE [UNAVAILABLE] Mailbox unavailable\r\n")
+                                .await;
+                            break 'session;
+                        }
+                        Err(_) => break 'session,
+                    }
+                }
+                Event::AuthFailed { kind } => {
+                    if matches!(
+                        kind,
+                        FailureKind::BadCredentials | FailureKind::AuthzidNotAllowed
+                    ) {
+                        ctx.abuse.auth_failed(peer.ip(), "", Instant::now());
+                    }
+                    info!(kind = ?kind, "IMAP authentication failed");
+                }
+                Event::Request(request) => {
+                    let out = session.take_output();
+                    if !out.is_empty() && stream.write_all(&out).await.is_err() {
+                        break 'session;
+                    }
+                    let opts = session.encode_options();
+                    let b = Arc::clone(&backend);
+                    let answer = tokio::task::spawn_blocking(move || {
+                        b.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .handle(request, opts)
+                    })
+                    .await;
+                    match answer {
+                        Ok(a) => {
+                            if !a.untagged.is_empty()
+                                && stream.write_all(&a.untagged).await.is_err()
+                            {
+                                break 'session;
+                            }
+                            session.finish(a.completion);
+                        }
+                        Err(_) => session.finish(Completion::no(
+                            Some(tern_imap::response::Code::ServerBug),
+                            "Internal error",
+                        )),
+                    }
+                }
+                Event::IdleStart => {
+                    let now = Instant::now();
+                    idle = Some((now, now));
+                    watch = backend.lock().unwrap_or_else(|e| e.into_inner()).watch();
+                }
+                Event::IdleDone => {
+                    idle = None;
+                    watch = None;
+                }
+                Event::Close => {
+                    let out = session.take_output();
+                    let _ = stream.write_all(&out).await;
+                    break 'session;
+                }
+                other => debug!(event = ?other, "IMAP event"),
+            }
+        }
+        let out = session.take_output();
+        if !out.is_empty() {
+            match tokio::time::timeout(COMMAND_TIMEOUT, stream.write_all(&out)).await {
+                Ok(Ok(())) => {}
+                _ => break,
+            }
+        }
+        let deadline = match session.timeout_class() {
+            TimeoutClass::NotAuthenticated => PRE_AUTH_TIMEOUT,
+            TimeoutClass::TlsHandshake => ctx.handshake_timeout,
+            _ => COMMAND_TIMEOUT,
+        };
+        buf.clear();
+        if let Some((started, last_keepalive)) = idle {
+            if started.elapsed() >= IDLE_LIMIT {
+                let _ = stream.write_all(b"* BYE IDLE for too long\r\n").await;
+                break;
+            }
+            let tick = tokio::time::sleep(Duration::from_secs(1));
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => {
+                    let _ = stream.write_all(b"* BYE Server shutting down\r\n").await;
+                    break;
+                }
+                read = stream.read_buf(&mut buf) => match read {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => session.handle_input(&buf[..n]),
+                },
+                _ = async {
+                    match watch.as_mut() {
+                        Some(w) => { w.changed().await; }
+                        None => std::future::pending::<()>().await,
+                    }
+                } => {
+                    push_updates(&backend, &mut session, &mut stream, false).await;
+                }
+                _ = tick => {
+                    push_updates(&backend, &mut session, &mut stream, true).await;
+                    if last_keepalive.elapsed() >= KEEPALIVE {
+                        session.keepalive();
+                        idle = Some((started, Instant::now()));
+                    }
+                }
+            }
+            continue;
+        }
+        let left = deadline.saturating_sub(last_activity.elapsed());
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => {
+                let _ = stream.write_all(b"* BYE Server shutting down\r\n").await;
+                break;
+            }
+            read = tokio::time::timeout(left, stream.read_buf(&mut buf)) => match read {
+                Err(_) => {
+                    info!("IMAP client timed out");
+                    let _ = stream.write_all(b"* BYE Autologout; idle for too long\r\n").await;
+                    break;
+                }
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(n)) => {
+                    last_activity = Instant::now();
+                    session.handle_input(&buf[..n]);
+                }
+            }
+        }
+    }
+    let _ = stream.shutdown().await;
+    drop(slot);
+    debug!("IMAP disconnect");
+}
+
+/// Writes the selected mailbox's pending changes while idling; with
+/// `poll`, first looks for files other programs wrote.
+async fn push_updates(
+    backend: &Arc<Mutex<Backend>>,
+    session: &mut Session,
+    stream: &mut MaybeTlsStream,
+    poll: bool,
+) {
+    let opts = session.encode_options();
+    let b = Arc::clone(backend);
+    let updates = tokio::task::spawn_blocking(move || {
+        let mut b = b.lock().unwrap_or_else(|e| e.into_inner());
+        if poll {
+            b.poll_files();
+        }
+        b.updates(opts)
+    })
+    .await
+    .unwrap_or_default();
+    if !updates.is_empty() {
+        let _ = stream.write_all(&updates).await;
+    }
+}
