@@ -108,7 +108,7 @@ ssl = yes
 ssl_cert = <{self.cert_path}
 ssl_key = <{self.key_path}
 disable_plaintext_auth = yes
-auth_mechanisms = plain login
+auth_mechanisms = plain login cram-md5 scram-sha-256
 passdb {{
   driver = passwd-file
   args = {self.base}/passwd

@@ -205,7 +205,9 @@ def tokenize(data: bytes, i: int = 0):
                 j += 1
             cur.append(bytes(s).decode("utf-8", "replace"))
             i = j + 1
-        elif c == b"{":
+        elif c == b"{" or (c == b"~" and data[i + 1:i + 2] == b"{"):
+            if c == b"~":  # literal8 (RFC 3516)
+                i += 1
             j = data.index(b"}", i)
             size = int(data[i + 1:j].rstrip(b"+"))
             start = data.index(b"\n", j) + 1
@@ -233,8 +235,9 @@ def render(v) -> str:
     if v is None:
         return "NIL"
     if isinstance(v, Lit):
-        return "{%d}%s" % (len(v), bytes(v).decode("utf-8", "replace"))
-    if isinstance(v, bytes):
+        # a literal and a quoted string are the same string (RFC 9051 4.3)
+        v = bytes(v).decode("utf-8", "replace")
+    elif isinstance(v, bytes):
         return v.decode("utf-8", "replace")
     if isinstance(v, str):
         return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -386,6 +389,15 @@ def normalise_all(untagged: list[bytes], tagged: bytes, tag: str) -> list[str]:
     may send them in any order, RFC 3501 7 / RFC 9051 7; EXPUNGE and
     VANISHED keep their relative order), then the tagged one."""
     lines = [normalise(r, tag) for r in untagged]
+    last = normalise(tagged, tag)
+    # CAPABILITY as a response code of the tagged OK or as an untagged
+    # response: the same information (RFC 9051 6.2.3, 7.1)
+    m = re.match(r"TAG OK \[CAPABILITY (.*)\]$", last)
+    if m:
+        lines.append("* CAPABILITY " + m.group(1))
+        last = "TAG OK"
+    # MAILBOXID (RFC 8474 OBJECTID, which Dovecot 2.3 lacks: CAPS_IGNORED)
+    lines = [x for x in lines if x != "* OK [MAILBOXID <id>]"]
     order_kept = ("EXPUNGE", "VANISHED")
     lines = sorted(lines, key=lambda s: next((k for k in order_kept if k in s.split(" ")[:3]), s))
-    return lines + [normalise(tagged, tag)]
+    return lines + [last]
