@@ -106,6 +106,7 @@ def render_config(
     queue=None,
     mail_auth=None,
     dkim=None,
+    imap_settings=None,
 ) -> str:
     """The TOML config. `extra_listeners`: dicts with `port`, `role` and optionally
     `plaintext_auth`, after the MX listener on `port`. `abuse`: section name ->
@@ -118,7 +119,9 @@ def render_config(
     `[delivery.smarthost]`). A domain dict may carry `lmtp` ("unix:/path" or
     "tcp:host:port"). `mail_auth`, `dkim`: settings of `[mail_auth]` and
     `[dkim]`; the inbound checks are off unless `mail_auth` is given (with the
-    default closed-port nameserver every lookup would only time out)."""
+    default closed-port nameserver every lookup would only time out).
+    `imap_settings`: settings of `[imap]` (append_limit, max_sessions_per_user,
+    quota)."""
     domains = DEFAULT_DOMAINS if domains is None else domains
     lim = {
         "max_message_size": MAX_MESSAGE_SIZE,
@@ -200,7 +203,7 @@ def render_config(
                 out.append("")
     mail_auth = {"enabled": False} if mail_auth is None else mail_auth
     for table, settings in (("auth", auth), ("submission", submission), ("tls", tls),
-                            ("mail_auth", mail_auth), ("dkim", dkim)):
+                            ("mail_auth", mail_auth), ("dkim", dkim), ("imap", imap_settings)):
         if settings:
             out.append(f"[{table}]")
             out += [f"{k} = {val(v)}" for k, v in settings.items()]

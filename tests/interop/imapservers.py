@@ -60,7 +60,8 @@ class PrivateDovecotImap:
     """`dovecot -F -c CONF` with IMAP (STARTTLS, IMAPS) and LMTP; `users` are
     (address, password) pairs (PLAIN scheme in a private passwd-file)."""
 
-    def __init__(self, base: Path, users):
+    def __init__(self, base: Path, users, extra_conf: str = ""):
+        self.extra_conf = extra_conf
         self.base = base
         self.users = list(users)
         self.imap_port = free_port()
@@ -150,6 +151,7 @@ service anvil {{
 }}
 default_internal_user = nobody
 default_login_user = nobody
+{self.extra_conf}
 """)
         out = open(self.base / "dovecot.out", "wb")
         env = dict(os.environ, TZ="UTC")
@@ -307,9 +309,10 @@ class DovecotTarget(ImapTarget):
         return self.dv.log()
 
 
-def start_dovecot(users) -> PrivateDovecotImap:
+def start_dovecot(users, extra_conf: str = "") -> PrivateDovecotImap:
+    """`extra_conf`: more dovecot.conf text (plugins, limits)."""
     base = world_readable_tmpdir("tern-interop-imap-dovecot-")
-    dv = PrivateDovecotImap(base, users)
+    dv = PrivateDovecotImap(base, users, extra_conf)
     try:
         return dv.start()
     except Exception:

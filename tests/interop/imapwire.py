@@ -252,8 +252,8 @@ def render(v) -> str:
 # CAPABILITY responses before comparing (the rest must match).
 CAPS_IGNORED = {
     # Dovecot 2.3 extras Tern does not claim (issue 12 does not ask for them)
-    "LOGIN-REFERRALS", "LITERAL+", "SORT=DISPLAY", "THREAD=REFS", "URL-PARTIAL", "CATENATE", "I18NLEVEL=1",
-    "ESORT", "WITHIN", "CONTEXT=SEARCH", "SNIPPET=FUZZY", "PREVIEW=FUZZY", "PREVIEW", "NOTIFY", "AUTH=LOGIN",
+    "LOGIN-REFERRALS", "SORT=DISPLAY", "THREAD=REFS", "URL-PARTIAL", "CATENATE", "I18NLEVEL=1",
+    "ESORT", "WITHIN", "CONTEXT=SEARCH", "SNIPPET=FUZZY", "PREVIEW=FUZZY", "PREVIEW", "NOTIFY",
     "SPECIAL-USE-EXTENSIONS",
     # Tern extras Dovecot 2.3 lacks (or has only through plugins)
     "IMAP4REV2", "UTF8=ACCEPT", "OBJECTID", "QUOTA", "QUOTA=RES-STORAGE", "CREATE-SPECIAL-USE",

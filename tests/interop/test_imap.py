@@ -668,3 +668,246 @@ def test_fetchmail_keep_and_delete(target, tmp_path):
     typ, data = m.status("INBOX", "(MESSAGES)")
     assert b"MESSAGES 0" in data[0], f"without --keep the messages stay: {data}"
     m.logout()
+
+
+# ---------------------------------------------------------------------------
+# Extensions and limits (servers configured per test)
+# ---------------------------------------------------------------------------
+
+def servers(tern_xfail: str | None = None, dovecot_skip: str | None = None):
+    """Parameters "tern" and "dovecot" for `make_target`; `tern_xfail` marks
+    what Tern lacks (strict: the test fails once Tern has it), `dovecot_skip`
+    what the reference server does not offer."""
+    return [
+        pytest.param("tern", marks=[pytest.mark.xfail(strict=True, reason=tern_xfail)] if tern_xfail else []),
+        pytest.param("dovecot", marks=[pytest.mark.skip(reason=dovecot_skip)] if dovecot_skip else []),
+    ]
+
+
+@pytest.fixture
+def make_target(request):
+    started = []
+
+    def make(kind: str, *, tern_config=None, dovecot_conf: str = ""):
+        if kind == "tern":
+            return TernTarget(request.getfixturevalue("tern_factory")(imap=True, **(tern_config or {})))
+        why = dovecot_missing()
+        if why:
+            pytest.skip(why)
+        dv = start_dovecot([(ALICE, ALICE_PW), (BOB, BOB_PW)], dovecot_conf)
+        started.append(dv)
+        return DovecotTarget(dv)
+
+    yield make
+    for dv in started:
+        dv.stop()
+        shutil.rmtree(dv.base, ignore_errors=True)
+
+
+def test_literal_plus_append(target):
+    """LITERAL+ (RFC 7888): APPEND with a non-synchronising literal, no "+" wait."""
+    r = raw_login(target)
+    try:
+        caps = b" ".join(r.ok("CAPABILITY")).upper()
+        assert b"LITERAL+" in caps, caps
+        data = msg("08-draft.eml")
+        tag = r.next_tag()
+        r.send(f"{tag} APPEND Sent (\\Seen) {{{len(data)}+}}\r\n".encode() + data + b"\r\n")
+        untagged, tagged = r.read_until_tagged(tag)
+        assert tagged.split()[1] == b"OK" and b"APPENDUID" in tagged, (untagged, tagged)
+        assert not any(u.startswith(b"+") for u in untagged), f"continuation sent for a LITERAL+: {untagged}"
+        st = r.ok("STATUS Sent (MESSAGES)")
+        assert b"MESSAGES 1" in st[0], st
+    finally:
+        r.close()
+
+
+def scram_sha256(user: str, password: str):
+    """A SCRAM-SHA-256 client (RFC 5802/7677) as an imaplib authobject; the
+    server's final message is verified."""
+    import hashlib
+    import hmac
+    import os as _os
+    cnonce = base64.b64encode(_os.urandom(18)).decode()
+    first_bare = f"n={user},r={cnonce}"
+    state = {"step": 0}
+
+    def step(challenge: bytes) -> bytes:
+        if state["step"] == 0:
+            state["step"] = 1
+            return ("n,," + first_bare).encode()
+        if state["step"] == 1:
+            state["step"] = 2
+            server_first = challenge.decode()
+            attrs = dict(kv.split("=", 1) for kv in server_first.split(","))
+            assert attrs["r"].startswith(cnonce), server_first
+            salted = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(attrs["s"]), int(attrs["i"]))
+            client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+            stored = hashlib.sha256(client_key).digest()
+            without_proof = f"c=biws,r={attrs['r']}"
+            auth_msg = f"{first_bare},{server_first},{without_proof}".encode()
+            sig = hmac.new(stored, auth_msg, hashlib.sha256).digest()
+            proof = bytes(a ^ b for a, b in zip(client_key, sig))
+            server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+            state["expect"] = base64.b64encode(hmac.new(server_key, auth_msg, hashlib.sha256).digest()).decode()
+            return f"{without_proof},p={base64.b64encode(proof).decode()}".encode()
+        final = challenge.decode()
+        assert final == "v=" + state["expect"], f"server signature wrong: {final}"
+        state["verified"] = True
+        return b""
+
+    return step, state
+
+
+def test_authenticate_login_and_scram_sha256(target):
+    m = target.imaps()
+    answers = iter([ALICE.encode(), ALICE_PW.encode()])
+    typ, _ = m.authenticate("LOGIN", lambda _c: next(answers))
+    assert typ == "OK"
+    m.logout()
+    m = target.imaps()
+    step, state = scram_sha256(ALICE, ALICE_PW)
+    typ, data = m.authenticate("SCRAM-SHA-256", step)
+    assert typ == "OK", data
+    assert state.get("verified") or b"v=" in b"".join(d for d in data if d), (state, data)
+    m.logout()
+    m = target.imaps()
+    step, _ = scram_sha256(ALICE, "wrong password")
+    with pytest.raises((imaplib.IMAP4.error, AssertionError)):
+        m.authenticate("SCRAM-SHA-256", step)
+    m.shutdown()
+
+
+@pytest.mark.parametrize("server", servers(tern_xfail="COMPRESS=DEFLATE (RFC 4978) is not offered by Tern"))
+def test_compress_deflate(make_target, server):
+    """COMPRESS=DEFLATE (RFC 4978), asked for by issue 12."""
+    import zlib
+    t = make_target(server, dovecot_conf="protocol imap {\n  mail_plugins = $mail_plugins imap_zlib\n}")
+    r = raw_login(t)
+    try:
+        caps = b" ".join(r.ok("CAPABILITY")).upper()
+        assert b"COMPRESS=DEFLATE" in caps, caps
+        r.ok("COMPRESS DEFLATE")
+        assert not r.buf
+        comp, decomp = zlib.compressobj(wbits=-15), zlib.decompressobj(wbits=-15)
+        r.sock.sendall(comp.compress(b"Z1 NOOP\r\nZ2 STATUS INBOX (MESSAGES)\r\n") + comp.flush(zlib.Z_SYNC_FLUSH))
+        out = b""
+        deadline = time.monotonic() + 5
+        while b"Z2 OK" not in out and time.monotonic() < deadline:
+            out += decomp.decompress(r.sock.recv(65536))
+        assert b"Z1 OK" in out and b"* STATUS" in out and b"Z2 OK" in out, out
+    finally:
+        r.close()
+
+
+@pytest.mark.parametrize("server", servers())
+def test_quota_getquotaroot_and_overquota(make_target, server, tmp_path):
+    """QUOTA (RFC 9208): GETQUOTAROOT reports usage and limit (KiB); an APPEND
+    past the limit fails with [OVERQUOTA]."""
+    t = make_target(server, tern_config={"imap_settings": {"quota": 20 * 1024}},
+                    dovecot_conf="mail_plugins = $mail_plugins quota\n"
+                                 "protocol imap {\n  mail_plugins = $mail_plugins imap_quota\n}\n"
+                                 "plugin {\n  quota = maildir:User quota\n  quota_rule = *:storage=20K\n}")
+    r = raw_login(t)
+    try:
+        caps = b" ".join(r.ok("CAPABILITY")).upper()
+        assert b"QUOTA" in caps, caps
+        out = r.ok("GETQUOTAROOT INBOX")
+        root = [u for u in out if u.startswith(b"* QUOTAROOT")]
+        quota = [u for u in out if u.startswith(b"* QUOTA ")]
+        assert root and quota, out
+        m = re.search(rb"STORAGE (\d+) (\d+)", quota[0])
+        assert m and int(m.group(2)) == 20 and int(m.group(1)) == 0, quota
+        untagged, tagged = r.command("APPEND INBOX ", msg("02-multipart.eml"))
+        assert tagged.split()[1] == b"OK", tagged
+        out = r.ok("GETQUOTAROOT INBOX")
+        used = int(re.search(rb"STORAGE (\d+) ", b"".join(out)).group(1))
+        assert used >= 1, out
+        big = b"Subject: big\r\n\r\n" + b"x" * 76 + b"\r\n"
+        big = big * 400  # ~31 KB
+        untagged, tagged = r.command("APPEND INBOX ", big)
+        assert tagged.split()[1] == b"NO" and b"[OVERQUOTA]" in tagged, tagged
+        st = r.ok("STATUS INBOX (MESSAGES)")
+        assert b"MESSAGES 1" in st[0], st
+    finally:
+        r.close()
+
+
+@pytest.mark.parametrize("server", servers())
+def test_sessions_per_user_limit(make_target, server):
+    """Connections per user are bounded (issue 12: configurable, e.g. 20):
+    with a limit of 3, a 4th session of the same user is refused, another
+    user is not affected, and a slot freed by LOGOUT can be used again."""
+    t = make_target(server, tern_config={"imap_settings": {"max_sessions_per_user": 3}},
+                    dovecot_conf="mail_max_userip_connections = 3")
+    sessions = [raw_login(t) for _ in range(3)]
+    try:
+        extra = RawImap(HOST, t.imaps_port, tls=t.ssl_context(), server_name=TLS_NAME)
+        ir = base64.b64encode(f"\0{ALICE}\0{ALICE_PW}".encode()).decode()
+        try:
+            untagged, tagged = extra.command(f"AUTHENTICATE PLAIN {ir}")
+            refused = tagged.split()[1] != b"OK"
+        except Exception:
+            refused = True
+        assert refused, f"a 4th session was accepted: {tagged!r}"
+        extra.close()
+        bob = RawImap(HOST, t.imaps_port, tls=t.ssl_context(), server_name=TLS_NAME)
+        bob.ok("AUTHENTICATE PLAIN " + base64.b64encode(f"\0{BOB}\0{BOB_PW}".encode()).decode())
+        bob.close()
+        sessions.pop().command("LOGOUT")
+        again = None
+        for _ in range(40):
+            try:
+                again = raw_login(t)
+                break
+            except Exception:
+                time.sleep(0.05)
+        assert again is not None, "the freed slot never became usable"
+        sessions.append(again)
+    finally:
+        for s in sessions:
+            s.close()
+
+
+@pytest.mark.parametrize("server", servers(dovecot_skip="Dovecot 2.3 has no IMAP4rev2, UTF8=ACCEPT or OBJECTID"))
+def test_imap4rev2_utf8_objectid(make_target, server):
+    """ENABLE IMAP4rev2 / UTF8=ACCEPT (RFC 9051, RFC 6855): UTF-8 mailbox
+    names without modified UTF-7; OBJECTID (RFC 8474): MAILBOXID and EMAILID."""
+    t = make_target(server)
+    deliver_corpus(t, ["03-encoded.eml"])
+    wait_exists(t, 1)
+    r = raw_login(t)
+    try:
+        en = b"".join(r.ok("ENABLE IMAP4rev2 UTF8=ACCEPT")).upper()
+        assert b"IMAP4REV2" in en and b"UTF8=ACCEPT" in en, en
+        r.ok('CREATE "Grüße"')
+        lines = r.ok('LIST "" "*"')
+        assert any("Grüße".encode() in u for u in lines), lines
+        st = r.ok('STATUS "Grüße" (MESSAGES MAILBOXID)')
+        assert b"MAILBOXID (" in st[0], st
+        sel = b"".join(r.ok("SELECT INBOX"))
+        assert b"MAILBOXID (" in sel, sel
+        f = b"".join(r.ok("FETCH 1 (EMAILID SAVEDATE)"))
+        assert re.search(rb"EMAILID \([A-Za-z0-9_-]+\)", f) and b"SAVEDATE" in f, f
+    finally:
+        r.close()
+    # an IMAP4rev1 client sees the same mailbox in modified UTF-7 (RFC 3501 5.1.3)
+    m = login(t)
+    boxes = list_entries(m.list('""', "*")[1])
+    assert "Gr&APwA3w-e" in boxes, boxes
+    m.logout()
+
+
+@pytest.mark.parametrize("server", servers(dovecot_skip="Dovecot 2.3 does not offer CREATE-SPECIAL-USE"))
+def test_create_special_use(make_target, server):
+    """CREATE-SPECIAL-USE (RFC 6154 3): CREATE with USE (\\Archive)."""
+    t = make_target(server)
+    r = raw_login(t)
+    try:
+        r.ok('CREATE "Old mail" (USE (\\Archive))')
+        lines = r.ok('LIST "" "Old mail" RETURN (SPECIAL-USE)')
+        assert any(b"\\Archive" in u for u in lines), lines
+        untagged, tagged = r.command('CREATE "Bad use" (USE (\\NotAUse))')
+        assert tagged.split()[1] == b"NO" and b"USEATTR" in tagged, tagged
+    finally:
+        r.close()
