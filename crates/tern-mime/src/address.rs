@@ -214,49 +214,100 @@ fn last_comment(toks: &[(bool, Tok)]) -> Option<Vec<u8>> {
     })
 }
 
-fn addr_spec(toks: &[(bool, Tok)]) -> (Vec<u8>, Vec<u8>) {
-    match toks.iter().rposition(|(_, t)| is_special(t, b'@')) {
-        Some(at) => (tight(&toks[..at]), tight(&toks[at + 1..])),
-        None => (tight(toks), Vec::new()),
-    }
-}
-
 fn nonempty(v: Vec<u8>) -> Option<Vec<u8>> {
     (!v.is_empty()).then_some(v)
 }
 
-/// One mailbox from its tokens (no top-level `,` inside).
-fn mailbox(seg: &[(bool, Tok)]) -> Option<Mailbox> {
-    if seg.iter().all(|(_, t)| matches!(t, Tok::Comment(_))) {
-        return None;
-    }
-    let (name, adl, local, host) =
-        if let Some(lt) = seg.iter().position(|(_, t)| is_special(t, b'<')) {
-            let close = seg[lt..]
-                .iter()
-                .position(|(_, t)| is_special(t, b'>'))
-                .map_or(seg.len(), |p| lt + p);
-            let mut inner = &seg[lt + 1..close];
-            let mut adl = None;
-            if inner.first().is_some_and(|(_, t)| is_special(t, b'@'))
-                && let Some(colon) = inner.iter().position(|(_, t)| is_special(t, b':'))
-            {
-                adl = nonempty(tight(&inner[..colon]));
-                inner = &inner[colon + 1..];
+fn is_word(t: &Tok) -> bool {
+    matches!(t, Tok::Word(_) | Tok::Quoted(_))
+}
+
+/// Two words side by side with only white space between them: a phrase,
+/// not a local part.
+fn is_multiword(toks: &[(bool, Tok)]) -> bool {
+    toks.windows(2)
+        .any(|w| is_word(&w[0].1) && is_word(&w[1].1) && w[1].0)
+}
+
+/// A dot-atom (words joined by `.`, white space around dots allowed) at
+/// the start of `toks`: the text and how many tokens it took. It stops at
+/// anything else, including a second word after white space.
+fn dot_atom(toks: &[(bool, Tok)]) -> (Vec<u8>, usize) {
+    let mut out = Vec::new();
+    let mut n = 0;
+    let mut last_word = false;
+    for (_, t) in toks {
+        match t {
+            Tok::Word(w) | Tok::Quoted(w) | Tok::Literal(w) if !last_word => {
+                out.extend_from_slice(w);
+                last_word = true;
             }
-            let (local, host) = addr_spec(inner);
-            let name = nonempty(phrase(&seg[..lt])).or_else(|| last_comment(seg));
-            (name, adl, local, host)
-        } else {
-            let (local, host) = addr_spec(seg);
-            (last_comment(seg), None, local, host)
-        };
-    let angle = seg.iter().any(|(_, t)| is_special(t, b'<'));
-    if local.is_empty() && host.is_empty() && name.is_none() && !angle {
-        return None;
+            Tok::Special(b'.') => {
+                out.push(b'.');
+                last_word = false;
+            }
+            _ => break,
+        }
+        n += 1;
     }
-    Some(Mailbox {
-        name,
+    (out, n)
+}
+
+/// `local@domain` with white space, comments and junk after it ignored.
+fn bare_addr_spec(toks: &[(bool, Tok)]) -> (Vec<u8>, Vec<u8>) {
+    let (local, n) = dot_atom(toks);
+    let rest = &toks[n..];
+    if !rest.first().is_some_and(|(_, t)| is_special(t, b'@')) {
+        return (local, Vec::new());
+    }
+    let (domain, _) = dot_atom(&rest[1..]);
+    // A domain ending in a dot is no domain.
+    let domain = if domain.ends_with(b".") {
+        Vec::new()
+    } else {
+        domain
+    };
+    (local, domain)
+}
+
+/// What is inside `<...>`: route, local part, domain. `None` for the
+/// domain marks a syntax error.
+fn angle_addr(inner: &[(bool, Tok)], closed: bool) -> (Option<Vec<u8>>, Vec<u8>, Option<Vec<u8>>) {
+    if inner.is_empty() {
+        return (None, Vec::new(), Some(Vec::new()));
+    }
+    let mut rest = inner;
+    let mut adl = None;
+    if is_special(&rest[0].1, b'@') {
+        match rest.iter().position(|(_, t)| is_special(t, b':')) {
+            Some(colon) => {
+                adl = nonempty(tight(&rest[..colon]));
+                rest = &rest[colon + 1..];
+            }
+            None => {
+                return (
+                    Some(b"INVALID_ROUTE".to_vec()),
+                    Vec::new(),
+                    Some(Vec::new()),
+                );
+            }
+        }
+    }
+    let (local, n) = dot_atom(rest);
+    let rest = &rest[n..];
+    let ok_at = rest.first().is_some_and(|(_, t)| is_special(t, b'@'));
+    if !ok_at {
+        let domain = (rest.is_empty() && closed).then(Vec::new);
+        return (adl, local, domain);
+    }
+    let (domain, m) = dot_atom(&rest[1..]);
+    let valid = closed && m + 1 == rest.len() && !domain.is_empty() && !domain.ends_with(b".");
+    (adl, local, valid.then_some(domain))
+}
+
+fn filled(name: Option<Vec<u8>>, adl: Option<Vec<u8>>, local: Vec<u8>, host: Vec<u8>) -> Mailbox {
+    Mailbox {
+        name: name.map(|n| for_humans(&n)).and_then(nonempty),
         adl,
         mailbox: if local.is_empty() {
             MISSING_MAILBOX.to_vec()
@@ -268,10 +319,76 @@ fn mailbox(seg: &[(bool, Tok)]) -> Option<Mailbox> {
         } else {
             host
         },
-    })
+    }
 }
 
-/// End of the segment starting at `i`: the next `,` (or `;` when
+/// One mailbox from the tokens between two commas (Dovecot 2.3's reading
+/// of broken input, checked case by case against it):
+///
+/// * `Name <local@domain>`; inside the brackets a source route, a
+///   dot-atom local part, `@`, a dot-atom domain and nothing else, or the
+///   domain is `SYNTAX_ERROR`; a route without `:` is `INVALID_ROUTE`.
+/// * `local@domain (comment)`: the last comment after the address is the
+///   name.
+/// * several words before any `@` (`Someone Else`): a name with a missing
+///   mailbox and domain.
+fn mailbox(seg: &[(bool, Tok)]) -> Mailbox {
+    // Comments before the address are not its name.
+    let first = seg
+        .iter()
+        .position(|(_, t)| !matches!(t, Tok::Comment(_)))
+        .unwrap_or(seg.len());
+    let seg = &seg[first..];
+    let words: Vec<(bool, Tok)> = seg
+        .iter()
+        .filter(|(_, t)| !matches!(t, Tok::Comment(_)))
+        .cloned()
+        .collect();
+    if let Some(lt) = words.iter().position(|(_, t)| is_special(t, b'<')) {
+        let close = words[lt..]
+            .iter()
+            .position(|(_, t)| is_special(t, b'>'))
+            .map(|p| lt + p);
+        let inner = &words[lt + 1..close.unwrap_or(words.len())];
+        let (adl, local, domain) = angle_addr(inner, close.is_some());
+        let name = nonempty(phrase(&words[..lt])).or_else(|| last_comment(seg));
+        let host = domain.unwrap_or_else(|| b"SYNTAX_ERROR".to_vec());
+        return filled(name, adl, local, host);
+    }
+    let at = words
+        .iter()
+        .position(|(_, t)| is_special(t, b'@'))
+        .unwrap_or(words.len());
+    if is_multiword(&words[..at]) {
+        return filled(Some(phrase(&words[..at])), None, Vec::new(), Vec::new());
+    }
+    let (local, host) = bare_addr_spec(&words);
+    filled(last_comment(seg), None, local, host)
+}
+
+/// Collapses white space for display, as Dovecot does for names and
+/// subjects: tabs, CR and LF become spaces, runs of spaces one space,
+/// leading and trailing spaces go; NUL becomes 0x80.
+pub fn for_humans(v: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(v.len());
+    for &b in v {
+        match b {
+            b' ' | b'\t' | b'\r' | b'\n' => {
+                if !out.is_empty() && out.last() != Some(&b' ') {
+                    out.push(b' ');
+                }
+            }
+            0 => out.push(0x80),
+            b => out.push(b),
+        }
+    }
+    if out.last() == Some(&b' ') {
+        out.pop();
+    }
+    out
+}
+
+/// End of the element starting at `i`: the next `,` (or `;` when
 /// `in_group`) outside angle brackets.
 fn segment_end(toks: &[(bool, Tok)], i: usize, in_group: bool) -> usize {
     let mut angle = false;
@@ -289,15 +406,23 @@ fn segment_end(toks: &[(bool, Tok)], i: usize, in_group: bool) -> usize {
     j
 }
 
-/// Parses the raw value of an address field.
+fn only_comments(toks: &[(bool, Tok)]) -> bool {
+    toks.iter().all(|(_, t)| matches!(t, Tok::Comment(_)))
+}
+
+/// Parses the raw value of an address field. An empty element between
+/// commas is a mailbox with missing parts (as Dovecot reports it); an
+/// empty element after the last comma is nothing.
 pub fn parse_list(raw: &[u8]) -> Vec<AddressItem> {
     let toks = lex(raw);
     let mut items = Vec::new();
+    if only_comments(&toks) {
+        return items;
+    }
     let mut i = 0;
-    while i < toks.len() && items.len() < MAX_ITEMS {
-        if is_special(&toks[i].1, b',') || is_special(&toks[i].1, b';') {
-            i += 1;
-            continue;
+    loop {
+        if items.len() >= MAX_ITEMS {
+            break;
         }
         // A group if a `:` comes before any `<`, `@` or `,`.
         let group_colon = toks[i..]
@@ -306,33 +431,43 @@ pub fn parse_list(raw: &[u8]) -> Vec<AddressItem> {
             .map(|p| i + p)
             .filter(|&p| is_special(&toks[p].1, b':'));
         if let Some(colon) = group_colon {
-            let name = phrase(&toks[i..colon]);
+            let name = for_humans(&phrase(&toks[i..colon]));
             let mut members = Vec::new();
             i = colon + 1;
-            while i < toks.len() {
-                if is_special(&toks[i].1, b';') {
-                    i += 1;
+            let end = toks[i..]
+                .iter()
+                .position(|(_, t)| is_special(t, b';'))
+                .map_or(toks.len(), |p| i + p);
+            if !only_comments(&toks[i..end]) {
+                loop {
+                    let e = segment_end(&toks[..end], i, true);
+                    if members.len() < MAX_ITEMS {
+                        members.push(mailbox(&toks[i..e]));
+                    }
+                    i = e;
+                    if i < end && is_special(&toks[i].1, b',') {
+                        i += 1;
+                        continue;
+                    }
                     break;
                 }
-                if is_special(&toks[i].1, b',') {
-                    i += 1;
-                    continue;
-                }
-                let end = segment_end(&toks, i, true);
-                if let Some(m) = mailbox(&toks[i..end])
-                    && members.len() < MAX_ITEMS
-                {
-                    members.push(m);
-                }
-                i = end;
             }
+            i = (end + 1).min(toks.len());
             items.push(AddressItem::Group { name, members });
+            // Whatever follows up to the next comma is junk.
+            i = segment_end(&toks, i, false);
         } else {
-            let end = segment_end(&toks, i, false);
-            if let Some(m) = mailbox(&toks[i..end]) {
-                items.push(AddressItem::Mailbox(m));
-            }
-            i = end;
+            let e = segment_end(&toks, i, false);
+            items.push(AddressItem::Mailbox(mailbox(&toks[i..e])));
+            i = e;
+        }
+        if i >= toks.len() {
+            break;
+        }
+        // At a comma: an empty rest ends the list.
+        i += 1;
+        if only_comments(&toks[i..]) {
+            break;
         }
     }
     items
@@ -398,7 +533,64 @@ mod tests {
                 vec![mb(None, None, "undisclosed-recipients", "MISSING_DOMAIN")],
             ),
             ("", vec![]),
-            (" , ,", vec![]),
+            ("(only a comment)", vec![]),
+            (
+                " , ,",
+                vec![mb(None, None, "MISSING_MAILBOX", "MISSING_DOMAIN"); 2],
+            ),
+            ("a@b.test,", vec![mb(None, None, "a", "b.test")]),
+            (
+                "Someone Else",
+                vec![mb(
+                    Some("Someone Else"),
+                    None,
+                    "MISSING_MAILBOX",
+                    "MISSING_DOMAIN",
+                )],
+            ),
+            (
+                "a b c@d",
+                vec![mb(Some("a b c"), None, "MISSING_MAILBOX", "MISSING_DOMAIN")],
+            ),
+            (
+                "<Undisclosed Recipients>",
+                vec![mb(None, None, "Undisclosed", "SYNTAX_ERROR")],
+            ),
+            (
+                "Joe <joe@x",
+                vec![mb(Some("Joe"), None, "joe", "SYNTAX_ERROR")],
+            ),
+            ("<a.b@c.d.>", vec![mb(None, None, "a.b", "SYNTAX_ERROR")]),
+            (
+                "<@b>",
+                vec![mb(
+                    None,
+                    Some("INVALID_ROUTE"),
+                    "MISSING_MAILBOX",
+                    "MISSING_DOMAIN",
+                )],
+            ),
+            (
+                "\"q\" <>",
+                vec![mb(Some("q"), None, "MISSING_MAILBOX", "MISSING_DOMAIN")],
+            ),
+            (
+                "x@y (c1) (c2), (y) c@d",
+                vec![mb(Some("c2"), None, "x", "y"), mb(None, None, "c", "d")],
+            ),
+            (
+                "a@b c, a@b@c, a@b .c, a@b.",
+                vec![
+                    mb(None, None, "a", "b"),
+                    mb(None, None, "a", "b"),
+                    mb(None, None, "a", "b.c"),
+                    mb(None, None, "a", "MISSING_DOMAIN"),
+                ],
+            ),
+            (
+                "A (comment) B\t <a@b>",
+                vec![mb(Some("A B"), None, "a", "b")],
+            ),
             (
                 "Pete(A nice \\) chap) <pete(his account)@silly.test(his host)>",
                 vec![mb(Some("Pete"), None, "pete", "silly.test")],

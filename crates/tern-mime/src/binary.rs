@@ -1,11 +1,12 @@
-//! Content-transfer-decoding for BINARY[section] and BINARY.SIZE
+//! Content-transfer-decoding for `BINARY[section]` and `BINARY.SIZE`
 //! (RFC 3516) and for searching decoded text.
 //!
-//! Decoders are lenient, as readers of real mail must be: base64 skips
-//! bytes outside its alphabet and stops at `=` padding; quoted-printable
-//! keeps a malformed `=` sequence as it stands. Only an encoding this crate
-//! does not know is an error, which the server answers with
-//! `NO [UNKNOWN-CTE]`.
+//! BINARY decodes strictly, as Dovecot does: content that is not valid in
+//! its encoding is [`BinaryError::InvalidContent`] (Dovecot answers
+//! `NO [PARSE]`), an encoding this crate does not know is
+//! [`BinaryError::UnknownCte`] (`NO [UNKNOWN-CTE]`). SEARCH decodes
+//! leniently ([`decode_lenient`]): base64 skips bytes outside its
+//! alphabet, quoted-printable keeps a malformed `=` as it stands.
 
 use std::borrow::Cow;
 
@@ -18,14 +19,79 @@ pub enum BinaryError {
     /// The part's Content-Transfer-Encoding is not one RFC 2045 defines.
     #[error("unknown content-transfer-encoding {0:?}")]
     UnknownCte(String),
+    /// The content is not valid in its transfer encoding (Dovecot answers
+    /// `NO [PARSE] Invalid data in MIME part`).
+    #[error("invalid {0} content")]
+    InvalidContent(&'static str),
     /// The section names no part.
     #[error(transparent)]
     Section(#[from] crate::section::SectionError),
 }
 
 /// Decodes `body` per `encoding` (lowercase, as in
-/// [`crate::structure::Part::encoding`]; empty means 7bit).
+/// [`crate::structure::Part::encoding`]; empty means 7bit), strictly, as
+/// BINARY needs: base64 with characters outside its alphabet, data after
+/// the padding or a truncated last group, and quoted-printable with an `=`
+/// that starts neither a hex pair nor a soft line break, are
+/// [`BinaryError::InvalidContent`].
 pub fn decode<'a>(encoding: &str, body: &'a [u8]) -> Result<Cow<'a, [u8]>, BinaryError> {
+    match encoding {
+        "base64" if !valid_base64(body) => Err(BinaryError::InvalidContent("base64")),
+        "quoted-printable" if !valid_quoted_printable(body) => {
+            Err(BinaryError::InvalidContent("quoted-printable"))
+        }
+        _ => decode_lenient(encoding, body),
+    }
+}
+
+fn is_blank(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+}
+
+/// Strict base64: alphabet and white space, then at most two `=` that
+/// complete the last group, then only white space.
+fn valid_base64(body: &[u8]) -> bool {
+    let mut n = 0usize;
+    let mut pad = 0usize;
+    for &c in body {
+        if is_blank(c) {
+            continue;
+        }
+        if c == b'=' {
+            pad += 1;
+        } else if pad > 0 || b64_value(c).is_none() {
+            return false;
+        } else {
+            n += 1;
+        }
+    }
+    matches!((n % 4, pad), (0, 0) | (2, 2) | (3, 1))
+}
+
+/// Strict quoted-printable: every `=` starts a hex pair or a soft line
+/// break (blanks then the line end, or the end of the body).
+fn valid_quoted_printable(body: &[u8]) -> bool {
+    let mut i = 0;
+    while let Some(p) = body[i..].iter().position(|&b| b == b'=') {
+        let at = i + p;
+        let rest = &body[at + 1..];
+        let hex_pair = rest.len() >= 2 && hex(rest[0]).is_some() && hex(rest[1]).is_some();
+        let blanks = rest
+            .iter()
+            .take_while(|&&b| b == b' ' || b == b'\t')
+            .count();
+        let soft = matches!(&rest[blanks..], [] | [b'\n', ..] | [b'\r', b'\n', ..]);
+        if !hex_pair && !soft {
+            return false;
+        }
+        i = at + 1;
+    }
+    true
+}
+
+/// Decodes `body` per `encoding` leniently, for searching: base64 skips
+/// what is not in its alphabet, quoted-printable keeps a malformed `=`.
+pub fn decode_lenient<'a>(encoding: &str, body: &'a [u8]) -> Result<Cow<'a, [u8]>, BinaryError> {
     match encoding {
         "" | "7bit" | "8bit" | "binary" => Ok(Cow::Borrowed(body)),
         "base64" => Ok(Cow::Owned(base64(body))),
@@ -240,6 +306,44 @@ mod tests {
                 "{:?}",
                 String::from_utf8_lossy(input)
             );
+        }
+    }
+
+    #[test]
+    fn strict_decoding_as_dovecot() {
+        // Each answer checked against Dovecot 2.3.19's BINARY.
+        type Case<'a> = (&'a str, &'a [u8], Option<&'a [u8]>);
+        let cases: &[Case<'_>] = &[
+            ("base64", b"aGVsbG8=\r\n", Some(b"hello")),
+            ("base64", b"aGVs bG8=\r\n", Some(b"hello")),
+            ("base64", b"aGVsbG8=\r\n\r\n", Some(b"hello")),
+            ("base64", b"aGVsbA==\r\n", Some(b"hell")),
+            ("base64", b"", Some(b"")),
+            ("base64", b"aGVsbG8=junk\r\n", None),
+            ("base64", b"aGVsbG8=\r\nmore\r\n", None),
+            ("base64", b"aGV!sbG8=\r\n", None),
+            ("base64", b"aGVsbA=\r\n", None),
+            ("base64", b"aGVsb\r\n", None),
+            ("quoted-printable", b"a=ZZb\r\n", None),
+            ("quoted-printable", b"a=4\r\n", None),
+            ("quoted-printable", b"a = b\r\n", None),
+            ("quoted-printable", b"a=\r\nb\r\n", Some(b"ab\r\n")),
+            (
+                "quoted-printable",
+                b"a=c3=a9\r\n",
+                Some("a\u{e9}\r\n".as_bytes()),
+            ),
+        ];
+        for (cte, body, want) in cases {
+            let got = decode(cte, body);
+            match want {
+                Some(w) => assert_eq!(got.as_deref().ok(), Some(*w), "{cte} {body:?}"),
+                None => assert!(
+                    matches!(got, Err(BinaryError::InvalidContent(_))),
+                    "{cte} {body:?}: {got:?}"
+                ),
+            }
+            assert!(decode_lenient(cte, body).is_ok());
         }
     }
 

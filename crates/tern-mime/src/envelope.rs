@@ -1,8 +1,10 @@
 //! The IMAP ENVELOPE of a header block (RFC 9051 §7.5.2): date, subject,
 //! from, sender, reply-to, to, cc, bcc, in-reply-to, message-id.
 //!
-//! Values are the raw header bytes, unfolded and trimmed, never decoded
-//! (encoded words stay encoded, as Dovecot reports them). `Sender` and
+//! Values are the raw header bytes, never decoded (encoded words stay
+//! encoded, as Dovecot reports them): the subject and display names with
+//! white space collapsed for humans ([`crate::address::for_humans`]), the
+//! other fields unfolded ([`crate::header::unfold`]). `Sender` and
 //! `Reply-To` default to `From` when absent or empty. Groups follow
 //! RFC 3501: a start marker `(NIL NIL "name" NIL)`, the members, and an
 //! end marker `(NIL NIL NIL NIL)`.
@@ -10,7 +12,7 @@
 use std::borrow::Cow;
 
 use crate::address::{AddressItem, Mailbox, parse_list};
-use crate::header::{first_value, unfold};
+use crate::header::{fields, last_value, unfold};
 use crate::imap;
 
 /// A parsed ENVELOPE.
@@ -41,11 +43,14 @@ pub struct Envelope<'a> {
 impl<'a> Envelope<'a> {
     /// The envelope of the header block `header`.
     pub fn from_header(header: &'a [u8]) -> Self {
-        let text = |name: &[u8]| first_value(header, name).map(unfold);
-        let list = |name: &[u8]| {
-            first_value(header, name)
-                .map(parse_list)
-                .unwrap_or_default()
+        // As Dovecot: a repeated field's last occurrence wins, except that
+        // repeated address fields add up.
+        let text = |name: &[u8]| last_value(header, name).map(unfold);
+        let list = |name: &[u8]| -> Vec<AddressItem> {
+            fields(header)
+                .filter(|f| f.name.eq_ignore_ascii_case(name))
+                .flat_map(|f| parse_list(f.value))
+                .collect()
         };
         let from = list(b"from");
         let mut sender = list(b"sender");
@@ -58,7 +63,8 @@ impl<'a> Envelope<'a> {
         }
         Envelope {
             date: text(b"date"),
-            subject: text(b"subject"),
+            subject: last_value(header, b"subject")
+                .map(|v| Cow::Owned(crate::address::for_humans(v))),
             from,
             sender,
             reply_to,
@@ -182,6 +188,19 @@ mod tests {
              ((NIL NIL \"Friends\" NIL)(NIL NIL \"a\" \"x.test\")\
              (\"B \\\"Q\\\"\" NIL \"b\" \"y.test\")(NIL NIL NIL NIL)) \
              NIL ((NIL NIL \"undisclosed\" NIL)(NIL NIL NIL NIL)) NIL NIL)"
+        );
+    }
+
+    #[test]
+    fn repeated_fields_as_dovecot() {
+        assert_eq!(
+            envelope(
+                "Subject: one\r\nSubject:  two\t words \r\nFrom: a@b\r\nFrom: c@d\r\n\
+                 Message-ID: <1@x>\r\nMessage-ID: <2@x>\r\n\r\n"
+            ),
+            "(NIL \"two words\" ((NIL NIL \"a\" \"b\")(NIL NIL \"c\" \"d\")) \
+             ((NIL NIL \"a\" \"b\")(NIL NIL \"c\" \"d\")) ((NIL NIL \"a\" \"b\")(NIL NIL \"c\" \"d\")) \
+             NIL NIL NIL NIL \"<2@x>\")"
         );
     }
 

@@ -159,6 +159,14 @@ pub fn unfold(value: &[u8]) -> Cow<'_, [u8]> {
     )
 }
 
+/// The raw value of the last field called `name` (ASCII case-insensitive).
+pub fn last_value<'a>(header: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    fields(header)
+        .filter(|f| f.name.eq_ignore_ascii_case(name))
+        .last()
+        .map(|f| f.value)
+}
+
 /// The raw value of the first field called `name` (ASCII case-insensitive).
 pub fn first_value<'a>(header: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
     fields(header)

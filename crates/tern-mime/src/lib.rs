@@ -18,10 +18,12 @@
 //! This crate never does I/O, never reads a clock (the caller passes the
 //! internal date) and never panics on any input; structure parsing is
 //! bounded by [`Limits`] (nesting depth, part count, boundary length), so a
-//! MIME bomb costs linear time. mail-parser is used for decoding RFC 2047
-//! encoded words, charsets and dates; byte offsets come from our own
-//! parser ([`structure`]) because IMAP sections must return the stored
-//! octets exactly.
+//! MIME bomb costs linear time. mail-parser is used only for decoding
+//! RFC 2047 encoded words in one header value at a time and for charset
+//! conversion; it is never handed a whole message, so its own MIME
+//! recursion never runs on our input. Structure and byte offsets come from
+//! our own parser ([`structure`]) because IMAP sections must return the
+//! stored octets exactly.
 //!
 //! ```
 //! use tern_mime::{Limits, Message, Section, SectionText};
@@ -65,13 +67,19 @@ pub use section::{Section, SectionError, SectionText, partial};
 pub use sort::SortKeys;
 pub use structure::{Kind, Limits, MediaType, Part};
 
-/// `bytes` with every bare LF turned into CRLF (CRLF and lone CR kept).
+/// `bytes` with every bare LF turned into CRLF (CRLF and lone CR kept),
+/// and a lone CR at the very end dropped.
 ///
 /// Mail stored with LF line ends parses fine as it is, but then sections
 /// and sizes are the stored LF bytes. IMAP clients expect CRLF, and
-/// Dovecot serves such mail as CRLF with sizes to match: to do the same,
-/// parse the result of this function (borrowed when nothing changes).
+/// Dovecot serves such mail as CRLF with sizes to match (and drops a CR
+/// that ends the file): to do the same, parse the result of this function
+/// (borrowed when nothing changes).
 pub fn to_crlf(bytes: &[u8]) -> Cow<'_, [u8]> {
+    let bytes = match bytes {
+        [rest @ .., b'\r'] => rest,
+        _ => bytes,
+    };
     let bare = bytes
         .iter()
         .enumerate()

@@ -216,6 +216,40 @@ pub fn parse(raw: &[u8]) -> HeaderParams {
     }
 }
 
+/// `type/subtype` of a Content-Type value when it is exactly a token, an
+/// optional `/` and token, then nothing but comments and blanks before the
+/// first `;`. `text` alone gives an empty subtype. `None` when anything
+/// else is there (Dovecot then reports type and subtype as "").
+pub fn type_subtype(raw: &[u8]) -> Option<(&[u8], &[u8])> {
+    let end = raw.iter().position(|&b| b == b';').unwrap_or(raw.len());
+    let mut lx = Lexer {
+        b: &raw[..end],
+        pos: 0,
+    };
+    let kind = token(&mut lx);
+    lx.skip_cfws();
+    let subtype = if lx.peek() == Some(b'/') {
+        lx.pos += 1;
+        token(&mut lx)
+    } else {
+        &raw[0..0]
+    };
+    lx.skip_cfws();
+    (lx.peek().is_none() && !kind.is_empty()).then_some((kind, subtype))
+}
+
+fn token<'a>(lx: &mut Lexer<'a>) -> &'a [u8] {
+    lx.skip_cfws();
+    let start = lx.pos;
+    while let Some(c) = lx.peek() {
+        if c <= b' ' || c == 0x7f || is_tspecial(c) {
+            break;
+        }
+        lx.pos += 1;
+    }
+    &lx.b[start..lx.pos]
+}
+
 /// Splits `name*N` / `name*N*` into `(name, N, extended)`.
 fn continuation(name: &[u8]) -> Option<(&[u8], u32, bool)> {
     let (body, ext) = match name.strip_suffix(b"*") {

@@ -187,7 +187,8 @@ impl Message<'_> {
         parts
             .into_iter()
             .filter_map(|p| {
-                let decoded = crate::binary::decode(&p.encoding, &bytes[p.body.clone()]).ok()?;
+                let decoded =
+                    crate::binary::decode_lenient(&p.encoding, &bytes[p.body.clone()]).ok()?;
                 Some(crate::charset::to_utf8(
                     p.media.param(b"charset").unwrap_or(b""),
                     &decoded,
@@ -223,7 +224,7 @@ impl Message<'_> {
     /// is not, Dovecot's SENTBEFORE/SENTON/SENTSINCE use the internal date
     /// instead; the server should do the same.
     pub fn sent_date(&self) -> Option<SentDate> {
-        crate::header::first_value(self.header(), b"date").and_then(SentDate::parse)
+        crate::header::last_value(self.header(), b"date").and_then(SentDate::parse)
     }
 }
 

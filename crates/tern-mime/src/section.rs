@@ -229,7 +229,7 @@ mod tests {
             (
                 sec(&[2], Some(Text)),
                 Ok(
-                    "--i\r\n\r\ninner plain\r\n--i\r\nContent-Type: text/html\r\n\r\n<b>inner</b>\r\n--i--",
+                    "--i\r\n\r\ninner plain\r\n--i\r\nContent-Type: text/html\r\n\r\n<b>inner</b>\r\n--i--\r\n",
                 ),
             ),
             (sec(&[2, 1], None), Ok("inner plain")),

@@ -9,7 +9,7 @@ use std::cmp::Ordering;
 
 use crate::Message;
 use crate::address::{Mailbox, first_mailbox, parse_list};
-use crate::header::first_value;
+use crate::header::{first_value, last_value};
 use crate::search::{decode_header_value, fold};
 
 /// The per-message keys SORT orders by.
@@ -68,7 +68,7 @@ impl Message<'_> {
                 .unwrap_or_default()
         };
         SortKeys {
-            subject: base_subject(first_value(h, b"subject").unwrap_or(b"")).0,
+            subject: base_subject(last_value(h, b"subject").unwrap_or(b"")).0,
             from: local(&from),
             to: local(&to),
             cc: local(&cc),

@@ -136,12 +136,12 @@ impl crate::Message<'_> {
     pub fn thread_message(&self, number: u32, internal_date: i64) -> ThreadMessage {
         let h = self.header();
         let ids = |name: &[u8]| {
-            crate::header::first_value(h, name)
+            crate::header::last_value(h, name)
                 .map(message_ids)
                 .unwrap_or_default()
         };
         let (base_subject, is_reply) =
-            crate::sort::base_subject(crate::header::first_value(h, b"subject").unwrap_or(b""));
+            crate::sort::base_subject(crate::header::last_value(h, b"subject").unwrap_or(b""));
         ThreadMessage {
             number,
             message_id: ids(b"message-id").into_iter().next(),

@@ -55,6 +55,25 @@ fn deep_nesting_is_cut_at_max_depth() {
 }
 
 #[test]
+fn an_oversized_depth_limit_is_capped() {
+    let mut raw = Vec::new();
+    for i in 0..5_000 {
+        raw.extend(
+            format!("Content-Type: multipart/mixed; boundary=b{i}\r\n\r\n--b{i}\r\n").as_bytes(),
+        );
+    }
+    let limits = Limits {
+        max_depth: usize::MAX,
+        ..Limits::default()
+    };
+    let msg = Message::parse(&raw, &limits);
+    let mut out = Vec::new();
+    msg.body_structure_imap(true, &mut out);
+    assert!(msg.limits_hit());
+    assert!(depth(msg.root()) <= tern_mime::structure::MAX_DEPTH);
+}
+
+#[test]
 fn a_million_parts_are_capped() {
     let mut raw = b"Content-Type: multipart/mixed; boundary=x\r\n\r\n".to_vec();
     for _ in 0..1_000_000 {

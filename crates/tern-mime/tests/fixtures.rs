@@ -58,28 +58,13 @@ fn normalise(b: &[u8]) -> Vec<u8> {
 /// (fixture, Dovecot's text, ours, why): places where we answer
 /// differently on purpose; Dovecot's recorded answer is patched before
 /// comparing.
-const KNOWN_DIFFERENCES: &[(&str, &str, &str, &str)] = &[
-    (
-        "types",
-        "\"base64\" 34 (NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL) (\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0) 1)",
-        "\"base64\" 32 (NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL) (\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0) 0)",
-        "a message/rfc822 part whose header has no empty line: Dovecot counts the \
-         line end that belongs to the next boundary; we stop before it (RFC 2046 §5.1.1)",
-    ),
-    (
-        "types",
-        "\"base64\" 34 (NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL) (\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0 NIL NIL NIL NIL) 1 ",
-        "\"base64\" 32 (NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL) (\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0 NIL NIL NIL NIL) 0 ",
-        "the same, in BODYSTRUCTURE",
-    ),
-    (
-        "types",
-        "(\"name*1\" \" d'hiver\")",
-        "(\"name*\" \"iso-8859-1'fr'%E9t%E9%20d%27hiver\")",
-        "RFC 2231 `name*0*=` + `name*1=`: Dovecot drops the first segment; we join both \
+const KNOWN_DIFFERENCES: &[(&str, &str, &str, &str)] = &[(
+    "types",
+    "(\"name*1\" \" d'hiver\")",
+    "(\"name*\" \"iso-8859-1'fr'%E9t%E9%20d%27hiver\")",
+    "RFC 2231 `name*0*=` + `name*1=`: Dovecot drops the first segment; we join both \
          into one extended value",
-    ),
-];
+)];
 
 fn fetch_views(raw: &[u8]) -> Vec<u8> {
     let msg = Message::parse(raw, &Limits::default());
@@ -212,6 +197,8 @@ fn bare_lf_offsets_are_stored_bytes() {
         std::borrow::Cow::Borrowed(_)
     ));
     assert_eq!(&*tern_mime::to_crlf(b"\na\r\nb\rc\n"), b"\r\na\r\nb\rc\r\n");
+    assert_eq!(&*tern_mime::to_crlf(b"a\r\nend\r"), b"a\r\nend");
+    assert_eq!(&*tern_mime::to_crlf(b"a\nend\n\r\r"), b"a\r\nend\r\n\r");
     assert_eq!(
         pop3::top(&raw, 2),
         b"From: lf@example.org\nSubject: bare LF\nContent-Type: multipart/alternative; boundary=lf\n\n--lf\nContent-Type: text/plain\n"

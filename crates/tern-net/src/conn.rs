@@ -1020,7 +1020,7 @@ impl Connection {
     }
 
     /// Answers the SASL exchange's question through the shared
-    /// authentication service ([`crate::auth`]).
+    /// authentication service (`crate::auth`).
     async fn answer_auth(&self, question: AuthQuestion) -> Answer {
         let question = match question {
             AuthQuestion::VerifyPassword {

@@ -6,7 +6,7 @@
 //! users and trusted networks. If so, the client's bytes go to an unlinked
 //! scratch file in the spool's `tmp/` instead of the spool file (the
 //! driver has already removed forged `Authentication-Results:` from the
-//! header section). At the end of data, [`finish`] reads back only the
+//! header section). At the end of data, `finish` reads back only the
 //! header section; the body is streamed from the scratch file through the
 //! body hashes and the signer, on blocking threads, and then copied into
 //! the spool file after our `Received:`: an ARC set when the message is

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod mailbox_cmd;
 pub mod privilege;
 
 use std::net::SocketAddr;

@@ -78,6 +78,22 @@ enum Command {
         #[arg(short, long, value_name = "PATH", global = true)]
         config: Option<PathBuf>,
     },
+    /// A user's IMAP mailboxes: list, create, delete, reindex.
+    Mailbox {
+        #[command(subcommand)]
+        action: tern::mailbox_cmd::MailboxAction,
+        /// The configuration file (TOML).
+        #[arg(short, long, value_name = "PATH", global = true)]
+        config: Option<PathBuf>,
+    },
+    /// A user's storage use and quota.
+    Quota {
+        /// The user's address.
+        user: String,
+        /// The configuration file (TOML).
+        #[arg(short, long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
     /// Print every DNS record a local domain needs (MX, SPF, DKIM, DMARC,
     /// MTA-STS, TLS-RPT); with --check, look them up and say which are
     /// missing or wrong (exit status 1 if a required one is).
@@ -185,6 +201,20 @@ fn main() -> anyhow::Result<()> {
                 anyhow::bail!("tern dkim needs --config PATH");
             };
             auth_cmd::dkim(action, &config)
+        }
+        Command::Mailbox { action, config } => {
+            let Some(config) = config else {
+                anyhow::bail!("tern mailbox needs --config PATH");
+            };
+            print!("{}", tern::mailbox_cmd::mailbox(action, &config)?);
+            Ok(())
+        }
+        Command::Quota { user, config } => {
+            let Some(config) = config else {
+                anyhow::bail!("tern quota needs --config PATH");
+            };
+            print!("{}", tern::mailbox_cmd::quota(&user, &config)?);
+            Ok(())
         }
         Command::Dns {
             domain,

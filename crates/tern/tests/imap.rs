@@ -293,3 +293,53 @@ async fn login_needs_tls_and_sessions_per_user_are_bounded() {
     .unwrap();
     w.stop().await;
 }
+
+/// COMPRESS=DEFLATE (RFC 4978): after the OK, both directions are raw
+/// deflate streams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compress_deflate_both_ways() {
+    use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
+    use std::io::Read as _;
+    let w = World::start("").await;
+    let (mx, imap) = (w.mx, w.imap);
+    tokio::task::spawn_blocking(move || {
+        deliver(mx, "packed", "squeeze me\r\n");
+        let mut c = Imap::login(imap);
+        let caps = c.ok("CAPABILITY").join("");
+        assert!(caps.contains("COMPRESS=DEFLATE"), "{caps}");
+        c.ok("COMPRESS DEFLATE");
+        let mut z = Compress::new(Compression::default(), false);
+        let mut packed = Vec::with_capacity(256);
+        z.compress_vec(
+            b"z1 SELECT INBOX\r\nz2 FETCH 1 BODY[TEXT]\r\n",
+            &mut packed,
+            FlushCompress::Sync,
+        )
+        .unwrap();
+        c.w.write_all(&packed).unwrap();
+        let mut d = Decompress::new(false);
+        let mut plain: Vec<u8> = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut raw = [0u8; 4096];
+        while !String::from_utf8_lossy(&plain).contains("z2 OK") {
+            assert!(
+                Instant::now() < deadline,
+                "{}",
+                String::from_utf8_lossy(&plain)
+            );
+            let n = c.r.read(&mut raw).unwrap();
+            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&plain));
+            plain.reserve(64 * 1024);
+            d.decompress_vec(&raw[..n], &mut plain, FlushDecompress::Sync)
+                .unwrap();
+        }
+        let text = String::from_utf8_lossy(&plain);
+        assert!(
+            text.contains("* 1 EXISTS") && text.contains("squeeze me"),
+            "{text}"
+        );
+    })
+    .await
+    .unwrap();
+    w.stop().await;
+}

@@ -406,12 +406,11 @@ impl Backend {
         let mut flag_updates = Vec::new();
         for row in changes.changed {
             match sel.seq_of(row.uid) {
-                Some(i) => {
-                    if sel.rows[i].flags != row.flags || sel.rows[i].modseq != row.modseq {
-                        flag_updates.push(i);
-                        sel.rows[i] = row;
-                    }
+                Some(i) if sel.rows[i].flags != row.flags || sel.rows[i].modseq != row.modseq => {
+                    flag_updates.push(i);
+                    sel.rows[i] = row;
                 }
+                Some(_) => {}
                 None if row.uid > sel.max_uid() => sel.rows.push(row),
                 None => {}
             }
@@ -466,7 +465,7 @@ impl Backend {
                 self.selected = None;
                 let selected = store.select(&mailbox).map_err(|e| store_error(&e))?;
                 let condstore = enabled.condstore || params.condstore || params.qresync.is_some();
-                let qresync = enabled.qresync && params.qresync.is_some() || enabled.qresync;
+                let qresync = enabled.qresync;
                 let m = &selected.mailbox;
                 let flags = vec![
                     Flag::Answered,
@@ -1012,9 +1011,10 @@ impl Backend {
         if changed_since.is_some() {
             sel.condstore = true;
         }
-        if vanished {
-            if let (Some(since), SequenceSet::Ranges(_)) = (changed_since, set)
-                && let Ok(changes) = store.changes_since(sel.id, since)
+        if vanished
+            && let (Some(since), SequenceSet::Ranges(_)) = (changed_since, set)
+            && let Ok(changes) = store.changes_since(sel.id, since)
+        {
             {
                 let largest = sel.max_uid().max(1);
                 let gone: Vec<u32> = changes

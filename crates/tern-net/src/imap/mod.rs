@@ -1,6 +1,6 @@
 //! The IMAP driver: pumps bytes between a socket and a sans-IO
 //! [`tern_imap::session::Session`], answers its SASL questions through the
-//! shared authentication service ([`crate::auth`]) and its mailbox
+//! shared authentication service (`crate::auth`) and its mailbox
 //! requests through a [`backend::Backend`] on a blocking thread, runs the
 //! STARTTLS handshake (nothing read before it survives), and waits in IDLE
 //! on the mail store's change notifications (a delivery is seen within a
@@ -118,7 +118,6 @@ fn session_config(smtp: &ServerConfig, service: &ImapService) -> SessionConfig {
         mechanisms: smtp.auth_mechanisms.clone(),
         plaintext_auth_allowed: smtp.auth_plaintext_allowed,
         starttls: !smtp.tls_active,
-        compress: false,
         ..SessionConfig::default()
     };
     // The session advertises APPENDLIMIT from the literal limit.
@@ -127,7 +126,6 @@ fn session_config(smtp: &ServerConfig, service: &ImapService) -> SessionConfig {
         .after_auth
         .max_command
         .max(service.append_limit + 64 * 1024);
-    c.capabilities.retain(|cap| !cap.starts_with("COMPRESS"));
     c
 }
 
@@ -136,12 +134,18 @@ fn session_config(smtp: &ServerConfig, service: &ImapService) -> SessionConfig {
 pub(crate) async fn run(
     ctx: Arc<Context>,
     service: Arc<ImapService>,
-    mut stream: MaybeTlsStream,
+    stream: MaybeTlsStream,
     peer: SocketAddr,
     smtp: Arc<ServerConfig>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let tls = stream.tls_info().is_some();
+
+    let mut stream = Io {
+        stream: Some(stream),
+        deflate: None,
+        raw: Vec::with_capacity(16 * 1024),
+    };
     let mut session = Session::new(session_config(&smtp, &service), tls);
     session.greet();
     let backend = Arc::new(Mutex::new(Backend::new(
@@ -165,12 +169,12 @@ pub(crate) async fn run(
                     let Some(tlsm) = ctx.tls.as_ref() else {
                         break 'session;
                     };
-                    match stream
-                        .upgrade(&tlsm.acceptor(), ctx.handshake_timeout)
-                        .await
-                    {
+                    let Some(plain) = stream.stream.take() else {
+                        break 'session;
+                    };
+                    match plain.upgrade(&tlsm.acceptor(), ctx.handshake_timeout).await {
                         Ok(s) => {
-                            stream = s;
+                            stream.stream = Some(s);
                             info!("IMAP STARTTLS established");
                             session.tls_established();
                         }
@@ -289,6 +293,29 @@ pub(crate) async fn run(
                     idle = None;
                     watch = None;
                 }
+                Event::Compress { pending } => {
+                    // The OK goes out uncompressed; everything after, both ways, is deflated.
+                    let out = session.take_output();
+                    if stream.write_all(&out).await.is_err() {
+                        break 'session;
+                    }
+                    stream.deflate = Some((
+                        flate2::Compress::new(flate2::Compression::fast(), false),
+                        flate2::Decompress::new(false),
+                    ));
+                    info!("IMAP COMPRESS=DEFLATE active");
+                    if !pending.is_empty() {
+                        let mut plain = Vec::new();
+                        let inflated = match stream.deflate.as_mut() {
+                            Some((_, d)) => inflate(d, &pending, &mut plain),
+                            None => Ok(()),
+                        };
+                        if inflated.is_err() {
+                            break 'session;
+                        }
+                        session.handle_input(&plain);
+                    }
+                }
                 Event::Close => {
                     let out = session.take_output();
                     let _ = stream.write_all(&out).await;
@@ -365,9 +392,103 @@ pub(crate) async fn run(
             }
         }
     }
-    let _ = stream.shutdown().await;
+    stream.shutdown().await;
     drop(slot);
     debug!("IMAP disconnect");
+}
+
+/// The connection, with COMPRESS=DEFLATE (RFC 4978) once the client
+/// asked for it: raw deflate both ways, each write flushed (sync flush) so
+/// the client sees every response at once.
+struct Io {
+    /// `None` only while a STARTTLS handshake has it.
+    stream: Option<MaybeTlsStream>,
+    deflate: Option<(flate2::Compress, flate2::Decompress)>,
+    raw: Vec<u8>,
+}
+
+impl Io {
+    async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        let Some(stream) = self.stream.as_mut() else {
+            return Err(std::io::ErrorKind::NotConnected.into());
+        };
+        match self.deflate.as_mut() {
+            None => stream.write_all(bytes).await,
+            Some((c, _)) => {
+                let packed = deflate(c, bytes)?;
+                stream.write_all(&packed).await
+            }
+        }
+    }
+
+    /// Reads what is there into `buf` (decompressed); 0 at end of stream.
+    async fn read_buf(&mut self, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+        let Some(stream) = self.stream.as_mut() else {
+            return Ok(0);
+        };
+        if self.deflate.is_none() {
+            return stream.read_buf(buf).await;
+        }
+        loop {
+            self.raw.clear();
+            let n = stream.read_buf(&mut self.raw).await?;
+            if n == 0 {
+                return Ok(0);
+            }
+            let Some((_, d)) = self.deflate.as_mut() else {
+                return Ok(0);
+            };
+            let before = buf.len();
+            inflate(d, &self.raw, buf)?;
+            if buf.len() > before {
+                return Ok(buf.len() - before);
+            }
+        }
+    }
+
+    async fn shutdown(&mut self) {
+        if let Some(s) = self.stream.as_mut() {
+            let _ = s.shutdown().await;
+        }
+    }
+}
+
+fn deflate(c: &mut flate2::Compress, mut input: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(input.len() / 2 + 64);
+    loop {
+        out.reserve(4096);
+        let before = c.total_in();
+        c.compress_vec(input, &mut out, flate2::FlushCompress::Sync)
+            .map_err(std::io::Error::other)?;
+        input = &input[(c.total_in() - before) as usize..];
+        if input.is_empty() && out.len() < out.capacity() {
+            return Ok(out);
+        }
+    }
+}
+
+/// Inflates `input` onto `out`, bounded: a client cannot make one read
+/// expand beyond 16 MiB (the framer's limits apply after).
+fn inflate(d: &mut flate2::Decompress, mut input: &[u8], out: &mut Vec<u8>) -> std::io::Result<()> {
+    const MAX_EXPANSION: usize = 16 * 1024 * 1024;
+    let start = out.len();
+    loop {
+        out.reserve(16 * 1024);
+        let before_in = d.total_in();
+        let before_out = out.len();
+        d.decompress_vec(input, out, flate2::FlushDecompress::Sync)
+            .map_err(std::io::Error::other)?;
+        input = &input[(d.total_in() - before_in) as usize..];
+        if out.len() - start > MAX_EXPANSION {
+            return Err(std::io::Error::other("compressed input expands too far"));
+        }
+        if input.is_empty() && out.len() < out.capacity() {
+            return Ok(());
+        }
+        if input.is_empty() && out.len() == before_out {
+            return Ok(());
+        }
+    }
 }
 
 /// Writes the selected mailbox's pending changes while idling; with
@@ -375,7 +496,7 @@ pub(crate) async fn run(
 async fn push_updates(
     backend: &Arc<Mutex<Backend>>,
     session: &mut Session,
-    stream: &mut MaybeTlsStream,
+    stream: &mut Io,
     poll: bool,
 ) {
     let opts = session.encode_options();
