@@ -11,8 +11,10 @@ loopback only: IMAP with STARTTLS on 127.0.0.1 (which Dovecot treats as
 secure, so LOGIN works before TLS, like Tern's `plaintext_auth` listener),
 the same on 127.0.0.2 (a connection from 127.0.0.1 to 127.0.0.2 is not
 "local" for Dovecot: LOGINDISABLED until STARTTLS, like Tern's default
-`imap` listener), IMAPS on 127.0.0.1 and LMTP on 127.0.0.1. Nothing here
-touches the system Dovecot."""
+`imap` listener), IMAPS on 127.0.0.1 and LMTP on 127.0.0.1; with the
+imap_zlib plugin (COMPRESS=DEFLATE) and the SASL mechanisms Tern offers
+(PLAIN, LOGIN, CRAM-MD5, SCRAM-SHA-256). Nothing here touches the system
+Dovecot."""
 
 from __future__ import annotations
 
@@ -60,8 +62,9 @@ class PrivateDovecotImap:
     """`dovecot -F -c CONF` with IMAP (STARTTLS, IMAPS) and LMTP; `users` are
     (address, password) pairs (PLAIN scheme in a private passwd-file)."""
 
-    def __init__(self, base: Path, users, extra_conf: str = ""):
+    def __init__(self, base: Path, users, extra_conf: str = "", imap_plugins: str = ""):
         self.extra_conf = extra_conf
+        self.imap_plugins = imap_plugins
         self.base = base
         self.users = list(users)
         self.imap_port = free_port()
@@ -149,9 +152,12 @@ service anvil {{
     mode = 0666
   }}
 }}
+{self.extra_conf}
+protocol imap {{
+  mail_plugins = $mail_plugins imap_zlib {self.imap_plugins}
+}}
 default_internal_user = nobody
 default_login_user = nobody
-{self.extra_conf}
 """)
         out = open(self.base / "dovecot.out", "wb")
         env = dict(os.environ, TZ="UTC")
@@ -309,10 +315,11 @@ class DovecotTarget(ImapTarget):
         return self.dv.log()
 
 
-def start_dovecot(users, extra_conf: str = "") -> PrivateDovecotImap:
-    """`extra_conf`: more dovecot.conf text (plugins, limits)."""
+def start_dovecot(users, extra_conf: str = "", imap_plugins: str = "") -> PrivateDovecotImap:
+    """`extra_conf`: more dovecot.conf text (global plugins, limits);
+    `imap_plugins`: more plugins for the imap protocol."""
     base = world_readable_tmpdir("tern-interop-imap-dovecot-")
-    dv = PrivateDovecotImap(base, users, extra_conf)
+    dv = PrivateDovecotImap(base, users, extra_conf, imap_plugins)
     try:
         return dv.start()
     except Exception:
