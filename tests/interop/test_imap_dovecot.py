@@ -12,6 +12,10 @@ imap_corpus/DIFFERENCES.md.
     `!connect`          a new connection (the old one is dropped)
     `!idle NAME`        IDLE, drop messages/NAME into INBOX, wait for EXISTS, DONE
     `!save VAR`         remember the last HIGHESTMODSEQ seen as $VAR
+    `!other CMD`        CMD on a second session of the same user (logged in
+                        at its first use; its responses are a step too)
+    `!idle-other CMD`   IDLE on the main session, CMD on the second one,
+                        collect what the main session is told, DONE
   and in commands: $USER, $PASS (quoted), $PLAIN (SASL PLAIN, base64),
   $UIDVALIDITY (the last seen), $VAR, `{file:NAME}` (a message as a
   synchronising literal), `{utf8:TEXT}` (TEXT as a literal).
@@ -95,6 +99,7 @@ class Runner:
         self.uidvalidity: str | None = None
         self.steps: list[Step] = []
         self.drop_seq = 0
+        self.other: RawImap | None = None
 
     def connect(self) -> None:
         if self.conn is not None:
@@ -194,6 +199,34 @@ class Runner:
         step.transcript = normalise_all(got + untagged, tagged, tag)
         self.steps.append(step)
 
+    def other_command(self, script: str, line: str) -> Step:
+        """CMD on the second session; recorded like any step."""
+        if self.other is None:
+            self.other = RawImap(HOST, self.t.imaps_port, tls=self.t.ssl_context(), server_name=TLS_NAME,
+                                 timeout=10)
+            self.other.ok("AUTHENTICATE PLAIN " + base64.b64encode(f"\0{ALICE}\0{ALICE_PW}".encode()).decode())
+        step = Step(script, "!other " + line)
+        tag = self.other.next_tag()
+        untagged, tagged = self.other.command(*self.substitute(line), tag=tag)
+        step.raw = untagged + [tagged]
+        step.transcript = normalise_all(untagged, tagged, tag)
+        self.steps.append(step)
+        return step
+
+    def idle_other(self, script: str, line: str) -> None:
+        step = Step(script, "!idle-other " + line)
+        c = self.conn
+        tag = c.idle_start()
+        got = [b"+ idling\r\n"]
+        self.other_command(script, line)
+        got += c.idle_wait(lambda r: r.startswith(b"* "), 5)
+        got += c.idle_wait(lambda r: False, 0.5)
+        untagged, tagged = c.idle_done(tag)
+        self.observe(got + untagged)
+        step.raw = got + untagged + [tagged]
+        step.transcript = normalise_all(got + untagged, tagged, tag)
+        self.steps.append(step)
+
     def run_script(self, path: Path) -> None:
         self.connect()
         for line in path.read_text().splitlines():
@@ -202,19 +235,24 @@ class Runner:
                 continue
             if line == "!connect":
                 self.connect()
-            elif line.startswith("!idle"):
+            elif line == "!idle" or line.startswith("!idle "):
                 arg = line.split(None, 1)[1] if " " in line else None
                 if self.conn is not None:
                     self.idle(path.name, arg)
+            elif line.startswith("!other "):
+                self.other_command(path.name, line.split(None, 1)[1])
+            elif line.startswith("!idle-other "):
+                self.idle_other(path.name, line.split(None, 1)[1])
             elif line.startswith("!save "):
                 self.vars[line.split()[1]] = self.last_modseq or "0"
             elif self.conn is None:
                 self.steps.append(Step(path.name, line, ["<not connected>"]))
             else:
                 self.run_command(path.name, line)
-        if self.conn is not None:
-            self.conn.close()
-            self.conn = None
+        for c in (self.conn, self.other):
+            if c is not None:
+                c.close()
+        self.conn = self.other = None
 
 
 def prepare(target) -> None:
@@ -304,8 +342,9 @@ def test_differences_file_is_well_formed():
     """Every entry has a kind, an RFC reason and commands that exist."""
     known = parse_known_differences()
     commands = {(p.name, line.strip()) for p in SCRIPTS for line in p.read_text().splitlines()}
-    commands |= {(p.name, "!idle " + line.split(None, 1)[1].strip()) for p in SCRIPTS
-                 for line in p.read_text().splitlines() if line.startswith("!idle ")}
+    commands = {(n, c.strip()) for n, c in commands}
+    # `!idle-other CMD` also records CMD's own step as `!other CMD`
+    commands |= {(n, "!other " + c[len("!idle-other "):]) for n, c in commands if c.startswith("!idle-other ")}
     text = (CORPUS / "DIFFERENCES.md").read_text()
     for d in known:
         assert d.at, f"{d.ident} lists no command"
