@@ -911,3 +911,35 @@ def test_create_special_use(make_target, server):
         assert tagged.split()[1] == b"NO" and b"USEATTR" in tagged, tagged
     finally:
         r.close()
+
+
+def test_idle_sees_other_sessions_changes(target):
+    """A session in IDLE is told, within a second, about a flag change
+    (FETCH) and an expunge (EXPUNGE) made by another session."""
+    deliver_corpus(target, ["01-plain.eml", "02-multipart.eml"])
+    wait_exists(target, 2)
+    idler, other = raw_login(target), raw_login(target)
+    try:
+        idler.ok("SELECT INBOX")
+        other.ok("SELECT INBOX")
+        tag = idler.idle_start()
+        time.sleep(0.2)
+        t0 = time.monotonic()
+        other.ok("STORE 1 +FLAGS (\\Flagged)")
+        got = idler.idle_wait(lambda r: r.startswith(b"* 1 FETCH"), 5)
+        assert any(r.startswith(b"* 1 FETCH") and b"\\Flagged" in r for r in got), got
+        assert time.monotonic() - t0 < 1.0, f"flag change announced after {time.monotonic() - t0:.2f}s"
+        t0 = time.monotonic()
+        other.ok("STORE 2 +FLAGS.SILENT (\\Deleted)")
+        other.ok("EXPUNGE")
+        got = idler.idle_wait(lambda r: r == b"* 2 EXPUNGE\r\n", 5)
+        assert b"* 2 EXPUNGE\r\n" in got, got
+        assert time.monotonic() - t0 < 1.0, f"expunge announced after {time.monotonic() - t0:.2f}s"
+        untagged, tagged = idler.idle_done(tag)
+        assert tagged.split()[1] == b"OK", tagged
+        assert b"* 1 EXISTS" not in b"".join(untagged)
+        left = idler.ok("FETCH 1:* (UID FLAGS)")
+        assert len([x for x in left if b" FETCH " in x]) == 1, left
+    finally:
+        idler.close()
+        other.close()
