@@ -219,6 +219,39 @@ fn resolve(sel: &Selected, set: &SequenceSet, uid: bool, saved: &[u32]) -> Vec<u
     }
 }
 
+/// RFC 9051 9 (`seq-number`): a message number above the number of
+/// messages gets a tagged BAD (a UID that does not exist is ignored).
+fn check_seq(sel: &Selected, set: &SequenceSet, uid: bool) -> Result<(), Completion> {
+    if uid {
+        return Ok(());
+    }
+    let SequenceSet::Ranges(ranges) = set else {
+        return Ok(());
+    };
+    let count = sel.rows.len() as u32;
+    let too_big = |n: &SeqNum| matches!(n, SeqNum::Value(v) if v.get() > count);
+    if ranges.iter().any(|r| too_big(&r.start) || too_big(&r.end)) {
+        return Err(bad(
+            "Invalid message sequence number (beyond the last message)",
+        ));
+    }
+    Ok(())
+}
+
+/// Turns CONDSTORE on for the selected mailbox if a command just enabled
+/// it, telling the client the mailbox's HIGHESTMODSEQ (RFC 7162 3.1).
+fn enable_condstore(sel: &mut Selected, out: &mut Vec<u8>, opts: EncodeOptions) {
+    if !sel.condstore {
+        sel.condstore = true;
+        Response::Status(StatusResponse::untagged(
+            tern_imap::response::StatusKind::Ok,
+            Some(Code::HighestModSeq(sel.modseq)),
+            "Highest",
+        ))
+        .encode(opts, out);
+    }
+}
+
 /// A compact sequence set of sorted numbers.
 fn to_set(nums: &[u32]) -> SequenceSet {
     let mut sorted: Vec<u32> = nums.to_vec();
@@ -428,7 +461,7 @@ impl Backend {
                 flags: imap_flags(&row.flags),
                 recent: false,
             }];
-            if sel.qresync {
+            if sel.qresync || sel.condstore {
                 items.push(FetchItem::Uid(row.uid));
             }
             if sel.condstore {
@@ -682,7 +715,17 @@ impl Backend {
                 store
                     .expunge(sel.id, which.as_deref())
                     .map_err(|e| store_error(&e))?;
-                Ok(Completion::ok(None, "EXPUNGE completed"))
+                // QRESYNC: VANISHED carries no MODSEQ, the tagged OK does
+                // (RFC 7162 3.5).
+                let code = if sel.qresync {
+                    store
+                        .changes_since(sel.id, u64::MAX)
+                        .ok()
+                        .map(|c| Code::HighestModSeq(c.mailbox.highestmodseq))
+                } else {
+                    None
+                };
+                Ok(Completion::ok(code, "EXPUNGE completed"))
             }
             RequestKind::Search {
                 uid,
@@ -1008,8 +1051,9 @@ impl Backend {
             .selected
             .as_mut()
             .ok_or_else(|| no(None, "No mailbox selected"))?;
-        if changed_since.is_some() {
-            sel.condstore = true;
+        check_seq(sel, set, uid)?;
+        if changed_since.is_some() || attrs.contains(&FetchAttribute::ModSeq) {
+            enable_condstore(sel, out, opts);
         }
         if vanished
             && let (Some(since), SequenceSet::Ranges(_)) = (changed_since, set)
@@ -1252,8 +1296,9 @@ impl Backend {
         if sel.read_only {
             return Err(no(Some(Code::ReadOnly), "Mailbox is read-only"));
         }
+        check_seq(sel, set, uid)?;
         if unchanged_since.is_some() {
-            sel.condstore = true;
+            enable_condstore(sel, out, opts);
         }
         let uids = resolve(sel, set, uid, &saved);
         let flags = store_flags(flags)?;
@@ -1275,7 +1320,7 @@ impl Backend {
                 continue;
             }
             let mut items = Vec::new();
-            if uid {
+            if uid || sel.condstore {
                 items.push(FetchItem::Uid(row.uid));
             }
             if !silent {
@@ -1341,6 +1386,7 @@ impl Backend {
                 c
             }
         })?;
+        check_seq(sel, set, uid)?;
         let uids = resolve(sel, set, uid, &saved);
         if uids.is_empty() {
             return Ok(Completion::ok(
@@ -1441,6 +1487,11 @@ impl Backend {
         opts: EncodeOptions,
     ) -> Result<Completion, Completion> {
         let uids = self.matching(store, criteria)?;
+        if criteria.iter().any(has_modseq)
+            && let Some(sel) = self.selected.as_mut()
+        {
+            enable_condstore(sel, out, opts);
+        }
         let sel = self
             .selected
             .as_ref()
@@ -1467,7 +1518,30 @@ impl Backend {
                 let all = ret.is_empty() || ret.contains(&SearchReturn::All);
                 let save = ret.contains(&SearchReturn::Save);
                 if save {
-                    self.saved = uids.clone();
+                    let (min, max) = (
+                        ret.contains(&SearchReturn::Min),
+                        ret.contains(&SearchReturn::Max),
+                    );
+                    // RFC 5182 2.4: with MIN/MAX and neither ALL nor COUNT,
+                    // `$` holds only those.
+                    self.saved = if (min || max)
+                        && !ret.contains(&SearchReturn::All)
+                        && !ret.contains(&SearchReturn::Count)
+                    {
+                        let mut v = Vec::new();
+                        if min && let Some(&m) = uids.iter().min() {
+                            v.push(m);
+                        }
+                        if max
+                            && let Some(&m) = uids.iter().max()
+                            && !v.contains(&m)
+                        {
+                            v.push(m);
+                        }
+                        v
+                    } else {
+                        uids.clone()
+                    };
                 }
                 let only_save = save && ret.len() == 1;
                 if !only_save {
@@ -1526,10 +1600,11 @@ impl Backend {
                     SortKey::Arrival => a.0.cmp(&b.0),
                     SortKey::Size => a.2.cmp(&b.2),
                     SortKey::Date => a.3.date.cmp(&b.3.date),
-                    SortKey::Subject => a.3.subject.cmp(&b.3.subject),
-                    SortKey::From => a.3.from.cmp(&b.3.from),
-                    SortKey::To => a.3.to.cmp(&b.3.to),
-                    SortKey::Cc => a.3.cc.cmp(&b.3.cc),
+                    // RFC 5256 3: i;ascii-casemap for every string key.
+                    SortKey::Subject => casemap(a.3.subject.as_bytes(), b.3.subject.as_bytes()),
+                    SortKey::From => casemap(&a.3.from, &b.3.from),
+                    SortKey::To => casemap(&a.3.to, &b.3.to),
+                    SortKey::Cc => casemap(&a.3.cc, &b.3.cc),
                     SortKey::DisplayFrom => {
                         tern_mime::sort::compare_casemap(&a.3.display_from, &b.3.display_from)
                     }
@@ -1586,6 +1661,14 @@ impl Backend {
         out.extend_from_slice(b"\r\n");
         Ok(Completion::ok(None, "THREAD completed"))
     }
+}
+
+/// `i;ascii-casemap` (RFC 4790 9.2): ASCII letters compare case-blind,
+/// everything else by octet.
+fn casemap(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    a.iter()
+        .map(u8::to_ascii_lowercase)
+        .cmp(b.iter().map(u8::to_ascii_lowercase))
 }
 
 fn has_modseq(k: &SearchKey) -> bool {
