@@ -398,6 +398,21 @@ def normalise_all(untagged: list[bytes], tagged: bytes, tag: str) -> list[str]:
         last = "TAG OK"
     # MAILBOXID (RFC 8474 OBJECTID, which Dovecot 2.3 lacks: CAPS_IGNORED)
     lines = [x for x in lines if x != "* OK [MAILBOXID <id>]"]
-    order_kept = ("EXPUNGE", "VANISHED")
+    # EXPUNGE responses as the set of sequence numbers (before the command)
+    # they remove: "* 7 EXPUNGE, * 6 EXPUNGE" and "* 6 EXPUNGE, * 6 EXPUNGE"
+    # say the same (RFC 9051 7.5.1: each one renumbers the rest)
+    removed: list[int] = []
+    for x in lines:
+        m = re.match(r"\* (\d+) EXPUNGE$", x)
+        if m:
+            orig = int(m.group(1))
+            for r in sorted(removed):
+                if r <= orig:
+                    orig += 1
+            removed.append(orig)
+    if removed:
+        lines = [x for x in lines if not re.match(r"\* \d+ EXPUNGE$", x)]
+        lines.append("* EXPUNGE (of " + ",".join(str(r) for r in sorted(removed)) + ")")
+    order_kept = ("VANISHED",)
     lines = sorted(lines, key=lambda s: next((k for k in order_kept if k in s.split(" ")[:3]), s))
     return lines + [last]
