@@ -401,7 +401,6 @@ def test_create_rename_delete(target):
     assert not any(b.startswith("Projects") for b in boxes), boxes
     typ, data = m.delete("INBOX")
     assert typ == "NO", data
-    # renaming INBOX moves its messages and leaves INBOX empty (RFC 3501 6.3.5)
     m.logout()
 
 
