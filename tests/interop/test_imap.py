@@ -555,6 +555,13 @@ def test_curl_imap(target, tmp_path):
     p = run(base + ["--ssl-reqd", f"imap://{TLS_NAME}:{target.imap_port}/INBOX?SUBJECT%20Holiday"])
     assert p.returncode == 0, p.output
     assert re.search(r"\* SEARCH 2\b", p.text), p.text
+    # upload (APPEND) to Sent, then read it back by UID
+    draft = tmp_path / "draft.eml"
+    draft.write_bytes(msg("08-draft.eml"))
+    p = run(base + ["-T", str(draft), f"imaps://{TLS_NAME}:{target.imaps_port}/Sent"])
+    assert p.returncode == 0, p.output
+    p = run(base + [f"imaps://{TLS_NAME}:{target.imaps_port}/Sent;UID=1"])
+    assert p.returncode == 0 and p.stdout == msg("08-draft.eml"), p.output
 
 
 def test_mbsync_two_way(target, tmp_path):
@@ -626,6 +633,19 @@ Sync All
     m.logout()
     local_flags = [f.name.split(":2,")[-1] for f in (local / "INBOX" / "cur").iterdir()]
     assert any("F" in fl for fl in local_flags), local_flags
+    # a message deleted locally is expunged on the server (Expunge Both)
+    victim = next(f for f in (local / "INBOX" / "cur").iterdir() if "S" in f.name.split(":2,")[-1])
+    victim_id = re.search(rb"(?im)^Message-ID: (<[^>]+>)", victim.read_bytes()).group(1).decode()
+    victim.unlink()
+    p = run([MBSYNC, "-c", str(rc), "-a"], env=env)
+    assert p.returncode == 0, p.output
+    m = login(target)
+    typ, data = m.status("INBOX", "(MESSAGES)")
+    assert b"MESSAGES 2" in data[0], f"local deletion not propagated: {data}\n{p.output}"
+    m.select("INBOX")
+    typ, data = m.search(None, "HEADER", "Message-ID", f'"{victim_id}"')
+    assert data == [b""], f"the deleted message {victim_id} is still there: {data}"
+    m.logout()
 
 
 def fetchmail_rc(tmp_path, target, keep: bool, mda_out: Path) -> Path:
