@@ -1307,3 +1307,39 @@ fn check_after_kill(root: &Path, trial: u64, round: u64) {
     let max_appended = appended.keys().max().copied().unwrap_or(0);
     assert!(work.mailbox.uidnext > max_appended);
 }
+
+/// POP3 UPDATE: exactly the UIDs given go, whatever their flags; UIDs
+/// already gone are skipped; a stale UIDVALIDITY removes nothing.
+#[test]
+fn remove_uids_removes_exactly_those_under_their_uidvalidity() {
+    let root = tempfile::tempdir().unwrap();
+    let mb = store(root.path());
+    let user = mb.open(USER).unwrap();
+    let inbox = user.mailbox("INBOX").unwrap();
+    for i in 0..4 {
+        user.append(inbox.id, &mut &msg(i)[..], &Flags::default(), None)
+            .unwrap();
+    }
+    assert!(matches!(
+        user.remove_uids(inbox.id, inbox.uidvalidity.wrapping_add(1), &[1]),
+        Err(MailboxError::UidValidityChanged)
+    ));
+    assert_eq!(user.select("INBOX").unwrap().messages.len(), 4);
+    let removed = user
+        .remove_uids(inbox.id, inbox.uidvalidity, &[2, 4, 9])
+        .unwrap();
+    assert_eq!(removed, [2, 4]);
+    let left: Vec<u32> = user
+        .select("INBOX")
+        .unwrap()
+        .messages
+        .iter()
+        .map(|m| m.uid)
+        .collect();
+    assert_eq!(left, [1, 3]);
+    assert_eq!(files_of(&user_dir(root.path())).len(), 2);
+    assert_eq!(
+        user.remove_uids(inbox.id, inbox.uidvalidity, &[2]).unwrap(),
+        Vec::<u32>::new()
+    );
+}

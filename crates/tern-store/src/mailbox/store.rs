@@ -1364,6 +1364,29 @@ impl UserStore {
         self.remove_messages(&mut g, &row, &doomed)
     }
 
+    /// POP3 UPDATE: removes exactly the messages `uids` of `mailbox`,
+    /// whatever their flags, in one operation under the user's lock, if
+    /// the mailbox's UIDVALIDITY is still `uidvalidity` (a rebuilt index
+    /// gives old UIDs to other messages: then nothing is removed and
+    /// [`MailboxError::UidValidityChanged`] is returned). UIDs no longer
+    /// present (expunged by another session) are skipped. Returns the UIDs
+    /// removed, after the unlinks are durable and the index committed.
+    pub fn remove_uids(
+        &self,
+        mailbox: MailboxId,
+        uidvalidity: u32,
+        uids: &[u32],
+    ) -> Result<Vec<u32>, MailboxError> {
+        let mut g = self.lock()?;
+        let row = self.by_id(&mut g, mailbox)?;
+        if row.uidvalidity != uidvalidity {
+            return Err(MailboxError::UidValidityChanged);
+        }
+        self.sync_mailbox(&mut g, &row)?;
+        let doomed = g.index.messages_by_uid(mailbox, uids)?;
+        self.remove_messages(&mut g, &row, &doomed)
+    }
+
     fn remove_messages(
         &self,
         g: &mut Guard<'_>,
