@@ -494,3 +494,98 @@ async fn idle_timeout_closes_without_deleting() {
     assert_eq!(files_in(&w.maildir()), 1);
     w.stop().await;
 }
+
+/// Kill -9 during UPDATE (issue 13): the real binary is killed right after
+/// QUIT (with growing delays, so some kills land before, during and after
+/// the removal); after a restart either every marked message is gone or
+/// none is.
+#[test]
+fn sigkill_during_update_removes_all_or_nothing() {
+    use std::io::{BufRead, BufReader, Write};
+    const N: usize = 120;
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.toml");
+    common::add_user(&users, USER, PW);
+    let mx = common::free_loopback_addr();
+    let pop3 = common::free_loopback_addr();
+    let config = dir.path().join("tern.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "hostname = \"mx.example.test\"\ndata_dir = {:?}\n\
+             [[listener]]\naddress = \"{mx}\"\nrole = \"mx\"\n\
+             [[listener]]\naddress = \"{pop3}\"\nrole = \"pop3\"\nplaintext_auth = true\n\
+             [auth]\nusers_file = {users:?}\n\
+             [dns]\nnameservers = [\"127.0.0.1:9\"]\n[mail_auth]\nenabled = false\n\
+             [domains.\"example.test\"]\nmailboxes = [\"alice\"]\n[log]\nlevel = \"warn\"\n",
+            dir.path().join("data")
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("tern.log");
+    let maildir = dir.path().join("data/mail/example.test/alice");
+    let mut child = common::spawn_daemon(&config, &log, mx, &[]);
+    let count = |addr: SocketAddr| -> usize {
+        let s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        let mut w = s;
+        w.write_all(format!("USER {USER}\r\nPASS {PW}\r\nSTAT\r\nQUIT\r\n").as_bytes())
+            .unwrap();
+        let mut l = String::new();
+        for _ in 0..4 {
+            l.clear();
+            r.read_line(&mut l).unwrap();
+        }
+        assert!(l.starts_with("+OK "), "STAT: {l}");
+        l.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    let mut outcomes = Vec::new();
+    for delay_us in [0u64, 100, 250, 500, 1000, 2000, 5000] {
+        let have = count(pop3);
+        if have < N {
+            for i in have..N {
+                deliver(mx, &format!("kill {i}"), "body\r\n");
+            }
+        }
+        assert_eq!(count(pop3), N);
+        let s = std::net::TcpStream::connect(pop3).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        let mut w = s;
+        let mut l = String::new();
+        r.read_line(&mut l).unwrap();
+        w.write_all(format!("USER {USER}\r\nPASS {PW}\r\n").as_bytes())
+            .unwrap();
+        for _ in 0..2 {
+            l.clear();
+            r.read_line(&mut l).unwrap();
+        }
+        assert!(l.starts_with("+OK Logged in"), "{l}");
+        let mut cmds = String::new();
+        for i in 1..=N {
+            cmds.push_str(&format!("DELE {i}\r\n"));
+        }
+        w.write_all(cmds.as_bytes()).unwrap();
+        for _ in 0..N {
+            l.clear();
+            r.read_line(&mut l).unwrap();
+            assert!(l.starts_with("+OK"), "{l}");
+        }
+        w.write_all(b"QUIT\r\n").unwrap();
+        std::thread::sleep(Duration::from_micros(delay_us));
+        common::signal(&child, "-KILL");
+        let _ = child.wait();
+        child = common::spawn_daemon(&config, &log, mx, &[]);
+        let after = count(pop3);
+        assert!(
+            after == 0 || after == N,
+            "after a kill {delay_us}us into UPDATE: {after} of {N} messages left"
+        );
+        assert!(!maildir.join("tern.removing").exists());
+        outcomes.push(after);
+    }
+    eprintln!("messages left after each kill: {outcomes:?}");
+    common::signal(&child, "-TERM");
+    let _ = child.wait();
+}
