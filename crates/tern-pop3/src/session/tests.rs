@@ -584,3 +584,61 @@ fn answers_out_of_turn_are_ignored() {
     assert_eq!(s.state(), State::Authorization);
     assert!(!s.is_tls());
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn line() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            Just(b"USER alice\r\n".to_vec()),
+            Just(b"PASS secret pw\r\n".to_vec()),
+            Just(b"PASS x\r\n".to_vec()),
+            Just(b"STAT\r\n".to_vec()),
+            Just(b"LIST\r\n".to_vec()),
+            Just(b"UIDL\r\n".to_vec()),
+            Just(b"RSET\r\n".to_vec()),
+            Just(b"NOOP\r\n".to_vec()),
+            Just(b"CAPA\r\n".to_vec()),
+            Just(b"STLS\r\n".to_vec()),
+            Just(b"AUTH PLAIN\r\n".to_vec()),
+            Just(b"AUTH LOGIN\r\n".to_vec()),
+            Just(b"*\r\n".to_vec()),
+            Just(b"QUIT\r\n".to_vec()),
+            (0u32..4).prop_map(|n| format!("RETR {n}\r\n").into_bytes()),
+            (0u32..4).prop_map(|n| format!("DELE {n}\r\n").into_bytes()),
+            (0u32..4, 0u64..3).prop_map(|(n, l)| format!("TOP {n} {l}\r\n").into_bytes()),
+            proptest::collection::vec(any::<u8>(), 0..40),
+        ]
+    }
+
+    proptest! {
+        /// The session never panics, every response ends in CRLF, nothing
+        /// follows QUIT's answer, and UPDATE lists each existing message at
+        /// most once, ascending.
+        #[test]
+        fn random_command_streams(
+            lines in proptest::collection::vec(line(), 0..30),
+            tls in any::<bool>(),
+            chunk in 1usize..64,
+        ) {
+            let input: Vec<u8> = lines.concat();
+            let mut f = Fake::new();
+            let mut s = session(SessionConfig::default(), tls);
+            let mut out = String::new();
+            for piece in input.chunks(chunk) {
+                out.push_str(&drive(&mut s, &mut f, piece));
+            }
+            prop_assert!(out.is_empty() || out.ends_with("\r\n"));
+            prop_assert!(f.updates.len() <= 1);
+            for u in &f.updates {
+                prop_assert!(u.windows(2).all(|w| w[0] < w[1]));
+                prop_assert!(u.iter().all(|&n| (1..=2).contains(&n)));
+            }
+            if f.closed {
+                prop_assert_eq!(s.state(), State::Closed);
+                prop_assert!(drive(&mut s, &mut f, b"NOOP\r\nSTAT\r\n").is_empty());
+            }
+        }
+    }
+}
