@@ -107,6 +107,7 @@ def render_config(
     mail_auth=None,
     dkim=None,
     imap_settings=None,
+    pop3=None,
 ) -> str:
     """The TOML config. `extra_listeners`: dicts with `port`, `role` and optionally
     `plaintext_auth`, after the MX listener on `port`. `abuse`: section name ->
@@ -203,7 +204,8 @@ def render_config(
                 out.append("")
     mail_auth = {"enabled": False} if mail_auth is None else mail_auth
     for table, settings in (("auth", auth), ("submission", submission), ("tls", tls),
-                            ("mail_auth", mail_auth), ("dkim", dkim), ("imap", imap_settings)):
+                            ("mail_auth", mail_auth), ("dkim", dkim), ("imap", imap_settings),
+                            ("pop3", pop3)):
         if settings:
             out.append(f"[{table}]")
             out += [f"{k} = {val(v)}" for k, v in settings.items()]
@@ -245,8 +247,22 @@ class TernServer:
     users are the same users file (login name = full address)."""
 
     def __init__(self, workdir: Path, *, submission: bool = False, plaintext_auth_listener: bool = False,
-                 imap: bool = False, users=None, **config):
+                 imap: bool = False, users=None, pop3: bool = False, **config):
         self.workdir = workdir
+        # POP3 (`pop3=True`): `pop3_port` (role pop3, plaintext_auth on loopback),
+        # `pop3_stls_port` (role pop3: STLS before USER/PASS), `pop3s_port`
+        # (implicit TLS); the users file as for submission. `[pop3]` settings
+        # come in as `pop3_settings={...}`.
+        self.pop3_ports: tuple[int, int, int] | None = None
+        if pop3:
+            self.pop3_ports = (free_port(), free_port(), free_port())
+            config["extra_listeners"] = list(config.pop("extra_listeners", ())) + [
+                {"port": self.pop3_ports[0], "role": "pop3", "plaintext_auth": True},
+                {"port": self.pop3_ports[1], "role": "pop3"},
+                {"port": self.pop3_ports[2], "role": "pop3s"},
+            ]
+            config["pop3"] = config.pop("pop3_settings", None)
+            submission = True
         self.data_dir = workdir / "data"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -296,7 +312,8 @@ class TernServer:
     @property
     def ports(self) -> list[int]:
         return [p for p in (self.port, self.submission_port, self.submissions_port, self.plaintext_port,
-                            self.imap_port, self.imaps_port, self.imap_starttls_port) if p]
+                            self.imap_port, self.imaps_port, self.imap_starttls_port,
+                            *(self.pop3_ports or ())) if p]
 
     # -- users (the real CLI) -----------------------------------------------
     def user_cli(self, *args: str, password: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:

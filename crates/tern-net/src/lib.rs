@@ -34,6 +34,7 @@ pub mod imap;
 pub mod limits;
 pub mod mailauth;
 pub mod policy;
+pub mod pop3;
 pub mod queue;
 pub mod server;
 pub mod submission;
@@ -119,6 +120,8 @@ pub struct Context {
     pub local_intake: Option<LocalIntake>,
     /// The IMAP service (mail store, limits); `None`: no IMAP listeners.
     pub imap: Option<Arc<imap::ImapService>>,
+    /// The POP3 service (the same mail store); `None`: no POP3 listeners.
+    pub pop3: Option<Arc<pop3::Pop3Service>>,
 }
 
 /// What delivery at intake needs (see [`tern_delivery::intake`]).

@@ -39,6 +39,10 @@ pub enum Role {
     Imap,
     /// IMAP over implicit TLS (port 993).
     Imaps,
+    /// POP3 with STLS (port 110).
+    Pop3,
+    /// POP3 over implicit TLS (port 995).
+    Pop3s,
 }
 
 impl Role {
@@ -52,9 +56,14 @@ impl Role {
         matches!(self, Role::Imap | Role::Imaps)
     }
 
+    /// A POP3 listener (of either kind).
+    pub fn is_pop3(self) -> bool {
+        matches!(self, Role::Pop3 | Role::Pop3s)
+    }
+
     /// The TLS handshake comes first (RFC 8314).
     pub fn implicit_tls(self) -> bool {
-        matches!(self, Role::Submissions | Role::Imaps)
+        matches!(self, Role::Submissions | Role::Imaps | Role::Pop3s)
     }
 }
 
@@ -197,6 +206,8 @@ fn admit(
     let role = spec.role;
     let span = if role.is_imap() {
         info_span!("imap", session = session_id, client = %peer, role = ?role)
+    } else if role.is_pop3() {
+        info_span!("pop3", session = session_id, client = %peer, role = ?role)
     } else {
         info_span!("smtp", session = session_id, client = %peer, role = ?role)
     };
@@ -247,6 +258,13 @@ fn admit(
                         };
                         drop(conn);
                         crate::imap::run(ctx, service, stream, peer, smtp, shutdown).await;
+                    } else if role.is_pop3() {
+                        let Some(service) = ctx.pop3.clone() else {
+                            warn!("POP3 listener without a mail store; closing");
+                            return;
+                        };
+                        drop(conn);
+                        crate::pop3::run(ctx, service, stream, peer, smtp, shutdown).await;
                     } else {
                         conn.run(stream, shutdown).await;
                     }
@@ -262,6 +280,8 @@ fn admit(
                     let mut stream = stream;
                     let line = if role.is_imap() {
                         format!("* BYE [UNAVAILABLE] {hostname}: {text}\r\n")
+                    } else if role.is_pop3() {
+                        format!("-ERR [SYS/TEMP] {hostname}: {text}\r\n")
                     } else {
                         format!("421 4.7.0 {hostname} Error: {text}\r\n")
                     };

@@ -1391,3 +1391,93 @@ fn check_after_kill(root: &Path, trial: u64, round: u64) {
     let max_appended = appended.keys().max().copied().unwrap_or(0);
     assert!(work.mailbox.uidnext > max_appended);
 }
+
+/// POP3 UPDATE: exactly the UIDs given go, whatever their flags; UIDs
+/// already gone are skipped; a stale UIDVALIDITY removes nothing.
+#[test]
+fn remove_uids_removes_exactly_those_under_their_uidvalidity() {
+    let root = tempfile::tempdir().unwrap();
+    let mb = store(root.path());
+    let user = mb.open(USER).unwrap();
+    let inbox = user.mailbox("INBOX").unwrap();
+    for i in 0..4 {
+        user.append(inbox.id, &mut &msg(i)[..], &Flags::default(), None)
+            .unwrap();
+    }
+    assert!(matches!(
+        user.remove_uids(inbox.id, inbox.uidvalidity.wrapping_add(1), &[1]),
+        Err(MailboxError::UidValidityChanged)
+    ));
+    assert_eq!(user.select("INBOX").unwrap().messages.len(), 4);
+    let removed = user
+        .remove_uids(inbox.id, inbox.uidvalidity, &[2, 4, 9])
+        .unwrap();
+    assert_eq!(removed, [2, 4]);
+    let left: Vec<u32> = user
+        .select("INBOX")
+        .unwrap()
+        .messages
+        .iter()
+        .map(|m| m.uid)
+        .collect();
+    assert_eq!(left, [1, 3]);
+    assert_eq!(files_of(&user_dir(root.path())).len(), 2);
+    assert_eq!(
+        user.remove_uids(inbox.id, inbox.uidvalidity, &[2]).unwrap(),
+        Vec::<u32>::new()
+    );
+}
+
+/// A crash in the middle of `remove_uids` (some files unlinked, the index
+/// not committed) is rolled forward at the next open from the journal the
+/// store wrote first (`tern.removing`: `<mailbox dir>\t<file base>` per
+/// line): all the messages go, never some.
+#[test]
+fn an_interrupted_remove_is_completed_at_the_next_open() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = user_dir(root.path());
+    {
+        let mb = store(root.path());
+        let user = mb.open(USER).unwrap();
+        let inbox = user.mailbox("INBOX").unwrap();
+        for i in 0..3 {
+            user.append(inbox.id, &mut &msg(i)[..], &Flags::default(), None)
+                .unwrap();
+        }
+        let sel = user.select("INBOX").unwrap();
+        // The state a kill -9 after the journal and the first unlink leaves.
+        let doomed = [&sel.messages[0], &sel.messages[2]];
+        let mut journal = String::new();
+        for m in doomed {
+            let name = m.file_name.split_once('/').unwrap().1;
+            journal.push_str(&format!("\t{}\n", split_file_name(name).0));
+        }
+        // One of them renamed by another program meanwhile (a flag change).
+        let (base, _) = split_file_name(doomed[1].file_name.split_once('/').unwrap().1);
+        fs::rename(
+            dir.join(&doomed[1].file_name),
+            dir.join(format!("cur/{base}:2,S")),
+        )
+        .unwrap();
+        fs::write(dir.join("tern.removing"), journal).unwrap();
+        fs::remove_file(dir.join(&doomed[0].file_name)).unwrap();
+        // A hostile line is ignored.
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(dir.join("tern.removing"))
+            .unwrap();
+        f.write_all(b"../..\tx\n.Trash\t../../x\n").unwrap();
+    }
+    let mb = store(root.path());
+    let user = mb.open(USER).unwrap();
+    assert!(!dir.join("tern.removing").exists());
+    let left: Vec<u32> = user
+        .select("INBOX")
+        .unwrap()
+        .messages
+        .iter()
+        .map(|m| m.uid)
+        .collect();
+    assert_eq!(left, [2]);
+    assert_eq!(files_of(&dir).len(), 1);
+}

@@ -91,6 +91,9 @@ pub struct Config {
     /// IMAP: mailbox limits and quota.
     #[serde(default)]
     pub imap: ImapConfig,
+    /// POP3: what QUIT does with deleted messages, the autologout timer.
+    #[serde(default)]
+    pub pop3: Pop3Config,
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
@@ -118,6 +121,38 @@ impl Default for ImapConfig {
             quota: None,
         }
     }
+}
+
+/// `[pop3]`: the POP3 service (on the same mail store as IMAP).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Pop3Config {
+    /// What QUIT does with the messages a client deleted: `"expunge"`
+    /// removes them, `"move-to-trash"` moves them to the `\Trash` mailbox.
+    pub delete_mode: Pop3DeleteMode,
+    /// The autologout timer (RFC 1939: at least 10 minutes). A session
+    /// timed out deletes nothing.
+    #[serde(with = "duration_str")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for Pop3Config {
+    fn default() -> Self {
+        Pop3Config {
+            delete_mode: Pop3DeleteMode::Expunge,
+            idle_timeout: tern_net::pop3::DEFAULT_IDLE_TIMEOUT,
+        }
+    }
+}
+
+/// `pop3.delete_mode`.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Pop3DeleteMode {
+    /// Remove deleted messages.
+    Expunge,
+    /// Move them to `\Trash`.
+    MoveToTrash,
 }
 
 /// One listening socket.
@@ -150,6 +185,11 @@ pub enum ListenerRole {
     Imap,
     /// IMAP over implicit TLS (port 993).
     Imaps,
+    /// POP3 with STLS (port 110); USER/PASS and AUTH only after TLS
+    /// unless `plaintext_auth` (loopback only).
+    Pop3,
+    /// POP3 over implicit TLS (port 995).
+    Pop3s,
 }
 
 /// One local domain.
@@ -578,6 +618,9 @@ impl Config {
                 "limits.command_timeout, limits.data_timeout and limits.message_data_timeout must be positive"
             );
         }
+        if self.pop3.idle_timeout.is_zero() {
+            bail!("pop3.idle_timeout must be positive (RFC 1939 asks for at least 10 minutes)");
+        }
         if self.recipient_delimiter.chars().count() > 1 {
             bail!(
                 "recipient_delimiter = {:?}: one character, or \"\" to disable",
@@ -783,7 +826,7 @@ impl Config {
                 auth_secret: auth_secret.to_vec(),
                 ..base
             },
-            ListenerRole::Submissions | ListenerRole::Imaps => ServerConfig {
+            ListenerRole::Submissions | ListenerRole::Imaps | ListenerRole::Pop3s => ServerConfig {
                 tls_active: true,
                 auth_mechanisms: self.mechanisms(),
                 auth_plaintext_allowed: listener.plaintext_auth,
@@ -791,8 +834,8 @@ impl Config {
                 auth_secret: auth_secret.to_vec(),
                 ..base
             },
-            // IMAP sessions take TLS and AUTH from these fields.
-            ListenerRole::Imap => ServerConfig {
+            // IMAP and POP3 sessions take TLS and AUTH from these fields.
+            ListenerRole::Imap | ListenerRole::Pop3 => ServerConfig {
                 starttls_available: true,
                 auth_mechanisms: self.mechanisms(),
                 auth_plaintext_allowed: listener.plaintext_auth,
@@ -843,6 +886,8 @@ impl fmt::Display for ListenerRole {
             ListenerRole::Submissions => f.write_str("submissions"),
             ListenerRole::Imap => f.write_str("imap"),
             ListenerRole::Imaps => f.write_str("imaps"),
+            ListenerRole::Pop3 => f.write_str("pop3"),
+            ListenerRole::Pop3s => f.write_str("pop3s"),
         }
     }
 }

@@ -248,6 +248,15 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     });
 
     let l = &config.limits;
+    // One mail store for IMAP and POP3: the same per-user stores and locks.
+    let mailboxes = Arc::new(tern_store::mailbox::Mailboxes::new(
+        data_dir.join("mail"),
+        tern_store::mailbox::StoreConfig {
+            hostname: config.hostname.clone(),
+            quota_bytes: config.imap.quota,
+            ..tern_store::mailbox::StoreConfig::default()
+        },
+    ));
     let ctx = Arc::new(tern_net::Context {
         hostname: config.hostname.clone(),
         directory,
@@ -291,16 +300,17 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         mailauth,
         local_intake: Some(local_intake),
         imap: Some(Arc::new(tern_net::imap::ImapService::new(
-            Arc::new(tern_store::mailbox::Mailboxes::new(
-                data_dir.join("mail"),
-                tern_store::mailbox::StoreConfig {
-                    hostname: config.hostname.clone(),
-                    quota_bytes: config.imap.quota,
-                    ..tern_store::mailbox::StoreConfig::default()
-                },
-            )),
+            Arc::clone(&mailboxes),
             config.imap.append_limit,
             config.imap.max_sessions_per_user,
+        ))),
+        pop3: Some(Arc::new(tern_net::pop3::Pop3Service::new(
+            mailboxes,
+            match config.pop3.delete_mode {
+                config::Pop3DeleteMode::Expunge => tern_net::pop3::DeleteMode::Expunge,
+                config::Pop3DeleteMode::MoveToTrash => tern_net::pop3::DeleteMode::MoveToTrash,
+            },
+            config.pop3.idle_timeout,
         ))),
     });
     let listeners: Vec<ListenerSpec> = config
@@ -314,6 +324,8 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
                 config::ListenerRole::Submissions => Role::Submissions,
                 config::ListenerRole::Imap => Role::Imap,
                 config::ListenerRole::Imaps => Role::Imaps,
+                config::ListenerRole::Pop3 => Role::Pop3,
+                config::ListenerRole::Pop3s => Role::Pop3s,
             },
             smtp: Arc::new(config.listener_server_config(l, &auth_secret)),
         })

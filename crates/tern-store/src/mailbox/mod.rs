@@ -213,6 +213,10 @@ pub enum MailboxError {
     /// A delivery file name that is not one safe path component.
     #[error("mail store: invalid Maildir file name {0:?}")]
     InvalidFileName(String),
+    /// The mailbox's UIDVALIDITY is not the one the caller's UIDs belong
+    /// to (the index was rebuilt in between).
+    #[error("UIDVALIDITY changed")]
+    UidValidityChanged,
     /// No message with that UID.
     #[error("no message with UID {0}")]
     NoSuchMessage(u32),

@@ -30,6 +30,11 @@ const INDEX_FILE: &str = "tern.index.sqlite";
 const LOCK_FILE: &str = "tern.lock";
 const UIDVALIDITY_FILE: &str = "tern.uidvalidity";
 const TRASH_PREFIX: &str = "tern-deleted.";
+/// The intent of a [`UserStore::remove_uids`] in progress: one line per
+/// file, `<mailbox dir>\t<file base name>` (the mailbox dir empty for
+/// INBOX). Written and fsynced before the first unlink, removed after the
+/// index commit; found at open, it is completed (roll forward).
+const REMOVE_JOURNAL: &str = "tern.removing";
 
 /// What [`Mailboxes::deliver`](super::Mailboxes::deliver) assigned.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -253,6 +258,7 @@ impl UserStore {
             // The flock is held already; wrap it so it is released.
             let mut g = Guard(store.inner.lock().unwrap_or_else(|e| e.into_inner()));
             store.remove_trash();
+            store.finish_remove_journal()?;
             store.after_new_index(&mut g, fresh)?;
         }
         Ok(store)
@@ -1410,6 +1416,107 @@ impl UserStore {
             .filter(|m| m.flags.system.contains(super::SystemFlags::DELETED))
             .collect();
         self.remove_messages(&mut g, &row, &doomed)
+    }
+
+    /// POP3 UPDATE: removes exactly the messages `uids` of `mailbox`,
+    /// whatever their flags, in one operation under the user's lock, if
+    /// the mailbox's UIDVALIDITY is still `uidvalidity` (a rebuilt index
+    /// gives old UIDs to other messages: then nothing is removed and
+    /// [`MailboxError::UidValidityChanged`] is returned). UIDs no longer
+    /// present (expunged by another session) are skipped. Returns the UIDs
+    /// removed, after the unlinks are durable and the index committed.
+    pub fn remove_uids(
+        &self,
+        mailbox: MailboxId,
+        uidvalidity: u32,
+        uids: &[u32],
+    ) -> Result<Vec<u32>, MailboxError> {
+        let mut g = self.lock()?;
+        self.finish_remove_journal()?;
+        let row = self.by_id(&mut g, mailbox)?;
+        if row.uidvalidity != uidvalidity {
+            return Err(MailboxError::UidValidityChanged);
+        }
+        self.sync_mailbox(&mut g, &row)?;
+        let doomed = g.index.messages_by_uid(mailbox, uids)?;
+        if doomed.is_empty() {
+            return Ok(Vec::new());
+        }
+        // All or nothing across a crash: the intent is durable before the
+        // first unlink, and completed at the next open if we die midway.
+        let dir = row.name.dir();
+        let mut journal = String::new();
+        for m in &doomed {
+            let (_, name) = split_rel(&m.file_name);
+            let (base, _) = split_file_name(name);
+            journal.push_str(&dir);
+            journal.push('\t');
+            journal.push_str(base);
+            journal.push('\n');
+        }
+        let path = self.dir.join(REMOVE_JOURNAL);
+        let tmp = self.dir.join(format!("{REMOVE_JOURNAL}.tmp"));
+        let _ = fs::remove_file(&tmp);
+        write_file(&tmp, journal.as_bytes(), &mut io::empty(), None)?;
+        fs::rename(&tmp, &path).map_err(io_err("rename", &path))?;
+        sync_dir(&self.dir)?;
+        let removed = self.remove_messages(&mut g, &row, &doomed)?;
+        fs::remove_file(&path).map_err(io_err("unlink", &path))?;
+        Ok(removed)
+    }
+
+    /// Completes a [`Self::remove_uids`] interrupted by a crash: unlinks
+    /// every file its journal names (in `new/` or `cur/`, whatever flags
+    /// its name carries now), then removes the journal. The index learns
+    /// of the vanished files at the next sync of their mailbox.
+    fn finish_remove_journal(&self) -> Result<(), MailboxError> {
+        let path = self.dir.join(REMOVE_JOURNAL);
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_err("read", &path)(e)),
+        };
+        let mut by_dir: HashMap<&str, HashSet<&str>> = HashMap::new();
+        for line in text.lines() {
+            let Some((dir, base)) = line.split_once('\t') else {
+                continue;
+            };
+            // Only names this store writes: one component, no dot-dot.
+            let safe = |s: &str| !s.contains('/') && !s.contains('\0') && s != "..";
+            if !safe(dir) || !safe(base) || base.is_empty() || base.starts_with('.') {
+                continue;
+            }
+            if !dir.is_empty() && !dir.starts_with('.') {
+                continue;
+            }
+            by_dir.entry(dir).or_default().insert(base);
+        }
+        for (dir, bases) in by_dir {
+            let mailbox_dir = if dir.is_empty() {
+                self.dir.clone()
+            } else {
+                self.dir.join(dir)
+            };
+            for sub in ["new", "cur"] {
+                let mut removed = false;
+                for f in list_files(&mailbox_dir, sub)? {
+                    let (_, name) = split_rel(&f.rel);
+                    if bases.contains(split_file_name(name).0) {
+                        let p = mailbox_dir.join(&f.rel);
+                        match fs::remove_file(&p) {
+                            Ok(()) => removed = true,
+                            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                            Err(e) => return Err(io_err("unlink", &p)(e)),
+                        }
+                    }
+                }
+                if removed {
+                    sync_dir(&mailbox_dir.join(sub))?;
+                }
+            }
+        }
+        fs::remove_file(&path).map_err(io_err("unlink", &path))?;
+        sync_dir(&self.dir)
     }
 
     fn remove_messages(

@@ -1,0 +1,567 @@
+//! The POP3 driver: pumps bytes between a socket and a sans-IO
+//! [`tern_pop3::Session`], answers its SASL questions through the shared
+//! authentication service (`crate::auth`, with the brute-force tracker
+//! and the password gate), runs the STLS handshake (nothing read before
+//! it survives), and serves the maildrop from the mail store.
+//!
+//! * The maildrop is the user's INBOX, snapshotted at login (messages by
+//!   UID). It is locked per user for the session in this process: a
+//!   second POP3 session of the same user gets `-ERR [IN-USE]`. IMAP
+//!   sessions are not locked out; a message they expunge meanwhile
+//!   answers RETR with `-ERR [SYS/PERM]`.
+//! * LIST and STAT report what RETR sends ([`tern_pop3::wire_size`]: CRLF
+//!   line ends, the last line ended); sizes are cached per (user,
+//!   UIDVALIDITY, UID), since a stored message never changes.
+//! * RETR streams the file in 64 KiB chunks through a
+//!   [`tern_pop3::DotStuffer`]; TOP reads the file and sends
+//!   [`tern_mime::pop3::top`] of it.
+//! * UIDL is `%08x%08x` of UIDVALIDITY and UID (Dovecot's `%08Xv%08Xu`
+//!   in lower case): stable across sessions and restarts, never reused.
+//! * Deletions happen only at QUIT, in one store call under the user's
+//!   store lock: [`tern_store::mailbox::UserStore::remove_uids`]
+//!   (`delete_mode = "expunge"`) or `move_messages` to the `\Trash`
+//!   mailbox (`"move-to-trash"`). A connection dropped or timed out
+//!   deletes nothing.
+//!
+//! Timeouts: one minute before authentication (capped by the idle
+//! timeout), then the service's idle timeout (RFC 1939: at least ten
+//! minutes). This module never parses POP3 itself and never logs a secret.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ring::rand::{SecureRandom, SystemRandom};
+use tern_pop3::{
+    AuthQuestion, DotStuffer, Event, MaildropError, MessageInfo, Session, SessionConfig,
+};
+use tern_sasl::{Answer, FailureKind, StartContext};
+use tern_smtp::server::ServerConfig;
+use tern_store::mailbox::{MailboxError, MailboxId, Mailboxes, SpecialUse, UserStore};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::Context;
+use crate::conn::escape_for_log;
+use crate::tls::MaybeTlsStream;
+
+/// Waiting for a command before authentication (at most).
+const PRE_AUTH_TIMEOUT: Duration = Duration::from_secs(60);
+/// The default autologout timer (RFC 1939 section 3: at least 10 minutes).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+/// Cached message sizes before the cache is emptied.
+const SIZE_CACHE_LIMIT: usize = 1_000_000;
+/// Bytes read from a message file at a time by RETR.
+const CHUNK: usize = 64 * 1024;
+
+/// What QUIT does with the messages a client deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeleteMode {
+    /// Remove them from the store.
+    #[default]
+    Expunge,
+    /// Move them to the user's `\Trash` mailbox.
+    MoveToTrash,
+}
+
+/// The POP3 service: the mail store, the per-user maildrop locks and the
+/// size cache, shared by every POP3 session.
+#[derive(Debug)]
+pub struct Pop3Service {
+    /// Every user's mailboxes (the same as IMAP's).
+    pub mailboxes: Arc<Mailboxes>,
+    /// What QUIT does with deleted messages.
+    pub delete_mode: DeleteMode,
+    /// The autologout timer.
+    pub idle_timeout: Duration,
+    locked: Mutex<HashSet<String>>,
+    sizes: Mutex<HashMap<(String, u32, u32), u64>>,
+}
+
+impl Pop3Service {
+    /// A service over `mailboxes`.
+    pub fn new(mailboxes: Arc<Mailboxes>, delete_mode: DeleteMode, idle_timeout: Duration) -> Self {
+        Pop3Service {
+            mailboxes,
+            delete_mode,
+            idle_timeout,
+            locked: Mutex::new(HashSet::new()),
+            sizes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock_maildrop(self: &Arc<Self>, user: &str) -> Option<MaildropLock> {
+        let key = user.to_ascii_lowercase();
+        let mut l = self.locked.lock().unwrap_or_else(|e| e.into_inner());
+        if !l.insert(key.clone()) {
+            return None;
+        }
+        Some(MaildropLock {
+            service: Arc::clone(self),
+            user: key,
+        })
+    }
+
+    fn cached_size(&self, key: &(String, u32, u32)) -> Option<u64> {
+        let s = self.sizes.lock().unwrap_or_else(|e| e.into_inner());
+        s.get(key).copied()
+    }
+
+    fn cache_size(&self, key: (String, u32, u32), size: u64) {
+        let mut s = self.sizes.lock().unwrap_or_else(|e| e.into_inner());
+        if s.len() >= SIZE_CACHE_LIMIT {
+            s.clear();
+        }
+        s.insert(key, size);
+    }
+}
+
+/// A user's maildrop lock; dropping it unlocks.
+#[derive(Debug)]
+struct MaildropLock {
+    service: Arc<Pop3Service>,
+    user: String,
+}
+
+impl Drop for MaildropLock {
+    fn drop(&mut self) {
+        let mut l = self
+            .service
+            .locked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        l.remove(&self.user);
+    }
+}
+
+/// The open maildrop of a session.
+#[derive(Debug)]
+struct Maildrop {
+    store: Arc<UserStore>,
+    inbox: MailboxId,
+    uidvalidity: u32,
+    /// UIDs by message number - 1.
+    uids: Vec<u32>,
+    _lock: MaildropLock,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The UIDL of a message.
+pub fn uidl(uidvalidity: u32, uid: u32) -> String {
+    format!("{uidvalidity:08x}{uid:08x}")
+}
+
+fn store_error(e: &MailboxError) -> MaildropError {
+    match e {
+        MailboxError::NoSuchMessage(_) | MailboxError::UidValidityChanged => {
+            MaildropError::Permanent
+        }
+        MailboxError::InvalidUser { .. } => MaildropError::Permanent,
+        _ => MaildropError::Temporary,
+    }
+}
+
+/// Opens and snapshots `user`'s INBOX (blocking: call on a blocking
+/// thread), computing sizes not yet cached.
+fn open_maildrop(
+    service: &Pop3Service,
+    user: &str,
+    lock: MaildropLock,
+) -> Result<(Maildrop, Vec<MessageInfo>), MailboxError> {
+    let store = service.mailboxes.open(user)?;
+    let selected = store.select("INBOX")?;
+    let uidvalidity = selected.mailbox.uidvalidity;
+    let inbox = selected.mailbox.id;
+    let mut infos = Vec::with_capacity(selected.messages.len());
+    let mut uids = Vec::with_capacity(selected.messages.len());
+    let key_user = user.to_ascii_lowercase();
+    for m in &selected.messages {
+        let key = (key_user.clone(), uidvalidity, m.uid);
+        let size = match service.cached_size(&key) {
+            Some(s) => s,
+            None => {
+                let mut bytes = Vec::with_capacity(m.size as usize);
+                match store.open_message(inbox, m.uid) {
+                    Ok(mut f) => {
+                        use std::io::Read;
+                        f.read_to_end(&mut bytes)
+                            .map_err(|source| MailboxError::Io {
+                                op: "read",
+                                path: m.file_name.clone().into(),
+                                source,
+                            })?;
+                    }
+                    // Expunged by another session meanwhile: not in the maildrop.
+                    Err(MailboxError::NoSuchMessage(_)) => continue,
+                    Err(e) => return Err(e),
+                }
+                let s = tern_pop3::wire_size(&bytes);
+                service.cache_size(key, s);
+                s
+            }
+        };
+        uids.push(m.uid);
+        infos.push(MessageInfo {
+            size,
+            uidl: uidl(uidvalidity, m.uid),
+        });
+    }
+    Ok((
+        Maildrop {
+            store,
+            inbox,
+            uidvalidity,
+            uids,
+            _lock: lock,
+        },
+        infos,
+    ))
+}
+
+/// Commits the deletions (blocking).
+fn commit(maildrop: &Maildrop, mode: DeleteMode, numbers: &[u32]) -> Result<usize, MailboxError> {
+    let uids: Vec<u32> = numbers
+        .iter()
+        .filter_map(|n| maildrop.uids.get((*n as usize).wrapping_sub(1)).copied())
+        .collect();
+    if uids.is_empty() {
+        return Ok(0);
+    }
+    match mode {
+        DeleteMode::Expunge => Ok(maildrop
+            .store
+            .remove_uids(maildrop.inbox, maildrop.uidvalidity, &uids)?
+            .len()),
+        DeleteMode::MoveToTrash => {
+            let inbox = maildrop.store.mailbox("INBOX")?;
+            if inbox.uidvalidity != maildrop.uidvalidity {
+                return Err(MailboxError::UidValidityChanged);
+            }
+            let trash = maildrop
+                .store
+                .list()?
+                .into_iter()
+                .find(|e| e.special_use == Some(SpecialUse::Trash))
+                .and_then(|e| e.id)
+                .ok_or_else(|| MailboxError::NoSuchMailbox("\\Trash".into()))?;
+            Ok(maildrop
+                .store
+                .move_messages(maildrop.inbox, &uids, trash)?
+                .uids
+                .len())
+        }
+    }
+}
+
+/// The session settings for a listener, from its SMTP-side settings (TLS,
+/// mechanisms, plaintext AUTH).
+fn session_config(smtp: &ServerConfig, tls_configured: bool) -> SessionConfig {
+    SessionConfig {
+        mechanisms: smtp.auth_mechanisms.clone(),
+        plaintext_auth_allowed: smtp.auth_plaintext_allowed,
+        starttls: !smtp.tls_active && tls_configured,
+        ..SessionConfig::default()
+    }
+}
+
+async fn write(
+    stream: &mut Option<MaybeTlsStream>,
+    bytes: &[u8],
+    timeout: Duration,
+) -> std::io::Result<()> {
+    let Some(s) = stream.as_mut() else {
+        return Err(std::io::ErrorKind::NotConnected.into());
+    };
+    match tokio::time::timeout(timeout, s.write_all(bytes)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+    }
+}
+
+/// Sends message `number` (RETR, or TOP with `lines`). `Err` only when
+/// the connection failed; a store failure is answered to the session.
+async fn retrieve(
+    session: &mut Session,
+    stream: &mut Option<MaybeTlsStream>,
+    maildrop: &Maildrop,
+    number: u32,
+    lines: Option<u64>,
+    timeout: Duration,
+) -> std::io::Result<()> {
+    let Some(&uid) = maildrop.uids.get(number as usize - 1) else {
+        session.retrieve_failed(MaildropError::Permanent);
+        return Ok(());
+    };
+    let store = Arc::clone(&maildrop.store);
+    let inbox = maildrop.inbox;
+    let opened = tokio::task::spawn_blocking(move || store.open_message(inbox, uid)).await;
+    let file = match opened {
+        Ok(Ok(f)) => f,
+        Ok(Err(e)) => {
+            info!(uid, error = %e, "POP3 message cannot be opened");
+            session.retrieve_failed(store_error(&e));
+            return Ok(());
+        }
+        Err(_) => {
+            session.retrieve_failed(MaildropError::Temporary);
+            return Ok(());
+        }
+    };
+    let mut file = tokio::fs::File::from_std(file);
+    let mut stuffer = DotStuffer::new();
+    let mut out = Vec::with_capacity(CHUNK + CHUNK / 16);
+    match lines {
+        Some(n) => {
+            let mut bytes = Vec::new();
+            if let Err(e) = file.read_to_end(&mut bytes).await {
+                info!(uid, error = %e, "POP3 message cannot be read");
+                session.retrieve_failed(MaildropError::Temporary);
+                return Ok(());
+            }
+            session.retrieve_ready();
+            out.extend(session.take_output());
+            let n = usize::try_from(n).unwrap_or(usize::MAX);
+            stuffer.push(tern_mime::pop3::top(&bytes, n), &mut out);
+        }
+        None => {
+            // The first chunk is read before the +OK, so a file that
+            // cannot be read still gets an -ERR.
+            let mut chunk = vec![0u8; CHUNK];
+            let first = match file.read(&mut chunk).await {
+                Ok(k) => k,
+                Err(e) => {
+                    info!(uid, error = %e, "POP3 message cannot be read");
+                    session.retrieve_failed(MaildropError::Temporary);
+                    return Ok(());
+                }
+            };
+            session.retrieve_ready();
+            out.extend(session.take_output());
+            stuffer.push(&chunk[..first], &mut out);
+            if first > 0 {
+                loop {
+                    if out.len() >= CHUNK {
+                        write(stream, &out, timeout).await?;
+                        out.clear();
+                    }
+                    // A read error after the +OK cannot be reported any
+                    // more: the connection is closed mid-message, so
+                    // the client sees no terminating dot and keeps
+                    // nothing.
+                    let k = file.read(&mut chunk).await?;
+                    if k == 0 {
+                        break;
+                    }
+                    stuffer.push(&chunk[..k], &mut out);
+                }
+            }
+        }
+    }
+    stuffer.finish(&mut out);
+    write(stream, &out, timeout).await?;
+    session.retrieve_done();
+    Ok(())
+}
+
+/// Runs one POP3 connection to its end. The stream is already encrypted
+/// on implicit-TLS listeners (port 995).
+pub(crate) async fn run(
+    ctx: Arc<Context>,
+    service: Arc<Pop3Service>,
+    stream: MaybeTlsStream,
+    peer: SocketAddr,
+    smtp: Arc<ServerConfig>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let tls = stream.tls_info().is_some();
+    let mut stream = Some(stream);
+    let mut session = Session::new(session_config(&smtp, ctx.tls.is_some()), tls);
+    session.greet();
+    let idle = service.idle_timeout;
+    let mut maildrop: Option<Maildrop> = None;
+    let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
+    'session: loop {
+        while let Some(event) = session.poll_event() {
+            match event {
+                Event::StartTls => {
+                    let out = session.take_output();
+                    if write(&mut stream, &out, idle).await.is_err() {
+                        break 'session;
+                    }
+                    let Some(tlsm) = ctx.tls.as_ref() else {
+                        break 'session;
+                    };
+                    let Some(plain) = stream.take() else {
+                        break 'session;
+                    };
+                    match plain.upgrade(&tlsm.acceptor(), ctx.handshake_timeout).await {
+                        Ok(s) => {
+                            stream = Some(s);
+                            info!("POP3 STLS established");
+                            session.tls_established();
+                        }
+                        Err(e) => {
+                            info!(error = %e, "POP3 STLS handshake failed; closing");
+                            return;
+                        }
+                    }
+                }
+                Event::AuthStart { .. } => {
+                    let mut nonce = [0u8; 32];
+                    if SystemRandom::new().fill(&mut nonce).is_err() {
+                        session.auth_answer(Answer::Fail(FailureKind::Temporary));
+                        continue;
+                    }
+                    session.auth_begin(StartContext::new(
+                        &nonce,
+                        &ctx.hostname,
+                        unix_now(),
+                        &ctx.auth.secret,
+                    ));
+                }
+                Event::Auth(question) => {
+                    let q = match question {
+                        AuthQuestion::VerifyPassword { authcid, password } => {
+                            crate::auth::Question::VerifyPassword { authcid, password }
+                        }
+                        AuthQuestion::LookupCram { authcid } => {
+                            crate::auth::Question::LookupCram { authcid }
+                        }
+                        AuthQuestion::LookupScram { authcid } => {
+                            crate::auth::Question::LookupScram { authcid }
+                        }
+                        AuthQuestion::VerifyToken { token, .. } => {
+                            crate::auth::Question::VerifyToken { token }
+                        }
+                        _ => {
+                            session.auth_answer(Answer::Fail(FailureKind::Temporary));
+                            continue;
+                        }
+                    };
+                    let answer = crate::auth::answer(&ctx, peer.ip(), q).await;
+                    session.auth_answer(answer);
+                }
+                Event::AuthFailed { kind } => {
+                    if matches!(
+                        kind,
+                        FailureKind::BadCredentials | FailureKind::AuthzidNotAllowed
+                    ) {
+                        ctx.abuse.auth_failed(peer.ip(), "", Instant::now());
+                    }
+                    info!(kind = ?kind, "POP3 authentication failed");
+                }
+                Event::OpenMaildrop { user } => {
+                    ctx.abuse.auth_succeeded(peer.ip(), &user, Instant::now());
+                    let Some(lock) = service.lock_maildrop(&user) else {
+                        info!(user = %escape_for_log(&user), "POP3 maildrop in use");
+                        session.maildrop_opened(Err(MaildropError::InUse));
+                        continue;
+                    };
+                    let s = Arc::clone(&service);
+                    let u = user.clone();
+                    let opened =
+                        tokio::task::spawn_blocking(move || open_maildrop(&s, &u, lock)).await;
+                    match opened {
+                        Ok(Ok((m, infos))) => {
+                            info!(user = %escape_for_log(&user), messages = infos.len(), "POP3 login");
+                            maildrop = Some(m);
+                            session.maildrop_opened(Ok(infos));
+                        }
+                        Ok(Err(e)) => {
+                            warn!(user = %escape_for_log(&user), error = %e, "POP3 maildrop cannot be opened");
+                            session.maildrop_opened(Err(store_error(&e)));
+                        }
+                        Err(_) => session.maildrop_opened(Err(MaildropError::Temporary)),
+                    }
+                }
+                Event::Retrieve { number, lines } => {
+                    let out = session.take_output();
+                    if !out.is_empty() && write(&mut stream, &out, idle).await.is_err() {
+                        break 'session;
+                    }
+                    let Some(m) = maildrop.as_ref() else {
+                        session.retrieve_failed(MaildropError::Temporary);
+                        continue;
+                    };
+                    if retrieve(&mut session, &mut stream, m, number, lines, idle)
+                        .await
+                        .is_err()
+                    {
+                        break 'session;
+                    }
+                }
+                Event::Update { deleted } => {
+                    let Some(m) = maildrop.take() else {
+                        session.update_done(Ok(()));
+                        continue;
+                    };
+                    let mode = service.delete_mode;
+                    let n = deleted.len();
+                    let done =
+                        tokio::task::spawn_blocking(move || commit(&m, mode, &deleted)).await;
+                    match done {
+                        Ok(Ok(removed)) => {
+                            info!(marked = n, removed, mode = ?mode, "POP3 update");
+                            session.update_done(Ok(()));
+                        }
+                        Ok(Err(e)) => {
+                            warn!(error = %e, "POP3 update failed");
+                            session.update_done(Err(store_error(&e)));
+                        }
+                        Err(_) => session.update_done(Err(MaildropError::Temporary)),
+                    }
+                }
+                Event::Close => {
+                    let out = session.take_output();
+                    let _ = write(&mut stream, &out, idle).await;
+                    break 'session;
+                }
+                other => debug!(event = ?other, "POP3 event"),
+            }
+        }
+        let out = session.take_output();
+        if !out.is_empty() && write(&mut stream, &out, idle).await.is_err() {
+            break;
+        }
+        let timeout = if maildrop.is_some() {
+            idle
+        } else {
+            idle.min(PRE_AUTH_TIMEOUT)
+        };
+        let Some(s) = stream.as_mut() else {
+            break;
+        };
+        buf.clear();
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => {
+                let _ = s.write_all(b"-ERR [SYS/TEMP] Server shutting down\r\n").await;
+                break;
+            }
+            read = tokio::time::timeout(timeout, s.read_buf(&mut buf)) => match read {
+                Err(_) => {
+                    info!("POP3 client timed out; nothing deleted");
+                    let _ = s.write_all(b"-ERR Autologout; idle for too long\r\n").await;
+                    break;
+                }
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(_)) => session.handle_input(&buf),
+            }
+        }
+    }
+    if let Some(mut s) = stream {
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.shutdown()).await;
+    }
+    if maildrop.is_some() {
+        info!("POP3 connection ended without QUIT; nothing deleted");
+    }
+    debug!("POP3 disconnect");
+}

@@ -1,0 +1,189 @@
+//! A stored message on the POP3 wire (RFC 1939 section 3): every line
+//! ends in CRLF whatever the stored line ends (a bare LF becomes CRLF, a
+//! lone CR at the very end is dropped, as [`tern_mime`-style `to_crlf`]
+//! does), a line starting with `.` gets one more `.`, the last line gets
+//! a CRLF if it has none, and `.` CRLF ends the response.
+//!
+//! [`wire_size`] is the number of octets of that form before
+//! dot-stuffing (what the client holds once it removed the stuffing), so
+//! LIST, STAT and RETR agree. [`DotStuffer`] produces it in chunks, so a
+//! large message is streamed rather than loaded whole.
+//!
+//! This module never allocates more than the output of one chunk.
+
+/// The streaming encoder: feed the stored bytes in any chunking with
+/// [`DotStuffer::push`], then [`DotStuffer::finish`].
+#[derive(Debug, Clone)]
+pub struct DotStuffer {
+    /// A CR was seen last and not yet written (it may start a CRLF, or be
+    /// the file's last byte, which is dropped).
+    held_cr: bool,
+    /// The next byte written starts a line.
+    at_line_start: bool,
+    /// Nothing has been written yet.
+    empty: bool,
+    /// Double leading dots (false: only count, for [`wire_size`]).
+    stuff: bool,
+    /// Octets of the unstuffed form so far.
+    unstuffed: u64,
+}
+
+impl Default for DotStuffer {
+    fn default() -> Self {
+        DotStuffer::new()
+    }
+}
+
+impl DotStuffer {
+    /// A fresh encoder.
+    pub fn new() -> DotStuffer {
+        DotStuffer {
+            held_cr: false,
+            at_line_start: true,
+            empty: true,
+            stuff: true,
+            unstuffed: 0,
+        }
+    }
+
+    fn emit(&mut self, b: u8, out: &mut Vec<u8>) {
+        if self.at_line_start && b == b'.' && self.stuff {
+            out.push(b'.');
+        }
+        out.push(b);
+        self.unstuffed += 1;
+        self.empty = false;
+        self.at_line_start = b == b'\n';
+    }
+
+    /// Encodes the next chunk of the stored message into `out`.
+    pub fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
+        out.reserve(chunk.len() + chunk.len() / 32 + 2);
+        for &b in chunk {
+            if self.held_cr {
+                self.held_cr = false;
+                self.emit(b'\r', out);
+                if b == b'\n' {
+                    self.emit(b'\n', out);
+                    continue;
+                }
+            }
+            match b {
+                b'\r' => self.held_cr = true,
+                b'\n' => {
+                    self.emit(b'\r', out);
+                    self.emit(b'\n', out);
+                }
+                _ => self.emit(b, out),
+            }
+        }
+    }
+
+    /// Ends the message: the last line's CRLF if it had none, then the
+    /// terminating `.` CRLF. A held lone CR at the end is dropped.
+    pub fn finish(mut self, out: &mut Vec<u8>) {
+        self.held_cr = false;
+        if !self.empty && !self.at_line_start {
+            self.emit(b'\r', out);
+            self.emit(b'\n', out);
+        }
+        out.extend_from_slice(b".\r\n");
+    }
+
+    /// Octets of the unstuffed form written so far.
+    pub fn unstuffed_len(&self) -> u64 {
+        self.unstuffed
+    }
+}
+
+/// The size RETR sends for `stored` (CRLF form, last line ended, before
+/// dot-stuffing and without the terminating `.`): what LIST and STAT
+/// report.
+pub fn wire_size(stored: &[u8]) -> u64 {
+    let bare_lf = stored
+        .iter()
+        .enumerate()
+        .filter(|&(i, &b)| b == b'\n' && (i == 0 || stored[i - 1] != b'\r'))
+        .count() as u64;
+    let body = match stored {
+        [rest @ .., b'\r'] => rest,
+        _ => stored,
+    };
+    let mut n = body.len() as u64 + bare_lf;
+    if !body.is_empty() && !body.ends_with(b"\n") {
+        n += 2;
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn encode(chunks: &[&[u8]]) -> Vec<u8> {
+        let mut d = DotStuffer::new();
+        let mut out = Vec::new();
+        for c in chunks {
+            d.push(c, &mut out);
+        }
+        d.finish(&mut out);
+        out
+    }
+
+    /// What a client does: remove the stuffing and the terminator.
+    fn unstuff(wire: &[u8]) -> Vec<u8> {
+        let body = wire.strip_suffix(b".\r\n").expect("terminator");
+        let mut out = Vec::new();
+        for line in body.split_inclusive(|&b| b == b'\n') {
+            out.extend_from_slice(line.strip_prefix(b".").unwrap_or(line));
+        }
+        out
+    }
+
+    #[test]
+    fn cases() {
+        let cases: &[(&[u8], &[u8])] = &[
+            (b"", b".\r\n"),
+            (b"A: b\r\n\r\nx\r\n", b"A: b\r\n\r\nx\r\n.\r\n"),
+            (b"A: b\n\nx\n", b"A: b\r\n\r\nx\r\n.\r\n"),
+            (b"A: b\n\n.\n..x\n", b"A: b\r\n\r\n..\r\n...x\r\n.\r\n"),
+            (b"A: b\r\n\r\nno end", b"A: b\r\n\r\nno end\r\n.\r\n"),
+            (b"A: b\r\n\r\nlone cr\r", b"A: b\r\n\r\nlone cr\r\n.\r\n"),
+            (b"x\ry\r\n", b"x\ry\r\n.\r\n"),
+            (b".", b"..\r\n.\r\n"),
+            (b"\n", b"\r\n.\r\n"),
+        ];
+        for (stored, want) in cases {
+            let got = encode(&[stored]);
+            assert_eq!(got, *want, "{:?}", String::from_utf8_lossy(stored));
+            assert_eq!(
+                wire_size(stored),
+                unstuff(&got).len() as u64,
+                "{:?}",
+                String::from_utf8_lossy(stored)
+            );
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn chunking_does_not_matter_and_size_agrees(
+            stored in proptest::collection::vec(prop_oneof![Just(b'\r'), Just(b'\n'), Just(b'.'), Just(b'a')], 0..64),
+            cut in 0usize..64,
+        ) {
+            let cut = cut.min(stored.len());
+            let whole = encode(&[&stored]);
+            let split = encode(&[&stored[..cut], &stored[cut..]]);
+            prop_assert_eq!(&whole, &split);
+            prop_assert_eq!(wire_size(&stored), unstuff(&whole).len() as u64);
+            // Every line of the wire form ends in CRLF, and no line but the
+            // terminator is a lone dot.
+            let body = whole.strip_suffix(b".\r\n").unwrap();
+            for line in body.split_inclusive(|&b| b == b'\n') {
+                prop_assert!(line.ends_with(b"\r\n"));
+                prop_assert!(line != b".\r\n");
+            }
+        }
+    }
+}

@@ -1,0 +1,591 @@
+//! POP3 end to end: a real Tern with an MX listener, POP3 listeners (loopback
+//! plaintext, STLS-only, implicit TLS) and IMAP; mail delivered over SMTP,
+//! listed, fetched and deleted at QUIT; nothing deleted by a dropped
+//! connection; `[IN-USE]` for a second session; USER refused before STLS;
+//! TOP; UIDL stable across sessions; sizes equal to what RETR sends (also
+//! for a file stored with bare LF); IMAP sees the deletions;
+//! `delete_mode = "move-to-trash"`.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::Raw;
+use rustls_pki_types::pem::PemObject as _;
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+const PW: &str = "alice-pop3-pw";
+const USER: &str = "alice@example.test";
+
+struct World {
+    running: Option<tern::Running>,
+    dir: tempfile::TempDir,
+    mx: SocketAddr,
+    /// POP3 with `plaintext_auth` (loopback).
+    pop3: SocketAddr,
+    /// POP3 without it: USER/PASS need STLS first.
+    pop3_tls_only: SocketAddr,
+    /// POP3 over implicit TLS.
+    pop3s: SocketAddr,
+    /// IMAP with `plaintext_auth`.
+    imap: SocketAddr,
+}
+
+impl World {
+    async fn start(extra: &str) -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let users = dir.path().join("users.toml");
+        common::add_user(&users, USER, PW);
+        let text = format!(
+            "hostname = \"mx.example.test\"\ndata_dir = {:?}\n\
+             [[listener]]\naddress = \"127.0.0.1:0\"\nrole = \"mx\"\n\
+             [[listener]]\naddress = \"127.0.0.1:0\"\nrole = \"pop3\"\nplaintext_auth = true\n\
+             [[listener]]\naddress = \"127.0.0.1:0\"\nrole = \"pop3\"\n\
+             [[listener]]\naddress = \"127.0.0.1:0\"\nrole = \"pop3s\"\n\
+             [[listener]]\naddress = \"127.0.0.1:0\"\nrole = \"imap\"\nplaintext_auth = true\n\
+             [auth]\nusers_file = {users:?}\n\
+             [domains.\"example.test\"]\nmailboxes = [\"alice\", \"bob\"]\n\
+             [dns]\nnameservers = [\"127.0.0.1:9\"]\n[mail_auth]\nenabled = false\n{extra}\n",
+            dir.path().join("data"),
+        );
+        let config = tern::Config::parse(&text).expect("test config");
+        let running = tern::start(&config).await.expect("server starts");
+        let a = running.addrs();
+        World {
+            mx: a[0],
+            pop3: a[1],
+            pop3_tls_only: a[2],
+            pop3s: a[3],
+            imap: a[4],
+            running: Some(running),
+            dir,
+        }
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn maildir(&self) -> PathBuf {
+        self.data().join("mail/example.test/alice")
+    }
+
+    fn connector(&self) -> TlsConnector {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(self.data().join("tls/selfsigned.crt")).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        TlsConnector::from(Arc::new(config))
+    }
+
+    async fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await;
+        }
+    }
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// A byte-exact POP3 client that can switch to TLS.
+struct Pop3 {
+    stream: Option<Box<dyn Io>>,
+    buf: Vec<u8>,
+}
+
+impl Pop3 {
+    async fn connect(addr: SocketAddr) -> (Pop3, String) {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let mut c = Pop3 {
+            stream: Some(Box::new(tcp)),
+            buf: Vec::new(),
+        };
+        let g = c.line().await;
+        (c, g)
+    }
+
+    async fn connect_tls(addr: SocketAddr, tls: &TlsConnector) -> (Pop3, String) {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let name = ServerName::try_from("mx.example.test").unwrap();
+        let s = tls.connect(name, tcp).await.expect("TLS handshake");
+        let mut c = Pop3 {
+            stream: Some(Box::new(s)),
+            buf: Vec::new(),
+        };
+        let g = c.line().await;
+        (c, g)
+    }
+
+    /// Logs in over the plaintext loopback listener.
+    async fn login(addr: SocketAddr) -> Pop3 {
+        let (mut c, g) = Pop3::connect(addr).await;
+        assert!(g.starts_with("+OK"), "{g}");
+        assert!(c.cmd(&format!("USER {USER}")).await.starts_with("+OK"));
+        let r = c.cmd(&format!("PASS {PW}")).await;
+        assert!(r.starts_with("+OK Logged in"), "{r}");
+        c
+    }
+
+    /// One line, CRLF included ("" at EOF).
+    async fn line(&mut self) -> String {
+        let raw = self.raw_line().await;
+        String::from_utf8(raw).unwrap()
+    }
+
+    async fn raw_line(&mut self) -> Vec<u8> {
+        loop {
+            if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
+                return self.buf.drain(..=i).collect();
+            }
+            let mut chunk = [0u8; 8192];
+            let s = self.stream.as_mut().expect("connected");
+            let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk))
+                .await
+                .expect("reply in time")
+                .unwrap_or(0);
+            if n == 0 {
+                return std::mem::take(&mut self.buf);
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    async fn send(&mut self, bytes: &[u8]) {
+        let s = self.stream.as_mut().expect("connected");
+        s.write_all(bytes).await.unwrap();
+    }
+
+    async fn cmd(&mut self, line: &str) -> String {
+        self.send(format!("{line}\r\n").as_bytes()).await;
+        self.line().await
+    }
+
+    /// A multi-line command: the status line and the body with the
+    /// stuffing removed (CRLFs kept).
+    async fn multi(&mut self, line: &str) -> (String, Vec<u8>) {
+        let status = self.cmd(line).await;
+        assert!(status.starts_with("+OK"), "{line}: {status}");
+        let mut body = Vec::new();
+        loop {
+            let l = self.raw_line().await;
+            assert!(l.ends_with(b"\r\n"), "{line}: unterminated {l:?}");
+            if l == b".\r\n" {
+                return (status, body);
+            }
+            body.extend_from_slice(l.strip_prefix(b".").unwrap_or(&l));
+        }
+    }
+
+    async fn stls(&mut self, tls: &TlsConnector) {
+        let r = self.cmd("STLS").await;
+        assert!(r.starts_with("+OK"), "{r}");
+        assert!(self.buf.is_empty(), "plaintext left after STLS");
+        let tcp = self.stream.take().unwrap();
+        let name = ServerName::try_from("mx.example.test").unwrap();
+        let s = tls.connect(name, tcp).await.expect("STLS handshake");
+        self.stream = Some(Box::new(s));
+    }
+
+    /// The number and total size from STAT.
+    async fn stat(&mut self) -> (usize, u64) {
+        let r = self.cmd("STAT").await;
+        let mut p = r.split_whitespace().skip(1);
+        let n = p.next().unwrap().parse().unwrap();
+        let s = p.next().unwrap().parse().unwrap();
+        (n, s)
+    }
+
+    async fn uidl(&mut self) -> Vec<String> {
+        let (_, body) = self.multi("UIDL").await;
+        String::from_utf8(body)
+            .unwrap()
+            .lines()
+            .map(|l| l.split(' ').nth(1).unwrap().to_owned())
+            .collect()
+    }
+}
+
+fn deliver(mx: SocketAddr, subject: &str, body: &str) {
+    let mut c = Raw::greeted(mx);
+    assert!(c.cmd("EHLO client.test").starts_with("250"));
+    let r = c.send_mail(
+        "bob@else.test",
+        USER,
+        &format!("From: Bob <bob@else.test>\r\nTo: {USER}\r\nSubject: {subject}\r\n\r\n{body}"),
+    );
+    assert!(r.starts_with("250"), "{r}");
+}
+
+async fn deliver_n(mx: SocketAddr, n: usize) {
+    tokio::task::spawn_blocking(move || {
+        for i in 1..=n {
+            deliver(
+                mx,
+                &format!("message {i}"),
+                &format!("line one of {i}\r\n..a line starting with a dot\r\nlast line"),
+            );
+        }
+    })
+    .await
+    .unwrap();
+}
+
+/// The number of messages IMAP sees in INBOX.
+fn imap_exists(imap: SocketAddr) -> usize {
+    use std::io::{BufRead, BufReader, Write};
+    let s = std::net::TcpStream::connect(imap).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut w = s;
+    let mut l = String::new();
+    r.read_line(&mut l).unwrap();
+    w.write_all(format!("a LOGIN {USER} {PW}\r\nb SELECT INBOX\r\nc LOGOUT\r\n").as_bytes())
+        .unwrap();
+    let mut exists = None;
+    loop {
+        l.clear();
+        if r.read_line(&mut l).unwrap() == 0 {
+            break;
+        }
+        if let Some(n) = l
+            .strip_prefix("* ")
+            .and_then(|x| x.strip_suffix(" EXISTS\r\n"))
+        {
+            exists = n.parse().ok();
+        }
+        if l.starts_with("c OK") {
+            break;
+        }
+    }
+    exists.expect("SELECT reported EXISTS")
+}
+
+fn files_in(dir: &Path) -> usize {
+    ["new", "cur"]
+        .iter()
+        .map(|d| std::fs::read_dir(dir.join(d)).map_or(0, |r| r.count()))
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_list_top_uidl_and_delete_at_quit() {
+    let w = World::start("").await;
+    deliver_n(w.mx, 3).await;
+    let mut c = Pop3::login(w.pop3).await;
+    let (n, total) = c.stat().await;
+    assert_eq!(n, 3);
+    let (status, list) = c.multi("LIST").await;
+    assert!(status.starts_with("+OK 3 messages"), "{status}");
+    let sizes: Vec<u64> = String::from_utf8(list)
+        .unwrap()
+        .lines()
+        .map(|l| l.split(' ').nth(1).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(sizes.iter().sum::<u64>(), total);
+    for (i, size) in sizes.iter().enumerate() {
+        let (status, body) = c.multi(&format!("RETR {}", i + 1)).await;
+        assert_eq!(status, format!("+OK {size} octets\r\n"));
+        assert_eq!(body.len() as u64, *size, "RETR sends what LIST says");
+        let text = String::from_utf8(body).unwrap();
+        assert!(
+            text.contains(&format!("Subject: message {}\r\n", i + 1)),
+            "{text}"
+        );
+        assert!(
+            text.contains("\r\n.a line starting with a dot\r\n"),
+            "{text}"
+        );
+        assert!(text.ends_with("last line\r\n"), "{text}");
+    }
+    // TOP 0: the header and the empty line only; TOP 1: one body line more.
+    let (_, top0) = c.multi("TOP 2 0").await;
+    let top0 = String::from_utf8(top0).unwrap();
+    assert!(top0.ends_with("Subject: message 2\r\n\r\n"), "{top0}");
+    let (_, top1) = c.multi("TOP 2 1").await;
+    assert_eq!(
+        String::from_utf8(top1).unwrap(),
+        format!("{top0}line one of 2\r\n")
+    );
+    let uidls = c.uidl().await;
+    assert_eq!(uidls.len(), 3);
+    assert!(uidls.iter().all(|u| u.len() == 16), "{uidls:?}");
+    assert!(c.cmd("DELE 2").await.starts_with("+OK"));
+    assert_eq!(c.stat().await.0, 2);
+    // Not gone yet: IMAP still sees three until QUIT.
+    let imap = w.imap;
+    assert_eq!(
+        tokio::task::spawn_blocking(move || imap_exists(imap))
+            .await
+            .unwrap(),
+        3
+    );
+    assert_eq!(c.cmd("QUIT").await, "+OK Logging out (2 messages left)\r\n");
+    assert_eq!(c.line().await, "", "closed after QUIT");
+    assert_eq!(
+        tokio::task::spawn_blocking(move || imap_exists(imap))
+            .await
+            .unwrap(),
+        2
+    );
+    // The next session: the same UIDLs for the messages left.
+    let mut c = Pop3::login(w.pop3).await;
+    assert_eq!(c.uidl().await, [uidls[0].clone(), uidls[2].clone()]);
+    assert!(c.cmd("QUIT").await.starts_with("+OK"));
+    assert_eq!(files_in(&w.maildir()), 2);
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_connection_deletes_nothing_and_the_maildrop_is_locked() {
+    let w = World::start("").await;
+    deliver_n(w.mx, 2).await;
+    let mut a = Pop3::login(w.pop3).await;
+    assert!(a.cmd("DELE 1").await.starts_with("+OK"));
+    assert!(a.cmd("DELE 2").await.starts_with("+OK"));
+    // A second session of the same user: [IN-USE], back in AUTHORIZATION.
+    let (mut b, _) = Pop3::connect(w.pop3).await;
+    assert!(b.cmd(&format!("USER {USER}")).await.starts_with("+OK"));
+    let r = b.cmd(&format!("PASS {PW}")).await;
+    assert!(r.starts_with("-ERR [IN-USE]"), "{r}");
+    assert!(b.cmd("STAT").await.starts_with("-ERR"));
+    // The first connection drops without QUIT.
+    drop(a);
+    // The lock goes with it; nothing was deleted.
+    let mut c = None;
+    for _ in 0..50 {
+        assert!(b.cmd(&format!("USER {USER}")).await.starts_with("+OK"));
+        let r = b.cmd(&format!("PASS {PW}")).await;
+        if r.starts_with("+OK") {
+            c = Some(b);
+            break;
+        }
+        assert!(r.starts_with("-ERR [IN-USE]"), "{r}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut c = c.expect("the lock is released when the connection drops");
+    assert_eq!(c.stat().await.0, 2);
+    assert!(c.cmd("QUIT").await.starts_with("+OK"));
+    assert_eq!(files_in(&w.maildir()), 2);
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_needs_stls_and_implicit_tls_works() {
+    let w = World::start("").await;
+    deliver_n(w.mx, 1).await;
+    let tls = w.connector();
+    let (mut c, g) = Pop3::connect(w.pop3_tls_only).await;
+    assert!(g.starts_with("+OK"), "{g}");
+    let (_, capa) = c.multi("CAPA").await;
+    let capa = String::from_utf8(capa).unwrap();
+    assert!(capa.contains("STLS\r\n"), "{capa}");
+    assert!(
+        !capa.contains("USER\r\n") && !capa.contains("SASL"),
+        "{capa}"
+    );
+    let r = c.cmd(&format!("USER {USER}")).await;
+    assert!(r.starts_with("-ERR [AUTH]"), "{r}");
+    let r = c.cmd("AUTH PLAIN").await;
+    assert!(r.starts_with("-ERR [AUTH]"), "{r}");
+    c.stls(&tls).await;
+    let (_, capa) = c.multi("CAPA").await;
+    let capa = String::from_utf8(capa).unwrap();
+    assert!(
+        capa.contains("USER\r\n") && !capa.contains("STLS"),
+        "{capa}"
+    );
+    // SASL PLAIN with an initial response.
+    use base64::Engine as _;
+    let ir = base64::engine::general_purpose::STANDARD.encode(format!("\0{USER}\0{PW}"));
+    let r = c.cmd(&format!("AUTH PLAIN {ir}")).await;
+    assert!(r.starts_with("+OK Logged in, 1 messages"), "{r}");
+    assert!(c.cmd("QUIT").await.starts_with("+OK"));
+
+    // Plaintext pipelined behind STLS is dropped (CVE-2011-0411).
+    let (mut c, _) = Pop3::connect(w.pop3_tls_only).await;
+    c.send(b"STLS\r\nUSER x\r\n").await;
+    let r = c.line().await;
+    assert!(r.starts_with("+OK"), "{r}");
+    let tcp = c.stream.take().unwrap();
+    let s = tls
+        .connect(ServerName::try_from("mx.example.test").unwrap(), tcp)
+        .await
+        .unwrap();
+    c.stream = Some(Box::new(s));
+    let r = c.cmd(&format!("PASS {PW}")).await;
+    assert_eq!(r, "-ERR USER first\r\n");
+
+    // Implicit TLS (995).
+    let (mut c, g) = Pop3::connect_tls(w.pop3s, &tls).await;
+    assert!(g.starts_with("+OK"), "{g}");
+    assert!(c.cmd(&format!("USER {USER}")).await.starts_with("+OK"));
+    assert!(
+        c.cmd(&format!("PASS {PW}"))
+            .await
+            .starts_with("+OK Logged in")
+    );
+    let (_, capa) = c.multi("CAPA").await;
+    assert!(!String::from_utf8(capa).unwrap().contains("STLS"));
+    assert!(c.cmd("QUIT").await.starts_with("+OK"));
+    // A wrong password: -ERR [AUTH], the session goes on.
+    let (mut c, _) = Pop3::connect(w.pop3).await;
+    c.cmd(&format!("USER {USER}")).await;
+    let r = c.cmd("PASS wrong").await;
+    assert!(r.starts_with("-ERR [AUTH]"), "{r}");
+    w.stop().await;
+}
+
+/// A file another program stored with bare LF line ends: LIST reports the
+/// size of the CRLF form RETR sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sizes_are_those_of_the_crlf_form() {
+    let w = World::start("").await;
+    // Create the store (and INBOX) first.
+    let mut c = Pop3::login(w.pop3).await;
+    assert!(c.cmd("QUIT").await.starts_with("+OK"));
+    let stored = b"Subject: lf\n\n.dot\nno final newline";
+    std::fs::write(w.maildir().join("new/1700000000.lf.host"), stored).unwrap();
+    let mut c = Pop3::login(w.pop3).await;
+    let (n, size) = c.stat().await;
+    assert_eq!(n, 1);
+    let (status, body) = c.multi("RETR 1").await;
+    assert_eq!(body, b"Subject: lf\r\n\r\n.dot\r\nno final newline\r\n");
+    assert_eq!(size, body.len() as u64);
+    assert_eq!(status, format!("+OK {size} octets\r\n"));
+    assert!(c.cmd("QUIT").await.starts_with("+OK"));
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn move_to_trash_mode() {
+    let w = World::start("[pop3]\ndelete_mode = \"move-to-trash\"\nidle_timeout = \"10m\"\n").await;
+    deliver_n(w.mx, 2).await;
+    let mut c = Pop3::login(w.pop3).await;
+    assert!(c.cmd("DELE 1").await.starts_with("+OK"));
+    assert_eq!(c.cmd("QUIT").await, "+OK Logging out (1 messages left)\r\n");
+    assert_eq!(files_in(&w.maildir()), 1);
+    assert_eq!(files_in(&w.maildir().join(".Trash")), 1);
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_timeout_closes_without_deleting() {
+    let w = World::start("[pop3]\nidle_timeout = \"1s\"\n").await;
+    deliver_n(w.mx, 1).await;
+    let mut c = Pop3::login(w.pop3).await;
+    assert!(c.cmd("DELE 1").await.starts_with("+OK"));
+    let r = c.line().await;
+    assert!(r.starts_with("-ERR Autologout"), "{r}");
+    assert_eq!(c.line().await, "");
+    assert_eq!(files_in(&w.maildir()), 1);
+    w.stop().await;
+}
+
+/// Kill -9 during UPDATE (issue 13): the real binary is killed right after
+/// QUIT (with growing delays, so some kills land before, during and after
+/// the removal); after a restart either every marked message is gone or
+/// none is.
+#[test]
+fn sigkill_during_update_removes_all_or_nothing() {
+    use std::io::{BufRead, BufReader, Write};
+    const N: usize = 120;
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.toml");
+    common::add_user(&users, USER, PW);
+    let mx = common::free_loopback_addr();
+    let pop3 = common::free_loopback_addr();
+    let config = dir.path().join("tern.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "hostname = \"mx.example.test\"\ndata_dir = {:?}\n\
+             [[listener]]\naddress = \"{mx}\"\nrole = \"mx\"\n\
+             [[listener]]\naddress = \"{pop3}\"\nrole = \"pop3\"\nplaintext_auth = true\n\
+             [auth]\nusers_file = {users:?}\n\
+             [dns]\nnameservers = [\"127.0.0.1:9\"]\n[mail_auth]\nenabled = false\n\
+             [domains.\"example.test\"]\nmailboxes = [\"alice\"]\n[log]\nlevel = \"warn\"\n",
+            dir.path().join("data")
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("tern.log");
+    let maildir = dir.path().join("data/mail/example.test/alice");
+    let mut child = common::spawn_daemon(&config, &log, mx, &[]);
+    let count = |addr: SocketAddr| -> usize {
+        let s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        let mut w = s;
+        w.write_all(format!("USER {USER}\r\nPASS {PW}\r\nSTAT\r\nQUIT\r\n").as_bytes())
+            .unwrap();
+        let mut l = String::new();
+        for _ in 0..4 {
+            l.clear();
+            r.read_line(&mut l).unwrap();
+        }
+        assert!(l.starts_with("+OK "), "STAT: {l}");
+        l.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    let mut outcomes = Vec::new();
+    for delay_us in [0u64, 100, 250, 500, 1000, 2000, 5000] {
+        let have = count(pop3);
+        if have < N {
+            for i in have..N {
+                deliver(mx, &format!("kill {i}"), "body\r\n");
+            }
+        }
+        assert_eq!(count(pop3), N);
+        let s = std::net::TcpStream::connect(pop3).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        let mut w = s;
+        let mut l = String::new();
+        r.read_line(&mut l).unwrap();
+        w.write_all(format!("USER {USER}\r\nPASS {PW}\r\n").as_bytes())
+            .unwrap();
+        for _ in 0..2 {
+            l.clear();
+            r.read_line(&mut l).unwrap();
+        }
+        assert!(l.starts_with("+OK Logged in"), "{l}");
+        let mut cmds = String::new();
+        for i in 1..=N {
+            cmds.push_str(&format!("DELE {i}\r\n"));
+        }
+        w.write_all(cmds.as_bytes()).unwrap();
+        for _ in 0..N {
+            l.clear();
+            r.read_line(&mut l).unwrap();
+            assert!(l.starts_with("+OK"), "{l}");
+        }
+        w.write_all(b"QUIT\r\n").unwrap();
+        std::thread::sleep(Duration::from_micros(delay_us));
+        common::signal(&child, "-KILL");
+        let _ = child.wait();
+        child = common::spawn_daemon(&config, &log, mx, &[]);
+        let after = count(pop3);
+        assert!(
+            after == 0 || after == N,
+            "after a kill {delay_us}us into UPDATE: {after} of {N} messages left"
+        );
+        assert!(!maildir.join("tern.removing").exists());
+        outcomes.push(after);
+    }
+    eprintln!("messages left after each kill: {outcomes:?}");
+    common::signal(&child, "-TERM");
+    let _ = child.wait();
+}

@@ -1,0 +1,89 @@
+//! The POP3 session on arbitrary client bytes, with a fake directory and
+//! maildrop answering every event: never panics, every response ends in
+//! CRLF, nothing read before the STLS handshake is acted on, RETR/TOP and
+//! DELE name only existing, undeleted messages, and UPDATE lists each
+//! message at most once.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use tern_pop3::{AuthQuestion, DotStuffer, Event, MaildropError, MessageInfo, Session, SessionConfig};
+use tern_sasl::{Answer, FailureKind, StartContext};
+
+const STORED: &[&[u8]] = &[b"A: b\r\n\r\n.x\r\n", b"C: d\n\nbody", b""];
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&flags, rest)) = data.split_first() else {
+        return;
+    };
+    let config = SessionConfig {
+        plaintext_auth_allowed: flags & 1 == 1,
+        max_bad_commands: 50,
+        ..SessionConfig::default()
+    };
+    let mut session = Session::new(config, flags & 2 == 2);
+    session.greet();
+    let chunk = usize::from(flags >> 3).max(1);
+    let mut awaiting_tls = false;
+    let mut closed = false;
+    for piece in rest.chunks(chunk) {
+        let before = session.take_output();
+        assert!(before.is_empty() || before.ends_with(b"\r\n"));
+        session.handle_input(piece);
+        if awaiting_tls {
+            assert!(session.take_output().is_empty());
+            assert!(session.poll_event().is_none());
+            session.tls_established();
+            awaiting_tls = false;
+        }
+        while let Some(ev) = session.poll_event() {
+            assert!(!closed, "event after Close");
+            match ev {
+                Event::StartTls => awaiting_tls = true,
+                Event::AuthStart { .. } => session.auth_begin(StartContext::new(
+                    &[9; 16],
+                    "fuzz.example",
+                    0,
+                    b"0123456789abcdef0123456789abcdef",
+                )),
+                Event::Auth(AuthQuestion::VerifyPassword { authcid, .. }) => {
+                    session.auth_answer(Answer::PasswordOk(authcid == "alice"))
+                }
+                Event::Auth(_) => session.auth_answer(Answer::Fail(FailureKind::Temporary)),
+                Event::OpenMaildrop { user } => {
+                    if flags & 4 == 4 && user.len() % 2 == 1 {
+                        session.maildrop_opened(Err(MaildropError::InUse));
+                    } else {
+                        session.maildrop_opened(Ok(STORED
+                            .iter()
+                            .enumerate()
+                            .map(|(i, m)| MessageInfo {
+                                size: tern_pop3::wire_size(m),
+                                uidl: format!("u{i}"),
+                            })
+                            .collect()));
+                    }
+                }
+                Event::Retrieve { number, .. } => {
+                    assert!((1..=STORED.len() as u32).contains(&number));
+                    session.retrieve_ready();
+                    let mut out = session.take_output();
+                    let mut d = DotStuffer::new();
+                    d.push(STORED[number as usize - 1], &mut out);
+                    d.finish(&mut out);
+                    assert!(out.ends_with(b"\r\n.\r\n") || out.ends_with(b"+OK Top of message follows\r\n.\r\n") || out.ends_with(b"octets\r\n.\r\n"));
+                    session.retrieve_done();
+                }
+                Event::Update { deleted } => {
+                    assert!(deleted.windows(2).all(|w| w[0] < w[1]));
+                    assert!(deleted.iter().all(|n| (1..=STORED.len() as u32).contains(n)));
+                    session.update_done(Ok(()));
+                }
+                Event::Close => closed = true,
+                _ => {}
+            }
+        }
+        if closed {
+            break;
+        }
+    }
+});
