@@ -234,7 +234,7 @@ namespace inbox {
 default_internal_user = nobody
 default_login_user = nobody
 default_process_limit = $(( IDLE_SESSIONS + 200 ))
-default_client_limit = $(( IDLE_SESSIONS * 2 + 1000 ))
+default_client_limit = $(( IDLE_SESSIONS + 1000 ))
 service imap-login {
   inet_listener imap {
     port = $port
@@ -243,8 +243,16 @@ service imap-login {
     port = 0
   }
 }
+# imap's own default process_limit is 1024, whatever default_process_limit says.
+service imap {
+  process_limit = $(( IDLE_SESSIONS + 100 ))
+}
+# Not used here, but counted in the auth and anvil client limits.
+service imap-urlauth-login {
+  process_limit = 10
+}
 service anvil {
-  client_limit = $(( IDLE_SESSIONS * 2 + 1000 ))
+  client_limit = $(( IDLE_SESSIONS + 1000 ))
 }
 protocol imap {
   mail_max_userip_connections = $(( IDLE_SESSIONS + 100 ))

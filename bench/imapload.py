@@ -323,7 +323,7 @@ def mem_available_mb():
 
 async def idle_session(args, sem, held, errors, stop):
     async with sem:
-        for attempt in range(20):
+        for attempt in range(5):
             try:
                 r, w = await asyncio.open_connection("127.0.0.1", args.port)
                 await r.readline()
