@@ -1457,7 +1457,7 @@ impl UserStore {
         let path = self.dir.join(REMOVE_JOURNAL);
         let tmp = self.dir.join(format!("{REMOVE_JOURNAL}.tmp"));
         let _ = fs::remove_file(&tmp);
-        write_file(&tmp, journal.as_bytes(), &mut io::empty(), None)?;
+        write_file(&tmp, journal.as_bytes(), &mut io::empty(), None, true)?;
         fs::rename(&tmp, &path).map_err(io_err("rename", &path))?;
         sync_dir(&self.dir)?;
         let removed = self.remove_messages(&mut g, &row, &doomed)?;
