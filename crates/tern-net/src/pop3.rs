@@ -28,6 +28,7 @@
 //! minutes). This module never parses POP3 itself and never logs a secret.
 
 use std::collections::{HashMap, HashSet};
+use std::io::Read as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -191,7 +192,6 @@ fn open_maildrop(
                 let mut bytes = Vec::with_capacity(m.size as usize);
                 match store.open_message(inbox, m.uid) {
                     Ok(mut f) => {
-                        use std::io::Read;
                         f.read_to_end(&mut bytes)
                             .map_err(|source| MailboxError::Io {
                                 op: "read",
@@ -286,6 +286,26 @@ async fn write(
     }
 }
 
+/// Reads up to [`CHUNK`] bytes into `buf` (cleared first); true at the
+/// end of the file.
+fn read_chunk(file: &mut std::fs::File, buf: &mut Vec<u8>) -> std::io::Result<bool> {
+    buf.clear();
+    buf.resize(CHUNK, 0);
+    let mut filled = 0;
+    while filled < CHUNK {
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => {
+                buf.truncate(filled);
+                return Ok(true);
+            }
+            Ok(k) => filled += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(false)
+}
+
 /// Sends message `number` (RETR, or TOP with `lines`). `Err` only when
 /// the connection failed; a store failure is answered to the session.
 async fn retrieve(
@@ -302,11 +322,29 @@ async fn retrieve(
     };
     let store = Arc::clone(&maildrop.store);
     let inbox = maildrop.inbox;
-    let opened = tokio::task::spawn_blocking(move || store.open_message(inbox, uid)).await;
-    let file = match opened {
-        Ok(Ok(f)) => f,
+    let whole = lines.is_some();
+    // One trip to a blocking thread: open the file and read the whole
+    // message (TOP) or its first chunk (RETR; small messages are whole).
+    let opened = tokio::task::spawn_blocking(move || {
+        let mut file = store.open_message(inbox, uid)?;
+        let mut bytes = Vec::new();
+        let eof = if whole {
+            file.read_to_end(&mut bytes).map(|_| true)
+        } else {
+            read_chunk(&mut file, &mut bytes)
+        }
+        .map_err(|source| MailboxError::Io {
+            op: "read",
+            path: format!("message UID {uid}").into(),
+            source,
+        })?;
+        Ok::<_, MailboxError>((file, bytes, eof))
+    })
+    .await;
+    let (mut file, bytes, mut eof) = match opened {
+        Ok(Ok(r)) => r,
         Ok(Err(e)) => {
-            info!(uid, error = %e, "POP3 message cannot be opened");
+            info!(uid, error = %e, "POP3 message cannot be read");
             session.retrieve_failed(store_error(&e));
             return Ok(());
         }
@@ -315,53 +353,33 @@ async fn retrieve(
             return Ok(());
         }
     };
-    let mut file = tokio::fs::File::from_std(file);
+    session.retrieve_ready();
+    let mut out = session.take_output();
     let mut stuffer = DotStuffer::new();
-    let mut out = Vec::with_capacity(CHUNK + CHUNK / 16);
     match lines {
         Some(n) => {
-            let mut bytes = Vec::new();
-            if let Err(e) = file.read_to_end(&mut bytes).await {
-                info!(uid, error = %e, "POP3 message cannot be read");
-                session.retrieve_failed(MaildropError::Temporary);
-                return Ok(());
-            }
-            session.retrieve_ready();
-            out.extend(session.take_output());
             let n = usize::try_from(n).unwrap_or(usize::MAX);
             stuffer.push(tern_mime::pop3::top(&bytes, n), &mut out);
         }
         None => {
-            // The first chunk is read before the +OK, so a file that
-            // cannot be read still gets an -ERR.
-            let mut chunk = vec![0u8; CHUNK];
-            let first = match file.read(&mut chunk).await {
-                Ok(k) => k,
-                Err(e) => {
-                    info!(uid, error = %e, "POP3 message cannot be read");
-                    session.retrieve_failed(MaildropError::Temporary);
-                    return Ok(());
-                }
-            };
-            session.retrieve_ready();
-            out.extend(session.take_output());
-            stuffer.push(&chunk[..first], &mut out);
-            if first > 0 {
-                loop {
-                    if out.len() >= CHUNK {
-                        write(stream, &out, timeout).await?;
-                        out.clear();
-                    }
-                    // A read error after the +OK cannot be reported any
-                    // more: the connection is closed mid-message, so
-                    // the client sees no terminating dot and keeps
-                    // nothing.
-                    let k = file.read(&mut chunk).await?;
-                    if k == 0 {
-                        break;
-                    }
-                    stuffer.push(&chunk[..k], &mut out);
-                }
+            stuffer.push(&bytes, &mut out);
+            let mut chunk = bytes;
+            while !eof {
+                write(stream, &out, timeout).await?;
+                out.clear();
+                // A read error after the +OK cannot be reported any more:
+                // the connection is closed mid-message, so the client sees
+                // no terminating dot and keeps nothing.
+                let (f, c, e) = tokio::task::spawn_blocking(move || {
+                    let r = read_chunk(&mut file, &mut chunk);
+                    (file, chunk, r)
+                })
+                .await
+                .map_err(|_| std::io::Error::other("read task failed"))?;
+                file = f;
+                chunk = c;
+                eof = e?;
+                stuffer.push(&chunk, &mut out);
             }
         }
     }

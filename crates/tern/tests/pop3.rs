@@ -467,6 +467,35 @@ async fn sizes_are_those_of_the_crlf_form() {
     assert_eq!(size, body.len() as u64);
     assert_eq!(status, format!("+OK {size} octets\r\n"));
     assert!(c.cmd("QUIT").await.starts_with("+OK"));
+    // A message of several read chunks (64 KiB), bare LFs and leading dots
+    // across the chunk boundaries.
+    let mut big = b"Subject: big\n\n".to_vec();
+    for i in 0..30_000 {
+        big.extend_from_slice(format!(".line {i}\n").as_bytes());
+    }
+    std::fs::write(w.maildir().join("new/1700000001.big.host"), &big).unwrap();
+    let mut c = Pop3::login(w.pop3).await;
+    let (status, list) = c.multi("LIST").await;
+    assert!(status.starts_with("+OK 2 messages"), "{status}");
+    let list = String::from_utf8(list).unwrap();
+    let big_size: u64 = list
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let (_, body) = c.multi("RETR 2").await;
+    let want: Vec<u8> = String::from_utf8(big)
+        .unwrap()
+        .replace('\n', "\r\n")
+        .into_bytes();
+    assert_eq!(body.len(), want.len());
+    assert!(body == want, "RETR of a multi-chunk message");
+    assert_eq!(big_size, want.len() as u64);
+    assert!(c.cmd("QUIT").await.starts_with("+OK"));
     w.stop().await;
 }
 
