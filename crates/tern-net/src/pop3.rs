@@ -39,7 +39,9 @@ use tern_pop3::{
 };
 use tern_sasl::{Answer, FailureKind, StartContext};
 use tern_smtp::server::ServerConfig;
-use tern_store::mailbox::{MailboxError, MailboxId, Mailboxes, SpecialUse, UserStore};
+use tern_store::mailbox::{
+    MailboxError, MailboxId, MailboxRow, Mailboxes, MessageRow, SpecialUse, UserStore,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
@@ -143,8 +145,10 @@ struct Maildrop {
     store: Arc<UserStore>,
     inbox: MailboxId,
     uidvalidity: u32,
-    /// UIDs by message number - 1.
-    uids: Vec<u32>,
+    /// INBOX at login.
+    mailbox: Arc<MailboxRow>,
+    /// The messages at login, by message number - 1.
+    rows: Vec<Arc<MessageRow>>,
     _lock: MaildropLock,
 }
 
@@ -182,7 +186,8 @@ fn open_maildrop(
     let uidvalidity = selected.mailbox.uidvalidity;
     let inbox = selected.mailbox.id;
     let mut infos = Vec::with_capacity(selected.messages.len());
-    let mut uids = Vec::with_capacity(selected.messages.len());
+    let mut rows = Vec::with_capacity(selected.messages.len());
+    let mailbox = Arc::new(selected.mailbox.clone());
     let key_user = user.to_ascii_lowercase();
     for m in &selected.messages {
         let key = (key_user.clone(), uidvalidity, m.uid);
@@ -190,7 +195,7 @@ fn open_maildrop(
             Some(s) => s,
             None => {
                 let mut bytes = Vec::with_capacity(m.size as usize);
-                match store.open_message(inbox, m.uid) {
+                match store.open_snapshot_message(&mailbox, m) {
                     Ok(mut f) => {
                         f.read_to_end(&mut bytes)
                             .map_err(|source| MailboxError::Io {
@@ -208,7 +213,7 @@ fn open_maildrop(
                 s
             }
         };
-        uids.push(m.uid);
+        rows.push(Arc::new(m.clone()));
         infos.push(MessageInfo {
             size,
             uidl: uidl(uidvalidity, m.uid),
@@ -219,7 +224,8 @@ fn open_maildrop(
             store,
             inbox,
             uidvalidity,
-            uids,
+            mailbox,
+            rows,
             _lock: lock,
         },
         infos,
@@ -230,7 +236,12 @@ fn open_maildrop(
 fn commit(maildrop: &Maildrop, mode: DeleteMode, numbers: &[u32]) -> Result<usize, MailboxError> {
     let uids: Vec<u32> = numbers
         .iter()
-        .filter_map(|n| maildrop.uids.get((*n as usize).wrapping_sub(1)).copied())
+        .filter_map(|n| {
+            maildrop
+                .rows
+                .get((*n as usize).wrapping_sub(1))
+                .map(|m| m.uid)
+        })
         .collect();
     if uids.is_empty() {
         return Ok(0);
@@ -316,17 +327,18 @@ async fn retrieve(
     lines: Option<u64>,
     timeout: Duration,
 ) -> std::io::Result<()> {
-    let Some(&uid) = maildrop.uids.get(number as usize - 1) else {
+    let Some(row) = maildrop.rows.get(number as usize - 1).cloned() else {
         session.retrieve_failed(MaildropError::Permanent);
         return Ok(());
     };
+    let uid = row.uid;
     let store = Arc::clone(&maildrop.store);
-    let inbox = maildrop.inbox;
+    let mailbox = Arc::clone(&maildrop.mailbox);
     let whole = lines.is_some();
     // One trip to a blocking thread: open the file and read the whole
     // message (TOP) or its first chunk (RETR; small messages are whole).
     let opened = tokio::task::spawn_blocking(move || {
-        let mut file = store.open_message(inbox, uid)?;
+        let mut file = store.open_snapshot_message(&mailbox, &row)?;
         let mut bytes = Vec::new();
         let eof = if whole {
             file.read_to_end(&mut bytes).map(|_| true)
