@@ -317,27 +317,19 @@ fn read_chunk(file: &mut std::fs::File, buf: &mut Vec<u8>) -> std::io::Result<bo
     Ok(false)
 }
 
-/// Sends message `number` (RETR, or TOP with `lines`). `Err` only when
-/// the connection failed; a store failure is answered to the session.
-async fn retrieve(
-    session: &mut Session,
-    stream: &mut Option<MaybeTlsStream>,
-    maildrop: &Maildrop,
-    number: u32,
-    lines: Option<u64>,
-    timeout: Duration,
-) -> std::io::Result<()> {
-    let Some(row) = maildrop.rows.get(number as usize - 1).cloned() else {
-        session.retrieve_failed(MaildropError::Permanent);
-        return Ok(());
-    };
-    let uid = row.uid;
+/// A message opened and its first chunk read on a blocking thread.
+type Opened = Result<(std::fs::File, Vec<u8>, bool), MailboxError>;
+/// A read started ahead of its RETR.
+type Prefetch = tokio::task::JoinHandle<Opened>;
+
+/// Starts one trip to a blocking thread: open the message and read it
+/// whole (`whole`: TOP) or its first chunk (RETR; small messages are
+/// whole); true with it at the end of the file.
+fn read_first(maildrop: &Maildrop, row: Arc<MessageRow>, whole: bool) -> Prefetch {
     let store = Arc::clone(&maildrop.store);
     let mailbox = Arc::clone(&maildrop.mailbox);
-    let whole = lines.is_some();
-    // One trip to a blocking thread: open the file and read the whole
-    // message (TOP) or its first chunk (RETR; small messages are whole).
-    let opened = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
+        let uid = row.uid;
         let mut file = store.open_snapshot_message(&mailbox, &row)?;
         let mut bytes = Vec::new();
         let eof = if whole {
@@ -350,9 +342,36 @@ async fn retrieve(
             path: format!("message UID {uid}").into(),
             source,
         })?;
-        Ok::<_, MailboxError>((file, bytes, eof))
+        Ok((file, bytes, eof))
     })
-    .await;
+}
+
+/// Sends message `number` (RETR, or TOP with `lines`). `Err` only when
+/// the connection failed; a store failure is answered to the session.
+async fn retrieve(
+    session: &mut Session,
+    stream: &mut Option<MaybeTlsStream>,
+    maildrop: &Maildrop,
+    number: u32,
+    lines: Option<u64>,
+    timeout: Duration,
+    prefetch: &mut Option<(u32, Prefetch)>,
+) -> std::io::Result<()> {
+    let Some(row) = maildrop.rows.get(number as usize - 1).cloned() else {
+        session.retrieve_failed(MaildropError::Permanent);
+        return Ok(());
+    };
+    let uid = row.uid;
+    // RETR n+1 usually follows RETR n: its first chunk may be read already.
+    let opened = match prefetch.take() {
+        Some((n, task)) if n == number && lines.is_none() => task.await,
+        _ => read_first(maildrop, row, lines.is_some()).await,
+    };
+    if lines.is_none()
+        && let Some(next) = maildrop.rows.get(number as usize).cloned()
+    {
+        *prefetch = Some((number + 1, read_first(maildrop, next, false)));
+    }
     let (mut file, bytes, mut eof) = match opened {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
@@ -417,6 +436,7 @@ pub(crate) async fn run(
     session.greet();
     let idle = service.idle_timeout;
     let mut maildrop: Option<Maildrop> = None;
+    let mut prefetch: Option<(u32, Prefetch)> = None;
     let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
     'session: loop {
         while let Some(event) = session.poll_event() {
@@ -521,9 +541,17 @@ pub(crate) async fn run(
                         session.retrieve_failed(MaildropError::Temporary);
                         continue;
                     };
-                    if retrieve(&mut session, &mut stream, m, number, lines, idle)
-                        .await
-                        .is_err()
+                    if retrieve(
+                        &mut session,
+                        &mut stream,
+                        m,
+                        number,
+                        lines,
+                        idle,
+                        &mut prefetch,
+                    )
+                    .await
+                    .is_err()
                     {
                         break 'session;
                     }
