@@ -56,8 +56,11 @@ const PRE_AUTH_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Cached message sizes before the cache is emptied.
 const SIZE_CACHE_LIMIT: usize = 1_000_000;
-/// Bytes read from a message file at a time by RETR.
+/// Bytes read from a message file at a time by RETR after the first read.
 const CHUNK: usize = 64 * 1024;
+/// Bytes RETR reads first (most messages are whole in one trip to a
+/// blocking thread).
+const FIRST_CHUNK: usize = 256 * 1024;
 
 /// What QUIT does with the messages a client deleted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -297,24 +300,12 @@ async fn write(
     }
 }
 
-/// Reads up to [`CHUNK`] bytes into `buf` (cleared first); true at the
-/// end of the file.
-fn read_chunk(file: &mut std::fs::File, buf: &mut Vec<u8>) -> std::io::Result<bool> {
+/// Reads up to `limit` bytes into `buf` (cleared first); true at the end
+/// of the file.
+fn read_chunk(file: &mut std::fs::File, buf: &mut Vec<u8>, limit: usize) -> std::io::Result<bool> {
     buf.clear();
-    buf.resize(CHUNK, 0);
-    let mut filled = 0;
-    while filled < CHUNK {
-        match file.read(&mut buf[filled..]) {
-            Ok(0) => {
-                buf.truncate(filled);
-                return Ok(true);
-            }
-            Ok(k) => filled += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(false)
+    file.by_ref().take(limit as u64).read_to_end(buf)?;
+    Ok(buf.len() < limit)
 }
 
 /// A message opened and its first chunk read on a blocking thread.
@@ -335,7 +326,7 @@ fn read_first(maildrop: &Maildrop, row: Arc<MessageRow>, whole: bool) -> Prefetc
         let eof = if whole {
             file.read_to_end(&mut bytes).map(|_| true)
         } else {
-            read_chunk(&mut file, &mut bytes)
+            read_chunk(&mut file, &mut bytes, FIRST_CHUNK)
         }
         .map_err(|source| MailboxError::Io {
             op: "read",
@@ -402,7 +393,7 @@ async fn retrieve(
                 // the connection is closed mid-message, so the client sees
                 // no terminating dot and keeps nothing.
                 let (f, c, e) = tokio::task::spawn_blocking(move || {
-                    let r = read_chunk(&mut file, &mut chunk);
+                    let r = read_chunk(&mut file, &mut chunk, CHUNK);
                     (file, chunk, r)
                 })
                 .await
