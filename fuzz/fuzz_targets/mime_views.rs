@@ -8,6 +8,30 @@
 use libfuzzer_sys::fuzz_target;
 use tern_mime::{Kind, Limits, Message, Part, Section, SectionText, partial, pop3, thread};
 
+/// Every range is inside the input, a header comes before its body, and
+/// children lie inside their parent's body, in order.
+fn check_ranges(p: &Part, len: usize) {
+    assert!(p.header.start <= p.header.end, "{p:?}");
+    assert!(p.header.end <= p.body.start, "{p:?}");
+    assert!(p.body.start <= p.body.end && p.body.end <= len, "{p:?}");
+    match &p.kind {
+        Kind::Multipart(children) => {
+            assert!(!children.is_empty());
+            let mut at = p.body.start;
+            for c in children {
+                assert!(c.header.start >= at && c.body.end <= p.body.end, "{p:?}");
+                at = c.body.end;
+                check_ranges(c, len);
+            }
+        }
+        Kind::Message(inner) => {
+            assert!(inner.header.start == p.body.start && inner.body.end <= p.body.end);
+            check_ranges(inner, len);
+        }
+        Kind::Leaf => {}
+    }
+}
+
 fn paths(p: &Part, prefix: &mut Vec<u32>, out: &mut Vec<Vec<u32>>) {
     if out.len() > 200 {
         return;
@@ -33,6 +57,7 @@ fuzz_target!(|data: &[u8]| {
         max_boundary_len: 100,
     };
     let msg = Message::parse(data, &limits);
+    check_ranges(msg.root(), data.len());
     let mut out = Vec::new();
     msg.envelope_imap(&mut out);
     msg.body_structure_imap(false, &mut out);

@@ -106,6 +106,7 @@ def render_config(
     queue=None,
     mail_auth=None,
     dkim=None,
+    imap_settings=None,
     pop3=None,
 ) -> str:
     """The TOML config. `extra_listeners`: dicts with `port`, `role` and optionally
@@ -119,7 +120,9 @@ def render_config(
     `[delivery.smarthost]`). A domain dict may carry `lmtp` ("unix:/path" or
     "tcp:host:port"). `mail_auth`, `dkim`: settings of `[mail_auth]` and
     `[dkim]`; the inbound checks are off unless `mail_auth` is given (with the
-    default closed-port nameserver every lookup would only time out)."""
+    default closed-port nameserver every lookup would only time out).
+    `imap_settings`: settings of `[imap]` (append_limit, max_sessions_per_user,
+    quota)."""
     domains = DEFAULT_DOMAINS if domains is None else domains
     lim = {
         "max_message_size": MAX_MESSAGE_SIZE,
@@ -201,7 +204,8 @@ def render_config(
                 out.append("")
     mail_auth = {"enabled": False} if mail_auth is None else mail_auth
     for table, settings in (("auth", auth), ("submission", submission), ("tls", tls),
-                            ("mail_auth", mail_auth), ("dkim", dkim), ("pop3", pop3)):
+                            ("mail_auth", mail_auth), ("dkim", dkim), ("imap", imap_settings),
+                            ("pop3", pop3)):
         if settings:
             out.append(f"[{table}]")
             out += [f"{k} = {val(v)}" for k, v in settings.items()]
@@ -233,10 +237,17 @@ class TernServer:
     TLS, `submissions_port`), plus, with `plaintext_auth_listener=True`, a
     `submission` listener with `plaintext_auth = true` (`plaintext_port`); its
     users file holds `users` ((address, password, cram_md5) triples, default
-    alice and bob), written by `tern user add`."""
+    alice and bob), written by `tern user add`.
+
+    With `imap=True` it also listens with the roles `imap` (STARTTLS) and
+    `imaps` (implicit TLS): `imap_port` is an `imap` listener with
+    `plaintext_auth = true` (LOGIN allowed before TLS, loopback only),
+    `imaps_port` the implicit-TLS one and `imap_starttls_port` an `imap`
+    listener without plaintext_auth (LOGINDISABLED until STARTTLS). IMAP
+    users are the same users file (login name = full address)."""
 
     def __init__(self, workdir: Path, *, submission: bool = False, plaintext_auth_listener: bool = False,
-                 users=None, pop3: bool = False, **config):
+                 imap: bool = False, users=None, pop3: bool = False, **config):
         self.workdir = workdir
         # POP3 (`pop3=True`): `pop3_port` (role pop3, plaintext_auth on loopback),
         # `pop3_stls_port` (role pop3: STLS before USER/PASS), `pop3s_port`
@@ -260,15 +271,26 @@ class TernServer:
         self.submissions_port: int | None = None
         self.plaintext_port: int | None = None
         self.users_file: Path | None = None
-        if submission or plaintext_auth_listener:
+        self.imap_port: int | None = None
+        self.imaps_port: int | None = None
+        self.imap_starttls_port: int | None = None
+        if submission or plaintext_auth_listener or imap:
             listeners = list(config.pop("extra_listeners", ()))
-            self.submission_port = free_port()
-            self.submissions_port = free_port()
-            listeners += [{"port": self.submission_port, "role": "submission"},
-                          {"port": self.submissions_port, "role": "submissions"}]
+            if submission or plaintext_auth_listener:
+                self.submission_port = free_port()
+                self.submissions_port = free_port()
+                listeners += [{"port": self.submission_port, "role": "submission"},
+                              {"port": self.submissions_port, "role": "submissions"}]
             if plaintext_auth_listener:
                 self.plaintext_port = free_port()
                 listeners.append({"port": self.plaintext_port, "role": "submission", "plaintext_auth": True})
+            if imap:
+                self.imap_port = free_port()
+                self.imaps_port = free_port()
+                self.imap_starttls_port = free_port()
+                listeners += [{"port": self.imap_port, "role": "imap", "plaintext_auth": True},
+                              {"port": self.imaps_port, "role": "imaps"},
+                              {"port": self.imap_starttls_port, "role": "imap"}]
             config["extra_listeners"] = listeners
             auth = dict(config.pop("auth", None) or {})
             auth.setdefault("users_file", workdir / "users.toml")
@@ -290,6 +312,7 @@ class TernServer:
     @property
     def ports(self) -> list[int]:
         return [p for p in (self.port, self.submission_port, self.submissions_port, self.plaintext_port,
+                            self.imap_port, self.imaps_port, self.imap_starttls_port,
                             *(self.pop3_ports or ())) if p]
 
     # -- users (the real CLI) -----------------------------------------------
@@ -462,6 +485,13 @@ def tern_submit(tern_factory) -> TernServer:
     """MX + submission (587 role) + submissions (465 role) + a plaintext_auth
     submission listener; users alice (with CRAM-MD5) and bob."""
     return tern_factory(submission=True, plaintext_auth_listener=True)
+
+
+@pytest.fixture
+def tern_imap(tern_factory) -> TernServer:
+    """MX + imap (plaintext_auth, `imap_port`) + imaps (`imaps_port`) + a strict
+    imap listener (`imap_starttls_port`); users alice and bob."""
+    return tern_factory(imap=True)
 
 
 # ---------------------------------------------------------------------------

@@ -202,10 +202,18 @@ fn is_identity(encoding: &str) -> bool {
     matches!(encoding, "" | "7bit" | "8bit" | "binary")
 }
 
+/// A leaf's body decoded for BINARY.
+pub(crate) fn decode_part<'a>(p: &Part, bytes: &'a [u8]) -> Result<Cow<'a, [u8]>, BinaryError> {
+    if p.encoding_invalid {
+        return Err(BinaryError::UnknownCte(p.encoding_raw.clone()));
+    }
+    decode(&p.encoding, &bytes[p.body.clone()])
+}
+
 /// Whether some leaf in `p` has a transfer encoding to remove.
 pub(crate) fn needs_decoding(p: &Part) -> bool {
     match &p.kind {
-        Kind::Leaf => !is_identity(&p.encoding),
+        Kind::Leaf => p.encoding_invalid || !is_identity(&p.encoding),
         Kind::Multipart(ch) => ch.iter().any(needs_decoding),
         Kind::Message(inner) => needs_decoding(inner),
     }
@@ -251,7 +259,7 @@ pub(crate) fn rebuild_entity(bytes: &[u8], p: &Part, out: &mut Vec<u8>) -> Resul
 /// Appends the body of `p` with every leaf inside decoded.
 pub(crate) fn rebuild_body(bytes: &[u8], p: &Part, out: &mut Vec<u8>) -> Result<(), BinaryError> {
     match &p.kind {
-        Kind::Leaf => out.extend_from_slice(&decode(&p.encoding, &bytes[p.body.clone()])?),
+        Kind::Leaf => out.extend_from_slice(&decode_part(p, bytes)?),
         Kind::Message(inner) => rebuild_entity(bytes, inner, out)?,
         Kind::Multipart(children) => {
             let mut cursor = p.body.start;

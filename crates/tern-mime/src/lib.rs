@@ -25,6 +25,18 @@
 //! our own parser ([`structure`]) because IMAP sections must return the
 //! stored octets exactly.
 //!
+//! # Left to the IMAP server (and what Dovecot does there)
+//!
+//! * A [`SectionError`] (no such part, HEADER/TEXT of a part that is not a
+//!   message): Dovecot answers an empty string rather than `NO`.
+//! * Sections are raw bytes and may hold NUL: send them as `literal8`
+//!   (`~{n}`) where allowed; Dovecot otherwise replaces NUL with 0x80.
+//! * SORT compares the [`SortKeys`] with [`sort::compare_casemap`] (or the
+//!   number), `REVERSE` flipping that comparison only; equal keys keep
+//!   sequence order (RFC 5256 §3).
+//! * SEARCH SENTBEFORE/SENTON/SENTSINCE use [`Message::sent_date`], or the
+//!   internal date when it is `None`.
+//!
 //! ```
 //! use tern_mime::{Limits, Message, Section, SectionText};
 //!
@@ -183,7 +195,16 @@ impl<'a> Message<'a> {
             self.part(path)?
         };
         if let Kind::Leaf = part.kind {
-            return binary::decode(&part.encoding, &self.bytes[part.body.clone()]);
+            let body = binary::decode_part(part, self.bytes)?;
+            if !path.is_empty() {
+                return Ok(body);
+            }
+            // `BINARY[]` is the whole message, header included (RFC 3516
+            // 4.1: BODY[] with the transfer encoding undone).
+            let mut out = Vec::with_capacity(part.header.len() + body.len());
+            out.extend_from_slice(&self.bytes[part.header.clone()]);
+            out.extend_from_slice(&body);
+            return Ok(Cow::Owned(out));
         }
         if !binary::needs_decoding(part) {
             let range = if path.is_empty() {
@@ -205,5 +226,20 @@ impl<'a> Message<'a> {
     /// `BINARY.SIZE[part]`: the length of [`Message::binary`].
     pub fn binary_size(&self, path: &[u32]) -> Result<usize, BinaryError> {
         self.binary(path).map(|b| b.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binary_of_the_whole_message_keeps_the_header() {
+        let raw = b"Subject: x\r\nContent-Transfer-Encoding: base64\r\n\r\naGVsbG8=\r\n";
+        let msg = Message::parse(raw, &Limits::default());
+        let all = msg.binary(&[]).unwrap();
+        assert!(all.starts_with(b"Subject: x\r\n"));
+        assert!(all.ends_with(b"hello"));
+        assert_eq!(&*msg.binary(&[1]).unwrap(), b"hello");
     }
 }

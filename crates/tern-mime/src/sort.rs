@@ -8,8 +8,8 @@
 use std::cmp::Ordering;
 
 use crate::Message;
-use crate::address::{Mailbox, first_mailbox, parse_list};
-use crate::header::{first_value, last_value};
+use crate::address::{AddressItem, Mailbox};
+use crate::header::last_value;
 use crate::search::{decode_header_value, fold};
 
 /// The per-message keys SORT orders by.
@@ -17,14 +17,15 @@ use crate::search::{decode_header_value, fold};
 pub struct SortKeys {
     /// SUBJECT: the base subject.
     pub subject: String,
-    /// FROM: local part of the first From address (empty if none).
+    /// FROM: local part of the first From address (empty if none; a
+    /// group's name when the list starts with a group, as Dovecot).
     pub from: Vec<u8>,
     /// TO: local part of the first To address.
     pub to: Vec<u8>,
     /// CC: local part of the first Cc address.
     pub cc: Vec<u8>,
     /// DISPLAYFROM: decoded display name of the first From address, or
-    /// its `mailbox@host` when it has none.
+    /// its `mailbox@host` when it has none (a group: its decoded name).
     pub display_from: String,
     /// DISPLAYTO: the same for the first To address.
     pub display_to: String,
@@ -39,10 +40,17 @@ pub fn compare_casemap(a: &str, b: &str) -> Ordering {
     fold(a).cmp(&fold(b))
 }
 
-fn display(m: Option<&Mailbox>) -> String {
-    let Some(m) = m else {
-        return String::new();
-    };
+/// The first address of a list as SORT sees it, Dovecot's way: a group's
+/// start marker counts, with the group name as its mailbox and display
+/// name.
+fn first(items: &[AddressItem]) -> Option<(Vec<u8>, String)> {
+    Some(match items.first()? {
+        AddressItem::Group { name, .. } => (name.clone(), decode_header_value(name)),
+        AddressItem::Mailbox(m) => (m.mailbox.clone(), display(m)),
+    })
+}
+
+fn display(m: &Mailbox) -> String {
     match &m.name {
         Some(n) if !n.is_empty() => decode_header_value(n),
         _ => format!(
@@ -55,25 +63,20 @@ fn display(m: Option<&Mailbox>) -> String {
 
 impl Message<'_> {
     /// The SORT keys; `internal_date` (seconds since the epoch) stands in
-    /// for a missing or invalid `Date:`.
+    /// for a missing or invalid `Date:`. The address lists are the
+    /// ENVELOPE's.
     pub fn sort_keys(&self, internal_date: i64) -> SortKeys {
-        let h = self.header();
-        let list = |name: &[u8]| first_value(h, name).map(parse_list).unwrap_or_default();
-        let from = list(b"from");
-        let to = list(b"to");
-        let cc = list(b"cc");
-        let local = |l: &[crate::address::AddressItem]| {
-            first_mailbox(l)
-                .map(|m| m.mailbox.clone())
-                .unwrap_or_default()
-        };
+        let env = self.envelope();
+        let (from, display_from) = first(&env.from).unwrap_or_default();
+        let (to, display_to) = first(&env.to).unwrap_or_default();
+        let (cc, _) = first(&env.cc).unwrap_or_default();
         SortKeys {
-            subject: base_subject(last_value(h, b"subject").unwrap_or(b"")).0,
-            from: local(&from),
-            to: local(&to),
-            cc: local(&cc),
-            display_from: display(first_mailbox(&from)),
-            display_to: display(first_mailbox(&to)),
+            subject: base_subject(last_value(self.header(), b"subject").unwrap_or(b"")).0,
+            from,
+            to,
+            cc,
+            display_from,
+            display_to,
             date: self.sent_date().map_or(internal_date, |d| d.timestamp),
         }
     }
@@ -240,7 +243,7 @@ mod tests {
                 subject: "plan".into(),
                 from: b"zoe".to_vec(),
                 to: b"bob".to_vec(),
-                cc: b"carol".to_vec(),
+                cc: b"Team".to_vec(),
                 display_from: "Zo\u{eb}".into(),
                 display_to: "bob@y.test".into(),
                 date: 42,

@@ -51,8 +51,9 @@ use std::ops::Range;
 use crate::header::{self, first_value};
 use crate::params;
 
-/// The deepest [`Limits::max_depth`] honoured.
-pub const MAX_DEPTH: usize = 256;
+/// The deepest [`Limits::max_depth`] honoured (deeper recursion could
+/// exhaust a 2 MB thread stack in a debug build).
+pub const MAX_DEPTH: usize = 100;
 
 /// Caps that bound parsing work on hostile input (MIME bombs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,6 +167,10 @@ pub struct Part {
     pub encoding: String,
     /// `Content-Transfer-Encoding` as written (trimmed).
     pub encoding_raw: String,
+    /// The `Content-Transfer-Encoding` field is there but holds no single
+    /// token (`8 bit`, nothing): BODYSTRUCTURE then says 7bit and BINARY
+    /// refuses the part as an unknown encoding, as Dovecot does.
+    pub encoding_invalid: bool,
     /// What is inside.
     pub kind: Kind,
 }
@@ -217,9 +222,9 @@ pub(crate) fn parse(bytes: &[u8], limits: &Limits) -> (Part, bool) {
 
 /// The `Content-Transfer-Encoding` value: one token, or empty (meaning
 /// 7bit) when the field holds anything more (`8 bit`), as Dovecot reads it.
-fn transfer_encoding(header: &[u8]) -> String {
+fn transfer_encoding(header: &[u8]) -> (String, bool) {
     let Some(raw) = first_value(header, b"content-transfer-encoding") else {
-        return String::new();
+        return (String::new(), false);
     };
     let v = header::trim(raw);
     let token_len = v
@@ -227,10 +232,10 @@ fn transfer_encoding(header: &[u8]) -> String {
         .take_while(|&&b| b > b' ' && b != 0x7f && !b"()<>@,;:\\\"/[]?=".contains(&b))
         .count();
     let rest = header::trim(&v[token_len..]);
-    if !rest.is_empty() && !rest.starts_with(b"(") {
-        return String::new();
+    if token_len == 0 || (!rest.is_empty() && !rest.starts_with(b"(")) {
+        return (String::new(), true);
     }
-    String::from_utf8_lossy(&v[..token_len]).into_owned()
+    (String::from_utf8_lossy(&v[..token_len]).into_owned(), false)
 }
 
 fn media_type(header: &[u8], default: MediaType) -> MediaType {
@@ -360,10 +365,14 @@ impl Parser<'_> {
         let media = media_type(&self.bytes[start..header_end], default.clone());
         if let HeaderEnd::BlankThenDelimiter(blank, _, stop) = ended {
             // The empty line belongs to the delimiter that follows, unless
-            // that delimiter is this multipart's own first one.
-            let own = media.kind == "multipart"
+            // that delimiter is the first one of this multipart, which
+            // will be split (within the limits).
+            let splits = depth < self.limits.max_depth && self.parts < self.limits.max_parts;
+            let own = splits
+                && media.kind == "multipart"
                 && media.param(b"boundary").is_some_and(|b| {
                     !b.is_empty()
+                        && b.len() <= self.limits.max_boundary_len
                         && delimiter(&self.bytes[stop.line..self.line_end(stop.line)], b).is_some()
                 });
             if !own {
@@ -374,19 +383,24 @@ impl Parser<'_> {
         }
         let hbytes = &self.bytes[start..header_end];
         let media = media_type(hbytes, default);
-        let encoding_raw = transfer_encoding(hbytes);
+        let (encoding_raw, encoding_invalid) = transfer_encoding(hbytes);
         let mut part = Part {
             header: start..header_end,
             body: body_start..body_start,
             media,
             encoding: encoding_raw.to_ascii_lowercase(),
             encoding_raw,
+            encoding_invalid,
             kind: Kind::Leaf,
         };
         if let Some(stop) = header_stop {
             // No body at all: a multipart gets its empty child, a message
-            // an empty inner message.
-            if part.media.kind == "multipart" {
+            // an empty inner message (within the limits).
+            let nested = part.media.kind == "multipart" || part.media.is_message();
+            let within = depth < self.limits.max_depth && self.parts < self.limits.max_parts;
+            if nested && !within {
+                self.limited = true;
+            } else if part.media.kind == "multipart" {
                 part.kind = Kind::Multipart(vec![self.empty_child(body_start)]);
             } else if part.media.is_message() {
                 let inner = self.empty_child(body_start);
@@ -437,6 +451,7 @@ impl Parser<'_> {
             media: MediaType::default_text(),
             encoding: String::new(),
             encoding_raw: String::new(),
+            encoding_invalid: false,
             kind: Kind::Leaf,
         }
     }
@@ -497,6 +512,11 @@ impl Parser<'_> {
             Some(s) if in_header => s.line,
             _ => self.content_end(content_from, end_stop),
         };
+        // Never before the end of the last part (the line end before a
+        // delimiter cannot be cut from a part that already ended past it).
+        if let Some(last) = children.last() {
+            part.body.end = part.body.end.max(last.body.end);
+        }
         if children.is_empty() {
             children.push(self.empty_child(part.body.end));
         }
@@ -624,6 +644,48 @@ mod tests {
         };
         assert!(ch.len() <= 50);
         assert_eq!(ch.last().unwrap().body.end, m.len());
+    }
+
+    /// Every range inside the input, header before body, children inside
+    /// their parent's body and in order (the fuzz target's invariant).
+    fn check_ranges(p: &Part, len: usize) {
+        assert!(p.header.start <= p.header.end && p.header.end <= p.body.start);
+        assert!(p.body.start <= p.body.end && p.body.end <= len);
+        match &p.kind {
+            Kind::Multipart(children) => {
+                let mut at = p.body.start;
+                for c in children {
+                    assert!(
+                        c.header.start >= at && c.body.end <= p.body.end,
+                        "{c:?} in {p:?}"
+                    );
+                    at = c.body.end;
+                    check_ranges(c, len);
+                }
+            }
+            Kind::Message(inner) => {
+                assert!(inner.header.start == p.body.start && inner.body.end <= p.body.end);
+                check_ranges(inner, len);
+            }
+            Kind::Leaf => {}
+        }
+    }
+
+    #[test]
+    fn unsplit_multipart_before_a_prefix_delimiter_stays_inside() {
+        // Found by the fuzz target: a multipart kept whole by the depth
+        // limit, whose first line is also (by prefix) an outer delimiter.
+        let m = b"Content-Type: multipart/mixed; boundary=a\r\n\r\n--a\r\n\
+                  Content-Type: multipart/mixed; boundary=p\r\n\r\n--p\r\n\
+                  Content-Type: multipart/alternative; boundary=a-b\r\n\r\n--a-b\r\n\r\nx\r\n";
+        for max_depth in [1, 2, 3] {
+            let limits = Limits {
+                max_depth,
+                ..Limits::default()
+            };
+            let (root, _) = parse(m, &limits);
+            check_ranges(&root, m.len());
+        }
     }
 
     #[test]

@@ -228,7 +228,10 @@ fn search_sort_and_thread_on_fixtures() {
     let k = n.sort_keys(0);
     assert_eq!(k.subject, "quarterly report");
     assert_eq!(k.display_from, "Ann Example");
-    assert_eq!(k.cc, b"dave");
+    assert_eq!(
+        k.cc, b"Team",
+        "a list starting with a group sorts by the group name"
+    );
     assert_eq!(e.sort_keys(0).subject, "Café meeting tomorrow");
     assert_eq!(e.sort_keys(0).display_from, "Jörg Müller");
     assert_eq!(m.sort_keys(777).date, 777);

@@ -940,6 +940,17 @@ impl Connection {
         if forged > 0 {
             info!(queue_id = %queue_id, removed = forged, "forged Authentication-Results with our authserv-id removed");
         }
+        // The author fields matter on submission and for mail that will be
+        // signed (trusted networks); plain MX mail skips the parse.
+        let signs = tx
+            .auth
+            .as_ref()
+            .is_some_and(crate::mailauth::Capture::signs);
+        if !submission && !signs {
+            write_message(tx, &header);
+            write_message(tx, &buf[end..]);
+            return;
+        }
         let facts = inspect_headers(&header);
         if submission {
             let owns = |a: &str| user.as_deref().is_some_and(|u| may_send_as(&ctx, u, a));

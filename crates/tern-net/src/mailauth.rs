@@ -110,6 +110,12 @@ pub(crate) struct Capture {
 }
 
 impl Capture {
+    /// Whether the message will be DKIM-signed (authenticated user or
+    /// trusted network, and keys loaded).
+    pub(crate) fn signs(&self) -> bool {
+        self.work.sign
+    }
+
     /// Appends message bytes; the first error is kept for [`finish`].
     pub(crate) fn write(&mut self, bytes: &[u8]) {
         if self.error.is_none()

@@ -98,6 +98,21 @@ fn first_open_creates_inbox_and_special_use_mailboxes() {
 }
 
 #[test]
+fn concurrent_opens_share_one_store() {
+    let root = tempfile::tempdir().unwrap();
+    let mb = Arc::new(store(root.path()));
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let mb = Arc::clone(&mb);
+            std::thread::spawn(move || mb.open(USER).unwrap())
+        })
+        .collect();
+    let stores: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert!(stores.iter().all(|s| Arc::ptr_eq(s, &stores[0])));
+    assert_eq!(stores[0].list().unwrap().len(), 6, "defaults created once");
+}
+
+#[test]
 fn append_select_store_expunge() {
     let root = tempfile::tempdir().unwrap();
     let mb = store(root.path());
@@ -150,7 +165,7 @@ fn append_select_store_expunge() {
     assert!(r.modseq > before);
     assert_eq!(r.messages[0].modseq, r.modseq);
     assert!(
-        r.messages[0].file_name.ends_with(":2,FP"),
+        r.messages[0].file_name.ends_with(":2,FPa"),
         "{}",
         r.messages[0].file_name
     );
@@ -158,6 +173,11 @@ fn append_select_store_expunge() {
         user_dir(root.path())
             .join(&r.messages[0].file_name)
             .is_file()
+    );
+    // "Work" got Dovecot's first keyword letter.
+    assert_eq!(
+        fs::read_to_string(user_dir(root.path()).join("dovecot-keywords")).unwrap(),
+        "0 Work\n"
     );
     // Changes since the snapshot: just that message.
     let ch = user.changes_since(inbox.id, before).unwrap();
@@ -733,6 +753,16 @@ fn mailbox_count_is_bounded() {
         user.create("a/b", None),
         Err(MailboxError::TooManyMailboxes(8))
     ));
+    // Subscriptions to names that do not exist are bounded too.
+    for i in 0..8 {
+        let _ = user.subscribe(&format!("ghost{i}"), true);
+    }
+    assert!(matches!(
+        user.subscribe("one-more", true),
+        Err(MailboxError::TooManyMailboxes(8))
+    ));
+    user.subscribe("Sent", true).unwrap();
+    user.subscribe("Sent", false).unwrap();
 }
 
 #[test]
@@ -883,6 +913,11 @@ fn a_corrupt_or_lost_index_is_rebuilt_from_the_files() {
             .unwrap();
         user.store_flags(inbox.id, &[2, 4], FlagOp::Add, &seen(), None)
             .unwrap();
+        // Keywords get Dovecot's letters (dovecot-keywords), so they too
+        // survive in the file names.
+        let junk = Flags::from_imap(&["$Junk", "Work"]).unwrap();
+        user.store_flags(inbox.id, &[2], FlagOp::Add, &junk, None)
+            .unwrap();
         user.store_flags(
             inbox.id,
             &[4],
@@ -912,7 +947,7 @@ fn a_corrupt_or_lost_index_is_rebuilt_from_the_files() {
     assert_eq!(sel.messages.len(), 5);
     let flags: Vec<Vec<String>> = sel.messages.iter().map(|m| m.flags.imap_names()).collect();
     let mut expect: Vec<Vec<String>> = vec![vec![]; 5];
-    expect[1] = vec!["\\Seen".into()];
+    expect[1] = vec!["\\Seen".into(), "$Junk".into(), "Work".into()];
     expect[3] = vec!["\\Seen".into(), "\\Answered".into(), "\\Flagged".into()];
     assert_eq!(flags, expect, "flags come back from the file names");
     let sent = user.select("Sent").unwrap();
@@ -1088,6 +1123,30 @@ fn kill_child() {
             }
         }));
     }
+    // MOVE from Work to Archive (the \Seen ones, which EXPUNGE leaves).
+    {
+        let (user, log) = (Arc::clone(&user), Arc::clone(&log));
+        let archive = user.mailbox("Archive").unwrap();
+        threads.push(std::thread::spawn(move || {
+            loop {
+                let sel = user.select("Work").unwrap();
+                let uids: Vec<u32> = sel
+                    .messages
+                    .iter()
+                    .filter(|m| !m.flags.system.contains(SystemFlags::DELETED))
+                    .map(|m| m.uid)
+                    .take(3)
+                    .collect();
+                if !uids.is_empty() {
+                    let r = user.move_messages(work.id, &uids, archive.id).unwrap();
+                    for (from, to) in r.uids {
+                        write(&log, format!("M {from} {to}\n"));
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }));
+    }
     // STORE on INBOX: toggle \Flagged, logging intent and acknowledgement.
     {
         let (user, log) = (Arc::clone(&user), Arc::clone(&log));
@@ -1184,6 +1243,8 @@ fn check_after_kill(root: &Path, trial: u64, round: u64) {
     let mut delivered: HashSet<u32> = HashSet::new();
     let mut appended: HashMap<u32, u8> = HashMap::new();
     let mut expunged: HashSet<u32> = HashSet::new();
+    // Work UID → Archive UID
+    let mut moved: HashMap<u32, u32> = HashMap::new();
     // uid → (acknowledged state, state of an operation begun after it)
     let mut flagged: BTreeMap<u32, (Option<bool>, Option<bool>)> = BTreeMap::new();
     for line in complete.lines() {
@@ -1198,6 +1259,11 @@ fn check_after_kill(root: &Path, trial: u64, round: u64) {
                 n(1)
             ),
             "X" => assert!(expunged.insert(n(1)), "UID {} expunged twice", n(1)),
+            "M" => assert!(
+                moved.insert(n(1), n(2)).is_none(),
+                "UID {} moved twice",
+                n(1)
+            ),
             "P" => flagged.entry(n(1)).or_default().1 = Some(n(2) == 1),
             "S" => *flagged.entry(n(1)).or_default() = (Some(n(2) == 1), None),
             other => panic!("bad log line {other:?}"),
@@ -1208,10 +1274,11 @@ fn check_after_kill(root: &Path, trial: u64, round: u64) {
         "trial {trial}/{round}: nothing delivered"
     );
     eprintln!(
-        "trial {trial}/{round}: {} delivered, {} appended, {} expunged, {} flag changes acknowledged",
+        "trial {trial}/{round}: {} delivered, {} appended, {} expunged, {} moved, {} flag changes acknowledged",
         delivered.len(),
         appended.len(),
         expunged.len(),
+        moved.len(),
         complete.lines().filter(|l| l.starts_with('S')).count()
     );
     // Every run saw the same UIDVALIDITYs: the index was never rebuilt.
@@ -1235,15 +1302,32 @@ fn check_after_kill(root: &Path, trial: u64, round: u64) {
         );
     }
     let in_work: HashSet<u32> = work.messages.iter().map(|m| m.uid).collect();
+    let archive = user.select("Archive").unwrap();
+    let in_archive: HashSet<u32> = archive.messages.iter().map(|m| m.uid).collect();
+    for (from, to) in &moved {
+        assert!(
+            !in_work.contains(from),
+            "trial {trial}/{round}: moved UID {from} still in Work"
+        );
+        assert!(
+            in_archive.contains(to),
+            "trial {trial}/{round}: moved UID {from} → {to} lost"
+        );
+    }
     for (uid, bits) in &appended {
+        if moved.contains_key(uid) {
+            continue;
+        }
         if expunged.contains(uid) {
             assert!(
                 !in_work.contains(uid),
                 "trial {trial}/{round}: expunged UID {uid} is back"
             );
         } else if *bits == SystemFlags::SEEN.bits() {
+            // In Work, or moved by a MOVE whose log line the kill cut off
+            // (Archive then holds more than the moves logged).
             assert!(
-                in_work.contains(uid),
+                in_work.contains(uid) || archive.messages.len() > moved.len(),
                 "trial {trial}/{round}: appended UID {uid} lost"
             );
         }
@@ -1274,11 +1358,11 @@ fn check_after_kill(root: &Path, trial: u64, round: u64) {
         );
     }
     // UIDs are below UIDNEXT and unique; files and index agree.
-    for sel in [&inbox, &work] {
+    for sel in [&inbox, &work, &archive] {
         let dir = if sel.mailbox.name.is_inbox() {
             root.join("mail/example.test/alice")
         } else {
-            root.join("mail/example.test/alice/.Work")
+            root.join(format!("mail/example.test/alice/.{}", sel.mailbox.name))
         };
         let mut seen_uids = HashSet::new();
         for m in &sel.messages {

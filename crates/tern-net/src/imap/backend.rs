@@ -219,6 +219,14 @@ fn resolve(sel: &Selected, set: &SequenceSet, uid: bool, saved: &[u32]) -> Vec<u
     }
 }
 
+/// A row as a selected session keeps it: the Maildir file name is the
+/// store's business (bodies are opened by UID), so it is dropped to keep
+/// per-session memory small.
+fn slim(mut row: MessageRow) -> MessageRow {
+    row.file_name = String::new();
+    row
+}
+
 /// RFC 9051 9 (`seq-number`): a message number above the number of
 /// messages gets a tagged BAD (a UID that does not exist is ignored).
 fn check_seq(sel: &Selected, set: &SequenceSet, uid: bool) -> Result<(), Completion> {
@@ -441,10 +449,10 @@ impl Backend {
             match sel.seq_of(row.uid) {
                 Some(i) if sel.rows[i].flags != row.flags || sel.rows[i].modseq != row.modseq => {
                     flag_updates.push(i);
-                    sel.rows[i] = row;
+                    sel.rows[i] = slim(row);
                 }
                 Some(_) => {}
-                None if row.uid > sel.max_uid() => sel.rows.push(row),
+                None if row.uid > sel.max_uid() => sel.rows.push(slim(row)),
                 None => {}
             }
         }
@@ -559,7 +567,7 @@ impl Backend {
                     id: m.id,
                     read_only,
                     uidvalidity: m.uidvalidity,
-                    rows: selected.messages,
+                    rows: selected.messages.into_iter().map(slim).collect(),
                     modseq: m.highestmodseq,
                     condstore,
                     qresync,
@@ -1124,7 +1132,7 @@ impl Backend {
             {
                 for row in result.messages {
                     if let Some(i) = sel.seq_of(row.uid) {
-                        sel.rows[i] = row;
+                        sel.rows[i] = slim(row);
                     }
                 }
             }
@@ -1315,7 +1323,7 @@ impl Backend {
                 continue;
             };
             let changed = sel.rows[i].flags != row.flags;
-            sel.rows[i] = row.clone();
+            sel.rows[i] = slim(row.clone());
             if silent && !(sel.condstore && changed) {
                 continue;
             }
@@ -1600,10 +1608,11 @@ impl Backend {
                     SortKey::Arrival => a.0.cmp(&b.0),
                     SortKey::Size => a.2.cmp(&b.2),
                     SortKey::Date => a.3.date.cmp(&b.3.date),
-                    SortKey::Subject => a.3.subject.cmp(&b.3.subject),
-                    SortKey::From => a.3.from.cmp(&b.3.from),
-                    SortKey::To => a.3.to.cmp(&b.3.to),
-                    SortKey::Cc => a.3.cc.cmp(&b.3.cc),
+                    // RFC 5256 3: i;ascii-casemap for every string key.
+                    SortKey::Subject => casemap(a.3.subject.as_bytes(), b.3.subject.as_bytes()),
+                    SortKey::From => casemap(&a.3.from, &b.3.from),
+                    SortKey::To => casemap(&a.3.to, &b.3.to),
+                    SortKey::Cc => casemap(&a.3.cc, &b.3.cc),
                     SortKey::DisplayFrom => {
                         tern_mime::sort::compare_casemap(&a.3.display_from, &b.3.display_from)
                     }
@@ -1660,6 +1669,14 @@ impl Backend {
         out.extend_from_slice(b"\r\n");
         Ok(Completion::ok(None, "THREAD completed"))
     }
+}
+
+/// `i;ascii-casemap` (RFC 4790 9.2): ASCII letters compare case-blind,
+/// everything else by octet.
+fn casemap(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    a.iter()
+        .map(u8::to_ascii_lowercase)
+        .cmp(b.iter().map(u8::to_ascii_lowercase))
 }
 
 fn has_modseq(k: &SearchKey) -> bool {

@@ -114,14 +114,16 @@ impl Namer {
     }
 }
 
-/// Writes `prefix` + `body` to `path` (0600, must not exist), fsyncs it,
-/// optionally sets its mtime (IMAP INTERNALDATE); returns the size. On
-/// error the file is removed.
+/// Writes `prefix` + `body` to `path` (0600, must not exist), fsyncs it
+/// (unless `sync` is false: the caller fsyncs it later, see
+/// [`sync_files`]), optionally sets its mtime (IMAP INTERNALDATE); returns
+/// the size. On error the file is removed.
 pub(crate) fn write_file(
     path: &Path,
     prefix: &[u8],
     body: &mut dyn Read,
     mtime: Option<SystemTime>,
+    sync: bool,
 ) -> Result<u64, MailboxError> {
     let file = OpenOptions::new()
         .write(true)
@@ -141,13 +143,45 @@ pub(crate) fn write_file(
         if let Some(t) = mtime {
             file.set_modified(t).map_err(io_err("set mtime", path))?;
         }
-        file.sync_all().map_err(io_err("fsync", path))?;
+        if sync {
+            file.sync_all().map_err(io_err("fsync", path))?;
+        }
         Ok(prefix.len() as u64 + n)
     })();
     if result.is_err() {
         let _ = fs::remove_file(path);
     }
     result
+}
+
+/// Fsyncs many files at once on a few threads, so that the device sees
+/// their flushes together (MULTIAPPEND).
+pub(crate) fn sync_files(paths: &[&Path]) -> Result<(), MailboxError> {
+    const THREADS: usize = 4;
+    let chunk = paths.len().div_ceil(THREADS).max(1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = paths
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter().try_for_each(|p| {
+                        File::open(p)
+                            .and_then(|f| f.sync_all())
+                            .map_err(io_err("fsync", p))
+                    })
+                })
+            })
+            .collect();
+        handles.into_iter().try_for_each(|h| {
+            h.join().unwrap_or_else(|_| {
+                Err(MailboxError::Io {
+                    op: "fsync",
+                    path: PathBuf::new(),
+                    source: io::Error::other("fsync thread panicked"),
+                })
+            })
+        })
+    })
 }
 
 /// What a directory looked like when it was last read: its mtime (and

@@ -3,9 +3,11 @@
 //! The IMAP system flags map onto the Maildir info letters (`:2,` followed
 //! by letters in ASCII order): `D` \Draft, `F` \Flagged, `R` \Answered,
 //! `S` \Seen, `T` \Deleted, and `P` (passed) stands for the keyword
-//! `$Forwarded`. Other keywords live only in the index. Letters this
-//! module does not know (Dovecot's keyword letters `a`–`z`) are kept as
-//! they are when a file is renamed.
+//! `$Forwarded`. Other keywords take the letters `a`–`z` as Dovecot gives
+//! them: the mailbox's `dovecot-keywords` file ([`KeywordMap`]) lists
+//! `<n> <keyword>` lines, and keyword number `n` is the letter `'a' + n`.
+//! Keywords beyond the 26 letters live only in the index. Letters this
+//! module cannot map are kept as they are when a file is renamed.
 //!
 //! This module must never produce a file name with `/` or NUL in it: the
 //! letters it writes are fixed, and unknown ones are carried over only
@@ -241,12 +243,20 @@ impl Flags {
         f
     }
 
-    /// The flags the letters of a Maildir info string stand for (keywords
-    /// other than `$Forwarded` are not in file names: `keep` gives them).
+    /// The flags the letters of a Maildir info string stand for, with no
+    /// keyword letters (see [`from_maildir_letters_with`](Self::from_maildir_letters_with)).
     pub fn from_maildir_letters(letters: &str, keep: &Flags) -> Flags {
+        Flags::from_maildir_letters_with(letters, keep, &KeywordMap::default())
+    }
+
+    /// The flags the letters of a Maildir info string stand for: system
+    /// flags, `$Forwarded`, and the keywords `map` gives letters to. The
+    /// keywords of `keep` that have no letter (so cannot be in a file
+    /// name) are kept.
+    pub fn from_maildir_letters_with(letters: &str, keep: &Flags, map: &KeywordMap) -> Flags {
         let mut f = Flags::system(SystemFlags::NONE);
         for k in keep.keywords() {
-            if !k.eq_ignore_ascii_case(FORWARDED) {
+            if !k.eq_ignore_ascii_case(FORWARDED) && map.letter_of(k).is_none() {
                 let _ = f.add_keyword(k);
             }
         }
@@ -261,7 +271,12 @@ impl Flags {
                     let _ = f.add_keyword(FORWARDED);
                     continue;
                 }
-                _ => continue,
+                c => {
+                    if let Some(k) = map.keyword_of(c) {
+                        let _ = f.add_keyword(k);
+                    }
+                    continue;
+                }
             };
             f.system = f.system.union(flag);
         }
@@ -269,13 +284,23 @@ impl Flags {
     }
 
     /// The Maildir info letters for these flags, merged with the letters
-    /// of `old` this module does not manage, in ASCII order.
+    /// of `old` this module does not manage, in ASCII order (no keyword
+    /// letters: see [`maildir_letters_with`](Self::maildir_letters_with)).
     pub fn maildir_letters(&self, old: &str) -> String {
+        self.maildir_letters_with(old, &KeywordMap::default())
+    }
+
+    /// The Maildir info letters for these flags, with a letter for each
+    /// keyword `map` has one for, merged with the letters of `old` that
+    /// neither this module nor `map` knows, in ASCII order.
+    pub fn maildir_letters_with(&self, old: &str, map: &KeywordMap) -> String {
         let mut letters: Vec<char> = old
             .chars()
             .filter(|c| !matches!(c, 'D' | 'F' | 'P' | 'R' | 'S' | 'T'))
             .filter(|c| c.is_ascii_alphanumeric())
+            .filter(|c| map.keyword_of(*c).is_none())
             .collect();
+        letters.extend(self.keywords.iter().filter_map(|k| map.letter_of(k)));
         for (flag, c) in [
             (SystemFlags::DRAFT, 'D'),
             (SystemFlags::FLAGGED, 'F'),
@@ -293,6 +318,93 @@ impl Flags {
         letters.sort_unstable();
         letters.dedup();
         letters.into_iter().collect()
+    }
+}
+
+/// Name of the file that gives keywords their letters (Dovecot's).
+pub const KEYWORDS_FILE: &str = "dovecot-keywords";
+
+/// The keyword letters of one Maildir: keyword number `n` is the letter
+/// `'a' + n`, as in Dovecot's `dovecot-keywords` (`<n> <keyword>` lines).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeywordMap {
+    names: Vec<Option<String>>,
+}
+
+impl KeywordMap {
+    /// Most keywords with a letter.
+    pub const LETTERS: usize = 26;
+
+    /// Parses the file's text; lines that are not `<n> <keyword>` with
+    /// `n < 26` and a valid keyword are ignored.
+    pub fn parse(text: &str) -> KeywordMap {
+        let mut map = KeywordMap::default();
+        for line in text.lines() {
+            let Some((n, name)) = line.split_once(' ') else {
+                continue;
+            };
+            let Ok(n) = n.parse::<usize>() else { continue };
+            if n >= Self::LETTERS || check_keyword(name).is_err() || map.letter_of(name).is_some() {
+                continue;
+            }
+            if map.names.len() <= n {
+                map.names.resize(n + 1, None);
+            }
+            map.names[n] = Some(name.to_owned());
+        }
+        map
+    }
+
+    /// The file's text.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        for (n, name) in self.names.iter().enumerate() {
+            if let Some(name) = name {
+                out.push_str(&format!("{n} {name}\n"));
+            }
+        }
+        out
+    }
+
+    /// The letter of `keyword` (case-insensitive), if it has one.
+    pub fn letter_of(&self, keyword: &str) -> Option<char> {
+        self.names
+            .iter()
+            .position(|n| {
+                n.as_deref()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(keyword))
+            })
+            .map(|i| char::from(b'a' + i as u8))
+    }
+
+    /// The keyword of letter `c`, if the map has one.
+    pub fn keyword_of(&self, c: char) -> Option<&str> {
+        if !c.is_ascii_lowercase() {
+            return None;
+        }
+        let i = (c as u8 - b'a') as usize;
+        self.names.get(i).and_then(|n| n.as_deref())
+    }
+
+    /// Gives a letter to each keyword of `flags` that has none, while
+    /// letters are free (`$Forwarded` has `P`). Returns whether the map
+    /// changed (and so must be written before a file name uses it).
+    pub fn assign(&mut self, flags: &Flags) -> bool {
+        let mut changed = false;
+        for k in flags.keywords() {
+            if k.eq_ignore_ascii_case(FORWARDED) || self.letter_of(k).is_some() {
+                continue;
+            }
+            if let Some(free) = self.names.iter().position(Option::is_none) {
+                self.names[free] = Some(k.clone());
+            } else if self.names.len() < Self::LETTERS {
+                self.names.push(Some(k.clone()));
+            } else {
+                continue;
+            }
+            changed = true;
+        }
+        changed
     }
 }
 
@@ -368,6 +480,35 @@ mod tests {
         // Unknown letters survive; junk characters do not.
         let seen = Flags::system(SystemFlags::SEEN);
         assert_eq!(seen.maildir_letters("ab/\0T"), "Sab");
+    }
+
+    #[test]
+    fn keyword_letters_follow_the_map() {
+        let mut map = KeywordMap::parse("0 $Junk\n2 Work\nbad line\n30 Far\n1 \\Bad\n");
+        assert_eq!(map.letter_of("$junk"), Some('a'));
+        assert_eq!(map.letter_of("Work"), Some('c'));
+        assert_eq!(map.keyword_of('b'), None);
+        assert_eq!(map.to_text(), "0 $Junk\n2 Work\n");
+        let f = Flags::new(SystemFlags::SEEN, &["Work", "Home", "$Forwarded"]).unwrap();
+        assert!(map.assign(&f));
+        assert!(!map.assign(&f), "nothing new the second time");
+        assert_eq!(map.letter_of("Home"), Some('b'), "the free slot is reused");
+        assert_eq!(f.maildir_letters_with("z", &map), "PSbcz");
+        let back = Flags::from_maildir_letters_with("PSbcz", &Flags::default(), &map);
+        assert_eq!(back, f);
+        // A keyword whose letter is gone from the name was removed; one
+        // without a letter is kept from the index.
+        let mut keep = f.clone();
+        keep.add_keyword("Unmapped").unwrap();
+        let fewer = Flags::from_maildir_letters_with("Sc", &keep, &map);
+        assert_eq!(fewer.keywords(), ["Unmapped", "Work"]);
+        // 26 letters at most.
+        let many: Vec<String> = (0..40).map(|i| format!("k{i}")).collect();
+        let mut full = KeywordMap::default();
+        full.assign(&Flags::new(SystemFlags::NONE, &many).unwrap());
+        let lettered = many.iter().filter(|k| full.letter_of(k).is_some()).count();
+        assert_eq!(lettered, KeywordMap::LETTERS);
+        assert_eq!(full.to_text().lines().count(), KeywordMap::LETTERS);
     }
 
     #[test]

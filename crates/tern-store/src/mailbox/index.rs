@@ -300,3 +300,171 @@ pub trait Index: Send + fmt::Debug {
     /// Whether another process changed the index since the last call.
     fn changed_elsewhere(&mut self) -> Result<bool, IndexError>;
 }
+
+/// The contract of the module docs as a test any backend can run (the
+/// PostgreSQL one should call it too).
+#[cfg(test)]
+pub(crate) fn check_contract(index: &mut dyn Index) {
+    use super::flags::SystemFlags;
+
+    let new = |name: &str, size: u64| NewMessage {
+        file_name: format!("cur/{name}:2,"),
+        flags: Flags::default(),
+        size,
+        internaldate: 1,
+        savedate: 2,
+        email_id: None,
+    };
+    let a = index
+        .create_mailbox(&MailboxName::parse("A").unwrap(), None, 7)
+        .unwrap();
+    let b = index
+        .create_mailbox(
+            &MailboxName::parse("B").unwrap(),
+            Some(SpecialUse::Trash),
+            8,
+        )
+        .unwrap();
+    assert!(matches!(
+        index.create_mailbox(&MailboxName::parse("A").unwrap(), None, 9),
+        Err(IndexError::Exists)
+    ));
+    assert_eq!((a.uidnext, a.highestmodseq, a.uidvalidity), (1, 1, 7));
+
+    // One batch, two mailboxes: UIDs in order, one new MODSEQ per mailbox.
+    let applied = index
+        .apply(&[
+            Change::Insert {
+                mailbox: a.id,
+                message: new("a1", 10),
+            },
+            Change::Insert {
+                mailbox: a.id,
+                message: new("a2", 20),
+            },
+            Change::Insert {
+                mailbox: b.id,
+                message: new("b1", 30),
+            },
+            Change::Insert {
+                mailbox: a.id,
+                message: new("a3", 40),
+            },
+        ])
+        .unwrap();
+    let uids: Vec<u32> = applied.inserted.iter().map(|(u, _)| *u).collect();
+    assert_eq!(uids, [1, 2, 1, 3]);
+    assert_eq!(applied.modseq(a.id), Some(2));
+    assert_eq!(applied.modseq(b.id), Some(2));
+    let ids: std::collections::HashSet<&String> = applied.inserted.iter().map(|(_, e)| e).collect();
+    assert_eq!(ids.len(), 4, "email ids are distinct");
+    assert_eq!(
+        index.usage().unwrap(),
+        Usage {
+            bytes: 100,
+            messages: 4
+        }
+    );
+
+    // A relocation is not a change; a flag update is.
+    let r = index
+        .apply(&[Change::Relocate {
+            mailbox: a.id,
+            uid: 1,
+            file_name: "new/a1".into(),
+        }])
+        .unwrap();
+    assert!(r.modseqs.is_empty());
+    let seen = Flags::system(SystemFlags::SEEN);
+    let u = index
+        .apply(&[Change::Update {
+            mailbox: a.id,
+            uid: 2,
+            flags: seen.clone(),
+            file_name: "cur/a2:2,S".into(),
+        }])
+        .unwrap();
+    assert_eq!(u.modseq(a.id), Some(3));
+    assert_eq!(index.find_by_base(a.id, "a2").unwrap().unwrap().uid, 2);
+    assert_eq!(
+        index.find_by_base(a.id, "a1").unwrap().unwrap().file_name,
+        "new/a1"
+    );
+    assert!(index.find_by_base(a.id, "a").unwrap().is_none());
+    assert_eq!(index.messages_in_new(a.id).unwrap().len(), 1);
+
+    // Expunging the highest UID does not lower UIDNEXT; VANISHED remembers.
+    let e = index
+        .apply(&[Change::Expunge {
+            mailbox: a.id,
+            uid: 3,
+        }])
+        .unwrap();
+    assert_eq!(e.modseq(a.id), Some(4));
+    let (changed, vanished) = index.changes_since(a.id, 2).unwrap();
+    assert_eq!(changed.iter().map(|m| m.uid).collect::<Vec<_>>(), [2]);
+    assert_eq!(changed[0].flags, seen);
+    assert_eq!(vanished, [3]);
+    let again = index
+        .apply(&[Change::Insert {
+            mailbox: a.id,
+            message: new("a4", 1),
+        }])
+        .unwrap();
+    assert_eq!(again.inserted[0].0, 4);
+    let c = index.counts(a.id).unwrap();
+    assert_eq!((c.messages, c.unseen, c.deleted, c.size), (3, 2, 0, 31));
+    assert_eq!(
+        index.usage().unwrap(),
+        Usage {
+            bytes: 61,
+            messages: 4
+        }
+    );
+
+    // A batch naming a missing mailbox changes nothing.
+    let before = index.usage().unwrap();
+    assert!(matches!(
+        index.apply(&[
+            Change::Insert {
+                mailbox: a.id,
+                message: new("x", 5)
+            },
+            Change::Insert {
+                mailbox: MailboxId(999),
+                message: new("y", 5)
+            },
+        ]),
+        Err(IndexError::NoMailbox)
+    ));
+    assert_eq!(index.usage().unwrap(), before);
+    assert_eq!(index.messages(a.id).unwrap().len(), 3);
+
+    // Renames (even swaps) in one go; deletion frees the usage.
+    index
+        .rename_mailboxes(&[
+            (a.id, MailboxName::parse("B").unwrap()),
+            (b.id, MailboxName::parse("A").unwrap()),
+        ])
+        .unwrap();
+    let names: Vec<(MailboxId, String)> = index
+        .mailboxes()
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.id, r.name.to_string()))
+        .collect();
+    assert!(names.contains(&(a.id, "B".into())) && names.contains(&(b.id, "A".into())));
+    index.delete_mailbox(b.id).unwrap();
+    assert_eq!(
+        index.usage().unwrap(),
+        Usage {
+            bytes: 31,
+            messages: 3
+        }
+    );
+    index.set_subscribed("A", true).unwrap();
+    index.set_subscribed("Z", true).unwrap();
+    index.set_subscribed("A", false).unwrap();
+    assert_eq!(index.subscriptions().unwrap(), ["Z"]);
+    index.check().unwrap();
+}

@@ -26,8 +26,12 @@
 //! which messages exist; the index follows it. A crash between the two
 //! leaves files the index does not know (picked up as new messages, flags
 //! from their names) or index rows without a file (expunged) at the next
-//! access — never an acknowledged change lost, never a UID reused. Every
-//! operation holds the user's lock (a mutex in the process and an
+//! access — never an acknowledged change lost, never a UID reused. Where
+//! either order is safe after a crash (append, delivery, STORE, COPY,
+//! MOVE), the directory fsync runs alongside the index commit and the
+//! answer waits for both; EXPUNGE commits only after its unlinks are
+//! durable. A STORE or MOVE whose commit fails renames its files back.
+//! Every operation holds the user's lock (a mutex in the process and an
 //! exclusive `flock` on `tern.lock` across processes) from its first
 //! file change to its commit.
 //!
@@ -41,7 +45,20 @@
 //! vanished are expunged with a new MODSEQ; a file whose `:2,` flags were
 //! changed by another program brings its flags into the index. Files
 //! stay where they are (`new/` is not emptied by a read); a flag change
-//! moves a file from `new/` to `cur/`.
+//! moves a file from `new/` to `cur/`. A directory whose mtime is less
+//! than a clock tick old is read again next time (a change in the same
+//! tick would not move the mtime); after its own change to `cur/` the
+//! store records the new mtime at once, so a big mailbox is not re-read
+//! after every STORE — the one thing this can miss until `cur/` changes
+//! again is another program's change to `cur/` in the same clock tick
+//! (Tern's own intake writes to `new/`, which has no such shortcut).
+//!
+//! # Limits
+//!
+//! Mailbox names: see [`name`] (200 bytes, 16 levels, no control
+//! characters, no `..`). At most [`StoreConfig::max_mailboxes`] mailboxes
+//! and as many subscriptions per user; at most 64 keywords of 100 bytes
+//! per message; a storage quota per user ([`MailboxError::OverQuota`]).
 //!
 //! # The intake fast path
 //!
@@ -50,15 +67,28 @@
 //! without touching the index: the message gets its UID lazily, at the
 //! next access of the mailbox (any reader runs the sync above), and
 //! [`Mailboxes::notify_external`] after the commit wakes IDLE sessions at
-//! once. Queued delivery and quarantine use [`Mailboxes::deliver`], which
-//! returns the UID it assigned.
+//! once. Queued delivery and quarantine use [`Mailboxes::deliver_as`]
+//! (idempotent under the queue's deterministic file name) or
+//! [`Mailboxes::deliver`], which return the UID they assigned.
+//!
+//! # A lost or corrupt index
+//!
+//! Opening reads only the index's schema; a file that is not a database is
+//! moved aside and the index rebuilt from the files at once.
+//! [`UserStore::reindex`] (`tern mailbox reindex`) runs a full check and
+//! rebuilds a damaged index the same way. A rebuilt index gives every
+//! mailbox a new UIDVALIDITY (`tern.uidvalidity` only grows), numbers the
+//! messages again in file order, and takes their flags from the file
+//! names — keywords too, for the 26 per mailbox that have a letter in
+//! its `dovecot-keywords` (see [`flags`]); subscriptions are set for every
+//! mailbox found.
 //!
 //! What this module must never do: turn a client's mailbox name into a
 //! path other than through [`name::MailboxName::dir`], answer before the
 //! change is durable in files and index, or hand out a UID twice within a
 //! UIDVALIDITY.
 
-pub mod files;
+mod files;
 pub mod flags;
 pub mod index;
 pub mod name;
@@ -71,7 +101,7 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 
-pub use flags::{FlagError, FlagOp, Flags, SystemFlags};
+pub use flags::{FlagError, FlagOp, Flags, KeywordMap, SystemFlags};
 pub use index::{Counts, Index, IndexError, MailboxId, MailboxRow, MessageRow, SpecialUse, Usage};
 pub use name::{MailboxName, NameError};
 pub use store::{
@@ -269,11 +299,11 @@ impl Mailboxes {
     /// files, with new UIDVALIDITYs.
     pub fn open(&self, user: &str) -> Result<Arc<UserStore>, MailboxError> {
         let dir = self.user_dir(user)?;
-        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(store) = users.get(user).and_then(Weak::upgrade) {
+        if let Some(store) = self.cached(user) {
             return Ok(store);
         }
-        users.retain(|_, w| w.strong_count() > 0);
+        // Opened without holding the map's lock, so that a user whose
+        // lock another process holds (a long reindex) delays only itself.
         let quota = self.config.quota_for(user);
         let store = Arc::new(UserStore::open(
             user.to_owned(),
@@ -281,8 +311,19 @@ impl Mailboxes {
             Arc::clone(&self.config),
             quota,
         )?);
+        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(first) = users.get(user).and_then(Weak::upgrade) {
+            // Another thread opened it meanwhile: everyone shares theirs.
+            return Ok(first);
+        }
+        users.retain(|_, w| w.strong_count() > 0);
         users.insert(user.to_owned(), Arc::downgrade(&store));
         Ok(store)
+    }
+
+    fn cached(&self, user: &str) -> Option<Arc<UserStore>> {
+        let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        users.get(user).and_then(Weak::upgrade)
     }
 
     /// Delivers a message (`prefix`, then `body`) to `folder` of `user`:
@@ -317,9 +358,7 @@ impl Mailboxes {
     /// resolved): they wake and sync. Cheap; does nothing if no session of
     /// the user is open.
     pub fn notify_external(&self, user: &str) {
-        let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(store) = users.get(user).and_then(Weak::upgrade) {
-            drop(users);
+        if let Some(store) = self.cached(user) {
             store.notify_external();
         }
     }

@@ -733,3 +733,47 @@ impl Index for SqliteIndex {
         Ok(changed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_keeps_the_index_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("i.sqlite");
+        let mut index = SqliteIndex::open(&path, 1_700_000_000).unwrap();
+        assert_eq!(index.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        super::super::index::check_contract(&mut index);
+        // Reopening keeps everything, without migrating again.
+        drop(index);
+        let mut index = SqliteIndex::open(&path, 1_800_000_000).unwrap();
+        assert_eq!(index.usage().unwrap().messages, 3);
+        let applied: i64 = index
+            .conn
+            .query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(applied, MIGRATIONS.len() as i64);
+        // Durability settings.
+        let mode: String = index
+            .conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        let sync: i64 = index
+            .conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!((mode.as_str(), sync), ("wal", 2));
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_is_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("i.sqlite");
+        std::fs::write(&path, vec![0x42; 8192]).unwrap();
+        assert!(matches!(
+            SqliteIndex::open(&path, 1),
+            Err(IndexError::Corrupt(_))
+        ));
+    }
+}

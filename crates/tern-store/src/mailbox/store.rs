@@ -17,7 +17,7 @@ use super::files::{
     self, DirFile, Namer, Stamp, ensure_maildir, io_err, list_files, next_uidvalidity, split_rel,
     sync_dir, unix_now, write_file,
 };
-use super::flags::{FlagOp, Flags, split_file_name};
+use super::flags::{FlagOp, Flags, KEYWORDS_FILE, KeywordMap, split_file_name};
 use super::index::{
     Applied, Change, Index, IndexError, MailboxId, MailboxRow, MessageRow, NewMessage, SpecialUse,
 };
@@ -671,10 +671,18 @@ impl UserStore {
         Ok(())
     }
 
-    /// SUBSCRIBE / UNSUBSCRIBE `name` (it need not exist).
+    /// SUBSCRIBE / UNSUBSCRIBE `name` (it need not exist; at most
+    /// `max_mailboxes` names are subscribed).
     pub fn subscribe(&self, name: &str, subscribed: bool) -> Result<(), MailboxError> {
         let name = MailboxName::parse(name)?;
         let mut g = self.lock()?;
+        if subscribed {
+            // Subscriptions need not name a mailbox: bound them as well.
+            let subs = g.index.subscriptions()?;
+            if subs.len() >= self.config.max_mailboxes && !subs.iter().any(|s| s == name.as_str()) {
+                return Err(MailboxError::TooManyMailboxes(self.config.max_mailboxes));
+            }
+        }
         g.index.set_subscribed(name.as_str(), subscribed)?;
         Ok(())
     }
@@ -711,6 +719,7 @@ impl UserStore {
             let (_, fname) = split_rel(&m.file_name);
             by_base.insert(split_file_name(fname).0, m);
         }
+        let map = load_keywords(&path);
         let mut seen: HashSet<u32> = HashSet::with_capacity(rows.len());
         let mut seen_bases: HashSet<String> = HashSet::new();
         let mut changes = Vec::new();
@@ -743,9 +752,10 @@ impl UserStore {
                     if m.file_name != f.rel {
                         let (_, old_fname) = split_rel(&m.file_name);
                         let old_letters = split_file_name(old_fname).1;
-                        let flags = Flags::from_maildir_letters(letters, &m.flags);
+                        let flags = Flags::from_maildir_letters_with(letters, &m.flags, &map);
                         if flags != m.flags
-                            && Flags::from_maildir_letters(old_letters, &m.flags) != flags
+                            && Flags::from_maildir_letters_with(old_letters, &m.flags, &map)
+                                != flags
                         {
                             changes.push(Change::Update {
                                 mailbox: row.id,
@@ -788,7 +798,7 @@ impl UserStore {
             changes.push(Change::Insert {
                 mailbox: row.id,
                 message: NewMessage {
-                    flags: Flags::from_maildir_letters(letters, &Flags::default()),
+                    flags: Flags::from_maildir_letters_with(letters, &Flags::default(), &map),
                     file_name: rel,
                     size,
                     internaldate: mtime.div_euclid(1_000_000_000) as i64,
@@ -989,12 +999,23 @@ impl UserStore {
         body: &mut dyn Read,
         internaldate: Option<i64>,
     ) -> Result<(String, u64), MailboxError> {
-        let (tmp, size) = self.write_tmp(path, name, prefix, body, internaldate)?;
+        let (tmp, size) = self.write_tmp(path, name, prefix, body, internaldate, true)?;
         if let Err(e) = self.check_quota_locked(g, size) {
             let _ = fs::remove_file(&tmp);
             return Err(e);
         }
-        let rel = final_rel(&tmp, sub, name.is_some(), size, flags);
+        let map = if sub == "cur" {
+            match keywords_for(path, std::iter::once(flags)) {
+                Ok(m) => m,
+                Err(e) => {
+                    let _ = fs::remove_file(&tmp);
+                    return Err(e);
+                }
+            }
+        } else {
+            KeywordMap::default()
+        };
+        let rel = final_rel(&tmp, sub, name.is_some(), size, flags, &map);
         let target = path.join(&rel);
         if let Err(e) = fs::rename(&tmp, &target) {
             let _ = fs::remove_file(&tmp);
@@ -1013,6 +1034,7 @@ impl UserStore {
         prefix: &[u8],
         body: &mut dyn Read,
         internaldate: Option<i64>,
+        sync: bool,
     ) -> Result<(PathBuf, u64), MailboxError> {
         let base = match name {
             Some(n) => n.to_owned(),
@@ -1023,7 +1045,7 @@ impl UserStore {
             // A stale copy from an interrupted attempt is replaced.
             let _ = fs::remove_file(&tmp);
         }
-        let size = write_file(&tmp, prefix, body, internaldate.map(system_time))?;
+        let size = write_file(&tmp, prefix, body, internaldate.map(system_time), sync)?;
         Ok((tmp, size))
     }
 
@@ -1116,7 +1138,7 @@ impl UserStore {
             }
         };
         for item in items.iter_mut() {
-            match self.write_tmp(&path, None, b"", item.body, item.internaldate) {
+            match self.write_tmp(&path, None, b"", item.body, item.internaldate, false) {
                 Ok(w) => written.push(w),
                 Err(e) => {
                     cleanup(&written);
@@ -1129,11 +1151,24 @@ impl UserStore {
             cleanup(&written);
             return Err(e);
         }
+        let map = match keywords_for(&path, items.iter().map(|i| &i.flags)) {
+            Ok(m) => m,
+            Err(e) => {
+                cleanup(&written);
+                return Err(e);
+            }
+        };
+        // Every file's data is durable before any of them is renamed.
+        let paths: Vec<&Path> = written.iter().map(|(p, _)| p.as_path()).collect();
+        if let Err(e) = files::sync_files(&paths) {
+            cleanup(&written);
+            return Err(e);
+        }
         let now = unix_now();
         let mut changes = Vec::with_capacity(items.len());
         let mut moved: Vec<(PathBuf, u64)> = Vec::with_capacity(items.len());
         for (i, (tmp, size)) in written.iter().enumerate() {
-            let rel = final_rel(tmp, "cur", false, *size, &items[i].flags);
+            let rel = final_rel(tmp, "cur", false, *size, &items[i].flags, &map);
             let target = path.join(&rel);
             if let Err(e) = fs::rename(tmp, &target) {
                 cleanup(&written[i..]);
@@ -1298,11 +1333,14 @@ impl UserStore {
         let path = self.mailbox_dir(&row.name);
         let before = Self::cur_stamp(&path);
         let rows = g.index.messages_by_uid(mailbox, uids)?;
+        let map = keywords_for(&path, std::iter::once(flags))?;
         let mut result = StoreResult::default();
         let mut changes = Vec::new();
         let mut changed_uids = Vec::new();
         let mut touched_new = false;
         let mut renamed = false;
+        // (renamed to, renamed from): undone if the STORE fails.
+        let mut undo: Vec<(PathBuf, PathBuf)> = Vec::new();
         let mut out = Vec::with_capacity(rows.len());
         for m in rows {
             if unchanged_since.is_some_and(|s| m.modseq > s) {
@@ -1316,13 +1354,14 @@ impl UserStore {
             }
             let (sub, fname) = split_rel(&m.file_name);
             let (base, letters) = split_file_name(fname);
-            let new_letters = new_flags.maildir_letters(letters);
+            let new_letters = new_flags.maildir_letters_with(letters, &map);
             let new_rel = format!("cur/{base}:2,{new_letters}");
             if new_rel != m.file_name {
                 match fs::rename(path.join(&m.file_name), path.join(&new_rel)) {
                     Ok(()) => {
                         renamed = true;
                         touched_new |= sub == "new";
+                        undo.push((path.join(&new_rel), path.join(&m.file_name)));
                     }
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {
                         // Renamed or removed by another program meanwhile:
@@ -1330,7 +1369,10 @@ impl UserStore {
                         g.stamps.remove(&mailbox);
                         continue;
                     }
-                    Err(e) => return Err(io_err("rename", &path.join(&m.file_name))(e)),
+                    Err(e) => {
+                        undo_renames(&undo);
+                        return Err(io_err("rename", &path.join(&m.file_name))(e));
+                    }
                 }
             }
             changes.push(Change::Update {
@@ -1355,7 +1397,13 @@ impl UserStore {
         }
         result.modseq = row.highestmodseq;
         if !changes.is_empty() {
-            let applied = commit_synced(&mut g.index, &dirs, &changes)?;
+            let applied = match commit_synced(&mut g.index, &dirs, &changes) {
+                Ok(a) => a,
+                Err(e) => {
+                    undo_renames(&undo);
+                    return Err(e);
+                }
+            };
             let modseq = applied.modseq(mailbox).unwrap_or(row.highestmodseq);
             for i in changed_uids {
                 out[i].modseq = modseq;
@@ -1431,7 +1479,7 @@ impl UserStore {
         let path = self.dir.join(REMOVE_JOURNAL);
         let tmp = self.dir.join(format!("{REMOVE_JOURNAL}.tmp"));
         let _ = fs::remove_file(&tmp);
-        write_file(&tmp, journal.as_bytes(), &mut io::empty(), None)?;
+        write_file(&tmp, journal.as_bytes(), &mut io::empty(), None, true)?;
         fs::rename(&tmp, &path).map_err(io_err("rename", &path))?;
         sync_dir(&self.dir)?;
         let removed = self.remove_messages(&mut g, &row, &doomed)?;
@@ -1549,12 +1597,13 @@ impl UserStore {
         let src_path = self.mailbox_dir(&src.name);
         let dst_path = self.mailbox_dir(&dst.name);
         let before = Self::cur_stamp(&dst_path);
+        let map = keywords_for(&dst_path, rows.iter().map(|m| &m.flags))?;
         let mut created = Vec::new();
         let mut changes = Vec::new();
         let now = unix_now();
         for m in &rows {
             let base = format!("{},S={}", self.namer.next(), m.size);
-            let rel = format!("cur/{base}:2,{}", m.flags.maildir_letters(""));
+            let rel = format!("cur/{base}:2,{}", m.flags.maildir_letters_with("", &map));
             let target = dst_path.join(&rel);
             let source = src_path.join(&m.file_name);
             if let Err(e) = link_or_copy(&source, &dst_path, &target) {
@@ -1642,21 +1691,27 @@ impl UserStore {
         let dst_path = self.mailbox_dir(&dst.name);
         let src_before = Self::cur_stamp(&src_path);
         let dst_before = Self::cur_stamp(&dst_path);
+        let map = keywords_for(&dst_path, rows.iter().map(|m| &m.flags))?;
         let mut moved: Vec<&MessageRow> = Vec::new();
         let mut changes = Vec::new();
         let mut src_dirs = HashSet::new();
+        let mut undo: Vec<(PathBuf, PathBuf)> = Vec::new();
         let now = unix_now();
         for m in &rows {
             let (sub, fname) = split_rel(&m.file_name);
-            let (base, letters) = split_file_name(fname);
-            let rel = format!("cur/{base}:2,{}", m.flags.maildir_letters(letters));
+            let (base, _) = split_file_name(fname);
+            // Keyword letters are per mailbox: written again for the target.
+            let rel = format!("cur/{base}:2,{}", m.flags.maildir_letters_with("", &map));
             match fs::rename(src_path.join(&m.file_name), dst_path.join(&rel)) {
-                Ok(()) => {}
+                Ok(()) => undo.push((dst_path.join(&rel), src_path.join(&m.file_name))),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     g.stamps.remove(&src.id);
                     continue;
                 }
-                Err(e) => return Err(io_err("rename", &src_path.join(&m.file_name))(e)),
+                Err(e) => {
+                    undo_renames(&undo);
+                    return Err(io_err("rename", &src_path.join(&m.file_name))(e));
+                }
             }
             src_dirs.insert(sub.to_owned());
             changes.push(Change::Insert {
@@ -1686,7 +1741,13 @@ impl UserStore {
                 uid: m.uid,
             });
         }
-        let applied = commit_synced(&mut g.index, &dirs, &changes)?;
+        let applied = match commit_synced(&mut g.index, &dirs, &changes) {
+            Ok(a) => a,
+            Err(e) => {
+                undo_renames(&undo);
+                return Err(e);
+            }
+        };
         self.watchers.notify(src.id);
         self.watchers.notify(dst.id);
         Self::own_cur_change(g, src.id, src_before, &src_path);
@@ -1699,6 +1760,15 @@ impl UserStore {
                 .map(|(m, (uid, _))| (m.uid, uid))
                 .collect(),
         })
+    }
+}
+
+/// Puts renamed files back where they were (best effort) when an
+/// operation fails after renaming them, so that a refused STORE or MOVE
+/// does not come back at the next sync.
+fn undo_renames(undo: &[(PathBuf, PathBuf)]) {
+    for (now, before) in undo.iter().rev() {
+        let _ = fs::rename(now, before);
     }
 }
 
@@ -1736,7 +1806,14 @@ fn commit_synced(
 /// The file name (relative to the mailbox) a message written to `tmp`
 /// gets: in `new/` as it is, in `cur/` with its flags; names the store
 /// chose carry their size (`,S=`), as Dovecot's do.
-fn final_rel(tmp: &Path, sub: &str, callers_name: bool, size: u64, flags: &Flags) -> String {
+fn final_rel(
+    tmp: &Path,
+    sub: &str,
+    callers_name: bool,
+    size: u64,
+    flags: &Flags,
+    map: &KeywordMap,
+) -> String {
     let base = tmp
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -1749,8 +1826,40 @@ fn final_rel(tmp: &Path, sub: &str, callers_name: bool, size: u64, flags: &Flags
     if sub == "new" {
         format!("new/{base}")
     } else {
-        format!("cur/{base}:2,{}", flags.maildir_letters(""))
+        format!("cur/{base}:2,{}", flags.maildir_letters_with("", map))
     }
+}
+
+/// The keyword letters of the Maildir at `path` (empty if it has none).
+fn load_keywords(path: &Path) -> KeywordMap {
+    fs::read_to_string(path.join(KEYWORDS_FILE))
+        .map(|t| KeywordMap::parse(&t))
+        .unwrap_or_default()
+}
+
+/// The keyword letters of the Maildir at `path`, with letters given to the
+/// keywords of `flags` that have none; written (fsynced, renamed into
+/// place, directory fsynced) before any file name uses a new letter.
+fn keywords_for<'a>(
+    path: &Path,
+    flags: impl Iterator<Item = &'a Flags>,
+) -> Result<KeywordMap, MailboxError> {
+    let mut map = load_keywords(path);
+    let mut changed = false;
+    for f in flags {
+        changed |= map.assign(f);
+    }
+    if changed {
+        let tmp = path
+            .join("tmp")
+            .join(format!("{KEYWORDS_FILE}.{}", std::process::id()));
+        let _ = fs::remove_file(&tmp);
+        write_file(&tmp, map.to_text().as_bytes(), &mut io::empty(), None, true)?;
+        let target = path.join(KEYWORDS_FILE);
+        fs::rename(&tmp, &target).map_err(io_err("rename", &tmp))?;
+        sync_dir(path)?;
+    }
+    Ok(map)
 }
 
 /// A caller's Maildir file name: one path component without `:` (the
@@ -1801,7 +1910,7 @@ fn link_or_copy(source: &Path, dir: &Path, target: &Path) -> Result<(), MailboxE
                     .unwrap_or_default(),
             );
             let mtime = input.metadata().and_then(|m| m.modified()).ok();
-            write_file(&tmp, b"", &mut input, mtime)?;
+            write_file(&tmp, b"", &mut input, mtime, true)?;
             fs::rename(&tmp, target).map_err(io_err("rename", &tmp))
         }
     }
