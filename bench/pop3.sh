@@ -130,7 +130,7 @@ ssl = no
 disable_plaintext_auth = no
 auth_mechanisms = plain
 log_path = $d/dovecot.log
-first_valid_uid = 0
+first_valid_uid = 100
 mail_location = maildir:$d/mail/%n
 pop3_uidl_format = %08Xv%08Xu
 passdb {
@@ -139,7 +139,7 @@ passdb {
 }
 userdb {
   driver = static
-  args = uid=root gid=root home=$d/mail/%n
+  args = uid=nobody gid=nogroup home=$d/mail/%n
 }
 service pop3-login {
   inet_listener pop3 {
@@ -211,6 +211,8 @@ for server in dovecot tern; do
             root=$WORK/dovecot/mail
             rm -rf "$root"/user*
             seed "$root"
+            # Dovecot refuses to run mail processes as root.
+            chown -R nobody:nogroup "$root"
             port=$DOVECOT_PORT
         else
             root=$WORK/tern/data/mail/example.test

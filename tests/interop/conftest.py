@@ -249,9 +249,9 @@ class TernServer:
     def __init__(self, workdir: Path, *, submission: bool = False, plaintext_auth_listener: bool = False,
                  imap: bool = False, users=None, pop3: bool = False, **config):
         self.workdir = workdir
-        # POP3 (`pop3=True`): `pop3_port` (role pop3, plaintext_auth on loopback),
-        # `pop3_stls_port` (role pop3: STLS before USER/PASS), `pop3s_port`
-        # (implicit TLS); the users file as for submission. `[pop3]` settings
+        # POP3 (`pop3=True`): `pop3_ports` = (role pop3 with plaintext_auth on
+        # loopback, role pop3 with STLS before USER/PASS, role pop3s with
+        # implicit TLS); the users file as for submission. `[pop3]` settings
         # come in as `pop3_settings={...}`.
         self.pop3_ports: tuple[int, int, int] | None = None
         if pop3:

@@ -181,6 +181,34 @@ def test_fetchmail_keep_then_delete(srv, tmp_path):
     p.quit()
 
 
+@pytest.mark.skipif(shutil.which("fetchmail") is None, reason="fetchmail not installed (apt: fetchmail)")
+def test_fetchmail_over_pop3s_verifying_the_certificate(srv, tmp_path):
+    """The README's fetchmail setup: implicit TLS, certificate checked."""
+    deliver_n(srv, 1, prefix="tls fetch")
+    mbox = tmp_path / "mbox"
+    rc = tmp_path / "fetchmailrc"
+    rc.write_text(
+        "set no bouncemail\n"
+        "set no syslog\n"
+        f"poll localhost via {HOST} service {srv.pop3_ports[2]} protocol pop3 uidl timeout 30\n"
+        f'  user "{ALICE}" there with password "{ALICE_PW}" is "local" here\n'
+        f"  ssl sslcertck sslcertfile {srv.cert_path} sslcommonname mx.example.test\n"
+        f'  no keep mda "cat >> {mbox}"\n'
+    )
+    rc.chmod(0o600)
+    env = dict(os.environ, HOME=str(tmp_path), FETCHMAILHOME=str(tmp_path))
+    p = subprocess.run(
+        ["fetchmail", "-f", str(rc), "--idfile", str(tmp_path / "fetchids"), "--nodetach", "-v"],
+        stdin=subprocess.DEVNULL, capture_output=True, timeout=120, env=env, cwd=tmp_path,
+    )
+    out = (p.stdout + p.stderr).decode("utf-8", "replace")
+    assert p.returncode == 0, out
+    assert mbox_subjects(tmp_path) == ["tls fetch 1"], out
+    pop = login_plain(srv)
+    assert pop.stat()[0] == 0
+    pop.quit()
+
+
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
 def test_curl_pop3(srv):
     deliver_n(srv, 2, prefix="curl")

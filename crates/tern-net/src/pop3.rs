@@ -28,6 +28,7 @@
 //! minutes). This module never parses POP3 itself and never logs a secret.
 
 use std::collections::{HashMap, HashSet};
+use std::io::Read as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -38,7 +39,9 @@ use tern_pop3::{
 };
 use tern_sasl::{Answer, FailureKind, StartContext};
 use tern_smtp::server::ServerConfig;
-use tern_store::mailbox::{MailboxError, MailboxId, Mailboxes, SpecialUse, UserStore};
+use tern_store::mailbox::{
+    MailboxError, MailboxId, MailboxRow, Mailboxes, MessageRow, SpecialUse, UserStore,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
@@ -53,8 +56,11 @@ const PRE_AUTH_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Cached message sizes before the cache is emptied.
 const SIZE_CACHE_LIMIT: usize = 1_000_000;
-/// Bytes read from a message file at a time by RETR.
+/// Bytes read from a message file at a time by RETR after the first read.
 const CHUNK: usize = 64 * 1024;
+/// Bytes RETR reads first (most messages are whole in one trip to a
+/// blocking thread).
+const FIRST_CHUNK: usize = 256 * 1024;
 
 /// What QUIT does with the messages a client deleted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -142,8 +148,10 @@ struct Maildrop {
     store: Arc<UserStore>,
     inbox: MailboxId,
     uidvalidity: u32,
-    /// UIDs by message number - 1.
-    uids: Vec<u32>,
+    /// INBOX at login.
+    mailbox: Arc<MailboxRow>,
+    /// The messages at login, by message number - 1.
+    rows: Vec<Arc<MessageRow>>,
     _lock: MaildropLock,
 }
 
@@ -181,7 +189,8 @@ fn open_maildrop(
     let uidvalidity = selected.mailbox.uidvalidity;
     let inbox = selected.mailbox.id;
     let mut infos = Vec::with_capacity(selected.messages.len());
-    let mut uids = Vec::with_capacity(selected.messages.len());
+    let mut rows = Vec::with_capacity(selected.messages.len());
+    let mailbox = Arc::new(selected.mailbox.clone());
     let key_user = user.to_ascii_lowercase();
     for m in &selected.messages {
         let key = (key_user.clone(), uidvalidity, m.uid);
@@ -189,9 +198,8 @@ fn open_maildrop(
             Some(s) => s,
             None => {
                 let mut bytes = Vec::with_capacity(m.size as usize);
-                match store.open_message(inbox, m.uid) {
+                match store.open_snapshot_message(&mailbox, m) {
                     Ok(mut f) => {
-                        use std::io::Read;
                         f.read_to_end(&mut bytes)
                             .map_err(|source| MailboxError::Io {
                                 op: "read",
@@ -208,7 +216,7 @@ fn open_maildrop(
                 s
             }
         };
-        uids.push(m.uid);
+        rows.push(Arc::new(m.clone()));
         infos.push(MessageInfo {
             size,
             uidl: uidl(uidvalidity, m.uid),
@@ -219,7 +227,8 @@ fn open_maildrop(
             store,
             inbox,
             uidvalidity,
-            uids,
+            mailbox,
+            rows,
             _lock: lock,
         },
         infos,
@@ -230,7 +239,12 @@ fn open_maildrop(
 fn commit(maildrop: &Maildrop, mode: DeleteMode, numbers: &[u32]) -> Result<usize, MailboxError> {
     let uids: Vec<u32> = numbers
         .iter()
-        .filter_map(|n| maildrop.uids.get((*n as usize).wrapping_sub(1)).copied())
+        .filter_map(|n| {
+            maildrop
+                .rows
+                .get((*n as usize).wrapping_sub(1))
+                .map(|m| m.uid)
+        })
         .collect();
     if uids.is_empty() {
         return Ok(0);
@@ -286,6 +300,43 @@ async fn write(
     }
 }
 
+/// Reads up to `limit` bytes into `buf` (cleared first); true at the end
+/// of the file.
+fn read_chunk(file: &mut std::fs::File, buf: &mut Vec<u8>, limit: usize) -> std::io::Result<bool> {
+    buf.clear();
+    file.by_ref().take(limit as u64).read_to_end(buf)?;
+    Ok(buf.len() < limit)
+}
+
+/// A message opened and its first chunk read on a blocking thread.
+type Opened = Result<(std::fs::File, Vec<u8>, bool), MailboxError>;
+/// A read started ahead of its RETR.
+type Prefetch = tokio::task::JoinHandle<Opened>;
+
+/// Starts one trip to a blocking thread: open the message and read it
+/// whole (`whole`: TOP) or its first chunk (RETR; small messages are
+/// whole); true with it at the end of the file.
+fn read_first(maildrop: &Maildrop, row: Arc<MessageRow>, whole: bool) -> Prefetch {
+    let store = Arc::clone(&maildrop.store);
+    let mailbox = Arc::clone(&maildrop.mailbox);
+    tokio::task::spawn_blocking(move || {
+        let uid = row.uid;
+        let mut file = store.open_snapshot_message(&mailbox, &row)?;
+        let mut bytes = Vec::new();
+        let eof = if whole {
+            file.read_to_end(&mut bytes).map(|_| true)
+        } else {
+            read_chunk(&mut file, &mut bytes, FIRST_CHUNK)
+        }
+        .map_err(|source| MailboxError::Io {
+            op: "read",
+            path: format!("message UID {uid}").into(),
+            source,
+        })?;
+        Ok((file, bytes, eof))
+    })
+}
+
 /// Sends message `number` (RETR, or TOP with `lines`). `Err` only when
 /// the connection failed; a store failure is answered to the session.
 async fn retrieve(
@@ -295,18 +346,27 @@ async fn retrieve(
     number: u32,
     lines: Option<u64>,
     timeout: Duration,
+    prefetch: &mut Option<(u32, Prefetch)>,
 ) -> std::io::Result<()> {
-    let Some(&uid) = maildrop.uids.get(number as usize - 1) else {
+    let Some(row) = maildrop.rows.get(number as usize - 1).cloned() else {
         session.retrieve_failed(MaildropError::Permanent);
         return Ok(());
     };
-    let store = Arc::clone(&maildrop.store);
-    let inbox = maildrop.inbox;
-    let opened = tokio::task::spawn_blocking(move || store.open_message(inbox, uid)).await;
-    let file = match opened {
-        Ok(Ok(f)) => f,
+    let uid = row.uid;
+    // RETR n+1 usually follows RETR n: its first chunk may be read already.
+    let opened = match prefetch.take() {
+        Some((n, task)) if n == number && lines.is_none() => task.await,
+        _ => read_first(maildrop, row, lines.is_some()).await,
+    };
+    if lines.is_none()
+        && let Some(next) = maildrop.rows.get(number as usize).cloned()
+    {
+        *prefetch = Some((number + 1, read_first(maildrop, next, false)));
+    }
+    let (mut file, bytes, mut eof) = match opened {
+        Ok(Ok(r)) => r,
         Ok(Err(e)) => {
-            info!(uid, error = %e, "POP3 message cannot be opened");
+            info!(uid, error = %e, "POP3 message cannot be read");
             session.retrieve_failed(store_error(&e));
             return Ok(());
         }
@@ -315,53 +375,33 @@ async fn retrieve(
             return Ok(());
         }
     };
-    let mut file = tokio::fs::File::from_std(file);
+    session.retrieve_ready();
+    let mut out = session.take_output();
     let mut stuffer = DotStuffer::new();
-    let mut out = Vec::with_capacity(CHUNK + CHUNK / 16);
     match lines {
         Some(n) => {
-            let mut bytes = Vec::new();
-            if let Err(e) = file.read_to_end(&mut bytes).await {
-                info!(uid, error = %e, "POP3 message cannot be read");
-                session.retrieve_failed(MaildropError::Temporary);
-                return Ok(());
-            }
-            session.retrieve_ready();
-            out.extend(session.take_output());
             let n = usize::try_from(n).unwrap_or(usize::MAX);
             stuffer.push(tern_mime::pop3::top(&bytes, n), &mut out);
         }
         None => {
-            // The first chunk is read before the +OK, so a file that
-            // cannot be read still gets an -ERR.
-            let mut chunk = vec![0u8; CHUNK];
-            let first = match file.read(&mut chunk).await {
-                Ok(k) => k,
-                Err(e) => {
-                    info!(uid, error = %e, "POP3 message cannot be read");
-                    session.retrieve_failed(MaildropError::Temporary);
-                    return Ok(());
-                }
-            };
-            session.retrieve_ready();
-            out.extend(session.take_output());
-            stuffer.push(&chunk[..first], &mut out);
-            if first > 0 {
-                loop {
-                    if out.len() >= CHUNK {
-                        write(stream, &out, timeout).await?;
-                        out.clear();
-                    }
-                    // A read error after the +OK cannot be reported any
-                    // more: the connection is closed mid-message, so
-                    // the client sees no terminating dot and keeps
-                    // nothing.
-                    let k = file.read(&mut chunk).await?;
-                    if k == 0 {
-                        break;
-                    }
-                    stuffer.push(&chunk[..k], &mut out);
-                }
+            stuffer.push(&bytes, &mut out);
+            let mut chunk = bytes;
+            while !eof {
+                write(stream, &out, timeout).await?;
+                out.clear();
+                // A read error after the +OK cannot be reported any more:
+                // the connection is closed mid-message, so the client sees
+                // no terminating dot and keeps nothing.
+                let (f, c, e) = tokio::task::spawn_blocking(move || {
+                    let r = read_chunk(&mut file, &mut chunk, CHUNK);
+                    (file, chunk, r)
+                })
+                .await
+                .map_err(|_| std::io::Error::other("read task failed"))?;
+                file = f;
+                chunk = c;
+                eof = e?;
+                stuffer.push(&chunk, &mut out);
             }
         }
     }
@@ -387,6 +427,7 @@ pub(crate) async fn run(
     session.greet();
     let idle = service.idle_timeout;
     let mut maildrop: Option<Maildrop> = None;
+    let mut prefetch: Option<(u32, Prefetch)> = None;
     let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
     'session: loop {
         while let Some(event) = session.poll_event() {
@@ -491,9 +532,17 @@ pub(crate) async fn run(
                         session.retrieve_failed(MaildropError::Temporary);
                         continue;
                     };
-                    if retrieve(&mut session, &mut stream, m, number, lines, idle)
-                        .await
-                        .is_err()
+                    if retrieve(
+                        &mut session,
+                        &mut stream,
+                        m,
+                        number,
+                        lines,
+                        idle,
+                        &mut prefetch,
+                    )
+                    .await
+                    .is_err()
                     {
                         break 'session;
                     }

@@ -46,35 +46,50 @@ impl DotStuffer {
         }
     }
 
-    fn emit(&mut self, b: u8, out: &mut Vec<u8>) {
-        if self.at_line_start && b == b'.' && self.stuff {
+    /// Writes `run`, which holds no line end except, possibly, a final
+    /// CRLF: only its first byte can start a line.
+    fn emit(&mut self, run: &[u8], out: &mut Vec<u8>) {
+        let Some(&last) = run.last() else {
+            return;
+        };
+        if self.at_line_start && run[0] == b'.' && self.stuff {
             out.push(b'.');
         }
-        out.push(b);
-        self.unstuffed += 1;
+        out.extend_from_slice(run);
+        self.unstuffed += run.len() as u64;
         self.empty = false;
-        self.at_line_start = b == b'\n';
+        self.at_line_start = last == b'\n';
     }
 
     /// Encodes the next chunk of the stored message into `out`.
     pub fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
         out.reserve(chunk.len() + chunk.len() / 32 + 2);
-        for &b in chunk {
+        let mut rest = chunk;
+        while let Some(&first) = rest.first() {
             if self.held_cr {
                 self.held_cr = false;
-                self.emit(b'\r', out);
-                if b == b'\n' {
-                    self.emit(b'\n', out);
+                if first == b'\n' {
+                    self.emit(b"\r\n", out);
+                    rest = &rest[1..];
                     continue;
                 }
+                // A CR not followed by LF is kept as it is.
+                self.emit(b"\r", out);
             }
-            match b {
-                b'\r' => self.held_cr = true,
-                b'\n' => {
-                    self.emit(b'\r', out);
-                    self.emit(b'\n', out);
+            match rest.iter().position(|&b| b == b'\r' || b == b'\n') {
+                None => {
+                    self.emit(rest, out);
+                    break;
                 }
-                _ => self.emit(b, out),
+                Some(i) => {
+                    self.emit(&rest[..i], out);
+                    if rest[i] == b'\r' {
+                        self.held_cr = true;
+                    } else {
+                        self.emit(b"\r\n", out);
+                    }
+                    rest = &rest[i + 1..];
+                }
             }
         }
     }
@@ -84,8 +99,7 @@ impl DotStuffer {
     pub fn finish(mut self, out: &mut Vec<u8>) {
         self.held_cr = false;
         if !self.empty && !self.at_line_start {
-            self.emit(b'\r', out);
-            self.emit(b'\n', out);
+            self.emit(b"\r\n", out);
         }
         out.extend_from_slice(b".\r\n");
     }

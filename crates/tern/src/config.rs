@@ -1055,6 +1055,36 @@ aliases = { info = ["alice", "bob"] }
     }
 
     #[test]
+    fn pop3_settings_and_roles() {
+        let c = Config::parse(MINIMAL).unwrap();
+        assert_eq!(c.pop3.delete_mode, Pop3DeleteMode::Expunge);
+        assert_eq!(c.pop3.idle_timeout, Duration::from_secs(600));
+        let text =
+            format!("{MINIMAL}\n[pop3]\ndelete_mode = \"move-to-trash\"\nidle_timeout = \"15m\"\n");
+        let c = Config::parse(&text).unwrap();
+        assert_eq!(c.pop3.delete_mode, Pop3DeleteMode::MoveToTrash);
+        assert_eq!(c.pop3.idle_timeout, Duration::from_secs(900));
+        for bad in [
+            "delete_mode = \"shred\"",
+            "idle_timeout = \"0s\"",
+            "apop = true",
+        ] {
+            let text = format!("{MINIMAL}\n[pop3]\n{bad}\n");
+            let err = format!("{:#}", Config::parse(&text).unwrap_err());
+            assert!(
+                err.contains("pop3") || err.contains("delete_mode") || err.contains("apop"),
+                "{bad}: {err}"
+            );
+        }
+        let text = MINIMAL.replace("role = \"mx\"", "role = \"pop3s\"");
+        let c = Config::parse(&text).unwrap();
+        assert_eq!(c.listeners[0].role, ListenerRole::Pop3s);
+        assert_eq!(c.listeners[0].role.to_string(), "pop3s");
+        let sc = c.listener_server_config(&c.listeners[0], b"secret");
+        assert!(sc.tls_active && sc.auth_required);
+    }
+
+    #[test]
     fn the_shipped_dev_config_is_valid() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/dev.toml");
         let c = Config::load(Path::new(path)).unwrap();

@@ -467,6 +467,35 @@ async fn sizes_are_those_of_the_crlf_form() {
     assert_eq!(size, body.len() as u64);
     assert_eq!(status, format!("+OK {size} octets\r\n"));
     assert!(c.cmd("QUIT").await.starts_with("+OK"));
+    // A message of several read chunks (64 KiB), bare LFs and leading dots
+    // across the chunk boundaries.
+    let mut big = b"Subject: big\n\n".to_vec();
+    for i in 0..30_000 {
+        big.extend_from_slice(format!(".line {i}\n").as_bytes());
+    }
+    std::fs::write(w.maildir().join("new/1700000001.big.host"), &big).unwrap();
+    let mut c = Pop3::login(w.pop3).await;
+    let (status, list) = c.multi("LIST").await;
+    assert!(status.starts_with("+OK 2 messages"), "{status}");
+    let list = String::from_utf8(list).unwrap();
+    let big_size: u64 = list
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let (_, body) = c.multi("RETR 2").await;
+    let want: Vec<u8> = String::from_utf8(big)
+        .unwrap()
+        .replace('\n', "\r\n")
+        .into_bytes();
+    assert_eq!(body.len(), want.len());
+    assert!(body == want, "RETR of a multi-chunk message");
+    assert_eq!(big_size, want.len() as u64);
+    assert!(c.cmd("QUIT").await.starts_with("+OK"));
     w.stop().await;
 }
 
@@ -588,4 +617,68 @@ fn sigkill_during_update_removes_all_or_nothing() {
     eprintln!("messages left after each kill: {outcomes:?}");
     common::signal(&child, "-TERM");
     let _ = child.wait();
+}
+
+/// IMAP and POP3 on the same INBOX at the same time: a selected IMAP
+/// session hears POP3's deletion at its next NOOP; a message IMAP expunges
+/// during a POP3 session answers RETR with `-ERR [SYS/PERM]`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imap_and_pop3_on_the_same_inbox_at_once() {
+    use std::io::{BufRead, BufReader, Write};
+    let w = World::start("").await;
+    deliver_n(w.mx, 2).await;
+    let imap = w.imap;
+    let (mut r, mut iw) = tokio::task::spawn_blocking(move || {
+        let s = std::net::TcpStream::connect(imap).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let r = BufReader::new(s.try_clone().unwrap());
+        (r, s)
+    })
+    .await
+    .unwrap();
+    // Sends an IMAP command and returns everything up to its tagged reply.
+    let mut imap_cmd = move |tag: &str, cmd: &str| -> String {
+        iw.write_all(format!("{tag} {cmd}\r\n").as_bytes()).unwrap();
+        let mut all = String::new();
+        loop {
+            let mut l = String::new();
+            assert!(r.read_line(&mut l).unwrap() > 0, "IMAP closed");
+            all.push_str(&l);
+            if l.starts_with(&format!("{tag} ")) {
+                return all;
+            }
+        }
+    };
+    let all = tokio::task::block_in_place(|| {
+        imap_cmd("a", &format!("LOGIN {USER} {PW}"));
+        imap_cmd("b", "SELECT INBOX")
+    });
+    assert!(all.contains("* 2 EXISTS"), "{all}");
+    let mut c = Pop3::login(w.pop3).await;
+    assert!(c.cmd("DELE 1").await.starts_with("+OK"));
+    assert!(c.cmd("QUIT").await.starts_with("+OK"));
+    let all = tokio::task::block_in_place(|| imap_cmd("c", "NOOP"));
+    assert!(all.contains("* 1 EXPUNGE"), "{all}");
+    // Now IMAP expunges during a POP3 session.
+    deliver_n(w.mx, 1).await;
+    let mut c = Pop3::login(w.pop3).await;
+    assert_eq!(c.stat().await.0, 2);
+    let all = tokio::task::block_in_place(|| {
+        imap_cmd("d", "NOOP");
+        imap_cmd("e", "STORE 2 +FLAGS (\\Deleted)");
+        imap_cmd("f", "EXPUNGE")
+    });
+    assert!(all.contains("* 2 EXPUNGE"), "{all}");
+    let r = c.cmd("RETR 2").await;
+    assert!(r.starts_with("-ERR [SYS/PERM]"), "{r}");
+    let (_, body) = c.multi("RETR 1").await;
+    assert!(
+        String::from_utf8(body)
+            .unwrap()
+            .contains("Subject: message 2")
+    );
+    // Marking it deleted is harmless: UPDATE skips what is gone.
+    assert!(c.cmd("DELE 2").await.starts_with("+OK"));
+    assert_eq!(c.cmd("QUIT").await, "+OK Logging out (1 messages left)\r\n");
+    w.stop().await;
 }

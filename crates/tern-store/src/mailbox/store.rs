@@ -932,6 +932,28 @@ impl UserStore {
         Err(MailboxError::NoSuchMessage(uid))
     }
 
+    /// Opens the body of `message` of `mailbox`, both from an earlier
+    /// [`Self::select`] snapshot, without taking the user's lock or asking
+    /// the index (bodies never change; POP3 reads every message of its
+    /// snapshot this way). If the file was renamed or removed since (a flag
+    /// change, an expunge), falls back to [`Self::open_message`].
+    pub fn open_snapshot_message(
+        &self,
+        mailbox: &MailboxRow,
+        message: &MessageRow,
+    ) -> Result<File, MailboxError> {
+        match File::open(self.mailbox_dir(&mailbox.name).join(&message.file_name)) {
+            Ok(f) => Ok(f),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.open_message(mailbox.id, message.uid)
+            }
+            Err(e) => Err(io_err(
+                "open",
+                &self.mailbox_dir(&mailbox.name).join(&message.file_name),
+            )(e)),
+        }
+    }
+
     /// The user's storage use and limit.
     pub fn quota(&self) -> Result<Quota, MailboxError> {
         let mut g = self.lock()?;
