@@ -107,8 +107,8 @@ CORPUS_LINE=$(cat "$WORK/gen.out")
 # fill_inbox MAILDIR: the corpus into MAILDIR/new (same names for both servers).
 fill_inbox() {
     mkdir -p "$1/new" "$1/cur" "$1/tmp"
-    cp -p "$CORPUS"/* "$1/new/" 2>/dev/null \
-        || find "$CORPUS" -maxdepth 1 -type f -exec cp -p -t "$1/new/" {} +
+    # find -exec: 100,000 names do not fit one command line.
+    find "$CORPUS" -maxdepth 1 -type f -exec cp -p -t "$1/new/" {} +
 }
 
 # Descendants of a process, itself included.
