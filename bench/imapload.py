@@ -291,7 +291,10 @@ def append(args):
     c.command(f"CREATE {args.mailbox}")
     total = 0
     t0 = time.perf_counter()
-    for name in files:
+    marks = [t0]
+    for k, name in enumerate(files, 1):
+        if k % 1000 == 0:
+            marks.append(time.perf_counter())
         with open(os.path.join(args.dir, name), "rb") as f:
             data = f.read()
         total += len(data)
@@ -307,7 +310,8 @@ def append(args):
     dt = time.perf_counter() - t0
     _, un, _ = c.command(f"STATUS {args.mailbox} (MESSAGES)")
     c.close()
-    print(f"append_s={dt:.3f} appended={len(files)} append_bytes={total} status={un[0].decode(errors='replace') if un else ''}")
+    per = ",".join("%.1f" % (b - a) for a, b in zip(marks, marks[1:]))
+    print(f"append_s={dt:.3f} append_per_1000_s={per or '-'} appended={len(files)} append_bytes={total} status={un[0].decode(errors='replace') if un else ''}")
 
 
 # ------------------------------------------------------------------- idle

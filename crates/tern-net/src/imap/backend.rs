@@ -191,32 +191,33 @@ fn resolve(sel: &Selected, set: &SequenceSet, uid: bool, saved: &[u32]) -> Vec<u
         }
         SequenceSet::Ranges(r) => r,
     };
+    // Rows are sorted by UID: each range is a slice found by binary search
+    // (or by index for message numbers), so a command on a few messages
+    // costs O(ranges · log n), not O(n).
+    let mut out = Vec::new();
     if uid {
         let largest = sel.max_uid();
-        sel.rows
-            .iter()
-            .map(|r| r.uid)
-            .filter(|&u| {
-                ranges.iter().any(|r| {
-                    let (lo, hi) = r.bounds(largest);
-                    (lo..=hi).contains(&u)
-                })
-            })
-            .collect()
+        for r in ranges {
+            let (lo, hi) = r.bounds(largest);
+            let a = sel.rows.partition_point(|row| row.uid < lo);
+            let b = sel.rows.partition_point(|row| row.uid <= hi);
+            out.extend(sel.rows[a..b.max(a)].iter().map(|row| row.uid));
+        }
     } else {
-        let largest = sel.rows.len() as u32;
-        let mut out = Vec::new();
-        for (i, row) in sel.rows.iter().enumerate() {
-            let n = i as u32 + 1;
-            if ranges.iter().any(|r| {
-                let (lo, hi) = r.bounds(largest);
-                (lo..=hi).contains(&n)
-            }) {
-                out.push(row.uid);
+        let count = sel.rows.len() as u32;
+        for r in ranges {
+            let (lo, hi) = r.bounds(count);
+            let (a, b) = (lo.max(1) as usize - 1, (hi.min(count)) as usize);
+            if a < b {
+                out.extend(sel.rows[a..b].iter().map(|row| row.uid));
             }
         }
-        out
     }
+    if ranges.len() > 1 {
+        out.sort_unstable();
+        out.dedup();
+    }
+    out
 }
 
 /// A row as a selected session keeps it: the Maildir file name is the
@@ -1827,6 +1828,59 @@ mod tests {
         let d = date_time(1_796_350_000);
         assert_eq!((d.date.year, d.date.month), (2026, 12));
         assert_eq!(date_time(d.unix_seconds()), d);
+    }
+
+    fn selected(uids: &[u32]) -> Selected {
+        Selected {
+            id: MailboxId(1),
+            read_only: false,
+            uidvalidity: 1,
+            rows: uids
+                .iter()
+                .map(|&uid| MessageRow {
+                    uid,
+                    file_name: String::new(),
+                    flags: Flags::default(),
+                    modseq: 1,
+                    size: 1,
+                    internaldate: 0,
+                    savedate: 0,
+                    email_id: String::new(),
+                })
+                .collect(),
+            modseq: 1,
+            condstore: false,
+            qresync: false,
+        }
+    }
+
+    fn set(s: &str) -> SequenceSet {
+        let line = format!("a FETCH {s} FLAGS\r\n");
+        match tern_imap::parse::parse_command(line.as_bytes())
+            .unwrap()
+            .body
+        {
+            tern_imap::command::CommandBody::Fetch { set, .. } => set,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn sets_resolve_by_uid_and_by_number() {
+        let sel = selected(&[2, 5, 7, 9, 12]);
+        assert_eq!(resolve(&sel, &set("1:*"), true, &[]), [2, 5, 7, 9, 12]);
+        assert_eq!(resolve(&sel, &set("6:9"), true, &[]), [7, 9]);
+        assert_eq!(resolve(&sel, &set("9:6,2"), true, &[]), [2, 7, 9]);
+        assert_eq!(resolve(&sel, &set("13:*"), true, &[]), [12]);
+        assert_eq!(resolve(&sel, &set("3"), true, &[]), Vec::<u32>::new());
+        assert_eq!(resolve(&sel, &set("2:3,3:4"), false, &[]), [5, 7, 9]);
+        assert_eq!(resolve(&sel, &set("*"), false, &[]), [12]);
+        assert_eq!(resolve(&sel, &SequenceSet::Saved, true, &[7, 8]), [7]);
+        assert!(check_seq(&sel, &set("6"), false).is_err());
+        assert!(check_seq(&sel, &set("5:*"), false).is_ok());
+        let empty = selected(&[]);
+        assert!(resolve(&empty, &set("1:*"), true, &[]).is_empty());
+        assert!(resolve(&empty, &set("*"), false, &[]).is_empty());
     }
 
     #[test]
