@@ -221,6 +221,7 @@ for server in dovecot tern; do
             port=$TERN_PORT
         fi
         sync
+        sleep 1
         rate=$(download "$port")
         left=$(left_files "$root")
         log "$server run $run: $rate msg/s ($left message files left)"

@@ -46,8 +46,8 @@ impl DotStuffer {
         }
     }
 
-    /// Writes `run`, which holds no line end except, possibly, a final
-    /// CRLF: only its first byte can start a line.
+    /// Writes `run`, which holds no LF except, possibly, its last byte:
+    /// only its first byte can start a line.
     fn emit(&mut self, run: &[u8], out: &mut Vec<u8>) {
         let Some(&last) = run.last() else {
             return;
@@ -61,33 +61,43 @@ impl DotStuffer {
         self.at_line_start = last == b'\n';
     }
 
-    /// Encodes the next chunk of the stored message into `out`.
+    /// Encodes the next chunk of the stored message into `out`. A CR is
+    /// never changed (CRLF stays, a CR alone stays) except a CR that ends
+    /// the whole message, so only LFs are looked for: a line ending in
+    /// CRLF is copied as it is, a bare LF gets its CR.
     pub fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
         out.reserve(chunk.len() + chunk.len() / 32 + 2);
         let mut rest = chunk;
-        while let Some(&first) = rest.first() {
-            if self.held_cr {
-                self.held_cr = false;
-                if first == b'\n' {
-                    self.emit(b"\r\n", out);
-                    rest = &rest[1..];
-                    continue;
-                }
-                // A CR not followed by LF is kept as it is.
+        if self.held_cr && !rest.is_empty() {
+            self.held_cr = false;
+            if rest[0] == b'\n' {
+                self.emit(b"\r\n", out);
+                rest = &rest[1..];
+            } else {
                 self.emit(b"\r", out);
             }
-            match rest.iter().position(|&b| b == b'\r' || b == b'\n') {
+        }
+        while !rest.is_empty() {
+            match memchr::memchr(b'\n', rest) {
                 None => {
-                    self.emit(rest, out);
+                    // A CR at the end of the chunk waits: it may start a
+                    // CRLF, or end the message (then it is dropped).
+                    match rest.split_last() {
+                        Some((b'\r', body)) => {
+                            self.emit(body, out);
+                            self.held_cr = true;
+                        }
+                        _ => self.emit(rest, out),
+                    }
                     break;
+                }
+                Some(i) if i > 0 && rest[i - 1] == b'\r' => {
+                    self.emit(&rest[..=i], out);
+                    rest = &rest[i + 1..];
                 }
                 Some(i) => {
                     self.emit(&rest[..i], out);
-                    if rest[i] == b'\r' {
-                        self.held_cr = true;
-                    } else {
-                        self.emit(b"\r\n", out);
-                    }
+                    self.emit(b"\r\n", out);
                     rest = &rest[i + 1..];
                 }
             }
@@ -180,6 +190,30 @@ mod tests {
         }
     }
 
+    /// The rule spelled out the slow way.
+    fn reference(stored: &[u8]) -> Vec<u8> {
+        let stored = stored.strip_suffix(b"\r").unwrap_or(stored);
+        let mut crlf = Vec::new();
+        for (i, &b) in stored.iter().enumerate() {
+            if b == b'\n' && (i == 0 || stored[i - 1] != b'\r') {
+                crlf.push(b'\r');
+            }
+            crlf.push(b);
+        }
+        if !crlf.is_empty() && !crlf.ends_with(b"\n") {
+            crlf.extend_from_slice(b"\r\n");
+        }
+        let mut out = Vec::new();
+        for line in crlf.split_inclusive(|&b| b == b'\n') {
+            if line.starts_with(b".") {
+                out.push(b'.');
+            }
+            out.extend_from_slice(line);
+        }
+        out.extend_from_slice(b".\r\n");
+        out
+    }
+
     proptest! {
         #[test]
         fn chunking_does_not_matter_and_size_agrees(
@@ -190,6 +224,7 @@ mod tests {
             let whole = encode(&[&stored]);
             let split = encode(&[&stored[..cut], &stored[cut..]]);
             prop_assert_eq!(&whole, &split);
+            prop_assert_eq!(&whole, &reference(&stored));
             prop_assert_eq!(wire_size(&stored), unstuff(&whole).len() as u64);
             // Every line of the wire form ends in CRLF, and no line but the
             // terminator is a lone dot.
