@@ -11,8 +11,9 @@
 use std::net::IpAddr;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use ring::rand::{SecureRandom, SystemRandom};
 use tern_limits::Verdict;
-use tern_sasl::{Answer, FailureKind, Password, Token};
+use tern_sasl::{Answer, FailureKind, Password, StartContext, Token};
 use tracing::warn;
 
 use crate::Context;
@@ -45,11 +46,59 @@ pub(crate) enum Question {
     },
 }
 
-fn unix_now() -> u64 {
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// Starts a SASL exchange for a session: `begin` gets a context with a
+/// fresh nonce from the CSPRNG, our host name and the server secret.
+/// `false` when no nonce could be had (answer a temporary failure).
+pub(crate) fn begin_exchange(ctx: &Context, begin: impl FnOnce(StartContext<'_>)) -> bool {
+    let mut nonce = [0u8; 32];
+    if SystemRandom::new().fill(&mut nonce).is_err() {
+        return false;
+    }
+    begin(StartContext::new(
+        &nonce,
+        &ctx.hostname,
+        unix_now(),
+        &ctx.auth.secret,
+    ));
+    true
+}
+
+impl Question {
+    /// The IMAP session's question (`None`: one this service cannot answer).
+    pub(crate) fn from_imap(q: tern_imap::session::AuthQuestion) -> Option<Question> {
+        use tern_imap::session::AuthQuestion as Q;
+        Some(match q {
+            Q::VerifyPassword { authcid, password } => {
+                Question::VerifyPassword { authcid, password }
+            }
+            Q::LookupCram { authcid } => Question::LookupCram { authcid },
+            Q::LookupScram { authcid } => Question::LookupScram { authcid },
+            Q::VerifyToken { token, .. } => Question::VerifyToken { token },
+            _ => return None,
+        })
+    }
+
+    /// The POP3 session's question (`None`: one this service cannot answer).
+    pub(crate) fn from_pop3(q: tern_pop3::AuthQuestion) -> Option<Question> {
+        use tern_pop3::AuthQuestion as Q;
+        Some(match q {
+            Q::VerifyPassword { authcid, password } => {
+                Question::VerifyPassword { authcid, password }
+            }
+            Q::LookupCram { authcid } => Question::LookupCram { authcid },
+            Q::LookupScram { authcid } => Question::LookupScram { authcid },
+            Q::VerifyToken { token, .. } => Question::VerifyToken { token },
+            _ => return None,
+        })
+    }
 }
 
 /// Answers `question` for a client at `ip`: the brute-force delay first

@@ -39,6 +39,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::Context;
+use crate::auth::unix_now;
 use crate::date::rfc5322;
 use crate::policy::{RcptVerdict, decide_recipient};
 use crate::server::Role;
@@ -234,13 +235,6 @@ pub(crate) fn notify_for(notify: Notify, privileged: bool) -> Notify {
         },
         other => other,
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 fn auth_blocked() -> Reply {

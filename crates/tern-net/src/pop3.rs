@@ -31,13 +31,10 @@ use std::collections::{HashMap, HashSet};
 use std::io::Read as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use ring::rand::{SecureRandom, SystemRandom};
-use tern_pop3::{
-    AuthQuestion, DotStuffer, Event, MaildropError, MessageInfo, Session, SessionConfig,
-};
-use tern_sasl::{Answer, FailureKind, StartContext};
+use tern_pop3::{DotStuffer, Event, MaildropError, MessageInfo, Session, SessionConfig};
+use tern_sasl::{Answer, FailureKind};
 use tern_smtp::server::ServerConfig;
 use tern_store::mailbox::{
     MailboxError, MailboxId, MailboxRow, Mailboxes, MessageRow, SpecialUse, UserStore,
@@ -153,13 +150,6 @@ struct Maildrop {
     /// The messages at login, by message number - 1.
     rows: Vec<Arc<MessageRow>>,
     _lock: MaildropLock,
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// The UIDL of a message.
@@ -456,38 +446,15 @@ pub(crate) async fn run(
                     }
                 }
                 Event::AuthStart { .. } => {
-                    let mut nonce = [0u8; 32];
-                    if SystemRandom::new().fill(&mut nonce).is_err() {
+                    if !crate::auth::begin_exchange(&ctx, |start| session.auth_begin(start)) {
                         session.auth_answer(Answer::Fail(FailureKind::Temporary));
-                        continue;
                     }
-                    session.auth_begin(StartContext::new(
-                        &nonce,
-                        &ctx.hostname,
-                        unix_now(),
-                        &ctx.auth.secret,
-                    ));
                 }
                 Event::Auth(question) => {
-                    let q = match question {
-                        AuthQuestion::VerifyPassword { authcid, password } => {
-                            crate::auth::Question::VerifyPassword { authcid, password }
-                        }
-                        AuthQuestion::LookupCram { authcid } => {
-                            crate::auth::Question::LookupCram { authcid }
-                        }
-                        AuthQuestion::LookupScram { authcid } => {
-                            crate::auth::Question::LookupScram { authcid }
-                        }
-                        AuthQuestion::VerifyToken { token, .. } => {
-                            crate::auth::Question::VerifyToken { token }
-                        }
-                        _ => {
-                            session.auth_answer(Answer::Fail(FailureKind::Temporary));
-                            continue;
-                        }
+                    let answer = match crate::auth::Question::from_pop3(question) {
+                        Some(q) => crate::auth::answer(&ctx, peer.ip(), q).await,
+                        None => Answer::Fail(FailureKind::Temporary),
                     };
-                    let answer = crate::auth::answer(&ctx, peer.ip(), q).await;
                     session.auth_answer(answer);
                 }
                 Event::AuthFailed { kind } => {

@@ -16,11 +16,10 @@ pub mod backend;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use ring::rand::{SecureRandom, SystemRandom};
-use tern_imap::session::{AuthQuestion, Completion, Event, Session, SessionConfig, TimeoutClass};
-use tern_sasl::{Answer, FailureKind, StartContext};
+use tern_imap::session::{Completion, Event, Session, SessionConfig, TimeoutClass};
+use tern_sasl::{Answer, FailureKind};
 use tern_smtp::server::ServerConfig;
 use tern_store::mailbox::Mailboxes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -104,13 +103,6 @@ impl Drop for UserSlot {
     }
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// The session settings for a listener, from its SMTP-side settings (TLS,
 /// mechanisms, plaintext AUTH) and the service's limits.
 fn session_config(smtp: &ServerConfig, service: &ImapService) -> SessionConfig {
@@ -185,38 +177,15 @@ pub(crate) async fn run(
                     }
                 }
                 Event::AuthStart { .. } => {
-                    let mut nonce = [0u8; 32];
-                    if SystemRandom::new().fill(&mut nonce).is_err() {
+                    if !crate::auth::begin_exchange(&ctx, |start| session.auth_begin(start)) {
                         session.auth_answer(Answer::Fail(FailureKind::Temporary));
-                        continue;
                     }
-                    session.auth_begin(StartContext::new(
-                        &nonce,
-                        &ctx.hostname,
-                        unix_now(),
-                        &ctx.auth.secret,
-                    ));
                 }
                 Event::Auth(question) => {
-                    let q = match question {
-                        AuthQuestion::VerifyPassword { authcid, password } => {
-                            crate::auth::Question::VerifyPassword { authcid, password }
-                        }
-                        AuthQuestion::LookupCram { authcid } => {
-                            crate::auth::Question::LookupCram { authcid }
-                        }
-                        AuthQuestion::LookupScram { authcid } => {
-                            crate::auth::Question::LookupScram { authcid }
-                        }
-                        AuthQuestion::VerifyToken { token, .. } => {
-                            crate::auth::Question::VerifyToken { token }
-                        }
-                        _ => {
-                            session.auth_answer(Answer::Fail(FailureKind::Temporary));
-                            continue;
-                        }
+                    let answer = match crate::auth::Question::from_imap(question) {
+                        Some(q) => crate::auth::answer(&ctx, peer.ip(), q).await,
+                        None => Answer::Fail(FailureKind::Temporary),
                     };
-                    let answer = crate::auth::answer(&ctx, peer.ip(), q).await;
                     session.auth_answer(answer);
                 }
                 Event::Authenticated { user } => {
