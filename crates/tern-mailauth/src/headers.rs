@@ -79,6 +79,16 @@ fn authserv_id(value: &[u8]) -> Option<String> {
     (!id.is_empty()).then_some(id)
 }
 
+/// Whether `header` may hold an `Authentication-Results:` field (the name
+/// appears anywhere, any case): when not, [`strip_our_auth_results`] has
+/// nothing to do and the header section can be passed on as it is.
+pub fn mentions_auth_results(header: &[u8]) -> bool {
+    const NAME: &[u8] = b"authentication-results";
+    header
+        .windows(NAME.len())
+        .any(|w| w.eq_ignore_ascii_case(NAME))
+}
+
 /// Removes every `Authentication-Results:` field of `header` whose
 /// authserv-id is `ours` (case-insensitive, trailing dot ignored). Returns
 /// the new header section and how many fields were removed.
@@ -134,6 +144,18 @@ Authentication-Results: other.example; dkim=pass\r\n\
 Authentication-Results: mx.example.test.evil; dkim=pass\r\n\
 Subject: hi\r\n"
         );
+    }
+
+    #[test]
+    fn mentions_are_found_in_any_case() {
+        assert!(mentions_auth_results(
+            b"A: b\r\nAUTHENTICATION-RESULTS: mx; none\r\n"
+        ));
+        assert!(mentions_auth_results(b"X: authentication-results\r\n"));
+        assert!(!mentions_auth_results(
+            b"From: a@b.test\r\nSubject: results\r\n"
+        ));
+        assert!(!mentions_auth_results(b""));
     }
 
     #[test]

@@ -48,7 +48,7 @@ use crate::submission::{
     inspect_headers, same_address,
 };
 use crate::tls::{MaybeTlsStream, TlsInfo};
-use tern_mailauth::headers::strip_our_auth_results;
+use tern_mailauth::headers::{mentions_auth_results, strip_our_auth_results};
 
 /// Size of one socket read; also bounds what the session buffers.
 const READ_BUFFER: usize = 64 * 1024;
@@ -925,15 +925,18 @@ impl Connection {
             }
             None => buf.len(),
         };
-        let queue_id = tx
-            .message
-            .as_ref()
-            .map(|m| m.id().to_string())
-            .unwrap_or_default();
-        let (header, forged) = strip_our_auth_results(&buf[..end], &ctx.hostname);
-        if forged > 0 {
-            info!(queue_id = %queue_id, removed = forged, "forged Authentication-Results with our authserv-id removed");
-        }
+        // Most messages carry no Authentication-Results at all: only those
+        // that do are rewritten (one scan of the header section otherwise).
+        let header: std::borrow::Cow<'_, [u8]> = if mentions_auth_results(&buf[..end]) {
+            let (stripped, forged) = strip_our_auth_results(&buf[..end], &ctx.hostname);
+            if forged > 0 {
+                let queue_id = tx.message.as_ref().map(|m| m.id().to_string());
+                info!(queue_id = %queue_id.unwrap_or_default(), removed = forged, "forged Authentication-Results with our authserv-id removed");
+            }
+            std::borrow::Cow::Owned(stripped)
+        } else {
+            std::borrow::Cow::Borrowed(&buf[..end])
+        };
         // The author fields matter on submission and for mail that will be
         // signed (trusted networks); plain MX mail skips the parse.
         let signs = tx
@@ -941,10 +944,19 @@ impl Connection {
             .as_ref()
             .is_some_and(crate::mailauth::Capture::signs);
         if !submission && !signs {
-            write_message(tx, &header);
-            write_message(tx, &buf[end..]);
+            if let std::borrow::Cow::Borrowed(_) = header {
+                write_message(tx, &buf);
+            } else {
+                write_message(tx, &header);
+                write_message(tx, &buf[end..]);
+            }
             return;
         }
+        let queue_id = tx
+            .message
+            .as_ref()
+            .map(|m| m.id().to_string())
+            .unwrap_or_default();
         let facts = inspect_headers(&header);
         if submission {
             let owns = |a: &str| user.as_deref().is_some_and(|u| may_send_as(&ctx, u, a));
