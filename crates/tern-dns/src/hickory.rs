@@ -347,6 +347,27 @@ impl Resolver for HickoryResolver {
             txt_strings(&lookup, name)
         })
     }
+
+    fn ipv4<'a>(&'a self, name: &'a str) -> DnsFuture<'a, Vec<std::net::Ipv4Addr>> {
+        Box::pin(async move {
+            let v4: Vec<std::net::Ipv4Addr> = self
+                .family(name, RecordType::A)
+                .await?
+                .into_iter()
+                .filter_map(|ip| match ip {
+                    IpAddr::V4(a) => Some(a),
+                    IpAddr::V6(_) => None,
+                })
+                .collect();
+            if v4.is_empty() {
+                return Err(DnsError::NoRecords {
+                    name: normalize_name(name),
+                    query: QueryType::Ip,
+                });
+            }
+            Ok(v4)
+        })
+    }
 }
 
 #[cfg(test)]

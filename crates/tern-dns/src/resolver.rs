@@ -62,6 +62,30 @@ pub trait Resolver: Send + Sync {
     /// concatenation of the record's character-strings (RFC 7208 3.3,
     /// RFC 6376 3.6.2.2). Bytes that are not UTF-8 become U+FFFD.
     fn txt<'a>(&'a self, name: &'a str) -> DnsFuture<'a, Vec<String>>;
+
+    /// The A (IPv4) addresses of `name` alone: one query, no AAAA (DNS
+    /// blocklists answer with A records). The default filters
+    /// [`Resolver::ips`].
+    fn ipv4<'a>(&'a self, name: &'a str) -> DnsFuture<'a, Vec<std::net::Ipv4Addr>> {
+        Box::pin(async move {
+            let v4: Vec<std::net::Ipv4Addr> = self
+                .ips(name)
+                .await?
+                .into_iter()
+                .filter_map(|ip| match ip {
+                    IpAddr::V4(a) => Some(a),
+                    IpAddr::V6(_) => None,
+                })
+                .collect();
+            if v4.is_empty() {
+                return Err(DnsError::NoRecords {
+                    name: normalize_name(name),
+                    query: crate::error::QueryType::Ip,
+                });
+            }
+            Ok(v4)
+        })
+    }
 }
 
 /// Lower-cases and strips one trailing dot, the form names are compared

@@ -240,6 +240,73 @@ impl Report {
     }
 }
 
+/// Answers remembered per (zone, client), for `ttl` seconds of the
+/// injected clock, at most `capacity` of them (the oldest go first).
+#[derive(Debug)]
+pub struct Cache {
+    entries: std::collections::HashMap<(String, IpAddr), (u64, Listing)>,
+    order: std::collections::VecDeque<(u64, String, IpAddr)>,
+    capacity: usize,
+    ttl: u64,
+}
+
+impl Cache {
+    /// A cache of at most `capacity` answers kept `ttl` seconds.
+    pub fn new(capacity: usize, ttl: u64) -> Cache {
+        Cache {
+            entries: std::collections::HashMap::new(),
+            order: std::collections::VecDeque::new(),
+            capacity: capacity.max(1),
+            ttl,
+        }
+    }
+
+    /// The remembered answer, if still fresh at `now`. Failed lookups are
+    /// never remembered.
+    pub fn get(&self, zone: &str, ip: IpAddr, now: u64) -> Option<Listing> {
+        self.entries
+            .get(&(zone.to_owned(), ip))
+            .filter(|(at, _)| now.saturating_sub(*at) < self.ttl)
+            .map(|(_, l)| l.clone())
+    }
+
+    /// Remembers an answer.
+    pub fn put(&mut self, zone: &str, ip: IpAddr, listing: Listing, now: u64) {
+        if listing == Listing::LookupFailed || self.ttl == 0 {
+            return;
+        }
+        while self.entries.len() >= self.capacity {
+            let Some((at, z, i)) = self.order.pop_front() else {
+                break;
+            };
+            // Only the entry this order record was made for.
+            if self
+                .entries
+                .get(&(z.clone(), i))
+                .is_some_and(|(t, _)| *t == at)
+            {
+                self.entries.remove(&(z, i));
+            }
+        }
+        self.entries.insert((zone.to_owned(), ip), (now, listing));
+        self.order.push_back((now, zone.to_owned(), ip));
+        // Stale order records (of entries refreshed since) are bounded too.
+        while self.order.len() > 2 * self.capacity {
+            self.order.pop_front();
+        }
+    }
+
+    /// Answers held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -387,5 +454,25 @@ mod tests {
         );
         let clean = Report::new(&zones, vec![Listing::NotListed; 3]);
         assert_eq!(clean.result(), "none");
+    }
+
+    #[test]
+    fn cache_is_bounded_and_expires() {
+        let mut c = Cache::new(2, 300);
+        let ip = |n: u8| IpAddr::V4(Ipv4Addr::new(192, 0, 2, n));
+        c.put("bl.test", ip(1), Listing::NotListed, 100);
+        assert_eq!(c.get("bl.test", ip(1), 399), Some(Listing::NotListed));
+        assert_eq!(c.get("bl.test", ip(1), 400), None);
+        assert_eq!(c.get("other.test", ip(1), 100), None);
+        c.put("bl.test", ip(2), Listing::Listed(vec![a("127.0.0.2")]), 101);
+        c.put("bl.test", ip(3), Listing::NotListed, 102);
+        assert_eq!(c.len(), 2);
+        assert_eq!(c.get("bl.test", ip(1), 102), None);
+        c.put("bl.test", ip(4), Listing::LookupFailed, 103);
+        assert_eq!(c.get("bl.test", ip(4), 103), None);
+        for n in 0..100 {
+            c.put("bl.test", ip(3), Listing::NotListed, 200 + n);
+        }
+        assert!(c.len() <= 2 && !c.is_empty());
     }
 }

@@ -196,6 +196,32 @@ pub trait Store {
     ) -> Result<usize, GreylistError>;
 }
 
+impl<S: Store + ?Sized> Store for Box<S> {
+    fn triplet(&mut self, t: &Triplet) -> Result<Option<Entry>, GreylistError> {
+        (**self).triplet(t)
+    }
+    fn put_triplet(&mut self, t: &Triplet, e: Entry) -> Result<(), GreylistError> {
+        (**self).put_triplet(t, e)
+    }
+    fn client(&mut self, net: &str) -> Result<Option<ClientEntry>, GreylistError> {
+        (**self).client(net)
+    }
+    fn put_client(&mut self, net: &str, e: ClientEntry) -> Result<(), GreylistError> {
+        (**self).put_client(net, e)
+    }
+    fn len(&self) -> usize {
+        (**self).len()
+    }
+    fn prune(
+        &mut self,
+        seen_before: u64,
+        unpassed_before: u64,
+        keep: usize,
+    ) -> Result<usize, GreylistError> {
+        (**self).prune(seen_before, unpassed_before, keep)
+    }
+}
+
 /// Why an attempt passed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PassReason {

@@ -107,6 +107,9 @@ pub(crate) struct Connection {
     /// it drains after refusing one), and the bytes read since: the minimum
     /// data rate and the message data deadline are checked against these.
     data_started: Option<(Instant, u64)>,
+    /// The filter pipeline's state for this session; `None` when no
+    /// scanner runs on this role (nothing to ask, nothing allocated).
+    filters: Option<Box<crate::filter::SessionFilters>>,
 }
 
 /// Escapes client-controlled text for a log field: printable ASCII stays,
@@ -136,6 +139,7 @@ pub(crate) fn spool_failure_reply(e: &SpoolError) -> Reply {
 /// If the Maildir cannot be opened the message is queued as usual.
 fn open_message(ctx: &Context, tx: &Transaction) -> Result<IncomingMessage, SpoolError> {
     if let Some(intake) = &ctx.local_intake
+        && !ctx.filters.changes_envelope()
         && let Some(mailbox) = single_local_mailbox(tx)
         && !intake
             .lmtp_domains
@@ -277,7 +281,7 @@ impl Connection {
         smtp: Arc<ServerConfig>,
     ) -> Self {
         Connection {
-            ctx,
+            ctx: Arc::clone(&ctx),
             peer,
             role,
             smtp,
@@ -289,6 +293,7 @@ impl Connection {
             messages: 0,
             progress_at: Instant::now(),
             data_started: None,
+            filters: crate::filter::SessionFilters::new(&ctx, role, peer),
         }
     }
 
@@ -319,6 +324,9 @@ impl Connection {
             }
             info!(bytes = n, "client spoke before the greeting");
             session.handle_input(&buf[..n]);
+        }
+        if let Some(f) = self.filters.as_mut() {
+            f.connect(self.ctx.relay.is_trusted(self.peer.ip())).await;
         }
         session.greet();
         if *shutdown.borrow() {
@@ -452,6 +460,10 @@ impl Connection {
             }
         }
         let _ = stream.shutdown().await;
+        if let Some(f) = self.filters.as_mut() {
+            f.abort();
+            f.quit().await;
+        }
         // Dropping an uncommitted IncomingMessage removes its temporary file.
         self.tx = None;
         info!(messages = self.messages, "disconnect");
@@ -461,6 +473,9 @@ impl Connection {
         match event {
             Event::Hello { name, extended } => {
                 debug!(helo = %escape_for_log(&name), esmtp = extended, "hello");
+                if let Some(f) = self.filters.as_mut() {
+                    f.helo(&name, self.tls.as_ref()).await;
+                }
             }
             Event::MailFrom { from, params } => {
                 debug!(from = %escape_for_log(&from.to_string()), "mail from");
@@ -470,6 +485,24 @@ impl Connection {
                         user = %escape_for_log(self.auth_user.as_deref().unwrap_or("")),
                         code = reply.code,
                         "sender refused"
+                    );
+                    session.reply(reply);
+                    return;
+                }
+                if let Some(f) = self.filters.as_mut()
+                    && let Some(reply) = f
+                        .mail(
+                            &reverse_path_address(&from),
+                            &params,
+                            self.auth_user.as_deref(),
+                        )
+                        .await
+                {
+                    info!(
+                        client = %self.peer.ip(),
+                        from = %escape_for_log(&from.to_string()),
+                        code = reply.code,
+                        "sender refused by a filter"
                     );
                     session.reply(reply);
                     return;
@@ -487,7 +520,7 @@ impl Connection {
                 });
                 session.accept();
             }
-            Event::RcptTo { to, params } => self.on_rcpt(to, params, session),
+            Event::RcptTo { to, params } => self.on_rcpt(to, params, session).await,
             Event::DataStart { bdat } => self.on_data_start(bdat, session),
             Event::DataChunk(bytes) => self.on_chunk(&bytes),
             Event::DataEnd => self.on_data_end(session).await,
@@ -495,8 +528,16 @@ impl Connection {
                 if let Some(message) = self.tx.as_mut().and_then(|t| t.message.take()) {
                     info!(queue_id = %message.id(), reason = ?reason, "message refused; discarded");
                 }
+                if let Some(f) = self.filters.as_mut() {
+                    f.abort();
+                }
             }
-            Event::Reset => self.tx = None,
+            Event::Reset => {
+                self.tx = None;
+                if let Some(f) = self.filters.as_mut() {
+                    f.abort();
+                }
+            }
             Event::Verify { argument, expand } => {
                 let reply = self.verify(&argument, expand);
                 session.reply(reply);
@@ -590,7 +631,7 @@ impl Connection {
         }
     }
 
-    fn on_rcpt(&mut self, to: ForwardPath, params: RcptParams, session: &mut ServerSession) {
+    async fn on_rcpt(&mut self, to: ForwardPath, params: RcptParams, session: &mut ServerSession) {
         let Some(tx) = self.tx.as_mut() else {
             // The session only asks inside a transaction; refuse defensively.
             session.reply(out_of_sequence());
@@ -614,6 +655,21 @@ impl Connection {
                         ),
                     ));
                     return;
+                }
+                if let Some(f) = self.filters.as_mut() {
+                    let exempt =
+                        self.auth_user.is_some() || self.ctx.relay.is_trusted(self.peer.ip());
+                    let from = reverse_path_address(&tx.from);
+                    if let Some(reply) = f.rcpt(&from, &address, &params, exempt).await {
+                        info!(
+                            from = %escape_for_log(&from),
+                            to = %escape_for_log(&address),
+                            code = reply.code,
+                            "recipient refused by a filter"
+                        );
+                        session.reply(reply);
+                        return;
+                    }
                 }
                 debug!(to = %escape_for_log(&address), "recipient accepted");
                 tx.rcpts.push(AcceptedRcpt {
@@ -677,7 +733,8 @@ impl Connection {
         );
         let mx = !self.role.is_submission();
         let trusted = self.ctx.relay.is_trusted(self.peer.ip());
-        match crate::mailauth::begin(&self.ctx, mx, self.auth_user.is_some(), trusted) {
+        let scan = self.filters.is_some() && self.ctx.filters.reads_messages(self.role);
+        match crate::mailauth::begin(&self.ctx, mx, self.auth_user.is_some(), trusted, scan) {
             Ok(capture) => tx.auth = capture,
             Err(e) => {
                 warn!(queue_id = %queue_id, error = %e, "spool write failed");
@@ -728,17 +785,46 @@ impl Connection {
                     })
                     .flatten()
             });
-            let facts = crate::mailauth::Facts {
-                queue_id: queue_id.as_str(),
-                client_ip: self.peer.ip(),
-                helo: session.helo_name().unwrap_or(""),
-                mail_from: &mail_from,
-                forwarded_for: forwarded_for.as_deref(),
-                sign_domain: tx.sign_domain.as_deref(),
-                trusted: self.ctx.relay.is_trusted(self.peer.ip()),
+            let rcpts: Vec<&str> = tx.rcpts.iter().map(|r| r.original.as_str()).collect();
+            let info = crate::filter::eom::MessageInfo {
+                facts: crate::mailauth::Facts {
+                    queue_id: queue_id.as_str(),
+                    client_ip: self.peer.ip(),
+                    helo: session.helo_name().unwrap_or(""),
+                    mail_from: &mail_from,
+                    forwarded_for: forwarded_for.as_deref(),
+                    sign_domain: tx.sign_domain.as_deref(),
+                    trusted: self.ctx.relay.is_trusted(self.peer.ip()),
+                },
+                rcpts: &rcpts,
+                auth_user: self.auth_user.as_deref(),
+                role: self.role,
             };
-            match crate::mailauth::finish(&self.ctx, capture, facts, &mut message).await {
-                Ok(outcome) => quarantine = outcome.quarantine,
+            let ctx = Arc::clone(&self.ctx);
+            let result = crate::filter::eom::end_of_data(
+                &ctx,
+                self.filters.as_deref_mut(),
+                capture,
+                info,
+                &mut message,
+            )
+            .await;
+            if let Some(f) = self.filters.as_mut() {
+                f.message_done();
+            }
+            match result {
+                Ok(accepted) if accepted.discard => {
+                    // Accepted and dropped (a milter's or scanner's
+                    // "discard"): the uncommitted file goes with `message`.
+                    info!(queue_id = %queue_id, "message discarded by a filter");
+                    session.accept_message(queue_id.as_str());
+                    self.messages += 1;
+                    return;
+                }
+                Ok(accepted) => {
+                    quarantine = accepted.quarantine;
+                    self.apply_envelope_changes(&mut tx, &accepted.envelope, &queue_id);
+                }
                 Err(reply) => {
                     session.reply(reply);
                     return;
@@ -802,6 +888,69 @@ impl Connection {
             Err(e) => {
                 warn!(queue_id = %queue_id, error = %e, "commit failed; message not accepted");
                 session.reply(spool_failure_reply(&e));
+            }
+        }
+    }
+
+    /// Applies the envelope changes a milter asked for: a new sender,
+    /// recipients removed, recipients added (resolved like RCPT TO; a
+    /// milter is configured by the admin, so it may add remote ones).
+    fn apply_envelope_changes(
+        &self,
+        tx: &mut Transaction,
+        changes: &[tern_filter::Change],
+        queue_id: &tern_queue::QueueId,
+    ) {
+        use tern_filter::Change;
+        for change in changes {
+            match change {
+                Change::ChangeFrom { address } => {
+                    let from = if address.is_empty() {
+                        Some(ReversePath::Null)
+                    } else {
+                        Mailbox::parse(address, true).ok().map(ReversePath::Mailbox)
+                    };
+                    match from {
+                        Some(f) => {
+                            info!(queue_id = %queue_id, from = %escape_for_log(address), "envelope sender changed by a filter");
+                            tx.from = f;
+                        }
+                        None => {
+                            warn!(queue_id = %queue_id, from = %escape_for_log(address), "a filter's new sender is not an address; ignored")
+                        }
+                    }
+                }
+                Change::DelRcpt { address } => {
+                    let before = tx.rcpts.len();
+                    tx.rcpts.retain(|r| !same_address(&r.original, address));
+                    if tx.rcpts.len() != before {
+                        info!(queue_id = %queue_id, to = %escape_for_log(address), "recipient removed by a filter");
+                    }
+                }
+                Change::AddRcpt { address } => {
+                    let Ok(mailbox) = Mailbox::parse(address, true) else {
+                        warn!(queue_id = %queue_id, to = %escape_for_log(address), "a filter's new recipient is not an address; ignored");
+                        continue;
+                    };
+                    let to = ForwardPath::Mailbox(mailbox);
+                    let targets = match self.ctx.directory.resolve(&to) {
+                        Resolution::Targets(t) => t,
+                        Resolution::NotLocal => vec![Target::Remote {
+                            address: address.clone(),
+                        }],
+                        Resolution::Unknown => {
+                            warn!(queue_id = %queue_id, to = %escape_for_log(address), "a filter's new recipient is unknown here; ignored");
+                            continue;
+                        }
+                    };
+                    info!(queue_id = %queue_id, to = %escape_for_log(address), "recipient added by a filter");
+                    tx.rcpts.push(AcceptedRcpt {
+                        original: address.clone(),
+                        params: RcptParams::default(),
+                        targets,
+                    });
+                }
+                _ => {}
             }
         }
     }

@@ -29,6 +29,7 @@ mod auth;
 pub mod conn;
 pub mod date;
 pub mod delivery;
+pub mod filter;
 pub mod gate;
 pub mod imap;
 pub mod limits;
@@ -114,6 +115,9 @@ pub struct Context {
     pub abuse: Abuse,
     /// Email authentication: inbound checks and DKIM signing.
     pub mailauth: MailAuth,
+    /// The filter pipeline (rspamd, milters, clamd, blocklists,
+    /// greylisting); the default runs only the authentication checks.
+    pub filters: Arc<filter::Pipeline>,
     /// Delivery at intake for messages with one local Maildir recipient
     /// (written once, straight into the Maildir); `None`: every message is
     /// queued and delivered by the queue manager.

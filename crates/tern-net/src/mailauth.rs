@@ -1,19 +1,23 @@
-//! The email-authentication hook of the SMTP driver ([`crate::conn`]).
+//! The email-authentication stage of the filter pipeline
+//! ([`crate::filter`]), and the scratch file every end-of-data stage reads.
 //!
-//! While a message streams in, `begin` decides whether it needs
-//! authentication work: the inbound checks on the MX role (SPF, DKIM,
-//! DMARC, ARC, iprev; see `tern-mailauth`), DKIM signing for authenticated
-//! users and trusted networks. If so, the client's bytes go to an unlinked
-//! scratch file in the spool's `tmp/` instead of the spool file (the
-//! driver has already removed forged `Authentication-Results:` from the
-//! header section). At the end of data, `finish` reads back only the
-//! header section; the body is streamed from the scratch file through the
-//! body hashes and the signer, on blocking threads, and then copied into
+//! When a message starts, `begin` decides whether it needs work at the
+//! end of data: the inbound checks on the MX role (SPF, DKIM, DMARC, ARC,
+//! iprev; see `tern-mailauth`), DKIM signing for authenticated users and
+//! trusted networks, or a scanner of the pipeline (rspamd, a milter,
+//! clamd). If so, the client's bytes go to an unlinked scratch file in
+//! the spool's `tmp/` instead of the spool file (the driver has already
+//! removed forged `Authentication-Results:` from the header section). At
+//! the end of data the pipeline ([`crate::filter::eom`]) reads back only
+//! the header section ([`open`]); the body is streamed from the scratch
+//! file through the body hashes ([`verify`]), the scanners and the signer
+//! ([`sign`]), on blocking threads for the hashing, and then copied into
 //! the spool file after our `Received:`: an ARC set when the message is
 //! forwarded through an alias to another domain (RFC 8617), our
-//! `Authentication-Results:`, any `DKIM-Signature:` fields, then the
-//! message. Only then is the message committed, so the verdict comes
-//! before the `250` and the stored message carries the results.
+//! `Authentication-Results:`, the scanners' fields, any
+//! `DKIM-Signature:` fields, then the message. Only then is the message
+//! committed, so the verdict comes before the `250` and the stored
+//! message carries the results.
 //!
 //! DKIM signatures are made only for mail from authenticated users and
 //! trusted networks, with the keys of the author domain the driver
@@ -96,9 +100,9 @@ impl SignerHandle {
 
 /// What the message needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Work {
-    verify: bool,
-    sign: bool,
+pub(crate) struct Work {
+    pub(crate) verify: bool,
+    pub(crate) sign: bool,
 }
 
 /// The client's bytes, held back in a scratch file until the end of data.
@@ -126,20 +130,23 @@ impl Capture {
     }
 }
 
-/// Whether the message from this session needs authentication work, and
-/// if so a scratch file to hold it. `authenticated`: AUTH succeeded;
-/// `trusted`: the client is in `trusted_networks`; `mx`: the MX role.
+/// Whether the message from this session needs work at the end of data
+/// (authentication checks, signing, or `scan`: a scanner of the pipeline
+/// reads it), and if so a scratch file to hold it. `authenticated`: AUTH
+/// succeeded; `trusted`: the client is in `trusted_networks`; `mx`: the
+/// MX role.
 pub(crate) fn begin(
     ctx: &Context,
     mx: bool,
     authenticated: bool,
     trusted: bool,
+    scan: bool,
 ) -> Result<Option<Capture>, SpoolError> {
     let work = Work {
         verify: mx && !authenticated && ctx.mailauth.verifier.is_some(),
         sign: (authenticated || trusted) && !ctx.mailauth.signer.current().is_empty(),
     };
-    if !work.verify && !work.sign {
+    if !work.verify && !work.sign && !scan {
         return Ok(None);
     }
     let dir = ctx.spool.path().join("tmp");
@@ -153,13 +160,6 @@ pub(crate) fn begin(
         file: BufWriter::new(file),
         error: None,
     }))
-}
-
-/// What [`finish`] decided, when the message may be committed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Outcome {
-    /// Deliver into the recipients' `Junk` folders.
-    pub(crate) quarantine: bool,
 }
 
 /// The facts of the transaction the checks need.
@@ -179,7 +179,7 @@ pub(crate) struct Facts<'a> {
     pub(crate) trusted: bool,
 }
 
-fn scratch_failure(queue_id: &str, e: &io::Error) -> Reply {
+pub(crate) fn scratch_failure(queue_id: &str, e: &io::Error) -> Reply {
     warn!(queue_id = %queue_id, error = %e, "scratch file for authentication checks failed");
     Reply::new(
         451,
@@ -195,9 +195,9 @@ const MAX_HEADER_READ: usize = crate::submission::MAX_HEADER_SECTION + 64 * 1024
 /// Reads a file from an offset on, without moving a shared cursor (so
 /// several readers can work on one file, each on its own thread).
 #[derive(Debug)]
-struct ReadFrom {
-    file: Arc<File>,
-    pos: u64,
+pub(crate) struct ReadFrom {
+    pub(crate) file: Arc<File>,
+    pub(crate) pos: u64,
 }
 
 impl Read for ReadFrom {
@@ -305,161 +305,204 @@ async fn run_checks(
     }
 }
 
-/// Runs the checks and signing on the captured message and writes it,
-/// with our header fields, into `message`. `Err` is the reply to send
-/// instead of committing.
-pub(crate) async fn finish(
-    ctx: &Context,
-    capture: Capture,
-    facts: Facts<'_>,
-    message: &mut IncomingMessage,
-) -> Result<Outcome, Reply> {
+/// The captured message, read back at the end of data: its header
+/// section in memory (bounded), its body in the scratch file.
+#[derive(Debug)]
+pub(crate) struct Captured {
+    pub(crate) work: Work,
+    pub(crate) file: Arc<File>,
+    pub(crate) header: Arc<Vec<u8>>,
+    pub(crate) body_start: u64,
+}
+
+impl Captured {
+    /// The body's length in bytes.
+    pub(crate) fn body_len(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len().saturating_sub(self.body_start))
+    }
+}
+
+/// Flushes the capture and reads its header section back. `Err` is the
+/// reply to send.
+pub(crate) fn open(capture: Capture, queue_id: &str) -> Result<Captured, Reply> {
     let Capture { work, file, error } = capture;
     if let Some(e) = error {
-        return Err(scratch_failure(facts.queue_id, &e));
+        return Err(scratch_failure(queue_id, &e));
     }
     let file = Arc::new(
         file.into_inner()
             .map_err(|e| e.into_error())
-            .map_err(|e| scratch_failure(facts.queue_id, &e))?,
+            .map_err(|e| scratch_failure(queue_id, &e))?,
     );
-    let (header, body_start) =
-        read_header(&file).map_err(|e| scratch_failure(facts.queue_id, &e))?;
-    let header = Arc::new(header);
-
-    // One key set for the whole message, even if a reload happens meanwhile.
-    let signer = ctx.mailauth.signer.current();
-    let mut prefix = String::new();
-    let mut outcome = Outcome { quarantine: false };
-    if work.verify
-        && let Some(verifier) = &ctx.mailauth.verifier
-    {
-        let verdict = if verifier.skips(facts.client_ip) {
-            verifier.exempt()
-        } else {
-            match run_checks(
-                ctx,
-                verifier,
-                &signer,
-                &facts,
-                &header,
-                (Arc::clone(&file), body_start),
-            )
-            .await
-            {
-                Ok(v) => v,
-                Err(why) => Verdict {
-                    header: format!(
-                        "Authentication-Results: {}; none ({why})\r\n",
-                        verifier.authserv_id()
-                    ),
-                    disposition: Disposition::Accept,
-                    summary: why.into(),
-                    arc_seal: String::new(),
-                    unauthenticated_own_domain: None,
-                },
-            }
-        };
-        let mut disposition = verdict.disposition.clone();
-        if let Some(domain) = &verdict.unauthenticated_own_domain
-            && verifier.policy().reject_own_domain_unauthenticated
-            && !facts.trusted
-        {
-            disposition = Disposition::Reject {
-                reason: format!(
-                    "Message claims to be from {domain}, one of our own domains, but nothing \
-                     authenticates it; our users send through the submission port"
-                ),
-            };
-        }
-        let action = match &disposition {
-            Disposition::Accept => "accept",
-            Disposition::Quarantine { .. } => "quarantine",
-            Disposition::Reject { .. } => "reject",
-            Disposition::TempFail { .. } => "tempfail",
-        };
-        info!(
-            queue_id = %facts.queue_id,
-            client = %facts.client_ip,
-            from = %escape_for_log(facts.mail_from),
-            results = %escape_for_log(&verdict.summary),
-            own_domain_unauthenticated = verdict.unauthenticated_own_domain.is_some(),
-            action,
-            "authentication checks"
-        );
-        match disposition {
-            Disposition::Accept => {}
-            Disposition::Quarantine { .. } => outcome.quarantine = true,
-            Disposition::Reject { reason } => {
-                return Err(Reply::new(550, EnhancedStatus::new(5, 7, 1), reason));
-            }
-            Disposition::TempFail { reason } => {
-                return Err(Reply::new(451, EnhancedStatus::new(4, 7, 0), reason));
-            }
-        }
-        // The ARC set (if we forward) above our results.
-        prefix.push_str(&verdict.arc_seal);
-        prefix.push_str(&verdict.header);
-    }
-
-    // DKIM: only our users' (and trusted networks') mail, only for the
-    // author domain the driver read; forwarded mail is sealed, not signed.
-    if work.sign
-        && let Some(domain) = facts.sign_domain
-        && !signer.keys(domain).is_empty()
-    {
-        let keys = signer.keys(domain).len();
-        let job_signer = Arc::clone(&signer);
-        let job_domain = domain.to_owned();
-        let job_header = Arc::clone(&header);
-        let body = ReadFrom {
-            file: Arc::clone(&file),
-            pos: body_start,
-        };
-        let turn = ctx.mailauth.turns.acquire().await;
-        let signed = blocking(move || job_signer.sign_stream(&job_domain, &job_header, body)).await;
-        drop(turn);
-        match signed {
-            Ok(Ok(signatures)) => {
-                info!(queue_id = %facts.queue_id, domain = %domain, signatures = keys, "DKIM signed");
-                prefix.push_str(&signatures);
-            }
-            // Unsigned mail is still mail: deliver it and say why.
-            Ok(Err(e)) => {
-                warn!(queue_id = %facts.queue_id, domain = %domain, error = %e, "DKIM signing failed; sending unsigned");
-            }
-            Err(e) => {
-                warn!(queue_id = %facts.queue_id, domain = %domain, error = %e, "DKIM signing failed; sending unsigned");
-            }
-        }
-    } else if work.sign && facts.sign_domain.is_none() {
-        info!(queue_id = %facts.queue_id, "not DKIM-signed: the header section names no single author");
-    }
-
-    let written = message
-        .write(prefix.as_bytes())
-        .and_then(|()| message.write(&header));
-    if let Err(e) = written {
-        warn!(queue_id = %facts.queue_id, error = %e, "spool write failed");
-        return Err(crate::conn::spool_failure_reply(&e));
-    }
-    // The body, copied in pieces: never whole in memory.
-    let mut body = ReadFrom {
+    let (header, body_start) = read_header(&file).map_err(|e| scratch_failure(queue_id, &e))?;
+    Ok(Captured {
+        work,
         file,
-        pos: body_start,
+        header: Arc::new(header),
+        body_start,
+    })
+}
+
+/// What the checks said: the fields to put on top of the message (an ARC
+/// set, our `Authentication-Results:`) and the pipeline verdict.
+#[derive(Debug)]
+pub(crate) struct Checked {
+    pub(crate) prefix: String,
+    pub(crate) verdict: tern_filter::Verdict,
+}
+
+/// The inbound checks, when the message needs them (MX role, not
+/// authenticated, checks on). Logs its one line with the queue id.
+pub(crate) async fn verify(
+    ctx: &Context,
+    signer: &Arc<Signer>,
+    facts: &Facts<'_>,
+    captured: &Captured,
+) -> Option<Checked> {
+    if !captured.work.verify {
+        return None;
+    }
+    let verifier = ctx.mailauth.verifier.as_ref()?;
+    let verdict = if verifier.skips(facts.client_ip) {
+        verifier.exempt()
+    } else {
+        match run_checks(
+            ctx,
+            verifier,
+            signer,
+            facts,
+            &captured.header,
+            (Arc::clone(&captured.file), captured.body_start),
+        )
+        .await
+        {
+            Ok(v) => v,
+            Err(why) => Verdict {
+                header: format!(
+                    "Authentication-Results: {}; none ({why})\r\n",
+                    verifier.authserv_id()
+                ),
+                disposition: Disposition::Accept,
+                summary: why.into(),
+                arc_seal: String::new(),
+                unauthenticated_own_domain: None,
+            },
+        }
     };
+    let mut disposition = verdict.disposition.clone();
+    if let Some(domain) = &verdict.unauthenticated_own_domain
+        && verifier.policy().reject_own_domain_unauthenticated
+        && !facts.trusted
+    {
+        disposition = Disposition::Reject {
+            reason: format!(
+                "Message claims to be from {domain}, one of our own domains, but nothing \
+                 authenticates it; our users send through the submission port"
+            ),
+        };
+    }
+    let action = match &disposition {
+        Disposition::Accept => "accept",
+        Disposition::Quarantine { .. } => "quarantine",
+        Disposition::Reject { .. } => "reject",
+        Disposition::TempFail { .. } => "tempfail",
+    };
+    info!(
+        queue_id = %facts.queue_id,
+        client = %facts.client_ip,
+        from = %escape_for_log(facts.mail_from),
+        results = %escape_for_log(&verdict.summary),
+        own_domain_unauthenticated = verdict.unauthenticated_own_domain.is_some(),
+        action,
+        "authentication checks"
+    );
+    let summary = verdict.summary.clone();
+    let filter_verdict = match disposition {
+        Disposition::Accept => tern_filter::Verdict::pass(summary),
+        Disposition::Quarantine { .. } => {
+            tern_filter::Verdict::with_action(tern_filter::Action::Quarantine, summary)
+        }
+        Disposition::Reject { reason } => tern_filter::Verdict::with_action(
+            tern_filter::Action::Reject(Reply::new(550, EnhancedStatus::new(5, 7, 1), reason)),
+            summary,
+        ),
+        Disposition::TempFail { reason } => tern_filter::Verdict::with_action(
+            tern_filter::Action::TempFail(Reply::new(451, EnhancedStatus::new(4, 7, 0), reason)),
+            summary,
+        ),
+    };
+    // The ARC set (if we forward) above our results.
+    let mut prefix = verdict.arc_seal;
+    prefix.push_str(&verdict.header);
+    Some(Checked {
+        prefix,
+        verdict: filter_verdict,
+    })
+}
+
+/// DKIM signatures of the final message (header section `header`, body
+/// read from `body`): only our users' (and trusted networks') mail, only
+/// for the author domain the driver read; forwarded mail is sealed, not
+/// signed. Empty when nothing is signed.
+pub(crate) async fn sign(
+    ctx: &Context,
+    signer: &Arc<Signer>,
+    facts: &Facts<'_>,
+    work: Work,
+    header: Arc<Vec<u8>>,
+    body: ReadFrom,
+) -> String {
+    if !work.sign {
+        return String::new();
+    }
+    let Some(domain) = facts.sign_domain else {
+        info!(queue_id = %facts.queue_id, "not DKIM-signed: the header section names no single author");
+        return String::new();
+    };
+    if signer.keys(domain).is_empty() {
+        return String::new();
+    }
+    let keys = signer.keys(domain).len();
+    let job_signer = Arc::clone(signer);
+    let job_domain = domain.to_owned();
+    let turn = ctx.mailauth.turns.acquire().await;
+    let signed = blocking(move || job_signer.sign_stream(&job_domain, &header, body)).await;
+    drop(turn);
+    match signed {
+        Ok(Ok(signatures)) => {
+            info!(queue_id = %facts.queue_id, domain = %domain, signatures = keys, "DKIM signed");
+            signatures
+        }
+        // Unsigned mail is still mail: deliver it and say why.
+        Ok(Err(e)) => {
+            warn!(queue_id = %facts.queue_id, domain = %domain, error = %e, "DKIM signing failed; sending unsigned");
+            String::new()
+        }
+        Err(e) => {
+            warn!(queue_id = %facts.queue_id, domain = %domain, error = %e, "DKIM signing failed; sending unsigned");
+            String::new()
+        }
+    }
+}
+
+/// Copies the body from `body` into `message`, in pieces: never whole in
+/// memory.
+pub(crate) fn copy_body(
+    mut body: ReadFrom,
+    message: &mut IncomingMessage,
+    queue_id: &str,
+) -> Result<(), Reply> {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = match body.read(&mut buf) {
-            Ok(0) => break,
+            Ok(0) => return Ok(()),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(scratch_failure(facts.queue_id, &e)),
+            Err(e) => return Err(scratch_failure(queue_id, &e)),
         };
         if let Err(e) = message.write(&buf[..n]) {
-            warn!(queue_id = %facts.queue_id, error = %e, "spool write failed");
+            warn!(queue_id = %queue_id, error = %e, "spool write failed");
             return Err(crate::conn::spool_failure_reply(&e));
         }
     }
-    Ok(outcome)
 }

@@ -94,9 +94,378 @@ pub struct Config {
     /// POP3: what QUIT does with deleted messages, the autologout timer.
     #[serde(default)]
     pub pop3: Pop3Config,
+    /// The filter pipeline: spam and virus scanners, blocklists and
+    /// greylisting, in order (`[[filter]]` tables).
+    #[serde(rename = "filter", default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<FilterConfig>,
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+}
+
+/// One `[[filter]]` stage: `type` says which, the other keys are that
+/// type's. Stages run in the order they are written.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FilterConfig {
+    /// Where the SPF/DKIM/DMARC/ARC checks run (settings in
+    /// `[mail_auth]`); without this entry they run first.
+    MailAuth(MailAuthStage),
+    /// rspamd over HTTP (`/checkv2`).
+    Rspamd(RspamdStage),
+    /// A milter (Sendmail milter protocol 6).
+    Milter(MilterStage),
+    /// clamd over `INSTREAM`.
+    Clamd(ClamdStage),
+    /// DNS blocklists and allowlists.
+    Dnsbl(DnsblStage),
+    /// Greylisting (postgrey's semantics).
+    Greylist(GreylistStage),
+}
+
+impl FilterConfig {
+    /// The `type` value.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            FilterConfig::MailAuth(_) => "mail_auth",
+            FilterConfig::Rspamd(_) => "rspamd",
+            FilterConfig::Milter(_) => "milter",
+            FilterConfig::Clamd(_) => "clamd",
+            FilterConfig::Dnsbl(_) => "dnsbl",
+            FilterConfig::Greylist(_) => "greylist",
+        }
+    }
+}
+
+impl DnsblStage {
+    /// One configured list as a [`tern_filter::dnsbl::Zone`].
+    pub fn zone(&self, z: &DnsblZone) -> anyhow::Result<tern_filter::dnsbl::Zone> {
+        let (name, weight, kind, results) = match z {
+            DnsblZone::Name(n) => (n.as_str(), 1.0, None, &[][..]),
+            DnsblZone::Table(t) => (t.zone.as_str(), t.weight, t.kind.as_deref(), &t.results[..]),
+        };
+        Domain::parse(name.trim_end_matches('.'))
+            .map_err(|e| anyhow::anyhow!("zone {name:?}: {e}"))?;
+        if !weight.is_finite() || weight == 0.0 {
+            bail!("zone {name:?}: weight = {weight}: must be non-zero (negative for an allowlist)");
+        }
+        let mut zone = tern_filter::dnsbl::Zone::new(name);
+        zone.weight = weight;
+        zone.kind = match kind {
+            None | Some("auto") => tern_filter::dnsbl::ZoneKind::Auto,
+            Some("spamhaus") => tern_filter::dnsbl::ZoneKind::Spamhaus,
+            Some("generic") => tern_filter::dnsbl::ZoneKind::Generic,
+            Some(other) => bail!("zone {name:?}: kind = {other:?}: use auto, spamhaus or generic"),
+        };
+        for r in results {
+            let net = if r.contains('/') {
+                r.parse::<ipnet::Ipv4Net>()
+            } else {
+                r.parse::<std::net::Ipv4Addr>()
+                    .map(|a| ipnet::Ipv4Net::new(a, 32).expect("/32 is valid"))
+                    .map_err(|_| "x".parse::<ipnet::Ipv4Net>().unwrap_err())
+            }
+            .map_err(|_| {
+                anyhow::anyhow!("zone {name:?}: results: {r:?} is not an IPv4 address or network")
+            })?;
+            zone.results.push(net);
+        }
+        Ok(zone)
+    }
+}
+
+/// Which listeners a stage runs on.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FilterRole {
+    /// Inbound MX listeners.
+    Mx,
+    /// Submission listeners (587 and 465).
+    Submission,
+}
+
+fn default_filter_roles() -> Vec<FilterRole> {
+    vec![FilterRole::Mx]
+}
+
+fn default_filter_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// What a stage's failure means: `open` accepts (and tags), `closed`
+/// answers 451 4.7.1.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FailConfig {
+    /// Accept and say so in `X-Tern-Filter:`.
+    #[default]
+    Open,
+    /// `451 4.7.1`: the client retries.
+    Closed,
+}
+
+/// `type = "mail_auth"`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailAuthStage {}
+
+/// `type = "rspamd"`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RspamdStage {
+    /// Name in logs and `X-Tern-Filter:` (default `rspamd`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Listener roles (default `["mx"]`).
+    #[serde(default = "default_filter_roles")]
+    pub roles: Vec<FilterRole>,
+    /// Longest one check may take.
+    #[serde(default = "default_filter_timeout", with = "duration_str")]
+    pub timeout: Duration,
+    /// `open` or `closed`.
+    #[serde(default)]
+    pub fail: FailConfig,
+    /// The normal (or proxy, in HTTP mode) worker: `http://127.0.0.1:11333`.
+    pub url: String,
+    /// The controller worker, for learning: `http://127.0.0.1:11334`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller: Option<String>,
+    /// A file holding the controller's password (first line).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// Larger messages are not sent (default 20 MiB).
+    #[serde(default = "default_rspamd_max_size")]
+    pub max_size: u64,
+    /// `Settings-ID:` to send.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings_id: Option<String>,
+    /// What `add header` and `rewrite subject` do besides tagging:
+    /// `quarantine` (deliver into Junk, default) or `tag`.
+    #[serde(default)]
+    pub spam: SpamAction,
+    /// rspamd's `greylist` action answers 451 (default true).
+    #[serde(default = "default_true_cfg")]
+    pub greylist: bool,
+    /// Apply rspamd's `milter.add_headers`/`remove_headers` (default true).
+    #[serde(default = "default_true_cfg")]
+    pub milter_headers: bool,
+}
+
+fn default_rspamd_max_size() -> u64 {
+    20 * 1024 * 1024
+}
+
+fn default_true_cfg() -> bool {
+    true
+}
+
+/// What a spam verdict short of reject does.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SpamAction {
+    /// Deliver into the recipients' Junk folders (and tag).
+    #[default]
+    Quarantine,
+    /// Only tag (`X-Spam-Flag: YES`).
+    Tag,
+}
+
+/// `type = "milter"`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MilterStage {
+    /// Name in logs and `X-Tern-Filter:` (default `milter.<address>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Listener roles (default `["mx"]`).
+    #[serde(default = "default_filter_roles")]
+    pub roles: Vec<FilterRole>,
+    /// Longest one milter call may take.
+    #[serde(default = "default_filter_timeout", with = "duration_str")]
+    pub timeout: Duration,
+    /// `open` or `closed`.
+    #[serde(default)]
+    pub fail: FailConfig,
+    /// `unix:/run/milter.sock` or `inet:11332@127.0.0.1` (Postfix's forms).
+    pub address: String,
+}
+
+/// `type = "clamd"`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClamdStage {
+    /// Name in logs and `X-Tern-Filter:` (default `clamav`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Listener roles (default `["mx"]`).
+    #[serde(default = "default_filter_roles")]
+    pub roles: Vec<FilterRole>,
+    /// Longest one scan may take.
+    #[serde(default = "default_filter_timeout", with = "duration_str")]
+    pub timeout: Duration,
+    /// `open` or `closed`.
+    #[serde(default)]
+    pub fail: FailConfig,
+    /// `unix:/run/clamav/clamd.ctl` or `127.0.0.1:3310`.
+    pub address: String,
+    /// clamd's `StreamMaxLength` (default 25 MiB): larger messages are
+    /// not scanned.
+    #[serde(default = "default_clamd_max_size")]
+    pub max_size: u64,
+    /// `reject` (554 5.7.1 naming the virus, default), `quarantine` or
+    /// `discard`.
+    #[serde(default)]
+    pub infected: InfectedAction,
+}
+
+fn default_clamd_max_size() -> u64 {
+    tern_filter::clamd::DEFAULT_STREAM_MAX
+}
+
+/// What an infected message gets.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum InfectedAction {
+    /// `554 5.7.1`.
+    #[default]
+    Reject,
+    /// Into Junk.
+    Quarantine,
+    /// Accepted and dropped.
+    Discard,
+}
+
+/// `type = "dnsbl"`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsblStage {
+    /// Name in logs and `X-Tern-Filter:` (default `dnsbl`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Listener roles (default `["mx"]`).
+    #[serde(default = "default_filter_roles")]
+    pub roles: Vec<FilterRole>,
+    /// Longest all lookups together may take (default 10s).
+    #[serde(default = "default_dnsbl_timeout", with = "duration_str")]
+    pub timeout: Duration,
+    /// `open` or `closed` (closed: a list that cannot be asked tempfails).
+    #[serde(default)]
+    pub fail: FailConfig,
+    /// The lists.
+    pub zones: Vec<DnsblZone>,
+    /// The score at which the client is refused (default 1).
+    #[serde(default = "default_dnsbl_threshold")]
+    pub threshold: f64,
+    /// When to ask: `connect` (refusal at MAIL FROM, default) or `rcpt`.
+    #[serde(default)]
+    pub hook: DnsblHook,
+}
+
+fn default_dnsbl_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_dnsbl_threshold() -> f64 {
+    1.0
+}
+
+/// When blocklists are asked.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DnsblHook {
+    /// At connect; the refusal comes at MAIL FROM.
+    #[default]
+    Connect,
+    /// At the first RCPT TO.
+    Rcpt,
+}
+
+/// One list: a zone name, or a table.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum DnsblZone {
+    /// `"zen.spamhaus.org"`: weight 1.
+    Name(String),
+    /// `{ zone = "list.dnswl.org", weight = -2, … }`.
+    Table(DnsblZoneTable),
+}
+
+/// A list with settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsblZoneTable {
+    /// The zone.
+    pub zone: String,
+    /// What a listing weighs (negative for an allowlist; default 1).
+    #[serde(default = "default_zone_weight")]
+    pub weight: f64,
+    /// `auto` (default: Spamhaus semantics under spamhaus.org/.net),
+    /// `spamhaus` or `generic`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Only these answers count (`["127.0.0.2", "127.0.0.4/30"]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub results: Vec<String>,
+}
+
+fn default_zone_weight() -> f64 {
+    1.0
+}
+
+/// `type = "greylist"`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GreylistStage {
+    /// Name in logs and `X-Tern-Filter:` (default `greylist`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Listener roles (default `["mx"]`).
+    #[serde(default = "default_filter_roles")]
+    pub roles: Vec<FilterRole>,
+    /// Longest one check may take (default 5s).
+    #[serde(default = "default_greylist_timeout", with = "duration_str")]
+    pub timeout: Duration,
+    /// `open` or `closed` (the database failing).
+    #[serde(default)]
+    pub fail: FailConfig,
+    /// How long a new triplet waits (default 300s).
+    #[serde(default = "default_grey_delay", with = "duration_str")]
+    pub delay: Duration,
+    /// How long a retry counts after the first attempt (default 2d).
+    #[serde(default = "default_grey_window", with = "duration_str")]
+    pub retry_window: Duration,
+    /// Forget triplets not seen for this long (default 35d).
+    #[serde(default = "default_grey_expiry", with = "duration_str")]
+    pub expiry: Duration,
+    /// Allow a client network after this many passes (default 5; 0: never).
+    #[serde(default = "default_grey_auto_allow")]
+    pub auto_allow_after: u32,
+    /// Triplets kept at most (default 100000).
+    #[serde(default = "default_grey_max_entries")]
+    pub max_entries: usize,
+    /// The database (default `<data_dir>/greylist.db`); `":memory:"`
+    /// keeps state in memory only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<PathBuf>,
+}
+
+fn default_greylist_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_grey_delay() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_grey_window() -> Duration {
+    Duration::from_secs(2 * 86400)
+}
+fn default_grey_expiry() -> Duration {
+    Duration::from_secs(35 * 86400)
+}
+fn default_grey_auto_allow() -> u32 {
+    5
+}
+fn default_grey_max_entries() -> usize {
+    100_000
 }
 
 /// `[imap]`: the IMAP service and the mail store it serves.
@@ -704,11 +1073,130 @@ impl Config {
         if self.delivery.concurrency == 0 {
             bail!("delivery.concurrency must be at least 1");
         }
+        self.validate_filters()?;
         tern_store::Directory::new(self.directory_config()?)
             .map_err(|e| anyhow::anyhow!("[domains]: {e}"))?;
         self.lmtp_targets()?;
         self.dkim_signer()?;
         Ok(())
+    }
+
+    /// The `[[filter]]` stages: names, addresses, ranges.
+    fn validate_filters(&self) -> anyhow::Result<()> {
+        let mut names = std::collections::HashSet::new();
+        let mut auth_stages = 0;
+        for (i, f) in self.filters.iter().enumerate() {
+            let at = format!("[[filter]] #{} ({})", i + 1, f.kind());
+            let (roles, timeout) = match f {
+                FilterConfig::MailAuth(_) => {
+                    auth_stages += 1;
+                    if auth_stages > 1 {
+                        bail!("{at}: type = \"mail_auth\" may appear once");
+                    }
+                    continue;
+                }
+                FilterConfig::Rspamd(r) => {
+                    tern_net::filter::Endpoint::parse(&r.url)
+                        .map_err(|e| anyhow::anyhow!("{at}: url: {e}"))?;
+                    if !r.url.starts_with("http://") && r.url.contains("://") {
+                        bail!(
+                            "{at}: url = {:?}: only http:// (rspamd on loopback or a Unix socket)",
+                            r.url
+                        );
+                    }
+                    if let Some(c) = &r.controller {
+                        tern_net::filter::Endpoint::parse(c)
+                            .map_err(|e| anyhow::anyhow!("{at}: controller: {e}"))?;
+                    }
+                    if r.max_size == 0 {
+                        bail!("{at}: max_size must be at least 1");
+                    }
+                    (&r.roles, r.timeout)
+                }
+                FilterConfig::Milter(m) => {
+                    tern_net::filter::Endpoint::parse(&m.address)
+                        .map_err(|e| anyhow::anyhow!("{at}: address: {e}"))?;
+                    (&m.roles, m.timeout)
+                }
+                FilterConfig::Clamd(c) => {
+                    tern_net::filter::Endpoint::parse(&c.address)
+                        .map_err(|e| anyhow::anyhow!("{at}: address: {e}"))?;
+                    if c.max_size == 0 {
+                        bail!("{at}: max_size must be at least 1 (clamd's StreamMaxLength)");
+                    }
+                    (&c.roles, c.timeout)
+                }
+                FilterConfig::Dnsbl(d) => {
+                    if d.zones.is_empty() {
+                        bail!(
+                            "{at}: zones is empty: name at least one list, e.g. zones = [\"zen.spamhaus.org\"]"
+                        );
+                    }
+                    for z in &d.zones {
+                        d.zone(z).map_err(|e| anyhow::anyhow!("{at}: zones: {e}"))?;
+                    }
+                    if !(d.threshold > 0.0 && d.threshold.is_finite()) {
+                        bail!("{at}: threshold = {}: must be positive", d.threshold);
+                    }
+                    (&d.roles, d.timeout)
+                }
+                FilterConfig::Greylist(g) => {
+                    if g.delay.is_zero() || g.retry_window <= g.delay {
+                        bail!("{at}: delay must be positive and shorter than retry_window");
+                    }
+                    if g.expiry <= g.retry_window {
+                        bail!("{at}: expiry must be longer than retry_window");
+                    }
+                    if g.max_entries == 0 {
+                        bail!("{at}: max_entries must be at least 1");
+                    }
+                    (&g.roles, g.timeout)
+                }
+            };
+            if roles.is_empty() {
+                bail!("{at}: roles is empty: use [\"mx\"], [\"submission\"] or both");
+            }
+            if timeout.is_zero() {
+                bail!("{at}: timeout must be positive");
+            }
+            let name = self.filter_name(i);
+            if !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+                || name.is_empty()
+            {
+                bail!("{at}: name = {name:?}: letters, digits, '.', '-' and '_' only");
+            }
+            if name == "mail_auth" || !names.insert(name.clone()) {
+                bail!("{at}: name = {name:?} is used by another stage: give each its own name");
+            }
+        }
+        Ok(())
+    }
+
+    /// The name of `[[filter]]` number `index` (0-based): its `name`, or
+    /// its type (`milter.N` for the N-th milter).
+    pub fn filter_name(&self, index: usize) -> String {
+        let f = &self.filters[index];
+        let given = match f {
+            FilterConfig::MailAuth(_) => return "mail_auth".into(),
+            FilterConfig::Rspamd(r) => r.name.clone(),
+            FilterConfig::Milter(m) => m.name.clone(),
+            FilterConfig::Clamd(c) => c.name.clone(),
+            FilterConfig::Dnsbl(d) => d.name.clone(),
+            FilterConfig::Greylist(g) => g.name.clone(),
+        };
+        given.unwrap_or_else(|| match f {
+            FilterConfig::Milter(_) => {
+                let n = self.filters[..=index]
+                    .iter()
+                    .filter(|f| matches!(f, FilterConfig::Milter(_)))
+                    .count();
+                format!("milter.{n}")
+            }
+            FilterConfig::Clamd(_) => "clamav".into(),
+            other => other.kind().into(),
+        })
     }
 
     /// Where DKIM keys live: `dkim.keys_dir`, else `<data_dir>/dkim`.
@@ -931,9 +1419,10 @@ mod duration_str {
             "" | "s" => Duration::from_secs(n),
             "m" => Duration::from_secs(n.saturating_mul(60)),
             "h" => Duration::from_secs(n.saturating_mul(3600)),
+            "d" => Duration::from_secs(n.saturating_mul(86400)),
             other => {
                 return Err(format!(
-                    "invalid duration unit {other:?} in {t:?}: use ms, s, m or h"
+                    "invalid duration unit {other:?} in {t:?}: use ms, s, m, h or d"
                 ));
             }
         };
@@ -951,6 +1440,7 @@ mod duration_str {
             assert_eq!(parse("1h").unwrap(), Duration::from_secs(3600));
             assert_eq!(parse("250ms").unwrap(), Duration::from_millis(250));
             assert_eq!(parse("7").unwrap(), Duration::from_secs(7));
+            assert_eq!(parse("2d").unwrap(), Duration::from_secs(172_800));
             assert!(parse("5 fortnights").is_err());
             assert!(parse("s").is_err());
         }

@@ -103,6 +103,15 @@ impl Running {
 /// the listeners), then the switch to `user`, then everything in
 /// `data_dir`, which is therefore created by and for that user.
 pub async fn start(config: &Config) -> anyhow::Result<Running> {
+    start_with_clock(config, tern_net::filter::dnsbl::system_clock()).await
+}
+
+/// [`start`] with the clock (seconds since the epoch) greylisting and the
+/// blocklist cache read: tests move time forward instead of sleeping.
+pub async fn start_with_clock(
+    config: &Config,
+    clock: tern_net::filter::dnsbl::Clock,
+) -> anyhow::Result<Running> {
     let plan = privilege::plan(config)?;
     let signer = config.dkim_signer()?;
     let users = match &config.auth.users_file {
@@ -177,8 +186,12 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let directory = Arc::new(Directory::new(config.directory_config()?)?);
 
     // One resolver for outbound delivery and the authentication checks.
+    let uses_dnsbl = config
+        .filters
+        .iter()
+        .any(|f| matches!(f, config::FilterConfig::Dnsbl(_)));
     let hickory: Option<Arc<tern_dns::HickoryResolver>> =
-        if config.delivery.remote || config.mail_auth.enabled {
+        if config.delivery.remote || config.mail_auth.enabled || uses_dnsbl {
             let r = tern_dns::HickoryResolver::new(tern_dns::ResolverSettings {
                 nameservers: config.dns.nameservers.clone(),
                 ..tern_dns::ResolverSettings::default()
@@ -188,6 +201,11 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         } else {
             None
         };
+    let filters = Arc::new(build_pipeline(
+        config,
+        hickory.clone().map(|r| r as Arc<dyn tern_dns::Resolver>),
+        clock,
+    )?);
     let resolver: Option<Arc<dyn tern_dns::Resolver>> = if config.delivery.remote {
         hickory.clone().map(|r| r as Arc<dyn tern_dns::Resolver>)
     } else {
@@ -298,6 +316,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
                 .collect(),
         ),
         mailauth,
+        filters,
         local_intake: Some(local_intake),
         imap: Some(Arc::new(tern_net::imap::ImapService::new(
             Arc::clone(&mailboxes),
@@ -364,6 +383,178 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         reloader,
         admin,
     })
+}
+
+/// The `[[filter]]` stages as the runtime's pipeline. Opens the greylist
+/// database (in `data_dir`, so after the privilege switch) and reads the
+/// rspamd controller's password.
+fn build_pipeline(
+    config: &Config,
+    resolver: Option<Arc<dyn tern_dns::Resolver>>,
+    clock: tern_net::filter::dnsbl::Clock,
+) -> anyhow::Result<tern_net::filter::Pipeline> {
+    use config::{FailConfig, FilterConfig, FilterRole, InfectedAction, SpamAction};
+    use tern_net::filter::{self as f, Endpoint, Roles, Stage, StageKind};
+    let connect_timeout = |t: std::time::Duration| t.min(std::time::Duration::from_secs(10));
+    let mut stages = Vec::new();
+    for (i, fc) in config.filters.iter().enumerate() {
+        let name = config.filter_name(i);
+        let at = format!("[[filter]] #{} ({name})", i + 1);
+        let endpoint = |s: &str| Endpoint::parse(s).map_err(|e| anyhow::anyhow!("{at}: {e}"));
+        let (roles, timeout, fail, kind) = match fc {
+            FilterConfig::MailAuth(_) => {
+                stages.push(Stage {
+                    name,
+                    roles: Roles {
+                        mx: true,
+                        submission: true,
+                    },
+                    timeout: tern_mailauth::verify::CHECK_DEADLINE,
+                    fail: tern_filter::FailMode::Open,
+                    kind: StageKind::MailAuth,
+                });
+                continue;
+            }
+            FilterConfig::Rspamd(r) => {
+                let password = match &r.password_file {
+                    Some(p) => Some(
+                        std::fs::read_to_string(p)
+                            .with_context(|| {
+                                format!("{at}: cannot read password_file {}", p.display())
+                            })?
+                            .lines()
+                            .next()
+                            .unwrap_or("")
+                            .to_owned(),
+                    ),
+                    None => None,
+                };
+                let client = f::rspamd::Rspamd::new(f::rspamd::RspamdSettings {
+                    endpoint: endpoint(&r.url)?,
+                    controller: r.controller.as_deref().map(endpoint).transpose()?,
+                    password,
+                    max_size: r.max_size,
+                    settings_id: r.settings_id.clone(),
+                    policy: tern_filter::rspamd::Policy {
+                        quarantine_spam: r.spam == SpamAction::Quarantine,
+                        greylist: r.greylist,
+                        milter_headers: r.milter_headers,
+                    },
+                    connect_timeout: connect_timeout(r.timeout),
+                });
+                (
+                    &r.roles,
+                    r.timeout,
+                    r.fail,
+                    StageKind::Rspamd(Arc::new(client)),
+                )
+            }
+            FilterConfig::Milter(m) => (
+                &m.roles,
+                m.timeout,
+                m.fail,
+                StageKind::Milter(Arc::new(f::milter::MilterSpec {
+                    endpoint: endpoint(&m.address)?,
+                    connect_timeout: connect_timeout(m.timeout),
+                })),
+            ),
+            FilterConfig::Clamd(c) => (
+                &c.roles,
+                c.timeout,
+                c.fail,
+                StageKind::Clamd(Arc::new(f::clamd::Clamd::new(f::clamd::ClamdSettings {
+                    endpoint: endpoint(&c.address)?,
+                    max_size: c.max_size,
+                    infected: match c.infected {
+                        InfectedAction::Reject => f::clamd::Infected::Reject,
+                        InfectedAction::Quarantine => f::clamd::Infected::Quarantine,
+                        InfectedAction::Discard => f::clamd::Infected::Discard,
+                    },
+                    connect_timeout: connect_timeout(c.timeout),
+                }))),
+            ),
+            FilterConfig::Dnsbl(d) => {
+                let zones = d
+                    .zones
+                    .iter()
+                    .map(|z| d.zone(z))
+                    .collect::<anyhow::Result<Vec<_>>>()
+                    .with_context(|| at.clone())?;
+                let resolver = resolver
+                    .clone()
+                    .ok_or_else(|| anyhow::anyhow!("{at}: no DNS resolver"))?;
+                let hook = match d.hook {
+                    config::DnsblHook::Connect => tern_filter::Hook::Connect,
+                    config::DnsblHook::Rcpt => tern_filter::Hook::Rcpt,
+                };
+                (
+                    &d.roles,
+                    d.timeout,
+                    d.fail,
+                    StageKind::Dnsbl(Arc::new(f::dnsbl::Dnsbl::new(
+                        resolver,
+                        zones,
+                        d.threshold,
+                        hook,
+                        Arc::clone(&clock),
+                    ))),
+                )
+            }
+            FilterConfig::Greylist(g) => {
+                let settings = tern_filter::greylist::Settings {
+                    delay: g.delay.as_secs(),
+                    retry_window: g.retry_window.as_secs(),
+                    expiry: g.expiry.as_secs(),
+                    auto_allow_after: g.auto_allow_after,
+                    max_entries: g.max_entries,
+                    ..tern_filter::greylist::Settings::default()
+                };
+                let store: Box<dyn tern_filter::greylist::Store + Send> =
+                    match g.database.as_deref() {
+                        Some(p) if p == std::path::Path::new(":memory:") => {
+                            Box::new(tern_filter::greylist::MemoryStore::new())
+                        }
+                        p => {
+                            let path = p
+                                .map(std::path::Path::to_path_buf)
+                                .unwrap_or_else(|| config.data_dir.join("greylist.db"));
+                            Box::new(
+                                tern_filter::greylist::SqliteStore::open(&path).with_context(
+                                    || format!("{at}: cannot open {}", path.display()),
+                                )?,
+                            )
+                        }
+                    };
+                (
+                    &g.roles,
+                    g.timeout,
+                    g.fail,
+                    StageKind::Greylist(Arc::new(f::greylist::GreylistService::new(
+                        settings,
+                        store,
+                        Arc::clone(&clock),
+                    ))),
+                )
+            }
+        };
+        stages.push(Stage {
+            name,
+            roles: Roles {
+                mx: roles.contains(&FilterRole::Mx),
+                submission: roles.contains(&FilterRole::Submission),
+            },
+            timeout,
+            fail: match fail {
+                FailConfig::Open => tern_filter::FailMode::Open,
+                FailConfig::Closed => tern_filter::FailMode::Closed,
+            },
+            kind,
+        });
+    }
+    for s in &stages {
+        info!(stage = %s.name, mx = s.roles.mx, submission = s.roles.submission, timeout = ?s.timeout, fail = ?s.fail, "filter stage");
+    }
+    Ok(tern_net::filter::Pipeline::new(stages))
 }
 
 /// Connections waiting to be accepted, per listener (tokio's default).
