@@ -370,7 +370,9 @@ impl Default for Policy {
 
 /// The verdict for `reply`.
 pub fn verdict(reply: &CheckReply, policy: &Policy) -> Verdict {
-    if reply.skipped {
+    // rspamd marks a pre-result (GTUBE, a forced action) as "skipped"
+    // too: only a skip without an action means "not scanned".
+    if reply.skipped && reply.action == RspamdAction::NoAction {
         return Verdict::pass("skipped");
     }
     let result = format!(
@@ -616,6 +618,16 @@ mod tests {
                 .count(),
             2
         );
+    }
+
+    #[test]
+    fn rspamd_34_gtube_is_a_skipped_reject() {
+        // rspamd 3.4's real answer to GTUBE.
+        let r = parse_reply(br#"{"is_skipped":true,"score":15.0,"required_score":15.0,"action":"reject","symbols":{"GTUBE":{"name":"GTUBE","score":0.0,"metric_score":0.0}},"messages":{"smtp_message":"Gtube pattern"},"message-id":"undef","time_real":0.000341}"#).unwrap();
+        assert!(matches!(
+            verdict(&r, &Policy::default()).action,
+            Action::Reject(_)
+        ));
     }
 
     #[test]

@@ -96,7 +96,12 @@ pub struct Config {
     pub pop3: Pop3Config,
     /// The filter pipeline: spam and virus scanners, blocklists and
     /// greylisting, in order (`[[filter]]` tables).
-    #[serde(rename = "filter", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "filter",
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "de_filters"
+    )]
     pub filters: Vec<FilterConfig>,
     /// Logging.
     #[serde(default)]
@@ -122,6 +127,53 @@ pub enum FilterConfig {
     /// Greylisting (postgrey's semantics).
     Greylist(GreylistStage),
 }
+
+/// Each `[[filter]]` table, with its number and type in every error.
+fn de_filters<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<FilterConfig>, D::Error> {
+    let raw = Vec::<toml::Value>::deserialize(d)?;
+    raw.into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let kind = v
+                .get("type")
+                .and_then(toml::Value::as_str)
+                .unwrap_or("")
+                .to_owned();
+            v.try_into::<FilterConfig>().map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "[[filter]] #{} (type = {kind:?}): {}",
+                    i + 1,
+                    e.message()
+                ))
+            })
+        })
+        .collect()
+}
+
+/// `Deserialize` for a string enum whose error names the key.
+macro_rules! keyed_enum {
+    ($ty:ident, $key:literal, { $($variant:ident => $text:literal),+ $(,)? }) => {
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                match s.as_str() {
+                    $($text => Ok($ty::$variant),)+
+                    other => Err(serde::de::Error::custom(format!(
+                        "{} = {other:?}: use {}",
+                        $key,
+                        [$($text),+].join(", ")
+                    ))),
+                }
+            }
+        }
+    };
+}
+
+keyed_enum!(FilterRole, "roles", { Mx => "mx", Submission => "submission" });
+keyed_enum!(FailConfig, "fail", { Open => "open", Closed => "closed" });
+keyed_enum!(SpamAction, "spam", { Quarantine => "quarantine", Tag => "tag" });
+keyed_enum!(InfectedAction, "infected", { Reject => "reject", Quarantine => "quarantine", Discard => "discard" });
+keyed_enum!(DnsblHook, "hook", { Connect => "connect", Rcpt => "rcpt" });
 
 impl FilterConfig {
     /// The `type` value.
@@ -175,7 +227,7 @@ impl DnsblStage {
 }
 
 /// Which listeners a stage runs on.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum FilterRole {
     /// Inbound MX listeners.
@@ -194,7 +246,7 @@ fn default_filter_timeout() -> Duration {
 
 /// What a stage's failure means: `open` accepts (and tags), `closed`
 /// answers 451 4.7.1.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum FailConfig {
     /// Accept and say so in `X-Tern-Filter:`.
@@ -260,7 +312,7 @@ fn default_true_cfg() -> bool {
 }
 
 /// What a spam verdict short of reject does.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum SpamAction {
     /// Deliver into the recipients' Junk folders (and tag).
@@ -323,7 +375,7 @@ fn default_clamd_max_size() -> u64 {
 }
 
 /// What an infected message gets.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum InfectedAction {
     /// `554 5.7.1`.
@@ -370,7 +422,7 @@ fn default_dnsbl_threshold() -> f64 {
 }
 
 /// When blocklists are asked.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum DnsblHook {
     /// At connect; the refusal comes at MAIL FROM.

@@ -430,10 +430,13 @@ impl SessionFilters {
                     let Some(slot) = self.milters[i].as_mut() else {
                         continue;
                     };
-                    (
-                        bounded(&stage, "", slot.connect(&stage, peer, &macros)).await,
-                        false,
-                    )
+                    let v = bounded(&stage, "", slot.connect(&stage, peer, &macros)).await;
+                    // A milter's "go on" is no news; its end of message
+                    // result is what the message's log line shows.
+                    if v.action == Action::Continue && !v.result.starts_with("temperror") {
+                        continue;
+                    }
+                    (v, false)
                 }
                 _ => continue,
             };
@@ -561,8 +564,10 @@ impl SessionFilters {
                 Action::Reject(r) | Action::TempFail(r) => Some(r.clone()),
                 _ => None,
             };
-            self.tx_results
-                .record(&stage.name, Hook::Mail, v, started.elapsed());
+            if v.action != Action::Continue || v.result.starts_with("temperror") {
+                self.tx_results
+                    .record(&stage.name, Hook::Mail, v, started.elapsed());
+            }
             if stop.is_some() {
                 self.abort();
                 return stop;
@@ -646,8 +651,13 @@ impl SessionFilters {
                 _ => None,
             };
             debug!(stage = %stage.name, to = %escape_for_log(to), result = %escape_for_log(&verdict.result), "recipient checked");
-            self.tx_results
-                .record(&stage.name, Hook::Rcpt, verdict, started.elapsed());
+            let quiet = matches!(stage.kind, StageKind::Milter(_))
+                && verdict.action == Action::Continue
+                && !verdict.result.starts_with("temperror");
+            if !quiet {
+                self.tx_results
+                    .record(&stage.name, Hook::Rcpt, verdict, started.elapsed());
+            }
             if stop.is_some() {
                 return stop;
             }

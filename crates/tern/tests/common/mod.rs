@@ -52,6 +52,30 @@ impl TestServer {
         }
     }
 
+    /// Like `start_with`, with the clock greylisting and the blocklist
+    /// cache read (seconds since the epoch).
+    pub async fn start_with_clock(
+        extra_top: &str,
+        extra: &str,
+        clock: std::sync::Arc<dyn Fn() -> u64 + Send + Sync>,
+    ) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "data_dir = {:?}\n{extra_top}\n{BASE_CONFIG}\n{extra}\n",
+            dir.path().join("data")
+        );
+        let config = Config::parse(&text).expect("test config");
+        let running = tern::start_with_clock(&config, clock)
+            .await
+            .expect("server starts");
+        let addr = running.addrs()[0];
+        TestServer {
+            running: Some(running),
+            addr,
+            dir,
+        }
+    }
+
     pub async fn start() -> TestServer {
         Self::start_with("", "").await
     }
