@@ -108,6 +108,7 @@ def render_config(
     dkim=None,
     imap_settings=None,
     pop3=None,
+    filters=(),
 ) -> str:
     """The TOML config. `extra_listeners`: dicts with `port`, `role` and optionally
     `plaintext_auth`, after the MX listener on `port`. `abuse`: section name ->
@@ -122,7 +123,8 @@ def render_config(
     `[dkim]`; the inbound checks are off unless `mail_auth` is given (with the
     default closed-port nameserver every lookup would only time out).
     `imap_settings`: settings of `[imap]` (append_limit, max_sessions_per_user,
-    quota)."""
+    quota). `filters`: `[[filter]]` stages, dicts in order (`{"type": "rspamd",
+    "url": ...}`)."""
     domains = DEFAULT_DOMAINS if domains is None else domains
     lim = {
         "max_message_size": MAX_MESSAGE_SIZE,
@@ -210,6 +212,12 @@ def render_config(
             out.append(f"[{table}]")
             out += [f"{k} = {val(v)}" for k, v in settings.items()]
             out.append("")
+    # `filters`: the [[filter]] stages in order, each a dict of its keys
+    # (`type` first); they come last (arrays of tables).
+    for stage in filters:
+        out.append("[[filter]]")
+        out += [f"{k} = {val(v)}" for k, v in stage.items()]
+        out.append("")
     return "\n".join(out)
 
 

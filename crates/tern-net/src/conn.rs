@@ -733,7 +733,9 @@ impl Connection {
         );
         let mx = !self.role.is_submission();
         let trusted = self.ctx.relay.is_trusted(self.peer.ip());
-        let scan = self.filters.is_some() && self.ctx.filters.reads_messages(self.role);
+        // Any stage on this role: the message goes through the end-of-data
+        // pipeline (results field, log line), read back from a scratch file.
+        let scan = self.filters.is_some();
         match crate::mailauth::begin(&self.ctx, mx, self.auth_user.is_some(), trusted, scan) {
             Ok(capture) => tx.auth = capture,
             Err(e) => {

@@ -316,13 +316,17 @@ pub async fn start_with_clock(
                 .collect(),
         ),
         mailauth,
-        filters,
+        filters: Arc::clone(&filters),
         local_intake: Some(local_intake),
-        imap: Some(Arc::new(tern_net::imap::ImapService::new(
-            Arc::clone(&mailboxes),
-            config.imap.append_limit,
-            config.imap.max_sessions_per_user,
-        ))),
+        imap: Some(Arc::new({
+            let mut imap = tern_net::imap::ImapService::new(
+                Arc::clone(&mailboxes),
+                config.imap.append_limit,
+                config.imap.max_sessions_per_user,
+            );
+            imap.learner = imap_learner(&filters);
+            imap
+        })),
         pop3: Some(Arc::new(tern_net::pop3::Pop3Service::new(
             mailboxes,
             match config.pop3.delete_mode {
@@ -555,6 +559,50 @@ fn build_pipeline(
         info!(stage = %s.name, mx = s.roles.mx, submission = s.roles.submission, timeout = ?s.timeout, fail = ?s.fail, "filter stage");
     }
     Ok(tern_net::filter::Pipeline::new(stages))
+}
+
+/// The rspamd stage that can learn (the first with a `controller`).
+pub fn spam_learner(pipeline: &tern_net::filter::Pipeline) -> Option<Arc<tern_net::filter::rspamd::Rspamd>> {
+    pipeline.stages().iter().find_map(|s| match &s.kind {
+        tern_net::filter::StageKind::Rspamd(r) if r.settings().controller.is_some() => {
+            Some(Arc::clone(r))
+        }
+        _ => None,
+    })
+}
+
+/// IMAP moves into and out of Junk, told to rspamd's controller in the
+/// background (when an rspamd stage has one).
+fn imap_learner(pipeline: &tern_net::filter::Pipeline) -> Option<tern_net::imap::learn::Learner> {
+    let rspamd = spam_learner(pipeline)?;
+    let handle = tokio::runtime::Handle::current();
+    Some(tern_net::imap::learn::Learner::new(move |kind, file| {
+        let rspamd = Arc::clone(&rspamd);
+        handle.spawn(async move {
+            let what = match kind {
+                tern_filter::rspamd::Learn::Spam => "spam",
+                tern_filter::rspamd::Learn::Ham => "ham",
+            };
+            match rspamd
+                .learn(kind, file, std::time::Duration::from_secs(60))
+                .await
+            {
+                Ok(true) => info!(learned = what, "rspamd learned a message moved by a user"),
+                Ok(false) => info!(learned = what, "rspamd already knew a message moved by a user"),
+                Err(e) => warn!(learned = what, error = %e, "rspamd could not learn a message moved by a user"),
+            }
+        });
+    }))
+}
+
+/// The pipeline of `config` for commands that run beside the server
+/// (`tern spam learn`): stages built, nothing opened in `data_dir` that
+/// the server holds (greylisting is left out).
+pub fn command_pipeline(config: &Config) -> anyhow::Result<tern_net::filter::Pipeline> {
+    let mut c = config.clone();
+    c.filters
+        .retain(|f| !matches!(f, config::FilterConfig::Greylist(_) | config::FilterConfig::Dnsbl(_)));
+    build_pipeline(&c, None, tern_net::filter::dnsbl::system_clock())
 }
 
 /// Connections waiting to be accepted, per listener (tokio's default).

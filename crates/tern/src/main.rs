@@ -94,6 +94,15 @@ enum Command {
         #[arg(short, long, value_name = "PATH")]
         config: Option<PathBuf>,
     },
+    /// Spam learning: teach rspamd (the controller of the first rspamd
+    /// stage that names one) that messages are spam or not.
+    Spam {
+        #[command(subcommand)]
+        action: SpamAction,
+        /// The configuration file (TOML).
+        #[arg(short, long, value_name = "PATH", global = true)]
+        config: Option<PathBuf>,
+    },
     /// Print every DNS record a local domain needs (MX, SPF, DKIM, DMARC,
     /// MTA-STS, TLS-RPT); with --check, look them up and say which are
     /// missing or wrong (exit status 1 if a required one is).
@@ -106,6 +115,22 @@ enum Command {
         /// The configuration file (TOML).
         #[arg(short, long, value_name = "PATH")]
         config: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SpamAction {
+    /// Learn the messages in FILEs (RFC 5322, as stored) as spam or ham.
+    Learn {
+        /// They are spam (`/learnspam`).
+        #[arg(long, conflicts_with = "ham", required_unless_present = "ham")]
+        spam: bool,
+        /// They are not spam (`/learnham`).
+        #[arg(long)]
+        ham: bool,
+        /// The message files.
+        #[arg(value_name = "FILE", required = true)]
+        files: Vec<PathBuf>,
     },
 }
 
@@ -216,6 +241,13 @@ fn main() -> anyhow::Result<()> {
             print!("{}", tern::mailbox_cmd::quota(&user, &config)?);
             Ok(())
         }
+        Command::Spam { action, config } => {
+            let Some(config) = config else {
+                anyhow::bail!("tern spam needs --config PATH");
+            };
+            let SpamAction::Learn { spam, files, .. } = action;
+            spam_learn(&config, spam, &files)
+        }
         Command::Dns {
             domain,
             check,
@@ -246,6 +278,57 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(serve(c))
         }
     }
+}
+
+/// `tern spam learn --spam|--ham FILE…`: one line per file; exit status 1
+/// if any failed.
+fn spam_learn(config: &std::path::Path, spam: bool, files: &[PathBuf]) -> anyhow::Result<()> {
+    let c = Config::load(config)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let pipeline = tern::command_pipeline(&c)?;
+        let Some(rspamd) = tern::spam_learner(&pipeline) else {
+            anyhow::bail!(
+                "{}: no [[filter]] of type \"rspamd\" has a controller (controller = \"http://127.0.0.1:11334\")",
+                config.display()
+            );
+        };
+        let kind = if spam {
+            tern_filter::rspamd::Learn::Spam
+        } else {
+            tern_filter::rspamd::Learn::Ham
+        };
+        let what = if spam { "spam" } else { "ham" };
+        let mut failed = 0;
+        for f in files {
+            let file = match std::fs::File::open(f) {
+                Ok(file) => file,
+                Err(e) => {
+                    eprintln!("{}: cannot open: {e}", f.display());
+                    failed += 1;
+                    continue;
+                }
+            };
+            match rspamd
+                .learn(kind, file, std::time::Duration::from_secs(60))
+                .await
+            {
+                Ok(true) => println!("{}: learned as {what}", f.display()),
+                Ok(false) => println!("{}: already learned", f.display()),
+                Err(e) => {
+                    eprintln!("{}: not learned: {e}", f.display());
+                    failed += 1;
+                }
+            }
+        }
+        if failed > 0 {
+            std::process::exit(1);
+        }
+        Ok(())
+    })
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

@@ -72,6 +72,8 @@ pub struct Backend {
     saved: Vec<u32>,
     /// Largest message APPEND accepts.
     append_limit: u64,
+    /// Spam learning on moves into and out of Junk ([`super::learn`]).
+    learner: Option<super::learn::Learner>,
 }
 
 /// Encoded untagged responses plus the completion of one request.
@@ -347,7 +349,14 @@ impl Backend {
             selected: None,
             saved: Vec::new(),
             append_limit,
+            learner: None,
         }
+    }
+
+    /// Tells `learner` about messages moved into and out of Junk.
+    pub fn with_learner(mut self, learner: Option<super::learn::Learner>) -> Backend {
+        self.learner = learner;
+        self
     }
 
     /// Opens `user`'s store after a successful login (creating the
@@ -1413,6 +1422,9 @@ impl Backend {
             store.copy(sel.id, &uids, target.id)
         }
         .map_err(|e| store_error(&e))?;
+        if let Some(learner) = &self.learner {
+            super::learn::after_copy(learner, store, sel.id, mailbox, &result);
+        }
         let code = Code::CopyUid {
             uid_validity: result.uidvalidity,
             source: to_set(&result.uids.iter().map(|(s, _)| *s).collect::<Vec<_>>()),

@@ -12,6 +12,7 @@
 //! This module never parses IMAP itself and never logs a secret.
 
 pub mod backend;
+pub mod learn;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -51,6 +52,8 @@ pub struct ImapService {
     pub append_limit: u64,
     /// Concurrent IMAP sessions one user may hold.
     pub max_sessions_per_user: usize,
+    /// Spam learning on moves into and out of Junk (`None`: off).
+    pub learner: Option<learn::Learner>,
     sessions: Mutex<HashMap<String, usize>>,
 }
 
@@ -61,6 +64,7 @@ impl ImapService {
             mailboxes,
             append_limit,
             max_sessions_per_user,
+            learner: None,
             sessions: Mutex::new(HashMap::new()),
         }
     }
@@ -140,10 +144,10 @@ pub(crate) async fn run(
     };
     let mut session = Session::new(session_config(&smtp, &service), tls);
     session.greet();
-    let backend = Arc::new(Mutex::new(Backend::new(
-        Arc::clone(&service.mailboxes),
-        service.append_limit,
-    )));
+    let backend = Arc::new(Mutex::new(
+        Backend::new(Arc::clone(&service.mailboxes), service.append_limit)
+            .with_learner(service.learner.clone()),
+    ));
     let mut slot: Option<UserSlot> = None;
     let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
     let mut idle: Option<(Instant, Instant)> = None; // (started, last keepalive)
