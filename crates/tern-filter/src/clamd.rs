@@ -114,7 +114,9 @@ impl ReplyReader {
     /// end) has arrived. Refused when longer than [`MAX_REPLY`].
     pub fn push(&mut self, bytes: &[u8]) -> Result<Option<String>, ClamdError> {
         self.buf.extend_from_slice(bytes);
-        if let Some(end) = self.buf.iter().position(|&b| b == 0 || b == b'\n') {
+        if let Some(end) = self.buf.iter().position(|&b| b == 0 || b == b'\n')
+            && end <= MAX_REPLY
+        {
             return Ok(Some(String::from_utf8_lossy(&self.buf[..end]).into_owned()));
         }
         if self.buf.len() > MAX_REPLY {
