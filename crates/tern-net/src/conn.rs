@@ -180,6 +180,36 @@ fn single_local_mailbox(tx: &Transaction) -> Option<&str> {
         .then_some(mailbox.as_str())
 }
 
+/// `452 4.2.2` if local `mailbox` has a quota and `size` more bytes do
+/// not fit (`size` 0: if it is full already). Checked off the runtime (it
+/// reads the user's index); an error other than "full" refuses nothing
+/// here: the delivery itself reports it.
+async fn quota_refusal(ctx: &Context, mailbox: &str, size: u64) -> Option<Reply> {
+    let intake = ctx.local_intake.as_ref()?;
+    let domain = mailbox.rsplit_once('@').map_or("", |(_, d)| d);
+    if !intake.store.has_quota(mailbox) || intake.lmtp_domains.contains(domain) {
+        return None;
+    }
+    let store = Arc::clone(&intake.store);
+    let user = mailbox.to_owned();
+    let checked = tokio::task::spawn_blocking(move || {
+        store.delivery_target(&user, &tern_store::Folder::Inbox, size)
+    })
+    .await;
+    match checked {
+        Ok(Err(tern_store::MailboxError::OverQuota { .. })) => Some(Reply::new(
+            452,
+            EnhancedStatus::new(4, 2, 2),
+            "Mailbox full; try again later",
+        )),
+        Ok(Err(e)) => {
+            debug!(mailbox = %mailbox, error = %e, "quota not checked");
+            None
+        }
+        _ => None,
+    }
+}
+
 /// Streams message bytes to the open spool file, remembering the first error.
 fn write_message(tx: &mut Transaction, bytes: &[u8]) {
     if tx.write_error.is_some() {
@@ -487,7 +517,7 @@ impl Connection {
                 });
                 session.accept();
             }
-            Event::RcptTo { to, params } => self.on_rcpt(to, params, session),
+            Event::RcptTo { to, params } => self.on_rcpt(to, params, session).await,
             Event::DataStart { bdat } => self.on_data_start(bdat, session),
             Event::DataChunk(bytes) => self.on_chunk(&bytes),
             Event::DataEnd => self.on_data_end(session).await,
@@ -590,7 +620,7 @@ impl Connection {
         }
     }
 
-    fn on_rcpt(&mut self, to: ForwardPath, params: RcptParams, session: &mut ServerSession) {
+    async fn on_rcpt(&mut self, to: ForwardPath, params: RcptParams, session: &mut ServerSession) {
         let Some(tx) = self.tx.as_mut() else {
             // The session only asks inside a transaction; refuse defensively.
             session.reply(out_of_sequence());
@@ -613,6 +643,17 @@ impl Connection {
                             retry.wait.as_secs().max(1)
                         ),
                     ));
+                    return;
+                }
+                // A mailbox that is full now gets 452 4.2.2 at once (the
+                // client keeps the message and tries again); the end of
+                // data and the queue check again with the real size.
+                if let [Target::Local { mailbox }] = targets.as_slice()
+                    && let Some(reply) =
+                        quota_refusal(&self.ctx, mailbox, tx.params.size.unwrap_or(0)).await
+                {
+                    info!(to = %escape_for_log(&address), mailbox = %mailbox, "recipient refused: mailbox full");
+                    session.reply(reply);
                     return;
                 }
                 debug!(to = %escape_for_log(&address), "recipient accepted");
@@ -745,6 +786,18 @@ impl Connection {
                 }
             }
         }
+        // Delivered at intake into a mailbox with a quota: the size is
+        // known now. Full: 452 4.2.2, nothing kept (the client retries,
+        // and its notice tells the sender if the mailbox stays full).
+        if message.is_delivered()
+            && !quarantine
+            && let Some(mailbox) = single_local_mailbox(&tx)
+            && let Some(reply) = quota_refusal(&self.ctx, mailbox, message.size()).await
+        {
+            info!(queue_id = %queue_id, mailbox = %mailbox, size = message.size(), "message refused: mailbox full");
+            session.reply(reply);
+            return;
+        }
         if quarantine
             && message.is_delivered()
             && let Err(e) = self.quarantine_at_intake(&tx, &mut message)
@@ -822,7 +875,10 @@ impl Connection {
             .and_then(|n| n.to_str())
             .ok_or("no delivery path")?
             .to_owned();
-        let junk = intake.store.junk(mailbox).map_err(|e| e.to_string())?;
+        let junk = intake
+            .store
+            .delivery_target(mailbox, &tern_store::Folder::Junk, message.size())
+            .map_err(|e| e.to_string())?;
         let (_, final_path) = junk.delivery_paths(&name).map_err(|e| e.to_string())?;
         if message.redirect_delivery(final_path) {
             Ok(())

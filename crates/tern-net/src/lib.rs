@@ -127,8 +127,8 @@ pub struct Context {
 /// What delivery at intake needs (see [`tern_delivery::intake`]).
 #[derive(Debug, Clone)]
 pub struct LocalIntake {
-    /// Where local mailboxes live.
-    pub store: Arc<tern_store::MailStore>,
+    /// The mail store local mailboxes are delivered through.
+    pub store: Arc<tern_store::Mailboxes>,
     /// Canonical domains whose mailboxes are delivered over LMTP: their
     /// messages are always queued.
     pub lmtp_domains: std::collections::HashSet<String>,

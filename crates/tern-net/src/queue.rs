@@ -55,7 +55,7 @@ use tern_queue::{
     AttemptResult, DeliveryLease, Envelope, QueueId, Recipient, RecipientState, RetrySchedule,
     Spool, enhanced_status, on_result,
 };
-use tern_store::{Directory, MailStore, Resolution, Target};
+use tern_store::{Directory, Mailboxes, Resolution, Target};
 use tern_types::dsn::{BodyType, Ret};
 use tern_types::{ForwardPath, Mailbox};
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -75,7 +75,7 @@ pub struct QueueManager {
     /// The spool to work off.
     pub spool: Spool,
     /// Where local mailboxes live.
-    pub store: Arc<MailStore>,
+    pub store: Arc<Mailboxes>,
     /// Routes bounce recipients (local mailbox or remote).
     pub directory: Arc<Directory>,
     /// Our host name (Maildir names, DSNs).
@@ -479,7 +479,7 @@ impl QueueManager {
                 .unwrap_or(RecipientState::Pending);
             let next = on_result(
                 &state,
-                &AttemptResult::Temporary(format!("451 4.3.0 {error}")),
+                &AttemptResult::Temporary(error.clone()),
                 &self.schedule,
                 envelope.received_at,
                 now,
@@ -894,7 +894,7 @@ impl QueueManager {
 /// needs. `lmtp` names the domains whose mailboxes are left to LMTP.
 fn load(
     spool: &Spool,
-    store: &MailStore,
+    store: &Mailboxes,
     hostname: &str,
     lease: &DeliveryLease,
     lmtp: &HashSet<String>,
@@ -912,6 +912,10 @@ fn load(
         let skip = |mailbox: &str| lmtp.contains(mailbox_domain(mailbox));
         deliver_local_leased(spool, store, hostname, lease, &skip).map_err(|e| e.to_string())?
     };
+    // IDLE sessions of the recipients see their new mail at once.
+    for (_, mailbox) in &report.delivered {
+        store.notify_external(mailbox);
+    }
     if report.skipped || report.removed {
         return Ok(Loaded::Gone(report));
     }

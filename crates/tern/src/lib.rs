@@ -22,7 +22,7 @@ use tern_net::{
 };
 use tern_queue::{Spool, SpoolOptions};
 use tern_sasl::jwt::{JwtConfig, JwtKey, JwtValidator};
-use tern_store::{Directory, MailStore};
+use tern_store::Directory;
 use tern_users::UserDbHandle;
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -173,7 +173,18 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
     let spool = Spool::open(&data_dir.join("spool"), SpoolOptions::default())
         .with_context(|| format!("cannot open the spool in {}", data_dir.display()))?;
-    let store = Arc::new(MailStore::new(data_dir.join("mail")));
+    // One mail store for every writer and reader: SMTP deliveries (at
+    // intake, from the queue), IMAP and POP3 share the per-user stores,
+    // locks and quota.
+    let store = Arc::new(tern_store::mailbox::Mailboxes::new(
+        data_dir.join("mail"),
+        tern_store::mailbox::StoreConfig {
+            hostname: config.hostname.clone(),
+            quota_bytes: config.imap.quota,
+            ..tern_store::mailbox::StoreConfig::default()
+        },
+    ));
+    let mailboxes = Arc::clone(&store);
     let directory = Arc::new(Directory::new(config.directory_config()?)?);
 
     // One resolver for outbound delivery and the authentication checks.
@@ -248,15 +259,6 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     });
 
     let l = &config.limits;
-    // One mail store for IMAP and POP3: the same per-user stores and locks.
-    let mailboxes = Arc::new(tern_store::mailbox::Mailboxes::new(
-        data_dir.join("mail"),
-        tern_store::mailbox::StoreConfig {
-            hostname: config.hostname.clone(),
-            quota_bytes: config.imap.quota,
-            ..tern_store::mailbox::StoreConfig::default()
-        },
-    ));
     let ctx = Arc::new(tern_net::Context {
         hostname: config.hostname.clone(),
         directory,
