@@ -322,11 +322,15 @@ impl Connection {
         }
     }
 
-    /// Runs the session to completion on `stream`.
+    /// Runs the session to completion on `stream`. The connection slot
+    /// `permit` is given back as soon as the session has ended (before its
+    /// last reply is written), so a client that reconnects the moment it
+    /// reads `221` is not counted twice.
     pub(crate) async fn run(
         mut self,
         mut stream: MaybeTlsStream,
         mut shutdown: watch::Receiver<bool>,
+        mut permit: Option<crate::limits::ConnectionPermit>,
     ) {
         let mut session = ServerSession::new(Arc::clone(&self.smtp));
         self.tls = stream.tls_info();
@@ -361,6 +365,9 @@ impl Connection {
                 self.handle(event, &mut session).await;
             }
             let out = session.take_output();
+            if session.is_closed() {
+                drop(permit.take());
+            }
             if !out.is_empty() {
                 self.progress_at = Instant::now();
                 let errors = session.error_count();

@@ -10,6 +10,10 @@
 //! counters ([`tern_limits::client_key`]): an IPv6 client by its prefix
 //! (`/64` by default), since one host owns a whole /64 and could otherwise
 //! take every slot with addresses of its own.
+//!
+//! Addresses the rate limits exempt (`limits.rate_limit_exceptions` and
+//! the trusted networks: a local relay, a load generator) are not held to
+//! the per-address cap either, only to the overall one.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -38,6 +42,8 @@ pub struct ConnectionLimiter {
     max_total: usize,
     max_per_ip: usize,
     ipv6_prefix: u8,
+    /// Not held to `max_per_ip`.
+    exempt: Arc<[ipnet::IpNet]>,
     counts: Arc<Mutex<Counts>>,
 }
 
@@ -49,8 +55,24 @@ impl ConnectionLimiter {
             max_total,
             max_per_ip,
             ipv6_prefix,
+            exempt: Arc::from(Vec::new()),
             counts: Arc::new(Mutex::new(Counts::default())),
         }
+    }
+
+    /// The same limiter, with `exempt` networks not held to the
+    /// per-address cap (what the rate limits exempt).
+    pub fn with_exempt(mut self, exempt: Vec<ipnet::IpNet>) -> Self {
+        self.exempt = Arc::from(exempt);
+        self
+    }
+
+    fn is_exempt(&self, ip: IpAddr) -> bool {
+        let plain = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        self.exempt.iter().any(|n| n.contains(&plain))
     }
 
     /// Takes a slot for `ip`, or says which limit is reached.
@@ -61,7 +83,7 @@ impl ConnectionLimiter {
             return Err(Refusal::ServerFull);
         }
         let mine = counts.per_ip.get(&ip).copied().unwrap_or(0);
-        if mine >= self.max_per_ip {
+        if mine >= self.max_per_ip && !self.is_exempt(ip) {
             return Err(Refusal::TooManyFromAddress);
         }
         counts.total += 1;
@@ -137,6 +159,27 @@ mod tests {
         // IPv4-mapped addresses count as their IPv4 address.
         let _c = l.try_acquire(ip("::ffff:192.0.2.1")).unwrap();
         let _d = l.try_acquire(ip("192.0.2.1")).unwrap();
+        assert_eq!(
+            l.try_acquire(ip("192.0.2.1")).unwrap_err(),
+            Refusal::TooManyFromAddress
+        );
+    }
+
+    #[test]
+    fn exempt_networks_are_not_held_to_the_per_address_cap() {
+        let l = ConnectionLimiter::new(5, 2, 64).with_exempt(vec!["127.0.0.0/8".parse().unwrap()]);
+        let held: Vec<_> = (0..4)
+            .map(|_| l.try_acquire(ip("127.0.0.1")).unwrap())
+            .collect();
+        assert_eq!(held.len(), 4);
+        // Others still are; and the overall cap holds for everyone.
+        let _a = l.try_acquire(ip("192.0.2.1")).unwrap();
+        assert_eq!(
+            l.try_acquire(ip("127.0.0.1")).unwrap_err(),
+            Refusal::ServerFull
+        );
+        drop(held);
+        let _b = l.try_acquire(ip("192.0.2.1")).unwrap();
         assert_eq!(
             l.try_acquire(ip("192.0.2.1")).unwrap_err(),
             Refusal::TooManyFromAddress

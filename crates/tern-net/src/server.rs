@@ -232,7 +232,7 @@ fn admit(
             let ctx = Arc::clone(ctx);
             sessions.spawn(
                 async move {
-                    let _permit = permit;
+                    let permit = Some(permit);
                     info!("connect");
                     let stream = MaybeTlsStream::Plain(stream);
                     let stream = if role.implicit_tls() {
@@ -266,7 +266,7 @@ fn admit(
                         drop(conn);
                         crate::pop3::run(ctx, service, stream, peer, smtp, shutdown).await;
                     } else {
-                        conn.run(stream, shutdown).await;
+                        conn.run(stream, shutdown, permit).await;
                     }
                 }
                 .instrument(span),

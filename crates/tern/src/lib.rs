@@ -278,6 +278,13 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             l.max_connections,
             l.max_connections_per_ip,
             l.abuse.ipv6_prefix,
+        )
+        .with_exempt(
+            l.rate_limit_exceptions
+                .iter()
+                .chain(&config.trusted_networks)
+                .copied()
+                .collect(),
         ),
         tls: Some(tls.clone()),
         handshake_timeout: config.tls.handshake_timeout,

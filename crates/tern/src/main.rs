@@ -133,8 +133,22 @@ enum UserAction {
     List,
 }
 
+/// The log filter for `level` (unless `RUST_LOG` says otherwise). rustls
+/// warns about what clients send in their hello (an IP address as SNI,
+/// which many clients and scanners send): nothing an admin can act on,
+/// so those lines are shown only when `level` asks for debug output.
+fn log_directives(level: &str) -> String {
+    let verbose = level.contains("debug") || level.contains("trace");
+    if verbose || level.contains("rustls") {
+        level.to_owned()
+    } else {
+        format!("{level},rustls::msgs::handshake=error")
+    }
+}
+
 fn init_logging(format: LogFormat, level: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(log_directives(level)));
     use std::io::IsTerminal;
     // Colours only for people: a log file or journald gets plain text.
     let builder = tracing_subscriber::fmt()
@@ -269,4 +283,22 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     running.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_directives;
+
+    #[test]
+    fn rustls_hello_warnings_are_shown_only_at_debug() {
+        assert_eq!(log_directives("info"), "info,rustls::msgs::handshake=error");
+        assert_eq!(log_directives("warn"), "warn,rustls::msgs::handshake=error");
+        assert_eq!(log_directives("debug"), "debug");
+        assert_eq!(log_directives("info,tern_net=trace"), "info,tern_net=trace");
+        assert_eq!(log_directives("info,rustls=warn"), "info,rustls=warn");
+        // The directives parse.
+        for level in ["info", "warn", "debug"] {
+            tracing_subscriber::EnvFilter::try_new(log_directives(level)).unwrap();
+        }
+    }
 }
