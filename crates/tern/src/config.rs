@@ -97,6 +97,9 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// The delivery journal behind `tern trace`.
+    #[serde(default)]
+    pub trace: TraceConfig,
 }
 
 /// `[imap]`: the IMAP service and the mail store it serves.
@@ -528,6 +531,42 @@ fn default_smarthost_tls() -> String {
 pub struct DnsConfig {
     /// Nameservers as `ip:port`; empty: those in /etc/resolv.conf.
     pub nameservers: Vec<SocketAddr>,
+}
+
+/// `[trace]`: the delivery journal (`<data_dir>/journal/`) that
+/// `tern trace` reads.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TraceConfig {
+    /// Keep a journal at all.
+    pub enabled: bool,
+    /// Days of journal kept (whole UTC days).
+    #[serde(with = "duration_str")]
+    pub retention: Duration,
+    /// The journal's files together stay under this many bytes (the
+    /// oldest days go first).
+    pub max_size: u64,
+}
+
+impl Default for TraceConfig {
+    fn default() -> Self {
+        let r = tern_queue::journal::Retention::default();
+        TraceConfig {
+            enabled: true,
+            retention: r.max_age,
+            max_size: r.max_bytes,
+        }
+    }
+}
+
+impl TraceConfig {
+    /// The journal's retention.
+    pub fn retention(&self) -> tern_queue::journal::Retention {
+        tern_queue::journal::Retention {
+            max_age: self.retention,
+            max_bytes: self.max_size,
+        }
+    }
 }
 
 /// Logging.

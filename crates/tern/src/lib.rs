@@ -9,6 +9,7 @@
 pub mod config;
 pub mod mailbox_cmd;
 pub mod privilege;
+pub mod trace_cmd;
 
 use std::net::SocketAddr;
 use std::os::unix::fs::DirBuilderExt;
@@ -44,6 +45,8 @@ pub struct Running {
     reloader: Option<tokio::task::JoinHandle<()>>,
     /// The admin socket server (`tern queue …`); stops with the listeners.
     admin: tokio::task::JoinHandle<()>,
+    /// The delivery journal, closed (written out) last.
+    journal: tern_queue::Journal,
 }
 
 impl Running {
@@ -90,6 +93,8 @@ impl Running {
         let _ = self.admin.await;
         let _ = self.stop_delivery.send(true);
         let _ = self.delivery.await;
+        let journal = self.journal.clone();
+        let _ = tokio::task::spawn_blocking(move || journal.close()).await;
         info!("stopped");
     }
 }
@@ -186,6 +191,12 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     ));
     let mailboxes = Arc::clone(&store);
     let directory = Arc::new(Directory::new(config.directory_config()?)?);
+    let journal = if config.trace.enabled {
+        tern_queue::Journal::open(&data_dir.join("journal"), config.trace.retention())
+            .context("cannot open the delivery journal")?
+    } else {
+        tern_queue::Journal::disabled()
+    };
 
     // One resolver for outbound delivery and the authentication checks.
     let hickory: Option<Arc<tern_dns::HickoryResolver>> =
@@ -235,6 +246,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         outbound,
         lmtp,
         signer: dkim.0.clone(),
+        journal: journal.clone(),
     }
     .start(delivery_shutdown);
 
@@ -261,6 +273,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let l = &config.limits;
     let ctx = Arc::new(tern_net::Context {
         hostname: config.hostname.clone(),
+        journal: journal.clone(),
         directory,
         relay: RelayPolicy {
             trusted_networks: config.trusted_networks.clone(),
@@ -345,6 +358,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         hostname: config.hostname.clone(),
         delivery: Some(ctx.delivery.clone()),
         signer: dkim.0.clone(),
+        journal: journal.clone(),
     };
     let mut bound = Vec::with_capacity(listeners.len());
     for (socket, spec) in sockets.into_iter().zip(listeners) {
@@ -372,6 +386,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         dkim,
         reloader,
         admin,
+        journal,
     })
 }
 
