@@ -970,9 +970,10 @@ mod duration_str {
             "" | "s" => Duration::from_secs(n),
             "m" => Duration::from_secs(n.saturating_mul(60)),
             "h" => Duration::from_secs(n.saturating_mul(3600)),
+            "d" => Duration::from_secs(n.saturating_mul(86_400)),
             other => {
                 return Err(format!(
-                    "invalid duration unit {other:?} in {t:?}: use ms, s, m or h"
+                    "invalid duration unit {other:?} in {t:?}: use ms, s, m, h or d"
                 ));
             }
         };
@@ -1129,6 +1130,22 @@ aliases = { info = ["alice", "bob"] }
         let c = Config::load(Path::new(path)).unwrap();
         assert_eq!(c.hostname, "mx.example.test");
         assert_eq!(c.listeners[0].address, "127.0.0.1:2525".parse().unwrap());
+    }
+
+    #[test]
+    fn the_shipped_production_config_is_valid() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/production.toml"
+        );
+        let c = Config::load(Path::new(path)).unwrap();
+        assert_eq!(c.hostname, "mail.example.org");
+        assert_eq!(c.user.as_deref(), Some("tern"));
+        let ports: Vec<u16> = c.listeners.iter().map(|l| l.address.port()).collect();
+        assert_eq!(ports, [25, 25, 587, 465, 993, 143, 995, 110]);
+        assert!(c.listeners.iter().all(|l| !l.plaintext_auth));
+        assert_eq!(c.tls.certificates.len(), 1);
+        assert!(c.trusted_networks.is_empty());
     }
 
     #[test]
