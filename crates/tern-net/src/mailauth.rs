@@ -8,10 +8,10 @@
 //! clamd). If so, the client's bytes go to an unlinked scratch file in
 //! the spool's `tmp/` instead of the spool file (the driver has already
 //! removed forged `Authentication-Results:` from the header section). At
-//! the end of data the pipeline ([`crate::filter::eom`]) reads back only
-//! the header section ([`open`]); the body is streamed from the scratch
-//! file through the body hashes ([`verify`]), the scanners and the signer
-//! ([`sign`]), on blocking threads for the hashing, and then copied into
+//! the end of data the pipeline (`crate::filter::eom`) reads back only
+//! the header section (`open`); the body is streamed from the scratch
+//! file through the body hashes (`verify`), the scanners and the signer
+//! (`sign`), on blocking threads for the hashing, and then copied into
 //! the spool file after our `Received:`: an ARC set when the message is
 //! forwarded through an alias to another domain (RFC 8617), our
 //! `Authentication-Results:`, the scanners' fields, any

@@ -6,7 +6,7 @@
 //! on the roles it is configured for (MX, submission) and listens to some
 //! [`Hook`]s; the driver asks only hooks some stage listens to, and a
 //! session on a role no stage runs on carries no filter state at all
-//! ([`SessionFilters::new`] returns `None`): with no scanner configured
+//! (`SessionFilters::new` returns `None`): with no scanner configured
 //! nothing changes on the hot path.
 //!
 //! - At **connect** and **HELO** (DNS blocklists at connect, milters), a
@@ -15,7 +15,7 @@
 //!   blocklist's refusal).
 //! - At **MAIL** and **RCPT** (milters, greylisting, blocklists at RCPT) a
 //!   refusal is the reply to that command (at RCPT: that recipient only).
-//! - At the **end of data** ([`eom`]) the message, spooled to a scratch
+//! - At the **end of data** (`eom`) the message, spooled to a scratch
 //!   file, is streamed to every content stage in order (the
 //!   email-authentication checks, rspamd, milters' header/body/end of
 //!   message, clamd), each seeing the header changes of the ones before.
