@@ -33,6 +33,7 @@ pub mod gate;
 pub mod imap;
 pub mod limits;
 pub mod mailauth;
+pub mod metrics;
 pub mod policy;
 pub mod pop3;
 pub mod queue;

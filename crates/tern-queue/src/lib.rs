@@ -50,7 +50,7 @@ pub mod schedule;
 pub mod spool;
 mod state;
 
-pub use committer::{PendingCommit, SpoolStats};
+pub use committer::{BATCH_SIZE_BOUNDS, BATCH_SIZE_BUCKETS, PendingCommit, SpoolStats};
 pub use envelope::{Envelope, Recipient};
 pub use error::SpoolError;
 pub use id::{InvalidQueueId, QueueId};
