@@ -387,6 +387,7 @@ pub(crate) async fn finish(
             action,
             "authentication checks"
         );
+        crate::metrics::metrics().mailauth_summary(&verdict.summary);
         match disposition {
             Disposition::Accept => {}
             Disposition::Quarantine { .. } => outcome.quarantine = true,

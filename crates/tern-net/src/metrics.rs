@@ -612,7 +612,8 @@ impl Metrics {
     // -------------------------------------------------------- auth and TLS
 
     /// An authentication attempt over `protocol` (`smtp`, `imap`, `pop3`)
-    /// with `mechanism` ended (`ok`: it succeeded).
+    /// with `mechanism` ended (`ok`: it succeeded); `""` for a mechanism
+    /// the session does not name (`mechanism="unknown"`).
     pub fn auth(&self, protocol: &'static str, mechanism: &str, ok: bool) {
         let mechanism = mechanism_label(mechanism);
         let result: &'static str = if ok { "success" } else { "failure" };
@@ -787,6 +788,10 @@ fn mechanism_label(m: &str) -> Cow<'static, str> {
         "USER",
         "APOP",
     ];
+    if m.is_empty() {
+        // IMAP and POP3 sessions do not report which mechanism logged in.
+        return Cow::Borrowed("unknown");
+    }
     KNOWN
         .iter()
         .find(|k| k.eq_ignore_ascii_case(m))

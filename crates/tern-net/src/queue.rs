@@ -64,6 +64,7 @@ use tracing::{Instrument as _, debug, info, info_span, warn};
 
 use crate::delivery::DeliveryHandle;
 use crate::mailauth::SignerHandle;
+use crate::metrics::{DestinationKind, DsnSent, metrics};
 
 /// How long to wait before looking at a message whose local delivery failed
 /// for a reason the spool does not schedule (e.g. it could not be opened).
@@ -484,6 +485,7 @@ impl QueueManager {
                 envelope.received_at,
                 now,
             );
+            metrics().delivery(DestinationKind::Local, &next, Some(envelope.received_at));
             updates.push((*index, next));
         }
 
@@ -561,6 +563,12 @@ impl QueueManager {
                         &next,
                         result.remote_mta.as_deref(),
                     );
+                    let kind = if self.outbound.smarthost.is_some() {
+                        DestinationKind::Smarthost
+                    } else {
+                        DestinationKind::Remote
+                    };
+                    metrics().delivery(kind, &next, Some(envelope.received_at));
                     // Relayed (RFC 3464 2.3.3): the next hop took it and
                     // will not report on it, so this is the last word.
                     if let (RecipientState::Delivered { reply, .. }, false) =
@@ -723,6 +731,7 @@ impl QueueManager {
         self.queue(
             id,
             notice,
+            DsnSent::Failure,
             "failure notice (DSN) queued for the sender",
             handle,
         )
@@ -734,6 +743,7 @@ impl QueueManager {
         &self,
         id: &QueueId,
         notice: FailureNotice,
+        kind: DsnSent,
         what: &'static str,
         handle: &DeliveryHandle,
     ) -> bool {
@@ -746,6 +756,7 @@ impl QueueManager {
         match queued {
             Ok(Ok(notice_id)) => {
                 info!(queue_id = %orig_id, notice_id = %notice_id, "{what}");
+                metrics().dsn_sent(kind);
                 handle.submit(notice_id);
                 true
             }
@@ -782,11 +793,17 @@ impl QueueManager {
         ) else {
             return;
         };
-        let what = match kind {
-            DsnKind::Relayed => "relayed notice (DSN) queued for the sender",
-            _ => "success notice (DSN) queued for the sender",
+        let (sent, what) = match kind {
+            DsnKind::Relayed => (
+                DsnSent::Relayed,
+                "relayed notice (DSN) queued for the sender",
+            ),
+            _ => (
+                DsnSent::Success,
+                "success notice (DSN) queued for the sender",
+            ),
         };
-        self.queue(id, notice, what, handle).await;
+        self.queue(id, notice, sent, what, handle).await;
     }
 
     /// The success notice for local deliveries of a message that has
@@ -869,6 +886,7 @@ impl QueueManager {
             .queue(
                 id,
                 notice,
+                DsnSent::Delay,
                 "delay warning (DSN) queued for the sender",
                 handle,
             )
@@ -1232,6 +1250,17 @@ fn bounce_target(directory: &Directory, address: &str) -> (String, Option<String
 }
 
 fn log_local(id: &QueueId, report: &LocalReport) {
+    let received = id.created_micros() / 1_000_000;
+    for _ in &report.delivered {
+        metrics().delivery(
+            DestinationKind::Local,
+            &RecipientState::Delivered {
+                at: 0,
+                reply: String::new(),
+            },
+            Some(received),
+        );
+    }
     for (index, mailbox) in &report.delivered {
         info!(queue_id = %id, rcpt = index, to = %mailbox, status = "delivered", "delivered to maildir");
     }
@@ -1331,6 +1360,7 @@ impl QueueManager {
                 let next = on_result(&state, &attempt, &self.schedule, envelope.received_at, now);
                 if let Some(rcpt) = envelope.recipients.get(index) {
                     log_remote(id, &rcpt.address, &next, result.remote_mta.as_deref());
+                    metrics().delivery(DestinationKind::Lmtp, &next, Some(envelope.received_at));
                     if let RecipientState::Delivered { reply, .. } = &next
                         && should_notify(rcpt, DsnKind::Success)
                     {

@@ -21,6 +21,7 @@ use tracing::{Instrument, info, info_span, warn};
 use crate::Context;
 use crate::conn::Connection;
 use crate::limits::Refusal;
+use crate::metrics::{SessionOutcome, metrics};
 use crate::tls::MaybeTlsStream;
 use tern_smtp::server::ServerConfig;
 
@@ -233,6 +234,7 @@ fn admit(
             sessions.spawn(
                 async move {
                     let permit = Some(permit);
+                    let _open = metrics().connection_opened(role);
                     info!("connect");
                     let stream = MaybeTlsStream::Plain(stream);
                     let stream = if role.implicit_tls() {
@@ -245,6 +247,7 @@ fn admit(
                             Ok(s) => s,
                             Err(e) => {
                                 info!(error = %e, "TLS handshake failed");
+                                metrics().session_ended(role, SessionOutcome::TlsFailed);
                                 return;
                             }
                         }
@@ -258,6 +261,7 @@ fn admit(
                         };
                         drop(conn);
                         crate::imap::run(ctx, service, stream, peer, smtp, shutdown).await;
+                        metrics().session_ended(role, SessionOutcome::Closed);
                     } else if role.is_pop3() {
                         let Some(service) = ctx.pop3.clone() else {
                             warn!("POP3 listener without a mail store; closing");
@@ -265,14 +269,17 @@ fn admit(
                         };
                         drop(conn);
                         crate::pop3::run(ctx, service, stream, peer, smtp, shutdown).await;
+                        metrics().session_ended(role, SessionOutcome::Closed);
                     } else {
-                        conn.run(stream, shutdown, permit).await;
+                        let outcome = conn.run(stream, shutdown, permit).await;
+                        metrics().session_ended(role, outcome);
                     }
                 }
                 .instrument(span),
             );
         }
         Err((text, retry)) => {
+            metrics().session_ended(role, SessionOutcome::Refused);
             let hostname = ctx.hostname.clone();
             sessions.spawn(
                 async move {
