@@ -26,10 +26,13 @@
 pub mod abuse;
 pub mod admin;
 mod auth;
+pub mod autoconfig;
 pub mod conn;
 pub mod date;
 pub mod delivery;
+pub mod dnsrecords;
 pub mod gate;
+pub mod http;
 pub mod imap;
 pub mod limits;
 pub mod mailauth;

@@ -239,16 +239,19 @@ impl Histogram {
         self.0.count.load(Ordering::Relaxed)
     }
 
+    /// (sum, count, per-bucket counts): not cumulative, which is what
+    /// `prometheus-client`'s encoder takes (it adds them up itself).
     fn snapshot(&self) -> (f64, u64, Vec<(f64, u64)>) {
         let h = &self.0;
-        let mut cumulative = 0;
+        let mut count = 0;
         let mut buckets = Vec::with_capacity(h.buckets.len());
         for (i, n) in h.buckets.iter().enumerate() {
-            cumulative += n.load(Ordering::Relaxed);
-            buckets.push((h.bounds.get(i).copied().unwrap_or(f64::MAX), cumulative));
+            let n = n.load(Ordering::Relaxed);
+            count += n;
+            buckets.push((h.bounds.get(i).copied().unwrap_or(f64::MAX), n));
         }
         let sum = h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        (sum, cumulative, buckets)
+        (sum, count, buckets)
     }
 }
 
@@ -818,10 +821,15 @@ impl Drop for OpenConnection {
 
 /// A [`tern_dns::Resolver`] that counts and times every lookup of the one
 /// it wraps (`tern_dns_lookups_total`, `tern_dns_lookup_seconds`).
-#[derive(Debug)]
-pub struct MeteredResolver<R>(pub R);
+pub struct MeteredResolver(pub Arc<dyn tern_dns::Resolver>);
 
-impl<R: tern_dns::Resolver> tern_dns::Resolver for MeteredResolver<R> {
+impl std::fmt::Debug for MeteredResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MeteredResolver")
+    }
+}
+
+impl tern_dns::Resolver for MeteredResolver {
     fn mx<'a>(&'a self, domain: &'a str) -> tern_dns::DnsFuture<'a, Vec<tern_dns::MxRecord>> {
         Box::pin(async move {
             let start = Instant::now();
@@ -967,16 +975,13 @@ impl Collector for ScrapeCollector {
                 "Messages made durable together by one group commit",
                 MetricType::Histogram,
             )?;
-            let mut cumulative = 0;
+            // Per-bucket counts; the encoder makes them cumulative.
             let mut buckets: Vec<(f64, u64)> = tern_queue::BATCH_SIZE_BOUNDS
                 .iter()
                 .zip(stats.batch_sizes)
-                .map(|(bound, n)| {
-                    cumulative += n;
-                    (*bound as f64, cumulative)
-                })
+                .map(|(bound, n)| (*bound as f64, n))
                 .collect();
-            buckets.push((f64::MAX, cumulative));
+            buckets.push((f64::MAX, 0));
             let mut m = m;
             m.encode_histogram::<NoLabelSet>(
                 stats.batched_files as f64,
@@ -1139,7 +1144,16 @@ mod tests {
         let (sum, count, buckets) = h.snapshot();
         assert_eq!(count, 4);
         assert!((sum - 6.0).abs() < 1e-9);
-        assert_eq!(buckets, vec![(1.0, 2), (2.0, 3), (f64::MAX, 4)]);
+        assert_eq!(buckets, vec![(1.0, 2), (2.0, 1), (f64::MAX, 1)]);
+        // Rendered cumulatively.
+        let mut reg = Registry::default();
+        reg.register("h", "h", h);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &reg).unwrap();
+        assert!(text.contains("h_bucket{le=\"1.0\"} 2\n"), "{text}");
+        assert!(text.contains("h_bucket{le=\"2.0\"} 3\n"), "{text}");
+        assert!(text.contains("h_bucket{le=\"+Inf\"} 4\n"), "{text}");
+        assert!(text.contains("h_count 4\n"), "{text}");
     }
 
     #[test]

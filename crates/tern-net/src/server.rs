@@ -103,6 +103,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub struct Server {
     ctx: Arc<Context>,
     listeners: Vec<(TcpListener, ListenerSpec)>,
+    live: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 static SESSION_IDS: AtomicU64 = AtomicU64::new(1);
@@ -118,7 +119,11 @@ impl Server {
                 .map_err(|source| NetError::Bind { addr, source })?;
             listeners.push((l, spec.clone()));
         }
-        Ok(Server { ctx, listeners })
+        Ok(Server {
+            ctx,
+            listeners,
+            live: Arc::default(),
+        })
     }
 
     /// Serves on listeners bound beforehand, each with its spec: for a
@@ -128,7 +133,17 @@ impl Server {
         ctx: Arc<Context>,
         listeners: Vec<(TcpListener, ListenerSpec)>,
     ) -> Server {
-        Server { ctx, listeners }
+        Server {
+            ctx,
+            listeners,
+            live: Arc::default(),
+        }
+    }
+
+    /// How many listeners are accepting right now (for readiness checks):
+    /// each counts from the start of its accept loop until it stops.
+    pub fn live_listeners(&self) -> Arc<std::sync::atomic::AtomicUsize> {
+        Arc::clone(&self.live)
     }
 
     /// The addresses actually bound, in the order given to [`Server::bind`].
@@ -146,12 +161,14 @@ impl Server {
             if let Ok(addr) = listener.local_addr() {
                 info!(%addr, role = ?spec.role, "listening");
             }
-            accept_loops.spawn(accept_loop(
-                listener,
-                spec,
-                Arc::clone(&self.ctx),
-                shutdown.clone(),
-            ));
+            let live = Arc::clone(&self.live);
+            let ctx = Arc::clone(&self.ctx);
+            let shutdown = shutdown.clone();
+            accept_loops.spawn(async move {
+                live.fetch_add(1, Ordering::Relaxed);
+                accept_loop(listener, spec, ctx, shutdown).await;
+                live.fetch_sub(1, Ordering::Relaxed);
+            });
         }
         while accept_loops.join_next().await.is_some() {}
     }

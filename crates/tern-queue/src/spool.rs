@@ -265,6 +265,25 @@ impl Spool {
         }
     }
 
+    /// Whether a message could be received now: creates, writes and
+    /// removes a probe file where messages are written (`tmp/`), for a
+    /// readiness check. Never touches a message.
+    pub fn probe_writable(&self) -> Result<(), SpoolError> {
+        use std::io::Write as _;
+        let path = self
+            .inner
+            .tmp
+            .join(format!(".probe-{}", std::process::id()));
+        let result = new_file_options()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(b"probe"));
+        let _ = std::fs::remove_file(&path);
+        result.map_err(|e| SpoolError::io("write a probe file in", &self.inner.tmp, e))
+    }
+
     /// A fresh queue id, as [`create`](Self::create) would give, for a
     /// message received with [`create_delivered`](Self::create_delivered).
     pub fn next_id(&self) -> QueueId {
