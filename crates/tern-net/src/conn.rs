@@ -861,6 +861,7 @@ impl Connection {
                     metrics().delivered_at_intake(nrcpt);
                 }
                 self.messages += 1;
+                self.journal_received(&id, &tx, &envelope, session, delivered);
                 if let Some(user) = &self.auth_user {
                     self.ctx.abuse.message_accepted(user, Instant::now());
                 }
@@ -893,6 +894,50 @@ impl Connection {
                 let reply = spool_failure_reply(&e);
                 metrics().message_rejected("storage", &reply);
                 session.reply(reply);
+            }
+        }
+    }
+
+    /// The journal's record of an accepted message (`tern trace`), and of
+    /// its delivery when it was delivered at intake.
+    fn journal_received(
+        &self,
+        id: &tern_queue::QueueId,
+        tx: &Transaction,
+        envelope: &Envelope,
+        session: &ServerSession,
+        delivered: bool,
+    ) {
+        let journal = &self.ctx.journal;
+        if !journal.is_enabled() {
+            return;
+        }
+        journal.record(
+            id.as_str(),
+            tern_queue::journal::Event::Received {
+                client: self.peer.to_string(),
+                role: format!("{:?}", self.role).to_ascii_lowercase(),
+                helo: session.helo_name().unwrap_or("").to_owned(),
+                tls: self.tls.as_ref().map(ToString::to_string),
+                auth: self.auth_user.clone(),
+                from: envelope.sender.clone(),
+                to: tx.rcpts.iter().map(|r| r.original.clone()).collect(),
+                size: envelope.size,
+                stored: if delivered { "mailbox" } else { "queue" }.into(),
+            },
+        );
+        if delivered {
+            for r in &envelope.recipients {
+                let folder = if envelope.quarantine { "Junk" } else { "INBOX" };
+                journal.record(
+                    id.as_str(),
+                    tern_queue::journal::Event::Delivered {
+                        to: r.address.clone(),
+                        via: "mailbox".into(),
+                        relay: None,
+                        reply: format!("stored in {folder} at intake"),
+                    },
+                );
             }
         }
     }

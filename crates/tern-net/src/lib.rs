@@ -92,6 +92,8 @@ impl Default for SubmissionPolicy {
 /// Everything a connection needs, shared by all of them.
 #[derive(Debug)]
 pub struct Context {
+    /// The delivery journal (`tern trace`).
+    pub journal: tern_queue::Journal,
     /// Our host name (greeting, `Received:` `by`).
     pub hostname: String,
     /// Local domains, mailboxes and aliases.

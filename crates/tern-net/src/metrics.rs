@@ -643,13 +643,14 @@ impl Metrics {
     // -------------------------------------------------------- delivery
 
     /// One recipient's attempt to a `kind` destination ended in `state`;
-    /// the message was received at `received_at` (Unix seconds; `None`:
-    /// unknown, no latency is observed).
+    /// the message was received at `received_micros` (microseconds since
+    /// the Unix epoch, as in its queue id; `None`: unknown, no latency is
+    /// observed).
     pub fn delivery(
         &self,
         kind: DestinationKind,
         state: &RecipientState,
-        received_at: Option<u64>,
+        received_micros: Option<u64>,
     ) {
         let Some(r) = delivery_result_index(state) else {
             return;
@@ -660,13 +661,13 @@ impl Metrics {
             .unwrap_or(0);
         self.deliveries[k][r].inc();
         if r == 0
-            && let Some(at) = received_at
+            && let Some(at) = received_micros
         {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs_f64())
-                .unwrap_or(0.0);
-            self.delivery_latency[k].observe((now - at as f64).max(0.0));
+                .map(|d| d.as_micros() as u64)
+                .unwrap_or(0);
+            self.delivery_latency[k].observe(now.saturating_sub(at) as f64 / 1e6);
         }
     }
 

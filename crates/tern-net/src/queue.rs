@@ -51,9 +51,10 @@ use tern_delivery::outbound::{
 };
 use tern_delivery::{LmtpTarget, LocalReport, NOTICE_HEAD, deliver_lmtp, deliver_local_leased};
 use tern_mailauth::Signer;
+use tern_queue::journal::Event as JournalEvent;
 use tern_queue::{
-    AttemptResult, DeliveryLease, Envelope, QueueId, Recipient, RecipientState, RetrySchedule,
-    Spool, enhanced_status, on_result,
+    AttemptResult, DeliveryLease, Envelope, Journal, QueueId, Recipient, RecipientState,
+    RetrySchedule, Spool, enhanced_status, on_result,
 };
 use tern_store::{Directory, Mailboxes, Resolution, Target};
 use tern_types::dsn::{BodyType, Ret};
@@ -102,6 +103,8 @@ pub struct QueueManager {
     pub lmtp: HashMap<String, LmtpTarget>,
     /// DKIM keys for the notices (DSNs) it sends; none loaded: unsigned.
     pub signer: SignerHandle,
+    /// The delivery journal (`tern trace`).
+    pub journal: tern_queue::Journal,
 }
 
 impl std::fmt::Debug for QueueManager {
@@ -441,7 +444,7 @@ impl QueueManager {
         };
         let (report, envelope, data, mut states, held, warned) = match loaded {
             Loaded::Gone(report) => {
-                log_local(id, &report);
+                log_local(&self.journal, id, &report);
                 drop(lease);
                 self.success_notice_local(id, &report, handle).await;
                 return PassEnd::gone();
@@ -455,7 +458,7 @@ impl QueueManager {
                 warned,
             } => (report, envelope, data, states, held, warned),
         };
-        log_local(id, &report);
+        log_local(&self.journal, id, &report);
         let now = unix_now();
         let mut updates: Vec<(usize, RecipientState)> = Vec::new();
         let mut blocked: Vec<String> = Vec::new();
@@ -473,7 +476,7 @@ impl QueueManager {
         }
 
         // Local recipients that failed this time are scheduled like remote ones.
-        for (index, _address, error) in &report.deferred {
+        for (index, address, error) in &report.deferred {
             let state = states
                 .get(*index)
                 .cloned()
@@ -485,7 +488,7 @@ impl QueueManager {
                 envelope.received_at,
                 now,
             );
-            metrics().delivery(DestinationKind::Local, &next, Some(envelope.received_at));
+            journal_state(&self.journal, id, address, &next, None, "mailbox");
             updates.push((*index, next));
         }
 
@@ -558,17 +561,17 @@ impl QueueManager {
                     let next =
                         on_result(&state, &attempt, &self.schedule, envelope.received_at, now);
                     log_remote(
+                        &self.journal,
                         id,
                         &envelope.recipients[index].address,
                         &next,
                         result.remote_mta.as_deref(),
+                        if self.outbound.smarthost.is_some() {
+                            "smarthost"
+                        } else {
+                            "remote"
+                        },
                     );
-                    let kind = if self.outbound.smarthost.is_some() {
-                        DestinationKind::Smarthost
-                    } else {
-                        DestinationKind::Remote
-                    };
-                    metrics().delivery(kind, &next, Some(envelope.received_at));
                     // Relayed (RFC 3464 2.3.3): the next hop took it and
                     // will not report on it, so this is the last word.
                     if let (RecipientState::Delivered { reply, .. }, false) =
@@ -728,14 +731,7 @@ impl QueueManager {
         ) else {
             return;
         };
-        self.queue(
-            id,
-            notice,
-            DsnSent::Failure,
-            "failure notice (DSN) queued for the sender",
-            handle,
-        )
-        .await;
+        self.queue(id, notice, DsnKind::Failure, handle).await;
     }
 
     /// Commits `notice` (off the async threads) and announces it.
@@ -743,20 +739,47 @@ impl QueueManager {
         &self,
         id: &QueueId,
         notice: FailureNotice,
-        kind: DsnSent,
-        what: &'static str,
+        kind: DsnKind,
         handle: &DeliveryHandle,
     ) -> bool {
         let (spool, directory, orig_id) =
             (self.spool.clone(), Arc::clone(&self.directory), id.clone());
         let signer = self.signer.current();
+        let to = notice.to.clone();
         let queued =
             tokio::task::spawn_blocking(move || queue_notice(&spool, &directory, &signer, notice))
                 .await;
+        let (what, name) = match kind {
+            DsnKind::Failure => ("failure notice (DSN) queued for the sender", "failure"),
+            DsnKind::Delay => ("delay warning (DSN) queued for the sender", "delay"),
+            DsnKind::Success => ("success notice (DSN) queued for the sender", "success"),
+            DsnKind::Relayed => ("relayed notice (DSN) queued for the sender", "relayed"),
+        };
         match queued {
             Ok(Ok(notice_id)) => {
                 info!(queue_id = %orig_id, notice_id = %notice_id, "{what}");
-                metrics().dsn_sent(kind);
+                metrics().dsn_sent(match kind {
+                    DsnKind::Failure => DsnSent::Failure,
+                    DsnKind::Delay => DsnSent::Delay,
+                    DsnKind::Success => DsnSent::Success,
+                    DsnKind::Relayed => DsnSent::Relayed,
+                });
+                self.journal.record(
+                    orig_id.as_str(),
+                    JournalEvent::Notice {
+                        kind: name.into(),
+                        to: to.clone(),
+                        notice_id: notice_id.to_string(),
+                    },
+                );
+                self.journal.record(
+                    notice_id.as_str(),
+                    JournalEvent::Generated {
+                        about: orig_id.to_string(),
+                        kind: name.into(),
+                        to,
+                    },
+                );
                 handle.submit(notice_id);
                 true
             }
@@ -793,17 +816,7 @@ impl QueueManager {
         ) else {
             return;
         };
-        let (sent, what) = match kind {
-            DsnKind::Relayed => (
-                DsnSent::Relayed,
-                "relayed notice (DSN) queued for the sender",
-            ),
-            _ => (
-                DsnSent::Success,
-                "success notice (DSN) queued for the sender",
-            ),
-        };
-        self.queue(id, notice, sent, what, handle).await;
+        self.queue(id, notice, kind, handle).await;
     }
 
     /// The success notice for local deliveries of a message that has
@@ -882,15 +895,7 @@ impl QueueManager {
             original,
             recipients,
             now,
-        ) && !self
-            .queue(
-                id,
-                notice,
-                DsnSent::Delay,
-                "delay warning (DSN) queued for the sender",
-                handle,
-            )
-            .await
+        ) && !self.queue(id, notice, DsnKind::Delay, handle).await
         {
             // Not queued: try again at the next pass.
             return;
@@ -1249,27 +1254,95 @@ fn bounce_target(directory: &Directory, address: &str) -> (String, Option<String
     (address.to_owned(), None)
 }
 
-fn log_local(id: &QueueId, report: &LocalReport) {
-    let received = id.created_micros() / 1_000_000;
-    for _ in &report.delivered {
+fn log_local(journal: &Journal, id: &QueueId, report: &LocalReport) {
+    for (index, mailbox) in &report.delivered {
         metrics().delivery(
             DestinationKind::Local,
             &RecipientState::Delivered {
                 at: 0,
                 reply: String::new(),
             },
-            Some(received),
+            Some(id.created_micros()),
         );
-    }
-    for (index, mailbox) in &report.delivered {
         info!(queue_id = %id, rcpt = index, to = %mailbox, status = "delivered", "delivered to maildir");
+        journal.record(
+            id.as_str(),
+            JournalEvent::Delivered {
+                to: mailbox.clone(),
+                via: "mailbox".into(),
+                relay: None,
+                reply: format!("stored in the mailbox of {mailbox}"),
+            },
+        );
     }
     for (index, address, error) in &report.deferred {
         warn!(queue_id = %id, rcpt = index, to = %address, status = "deferred", error = %error, "local delivery deferred");
     }
 }
 
-fn log_remote(id: &QueueId, address: &str, state: &RecipientState, mta: Option<&str>) {
+/// Journals the state a delivery attempt (or the local pass's deferral)
+/// left recipient `address` in.
+fn journal_state(
+    journal: &Journal,
+    id: &QueueId,
+    address: &str,
+    state: &RecipientState,
+    mta: Option<&str>,
+    via: &str,
+) {
+    let kind = match via {
+        "mailbox" => DestinationKind::Local,
+        "lmtp" => DestinationKind::Lmtp,
+        "smarthost" => DestinationKind::Smarthost,
+        _ => DestinationKind::Remote,
+    };
+    metrics().delivery(kind, state, Some(id.created_micros()));
+    let (to, via, relay) = (address.to_owned(), via.to_owned(), mta.map(str::to_owned));
+    let event = match state {
+        RecipientState::Delivered { reply, .. } => JournalEvent::Delivered {
+            to,
+            via,
+            relay,
+            reply: reply.clone(),
+        },
+        RecipientState::Deferred {
+            last_error,
+            next_attempt,
+            attempts,
+        } => JournalEvent::Deferred {
+            to,
+            via,
+            relay,
+            reply: last_error.clone(),
+            attempts: *attempts,
+            next_attempt: *next_attempt,
+        },
+        RecipientState::Failed { reply, .. } => JournalEvent::Bounced {
+            to,
+            via,
+            relay,
+            reply: reply.clone(),
+        },
+        RecipientState::Expired { last_error, .. } => JournalEvent::Expired {
+            to,
+            reply: last_error.clone(),
+        },
+        RecipientState::Pending => return,
+    };
+    journal.record(id.as_str(), event);
+}
+
+/// Logs (and journals) the state a delivery attempt left recipient
+/// `address` in; `via` is the destination kind.
+fn log_remote(
+    journal: &Journal,
+    id: &QueueId,
+    address: &str,
+    state: &RecipientState,
+    mta: Option<&str>,
+    via: &str,
+) {
+    journal_state(journal, id, address, state, mta, via);
     let mta = mta.unwrap_or("-");
     match state {
         RecipientState::Delivered { reply, .. } => {
@@ -1359,8 +1432,14 @@ impl QueueManager {
                     .unwrap_or(RecipientState::Pending);
                 let next = on_result(&state, &attempt, &self.schedule, envelope.received_at, now);
                 if let Some(rcpt) = envelope.recipients.get(index) {
-                    log_remote(id, &rcpt.address, &next, result.remote_mta.as_deref());
-                    metrics().delivery(DestinationKind::Lmtp, &next, Some(envelope.received_at));
+                    log_remote(
+                        &self.journal,
+                        id,
+                        &rcpt.address,
+                        &next,
+                        result.remote_mta.as_deref(),
+                        "lmtp",
+                    );
                     if let RecipientState::Delivered { reply, .. } = &next
                         && should_notify(rcpt, DsnKind::Success)
                     {

@@ -100,6 +100,9 @@ pub struct Config {
     /// The admin HTTP listener (`role = "admin"`): its bearer token.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// The delivery journal behind `tern trace`.
+    #[serde(default)]
+    pub trace: TraceConfig,
 }
 
 /// `[admin]`: the admin HTTP API (`/metrics`, `/healthz`, `/readyz`,
@@ -565,6 +568,42 @@ pub struct DnsConfig {
     pub nameservers: Vec<SocketAddr>,
 }
 
+/// `[trace]`: the delivery journal (`<data_dir>/journal/`) that
+/// `tern trace` reads.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TraceConfig {
+    /// Keep a journal at all.
+    pub enabled: bool,
+    /// Days of journal kept (whole UTC days).
+    #[serde(with = "duration_str")]
+    pub retention: Duration,
+    /// The journal's files together stay under this many bytes (the
+    /// oldest days go first).
+    pub max_size: u64,
+}
+
+impl Default for TraceConfig {
+    fn default() -> Self {
+        let r = tern_queue::journal::Retention::default();
+        TraceConfig {
+            enabled: true,
+            retention: r.max_age,
+            max_size: r.max_bytes,
+        }
+    }
+}
+
+impl TraceConfig {
+    /// The journal's retention.
+    pub fn retention(&self) -> tern_queue::journal::Retention {
+        tern_queue::journal::Retention {
+            max_age: self.retention,
+            max_bytes: self.max_size,
+        }
+    }
+}
+
 /// Logging.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -1013,9 +1052,10 @@ mod duration_str {
             "" | "s" => Duration::from_secs(n),
             "m" => Duration::from_secs(n.saturating_mul(60)),
             "h" => Duration::from_secs(n.saturating_mul(3600)),
+            "d" => Duration::from_secs(n.saturating_mul(86_400)),
             other => {
                 return Err(format!(
-                    "invalid duration unit {other:?} in {t:?}: use ms, s, m or h"
+                    "invalid duration unit {other:?} in {t:?}: use ms, s, m, h or d"
                 ));
             }
         };
@@ -1172,6 +1212,22 @@ aliases = { info = ["alice", "bob"] }
         let c = Config::load(Path::new(path)).unwrap();
         assert_eq!(c.hostname, "mx.example.test");
         assert_eq!(c.listeners[0].address, "127.0.0.1:2525".parse().unwrap());
+    }
+
+    #[test]
+    fn the_shipped_production_config_is_valid() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/production.toml"
+        );
+        let c = Config::load(Path::new(path)).unwrap();
+        assert_eq!(c.hostname, "mail.example.org");
+        assert_eq!(c.user.as_deref(), Some("tern"));
+        let ports: Vec<u16> = c.listeners.iter().map(|l| l.address.port()).collect();
+        assert_eq!(ports, [25, 25, 587, 465, 993, 143, 995, 110]);
+        assert!(c.listeners.iter().all(|l| !l.plaintext_auth));
+        assert_eq!(c.tls.certificates.len(), 1);
+        assert!(c.trusted_networks.is_empty());
     }
 
     #[test]

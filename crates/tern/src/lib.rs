@@ -9,6 +9,7 @@
 pub mod config;
 pub mod mailbox_cmd;
 pub mod privilege;
+pub mod trace_cmd;
 
 use std::net::SocketAddr;
 use std::os::unix::fs::DirBuilderExt;
@@ -46,6 +47,8 @@ pub struct Running {
     admin: tokio::task::JoinHandle<()>,
     /// The HTTP listeners (admin API, autoconfig); stop with the listeners.
     http: Vec<tokio::task::JoinHandle<()>>,
+    /// The delivery journal, closed (written out) last.
+    journal: tern_queue::Journal,
 }
 
 impl Running {
@@ -95,6 +98,8 @@ impl Running {
         }
         let _ = self.stop_delivery.send(true);
         let _ = self.delivery.await;
+        let journal = self.journal.clone();
+        let _ = tokio::task::spawn_blocking(move || journal.close()).await;
         info!("stopped");
     }
 }
@@ -191,6 +196,12 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     ));
     let mailboxes = Arc::clone(&store);
     let directory = Arc::new(Directory::new(config.directory_config()?)?);
+    let journal = if config.trace.enabled {
+        tern_queue::Journal::open(&data_dir.join("journal"), config.trace.retention())
+            .context("cannot open the delivery journal")?
+    } else {
+        tern_queue::Journal::disabled()
+    };
 
     // One resolver for outbound delivery and the authentication checks.
     let hickory: Option<Arc<tern_dns::HickoryResolver>> =
@@ -247,6 +258,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         outbound,
         lmtp,
         signer: dkim.0.clone(),
+        journal: journal.clone(),
     }
     .start(delivery_shutdown);
 
@@ -273,6 +285,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let l = &config.limits;
     let ctx = Arc::new(tern_net::Context {
         hostname: config.hostname.clone(),
+        journal: journal.clone(),
         directory,
         relay: RelayPolicy {
             trusted_networks: config.trusted_networks.clone(),
@@ -361,6 +374,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         hostname: config.hostname.clone(),
         delivery: Some(ctx.delivery.clone()),
         signer: dkim.0.clone(),
+        journal: journal.clone(),
     };
     // Every socket listens now; the addresses are reported in config order.
     let mut addrs = Vec::with_capacity(sockets.len());
@@ -412,6 +426,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         reloader,
         admin,
         http,
+        journal,
     })
 }
 

@@ -97,6 +97,32 @@ enum Command {
         #[arg(short, long, value_name = "PATH", global = true)]
         config: Option<PathBuf>,
     },
+    /// What happened to a message: when and from whom it arrived, each
+    /// delivery attempt, its final state and the notices sent about it
+    /// (from the delivery journal; the server may be running or not).
+    Trace {
+        /// A queue id (as in the logs and the `250` reply).
+        id: Option<String>,
+        /// Messages from this envelope sender.
+        #[arg(long, value_name = "ADDR")]
+        from: Option<String>,
+        /// Messages to this recipient.
+        #[arg(long, value_name = "ADDR")]
+        to: Option<String>,
+        /// Messages received since: `2h`, `3d`, `2026-12-04`,
+        /// `2026-12-04T10:02` (UTC) or Unix seconds.
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
+        /// At most this many messages (the newest).
+        #[arg(long, default_value_t = tern::trace_cmd::DEFAULT_LIMIT)]
+        limit: usize,
+        /// Print JSON (one array of messages with their records).
+        #[arg(long)]
+        json: bool,
+        /// The configuration file (TOML).
+        #[arg(short, long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
     /// A user's storage use and quota.
     Quota {
         /// The user's address.
@@ -279,6 +305,35 @@ fn main() -> anyhow::Result<()> {
                 anyhow::bail!("tern mailbox needs --config PATH");
             };
             print!("{}", tern::mailbox_cmd::mailbox(action, &config)?);
+            Ok(())
+        }
+        Command::Trace {
+            id,
+            from,
+            to,
+            since,
+            limit,
+            json,
+            config,
+        } => {
+            let Some(config) = config else {
+                anyhow::bail!("tern trace needs --config PATH");
+            };
+            let since = since
+                .map(|s| tern::trace_cmd::parse_since(&s, tern::trace_cmd::unix_now()))
+                .transpose()?;
+            let query = tern_queue::journal::Query {
+                id,
+                from,
+                to,
+                since,
+            };
+            let traces = tern::trace_cmd::find(&config, &query, limit)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&traces)?);
+            } else {
+                print!("{}", tern::trace_cmd::render(&traces));
+            }
             Ok(())
         }
         Command::Quota { user, config } => {
