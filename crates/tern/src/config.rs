@@ -958,11 +958,22 @@ impl Config {
 
     /// The mail services clients may use: the first listener of each role.
     pub fn client_services(&self) -> tern_net::autoconfig::ClientServices {
+        let addrs: Vec<SocketAddr> = self.listeners.iter().map(|l| l.address).collect();
+        self.client_services_bound(&addrs)
+    }
+
+    /// [`Config::client_services`] with the addresses the listeners were
+    /// actually bound to (`bound[i]` for listener `i`: port 0 resolved).
+    pub fn client_services_bound(
+        &self,
+        bound: &[SocketAddr],
+    ) -> tern_net::autoconfig::ClientServices {
         let port = |role: ListenerRole| {
             self.listeners
                 .iter()
-                .find(|l| l.role == role)
-                .map(|l| l.address.port())
+                .zip(bound)
+                .find(|(l, _)| l.role == role)
+                .map(|(_, a)| a.port())
         };
         tern_net::autoconfig::ClientServices {
             hostname: self.hostname.trim_end_matches('.').to_ascii_lowercase(),

@@ -114,6 +114,21 @@ impl Running {
 /// `data_dir`, which is therefore created by and for that user.
 pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let plan = privilege::plan(config)?;
+    // Before anything is opened: an admin listener off loopback answers
+    // only with the token, so one must exist.
+    for l in &config.listeners {
+        if l.role == config::ListenerRole::Admin
+            && tern_net::http::admin::token_required(l.address)
+            && !tern_net::http::token::exists(&config.admin_token_file())
+        {
+            anyhow::bail!(
+                "the admin listener on {} is not on loopback, so it needs a token: \
+                 run `tern admin token --config ...` first (it stores the hash in {})",
+                l.address,
+                config.admin_token_file().display()
+            );
+        }
+    }
     let signer = config.dkim_signer()?;
     let users = match &config.auth.users_file {
         Some(path) => Some(
@@ -397,6 +412,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     tern_net::metrics::metrics().watch_spool(ctx.spool.clone());
     let http = http_services(
         config,
+        &addrs,
         http_listeners,
         &admin,
         &ctx,
@@ -431,8 +447,10 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
 }
 
 /// The admin API and autoconfig services of the HTTP listeners.
+#[allow(clippy::too_many_arguments)]
 fn http_services(
     config: &Config,
+    bound: &[SocketAddr],
     listeners: Vec<(tokio::net::TcpListener, config::ListenerRole)>,
     queue: &tern_net::admin::QueueAdmin,
     ctx: &Arc<tern_net::Context>,
@@ -450,17 +468,14 @@ fn http_services(
         let service = match role {
             config::ListenerRole::Admin => {
                 let require_token = admin::token_required(addr);
-                if require_token && !tern_net::http::token::exists(&token_file) {
-                    anyhow::bail!(
-                        "the admin listener on {addr} is not on loopback, so it needs a token:                          run `tern admin token --config …` first (it stores the hash in {})",
-                        token_file.display()
-                    );
-                }
                 let api = api.get_or_insert_with(|| {
                     Arc::new(admin::AdminApi {
                         queue: queue.clone(),
                         users_file: config.auth.users_file.clone(),
-                        dns: config.dns_settings(),
+                        dns: tern_net::dnsrecords::DnsSettings {
+                            services: config.client_services_bound(bound),
+                            ..config.dns_settings()
+                        },
                         token_file: token_file.clone(),
                         ready: admin::Readiness {
                             listeners: mail_listeners,
@@ -484,7 +499,7 @@ fn http_services(
             }
             _ => HttpService::Autoconfig(Arc::clone(autoconfig.get_or_insert_with(|| {
                 Arc::new(site::AutoconfigSite {
-                    services: config.client_services(),
+                    services: config.client_services_bound(bound),
                     domains: config.domains.keys().cloned().collect(),
                 })
             }))),
