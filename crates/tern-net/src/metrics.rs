@@ -42,7 +42,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
-use tern_queue::{RecipientState, Spool};
+use tern_queue::{RecipientState, Spool, WeakSpool};
 use tern_smtp::reply::Reply;
 
 use crate::server::Role;
@@ -525,7 +525,7 @@ impl Metrics {
 
     /// The queue whose messages `tern_queue_*` report (the server's spool).
     pub fn watch_spool(&self, spool: Spool) {
-        *lock(&self.scrape.spool) = Some(spool);
+        *lock(&self.scrape.spool) = Some(spool.downgrade());
         *lock(&self.scrape.queue) = None;
     }
 
@@ -872,7 +872,9 @@ impl tern_dns::Resolver for MeteredResolver {
 
 #[derive(Debug)]
 struct ScrapeState {
-    spool: Mutex<Option<Spool>>,
+    /// Weak: the metrics never keep a stopped server's spool (and its
+    /// lock) alive.
+    spool: Mutex<Option<WeakSpool>>,
     queue: Mutex<Option<(Instant, QueueCounts)>>,
     started: SystemTime,
 }
@@ -930,7 +932,7 @@ fn gauge_desc<'a>(
 
 impl Collector for ScrapeCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let spool = lock(&self.0.spool).clone();
+        let spool = lock(&self.0.spool).as_ref().and_then(WeakSpool::upgrade);
         if let Some(spool) = spool {
             let counts = {
                 let mut cache = lock(&self.0.queue);

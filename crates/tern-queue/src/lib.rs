@@ -62,7 +62,7 @@ pub use recipient::{
 pub use schedule::{
     DurationError, Next, RetrySchedule, ScheduleError, format_duration, parse_duration,
 };
-pub use spool::{DeliveryLease, IncomingMessage, Spool, SpoolOptions, StoredMessage};
+pub use spool::{DeliveryLease, IncomingMessage, Spool, SpoolOptions, StoredMessage, WeakSpool};
 pub use state::MessageState;
 #[doc(hidden)]
 pub use state::fuzz_check_state_file;

@@ -73,6 +73,17 @@ pub struct Spool {
     inner: Arc<Inner>,
 }
 
+/// A [`Spool`] that may have been closed (see [`Spool::downgrade`]).
+#[derive(Debug, Clone)]
+pub struct WeakSpool(std::sync::Weak<Inner>);
+
+impl WeakSpool {
+    /// The spool, if it is still open.
+    pub fn upgrade(&self) -> Option<Spool> {
+        self.0.upgrade().map(|inner| Spool { inner })
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
     dir: PathBuf,
@@ -226,6 +237,12 @@ impl Spool {
                 _lock: lock_file,
             }),
         })
+    }
+
+    /// A reference that does not keep the spool open (nor its lock held):
+    /// for observers such as the metrics, which must not outlive the server.
+    pub fn downgrade(&self) -> WeakSpool {
+        WeakSpool(Arc::downgrade(&self.inner))
     }
 
     /// The spool directory.
