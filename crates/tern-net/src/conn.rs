@@ -99,6 +99,9 @@ pub(crate) struct Connection {
     starttls: bool,
     /// Protocol errors seen so far (for the tarpit).
     errors_seen: u32,
+    /// The connection slot: progress is reported to it, eviction and
+    /// stress mode come from it. Given back when the session ends.
+    permit: Option<crate::limits::ConnectionPermit>,
     tx: Option<Transaction>,
     messages: u64,
     /// When the session last made progress (an event or a reply): the
@@ -211,6 +214,14 @@ async fn quota_refusal(ctx: &Context, mailbox: &str, size: u64) -> Option<Reply>
     }
 }
 
+/// Waits for the connection slot's wake-up; never, without a slot.
+async fn woken(wake: Option<&crate::limits::WakeHandle>) {
+    match wake {
+        Some(w) => w.woken().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Streams message bytes to the open spool file, remembering the first error.
 fn write_message(tx: &mut Transaction, bytes: &[u8]) {
     if tx.write_error.is_some() {
@@ -316,6 +327,7 @@ impl Connection {
             tls: None,
             starttls: false,
             errors_seen: 0,
+            permit: None,
             tx: None,
             messages: 0,
             progress_at: Instant::now(),
@@ -331,9 +343,11 @@ impl Connection {
         mut self,
         mut stream: MaybeTlsStream,
         mut shutdown: watch::Receiver<bool>,
-        mut permit: Option<crate::limits::ConnectionPermit>,
+        permit: Option<crate::limits::ConnectionPermit>,
     ) -> SessionOutcome {
         let mut outcome = SessionOutcome::Closed;
+        let wake = permit.as_ref().map(|p| p.wake_handle());
+        self.permit = permit;
         let mut session = ServerSession::new(Arc::clone(&self.smtp));
         self.tls = stream.tls_info();
         if let Some(tls) = &self.tls {
@@ -362,20 +376,28 @@ impl Connection {
         }
 
         loop {
+            let mut progressed = false;
             while let Some(event) = session.poll_event() {
                 self.progress_at = Instant::now();
+                progressed = true;
                 self.handle(event, &mut session).await;
+            }
+            if progressed {
+                self.report_progress(&session);
             }
             let out = session.take_output();
             if session.is_closed() {
-                drop(permit.take());
+                drop(self.permit.take());
             }
             if !out.is_empty() {
                 self.progress_at = Instant::now();
                 let errors = session.error_count();
                 if errors > self.errors_seen {
                     self.errors_seen = errors;
-                    let delay = self.ctx.abuse.tarpit(errors);
+                    let mut delay = self.ctx.abuse.tarpit(errors);
+                    if self.stressed() {
+                        delay = delay.min(self.ctx.timeouts.stress.tarpit);
+                    }
                     if !delay.is_zero() && !session.is_closed() {
                         debug!(errors, delay = ?delay, "tarpit");
                         tokio::time::sleep(delay).await;
@@ -451,14 +473,12 @@ impl Connection {
                         session.on_timeout();
                         continue;
                     }
-                    self.ctx.timeouts.data.min(left)
+                    self.data_timeout().min(left)
                 }
                 // Per-request deadline: measured from the last progress, not
                 // from the last byte, so a slow drip cannot hold the session.
                 _ => self
-                    .ctx
-                    .timeouts
-                    .command
+                    .command_timeout()
                     .saturating_sub(self.progress_at.elapsed()),
             };
             buf.clear();
@@ -470,6 +490,15 @@ impl Connection {
                     info!("shutting down: closing session with 421");
                     outcome = SessionOutcome::Shutdown;
                     session.shutdown();
+                }
+                () = woken(wake.as_ref()) => {
+                    // Evicted (a newcomer took the slot), or stress mode
+                    // began or ended: the loop computes the new deadline.
+                    if self.permit.as_ref().is_some_and(|p| p.evicted()) {
+                        info!("server full: evicted to make room for a new client");
+                        outcome = SessionOutcome::Evicted;
+                        session.evict();
+                    }
                 }
                 read = tokio::time::timeout(deadline, stream.read_buf(&mut buf)) => match read {
                     Err(_) => {
@@ -1194,13 +1223,62 @@ impl Connection {
 
     /// True when the current message has been arriving for longer than the
     /// grace period at less than the configured minimum rate.
+    /// Whether the server is in stress mode (short timeouts).
+    fn stressed(&self) -> bool {
+        self.permit.as_ref().is_some_and(|p| p.stressed())
+    }
+
+    fn command_timeout(&self) -> Duration {
+        if self.stressed() {
+            self.ctx
+                .timeouts
+                .stress
+                .command
+                .min(self.ctx.timeouts.command)
+        } else {
+            self.ctx.timeouts.command
+        }
+    }
+
+    fn data_timeout(&self) -> Duration {
+        if self.stressed() {
+            self.ctx.timeouts.stress.data.min(self.ctx.timeouts.data)
+        } else {
+            self.ctx.timeouts.data
+        }
+    }
+
+    /// Tells the connection slot how far the session has got (eviction
+    /// takes the least advanced, never one in a transaction or logged in).
+    fn report_progress(&self, session: &ServerSession) {
+        use crate::limits::Stage;
+        let Some(permit) = &self.permit else {
+            return;
+        };
+        let stage = if self.auth_user.is_some() {
+            Stage::Authenticated
+        } else if self.tx.is_some() {
+            Stage::Transaction
+        } else if session.helo_name().is_some() {
+            Stage::Greeted
+        } else {
+            Stage::Connected
+        };
+        permit.set_stage(stage);
+    }
+
     fn data_rate_too_low(&self) -> bool {
         let Some((started, bytes)) = self.data_started else {
             return false;
         };
         let rate = self.ctx.timeouts.min_data_rate;
         let elapsed = started.elapsed();
-        if rate == 0 || elapsed < MIN_RATE_GRACE {
+        let grace = if self.stressed() {
+            self.ctx.timeouts.stress.min_rate_grace
+        } else {
+            MIN_RATE_GRACE
+        };
+        if rate == 0 || elapsed < grace {
             return false;
         }
         (bytes as f64) < rate as f64 * elapsed.as_secs_f64()
@@ -1271,6 +1349,33 @@ pub struct Timeouts {
     /// The longest one message's data may take, however steadily it comes
     /// (a refused message being drained included).
     pub message_data: Duration,
+    /// What replaces the above while the server is in stress mode.
+    pub stress: StressTimeouts,
+}
+
+/// The timeouts of stress mode (see [`crate::limits`]): short, so that
+/// sessions that say nothing leave fast and make room.
+#[derive(Debug, Clone, Copy)]
+pub struct StressTimeouts {
+    /// Waiting for the greeting's answer and every next command.
+    pub command: Duration,
+    /// Waiting for the next block of message data.
+    pub data: Duration,
+    /// How long a message may arrive before the minimum data rate applies.
+    pub min_rate_grace: Duration,
+    /// The longest error tarpit delay.
+    pub tarpit: Duration,
+}
+
+impl Default for StressTimeouts {
+    fn default() -> Self {
+        StressTimeouts {
+            command: Duration::from_secs(10),
+            data: Duration::from_secs(30),
+            min_rate_grace: Duration::from_secs(5),
+            tarpit: Duration::from_secs(1),
+        }
+    }
 }
 
 /// How long a message may arrive before the minimum data rate applies.
@@ -1284,6 +1389,7 @@ impl Default for Timeouts {
             greet_pause: Duration::ZERO,
             min_data_rate: 500,
             message_data: Duration::from_secs(1800),
+            stress: StressTimeouts::default(),
         }
     }
 }

@@ -48,7 +48,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use abuse::Abuse;
-pub use conn::Timeouts;
+pub use conn::{StressTimeouts, Timeouts};
 pub use delivery::DeliveryHandle;
 pub use limits::ConnectionLimiter;
 pub use mailauth::{MailAuth, SignerHandle};

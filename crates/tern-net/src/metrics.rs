@@ -86,16 +86,19 @@ pub enum SessionOutcome {
     TlsFailed,
     /// Refused at connect by the connection limits or rate limits.
     Refused,
+    /// Closed to make room for a new client when the server was full.
+    Evicted,
 }
 
 impl SessionOutcome {
-    const ALL: [SessionOutcome; 6] = [
+    const ALL: [SessionOutcome; 7] = [
         SessionOutcome::Closed,
         SessionOutcome::Timeout,
         SessionOutcome::Disconnected,
         SessionOutcome::Shutdown,
         SessionOutcome::TlsFailed,
         SessionOutcome::Refused,
+        SessionOutcome::Evicted,
     ];
 
     /// The label value.
@@ -107,6 +110,7 @@ impl SessionOutcome {
             SessionOutcome::Shutdown => "shutdown",
             SessionOutcome::TlsFailed => "tls_failed",
             SessionOutcome::Refused => "refused",
+            SessionOutcome::Evicted => "evicted",
         }
     }
 }
@@ -306,7 +310,7 @@ fn histogram_family<const N: usize>(
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    sessions: Vec<[Counter; 6]>,
+    sessions: Vec<[Counter; 7]>,
     open: Vec<Gauge>,
     received: Vec<Counter>,
     recipients: Vec<Counter>,

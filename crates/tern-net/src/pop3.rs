@@ -469,6 +469,7 @@ pub(crate) async fn run(
                 }
                 Event::OpenMaildrop { user } => {
                     ctx.abuse.auth_succeeded(peer.ip(), &user, Instant::now());
+                    crate::limits::session_authenticated();
                     crate::metrics::metrics().auth("pop3", "", true);
                     let Some(lock) = service.lock_maildrop(&user) else {
                         info!(user = %escape_for_log(&user), "POP3 maildrop in use");

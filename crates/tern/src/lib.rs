@@ -113,6 +113,7 @@ impl Running {
 /// the listeners), then the switch to `user`, then everything in
 /// `data_dir`, which is therefore created by and for that user.
 pub async fn start(config: &Config) -> anyhow::Result<Running> {
+    raise_open_files_limit();
     let plan = privilege::plan(config)?;
     // Before anything is opened: an admin listener off loopback answers
     // only with the token, so one must exist.
@@ -313,19 +314,23 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             greet_pause: l.greet_pause,
             min_data_rate: l.min_data_rate,
             message_data: l.message_data_timeout,
+            stress: l.stress.timeouts(),
         },
         limiter: ConnectionLimiter::new(
             l.max_connections,
             l.max_connections_per_ip,
             l.abuse.ipv6_prefix,
         )
+        .with_per_network(l.max_connections_per_network)
+        .with_stress_percent(l.stress.threshold)
         .with_exempt(
             l.rate_limit_exceptions
                 .iter()
                 .chain(&config.trusted_networks)
                 .copied()
                 .collect(),
-        ),
+        )
+        .with_trusted(config.trusted_networks.clone(), l.reserved()),
         tls: Some(tls.clone()),
         handshake_timeout: config.tls.handshake_timeout,
         auth: AuthBackend {
@@ -515,6 +520,20 @@ fn http_services(
         });
     }
     Ok(out)
+}
+
+/// Raises the soft limit on open files to the hard limit (every session
+/// holds a socket and, while receiving, a file), and logs the figure.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => info!(from = soft, to = hard, "raised the open files limit"),
+            Err(e) => warn!(soft, hard, error = %e, "cannot raise the open files limit"),
+        },
+        Ok((soft, _)) => info!(limit = soft, "open files limit"),
+        Err(e) => warn!(error = %e, "cannot read the open files limit"),
+    }
 }
 
 /// Connections waiting to be accepted, per listener (tokio's default).
