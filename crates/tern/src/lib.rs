@@ -482,6 +482,10 @@ fn http_services(
                             ..config.dns_settings()
                         },
                         token_file: token_file.clone(),
+                        journal_dir: config
+                            .trace
+                            .enabled
+                            .then(|| config.data_dir.join("journal")),
                         ready: admin::Readiness {
                             listeners: mail_listeners,
                             live: Arc::clone(&live),

@@ -198,6 +198,19 @@ async fn api_answers_what_the_cli_answers() {
     let config_path = srv.dir.path().join("tern.toml");
     let show = cli_json(&config_path, &["queue", "show", &id, "--json"], None);
     assert_eq!(show["message"]["held"], true);
+
+    // Trace: the API and `tern trace --json` read the same journal.
+    let (status, traced) = api(admin, "GET", &format!("/api/trace?id={id}"), "").await;
+    assert_eq!(status, 200, "{traced}");
+    assert_eq!(traced[0]["queue_id"], id.as_str());
+    assert_eq!(traced[0]["records"][0]["event"], "received");
+    let cli = cli_json(&config_path, &["trace", &id, "--json"], None);
+    assert_eq!(traced, cli);
+    let (status, by_to) = api(admin, "GET", "/api/trace?to=fwd@example.test&since=1h", "").await;
+    assert_eq!(status, 200);
+    assert_eq!(by_to.as_array().map(Vec::len), Some(1), "{by_to}");
+    let (status, _) = api(admin, "GET", "/api/trace?since=tomorrow", "").await;
+    assert_eq!(status, 400);
     let (_, api_show) = api(admin, "GET", &format!("/api/queue/{id}"), "").await;
     assert_eq!(timeless(api_show), timeless(show));
     // The admin socket's own protocol, over HTTP.

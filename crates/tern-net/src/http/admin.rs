@@ -17,6 +17,7 @@
 //! | `POST /api/queue` with a JSON request (`{"cmd":"list"}`) | the admin socket protocol |
 //! | `GET /api/users`, `POST /api/users`, `PUT /api/users/A/password`, `DELETE /api/users/A` | `tern user list/add/passwd/del` |
 //! | `GET /api/dns/DOMAIN[?check=true]` | `tern dns DOMAIN [--check]` |
+//! | `GET /api/trace[?id=&from=&to=&since=&limit=]` | `tern trace … --json` |
 //!
 //! **Who may ask.** On a loopback listener, anyone who can connect (as
 //! for the metrics port of most daemons); on any other address, every
@@ -79,6 +80,9 @@ pub struct AdminApi {
     pub dns: DnsSettings,
     /// Where the token's hash is.
     pub token_file: PathBuf,
+    /// The delivery journal's directory; `None` (`trace.enabled = false`):
+    /// `/api/trace` answers 404.
+    pub journal_dir: Option<PathBuf>,
     /// What `/readyz` checks.
     pub ready: Readiness,
 }
@@ -174,10 +178,45 @@ impl AdminApi {
                 let check = is_truthy(request.query_param("check"));
                 self.dns_route(domain, check).await
             }
+            (&Method::GET, ["api", "trace"]) => self.trace_route(&request).await,
             (_, ["metrics" | "healthz" | "readyz"]) | (_, ["api", "dns", _]) => {
                 HttpResponse::text(405, "method not allowed\n")
             }
             _ => HttpResponse::text(404, "not found\n"),
+        }
+    }
+
+    /// `GET /api/trace`: the messages the query matches, as `tern trace
+    /// --json` prints them (the same reader of the same journal).
+    async fn trace_route(self: &Arc<Self>, request: &HttpRequest) -> HttpResponse {
+        let Some(dir) = self.journal_dir.clone() else {
+            return HttpResponse::error(404, "not_configured", "trace.enabled is false");
+        };
+        let since = match request.query_param("since") {
+            Some(s) => match tern_queue::journal::parse_since(&s, unix_now()) {
+                Ok(t) => Some(t),
+                Err(e) => return HttpResponse::error(400, "bad_request", e),
+            },
+            None => None,
+        };
+        let limit = match request.query_param("limit").map(|l| l.parse::<usize>()) {
+            None => 100,
+            Some(Ok(n)) if (1..=10_000).contains(&n) => n,
+            Some(_) => return HttpResponse::error(400, "bad_request", "limit: 1 to 10000"),
+        };
+        let query = tern_queue::journal::Query {
+            id: request.query_param("id"),
+            from: request.query_param("from"),
+            to: request.query_param("to"),
+            since,
+        };
+        let found =
+            tokio::task::spawn_blocking(move || tern_queue::journal::query(&dir, &query, limit))
+                .await;
+        match found {
+            Ok(Ok(traces)) => HttpResponse::json(200, &traces),
+            Ok(Err(e)) => HttpResponse::error(500, "internal", e.to_string()),
+            Err(_) => HttpResponse::error(500, "internal", "the journal could not be read"),
         }
     }
 
