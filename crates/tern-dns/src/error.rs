@@ -18,6 +18,8 @@ pub enum QueryType {
     Ip,
     /// TXT records.
     Txt,
+    /// SRV records (`tern dns --check` of the client service records).
+    Srv,
 }
 
 impl fmt::Display for QueryType {
@@ -26,6 +28,7 @@ impl fmt::Display for QueryType {
             QueryType::Mx => "MX",
             QueryType::Ip => "A/AAAA",
             QueryType::Txt => "TXT",
+            QueryType::Srv => "SRV",
         })
     }
 }

@@ -21,7 +21,9 @@ use hickory_resolver::proto::rr::{Name, RData, RecordType};
 use hickory_resolver::{Resolver as HickoryInner, TokioResolver};
 
 use crate::error::{DnsError, QueryType};
-use crate::resolver::{DnsFuture, MAX_RECORDS, MAX_TXT_LEN, MxRecord, Resolver, normalize_name};
+use crate::resolver::{
+    DnsFuture, MAX_RECORDS, MAX_TXT_LEN, MxRecord, Resolver, SrvRecord, normalize_name,
+};
 
 /// How a [`HickoryResolver`] reaches the DNS.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -366,6 +368,37 @@ impl Resolver for HickoryResolver {
                 });
             }
             Ok(v4)
+        })
+    }
+
+    fn srv<'a>(&'a self, name: &'a str) -> DnsFuture<'a, Vec<SrvRecord>> {
+        Box::pin(async move {
+            let lookup = self.lookup(name, RecordType::SRV, QueryType::Srv).await?;
+            let found: Vec<SrvRecord> = lookup
+                .answers()
+                .iter()
+                .filter_map(|r| match &r.data {
+                    RData::SRV(srv) => Some(SrvRecord {
+                        priority: srv.priority,
+                        weight: srv.weight,
+                        port: srv.port,
+                        target: if srv.target.is_root() {
+                            ".".to_owned()
+                        } else {
+                            normalize_name(&srv.target.to_ascii())
+                        },
+                    }),
+                    _ => None,
+                })
+                .take(MAX_RECORDS)
+                .collect();
+            if found.is_empty() {
+                return Err(DnsError::NoRecords {
+                    name: normalize_name(name),
+                    query: QueryType::Srv,
+                });
+            }
+            Ok(found)
         })
     }
 }

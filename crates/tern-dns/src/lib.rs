@@ -33,5 +33,5 @@ pub use plan::{
     DeliveryPlan, MAX_ADDRESSES_PER_HOST, MAX_MX_HOSTS, MxHost, PlanError, PlanSource, SkippedHost,
     plan_delivery,
 };
-pub use resolver::{DnsFuture, MAX_RECORDS, MAX_TXT_LEN, MxRecord, Resolver};
+pub use resolver::{DnsFuture, MAX_RECORDS, MAX_TXT_LEN, MxRecord, Resolver, SrvRecord};
 pub use static_resolver::StaticResolver;

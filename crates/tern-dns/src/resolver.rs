@@ -43,6 +43,20 @@ impl MxRecord {
     }
 }
 
+/// One SRV record (RFC 2782).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SrvRecord {
+    /// Lower values are tried first.
+    pub priority: u16,
+    /// Share among records of one priority.
+    pub weight: u16,
+    /// The service's port.
+    pub port: u16,
+    /// The host: lower-case ASCII without the trailing dot; `"."` means
+    /// the service is decidedly not offered (RFC 2782, RFC 6186).
+    pub target: String,
+}
+
 /// DNS lookups, as Tern needs them.
 ///
 /// Names may be given with or without a trailing dot and are always taken
@@ -84,6 +98,19 @@ pub trait Resolver: Send + Sync {
                 });
             }
             Ok(v4)
+        })
+    }
+
+    /// The SRV records of `name` (`_imaps._tcp.example.org`). Only `tern
+    /// dns --check` asks; a resolver that cannot answer says so as a
+    /// permanent failure (the default).
+    fn srv<'a>(&'a self, name: &'a str) -> DnsFuture<'a, Vec<SrvRecord>> {
+        Box::pin(async move {
+            Err(DnsError::Permanent {
+                name: normalize_name(name),
+                query: crate::QueryType::Srv,
+                reason: "this resolver does not look up SRV records".into(),
+            })
         })
     }
 }

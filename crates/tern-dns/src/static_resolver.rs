@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 
 use crate::error::{DnsError, QueryType};
-use crate::resolver::{DnsFuture, MxRecord, Resolver, normalize_name};
+use crate::resolver::{DnsFuture, MxRecord, Resolver, SrvRecord, normalize_name};
 
 /// What one name publishes; `None` is "no records of this type".
 #[derive(Debug, Clone, Default)]
@@ -19,6 +19,7 @@ struct Entry {
     mx: Option<Result<Vec<MxRecord>, DnsError>>,
     ips: Option<Result<Vec<IpAddr>, DnsError>>,
     txt: Option<Result<Vec<String>, DnsError>>,
+    srv: Option<Result<Vec<SrvRecord>, DnsError>>,
 }
 
 /// A [`Resolver`] backed by a `HashMap`, built with the `with_*` methods.
@@ -68,6 +69,12 @@ impl StaticResolver {
         self
     }
 
+    /// Publishes SRV records for `name`.
+    pub fn with_srv(mut self, name: &str, records: &[SrvRecord]) -> Self {
+        self.entry(name).srv = Some(Ok(records.to_vec()));
+        self
+    }
+
     /// Makes the `query` lookup of `name` fail with `error`.
     pub fn with_error(mut self, name: &str, query: QueryType, error: DnsError) -> Self {
         let entry = self.entry(name);
@@ -75,6 +82,7 @@ impl StaticResolver {
             QueryType::Mx => entry.mx = Some(Err(error)),
             QueryType::Ip => entry.ips = Some(Err(error)),
             QueryType::Txt => entry.txt = Some(Err(error)),
+            QueryType::Srv => entry.srv = Some(Err(error)),
         }
         self
     }
@@ -120,5 +128,9 @@ impl Resolver for StaticResolver {
 
     fn txt<'a>(&'a self, name: &'a str) -> DnsFuture<'a, Vec<String>> {
         Box::pin(async move { self.answer(name, QueryType::Txt, |e| e.txt.as_ref()) })
+    }
+
+    fn srv<'a>(&'a self, name: &'a str) -> DnsFuture<'a, Vec<SrvRecord>> {
+        Box::pin(async move { self.answer(name, QueryType::Srv, |e| e.srv.as_ref()) })
     }
 }

@@ -41,6 +41,7 @@ use tracing::{debug, info, warn};
 use crate::Context;
 use crate::auth::unix_now;
 use crate::date::rfc5322;
+use crate::metrics::{SessionOutcome, metrics};
 use crate::policy::{RcptVerdict, decide_recipient};
 use crate::server::Role;
 use crate::submission::{
@@ -342,13 +343,14 @@ impl Connection {
     /// Runs the session to completion on `stream`. The connection slot
     /// `permit` is given back as soon as the session has ended (before its
     /// last reply is written), so a client that reconnects the moment it
-    /// reads `221` is not counted twice.
+    /// reads `221` is not counted twice. Returns how the session ended.
     pub(crate) async fn run(
         mut self,
         mut stream: MaybeTlsStream,
         mut shutdown: watch::Receiver<bool>,
         permit: Option<crate::limits::ConnectionPermit>,
-    ) {
+    ) -> SessionOutcome {
+        let mut outcome = SessionOutcome::Closed;
         let wake = permit.as_ref().map(|p| p.wake_handle());
         self.permit = permit;
         let mut session = ServerSession::new(Arc::clone(&self.smtp));
@@ -368,7 +370,7 @@ impl Connection {
         {
             if n == 0 {
                 debug!("client closed before the greeting");
-                return;
+                return SessionOutcome::Disconnected;
             }
             info!(bytes = n, "client spoke before the greeting");
             session.handle_input(&buf[..n]);
@@ -414,10 +416,12 @@ impl Connection {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => {
                         debug!(error = %e, "write failed; closing");
+                        outcome = SessionOutcome::Disconnected;
                         break;
                     }
                     Err(_) => {
                         debug!("write timed out; closing");
+                        outcome = SessionOutcome::Timeout;
                         break;
                     }
                 }
@@ -445,7 +449,7 @@ impl Connection {
                     Err(e) => {
                         info!(error = %e, "STARTTLS handshake failed; closing");
                         self.tx = None;
-                        return;
+                        return SessionOutcome::TlsFailed;
                     }
                 }
             }
@@ -462,6 +466,7 @@ impl Connection {
                 TimeoutClass::Data => {
                     if self.data_rate_too_low() {
                         info!("client sends message data too slowly; closing");
+                        outcome = SessionOutcome::Timeout;
                         session.on_timeout();
                         continue;
                     }
@@ -472,6 +477,7 @@ impl Connection {
                         });
                     if left.is_zero() {
                         info!(limit = ?self.ctx.timeouts.message_data, "message data took too long; closing");
+                        outcome = SessionOutcome::Timeout;
                         session.on_timeout();
                         continue;
                     }
@@ -490,6 +496,7 @@ impl Connection {
                     // A dropped sender also means: stop.
                     let _ = changed;
                     info!("shutting down: closing session with 421");
+                    outcome = SessionOutcome::Shutdown;
                     session.shutdown();
                 }
                 () = woken(wake.as_ref()) => {
@@ -497,18 +504,21 @@ impl Connection {
                     // began or ended: the loop computes the new deadline.
                     if self.permit.as_ref().is_some_and(|p| p.evicted()) {
                         info!("server full: evicted to make room for a new client");
+                        outcome = SessionOutcome::Evicted;
                         session.evict();
                     }
                 }
                 read = tokio::time::timeout(deadline, stream.read_buf(&mut buf)) => match read {
                     Err(_) => {
                         info!(timeout = ?deadline, "client timed out");
+                        outcome = SessionOutcome::Timeout;
                         session.on_timeout();
                     }
                     Ok(Ok(0)) => {
                         if self.tx.as_ref().is_some_and(|t| t.message.is_some()) {
                             info!("client disconnected in the middle of a message; discarded");
                         }
+                        outcome = SessionOutcome::Disconnected;
                         break;
                     }
                     Ok(Ok(n)) => {
@@ -519,6 +529,7 @@ impl Connection {
                     }
                     Ok(Err(e)) => {
                         debug!(error = %e, "read failed; closing");
+                        outcome = SessionOutcome::Disconnected;
                         break;
                     }
                 }
@@ -532,6 +543,7 @@ impl Connection {
         // Dropping an uncommitted IncomingMessage removes its temporary file.
         self.tx = None;
         info!(messages = self.messages, "disconnect");
+        outcome
     }
 
     async fn handle(&mut self, event: Event, session: &mut ServerSession) {
@@ -590,6 +602,7 @@ impl Connection {
             Event::DataChunk(bytes) => self.on_chunk(&bytes),
             Event::DataEnd => self.on_data_end(session).await,
             Event::DataAborted { reason } => {
+                metrics().message_aborted(reason);
                 if let Some(message) = self.tx.as_mut().and_then(|t| t.message.take()) {
                     info!(queue_id = %message.id(), reason = ?reason, "message refused; discarded");
                 }
@@ -655,6 +668,7 @@ impl Connection {
                     .is_some_and(|z| !same_address(z, &authcid))
                 {
                     self.ctx.abuse.auth_failed(self.peer.ip(), &authcid, now);
+                    metrics().auth("smtp", &mechanism.to_string(), false);
                     warn!(user = %escape_for_log(&authcid), mechanism = %mechanism, "authentication refused: acting as another identity is not allowed");
                     session.reply(Reply::new(
                         535,
@@ -664,6 +678,7 @@ impl Connection {
                     return;
                 }
                 self.ctx.abuse.auth_succeeded(self.peer.ip(), &authcid, now);
+                metrics().auth("smtp", &mechanism.to_string(), true);
                 info!(user = %escape_for_log(&authcid), mechanism = %mechanism, "authenticated");
                 self.auth_user = Some(authcid);
                 session.accept();
@@ -683,6 +698,7 @@ impl Connection {
                         Instant::now(),
                     );
                 }
+                metrics().auth("smtp", &mechanism.to_string(), false);
                 warn!(
                     client = %self.peer.ip(),
                     user = %escape_for_log(authcid.as_deref().unwrap_or("")),
@@ -762,6 +778,7 @@ impl Connection {
                     code = reply.code,
                     "recipient rejected"
                 );
+                metrics().recipient_rejected(&reply);
                 session.reply(reply);
             }
         }
@@ -841,11 +858,14 @@ impl Connection {
         let queue_id = message.id().clone();
         if let Some(reply) = tx.refusal.take() {
             info!(queue_id = %queue_id, code = reply.code, "message refused by submission policy");
+            metrics().message_rejected("policy", &reply);
             session.reply(reply);
             return;
         }
         if let Some(e) = tx.write_error.take() {
-            session.reply(spool_failure_reply(&e));
+            let reply = spool_failure_reply(&e);
+            metrics().message_rejected("storage", &reply);
+            session.reply(reply);
             return;
         }
         let mut quarantine = false;
@@ -904,6 +924,15 @@ impl Connection {
                     self.apply_envelope_changes(&mut tx, &accepted.envelope, &queue_id);
                 }
                 Err(reply) => {
+                    // The authentication checks or another filter stage.
+                    metrics().message_rejected(
+                        if reply.code >= 500 {
+                            "filter"
+                        } else {
+                            "filter_tempfail"
+                        },
+                        &reply,
+                    );
                     session.reply(reply);
                     return;
                 }
@@ -918,6 +947,7 @@ impl Connection {
             && let Some(reply) = quota_refusal(&self.ctx, mailbox, message.size()).await
         {
             info!(queue_id = %queue_id, mailbox = %mailbox, size = message.size(), "message refused: mailbox full");
+            metrics().message_rejected("quota", &reply);
             session.reply(reply);
             return;
         }
@@ -928,11 +958,13 @@ impl Connection {
             // The message was on its way into the inbox; never put a
             // quarantined one there. The client tries again later.
             warn!(queue_id = %queue_id, error = %e, "cannot move a quarantined message to the Junk folder");
-            session.reply(Reply::new(
+            let reply = Reply::new(
                 451,
                 EnhancedStatus::new(4, 3, 0),
                 "Local error while delivering the message; try again later",
-            ));
+            );
+            metrics().message_rejected("storage", &reply);
+            session.reply(reply);
             return;
         }
         let mut envelope = self.envelope(&tx, session, message.size());
@@ -940,13 +972,19 @@ impl Connection {
         let size = envelope.size;
         let nrcpt = envelope.recipients.len();
         let delivered = message.is_delivered();
+        let commit_start = Instant::now();
         let committed = match message.commit(&envelope) {
             Ok(pending) => pending.wait().await,
             Err(e) => Err(e),
         };
+        metrics().committed(commit_start, committed.is_ok());
         match committed {
             Ok(id) => {
                 session.accept_message(id.as_str());
+                metrics().message_received(self.role, size, nrcpt);
+                if delivered {
+                    metrics().delivered_at_intake(nrcpt);
+                }
                 self.messages += 1;
                 self.journal_received(&id, &tx, &envelope, session, delivered);
                 if let Some(user) = &self.auth_user {
@@ -978,7 +1016,9 @@ impl Connection {
             }
             Err(e) => {
                 warn!(queue_id = %queue_id, error = %e, "commit failed; message not accepted");
-                session.reply(spool_failure_reply(&e));
+                let reply = spool_failure_reply(&e);
+                metrics().message_rejected("storage", &reply);
+                session.reply(reply);
             }
         }
     }

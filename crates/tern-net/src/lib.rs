@@ -26,14 +26,18 @@
 pub mod abuse;
 pub mod admin;
 mod auth;
+pub mod autoconfig;
 pub mod conn;
 pub mod date;
 pub mod delivery;
+pub mod dnsrecords;
 pub mod filter;
 pub mod gate;
+pub mod http;
 pub mod imap;
 pub mod limits;
 pub mod mailauth;
+pub mod metrics;
 pub mod policy;
 pub mod pop3;
 pub mod queue;

@@ -416,6 +416,7 @@ pub(crate) async fn verify(
         action,
         "authentication checks"
     );
+    crate::metrics::metrics().mailauth_summary(&verdict.summary);
     let summary = verdict.summary.clone();
     let filter_verdict = match disposition {
         Disposition::Accept => tern_filter::Verdict::pass(summary),

@@ -464,11 +464,13 @@ pub(crate) async fn run(
                     ) {
                         ctx.abuse.auth_failed(peer.ip(), "", Instant::now());
                     }
+                    crate::metrics::metrics().auth("pop3", "", false);
                     info!(kind = ?kind, "POP3 authentication failed");
                 }
                 Event::OpenMaildrop { user } => {
                     ctx.abuse.auth_succeeded(peer.ip(), &user, Instant::now());
                     crate::limits::session_authenticated();
+                    crate::metrics::metrics().auth("pop3", "", true);
                     let Some(lock) = service.lock_maildrop(&user) else {
                         info!(user = %escape_for_log(&user), "POP3 maildrop in use");
                         session.maildrop_opened(Err(MaildropError::InUse));

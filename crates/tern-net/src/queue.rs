@@ -65,6 +65,7 @@ use tracing::{Instrument as _, debug, info, info_span, warn};
 
 use crate::delivery::DeliveryHandle;
 use crate::mailauth::SignerHandle;
+use crate::metrics::{DestinationKind, DsnSent, metrics};
 
 /// How long to wait before looking at a message whose local delivery failed
 /// for a reason the spool does not schedule (e.g. it could not be opened).
@@ -757,6 +758,12 @@ impl QueueManager {
         match queued {
             Ok(Ok(notice_id)) => {
                 info!(queue_id = %orig_id, notice_id = %notice_id, "{what}");
+                metrics().dsn_sent(match kind {
+                    DsnKind::Failure => DsnSent::Failure,
+                    DsnKind::Delay => DsnSent::Delay,
+                    DsnKind::Success => DsnSent::Success,
+                    DsnKind::Relayed => DsnSent::Relayed,
+                });
                 self.journal.record(
                     orig_id.as_str(),
                     JournalEvent::Notice {
@@ -1249,6 +1256,14 @@ fn bounce_target(directory: &Directory, address: &str) -> (String, Option<String
 
 fn log_local(journal: &Journal, id: &QueueId, report: &LocalReport) {
     for (index, mailbox) in &report.delivered {
+        metrics().delivery(
+            DestinationKind::Local,
+            &RecipientState::Delivered {
+                at: 0,
+                reply: String::new(),
+            },
+            Some(id.created_micros()),
+        );
         info!(queue_id = %id, rcpt = index, to = %mailbox, status = "delivered", "delivered to maildir");
         journal.record(
             id.as_str(),
@@ -1275,6 +1290,13 @@ fn journal_state(
     mta: Option<&str>,
     via: &str,
 ) {
+    let kind = match via {
+        "mailbox" => DestinationKind::Local,
+        "lmtp" => DestinationKind::Lmtp,
+        "smarthost" => DestinationKind::Smarthost,
+        _ => DestinationKind::Remote,
+    };
+    metrics().delivery(kind, state, Some(id.created_micros()));
     let (to, via, relay) = (address.to_owned(), via.to_owned(), mta.map(str::to_owned));
     let event = match state {
         RecipientState::Delivered { reply, .. } => JournalEvent::Delivered {

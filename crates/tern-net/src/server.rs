@@ -21,6 +21,7 @@ use tracing::{Instrument, info, info_span, warn};
 use crate::Context;
 use crate::conn::Connection;
 use crate::limits::Refusal;
+use crate::metrics::{SessionOutcome, metrics};
 use crate::tls::MaybeTlsStream;
 use tern_smtp::server::ServerConfig;
 
@@ -102,6 +103,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub struct Server {
     ctx: Arc<Context>,
     listeners: Vec<(TcpListener, ListenerSpec)>,
+    live: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 static SESSION_IDS: AtomicU64 = AtomicU64::new(1);
@@ -117,7 +119,11 @@ impl Server {
                 .map_err(|source| NetError::Bind { addr, source })?;
             listeners.push((l, spec.clone()));
         }
-        Ok(Server { ctx, listeners })
+        Ok(Server {
+            ctx,
+            listeners,
+            live: Arc::default(),
+        })
     }
 
     /// Serves on listeners bound beforehand, each with its spec: for a
@@ -127,7 +133,17 @@ impl Server {
         ctx: Arc<Context>,
         listeners: Vec<(TcpListener, ListenerSpec)>,
     ) -> Server {
-        Server { ctx, listeners }
+        Server {
+            ctx,
+            listeners,
+            live: Arc::default(),
+        }
+    }
+
+    /// How many listeners are accepting right now (for readiness checks):
+    /// each counts from the start of its accept loop until it stops.
+    pub fn live_listeners(&self) -> Arc<std::sync::atomic::AtomicUsize> {
+        Arc::clone(&self.live)
     }
 
     /// The addresses actually bound, in the order given to [`Server::bind`].
@@ -145,12 +161,14 @@ impl Server {
             if let Ok(addr) = listener.local_addr() {
                 info!(%addr, role = ?spec.role, "listening");
             }
-            accept_loops.spawn(accept_loop(
-                listener,
-                spec,
-                Arc::clone(&self.ctx),
-                shutdown.clone(),
-            ));
+            let live = Arc::clone(&self.live);
+            let ctx = Arc::clone(&self.ctx);
+            let shutdown = shutdown.clone();
+            accept_loops.spawn(async move {
+                live.fetch_add(1, Ordering::Relaxed);
+                accept_loop(listener, spec, ctx, shutdown).await;
+                live.fetch_sub(1, Ordering::Relaxed);
+            });
         }
         while accept_loops.join_next().await.is_some() {}
     }
@@ -273,6 +291,7 @@ fn admit(
             sessions.spawn(
                 async move {
                     let permit = Some(permit);
+                    let _open = metrics().connection_opened(role);
                     info!("connect");
                     let stream = MaybeTlsStream::Plain(stream);
                     let stream = if role.implicit_tls() {
@@ -285,6 +304,7 @@ fn admit(
                             Ok(s) => s,
                             Err(e) => {
                                 info!(error = %e, "TLS handshake failed");
+                                metrics().session_ended(role, SessionOutcome::TlsFailed);
                                 return;
                             }
                         }
@@ -315,23 +335,28 @@ fn admit(
                         // newcomer when the server is full (closed).
                         let run = crate::limits::SESSION_SLOT.scope(slot.clone(), run);
                         tokio::pin!(run);
+                        let mut outcome = SessionOutcome::Closed;
                         loop {
                             tokio::select! {
                                 () = &mut run => break,
                                 () = slot.woken() => if slot.evicted() {
                                     info!("server full: evicted (not logged in) to make room for a new client");
+                                    outcome = SessionOutcome::Evicted;
                                     break;
                                 },
                             }
                         }
+                        metrics().session_ended(role, outcome);
                     } else {
-                        conn.run(stream, shutdown, permit).await;
+                        let outcome = conn.run(stream, shutdown, permit).await;
+                        metrics().session_ended(role, outcome);
                     }
                 }
                 .instrument(span),
             );
         }
         Err((text, retry)) => {
+            metrics().session_ended(role, SessionOutcome::Refused);
             let hostname = ctx.hostname.clone();
             sessions.spawn(
                 async move {

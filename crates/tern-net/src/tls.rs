@@ -753,11 +753,20 @@ impl MaybeTlsStream {
             MaybeTlsStream::Plain(tcp) => tcp,
             MaybeTlsStream::Tls(_) => return Err(TlsError::AlreadyTls),
         };
-        match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+        let upgraded = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
             Err(_) => Err(TlsError::HandshakeTimeout(timeout)),
             Ok(Err(e)) => Err(TlsError::Handshake(e)),
             Ok(Ok(tls)) => Ok(MaybeTlsStream::Tls(Box::new(tls))),
-        }
+        };
+        // Every server-side handshake (implicit TLS, STARTTLS, STLS, and
+        // the HTTPS autoconfig listener) passes here.
+        let version = upgraded
+            .as_ref()
+            .ok()
+            .and_then(MaybeTlsStream::tls_info)
+            .map(|i| i.version);
+        crate::metrics::metrics().tls_handshake(version.as_deref());
+        upgraded
     }
 }
 

@@ -98,7 +98,20 @@ pub(crate) struct Counters {
     pub(crate) dir_fsyncs: AtomicU64,
     pub(crate) file_syncs: AtomicU64,
     pub(crate) largest_batch: AtomicU64,
+    /// Batches by size: `batch_sizes[i]` counts batches of at most
+    /// [`BATCH_SIZE_BOUNDS`]`[i]` files (and more than the bound before);
+    /// the last counts the rest.
+    pub(crate) batch_sizes: [AtomicU64; BATCH_SIZE_BUCKETS],
+    /// Files in all batches (the histogram's sum).
+    pub(crate) batched_files: AtomicU64,
 }
+
+/// Upper bounds of the batch-size buckets of [`SpoolStats::batch_sizes`]
+/// (the last bucket, past 1024, is [`MAX_BATCH`] itself).
+pub const BATCH_SIZE_BOUNDS: [u64; BATCH_SIZE_BUCKETS] =
+    [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
+/// How many batch-size buckets there are.
+pub const BATCH_SIZE_BUCKETS: usize = 11;
 
 /// A snapshot of the spool's commit counters (see [`Spool::stats`](crate::Spool::stats)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -116,6 +129,11 @@ pub struct SpoolStats {
     pub file_syncs: u64,
     /// The largest batch seen.
     pub largest_batch: u64,
+    /// How many batches had at most [`BATCH_SIZE_BOUNDS`]`[i]` files (and
+    /// more than the bound before): a histogram of group-commit sizes.
+    pub batch_sizes: [u64; BATCH_SIZE_BUCKETS],
+    /// Files in all batches.
+    pub batched_files: u64,
 }
 
 impl Counters {
@@ -127,6 +145,8 @@ impl Counters {
             dir_fsyncs: self.dir_fsyncs.load(Ordering::Relaxed),
             file_syncs: self.file_syncs.load(Ordering::Relaxed),
             largest_batch: self.largest_batch.load(Ordering::Relaxed),
+            batch_sizes: std::array::from_fn(|i| self.batch_sizes[i].load(Ordering::Relaxed)),
+            batched_files: self.batched_files.load(Ordering::Relaxed),
         }
     }
 }
@@ -161,6 +181,12 @@ impl Committer {
         let n = batch.len() as u64;
         self.counters.batches.fetch_add(1, Ordering::Relaxed);
         self.counters.largest_batch.fetch_max(n, Ordering::Relaxed);
+        let bucket = BATCH_SIZE_BOUNDS
+            .iter()
+            .position(|&b| n <= b)
+            .unwrap_or(BATCH_SIZE_BUCKETS - 1);
+        self.counters.batch_sizes[bucket].fetch_add(1, Ordering::Relaxed);
+        self.counters.batched_files.fetch_add(n, Ordering::Relaxed);
 
         // 1. Make every file's data durable (the files are closed there).
         let mut files = Vec::with_capacity(batch.len());

@@ -46,6 +46,12 @@ impl QueueId {
         QueueId(s)
     }
 
+    /// When the id was made (microseconds since the Unix epoch): the time
+    /// the message was received, read without opening it.
+    pub fn created_micros(&self) -> u64 {
+        self.parts().0
+    }
+
     /// The (microseconds, sequence) pair this id encodes.
     fn parts(&self) -> (u64, u32) {
         let b = self.0.as_bytes();

@@ -508,6 +508,64 @@ fn flush(current: &mut Option<(String, BufWriter<File>)>) {
     }
 }
 
+/// `since` as `tern trace --since` and `GET /api/trace?since=` take it:
+/// a duration ago (`90s`, `30m`, `2h`, `3d`), a UTC date (`2026-12-04`)
+/// or date and time (`2026-12-04T10:02`, `…:13`, a space instead of `T`
+/// too), or Unix seconds. Returns Unix seconds.
+pub fn parse_since(text: &str, now: u64) -> Result<u64, String> {
+    let t = text.trim();
+    let bad = || format!("since {t:?}: expected 2h, 2026-12-04 or 2026-12-04T10:02[:13] (UTC)");
+    if let Some(unit) = t.chars().last().filter(char::is_ascii_alphabetic) {
+        let n: u64 = t[..t.len() - 1].parse().map_err(|_| bad())?;
+        let secs = match unit {
+            's' => n,
+            'm' => n.saturating_mul(60),
+            'h' => n.saturating_mul(3600),
+            'd' => n.saturating_mul(86_400),
+            _ => return Err(bad()),
+        };
+        return Ok(now.saturating_sub(secs));
+    }
+    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        return t.parse().map_err(|_| bad());
+    }
+    let (date, time) = t.split_once(['T', ' ']).unwrap_or((t, "00:00:00"));
+    let d: Vec<&str> = date.split('-').collect();
+    let tm: Vec<&str> = time.split(':').collect();
+    if d.len() != 3 || !(2..=3).contains(&tm.len()) {
+        return Err(bad());
+    }
+    let num = |s: &str, max: u32| -> Result<u32, String> {
+        match s.parse::<u32>() {
+            Ok(v) if v <= max => Ok(v),
+            _ => Err(bad()),
+        }
+    };
+    let (y, m, day) = (num(d[0], 9999)?, num(d[1], 12)?, num(d[2], 31)?);
+    let (hh, mm) = (num(tm[0], 23)?, num(tm[1], 59)?);
+    let ss = if tm.len() == 3 { num(tm[2], 60)? } else { 0 };
+    if m == 0 || day == 0 {
+        return Err(bad());
+    }
+    let secs = days_from_civil(i64::from(y), m, day) * 86_400
+        + i64::from(hh) * 3600
+        + i64::from(mm) * 60
+        + i64::from(ss);
+    u64::try_from(secs).map_err(|_| bad())
+}
+
+/// `YYYY-MM-DD HH:MM:SS` (UTC) of Unix seconds.
+pub fn format_utc(secs: u64) -> String {
+    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    let s = secs % 86_400;
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    )
+}
+
 /// What `tern trace` asks for; every given field must match.
 #[derive(Debug, Clone, Default)]
 pub struct Query {
@@ -682,6 +740,30 @@ mod tests {
             to: to.iter().map(|s| (*s).to_owned()).collect(),
             size: 1234,
             stored: "queue".into(),
+        }
+    }
+
+    #[test]
+    fn since_takes_durations_dates_and_seconds() {
+        let now = 1_764_842_533; // 2025-12-04 10:02:13 UTC
+        assert_eq!(parse_since("2h", now).unwrap(), now - 7200);
+        assert_eq!(parse_since("3d", now).unwrap(), now - 3 * 86_400);
+        assert_eq!(parse_since("90s", now).unwrap(), now - 90);
+        assert_eq!(parse_since("1700000000", now).unwrap(), 1_700_000_000);
+        assert_eq!(parse_since("2025-12-04", now).unwrap(), 1_764_806_400);
+        assert_eq!(parse_since("2025-12-04T10:02", now).unwrap(), 1_764_842_520);
+        assert_eq!(parse_since("2025-12-04 10:02:13", now).unwrap(), now);
+        assert_eq!(format_utc(now), "2025-12-04 10:02:13");
+        for bad in [
+            "",
+            "2x",
+            "h",
+            "2025-13-01",
+            "2025-12-04T25:00",
+            "yesterday",
+            "2025-12",
+        ] {
+            assert!(parse_since(bad, now).is_err(), "{bad:?}");
         }
     }
 

@@ -51,7 +51,7 @@ pub mod schedule;
 pub mod spool;
 mod state;
 
-pub use committer::{PendingCommit, SpoolStats};
+pub use committer::{BATCH_SIZE_BOUNDS, BATCH_SIZE_BUCKETS, PendingCommit, SpoolStats};
 pub use envelope::{Envelope, Recipient};
 pub use error::SpoolError;
 pub use id::{InvalidQueueId, QueueId};
@@ -62,7 +62,7 @@ pub use recipient::{
 pub use schedule::{
     DurationError, Next, RetrySchedule, ScheduleError, format_duration, parse_duration,
 };
-pub use spool::{DeliveryLease, IncomingMessage, Spool, SpoolOptions, StoredMessage};
+pub use spool::{DeliveryLease, IncomingMessage, Spool, SpoolOptions, StoredMessage, WeakSpool};
 pub use state::MessageState;
 #[doc(hidden)]
 pub use state::fuzz_check_state_file;

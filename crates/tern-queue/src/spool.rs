@@ -73,6 +73,17 @@ pub struct Spool {
     inner: Arc<Inner>,
 }
 
+/// A [`Spool`] that may have been closed (see [`Spool::downgrade`]).
+#[derive(Debug, Clone)]
+pub struct WeakSpool(std::sync::Weak<Inner>);
+
+impl WeakSpool {
+    /// The spool, if it is still open.
+    pub fn upgrade(&self) -> Option<Spool> {
+        self.0.upgrade().map(|inner| Spool { inner })
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
     dir: PathBuf,
@@ -228,6 +239,12 @@ impl Spool {
         })
     }
 
+    /// A reference that does not keep the spool open (nor its lock held):
+    /// for observers such as the metrics, which must not outlive the server.
+    pub fn downgrade(&self) -> WeakSpool {
+        WeakSpool(Arc::downgrade(&self.inner))
+    }
+
     /// The spool directory.
     pub fn path(&self) -> &Path {
         &self.inner.dir
@@ -263,6 +280,25 @@ impl Spool {
                 Err(e) => return Err(SpoolError::io("create", &tmp_path, e)),
             }
         }
+    }
+
+    /// Whether a message could be received now: creates, writes and
+    /// removes a probe file where messages are written (`tmp/`), for a
+    /// readiness check. Never touches a message.
+    pub fn probe_writable(&self) -> Result<(), SpoolError> {
+        use std::io::Write as _;
+        let path = self
+            .inner
+            .tmp
+            .join(format!(".probe-{}", std::process::id()));
+        let result = new_file_options()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(b"probe"));
+        let _ = std::fs::remove_file(&path);
+        result.map_err(|e| SpoolError::io("write a probe file in", &self.inner.tmp, e))
     }
 
     /// A fresh queue id, as [`create`](Self::create) would give, for a

@@ -8,9 +8,16 @@
 //! `printf '%s\n' "$PW" | tern user add alice@example.test --config …`.
 //! A password is never taken from the command line (it would show in `ps`
 //! and in shell history).
+//!
+//! [`execute_user_command`] is the one service both front ends call: the
+//! CLI prints its [`UserOutcome`] as text (`Display`), the admin HTTP API
+//! (`tern-net`) serves the same value as JSON.
 
+use std::fmt;
 use std::io::{self, BufRead, IsTerminal};
 use std::path::Path;
+
+use serde::Serialize;
 
 use zeroize::Zeroizing;
 
@@ -45,6 +52,68 @@ pub enum UserCommand {
     List,
 }
 
+/// What a user command did; `Display` is the CLI's text, `Serialize` the
+/// admin API's JSON (`{"result":"added","address":…}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum UserOutcome {
+    /// A user was created.
+    Added {
+        /// The address.
+        address: String,
+        /// With a CRAM-MD5 secret.
+        cram_md5: bool,
+    },
+    /// A password was changed.
+    PasswordChanged {
+        /// The address, as given.
+        address: String,
+    },
+    /// A user was removed.
+    Deleted {
+        /// The address, as given.
+        address: String,
+    },
+    /// The users, in file order.
+    List {
+        /// One entry per user.
+        users: Vec<UserSummary>,
+    },
+}
+
+/// One user as `list` shows it: never a hash or a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UserSummary {
+    /// The address (login name).
+    pub address: String,
+    /// The password hash scheme (`argon2id`, `bcrypt`, …).
+    pub scheme: String,
+    /// The SASL secrets stored besides the hash (`scram-sha-256`, `cram-md5`).
+    pub secrets: Vec<String>,
+    /// Other addresses the user may send as.
+    pub senders: Vec<String>,
+}
+
+impl fmt::Display for UserOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UserOutcome::Added { address, cram_md5 } => {
+                let extra = if *cram_md5 {
+                    " (with a CRAM-MD5 secret)"
+                } else {
+                    ""
+                };
+                writeln!(f, "added {address}{extra}")
+            }
+            UserOutcome::PasswordChanged { address } => {
+                writeln!(f, "changed the password of {address}")
+            }
+            UserOutcome::Deleted { address } => writeln!(f, "deleted {address}"),
+            UserOutcome::List { users } => f.write_str(&format_list(users)),
+        }
+    }
+}
+
 /// Runs `cmd` against `users_file` with the production hashing parameters
 /// and returns what to print. `read_password` is called at most once, and
 /// only after the command has been checked (so an admin is not asked for a
@@ -65,6 +134,18 @@ pub fn run_user_command_with(
     read_password: impl FnOnce() -> io::Result<String>,
     opts: &AddOptions,
 ) -> Result<String, UsersError> {
+    execute_user_command(cmd, users_file, read_password, opts).map(|o| o.to_string())
+}
+
+/// Carries out `cmd` on `users_file` (the service behind `tern user` and
+/// the admin API's `/api/users`). `read_password` is called at most once,
+/// and only after the command has been checked.
+pub fn execute_user_command(
+    cmd: UserCommand,
+    users_file: &Path,
+    read_password: impl FnOnce() -> io::Result<String>,
+    opts: &AddOptions,
+) -> Result<UserOutcome, UsersError> {
     let read = || {
         read_password()
             .map(Zeroizing::new)
@@ -82,12 +163,7 @@ pub fn run_user_command_with(
             let password = read()?;
             let opts = AddOptions { cram_md5, ..*opts };
             add_user(users_file, &address, &password, &opts)?;
-            let extra = if cram_md5 {
-                " (with a CRAM-MD5 secret)"
-            } else {
-                ""
-            };
-            Ok(format!("added {address}{extra}\n"))
+            Ok(UserOutcome::Added { address, cram_md5 })
         }
         UserCommand::Passwd { address } => {
             if UserDb::load(users_file)?.get(&address).is_none() {
@@ -95,46 +171,56 @@ pub fn run_user_command_with(
             }
             let password = read()?;
             set_password(users_file, &address, &password, opts)?;
-            Ok(format!("changed the password of {address}\n"))
+            Ok(UserOutcome::PasswordChanged { address })
         }
         UserCommand::Del { address } => {
             delete_user(users_file, &address)?;
-            Ok(format!("deleted {address}\n"))
+            Ok(UserOutcome::Deleted { address })
         }
-        UserCommand::List => Ok(format_list(&list_users(users_file)?)),
+        UserCommand::List => Ok(UserOutcome::List {
+            users: summaries(&list_users(users_file)?),
+        }),
     }
 }
 
+fn summaries(db: &UserDb) -> Vec<UserSummary> {
+    db.iter()
+        .map(|u| {
+            let mut secrets = Vec::new();
+            if u.scram.is_some() {
+                secrets.push("scram-sha-256".to_owned());
+            }
+            if u.cram.is_some() {
+                secrets.push("cram-md5".to_owned());
+            }
+            UserSummary {
+                address: u.address.clone(),
+                scheme: u.password_hash.scheme().name().to_owned(),
+                secrets,
+                senders: u.senders.clone(),
+            }
+        })
+        .collect()
+}
+
 /// One line per user: address, password scheme, SASL secrets, senders.
-fn format_list(db: &UserDb) -> String {
-    if db.is_empty() {
+fn format_list(users: &[UserSummary]) -> String {
+    if users.is_empty() {
         return "no users\n".to_owned();
     }
-    let width = db
+    let width = users
         .iter()
         .map(|u| u.address.chars().count())
         .max()
         .unwrap_or(0);
     let mut out = String::new();
-    for u in db.iter() {
-        let mut secrets = Vec::new();
-        if u.scram.is_some() {
-            secrets.push("scram-sha-256");
-        }
-        if u.cram.is_some() {
-            secrets.push("cram-md5");
-        }
-        let secrets = if secrets.is_empty() {
+    for u in users {
+        let secrets = if u.secrets.is_empty() {
             "-".to_owned()
         } else {
-            secrets.join(",")
+            u.secrets.join(",")
         };
-        let mut line = format!(
-            "{:width$}  {:12}  {:22}",
-            u.address,
-            u.password_hash.scheme().name(),
-            secrets
-        );
+        let mut line = format!("{:width$}  {:12}  {:22}", u.address, u.scheme, secrets);
         if !u.senders.is_empty() {
             line.push_str("  senders: ");
             line.push_str(&u.senders.join(", "));

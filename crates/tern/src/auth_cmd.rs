@@ -6,15 +6,13 @@
 //! the public half. `tern dns --check` only reads the DNS, through the
 //! configured `[dns] nameservers`.
 
-use std::fmt::Write as _;
 use std::path::Path;
-use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use clap::{Subcommand, ValueEnum};
 use tern::config::Config;
 use tern_mailauth::KeyAlgorithm;
-use tern_mailauth::records::{Status, check, records_for};
+use tern_mailauth::records::records_for;
 
 /// `tern dkim …`.
 #[derive(Debug, Subcommand)]
@@ -95,72 +93,41 @@ pub(crate) fn dkim(action: DkimAction, config_path: &Path) -> anyhow::Result<()>
     }
 }
 
-/// `tern dns DOMAIN [--check]`.
-pub(crate) fn dns(domain: &str, check_live: bool, config_path: &Path) -> anyhow::Result<()> {
+/// `tern dns DOMAIN [--check] [--json]`: the same service as the admin
+/// API's `/api/dns/DOMAIN` ([`tern_net::dnsrecords`]).
+pub(crate) fn dns(
+    domain: &str,
+    check_live: bool,
+    json: bool,
+    config_path: &Path,
+) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
-    let domain = local_domain(&config, domain)?;
-    let keys = tern_mailauth::keys::load_domain_keys(&config.dkim_keys_dir(), &domain)?;
-    let records = records_for(&domain, &config.hostname, &keys);
+    let settings = config.dns_settings();
     if !check_live {
-        let mut out = format!(
-            "; DNS records for {domain} (mail host {})\n",
-            config.hostname
-        );
-        for r in &records {
-            let kind = if r.required {
-                "required"
-            } else {
-                "recommended"
-            };
-            let _ = writeln!(out, "\n; {} ({kind}): {}", r.purpose, r.note);
-            let _ = writeln!(out, "{}", r.zone_line());
+        let report = tern_net::dnsrecords::records(&settings, domain)?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print!("{}", tern_net::dnsrecords::format_records(&report));
         }
-        print!("{out}");
         return Ok(());
     }
-
-    let resolver = Arc::new(
-        tern_dns::HickoryResolver::new(tern_dns::ResolverSettings {
-            nameservers: config.dns.nameservers.clone(),
-            ..tern_dns::ResolverSettings::default()
-        })
-        .context("cannot set up the DNS resolver")?,
-    );
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let mut problems = 0;
-    for r in &records {
-        let status = runtime.block_on(check(resolver.as_ref(), r));
-        let (label, detail) = match &status {
-            Status::Ok => ("ok", String::new()),
-            Status::Missing => ("MISSING", format!("\n    publish: {}", r.zone_line())),
-            Status::Different(found) => (
-                "WRONG",
-                format!("\n    found:   {found}\n    publish: {}", r.zone_line()),
-            ),
-            Status::Unknown(e) => ("UNKNOWN", format!("\n    lookup failed: {e}")),
-        };
-        let label = if r.required || status == Status::Ok {
-            label.to_owned()
-        } else {
-            format!("{label} (recommended)")
-        };
-        if r.required && status != Status::Ok {
-            problems += 1;
-        }
-        println!(
-            "{:<8} {} {} {}{detail}",
-            r.purpose.to_string(),
-            r.name,
-            r.rtype,
-            label
+    let report = runtime.block_on(tern_net::dnsrecords::check_records(&settings, domain))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", tern_net::dnsrecords::format_check(&report));
+    }
+    if report.problems > 0 {
+        bail!(
+            "{} required record(s) missing or wrong for {}",
+            report.problems,
+            report.domain
         );
     }
-    if problems > 0 {
-        bail!("{problems} required record(s) missing or wrong for {domain}");
-    }
-    println!("all required records for {domain} are published");
     Ok(())
 }

@@ -106,6 +106,9 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// The admin HTTP listener (`role = "admin"`): its bearer token.
+    #[serde(default)]
+    pub admin: AdminConfig,
     /// The delivery journal behind `tern trace`.
     #[serde(default)]
     pub trace: TraceConfig,
@@ -523,6 +526,19 @@ fn default_grey_max_entries() -> usize {
     100_000
 }
 
+/// `[admin]`: the admin HTTP API (`/metrics`, `/healthz`, `/readyz`,
+/// `/api/…`) served on `role = "admin"` listeners.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Where `tern admin token` stores the SHA-256 hash of the bearer
+    /// token (default `<data_dir>/admin-token.sha256`). A listener on a
+    /// non-loopback address requires the token on every request but
+    /// `/healthz` and `/readyz`; on loopback it is not asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+}
+
 /// `[imap]`: the IMAP service and the mail store it serves.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -614,6 +630,25 @@ pub enum ListenerRole {
     Pop3,
     /// POP3 over implicit TLS (port 995).
     Pop3s,
+    /// The admin HTTP API and `/metrics` (plain HTTP; loopback by default,
+    /// a bearer token required elsewhere).
+    Admin,
+    /// Mail client autoconfiguration over plain HTTP (Thunderbird,
+    /// Autodiscover, Apple profiles; port 80 behind `autoconfig.DOMAIN`).
+    Autoconfig,
+    /// Mail client autoconfiguration over HTTPS with the server
+    /// certificate (port 443).
+    Autoconfigs,
+}
+
+impl ListenerRole {
+    /// An HTTP listener (admin or autoconfig) rather than a mail protocol.
+    pub fn is_http(self) -> bool {
+        matches!(
+            self,
+            ListenerRole::Admin | ListenerRole::Autoconfig | ListenerRole::Autoconfigs
+        )
+    }
 }
 
 /// One local domain.
@@ -1499,6 +1534,8 @@ impl Config {
                 auth_secret: auth_secret.to_vec(),
                 ..base
             },
+            // HTTP listeners have no mail sessions.
+            ListenerRole::Admin | ListenerRole::Autoconfig | ListenerRole::Autoconfigs => base,
             // IMAP and POP3 sessions take TLS and AUTH from these fields.
             ListenerRole::Imap | ListenerRole::Pop3 => ServerConfig {
                 starttls_available: true,
@@ -1537,6 +1574,59 @@ impl Config {
         }
     }
 
+    /// Where the admin token's hash is kept.
+    pub fn admin_token_file(&self) -> PathBuf {
+        self.admin
+            .token_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("admin-token.sha256"))
+    }
+
+    /// The mail services clients may use: the first listener of each role.
+    pub fn client_services(&self) -> tern_net::autoconfig::ClientServices {
+        let addrs: Vec<SocketAddr> = self.listeners.iter().map(|l| l.address).collect();
+        self.client_services_bound(&addrs)
+    }
+
+    /// [`Config::client_services`] with the addresses the listeners were
+    /// actually bound to (`bound[i]` for listener `i`: port 0 resolved).
+    pub fn client_services_bound(
+        &self,
+        bound: &[SocketAddr],
+    ) -> tern_net::autoconfig::ClientServices {
+        let port = |role: ListenerRole| {
+            self.listeners
+                .iter()
+                .zip(bound)
+                .find(|(l, _)| l.role == role)
+                .map(|(_, a)| a.port())
+        };
+        tern_net::autoconfig::ClientServices {
+            hostname: self.hostname.trim_end_matches('.').to_ascii_lowercase(),
+            submissions: port(ListenerRole::Submissions),
+            submission: port(ListenerRole::Submission),
+            imaps: port(ListenerRole::Imaps),
+            imap: port(ListenerRole::Imap),
+            pop3s: port(ListenerRole::Pop3s),
+            pop3: port(ListenerRole::Pop3),
+        }
+    }
+
+    /// What `tern dns` and the admin API's `/api/dns` work from.
+    pub fn dns_settings(&self) -> tern_net::dnsrecords::DnsSettings {
+        tern_net::dnsrecords::DnsSettings {
+            hostname: self.hostname.clone(),
+            domains: self.domains.keys().cloned().collect(),
+            dkim_keys_dir: self.dkim_keys_dir(),
+            services: self.client_services(),
+            autoconfig: self
+                .listeners
+                .iter()
+                .any(|l| matches!(l.role, ListenerRole::Autoconfig | ListenerRole::Autoconfigs)),
+            nameservers: self.dns.nameservers.clone(),
+        }
+    }
+
     /// The effective configuration as TOML (defaults filled in).
     pub fn to_toml(&self) -> anyhow::Result<String> {
         Ok(toml::to_string_pretty(self)?)
@@ -1553,6 +1643,9 @@ impl fmt::Display for ListenerRole {
             ListenerRole::Imaps => f.write_str("imaps"),
             ListenerRole::Pop3 => f.write_str("pop3"),
             ListenerRole::Pop3s => f.write_str("pop3s"),
+            ListenerRole::Admin => f.write_str("admin"),
+            ListenerRole::Autoconfig => f.write_str("autoconfig"),
+            ListenerRole::Autoconfigs => f.write_str("autoconfigs"),
         }
     }
 }

@@ -45,6 +45,8 @@ pub struct Running {
     reloader: Option<tokio::task::JoinHandle<()>>,
     /// The admin socket server (`tern queue …`); stops with the listeners.
     admin: tokio::task::JoinHandle<()>,
+    /// The HTTP listeners (admin API, autoconfig); stop with the listeners.
+    http: Vec<tokio::task::JoinHandle<()>>,
     /// The delivery journal, closed (written out) last.
     journal: tern_queue::Journal,
 }
@@ -91,6 +93,9 @@ impl Running {
         let _ = self.stop.send(true);
         let _ = self.server.await;
         let _ = self.admin.await;
+        for h in self.http {
+            let _ = h.await;
+        }
         let _ = self.stop_delivery.send(true);
         let _ = self.delivery.await;
         let journal = self.journal.clone();
@@ -119,6 +124,21 @@ pub async fn start_with_clock(
 ) -> anyhow::Result<Running> {
     raise_open_files_limit();
     let plan = privilege::plan(config)?;
+    // Before anything is opened: an admin listener off loopback answers
+    // only with the token, so one must exist.
+    for l in &config.listeners {
+        if l.role == config::ListenerRole::Admin
+            && tern_net::http::admin::token_required(l.address)
+            && !tern_net::http::token::exists(&config.admin_token_file())
+        {
+            anyhow::bail!(
+                "the admin listener on {} is not on loopback, so it needs a token: \
+                 run `tern admin token --config ...` first (it stores the hash in {})",
+                l.address,
+                config.admin_token_file().display()
+            );
+        }
+    }
     let signer = config.dkim_signer()?;
     let users = match &config.auth.users_file {
         Some(path) => Some(
@@ -229,11 +249,18 @@ pub async fn start_with_clock(
         hickory.clone().map(|r| r as Arc<dyn tern_dns::Resolver>),
         clock,
     )?);
+    // Delivery's lookups are counted and timed (`tern_dns_lookups_total`).
     let resolver: Option<Arc<dyn tern_dns::Resolver>> = if config.delivery.remote {
-        hickory.clone().map(|r| r as Arc<dyn tern_dns::Resolver>)
+        hickory
+            .clone()
+            .map(|r| Arc::new(tern_net::metrics::MeteredResolver(r)) as Arc<dyn tern_dns::Resolver>)
     } else {
         None
     };
+    // `/readyz` asks whether the DNS answers when something needs it.
+    let ready_resolver: Option<Arc<dyn tern_dns::Resolver>> = hickory
+        .clone()
+        .map(|r| Arc::new(tern_net::metrics::MeteredResolver(r)) as Arc<dyn tern_dns::Resolver>);
     let mailauth = tern_net::MailAuth {
         verifier: hickory.filter(|_| config.mail_auth.enabled).map(|dns| {
             Arc::new(
@@ -366,6 +393,7 @@ pub async fn start_with_clock(
     let listeners: Vec<ListenerSpec> = config
         .listeners
         .iter()
+        .filter(|l| !l.role.is_http())
         .map(|l| ListenerSpec {
             addr: l.address,
             role: match l.role {
@@ -376,6 +404,9 @@ pub async fn start_with_clock(
                 config::ListenerRole::Imaps => Role::Imaps,
                 config::ListenerRole::Pop3 => Role::Pop3,
                 config::ListenerRole::Pop3s => Role::Pop3s,
+                config::ListenerRole::Admin
+                | config::ListenerRole::Autoconfig
+                | config::ListenerRole::Autoconfigs => unreachable!("filtered out above"),
             },
             smtp: Arc::new(config.listener_server_config(l, &auth_secret)),
         })
@@ -388,20 +419,44 @@ pub async fn start_with_clock(
         signer: dkim.0.clone(),
         journal: journal.clone(),
     };
-    let mut bound = Vec::with_capacity(listeners.len());
-    for (socket, spec) in sockets.into_iter().zip(listeners) {
+    // Every socket listens now; the addresses are reported in config order.
+    let mut addrs = Vec::with_capacity(sockets.len());
+    let mut mail_listeners = Vec::new();
+    let mut http_listeners = Vec::new();
+    for (socket, l) in sockets.into_iter().zip(&config.listeners) {
         let listener = socket
             .listen(LISTEN_BACKLOG)
-            .with_context(|| format!("cannot listen on {}", spec.addr))?;
-        bound.push((listener, spec));
+            .with_context(|| format!("cannot listen on {}", l.address))?;
+        addrs.push(listener.local_addr()?);
+        if l.role.is_http() {
+            http_listeners.push((listener, l.role));
+        } else {
+            mail_listeners.push(listener);
+        }
     }
-    let server = Server::with_listeners(ctx, bound);
-    let addrs = server.local_addrs();
+    let bound: Vec<_> = mail_listeners.into_iter().zip(listeners).collect();
+    let mail_count = bound.len();
+    let server = Server::with_listeners(Arc::clone(&ctx), bound);
+    tern_net::metrics::metrics().watch_spool(ctx.spool.clone());
+    let http = http_services(
+        config,
+        &addrs,
+        http_listeners,
+        &admin,
+        &ctx,
+        ready_resolver,
+        mail_count,
+        server.live_listeners(),
+    )?;
     // `<data_dir>/admin.sock`, 0600: `tern queue …` talks to us through it.
     let admin =
         tern_net::admin::AdminServer::bind(&data_dir.join(tern_net::admin::SOCKET_NAME), admin)?;
     let (stop, shutdown) = watch::channel(false);
     let admin = tokio::spawn(admin.run(stop.subscribe()));
+    let http = http
+        .into_iter()
+        .map(|h| tokio::spawn(h.run(stop.subscribe())))
+        .collect();
     let server = tokio::spawn(server.run(shutdown));
     Ok(Running {
         addrs,
@@ -414,6 +469,7 @@ pub async fn start_with_clock(
         dkim,
         reloader,
         admin,
+        http,
         journal,
     })
 }
@@ -638,6 +694,81 @@ pub fn command_pipeline(config: &Config) -> anyhow::Result<tern_net::filter::Pip
         )
     });
     build_pipeline(&c, None, tern_net::filter::dnsbl::system_clock())
+}
+
+/// The admin API and autoconfig services of the HTTP listeners.
+#[allow(clippy::too_many_arguments)]
+fn http_services(
+    config: &Config,
+    bound: &[SocketAddr],
+    listeners: Vec<(tokio::net::TcpListener, config::ListenerRole)>,
+    queue: &tern_net::admin::QueueAdmin,
+    ctx: &Arc<tern_net::Context>,
+    resolver: Option<Arc<dyn tern_dns::Resolver>>,
+    mail_listeners: usize,
+    live: Arc<std::sync::atomic::AtomicUsize>,
+) -> anyhow::Result<Vec<tern_net::http::HttpListener>> {
+    use tern_net::http::{HttpListener, HttpService, admin, site};
+    let mut api: Option<Arc<admin::AdminApi>> = None;
+    let mut autoconfig: Option<Arc<site::AutoconfigSite>> = None;
+    let token_file = config.admin_token_file();
+    let mut out = Vec::with_capacity(listeners.len());
+    for (listener, role) in listeners {
+        let addr = listener.local_addr()?;
+        let service = match role {
+            config::ListenerRole::Admin => {
+                let require_token = admin::token_required(addr);
+                let api = api.get_or_insert_with(|| {
+                    Arc::new(admin::AdminApi {
+                        queue: queue.clone(),
+                        users_file: config.auth.users_file.clone(),
+                        dns: tern_net::dnsrecords::DnsSettings {
+                            services: config.client_services_bound(bound),
+                            ..config.dns_settings()
+                        },
+                        token_file: token_file.clone(),
+                        journal_dir: config
+                            .trace
+                            .enabled
+                            .then(|| config.data_dir.join("journal")),
+                        ready: admin::Readiness {
+                            listeners: mail_listeners,
+                            live: Arc::clone(&live),
+                            spool: ctx.spool.clone(),
+                            resolver: resolver.clone(),
+                            probe_name: config
+                                .domains
+                                .keys()
+                                .next()
+                                .cloned()
+                                .unwrap_or_else(|| config.hostname.clone()),
+                            dns_seen: std::sync::Mutex::new(None),
+                        },
+                    })
+                });
+                HttpService::Admin {
+                    api: Arc::clone(api),
+                    require_token,
+                }
+            }
+            _ => HttpService::Autoconfig(Arc::clone(autoconfig.get_or_insert_with(|| {
+                Arc::new(site::AutoconfigSite {
+                    services: config.client_services_bound(bound),
+                    domains: config.domains.keys().cloned().collect(),
+                })
+            }))),
+        };
+        info!(%addr, role = %role, "HTTP listener ready");
+        out.push(HttpListener {
+            listener,
+            service,
+            tls: (role == config::ListenerRole::Autoconfigs)
+                .then(|| ctx.tls.clone())
+                .flatten(),
+            handshake_timeout: config.tls.handshake_timeout,
+        });
+    }
+    Ok(out)
 }
 
 /// Raises the soft limit on open files to the hard limit (every session

@@ -57,6 +57,9 @@ enum Command {
         /// The configuration file (TOML).
         #[arg(short, long, value_name = "PATH", global = true)]
         config: Option<PathBuf>,
+        /// Print the answer as JSON (the admin API's `/api/users` form).
+        #[arg(long, global = true)]
+        json: bool,
     },
     /// Look at and steer the mail queue: through the running server's
     /// admin socket, or directly on the spool when the server is stopped.
@@ -74,6 +77,14 @@ enum Command {
     Dkim {
         #[command(subcommand)]
         action: auth_cmd::DkimAction,
+        /// The configuration file (TOML).
+        #[arg(short, long, value_name = "PATH", global = true)]
+        config: Option<PathBuf>,
+    },
+    /// The admin HTTP API (`role = "admin"` listeners).
+    Admin {
+        #[command(subcommand)]
+        action: AdminAction,
         /// The configuration file (TOML).
         #[arg(short, long, value_name = "PATH", global = true)]
         config: Option<PathBuf>,
@@ -130,14 +141,18 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// Print every DNS record a local domain needs (MX, SPF, DKIM, DMARC,
-    /// MTA-STS, TLS-RPT); with --check, look them up and say which are
-    /// missing or wrong (exit status 1 if a required one is).
+    /// MTA-STS, TLS-RPT, and the mail client SRV records of RFC 6186/8314);
+    /// with --check, look them up and say which are missing or wrong (exit
+    /// status 1 if a required one is).
     Dns {
         /// A local domain of the configuration.
         domain: String,
         /// Look the records up (through `[dns] nameservers`).
         #[arg(long)]
         check: bool,
+        /// Print the answer as JSON (the admin API's `/api/dns` form).
+        #[arg(long)]
+        json: bool,
         /// The configuration file (TOML).
         #[arg(short, long, value_name = "PATH")]
         config: Option<PathBuf>,
@@ -158,6 +173,14 @@ enum SpamAction {
         #[arg(value_name = "FILE", required = true)]
         files: Vec<PathBuf>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminAction {
+    /// Make a new bearer token for the admin HTTP API, print it once, and
+    /// keep only its SHA-256 hash (`[admin] token_file`). The previous
+    /// token stops working at once.
+    Token,
 }
 
 #[derive(Debug, Subcommand)]
@@ -225,7 +248,11 @@ fn main() -> anyhow::Result<()> {
             eprintln!("{}: configuration is valid", config.display());
             Ok(())
         }
-        Command::User { action, config } => {
+        Command::User {
+            action,
+            config,
+            json,
+        } => {
             let Some(config) = config else {
                 anyhow::bail!(
                     "tern user needs --config PATH (the file that names auth.users_file)"
@@ -243,13 +270,44 @@ fn main() -> anyhow::Result<()> {
                 UserAction::Del { address } => tern_users::cli::UserCommand::Del { address },
                 UserAction::List => tern_users::cli::UserCommand::List,
             };
-            let out = tern_users::cli::run_user_command(
+            let out = tern_users::cli::execute_user_command(
                 cmd,
                 &users_file,
                 tern_users::cli::read_password_interactive_or_stdin,
+                &tern_users::AddOptions::default(),
             )?;
-            print!("{out}");
+            if json {
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else {
+                print!("{out}");
+            }
             Ok(())
+        }
+        Command::Admin { action, config } => {
+            let Some(config) = config else {
+                anyhow::bail!("tern admin needs --config PATH");
+            };
+            match action {
+                AdminAction::Token => {
+                    let c = Config::load(&config)?;
+                    let path = c.admin_token_file();
+                    // Root making a token for a server that runs as `user`:
+                    // the hash under data_dir is written as that user.
+                    if path.starts_with(&c.data_dir)
+                        && let tern::privilege::Plan::Drop(run_as) = tern::privilege::plan(&c)?
+                    {
+                        tern::privilege::drop_privileges(&run_as)?;
+                    }
+                    let token = tern_net::http::token::create(&path)
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                    eprintln!(
+                        "stored its SHA-256 hash in {}; this token is shown once:",
+                        path.display()
+                    );
+                    println!("{}", token.as_str());
+                    Ok(())
+                }
+            }
         }
         Command::Queue {
             action,
@@ -320,12 +378,13 @@ fn main() -> anyhow::Result<()> {
         Command::Dns {
             domain,
             check,
+            json,
             config,
         } => {
             let Some(config) = config else {
                 anyhow::bail!("tern dns needs --config PATH");
             };
-            auth_cmd::dns(&domain, check, &config)
+            auth_cmd::dns(&domain, check, json, &config)
         }
         Command::Serve {
             config,

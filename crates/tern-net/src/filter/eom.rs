@@ -165,7 +165,13 @@ pub(crate) async fn end_of_data(
                 }
             }
         }
-        outcome.record(&stage.name, Hook::EndOfData, verdict, started.elapsed());
+        super::record(
+            &mut outcome,
+            &stage.name,
+            Hook::EndOfData,
+            verdict,
+            started.elapsed(),
+        );
     }
     let discard = filters.as_deref().is_some_and(SessionFilters::discards);
     let log = |action: &str| {

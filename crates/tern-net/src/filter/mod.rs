@@ -252,6 +252,7 @@ where
         Ok(v) => Ok(v),
         Err(e) => {
             let why = e.to_string();
+            crate::metrics::metrics().filter_failure(&stage.name);
             tracing::warn!(
                 queue_id = %queue_id,
                 stage = %stage.name,
@@ -302,6 +303,24 @@ impl Body {
         }
         Ok(())
     }
+}
+
+/// Records `verdict` in `outcome` and counts it (`tern_filter_verdicts_total`,
+/// `tern_filter_stage_seconds`).
+pub(crate) fn record(
+    outcome: &mut Outcome,
+    stage: &str,
+    hook: Hook,
+    verdict: Verdict,
+    elapsed: Duration,
+) {
+    crate::metrics::metrics().filter_verdict(
+        stage,
+        hook.as_str(),
+        verdict.action.as_str(),
+        elapsed,
+    );
+    outcome.record(stage, hook, verdict, elapsed);
 }
 
 /// A refusal decided at connect or HELO, given at `MAIL FROM`.
@@ -469,8 +488,13 @@ impl SessionFilters {
                 exempt_if_authenticated: exempt,
             });
         }
-        self.session_results
-            .record(&stage.name, hook, verdict, started.elapsed());
+        record(
+            &mut self.session_results,
+            &stage.name,
+            hook,
+            verdict,
+            started.elapsed(),
+        );
     }
 
     /// EHLO/HELO was accepted.
@@ -565,8 +589,13 @@ impl SessionFilters {
                 _ => None,
             };
             if v.action != Action::Continue || v.result.starts_with("temperror") {
-                self.tx_results
-                    .record(&stage.name, Hook::Mail, v, started.elapsed());
+                record(
+                    &mut self.tx_results,
+                    &stage.name,
+                    Hook::Mail,
+                    v,
+                    started.elapsed(),
+                );
             }
             if stop.is_some() {
                 self.abort();
@@ -655,8 +684,13 @@ impl SessionFilters {
                 && verdict.action == Action::Continue
                 && !verdict.result.starts_with("temperror");
             if !quiet {
-                self.tx_results
-                    .record(&stage.name, Hook::Rcpt, verdict, started.elapsed());
+                record(
+                    &mut self.tx_results,
+                    &stage.name,
+                    Hook::Rcpt,
+                    verdict,
+                    started.elapsed(),
+                );
             }
             if stop.is_some() {
                 return stop;

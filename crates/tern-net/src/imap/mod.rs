@@ -195,6 +195,7 @@ pub(crate) async fn run(
                 Event::Authenticated { user } => {
                     ctx.abuse.auth_succeeded(peer.ip(), &user, Instant::now());
                     crate::limits::session_authenticated();
+                    crate::metrics::metrics().auth("imap", "", true);
                     let Some(s) = service.enter(&user) else {
                         warn!(user = %escape_for_log(&user), "too many IMAP sessions for this user");
                         let _ = stream
@@ -228,6 +229,7 @@ pub(crate) async fn run(
                     ) {
                         ctx.abuse.auth_failed(peer.ip(), "", Instant::now());
                     }
+                    crate::metrics::metrics().auth("imap", "", false);
                     info!(kind = ?kind, "IMAP authentication failed");
                 }
                 Event::Request(request) => {
