@@ -158,6 +158,20 @@ async fn rspamd_reject_soft_reject_and_add_header() {
     assert!(!m.contains("Subject: other"), "{m}");
     // Nothing reached the inboxes.
     assert!(read_maildir(&srv.maildir_new("alice@example.test")).is_empty());
+    // Counted (the metrics are process-wide: other tests count too).
+    let text = tern_net::metrics::metrics().render();
+    for series in [
+        r#"tern_filter_verdicts_total{stage="rspamd",hook="eom",action="reject"}"#,
+        r#"tern_filter_verdicts_total{stage="rspamd",hook="eom",action="tempfail"}"#,
+        r#"tern_filter_verdicts_total{stage="rspamd",hook="eom",action="quarantine"}"#,
+    ] {
+        assert!(
+            tern_net::metrics::sample(&text, series).is_some_and(|v| v >= 1.0),
+            "{series} in {}",
+            tern_net::metrics::samples_only(&text)
+        );
+    }
+    assert!(text.contains("tern_filter_stage_seconds_bucket{"), "{text}");
     let _ = srv.shutdown().await;
 }
 
@@ -198,6 +212,11 @@ async fn broken_rspamd(fault: Fault, expect_in_tag: &str) {
                 "{fail}: {r}"
             );
             assert!(read_maildir(&srv.maildir_new("alice@example.test")).is_empty());
+            let text = tern_net::metrics::metrics().render();
+            assert!(
+                tern_net::metrics::sample(&text, r#"tern_filter_failures_total{stage="rspamd"}"#)
+                    .is_some_and(|v| v >= 1.0)
+            );
             let spool = std::fs::read_dir(srv.data().join("spool/msg"))
                 .map(|d| d.count())
                 .unwrap_or(0);
