@@ -5,15 +5,27 @@
 //! it survives), and serves the maildrop from the mail store.
 //!
 //! * The maildrop is the user's INBOX, snapshotted at login (messages by
-//!   UID). It is locked per user for the session in this process: a
-//!   second POP3 session of the same user gets `-ERR [IN-USE]`. IMAP
-//!   sessions are not locked out; a message they expunge meanwhile
-//!   answers RETR with `-ERR [SYS/PERM]`.
+//!   UID). It is locked per user for the session: in this process (a set
+//!   of users, checked before the store is opened) and across processes
+//!   ([`UserStore::try_lock_maildrop`]: an exclusive `flock` on
+//!   `tern.pop3.lock` in the user's Maildir, released when the session
+//!   ends or its process dies). A second POP3 session of the same user
+//!   gets `-ERR [IN-USE]`. IMAP sessions are not locked out; a message
+//!   they expunge meanwhile answers RETR with `-ERR [SYS/PERM]`.
+//! * `login_delay` (RFC 2449 `LOGIN-DELAY`): the lock file keeps the time
+//!   of the last login; a login sooner than the delay after it gets
+//!   `-ERR [LOGIN-DELAY]` (checked after the password, under the lock).
 //! * LIST and STAT report what RETR sends ([`tern_pop3::wire_size`]: CRLF
-//!   line ends, the last line ended); sizes are cached per (user,
-//!   UIDVALIDITY, UID), since a stored message never changes.
-//! * RETR streams the file in 64 KiB chunks through a
-//!   [`tern_pop3::DotStuffer`]; TOP reads the file and sends
+//!   line ends, the last line ended), scanned at login in 64 KiB chunks
+//!   ([`tern_pop3::Scanner`]); sizes are cached per (user, UIDVALIDITY,
+//!   UID), since a stored message never changes.
+//! * RETR reads the file's first 256 KiB in one trip to a blocking thread
+//!   (read ahead for message n+1 while the client takes message n). A
+//!   message read whole that is already in the wire form
+//!   ([`tern_pop3::Scan::verbatim`]: CRLF, no line starting with `.`,
+//!   which is most mail received over SMTP) is sent as it is, in one
+//!   vectored write; any other goes through a [`tern_pop3::DotStuffer`],
+//!   larger ones streamed in 64 KiB chunks. TOP reads the file and sends
 //!   [`tern_mime::pop3::top`] of it.
 //! * UIDL is `%08x%08x` of UIDVALIDITY and UID (Dovecot's `%08Xv%08Xu`
 //!   in lower case): stable across sessions and restarts, never reused.
@@ -28,16 +40,16 @@
 //! minutes). This module never parses POP3 itself and never logs a secret.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Read as _;
+use std::io::{IoSlice, Read as _};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tern_pop3::{DotStuffer, Event, MaildropError, MessageInfo, Session, SessionConfig};
+use tern_pop3::{DotStuffer, Event, MaildropError, MessageInfo, Scanner, Session, SessionConfig};
 use tern_sasl::{Answer, FailureKind};
 use tern_smtp::server::ServerConfig;
 use tern_store::mailbox::{
-    MailboxError, MailboxId, MailboxRow, Mailboxes, MessageRow, SpecialUse, UserStore,
+    MailboxError, MailboxId, MailboxRow, Mailboxes, MaildropLock, MessageRow, SpecialUse, UserStore,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
@@ -58,6 +70,8 @@ const CHUNK: usize = 64 * 1024;
 /// Bytes RETR reads first (most messages are whole in one trip to a
 /// blocking thread).
 const FIRST_CHUNK: usize = 256 * 1024;
+/// The most TOP allocates ahead from the size the index records.
+const MAX_SIZE_HINT: usize = 64 * 1024 * 1024;
 
 /// What QUIT does with the messages a client deleted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -79,29 +93,41 @@ pub struct Pop3Service {
     pub delete_mode: DeleteMode,
     /// The autologout timer.
     pub idle_timeout: Duration,
+    /// The least time between two logins of a user (RFC 2449
+    /// `LOGIN-DELAY`; zero: none).
+    pub login_delay: Duration,
     locked: Mutex<HashSet<String>>,
     sizes: Mutex<HashMap<(String, u32, u32), u64>>,
 }
 
 impl Pop3Service {
     /// A service over `mailboxes`.
-    pub fn new(mailboxes: Arc<Mailboxes>, delete_mode: DeleteMode, idle_timeout: Duration) -> Self {
+    pub fn new(
+        mailboxes: Arc<Mailboxes>,
+        delete_mode: DeleteMode,
+        idle_timeout: Duration,
+        login_delay: Duration,
+    ) -> Self {
         Pop3Service {
             mailboxes,
             delete_mode,
             idle_timeout,
+            login_delay,
             locked: Mutex::new(HashSet::new()),
             sizes: Mutex::new(HashMap::new()),
         }
     }
 
-    fn lock_maildrop(self: &Arc<Self>, user: &str) -> Option<MaildropLock> {
+    /// The in-process half of the maildrop lock (the `flock` of
+    /// [`UserStore::try_lock_maildrop`] is the other): refuses a second
+    /// session of the process without opening the store.
+    fn claim_maildrop(self: &Arc<Self>, user: &str) -> Option<MaildropClaim> {
         let key = user.to_ascii_lowercase();
         let mut l = self.locked.lock().unwrap_or_else(|e| e.into_inner());
         if !l.insert(key.clone()) {
             return None;
         }
-        Some(MaildropLock {
+        Some(MaildropClaim {
             service: Arc::clone(self),
             user: key,
         })
@@ -121,14 +147,14 @@ impl Pop3Service {
     }
 }
 
-/// A user's maildrop lock; dropping it unlocks.
+/// A user's maildrop claimed in this process; dropping it unclaims.
 #[derive(Debug)]
-struct MaildropLock {
+struct MaildropClaim {
     service: Arc<Pop3Service>,
     user: String,
 }
 
-impl Drop for MaildropLock {
+impl Drop for MaildropClaim {
     fn drop(&mut self) {
         let mut l = self
             .service
@@ -149,7 +175,25 @@ struct Maildrop {
     mailbox: Arc<MailboxRow>,
     /// The messages at login, by message number - 1.
     rows: Vec<Arc<MessageRow>>,
+    /// The `flock` held for the session (across processes).
     _lock: MaildropLock,
+    /// The claim in this process.
+    _claim: MaildropClaim,
+}
+
+/// Why a maildrop was not opened.
+#[derive(Debug)]
+enum OpenError {
+    /// Refused: `[IN-USE]` or `[LOGIN-DELAY]`.
+    Refused(MaildropError),
+    /// The store failed.
+    Store(MailboxError),
+}
+
+impl From<MailboxError> for OpenError {
+    fn from(e: MailboxError) -> Self {
+        OpenError::Store(e)
+    }
 }
 
 /// The UIDL of a message.
@@ -167,14 +211,34 @@ fn store_error(e: &MailboxError) -> MaildropError {
     }
 }
 
+/// Whether a login at `now` comes too soon after one at `last` (Unix
+/// seconds). A last login in the future (the clock went back) does not
+/// hold anyone out.
+fn too_soon(last: Option<i64>, now: i64, delay: Duration) -> bool {
+    let delay = i64::try_from(delay.as_secs()).unwrap_or(i64::MAX);
+    match last {
+        Some(last) if delay > 0 => last <= now && now - last < delay,
+        _ => false,
+    }
+}
+
 /// Opens and snapshots `user`'s INBOX (blocking: call on a blocking
-/// thread), computing sizes not yet cached.
+/// thread): takes the maildrop's `flock` (`[IN-USE]` if another process
+/// or session holds it), checks and records the login time
+/// (`[LOGIN-DELAY]`), and computes the sizes not yet cached.
 fn open_maildrop(
     service: &Pop3Service,
     user: &str,
-    lock: MaildropLock,
-) -> Result<(Maildrop, Vec<MessageInfo>), MailboxError> {
+    claim: MaildropClaim,
+    now: i64,
+) -> Result<(Maildrop, Vec<MessageInfo>), OpenError> {
     let store = service.mailboxes.open(user)?;
+    let Some(mut lock) = store.try_lock_maildrop()? else {
+        return Err(OpenError::Refused(MaildropError::InUse));
+    };
+    if too_soon(lock.last_login(), now, service.login_delay) {
+        return Err(OpenError::Refused(MaildropError::LoginDelay));
+    }
     let selected = store.select("INBOX")?;
     let uidvalidity = selected.mailbox.uidvalidity;
     let inbox = selected.mailbox.id;
@@ -182,26 +246,34 @@ fn open_maildrop(
     let mut rows = Vec::with_capacity(selected.messages.len());
     let mailbox = Arc::new(selected.mailbox.clone());
     let key_user = user.to_ascii_lowercase();
+    let mut buf = Vec::with_capacity(CHUNK);
     for m in &selected.messages {
         let key = (key_user.clone(), uidvalidity, m.uid);
         let size = match service.cached_size(&key) {
             Some(s) => s,
             None => {
-                let mut bytes = Vec::with_capacity(m.size as usize);
-                match store.open_snapshot_message(&mailbox, m) {
-                    Ok(mut f) => {
-                        f.read_to_end(&mut bytes)
-                            .map_err(|source| MailboxError::Io {
-                                op: "read",
-                                path: m.file_name.clone().into(),
-                                source,
-                            })?;
-                    }
+                // Scanned in chunks through one buffer: a large message is
+                // never held whole.
+                let mut f = match store.open_snapshot_message(&mailbox, m) {
+                    Ok(f) => f,
                     // Expunged by another session meanwhile: not in the maildrop.
                     Err(MailboxError::NoSuchMessage(_)) => continue,
-                    Err(e) => return Err(e),
+                    Err(e) => return Err(e.into()),
+                };
+                let mut scanner = Scanner::new();
+                loop {
+                    let eof =
+                        read_chunk(&mut f, &mut buf, CHUNK).map_err(|source| MailboxError::Io {
+                            op: "read",
+                            path: m.file_name.clone().into(),
+                            source,
+                        })?;
+                    scanner.push(&buf);
+                    if eof {
+                        break;
+                    }
                 }
-                let s = tern_pop3::wire_size(&bytes);
+                let s = scanner.finish().size;
                 service.cache_size(key, s);
                 s
             }
@@ -212,6 +284,12 @@ fn open_maildrop(
             uidl: uidl(uidvalidity, m.uid),
         });
     }
+    if !service.login_delay.is_zero()
+        && let Err(e) = lock.record_login(now)
+    {
+        // Only this login's delay is lost; the session goes on.
+        warn!(error = %e, "POP3 login time not recorded");
+    }
     Ok((
         Maildrop {
             store,
@@ -220,6 +298,7 @@ fn open_maildrop(
             mailbox,
             rows,
             _lock: lock,
+            _claim: claim,
         },
         infos,
     ))
@@ -267,11 +346,19 @@ fn commit(maildrop: &Maildrop, mode: DeleteMode, numbers: &[u32]) -> Result<usiz
 
 /// The session settings for a listener, from its SMTP-side settings (TLS,
 /// mechanisms, plaintext AUTH).
-fn session_config(smtp: &ServerConfig, tls_configured: bool) -> SessionConfig {
+fn session_config(
+    smtp: &ServerConfig,
+    tls_configured: bool,
+    login_delay: Duration,
+) -> SessionConfig {
     SessionConfig {
         mechanisms: smtp.auth_mechanisms.clone(),
         plaintext_auth_allowed: smtp.auth_plaintext_allowed,
         starttls: !smtp.tls_active && tls_configured,
+        login_delay: match login_delay.as_secs() {
+            0 => None,
+            s => Some(u32::try_from(s).unwrap_or(u32::MAX)),
+        },
         ..SessionConfig::default()
     }
 }
@@ -312,7 +399,11 @@ fn read_first(maildrop: &Maildrop, row: Arc<MessageRow>, whole: bool) -> Prefetc
     tokio::task::spawn_blocking(move || {
         let uid = row.uid;
         let mut file = store.open_snapshot_message(&mailbox, &row)?;
-        let mut bytes = Vec::new();
+        // The index knows the file's size: one allocation, no regrowth
+        // (the size is only a hint: reading goes to the end of the file).
+        let hint = usize::try_from(row.size).unwrap_or(usize::MAX);
+        let cap = if whole { MAX_SIZE_HINT } else { FIRST_CHUNK };
+        let mut bytes = Vec::with_capacity(hint.min(cap).saturating_add(1));
         let eof = if whole {
             file.read_to_end(&mut bytes).map(|_| true)
         } else {
@@ -366,18 +457,27 @@ async fn retrieve(
         }
     };
     session.retrieve_ready();
-    let mut out = session.take_output();
+    let head = session.take_output();
+    if lines.is_none() && eof && tern_pop3::scan(&bytes).verbatim {
+        // Most stored mail is already in the wire form (CRLF, no line
+        // starting with a dot): sent as it is, in one vectored write.
+        write_all_vectored(stream, &[&head, &bytes, b".\r\n"], timeout).await?;
+        session.retrieve_done();
+        return Ok(());
+    }
+    let mut out = head;
+    let out = &mut out;
     let mut stuffer = DotStuffer::new();
     match lines {
         Some(n) => {
             let n = usize::try_from(n).unwrap_or(usize::MAX);
-            stuffer.push(tern_mime::pop3::top(&bytes, n), &mut out);
+            stuffer.push(tern_mime::pop3::top(&bytes, n), out);
         }
         None => {
-            stuffer.push(&bytes, &mut out);
+            stuffer.push(&bytes, out);
             let mut chunk = bytes;
             while !eof {
-                write(stream, &out, timeout).await?;
+                write(stream, out, timeout).await?;
                 out.clear();
                 // A read error after the +OK cannot be reported any more:
                 // the connection is closed mid-message, so the client sees
@@ -391,14 +491,43 @@ async fn retrieve(
                 file = f;
                 chunk = c;
                 eof = e?;
-                stuffer.push(&chunk, &mut out);
+                stuffer.push(&chunk, out);
             }
         }
     }
-    stuffer.finish(&mut out);
-    write(stream, &out, timeout).await?;
+    stuffer.finish(out);
+    write(stream, out, timeout).await?;
     session.retrieve_done();
     Ok(())
+}
+
+/// Writes every buffer of `bufs`, in as few system calls as the stream
+/// allows (one, usually, on a plain TCP connection).
+async fn write_all_vectored(
+    stream: &mut Option<MaybeTlsStream>,
+    bufs: &[&[u8]],
+    timeout: Duration,
+) -> std::io::Result<()> {
+    let Some(s) = stream.as_mut() else {
+        return Err(std::io::ErrorKind::NotConnected.into());
+    };
+    let all = async {
+        let mut slices: Vec<IoSlice<'_>> = bufs.iter().map(|b| IoSlice::new(b)).collect();
+        let mut slices = &mut slices[..];
+        IoSlice::advance_slices(&mut slices, 0);
+        while !slices.is_empty() {
+            let n = s.write_vectored(slices).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            IoSlice::advance_slices(&mut slices, n);
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(timeout, all).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+    }
 }
 
 /// Runs one POP3 connection to its end. The stream is already encrypted
@@ -413,7 +542,10 @@ pub(crate) async fn run(
 ) {
     let tls = stream.tls_info().is_some();
     let mut stream = Some(stream);
-    let mut session = Session::new(session_config(&smtp, ctx.tls.is_some()), tls);
+    let mut session = Session::new(
+        session_config(&smtp, ctx.tls.is_some(), service.login_delay),
+        tls,
+    );
     session.greet();
     let idle = service.idle_timeout;
     let mut maildrop: Option<Maildrop> = None;
@@ -468,22 +600,28 @@ pub(crate) async fn run(
                 }
                 Event::OpenMaildrop { user } => {
                     ctx.abuse.auth_succeeded(peer.ip(), &user, Instant::now());
-                    let Some(lock) = service.lock_maildrop(&user) else {
+                    let Some(claim) = service.claim_maildrop(&user) else {
                         info!(user = %escape_for_log(&user), "POP3 maildrop in use");
                         session.maildrop_opened(Err(MaildropError::InUse));
                         continue;
                     };
                     let s = Arc::clone(&service);
                     let u = user.clone();
+                    let now = i64::try_from(crate::auth::unix_now()).unwrap_or(i64::MAX);
                     let opened =
-                        tokio::task::spawn_blocking(move || open_maildrop(&s, &u, lock)).await;
+                        tokio::task::spawn_blocking(move || open_maildrop(&s, &u, claim, now))
+                            .await;
                     match opened {
                         Ok(Ok((m, infos))) => {
                             info!(user = %escape_for_log(&user), messages = infos.len(), "POP3 login");
                             maildrop = Some(m);
                             session.maildrop_opened(Ok(infos));
                         }
-                        Ok(Err(e)) => {
+                        Ok(Err(OpenError::Refused(why))) => {
+                            info!(user = %escape_for_log(&user), refused = %why, "POP3 maildrop not opened");
+                            session.maildrop_opened(Err(why));
+                        }
+                        Ok(Err(OpenError::Store(e))) => {
                             warn!(user = %escape_for_log(&user), error = %e, "POP3 maildrop cannot be opened");
                             session.maildrop_opened(Err(store_error(&e)));
                         }
@@ -580,4 +718,32 @@ pub(crate) async fn run(
         info!("POP3 connection ended without QUIT; nothing deleted");
     }
     debug!("POP3 disconnect");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn login_delay_rule() {
+        let hour = Duration::from_secs(3600);
+        assert!(!too_soon(None, 1000, hour), "no login before");
+        assert!(too_soon(Some(1000), 1000, hour));
+        assert!(too_soon(Some(1000), 1000 + 3599, hour));
+        assert!(
+            !too_soon(Some(1000), 1000 + 3600, hour),
+            "the delay is over"
+        );
+        assert!(!too_soon(Some(1000), 1000, Duration::ZERO), "no delay set");
+        assert!(
+            !too_soon(Some(5000), 1000, hour),
+            "a login in the future (the clock went back) holds nobody out"
+        );
+    }
+
+    #[test]
+    fn uidl_is_uidvalidity_and_uid_in_hex() {
+        assert_eq!(uidl(0x675f_1a2b, 7), "675f1a2b00000007");
+        assert_eq!(uidl(1, u32::MAX), "00000001ffffffff");
+    }
 }

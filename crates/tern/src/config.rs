@@ -134,6 +134,11 @@ pub struct Pop3Config {
     /// timed out deletes nothing.
     #[serde(with = "duration_str")]
     pub idle_timeout: Duration,
+    /// The least time between two logins of a user (RFC 2449
+    /// `LOGIN-DELAY`, whole seconds): announced in CAPA, and a login
+    /// sooner gets `-ERR [LOGIN-DELAY]`. `"0s"` (the default): none.
+    #[serde(with = "duration_str")]
+    pub login_delay: Duration,
 }
 
 impl Default for Pop3Config {
@@ -141,6 +146,7 @@ impl Default for Pop3Config {
         Pop3Config {
             delete_mode: Pop3DeleteMode::Expunge,
             idle_timeout: tern_net::pop3::DEFAULT_IDLE_TIMEOUT,
+            login_delay: Duration::ZERO,
         }
     }
 }
@@ -621,6 +627,9 @@ impl Config {
         if self.pop3.idle_timeout.is_zero() {
             bail!("pop3.idle_timeout must be positive (RFC 1939 asks for at least 10 minutes)");
         }
+        if self.pop3.login_delay.subsec_nanos() != 0 {
+            bail!("pop3.login_delay must be whole seconds (CAPA announces LOGIN-DELAY in seconds)");
+        }
         if self.recipient_delimiter.chars().count() > 1 {
             bail!(
                 "recipient_delimiter = {:?}: one character, or \"\" to disable",
@@ -1059,14 +1068,18 @@ aliases = { info = ["alice", "bob"] }
         let c = Config::parse(MINIMAL).unwrap();
         assert_eq!(c.pop3.delete_mode, Pop3DeleteMode::Expunge);
         assert_eq!(c.pop3.idle_timeout, Duration::from_secs(600));
-        let text =
-            format!("{MINIMAL}\n[pop3]\ndelete_mode = \"move-to-trash\"\nidle_timeout = \"15m\"\n");
+        assert_eq!(c.pop3.login_delay, Duration::ZERO);
+        let text = format!(
+            "{MINIMAL}\n[pop3]\ndelete_mode = \"move-to-trash\"\nidle_timeout = \"15m\"\nlogin_delay = \"5m\"\n"
+        );
         let c = Config::parse(&text).unwrap();
         assert_eq!(c.pop3.delete_mode, Pop3DeleteMode::MoveToTrash);
         assert_eq!(c.pop3.idle_timeout, Duration::from_secs(900));
+        assert_eq!(c.pop3.login_delay, Duration::from_secs(300));
         for bad in [
             "delete_mode = \"shred\"",
             "idle_timeout = \"0s\"",
+            "login_delay = \"1500ms\"",
             "apop = true",
         ] {
             let text = format!("{MINIMAL}\n[pop3]\n{bad}\n");

@@ -311,6 +311,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
                 config::Pop3DeleteMode::MoveToTrash => tern_net::pop3::DeleteMode::MoveToTrash,
             },
             config.pop3.idle_timeout,
+            config.pop3.login_delay,
         ))),
     });
     let listeners: Vec<ListenerSpec> = config

@@ -1,10 +1,11 @@
 //! POP3 end to end: a real Tern with an MX listener, POP3 listeners (loopback
 //! plaintext, STLS-only, implicit TLS) and IMAP; mail delivered over SMTP,
 //! listed, fetched and deleted at QUIT; nothing deleted by a dropped
-//! connection; `[IN-USE]` for a second session; USER refused before STLS;
-//! TOP; UIDL stable across sessions; sizes equal to what RETR sends (also
-//! for a file stored with bare LF); IMAP sees the deletions;
-//! `delete_mode = "move-to-trash"`.
+//! connection; `[IN-USE]` for a second session, also of another Tern
+//! process on the same mail tree; `[LOGIN-DELAY]`; USER refused before
+//! STLS; TOP; UIDL stable across sessions; sizes equal to what RETR sends
+//! (also for a file stored with bare LF); IMAP sees the deletions;
+//! `delete_mode = "move-to-trash"`; kill -9 during UPDATE.
 
 mod common;
 
@@ -496,6 +497,28 @@ async fn sizes_are_those_of_the_crlf_form() {
     assert!(body == want, "RETR of a multi-chunk message");
     assert_eq!(big_size, want.len() as u64);
     assert!(c.cmd("QUIT").await.starts_with("+OK"));
+    // Files already in the wire form (CRLF, no line starting with a dot)
+    // are sent as they are: byte for byte, with the terminator; an empty
+    // file is an empty message.
+    let clean = b"Subject: clean\r\n\r\nline\r\n x.y\r\n\r\n";
+    std::fs::write(w.maildir().join("new/1700000002.clean.host"), clean).unwrap();
+    std::fs::write(w.maildir().join("new/1700000003.empty.host"), b"").unwrap();
+    let mut c = Pop3::login(w.pop3).await;
+    assert_eq!(c.cmd("LIST 3").await, format!("+OK 3 {}\r\n", clean.len()));
+    assert_eq!(c.cmd("LIST 4").await, "+OK 4 0\r\n");
+    c.send(b"RETR 3\r\nRETR 4\r\n").await;
+    let mut raw = Vec::new();
+    for _ in 0..9 {
+        raw.extend(c.raw_line().await);
+    }
+    let mut want = format!("+OK {} octets\r\n", clean.len()).into_bytes();
+    want.extend_from_slice(clean);
+    want.extend_from_slice(b".\r\n+OK 0 octets\r\n.\r\n");
+    assert_eq!(
+        String::from_utf8_lossy(&raw),
+        String::from_utf8_lossy(&want)
+    );
+    assert!(c.cmd("QUIT").await.starts_with("+OK"));
     w.stop().await;
 }
 
@@ -617,6 +640,112 @@ fn sigkill_during_update_removes_all_or_nothing() {
     eprintln!("messages left after each kill: {outcomes:?}");
     common::signal(&child, "-TERM");
     let _ = child.wait();
+}
+
+/// Logs in as USER over plaintext and returns the reply to PASS.
+async fn try_login(addr: SocketAddr) -> (Pop3, String) {
+    let (mut c, g) = Pop3::connect(addr).await;
+    assert!(g.starts_with("+OK"), "{g}");
+    assert!(c.cmd(&format!("USER {USER}")).await.starts_with("+OK"));
+    let r = c.cmd(&format!("PASS {PW}")).await;
+    (c, r)
+}
+
+/// Two Tern processes on one mail tree (the second's `data/mail` is a
+/// symbolic link to the first's): a POP3 session in either locks the
+/// maildrop against the other (`-ERR [IN-USE]`), QUIT releases it, and so
+/// does a SIGKILL of the process holding it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_maildrop_lock_holds_across_processes() {
+    let w = World::start("").await;
+    deliver_n(w.mx, 2).await;
+    let other = tempfile::tempdir().unwrap();
+    let data = other.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::create_dir_all(w.data().join("mail")).unwrap();
+    std::os::unix::fs::symlink(w.data().join("mail"), data.join("mail")).unwrap();
+    let mx = common::free_loopback_addr();
+    let pop3 = common::free_loopback_addr();
+    let config = other.path().join("tern.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "hostname = \"mx.example.test\"\ndata_dir = {data:?}\n\
+             [[listener]]\naddress = \"{mx}\"\nrole = \"mx\"\n\
+             [[listener]]\naddress = \"{pop3}\"\nrole = \"pop3\"\nplaintext_auth = true\n\
+             [auth]\nusers_file = {:?}\n\
+             [dns]\nnameservers = [\"127.0.0.1:9\"]\n[mail_auth]\nenabled = false\n\
+             [domains.\"example.test\"]\nmailboxes = [\"alice\"]\n[log]\nlevel = \"warn\"\n",
+            w.dir.path().join("users.toml"),
+        ),
+    )
+    .unwrap();
+    let log = other.path().join("tern.log");
+    let mut child = tokio::task::block_in_place(|| common::spawn_daemon(&config, &log, mx, &[]));
+
+    // The other process holds the maildrop: this one says [IN-USE].
+    let (mut b, r) = try_login(pop3).await;
+    assert!(r.starts_with("+OK Logged in, 2 messages"), "{r}");
+    let (_, r) = try_login(w.pop3).await;
+    assert!(r.starts_with("-ERR [IN-USE]"), "{r}");
+    assert!(b.cmd("DELE 1").await.starts_with("+OK"));
+    assert!(b.cmd("QUIT").await.starts_with("+OK"));
+    // Released by QUIT; now this process holds it against the other.
+    let (mut a, r) = try_login(w.pop3).await;
+    assert!(r.starts_with("+OK Logged in, 1 messages"), "{r}");
+    let (_, r) = try_login(pop3).await;
+    assert!(r.starts_with("-ERR [IN-USE]"), "{r}");
+    assert!(a.cmd("QUIT").await.starts_with("+OK"));
+    // The other process dies by SIGKILL in TRANSACTION: the lock goes with
+    // it, nothing is deleted.
+    let (mut b, r) = try_login(pop3).await;
+    assert!(r.starts_with("+OK Logged in, 1 messages"), "{r}");
+    assert!(b.cmd("DELE 1").await.starts_with("+OK"));
+    let (_, r) = try_login(w.pop3).await;
+    assert!(r.starts_with("-ERR [IN-USE]"), "{r}");
+    tokio::task::block_in_place(|| {
+        common::signal(&child, "-KILL");
+        let _ = child.wait();
+    });
+    let (mut a, r) = try_login(w.pop3).await;
+    assert!(r.starts_with("+OK Logged in, 1 messages"), "{r}");
+    assert!(a.cmd("QUIT").await.starts_with("+OK"));
+    assert_eq!(files_in(&w.maildir()), 1);
+    w.stop().await;
+}
+
+/// `login_delay`: announced in CAPA; a second login sooner is refused with
+/// `[LOGIN-DELAY]` (after the password was checked), the session stays in
+/// AUTHORIZATION; a wrong password still gets `[AUTH]`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_delay_refuses_a_login_too_soon() {
+    let w = World::start("[pop3]\nlogin_delay = \"1h\"\n").await;
+    deliver_n(w.mx, 1).await;
+    let (mut c, _) = Pop3::connect(w.pop3).await;
+    let (_, capa) = c.multi("CAPA").await;
+    assert!(
+        String::from_utf8(capa)
+            .unwrap()
+            .contains("\r\nLOGIN-DELAY 3600\r\n")
+    );
+    let (mut c, r) = try_login(w.pop3).await;
+    assert!(r.starts_with("+OK Logged in"), "{r}");
+    let (_, capa) = c.multi("CAPA").await;
+    assert!(
+        String::from_utf8(capa)
+            .unwrap()
+            .contains("LOGIN-DELAY 3600")
+    );
+    assert!(c.cmd("QUIT").await.starts_with("+OK"));
+    let (mut c, r) = try_login(w.pop3).await;
+    assert!(r.starts_with("-ERR [LOGIN-DELAY]"), "{r}");
+    assert!(c.cmd("STAT").await.starts_with("-ERR"));
+    assert!(c.cmd(&format!("USER {USER}")).await.starts_with("+OK"));
+    assert!(c.cmd("PASS wrong").await.starts_with("-ERR [AUTH]"));
+    // The time is kept in the maildrop (across restarts and processes).
+    let recorded = std::fs::read_to_string(w.maildir().join("tern.pop3.lock")).unwrap();
+    assert!(recorded.trim().parse::<i64>().is_ok(), "{recorded:?}");
+    w.stop().await;
 }
 
 /// IMAP and POP3 on the same INBOX at the same time: a selected IMAP
