@@ -23,8 +23,8 @@
 //!   (read ahead for message n+1 while the client takes message n). A
 //!   message read whole that is already in the wire form
 //!   ([`tern_pop3::Scan::verbatim`]: CRLF, no line starting with `.`,
-//!   which is most mail received over SMTP) is sent as it is, in one
-//!   vectored write; any other goes through a [`tern_pop3::DotStuffer`],
+//!   which is most mail received over SMTP; at most its last line end
+//!   missing) is sent as it is, in one vectored write; any other goes through a [`tern_pop3::DotStuffer`],
 //!   larger ones streamed in 64 KiB chunks. TOP reads the file and sends
 //!   [`tern_mime::pop3::top`] of it.
 //! * UIDL is `%08x%08x` of UIDVALIDITY and UID (Dovecot's `%08Xv%08Xu`
@@ -458,12 +458,16 @@ async fn retrieve(
     };
     session.retrieve_ready();
     let head = session.take_output();
-    if lines.is_none() && eof && tern_pop3::scan(&bytes).verbatim {
-        // Most stored mail is already in the wire form (CRLF, no line
-        // starting with a dot): sent as it is, in one vectored write.
-        write_all_vectored(stream, &[&head, &bytes, b".\r\n"], timeout).await?;
-        session.retrieve_done();
-        return Ok(());
+    if lines.is_none() && eof {
+        let scan = tern_pop3::scan(&bytes);
+        if scan.verbatim {
+            // Most stored mail is already in the wire form (CRLF, no line
+            // starting with a dot): sent as it is, in one vectored write.
+            let trailer = scan.verbatim_trailer();
+            write_all_vectored(stream, &[&head, &bytes, trailer], timeout).await?;
+            session.retrieve_done();
+            return Ok(());
+        }
     }
     let mut out = head;
     let out = &mut out;

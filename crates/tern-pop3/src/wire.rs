@@ -19,10 +19,22 @@
 pub struct Scan {
     /// Octets RETR sends before dot-stuffing ([`wire_size`]).
     pub size: u64,
-    /// The stored bytes are already the wire form: every LF follows a CR,
-    /// no line starts with `.`, the last line is ended (or the message is
-    /// empty). Such a message may be sent as it is, followed by `.` CRLF.
+    /// The stored bytes are already the wire form, but for a missing last
+    /// line end ([`Scan::unended`]): every LF follows a CR, no line starts
+    /// with `.`, the message does not end in a lone CR. Such a message may
+    /// be sent as it is, followed by CRLF if it is unended, then `.` CRLF.
     pub verbatim: bool,
+    /// The message is not empty and its last line has no line end (the
+    /// wire form adds CRLF).
+    pub unended: bool,
+}
+
+impl Scan {
+    /// What follows a [`Scan::verbatim`] message on the wire: the missing
+    /// line end if [`Scan::unended`], and the terminating `.` CRLF.
+    pub fn verbatim_trailer(&self) -> &'static [u8] {
+        if self.unended { b"\r\n.\r\n" } else { b".\r\n" }
+    }
 }
 
 /// Counts what [`DotStuffer`] would produce, without producing it: feed
@@ -93,10 +105,8 @@ impl Scanner {
         }
         Scan {
             size,
-            verbatim: self.bare_lf == 0
-                && !self.dot_line
-                && !unended
-                && (self.len == 0 || self.last == Some(b'\n')),
+            verbatim: self.bare_lf == 0 && !self.dot_line && self.last != Some(b'\r'),
+            unended,
         }
     }
 }
@@ -277,27 +287,32 @@ mod tests {
 
     #[test]
     fn verbatim_cases() {
-        let cases: &[(&[u8], bool)] = &[
-            (b"", true),
-            (b"A: b\r\n\r\nx\r\n", true),
-            (b"A: b\r\n\r\nx\ry\r\n", true),
-            (b"A: b\r\n\r\n.x\r\n", false),
-            (b".A: b\r\n", false),
-            (b"A: b\r\n\r\nx\n", false),
-            (b"A: b\r\n\r\nx", false),
-            (b"A: b\r\n\r\nx\r\n\r", false),
-            (b"\n", false),
-            (b"\r\n", true),
+        // (stored, verbatim, unended)
+        let cases: &[(&[u8], bool, bool)] = &[
+            (b"", true, false),
+            (b"A: b\r\n\r\nx\r\n", true, false),
+            (b"A: b\r\n\r\nx\ry\r\n", true, false),
+            (b"A: b\r\n\r\n.x\r\n", false, false),
+            (b".A: b\r\n", false, false),
+            (b"A: b\r\n\r\nx\n", false, false),
+            (b"A: b\r\n\r\nx", true, true),
+            (b"A: b\r\n\r\n.x", false, true),
+            (b"A: b\r\n\r\nx\r", false, true),
+            (b"A: b\r\n\r\nx\r\n\r", false, false),
+            (b"\n", false, false),
+            (b"\r\n", true, false),
         ];
-        for (stored, verbatim) in cases {
+        for (stored, verbatim, unended) in cases {
             let s = scan(stored);
-            assert_eq!(
-                s.verbatim,
-                *verbatim,
-                "{:?}",
-                String::from_utf8_lossy(stored)
-            );
+            let name = String::from_utf8_lossy(stored);
+            assert_eq!(s.verbatim, *verbatim, "{name:?}");
+            assert_eq!(s.unended, *unended, "{name:?}");
             assert_eq!(s.size, wire_size(stored));
+            if s.verbatim {
+                let mut as_is = stored.to_vec();
+                as_is.extend_from_slice(s.verbatim_trailer());
+                assert_eq!(encode(&[stored]), as_is, "{name:?}");
+            }
         }
     }
 
@@ -349,7 +364,7 @@ mod tests {
             prop_assert_eq!(scanned, scan(&stored));
             prop_assert_eq!(scanned.size, wire_size(&stored));
             let mut as_is = stored.clone();
-            as_is.extend_from_slice(b".\r\n");
+            as_is.extend_from_slice(scanned.verbatim_trailer());
             prop_assert_eq!(scanned.verbatim, whole == as_is);
             // Every line of the wire form ends in CRLF, and no line but the
             // terminator is a lone dot.

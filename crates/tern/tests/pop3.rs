@@ -498,22 +498,32 @@ async fn sizes_are_those_of_the_crlf_form() {
     assert_eq!(big_size, want.len() as u64);
     assert!(c.cmd("QUIT").await.starts_with("+OK"));
     // Files already in the wire form (CRLF, no line starting with a dot)
-    // are sent as they are: byte for byte, with the terminator; an empty
-    // file is an empty message.
+    // are sent as they are: byte for byte, with the terminator (and the
+    // last line end if the file has none); an empty file is an empty
+    // message.
     let clean = b"Subject: clean\r\n\r\nline\r\n x.y\r\n\r\n";
+    let unended = b"Subject: unended\r\n\r\nlast line";
     std::fs::write(w.maildir().join("new/1700000002.clean.host"), clean).unwrap();
     std::fs::write(w.maildir().join("new/1700000003.empty.host"), b"").unwrap();
+    std::fs::write(w.maildir().join("new/1700000004.unended.host"), unended).unwrap();
     let mut c = Pop3::login(w.pop3).await;
     assert_eq!(c.cmd("LIST 3").await, format!("+OK 3 {}\r\n", clean.len()));
     assert_eq!(c.cmd("LIST 4").await, "+OK 4 0\r\n");
-    c.send(b"RETR 3\r\nRETR 4\r\n").await;
+    assert_eq!(
+        c.cmd("LIST 5").await,
+        format!("+OK 5 {}\r\n", unended.len() + 2)
+    );
+    c.send(b"RETR 3\r\nRETR 4\r\nRETR 5\r\n").await;
     let mut raw = Vec::new();
-    for _ in 0..9 {
+    for _ in 0..9 + 5 {
         raw.extend(c.raw_line().await);
     }
     let mut want = format!("+OK {} octets\r\n", clean.len()).into_bytes();
     want.extend_from_slice(clean);
     want.extend_from_slice(b".\r\n+OK 0 octets\r\n.\r\n");
+    want.extend_from_slice(format!("+OK {} octets\r\n", unended.len() + 2).as_bytes());
+    want.extend_from_slice(unended);
+    want.extend_from_slice(b"\r\n.\r\n");
     assert_eq!(
         String::from_utf8_lossy(&raw),
         String::from_utf8_lossy(&want)
