@@ -223,11 +223,14 @@ EOF
 want dovecot && setup_dovecot
 want tern && setup_tern
 
-declare -A RESULT
-for server in dovecot tern; do
-    want "$server" || continue
-    rates=()
-    for run in $(seq 1 "$RUNS"); do
+# The runs alternate between the servers (Dovecot, Tern, Dovecot, ...), so
+# that other load on a shared machine falls on both alike. Each run prints
+# its rate with the load average at its start; the summary gives min,
+# median and max.
+declare -A RATES
+for run in $(seq 1 "$RUNS"); do
+    for server in dovecot tern; do
+        want "$server" || continue
         if [ "$server" = dovecot ]; then
             root=$WORK/dovecot/mail
             rm -rf "$root"/user*
@@ -243,20 +246,35 @@ for server in dovecot tern; do
         fi
         sync
         sleep 1
+        load=$(cut -d' ' -f1 /proc/loadavg)
         rate=$(download "$port")
         left=$(left_files "$root")
-        log "$server run $run: $rate msg/s ($left message files left)"
-        rates+=("$rate")
+        log "$server run $run: $rate msg/s ($left message files left; load average $load)"
+        RATES[$server]+="$rate "
     done
-    RESULT[$server]=$(printf '%s\n' "${rates[@]}" | median)
+done
+declare -A RESULT RANGE
+for server in dovecot tern; do
+    want "$server" || continue
+    # shellcheck disable=SC2086
+    RESULT[$server]=$(printf '%s\n' ${RATES[$server]} | median)
+    # shellcheck disable=SC2086
+    RANGE[$server]=$(printf '%s\n' ${RATES[$server]} | sort -n | awk 'NR==1 {min=$1} {max=$1} END {print min "-" max}')
 done
 
 echo
 echo "POP3 download (RETR + DELE, QUIT), $MESSAGES x $SIZE B, $USERS sessions, median of $RUNS"
 for server in dovecot tern; do
-    want "$server" && printf '  %-8s %8s msg/s\n' "$server" "${RESULT[$server]}"
+    want "$server" && printf '  %-8s %8s msg/s (min-max %s)\n' "$server" "${RESULT[$server]}" "${RANGE[$server]}"
 done
 if want dovecot && want tern; then
-    python3 -c "import sys; print(f'  tern/dovecot: {int(sys.argv[1])/max(1,int(sys.argv[2])):.2f}')" \
-        "${RESULT[tern]}" "${RESULT[dovecot]}"
+    # The ratio of the medians, and of each run to the Dovecot run just
+    # before it (the pairs saw the same load).
+    python3 - "${RESULT[tern]}" "${RESULT[dovecot]}" "${RATES[tern]}" "${RATES[dovecot]}" <<'EOF'
+import statistics, sys
+t, d = int(sys.argv[1]), int(sys.argv[2])
+pairs = [int(a) / max(1, int(b)) for a, b in zip(sys.argv[3].split(), sys.argv[4].split())]
+print(f"  tern/dovecot: {t / max(1, d):.2f} (per run: {' '.join(f'{p:.2f}' for p in pairs)};"
+      f" median {statistics.median(pairs):.2f})")
+EOF
 fi

@@ -36,8 +36,8 @@
 //!   deletes nothing.
 //!
 //! Timeouts: one minute before authentication (capped by the idle
-//! timeout), then the service's idle timeout (RFC 1939: at least ten
-//! minutes). This module never parses POP3 itself and never logs a secret.
+//! timeout), then the listener's idle timeout, or else the service's
+//! (RFC 1939: at least ten minutes). This module never parses POP3 itself and never logs a secret.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{IoSlice, Read as _};
@@ -542,6 +542,7 @@ pub(crate) async fn run(
     stream: MaybeTlsStream,
     peer: SocketAddr,
     smtp: Arc<ServerConfig>,
+    idle_timeout: Option<Duration>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let tls = stream.tls_info().is_some();
@@ -551,7 +552,7 @@ pub(crate) async fn run(
         tls,
     );
     session.greet();
-    let idle = service.idle_timeout;
+    let idle = idle_timeout.unwrap_or(service.idle_timeout);
     let mut maildrop: Option<Maildrop> = None;
     let mut prefetch: Option<(u32, Prefetch)> = None;
     let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);

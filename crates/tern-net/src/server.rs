@@ -77,6 +77,9 @@ pub struct ListenerSpec {
     pub role: Role,
     /// Session settings (TLS, AUTH and limits for this role).
     pub smtp: Arc<ServerConfig>,
+    /// POP3 listeners: the autologout timer of their sessions (`None`:
+    /// the POP3 service's).
+    pub idle_timeout: Option<Duration>,
 }
 
 /// Errors from the runtime.
@@ -228,6 +231,7 @@ fn admit(
         Ok(permit) => {
             let conn = Connection::new(Arc::clone(ctx), peer, role, Arc::clone(&spec.smtp));
             let smtp = Arc::clone(&spec.smtp);
+            let idle_timeout = spec.idle_timeout;
             let shutdown = shutdown.clone();
             let ctx = Arc::clone(ctx);
             sessions.spawn(
@@ -264,7 +268,8 @@ fn admit(
                             return;
                         };
                         drop(conn);
-                        crate::pop3::run(ctx, service, stream, peer, smtp, shutdown).await;
+                        crate::pop3::run(ctx, service, stream, peer, smtp, idle_timeout, shutdown)
+                            .await;
                     } else {
                         conn.run(stream, shutdown).await;
                     }

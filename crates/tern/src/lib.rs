@@ -329,6 +329,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
                 config::ListenerRole::Pop3s => Role::Pop3s,
             },
             smtp: Arc::new(config.listener_server_config(l, &auth_secret)),
+            idle_timeout: l.idle_timeout,
         })
         .collect();
     let admin = tern_net::admin::QueueAdmin {

@@ -557,10 +557,47 @@ async fn idle_timeout_closes_without_deleting() {
     w.stop().await;
 }
 
+/// A listener's own `idle_timeout` overrides `[pop3] idle_timeout` for
+/// its sessions only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_has_its_own_idle_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.toml");
+    common::add_user(&users, USER, PW);
+    common::add_user(&users, "bob@example.test", PW);
+    let text = format!(
+        "hostname = \"mx.example.test\"\ndata_dir = {:?}\n\
+         [[listener]]\naddress = \"127.0.0.1:0\"\nrole = \"mx\"\n\
+         [[listener]]\naddress = \"127.0.0.1:0\"\nrole = \"pop3\"\nplaintext_auth = true\nidle_timeout = \"1s\"\n\
+         [[listener]]\naddress = \"127.0.0.1:0\"\nrole = \"pop3\"\nplaintext_auth = true\n\
+         [auth]\nusers_file = {users:?}\n\
+         [domains.\"example.test\"]\nmailboxes = [\"alice\", \"bob\"]\n\
+         [dns]\nnameservers = [\"127.0.0.1:9\"]\n[mail_auth]\nenabled = false\n\
+         [pop3]\nidle_timeout = \"10m\"\n",
+        dir.path().join("data"),
+    );
+    let config = tern::Config::parse(&text).expect("test config");
+    let running = tern::start(&config).await.expect("server starts");
+    let a = running.addrs();
+    let mut quick = Pop3::login(a[1]).await;
+    let (mut slow, _) = Pop3::connect(a[2]).await;
+    assert!(slow.cmd("USER bob@example.test").await.starts_with("+OK"));
+    let r = slow.cmd(&format!("PASS {PW}")).await;
+    assert!(r.starts_with("+OK Logged in"), "{r}");
+    let r = quick.line().await;
+    assert!(r.starts_with("-ERR Autologout"), "{r}");
+    // The other listener's session is still there after its neighbour's
+    // timeout.
+    assert_eq!(slow.stat().await.0, 0);
+    assert!(slow.cmd("QUIT").await.starts_with("+OK"));
+    running.shutdown().await;
+}
+
 /// Kill -9 during UPDATE (issue 13): the real binary is killed right after
 /// QUIT (with growing delays, so some kills land before, during and after
 /// the removal); after a restart either every marked message is gone or
-/// none is.
+/// none is, the UIDLs of the messages left are those they had, and the
+/// UIDLs of removed messages never come back for new mail.
 #[test]
 fn sigkill_during_update_removes_all_or_nothing() {
     use std::io::{BufRead, BufReader, Write};
@@ -602,6 +639,31 @@ fn sigkill_during_update_removes_all_or_nothing() {
         assert!(l.starts_with("+OK "), "STAT: {l}");
         l.split_whitespace().nth(1).unwrap().parse().unwrap()
     };
+    // UIDL of every message, in order.
+    let uidls = |addr: SocketAddr| -> Vec<String> {
+        let s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        let mut w = s;
+        w.write_all(format!("USER {USER}\r\nPASS {PW}\r\nUIDL\r\nQUIT\r\n").as_bytes())
+            .unwrap();
+        let mut l = String::new();
+        for _ in 0..4 {
+            l.clear();
+            r.read_line(&mut l).unwrap();
+        }
+        assert!(l.starts_with("+OK"), "UIDL: {l}");
+        let mut out = Vec::new();
+        loop {
+            l.clear();
+            r.read_line(&mut l).unwrap();
+            if l == ".\r\n" {
+                return out;
+            }
+            out.push(l.split_whitespace().nth(1).unwrap().to_owned());
+        }
+    };
+    let mut removed: std::collections::HashSet<String> = std::collections::HashSet::new();
     let mut outcomes = Vec::new();
     for delay_us in [0u64, 100, 250, 500, 1000, 2000, 5000] {
         let have = count(pop3);
@@ -611,6 +673,12 @@ fn sigkill_during_update_removes_all_or_nothing() {
             }
         }
         assert_eq!(count(pop3), N);
+        let before = uidls(pop3);
+        assert_eq!(before.len(), N);
+        assert!(
+            before.iter().all(|u| !removed.contains(u)),
+            "a UIDL given again to a new message"
+        );
         let s = std::net::TcpStream::connect(pop3).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         let mut r = BufReader::new(s.try_clone().unwrap());
@@ -644,6 +712,15 @@ fn sigkill_during_update_removes_all_or_nothing() {
             after == 0 || after == N,
             "after a kill {delay_us}us into UPDATE: {after} of {N} messages left"
         );
+        // UIDLs survive the restart, and those of removed messages are
+        // never given again (checked as new mail arrives above).
+        let now = uidls(pop3);
+        if after == N {
+            assert_eq!(now, before, "UIDLs changed across a restart");
+        } else {
+            assert!(now.is_empty());
+            removed.extend(before);
+        }
         assert!(!maildir.join("tern.removing").exists());
         outcomes.push(after);
     }
@@ -696,13 +773,17 @@ async fn the_maildrop_lock_holds_across_processes() {
     // The other process holds the maildrop: this one says [IN-USE].
     let (mut b, r) = try_login(pop3).await;
     assert!(r.starts_with("+OK Logged in, 2 messages"), "{r}");
+    let uidls = b.uidl().await;
     let (_, r) = try_login(w.pop3).await;
     assert!(r.starts_with("-ERR [IN-USE]"), "{r}");
     assert!(b.cmd("DELE 1").await.starts_with("+OK"));
     assert!(b.cmd("QUIT").await.starts_with("+OK"));
-    // Released by QUIT; now this process holds it against the other.
+    // Released by QUIT; now this process holds it against the other. Both
+    // give the message the same UIDL (it lives in the store, not in a
+    // process).
     let (mut a, r) = try_login(w.pop3).await;
     assert!(r.starts_with("+OK Logged in, 1 messages"), "{r}");
+    assert_eq!(a.uidl().await, uidls[1..]);
     let (_, r) = try_login(pop3).await;
     assert!(r.starts_with("-ERR [IN-USE]"), "{r}");
     assert!(a.cmd("QUIT").await.starts_with("+OK"));
