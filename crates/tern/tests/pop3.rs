@@ -805,6 +805,56 @@ async fn the_maildrop_lock_holds_across_processes() {
     w.stop().await;
 }
 
+/// The brute-force tracker is the one SMTP and IMAP use: wrong passwords
+/// over POP3 and IMAP add up, the same answer for an unknown user as for a
+/// wrong password, and then the right password is refused too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pop3_logins_share_the_brute_force_tracker() {
+    use std::io::{BufRead, BufReader, Write};
+    let w = World::start(
+        "[limits.abuse.auth]\ninitial_delay = \"10ms\"\nmax_delay = \"20ms\"\nblock_ip_after = 3\n",
+    )
+    .await;
+    let (mut c, _) = Pop3::connect(w.pop3).await;
+    assert!(c.cmd(&format!("USER {USER}")).await.starts_with("+OK"));
+    let wrong = c.cmd("PASS guess1").await;
+    assert!(c.cmd("USER nobody@example.test").await.starts_with("+OK"));
+    let unknown = c.cmd("PASS guess2").await;
+    assert!(wrong.starts_with("-ERR [AUTH]"), "{wrong}");
+    assert_eq!(
+        wrong, unknown,
+        "unknown users and wrong passwords look alike"
+    );
+    // A third failure, over IMAP.
+    let imap = w.imap;
+    let tagged = tokio::task::spawn_blocking(move || {
+        let s = std::net::TcpStream::connect(imap).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        let mut w = s;
+        let mut l = String::new();
+        r.read_line(&mut l).unwrap();
+        w.write_all(format!("a LOGIN {USER} guess3\r\n").as_bytes())
+            .unwrap();
+        loop {
+            l.clear();
+            r.read_line(&mut l).unwrap();
+            if l.starts_with("a ") {
+                return l;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(tagged.starts_with("a NO"), "{tagged}");
+    // Blocked now over POP3, even with the right password.
+    assert!(c.cmd(&format!("USER {USER}")).await.starts_with("+OK"));
+    let r = c.cmd(&format!("PASS {PW}")).await;
+    assert!(r.starts_with("-ERR [SYS/TEMP]"), "{r}");
+    assert!(c.cmd("STAT").await.starts_with("-ERR Not authenticated"));
+    w.stop().await;
+}
+
 /// `login_delay`: announced in CAPA; a second login sooner is refused with
 /// `[LOGIN-DELAY]` (after the password was checked), the session stays in
 /// AUTHORIZATION; a wrong password still gets `[AUTH]`.
