@@ -19,8 +19,11 @@
 //!   line ends, the last line ended), scanned at login in 64 KiB chunks
 //!   ([`tern_pop3::Scanner`]); sizes are cached per (user, UIDVALIDITY,
 //!   UID), since a stored message never changes.
-//! * RETR reads the file's first 256 KiB in one trip to a blocking thread
-//!   (read ahead for message n+1 while the client takes message n). A
+//! * RETR reads the file's first 256 KiB in one trip to a blocking thread;
+//!   after RETR n, the messages after n are read ahead in batches (up to
+//!   32 messages or about 256 KiB per trip) while the client takes message
+//!   n, so a client downloading in order waits for no disk read and costs
+//!   one thread hand-off per batch. A
 //!   message read whole that is already in the wire form
 //!   ([`tern_pop3::Scan::verbatim`]: CRLF, no line starting with `.`,
 //!   which is most mail received over SMTP; at most its last line end
@@ -39,7 +42,7 @@
 //! timeout), then the listener's idle timeout, or else the service's
 //! (RFC 1939: at least ten minutes). This module never parses POP3 itself and never logs a secret.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{IoSlice, Read as _};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -72,6 +75,11 @@ const CHUNK: usize = 64 * 1024;
 const FIRST_CHUNK: usize = 256 * 1024;
 /// The most TOP allocates ahead from the size the index records.
 const MAX_SIZE_HINT: usize = 64 * 1024 * 1024;
+/// Messages read ahead in one trip to a blocking thread (see `ReadAhead`).
+const READ_AHEAD_MESSAGES: usize = 32;
+/// Bytes read ahead in one trip, about (a first message may exceed it by
+/// up to `FIRST_CHUNK`).
+const READ_AHEAD_BYTES: usize = 256 * 1024;
 
 /// What QUIT does with the messages a client deleted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -385,37 +393,143 @@ fn read_chunk(file: &mut std::fs::File, buf: &mut Vec<u8>, limit: usize) -> std:
     Ok(buf.len() < limit)
 }
 
-/// A message opened and its first chunk read on a blocking thread.
-type Opened = Result<(std::fs::File, Vec<u8>, bool), MailboxError>;
-/// A read started ahead of its RETR.
-type Prefetch = tokio::task::JoinHandle<Opened>;
+/// A message's first read: its bytes (the whole message, or its first
+/// chunk) and, when there is more, the open file to read the rest from.
+#[derive(Debug)]
+struct FirstRead {
+    /// The rest of the message (`None`: `bytes` is all of it).
+    more: Option<std::fs::File>,
+    /// What was read.
+    bytes: Vec<u8>,
+}
 
-/// Starts one trip to a blocking thread: open the message and read it
-/// whole (`whole`: TOP) or its first chunk (RETR; small messages are
-/// whole); true with it at the end of the file.
-fn read_first(maildrop: &Maildrop, row: Arc<MessageRow>, whole: bool) -> Prefetch {
-    let store = Arc::clone(&maildrop.store);
-    let mailbox = Arc::clone(&maildrop.mailbox);
-    tokio::task::spawn_blocking(move || {
-        let uid = row.uid;
-        let mut file = store.open_snapshot_message(&mailbox, &row)?;
-        // The index knows the file's size: one allocation, no regrowth
-        // (the size is only a hint: reading goes to the end of the file).
-        let hint = usize::try_from(row.size).unwrap_or(usize::MAX);
-        let cap = if whole { MAX_SIZE_HINT } else { FIRST_CHUNK };
-        let mut bytes = Vec::with_capacity(hint.min(cap).saturating_add(1));
-        let eof = if whole {
-            file.read_to_end(&mut bytes).map(|_| true)
-        } else {
-            read_chunk(&mut file, &mut bytes, FIRST_CHUNK)
-        }
-        .map_err(|source| MailboxError::Io {
-            op: "read",
-            path: format!("message UID {uid}").into(),
-            source,
-        })?;
-        Ok((file, bytes, eof))
+/// A first read done (or failed) on a blocking thread.
+type Opened = Result<FirstRead, MailboxError>;
+
+/// Opens message `row` and reads it whole (`whole`: TOP) or its first
+/// `FIRST_CHUNK` bytes (RETR: most messages are whole). Blocking.
+fn first_read(store: &UserStore, mailbox: &MailboxRow, row: &MessageRow, whole: bool) -> Opened {
+    let uid = row.uid;
+    let mut file = store.open_snapshot_message(mailbox, row)?;
+    // The index knows the file's size: one allocation, no regrowth (the
+    // size is only a hint: reading goes to the end of the file).
+    let hint = usize::try_from(row.size).unwrap_or(usize::MAX);
+    let cap = if whole { MAX_SIZE_HINT } else { FIRST_CHUNK };
+    let mut bytes = Vec::with_capacity(hint.min(cap).saturating_add(1));
+    let eof = if whole {
+        file.read_to_end(&mut bytes).map(|_| true)
+    } else {
+        read_chunk(&mut file, &mut bytes, FIRST_CHUNK)
+    }
+    .map_err(|source| MailboxError::Io {
+        op: "read",
+        path: format!("message UID {uid}").into(),
+        source,
+    })?;
+    Ok(FirstRead {
+        more: (!eof).then_some(file),
+        bytes,
     })
+}
+
+/// Messages RETR is likely to ask for next (the ones after the message it
+/// sent), read ahead in batches: one trip to a blocking thread reads the
+/// first chunks of up to `READ_AHEAD_MESSAGES` messages or about
+/// `READ_AHEAD_BYTES`, while the client takes the message before. A
+/// client that downloads everything in order then waits for no disk read
+/// and costs one thread hand-off per batch, not one per message.
+///
+/// Bounded: one batch in flight or ready, at most `READ_AHEAD_BYTES` (or
+/// one message's first chunk) of memory, and at most one open file (a
+/// message larger than its first chunk ends its batch).
+#[derive(Debug, Default)]
+struct ReadAhead {
+    /// The batch being read: its first message number, the number after
+    /// its last, and the task.
+    pending: Option<(u32, u32, tokio::task::JoinHandle<Vec<Opened>>)>,
+    /// Reads done, by message number, ascending.
+    ready: VecDeque<(u32, Opened)>,
+}
+
+impl ReadAhead {
+    /// Whether message `number` is read ahead or being read.
+    fn covers(&self, number: u32) -> bool {
+        self.ready.iter().any(|(n, _)| *n == number)
+            || self
+                .pending
+                .as_ref()
+                .is_some_and(|(first, end, _)| (*first..*end).contains(&number))
+    }
+
+    /// The read of message `number`, if it was read ahead (waiting for
+    /// its batch if need be). Reads of earlier messages are dropped.
+    async fn take(&mut self, number: u32) -> Option<Opened> {
+        if let Some((first, end, _)) = &self.pending
+            && (*first..*end).contains(&number)
+            && let Some((first, _, task)) = self.pending.take()
+        {
+            let reads = task.await.unwrap_or_default();
+            self.ready = (first..).zip(reads).collect();
+        }
+        while let Some((n, _)) = self.ready.front() {
+            if *n >= number {
+                break;
+            }
+            self.ready.pop_front();
+        }
+        match self.ready.front() {
+            Some((n, _)) if *n == number => self.ready.pop_front().map(|(_, r)| r),
+            _ => None,
+        }
+    }
+
+    /// Starts reading ahead from message `first` (1-based), unless it is
+    /// past the end. The batch is chosen from the sizes the index records:
+    /// up to `READ_AHEAD_MESSAGES` messages and about `READ_AHEAD_BYTES`,
+    /// ending at the first message larger than one chunk.
+    fn start(&mut self, maildrop: &Maildrop, first: u32) {
+        let Some(rows) = maildrop.rows.get(first as usize - 1..) else {
+            return;
+        };
+        let mut batch: Vec<Arc<MessageRow>> = Vec::new();
+        let mut budget = READ_AHEAD_BYTES;
+        for row in rows.iter().take(READ_AHEAD_MESSAGES) {
+            let size = usize::try_from(row.size).unwrap_or(usize::MAX);
+            if !batch.is_empty() && size.min(FIRST_CHUNK) > budget {
+                break;
+            }
+            budget = budget.saturating_sub(size.min(FIRST_CHUNK));
+            batch.push(Arc::clone(row));
+            if size >= FIRST_CHUNK {
+                break;
+            }
+        }
+        if batch.is_empty() {
+            return;
+        }
+        let end = first.saturating_add(batch.len() as u32);
+        let store = Arc::clone(&maildrop.store);
+        let mailbox = Arc::clone(&maildrop.mailbox);
+        self.ready.clear();
+        self.pending = Some((
+            first,
+            end,
+            tokio::task::spawn_blocking(move || {
+                let mut reads = Vec::with_capacity(batch.len());
+                for row in batch {
+                    let read = first_read(&store, &mailbox, &row, false);
+                    // A file larger than the index said: at most one open
+                    // file per batch.
+                    let more = matches!(&read, Ok(r) if r.more.is_some());
+                    reads.push(read);
+                    if more {
+                        break;
+                    }
+                }
+                reads
+            }),
+        ));
+    }
 }
 
 /// Sends message `number` (RETR, or TOP with `lines`). `Err` only when
@@ -427,24 +541,31 @@ async fn retrieve(
     number: u32,
     lines: Option<u64>,
     timeout: Duration,
-    prefetch: &mut Option<(u32, Prefetch)>,
+    ahead: &mut ReadAhead,
 ) -> std::io::Result<()> {
     let Some(row) = maildrop.rows.get(number as usize - 1).cloned() else {
         session.retrieve_failed(MaildropError::Permanent);
         return Ok(());
     };
     let uid = row.uid;
-    // RETR n+1 usually follows RETR n: its first chunk may be read already.
-    let opened = match prefetch.take() {
-        Some((n, task)) if n == number && lines.is_none() => task.await,
-        _ => read_first(maildrop, row, lines.is_some()).await,
+    // RETR n+1 usually follows RETR n: it may be read already.
+    let ahead_read = match lines {
+        None => ahead.take(number).await,
+        Some(_) => None,
     };
-    if lines.is_none()
-        && let Some(next) = maildrop.rows.get(number as usize).cloned()
-    {
-        *prefetch = Some((number + 1, read_first(maildrop, next, false)));
+    let opened = match ahead_read {
+        Some(read) => Ok(read),
+        None => {
+            let store = Arc::clone(&maildrop.store);
+            let mailbox = Arc::clone(&maildrop.mailbox);
+            let whole = lines.is_some();
+            tokio::task::spawn_blocking(move || first_read(&store, &mailbox, &row, whole)).await
+        }
+    };
+    if lines.is_none() && !ahead.covers(number + 1) {
+        ahead.start(maildrop, number + 1);
     }
-    let (mut file, bytes, mut eof) = match opened {
+    let FirstRead { more, bytes } = match opened {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
             info!(uid, error = %e, "POP3 message cannot be read");
@@ -458,7 +579,7 @@ async fn retrieve(
     };
     session.retrieve_ready();
     let head = session.take_output();
-    if lines.is_none() && eof {
+    if lines.is_none() && more.is_none() {
         let scan = tern_pop3::scan(&bytes);
         if scan.verbatim {
             // Most stored mail is already in the wire form (CRLF, no line
@@ -480,21 +601,23 @@ async fn retrieve(
         None => {
             stuffer.push(&bytes, out);
             let mut chunk = bytes;
-            while !eof {
+            let mut file = more;
+            while let Some(mut f) = file.take() {
                 write(stream, out, timeout).await?;
                 out.clear();
                 // A read error after the +OK cannot be reported any more:
                 // the connection is closed mid-message, so the client sees
                 // no terminating dot and keeps nothing.
-                let (f, c, e) = tokio::task::spawn_blocking(move || {
-                    let r = read_chunk(&mut file, &mut chunk, CHUNK);
-                    (file, chunk, r)
+                let (f, c, eof) = tokio::task::spawn_blocking(move || {
+                    let r = read_chunk(&mut f, &mut chunk, CHUNK);
+                    (f, chunk, r)
                 })
                 .await
                 .map_err(|_| std::io::Error::other("read task failed"))?;
-                file = f;
                 chunk = c;
-                eof = e?;
+                if !eof? {
+                    file = Some(f);
+                }
                 stuffer.push(&chunk, out);
             }
         }
@@ -554,7 +677,7 @@ pub(crate) async fn run(
     session.greet();
     let idle = idle_timeout.unwrap_or(service.idle_timeout);
     let mut maildrop: Option<Maildrop> = None;
-    let mut prefetch: Option<(u32, Prefetch)> = None;
+    let mut ahead = ReadAhead::default();
     let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
     'session: loop {
         while let Some(event) = session.poll_event() {
@@ -649,7 +772,7 @@ pub(crate) async fn run(
                         number,
                         lines,
                         idle,
-                        &mut prefetch,
+                        &mut ahead,
                     )
                     .await
                     .is_err()

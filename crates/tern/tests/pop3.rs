@@ -532,6 +532,74 @@ async fn sizes_are_those_of_the_crlf_form() {
     w.stop().await;
 }
 
+/// RETR with read-ahead: 45 messages (more than one batch), one larger
+/// than a read chunk in the middle, some in the wire form and some not;
+/// fetched in order (pipelined), then backwards and skipping: every body
+/// is exactly its file's wire form.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retr_in_any_order_sends_the_right_messages() {
+    let w = World::start("").await;
+    let mut c = Pop3::login(w.pop3).await;
+    assert!(c.cmd("QUIT").await.starts_with("+OK"));
+    let mut files = Vec::new();
+    for i in 0..45usize {
+        let mut m = format!("Subject: ahead {i}\r\n\r\n").into_bytes();
+        let lines = if i == 20 { 40_000 } else { i * 37 };
+        for l in 0..lines {
+            if i % 3 == 0 {
+                m.extend_from_slice(format!(".{i} line {l}\n").as_bytes());
+            } else {
+                m.extend_from_slice(format!("{i} line {l}\r\n").as_bytes());
+            }
+        }
+        std::fs::write(
+            w.maildir().join(format!("new/17000000{i:02}.ahead.host")),
+            &m,
+        )
+        .unwrap();
+        let mut wire = Vec::new();
+        for line in m.split_inclusive(|&b| b == b'\n') {
+            wire.extend_from_slice(
+                line.strip_suffix(b"\r\n")
+                    .or(line.strip_suffix(b"\n"))
+                    .unwrap_or(line),
+            );
+            wire.extend_from_slice(b"\r\n");
+        }
+        files.push(wire);
+    }
+    let mut c = Pop3::login(w.pop3).await;
+    assert_eq!(c.stat().await.0, 45);
+    let mut pipelined = String::new();
+    for i in 1..=45 {
+        pipelined.push_str(&format!("RETR {i}\r\n"));
+    }
+    c.send(pipelined.as_bytes()).await;
+    let read_body = async |c: &mut Pop3| {
+        let status = c.line().await;
+        assert!(status.starts_with("+OK"), "{status}");
+        let mut body = Vec::new();
+        loop {
+            let l = c.raw_line().await;
+            if l == b".\r\n" {
+                return body;
+            }
+            body.extend_from_slice(l.strip_prefix(b".").unwrap_or(&l));
+        }
+    };
+    for (i, want) in files.iter().enumerate() {
+        let body = read_body(&mut c).await;
+        assert!(body == *want, "message {} differs", i + 1);
+    }
+    for i in [45usize, 3, 2, 30, 21, 22, 1, 44] {
+        c.send(format!("RETR {i}\r\n").as_bytes()).await;
+        let body = read_body(&mut c).await;
+        assert!(body == files[i - 1], "message {i} differs out of order");
+    }
+    assert!(c.cmd("QUIT").await.starts_with("+OK"));
+    w.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn move_to_trash_mode() {
     let w = World::start("[pop3]\ndelete_mode = \"move-to-trash\"\nidle_timeout = \"10m\"\n").await;
