@@ -1,8 +1,10 @@
 //! Delivery at intake: a message whose only recipient is a local Maildir is
 //! written straight into that Maildir while it is being received.
 //!
-//! [`open_delivered`] opens the Maildir's `tmp/<name>` through the spool
-//! ([`Spool::create_delivered`]) and writes the same `Return-Path:` and
+//! [`open_delivered`] asks the mail store where the message goes
+//! ([`Mailboxes::delivery_target`]: the quota is checked there), opens the
+//! Maildir's `tmp/<name>` through the spool ([`Spool::create_delivered`])
+//! and writes the same `Return-Path:` and
 //! `Delivered-To:` lines the queued path ([`crate::local`]) adds; the
 //! session then streams the message after them. Committing it goes through
 //! the spool's group committer: the file is fdatasynced, renamed into
@@ -20,7 +22,7 @@
 //! another agent (LMTP) delivers: those are queued.
 
 use tern_queue::{IncomingMessage, Spool, SpoolError};
-use tern_store::{MailStore, StoreError, unique_name};
+use tern_store::{Folder, MailboxError, Mailboxes, StoreError, unique_name};
 
 use crate::local::trace_prefix;
 
@@ -29,9 +31,13 @@ use crate::local::trace_prefix;
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum IntakeError {
-    /// The Maildir could not be opened or created.
+    /// The mail store refused (over quota: `452 4.2.2`) or could not
+    /// create the Maildir.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(#[from] MailboxError),
+    /// The delivery file name was refused.
+    #[error(transparent)]
+    Name(#[from] StoreError),
     /// Its file could not be created or written.
     #[error(transparent)]
     Spool(#[from] SpoolError),
@@ -42,7 +48,7 @@ pub enum IntakeError {
 /// trace lines for `sender` already written. Blocking (file system).
 pub fn open_delivered(
     spool: &Spool,
-    store: &MailStore,
+    store: &Mailboxes,
     hostname: &str,
     received_at: u64,
     sender: &str,
@@ -50,14 +56,16 @@ pub fn open_delivered(
     mailbox: &str,
 ) -> Result<IncomingMessage, IntakeError> {
     // Open the file first and create the Maildir only when that fails:
-    // the directories exist for every message but a mailbox's first.
-    let maildir = store.maildir_path(mailbox)?;
+    // the directories exist for every message but a mailbox's first. The
+    // size is not known yet: the quota check asks only whether the user
+    // is already full; the caller checks again with the size at the end.
+    let maildir = store.delivery_target(mailbox, &Folder::Inbox, 0)?;
     let id = spool.next_id();
     let name = unique_name(received_at, id.as_str(), 0, hostname);
     let (tmp, new) = maildir.delivery_paths(&name)?;
     let mut message = match spool.create_delivered(id.clone(), tmp.clone(), new.clone()) {
         Err(e) if e.is_missing_path() => {
-            store.maildir(mailbox)?;
+            store.prepare_user(mailbox)?;
             spool.create_delivered(id, tmp, new)?
         }
         other => other?,

@@ -40,7 +40,7 @@ use std::io::Read;
 use tern_queue::{
     DeliveryLease, PendingCommit, QueueId, Recipient, Spool, SpoolError, StoredMessage,
 };
-use tern_store::{MailStore, StoreError, unique_name};
+use tern_store::{Folder, MailboxError, Mailboxes, StoreError, unique_name};
 use tracing::{debug, info, warn};
 
 /// Bytes read from the spool file and written to a Maildir copy at a time.
@@ -52,7 +52,9 @@ pub struct LocalReport {
     /// Recipients delivered (or found already delivered) by this call:
     /// `(index, mailbox key)`.
     pub delivered: Vec<(usize, String)>,
-    /// Recipients that failed and must be retried: `(index, address, error)`.
+    /// Recipients that failed and must be retried: `(index, address,
+    /// reply)`, the reply as an SMTP server would give it (`452 4.2.2 …`
+    /// for a full mailbox, `451 4.3.0 …` for a local error).
     pub deferred: Vec<(usize, String, String)>,
     /// Remote recipients not yet done (they wait for outbound delivery).
     pub remote_pending: usize,
@@ -101,7 +103,22 @@ enum RecipientError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
+    Mailbox(#[from] MailboxError),
+    #[error(transparent)]
     Spool(#[from] SpoolError),
+}
+
+impl RecipientError {
+    /// The failure as the reply a delivery attempt records (and a delay or
+    /// failure notice shows).
+    fn reply(&self) -> String {
+        match self {
+            RecipientError::Mailbox(MailboxError::OverQuota { .. }) => {
+                format!("452 4.2.2 Mailbox full: {self}")
+            }
+            other => format!("451 4.3.0 {other}"),
+        }
+    }
 }
 
 /// Deliver every local recipient of `id` not yet done; returns what
@@ -113,7 +130,7 @@ enum RecipientError {
 /// with `skipped` set.
 pub fn deliver_local(
     spool: &Spool,
-    store: &MailStore,
+    store: &Mailboxes,
     hostname: &str,
     id: &QueueId,
 ) -> Result<LocalReport, DeliveryError> {
@@ -126,7 +143,7 @@ pub fn deliver_local(
 /// the spool for whoever delivers them (the queue manager, over LMTP).
 pub fn deliver_local_skipping(
     spool: &Spool,
-    store: &MailStore,
+    store: &Mailboxes,
     hostname: &str,
     id: &QueueId,
     skip: &dyn Fn(&str) -> bool,
@@ -147,7 +164,7 @@ pub fn deliver_local_skipping(
 /// half). Blocking.
 pub fn deliver_local_leased(
     spool: &Spool,
-    store: &MailStore,
+    store: &Mailboxes,
     hostname: &str,
     lease: &DeliveryLease,
     skip: &dyn Fn(&str) -> bool,
@@ -204,7 +221,7 @@ pub fn deliver_local_leased(
                     "local delivery deferred");
                 report
                     .deferred
-                    .push((index, rcpt.address.clone(), e.to_string()));
+                    .push((index, rcpt.address.clone(), e.reply()));
             }
         }
     }
@@ -219,7 +236,9 @@ pub fn deliver_local_leased(
                 warn!(queue_id = %id, rcpt = index, mailbox = %mailbox, error = %e,
                     "local delivery deferred");
                 let address = message.envelope.recipients[index].address.clone();
-                report.deferred.push((index, address, e.to_string()));
+                report
+                    .deferred
+                    .push((index, address, format!("451 4.3.0 {e}")));
             }
         }
     }
@@ -267,7 +286,9 @@ pub fn deliver_local_leased(
                 warn!(queue_id = %id, rcpt = index, mailbox = %mailbox, error = %e,
                     "cannot record a local delivery; will look again");
                 let address = message.envelope.recipients[index].address.clone();
-                report.deferred.push((index, address, e.to_string()));
+                report
+                    .deferred
+                    .push((index, address, format!("451 4.3.0 {e}")));
             }
         }
     }
@@ -286,7 +307,7 @@ enum Written {
 /// One delivery attempt of one message.
 struct Attempt<'a> {
     spool: &'a Spool,
-    store: &'a MailStore,
+    store: &'a Mailboxes,
     hostname: &'a str,
     message: &'a StoredMessage,
     /// No earlier attempt can have left a copy in any Maildir.
@@ -305,10 +326,10 @@ impl Attempt<'_> {
         buf: &mut [u8],
     ) -> Result<Written, RecipientError> {
         let id = &self.message.id;
-        let maildir = if self.message.envelope.quarantine {
-            self.store.junk(mailbox)?
+        let folder = if self.message.envelope.quarantine {
+            Folder::Junk
         } else {
-            self.store.maildir(mailbox)?
+            Folder::Inbox
         };
         let name = unique_name(
             self.message.envelope.received_at,
@@ -316,6 +337,15 @@ impl Attempt<'_> {
             index,
             self.hostname,
         );
+        let prefix = trace_prefix(&self.message.envelope.sender, &rcpt.address);
+        // Through the mail store: the folder, the quota (452 4.2.2 when
+        // full), the Maildir created at a mailbox's first message.
+        let size = self.message.envelope.size + prefix.len() as u64;
+        let mut maildir = self.store.delivery_target(mailbox, &folder, size)?;
+        if !maildir.exists() {
+            self.store.prepare_user(mailbox)?;
+            maildir = self.store.delivery_target(mailbox, &folder, size)?;
+        }
         if !self.first_attempt && maildir.contains(&name)? {
             info!(queue_id = %id, rcpt = index, mailbox = %mailbox,
                 "already in the Maildir from an interrupted attempt; recording it as done");
@@ -323,7 +353,6 @@ impl Attempt<'_> {
                 "delivered to {mailbox} (found on retry)"
             )));
         }
-        let prefix = trace_prefix(&self.message.envelope.sender, &rcpt.address);
         let (tmp, new) = maildir.delivery_paths(&name)?;
         if !self.first_attempt {
             // A stale `tmp/<name>` from an interrupted attempt is replaced.

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use tern_delivery::open_delivered;
 use tern_queue::{Envelope, Spool, SpoolOptions};
-use tern_store::{MailStore, unique_name};
+use tern_store::{Mailboxes, StoreConfig, unique_name};
 
 const HOST: &str = "mx.example.test";
 const BODY: &[u8] = b"Subject: test\r\n\r\nHello.\r\n";
@@ -36,7 +36,7 @@ fn envelope() -> Envelope {
 fn committed_message_is_in_new_and_not_queued() {
     let dir = tempfile::tempdir().unwrap();
     let spool = Spool::open(&dir.path().join("spool"), SpoolOptions::default()).unwrap();
-    let store = MailStore::new(dir.path().join("mail"));
+    let store = Mailboxes::new(dir.path().join("mail"), StoreConfig::default());
     let mut msg = open_delivered(
         &spool,
         &store,
@@ -78,7 +78,7 @@ fn committed_message_is_in_new_and_not_queued() {
 fn dropped_message_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let spool = Spool::open(&dir.path().join("spool"), SpoolOptions::default()).unwrap();
-    let store = MailStore::new(dir.path().join("mail"));
+    let store = Mailboxes::new(dir.path().join("mail"), StoreConfig::default());
     let mut msg = open_delivered(
         &spool,
         &store,
@@ -101,7 +101,7 @@ fn dropped_message_leaves_nothing() {
 fn an_unsafe_mailbox_key_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let spool = Spool::open(&dir.path().join("spool"), SpoolOptions::default()).unwrap();
-    let store = MailStore::new(dir.path().join("mail"));
+    let store = Mailboxes::new(dir.path().join("mail"), StoreConfig::default());
     assert!(open_delivered(&spool, &store, HOST, 1, "", "x", "../x@example.test").is_err());
     assert!(open_delivered(&spool, &store, HOST, 1, "", "x", "x@../etc").is_err());
 }
@@ -114,7 +114,7 @@ fn an_unsafe_mailbox_key_is_refused() {
 fn maildir_removed_between_messages_is_made_again() {
     let dir = tempfile::tempdir().unwrap();
     let spool = Spool::open(&dir.path().join("spool"), SpoolOptions::default()).unwrap();
-    let store = MailStore::new(dir.path().join("mail"));
+    let store = Mailboxes::new(dir.path().join("mail"), StoreConfig::default());
     let maildir = dir.path().join("mail/example.test/alice");
     let deliver = |at: u64| {
         let mut msg = open_delivered(

@@ -9,22 +9,32 @@ use std::sync::{Arc, Mutex};
 
 use tern_delivery::{DeliveryError, LocalReport, deliver_local};
 use tern_queue::{Envelope, QueueId, Recipient, Spool, SpoolError, SpoolOptions};
-use tern_store::{MailStore, unique_name};
+use tern_store::{Folder, Mailboxes, Maildir, StoreConfig, unique_name};
 
 const HOST: &str = "mx.example.test";
 const BODY: &[u8] = b"Subject: test\r\n\r\nHello.\r\n";
 
+/// A user's INBOX as SMTP deliveries get it from the store (created).
+fn inbox(store: &Mailboxes, user: &str) -> Maildir {
+    store.prepare_user(user).unwrap();
+    store.delivery_target(user, &Folder::Inbox, 0).unwrap()
+}
+
 struct Fixture {
     dir: tempfile::TempDir,
     spool: Option<Spool>,
-    store: MailStore,
+    store: Mailboxes,
 }
 
 impl Fixture {
     fn new() -> Fixture {
+        Fixture::with_store(StoreConfig::default())
+    }
+
+    fn with_store(config: StoreConfig) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(&dir.path().join("spool"), SpoolOptions::default()).unwrap();
-        let store = MailStore::new(dir.path().join("mail"));
+        let store = Mailboxes::new(dir.path().join("mail"), config);
         Fixture {
             dir,
             spool: Some(spool),
@@ -48,6 +58,15 @@ impl Fixture {
     }
 
     fn enqueue_notify(&self, rcpts: &[(&str, Option<&str>)], notify: Option<&str>) -> QueueId {
+        self.enqueue_with(rcpts, notify, false)
+    }
+
+    fn enqueue_with(
+        &self,
+        rcpts: &[(&str, Option<&str>)],
+        notify: Option<&str>,
+        quarantine: bool,
+    ) -> QueueId {
         let mut msg = self.spool().create().unwrap();
         msg.write(BODY).unwrap();
         let envelope = Envelope {
@@ -64,6 +83,7 @@ impl Fixture {
                 .collect(),
             received_at: 1_700_000_000,
             helo: Some("client.test".into()),
+            quarantine,
             ..Envelope::default()
         };
         msg.commit(&envelope).unwrap().wait_blocking().unwrap()
@@ -179,7 +199,7 @@ fn crash_after_maildir_rename_does_not_deliver_twice() {
     {
         let stored = fx.spool().open_message(&id).unwrap();
         for (index, mailbox) in [(0, "alice@example.test"), (1, "bob@example.test")] {
-            let md = fx.store.maildir(mailbox).unwrap();
+            let md = inbox(&fx.store, mailbox);
             let name = unique_name(1_700_000_000, id.as_str(), index, HOST);
             let prefix = format!("Return-Path: <carol@sender.test>\r\nDelivered-To: {mailbox}\r\n");
             md.deliver(&name, prefix.as_bytes(), &mut stored.reader().unwrap())
@@ -229,6 +249,64 @@ fn recorded_recipients_are_not_delivered_again() {
     assert_eq!(report.delivered, vec![(1, "bob@example.test".to_owned())]);
     assert!(fx.messages("alice@example.test").is_empty());
     assert!(report.removed);
+}
+
+#[test]
+fn full_mailbox_is_deferred_with_452_4_2_2_until_there_is_room() {
+    let mut config = StoreConfig::default();
+    config
+        .quota_overrides
+        .insert("bob@example.test".into(), Some(300));
+    let fx = Fixture::with_store(config);
+    // Bob's mailbox holds 250 of his 300 bytes.
+    let filler = vec![b'x'; 250 - 2];
+    fx.store
+        .deliver(
+            "bob@example.test",
+            &Folder::Inbox,
+            b"\r\n",
+            &mut &filler[..],
+        )
+        .unwrap();
+    let id = fx.enqueue(&[
+        ("alice@example.test", Some("alice@example.test")),
+        ("bob@example.test", Some("bob@example.test")),
+    ]);
+    let report = fx.deliver(&id).unwrap();
+    assert_eq!(report.delivered, vec![(0, "alice@example.test".to_owned())]);
+    assert_eq!(report.deferred.len(), 1);
+    let (index, address, reply) = &report.deferred[0];
+    assert_eq!((*index, address.as_str()), (1, "bob@example.test"));
+    assert!(reply.starts_with("452 4.2.2 "), "{reply}");
+    assert_eq!(fx.messages("bob@example.test").len(), 1);
+    assert!(!report.removed);
+
+    // Bob deletes his big message (another program removes the file: the
+    // store notices): the retry delivers.
+    let bob = fx.maildir("bob@example.test");
+    for entry in fs::read_dir(bob.join("new")).unwrap() {
+        fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    let report = fx.deliver(&id).unwrap();
+    assert_eq!(report.delivered, vec![(1, "bob@example.test".to_owned())]);
+    assert!(report.deferred.is_empty() && report.removed);
+    assert_eq!(fx.messages("bob@example.test").len(), 1);
+    assert_eq!(fx.messages("alice@example.test").len(), 1);
+}
+
+#[test]
+fn quarantined_mail_goes_to_the_stores_junk_mailbox() {
+    let fx = Fixture::new();
+    let id = fx.enqueue_with(
+        &[("alice@example.test", Some("alice@example.test"))],
+        None,
+        true,
+    );
+    let report = fx.deliver(&id).unwrap();
+    assert!(report.removed, "{report:?}");
+    let user = fx.store.open("alice@example.test").unwrap();
+    assert_eq!(user.status("Junk").unwrap().messages, 1);
+    assert_eq!(user.status("INBOX").unwrap().messages, 0);
 }
 
 #[test]
@@ -405,7 +483,7 @@ fn every_log_line_carries_the_queue_id() {
     // Simulate a crash after bob's rename.
     {
         let stored = fx.spool().open_message(&id).unwrap();
-        let md = fx.store.maildir("bob@example.test").unwrap();
+        let md = inbox(&fx.store, "bob@example.test");
         let name = unique_name(1_700_000_000, id.as_str(), 1, HOST);
         md.deliver(&name, b"", &mut stored.reader().unwrap())
             .unwrap();

@@ -45,6 +45,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+use tern_queue::journal::Event as JournalEvent;
 use tern_queue::{QueueId, RecipientState, Spool, SpoolError};
 use tern_store::Directory;
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
@@ -368,6 +369,8 @@ pub struct QueueAdmin {
     pub delivery: Option<DeliveryHandle>,
     /// DKIM keys for the DSNs of `bounce`; none loaded: unsigned.
     pub signer: SignerHandle,
+    /// The delivery journal: deletions and bounces are recorded there.
+    pub journal: tern_queue::Journal,
 }
 
 impl QueueAdmin {
@@ -601,6 +604,12 @@ impl QueueAdmin {
         drop(message);
         self.spool.remove(&qid)?;
         warn!(queue_id = %qid, recipients, "message deleted from the queue by the administrator");
+        self.journal.record(
+            qid.as_str(),
+            JournalEvent::Removed {
+                by: "delete".into(),
+            },
+        );
         Ok(Response::Done {
             action: "delete".to_owned(),
             ids: vec![qid.to_string()],
@@ -645,11 +654,50 @@ impl QueueAdmin {
             &updates,
             now,
         );
+        let envelope = message.envelope.clone();
         drop(message);
+        let bounce_to = notice.as_ref().map(|n| n.to.clone());
         let bounce_id = notice
             .map(|n| queue_notice(&self.spool, &self.directory, &self.signer.current(), n))
             .transpose()?;
         self.spool.remove(&qid)?;
+        for (index, _) in &updates {
+            if let Some(r) = envelope.recipients.get(*index) {
+                self.journal.record(
+                    qid.as_str(),
+                    JournalEvent::Bounced {
+                        to: r.address.clone(),
+                        via: "admin".into(),
+                        relay: None,
+                        reply: ADMIN_BOUNCE_REPLY.to_owned(),
+                    },
+                );
+            }
+        }
+        self.journal.record(
+            qid.as_str(),
+            JournalEvent::Removed {
+                by: "bounce".into(),
+            },
+        );
+        if let (Some(b), Some(to)) = (&bounce_id, &bounce_to) {
+            self.journal.record(
+                qid.as_str(),
+                JournalEvent::Notice {
+                    kind: "failure".into(),
+                    to: to.clone(),
+                    notice_id: b.to_string(),
+                },
+            );
+            self.journal.record(
+                b.as_str(),
+                JournalEvent::Generated {
+                    about: qid.to_string(),
+                    kind: "failure".into(),
+                    to: to.clone(),
+                },
+            );
+        }
         if let Some(b) = &bounce_id {
             self.wake(b);
         }
@@ -1124,6 +1172,7 @@ mod tests {
             hostname: "mx.example.test".into(),
             delivery: None,
             signer: SignerHandle::default(),
+            journal: tern_queue::Journal::disabled(),
         };
         (admin, id)
     }

@@ -98,6 +98,9 @@ pub(crate) struct Connection {
     starttls: bool,
     /// Protocol errors seen so far (for the tarpit).
     errors_seen: u32,
+    /// The connection slot: progress is reported to it, eviction and
+    /// stress mode come from it. Given back when the session ends.
+    permit: Option<crate::limits::ConnectionPermit>,
     tx: Option<Transaction>,
     messages: u64,
     /// When the session last made progress (an event or a reply): the
@@ -178,6 +181,44 @@ fn single_local_mailbox(tx: &Transaction) -> Option<&str> {
     targets
         .all(|t| matches!(t, Target::Local { mailbox: m } if m == mailbox))
         .then_some(mailbox.as_str())
+}
+
+/// `452 4.2.2` if local `mailbox` has a quota and `size` more bytes do
+/// not fit (`size` 0: if it is full already). Checked off the runtime (it
+/// reads the user's index); an error other than "full" refuses nothing
+/// here: the delivery itself reports it.
+async fn quota_refusal(ctx: &Context, mailbox: &str, size: u64) -> Option<Reply> {
+    let intake = ctx.local_intake.as_ref()?;
+    let domain = mailbox.rsplit_once('@').map_or("", |(_, d)| d);
+    if !intake.store.has_quota(mailbox) || intake.lmtp_domains.contains(domain) {
+        return None;
+    }
+    let store = Arc::clone(&intake.store);
+    let user = mailbox.to_owned();
+    let checked = tokio::task::spawn_blocking(move || {
+        store.delivery_target(&user, &tern_store::Folder::Inbox, size)
+    })
+    .await;
+    match checked {
+        Ok(Err(tern_store::MailboxError::OverQuota { .. })) => Some(Reply::new(
+            452,
+            EnhancedStatus::new(4, 2, 2),
+            "Mailbox full; try again later",
+        )),
+        Ok(Err(e)) => {
+            debug!(mailbox = %mailbox, error = %e, "quota not checked");
+            None
+        }
+        _ => None,
+    }
+}
+
+/// Waits for the connection slot's wake-up; never, without a slot.
+async fn woken(wake: Option<&crate::limits::WakeHandle>) {
+    match wake {
+        Some(w) => w.woken().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Streams message bytes to the open spool file, remembering the first error.
@@ -285,6 +326,7 @@ impl Connection {
             tls: None,
             starttls: false,
             errors_seen: 0,
+            permit: None,
             tx: None,
             messages: 0,
             progress_at: Instant::now(),
@@ -292,12 +334,18 @@ impl Connection {
         }
     }
 
-    /// Runs the session to completion on `stream`.
+    /// Runs the session to completion on `stream`. The connection slot
+    /// `permit` is given back as soon as the session has ended (before its
+    /// last reply is written), so a client that reconnects the moment it
+    /// reads `221` is not counted twice.
     pub(crate) async fn run(
         mut self,
         mut stream: MaybeTlsStream,
         mut shutdown: watch::Receiver<bool>,
+        permit: Option<crate::limits::ConnectionPermit>,
     ) {
+        let wake = permit.as_ref().map(|p| p.wake_handle());
+        self.permit = permit;
         let mut session = ServerSession::new(Arc::clone(&self.smtp));
         self.tls = stream.tls_info();
         if let Some(tls) = &self.tls {
@@ -326,17 +374,28 @@ impl Connection {
         }
 
         loop {
+            let mut progressed = false;
             while let Some(event) = session.poll_event() {
                 self.progress_at = Instant::now();
+                progressed = true;
                 self.handle(event, &mut session).await;
             }
+            if progressed {
+                self.report_progress(&session);
+            }
             let out = session.take_output();
+            if session.is_closed() {
+                drop(self.permit.take());
+            }
             if !out.is_empty() {
                 self.progress_at = Instant::now();
                 let errors = session.error_count();
                 if errors > self.errors_seen {
                     self.errors_seen = errors;
-                    let delay = self.ctx.abuse.tarpit(errors);
+                    let mut delay = self.ctx.abuse.tarpit(errors);
+                    if self.stressed() {
+                        delay = delay.min(self.ctx.timeouts.stress.tarpit);
+                    }
                     if !delay.is_zero() && !session.is_closed() {
                         debug!(errors, delay = ?delay, "tarpit");
                         tokio::time::sleep(delay).await;
@@ -408,14 +467,12 @@ impl Connection {
                         session.on_timeout();
                         continue;
                     }
-                    self.ctx.timeouts.data.min(left)
+                    self.data_timeout().min(left)
                 }
                 // Per-request deadline: measured from the last progress, not
                 // from the last byte, so a slow drip cannot hold the session.
                 _ => self
-                    .ctx
-                    .timeouts
-                    .command
+                    .command_timeout()
                     .saturating_sub(self.progress_at.elapsed()),
             };
             buf.clear();
@@ -426,6 +483,14 @@ impl Connection {
                     let _ = changed;
                     info!("shutting down: closing session with 421");
                     session.shutdown();
+                }
+                () = woken(wake.as_ref()) => {
+                    // Evicted (a newcomer took the slot), or stress mode
+                    // began or ended: the loop computes the new deadline.
+                    if self.permit.as_ref().is_some_and(|p| p.evicted()) {
+                        info!("server full: evicted to make room for a new client");
+                        session.evict();
+                    }
                 }
                 read = tokio::time::timeout(deadline, stream.read_buf(&mut buf)) => match read {
                     Err(_) => {
@@ -487,7 +552,7 @@ impl Connection {
                 });
                 session.accept();
             }
-            Event::RcptTo { to, params } => self.on_rcpt(to, params, session),
+            Event::RcptTo { to, params } => self.on_rcpt(to, params, session).await,
             Event::DataStart { bdat } => self.on_data_start(bdat, session),
             Event::DataChunk(bytes) => self.on_chunk(&bytes),
             Event::DataEnd => self.on_data_end(session).await,
@@ -590,7 +655,7 @@ impl Connection {
         }
     }
 
-    fn on_rcpt(&mut self, to: ForwardPath, params: RcptParams, session: &mut ServerSession) {
+    async fn on_rcpt(&mut self, to: ForwardPath, params: RcptParams, session: &mut ServerSession) {
         let Some(tx) = self.tx.as_mut() else {
             // The session only asks inside a transaction; refuse defensively.
             session.reply(out_of_sequence());
@@ -613,6 +678,17 @@ impl Connection {
                             retry.wait.as_secs().max(1)
                         ),
                     ));
+                    return;
+                }
+                // A mailbox that is full now gets 452 4.2.2 at once (the
+                // client keeps the message and tries again); the end of
+                // data and the queue check again with the real size.
+                if let [Target::Local { mailbox }] = targets.as_slice()
+                    && let Some(reply) =
+                        quota_refusal(&self.ctx, mailbox, tx.params.size.unwrap_or(0)).await
+                {
+                    info!(to = %escape_for_log(&address), mailbox = %mailbox, "recipient refused: mailbox full");
+                    session.reply(reply);
                     return;
                 }
                 debug!(to = %escape_for_log(&address), "recipient accepted");
@@ -745,6 +821,18 @@ impl Connection {
                 }
             }
         }
+        // Delivered at intake into a mailbox with a quota: the size is
+        // known now. Full: 452 4.2.2, nothing kept (the client retries,
+        // and its notice tells the sender if the mailbox stays full).
+        if message.is_delivered()
+            && !quarantine
+            && let Some(mailbox) = single_local_mailbox(&tx)
+            && let Some(reply) = quota_refusal(&self.ctx, mailbox, message.size()).await
+        {
+            info!(queue_id = %queue_id, mailbox = %mailbox, size = message.size(), "message refused: mailbox full");
+            session.reply(reply);
+            return;
+        }
         if quarantine
             && message.is_delivered()
             && let Err(e) = self.quarantine_at_intake(&tx, &mut message)
@@ -772,6 +860,7 @@ impl Connection {
             Ok(id) => {
                 session.accept_message(id.as_str());
                 self.messages += 1;
+                self.journal_received(&id, &tx, &envelope, session, delivered);
                 if let Some(user) = &self.auth_user {
                     self.ctx.abuse.message_accepted(user, Instant::now());
                 }
@@ -806,6 +895,50 @@ impl Connection {
         }
     }
 
+    /// The journal's record of an accepted message (`tern trace`), and of
+    /// its delivery when it was delivered at intake.
+    fn journal_received(
+        &self,
+        id: &tern_queue::QueueId,
+        tx: &Transaction,
+        envelope: &Envelope,
+        session: &ServerSession,
+        delivered: bool,
+    ) {
+        let journal = &self.ctx.journal;
+        if !journal.is_enabled() {
+            return;
+        }
+        journal.record(
+            id.as_str(),
+            tern_queue::journal::Event::Received {
+                client: self.peer.to_string(),
+                role: format!("{:?}", self.role).to_ascii_lowercase(),
+                helo: session.helo_name().unwrap_or("").to_owned(),
+                tls: self.tls.as_ref().map(ToString::to_string),
+                auth: self.auth_user.clone(),
+                from: envelope.sender.clone(),
+                to: tx.rcpts.iter().map(|r| r.original.clone()).collect(),
+                size: envelope.size,
+                stored: if delivered { "mailbox" } else { "queue" }.into(),
+            },
+        );
+        if delivered {
+            for r in &envelope.recipients {
+                let folder = if envelope.quarantine { "Junk" } else { "INBOX" };
+                journal.record(
+                    id.as_str(),
+                    tern_queue::journal::Event::Delivered {
+                        to: r.address.clone(),
+                        via: "mailbox".into(),
+                        relay: None,
+                        reply: format!("stored in {folder} at intake"),
+                    },
+                );
+            }
+        }
+    }
+
     /// A message delivered at intake that the end-of-data checks
     /// quarantined goes to its mailbox's `Junk` folder instead of `new/`
     /// (same file name, same filesystem: the commit renames it there).
@@ -822,7 +955,10 @@ impl Connection {
             .and_then(|n| n.to_str())
             .ok_or("no delivery path")?
             .to_owned();
-        let junk = intake.store.junk(mailbox).map_err(|e| e.to_string())?;
+        let junk = intake
+            .store
+            .delivery_target(mailbox, &tern_store::Folder::Junk, message.size())
+            .map_err(|e| e.to_string())?;
         let (_, final_path) = junk.delivery_paths(&name).map_err(|e| e.to_string())?;
         if message.redirect_delivery(final_path) {
             Ok(())
@@ -1055,13 +1191,62 @@ impl Connection {
 
     /// True when the current message has been arriving for longer than the
     /// grace period at less than the configured minimum rate.
+    /// Whether the server is in stress mode (short timeouts).
+    fn stressed(&self) -> bool {
+        self.permit.as_ref().is_some_and(|p| p.stressed())
+    }
+
+    fn command_timeout(&self) -> Duration {
+        if self.stressed() {
+            self.ctx
+                .timeouts
+                .stress
+                .command
+                .min(self.ctx.timeouts.command)
+        } else {
+            self.ctx.timeouts.command
+        }
+    }
+
+    fn data_timeout(&self) -> Duration {
+        if self.stressed() {
+            self.ctx.timeouts.stress.data.min(self.ctx.timeouts.data)
+        } else {
+            self.ctx.timeouts.data
+        }
+    }
+
+    /// Tells the connection slot how far the session has got (eviction
+    /// takes the least advanced, never one in a transaction or logged in).
+    fn report_progress(&self, session: &ServerSession) {
+        use crate::limits::Stage;
+        let Some(permit) = &self.permit else {
+            return;
+        };
+        let stage = if self.auth_user.is_some() {
+            Stage::Authenticated
+        } else if self.tx.is_some() {
+            Stage::Transaction
+        } else if session.helo_name().is_some() {
+            Stage::Greeted
+        } else {
+            Stage::Connected
+        };
+        permit.set_stage(stage);
+    }
+
     fn data_rate_too_low(&self) -> bool {
         let Some((started, bytes)) = self.data_started else {
             return false;
         };
         let rate = self.ctx.timeouts.min_data_rate;
         let elapsed = started.elapsed();
-        if rate == 0 || elapsed < MIN_RATE_GRACE {
+        let grace = if self.stressed() {
+            self.ctx.timeouts.stress.min_rate_grace
+        } else {
+            MIN_RATE_GRACE
+        };
+        if rate == 0 || elapsed < grace {
             return false;
         }
         (bytes as f64) < rate as f64 * elapsed.as_secs_f64()
@@ -1132,6 +1317,33 @@ pub struct Timeouts {
     /// The longest one message's data may take, however steadily it comes
     /// (a refused message being drained included).
     pub message_data: Duration,
+    /// What replaces the above while the server is in stress mode.
+    pub stress: StressTimeouts,
+}
+
+/// The timeouts of stress mode (see [`crate::limits`]): short, so that
+/// sessions that say nothing leave fast and make room.
+#[derive(Debug, Clone, Copy)]
+pub struct StressTimeouts {
+    /// Waiting for the greeting's answer and every next command.
+    pub command: Duration,
+    /// Waiting for the next block of message data.
+    pub data: Duration,
+    /// How long a message may arrive before the minimum data rate applies.
+    pub min_rate_grace: Duration,
+    /// The longest error tarpit delay.
+    pub tarpit: Duration,
+}
+
+impl Default for StressTimeouts {
+    fn default() -> Self {
+        StressTimeouts {
+            command: Duration::from_secs(10),
+            data: Duration::from_secs(30),
+            min_rate_grace: Duration::from_secs(5),
+            tarpit: Duration::from_secs(1),
+        }
+    }
 }
 
 /// How long a message may arrive before the minimum data rate applies.
@@ -1145,6 +1357,7 @@ impl Default for Timeouts {
             greet_pause: Duration::ZERO,
             min_data_rate: 500,
             message_data: Duration::from_secs(1800),
+            stress: StressTimeouts::default(),
         }
     }
 }

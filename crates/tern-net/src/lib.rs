@@ -45,7 +45,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use abuse::Abuse;
-pub use conn::Timeouts;
+pub use conn::{StressTimeouts, Timeouts};
 pub use delivery::DeliveryHandle;
 pub use limits::ConnectionLimiter;
 pub use mailauth::{MailAuth, SignerHandle};
@@ -89,6 +89,8 @@ impl Default for SubmissionPolicy {
 /// Everything a connection needs, shared by all of them.
 #[derive(Debug)]
 pub struct Context {
+    /// The delivery journal (`tern trace`).
+    pub journal: tern_queue::Journal,
     /// Our host name (greeting, `Received:` `by`).
     pub hostname: String,
     /// Local domains, mailboxes and aliases.
@@ -128,8 +130,8 @@ pub struct Context {
 /// What delivery at intake needs (see [`tern_delivery::intake`]).
 #[derive(Debug, Clone)]
 pub struct LocalIntake {
-    /// Where local mailboxes live.
-    pub store: Arc<tern_store::MailStore>,
+    /// The mail store local mailboxes are delivered through.
+    pub store: Arc<tern_store::Mailboxes>,
     /// Canonical domains whose mailboxes are delivered over LMTP: their
     /// messages are always queued.
     pub lmtp_domains: std::collections::HashSet<String>,

@@ -728,6 +728,7 @@ pub(crate) async fn run(
                 }
                 Event::OpenMaildrop { user } => {
                     ctx.abuse.auth_succeeded(peer.ip(), &user, Instant::now());
+                    crate::limits::session_authenticated();
                     let Some(claim) = service.claim_maildrop(&user) else {
                         info!(user = %escape_for_log(&user), "POP3 maildrop in use");
                         session.maildrop_opened(Err(MaildropError::InUse));

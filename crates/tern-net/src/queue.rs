@@ -51,11 +51,12 @@ use tern_delivery::outbound::{
 };
 use tern_delivery::{LmtpTarget, LocalReport, NOTICE_HEAD, deliver_lmtp, deliver_local_leased};
 use tern_mailauth::Signer;
+use tern_queue::journal::Event as JournalEvent;
 use tern_queue::{
-    AttemptResult, DeliveryLease, Envelope, QueueId, Recipient, RecipientState, RetrySchedule,
-    Spool, enhanced_status, on_result,
+    AttemptResult, DeliveryLease, Envelope, Journal, QueueId, Recipient, RecipientState,
+    RetrySchedule, Spool, enhanced_status, on_result,
 };
-use tern_store::{Directory, MailStore, Resolution, Target};
+use tern_store::{Directory, Mailboxes, Resolution, Target};
 use tern_types::dsn::{BodyType, Ret};
 use tern_types::{ForwardPath, Mailbox};
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -75,7 +76,7 @@ pub struct QueueManager {
     /// The spool to work off.
     pub spool: Spool,
     /// Where local mailboxes live.
-    pub store: Arc<MailStore>,
+    pub store: Arc<Mailboxes>,
     /// Routes bounce recipients (local mailbox or remote).
     pub directory: Arc<Directory>,
     /// Our host name (Maildir names, DSNs).
@@ -101,6 +102,8 @@ pub struct QueueManager {
     pub lmtp: HashMap<String, LmtpTarget>,
     /// DKIM keys for the notices (DSNs) it sends; none loaded: unsigned.
     pub signer: SignerHandle,
+    /// The delivery journal (`tern trace`).
+    pub journal: tern_queue::Journal,
 }
 
 impl std::fmt::Debug for QueueManager {
@@ -440,7 +443,7 @@ impl QueueManager {
         };
         let (report, envelope, data, mut states, held, warned) = match loaded {
             Loaded::Gone(report) => {
-                log_local(id, &report);
+                log_local(&self.journal, id, &report);
                 drop(lease);
                 self.success_notice_local(id, &report, handle).await;
                 return PassEnd::gone();
@@ -454,7 +457,7 @@ impl QueueManager {
                 warned,
             } => (report, envelope, data, states, held, warned),
         };
-        log_local(id, &report);
+        log_local(&self.journal, id, &report);
         let now = unix_now();
         let mut updates: Vec<(usize, RecipientState)> = Vec::new();
         let mut blocked: Vec<String> = Vec::new();
@@ -472,18 +475,19 @@ impl QueueManager {
         }
 
         // Local recipients that failed this time are scheduled like remote ones.
-        for (index, _address, error) in &report.deferred {
+        for (index, address, error) in &report.deferred {
             let state = states
                 .get(*index)
                 .cloned()
                 .unwrap_or(RecipientState::Pending);
             let next = on_result(
                 &state,
-                &AttemptResult::Temporary(format!("451 4.3.0 {error}")),
+                &AttemptResult::Temporary(error.clone()),
                 &self.schedule,
                 envelope.received_at,
                 now,
             );
+            journal_state(&self.journal, id, address, &next, None, "mailbox");
             updates.push((*index, next));
         }
 
@@ -556,10 +560,16 @@ impl QueueManager {
                     let next =
                         on_result(&state, &attempt, &self.schedule, envelope.received_at, now);
                     log_remote(
+                        &self.journal,
                         id,
                         &envelope.recipients[index].address,
                         &next,
                         result.remote_mta.as_deref(),
+                        if self.outbound.smarthost.is_some() {
+                            "smarthost"
+                        } else {
+                            "remote"
+                        },
                     );
                     // Relayed (RFC 3464 2.3.3): the next hop took it and
                     // will not report on it, so this is the last word.
@@ -720,13 +730,7 @@ impl QueueManager {
         ) else {
             return;
         };
-        self.queue(
-            id,
-            notice,
-            "failure notice (DSN) queued for the sender",
-            handle,
-        )
-        .await;
+        self.queue(id, notice, DsnKind::Failure, handle).await;
     }
 
     /// Commits `notice` (off the async threads) and announces it.
@@ -734,18 +738,41 @@ impl QueueManager {
         &self,
         id: &QueueId,
         notice: FailureNotice,
-        what: &'static str,
+        kind: DsnKind,
         handle: &DeliveryHandle,
     ) -> bool {
         let (spool, directory, orig_id) =
             (self.spool.clone(), Arc::clone(&self.directory), id.clone());
         let signer = self.signer.current();
+        let to = notice.to.clone();
         let queued =
             tokio::task::spawn_blocking(move || queue_notice(&spool, &directory, &signer, notice))
                 .await;
+        let (what, name) = match kind {
+            DsnKind::Failure => ("failure notice (DSN) queued for the sender", "failure"),
+            DsnKind::Delay => ("delay warning (DSN) queued for the sender", "delay"),
+            DsnKind::Success => ("success notice (DSN) queued for the sender", "success"),
+            DsnKind::Relayed => ("relayed notice (DSN) queued for the sender", "relayed"),
+        };
         match queued {
             Ok(Ok(notice_id)) => {
                 info!(queue_id = %orig_id, notice_id = %notice_id, "{what}");
+                self.journal.record(
+                    orig_id.as_str(),
+                    JournalEvent::Notice {
+                        kind: name.into(),
+                        to: to.clone(),
+                        notice_id: notice_id.to_string(),
+                    },
+                );
+                self.journal.record(
+                    notice_id.as_str(),
+                    JournalEvent::Generated {
+                        about: orig_id.to_string(),
+                        kind: name.into(),
+                        to,
+                    },
+                );
                 handle.submit(notice_id);
                 true
             }
@@ -782,11 +809,7 @@ impl QueueManager {
         ) else {
             return;
         };
-        let what = match kind {
-            DsnKind::Relayed => "relayed notice (DSN) queued for the sender",
-            _ => "success notice (DSN) queued for the sender",
-        };
-        self.queue(id, notice, what, handle).await;
+        self.queue(id, notice, kind, handle).await;
     }
 
     /// The success notice for local deliveries of a message that has
@@ -865,14 +888,7 @@ impl QueueManager {
             original,
             recipients,
             now,
-        ) && !self
-            .queue(
-                id,
-                notice,
-                "delay warning (DSN) queued for the sender",
-                handle,
-            )
-            .await
+        ) && !self.queue(id, notice, DsnKind::Delay, handle).await
         {
             // Not queued: try again at the next pass.
             return;
@@ -894,7 +910,7 @@ impl QueueManager {
 /// needs. `lmtp` names the domains whose mailboxes are left to LMTP.
 fn load(
     spool: &Spool,
-    store: &MailStore,
+    store: &Mailboxes,
     hostname: &str,
     lease: &DeliveryLease,
     lmtp: &HashSet<String>,
@@ -912,6 +928,10 @@ fn load(
         let skip = |mailbox: &str| lmtp.contains(mailbox_domain(mailbox));
         deliver_local_leased(spool, store, hostname, lease, &skip).map_err(|e| e.to_string())?
     };
+    // IDLE sessions of the recipients see their new mail at once.
+    for (_, mailbox) in &report.delivered {
+        store.notify_external(mailbox);
+    }
     if report.skipped || report.removed {
         return Ok(Loaded::Gone(report));
     }
@@ -1227,16 +1247,80 @@ fn bounce_target(directory: &Directory, address: &str) -> (String, Option<String
     (address.to_owned(), None)
 }
 
-fn log_local(id: &QueueId, report: &LocalReport) {
+fn log_local(journal: &Journal, id: &QueueId, report: &LocalReport) {
     for (index, mailbox) in &report.delivered {
         info!(queue_id = %id, rcpt = index, to = %mailbox, status = "delivered", "delivered to maildir");
+        journal.record(
+            id.as_str(),
+            JournalEvent::Delivered {
+                to: mailbox.clone(),
+                via: "mailbox".into(),
+                relay: None,
+                reply: format!("stored in the mailbox of {mailbox}"),
+            },
+        );
     }
     for (index, address, error) in &report.deferred {
         warn!(queue_id = %id, rcpt = index, to = %address, status = "deferred", error = %error, "local delivery deferred");
     }
 }
 
-fn log_remote(id: &QueueId, address: &str, state: &RecipientState, mta: Option<&str>) {
+/// Journals the state a delivery attempt (or the local pass's deferral)
+/// left recipient `address` in.
+fn journal_state(
+    journal: &Journal,
+    id: &QueueId,
+    address: &str,
+    state: &RecipientState,
+    mta: Option<&str>,
+    via: &str,
+) {
+    let (to, via, relay) = (address.to_owned(), via.to_owned(), mta.map(str::to_owned));
+    let event = match state {
+        RecipientState::Delivered { reply, .. } => JournalEvent::Delivered {
+            to,
+            via,
+            relay,
+            reply: reply.clone(),
+        },
+        RecipientState::Deferred {
+            last_error,
+            next_attempt,
+            attempts,
+        } => JournalEvent::Deferred {
+            to,
+            via,
+            relay,
+            reply: last_error.clone(),
+            attempts: *attempts,
+            next_attempt: *next_attempt,
+        },
+        RecipientState::Failed { reply, .. } => JournalEvent::Bounced {
+            to,
+            via,
+            relay,
+            reply: reply.clone(),
+        },
+        RecipientState::Expired { last_error, .. } => JournalEvent::Expired {
+            to,
+            reply: last_error.clone(),
+        },
+        RecipientState::Pending => return,
+    };
+    journal.record(id.as_str(), event);
+}
+
+/// Logs (and journals) the state a delivery attempt left recipient
+/// `address` in; `via` is the destination kind.
+fn log_remote(
+    journal: &Journal,
+    id: &QueueId,
+    address: &str,
+    state: &RecipientState,
+    mta: Option<&str>,
+    via: &str,
+) {
+    journal_state(journal, id, address, state, mta, via);
     let mta = mta.unwrap_or("-");
     match state {
         RecipientState::Delivered { reply, .. } => {
@@ -1326,7 +1410,14 @@ impl QueueManager {
                     .unwrap_or(RecipientState::Pending);
                 let next = on_result(&state, &attempt, &self.schedule, envelope.received_at, now);
                 if let Some(rcpt) = envelope.recipients.get(index) {
-                    log_remote(id, &rcpt.address, &next, result.remote_mta.as_deref());
+                    log_remote(
+                        &self.journal,
+                        id,
+                        &rcpt.address,
+                        &next,
+                        result.remote_mta.as_deref(),
+                        "lmtp",
+                    );
                     if let RecipientState::Delivered { reply, .. } = &next
                         && should_notify(rcpt, DsnKind::Success)
                     {

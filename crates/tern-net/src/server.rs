@@ -167,6 +167,10 @@ async fn accept_loop(
 ) {
     let mut sessions = JoinSet::new();
     let mut backoff = Duration::from_millis(10);
+    // A descriptor kept in reserve: when the process runs out, it is given
+    // up for a moment to accept the waiting client and tell it 421 (rather
+    // than leaving it hanging in the backlog).
+    let mut spare = std::fs::File::open("/dev/null").ok();
     loop {
         if *shutdown.borrow() {
             break;
@@ -180,7 +184,19 @@ async fn accept_loop(
                     admit(stream, peer, &spec, &ctx, &shutdown, &mut sessions);
                 }
                 Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
+                    let out_of_files =
+                        matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
+                    if out_of_files && spare.take().is_some() {
+                        let refused =
+                            refuse_out_of_files(&listener, &ctx.hostname, spec.role).await;
+                        spare = std::fs::File::open("/dev/null").ok();
+                        if refused && spare.is_some() {
+                            // One waiting client told; the next may be
+                            // waiting too: no pause (each turn answers one).
+                            continue;
+                        }
+                    }
+                    // Back off instead of spinning.
                     warn!(error = %e, retry_in = ?backoff, "accept failed");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));
@@ -194,6 +210,29 @@ async fn accept_loop(
         warn!("sessions still open after the shutdown grace period; aborting them");
         sessions.abort_all();
     }
+}
+
+/// Out of descriptors (one was just freed): accepts one waiting client,
+/// tells it the server is busy in its protocol, and closes.
+async fn refuse_out_of_files(listener: &TcpListener, hostname: &str, role: Role) -> bool {
+    let Ok(Ok((stream, peer))) =
+        tokio::time::timeout(Duration::from_millis(10), listener.accept()).await
+    else {
+        return false;
+    };
+    warn!(client = %peer, "out of file descriptors: refusing a client with 421");
+    if role.implicit_tls() {
+        return true; // it could not read a plaintext line: just closed
+    }
+    let line = if role.is_imap() {
+        format!("* BYE [UNAVAILABLE] {hostname}: server busy, try again later\r\n")
+    } else if role.is_pop3() {
+        format!("-ERR [SYS/TEMP] {hostname}: server busy, try again later\r\n")
+    } else {
+        format!("421 4.3.2 {hostname} Error: server busy, try again later\r\n")
+    };
+    let _ = stream.try_write(line.as_bytes());
+    true
 }
 
 fn admit(
@@ -223,6 +262,7 @@ fn admit(
             let text = match refusal {
                 Refusal::ServerFull => "too many connections, try again later",
                 Refusal::TooManyFromAddress => "too many connections from your address",
+                Refusal::TooManyFromNetwork => "too many connections from your network",
             };
             (text.to_owned(), None)
         }),
@@ -236,7 +276,7 @@ fn admit(
             let ctx = Arc::clone(ctx);
             sessions.spawn(
                 async move {
-                    let _permit = permit;
+                    let permit = Some(permit);
                     info!("connect");
                     let stream = MaybeTlsStream::Plain(stream);
                     let stream = if role.implicit_tls() {
@@ -255,23 +295,49 @@ fn admit(
                     } else {
                         stream
                     };
-                    if role.is_imap() {
-                        let Some(service) = ctx.imap.clone() else {
-                            warn!("IMAP listener without a mail store; closing");
+                    if role.is_imap() || role.is_pop3() {
+                        drop(conn);
+                        let Some(slot) = permit.as_ref().map(|p| p.wake_handle()) else {
                             return;
                         };
-                        drop(conn);
-                        crate::imap::run(ctx, service, stream, peer, smtp, shutdown).await;
-                    } else if role.is_pop3() {
-                        let Some(service) = ctx.pop3.clone() else {
-                            warn!("POP3 listener without a mail store; closing");
-                            return;
-                        };
-                        drop(conn);
-                        crate::pop3::run(ctx, service, stream, peer, smtp, idle_timeout, shutdown)
-                            .await;
+                        let run: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
+                            if role.is_imap() {
+                                let Some(service) = ctx.imap.clone() else {
+                                    warn!("IMAP listener without a mail store; closing");
+                                    return;
+                                };
+                                Box::pin(crate::imap::run(ctx, service, stream, peer, smtp, shutdown))
+                            } else {
+                                let Some(service) = ctx.pop3.clone() else {
+                                    warn!("POP3 listener without a mail store; closing");
+                                    return;
+                                };
+                                Box::pin(crate::pop3::run(
+                                    ctx,
+                                    service,
+                                    stream,
+                                    peer,
+                                    smtp,
+                                    idle_timeout,
+                                    shutdown,
+                                ))
+                            };
+                        // The drivers report their login to the slot; a
+                        // session not logged in may be evicted for a
+                        // newcomer when the server is full (closed).
+                        let run = crate::limits::SESSION_SLOT.scope(slot.clone(), run);
+                        tokio::pin!(run);
+                        loop {
+                            tokio::select! {
+                                () = &mut run => break,
+                                () = slot.woken() => if slot.evicted() {
+                                    info!("server full: evicted (not logged in) to make room for a new client");
+                                    break;
+                                },
+                            }
+                        }
                     } else {
-                        conn.run(stream, shutdown).await;
+                        conn.run(stream, shutdown, permit).await;
                     }
                 }
                 .instrument(span),

@@ -594,7 +594,8 @@ fn unix_now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
-/// Writes a new self-signed certificate for `hostname` and `localhost`:
+/// Writes a new self-signed certificate for `hostname`, `localhost`,
+/// `127.0.0.1` and `::1`:
 /// directory 0700, key 0600, each file written to a temporary name, synced
 /// and renamed so a crash never leaves half a file.
 fn generate_self_signed(
@@ -607,9 +608,14 @@ fn generate_self_signed(
         hostname: hostname.to_owned(),
         detail,
     };
+    // Also the loopback names and addresses a client on this machine
+    // connects to (`host 127.0.0.1` in a client's settings): a client
+    // that checks the name must find it in the certificate.
     let mut names = vec![hostname.to_owned()];
-    if hostname != "localhost" {
-        names.push("localhost".to_owned());
+    for extra in ["localhost", "127.0.0.1", "::1"] {
+        if hostname != extra {
+            names.push(extra.to_owned());
+        }
     }
     let mut params =
         rcgen::CertificateParams::new(names).map_err(|e| generate_error(e.to_string()))?;
@@ -816,6 +822,42 @@ impl AsyncWrite for MaybeTlsStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_generated_certificate_names_the_loopback_addresses_clients_use() {
+        use rustls::client::danger::ServerCertVerifier as _;
+        // Issue 15's papercut: a client set to `host 127.0.0.1` (the
+        // README's msmtp recipe) checks that name against the certificate.
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        generate_self_signed(dir.path(), &cert, &key, "mx.example.test").unwrap();
+        let der = CertificateDer::pem_file_iter(&cert)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(der.clone()).unwrap();
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            Arc::new(rustls::crypto::ring::default_provider()),
+        )
+        .build()
+        .unwrap();
+        let now = rustls_pki_types::UnixTime::now();
+        for name in ["mx.example.test", "localhost", "127.0.0.1", "::1"] {
+            let server = rustls_pki_types::ServerName::try_from(name).unwrap();
+            verifier
+                .verify_server_cert(&der, &[], &server, &[], now)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        let other = rustls_pki_types::ServerName::try_from("192.0.2.1").unwrap();
+        assert!(
+            verifier
+                .verify_server_cert(&der, &[], &other, &[], now)
+                .is_err()
+        );
+    }
 
     fn entry(names: &[&str], source: &str) -> Entry {
         let key = rcgen::KeyPair::generate().unwrap();

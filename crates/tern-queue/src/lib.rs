@@ -45,6 +45,7 @@ pub mod committer;
 pub mod envelope;
 pub mod error;
 pub mod id;
+pub mod journal;
 pub mod recipient;
 pub mod schedule;
 pub mod spool;
@@ -54,6 +55,7 @@ pub use committer::{PendingCommit, SpoolStats};
 pub use envelope::{Envelope, Recipient};
 pub use error::SpoolError;
 pub use id::{InvalidQueueId, QueueId};
+pub use journal::Journal;
 pub use recipient::{
     AttemptResult, MAX_REPLY, RecipientState, enhanced_status, on_expiry, on_result,
 };

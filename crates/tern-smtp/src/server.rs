@@ -805,6 +805,18 @@ impl ServerSession {
         self.close_with(AbortReason::Shutdown, reply(421, (4, 3, 2), text));
     }
 
+    /// The server is full and a new client took this session's slot (it
+    /// had made the least progress): queues `421 4.7.0 <host> Error: too
+    /// many connections, try again later` and closes. The runtime only
+    /// evicts sessions outside a transaction.
+    pub fn evict(&mut self) {
+        let text = format!(
+            "{} Error: too many connections, try again later",
+            self.config.hostname
+        );
+        self.close_with(AbortReason::Shutdown, reply(421, (4, 7, 0), text));
+    }
+
     /// The STARTTLS handshake succeeded: the session forgets everything
     /// (back to "no EHLO yet", RFC 3207 4.2, and unauthenticated) and is
     /// encrypted from now on.

@@ -691,6 +691,22 @@ fn timeout_and_shutdown_mid_data() {
 }
 
 #[test]
+fn eviction_answers_421_4_7_0_and_closes() {
+    let mut h = ehlo(config());
+    h.session.evict();
+    h.pump();
+    assert_eq!(
+        h.take(),
+        "421 4.7.0 mx.tern.test Error: too many connections, try again later\r\n"
+    );
+    assert!(h.session.is_closed());
+    // Closed: nothing more is said.
+    h.session.evict();
+    h.pump();
+    assert_eq!(h.take(), "");
+}
+
+#[test]
 fn too_many_received_headers() {
     let mut h = in_transaction(ServerConfig {
         max_received_headers: 3,

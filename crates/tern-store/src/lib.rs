@@ -10,7 +10,9 @@
 //! * [`mailbox`]: the mail store proper — one door for every writer and
 //!   reader of a user's mailboxes: Maildir bodies, a transactional index
 //!   (SQLite) of UIDs, flags and modseqs, folders, quota, change
-//!   notifications. New writers use [`Mailboxes`], not [`MailStore`].
+//!   notifications. Every writer goes through [`Mailboxes`] (SMTP
+//!   deliveries through [`Mailboxes::delivery_target`]); [`MailStore`] is
+//!   only the Maildir layout underneath, for tools and tests.
 //!
 //! What this crate must never do: turn text from an SMTP client into a
 //! path. Mailbox keys come from the configuration and are validated

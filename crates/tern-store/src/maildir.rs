@@ -130,38 +130,6 @@ impl MailStore {
             path: self.root.join(domain).join(local),
         })
     }
-
-    /// The `Junk` folder of `mailbox`: the Maildir++ subfolder `.Junk`
-    /// inside its Maildir (what Dovecot and Courier show as "Junk"),
-    /// created with its `maildirfolder` marker when missing. Quarantined
-    /// mail (DMARC `p=quarantine`) goes here.
-    pub fn junk(&self, mailbox: &str) -> Result<Maildir, StoreError> {
-        let parent = self.maildir(mailbox)?;
-        let path = parent.path.join(".Junk");
-        for p in [
-            path.clone(),
-            path.join("tmp"),
-            path.join("new"),
-            path.join("cur"),
-        ] {
-            match DirBuilder::new().mode(DIR_MODE).create(&p) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && p.is_dir() => {}
-                Err(e) => return Err(StoreError::io("mkdir", &p, e)),
-            }
-        }
-        let marker = path.join("maildirfolder");
-        if !marker.exists() {
-            OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(FILE_MODE)
-                .open(&marker)
-                .map_err(|e| StoreError::io("create", &marker, e))?;
-        }
-        Ok(Maildir { path })
-    }
 }
 
 /// One mailbox's Maildir.
@@ -198,6 +166,16 @@ fn exists(path: &Path) -> Result<bool, StoreError> {
 }
 
 impl Maildir {
+    /// The Maildir at `path` (the mail store resolved and validated it).
+    pub(crate) fn at(path: PathBuf) -> Maildir {
+        Maildir { path }
+    }
+
+    /// Whether its `new/` exists (one `stat`).
+    pub fn exists(&self) -> bool {
+        self.path.join("new").is_dir()
+    }
+
     /// The Maildir's directory (the one holding `tmp/`, `new/`, `cur/`).
     pub fn path(&self) -> &Path {
         &self.path

@@ -365,9 +365,9 @@ fn intake_fast_path_files_are_picked_up_lazily() {
     assert_eq!(st.mailbox.uidnext, 4);
     let sel = user.select("INBOX").unwrap();
     assert!(sel.messages.iter().all(|m| m.file_name.starts_with("new/")));
-    // The quarantine target of today (MailStore::junk → .Junk) is the
+    // The quarantine target SMTP deliveries get from the store is the
     // store's Junk mailbox.
-    let junk = old.junk(USER).unwrap();
+    let junk = mb.delivery_target(USER, &Folder::Junk, 100).unwrap();
     junk.deliver("1.QJR0.h", b"", &mut &msg(7)[..]).unwrap();
     assert_eq!(user.status("Junk").unwrap().messages, 1);
 }
@@ -1480,6 +1480,46 @@ fn an_interrupted_remove_is_completed_at_the_next_open() {
         .collect();
     assert_eq!(left, [2]);
     assert_eq!(files_of(&dir).len(), 1);
+}
+
+#[test]
+fn delivery_target_enforces_the_quota_counting_files_the_index_has_not_seen() {
+    let root = tempfile::tempdir().unwrap();
+    let mb = Mailboxes::new(
+        root.path().to_path_buf(),
+        StoreConfig {
+            quota_bytes: Some(1000),
+            ..config()
+        },
+    );
+    // SMTP deliveries write their files themselves (the spool's group
+    // committer), with no index commit: a flood must still be stopped.
+    for i in 0..3 {
+        let md = mb.delivery_target(USER, &Folder::Inbox, 300).unwrap();
+        let name = unique_name(1_700_000_000, "0123456789ABCDEF", i, "mx.example.test");
+        md.deliver(&name, b"", &mut &[b'x'; 300][..]).unwrap();
+    }
+    match mb.delivery_target(USER, &Folder::Inbox, 300) {
+        Err(MailboxError::OverQuota { used, limit, size }) => {
+            assert_eq!((used, limit, size), (900, 1000, 300));
+        }
+        other => panic!("{other:?}"),
+    }
+    let md = mb.delivery_target(USER, &Folder::Inbox, 100).unwrap();
+    md.deliver("last.QR0.h", b"", &mut &[b'y'; 100][..])
+        .unwrap();
+    // Full to the byte: "is there room at all?" (size 0) is refused too,
+    // also for the Junk folder (one quota per user).
+    assert!(matches!(
+        mb.delivery_target(USER, &Folder::Inbox, 0),
+        Err(MailboxError::OverQuota { .. })
+    ));
+    assert!(matches!(
+        mb.delivery_target(USER, &Folder::Junk, 1),
+        Err(MailboxError::OverQuota { .. })
+    ));
+    // Nothing was refused that the user's mailboxes do not show.
+    assert_eq!(mb.open(USER).unwrap().status("INBOX").unwrap().messages, 4);
 }
 
 // ----- the POP3 maildrop lock ----------------------------------------------

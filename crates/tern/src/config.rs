@@ -97,6 +97,9 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// The delivery journal behind `tern trace`.
+    #[serde(default)]
+    pub trace: TraceConfig,
 }
 
 /// `[imap]`: the IMAP service and the mail store it serves.
@@ -274,6 +277,70 @@ pub struct LimitsConfig {
     /// Client networks exempt from the per-address connection rate (besides
     /// `trusted_networks`); loopback by default.
     pub rate_limit_exceptions: Vec<IpNet>,
+    /// Concurrent sessions from one client network (an IPv4 /24, an IPv6
+    /// /48); `rate_limit_exceptions` and `trusted_networks` are exempt.
+    pub max_connections_per_network: usize,
+    /// The last slots of `max_connections`, kept for `trusted_networks`
+    /// (unset: 5 % of `max_connections`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reserved_connections: Option<usize>,
+    /// Stress mode: when it starts and what the timeouts become.
+    pub stress: StressConfig,
+}
+
+impl LimitsConfig {
+    /// The slots kept for trusted networks.
+    pub fn reserved(&self) -> usize {
+        self.reserved_connections
+            .unwrap_or(self.max_connections / 20)
+    }
+}
+
+/// `[limits.stress]`: from `threshold` % of `max_connections` sessions,
+/// timeouts shrink so that sessions that say nothing leave fast.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StressConfig {
+    /// Percent of `max_connections` at which stress mode starts (it ends
+    /// below 80 % of that); 0 switches stress mode off.
+    pub threshold: u8,
+    /// Command timeout (the greeting's answer included) under stress.
+    #[serde(with = "duration_str")]
+    pub command_timeout: Duration,
+    /// Data block timeout under stress.
+    #[serde(with = "duration_str")]
+    pub data_timeout: Duration,
+    /// How long message data may arrive before `min_data_rate` applies.
+    #[serde(with = "duration_str")]
+    pub min_rate_grace: Duration,
+    /// The longest error tarpit delay under stress.
+    #[serde(with = "duration_str")]
+    pub tarpit: Duration,
+}
+
+impl Default for StressConfig {
+    fn default() -> Self {
+        let t = tern_net::StressTimeouts::default();
+        StressConfig {
+            threshold: 70,
+            command_timeout: t.command,
+            data_timeout: t.data,
+            min_rate_grace: t.min_rate_grace,
+            tarpit: t.tarpit,
+        }
+    }
+}
+
+impl StressConfig {
+    /// The session timeouts of stress mode.
+    pub fn timeouts(&self) -> tern_net::StressTimeouts {
+        tern_net::StressTimeouts {
+            command: self.command_timeout,
+            data: self.data_timeout,
+            min_rate_grace: self.min_rate_grace,
+            tarpit: self.tarpit,
+        }
+    }
 }
 
 impl Default for LimitsConfig {
@@ -297,6 +364,9 @@ impl Default for LimitsConfig {
                 "127.0.0.0/8".parse().expect("valid CIDR"),
                 "::1/128".parse().expect("valid CIDR"),
             ],
+            max_connections_per_network: 200,
+            reserved_connections: None,
+            stress: StressConfig::default(),
         }
     }
 }
@@ -544,6 +614,42 @@ pub struct DnsConfig {
     pub nameservers: Vec<SocketAddr>,
 }
 
+/// `[trace]`: the delivery journal (`<data_dir>/journal/`) that
+/// `tern trace` reads.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TraceConfig {
+    /// Keep a journal at all.
+    pub enabled: bool,
+    /// Days of journal kept (whole UTC days).
+    #[serde(with = "duration_str")]
+    pub retention: Duration,
+    /// The journal's files together stay under this many bytes (the
+    /// oldest days go first).
+    pub max_size: u64,
+}
+
+impl Default for TraceConfig {
+    fn default() -> Self {
+        let r = tern_queue::journal::Retention::default();
+        TraceConfig {
+            enabled: true,
+            retention: r.max_age,
+            max_size: r.max_bytes,
+        }
+    }
+}
+
+impl TraceConfig {
+    /// The journal's retention.
+    pub fn retention(&self) -> tern_queue::journal::Retention {
+        tern_queue::journal::Retention {
+            max_age: self.retention,
+            max_bytes: self.max_size,
+        }
+    }
+}
+
 /// Logging.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -620,6 +726,25 @@ impl Config {
         }
         if l.max_connections == 0 || l.max_connections_per_ip == 0 {
             bail!("limits.max_connections and limits.max_connections_per_ip must be at least 1");
+        }
+        if l.max_connections_per_network == 0 {
+            bail!("limits.max_connections_per_network must be at least 1");
+        }
+        if l.reserved() >= l.max_connections {
+            bail!(
+                "limits.reserved_connections ({}) must be less than limits.max_connections ({})",
+                l.reserved(),
+                l.max_connections
+            );
+        }
+        if l.stress.threshold > 100 {
+            bail!("limits.stress.threshold is a percentage of max_connections: 0 (off) to 100");
+        }
+        if [l.stress.command_timeout, l.stress.data_timeout]
+            .iter()
+            .any(Duration::is_zero)
+        {
+            bail!("limits.stress.command_timeout and data_timeout must be positive");
         }
         if l.max_message_size == 0 {
             bail!("limits.max_message_size must be at least 1");
@@ -985,9 +1110,10 @@ mod duration_str {
             "" | "s" => Duration::from_secs(n),
             "m" => Duration::from_secs(n.saturating_mul(60)),
             "h" => Duration::from_secs(n.saturating_mul(3600)),
+            "d" => Duration::from_secs(n.saturating_mul(86_400)),
             other => {
                 return Err(format!(
-                    "invalid duration unit {other:?} in {t:?}: use ms, s, m or h"
+                    "invalid duration unit {other:?} in {t:?}: use ms, s, m, h or d"
                 ));
             }
         };
@@ -1165,6 +1291,22 @@ aliases = { info = ["alice", "bob"] }
         let c = Config::load(Path::new(path)).unwrap();
         assert_eq!(c.hostname, "mx.example.test");
         assert_eq!(c.listeners[0].address, "127.0.0.1:2525".parse().unwrap());
+    }
+
+    #[test]
+    fn the_shipped_production_config_is_valid() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/production.toml"
+        );
+        let c = Config::load(Path::new(path)).unwrap();
+        assert_eq!(c.hostname, "mail.example.org");
+        assert_eq!(c.user.as_deref(), Some("tern"));
+        let ports: Vec<u16> = c.listeners.iter().map(|l| l.address.port()).collect();
+        assert_eq!(ports, [25, 25, 587, 465, 993, 143, 995, 110]);
+        assert!(c.listeners.iter().all(|l| !l.plaintext_auth));
+        assert_eq!(c.tls.certificates.len(), 1);
+        assert!(c.trusted_networks.is_empty());
     }
 
     #[test]

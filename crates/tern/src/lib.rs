@@ -9,6 +9,7 @@
 pub mod config;
 pub mod mailbox_cmd;
 pub mod privilege;
+pub mod trace_cmd;
 
 use std::net::SocketAddr;
 use std::os::unix::fs::DirBuilderExt;
@@ -22,7 +23,7 @@ use tern_net::{
 };
 use tern_queue::{Spool, SpoolOptions};
 use tern_sasl::jwt::{JwtConfig, JwtKey, JwtValidator};
-use tern_store::{Directory, MailStore};
+use tern_store::Directory;
 use tern_users::UserDbHandle;
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -44,6 +45,8 @@ pub struct Running {
     reloader: Option<tokio::task::JoinHandle<()>>,
     /// The admin socket server (`tern queue …`); stops with the listeners.
     admin: tokio::task::JoinHandle<()>,
+    /// The delivery journal, closed (written out) last.
+    journal: tern_queue::Journal,
 }
 
 impl Running {
@@ -90,6 +93,8 @@ impl Running {
         let _ = self.admin.await;
         let _ = self.stop_delivery.send(true);
         let _ = self.delivery.await;
+        let journal = self.journal.clone();
+        let _ = tokio::task::spawn_blocking(move || journal.close()).await;
         info!("stopped");
     }
 }
@@ -103,6 +108,7 @@ impl Running {
 /// the listeners), then the switch to `user`, then everything in
 /// `data_dir`, which is therefore created by and for that user.
 pub async fn start(config: &Config) -> anyhow::Result<Running> {
+    raise_open_files_limit();
     let plan = privilege::plan(config)?;
     let signer = config.dkim_signer()?;
     let users = match &config.auth.users_file {
@@ -173,8 +179,25 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
     let spool = Spool::open(&data_dir.join("spool"), SpoolOptions::default())
         .with_context(|| format!("cannot open the spool in {}", data_dir.display()))?;
-    let store = Arc::new(MailStore::new(data_dir.join("mail")));
+    // One mail store for every writer and reader: SMTP deliveries (at
+    // intake, from the queue), IMAP and POP3 share the per-user stores,
+    // locks and quota.
+    let store = Arc::new(tern_store::mailbox::Mailboxes::new(
+        data_dir.join("mail"),
+        tern_store::mailbox::StoreConfig {
+            hostname: config.hostname.clone(),
+            quota_bytes: config.imap.quota,
+            ..tern_store::mailbox::StoreConfig::default()
+        },
+    ));
+    let mailboxes = Arc::clone(&store);
     let directory = Arc::new(Directory::new(config.directory_config()?)?);
+    let journal = if config.trace.enabled {
+        tern_queue::Journal::open(&data_dir.join("journal"), config.trace.retention())
+            .context("cannot open the delivery journal")?
+    } else {
+        tern_queue::Journal::disabled()
+    };
 
     // One resolver for outbound delivery and the authentication checks.
     let hickory: Option<Arc<tern_dns::HickoryResolver>> =
@@ -224,6 +247,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         outbound,
         lmtp,
         signer: dkim.0.clone(),
+        journal: journal.clone(),
     }
     .start(delivery_shutdown);
 
@@ -248,17 +272,9 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     });
 
     let l = &config.limits;
-    // One mail store for IMAP and POP3: the same per-user stores and locks.
-    let mailboxes = Arc::new(tern_store::mailbox::Mailboxes::new(
-        data_dir.join("mail"),
-        tern_store::mailbox::StoreConfig {
-            hostname: config.hostname.clone(),
-            quota_bytes: config.imap.quota,
-            ..tern_store::mailbox::StoreConfig::default()
-        },
-    ));
     let ctx = Arc::new(tern_net::Context {
         hostname: config.hostname.clone(),
+        journal: journal.clone(),
         directory,
         relay: RelayPolicy {
             trusted_networks: config.trusted_networks.clone(),
@@ -271,12 +287,23 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             greet_pause: l.greet_pause,
             min_data_rate: l.min_data_rate,
             message_data: l.message_data_timeout,
+            stress: l.stress.timeouts(),
         },
         limiter: ConnectionLimiter::new(
             l.max_connections,
             l.max_connections_per_ip,
             l.abuse.ipv6_prefix,
-        ),
+        )
+        .with_per_network(l.max_connections_per_network)
+        .with_stress_percent(l.stress.threshold)
+        .with_exempt(
+            l.rate_limit_exceptions
+                .iter()
+                .chain(&config.trusted_networks)
+                .copied()
+                .collect(),
+        )
+        .with_trusted(config.trusted_networks.clone(), l.reserved()),
         tls: Some(tls.clone()),
         handshake_timeout: config.tls.handshake_timeout,
         auth: AuthBackend {
@@ -338,6 +365,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         hostname: config.hostname.clone(),
         delivery: Some(ctx.delivery.clone()),
         signer: dkim.0.clone(),
+        journal: journal.clone(),
     };
     let mut bound = Vec::with_capacity(listeners.len());
     for (socket, spec) in sockets.into_iter().zip(listeners) {
@@ -365,7 +393,22 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         dkim,
         reloader,
         admin,
+        journal,
     })
+}
+
+/// Raises the soft limit on open files to the hard limit (every session
+/// holds a socket and, while receiving, a file), and logs the figure.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => info!(from = soft, to = hard, "raised the open files limit"),
+            Err(e) => warn!(soft, hard, error = %e, "cannot raise the open files limit"),
+        },
+        Ok((soft, _)) => info!(limit = soft, "open files limit"),
+        Err(e) => warn!(error = %e, "cannot read the open files limit"),
+    }
 }
 
 /// Connections waiting to be accepted, per listener (tokio's default).

@@ -86,6 +86,32 @@ enum Command {
         #[arg(short, long, value_name = "PATH", global = true)]
         config: Option<PathBuf>,
     },
+    /// What happened to a message: when and from whom it arrived, each
+    /// delivery attempt, its final state and the notices sent about it
+    /// (from the delivery journal; the server may be running or not).
+    Trace {
+        /// A queue id (as in the logs and the `250` reply).
+        id: Option<String>,
+        /// Messages from this envelope sender.
+        #[arg(long, value_name = "ADDR")]
+        from: Option<String>,
+        /// Messages to this recipient.
+        #[arg(long, value_name = "ADDR")]
+        to: Option<String>,
+        /// Messages received since: `2h`, `3d`, `2026-12-04`,
+        /// `2026-12-04T10:02` (UTC) or Unix seconds.
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
+        /// At most this many messages (the newest).
+        #[arg(long, default_value_t = tern::trace_cmd::DEFAULT_LIMIT)]
+        limit: usize,
+        /// Print JSON (one array of messages with their records).
+        #[arg(long)]
+        json: bool,
+        /// The configuration file (TOML).
+        #[arg(short, long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
     /// A user's storage use and quota.
     Quota {
         /// The user's address.
@@ -133,8 +159,22 @@ enum UserAction {
     List,
 }
 
+/// The log filter for `level` (unless `RUST_LOG` says otherwise). rustls
+/// warns about what clients send in their hello (an IP address as SNI,
+/// which many clients and scanners send): nothing an admin can act on,
+/// so those lines are shown only when `level` asks for debug output.
+fn log_directives(level: &str) -> String {
+    let verbose = level.contains("debug") || level.contains("trace");
+    if verbose || level.contains("rustls") {
+        level.to_owned()
+    } else {
+        format!("{level},rustls::msgs::handshake=error")
+    }
+}
+
 fn init_logging(format: LogFormat, level: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(log_directives(level)));
     use std::io::IsTerminal;
     // Colours only for people: a log file or journald gets plain text.
     let builder = tracing_subscriber::fmt()
@@ -209,6 +249,35 @@ fn main() -> anyhow::Result<()> {
             print!("{}", tern::mailbox_cmd::mailbox(action, &config)?);
             Ok(())
         }
+        Command::Trace {
+            id,
+            from,
+            to,
+            since,
+            limit,
+            json,
+            config,
+        } => {
+            let Some(config) = config else {
+                anyhow::bail!("tern trace needs --config PATH");
+            };
+            let since = since
+                .map(|s| tern::trace_cmd::parse_since(&s, tern::trace_cmd::unix_now()))
+                .transpose()?;
+            let query = tern_queue::journal::Query {
+                id,
+                from,
+                to,
+                since,
+            };
+            let traces = tern::trace_cmd::find(&config, &query, limit)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&traces)?);
+            } else {
+                print!("{}", tern::trace_cmd::render(&traces));
+            }
+            Ok(())
+        }
         Command::Quota { user, config } => {
             let Some(config) = config else {
                 anyhow::bail!("tern quota needs --config PATH");
@@ -269,4 +338,22 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     running.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_directives;
+
+    #[test]
+    fn rustls_hello_warnings_are_shown_only_at_debug() {
+        assert_eq!(log_directives("info"), "info,rustls::msgs::handshake=error");
+        assert_eq!(log_directives("warn"), "warn,rustls::msgs::handshake=error");
+        assert_eq!(log_directives("debug"), "debug");
+        assert_eq!(log_directives("info,tern_net=trace"), "info,tern_net=trace");
+        assert_eq!(log_directives("info,rustls=warn"), "info,rustls=warn");
+        // The directives parse.
+        for level in ["info", "warn", "debug"] {
+            tracing_subscriber::EnvFilter::try_new(log_directives(level)).unwrap();
+        }
+    }
 }

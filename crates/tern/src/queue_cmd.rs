@@ -167,8 +167,24 @@ fn offline(config: &Config, request: &Request) -> anyhow::Result<Response> {
             }
             _ => tern_net::SignerHandle::default(),
         },
+        // The server is stopped: this process writes the journal itself
+        // (the spool lock it holds keeps a server from starting meanwhile).
+        journal: match request {
+            Request::Delete { .. } | Request::Bounce { .. } if config.trace.enabled => {
+                tern_queue::Journal::open(
+                    &config.data_dir.join("journal"),
+                    config.trace.retention(),
+                )
+                .unwrap_or_else(|e| {
+                    eprintln!("warning: {e}; not recorded in the journal");
+                    tern_queue::Journal::disabled()
+                })
+            }
+            _ => tern_queue::Journal::disabled(),
+        },
     };
     let response = queue.execute(request, unix_now());
+    queue.journal.close();
     if let (Request::Bounce { .. }, Response::Done { .. }) = (request, &response) {
         eprintln!("note: the failure notice is delivered when the server starts");
     }

@@ -34,7 +34,7 @@ impl World {
              [[listener]]\naddress = \"127.0.0.1:0\"\nrole = \"imap\"\nplaintext_auth = true\n\
              [[listener]]\naddress = \"127.0.0.1:0\"\nrole = \"imap\"\n\
              [auth]\nusers_file = {users:?}\n\
-             [domains.\"example.test\"]\nmailboxes = [\"alice\", \"bob\"]\n\
+             [domains.\"example.test\"]\nmailboxes = [\"alice\", \"bob\", \"carol\"]\n\
              [dns]\nnameservers = [\"127.0.0.1:9\"]\n[mail_auth]\nenabled = false\n{extra}\n",
             dir.path().join("data"),
         );
@@ -338,6 +338,70 @@ async fn compress_deflate_both_ways() {
             text.contains("* 1 EXISTS") && text.contains("squeeze me"),
             "{text}"
         );
+    })
+    .await
+    .unwrap();
+    w.stop().await;
+}
+
+/// About `n` bytes of `c` in lines of 80.
+fn lines(c: char, n: usize) -> String {
+    let line = format!("{}\r\n", c.to_string().repeat(78));
+    line.repeat(n / 80)
+}
+
+/// The quota is enforced on SMTP delivery: 452 4.2.2 at RCPT when the
+/// declared SIZE does not fit, at the end of data when the message does
+/// not; a queued message for a full mailbox is deferred with 452 4.2.2
+/// and, when the mailbox stays full, the sender gets a failure notice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_on_smtp_delivery_452_then_a_failure_notice() {
+    let w = World::start("[imap]\nquota = 4000\n[queue]\nintervals = [\"1s\"]\nmax_age = \"3s\"\n")
+        .await;
+    let mx = w.mx;
+    let data = w._dir.path().join("data/mail/example.test");
+    tokio::task::spawn_blocking(move || {
+        let mut c = Raw::greeted(mx);
+        assert!(c.cmd("EHLO client.test").starts_with("250"));
+        // RCPT: the declared size does not fit.
+        assert!(
+            c.cmd("MAIL FROM:<carol@example.test> SIZE=5000")
+                .starts_with("250")
+        );
+        let r = c.cmd("RCPT TO:<alice@example.test>");
+        assert!(r.starts_with("452 4.2.2 "), "{r}");
+        assert!(c.cmd("RSET").starts_with("250"));
+        // End of data: no SIZE, the message itself does not fit.
+        let big = format!("Subject: big\r\n\r\n{}\r\n", lines('x', 4500));
+        let r = c.send_mail("carol@example.test", "alice@example.test", &big);
+        assert!(r.starts_with("452 4.2.2 "), "{r}");
+        // Nothing of it stayed behind.
+        let files = |m: &str| {
+            ["new", "cur", "tmp"]
+                .iter()
+                .map(|d| std::fs::read_dir(data.join(m).join(d)).map_or(0, |e| e.count()))
+                .sum::<usize>()
+        };
+        assert_eq!(files("alice"), 0);
+        // 2,500 bytes fit.
+        let mid = format!("Subject: mid\r\n\r\n{}\r\n", lines('y', 2500));
+        let r = c.send_mail("carol@example.test", "alice@example.test", &mid);
+        assert!(r.starts_with("250"), "{r}");
+        // Queued (two recipients): bob gets it, alice is full.
+        assert!(c.cmd("MAIL FROM:<carol@example.test>").starts_with("250"));
+        assert!(c.cmd("RCPT TO:<alice@example.test>").starts_with("250"));
+        assert!(c.cmd("RCPT TO:<bob@example.test>").starts_with("250"));
+        assert!(c.cmd("DATA").starts_with("354"));
+        c.send(format!("Subject: both\r\n\r\n{}\r\n.\r\n", lines('z', 1500)).as_bytes());
+        assert!(c.reply().starts_with("250"));
+        assert!(c.cmd("QUIT").starts_with("221"));
+        let bob = common::wait_for_mail_in(&data.join("bob/new"), 1);
+        assert!(bob[0].contains("Subject: both"));
+        // Carol is told alice's copy failed: mailbox full.
+        let notice = common::wait_for_mail_in(&data.join("carol/new"), 1);
+        assert!(notice[0].contains("alice@example.test"), "{}", notice[0]);
+        assert!(notice[0].contains("4.2.2"), "{}", notice[0]);
+        assert_eq!(files("alice"), 1);
     })
     .await
     .unwrap();

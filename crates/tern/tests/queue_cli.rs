@@ -432,3 +432,104 @@ async fn a_held_message_is_not_delivered_even_locally_until_released() {
     assert!(mail[0].contains("Subject: held"), "{}", mail[0]);
     running.shutdown().await;
 }
+
+/// Runs `tern trace <args> --config …`; must succeed.
+async fn trace(s: &Setup, args: &[&str]) -> String {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tern"));
+    cmd.arg("trace")
+        .args(args)
+        .arg("--config")
+        .arg(&s.config)
+        .env("RUST_LOG", "off");
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{args:?}: {}", text(&out));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Issue 15 §2: `tern trace` answers for messages that have left the
+/// queue, from the journal, with the server stopped and across a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_follows_messages_after_they_left_the_queue_and_across_a_restart() {
+    let s = Setup::new().await;
+    let running = s.start().await;
+    let addr = running.addrs()[0];
+    let local = send(addr, "alice@example.test", "to alice").await;
+    let remote = send(addr, "someone@remote.test", "far away").await;
+    s.wait_for(&remote, "deferred", |m| rcpt_state(m) == "deferred")
+        .await;
+    let out = s.run(&["bounce", &remote]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    // alice: her own message and the failure notice about the other.
+    wait_for_mail_in(&s.alice_new(), 2);
+    running.shutdown().await;
+
+    // Stopped: the whole story of the bounced message, notice included.
+    let v: Value = serde_json::from_str(&trace(&s, &[&remote, "--json"]).await).unwrap();
+    let msgs = v.as_array().unwrap();
+    assert_eq!(msgs.len(), 1, "{v:#}");
+    let events: Vec<&str> = msgs[0]["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        events,
+        ["received", "deferred", "bounced", "removed", "notice"],
+        "{v:#}"
+    );
+    let received = &msgs[0]["records"][0];
+    assert_eq!(received["from"], "alice@example.test");
+    assert_eq!(received["to"][0], "someone@remote.test");
+    assert_eq!(received["role"], "mx");
+    assert_eq!(received["stored"], "queue");
+    let deferred = &msgs[0]["records"][1];
+    assert_eq!(deferred["via"], "remote");
+    assert!(
+        deferred["reply"].as_str().unwrap().starts_with('4'),
+        "{deferred}"
+    );
+    let notice = &msgs[0]["notices"][0];
+    let notice_events: Vec<&str> = notice["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(notice_events, ["generated", "delivered"], "{notice:#}");
+    assert_eq!(notice["records"][1]["via"], "mailbox");
+    assert_eq!(notice["records"][1]["to"], "alice@example.test");
+
+    // For people: by sender, by recipient.
+    let by_sender = trace(&s, &["--from", "ALICE@example.test"]).await;
+    assert!(
+        by_sender.contains(&local) && by_sender.contains(&remote),
+        "{by_sender}"
+    );
+    assert!(by_sender.contains("delivered at intake"), "{by_sender}");
+    assert!(
+        by_sender.contains("final: someone@remote.test: bounced"),
+        "{by_sender}"
+    );
+    let by_rcpt = trace(&s, &["--to", "alice@example.test"]).await;
+    assert!(
+        by_rcpt.contains(&local) && !by_rcpt.contains(&remote),
+        "{by_rcpt}"
+    );
+    assert!(
+        by_rcpt.contains("alice@example.test: delivered via mailbox"),
+        "{by_rcpt}"
+    );
+
+    // After a restart the journal goes on.
+    let running = s.start().await;
+    let third = send(running.addrs()[0], "alice@example.test", "third").await;
+    wait_for_mail_in(&s.alice_new(), 3);
+    let since = trace(&s, &["--since", "1h", "--to", "alice@example.test"]).await;
+    running.shutdown().await;
+    assert!(since.contains(&local) && since.contains(&third), "{since}");
+    let none = trace(&s, &["--since", "2099-01-01"]).await;
+    assert!(none.contains("no message in the journal matches"), "{none}");
+}

@@ -313,7 +313,12 @@ async fn mail_loops_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_ip_connection_limit() {
-    let srv = TestServer::start_with("", "[limits]\nmax_connections_per_ip = 2\n").await;
+    // Loopback is exempt by default (rate_limit_exceptions): not here.
+    let srv = TestServer::start_with(
+        "",
+        "[limits]\nmax_connections_per_ip = 2\nrate_limit_exceptions = []\n",
+    )
+    .await;
     let addr = srv.addr;
     tokio::task::spawn_blocking(move || {
         let _a = Raw::greeted(addr);
@@ -324,6 +329,58 @@ async fn per_ip_connection_limit() {
         drop(_a);
         std::thread::sleep(Duration::from_millis(200));
         let _d = Raw::greeted(addr);
+    })
+    .await
+    .unwrap();
+    let _ = srv.shutdown().await;
+}
+
+/// Issue 15's papercut: `smtp-source -s 50` against the dev configuration
+/// got 421. What the rate limits exempt (loopback by default) is not held
+/// to the per-address cap either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_exceptions_are_not_held_to_the_per_address_cap() {
+    let srv = TestServer::start_with("", "[limits]\nmax_connections_per_ip = 2\n").await;
+    let addr = srv.addr;
+    tokio::task::spawn_blocking(move || {
+        let held: Vec<Raw> = (0..5).map(|_| Raw::greeted(addr)).collect();
+        assert_eq!(held.len(), 5);
+    })
+    .await
+    .unwrap();
+    let _ = srv.shutdown().await;
+}
+
+/// A client that reconnects the moment it reads `221` finds its slot free:
+/// the slot is given back when the session ends, before the socket is torn
+/// down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_is_free_again_when_the_client_reads_221() {
+    // As `smtp-source -s 8`: 8 clients at the cap, each reconnecting the
+    // moment it reads 221.
+    let srv = TestServer::start_with(
+        "",
+        "[limits]\nmax_connections_per_ip = 8\nrate_limit_exceptions = []\n\
+         [limits.abuse.connections_per_ip]\nlimit = 0\nwindow = \"1m\"\n",
+    )
+    .await;
+    let addr = srv.addr;
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            std::thread::spawn(move || {
+                for i in 0..150 {
+                    let mut c = Raw::connect(addr);
+                    let greeting = c.reply();
+                    assert!(greeting.starts_with("220"), "connection {i}: {greeting}");
+                    assert!(c.cmd("QUIT").starts_with("221"));
+                }
+            })
+        })
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        for c in clients {
+            c.join().unwrap();
+        }
     })
     .await
     .unwrap();

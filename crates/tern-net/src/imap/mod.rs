@@ -190,6 +190,7 @@ pub(crate) async fn run(
                 }
                 Event::Authenticated { user } => {
                     ctx.abuse.auth_succeeded(peer.ip(), &user, Instant::now());
+                    crate::limits::session_authenticated();
                     let Some(s) = service.enter(&user) else {
                         warn!(user = %escape_for_log(&user), "too many IMAP sessions for this user");
                         let _ = stream

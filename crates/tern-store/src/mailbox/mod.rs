@@ -64,14 +64,17 @@
 //!
 //! # The intake fast path
 //!
-//! Intake delivery (`tern_delivery::intake`) keeps writing `tmp/` →
-//! `new/` through the spool's group committer, fsynced before the `250`,
-//! without touching the index: the message gets its UID lazily, at the
-//! next access of the mailbox (any reader runs the sync above), and
-//! [`Mailboxes::notify_external`] after the commit wakes IDLE sessions at
-//! once. Queued delivery and quarantine use [`Mailboxes::deliver_as`]
-//! (idempotent under the queue's deterministic file name) or
-//! [`Mailboxes::deliver`], which return the UID they assigned.
+//! SMTP deliveries (at intake, from the queue, quarantine to Junk) ask
+//! [`Mailboxes::delivery_target`] where to write — it resolves the folder,
+//! creates it, and enforces the quota — and then write `tmp/` → `new/`
+//! through the spool's group committer, fsynced before the `250`, without
+//! an index commit of their own: the message gets its UID lazily, at the
+//! next access of the mailbox (any reader runs the sync above; this keeps
+//! one fsync for many messages, where an index commit per message would
+//! add one each), and [`Mailboxes::notify_external`] after the commit
+//! wakes IDLE sessions at once. Writers that need the UID at once (a
+//! Sieve `fileinto`, tools) use [`Mailboxes::deliver_as`] (idempotent
+//! under a deterministic file name) or [`Mailboxes::deliver`].
 //!
 //! # A lost or corrupt index
 //!
@@ -267,7 +270,15 @@ pub struct Mailboxes {
     root: PathBuf,
     config: Arc<StoreConfig>,
     users: Mutex<HashMap<String, Weak<UserStore>>>,
+    /// Stores opened for SMTP deliveries that need the index (a quota, the
+    /// Junk folder), kept open a while so that a burst of mail for one
+    /// user does not reopen its index and re-read its directory for every
+    /// message. Bounded ([`KEPT_FOR_DELIVERY`]), oldest dropped first.
+    kept: Mutex<std::collections::VecDeque<Arc<UserStore>>>,
 }
+
+/// How many users' stores [`Mailboxes::delivery_target`] keeps open.
+const KEPT_FOR_DELIVERY: usize = 64;
 
 impl Mailboxes {
     /// The store rooted at `root`.
@@ -276,6 +287,7 @@ impl Mailboxes {
             root,
             config: Arc::new(config),
             users: Mutex::new(HashMap::new()),
+            kept: Mutex::new(std::collections::VecDeque::new()),
         }
     }
 
@@ -353,6 +365,64 @@ impl Mailboxes {
         body: &mut dyn Read,
     ) -> Result<Delivered, MailboxError> {
         self.open(user)?.deliver_as(folder, name, prefix, body)
+    }
+
+    /// The door for SMTP deliveries (at intake, from the queue, quarantine
+    /// to Junk), which write their file themselves through the spool's
+    /// group committer (`tmp/<name>` written and fsynced, renamed into
+    /// `new/<name>`, `new/` fsynced, many messages per fsync): the Maildir
+    /// of `folder` that such a `size`-byte delivery for `user` goes to.
+    ///
+    /// * Over the user's quota: [`MailboxError::OverQuota`] (SMTP
+    ///   `452 4.2.2`), nothing to write. The check counts the files the
+    ///   index has not seen yet (earlier deliveries), so a flood cannot
+    ///   outrun it. `size` 0 asks whether the user is already full.
+    /// * `INBOX` of a user without a quota is the intake fast path: the
+    ///   key is checked and the path returned, the disk is not touched (if
+    ///   the file cannot be created there, [`prepare_user`](Self::prepare_user)
+    ///   makes the Maildir and the caller tries again).
+    /// * `Junk` is the user's `\Junk` mailbox, created if missing.
+    ///
+    /// The message gets its UID at the next access of the mailbox (the
+    /// sync described in the module docs); call
+    /// [`notify_external`](Self::notify_external) once the commit is
+    /// durable so that IDLE sessions see it at once.
+    pub fn delivery_target(
+        &self,
+        user: &str,
+        folder: &Folder,
+        size: u64,
+    ) -> Result<crate::Maildir, MailboxError> {
+        if matches!(folder, Folder::Inbox) && self.config.quota_for(user).is_none() {
+            return Ok(crate::Maildir::at(self.user_dir(user)?));
+        }
+        let store = self.open(user)?;
+        let dir = store.prepare_delivery(folder, size)?;
+        self.keep(store);
+        Ok(crate::Maildir::at(dir))
+    }
+
+    /// Creates `user`'s Maildir, index and special-use mailboxes if they
+    /// do not exist yet (a first delivery).
+    pub fn prepare_user(&self, user: &str) -> Result<(), MailboxError> {
+        self.open(user).map(|_| ())
+    }
+
+    /// Whether `user` has a storage quota (and SMTP deliveries for the
+    /// user need [`delivery_target`](Self::delivery_target)'s check with
+    /// the message's real size once it is known).
+    pub fn has_quota(&self, user: &str) -> bool {
+        self.config.quota_for(user).is_some()
+    }
+
+    fn keep(&self, store: Arc<UserStore>) {
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = kept.iter().position(|s| Arc::ptr_eq(s, &store)) {
+            kept.remove(i);
+        } else if kept.len() >= KEPT_FOR_DELIVERY {
+            kept.pop_front();
+        }
+        kept.push_back(store);
     }
 
     /// Tells sessions watching `user`'s mailboxes that something was

@@ -1324,17 +1324,10 @@ impl UserStore {
         self.deliver_inner(folder, Some(name), prefix, body)
     }
 
-    fn deliver_inner(
-        &self,
-        folder: &Folder,
-        name: Option<&str>,
-        prefix: &[u8],
-        body: &mut dyn Read,
-    ) -> Result<Delivered, MailboxError> {
-        let mut g = self.lock()?;
-        self.sync_folders(&mut g)?;
+    /// The mailbox row `folder` names, created if missing.
+    fn delivery_row(&self, g: &mut Guard<'_>, folder: &Folder) -> Result<MailboxRow, MailboxError> {
         let rows = g.index.mailboxes()?;
-        let row = match folder {
+        match folder {
             Folder::Inbox => rows.into_iter().find(|r| r.name.is_inbox()),
             Folder::Junk => {
                 let junk = rows
@@ -1347,9 +1340,7 @@ impl UserStore {
                         let name = MailboxName::parse("Junk")?;
                         match rows.into_iter().find(|r| r.name == name) {
                             Some(r) => Some(r),
-                            None => {
-                                Some(self.create_locked(&mut g, &name, Some(SpecialUse::Junk))?)
-                            }
+                            None => Some(self.create_locked(g, &name, Some(SpecialUse::Junk))?),
                         }
                     }
                 }
@@ -1360,14 +1351,51 @@ impl UserStore {
                     let rows = g.index.mailboxes()?;
                     for p in name.parents() {
                         if !rows.iter().any(|r| r.name == p) && !p.is_inbox() {
-                            self.create_locked(&mut g, &p, None)?;
+                            self.create_locked(g, &p, None)?;
                         }
                     }
-                    Some(self.create_locked(&mut g, name, None)?)
+                    Some(self.create_locked(g, name, None)?)
                 }
             },
         }
-        .ok_or_else(|| MailboxError::NoSuchMailbox("INBOX".into()))?;
+        .ok_or_else(|| MailboxError::NoSuchMailbox("INBOX".into()))
+    }
+
+    /// For a delivery the caller writes itself (see
+    /// [`Mailboxes::delivery_target`](super::Mailboxes::delivery_target)):
+    /// resolves and creates `folder`, checks that `size` more bytes fit
+    /// the quota after bringing the folder's index up to date (earlier
+    /// deliveries the index has not seen count too), and returns the
+    /// folder's directory.
+    pub(super) fn prepare_delivery(
+        &self,
+        folder: &Folder,
+        size: u64,
+    ) -> Result<PathBuf, MailboxError> {
+        let mut g = self.lock()?;
+        self.sync_folders(&mut g)?;
+        let row = self.delivery_row(&mut g, folder)?;
+        if let Some(limit) = self.quota {
+            self.sync_mailbox(&mut g, &row)?;
+            let used = g.index.usage()?.bytes;
+            // `size` 0 asks "is there any room left?".
+            if used.saturating_add(size) > limit || (size == 0 && used >= limit) {
+                return Err(MailboxError::OverQuota { used, limit, size });
+            }
+        }
+        Ok(self.mailbox_dir(&row.name))
+    }
+
+    fn deliver_inner(
+        &self,
+        folder: &Folder,
+        name: Option<&str>,
+        prefix: &[u8],
+        body: &mut dyn Read,
+    ) -> Result<Delivered, MailboxError> {
+        let mut g = self.lock()?;
+        self.sync_folders(&mut g)?;
+        let row = self.delivery_row(&mut g, folder)?;
         let path = self.mailbox_dir(&row.name);
         if let Some(name) = name {
             self.sync_mailbox(&mut g, &row)?;

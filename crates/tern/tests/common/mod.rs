@@ -129,6 +129,11 @@ impl Raw {
         })
     }
 
+    /// How long `reply` waits before giving up (15 s by default).
+    pub fn set_read_timeout(&self, d: Duration) {
+        self.writer.set_read_timeout(Some(d)).unwrap();
+    }
+
     /// Like `send`, but reports failure instead of panicking.
     pub fn try_send(&mut self, bytes: &[u8]) -> bool {
         self.writer.write_all(bytes).is_ok()
