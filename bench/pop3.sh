@@ -13,8 +13,12 @@
 # QUIT (median of RUNS), with the mailboxes re-seeded before every run.
 #
 # Dovecot runs as a private instance (its own dovecot.conf, base_dir and
-# mail root under the work dir, static passdb/userdb, started with
-# `dovecot -F -c CONF`); the system Dovecot is never configured or started.
+# mail root under the work dir, passwd-file passdb, static userdb, started
+# with `dovecot -F -c CONF`); the system Dovecot is never configured or
+# started. With DOVECOT_AUTH=hash (the default) Dovecot's passdb holds the
+# argon2id hash `tern user add` writes (the same parameters Tern checks),
+# so both servers do the same password check at each login; with
+# DOVECOT_AUTH=plain it holds the password in clear (no hashing at all).
 # Both listen on 127.0.0.1 only. The client is Python's poplib in one
 # process per session (the same client for both servers). It prints figures;
 # it never fails on a figure.
@@ -28,6 +32,7 @@ USERS=${USERS:-10}
 SIZE=${SIZE:-4096}
 ONLY=${ONLY:-dovecot,tern}
 KEEP=${KEEP:-0}
+DOVECOT_AUTH=${DOVECOT_AUTH:-hash}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BUILD=${BUILD:-$([ -n "${TERN_BIN:-}" ] && echo 0 || echo 1)}
 TERN_BIN=${TERN_BIN:-$TARGET_DIR/release/tern}
@@ -56,7 +61,7 @@ cleanup() {
     if [ "$KEEP" = 1 ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
-log "work dir $WORK ($(fs_kind "$WORK")); $MESSAGES messages of $SIZE bytes, $USERS users/sessions"
+log "work dir $WORK ($(fs_kind "$WORK")); $MESSAGES messages of $SIZE bytes, $USERS users/sessions; Dovecot passdb: $DOVECOT_AUTH"
 
 # seed DIR...: each DIR/<user>/{new,cur,tmp} gets MESSAGES/USERS identical files.
 seed() {
@@ -118,9 +123,25 @@ median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 # ------------------------------------------------------------------ Dovecot
 DOVECOT_PORT=$(free_port)
+# argon2_hash: the hash `tern user add` writes for PASSWORD (in a scratch
+# config of its own).
+argon2_hash() {
+    local h=$WORK/hash
+    mkdir -p "$h"
+    printf 'hostname = "mx.example.test"\ndata_dir = "%s/data"\n[[listener]]\naddress = "127.0.0.1:0"\nrole = "mx"\n[auth]\nusers_file = "%s/users.toml"\n[domains."example.test"]\nmailboxes = ["user0"]\n' "$h" "$h" >"$h/tern.toml"
+    echo "$PASSWORD" | "$TERN_BIN" user add user0@example.test --config "$h/tern.toml" >/dev/null
+    sed -n 's/^password = "\(.*\)"$/\1/p' "$h/users.toml"
+}
+
 setup_dovecot() {
-    local d=$WORK/dovecot
+    local d=$WORK/dovecot secret
     mkdir -p "$d/run" "$d/mail"
+    case $DOVECOT_AUTH in
+        hash) secret="{ARGON2ID}$(argon2_hash)" ;;
+        plain) secret="{PLAIN}$PASSWORD" ;;
+        *) die "DOVECOT_AUTH is hash or plain" ;;
+    esac
+    for u in $(seq 0 $((USERS - 1))); do echo "user$u@example.test:$secret"; done >"$d/passwd"
     cat >"$d/dovecot.conf" <<EOF
 base_dir = $d/run
 state_dir = $d/run
@@ -134,8 +155,8 @@ first_valid_uid = 100
 mail_location = maildir:$d/mail/%n
 pop3_uidl_format = %08Xv%08Xu
 passdb {
-  driver = static
-  args = password=$PASSWORD
+  driver = passwd-file
+  args = $d/passwd
 }
 userdb {
   driver = static
@@ -202,11 +223,14 @@ EOF
 want dovecot && setup_dovecot
 want tern && setup_tern
 
-declare -A RESULT
-for server in dovecot tern; do
-    want "$server" || continue
-    rates=()
-    for run in $(seq 1 "$RUNS"); do
+# The runs alternate between the servers (Dovecot, Tern, Dovecot, ...), so
+# that other load on a shared machine falls on both alike. Each run prints
+# its rate with the load average at its start; the summary gives min,
+# median and max.
+declare -A RATES
+for run in $(seq 1 "$RUNS"); do
+    for server in dovecot tern; do
+        want "$server" || continue
         if [ "$server" = dovecot ]; then
             root=$WORK/dovecot/mail
             rm -rf "$root"/user*
@@ -222,20 +246,35 @@ for server in dovecot tern; do
         fi
         sync
         sleep 1
+        load=$(cut -d' ' -f1 /proc/loadavg)
         rate=$(download "$port")
         left=$(left_files "$root")
-        log "$server run $run: $rate msg/s ($left message files left)"
-        rates+=("$rate")
+        log "$server run $run: $rate msg/s ($left message files left; load average $load)"
+        RATES[$server]+="$rate "
     done
-    RESULT[$server]=$(printf '%s\n' "${rates[@]}" | median)
+done
+declare -A RESULT RANGE
+for server in dovecot tern; do
+    want "$server" || continue
+    # shellcheck disable=SC2086
+    RESULT[$server]=$(printf '%s\n' ${RATES[$server]} | median)
+    # shellcheck disable=SC2086
+    RANGE[$server]=$(printf '%s\n' ${RATES[$server]} | sort -n | awk 'NR==1 {min=$1} {max=$1} END {print min "-" max}')
 done
 
 echo
 echo "POP3 download (RETR + DELE, QUIT), $MESSAGES x $SIZE B, $USERS sessions, median of $RUNS"
 for server in dovecot tern; do
-    want "$server" && printf '  %-8s %8s msg/s\n' "$server" "${RESULT[$server]}"
+    want "$server" && printf '  %-8s %8s msg/s (min-max %s)\n' "$server" "${RESULT[$server]}" "${RANGE[$server]}"
 done
 if want dovecot && want tern; then
-    python3 -c "import sys; print(f'  tern/dovecot: {int(sys.argv[1])/max(1,int(sys.argv[2])):.2f}')" \
-        "${RESULT[tern]}" "${RESULT[dovecot]}"
+    # The ratio of the medians, and of each run to the Dovecot run just
+    # before it (the pairs saw the same load).
+    python3 - "${RESULT[tern]}" "${RESULT[dovecot]}" "${RATES[tern]}" "${RATES[dovecot]}" <<'EOF'
+import statistics, sys
+t, d = int(sys.argv[1]), int(sys.argv[2])
+pairs = [int(a) / max(1, int(b)) for a, b in zip(sys.argv[3].split(), sys.argv[4].split())]
+print(f"  tern/dovecot: {t / max(1, d):.2f} (per run: {' '.join(f'{p:.2f}' for p in pairs)};"
+      f" median {statistics.median(pairs):.2f})")
+EOF
 fi

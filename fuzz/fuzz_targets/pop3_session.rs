@@ -2,11 +2,15 @@
 //! maildrop answering every event: never panics, every response ends in
 //! CRLF, nothing read before the STLS handshake is acted on, RETR/TOP and
 //! DELE name only existing, undeleted messages, and UPDATE lists each
-//! message at most once.
+//! message at most once. The same bytes, taken as a stored message: the
+//! chunked `Scanner` agrees with `scan`, its size is what the dot-stuffer
+//! sends once unstuffed, and a message it calls verbatim is sent as it is.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tern_pop3::{AuthQuestion, DotStuffer, Event, MaildropError, MessageInfo, Session, SessionConfig};
+use tern_pop3::{
+    AuthQuestion, DotStuffer, Event, MaildropError, MessageInfo, Scanner, Session, SessionConfig,
+};
 use tern_sasl::{Answer, FailureKind, StartContext};
 
 const STORED: &[&[u8]] = &[b"A: b\r\n\r\n.x\r\n", b"C: d\n\nbody", b""];
@@ -15,6 +19,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&flags, rest)) = data.split_first() else {
         return;
     };
+    wire(rest, usize::from(flags).max(1));
     let config = SessionConfig {
         plaintext_auth_allowed: flags & 1 == 1,
         max_bad_commands: 50,
@@ -52,6 +57,8 @@ fuzz_target!(|data: &[u8]| {
                 Event::OpenMaildrop { user } => {
                     if flags & 4 == 4 && user.len() % 2 == 1 {
                         session.maildrop_opened(Err(MaildropError::InUse));
+                    } else if flags & 4 == 4 && user.len() % 3 == 0 {
+                        session.maildrop_opened(Err(MaildropError::LoginDelay));
                     } else {
                         session.maildrop_opened(Ok(STORED
                             .iter()
@@ -87,3 +94,31 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 });
+
+/// The wire form of `stored`, fed in chunks of `chunk` bytes.
+fn wire(stored: &[u8], chunk: usize) {
+    let whole = tern_pop3::scan(stored);
+    let mut scanner = Scanner::new();
+    let mut stuffer = DotStuffer::new();
+    let mut out = Vec::new();
+    for c in stored.chunks(chunk) {
+        scanner.push(c);
+        stuffer.push(c, &mut out);
+    }
+    stuffer.finish(&mut out);
+    assert_eq!(scanner.finish(), whole);
+    assert_eq!(tern_pop3::wire_size(stored), whole.size);
+    let body = out.strip_suffix(b".\r\n").expect("terminator");
+    let mut unstuffed = 0u64;
+    for line in body.split_inclusive(|&b| b == b'\n') {
+        assert!(line.ends_with(b"\r\n"), "every line ends in CRLF");
+        assert!(line != b".\r\n", "no early terminator");
+        unstuffed += line.len() as u64 - u64::from(line.starts_with(b"."));
+    }
+    assert_eq!(unstuffed, whole.size);
+    if whole.verbatim {
+        let mut as_is = stored.to_vec();
+        as_is.extend_from_slice(whole.verbatim_trailer());
+        assert_eq!(out, as_is);
+    }
+}

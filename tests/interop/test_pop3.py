@@ -1,16 +1,19 @@
-"""POP3 interop: Python poplib (STLS, SASL AUTH, TOP, UIDL, implicit TLS),
-fetchmail with and without `keep`, and curl pop3:// against the `pop3`
+"""POP3 interop: Python poplib (STLS, SASL AUTH, TOP, UIDL, implicit TLS,
+LOGIN-DELAY), fetchmail with and without `keep` and killed before its QUIT,
+curl pop3://, and imaplib beside poplib on the same INBOX, against the `pop3`
 (plaintext_auth on loopback and STLS-only) and `pop3s` listeners of one
 `tern serve`, with mail delivered over SMTP to the MX listener."""
 
 from __future__ import annotations
 
 import base64
+import imaplib
 import os
 import poplib
 import shutil
 import smtplib
 import subprocess
+import time
 from email.message import EmailMessage
 
 import pytest
@@ -114,7 +117,6 @@ def test_poplib_implicit_tls_and_in_use(srv):
             break
         except poplib.error_proto as e:
             assert b"IN-USE" in e.args[0], e
-            import time
             time.sleep(0.05)
     assert q.stat()[0] == 1
     q.quit()
@@ -128,7 +130,34 @@ def test_wrong_password_gets_auth_code(srv):
     p.quit()
 
 
-def fetchmail_run(srv, tmp_path, *, keep: bool) -> tuple[int, str]:
+def test_login_delay(tern_factory):
+    srv = tern_factory(pop3=True, pop3_settings={"login_delay": "1h"})
+    deliver_n(srv, 1)
+    p = poplib.POP3(HOST, srv.pop3_ports[0], timeout=30)
+    assert p.capa()["LOGIN-DELAY"] == ["3600"]
+    p.user(ALICE)
+    p.pass_(ALICE_PW)
+    assert p.stat()[0] == 1
+    p.quit()
+    q = poplib.POP3(HOST, srv.pop3_ports[0], timeout=30)
+    q.user(ALICE)
+    with pytest.raises(poplib.error_proto, match=r"\[LOGIN-DELAY\]"):
+        q.pass_(ALICE_PW)
+    q.quit()
+
+
+def login_when_free(srv) -> poplib.POP3:
+    """Logs in, waiting while an ended session still holds the maildrop."""
+    for _ in range(200):
+        try:
+            return login_plain(srv)
+        except poplib.error_proto as e:
+            assert b"IN-USE" in e.args[0], e
+            time.sleep(0.05)
+    raise AssertionError("the maildrop stayed locked")
+
+
+def fetchmail_run(srv, tmp_path, *, keep: bool, mda: str | None = None) -> tuple[int, str]:
     mbox = tmp_path / "mbox"
     rc = tmp_path / "fetchmailrc"
     rc.write_text(
@@ -139,7 +168,7 @@ def fetchmail_run(srv, tmp_path, *, keep: bool) -> tuple[int, str]:
         f"  {'keep' if keep else 'no keep'}\n"
         # Loopback plaintext listener: no TLS wanted (fetchmail would try STLS).
         "  sslproto ''\n"
-        f'  mda "cat >> {mbox}"\n'
+        f'  mda "{mda or f"cat >> {mbox}"}"\n'
     )
     rc.chmod(0o600)
     env = dict(os.environ, HOME=str(tmp_path), FETCHMAILHOME=str(tmp_path))
@@ -178,6 +207,29 @@ def test_fetchmail_keep_then_delete(srv, tmp_path):
     assert sorted(mbox_subjects(tmp_path)) == ["fetch 1", "fetch 2", "fetch 3"], out
     p = login_plain(srv)
     assert p.stat()[0] == 2
+    p.quit()
+
+
+@pytest.mark.skipif(shutil.which("fetchmail") is None, reason="fetchmail not installed (apt: fetchmail)")
+def test_fetchmail_killed_before_quit_deletes_nothing(srv, tmp_path):
+    """Deletions only after a clean QUIT: fetchmail (no keep) is killed with
+    SIGKILL by its MDA right after the first message is delivered, before
+    it can QUIT. Nothing is deleted on the server; the next run downloads
+    everything again (at least once) and then deletes it."""
+    deliver_n(srv, 2, prefix="killed")
+    mbox = tmp_path / "mbox"
+    # The MDA runs under `sh -c` started by fetchmail: $PPID is fetchmail.
+    code, out = fetchmail_run(srv, tmp_path, keep=False, mda=f"cat >> {mbox}; kill -9 $PPID")
+    assert code == -9, (code, out)
+    assert mbox_subjects(tmp_path) == ["killed 1"], out
+    p = login_when_free(srv)
+    assert p.stat()[0] == 2, "nothing deleted without QUIT"
+    p.quit()
+    code, out = fetchmail_run(srv, tmp_path, keep=False)
+    assert code == 0, out
+    assert sorted(mbox_subjects(tmp_path)) == ["killed 1", "killed 1", "killed 2"], out
+    p = login_when_free(srv)
+    assert p.stat()[0] == 0
     p.quit()
 
 
@@ -237,3 +289,39 @@ def test_curl_pop3(srv):
     pop = login_plain(srv)
     assert pop.stat()[0] == 1
     pop.quit()
+
+
+def test_imaplib_and_poplib_on_the_same_inbox(tern_factory):
+    """IMAP and POP3 at the same time: IMAP's selected session hears POP3's
+    deletion at its next NOOP; POP3 sees at its next login what IMAP did
+    (a message IMAP expunged is gone, one IMAP appended is there)."""
+    srv = tern_factory(pop3=True, imap=True)
+    deliver_n(srv, 3, prefix="both")
+    imap = imaplib.IMAP4(HOST, srv.imap_port, timeout=30)
+    imap.login(ALICE, ALICE_PW)
+    typ, data = imap.select("INBOX")
+    assert typ == "OK" and data == [b"3"], data
+    p = login_plain(srv)
+    assert p.stat()[0] == 3
+    p.dele(1)
+    # Not before QUIT.
+    typ, _ = imap.noop()
+    assert not [r for r in imap.untagged_responses.get("EXPUNGE", [])], imap.untagged_responses
+    p.quit()
+    imap.noop()
+    assert imap.untagged_responses.pop("EXPUNGE", None) == [b"1"], imap.untagged_responses
+    # IMAP expunges one, appends one: POP3's next session sees both.
+    imap.store("1", "+FLAGS", "\\Deleted")
+    imap.expunge()
+    msg = b"From: imap@example.test\r\nSubject: appended by imap\r\n\r\nhello\r\n"
+    typ, _ = imap.append("INBOX", None, None, msg)
+    assert typ == "OK"
+    p = login_plain(srv)
+    count, _ = p.stat()
+    assert count == 2
+    _, lines, _ = p.retr(2)
+    assert b"Subject: appended by imap" in lines
+    _, lines, _ = p.retr(1)
+    assert b"Subject: both 3" in lines
+    p.quit()
+    imap.logout()

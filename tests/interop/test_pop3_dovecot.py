@@ -48,6 +48,12 @@ SCRIPT = [
     "NOOP", "RETR 0", "RETR 99", "TOP 1", "DELE 4", "QUIT",
 ]
 AFTER = ["STAT", "UIDL", "QUIT"]
+# Before login, each on a connection of its own (Dovecot closes a login
+# connection after a few errors, Tern after 10): commands of the wrong
+# state, PASS before USER, APOP (offered by neither), an unknown command, a
+# USER without a name.
+BEFORE = ["STAT", "LIST", "RETR 1", "DELE 1", "PASS x", "USER", "NOOP",
+          "APOP alice 0123456789abcdef0123456789abcdef", "XYZZY"]
 
 MULTI = ("LIST", "UIDL", "RETR", "TOP", "CAPA")
 
@@ -56,15 +62,21 @@ MULTI = ("LIST", "UIDL", "RETR", "TOP", "CAPA")
 # RETR and TOP bodies are identical), but Dovecot's LIST/STAT size leaves
 # those 2 octets out, while Tern reports what RETR sends (issue 13: "LIST
 # and STAT report the sizes RETR really sends"). Recorded exactly: step
-# index -> (Tern's reply, Dovecot's reply), so any other change fails.
+# index in SCRIPT + AFTER -> (Tern's reply, Dovecot's reply), so any other
+# change fails.
 _ALL = [b"1 72\r\n", b"3 205\r\n", b"4 33\r\n", b"5 940\r\n"]
-KNOWN: dict[int, tuple] = {
+_KNOWN_SCRIPT: dict[int, tuple] = {
     0: (("+OK", [b"5", b"1315"]), ("+OK", [b"5", b"1313"])),
     1: (("+OK", [_ALL[0], b"2 65\r\n", *_ALL[1:]]), ("+OK", [_ALL[0], b"2 63\r\n", *_ALL[1:]])),
     2: (("+OK", [b"2 65\r\n"]), ("+OK", [b"2 63\r\n"])),
     25: (("+OK", [b"5", b"1315"]), ("+OK", [b"5", b"1313"])),
     32: (("+OK", [b"4", b"1282"]), ("+OK", [b"4", b"1280"])),
 }
+KNOWN = {len(BEFORE) + i: v for i, v in _KNOWN_SCRIPT.items()}
+# A second deliberate difference: `USER` without a name. RFC 1939 requires
+# the name; Tern answers -ERR at once, Dovecot says +OK (and fails the PASS
+# that follows).
+KNOWN[BEFORE.index("USER")] = (("-ERR", []), ("+OK", []))
 
 
 def seed(root: Path) -> None:
@@ -111,9 +123,14 @@ class Conn:
 
 
 def run_script(port: int) -> list[tuple[str, list[bytes]]]:
+    out = []
+    for step in BEFORE:
+        c = Conn(port)
+        assert c.line().startswith(b"+OK")
+        out.append(c.cmd(step))
+        c.close()
     c = Conn(port)
     assert c.line().startswith(b"+OK")
-    out = []
     for step in (f"USER {ALICE}", f"PASS {ALICE_PW}"):
         st, _ = c.cmd(step)
         assert st == "+OK", (port, step, st)
@@ -200,9 +217,9 @@ service pop3-login {{
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=15)
     ours = run_script(srv.pop3_ports[0])
-    steps = SCRIPT + [f"after:{c}" for c in AFTER]
-    normalise_uidls(ours, SCRIPT + AFTER)
-    normalise_uidls(theirs, SCRIPT + AFTER)
+    steps = [f"before:{c}" for c in BEFORE] + SCRIPT + [f"after:{c}" for c in AFTER]
+    normalise_uidls(ours, BEFORE + SCRIPT + AFTER)
+    normalise_uidls(theirs, BEFORE + SCRIPT + AFTER)
     diffs = []
     for i, (step, o, t) in enumerate(zip(steps, ours, theirs)):
         if (o, t) != KNOWN.get(i, (t, t)):

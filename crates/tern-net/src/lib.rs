@@ -15,6 +15,7 @@
 //!     addr: "127.0.0.1:2525".parse().unwrap(),
 //!     role: tern_net::Role::Mx,
 //!     smtp: Arc::new(tern_smtp::server::ServerConfig::default()),
+//!     idle_timeout: None,
 //! };
 //! let server = tern_net::Server::bind(ctx, &[mx]).await?;
 //! tokio::spawn(async move { let _ = stop.send(true); });

@@ -78,6 +78,9 @@ pub struct ListenerSpec {
     pub role: Role,
     /// Session settings (TLS, AUTH and limits for this role).
     pub smtp: Arc<ServerConfig>,
+    /// POP3 listeners: the autologout timer of their sessions (`None`:
+    /// the POP3 service's).
+    pub idle_timeout: Option<Duration>,
 }
 
 /// Errors from the runtime.
@@ -286,6 +289,7 @@ fn admit(
         Ok(permit) => {
             let conn = Connection::new(Arc::clone(ctx), peer, role, Arc::clone(&spec.smtp));
             let smtp = Arc::clone(&spec.smtp);
+            let idle_timeout = spec.idle_timeout;
             let shutdown = shutdown.clone();
             let ctx = Arc::clone(ctx);
             sessions.spawn(
@@ -328,7 +332,15 @@ fn admit(
                                     warn!("POP3 listener without a mail store; closing");
                                     return;
                                 };
-                                Box::pin(crate::pop3::run(ctx, service, stream, peer, smtp, shutdown))
+                                Box::pin(crate::pop3::run(
+                                    ctx,
+                                    service,
+                                    stream,
+                                    peer,
+                                    smtp,
+                                    idle_timeout,
+                                    shutdown,
+                                ))
                             };
                         // The drivers report their login to the slot; a
                         // session not logged in may be evicted for a

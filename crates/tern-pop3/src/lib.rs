@@ -25,4 +25,4 @@ pub mod wire;
 pub use session::{
     AuthQuestion, Event, Expire, MaildropError, MessageInfo, Session, SessionConfig, State,
 };
-pub use wire::{DotStuffer, wire_size};
+pub use wire::{DotStuffer, Scan, Scanner, scan, wire_size};

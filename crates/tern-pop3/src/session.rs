@@ -116,6 +116,11 @@ pub struct SessionConfig {
     pub starttls: bool,
     /// The EXPIRE policy announced in CAPA.
     pub expire: Expire,
+    /// The least number of seconds between two logins of a user, announced
+    /// in CAPA as `LOGIN-DELAY n` (RFC 2449); `None`: no delay, nothing
+    /// announced. The driver enforces it (a login too soon is answered
+    /// with [`MaildropError::LoginDelay`]).
+    pub login_delay: Option<u32>,
     /// The longest command line accepted, CRLF included (RFC 2449 asks
     /// for 255; longer lines get `-ERR` and are skipped).
     pub max_line: usize,
@@ -135,6 +140,7 @@ impl Default for SessionConfig {
             plaintext_auth_allowed: false,
             starttls: true,
             expire: Expire::Never,
+            login_delay: None,
             max_line: 512,
             max_auth_line: 16 * 1024,
             max_bad_commands: 10,
@@ -166,6 +172,10 @@ pub enum MaildropError {
     /// A permanent failure (`[SYS/PERM]`).
     #[error("permanent mail store failure")]
     Permanent,
+    /// The user logged in less than the login delay ago (RFC 2449
+    /// `[LOGIN-DELAY]`; see [`SessionConfig::login_delay`]).
+    #[error("logged in too recently")]
+    LoginDelay,
 }
 
 /// A question of the SASL exchange for the user directory.
@@ -430,6 +440,9 @@ impl Session {
                         "-ERR [SYS/TEMP] Maildrop unavailable, try again later"
                     }
                     MaildropError::Permanent => "-ERR [SYS/PERM] Maildrop cannot be opened",
+                    MaildropError::LoginDelay => {
+                        "-ERR [LOGIN-DELAY] Logged in too recently, try again later"
+                    }
                 };
                 self.line(text);
             }
@@ -732,6 +745,9 @@ impl Session {
             Expire::Never => "EXPIRE NEVER".into(),
             Expire::Days(d) => format!("EXPIRE {d}"),
         });
+        if let Some(delay) = self.config.login_delay {
+            caps.push(format!("LOGIN-DELAY {delay}"));
+        }
         caps.push("IMPLEMENTATION Tern".into());
         if authorization && self.config.starttls && !self.tls {
             caps.push("STLS".into());

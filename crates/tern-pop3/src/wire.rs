@@ -6,10 +6,117 @@
 //!
 //! [`wire_size`] is the number of octets of that form before
 //! dot-stuffing (what the client holds once it removed the stuffing), so
-//! LIST, STAT and RETR agree. [`DotStuffer`] produces it in chunks, so a
-//! large message is streamed rather than loaded whole.
+//! LIST, STAT and RETR agree. [`Scanner`] computes it (and whether the
+//! stored bytes already are that form, [`Scan::verbatim`]) over chunks, so
+//! a large message is never held whole. [`DotStuffer`] produces the wire
+//! form in chunks, so a large message is streamed rather than loaded
+//! whole.
 //!
 //! This module never allocates more than the output of one chunk.
+
+/// What [`Scanner`] found in a stored message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scan {
+    /// Octets RETR sends before dot-stuffing ([`wire_size`]).
+    pub size: u64,
+    /// The stored bytes are already the wire form, but for a missing last
+    /// line end ([`Scan::unended`]): every LF follows a CR, no line starts
+    /// with `.`, the message does not end in a lone CR. Such a message may
+    /// be sent as it is, followed by CRLF if it is unended, then `.` CRLF.
+    pub verbatim: bool,
+    /// The message is not empty and its last line has no line end (the
+    /// wire form adds CRLF).
+    pub unended: bool,
+}
+
+impl Scan {
+    /// What follows a [`Scan::verbatim`] message on the wire: the missing
+    /// line end if [`Scan::unended`], and the terminating `.` CRLF.
+    pub fn verbatim_trailer(&self) -> &'static [u8] {
+        if self.unended { b"\r\n.\r\n" } else { b".\r\n" }
+    }
+}
+
+/// Counts what [`DotStuffer`] would produce, without producing it: feed
+/// the stored bytes in any chunking with [`Scanner::push`], then
+/// [`Scanner::finish`]. Only LFs are looked at (with `memchr`), so a
+/// message is scanned at memory speed.
+#[derive(Debug, Clone, Default)]
+pub struct Scanner {
+    /// Stored octets so far.
+    len: u64,
+    /// LFs not preceded by a CR.
+    bare_lf: u64,
+    /// Some line starts with `.`.
+    dot_line: bool,
+    /// The last two stored bytes (the last in `last`).
+    last: Option<u8>,
+    before_last: Option<u8>,
+}
+
+impl Scanner {
+    /// A fresh scanner.
+    pub fn new() -> Scanner {
+        Scanner::default()
+    }
+
+    /// Scans the next chunk.
+    pub fn push(&mut self, chunk: &[u8]) {
+        let Some(&first) = chunk.first() else {
+            return;
+        };
+        // The chunk's first byte starts a line if it is the message's
+        // first byte or follows an LF.
+        if first == b'.' && matches!(self.last, None | Some(b'\n')) {
+            self.dot_line = true;
+        }
+        for i in memchr::memchr_iter(b'\n', chunk) {
+            let before = if i == 0 {
+                self.last
+            } else {
+                Some(chunk[i - 1])
+            };
+            if before != Some(b'\r') {
+                self.bare_lf += 1;
+            }
+            if chunk.get(i + 1) == Some(&b'.') {
+                self.dot_line = true;
+            }
+        }
+        self.before_last = match chunk.len() {
+            1 => self.last,
+            n => Some(chunk[n - 2]),
+        };
+        self.last = Some(chunk[chunk.len() - 1]);
+        self.len += chunk.len() as u64;
+    }
+
+    /// The size and form of the message scanned.
+    pub fn finish(&self) -> Scan {
+        // A lone CR at the very end is dropped.
+        let (body_len, body_last) = match self.last {
+            Some(b'\r') => (self.len - 1, self.before_last),
+            last => (self.len, last),
+        };
+        let mut size = body_len + self.bare_lf;
+        let unended = body_len > 0 && body_last != Some(b'\n');
+        if unended {
+            size += 2;
+        }
+        Scan {
+            size,
+            verbatim: self.bare_lf == 0 && !self.dot_line && self.last != Some(b'\r'),
+            unended,
+        }
+    }
+}
+
+/// [`Scanner`] over a whole stored message.
+pub fn scan(stored: &[u8]) -> Scan {
+    let mut s = Scanner::new();
+    s.push(stored);
+    s.finish()
+}
 
 /// The streaming encoder: feed the stored bytes in any chunking with
 /// [`DotStuffer::push`], then [`DotStuffer::finish`].
@@ -124,20 +231,7 @@ impl DotStuffer {
 /// dot-stuffing and without the terminating `.`): what LIST and STAT
 /// report.
 pub fn wire_size(stored: &[u8]) -> u64 {
-    let bare_lf = stored
-        .iter()
-        .enumerate()
-        .filter(|&(i, &b)| b == b'\n' && (i == 0 || stored[i - 1] != b'\r'))
-        .count() as u64;
-    let body = match stored {
-        [rest @ .., b'\r'] => rest,
-        _ => stored,
-    };
-    let mut n = body.len() as u64 + bare_lf;
-    if !body.is_empty() && !body.ends_with(b"\n") {
-        n += 2;
-    }
-    n
+    scan(stored).size
 }
 
 #[cfg(test)]
@@ -177,6 +271,7 @@ mod tests {
             (b"x\ry\r\n", b"x\ry\r\n.\r\n"),
             (b".", b"..\r\n.\r\n"),
             (b"\n", b"\r\n.\r\n"),
+            (b"A: b\r\n\r\n\r", b"A: b\r\n\r\n.\r\n"),
         ];
         for (stored, want) in cases {
             let got = encode(&[stored]);
@@ -187,6 +282,37 @@ mod tests {
                 "{:?}",
                 String::from_utf8_lossy(stored)
             );
+        }
+    }
+
+    #[test]
+    fn verbatim_cases() {
+        // (stored, verbatim, unended)
+        let cases: &[(&[u8], bool, bool)] = &[
+            (b"", true, false),
+            (b"A: b\r\n\r\nx\r\n", true, false),
+            (b"A: b\r\n\r\nx\ry\r\n", true, false),
+            (b"A: b\r\n\r\n.x\r\n", false, false),
+            (b".A: b\r\n", false, false),
+            (b"A: b\r\n\r\nx\n", false, false),
+            (b"A: b\r\n\r\nx", true, true),
+            (b"A: b\r\n\r\n.x", false, true),
+            (b"A: b\r\n\r\nx\r", false, true),
+            (b"A: b\r\n\r\nx\r\n\r", false, false),
+            (b"\n", false, false),
+            (b"\r\n", true, false),
+        ];
+        for (stored, verbatim, unended) in cases {
+            let s = scan(stored);
+            let name = String::from_utf8_lossy(stored);
+            assert_eq!(s.verbatim, *verbatim, "{name:?}");
+            assert_eq!(s.unended, *unended, "{name:?}");
+            assert_eq!(s.size, wire_size(stored));
+            if s.verbatim {
+                let mut as_is = stored.to_vec();
+                as_is.extend_from_slice(s.verbatim_trailer());
+                assert_eq!(encode(&[stored]), as_is, "{name:?}");
+            }
         }
     }
 
@@ -219,13 +345,27 @@ mod tests {
         fn chunking_does_not_matter_and_size_agrees(
             stored in proptest::collection::vec(prop_oneof![Just(b'\r'), Just(b'\n'), Just(b'.'), Just(b'a')], 0..64),
             cut in 0usize..64,
+            cut2 in 0usize..64,
         ) {
             let cut = cut.min(stored.len());
+            let cut2 = cut2.min(stored.len()).max(cut);
             let whole = encode(&[&stored]);
             let split = encode(&[&stored[..cut], &stored[cut..]]);
             prop_assert_eq!(&whole, &split);
             prop_assert_eq!(&whole, &reference(&stored));
             prop_assert_eq!(wire_size(&stored), unstuff(&whole).len() as u64);
+            // The scanner in three pieces agrees, and verbatim means the
+            // wire form is the stored bytes and the terminator.
+            let mut scanner = Scanner::new();
+            scanner.push(&stored[..cut]);
+            scanner.push(&stored[cut..cut2]);
+            scanner.push(&stored[cut2..]);
+            let scanned = scanner.finish();
+            prop_assert_eq!(scanned, scan(&stored));
+            prop_assert_eq!(scanned.size, wire_size(&stored));
+            let mut as_is = stored.clone();
+            as_is.extend_from_slice(scanned.verbatim_trailer());
+            prop_assert_eq!(scanned.verbatim, whole == as_is);
             // Every line of the wire form ends in CRLF, and no line but the
             // terminator is a lone dot.
             let body = whole.strip_suffix(b".\r\n").unwrap();

@@ -1521,3 +1521,101 @@ fn delivery_target_enforces_the_quota_counting_files_the_index_has_not_seen() {
     // Nothing was refused that the user's mailboxes do not show.
     assert_eq!(mb.open(USER).unwrap().status("INBOX").unwrap().messages, 4);
 }
+
+// ----- the POP3 maildrop lock ----------------------------------------------
+
+const LOCK_CHILD_ENV: &str = "TERN_MAILSTORE_LOCK_CHILD";
+
+/// Run by the parent as a separate process: takes the maildrop lock of
+/// the store at `$TERN_MAILSTORE_LOCK_CHILD`, records a login, says so in
+/// `locked`, and holds the lock until it is killed.
+#[test]
+fn maildrop_lock_child() {
+    let Ok(root) = std::env::var(LOCK_CHILD_ENV) else {
+        return;
+    };
+    let root = PathBuf::from(root);
+    let mb = store(&root);
+    let user = mb.open(USER).unwrap();
+    let mut lock = user
+        .try_lock_maildrop()
+        .unwrap()
+        .expect("free in the child");
+    lock.record_login(1_700_000_123).unwrap();
+    fs::write(root.join("locked"), b"1").unwrap();
+    std::thread::sleep(Duration::from_secs(60));
+    drop(lock);
+}
+
+/// The maildrop lock is exclusive within a process and across processes,
+/// does not stop the store's own operations (its `tern.lock` is another
+/// file), and is released by a process killed with SIGKILL.
+#[test]
+fn the_maildrop_lock_holds_across_processes_and_dies_with_its_holder() {
+    if std::env::var(LOCK_CHILD_ENV).is_ok() {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let mb = store(root.path());
+    let user = mb.open(USER).unwrap();
+    // In one process: a second lock is refused until the first is dropped.
+    let first = user.try_lock_maildrop().unwrap().expect("free");
+    assert_eq!(first.last_login(), None);
+    assert!(user.try_lock_maildrop().unwrap().is_none());
+    // Another Mailboxes of the same process (another open of the file).
+    assert!(
+        store(root.path())
+            .open(USER)
+            .unwrap()
+            .try_lock_maildrop()
+            .unwrap()
+            .is_none()
+    );
+    drop(first);
+    drop(user.try_lock_maildrop().unwrap().expect("free again"));
+
+    // Another process holds it.
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "maildrop_lock_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(LOCK_CHILD_ENV, root.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !root.path().join("locked").exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "child never locked"
+        );
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("child exited early: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        user.try_lock_maildrop().unwrap().is_none(),
+        "held by the child"
+    );
+    // The store's operations go on meanwhile (its own lock is free).
+    let inbox = user.mailbox("INBOX").unwrap();
+    user.append(inbox.id, &mut &msg(1)[..], &Flags::default(), None)
+        .unwrap();
+    let sel = user.select("INBOX").unwrap();
+    assert_eq!(sel.messages.len(), 1);
+    user.remove_uids(inbox.id, inbox.uidvalidity, &[sel.messages[0].uid])
+        .unwrap();
+    // SIGKILL: the kernel releases the lock; the recorded login stays.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let lock = user
+        .try_lock_maildrop()
+        .unwrap()
+        .expect("released by the kill");
+    assert_eq!(lock.last_login(), Some(1_700_000_123));
+}

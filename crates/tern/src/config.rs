@@ -574,6 +574,11 @@ pub struct Pop3Config {
     /// timed out deletes nothing.
     #[serde(with = "duration_str")]
     pub idle_timeout: Duration,
+    /// The least time between two logins of a user (RFC 2449
+    /// `LOGIN-DELAY`, whole seconds): announced in CAPA, and a login
+    /// sooner gets `-ERR [LOGIN-DELAY]`. `"0s"` (the default): none.
+    #[serde(with = "duration_str")]
+    pub login_delay: Duration,
 }
 
 impl Default for Pop3Config {
@@ -581,6 +586,7 @@ impl Default for Pop3Config {
         Pop3Config {
             delete_mode: Pop3DeleteMode::Expunge,
             idle_timeout: tern_net::pop3::DEFAULT_IDLE_TIMEOUT,
+            login_delay: Duration::ZERO,
         }
     }
 }
@@ -608,6 +614,14 @@ pub struct ListenerConfig {
     /// other address it is a configuration error.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub plaintext_auth: bool,
+    /// POP3 listeners only: the autologout timer of their sessions,
+    /// instead of `pop3.idle_timeout` (RFC 1939: at least 10 minutes).
+    #[serde(
+        default,
+        with = "opt_duration_str",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub idle_timeout: Option<Duration>,
 }
 
 /// Listener roles.
@@ -1202,6 +1216,26 @@ impl Config {
         if self.pop3.idle_timeout.is_zero() {
             bail!("pop3.idle_timeout must be positive (RFC 1939 asks for at least 10 minutes)");
         }
+        for listener in &self.listeners {
+            match listener.idle_timeout {
+                Some(t) if !matches!(listener.role, ListenerRole::Pop3 | ListenerRole::Pop3s) => {
+                    bail!(
+                        "listener {}: idle_timeout = {t:?} is for pop3 and pop3s listeners only",
+                        listener.address
+                    );
+                }
+                Some(t) if t.is_zero() => {
+                    bail!(
+                        "listener {}: idle_timeout must be positive",
+                        listener.address
+                    );
+                }
+                _ => {}
+            }
+        }
+        if self.pop3.login_delay.subsec_nanos() != 0 {
+            bail!("pop3.login_delay must be whole seconds (CAPA announces LOGIN-DELAY in seconds)");
+        }
         if self.recipient_delimiter.chars().count() > 1 {
             bail!(
                 "recipient_delimiter = {:?}: one character, or \"\" to disable",
@@ -1650,6 +1684,26 @@ impl fmt::Display for ListenerRole {
     }
 }
 
+/// An optional [`duration_str`].
+mod opt_duration_str {
+    use std::time::Duration;
+
+    use serde::{Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => super::duration_str::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        super::duration_str::deserialize(d).map(Some)
+    }
+}
+
 /// Durations written as `300s`, `5m`, `1h`, `250ms` (or a bare number of seconds).
 mod duration_str {
     use std::time::Duration;
@@ -1819,14 +1873,18 @@ aliases = { info = ["alice", "bob"] }
         let c = Config::parse(MINIMAL).unwrap();
         assert_eq!(c.pop3.delete_mode, Pop3DeleteMode::Expunge);
         assert_eq!(c.pop3.idle_timeout, Duration::from_secs(600));
-        let text =
-            format!("{MINIMAL}\n[pop3]\ndelete_mode = \"move-to-trash\"\nidle_timeout = \"15m\"\n");
+        assert_eq!(c.pop3.login_delay, Duration::ZERO);
+        let text = format!(
+            "{MINIMAL}\n[pop3]\ndelete_mode = \"move-to-trash\"\nidle_timeout = \"15m\"\nlogin_delay = \"5m\"\n"
+        );
         let c = Config::parse(&text).unwrap();
         assert_eq!(c.pop3.delete_mode, Pop3DeleteMode::MoveToTrash);
         assert_eq!(c.pop3.idle_timeout, Duration::from_secs(900));
+        assert_eq!(c.pop3.login_delay, Duration::from_secs(300));
         for bad in [
             "delete_mode = \"shred\"",
             "idle_timeout = \"0s\"",
+            "login_delay = \"1500ms\"",
             "apop = true",
         ] {
             let text = format!("{MINIMAL}\n[pop3]\n{bad}\n");
@@ -1835,6 +1893,23 @@ aliases = { info = ["alice", "bob"] }
                 err.contains("pop3") || err.contains("delete_mode") || err.contains("apop"),
                 "{bad}: {err}"
             );
+        }
+        // A per-listener autologout timer, for POP3 listeners only.
+        let text = MINIMAL.replace("role = \"mx\"", "role = \"pop3\"\nidle_timeout = \"20m\"");
+        let c = Config::parse(&text).unwrap();
+        assert_eq!(c.listeners[0].idle_timeout, Some(Duration::from_secs(1200)));
+        assert!(
+            Config::parse(MINIMAL).unwrap().listeners[0]
+                .idle_timeout
+                .is_none()
+        );
+        for bad in [
+            "role = \"mx\"\nidle_timeout = \"20m\"",
+            "role = \"pop3\"\nidle_timeout = \"0s\"",
+        ] {
+            let text = MINIMAL.replace("role = \"mx\"", bad);
+            let err = format!("{:#}", Config::parse(&text).unwrap_err());
+            assert!(err.contains("idle_timeout"), "{bad}: {err}");
         }
         let text = MINIMAL.replace("role = \"mx\"", "role = \"pop3s\"");
         let c = Config::parse(&text).unwrap();

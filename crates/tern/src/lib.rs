@@ -388,6 +388,7 @@ pub async fn start_with_clock(
                 config::Pop3DeleteMode::MoveToTrash => tern_net::pop3::DeleteMode::MoveToTrash,
             },
             config.pop3.idle_timeout,
+            config.pop3.login_delay,
         ))),
     });
     let listeners: Vec<ListenerSpec> = config
@@ -409,6 +410,7 @@ pub async fn start_with_clock(
                 | config::ListenerRole::Autoconfigs => unreachable!("filtered out above"),
             },
             smtp: Arc::new(config.listener_server_config(l, &auth_secret)),
+            idle_timeout: l.idle_timeout,
         })
         .collect();
     let admin = tern_net::admin::QueueAdmin {

@@ -1,10 +1,11 @@
 //! POP3 end to end: a real Tern with an MX listener, POP3 listeners (loopback
 //! plaintext, STLS-only, implicit TLS) and IMAP; mail delivered over SMTP,
 //! listed, fetched and deleted at QUIT; nothing deleted by a dropped
-//! connection; `[IN-USE]` for a second session; USER refused before STLS;
-//! TOP; UIDL stable across sessions; sizes equal to what RETR sends (also
-//! for a file stored with bare LF); IMAP sees the deletions;
-//! `delete_mode = "move-to-trash"`.
+//! connection; `[IN-USE]` for a second session, also of another Tern
+//! process on the same mail tree; `[LOGIN-DELAY]`; USER refused before
+//! STLS; TOP; UIDL stable across sessions; sizes equal to what RETR sends
+//! (also for a file stored with bare LF); IMAP sees the deletions;
+//! `delete_mode = "move-to-trash"`; kill -9 during UPDATE.
 
 mod common;
 
@@ -496,6 +497,106 @@ async fn sizes_are_those_of_the_crlf_form() {
     assert!(body == want, "RETR of a multi-chunk message");
     assert_eq!(big_size, want.len() as u64);
     assert!(c.cmd("QUIT").await.starts_with("+OK"));
+    // Files already in the wire form (CRLF, no line starting with a dot)
+    // are sent as they are: byte for byte, with the terminator (and the
+    // last line end if the file has none); an empty file is an empty
+    // message.
+    let clean = b"Subject: clean\r\n\r\nline\r\n x.y\r\n\r\n";
+    let unended = b"Subject: unended\r\n\r\nlast line";
+    std::fs::write(w.maildir().join("new/1700000002.clean.host"), clean).unwrap();
+    std::fs::write(w.maildir().join("new/1700000003.empty.host"), b"").unwrap();
+    std::fs::write(w.maildir().join("new/1700000004.unended.host"), unended).unwrap();
+    let mut c = Pop3::login(w.pop3).await;
+    assert_eq!(c.cmd("LIST 3").await, format!("+OK 3 {}\r\n", clean.len()));
+    assert_eq!(c.cmd("LIST 4").await, "+OK 4 0\r\n");
+    assert_eq!(
+        c.cmd("LIST 5").await,
+        format!("+OK 5 {}\r\n", unended.len() + 2)
+    );
+    c.send(b"RETR 3\r\nRETR 4\r\nRETR 5\r\n").await;
+    let mut raw = Vec::new();
+    for _ in 0..9 + 5 {
+        raw.extend(c.raw_line().await);
+    }
+    let mut want = format!("+OK {} octets\r\n", clean.len()).into_bytes();
+    want.extend_from_slice(clean);
+    want.extend_from_slice(b".\r\n+OK 0 octets\r\n.\r\n");
+    want.extend_from_slice(format!("+OK {} octets\r\n", unended.len() + 2).as_bytes());
+    want.extend_from_slice(unended);
+    want.extend_from_slice(b"\r\n.\r\n");
+    assert_eq!(
+        String::from_utf8_lossy(&raw),
+        String::from_utf8_lossy(&want)
+    );
+    assert!(c.cmd("QUIT").await.starts_with("+OK"));
+    w.stop().await;
+}
+
+/// RETR with read-ahead: 45 messages (more than one batch), one larger
+/// than a read chunk in the middle, some in the wire form and some not;
+/// fetched in order (pipelined), then backwards and skipping: every body
+/// is exactly its file's wire form.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retr_in_any_order_sends_the_right_messages() {
+    let w = World::start("").await;
+    let mut c = Pop3::login(w.pop3).await;
+    assert!(c.cmd("QUIT").await.starts_with("+OK"));
+    let mut files = Vec::new();
+    for i in 0..45usize {
+        let mut m = format!("Subject: ahead {i}\r\n\r\n").into_bytes();
+        let lines = if i == 20 { 40_000 } else { i * 37 };
+        for l in 0..lines {
+            if i % 3 == 0 {
+                m.extend_from_slice(format!(".{i} line {l}\n").as_bytes());
+            } else {
+                m.extend_from_slice(format!("{i} line {l}\r\n").as_bytes());
+            }
+        }
+        std::fs::write(
+            w.maildir().join(format!("new/17000000{i:02}.ahead.host")),
+            &m,
+        )
+        .unwrap();
+        let mut wire = Vec::new();
+        for line in m.split_inclusive(|&b| b == b'\n') {
+            wire.extend_from_slice(
+                line.strip_suffix(b"\r\n")
+                    .or(line.strip_suffix(b"\n"))
+                    .unwrap_or(line),
+            );
+            wire.extend_from_slice(b"\r\n");
+        }
+        files.push(wire);
+    }
+    let mut c = Pop3::login(w.pop3).await;
+    assert_eq!(c.stat().await.0, 45);
+    let mut pipelined = String::new();
+    for i in 1..=45 {
+        pipelined.push_str(&format!("RETR {i}\r\n"));
+    }
+    c.send(pipelined.as_bytes()).await;
+    let read_body = async |c: &mut Pop3| {
+        let status = c.line().await;
+        assert!(status.starts_with("+OK"), "{status}");
+        let mut body = Vec::new();
+        loop {
+            let l = c.raw_line().await;
+            if l == b".\r\n" {
+                return body;
+            }
+            body.extend_from_slice(l.strip_prefix(b".").unwrap_or(&l));
+        }
+    };
+    for (i, want) in files.iter().enumerate() {
+        let body = read_body(&mut c).await;
+        assert!(body == *want, "message {} differs", i + 1);
+    }
+    for i in [45usize, 3, 2, 30, 21, 22, 1, 44] {
+        c.send(format!("RETR {i}\r\n").as_bytes()).await;
+        let body = read_body(&mut c).await;
+        assert!(body == files[i - 1], "message {i} differs out of order");
+    }
+    assert!(c.cmd("QUIT").await.starts_with("+OK"));
     w.stop().await;
 }
 
@@ -524,10 +625,47 @@ async fn idle_timeout_closes_without_deleting() {
     w.stop().await;
 }
 
+/// A listener's own `idle_timeout` overrides `[pop3] idle_timeout` for
+/// its sessions only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_has_its_own_idle_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.toml");
+    common::add_user(&users, USER, PW);
+    common::add_user(&users, "bob@example.test", PW);
+    let text = format!(
+        "hostname = \"mx.example.test\"\ndata_dir = {:?}\n\
+         [[listener]]\naddress = \"127.0.0.1:0\"\nrole = \"mx\"\n\
+         [[listener]]\naddress = \"127.0.0.1:0\"\nrole = \"pop3\"\nplaintext_auth = true\nidle_timeout = \"1s\"\n\
+         [[listener]]\naddress = \"127.0.0.1:0\"\nrole = \"pop3\"\nplaintext_auth = true\n\
+         [auth]\nusers_file = {users:?}\n\
+         [domains.\"example.test\"]\nmailboxes = [\"alice\", \"bob\"]\n\
+         [dns]\nnameservers = [\"127.0.0.1:9\"]\n[mail_auth]\nenabled = false\n\
+         [pop3]\nidle_timeout = \"10m\"\n",
+        dir.path().join("data"),
+    );
+    let config = tern::Config::parse(&text).expect("test config");
+    let running = tern::start(&config).await.expect("server starts");
+    let a = running.addrs();
+    let mut quick = Pop3::login(a[1]).await;
+    let (mut slow, _) = Pop3::connect(a[2]).await;
+    assert!(slow.cmd("USER bob@example.test").await.starts_with("+OK"));
+    let r = slow.cmd(&format!("PASS {PW}")).await;
+    assert!(r.starts_with("+OK Logged in"), "{r}");
+    let r = quick.line().await;
+    assert!(r.starts_with("-ERR Autologout"), "{r}");
+    // The other listener's session is still there after its neighbour's
+    // timeout.
+    assert_eq!(slow.stat().await.0, 0);
+    assert!(slow.cmd("QUIT").await.starts_with("+OK"));
+    running.shutdown().await;
+}
+
 /// Kill -9 during UPDATE (issue 13): the real binary is killed right after
 /// QUIT (with growing delays, so some kills land before, during and after
 /// the removal); after a restart either every marked message is gone or
-/// none is.
+/// none is, the UIDLs of the messages left are those they had, and the
+/// UIDLs of removed messages never come back for new mail.
 #[test]
 fn sigkill_during_update_removes_all_or_nothing() {
     use std::io::{BufRead, BufReader, Write};
@@ -569,6 +707,31 @@ fn sigkill_during_update_removes_all_or_nothing() {
         assert!(l.starts_with("+OK "), "STAT: {l}");
         l.split_whitespace().nth(1).unwrap().parse().unwrap()
     };
+    // UIDL of every message, in order.
+    let uidls = |addr: SocketAddr| -> Vec<String> {
+        let s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        let mut w = s;
+        w.write_all(format!("USER {USER}\r\nPASS {PW}\r\nUIDL\r\nQUIT\r\n").as_bytes())
+            .unwrap();
+        let mut l = String::new();
+        for _ in 0..4 {
+            l.clear();
+            r.read_line(&mut l).unwrap();
+        }
+        assert!(l.starts_with("+OK"), "UIDL: {l}");
+        let mut out = Vec::new();
+        loop {
+            l.clear();
+            r.read_line(&mut l).unwrap();
+            if l == ".\r\n" {
+                return out;
+            }
+            out.push(l.split_whitespace().nth(1).unwrap().to_owned());
+        }
+    };
+    let mut removed: std::collections::HashSet<String> = std::collections::HashSet::new();
     let mut outcomes = Vec::new();
     for delay_us in [0u64, 100, 250, 500, 1000, 2000, 5000] {
         let have = count(pop3);
@@ -578,6 +741,12 @@ fn sigkill_during_update_removes_all_or_nothing() {
             }
         }
         assert_eq!(count(pop3), N);
+        let before = uidls(pop3);
+        assert_eq!(before.len(), N);
+        assert!(
+            before.iter().all(|u| !removed.contains(u)),
+            "a UIDL given again to a new message"
+        );
         let s = std::net::TcpStream::connect(pop3).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         let mut r = BufReader::new(s.try_clone().unwrap());
@@ -611,12 +780,181 @@ fn sigkill_during_update_removes_all_or_nothing() {
             after == 0 || after == N,
             "after a kill {delay_us}us into UPDATE: {after} of {N} messages left"
         );
+        // UIDLs survive the restart, and those of removed messages are
+        // never given again (checked as new mail arrives above).
+        let now = uidls(pop3);
+        if after == N {
+            assert_eq!(now, before, "UIDLs changed across a restart");
+        } else {
+            assert!(now.is_empty());
+            removed.extend(before);
+        }
         assert!(!maildir.join("tern.removing").exists());
         outcomes.push(after);
     }
     eprintln!("messages left after each kill: {outcomes:?}");
     common::signal(&child, "-TERM");
     let _ = child.wait();
+}
+
+/// Logs in as USER over plaintext and returns the reply to PASS.
+async fn try_login(addr: SocketAddr) -> (Pop3, String) {
+    let (mut c, g) = Pop3::connect(addr).await;
+    assert!(g.starts_with("+OK"), "{g}");
+    assert!(c.cmd(&format!("USER {USER}")).await.starts_with("+OK"));
+    let r = c.cmd(&format!("PASS {PW}")).await;
+    (c, r)
+}
+
+/// Two Tern processes on one mail tree (the second's `data/mail` is a
+/// symbolic link to the first's): a POP3 session in either locks the
+/// maildrop against the other (`-ERR [IN-USE]`), QUIT releases it, and so
+/// does a SIGKILL of the process holding it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_maildrop_lock_holds_across_processes() {
+    let w = World::start("").await;
+    deliver_n(w.mx, 2).await;
+    let other = tempfile::tempdir().unwrap();
+    let data = other.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::create_dir_all(w.data().join("mail")).unwrap();
+    std::os::unix::fs::symlink(w.data().join("mail"), data.join("mail")).unwrap();
+    let mx = common::free_loopback_addr();
+    let pop3 = common::free_loopback_addr();
+    let config = other.path().join("tern.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "hostname = \"mx.example.test\"\ndata_dir = {data:?}\n\
+             [[listener]]\naddress = \"{mx}\"\nrole = \"mx\"\n\
+             [[listener]]\naddress = \"{pop3}\"\nrole = \"pop3\"\nplaintext_auth = true\n\
+             [auth]\nusers_file = {:?}\n\
+             [dns]\nnameservers = [\"127.0.0.1:9\"]\n[mail_auth]\nenabled = false\n\
+             [domains.\"example.test\"]\nmailboxes = [\"alice\"]\n[log]\nlevel = \"warn\"\n",
+            w.dir.path().join("users.toml"),
+        ),
+    )
+    .unwrap();
+    let log = other.path().join("tern.log");
+    let mut child = tokio::task::block_in_place(|| common::spawn_daemon(&config, &log, mx, &[]));
+
+    // The other process holds the maildrop: this one says [IN-USE].
+    let (mut b, r) = try_login(pop3).await;
+    assert!(r.starts_with("+OK Logged in, 2 messages"), "{r}");
+    let uidls = b.uidl().await;
+    let (_, r) = try_login(w.pop3).await;
+    assert!(r.starts_with("-ERR [IN-USE]"), "{r}");
+    assert!(b.cmd("DELE 1").await.starts_with("+OK"));
+    assert!(b.cmd("QUIT").await.starts_with("+OK"));
+    // Released by QUIT; now this process holds it against the other. Both
+    // give the message the same UIDL (it lives in the store, not in a
+    // process).
+    let (mut a, r) = try_login(w.pop3).await;
+    assert!(r.starts_with("+OK Logged in, 1 messages"), "{r}");
+    assert_eq!(a.uidl().await, uidls[1..]);
+    let (_, r) = try_login(pop3).await;
+    assert!(r.starts_with("-ERR [IN-USE]"), "{r}");
+    assert!(a.cmd("QUIT").await.starts_with("+OK"));
+    // The other process dies by SIGKILL in TRANSACTION: the lock goes with
+    // it, nothing is deleted.
+    let (mut b, r) = try_login(pop3).await;
+    assert!(r.starts_with("+OK Logged in, 1 messages"), "{r}");
+    assert!(b.cmd("DELE 1").await.starts_with("+OK"));
+    let (_, r) = try_login(w.pop3).await;
+    assert!(r.starts_with("-ERR [IN-USE]"), "{r}");
+    tokio::task::block_in_place(|| {
+        common::signal(&child, "-KILL");
+        let _ = child.wait();
+    });
+    let (mut a, r) = try_login(w.pop3).await;
+    assert!(r.starts_with("+OK Logged in, 1 messages"), "{r}");
+    assert!(a.cmd("QUIT").await.starts_with("+OK"));
+    assert_eq!(files_in(&w.maildir()), 1);
+    w.stop().await;
+}
+
+/// The brute-force tracker is the one SMTP and IMAP use: wrong passwords
+/// over POP3 and IMAP add up, the same answer for an unknown user as for a
+/// wrong password, and then the right password is refused too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pop3_logins_share_the_brute_force_tracker() {
+    use std::io::{BufRead, BufReader, Write};
+    let w = World::start(
+        "[limits.abuse.auth]\ninitial_delay = \"10ms\"\nmax_delay = \"20ms\"\nblock_ip_after = 3\n",
+    )
+    .await;
+    let (mut c, _) = Pop3::connect(w.pop3).await;
+    assert!(c.cmd(&format!("USER {USER}")).await.starts_with("+OK"));
+    let wrong = c.cmd("PASS guess1").await;
+    assert!(c.cmd("USER nobody@example.test").await.starts_with("+OK"));
+    let unknown = c.cmd("PASS guess2").await;
+    assert!(wrong.starts_with("-ERR [AUTH]"), "{wrong}");
+    assert_eq!(
+        wrong, unknown,
+        "unknown users and wrong passwords look alike"
+    );
+    // A third failure, over IMAP.
+    let imap = w.imap;
+    let tagged = tokio::task::spawn_blocking(move || {
+        let s = std::net::TcpStream::connect(imap).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        let mut w = s;
+        let mut l = String::new();
+        r.read_line(&mut l).unwrap();
+        w.write_all(format!("a LOGIN {USER} guess3\r\n").as_bytes())
+            .unwrap();
+        loop {
+            l.clear();
+            r.read_line(&mut l).unwrap();
+            if l.starts_with("a ") {
+                return l;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(tagged.starts_with("a NO"), "{tagged}");
+    // Blocked now over POP3, even with the right password.
+    assert!(c.cmd(&format!("USER {USER}")).await.starts_with("+OK"));
+    let r = c.cmd(&format!("PASS {PW}")).await;
+    assert!(r.starts_with("-ERR [SYS/TEMP]"), "{r}");
+    assert!(c.cmd("STAT").await.starts_with("-ERR Not authenticated"));
+    w.stop().await;
+}
+
+/// `login_delay`: announced in CAPA; a second login sooner is refused with
+/// `[LOGIN-DELAY]` (after the password was checked), the session stays in
+/// AUTHORIZATION; a wrong password still gets `[AUTH]`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_delay_refuses_a_login_too_soon() {
+    let w = World::start("[pop3]\nlogin_delay = \"1h\"\n").await;
+    deliver_n(w.mx, 1).await;
+    let (mut c, _) = Pop3::connect(w.pop3).await;
+    let (_, capa) = c.multi("CAPA").await;
+    assert!(
+        String::from_utf8(capa)
+            .unwrap()
+            .contains("\r\nLOGIN-DELAY 3600\r\n")
+    );
+    let (mut c, r) = try_login(w.pop3).await;
+    assert!(r.starts_with("+OK Logged in"), "{r}");
+    let (_, capa) = c.multi("CAPA").await;
+    assert!(
+        String::from_utf8(capa)
+            .unwrap()
+            .contains("LOGIN-DELAY 3600")
+    );
+    assert!(c.cmd("QUIT").await.starts_with("+OK"));
+    let (mut c, r) = try_login(w.pop3).await;
+    assert!(r.starts_with("-ERR [LOGIN-DELAY]"), "{r}");
+    assert!(c.cmd("STAT").await.starts_with("-ERR"));
+    assert!(c.cmd(&format!("USER {USER}")).await.starts_with("+OK"));
+    assert!(c.cmd("PASS wrong").await.starts_with("-ERR [AUTH]"));
+    // The time is kept in the maildrop (across restarts and processes).
+    let recorded = std::fs::read_to_string(w.maildir().join("tern.pop3.lock")).unwrap();
+    assert!(recorded.trim().parse::<i64>().is_ok(), "{recorded:?}");
+    w.stop().await;
 }
 
 /// IMAP and POP3 on the same INBOX at the same time: a selected IMAP

@@ -550,6 +550,37 @@ fn expire_is_configurable() {
 }
 
 #[test]
+fn login_delay_is_announced_and_answered() {
+    // Not configured: not announced.
+    let mut f = Fake::new();
+    let mut s = session(SessionConfig::default(), true);
+    let out = drive(&mut s, &mut f, b"CAPA\r\n");
+    assert!(!out.contains("LOGIN-DELAY"), "{out}");
+    // Configured: announced before and after login; a login too soon
+    // gets [LOGIN-DELAY] and the session stays in AUTHORIZATION.
+    let config = SessionConfig {
+        login_delay: Some(900),
+        ..SessionConfig::default()
+    };
+    let mut s = session(config, true);
+    let out = drive(&mut s, &mut f, b"CAPA\r\n");
+    assert!(out.contains("\r\nLOGIN-DELAY 900\r\n"), "{out}");
+    f.open_error = Some(MaildropError::LoginDelay);
+    let out = drive(&mut s, &mut f, LOGIN.as_bytes());
+    assert_eq!(
+        out,
+        "+OK Send your password\r\n-ERR [LOGIN-DELAY] Logged in too recently, try again later\r\n"
+    );
+    assert_eq!(s.state(), State::Authorization);
+    assert!(drive(&mut s, &mut f, b"STAT\r\n").starts_with("-ERR Not authenticated"));
+    f.open_error = None;
+    let out = drive(&mut s, &mut f, LOGIN.as_bytes());
+    assert_eq!(out, LOGGED_IN);
+    let out = drive(&mut s, &mut f, b"CAPA\r\n");
+    assert!(out.contains("\r\nLOGIN-DELAY 900\r\n"), "{out}");
+}
+
+#[test]
 fn pipelined_commands_wait_for_the_pending_event() {
     let mut s = session(SessionConfig::default(), true);
     s.handle_input(b"USER alice\r\nPASS secret pw\r\nSTAT\r\n");

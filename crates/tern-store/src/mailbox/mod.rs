@@ -33,7 +33,9 @@
 //! durable. A STORE or MOVE whose commit fails renames its files back.
 //! Every operation holds the user's lock (a mutex in the process and an
 //! exclusive `flock` on `tern.lock` across processes) from its first
-//! file change to its commit.
+//! file change to its commit. A POP3 session holds another lock for its
+//! whole length, [`MaildropLock`] (`tern.pop3.lock`), which no store
+//! operation waits for.
 //!
 //! # Sync with the directory
 //!
@@ -108,8 +110,8 @@ pub use flags::{FlagError, FlagOp, Flags, KeywordMap, SystemFlags};
 pub use index::{Counts, Index, IndexError, MailboxId, MailboxRow, MessageRow, SpecialUse, Usage};
 pub use name::{MailboxName, NameError};
 pub use store::{
-    AppendItem, Appended, Changes, CopyResult, Delivered, ListEntry, Quota, Selected, Status,
-    StoreResult, UserStore,
+    AppendItem, Appended, Changes, CopyResult, Delivered, ListEntry, MaildropLock, Quota, Selected,
+    Status, StoreResult, UserStore,
 };
 pub use watch::MailboxWatch;
 

@@ -9,6 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::ops::{Deref, DerefMut};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -28,6 +29,10 @@ use super::{Folder, MailboxError, StoreConfig};
 
 const INDEX_FILE: &str = "tern.index.sqlite";
 const LOCK_FILE: &str = "tern.lock";
+/// The POP3 maildrop lock ([`UserStore::try_lock_maildrop`]): held with an
+/// exclusive `flock` for a whole session; holds the time of the last
+/// login (decimal Unix seconds).
+const MAILDROP_LOCK_FILE: &str = "tern.pop3.lock";
 const UIDVALIDITY_FILE: &str = "tern.uidvalidity";
 const TRASH_PREFIX: &str = "tern-deleted.";
 /// The intent of a [`UserStore::remove_uids`] in progress: one line per
@@ -143,6 +148,51 @@ pub struct Quota {
     pub messages: u64,
     /// The limit in bytes, if any.
     pub limit: Option<u64>,
+}
+
+/// A POP3 session's exclusive hold on the user's maildrop (RFC 1939
+/// section 8: "the POP3 server acquires an exclusive-access lock on the
+/// maildrop"), from [`UserStore::try_lock_maildrop`].
+///
+/// It is an exclusive `flock` on `tern.pop3.lock` in the user's Maildir,
+/// so it holds across processes (two Tern processes serving one mail
+/// tree) as well as within one, and it ends when the value is dropped or
+/// the process dies, even by SIGKILL (the kernel releases it with the
+/// file). It is not the store's own lock (`tern.lock`, held only during
+/// each operation): holding it blocks no store operation, IMAP sessions
+/// and deliveries go on, only another `try_lock_maildrop` fails.
+///
+/// The file also records the time of the last login
+/// ([`Self::last_login`], [`Self::record_login`]), for RFC 2449
+/// `LOGIN-DELAY`.
+#[derive(Debug)]
+pub struct MaildropLock {
+    file: File,
+    path: PathBuf,
+    last_login: Option<i64>,
+}
+
+impl MaildropLock {
+    /// The time of the last login recorded with [`Self::record_login`]
+    /// (Unix seconds), by any process; `None` if there was none.
+    pub fn last_login(&self) -> Option<i64> {
+        self.last_login
+    }
+
+    /// Records `now` (Unix seconds) as the time of the last login. Not
+    /// fsynced: a crash may forget it, which only shortens one login
+    /// delay.
+    pub fn record_login(&mut self, now: i64) -> Result<(), MailboxError> {
+        use std::io::{Seek, SeekFrom, Write};
+        let text = format!("{now}\n");
+        self.file
+            .set_len(0)
+            .and_then(|()| self.file.seek(SeekFrom::Start(0)))
+            .and_then(|_| self.file.write_all(text.as_bytes()))
+            .map_err(io_err("write", &self.path))?;
+        self.last_login = Some(now);
+        Ok(())
+    }
 }
 
 /// Directory stamps of one mailbox.
@@ -952,6 +1002,40 @@ impl UserStore {
                 &self.mailbox_dir(&mailbox.name).join(&message.file_name),
             )(e)),
         }
+    }
+
+    /// Takes the POP3 maildrop lock (see [`MaildropLock`]) without
+    /// waiting: `Ok(None)` if another session, in this process or
+    /// another, holds it.
+    pub fn try_lock_maildrop(&self) -> Result<Option<MaildropLock>, MailboxError> {
+        let path = self.dir.join(MAILDROP_LOCK_FILE);
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(files::FILE_MODE)
+            .open(&path)
+            .map_err(io_err("open", &path))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Ok(None),
+            Err(fs::TryLockError::Error(e)) => return Err(io_err("lock", &path)(e)),
+        }
+        let mut text = Vec::new();
+        // Bounded: the file holds one number (anything else is ignored).
+        (&mut file)
+            .take(32)
+            .read_to_end(&mut text)
+            .map_err(io_err("read", &path))?;
+        let last_login = std::str::from_utf8(&text)
+            .ok()
+            .and_then(|t| t.trim().parse().ok());
+        Ok(Some(MaildropLock {
+            file,
+            last_login,
+            path,
+        }))
     }
 
     /// The user's storage use and limit.
