@@ -29,8 +29,8 @@ use tern_imap::types::{
     Date, DateTime, Flag, Mailbox, Section, SectionText, SeqNum, SeqRange, SequenceSet, StatusItem,
 };
 use tern_store::mailbox::{
-    AppendItem, FlagOp, Flags, MailboxError, MailboxId, Mailboxes, MessageRow, SpecialUse,
-    SystemFlags, UserStore,
+    AppendItem, FlagOp, Flags, MailboxError, MailboxId, Mailboxes, MessageList, MessageRow,
+    SpecialUse, SystemFlags, UserStore,
 };
 
 /// The hierarchy separator.
@@ -42,8 +42,12 @@ struct Selected {
     id: MailboxId,
     read_only: bool,
     uidvalidity: u32,
-    /// Message sequence number `n` is `rows[n - 1]`.
-    rows: Vec<MessageRow>,
+    /// Message sequence number `n` is `rows.get(n - 1)`. Shared with the
+    /// store and every other session of the mailbox while this session's
+    /// client knows the mailbox as it is; a copy of the chunks that differ
+    /// while it must still show messages expunged elsewhere (see
+    /// [`Backend::sync`]).
+    rows: MessageList,
     /// The MODSEQ of the last state the client was told about.
     modseq: u64,
     /// CONDSTORE is on for this mailbox (FETCH carries MODSEQ).
@@ -54,11 +58,11 @@ struct Selected {
 
 impl Selected {
     fn seq_of(&self, uid: u32) -> Option<usize> {
-        self.rows.binary_search_by_key(&uid, |r| r.uid).ok()
+        self.rows.index_of(uid)
     }
 
     fn max_uid(&self) -> u32 {
-        self.rows.last().map_or(0, |r| r.uid)
+        self.rows.max_uid()
     }
 }
 
@@ -199,9 +203,11 @@ fn resolve(sel: &Selected, set: &SequenceSet, uid: bool, saved: &[u32]) -> Vec<u
         let largest = sel.max_uid();
         for r in ranges {
             let (lo, hi) = r.bounds(largest);
-            let a = sel.rows.partition_point(|row| row.uid < lo);
-            let b = sel.rows.partition_point(|row| row.uid <= hi);
-            out.extend(sel.rows[a..b.max(a)].iter().map(|row| row.uid));
+            let a = sel.rows.rank(lo);
+            let b = hi
+                .checked_add(1)
+                .map_or(sel.rows.len(), |h| sel.rows.rank(h));
+            out.extend(sel.rows.range(a, b).map(|row| row.uid));
         }
     } else {
         let count = sel.rows.len() as u32;
@@ -209,7 +215,7 @@ fn resolve(sel: &Selected, set: &SequenceSet, uid: bool, saved: &[u32]) -> Vec<u
             let (lo, hi) = r.bounds(count);
             let (a, b) = (lo.max(1) as usize - 1, (hi.min(count)) as usize);
             if a < b {
-                out.extend(sel.rows[a..b].iter().map(|row| row.uid));
+                out.extend(sel.rows.range(a, b).map(|row| row.uid));
             }
         }
     }
@@ -218,14 +224,6 @@ fn resolve(sel: &Selected, set: &SequenceSet, uid: bool, saved: &[u32]) -> Vec<u
         out.dedup();
     }
     out
-}
-
-/// A row as a selected session keeps it: the Maildir file name is the
-/// store's business (bodies are opened by UID), so it is dropped to keep
-/// per-session memory small.
-fn slim(mut row: MessageRow) -> MessageRow {
-    row.file_name = String::new();
-    row
 }
 
 /// RFC 9051 9 (`seq-number`): a message number above the number of
@@ -414,47 +412,113 @@ impl Backend {
         r.encode(opts, out);
     }
 
+    /// Tells the client what changed in the selected mailbox since it was
+    /// last told (RFC 9051 7.5): expunges (only when `allow_expunge`: not
+    /// during FETCH, STORE or SEARCH by message number), new messages,
+    /// flag changes. Afterwards the session's list is the store's shared
+    /// current list again, unless an expunge had to be held back: then the
+    /// session keeps its own list, with the expunged messages still in it,
+    /// until a command that may announce them.
     fn sync(&mut self, out: &mut Vec<u8>, opts: EncodeOptions, allow_expunge: bool) {
         let (Some(store), Some(sel)) = (&self.store, self.selected.as_mut()) else {
             return;
         };
-        let Ok(changes) = store.changes_since(sel.id, sel.modseq) else {
+        if sel.uidvalidity == 0 {
+            return;
+        }
+        let Ok((changes, latest)) = store.changes_and_list(sel.id, sel.modseq) else {
             return;
         };
-        let mut vanished = Vec::new();
-        if allow_expunge {
-            for uid in &changes.vanished {
-                if let Some(i) = sel.seq_of(*uid) {
-                    if sel.qresync {
-                        vanished.push(*uid);
-                    } else {
-                        Self::emit(out, &Response::Data(Data::Expunge(i as u32 + 1)), opts);
-                    }
-                    sel.rows.remove(i);
-                }
-            }
-            if !vanished.is_empty() {
+        if changes.mailbox.uidvalidity != sel.uidvalidity {
+            // The index was rebuilt (`tern mailbox reindex`): these UIDs
+            // mean other messages now, so nothing is told or taken over;
+            // the client sees the new UIDVALIDITY at its next SELECT.
+            sel.uidvalidity = 0;
+            return;
+        }
+        let mut gone: Vec<usize> = changes
+            .vanished
+            .iter()
+            .filter_map(|u| sel.seq_of(*u))
+            .collect();
+        if !gone.is_empty() && !allow_expunge {
+            Self::sync_held_back(sel, changes.changed, out, opts);
+            return;
+        }
+        // Expunges, by ascending position: each one renumbers the rest.
+        gone.sort_unstable();
+        if sel.qresync {
+            if !gone.is_empty() {
+                let uids: Vec<u32> = gone
+                    .iter()
+                    .filter_map(|&i| sel.rows.get(i).map(|r| r.uid))
+                    .collect();
                 Self::emit(
                     out,
                     &Response::Data(Data::Vanished {
                         earlier: false,
-                        uids: to_set(&vanished),
+                        uids: to_set(&uids),
                     }),
                     opts,
                 );
             }
+        } else {
+            for (k, &i) in gone.iter().enumerate() {
+                Self::emit(
+                    out,
+                    &Response::Data(Data::Expunge((i - k) as u32 + 1)),
+                    opts,
+                );
+            }
         }
+        if latest.len() != sel.rows.len() - gone.len() {
+            Self::emit(
+                out,
+                &Response::Data(Data::Exists(latest.len() as u32)),
+                opts,
+            );
+        }
+        for row in &changes.changed {
+            let told = sel.rows.by_uid(row.uid);
+            if told.is_none_or(|t| t.flags == row.flags && t.modseq == row.modseq) {
+                continue;
+            }
+            if let Some(i) = latest.index_of(row.uid) {
+                Self::emit_flags(out, sel, i, row, opts);
+            }
+        }
+        sel.rows = latest;
+        sel.modseq = sel.modseq.max(changes.mailbox.highestmodseq);
+    }
+
+    /// [`Self::sync`] when expunges may not be told yet: new messages and
+    /// flag changes go into the session's own copy of its list (only the
+    /// chunks they touch are copied), the expunged messages stay, and the
+    /// session's MODSEQ stays where it was, so the next sync finds the
+    /// expunges again.
+    fn sync_held_back(
+        sel: &mut Selected,
+        changed: Vec<MessageRow>,
+        out: &mut Vec<u8>,
+        opts: EncodeOptions,
+    ) {
         let before = sel.rows.len();
         let mut flag_updates = Vec::new();
-        for row in changes.changed {
+        for row in changed {
             match sel.seq_of(row.uid) {
-                Some(i) if sel.rows[i].flags != row.flags || sel.rows[i].modseq != row.modseq => {
+                Some(i)
+                    if sel
+                        .rows
+                        .get(i)
+                        .is_some_and(|t| t.flags != row.flags || t.modseq != row.modseq) =>
+                {
                     flag_updates.push(i);
-                    sel.rows[i] = slim(row);
+                    sel.rows.set(i, row);
                 }
                 Some(_) => {}
-                None if row.uid > sel.max_uid() => sel.rows.push(slim(row)),
-                None => {}
+                None => {
+                    sel.rows.push(row);
+                }
             }
         }
         if sel.rows.len() != before {
@@ -465,29 +529,39 @@ impl Backend {
             );
         }
         for i in flag_updates {
-            let row = &sel.rows[i];
-            let mut items = vec![FetchItem::Flags {
-                flags: imap_flags(&row.flags),
-                recent: false,
-            }];
-            if sel.qresync || sel.condstore {
-                items.push(FetchItem::Uid(row.uid));
+            if let Some(row) = sel.rows.get(i) {
+                Self::emit_flags(out, sel, i, row, opts);
             }
-            if sel.condstore {
-                items.push(FetchItem::ModSeq(row.modseq));
-            }
-            Self::emit(
-                out,
-                &Response::Data(Data::Fetch {
-                    seq: i as u32 + 1,
-                    items,
-                }),
-                opts,
-            );
         }
-        if allow_expunge {
-            sel.modseq = sel.modseq.max(changes.mailbox.highestmodseq);
+    }
+
+    /// `* n FETCH (FLAGS …)` for a change made elsewhere (with UID under
+    /// QRESYNC or CONDSTORE, and MODSEQ under CONDSTORE).
+    fn emit_flags(
+        out: &mut Vec<u8>,
+        sel: &Selected,
+        i: usize,
+        row: &MessageRow,
+        opts: EncodeOptions,
+    ) {
+        let mut items = vec![FetchItem::Flags {
+            flags: imap_flags(&row.flags),
+            recent: false,
+        }];
+        if sel.qresync || sel.condstore {
+            items.push(FetchItem::Uid(row.uid));
         }
+        if sel.condstore {
+            items.push(FetchItem::ModSeq(row.modseq));
+        }
+        Self::emit(
+            out,
+            &Response::Data(Data::Fetch {
+                seq: i as u32 + 1,
+                items,
+            }),
+            opts,
+        );
     }
 
     fn dispatch(
@@ -505,10 +579,9 @@ impl Backend {
                 params,
             } => {
                 self.selected = None;
-                let selected = store.select(&mailbox).map_err(|e| store_error(&e))?;
+                let (m, rows) = store.select_list(&mailbox).map_err(|e| store_error(&e))?;
                 let condstore = enabled.condstore || params.condstore || params.qresync.is_some();
                 let qresync = enabled.qresync;
-                let m = &selected.mailbox;
                 let flags = vec![
                     Flag::Answered,
                     Flag::Flagged,
@@ -517,7 +590,7 @@ impl Backend {
                     Flag::Draft,
                 ];
                 let mut keywords: Vec<Flag> = Vec::new();
-                for row in &selected.messages {
+                for row in rows.iter() {
                     for k in row.flags.keywords() {
                         if let Ok(f) = Flag::parse(k)
                             && !keywords.contains(&f)
@@ -529,11 +602,7 @@ impl Backend {
                 let mut all = flags.clone();
                 all.extend(keywords);
                 Self::emit(out, &Response::Data(Data::Flags(all.clone())), opts);
-                Self::emit(
-                    out,
-                    &Response::Data(Data::Exists(selected.messages.len() as u32)),
-                    opts,
-                );
+                Self::emit(out, &Response::Data(Data::Exists(rows.len() as u32)), opts);
                 if !enabled.imap4rev2 {
                     Self::emit(out, &Response::Data(Data::Recent(0)), opts);
                 }
@@ -544,11 +613,10 @@ impl Backend {
                         "",
                     ))
                 };
-                if let Some(first) = selected
-                    .messages
-                    .iter()
-                    .position(|r| !r.flags.system.contains(SystemFlags::SEEN))
-                    && !enabled.imap4rev2
+                if !enabled.imap4rev2
+                    && let Some(first) = rows
+                        .iter()
+                        .position(|r| !r.flags.system.contains(SystemFlags::SEEN))
                 {
                     Self::emit(out, &untagged(Code::Unseen(first as u32 + 1)), opts);
                 }
@@ -568,7 +636,7 @@ impl Backend {
                     id: m.id,
                     read_only,
                     uidvalidity: m.uidvalidity,
-                    rows: selected.messages.into_iter().map(slim).collect(),
+                    rows,
                     modseq: m.highestmodseq,
                     condstore,
                     qresync,
@@ -1118,8 +1186,9 @@ impl Backend {
                 .iter()
                 .copied()
                 .filter(|u| {
-                    sel.seq_of(*u)
-                        .is_some_and(|i| !sel.rows[i].flags.system.contains(SystemFlags::SEEN))
+                    sel.rows
+                        .by_uid(*u)
+                        .is_some_and(|r| !r.flags.system.contains(SystemFlags::SEEN))
                 })
                 .collect();
             if !unseen.is_empty()
@@ -1133,14 +1202,16 @@ impl Backend {
             {
                 for row in result.messages {
                     if let Some(i) = sel.seq_of(row.uid) {
-                        sel.rows[i] = slim(row);
+                        sel.rows.set(i, row);
                     }
                 }
             }
         }
+        // A clone is a reference count: rows are borrowed from it.
+        let rows = sel.rows.clone();
         for u in uids {
-            let Some(i) = sel.seq_of(u) else { continue };
-            let row = sel.rows[i].clone();
+            let Some(i) = rows.index_of(u) else { continue };
+            let Some(row) = rows.get(i) else { continue };
             if let Some(since) = changed_since
                 && row.modseq <= since
             {
@@ -1323,8 +1394,8 @@ impl Backend {
             let Some(i) = sel.seq_of(row.uid) else {
                 continue;
             };
-            let changed = sel.rows[i].flags != row.flags;
-            sel.rows[i] = slim(row.clone());
+            let changed = sel.rows.get(i).is_some_and(|r| r.flags != row.flags);
+            sel.rows.set(i, row.clone());
             if silent && !(sel.condstore && changed) {
                 continue;
             }
@@ -1517,7 +1588,7 @@ impl Backend {
             .any(has_modseq)
             .then(|| {
                 uids.iter()
-                    .filter_map(|u| sel.seq_of(*u).map(|i| sel.rows[i].modseq))
+                    .filter_map(|u| sel.rows.by_uid(*u).map(|r| r.modseq))
                     .max()
             })
             .flatten();
@@ -1594,7 +1665,7 @@ impl Backend {
         let mut keyed: Vec<(u32, u32, u64, tern_mime::SortKeys)> = Vec::new();
         for u in uids {
             let Some(i) = sel.seq_of(u) else { continue };
-            let row = &sel.rows[i];
+            let Some(row) = sel.rows.get(i) else { continue };
             let keys = Self::load(store, sel.id, u)
                 .map(|l| l.message().sort_keys(row.internaldate))
                 .unwrap_or_else(|| {
@@ -1652,7 +1723,7 @@ impl Backend {
         let mut msgs = Vec::new();
         for u in uids {
             let Some(i) = sel.seq_of(u) else { continue };
-            let row = &sel.rows[i];
+            let Some(row) = sel.rows.get(i) else { continue };
             let number = if uid { u } else { i as u32 + 1 };
             if let Some(l) = Self::load(store, sel.id, u) {
                 msgs.push(l.message().thread_message(number, row.internaldate));
@@ -1835,19 +1906,20 @@ mod tests {
             id: MailboxId(1),
             read_only: false,
             uidvalidity: 1,
-            rows: uids
-                .iter()
-                .map(|&uid| MessageRow {
-                    uid,
-                    file_name: String::new(),
-                    flags: Flags::default(),
-                    modseq: 1,
-                    size: 1,
-                    internaldate: 0,
-                    savedate: 0,
-                    email_id: String::new(),
-                })
-                .collect(),
+            rows: MessageList::from_rows(
+                uids.iter()
+                    .map(|&uid| MessageRow {
+                        uid,
+                        file_name: String::new(),
+                        flags: Flags::default(),
+                        modseq: 1,
+                        size: 1,
+                        internaldate: 0,
+                        savedate: 0,
+                        email_id: String::new(),
+                    })
+                    .collect(),
+            ),
             modseq: 1,
             condstore: false,
             qresync: false,
@@ -1881,6 +1953,144 @@ mod tests {
         let empty = selected(&[]);
         assert!(resolve(&empty, &set("1:*"), true, &[]).is_empty());
         assert!(resolve(&empty, &set("*"), false, &[]).is_empty());
+    }
+
+    /// A client on a real session and backend, without sockets: what the
+    /// driver does, minus the I/O.
+    struct Client {
+        session: tern_imap::session::Session,
+        backend: Backend,
+        out: Vec<u8>,
+    }
+
+    impl Client {
+        fn new(mailboxes: &Arc<Mailboxes>) -> Client {
+            use tern_imap::session::{Session, SessionConfig};
+            let mut session = Session::new(
+                SessionConfig {
+                    plaintext_auth_allowed: true,
+                    ..SessionConfig::default()
+                },
+                false,
+            );
+            session.greet();
+            let mut c = Client {
+                session,
+                backend: Backend::new(Arc::clone(mailboxes), 1 << 20),
+                out: Vec::new(),
+            };
+            c.say("a0 LOGIN alice@example.test secret");
+            c
+        }
+
+        /// Sends one command line; returns everything the server wrote.
+        fn say(&mut self, line: &str) -> String {
+            use tern_imap::session::{AuthQuestion, Event};
+            self.session.handle_input(format!("{line}\r\n").as_bytes());
+            loop {
+                self.out.extend(self.session.take_output());
+                let Some(ev) = self.session.poll_event() else {
+                    break;
+                };
+                match ev {
+                    Event::AuthStart { .. } => self.session.auth_begin(
+                        tern_sasl::StartContext::new(&[7u8; 16], "imap.test", 1, &[1u8; 32]),
+                    ),
+                    Event::Auth(AuthQuestion::VerifyPassword { .. }) => self
+                        .session
+                        .auth_answer(tern_sasl::Answer::PasswordOk(true)),
+                    Event::Authenticated { user } => self.backend.login(&user).unwrap(),
+                    Event::Request(r) => {
+                        let opts = self.session.encode_options();
+                        let a = self.backend.handle(r, opts);
+                        self.out.extend(a.untagged);
+                        self.session.finish(a.completion);
+                    }
+                    _ => {}
+                }
+            }
+            String::from_utf8(std::mem::take(&mut self.out)).unwrap()
+        }
+    }
+
+    fn untagged(text: &str) -> Vec<&str> {
+        text.lines().filter(|l| l.starts_with("* ")).collect()
+    }
+
+    #[test]
+    fn two_sessions_share_a_list_and_each_hears_the_others_changes_in_turn() {
+        let root = tempfile::tempdir().unwrap();
+        let mailboxes = Arc::new(Mailboxes::new(
+            root.path().to_path_buf(),
+            tern_store::StoreConfig::default(),
+        ));
+        let store = mailboxes.open("alice@example.test").unwrap();
+        let inbox = store.mailbox("INBOX").unwrap();
+        for i in 0..5 {
+            let body = format!("Subject: {i}\r\n\r\nbody {i}\r\n");
+            store
+                .append(inbox.id, &mut body.as_bytes(), &Flags::default(), None)
+                .unwrap();
+        }
+        let mut a = Client::new(&mailboxes);
+        let mut b = Client::new(&mailboxes);
+        assert!(a.say("a1 SELECT INBOX").contains("* 5 EXISTS"));
+        assert!(b.say("b1 SELECT INBOX").contains("* 5 EXISTS"));
+        let (sa, sb) = (
+            a.backend.selected.as_ref().unwrap(),
+            b.backend.selected.as_ref().unwrap(),
+        );
+        assert!(sa.rows.ptr_eq(&sb.rows), "one list for both sessions");
+
+        // B flags 2 and expunges 3 (and hears its own EXPUNGE).
+        b.say("b2 STORE 2 +FLAGS (\\Flagged)");
+        b.say("b3 STORE 3 +FLAGS (\\Deleted)");
+        assert_eq!(untagged(&b.say("b4 EXPUNGE")), ["* 3 EXPUNGE"]);
+
+        // A's FETCH by number may not hear the expunge: 3 is still there,
+        // numbers do not move, but the flag change is told.
+        let r = a.say("a2 FETCH 1:5 (UID)");
+        assert_eq!(
+            untagged(&r),
+            [
+                "* 1 FETCH (UID 1)",
+                "* 2 FETCH (UID 2)",
+                "* 3 FETCH (UID 3)",
+                "* 4 FETCH (UID 4)",
+                "* 5 FETCH (UID 5)",
+                "* 2 FETCH (FLAGS (\\Flagged))",
+            ],
+            "{r}"
+        );
+        // A delivery meanwhile: A hears EXISTS, still holding message 3.
+        store
+            .append(
+                inbox.id,
+                &mut &b"Subject: 6\r\n\r\nx\r\n"[..],
+                &Flags::default(),
+                None,
+            )
+            .unwrap();
+        assert_eq!(
+            untagged(&a.say("a3 FETCH 1 (UID)")),
+            ["* 1 FETCH (UID 1)", "* 6 EXISTS"]
+        );
+        assert_eq!(untagged(&a.say("a3 FETCH 6 (UID)")), ["* 6 FETCH (UID 6)"]);
+        // NOOP may: the expunge now, then A shares the store's list again.
+        assert_eq!(untagged(&a.say("a4 NOOP")), ["* 3 EXPUNGE"]);
+        assert_eq!(untagged(&b.say("b5 NOOP")), ["* 5 EXISTS"]);
+        let (sa, sb) = (
+            a.backend.selected.as_ref().unwrap(),
+            b.backend.selected.as_ref().unwrap(),
+        );
+        assert!(sa.rows.ptr_eq(&sb.rows));
+        assert_eq!(
+            sa.rows.iter().map(|r| r.uid).collect::<Vec<_>>(),
+            [1, 2, 4, 5, 6]
+        );
+        let r = a.say("a5 UID FETCH 1:* (UID FLAGS)");
+        assert!(r.contains("* 2 FETCH (UID 2 FLAGS (\\Flagged))"), "{r}");
+        assert!(r.contains("* 5 FETCH (UID 6 FLAGS ())"), "{r}");
     }
 
     #[test]
