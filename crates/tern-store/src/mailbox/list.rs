@@ -82,21 +82,10 @@ impl MessageList {
     /// A list of `rows` (sorted by UID, as the index returns them), with
     /// their file names dropped: sessions keep many rows, and bodies are
     /// opened by UID.
-    pub fn from_rows(rows: Vec<MessageRow>) -> MessageList {
-        let mut chunks = Vec::with_capacity(rows.len().div_ceil(CHUNK));
-        let mut ends = Vec::with_capacity(chunks.capacity());
-        let mut n = 0;
-        let mut rows = rows.into_iter().map(slim).peekable();
-        while rows.peek().is_some() {
-            let chunk: Vec<MessageRow> = rows.by_ref().take(CHUNK).collect();
-            n += chunk.len();
-            chunks.push(Arc::new(chunk));
-            ends.push(n);
-        }
-        debug_assert!(is_sorted(chunks.iter().flat_map(|c| c.iter())));
-        MessageList {
-            inner: Arc::new(Chunks { chunks, ends }),
-        }
+    pub fn from_rows(rows: impl IntoIterator<Item = MessageRow>) -> MessageList {
+        let mut b = ListBuilder::default();
+        rows.into_iter().for_each(|r| b.push(r));
+        b.finish()
     }
 
     /// The number of messages.
@@ -259,6 +248,44 @@ impl MessageList {
     }
 }
 
+/// Builds a [`MessageList`] row by row (rows by ascending UID), without
+/// holding them all twice.
+#[derive(Debug, Default)]
+pub(crate) struct ListBuilder {
+    chunks: Chunks,
+    current: Vec<MessageRow>,
+}
+
+impl ListBuilder {
+    pub(crate) fn push(&mut self, row: MessageRow) {
+        if self.current.len() == CHUNK {
+            self.flush();
+        }
+        if self.current.capacity() == 0 {
+            self.current.reserve_exact(CHUNK);
+        }
+        self.current.push(slim(row));
+    }
+
+    fn flush(&mut self) {
+        if !self.current.is_empty() {
+            let n = self.chunks.len() + self.current.len();
+            self.chunks
+                .chunks
+                .push(Arc::new(std::mem::take(&mut self.current)));
+            self.chunks.ends.push(n);
+        }
+    }
+
+    pub(crate) fn finish(mut self) -> MessageList {
+        self.flush();
+        debug_assert!(is_sorted(self.chunks.chunks.iter().flat_map(|c| c.iter())));
+        MessageList {
+            inner: Arc::new(self.chunks),
+        }
+    }
+}
+
 fn is_sorted<'a>(mut rows: impl Iterator<Item = &'a MessageRow>) -> bool {
     let Some(mut last) = rows.next().map(|r| r.uid) else {
         return true;
@@ -298,7 +325,7 @@ mod tests {
     }
 
     fn list(uids: impl IntoIterator<Item = u32>) -> MessageList {
-        MessageList::from_rows(uids.into_iter().map(row).collect())
+        MessageList::from_rows(uids.into_iter().map(row))
     }
 
     fn uids(l: &MessageList) -> Vec<u32> {

@@ -21,7 +21,7 @@ use super::flags::{FlagOp, Flags, KEYWORDS_FILE, KeywordMap, split_file_name};
 use super::index::{
     Applied, Change, Index, IndexError, MailboxId, MailboxRow, MessageRow, NewMessage, SpecialUse,
 };
-use super::list::MessageList;
+use super::list::{ListBuilder, MessageList};
 use super::name::MailboxName;
 use super::sqlite::SqliteIndex;
 use super::watch::{MailboxWatch, Watchers};
@@ -737,7 +737,8 @@ impl UserStore {
         }
         let map = load_keywords(&path);
         let mut seen: HashSet<u32> = HashSet::with_capacity(rows.len());
-        let mut seen_bases: HashSet<String> = HashSet::new();
+        // Borrowed from `disk`: a big mailbox's names are not copied again.
+        let mut seen_bases: HashSet<&str> = HashSet::with_capacity(disk.len());
         let mut changes = Vec::new();
         // (mtime in ns, base, size, rel)
         let mut fresh: Vec<(i128, String, u64, String)> = Vec::new();
@@ -745,7 +746,7 @@ impl UserStore {
         for f in &disk {
             let (sub, fname) = split_rel(&f.rel);
             let (base, letters) = split_file_name(fname);
-            if !seen_bases.insert(base.to_owned()) {
+            if !seen_bases.insert(base) {
                 // The same base twice (a copy made by another program):
                 // give the second one a name of its own.
                 let new_base = self.namer.next();
@@ -754,11 +755,11 @@ impl UserStore {
                 } else {
                     format!("{sub}/{new_base}:2,{letters}")
                 };
-                if fs::rename(path.join(&f.rel), path.join(&new_rel)).is_ok() {
-                    seen_bases.insert(new_base.clone());
-                    if let Ok(m) = fs::metadata(path.join(&new_rel)) {
-                        fresh.push((mtime_ns(&m), new_base, m.len(), new_rel));
-                    }
+                // (A new name from the namer is unique: it needs no entry.)
+                if fs::rename(path.join(&f.rel), path.join(&new_rel)).is_ok()
+                    && let Ok(m) = fs::metadata(path.join(&new_rel))
+                {
+                    fresh.push((mtime_ns(&m), new_base, m.len(), new_rel));
                 }
                 continue;
             }
@@ -987,7 +988,11 @@ impl UserStore {
                 list.apply(changed, &vanished);
                 list
             }
-            None => MessageList::from_rows(g.index.messages(row.id)?),
+            None => {
+                let mut b = ListBuilder::default();
+                g.index.each_message(row.id, &mut |m| b.push(m))?;
+                b.finish()
+            }
         };
         g.lists.insert(
             row.id,
