@@ -226,7 +226,6 @@ fn admit(
     };
     match admitted {
         Ok(permit) => {
-            let conn = Connection::new(Arc::clone(ctx), peer, role, Arc::clone(&spec.smtp));
             let smtp = Arc::clone(&spec.smtp);
             let shutdown = shutdown.clone();
             let ctx = Arc::clone(ctx);
@@ -241,7 +240,9 @@ fn admit(
                             warn!("implicit TLS listener without TLS configured; closing");
                             return;
                         };
-                        match stream.upgrade(&tls.acceptor(), ctx.handshake_timeout).await {
+                        // Boxed (large, and only needed during the handshake).
+                        match Box::pin(stream.upgrade(&tls.acceptor(), ctx.handshake_timeout)).await
+                        {
                             Ok(s) => s,
                             Err(e) => {
                                 info!(error = %e, "TLS handshake failed");
@@ -256,17 +257,21 @@ fn admit(
                             warn!("IMAP listener without a mail store; closing");
                             return;
                         };
-                        drop(conn);
-                        crate::imap::run(ctx, service, stream, peer, smtp, shutdown).await;
+                        // Boxed, like the others: the task then holds only
+                        // its own protocol's state (an idle IMAP session
+                        // does not pay for the size of an SMTP one).
+                        Box::pin(crate::imap::run(ctx, service, stream, peer, smtp, shutdown))
+                            .await;
                     } else if role.is_pop3() {
                         let Some(service) = ctx.pop3.clone() else {
                             warn!("POP3 listener without a mail store; closing");
                             return;
                         };
-                        drop(conn);
-                        crate::pop3::run(ctx, service, stream, peer, smtp, shutdown).await;
+                        Box::pin(crate::pop3::run(ctx, service, stream, peer, smtp, shutdown))
+                            .await;
                     } else {
-                        conn.run(stream, shutdown).await;
+                        let conn = Connection::new(ctx, peer, role, smtp);
+                        Box::pin(conn.run(stream, shutdown)).await;
                     }
                 }
                 .instrument(span),

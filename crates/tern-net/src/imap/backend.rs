@@ -1906,20 +1906,16 @@ mod tests {
             id: MailboxId(1),
             read_only: false,
             uidvalidity: 1,
-            rows: MessageList::from_rows(
-                uids.iter()
-                    .map(|&uid| MessageRow {
-                        uid,
-                        file_name: String::new(),
-                        flags: Flags::default(),
-                        modseq: 1,
-                        size: 1,
-                        internaldate: 0,
-                        savedate: 0,
-                        email_id: String::new(),
-                    })
-                    .collect(),
-            ),
+            rows: MessageList::from_rows(uids.iter().map(|&uid| MessageRow {
+                uid,
+                file_name: String::new(),
+                flags: Flags::default(),
+                modseq: 1,
+                size: 1,
+                internaldate: 0,
+                savedate: 0,
+                email_id: String::new(),
+            })),
             modseq: 1,
             condstore: false,
             qresync: false,

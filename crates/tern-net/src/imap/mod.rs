@@ -40,6 +40,8 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 const IDLE_LIMIT: Duration = Duration::from_secs(30 * 60);
 /// How often an idling client hears `* OK Still here`.
 const KEEPALIVE: Duration = Duration::from_secs(120);
+/// Room for one read from the socket.
+const READ_CHUNK: usize = 16 * 1024;
 
 /// The IMAP service: the mail store and its limits, shared by every
 /// IMAP session.
@@ -52,6 +54,8 @@ pub struct ImapService {
     /// Concurrent IMAP sessions one user may hold.
     pub max_sessions_per_user: usize,
     sessions: Mutex<HashMap<String, usize>>,
+    /// One session configuration per listener, shared by its sessions.
+    configs: Mutex<Vec<(std::sync::Weak<ServerConfig>, Arc<SessionConfig>)>>,
 }
 
 impl ImapService {
@@ -62,7 +66,24 @@ impl ImapService {
             append_limit,
             max_sessions_per_user,
             sessions: Mutex::new(HashMap::new()),
+            configs: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The session configuration of the listener whose SMTP-side settings
+    /// are `smtp`, made once and shared.
+    fn session_config(&self, smtp: &Arc<ServerConfig>) -> Arc<SessionConfig> {
+        let mut configs = self.configs.lock().unwrap_or_else(|e| e.into_inner());
+        configs.retain(|(w, _)| w.strong_count() > 0);
+        if let Some((_, c)) = configs
+            .iter()
+            .find(|(w, _)| std::ptr::eq(w.as_ptr(), Arc::as_ptr(smtp)))
+        {
+            return Arc::clone(c);
+        }
+        let c = Arc::new(session_config(smtp, self));
+        configs.push((Arc::downgrade(smtp), Arc::clone(&c)));
+        c
     }
 
     fn enter(self: &Arc<Self>, user: &str) -> Option<UserSlot> {
@@ -136,16 +157,17 @@ pub(crate) async fn run(
     let mut stream = Io {
         stream: Some(stream),
         deflate: None,
-        raw: Vec::with_capacity(16 * 1024),
+        raw: Vec::new(),
     };
-    let mut session = Session::new(session_config(&smtp, &service), tls);
+    let mut session = Session::new(service.session_config(&smtp), tls);
     session.greet();
     let backend = Arc::new(Mutex::new(Backend::new(
         Arc::clone(&service.mailboxes),
         service.append_limit,
     )));
     let mut slot: Option<UserSlot> = None;
-    let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
+    // A new, empty one before every read: see `Io::read_buf`.
+    let mut buf: Vec<u8>;
     let mut idle: Option<(Instant, Instant)> = None; // (started, last keepalive)
     let mut watch: Option<tern_store::mailbox::MailboxWatch> = None;
     let mut last_activity = Instant::now();
@@ -164,7 +186,9 @@ pub(crate) async fn run(
                     let Some(plain) = stream.stream.take() else {
                         break 'session;
                     };
-                    match plain.upgrade(&tlsm.acceptor(), ctx.handshake_timeout).await {
+                    // Boxed: the handshake's state is large, and a session's
+                    // future would otherwise keep room for it all its life.
+                    match Box::pin(plain.upgrade(&tlsm.acceptor(), ctx.handshake_timeout)).await {
                         Ok(s) => {
                             stream.stream = Some(s);
                             info!("IMAP STARTTLS established");
@@ -183,7 +207,7 @@ pub(crate) async fn run(
                 }
                 Event::Auth(question) => {
                     let answer = match crate::auth::Question::from_imap(question) {
-                        Some(q) => crate::auth::answer(&ctx, peer.ip(), q).await,
+                        Some(q) => Box::pin(crate::auth::answer(&ctx, peer.ip(), q)).await,
                         None => Answer::Fail(FailureKind::Temporary),
                     };
                     session.auth_answer(answer);
@@ -305,7 +329,7 @@ pub(crate) async fn run(
             TimeoutClass::TlsHandshake => ctx.handshake_timeout,
             _ => COMMAND_TIMEOUT,
         };
-        buf.clear();
+        buf = Vec::new();
         if let Some((started, last_keepalive)) = idle {
             if started.elapsed() >= IDLE_LIMIT {
                 let _ = stream.write_all(b"* BYE IDLE for too long\r\n").await;
@@ -391,15 +415,40 @@ impl Io {
     }
 
     /// Reads what is there into `buf` (decompressed); 0 at end of stream.
+    ///
+    /// A plaintext connection waits for the socket to become readable
+    /// before `buf` gets room for the read, so that a session waiting for
+    /// its client's next command (most of them, most of the time) holds no
+    /// read buffer. (TLS waits inside the read; the TLS library keeps
+    /// buffers of its own anyway.) Cancel-safe: nothing is lost if the
+    /// future is dropped before it returns.
     async fn read_buf(&mut self, buf: &mut Vec<u8>) -> std::io::Result<usize> {
         let Some(stream) = self.stream.as_mut() else {
             return Ok(0);
         };
         if self.deflate.is_none() {
+            if let MaybeTlsStream::Plain(tcp) = stream {
+                loop {
+                    tcp.readable().await?;
+                    buf.reserve(READ_CHUNK);
+                    match tcp.try_read_buf(buf) {
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            // Readiness left over from the last read: give
+                            // the room back before waiting for real.
+                            if buf.is_empty() {
+                                *buf = Vec::new();
+                            }
+                        }
+                        read => return read,
+                    }
+                }
+            }
+            buf.reserve(READ_CHUNK);
             return stream.read_buf(buf).await;
         }
         loop {
             self.raw.clear();
+            self.raw.reserve(READ_CHUNK);
             let n = stream.read_buf(&mut self.raw).await?;
             if n == 0 {
                 return Ok(0);
