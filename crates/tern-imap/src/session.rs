@@ -79,6 +79,7 @@
 //!   not decode gets a BAD.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use tern_sasl::{Answer, FailureKind, Mechanism, Password, ServerAuth, StartContext, Step, Token};
 use zeroize::Zeroizing;
@@ -577,7 +578,7 @@ enum Mode {
 /// order.
 #[derive(Debug)]
 pub struct Session {
-    config: SessionConfig,
+    config: Arc<SessionConfig>,
     framer: Framer,
     mode: Mode,
     tls: bool,
@@ -596,7 +597,11 @@ fn tagged(tag: &Tag, kind: StatusKind, code: Option<Code>, text: &str) -> Respon
 
 impl Session {
     /// A session on a connection; `tls` when it is implicit TLS (993).
-    pub fn new(config: SessionConfig, tls: bool) -> Session {
+    /// The configuration may be shared by every session of a listener
+    /// (`Arc<SessionConfig>`): a server with many idle sessions keeps one
+    /// copy of its capability list.
+    pub fn new(config: impl Into<Arc<SessionConfig>>, tls: bool) -> Session {
+        let config = config.into();
         let framer = Framer::new(config.before_auth);
         Session {
             config,
@@ -737,7 +742,13 @@ impl Session {
 
     /// The next event, if any.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let event = self.events.pop_front();
+        if self.events.is_empty() && self.events.capacity() > 0 {
+            // A session spends most of its life waiting with no event:
+            // it keeps no room for them meanwhile.
+            self.events = VecDeque::new();
+        }
+        event
     }
 
     /// Take the bytes to write to the client.

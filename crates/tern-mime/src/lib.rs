@@ -92,10 +92,8 @@ pub fn to_crlf(bytes: &[u8]) -> Cow<'_, [u8]> {
         [rest @ .., b'\r'] => rest,
         _ => bytes,
     };
-    let bare = bytes
-        .iter()
-        .enumerate()
-        .filter(|&(i, &b)| b == b'\n' && (i == 0 || bytes[i - 1] != b'\r'))
+    let bare = memchr::memchr_iter(b'\n', bytes)
+        .filter(|&i| i == 0 || bytes[i - 1] != b'\r')
         .count();
     if bare == 0 {
         return Cow::Borrowed(bytes);

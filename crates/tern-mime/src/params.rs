@@ -348,7 +348,7 @@ pub fn decode_extended(value: &[u8]) -> Option<String> {
         bytes.push(enc[i]);
         i += 1;
     }
-    Some(crate::charset::to_utf8(charset, &bytes))
+    Some(crate::charset::to_utf8(charset, &bytes).into_owned())
 }
 
 fn hex(c: u8) -> Option<u8> {

@@ -287,7 +287,6 @@ fn admit(
     };
     match admitted {
         Ok(permit) => {
-            let conn = Connection::new(Arc::clone(ctx), peer, role, Arc::clone(&spec.smtp));
             let smtp = Arc::clone(&spec.smtp);
             let idle_timeout = spec.idle_timeout;
             let shutdown = shutdown.clone();
@@ -304,7 +303,9 @@ fn admit(
                             warn!("implicit TLS listener without TLS configured; closing");
                             return;
                         };
-                        match stream.upgrade(&tls.acceptor(), ctx.handshake_timeout).await {
+                        // Boxed (large, and only needed during the handshake).
+                        match Box::pin(stream.upgrade(&tls.acceptor(), ctx.handshake_timeout)).await
+                        {
                             Ok(s) => s,
                             Err(e) => {
                                 info!(error = %e, "TLS handshake failed");
@@ -316,7 +317,6 @@ fn admit(
                         stream
                     };
                     if role.is_imap() || role.is_pop3() {
-                        drop(conn);
                         let Some(slot) = permit.as_ref().map(|p| p.wake_handle()) else {
                             return;
                         };
@@ -360,7 +360,11 @@ fn admit(
                         }
                         metrics().session_ended(role, outcome);
                     } else {
-                        let outcome = conn.run(stream, shutdown, permit).await;
+                        // Boxed: the task then holds only its own
+                        // protocol's state (an idle IMAP session does not
+                        // pay for the size of an SMTP one).
+                        let conn = Connection::new(ctx, peer, role, smtp);
+                        let outcome = Box::pin(conn.run(stream, shutdown, permit)).await;
                         metrics().session_ended(role, outcome);
                     }
                 }

@@ -113,6 +113,35 @@ fn concurrent_opens_share_one_store() {
 }
 
 #[test]
+fn the_most_recent_stores_stay_open_for_the_next_session() {
+    let root = tempfile::tempdir().unwrap();
+    let kept = Mailboxes::new(
+        root.path().to_path_buf(),
+        StoreConfig {
+            keep_open: 1,
+            ..config()
+        },
+    );
+    let first = Arc::downgrade(&kept.open_for_session(USER).unwrap());
+    // Nobody holds it, yet the next open finds the same store.
+    assert!(Arc::ptr_eq(
+        &kept.open(USER).unwrap(),
+        &first.upgrade().unwrap()
+    ));
+    // A delivery's open does not take the place.
+    let bob = Arc::downgrade(&kept.open("bob@example.test").unwrap());
+    assert!(bob.upgrade().is_none());
+    assert!(first.upgrade().is_some());
+    // A second user's session takes the only place: the first closes.
+    kept.open_for_session("bob@example.test").unwrap();
+    assert!(first.upgrade().is_none());
+    // Without keep_open, a store closes with its last holder.
+    let plain = store(root.path());
+    let once = Arc::downgrade(&plain.open_for_session(USER).unwrap());
+    assert!(once.upgrade().is_none());
+}
+
+#[test]
 fn append_select_store_expunge() {
     let root = tempfile::tempdir().unwrap();
     let mb = store(root.path());
@@ -339,6 +368,72 @@ fn files_dropped_between_reads_are_each_seen() {
             "file {i} missed"
         );
     }
+}
+
+/// The rows of `list` as the index has them (file names aside).
+fn rows_without_files(
+    rows: impl IntoIterator<Item = tern_store::mailbox::MessageRow>,
+) -> Vec<(u32, Flags, u64, u64, String)> {
+    rows.into_iter()
+        .map(|m| (m.uid, m.flags, m.modseq, m.size, m.email_id))
+        .collect()
+}
+
+#[test]
+fn sessions_share_one_message_list_kept_in_step_with_the_index() {
+    let root = tempfile::tempdir().unwrap();
+    let mb = store(root.path());
+    let user = mb.open(USER).unwrap();
+    let inbox = user.mailbox("INBOX").unwrap();
+    for i in 0..600 {
+        user.append(inbox.id, &mut &msg(i)[..], &Flags::default(), None)
+            .unwrap();
+    }
+    // Two SELECTs of an unchanged mailbox: one list, shared.
+    let (row, a) = user.select_list("INBOX").unwrap();
+    let (_, b) = user.select_list("INBOX").unwrap();
+    assert!(a.ptr_eq(&b));
+    assert_eq!(a.len(), 600);
+    assert!(a.iter().all(|m| m.file_name.is_empty()));
+    let (ch, c) = user.changes_and_list(inbox.id, row.highestmodseq).unwrap();
+    assert!(ch.changed.is_empty() && ch.vanished.is_empty());
+    assert!(c.ptr_eq(&a));
+
+    // Changes made by this store and by another one (another process:
+    // its own index connection and lock) bring a new list; the old one
+    // is untouched for the sessions that still show it.
+    user.store_flags(inbox.id, &[5], FlagOp::Add, &seen(), None)
+        .unwrap();
+    user.store_flags(inbox.id, &[1, 300], FlagOp::Add, &deleted(), None)
+        .unwrap();
+    user.expunge(inbox.id, None).unwrap();
+    {
+        let other = store(root.path());
+        let them = other.open(USER).unwrap();
+        them.append(inbox.id, &mut &msg(900)[..], &seen(), None)
+            .unwrap();
+        them.store_flags(inbox.id, &[600], FlagOp::Add, &seen(), None)
+            .unwrap();
+    }
+    let (ch, d) = user.changes_and_list(inbox.id, row.highestmodseq).unwrap();
+    assert_eq!(ch.vanished, [1, 300]);
+    assert_eq!(
+        ch.changed.iter().map(|m| m.uid).collect::<Vec<_>>(),
+        [5, 600, 601]
+    );
+    assert!(!d.ptr_eq(&a));
+    assert_eq!(a.len(), 600);
+    assert_eq!(a.by_uid(5).unwrap().flags, Flags::default());
+    // The list is what the index holds, row for row.
+    let full = user.select("INBOX").unwrap();
+    assert_eq!(
+        rows_without_files(d.iter().cloned()),
+        rows_without_files(full.messages)
+    );
+    assert_eq!(d.by_uid(5).unwrap().flags, seen());
+    // And shared again from there.
+    let (_, e) = user.select_list("INBOX").unwrap();
+    assert!(e.ptr_eq(&d));
 }
 
 #[test]

@@ -216,6 +216,10 @@ pub async fn start_with_clock(
         tern_store::mailbox::StoreConfig {
             hostname: config.hostname.clone(),
             quota_bytes: config.imap.quota,
+            // A client that reconnects (or opens a second connection)
+            // finds its user's store open, with the directory stamps and
+            // the message lists of its last session.
+            keep_open: 16,
             ..tern_store::mailbox::StoreConfig::default()
         },
     ));

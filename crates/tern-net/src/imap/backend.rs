@@ -13,8 +13,9 @@
 //! mailbox name or path from the client reaches the file system except
 //! through the store, which validates it.
 
+use std::borrow::Cow;
 use std::io::Read as _;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use tern_imap::command::{
     FetchAttribute, ListReturn, ListSelect, SearchKey, SearchReturn, SortCriterion, SortKey,
@@ -29,12 +30,16 @@ use tern_imap::types::{
     Date, DateTime, Flag, Mailbox, Section, SectionText, SeqNum, SeqRange, SequenceSet, StatusItem,
 };
 use tern_store::mailbox::{
-    AppendItem, FlagOp, Flags, MailboxError, MailboxId, Mailboxes, MessageRow, SpecialUse,
-    SystemFlags, UserStore,
+    AppendItem, FlagOp, Flags, MailboxError, MailboxId, Mailboxes, MessageList, MessageRow,
+    SpecialUse, SystemFlags, UserStore,
 };
 
 /// The hierarchy separator.
 const DELIMITER: char = '/';
+
+/// How much FETCH output [`Backend::handle_streaming`] gathers before
+/// handing it over.
+pub const STREAM_CHUNK: usize = 64 * 1024;
 
 /// What a selected session remembers.
 #[derive(Debug)]
@@ -42,8 +47,12 @@ struct Selected {
     id: MailboxId,
     read_only: bool,
     uidvalidity: u32,
-    /// Message sequence number `n` is `rows[n - 1]`.
-    rows: Vec<MessageRow>,
+    /// Message sequence number `n` is `rows.get(n - 1)`. Shared with the
+    /// store and every other session of the mailbox while this session's
+    /// client knows the mailbox as it is; a copy of the chunks that differ
+    /// while it must still show messages expunged elsewhere (see
+    /// [`Backend::sync`]).
+    rows: MessageList,
     /// The MODSEQ of the last state the client was told about.
     modseq: u64,
     /// CONDSTORE is on for this mailbox (FETCH carries MODSEQ).
@@ -54,11 +63,11 @@ struct Selected {
 
 impl Selected {
     fn seq_of(&self, uid: u32) -> Option<usize> {
-        self.rows.binary_search_by_key(&uid, |r| r.uid).ok()
+        self.rows.index_of(uid)
     }
 
     fn max_uid(&self) -> u32 {
-        self.rows.last().map_or(0, |r| r.uid)
+        self.rows.max_uid()
     }
 }
 
@@ -164,12 +173,36 @@ fn day_start(d: &Date) -> i64 {
     .unix_seconds()
 }
 
-fn imap_flags(flags: &Flags) -> Vec<Flag> {
-    flags
-        .imap_names()
-        .iter()
-        .filter_map(|n| Flag::parse(n).ok())
-        .collect()
+/// The IMAP flags of a message, system flags first (as
+/// [`Flags::imap_names`] orders them). Messages without keywords (nearly
+/// all) borrow one of 32 shared lists: a FETCH of every message's FLAGS
+/// makes no list per message.
+fn imap_flags(flags: &Flags) -> Cow<'static, [Flag]> {
+    static SYSTEM: LazyLock<Vec<Vec<Flag>>> = LazyLock::new(|| {
+        (0..32u8)
+            .map(|bits| {
+                let set = SystemFlags::from_bits(bits);
+                [
+                    (SystemFlags::SEEN, Flag::Seen),
+                    (SystemFlags::ANSWERED, Flag::Answered),
+                    (SystemFlags::FLAGGED, Flag::Flagged),
+                    (SystemFlags::DELETED, Flag::Deleted),
+                    (SystemFlags::DRAFT, Flag::Draft),
+                ]
+                .into_iter()
+                .filter(|(s, _)| set.contains(*s))
+                .map(|(_, f)| f)
+                .collect()
+            })
+            .collect()
+    });
+    let system = &SYSTEM[usize::from(flags.system.bits() & 31)];
+    if flags.keywords().is_empty() {
+        return Cow::Borrowed(system);
+    }
+    let mut all = system.clone();
+    all.extend(flags.keywords().iter().filter_map(|k| Flag::parse(k).ok()));
+    Cow::Owned(all)
 }
 
 fn store_flags(flags: &[Flag]) -> Result<Flags, Completion> {
@@ -201,9 +234,11 @@ fn resolve(sel: &Selected, set: &SequenceSet, uid: bool, saved: &[u32]) -> Vec<u
         let largest = sel.max_uid();
         for r in ranges {
             let (lo, hi) = r.bounds(largest);
-            let a = sel.rows.partition_point(|row| row.uid < lo);
-            let b = sel.rows.partition_point(|row| row.uid <= hi);
-            out.extend(sel.rows[a..b.max(a)].iter().map(|row| row.uid));
+            let a = sel.rows.rank(lo);
+            let b = hi
+                .checked_add(1)
+                .map_or(sel.rows.len(), |h| sel.rows.rank(h));
+            out.extend(sel.rows.range(a, b).map(|row| row.uid));
         }
     } else {
         let count = sel.rows.len() as u32;
@@ -211,7 +246,7 @@ fn resolve(sel: &Selected, set: &SequenceSet, uid: bool, saved: &[u32]) -> Vec<u
             let (lo, hi) = r.bounds(count);
             let (a, b) = (lo.max(1) as usize - 1, (hi.min(count)) as usize);
             if a < b {
-                out.extend(sel.rows[a..b].iter().map(|row| row.uid));
+                out.extend(sel.rows.range(a, b).map(|row| row.uid));
             }
         }
     }
@@ -220,14 +255,6 @@ fn resolve(sel: &Selected, set: &SequenceSet, uid: bool, saved: &[u32]) -> Vec<u
         out.dedup();
     }
     out
-}
-
-/// A row as a selected session keeps it: the Maildir file name is the
-/// store's business (bodies are opened by UID), so it is dropped to keep
-/// per-session memory small.
-fn slim(mut row: MessageRow) -> MessageRow {
-    row.file_name = String::new();
-    row
 }
 
 /// RFC 9051 9 (`seq-number`): a message number above the number of
@@ -336,6 +363,31 @@ fn mime_section(s: &Section) -> tern_mime::Section {
     }
 }
 
+/// `BODY[]` / `BODY.PEEK[]` (with or without a partial) and `RFC822`:
+/// the stored message as it is, with no need to parse it.
+fn whole_message(a: &FetchAttribute) -> bool {
+    match a {
+        FetchAttribute::BodySection { section, .. } => {
+            section.part.is_empty() && section.text.is_none()
+        }
+        FetchAttribute::Rfc822 => true,
+        _ => false,
+    }
+}
+
+/// A `<origin.count>` partial of `data` (all of it without one),
+/// borrowing what was borrowed.
+fn cut(data: Cow<'_, [u8]>, partial: Option<(u32, u32)>) -> Cow<'_, [u8]> {
+    let Some((o, n)) = partial else {
+        return data;
+    };
+    let (o, n) = (u64::from(o), u64::from(n));
+    match data {
+        Cow::Borrowed(b) => Cow::Borrowed(tern_mime::partial(b, o, n)),
+        Cow::Owned(v) => Cow::Owned(tern_mime::partial(&v, o, n).to_vec()),
+    }
+}
+
 fn needle(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -362,7 +414,7 @@ impl Backend {
     /// Opens `user`'s store after a successful login (creating the
     /// special-use mailboxes at the first one).
     pub fn login(&mut self, user: &str) -> Result<(), MailboxError> {
-        self.store = Some(self.mailboxes.open(user)?);
+        self.store = Some(self.mailboxes.open_for_session(user)?);
         Ok(())
     }
 
@@ -390,6 +442,21 @@ impl Backend {
 
     /// Answers one request of the session.
     pub fn handle(&mut self, req: Request, opts: EncodeOptions) -> Answer {
+        self.handle_streaming(req, opts, &mut |_| {})
+    }
+
+    /// [`Self::handle`], handing long output over as it is made: while a
+    /// FETCH writes its responses, `flush` gets the untagged bytes so far
+    /// (to take from the vector it is given) each time they pass
+    /// [`STREAM_CHUNK`], so the client reads the first messages while the
+    /// last are being read from disk, and a FETCH of many bodies never
+    /// holds them all at once.
+    pub fn handle_streaming(
+        &mut self,
+        req: Request,
+        opts: EncodeOptions,
+        flush: &mut dyn FnMut(&mut Vec<u8>),
+    ) -> Answer {
         let mut out = Vec::new();
         let Some(store) = self.store.clone() else {
             return Answer {
@@ -406,7 +473,7 @@ impl Backend {
         if req.selected.is_none() && !matches!(req.kind, RequestKind::Select { .. }) {
             self.selected = None;
         }
-        let completion = match self.dispatch(&store, req, &mut out, opts) {
+        let completion = match self.dispatch(&store, req, &mut out, opts, flush) {
             Ok(c) => c,
             Err(c) => c,
         };
@@ -423,47 +490,113 @@ impl Backend {
         r.encode(opts, out);
     }
 
+    /// Tells the client what changed in the selected mailbox since it was
+    /// last told (RFC 9051 7.5): expunges (only when `allow_expunge`: not
+    /// during FETCH, STORE or SEARCH by message number), new messages,
+    /// flag changes. Afterwards the session's list is the store's shared
+    /// current list again, unless an expunge had to be held back: then the
+    /// session keeps its own list, with the expunged messages still in it,
+    /// until a command that may announce them.
     fn sync(&mut self, out: &mut Vec<u8>, opts: EncodeOptions, allow_expunge: bool) {
         let (Some(store), Some(sel)) = (&self.store, self.selected.as_mut()) else {
             return;
         };
-        let Ok(changes) = store.changes_since(sel.id, sel.modseq) else {
+        if sel.uidvalidity == 0 {
+            return;
+        }
+        let Ok((changes, latest)) = store.changes_and_list(sel.id, sel.modseq) else {
             return;
         };
-        let mut vanished = Vec::new();
-        if allow_expunge {
-            for uid in &changes.vanished {
-                if let Some(i) = sel.seq_of(*uid) {
-                    if sel.qresync {
-                        vanished.push(*uid);
-                    } else {
-                        Self::emit(out, &Response::Data(Data::Expunge(i as u32 + 1)), opts);
-                    }
-                    sel.rows.remove(i);
-                }
-            }
-            if !vanished.is_empty() {
+        if changes.mailbox.uidvalidity != sel.uidvalidity {
+            // The index was rebuilt (`tern mailbox reindex`): these UIDs
+            // mean other messages now, so nothing is told or taken over;
+            // the client sees the new UIDVALIDITY at its next SELECT.
+            sel.uidvalidity = 0;
+            return;
+        }
+        let mut gone: Vec<usize> = changes
+            .vanished
+            .iter()
+            .filter_map(|u| sel.seq_of(*u))
+            .collect();
+        if !gone.is_empty() && !allow_expunge {
+            Self::sync_held_back(sel, changes.changed, out, opts);
+            return;
+        }
+        // Expunges, by ascending position: each one renumbers the rest.
+        gone.sort_unstable();
+        if sel.qresync {
+            if !gone.is_empty() {
+                let uids: Vec<u32> = gone
+                    .iter()
+                    .filter_map(|&i| sel.rows.get(i).map(|r| r.uid))
+                    .collect();
                 Self::emit(
                     out,
                     &Response::Data(Data::Vanished {
                         earlier: false,
-                        uids: to_set(&vanished),
+                        uids: to_set(&uids),
                     }),
                     opts,
                 );
             }
+        } else {
+            for (k, &i) in gone.iter().enumerate() {
+                Self::emit(
+                    out,
+                    &Response::Data(Data::Expunge((i - k) as u32 + 1)),
+                    opts,
+                );
+            }
         }
+        if latest.len() != sel.rows.len() - gone.len() {
+            Self::emit(
+                out,
+                &Response::Data(Data::Exists(latest.len() as u32)),
+                opts,
+            );
+        }
+        for row in &changes.changed {
+            let told = sel.rows.by_uid(row.uid);
+            if told.is_none_or(|t| t.flags == row.flags && t.modseq == row.modseq) {
+                continue;
+            }
+            if let Some(i) = latest.index_of(row.uid) {
+                Self::emit_flags(out, sel, i, row, opts);
+            }
+        }
+        sel.rows = latest;
+        sel.modseq = sel.modseq.max(changes.mailbox.highestmodseq);
+    }
+
+    /// [`Self::sync`] when expunges may not be told yet: new messages and
+    /// flag changes go into the session's own copy of its list (only the
+    /// chunks they touch are copied), the expunged messages stay, and the
+    /// session's MODSEQ stays where it was, so the next sync finds the
+    /// expunges again.
+    fn sync_held_back(
+        sel: &mut Selected,
+        changed: Vec<MessageRow>,
+        out: &mut Vec<u8>,
+        opts: EncodeOptions,
+    ) {
         let before = sel.rows.len();
         let mut flag_updates = Vec::new();
-        for row in changes.changed {
+        for row in changed {
             match sel.seq_of(row.uid) {
-                Some(i) if sel.rows[i].flags != row.flags || sel.rows[i].modseq != row.modseq => {
+                Some(i)
+                    if sel
+                        .rows
+                        .get(i)
+                        .is_some_and(|t| t.flags != row.flags || t.modseq != row.modseq) =>
+                {
                     flag_updates.push(i);
-                    sel.rows[i] = slim(row);
+                    sel.rows.set(i, row);
                 }
                 Some(_) => {}
-                None if row.uid > sel.max_uid() => sel.rows.push(slim(row)),
-                None => {}
+                None => {
+                    sel.rows.push(row);
+                }
             }
         }
         if sel.rows.len() != before {
@@ -474,29 +607,39 @@ impl Backend {
             );
         }
         for i in flag_updates {
-            let row = &sel.rows[i];
-            let mut items = vec![FetchItem::Flags {
-                flags: imap_flags(&row.flags),
-                recent: false,
-            }];
-            if sel.qresync || sel.condstore {
-                items.push(FetchItem::Uid(row.uid));
+            if let Some(row) = sel.rows.get(i) {
+                Self::emit_flags(out, sel, i, row, opts);
             }
-            if sel.condstore {
-                items.push(FetchItem::ModSeq(row.modseq));
-            }
-            Self::emit(
-                out,
-                &Response::Data(Data::Fetch {
-                    seq: i as u32 + 1,
-                    items,
-                }),
-                opts,
-            );
         }
-        if allow_expunge {
-            sel.modseq = sel.modseq.max(changes.mailbox.highestmodseq);
+    }
+
+    /// `* n FETCH (FLAGS …)` for a change made elsewhere (with UID under
+    /// QRESYNC or CONDSTORE, and MODSEQ under CONDSTORE).
+    fn emit_flags(
+        out: &mut Vec<u8>,
+        sel: &Selected,
+        i: usize,
+        row: &MessageRow,
+        opts: EncodeOptions,
+    ) {
+        let mut items = vec![FetchItem::Flags {
+            flags: imap_flags(&row.flags),
+            recent: false,
+        }];
+        if sel.qresync || sel.condstore {
+            items.push(FetchItem::Uid(row.uid));
         }
+        if sel.condstore {
+            items.push(FetchItem::ModSeq(row.modseq));
+        }
+        Self::emit(
+            out,
+            &Response::Data(Data::Fetch {
+                seq: i as u32 + 1,
+                items,
+            }),
+            opts,
+        );
     }
 
     fn dispatch(
@@ -505,6 +648,7 @@ impl Backend {
         req: Request,
         out: &mut Vec<u8>,
         opts: EncodeOptions,
+        flush: &mut dyn FnMut(&mut Vec<u8>),
     ) -> Result<Completion, Completion> {
         let enabled = req.enabled;
         match req.kind {
@@ -514,10 +658,9 @@ impl Backend {
                 params,
             } => {
                 self.selected = None;
-                let selected = store.select(&mailbox).map_err(|e| store_error(&e))?;
+                let (m, rows) = store.select_list(&mailbox).map_err(|e| store_error(&e))?;
                 let condstore = enabled.condstore || params.condstore || params.qresync.is_some();
                 let qresync = enabled.qresync;
-                let m = &selected.mailbox;
                 let flags = vec![
                     Flag::Answered,
                     Flag::Flagged,
@@ -526,7 +669,7 @@ impl Backend {
                     Flag::Draft,
                 ];
                 let mut keywords: Vec<Flag> = Vec::new();
-                for row in &selected.messages {
+                for row in rows.iter() {
                     for k in row.flags.keywords() {
                         if let Ok(f) = Flag::parse(k)
                             && !keywords.contains(&f)
@@ -538,11 +681,7 @@ impl Backend {
                 let mut all = flags.clone();
                 all.extend(keywords);
                 Self::emit(out, &Response::Data(Data::Flags(all.clone())), opts);
-                Self::emit(
-                    out,
-                    &Response::Data(Data::Exists(selected.messages.len() as u32)),
-                    opts,
-                );
+                Self::emit(out, &Response::Data(Data::Exists(rows.len() as u32)), opts);
                 if !enabled.imap4rev2 {
                     Self::emit(out, &Response::Data(Data::Recent(0)), opts);
                 }
@@ -553,11 +692,10 @@ impl Backend {
                         "",
                     ))
                 };
-                if let Some(first) = selected
-                    .messages
-                    .iter()
-                    .position(|r| !r.flags.system.contains(SystemFlags::SEEN))
-                    && !enabled.imap4rev2
+                if !enabled.imap4rev2
+                    && let Some(first) = rows
+                        .iter()
+                        .position(|r| !r.flags.system.contains(SystemFlags::SEEN))
                 {
                     Self::emit(out, &untagged(Code::Unseen(first as u32 + 1)), opts);
                 }
@@ -577,7 +715,7 @@ impl Backend {
                     id: m.id,
                     read_only,
                     uidvalidity: m.uidvalidity,
-                    rows: selected.messages.into_iter().map(slim).collect(),
+                    rows,
                     modseq: m.highestmodseq,
                     condstore,
                     qresync,
@@ -766,6 +904,7 @@ impl Backend {
                 vanished,
                 out,
                 opts,
+                flush,
             ),
             RequestKind::Store {
                 uid,
@@ -1063,6 +1202,7 @@ impl Backend {
         vanished: bool,
         out: &mut Vec<u8>,
         opts: EncodeOptions,
+        flush: &mut dyn FnMut(&mut Vec<u8>),
     ) -> Result<Completion, Completion> {
         let saved = self.saved.clone();
         let sel = self
@@ -1112,6 +1252,20 @@ impl Backend {
                     | FetchAttribute::Rfc822Text
             )
         });
+        let needs_structure = attrs.iter().any(|a| {
+            !whole_message(a)
+                && matches!(
+                    a,
+                    FetchAttribute::Envelope
+                        | FetchAttribute::Body
+                        | FetchAttribute::BodyStructure
+                        | FetchAttribute::BodySection { .. }
+                        | FetchAttribute::Binary { .. }
+                        | FetchAttribute::BinarySize { .. }
+                        | FetchAttribute::Rfc822Header
+                        | FetchAttribute::Rfc822Text
+                )
+        });
         let sets_seen = !sel.read_only
             && attrs.iter().any(|a| {
                 matches!(
@@ -1127,8 +1281,9 @@ impl Backend {
                 .iter()
                 .copied()
                 .filter(|u| {
-                    sel.seq_of(*u)
-                        .is_some_and(|i| !sel.rows[i].flags.system.contains(SystemFlags::SEEN))
+                    sel.rows
+                        .by_uid(*u)
+                        .is_some_and(|r| !r.flags.system.contains(SystemFlags::SEEN))
                 })
                 .collect();
             if !unseen.is_empty()
@@ -1142,14 +1297,16 @@ impl Backend {
             {
                 for row in result.messages {
                     if let Some(i) = sel.seq_of(row.uid) {
-                        sel.rows[i] = slim(row);
+                        sel.rows.set(i, row);
                     }
                 }
             }
         }
+        // A clone is a reference count: rows are borrowed from it.
+        let rows = sel.rows.clone();
         for u in uids {
-            let Some(i) = sel.seq_of(u) else { continue };
-            let row = sel.rows[i].clone();
+            let Some(i) = rows.index_of(u) else { continue };
+            let Some(row) = rows.get(i) else { continue };
             if let Some(since) = changed_since
                 && row.modseq <= since
             {
@@ -1160,13 +1317,29 @@ impl Backend {
             } else {
                 None
             };
-            let msg = loaded.as_ref().map(Loaded::message);
-            // Rendered values live here while the response borrows them.
+            // The MIME structure only when an item needs more than the
+            // whole message (BODY[] and RFC822 are the stored bytes).
+            let msg = if needs_structure {
+                loaded.as_ref().map(Loaded::message)
+            } else {
+                None
+            };
+            // Rendered values live here while the response borrows them;
+            // sections borrow the loaded message where they can.
             let mut envelope = Vec::new();
             let mut body = Vec::new();
             let mut structure = Vec::new();
-            let mut sections: Vec<(usize, Vec<u8>)> = Vec::new();
+            let mut sections: Vec<(usize, Cow<'_, [u8]>)> = Vec::new();
             for (k, a) in attrs.iter().enumerate() {
+                let Some(l) = &loaded else { continue };
+                if whole_message(a) {
+                    let partial = match a {
+                        FetchAttribute::BodySection { partial, .. } => *partial,
+                        _ => None,
+                    };
+                    sections.push((k, cut(Cow::Borrowed(&l.bytes), partial)));
+                    continue;
+                }
                 let Some(m) = &msg else { continue };
                 match a {
                     FetchAttribute::Envelope => m.envelope_imap(&mut envelope),
@@ -1175,31 +1348,15 @@ impl Backend {
                     FetchAttribute::BodySection {
                         section, partial, ..
                     } => {
-                        let data = m
-                            .section(&mime_section(section))
-                            .map(|c| c.into_owned())
-                            .unwrap_or_default();
-                        let data = match partial {
-                            Some((o, n)) => {
-                                tern_mime::partial(&data, u64::from(*o), u64::from(*n)).to_vec()
-                            }
-                            None => data,
-                        };
-                        sections.push((k, data));
+                        let data = m.section(&mime_section(section)).unwrap_or_default();
+                        sections.push((k, cut(data, *partial)));
                     }
                     FetchAttribute::Binary { part, partial, .. } => {
-                        let data = m.binary(part).map(|c| c.into_owned()).unwrap_or_default();
-                        let data = match partial {
-                            Some((o, n)) => {
-                                tern_mime::partial(&data, u64::from(*o), u64::from(*n)).to_vec()
-                            }
-                            None => data,
-                        };
-                        sections.push((k, data));
+                        let data = m.binary(part).unwrap_or_default();
+                        sections.push((k, cut(data, *partial)));
                     }
-                    FetchAttribute::Rfc822 => sections.push((k, m.bytes().to_vec())),
-                    FetchAttribute::Rfc822Header => sections.push((k, m.header().to_vec())),
-                    FetchAttribute::Rfc822Text => sections.push((k, m.body().to_vec())),
+                    FetchAttribute::Rfc822Header => sections.push((k, Cow::Borrowed(m.header()))),
+                    FetchAttribute::Rfc822Text => sections.push((k, Cow::Borrowed(m.body()))),
                     _ => {}
                 }
             }
@@ -1207,7 +1364,7 @@ impl Backend {
                 sections
                     .iter()
                     .find(|(i, _)| *i == k)
-                    .map(|(_, d)| d.as_slice())
+                    .map(|(_, d)| d.as_ref())
             };
             let mut items = Vec::new();
             let mut has_uid = false;
@@ -1289,6 +1446,9 @@ impl Backend {
                 }),
                 opts,
             );
+            if out.len() >= STREAM_CHUNK {
+                flush(out);
+            }
         }
         Ok(Completion::ok(None, "FETCH completed"))
     }
@@ -1332,8 +1492,8 @@ impl Backend {
             let Some(i) = sel.seq_of(row.uid) else {
                 continue;
             };
-            let changed = sel.rows[i].flags != row.flags;
-            sel.rows[i] = slim(row.clone());
+            let changed = sel.rows.get(i).is_some_and(|r| r.flags != row.flags);
+            sel.rows.set(i, row.clone());
             if silent && !(sel.condstore && changed) {
                 continue;
             }
@@ -1529,7 +1689,7 @@ impl Backend {
             .any(has_modseq)
             .then(|| {
                 uids.iter()
-                    .filter_map(|u| sel.seq_of(*u).map(|i| sel.rows[i].modseq))
+                    .filter_map(|u| sel.rows.by_uid(*u).map(|r| r.modseq))
                     .max()
             })
             .flatten();
@@ -1606,7 +1766,7 @@ impl Backend {
         let mut keyed: Vec<(u32, u32, u64, tern_mime::SortKeys)> = Vec::new();
         for u in uids {
             let Some(i) = sel.seq_of(u) else { continue };
-            let row = &sel.rows[i];
+            let Some(row) = sel.rows.get(i) else { continue };
             let keys = Self::load(store, sel.id, u)
                 .map(|l| l.message().sort_keys(row.internaldate))
                 .unwrap_or_else(|| {
@@ -1664,7 +1824,7 @@ impl Backend {
         let mut msgs = Vec::new();
         for u in uids {
             let Some(i) = sel.seq_of(u) else { continue };
-            let row = &sel.rows[i];
+            let Some(row) = sel.rows.get(i) else { continue };
             let number = if uid { u } else { i as u32 + 1 };
             if let Some(l) = Self::load(store, sel.id, u) {
                 msgs.push(l.message().thread_message(number, row.internaldate));
@@ -1847,19 +2007,16 @@ mod tests {
             id: MailboxId(1),
             read_only: false,
             uidvalidity: 1,
-            rows: uids
-                .iter()
-                .map(|&uid| MessageRow {
-                    uid,
-                    file_name: String::new(),
-                    flags: Flags::default(),
-                    modseq: 1,
-                    size: 1,
-                    internaldate: 0,
-                    savedate: 0,
-                    email_id: String::new(),
-                })
-                .collect(),
+            rows: MessageList::from_rows(uids.iter().map(|&uid| MessageRow {
+                uid,
+                file_name: String::new(),
+                flags: Flags::default(),
+                modseq: 1,
+                size: 1,
+                internaldate: 0,
+                savedate: 0,
+                email_id: String::new(),
+            })),
             modseq: 1,
             condstore: false,
             qresync: false,
@@ -1893,6 +2050,186 @@ mod tests {
         let empty = selected(&[]);
         assert!(resolve(&empty, &set("1:*"), true, &[]).is_empty());
         assert!(resolve(&empty, &set("*"), false, &[]).is_empty());
+    }
+
+    /// A client on a real session and backend, without sockets: what the
+    /// driver does, minus the I/O.
+    struct Client {
+        session: tern_imap::session::Session,
+        backend: Backend,
+        out: Vec<u8>,
+        /// The sizes of the chunks handed over while answering.
+        chunks: Vec<usize>,
+    }
+
+    impl Client {
+        fn new(mailboxes: &Arc<Mailboxes>) -> Client {
+            use tern_imap::session::{Session, SessionConfig};
+            let mut session = Session::new(
+                SessionConfig {
+                    plaintext_auth_allowed: true,
+                    ..SessionConfig::default()
+                },
+                false,
+            );
+            session.greet();
+            let mut c = Client {
+                session,
+                backend: Backend::new(Arc::clone(mailboxes), 1 << 20),
+                out: Vec::new(),
+                chunks: Vec::new(),
+            };
+            c.say("a0 LOGIN alice@example.test secret");
+            c
+        }
+
+        /// Sends one command line; returns everything the server wrote.
+        fn say(&mut self, line: &str) -> String {
+            use tern_imap::session::{AuthQuestion, Event};
+            self.session.handle_input(format!("{line}\r\n").as_bytes());
+            loop {
+                self.out.extend(self.session.take_output());
+                let Some(ev) = self.session.poll_event() else {
+                    break;
+                };
+                match ev {
+                    Event::AuthStart { .. } => self.session.auth_begin(
+                        tern_sasl::StartContext::new(&[7u8; 16], "imap.test", 1, &[1u8; 32]),
+                    ),
+                    Event::Auth(AuthQuestion::VerifyPassword { .. }) => self
+                        .session
+                        .auth_answer(tern_sasl::Answer::PasswordOk(true)),
+                    Event::Authenticated { user } => self.backend.login(&user).unwrap(),
+                    Event::Request(r) => {
+                        let opts = self.session.encode_options();
+                        let (out, chunks) = (&mut self.out, &mut self.chunks);
+                        let a = self.backend.handle_streaming(r, opts, &mut |o| {
+                            chunks.push(o.len());
+                            out.append(o);
+                        });
+                        self.out.extend(a.untagged);
+                        self.session.finish(a.completion);
+                    }
+                    _ => {}
+                }
+            }
+            String::from_utf8(std::mem::take(&mut self.out)).unwrap()
+        }
+    }
+
+    fn untagged(text: &str) -> Vec<&str> {
+        text.lines().filter(|l| l.starts_with("* ")).collect()
+    }
+
+    #[test]
+    fn two_sessions_share_a_list_and_each_hears_the_others_changes_in_turn() {
+        let root = tempfile::tempdir().unwrap();
+        let mailboxes = Arc::new(Mailboxes::new(
+            root.path().to_path_buf(),
+            tern_store::StoreConfig::default(),
+        ));
+        let store = mailboxes.open("alice@example.test").unwrap();
+        let inbox = store.mailbox("INBOX").unwrap();
+        for i in 0..5 {
+            let body = format!("Subject: {i}\r\n\r\nbody {i}\r\n");
+            store
+                .append(inbox.id, &mut body.as_bytes(), &Flags::default(), None)
+                .unwrap();
+        }
+        let mut a = Client::new(&mailboxes);
+        let mut b = Client::new(&mailboxes);
+        assert!(a.say("a1 SELECT INBOX").contains("* 5 EXISTS"));
+        assert!(b.say("b1 SELECT INBOX").contains("* 5 EXISTS"));
+        let (sa, sb) = (
+            a.backend.selected.as_ref().unwrap(),
+            b.backend.selected.as_ref().unwrap(),
+        );
+        assert!(sa.rows.ptr_eq(&sb.rows), "one list for both sessions");
+
+        // B flags 2 and expunges 3 (and hears its own EXPUNGE).
+        b.say("b2 STORE 2 +FLAGS (\\Flagged)");
+        b.say("b3 STORE 3 +FLAGS (\\Deleted)");
+        assert_eq!(untagged(&b.say("b4 EXPUNGE")), ["* 3 EXPUNGE"]);
+
+        // A's FETCH by number may not hear the expunge: 3 is still there,
+        // numbers do not move, but the flag change is told.
+        let r = a.say("a2 FETCH 1:5 (UID)");
+        assert_eq!(
+            untagged(&r),
+            [
+                "* 1 FETCH (UID 1)",
+                "* 2 FETCH (UID 2)",
+                "* 3 FETCH (UID 3)",
+                "* 4 FETCH (UID 4)",
+                "* 5 FETCH (UID 5)",
+                "* 2 FETCH (FLAGS (\\Flagged))",
+            ],
+            "{r}"
+        );
+        // A delivery meanwhile: A hears EXISTS, still holding message 3.
+        store
+            .append(
+                inbox.id,
+                &mut &b"Subject: 6\r\n\r\nx\r\n"[..],
+                &Flags::default(),
+                None,
+            )
+            .unwrap();
+        assert_eq!(
+            untagged(&a.say("a3 FETCH 1 (UID)")),
+            ["* 1 FETCH (UID 1)", "* 6 EXISTS"]
+        );
+        assert_eq!(untagged(&a.say("a3 FETCH 6 (UID)")), ["* 6 FETCH (UID 6)"]);
+        // NOOP may: the expunge now, then A shares the store's list again.
+        assert_eq!(untagged(&a.say("a4 NOOP")), ["* 3 EXPUNGE"]);
+        assert_eq!(untagged(&b.say("b5 NOOP")), ["* 5 EXISTS"]);
+        let (sa, sb) = (
+            a.backend.selected.as_ref().unwrap(),
+            b.backend.selected.as_ref().unwrap(),
+        );
+        assert!(sa.rows.ptr_eq(&sb.rows));
+        assert_eq!(
+            sa.rows.iter().map(|r| r.uid).collect::<Vec<_>>(),
+            [1, 2, 4, 5, 6]
+        );
+        let r = a.say("a5 UID FETCH 1:* (UID FLAGS)");
+        assert!(r.contains("* 2 FETCH (UID 2 FLAGS (\\Flagged))"), "{r}");
+        assert!(r.contains("* 5 FETCH (UID 6 FLAGS ())"), "{r}");
+    }
+
+    #[test]
+    fn long_fetch_output_is_handed_over_in_chunks() {
+        let root = tempfile::tempdir().unwrap();
+        let mailboxes = Arc::new(Mailboxes::new(
+            root.path().to_path_buf(),
+            tern_store::StoreConfig::default(),
+        ));
+        let store = mailboxes.open("alice@example.test").unwrap();
+        let inbox = store.mailbox("INBOX").unwrap();
+        let line = "x".repeat(998);
+        for i in 0..300 {
+            let body = format!("Subject: {i}\r\n\r\n{line}\r\n");
+            store
+                .append(inbox.id, &mut body.as_bytes(), &Flags::default(), None)
+                .unwrap();
+        }
+        let mut c = Client::new(&mailboxes);
+        c.say("a1 SELECT INBOX");
+        c.chunks.clear();
+        let r = c.say("a2 UID FETCH 1:* (UID BODY.PEEK[])");
+        assert_eq!(r.matches(" FETCH (UID ").count(), 300);
+        assert!(r.contains("* 300 FETCH (UID 300 BODY[] {1016}\r\nSubject: 299\r\n"));
+        assert!(
+            r.ends_with("a2 OK FETCH completed\r\n"),
+            "{}",
+            &r[r.len() - 100..]
+        );
+        assert!(c.chunks.len() >= 4, "{:?}", c.chunks);
+        assert!(
+            c.chunks
+                .iter()
+                .all(|&n| (STREAM_CHUNK..STREAM_CHUNK + 2048).contains(&n))
+        );
     }
 
     #[test]

@@ -41,6 +41,8 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 const IDLE_LIMIT: Duration = Duration::from_secs(30 * 60);
 /// How often an idling client hears `* OK Still here`.
 const KEEPALIVE: Duration = Duration::from_secs(120);
+/// Room for one read from the socket.
+const READ_CHUNK: usize = 16 * 1024;
 
 /// The IMAP service: the mail store and its limits, shared by every
 /// IMAP session.
@@ -55,6 +57,8 @@ pub struct ImapService {
     /// Spam learning on moves into and out of Junk (`None`: off).
     pub learner: Option<learn::Learner>,
     sessions: Mutex<HashMap<String, usize>>,
+    /// One session configuration per listener, shared by its sessions.
+    configs: Mutex<Vec<(std::sync::Weak<ServerConfig>, Arc<SessionConfig>)>>,
 }
 
 impl ImapService {
@@ -66,7 +70,24 @@ impl ImapService {
             max_sessions_per_user,
             learner: None,
             sessions: Mutex::new(HashMap::new()),
+            configs: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The session configuration of the listener whose SMTP-side settings
+    /// are `smtp`, made once and shared.
+    fn session_config(&self, smtp: &Arc<ServerConfig>) -> Arc<SessionConfig> {
+        let mut configs = self.configs.lock().unwrap_or_else(|e| e.into_inner());
+        configs.retain(|(w, _)| w.strong_count() > 0);
+        if let Some((_, c)) = configs
+            .iter()
+            .find(|(w, _)| std::ptr::eq(w.as_ptr(), Arc::as_ptr(smtp)))
+        {
+            return Arc::clone(c);
+        }
+        let c = Arc::new(session_config(smtp, self));
+        configs.push((Arc::downgrade(smtp), Arc::clone(&c)));
+        c
     }
 
     fn enter(self: &Arc<Self>, user: &str) -> Option<UserSlot> {
@@ -140,16 +161,17 @@ pub(crate) async fn run(
     let mut stream = Io {
         stream: Some(stream),
         deflate: None,
-        raw: Vec::with_capacity(16 * 1024),
+        raw: Vec::new(),
     };
-    let mut session = Session::new(session_config(&smtp, &service), tls);
+    let mut session = Session::new(service.session_config(&smtp), tls);
     session.greet();
     let backend = Arc::new(Mutex::new(
         Backend::new(Arc::clone(&service.mailboxes), service.append_limit)
             .with_learner(service.learner.clone()),
     ));
     let mut slot: Option<UserSlot> = None;
-    let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
+    // A new, empty one before every read: see `Io::read_buf`.
+    let mut buf: Vec<u8>;
     let mut idle: Option<(Instant, Instant)> = None; // (started, last keepalive)
     let mut watch: Option<tern_store::mailbox::MailboxWatch> = None;
     let mut last_activity = Instant::now();
@@ -168,7 +190,9 @@ pub(crate) async fn run(
                     let Some(plain) = stream.stream.take() else {
                         break 'session;
                     };
-                    match plain.upgrade(&tlsm.acceptor(), ctx.handshake_timeout).await {
+                    // Boxed: the handshake's state is large, and a session's
+                    // future would otherwise keep room for it all its life.
+                    match Box::pin(plain.upgrade(&tlsm.acceptor(), ctx.handshake_timeout)).await {
                         Ok(s) => {
                             stream.stream = Some(s);
                             info!("IMAP STARTTLS established");
@@ -187,7 +211,7 @@ pub(crate) async fn run(
                 }
                 Event::Auth(question) => {
                     let answer = match crate::auth::Question::from_imap(question) {
-                        Some(q) => crate::auth::answer(&ctx, peer.ip(), q).await,
+                        Some(q) => Box::pin(crate::auth::answer(&ctx, peer.ip(), q)).await,
                         None => Answer::Fail(FailureKind::Temporary),
                     };
                     session.auth_answer(answer);
@@ -239,14 +263,42 @@ pub(crate) async fn run(
                     }
                     let opts = session.encode_options();
                     let b = Arc::clone(&backend);
-                    let answer = tokio::task::spawn_blocking(move || {
-                        b.lock()
+                    // Long output (a FETCH of many messages) comes in
+                    // chunks while the backend goes on, written as it
+                    // comes (at most a few chunks in memory at once); the
+                    // answer comes last on the same channel, so the
+                    // session is woken once for a short answer.
+                    let (tx, mut answers) = tokio::sync::mpsc::channel::<Reply>(2);
+                    drop(tokio::task::spawn_blocking(move || {
+                        let mut flush = |out: &mut Vec<u8>| {
+                            let chunk = std::mem::replace(
+                                out,
+                                Vec::with_capacity(backend::STREAM_CHUNK + 4096),
+                            );
+                            // A closed channel: the client is gone; the
+                            // rest is dropped as it is made.
+                            let _ = tx.blocking_send(Reply::Chunk(chunk));
+                        };
+                        let answer = b
+                            .lock()
                             .unwrap_or_else(|e| e.into_inner())
-                            .handle(request, opts)
-                    })
-                    .await;
+                            .handle_streaming(request, opts, &mut flush);
+                        let _ = tx.blocking_send(Reply::Done(answer));
+                    }));
+                    let answer = loop {
+                        match answers.recv().await {
+                            Some(Reply::Chunk(chunk)) => {
+                                if stream.write_all(&chunk).await.is_err() {
+                                    break 'session;
+                                }
+                            }
+                            Some(Reply::Done(a)) => break Some(a),
+                            // The backend panicked.
+                            None => break None,
+                        }
+                    };
                     match answer {
-                        Ok(a) => {
+                        Some(a) => {
                             if !a.untagged.is_empty()
                                 && stream.write_all(&a.untagged).await.is_err()
                             {
@@ -254,7 +306,7 @@ pub(crate) async fn run(
                             }
                             session.finish(a.completion);
                         }
-                        Err(_) => session.finish(Completion::no(
+                        None => session.finish(Completion::no(
                             Some(tern_imap::response::Code::ServerBug),
                             "Internal error",
                         )),
@@ -312,7 +364,7 @@ pub(crate) async fn run(
             TimeoutClass::TlsHandshake => ctx.handshake_timeout,
             _ => COMMAND_TIMEOUT,
         };
-        buf.clear();
+        buf = Vec::new();
         if let Some((started, last_keepalive)) = idle {
             if started.elapsed() >= IDLE_LIMIT {
                 let _ = stream.write_all(b"* BYE IDLE for too long\r\n").await;
@@ -373,6 +425,14 @@ pub(crate) async fn run(
     debug!("IMAP disconnect");
 }
 
+/// What the backend's blocking task sends back for one request.
+enum Reply {
+    /// Untagged output so far (long answers).
+    Chunk(Vec<u8>),
+    /// The rest, and the completion.
+    Done(backend::Answer),
+}
+
 /// The connection, with COMPRESS=DEFLATE (RFC 4978) once the client
 /// asked for it: raw deflate both ways, each write flushed (sync flush) so
 /// the client sees every response at once.
@@ -398,15 +458,40 @@ impl Io {
     }
 
     /// Reads what is there into `buf` (decompressed); 0 at end of stream.
+    ///
+    /// A plaintext connection waits for the socket to become readable
+    /// before `buf` gets room for the read, so that a session waiting for
+    /// its client's next command (most of them, most of the time) holds no
+    /// read buffer. (TLS waits inside the read; the TLS library keeps
+    /// buffers of its own anyway.) Cancel-safe: nothing is lost if the
+    /// future is dropped before it returns.
     async fn read_buf(&mut self, buf: &mut Vec<u8>) -> std::io::Result<usize> {
         let Some(stream) = self.stream.as_mut() else {
             return Ok(0);
         };
         if self.deflate.is_none() {
+            if let MaybeTlsStream::Plain(tcp) = stream {
+                loop {
+                    tcp.readable().await?;
+                    buf.reserve(READ_CHUNK);
+                    match tcp.try_read_buf(buf) {
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            // Readiness left over from the last read: give
+                            // the room back before waiting for real.
+                            if buf.is_empty() {
+                                *buf = Vec::new();
+                            }
+                        }
+                        read => return read,
+                    }
+                }
+            }
+            buf.reserve(READ_CHUNK);
             return stream.read_buf(buf).await;
         }
         loop {
             self.raw.clear();
+            self.raw.reserve(READ_CHUNK);
             let n = stream.read_buf(&mut self.raw).await?;
             if n == 0 {
                 return Ok(0);

@@ -270,6 +270,16 @@ pub trait Index: Send + fmt::Debug {
     fn set_subscribed(&mut self, name: &str, subscribed: bool) -> Result<(), IndexError>;
     /// Every message of a mailbox, by UID.
     fn messages(&mut self, id: MailboxId) -> Result<Vec<MessageRow>, IndexError>;
+    /// Every message of a mailbox, by UID, handed to `f` one at a time,
+    /// with an empty `file_name` (what a [`MessageList`] keeps; a big
+    /// mailbox is never held twice).
+    ///
+    /// [`MessageList`]: super::MessageList
+    fn each_message(
+        &mut self,
+        id: MailboxId,
+        f: &mut dyn FnMut(MessageRow),
+    ) -> Result<(), IndexError>;
     /// The messages whose files are in `new/`, by UID.
     fn messages_in_new(&mut self, id: MailboxId) -> Result<Vec<MessageRow>, IndexError>;
     /// The messages with these UIDs (those that exist), by UID.
@@ -439,6 +449,19 @@ pub(crate) fn check_contract(index: &mut dyn Index) {
     ));
     assert_eq!(index.usage().unwrap(), before);
     assert_eq!(index.messages(a.id).unwrap().len(), 3);
+    // each_message: the same rows in the same order, without file names.
+    let mut streamed = Vec::new();
+    index.each_message(a.id, &mut |m| streamed.push(m)).unwrap();
+    let listed: Vec<MessageRow> = index
+        .messages(a.id)
+        .unwrap()
+        .into_iter()
+        .map(|m| MessageRow {
+            file_name: String::new(),
+            ..m
+        })
+        .collect();
+    assert_eq!(streamed, listed);
 
     // Renames (even swaps) in one go; deletion frees the usage.
     index

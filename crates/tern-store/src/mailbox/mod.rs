@@ -96,18 +96,20 @@
 mod files;
 pub mod flags;
 pub mod index;
+pub mod list;
 pub mod name;
 pub mod sqlite;
 mod store;
 pub mod watch;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 
 pub use flags::{FlagError, FlagOp, Flags, KeywordMap, SystemFlags};
 pub use index::{Counts, Index, IndexError, MailboxId, MailboxRow, MessageRow, SpecialUse, Usage};
+pub use list::MessageList;
 pub use name::{MailboxName, NameError};
 pub use store::{
     AppendItem, Appended, Changes, CopyResult, Delivered, ListEntry, MaildropLock, Quota, Selected,
@@ -132,6 +134,15 @@ pub struct StoreConfig {
     pub quota_overrides: HashMap<String, Option<u64>>,
     /// Most mailboxes one user may have.
     pub max_mailboxes: usize,
+    /// How many of the stores most recently opened for a client session
+    /// ([`Mailboxes::open_for_session`]) stay open after their last user
+    /// let go (0: none). An open store keeps its SQLite
+    /// connection, the directory stamps it last read and the message
+    /// lists of the mailboxes selected, so a client that reconnects finds
+    /// its mailbox without reading the directory or the index's rows
+    /// again; each costs about 150 bytes per message of its selected
+    /// mailboxes. The server keeps a few; tools keep none.
+    pub keep_open: usize,
 }
 
 impl Default for StoreConfig {
@@ -141,6 +152,7 @@ impl Default for StoreConfig {
             quota_bytes: None,
             quota_overrides: HashMap::new(),
             max_mailboxes: DEFAULT_MAX_MAILBOXES,
+            keep_open: 0,
         }
     }
 }
@@ -275,6 +287,10 @@ pub struct Mailboxes {
     /// user does not reopen its index and re-read its directory for every
     /// message. Bounded ([`KEPT_FOR_DELIVERY`]), oldest dropped first.
     kept: Mutex<std::collections::VecDeque<Arc<UserStore>>>,
+    /// The most recently opened stores, newest first, at most
+    /// [`StoreConfig::keep_open`]: they stay open when nobody else holds
+    /// them.
+    recent: Mutex<VecDeque<Arc<UserStore>>>,
 }
 
 /// How many users' stores [`Mailboxes::delivery_target`] keeps open.
@@ -288,6 +304,7 @@ impl Mailboxes {
             config: Arc::new(config),
             users: Mutex::new(HashMap::new()),
             kept: Mutex::new(std::collections::VecDeque::new()),
+            recent: Mutex::new(VecDeque::new()),
         }
     }
 
@@ -312,6 +329,39 @@ impl Mailboxes {
     /// Archive) are created; a lost or corrupt index is rebuilt from the
     /// files, with new UIDVALIDITYs.
     pub fn open(&self, user: &str) -> Result<Arc<UserStore>, MailboxError> {
+        self.open_shared(user)
+    }
+
+    /// [`Self::open`] for a client session (IMAP): the store is also put
+    /// first among the [`StoreConfig::keep_open`] stores that stay open
+    /// when nobody holds them, so the client's next session finds it.
+    /// (Deliveries use [`Self::open`]: a stream of mail for many users
+    /// does not push the sessions' stores out.)
+    pub fn open_for_session(&self, user: &str) -> Result<Arc<UserStore>, MailboxError> {
+        let store = self.open_shared(user)?;
+        self.keep(&store);
+        Ok(store)
+    }
+
+    /// Puts `store` first among the stores kept open.
+    fn keep(&self, store: &Arc<UserStore>) {
+        if self.config.keep_open == 0 {
+            return;
+        }
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.front().is_some_and(|s| Arc::ptr_eq(s, store)) {
+            return;
+        }
+        recent.retain(|s| !Arc::ptr_eq(s, store));
+        recent.push_front(Arc::clone(store));
+        let keep = self.config.keep_open.min(recent.len());
+        let dropped: Vec<Arc<UserStore>> = recent.drain(keep..).collect();
+        drop(recent);
+        // Closed (if nobody else holds them) outside the lock.
+        drop(dropped);
+    }
+
+    fn open_shared(&self, user: &str) -> Result<Arc<UserStore>, MailboxError> {
         let dir = self.user_dir(user)?;
         if let Some(store) = self.cached(user) {
             return Ok(store);
@@ -398,7 +448,7 @@ impl Mailboxes {
         }
         let store = self.open(user)?;
         let dir = store.prepare_delivery(folder, size)?;
-        self.keep(store);
+        self.keep_for_delivery(store);
         Ok(crate::Maildir::at(dir))
     }
 
@@ -415,7 +465,7 @@ impl Mailboxes {
         self.config.quota_for(user).is_some()
     }
 
-    fn keep(&self, store: Arc<UserStore>) {
+    fn keep_for_delivery(&self, store: Arc<UserStore>) {
         let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(i) = kept.iter().position(|s| Arc::ptr_eq(s, &store)) {
             kept.remove(i);

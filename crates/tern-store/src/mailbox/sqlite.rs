@@ -407,6 +407,25 @@ impl Index for SqliteIndex {
         rows.collect::<Result<_, _>>().map_err(backend)
     }
 
+    fn each_message(
+        &mut self,
+        id: MailboxId,
+        f: &mut dyn FnMut(MessageRow),
+    ) -> Result<(), IndexError> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT uid, '', flags, keywords, modseq, size, internaldate, savedate, email_id
+                 FROM messages WHERE mailbox = ?1 ORDER BY uid",
+            )
+            .map_err(backend)?;
+        let mut rows = st.query(params![id.0]).map_err(backend)?;
+        while let Some(r) = rows.next().map_err(backend)? {
+            f(message_row(r).map_err(backend)?);
+        }
+        Ok(())
+    }
+
     fn messages_in_new(&mut self, id: MailboxId) -> Result<Vec<MessageRow>, IndexError> {
         let mut st = self
             .conn

@@ -22,6 +22,7 @@ use super::flags::{FlagOp, Flags, KEYWORDS_FILE, KeywordMap, split_file_name};
 use super::index::{
     Applied, Change, Index, IndexError, MailboxId, MailboxRow, MessageRow, NewMessage, SpecialUse,
 };
+use super::list::{ListBuilder, MessageList};
 use super::name::MailboxName;
 use super::sqlite::SqliteIndex;
 use super::watch::{MailboxWatch, Watchers};
@@ -202,12 +203,23 @@ struct Stamps {
     cur: Option<Stamp>,
 }
 
+/// The current [`MessageList`] of a mailbox, as of a MODSEQ.
+#[derive(Debug)]
+struct CachedList {
+    uidvalidity: u32,
+    modseq: u64,
+    list: MessageList,
+}
+
 #[derive(Debug)]
 struct Inner {
     index: Box<dyn Index>,
     lock: File,
     stamps: HashMap<MailboxId, Stamps>,
     root_stamp: Option<Stamp>,
+    /// The lists sessions share, per mailbox selected since the store was
+    /// opened (see [`UserStore::select_list`]).
+    lists: HashMap<MailboxId, CachedList>,
 }
 
 /// The user's lock: the in-process mutex and the `flock`.
@@ -301,6 +313,7 @@ impl UserStore {
                 lock,
                 stamps: HashMap::new(),
                 root_stamp: None,
+                lists: HashMap::new(),
             }),
             watchers: Watchers::default(),
         };
@@ -348,6 +361,7 @@ impl UserStore {
                 let index = open_or_rebuild_index(&self.dir, true)?;
                 g.index = Box::new(index);
                 g.stamps.clear();
+                g.lists.clear();
                 g.root_stamp = None;
                 self.after_new_index(&mut g, true)?;
                 self.watchers.notify_all();
@@ -444,6 +458,7 @@ impl UserStore {
         for id in removed {
             g.index.delete_mailbox(id)?;
             g.stamps.remove(&id);
+            g.lists.remove(&id);
             self.watchers.notify(id);
         }
         if !have_inbox {
@@ -630,6 +645,7 @@ impl UserStore {
         sync_dir(&self.dir)?;
         g.index.delete_mailbox(row.id)?;
         g.stamps.remove(&row.id);
+        g.lists.remove(&row.id);
         g.root_stamp = None;
         self.watchers.notify(row.id);
         files::remove_tree(&trash)?;
@@ -771,15 +787,16 @@ impl UserStore {
         }
         let map = load_keywords(&path);
         let mut seen: HashSet<u32> = HashSet::with_capacity(rows.len());
-        let mut seen_bases: HashSet<String> = HashSet::new();
+        // Borrowed from `disk`: a big mailbox's names are not copied again.
+        let mut seen_bases: HashSet<&str> = HashSet::with_capacity(disk.len());
         let mut changes = Vec::new();
-        // (mtime in ns, base, size, rel)
-        let mut fresh: Vec<(i128, String, u64, String)> = Vec::new();
+        // (mtime in ns, size, rel): ordered by mtime, then base name.
+        let mut fresh: Vec<(i128, u64, String)> = Vec::new();
         let now = unix_now();
         for f in &disk {
             let (sub, fname) = split_rel(&f.rel);
             let (base, letters) = split_file_name(fname);
-            if !seen_bases.insert(base.to_owned()) {
+            if !seen_bases.insert(base) {
                 // The same base twice (a copy made by another program):
                 // give the second one a name of its own.
                 let new_base = self.namer.next();
@@ -788,11 +805,11 @@ impl UserStore {
                 } else {
                     format!("{sub}/{new_base}:2,{letters}")
                 };
-                if fs::rename(path.join(&f.rel), path.join(&new_rel)).is_ok() {
-                    seen_bases.insert(new_base.clone());
-                    if let Ok(m) = fs::metadata(path.join(&new_rel)) {
-                        fresh.push((mtime_ns(&m), new_base, m.len(), new_rel));
-                    }
+                // (A new name from the namer is unique: it needs no entry.)
+                if fs::rename(path.join(&f.rel), path.join(&new_rel)).is_ok()
+                    && let Ok(m) = fs::metadata(path.join(&new_rel))
+                {
+                    fresh.push((mtime_ns(&m), m.len(), new_rel));
                 }
                 continue;
             }
@@ -822,9 +839,9 @@ impl UserStore {
                         }
                     }
                 }
-                None => match fs::metadata(path.join(&f.rel)) {
+                None => match f.metadata() {
                     Ok(meta) if meta.is_file() => {
-                        fresh.push((mtime_ns(&meta), base.to_owned(), meta.len(), f.rel.clone()))
+                        fresh.push((mtime_ns(&meta), meta.len(), f.rel.clone()))
                     }
                     Ok(_) => {}
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -841,8 +858,16 @@ impl UserStore {
                 });
             }
         }
-        fresh.sort();
-        for (mtime, _base, size, rel) in fresh {
+        fn base_of(rel: &str) -> &str {
+            split_file_name(split_rel(rel).1).0
+        }
+        fresh.sort_by(|a, b| {
+            a.0.cmp(&b.0)
+                .then_with(|| base_of(&a.2).cmp(base_of(&b.2)))
+                .then(a.1.cmp(&b.1))
+                .then_with(|| a.2.cmp(&b.2))
+        });
+        for (mtime, size, rel) in fresh {
             let (_, fname) = split_rel(&rel);
             let letters = split_file_name(fname).1;
             changes.push(Change::Insert {
@@ -939,13 +964,56 @@ impl UserStore {
         Ok(Selected { mailbox, messages })
     }
 
+    /// SELECT / EXAMINE `name` for an IMAP session: the mailbox and its
+    /// current [`MessageList`], shared with every other session of the
+    /// user that has the mailbox selected (a clone is a reference count;
+    /// see [`super::list`]). The list is kept up to date from the index's
+    /// changes since the MODSEQ it was made at, so a second SELECT of an
+    /// unchanged mailbox reads neither the directory (its mtimes are
+    /// unchanged) nor the rows.
+    pub fn select_list(&self, name: &str) -> Result<(MailboxRow, MessageList), MailboxError> {
+        let name = MailboxName::parse(name)?;
+        let mut g = self.lock()?;
+        let row = self.find(&mut g, &name)?;
+        self.sync_mailbox(&mut g, &row)?;
+        let mailbox = self.by_id(&mut g, row.id)?;
+        let list = Self::current_list(&mut g, &mailbox)?;
+        Ok((mailbox, list))
+    }
+
     /// What changed in `mailbox` after `modseq` (after syncing with the
     /// directory).
     pub fn changes_since(&self, mailbox: MailboxId, modseq: u64) -> Result<Changes, MailboxError> {
         let mut g = self.lock()?;
-        let row = self.by_id(&mut g, mailbox)?;
-        self.sync_mailbox(&mut g, &row)?;
-        let row = self.by_id(&mut g, mailbox)?;
+        self.changes_locked(&mut g, mailbox, modseq)
+    }
+
+    /// [`Self::changes_since`], and the mailbox's current [`MessageList`]
+    /// at the same moment (what a session's list becomes once it has told
+    /// its client about the changes).
+    pub fn changes_and_list(
+        &self,
+        mailbox: MailboxId,
+        modseq: u64,
+    ) -> Result<(Changes, MessageList), MailboxError> {
+        let mut g = self.lock()?;
+        let changes = self.changes_locked(&mut g, mailbox, modseq)?;
+        let list = Self::current_list(&mut g, &changes.mailbox)?;
+        Ok((changes, list))
+    }
+
+    fn changes_locked(
+        &self,
+        g: &mut Guard<'_>,
+        mailbox: MailboxId,
+        modseq: u64,
+    ) -> Result<Changes, MailboxError> {
+        let row = self.by_id(g, mailbox)?;
+        let row = if self.sync_mailbox(g, &row)? {
+            self.by_id(g, mailbox)?
+        } else {
+            row
+        };
         let (changed, vanished) = if modseq >= row.highestmodseq {
             (Vec::new(), Vec::new())
         } else {
@@ -956,6 +1024,43 @@ impl UserStore {
             changed,
             vanished,
         })
+    }
+
+    /// The list of `row` as of its HIGHESTMODSEQ: the cached one if the
+    /// mailbox has not changed since it was made, else that one brought up
+    /// to date with the index's changes since (only the chunks they touch
+    /// are copied), else (first use, or another UIDVALIDITY) every row.
+    /// Every change to a mailbox raises its HIGHESTMODSEQ, and no other
+    /// process changes the index while we hold the user's lock, so the
+    /// list and `row` agree.
+    fn current_list(g: &mut Guard<'_>, row: &MailboxRow) -> Result<MessageList, MailboxError> {
+        let cached = g
+            .lists
+            .get(&row.id)
+            .filter(|c| c.uidvalidity == row.uidvalidity && c.modseq <= row.highestmodseq)
+            .map(|c| (c.modseq, c.list.clone()));
+        let list = match cached {
+            Some((modseq, list)) if modseq == row.highestmodseq => return Ok(list),
+            Some((modseq, mut list)) => {
+                let (changed, vanished) = g.index.changes_since(row.id, modseq)?;
+                list.apply(changed, &vanished);
+                list
+            }
+            None => {
+                let mut b = ListBuilder::default();
+                g.index.each_message(row.id, &mut |m| b.push(m))?;
+                b.finish()
+            }
+        };
+        g.lists.insert(
+            row.id,
+            CachedList {
+                uidvalidity: row.uidvalidity,
+                modseq: row.highestmodseq,
+                list: list.clone(),
+            },
+        );
+        Ok(list)
     }
 
     /// Opens the body of message `uid` of `mailbox` for reading.
