@@ -393,8 +393,9 @@ pub enum Data<'a> {
 pub enum FetchItem<'a> {
     /// `FLAGS (...)`; `recent` adds `\Recent` (IMAP4rev1).
     Flags {
-        /// The flags.
-        flags: Vec<Flag>,
+        /// The flags (borrowed: a server can keep one list per
+        /// combination of system flags instead of making one per message).
+        flags: std::borrow::Cow<'a, [Flag]>,
         /// Include `\Recent`.
         recent: bool,
     },
@@ -453,8 +454,59 @@ pub enum FetchItem<'a> {
 
 // ---- primitive writers -------------------------------------------------
 
-fn push_num(out: &mut Vec<u8>, n: impl std::fmt::Display) {
-    out.extend_from_slice(n.to_string().as_bytes());
+/// A number in decimal, without allocating (a FETCH of every message of
+/// a big mailbox writes hundreds of thousands of them).
+fn push_num(out: &mut Vec<u8>, n: impl Number) {
+    let mut n = n.into_u64();
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// The unsigned numbers responses carry.
+trait Number {
+    fn into_u64(self) -> u64;
+}
+
+macro_rules! number {
+    ($($t:ty),*) => {$(
+        impl Number for $t {
+            fn into_u64(self) -> u64 {
+                self as u64
+            }
+        }
+        impl Number for &$t {
+            fn into_u64(self) -> u64 {
+                *self as u64
+            }
+        }
+    )*};
+}
+
+number!(u32, u64, usize);
+
+/// A flag as IMAP writes it (`\Seen`, `$Junk`), without allocating.
+fn push_flag(out: &mut Vec<u8>, f: &Flag) {
+    match f {
+        Flag::Answered => out.extend_from_slice(b"\\Answered"),
+        Flag::Flagged => out.extend_from_slice(b"\\Flagged"),
+        Flag::Deleted => out.extend_from_slice(b"\\Deleted"),
+        Flag::Seen => out.extend_from_slice(b"\\Seen"),
+        Flag::Draft => out.extend_from_slice(b"\\Draft"),
+        Flag::Keyword(a) => out.extend_from_slice(a.as_str().as_bytes()),
+        Flag::Extension(a) => {
+            out.push(b'\\');
+            out.extend_from_slice(a.as_str().as_bytes());
+        }
+    }
 }
 
 fn quotable(s: &[u8], opts: EncodeOptions) -> bool {
@@ -574,7 +626,7 @@ fn write_flags(out: &mut Vec<u8>, flags: &[Flag], extra: &[&str]) {
             out.push(b' ');
         }
         first = false;
-        out.extend_from_slice(f.to_string().as_bytes());
+        push_flag(out, f);
     }
     for e in extra {
         if !first {

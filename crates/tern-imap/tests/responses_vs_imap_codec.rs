@@ -134,7 +134,7 @@ fn imap_codec_reads_what_we_write() {
             Response::Data(Data::Fetch {
                 seq: 1,
                 items: vec![
-                    FetchItem::Flags { flags: vec![Flag::Seen], recent: false },
+                    FetchItem::Flags { flags: vec![Flag::Seen].into(), recent: false },
                     FetchItem::Uid(7),
                     FetchItem::InternalDate(dt),
                     FetchItem::Rfc822Size(body.len() as u64),

@@ -176,7 +176,7 @@ impl Driver {
                     items: vec![
                         FetchItem::Uid(1),
                         FetchItem::Flags {
-                            flags: vec![Flag::Seen],
+                            flags: vec![Flag::Seen].into(),
                             recent: false,
                         },
                     ],

@@ -360,7 +360,7 @@ fn data_lines() {
                 seq: 12,
                 items: vec![
                     FetchItem::Flags {
-                        flags: vec![Flag::Seen],
+                        flags: vec![Flag::Seen].into(),
                         recent: true,
                     },
                     FetchItem::InternalDate(dt),

@@ -13,8 +13,9 @@
 //! mailbox name or path from the client reaches the file system except
 //! through the store, which validates it.
 
+use std::borrow::Cow;
 use std::io::Read as _;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use tern_imap::command::{
     FetchAttribute, ListReturn, ListSelect, SearchKey, SearchReturn, SortCriterion, SortKey,
@@ -35,6 +36,10 @@ use tern_store::mailbox::{
 
 /// The hierarchy separator.
 const DELIMITER: char = '/';
+
+/// How much FETCH output [`Backend::handle_streaming`] gathers before
+/// handing it over.
+pub const STREAM_CHUNK: usize = 64 * 1024;
 
 /// What a selected session remembers.
 #[derive(Debug)]
@@ -166,12 +171,36 @@ fn day_start(d: &Date) -> i64 {
     .unix_seconds()
 }
 
-fn imap_flags(flags: &Flags) -> Vec<Flag> {
-    flags
-        .imap_names()
-        .iter()
-        .filter_map(|n| Flag::parse(n).ok())
-        .collect()
+/// The IMAP flags of a message, system flags first (as
+/// [`Flags::imap_names`] orders them). Messages without keywords (nearly
+/// all) borrow one of 32 shared lists: a FETCH of every message's FLAGS
+/// makes no list per message.
+fn imap_flags(flags: &Flags) -> Cow<'static, [Flag]> {
+    static SYSTEM: LazyLock<Vec<Vec<Flag>>> = LazyLock::new(|| {
+        (0..32u8)
+            .map(|bits| {
+                let set = SystemFlags::from_bits(bits);
+                [
+                    (SystemFlags::SEEN, Flag::Seen),
+                    (SystemFlags::ANSWERED, Flag::Answered),
+                    (SystemFlags::FLAGGED, Flag::Flagged),
+                    (SystemFlags::DELETED, Flag::Deleted),
+                    (SystemFlags::DRAFT, Flag::Draft),
+                ]
+                .into_iter()
+                .filter(|(s, _)| set.contains(*s))
+                .map(|(_, f)| f)
+                .collect()
+            })
+            .collect()
+    });
+    let system = &SYSTEM[usize::from(flags.system.bits() & 31)];
+    if flags.keywords().is_empty() {
+        return Cow::Borrowed(system);
+    }
+    let mut all = system.clone();
+    all.extend(flags.keywords().iter().filter_map(|k| Flag::parse(k).ok()));
+    Cow::Owned(all)
 }
 
 fn store_flags(flags: &[Flag]) -> Result<Flags, Completion> {
@@ -332,6 +361,31 @@ fn mime_section(s: &Section) -> tern_mime::Section {
     }
 }
 
+/// `BODY[]` / `BODY.PEEK[]` (with or without a partial) and `RFC822`:
+/// the stored message as it is, with no need to parse it.
+fn whole_message(a: &FetchAttribute) -> bool {
+    match a {
+        FetchAttribute::BodySection { section, .. } => {
+            section.part.is_empty() && section.text.is_none()
+        }
+        FetchAttribute::Rfc822 => true,
+        _ => false,
+    }
+}
+
+/// A `<origin.count>` partial of `data` (all of it without one),
+/// borrowing what was borrowed.
+fn cut(data: Cow<'_, [u8]>, partial: Option<(u32, u32)>) -> Cow<'_, [u8]> {
+    let Some((o, n)) = partial else {
+        return data;
+    };
+    let (o, n) = (u64::from(o), u64::from(n));
+    match data {
+        Cow::Borrowed(b) => Cow::Borrowed(tern_mime::partial(b, o, n)),
+        Cow::Owned(v) => Cow::Owned(tern_mime::partial(&v, o, n).to_vec()),
+    }
+}
+
 fn needle(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -379,6 +433,21 @@ impl Backend {
 
     /// Answers one request of the session.
     pub fn handle(&mut self, req: Request, opts: EncodeOptions) -> Answer {
+        self.handle_streaming(req, opts, &mut |_| {})
+    }
+
+    /// [`Self::handle`], handing long output over as it is made: while a
+    /// FETCH writes its responses, `flush` gets the untagged bytes so far
+    /// (to take from the vector it is given) each time they pass
+    /// [`STREAM_CHUNK`], so the client reads the first messages while the
+    /// last are being read from disk, and a FETCH of many bodies never
+    /// holds them all at once.
+    pub fn handle_streaming(
+        &mut self,
+        req: Request,
+        opts: EncodeOptions,
+        flush: &mut dyn FnMut(&mut Vec<u8>),
+    ) -> Answer {
         let mut out = Vec::new();
         let Some(store) = self.store.clone() else {
             return Answer {
@@ -395,7 +464,7 @@ impl Backend {
         if req.selected.is_none() && !matches!(req.kind, RequestKind::Select { .. }) {
             self.selected = None;
         }
-        let completion = match self.dispatch(&store, req, &mut out, opts) {
+        let completion = match self.dispatch(&store, req, &mut out, opts, flush) {
             Ok(c) => c,
             Err(c) => c,
         };
@@ -570,6 +639,7 @@ impl Backend {
         req: Request,
         out: &mut Vec<u8>,
         opts: EncodeOptions,
+        flush: &mut dyn FnMut(&mut Vec<u8>),
     ) -> Result<Completion, Completion> {
         let enabled = req.enabled;
         match req.kind {
@@ -825,6 +895,7 @@ impl Backend {
                 vanished,
                 out,
                 opts,
+                flush,
             ),
             RequestKind::Store {
                 uid,
@@ -1122,6 +1193,7 @@ impl Backend {
         vanished: bool,
         out: &mut Vec<u8>,
         opts: EncodeOptions,
+        flush: &mut dyn FnMut(&mut Vec<u8>),
     ) -> Result<Completion, Completion> {
         let saved = self.saved.clone();
         let sel = self
@@ -1170,6 +1242,20 @@ impl Backend {
                     | FetchAttribute::Rfc822Header
                     | FetchAttribute::Rfc822Text
             )
+        });
+        let needs_structure = attrs.iter().any(|a| {
+            !whole_message(a)
+                && matches!(
+                    a,
+                    FetchAttribute::Envelope
+                        | FetchAttribute::Body
+                        | FetchAttribute::BodyStructure
+                        | FetchAttribute::BodySection { .. }
+                        | FetchAttribute::Binary { .. }
+                        | FetchAttribute::BinarySize { .. }
+                        | FetchAttribute::Rfc822Header
+                        | FetchAttribute::Rfc822Text
+                )
         });
         let sets_seen = !sel.read_only
             && attrs.iter().any(|a| {
@@ -1222,13 +1308,29 @@ impl Backend {
             } else {
                 None
             };
-            let msg = loaded.as_ref().map(Loaded::message);
-            // Rendered values live here while the response borrows them.
+            // The MIME structure only when an item needs more than the
+            // whole message (BODY[] and RFC822 are the stored bytes).
+            let msg = if needs_structure {
+                loaded.as_ref().map(Loaded::message)
+            } else {
+                None
+            };
+            // Rendered values live here while the response borrows them;
+            // sections borrow the loaded message where they can.
             let mut envelope = Vec::new();
             let mut body = Vec::new();
             let mut structure = Vec::new();
-            let mut sections: Vec<(usize, Vec<u8>)> = Vec::new();
+            let mut sections: Vec<(usize, Cow<'_, [u8]>)> = Vec::new();
             for (k, a) in attrs.iter().enumerate() {
+                let Some(l) = &loaded else { continue };
+                if whole_message(a) {
+                    let partial = match a {
+                        FetchAttribute::BodySection { partial, .. } => *partial,
+                        _ => None,
+                    };
+                    sections.push((k, cut(Cow::Borrowed(&l.bytes), partial)));
+                    continue;
+                }
                 let Some(m) = &msg else { continue };
                 match a {
                     FetchAttribute::Envelope => m.envelope_imap(&mut envelope),
@@ -1237,31 +1339,15 @@ impl Backend {
                     FetchAttribute::BodySection {
                         section, partial, ..
                     } => {
-                        let data = m
-                            .section(&mime_section(section))
-                            .map(|c| c.into_owned())
-                            .unwrap_or_default();
-                        let data = match partial {
-                            Some((o, n)) => {
-                                tern_mime::partial(&data, u64::from(*o), u64::from(*n)).to_vec()
-                            }
-                            None => data,
-                        };
-                        sections.push((k, data));
+                        let data = m.section(&mime_section(section)).unwrap_or_default();
+                        sections.push((k, cut(data, *partial)));
                     }
                     FetchAttribute::Binary { part, partial, .. } => {
-                        let data = m.binary(part).map(|c| c.into_owned()).unwrap_or_default();
-                        let data = match partial {
-                            Some((o, n)) => {
-                                tern_mime::partial(&data, u64::from(*o), u64::from(*n)).to_vec()
-                            }
-                            None => data,
-                        };
-                        sections.push((k, data));
+                        let data = m.binary(part).unwrap_or_default();
+                        sections.push((k, cut(data, *partial)));
                     }
-                    FetchAttribute::Rfc822 => sections.push((k, m.bytes().to_vec())),
-                    FetchAttribute::Rfc822Header => sections.push((k, m.header().to_vec())),
-                    FetchAttribute::Rfc822Text => sections.push((k, m.body().to_vec())),
+                    FetchAttribute::Rfc822Header => sections.push((k, Cow::Borrowed(m.header()))),
+                    FetchAttribute::Rfc822Text => sections.push((k, Cow::Borrowed(m.body()))),
                     _ => {}
                 }
             }
@@ -1269,7 +1355,7 @@ impl Backend {
                 sections
                     .iter()
                     .find(|(i, _)| *i == k)
-                    .map(|(_, d)| d.as_slice())
+                    .map(|(_, d)| d.as_ref())
             };
             let mut items = Vec::new();
             let mut has_uid = false;
@@ -1351,6 +1437,9 @@ impl Backend {
                 }),
                 opts,
             );
+            if out.len() >= STREAM_CHUNK {
+                flush(out);
+            }
         }
         Ok(Completion::ok(None, "FETCH completed"))
     }
@@ -1957,6 +2046,8 @@ mod tests {
         session: tern_imap::session::Session,
         backend: Backend,
         out: Vec<u8>,
+        /// The sizes of the chunks handed over while answering.
+        chunks: Vec<usize>,
     }
 
     impl Client {
@@ -1974,6 +2065,7 @@ mod tests {
                 session,
                 backend: Backend::new(Arc::clone(mailboxes), 1 << 20),
                 out: Vec::new(),
+                chunks: Vec::new(),
             };
             c.say("a0 LOGIN alice@example.test secret");
             c
@@ -1998,7 +2090,11 @@ mod tests {
                     Event::Authenticated { user } => self.backend.login(&user).unwrap(),
                     Event::Request(r) => {
                         let opts = self.session.encode_options();
-                        let a = self.backend.handle(r, opts);
+                        let (out, chunks) = (&mut self.out, &mut self.chunks);
+                        let a = self.backend.handle_streaming(r, opts, &mut |o| {
+                            chunks.push(o.len());
+                            out.append(o);
+                        });
                         self.out.extend(a.untagged);
                         self.session.finish(a.completion);
                     }
@@ -2087,6 +2183,41 @@ mod tests {
         let r = a.say("a5 UID FETCH 1:* (UID FLAGS)");
         assert!(r.contains("* 2 FETCH (UID 2 FLAGS (\\Flagged))"), "{r}");
         assert!(r.contains("* 5 FETCH (UID 6 FLAGS ())"), "{r}");
+    }
+
+    #[test]
+    fn long_fetch_output_is_handed_over_in_chunks() {
+        let root = tempfile::tempdir().unwrap();
+        let mailboxes = Arc::new(Mailboxes::new(
+            root.path().to_path_buf(),
+            tern_store::StoreConfig::default(),
+        ));
+        let store = mailboxes.open("alice@example.test").unwrap();
+        let inbox = store.mailbox("INBOX").unwrap();
+        let line = "x".repeat(998);
+        for i in 0..300 {
+            let body = format!("Subject: {i}\r\n\r\n{line}\r\n");
+            store
+                .append(inbox.id, &mut body.as_bytes(), &Flags::default(), None)
+                .unwrap();
+        }
+        let mut c = Client::new(&mailboxes);
+        c.say("a1 SELECT INBOX");
+        c.chunks.clear();
+        let r = c.say("a2 UID FETCH 1:* (UID BODY.PEEK[])");
+        assert_eq!(r.matches(" FETCH (UID ").count(), 300);
+        assert!(r.contains("* 300 FETCH (UID 300 BODY[] {1016}\r\nSubject: 299\r\n"));
+        assert!(
+            r.ends_with("a2 OK FETCH completed\r\n"),
+            "{}",
+            &r[r.len() - 100..]
+        );
+        assert!(c.chunks.len() >= 4, "{:?}", c.chunks);
+        assert!(
+            c.chunks
+                .iter()
+                .all(|&n| (STREAM_CHUNK..STREAM_CHUNK + 2048).contains(&n))
+        );
     }
 
     #[test]

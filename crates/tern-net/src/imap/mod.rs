@@ -256,14 +256,42 @@ pub(crate) async fn run(
                     }
                     let opts = session.encode_options();
                     let b = Arc::clone(&backend);
-                    let answer = tokio::task::spawn_blocking(move || {
-                        b.lock()
+                    // Long output (a FETCH of many messages) comes in
+                    // chunks while the backend goes on, written as it
+                    // comes (at most a few chunks in memory at once); the
+                    // answer comes last on the same channel, so the
+                    // session is woken once for a short answer.
+                    let (tx, mut answers) = tokio::sync::mpsc::channel::<Reply>(2);
+                    drop(tokio::task::spawn_blocking(move || {
+                        let mut flush = |out: &mut Vec<u8>| {
+                            let chunk = std::mem::replace(
+                                out,
+                                Vec::with_capacity(backend::STREAM_CHUNK + 4096),
+                            );
+                            // A closed channel: the client is gone; the
+                            // rest is dropped as it is made.
+                            let _ = tx.blocking_send(Reply::Chunk(chunk));
+                        };
+                        let answer = b
+                            .lock()
                             .unwrap_or_else(|e| e.into_inner())
-                            .handle(request, opts)
-                    })
-                    .await;
+                            .handle_streaming(request, opts, &mut flush);
+                        let _ = tx.blocking_send(Reply::Done(answer));
+                    }));
+                    let answer = loop {
+                        match answers.recv().await {
+                            Some(Reply::Chunk(chunk)) => {
+                                if stream.write_all(&chunk).await.is_err() {
+                                    break 'session;
+                                }
+                            }
+                            Some(Reply::Done(a)) => break Some(a),
+                            // The backend panicked.
+                            None => break None,
+                        }
+                    };
                     match answer {
-                        Ok(a) => {
+                        Some(a) => {
                             if !a.untagged.is_empty()
                                 && stream.write_all(&a.untagged).await.is_err()
                             {
@@ -271,7 +299,7 @@ pub(crate) async fn run(
                             }
                             session.finish(a.completion);
                         }
-                        Err(_) => session.finish(Completion::no(
+                        None => session.finish(Completion::no(
                             Some(tern_imap::response::Code::ServerBug),
                             "Internal error",
                         )),
@@ -388,6 +416,14 @@ pub(crate) async fn run(
     stream.shutdown().await;
     drop(slot);
     debug!("IMAP disconnect");
+}
+
+/// What the backend's blocking task sends back for one request.
+enum Reply {
+    /// Untagged output so far (long answers).
+    Chunk(Vec<u8>),
+    /// The rest, and the completion.
+    Done(backend::Answer),
 }
 
 /// The connection, with COMPRESS=DEFLATE (RFC 4978) once the client
