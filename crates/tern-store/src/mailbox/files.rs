@@ -235,10 +235,24 @@ impl Stamp {
 }
 
 /// One file of a Maildir's `new/` or `cur/`.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct DirFile {
     /// `new/<name>` or `cur/<name>`.
     pub(crate) rel: String,
+    entry: fs::DirEntry,
+}
+
+impl DirFile {
+    /// The file's metadata, following a symbolic link as
+    /// [`fs::metadata`] does; looked up relative to the open directory
+    /// (no walk down the whole path for each of a big mailbox's files).
+    pub(crate) fn metadata(&self) -> io::Result<fs::Metadata> {
+        let m = self.entry.metadata()?;
+        if m.file_type().is_symlink() {
+            return fs::metadata(self.entry.path());
+        }
+        Ok(m)
+    }
 }
 
 /// The message files of `dir/sub` (`sub` is `new` or `cur`): every entry
@@ -260,6 +274,7 @@ pub(crate) fn list_files(dir: &Path, sub: &str) -> Result<Vec<DirFile>, MailboxE
         }
         out.push(DirFile {
             rel: format!("{sub}/{name}"),
+            entry,
         });
     }
     Ok(out)

@@ -740,8 +740,8 @@ impl UserStore {
         // Borrowed from `disk`: a big mailbox's names are not copied again.
         let mut seen_bases: HashSet<&str> = HashSet::with_capacity(disk.len());
         let mut changes = Vec::new();
-        // (mtime in ns, base, size, rel)
-        let mut fresh: Vec<(i128, String, u64, String)> = Vec::new();
+        // (mtime in ns, size, rel): ordered by mtime, then base name.
+        let mut fresh: Vec<(i128, u64, String)> = Vec::new();
         let now = unix_now();
         for f in &disk {
             let (sub, fname) = split_rel(&f.rel);
@@ -759,7 +759,7 @@ impl UserStore {
                 if fs::rename(path.join(&f.rel), path.join(&new_rel)).is_ok()
                     && let Ok(m) = fs::metadata(path.join(&new_rel))
                 {
-                    fresh.push((mtime_ns(&m), new_base, m.len(), new_rel));
+                    fresh.push((mtime_ns(&m), m.len(), new_rel));
                 }
                 continue;
             }
@@ -789,9 +789,9 @@ impl UserStore {
                         }
                     }
                 }
-                None => match fs::metadata(path.join(&f.rel)) {
+                None => match f.metadata() {
                     Ok(meta) if meta.is_file() => {
-                        fresh.push((mtime_ns(&meta), base.to_owned(), meta.len(), f.rel.clone()))
+                        fresh.push((mtime_ns(&meta), meta.len(), f.rel.clone()))
                     }
                     Ok(_) => {}
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -808,8 +808,16 @@ impl UserStore {
                 });
             }
         }
-        fresh.sort();
-        for (mtime, _base, size, rel) in fresh {
+        fn base_of(rel: &str) -> &str {
+            split_file_name(split_rel(rel).1).0
+        }
+        fresh.sort_by(|a, b| {
+            a.0.cmp(&b.0)
+                .then_with(|| base_of(&a.2).cmp(base_of(&b.2)))
+                .then(a.1.cmp(&b.1))
+                .then_with(|| a.2.cmp(&b.2))
+        });
+        for (mtime, size, rel) in fresh {
             let (_, fname) = split_rel(&rel);
             let letters = split_file_name(fname).1;
             changes.push(Change::Insert {
