@@ -122,18 +122,22 @@ fn the_most_recent_stores_stay_open_for_the_next_session() {
             ..config()
         },
     );
-    let first = Arc::downgrade(&kept.open(USER).unwrap());
+    let first = Arc::downgrade(&kept.open_for_session(USER).unwrap());
     // Nobody holds it, yet the next open finds the same store.
     assert!(Arc::ptr_eq(
         &kept.open(USER).unwrap(),
         &first.upgrade().unwrap()
     ));
-    // A second user takes the only place: the first store closes.
-    kept.open("bob@example.test").unwrap();
+    // A delivery's open does not take the place.
+    let bob = Arc::downgrade(&kept.open("bob@example.test").unwrap());
+    assert!(bob.upgrade().is_none());
+    assert!(first.upgrade().is_some());
+    // A second user's session takes the only place: the first closes.
+    kept.open_for_session("bob@example.test").unwrap();
     assert!(first.upgrade().is_none());
     // Without keep_open, a store closes with its last holder.
     let plain = store(root.path());
-    let once = Arc::downgrade(&plain.open(USER).unwrap());
+    let once = Arc::downgrade(&plain.open_for_session(USER).unwrap());
     assert!(once.upgrade().is_none());
 }
 

@@ -405,7 +405,7 @@ impl Backend {
     /// Opens `user`'s store after a successful login (creating the
     /// special-use mailboxes at the first one).
     pub fn login(&mut self, user: &str) -> Result<(), MailboxError> {
-        self.store = Some(self.mailboxes.open(user)?);
+        self.store = Some(self.mailboxes.open_for_session(user)?);
         Ok(())
     }
 

@@ -129,8 +129,9 @@ pub struct StoreConfig {
     pub quota_overrides: HashMap<String, Option<u64>>,
     /// Most mailboxes one user may have.
     pub max_mailboxes: usize,
-    /// How many of the most recently opened users' stores stay open after
-    /// their last user let go (0: none). An open store keeps its SQLite
+    /// How many of the stores most recently opened for a client session
+    /// ([`Mailboxes::open_for_session`]) stay open after their last user
+    /// let go (0: none). An open store keeps its SQLite
     /// connection, the directory stamps it last read and the message
     /// lists of the mailboxes selected, so a client that reconnects finds
     /// its mailbox without reading the directory or the index's rows
@@ -314,6 +315,15 @@ impl Mailboxes {
     /// Archive) are created; a lost or corrupt index is rebuilt from the
     /// files, with new UIDVALIDITYs.
     pub fn open(&self, user: &str) -> Result<Arc<UserStore>, MailboxError> {
+        self.open_shared(user)
+    }
+
+    /// [`Self::open`] for a client session (IMAP): the store is also put
+    /// first among the [`StoreConfig::keep_open`] stores that stay open
+    /// when nobody holds them, so the client's next session finds it.
+    /// (Deliveries use [`Self::open`]: a stream of mail for many users
+    /// does not push the sessions' stores out.)
+    pub fn open_for_session(&self, user: &str) -> Result<Arc<UserStore>, MailboxError> {
         let store = self.open_shared(user)?;
         self.keep(&store);
         Ok(store)
