@@ -278,6 +278,46 @@ fn uids_are_never_reused_after_expunging_the_highest_and_reopening() {
 }
 
 #[test]
+fn many_foreign_files_get_uids_by_mtime_then_name() {
+    // Enough files that the scan stats them on two threads.
+    let root = tempfile::tempdir().unwrap();
+    let mb = store(root.path());
+    let user = mb.open(USER).unwrap();
+    let dir = user_dir(root.path());
+    let t0 = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_600_000_000);
+    let n = 2_500u64;
+    for i in 0..n {
+        // Names in the reverse order of the mtimes; pairs share an mtime
+        // (then the name decides).
+        let p = dir.join(format!("new/{:05}.host", n - i));
+        fs::write(&p, format!("Subject: {i}\r\n\r\n")).unwrap();
+        fs::File::options()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_modified(t0 + Duration::from_secs(i / 2))
+            .unwrap();
+    }
+    let sel = user.select("INBOX").unwrap();
+    let mut want: Vec<(u64, String)> = (0..n)
+        .map(|i| (i / 2, format!("new/{:05}.host", n - i)))
+        .collect();
+    want.sort();
+    let got: Vec<(u64, String)> = sel
+        .messages
+        .iter()
+        .map(|m| ((m.internaldate - 1_600_000_000) as u64, m.file_name.clone()))
+        .collect();
+    assert_eq!(got, want);
+    assert!(
+        sel.messages
+            .iter()
+            .enumerate()
+            .all(|(i, m)| m.uid == i as u32 + 1)
+    );
+}
+
+#[test]
 fn files_written_by_others_get_uids_in_order_and_flags_follow_their_names() {
     let root = tempfile::tempdir().unwrap();
     let mb = store(root.path());

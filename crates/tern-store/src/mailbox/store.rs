@@ -743,6 +743,8 @@ impl UserStore {
         // (mtime in ns, size, rel): ordered by mtime, then base name.
         let mut fresh: Vec<(i128, u64, String)> = Vec::new();
         let now = unix_now();
+        // Files the index does not know: statted after the loop, together.
+        let mut unknown: Vec<&DirFile> = Vec::new();
         for f in &disk {
             let (sub, fname) = split_rel(&f.rel);
             let (base, letters) = split_file_name(fname);
@@ -789,14 +791,17 @@ impl UserStore {
                         }
                     }
                 }
-                None => match f.metadata() {
-                    Ok(meta) if meta.is_file() => {
-                        fresh.push((mtime_ns(&meta), meta.len(), f.rel.clone()))
-                    }
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(io_err("stat", &path.join(&f.rel))(e)),
-                },
+                None => unknown.push(f),
+            }
+        }
+        for (f, meta) in unknown.iter().zip(stat_all(&unknown)) {
+            match meta {
+                Ok(meta) if meta.is_file() => {
+                    fresh.push((mtime_ns(&meta), meta.len(), f.rel.clone()))
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("stat", &path.join(&f.rel))(e)),
             }
         }
         for m in &rows {
@@ -1866,6 +1871,27 @@ impl UserStore {
                 .collect(),
         })
     }
+}
+
+/// The metadata of each file, on two threads when there are many (the
+/// first scan of a big Maildir stats every file; the other core is
+/// usually free while a client waits for its SELECT).
+fn stat_all(files: &[&DirFile]) -> Vec<io::Result<fs::Metadata>> {
+    const PARALLEL_FROM: usize = 2_000;
+    if files.len() < PARALLEL_FROM {
+        return files.iter().map(|f| f.metadata()).collect();
+    }
+    let (a, b) = files.split_at(files.len() / 2);
+    std::thread::scope(|s| {
+        let second = s.spawn(|| b.iter().map(|f| f.metadata()).collect::<Vec<_>>());
+        let mut out: Vec<_> = a.iter().map(|f| f.metadata()).collect();
+        match second.join() {
+            Ok(rest) => out.extend(rest),
+            // Cannot happen (metadata does not panic); stat them here.
+            Err(_) => out.extend(b.iter().map(|f| f.metadata())),
+        }
+        out
+    })
 }
 
 /// Puts renamed files back where they were (best effort) when an
