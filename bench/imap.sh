@@ -377,17 +377,19 @@ def idle_mb(v, key):
 if t or d:
     tr, tn, tx, tp = idle_mb(t, "idle_rss_kb") if t else (0, 0, 0, 0)
     dr, dn, dx, dpp = idle_mb(d, "idle_pss_kb") if d else (0, 0, 0, 0)
-    def cell(total, n, x, per, what):
+    def cell(v, total, n, x, per, what):
         s = f"{total:.0f} MB {what} at {n}"
         if n and n < idle_target:
-            s += f" (stopped: memory guard; {per:.2f} MB/session -> ~{x:.0f} MB at {idle_target})"
+            why = ("stopped: memory guard" if v.get("stopped") == "memory"
+                   else f"{idle_target - n} sessions failed to open ({v.get('errors', '?')} errors)")
+            s += f" ({why}; {per:.2f} MB/session -> ~{x:.0f} MB at {idle_target})"
         else:
             s += f" ({per:.3f} MB/session)"
         return s
     ok = "met" if t and tn >= idle_target and tr <= 256 and tx <= dx else "NOT met"
     rows.append((f"memory, {idle_target} idle sessions (INBOX selected)",
-                 cell(tr, tn, tx, tp, "RSS") if t else "-",
-                 cell(dr, dn, dx, dpp, f"PSS, {d.get('idle_procs', '-')} processes") if d else "-",
+                 cell(t, tr, tn, tx, tp, "RSS") if t else "-",
+                 cell(d, dr, dn, dx, dpp, f"PSS, {d.get('idle_procs', '-')} processes") if d else "-",
                  f"{dx / tx:.2f}x" if t and d and tx else "-",
                  f"Tern <= 256 MB and <= Dovecot", ok))
 print()
