@@ -295,6 +295,7 @@ impl ConnectionLimiter {
         {
             return;
         }
+        crate::metrics::metrics().stress_changed(now);
         if now {
             warn!(
                 sessions = total,

@@ -330,6 +330,8 @@ pub struct Metrics {
     tls: Family<DynLabels<1>, Counter>,
     commit: Histogram,
     commit_failed: Counter,
+    stress: Gauge,
+    stress_entered: Counter,
     deliveries: Vec<[Counter; 4]>,
     delivery_latency: Vec<Histogram>,
     dsn: [Counter; 4],
@@ -419,6 +421,18 @@ impl Metrics {
             "spool_commit_failures",
             "Commits to the spool that failed (answered 4xx)",
             commit_failed.clone(),
+        );
+        let stress = Gauge::default();
+        registry.register(
+            "stress_mode",
+            "1 while the server is in stress mode (short timeouts, eviction), else 0",
+            stress.clone(),
+        );
+        let stress_entered = Counter::default();
+        registry.register(
+            "stress_mode_entered",
+            "Times the server entered stress mode",
+            stress_entered.clone(),
         );
         let deliveries = Family::<StaticLabels<2>, Counter>::default();
         registry.register(
@@ -535,6 +549,8 @@ impl Metrics {
             .map(|t| dns_latency.get_or_create(&[("type", t)]).clone())
             .collect();
         Metrics {
+            stress,
+            stress_entered,
             sessions,
             open: open_by_role,
             received: per_role(&received),
@@ -579,6 +595,14 @@ impl Metrics {
     }
 
     // -------------------------------------------------------- sessions
+
+    /// The server entered (`true`) or left stress mode.
+    pub fn stress_changed(&self, on: bool) {
+        self.stress.set(i64::from(on));
+        if on {
+            self.stress_entered.inc();
+        }
+    }
 
     /// A connection was admitted on a `role` listener: counted open until
     /// the guard is dropped.
@@ -1243,6 +1267,17 @@ mod tests {
         assert_eq!(parse_cpu_ticks(stat), Some(300));
         let p = process_stats();
         assert!(p.open_fds.unwrap_or(1) > 0);
+    }
+
+    #[test]
+    fn stress_mode_is_a_gauge_and_its_entries_are_counted() {
+        let m = metrics();
+        let before = m.stress_entered.get();
+        m.stress_changed(true);
+        assert!(m.stress_entered.get() > before);
+        let text = m.render();
+        assert!(text.contains("# TYPE tern_stress_mode gauge"), "{text}");
+        assert!(text.contains("tern_stress_mode_entered_total"), "{text}");
     }
 
     #[test]
