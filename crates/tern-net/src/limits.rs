@@ -395,13 +395,13 @@ impl ConnectionPermit {
 
     /// A handle that waits for the wake-ups without borrowing the permit.
     pub fn wake_handle(&self) -> WakeHandle {
-        WakeHandle(Arc::clone(&self.state))
+        WakeHandle(Arc::clone(&self.state), Arc::clone(&self.limiter.shared))
     }
 }
 
 /// See [`ConnectionPermit::wake_handle`].
 #[derive(Debug, Clone)]
-pub struct WakeHandle(Arc<SessionState>);
+pub struct WakeHandle(Arc<SessionState>, Arc<Shared>);
 
 impl WakeHandle {
     /// As [`ConnectionPermit::woken`].
@@ -412,6 +412,11 @@ impl WakeHandle {
     /// As [`ConnectionPermit::evicted`].
     pub fn evicted(&self) -> bool {
         self.0.evicted.load(Ordering::Relaxed)
+    }
+
+    /// Whether the server is in stress mode.
+    pub fn stressed(&self) -> bool {
+        self.1.stressed.load(Ordering::Relaxed)
     }
 
     /// Marks the session logged in: never evicted from now on.
@@ -426,6 +431,20 @@ tokio::task_local! {
     /// The slot of the IMAP or POP3 session running in this task (the
     /// drivers report their login through [`session_authenticated`]).
     pub(crate) static SESSION_SLOT: WakeHandle;
+}
+
+/// The time an IMAP or POP3 session not logged in yet may wait for its
+/// next command: `normal`, or at most `stressed` while the server is in
+/// stress mode (the same rule as SMTP's command timeout).
+pub(crate) fn pre_login_timeout(
+    normal: std::time::Duration,
+    stressed: std::time::Duration,
+) -> std::time::Duration {
+    if SESSION_SLOT.try_with(WakeHandle::stressed).unwrap_or(false) {
+        normal.min(stressed)
+    } else {
+        normal
+    }
 }
 
 /// Called by the IMAP and POP3 drivers when a user has logged in: their
@@ -632,7 +651,7 @@ mod tests {
             .collect();
         assert!(!l.stressed());
         held.push(l.try_acquire(ip("10.0.0.5")).unwrap()); // 5 of 10: 50 %
-        assert!(l.stressed() && first.stressed());
+        assert!(l.stressed() && first.stressed() && wake.stressed());
         tokio::time::timeout(std::time::Duration::from_secs(1), wake.woken())
             .await
             .expect("woken on entering stress");

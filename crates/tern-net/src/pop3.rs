@@ -819,7 +819,10 @@ pub(crate) async fn run(
         let timeout = if maildrop.is_some() {
             idle
         } else {
-            idle.min(PRE_AUTH_TIMEOUT)
+            crate::limits::pre_login_timeout(
+                idle.min(PRE_AUTH_TIMEOUT),
+                ctx.timeouts.stress.command,
+            )
         };
         let Some(s) = stream.as_mut() else {
             break;

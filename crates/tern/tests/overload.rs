@@ -201,3 +201,43 @@ fn out_of_descriptors_a_client_gets_421_and_the_server_goes_on() {
     let log = std::fs::read_to_string(dir.path().join("tern.log")).unwrap();
     assert!(log.contains("out of file descriptors"), "{log}");
 }
+
+/// The same rule on IMAP: under stress a connection that has not logged in
+/// gets the short command timeout (2 s here), not IMAP's minute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_stress_an_imap_client_that_does_not_log_in_leaves_fast() {
+    let srv = TestServer::start_with(
+        "",
+        "[[listener]]\naddress = \"127.0.0.1:0\"\nrole = \"imap\"\n\
+         [limits]\nmax_connections = 10\n\
+         [limits.stress]\nthreshold = 10\ncommand_timeout = \"2s\"\n",
+    )
+    .await;
+    let imap = srv.running.as_ref().unwrap().addrs()[1];
+    tokio::task::spawn_blocking(move || {
+        use std::io::{BufRead, BufReader};
+        let s = std::net::TcpStream::connect(imap).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut r = BufReader::new(s);
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        assert!(line.starts_with("* OK"), "{line}");
+        let started = Instant::now();
+        // Say nothing: the server closes (with or without a BYE).
+        loop {
+            line.clear();
+            match r.read_line(&mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(10),
+            "closed after {took:?}, not the stress timeout"
+        );
+    })
+    .await
+    .unwrap();
+    let _ = srv.shutdown().await;
+}

@@ -360,7 +360,9 @@ pub(crate) async fn run(
             }
         }
         let deadline = match session.timeout_class() {
-            TimeoutClass::NotAuthenticated => PRE_AUTH_TIMEOUT,
+            TimeoutClass::NotAuthenticated => {
+                crate::limits::pre_login_timeout(PRE_AUTH_TIMEOUT, ctx.timeouts.stress.command)
+            }
             TimeoutClass::TlsHandshake => ctx.handshake_timeout,
             _ => COMMAND_TIMEOUT,
         };
