@@ -1104,7 +1104,7 @@ impl Connection {
             id.as_str(),
             tern_queue::journal::Event::Received {
                 client: self.peer.to_string(),
-                role: format!("{:?}", self.role).to_ascii_lowercase(),
+                role: self.role.as_str().to_owned(),
                 helo: session.helo_name().unwrap_or("").to_owned(),
                 tls: self.tls.as_ref().map(ToString::to_string),
                 auth: self.auth_user.clone(),

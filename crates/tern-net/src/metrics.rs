@@ -852,15 +852,7 @@ impl Metrics {
 }
 
 fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::Mx => "mx",
-        Role::Submission => "submission",
-        Role::Submissions => "submissions",
-        Role::Imap => "imap",
-        Role::Imaps => "imaps",
-        Role::Pop3 => "pop3",
-        Role::Pop3s => "pop3s",
-    }
+    role.as_str()
 }
 
 /// `5.7.1`, or `none` for a reply without an enhanced status code.

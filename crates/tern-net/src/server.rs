@@ -47,6 +47,20 @@ pub enum Role {
 }
 
 impl Role {
+    /// The role's configuration name (`mx`, `submissions`, `imap`, …), for
+    /// logs, the journal and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Mx => "mx",
+            Role::Submission => "submission",
+            Role::Submissions => "submissions",
+            Role::Imap => "imap",
+            Role::Imaps => "imaps",
+            Role::Pop3 => "pop3",
+            Role::Pop3s => "pop3s",
+        }
+    }
+
     /// Submission roles require AUTH and apply the submission policy.
     pub fn is_submission(self) -> bool {
         matches!(self, Role::Submission | Role::Submissions)
