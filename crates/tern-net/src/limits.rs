@@ -175,10 +175,7 @@ impl ConnectionLimiter {
     }
 
     fn contains(nets: &[ipnet::IpNet], ip: IpAddr) -> bool {
-        let plain = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-            v4 => v4,
-        };
+        let plain = plain_ip(ip);
         nets.iter().any(|n| n.contains(&plain))
     }
 
@@ -322,13 +319,17 @@ impl ConnectionLimiter {
     }
 }
 
+/// An IPv4-mapped IPv6 address as the IPv4 address it is.
+fn plain_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
 /// The network a client belongs to: its IPv4 /24 or IPv6 /48.
 fn network_key(ip: IpAddr) -> IpAddr {
-    let plain = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-        v4 => v4,
-    };
-    match plain {
+    match plain_ip(ip) {
         IpAddr::V4(v4) => {
             let [a, b, c, _] = v4.octets();
             IpAddr::from([a, b, c, 0])

@@ -43,10 +43,6 @@ pub fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn civil(secs: u64) -> String {
-    journal::format_utc(secs)
-}
-
 /// The traces as text for people: one block per message.
 pub fn render(traces: &[Trace]) -> String {
     let mut out = String::new();
@@ -80,7 +76,7 @@ fn render_one(out: &mut String, t: &Trace, indent: &str) {
         let _ = writeln!(
             out,
             "{indent}  {} UTC  {}",
-            civil(r.time_ms / 1000),
+            journal::format_utc(r.time_ms / 1000),
             line(r)
         );
     }
@@ -138,7 +134,7 @@ fn line(r: &Record) -> String {
         } => format!(
             "{to}: deferred via {via}{} (attempt {attempts}, next {} UTC): {reply}",
             relay(r),
-            civil(*next_attempt)
+            journal::format_utc(*next_attempt)
         ),
         Event::Bounced {
             to,
