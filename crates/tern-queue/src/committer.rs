@@ -107,7 +107,7 @@ pub(crate) struct Counters {
 }
 
 /// Upper bounds of the batch-size buckets of [`SpoolStats::batch_sizes`]
-/// (the last bucket, past 1024, is [`MAX_BATCH`] itself).
+/// (the last bucket, past 1024, ends at the committer's largest batch).
 pub const BATCH_SIZE_BOUNDS: [u64; BATCH_SIZE_BUCKETS] =
     [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
 /// How many batch-size buckets there are.
