@@ -1340,12 +1340,20 @@ fn kill_9_during_concurrent_writes_loses_nothing_acknowledged() {
                 .stderr(Stdio::null())
                 .spawn()
                 .unwrap();
-            // Wait until the child is busy, then kill it at a random moment.
+            // Wait until the child is busy (every writer has acknowledged
+            // something in this round: a starved delivery thread is not
+            // "nothing delivered"), then kill it at a random moment.
             let log = root.path().join("ack.log");
             let size = || fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
             let initial = size();
+            let this_round = || {
+                let all = fs::read(&log).unwrap_or_default();
+                let new = &all[(initial as usize).min(all.len())..];
+                let has = |p: &[u8]| new.split(|&b| b == b'\n').any(|l| l.starts_with(p));
+                has(b"D ") && has(b"A ")
+            };
             let start = Instant::now();
-            while size() < initial + 200 {
+            while size() < initial + 200 || !this_round() {
                 assert!(
                     start.elapsed() < Duration::from_secs(30),
                     "child never started"

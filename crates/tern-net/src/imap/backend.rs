@@ -30,7 +30,7 @@ use tern_imap::types::{
     Date, DateTime, Flag, Mailbox, Section, SectionText, SeqNum, SeqRange, SequenceSet, StatusItem,
 };
 use tern_store::mailbox::{
-    AppendItem, FlagOp, Flags, MailboxError, MailboxId, Mailboxes, MessageList, MessageRow,
+    AppendItem, FlagOp, Flags, MailboxError, MailboxId, MailboxRow, Mailboxes, MessageList, MessageRow,
     SpecialUse, SystemFlags, UserStore,
 };
 
@@ -59,11 +59,67 @@ struct Selected {
     condstore: bool,
     /// QRESYNC is on: expunges are reported as `VANISHED`.
     qresync: bool,
+    /// An IMAP4rev1 session (IMAP4rev2 not enabled): `\Recent` and
+    /// `* n RECENT` are told (RFC 3501 §2.3.2; IMAP4rev2 dropped them).
+    rev1: bool,
+    /// The UIDs that are `\Recent` in this session, as ranges: the ones it
+    /// claimed from the store (read-write), or those no session has claimed
+    /// yet (read-only, which claims nothing).
+    recent: Vec<std::ops::Range<u32>>,
+    /// The `* n RECENT` count the client was last told.
+    told_recent: u32,
 }
 
 impl Selected {
     fn seq_of(&self, uid: u32) -> Option<usize> {
         self.rows.index_of(uid)
+    }
+
+    /// Whether `uid` has `\Recent` in this session.
+    fn is_recent(&self, uid: u32) -> bool {
+        self.recent.iter().any(|r| r.contains(&uid))
+    }
+
+    /// `\Recent` in a FETCH's flag list (IMAP4rev1 sessions only).
+    fn shows_recent(&self, uid: u32) -> bool {
+        self.rev1 && self.is_recent(uid)
+    }
+
+    /// How many messages of the session's list are `\Recent`.
+    fn recent_count(&self) -> u32 {
+        self.recent
+            .iter()
+            .map(|r| (self.rows.rank(r.end) - self.rows.rank(r.start)) as u32)
+            .sum()
+    }
+
+    /// Takes the messages that arrived up to `mailbox`'s UIDNEXT and are
+    /// still `\Recent` for this session: from the store (the claim moves
+    /// the mailbox's first recent UID, so no other session gets them) when
+    /// read-write; as the store has them (claiming nothing) when read-only.
+    /// Returns whether the session's recent set grew.
+    fn take_recent(&mut self, store: &UserStore, mailbox: &MailboxRow) -> bool {
+        let upto = mailbox.uidnext;
+        let first = if self.read_only {
+            let from = self.recent.last().map_or(0, |r| r.end);
+            mailbox.first_recent_uid.max(from)
+        } else {
+            match store.claim_recent(self.id, upto) {
+                Ok(first) => first,
+                Err(e) => {
+                    tracing::warn!(error = %e, "imap: cannot update \\Recent");
+                    upto
+                }
+            }
+        };
+        if first >= upto {
+            return false;
+        }
+        match self.recent.last_mut() {
+            Some(last) if last.end == first => last.end = upto,
+            _ => self.recent.push(first..upto),
+        }
+        true
     }
 
     fn max_uid(&self) -> u32 {
@@ -519,6 +575,7 @@ impl Backend {
             .iter()
             .filter_map(|u| sel.seq_of(*u))
             .collect();
+        sel.take_recent(store, &changes.mailbox);
         if !gone.is_empty() && !allow_expunge {
             Self::sync_held_back(sel, changes.changed, out, opts);
             return;
@@ -567,6 +624,21 @@ impl Backend {
         }
         sel.rows = latest;
         sel.modseq = sel.modseq.max(changes.mailbox.highestmodseq);
+        Self::tell_recent(sel, out, opts);
+    }
+
+    /// `* n RECENT` after new messages or expunges changed how many of the
+    /// session's messages are `\Recent` (IMAP4rev1 sessions; RFC 3501
+    /// §7.3.2).
+    fn tell_recent(sel: &mut Selected, out: &mut Vec<u8>, opts: EncodeOptions) {
+        if !sel.rev1 {
+            return;
+        }
+        let n = sel.recent_count();
+        if n != sel.told_recent {
+            sel.told_recent = n;
+            Self::emit(out, &Response::Data(Data::Recent(n)), opts);
+        }
     }
 
     /// [`Self::sync`] when expunges may not be told yet: new messages and
@@ -606,6 +678,7 @@ impl Backend {
                 opts,
             );
         }
+        Self::tell_recent(sel, out, opts);
         for i in flag_updates {
             if let Some(row) = sel.rows.get(i) {
                 Self::emit_flags(out, sel, i, row, opts);
@@ -624,7 +697,7 @@ impl Backend {
     ) {
         let mut items = vec![FetchItem::Flags {
             flags: imap_flags(&row.flags),
-            recent: false,
+            recent: sel.shows_recent(row.uid),
         }];
         if sel.qresync || sel.condstore {
             items.push(FetchItem::Uid(row.uid));
@@ -682,9 +755,24 @@ impl Backend {
                 all.extend(keywords);
                 Self::emit(out, &Response::Data(Data::Flags(all.clone())), opts);
                 Self::emit(out, &Response::Data(Data::Exists(rows.len() as u32)), opts);
-                if !enabled.imap4rev2 {
-                    Self::emit(out, &Response::Data(Data::Recent(0)), opts);
+                let mut sel = Selected {
+                    id: m.id,
+                    read_only,
+                    uidvalidity: m.uidvalidity,
+                    rows,
+                    modseq: m.highestmodseq,
+                    condstore,
+                    qresync: false,
+                    rev1: !enabled.imap4rev2,
+                    recent: Vec::new(),
+                    told_recent: 0,
+                };
+                sel.take_recent(store, &m);
+                if sel.rev1 {
+                    sel.told_recent = sel.recent_count();
+                    Self::emit(out, &Response::Data(Data::Recent(sel.told_recent)), opts);
                 }
+                let rows = &sel.rows;
                 let untagged = |code: Code| {
                     Response::Status(StatusResponse::untagged(
                         tern_imap::response::StatusKind::Ok,
@@ -711,15 +799,7 @@ impl Backend {
                 Self::emit(out, &untagged(Code::UidNext(m.uidnext)), opts);
                 Self::emit(out, &untagged(Code::HighestModSeq(m.highestmodseq)), opts);
                 Self::emit(out, &untagged(Code::MailboxId(m.object_id.clone())), opts);
-                let mut sel = Selected {
-                    id: m.id,
-                    read_only,
-                    uidvalidity: m.uidvalidity,
-                    rows,
-                    modseq: m.highestmodseq,
-                    condstore,
-                    qresync,
-                };
+                sel.qresync = qresync;
                 // QRESYNC: what changed since the client's last state.
                 if let Some(q) = params.qresync
                     && q.uid_validity == sel.uidvalidity
@@ -752,7 +832,7 @@ impl Backend {
                                             FetchItem::Uid(row.uid),
                                             FetchItem::Flags {
                                                 flags: imap_flags(&row.flags),
-                                                recent: false,
+                                                recent: sel.shows_recent(row.uid),
                                             },
                                             FetchItem::ModSeq(row.modseq),
                                         ],
@@ -1111,7 +1191,7 @@ impl Backend {
                     StatusItem::Unseen => StatusValue::Number(u64::from(s.unseen)),
                     StatusItem::Deleted => StatusValue::Number(u64::from(s.deleted)),
                     StatusItem::Size => StatusValue::Number(s.size),
-                    StatusItem::Recent => StatusValue::Number(0),
+                    StatusItem::Recent => StatusValue::Number(u64::from(s.recent)),
                     StatusItem::HighestModSeq => StatusValue::Number(s.mailbox.highestmodseq),
                     StatusItem::AppendLimit => StatusValue::Number(self.append_limit),
                     StatusItem::MailboxId => StatusValue::ObjectId(s.mailbox.object_id.clone()),
@@ -1372,7 +1452,7 @@ impl Backend {
                 match a {
                     FetchAttribute::Flags => items.push(FetchItem::Flags {
                         flags: imap_flags(&row.flags),
-                        recent: false,
+                        recent: sel.shows_recent(row.uid),
                     }),
                     FetchAttribute::Uid => {
                         has_uid = true;
@@ -1430,7 +1510,7 @@ impl Backend {
             if sets_seen && !attrs.contains(&FetchAttribute::Flags) {
                 items.push(FetchItem::Flags {
                     flags: imap_flags(&row.flags),
-                    recent: false,
+                    recent: sel.shows_recent(row.uid),
                 });
             }
             if (sel.condstore || changed_since.is_some())
@@ -1504,7 +1584,7 @@ impl Backend {
             if !silent {
                 items.push(FetchItem::Flags {
                     flags: imap_flags(&row.flags),
-                    recent: false,
+                    recent: sel.shows_recent(row.uid),
                 });
             }
             if sel.condstore {
@@ -1914,8 +1994,11 @@ impl Ctx<'_> {
             SearchKey::Unflagged => !self.flag(SystemFlags::FLAGGED),
             SearchKey::Seen => self.flag(SystemFlags::SEEN),
             SearchKey::Unseen => !self.flag(SystemFlags::SEEN),
-            SearchKey::New | SearchKey::Recent => false,
-            SearchKey::Old => true,
+            SearchKey::New => {
+                self.sel.is_recent(self.row.uid) && !self.flag(SystemFlags::SEEN)
+            }
+            SearchKey::Recent => self.sel.is_recent(self.row.uid),
+            SearchKey::Old => !self.sel.is_recent(self.row.uid),
             SearchKey::Keyword(a) => self.row.flags.has_keyword(a.as_str()),
             SearchKey::Unkeyword(a) => !self.row.flags.has_keyword(a.as_str()),
             SearchKey::Larger(n) => self.row.size > *n,
@@ -2020,6 +2103,9 @@ mod tests {
             modseq: 1,
             condstore: false,
             qresync: false,
+            rev1: true,
+            recent: Vec::new(),
+            told_recent: 0,
         }
     }
 
@@ -2138,6 +2224,9 @@ mod tests {
         }
         let mut a = Client::new(&mailboxes);
         let mut b = Client::new(&mailboxes);
+        // IMAP4rev2 sessions: no `\Recent` (tested on its own below).
+        assert!(a.say("a0 ENABLE IMAP4rev2").contains("* ENABLED IMAP4rev2"));
+        assert!(b.say("b0 ENABLE IMAP4rev2").contains("* ENABLED IMAP4rev2"));
         assert!(a.say("a1 SELECT INBOX").contains("* 5 EXISTS"));
         assert!(b.say("b1 SELECT INBOX").contains("* 5 EXISTS"));
         let (sa, sb) = (
@@ -2195,6 +2284,72 @@ mod tests {
         let r = a.say("a5 UID FETCH 1:* (UID FLAGS)");
         assert!(r.contains("* 2 FETCH (UID 2 FLAGS (\\Flagged))"), "{r}");
         assert!(r.contains("* 5 FETCH (UID 6 FLAGS ())"), "{r}");
+    }
+
+    #[test]
+    fn recent_belongs_to_the_first_read_write_session_only() {
+        let root = tempfile::tempdir().unwrap();
+        let mailboxes = Arc::new(Mailboxes::new(
+            root.path().to_path_buf(),
+            tern_store::StoreConfig::default(),
+        ));
+        let store = mailboxes.open("alice@example.test").unwrap();
+        let inbox = store.mailbox("INBOX").unwrap();
+        let add = |n: u32| {
+            let body = format!("Subject: {n}\r\n\r\nbody {n}\r\n");
+            store
+                .append(inbox.id, &mut body.as_bytes(), &Flags::default(), None)
+                .unwrap();
+        };
+        add(1);
+        add(2);
+        let mut a = Client::new(&mailboxes);
+        let mut b = Client::new(&mailboxes);
+        let mut c = Client::new(&mailboxes);
+        let mut d = Client::new(&mailboxes);
+
+        // STATUS and EXAMINE see the recent messages and claim none.
+        let r = c.say("c1 STATUS INBOX (MESSAGES RECENT)");
+        assert!(r.contains("(MESSAGES 2 RECENT 2)"), "{r}");
+        let r = c.say("c2 EXAMINE INBOX");
+        assert!(r.contains("* 2 RECENT"), "{r}");
+        assert!(c.say("c3 FETCH 1 (FLAGS)").contains("(FLAGS (\\Recent))"));
+
+        // The first SELECT takes them: \Recent in its session only.
+        let r = a.say("a1 SELECT INBOX");
+        assert!(r.contains("* 2 RECENT"), "{r}");
+        let r = a.say("a2 FETCH 1:2 (FLAGS)");
+        assert!(r.contains("* 1 FETCH (FLAGS (\\Recent))"), "{r}");
+        assert_eq!(untagged(&a.say("a3 SEARCH RECENT")), ["* SEARCH 1 2"]);
+        assert_eq!(untagged(&a.say("a4 SEARCH OLD")), ["* SEARCH"]);
+        let r = b.say("b1 SELECT INBOX");
+        assert!(r.contains("* 0 RECENT"), "{r}");
+        assert!(b.say("b2 FETCH 1 (FLAGS)").contains("* 1 FETCH (FLAGS ())"));
+        assert_eq!(untagged(&b.say("b3 SEARCH NEW")), ["* SEARCH"]);
+        let r = d.say("d1 STATUS INBOX (RECENT)");
+        assert!(r.contains("(RECENT 0)"), "{r}");
+
+        // A new message goes to the first session that hears of it.
+        add(3);
+        assert_eq!(untagged(&b.say("b4 NOOP")), ["* 3 EXISTS", "* 1 RECENT"]);
+        assert_eq!(untagged(&a.say("a5 NOOP")), ["* 3 EXISTS"]);
+        assert_eq!(untagged(&b.say("b5 SEARCH NEW")), ["* SEARCH 3"]);
+        b.say("b6 STORE 3 +FLAGS.SILENT (\\Seen)");
+        assert_eq!(untagged(&b.say("b7 SEARCH NEW")), ["* SEARCH"]);
+        assert_eq!(untagged(&b.say("b8 SEARCH RECENT")), ["* SEARCH 3"]);
+        // Expunging a recent message lowers the count.
+        b.say("b9 STORE 3 +FLAGS.SILENT (\\Deleted)");
+        assert_eq!(untagged(&b.say("b10 EXPUNGE")), ["* 3 EXPUNGE", "* 0 RECENT"]);
+
+        // IMAP4rev2 has no \Recent at all.
+        add(4);
+        assert!(d.say("d2 ENABLE IMAP4rev2").contains("ENABLED"));
+        let r = d.say("d3 SELECT INBOX");
+        assert!(!r.contains("RECENT"), "{r}");
+        assert!(!d.say("d4 FETCH 3 (FLAGS)").contains("Recent"));
+        // ... but its SELECT took message 4 (the claim is the mailbox's).
+        let r = a.say("a6 NOOP");
+        assert!(r.contains("* 3 EXISTS") && !r.contains("RECENT"), "{r}");
     }
 
     #[test]

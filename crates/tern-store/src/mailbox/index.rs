@@ -100,6 +100,10 @@ pub struct MailboxRow {
     pub special_use: Option<SpecialUse>,
     /// MAILBOXID (RFC 8474).
     pub object_id: String,
+    /// The first UID that is still `\Recent` (IMAP4rev1, RFC 3501 §2.3.2):
+    /// no session has selected the mailbox read-write since that message
+    /// arrived. Moves only forward ([`Index::claim_recent`]).
+    pub first_recent_uid: u32,
 }
 
 /// A message as the index knows it.
@@ -210,6 +214,8 @@ pub struct Counts {
     pub deleted: u32,
     /// Sum of their sizes.
     pub size: u64,
+    /// Messages at or above the mailbox's first recent UID (`\Recent`).
+    pub recent: u32,
 }
 
 /// Storage used by one user.
@@ -300,6 +306,11 @@ pub trait Index: Send + fmt::Debug {
     ) -> Result<(Vec<MessageRow>, Vec<u32>), IndexError>;
     /// Counts for STATUS.
     fn counts(&mut self, id: MailboxId) -> Result<Counts, IndexError>;
+    /// Makes the messages below `upto` no longer `\Recent` for the next
+    /// session: moves the mailbox's first recent UID up to `upto` (never
+    /// down) and returns what it was, so the caller owns the `\Recent`
+    /// UIDs from there to `upto` (two callers never get the same UID).
+    fn claim_recent(&mut self, id: MailboxId, upto: u32) -> Result<u32, IndexError>;
     /// Applies a batch atomically and durably.
     fn apply(&mut self, changes: &[Change]) -> Result<Applied, IndexError>;
     /// The user's usage.
@@ -424,6 +435,21 @@ pub(crate) fn check_contract(index: &mut dyn Index) {
     assert_eq!(again.inserted[0].0, 4);
     let c = index.counts(a.id).unwrap();
     assert_eq!((c.messages, c.unseen, c.deleted, c.size), (3, 2, 0, 31));
+    // `\Recent`: every message until a session claims them; a claim moves
+    // the first recent UID only forward and hands out each UID once.
+    assert_eq!(c.recent, 3);
+    assert_eq!(index.claim_recent(a.id, 4).unwrap(), 1);
+    assert_eq!(index.counts(a.id).unwrap().recent, 1);
+    assert_eq!(index.claim_recent(a.id, 3).unwrap(), 4);
+    assert_eq!(index.claim_recent(a.id, 5).unwrap(), 4);
+    assert_eq!(index.counts(a.id).unwrap().recent, 0);
+    assert_eq!(index.claim_recent(a.id, 5).unwrap(), 5);
+    let row = index.mailboxes().unwrap().into_iter().find(|m| m.id == a.id).unwrap();
+    assert_eq!(row.first_recent_uid, 5);
+    assert!(matches!(
+        index.claim_recent(MailboxId(999), 1),
+        Err(IndexError::NoMailbox)
+    ));
     assert_eq!(
         index.usage().unwrap(),
         Usage {

@@ -73,6 +73,8 @@ pub const MIGRATIONS: &[&str] = &[
          ('next_email_id', 1);",
     // 2: look messages up by file name (idempotent delivery, sync).
     "CREATE INDEX messages_file ON messages (mailbox, file_name);",
+    // 3: `\Recent` (IMAP4rev1): the first UID no session has seen yet.
+    "ALTER TABLE mailboxes ADD COLUMN first_recent_uid INTEGER NOT NULL DEFAULT 1;",
 ];
 
 /// The SQLite index of one user.
@@ -218,6 +220,7 @@ fn mailbox_row(stamp: i64, r: &rusqlite::Row<'_>) -> rusqlite::Result<MailboxRow
         highestmodseq: r.get::<_, i64>(4)? as u64,
         special_use: special.as_deref().and_then(SpecialUse::from_imap),
         object_id: format!("F{stamp:x}-{id:x}"),
+        first_recent_uid: r.get::<_, i64>(6)? as u32,
     })
 }
 
@@ -245,7 +248,8 @@ impl Index for SqliteIndex {
         let mut st = self
             .conn
             .prepare_cached(
-                "SELECT id, name, uidvalidity, uidnext, highestmodseq, special_use
+                "SELECT id, name, uidvalidity, uidnext, highestmodseq, special_use,
+                        first_recent_uid
                  FROM mailboxes ORDER BY name",
             )
             .map_err(backend)?;
@@ -295,6 +299,7 @@ impl Index for SqliteIndex {
             highestmodseq: 1,
             special_use,
             object_id: format!("F{:x}-{id:x}", self.stamp),
+            first_recent_uid: 1,
         })
     }
 
@@ -521,7 +526,9 @@ impl Index for SqliteIndex {
             .conn
             .prepare_cached(
                 "SELECT COUNT(*), COALESCE(SUM((flags & 1) = 0), 0),
-                        COALESCE(SUM((flags & 8) != 0), 0), COALESCE(SUM(size), 0)
+                        COALESCE(SUM((flags & 8) != 0), 0), COALESCE(SUM(size), 0),
+                        COALESCE(SUM(uid >= (SELECT first_recent_uid FROM mailboxes
+                                              WHERE id = ?1)), 0)
                  FROM messages WHERE mailbox = ?1",
             )
             .map_err(backend)?;
@@ -531,9 +538,35 @@ impl Index for SqliteIndex {
                 unseen: r.get::<_, i64>(1)? as u32,
                 deleted: r.get::<_, i64>(2)? as u32,
                 size: r.get::<_, i64>(3)? as u64,
+                recent: r.get::<_, i64>(4)? as u32,
             })
         })
         .map_err(backend)
+    }
+
+    fn claim_recent(&mut self, id: MailboxId, upto: u32) -> Result<u32, IndexError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(backend)?;
+        let first: i64 = tx
+            .query_row(
+                "SELECT first_recent_uid FROM mailboxes WHERE id = ?1",
+                params![id.0],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(backend)?
+            .ok_or(IndexError::NoMailbox)?;
+        if first < i64::from(upto) {
+            tx.execute(
+                "UPDATE mailboxes SET first_recent_uid = ?2 WHERE id = ?1",
+                params![id.0, i64::from(upto)],
+            )
+            .map_err(backend)?;
+            tx.commit().map_err(backend)?;
+        }
+        Ok(first as u32)
     }
 
     fn apply(&mut self, changes: &[Change]) -> Result<Applied, IndexError> {

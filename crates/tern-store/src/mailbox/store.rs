@@ -95,6 +95,8 @@ pub struct Status {
     pub deleted: u32,
     /// SIZE (RFC 8438).
     pub size: u64,
+    /// RECENT (IMAP4rev1): messages no session has selected read-write yet.
+    pub recent: u32,
 }
 
 /// A mailbox selected: everything a session needs to number messages.
@@ -955,7 +957,18 @@ impl UserStore {
             unseen: c.unseen,
             deleted: c.deleted,
             size: c.size,
+            recent: c.recent,
         })
+    }
+
+    /// Takes the `\Recent` messages of `mailbox` below `upto` (its UIDNEXT
+    /// as the session saw it) for the calling session: returns the first
+    /// UID it now owns (`first..upto` are recent to it, and to no other
+    /// session, in this process or another). Called by a session that
+    /// selects the mailbox read-write and when it learns of new messages.
+    pub fn claim_recent(&self, mailbox: MailboxId, upto: u32) -> Result<u32, MailboxError> {
+        let mut g = self.lock()?;
+        Ok(g.index.claim_recent(mailbox, upto)?)
     }
 
     /// SELECT / EXAMINE `name`: a snapshot of every message.
