@@ -28,6 +28,7 @@
 #![forbid(unsafe_code)]
 
 pub mod body;
+pub mod dnsmeter;
 pub mod error;
 pub mod headers;
 pub mod keys;
@@ -36,6 +37,7 @@ pub mod records;
 pub mod sign;
 pub mod verify;
 
+pub use dnsmeter::{DnsObserver, LookupKind, LookupOutcome};
 pub use error::Error;
 pub use keys::{DkimKey, KeyAlgorithm};
 pub use policy::{Action, DkimConfig, InboundPolicy, TempErrorAction};

@@ -25,6 +25,7 @@ use mail_auth::{
 };
 use tern_dns::{HickoryResolver, Resolver};
 
+use crate::dnsmeter::{DnsObserver, LookupKind, Meter};
 use crate::body::{BodyHashes, attach, parse_bounded};
 use crate::policy::{Action, InboundPolicy, TempErrorAction};
 
@@ -100,6 +101,7 @@ pub struct Verifier {
     authserv_id: String,
     policy: InboundPolicy,
     own_domains: Vec<String>,
+    observer: Option<Arc<dyn DnsObserver>>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -185,7 +187,15 @@ impl Verifier {
             authserv_id: authserv_id.trim_end_matches('.').to_ascii_lowercase(),
             policy,
             own_domains: Vec::new(),
+            observer: None,
         }
+    }
+
+    /// Tells `observer` about every DNS lookup the checks make (Tern's
+    /// `tern_dns_lookups_total`; see [`crate::dnsmeter`]).
+    pub fn with_dns_observer(mut self, observer: Arc<dyn DnsObserver>) -> Verifier {
+        self.observer = Some(observer);
+        self
     }
 
     /// Names our own domains: mail whose `From:` is one of them (or a
@@ -234,10 +244,13 @@ impl Verifier {
 
     /// `pct=` of the DMARC record that applies to `domain`: the domain's
     /// own, else its parents' (the organisational domain is among them).
-    async fn pct(&self, domain: &str) -> u8 {
+    async fn pct(&self, domain: &str, meter: &Meter<'_>) -> u8 {
         let mut name = domain;
         loop {
-            if let Ok(records) = self.dns.txt(&format!("_dmarc.{name}")).await
+            let start = std::time::Instant::now();
+            let found = self.dns.txt(&format!("_dmarc.{name}")).await;
+            meter.record(LookupKind::Txt, found.is_ok(), start);
+            if let Ok(records) = found
                 && let Some(r) = records
                     .iter()
                     .find(|r| r.trim_start().to_ascii_lowercase().starts_with("v=dmarc1"))
@@ -267,6 +280,19 @@ impl Verifier {
     ///
     /// [`BodyHashPlan`]: crate::body::BodyHashPlan
     pub async fn verify_with_body(&self, input: Inbound<'_>, body: &BodyHashes) -> Verdict {
+        let meter = Meter::new(self.observer.as_deref());
+        let verdict = self.verify_metered(input, body, &meter).await;
+        meter.finish();
+        verdict
+    }
+
+    async fn verify_metered(
+        &self,
+        input: Inbound<'_>,
+        body: &BodyHashes,
+        meter: &Meter<'_>,
+    ) -> Verdict {
+        let caches = meter.caches();
         let ip = input.client_ip;
         let helo = input.helo.trim_end_matches('.');
         let host = self.authserv_id.as_str();
@@ -284,7 +310,7 @@ impl Verifier {
             if helo_is_domain(helo) {
                 Some(
                     self.auth
-                        .verify_spf(SpfParameters::verify_ehlo(ip, helo, host))
+                        .verify_spf(caches.params(SpfParameters::verify_ehlo(ip, helo, host)))
                         .await,
                 )
             } else {
@@ -295,12 +321,12 @@ impl Verifier {
             if mail_from_domain.is_some() {
                 Some(
                     self.auth
-                        .verify_spf(SpfParameters::verify_mail_from(
+                        .verify_spf(caches.params(SpfParameters::verify_mail_from(
                             ip,
                             helo,
                             host,
                             input.mail_from,
-                        ))
+                        )))
                         .await,
                 )
             } else {
@@ -311,7 +337,7 @@ impl Verifier {
             match &parsed {
                 Some(message) => self
                     .auth
-                    .verify_dkim(message)
+                    .verify_dkim(caches.params(message))
                     .await
                     .into_iter()
                     .map(|d| body_hash_is_fail(d, message))
@@ -325,14 +351,14 @@ impl Verifier {
                     if self.policy.arc
                         && (!message.ams_headers.is_empty() || !message.as_headers.is_empty()) =>
                 {
-                    Some(self.auth.verify_arc(message).await)
+                    Some(self.auth.verify_arc(caches.params(message)).await)
                 }
                 _ => None,
             }
         };
         let iprev = async {
             if self.policy.iprev {
-                Some(self.auth.verify_iprev(ip).await)
+                Some(self.auth.verify_iprev(caches.params(ip)).await)
             } else {
                 None
             }
@@ -404,12 +430,12 @@ impl Verifier {
         let spf_for_dmarc = spf_mail.as_ref().unwrap_or(&empty_spf);
         let dmarc = self
             .auth
-            .verify_dmarc(DmarcParameters::new(
+            .verify_dmarc(caches.params(DmarcParameters::new(
                 message,
                 &dkim,
                 &spf_domain,
                 spf_for_dmarc,
-            ))
+            )))
             .await;
         let dmarc_result = dmarc.result();
         if dmarc.dmarc_record().is_some() || !matches!(dmarc_result, DmarcResult::None) {
@@ -444,7 +470,7 @@ impl Verifier {
         if matches!(dmarc_result, DmarcResult::Fail(_))
             && matches!(dmarc.policy(), Policy::Reject | Policy::Quarantine)
         {
-            let pct = self.pct(dmarc.domain()).await;
+            let pct = self.pct(dmarc.domain(), meter).await;
             let mut policy = dmarc.policy();
             if !sampled(pct) {
                 // Not sampled: one step milder (RFC 7489 6.6.4).

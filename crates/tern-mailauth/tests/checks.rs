@@ -465,3 +465,90 @@ async fn arc_sealing_for_forwarded_mail() {
         .await;
     assert_eq!(field(&third.header, "arc"), ["fail"], "{}", third.header);
 }
+
+/// Collects what [`tern_mailauth::DnsObserver`] is told.
+#[derive(Debug, Default)]
+struct Lookups(
+    std::sync::Mutex<Vec<(tern_mailauth::LookupKind, tern_mailauth::LookupOutcome, bool)>>,
+);
+
+impl tern_mailauth::DnsObserver for Lookups {
+    fn lookup(
+        &self,
+        kind: tern_mailauth::LookupKind,
+        outcome: tern_mailauth::LookupOutcome,
+        elapsed: Option<Duration>,
+    ) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((kind, outcome, elapsed.is_some()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_lookup_of_the_checks_is_observed() {
+    use tern_mailauth::{LookupKind as K, LookupOutcome as O};
+    let w = world().await;
+    let lookups = Arc::new(Lookups::default());
+    let policy = InboundPolicy {
+        iprev: true,
+        ..InboundPolicy::default()
+    };
+    let v = Verifier::new(Arc::clone(&w.resolver), "mx.example.test", policy)
+        .with_dns_observer(lookups.clone());
+    let run = |from: &'static str, mail_from: &'static str| {
+        let v = &v;
+        async move {
+            let msg = message(from, "lookups", "hello\r\n");
+            v.verify(tern_mailauth::Inbound {
+                client_ip: CLIENT,
+                helo: HELO,
+                mail_from,
+                message: &msg,
+                seal_with: None,
+            })
+            .await
+        }
+    };
+    let sorted = |seen: &Lookups| {
+        let mut l = std::mem::take(&mut *seen.0.lock().unwrap());
+        l.sort_by_key(|e| format!("{e:?}"));
+        l
+    };
+
+    // pass.test: SPF of the HELO name and of pass.test, DMARC of
+    // pass.test, iprev's PTR and the A of the name it gives: all answered;
+    // mail-auth also asks `_dmarc.test` (the zone publishes nothing there).
+    let verdict = run("a@pass.test", "b@pass.test").await;
+    assert!(verdict.summary.contains("dmarc=pass"), "{}", verdict.summary);
+    assert_eq!(
+        sorted(&lookups),
+        [
+            (K::Ip, O::Answered, true),
+            (K::Ptr, O::Answered, true),
+            (K::Txt, O::Answered, true),
+            (K::Txt, O::Answered, true),
+            (K::Txt, O::Answered, true),
+            (K::Txt, O::NoAnswer, false),
+        ]
+    );
+
+    // nowhere.test publishes nothing: its SPF and DMARC lookups get no
+    // answer, and are counted as such.
+    let verdict = run("a@nowhere.test", "b@nowhere.test").await;
+    assert!(verdict.summary.contains("spf=none"), "{}", verdict.summary);
+    let seen = sorted(&lookups);
+    let no_answer = seen
+        .iter()
+        .filter(|e| **e == (K::Txt, O::NoAnswer, false))
+        .count();
+    assert!(no_answer >= 2, "{seen:?}");
+    assert_eq!(
+        seen.iter()
+            .filter(|e| **e == (K::Txt, O::Answered, true))
+            .count(),
+        1,
+        "only the HELO name's SPF answers: {seen:?}"
+    );
+}

@@ -680,6 +680,10 @@ impl QueueAdmin {
                 by: "bounce".into(),
             },
         );
+        if bounce_id.is_some() {
+            // Counted as the queue counts its own (`tern_dsn_sent_total`).
+            crate::metrics::metrics().dsn_sent(crate::metrics::DsnSent::Failure);
+        }
         if let (Some(b), Some(to)) = (&bounce_id, &bounce_to) {
             self.journal.record(
                 qid.as_str(),

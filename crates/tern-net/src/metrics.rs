@@ -174,8 +174,11 @@ pub enum DsnSent {
 const DSN_KINDS: [&str; 4] = ["failure", "delay", "success", "relayed"];
 
 /// DNS query types (`tern_dns_lookups_total{type}`).
-const DNS_TYPES: [&str; 4] = ["mx", "ip", "txt", "srv"];
-const DNS_RESULTS: [&str; 4] = ["ok", "nxdomain", "nodata", "error"];
+const DNS_TYPES: [&str; 5] = ["mx", "ip", "txt", "srv", "ptr"];
+/// `noanswer`: a lookup of the inbound checks (SPF, DKIM, DMARC, ARC,
+/// iprev) that got no usable answer — `mail-auth` does not say whether it
+/// was NXDOMAIN, no records or an error (see `tern_mailauth::dnsmeter`).
+const DNS_RESULTS: [&str; 5] = ["ok", "nxdomain", "nodata", "error", "noanswer"];
 
 /// Which query a [`MeteredResolver`] answered.
 #[derive(Debug, Clone, Copy)]
@@ -184,6 +187,7 @@ enum DnsType {
     Ip = 1,
     Txt = 2,
     Srv = 3,
+    Ptr = 4,
 }
 
 // ------------------------------------------------------------ histogram
@@ -335,7 +339,7 @@ pub struct Metrics {
     deliveries: Vec<[Counter; 4]>,
     delivery_latency: Vec<Histogram>,
     dsn: [Counter; 4],
-    dns: Vec<[Counter; 4]>,
+    dns: Vec<[Counter; 5]>,
     dns_latency: Vec<Histogram>,
     mailauth: Family<DynLabels<2>, Counter>,
     http: Family<DynLabels<2>, Counter>,
@@ -769,6 +773,30 @@ impl Metrics {
         self.dns_latency[t as usize].observe_since(start);
     }
 
+    fn mailauth_lookup(
+        &self,
+        kind: tern_mailauth::LookupKind,
+        outcome: tern_mailauth::LookupOutcome,
+        elapsed: Option<std::time::Duration>,
+    ) {
+        use tern_mailauth::{LookupKind as K, LookupOutcome as O};
+        let t = match kind {
+            K::Txt => DnsType::Txt,
+            K::Mx => DnsType::Mx,
+            K::Ip => DnsType::Ip,
+            K::Ptr => DnsType::Ptr,
+            _ => return,
+        };
+        let result = match outcome {
+            O::Answered => 0,
+            _ => 4,
+        };
+        self.dns[t as usize][result].inc();
+        if let Some(e) = elapsed {
+            self.dns_latency[t as usize].observe(e.as_secs_f64());
+        }
+    }
+
     /// Counts the results named in an authentication summary
     /// (`spf=pass dkim=fail dmarc=none …`).
     pub fn mailauth_summary(&self, summary: &str) {
@@ -903,6 +931,23 @@ impl Drop for OpenConnection {
 }
 
 // ------------------------------------------------------------ DNS wrapper
+
+/// Counts and times the lookups of the inbound checks (`mail-auth` asks
+/// hickory itself; see `tern_mailauth::dnsmeter`) in the same
+/// `tern_dns_lookups_total` and `tern_dns_lookup_seconds` as the rest.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MailAuthDnsMetrics;
+
+impl tern_mailauth::DnsObserver for MailAuthDnsMetrics {
+    fn lookup(
+        &self,
+        kind: tern_mailauth::LookupKind,
+        outcome: tern_mailauth::LookupOutcome,
+        elapsed: Option<std::time::Duration>,
+    ) {
+        metrics().mailauth_lookup(kind, outcome, elapsed);
+    }
+}
 
 /// A [`tern_dns::Resolver`] that counts and times every lookup of the one
 /// it wraps (`tern_dns_lookups_total`, `tern_dns_lookup_seconds`).
@@ -1241,6 +1286,30 @@ mod tests {
         assert!(text.contains("h_bucket{le=\"2.0\"} 3\n"), "{text}");
         assert!(text.contains("h_bucket{le=\"+Inf\"} 4\n"), "{text}");
         assert!(text.contains("h_count 4\n"), "{text}");
+    }
+
+    #[test]
+    fn mail_auth_lookups_land_in_the_dns_series() {
+        use tern_mailauth::{DnsObserver, LookupKind as K, LookupOutcome as O};
+        let series = [
+            "tern_dns_lookups_total{type=\"ptr\",result=\"ok\"}",
+            "tern_dns_lookups_total{type=\"txt\",result=\"noanswer\"}",
+            "tern_dns_lookup_seconds_count{type=\"ptr\"}",
+        ];
+        let read = || {
+            let text = metrics().render();
+            series.map(|s| sample(&text, s).unwrap_or(0.0))
+        };
+        let before = read();
+        let observer = MailAuthDnsMetrics;
+        observer.lookup(K::Ptr, O::Answered, Some(std::time::Duration::from_millis(3)));
+        observer.lookup(K::Txt, O::NoAnswer, None);
+        observer.lookup(K::Txt, O::NoAnswer, None);
+        let after = read();
+        assert_eq!(
+            [after[0] - before[0], after[1] - before[1], after[2] - before[2]],
+            [1.0, 2.0, 1.0]
+        );
     }
 
     #[test]

@@ -248,9 +248,12 @@ pub async fn start_with_clock(
         } else {
             None
         };
+    // DNSBL lookups are counted and timed with the rest.
     let filters = Arc::new(build_pipeline(
         config,
-        hickory.clone().map(|r| r as Arc<dyn tern_dns::Resolver>),
+        hickory
+            .clone()
+            .map(|r| Arc::new(tern_net::metrics::MeteredResolver(r)) as Arc<dyn tern_dns::Resolver>),
         clock,
     )?);
     // Delivery's lookups are counted and timed (`tern_dns_lookups_total`).
@@ -269,7 +272,8 @@ pub async fn start_with_clock(
         verifier: hickory.filter(|_| config.mail_auth.enabled).map(|dns| {
             Arc::new(
                 tern_mailauth::Verifier::new(dns, &config.hostname, config.mail_auth.clone())
-                    .with_own_domains(config.domains.keys().map(String::as_str)),
+                    .with_own_domains(config.domains.keys().map(String::as_str))
+                    .with_dns_observer(Arc::new(tern_net::metrics::MailAuthDnsMetrics)),
             )
         }),
         signer: tern_net::SignerHandle::new(signer),

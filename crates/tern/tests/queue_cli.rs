@@ -280,8 +280,16 @@ async fn queue_cli_against_the_running_server_and_offline() {
         .await;
 
     // bounce: alice (a local mailbox) gets one DSN, the message is gone.
+    let failure_notices = || {
+        let text = tern_net::metrics::metrics().render();
+        tern_net::metrics::sample(&text, "tern_dsn_sent_total{kind=\"failure\"}").unwrap_or(0.0)
+    };
+    let notices_before = failure_notices();
     let out = s.run(&["bounce", &m1]).await;
     assert!(out.status.success(), "{}", text(&out));
+    // The server counts the notice it queued (the server runs in this
+    // process; another test of this binary may add its own meanwhile).
+    assert!(failure_notices() >= notices_before + 1.0);
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("failure notice queued as"),
         "{}",
