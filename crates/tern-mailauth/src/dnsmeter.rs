@@ -235,7 +235,10 @@ mod tests {
 
     impl DnsObserver for Seen {
         fn lookup(&self, kind: LookupKind, outcome: LookupOutcome, elapsed: Option<Duration>) {
-            self.0.lock().unwrap().push((kind, outcome, elapsed.is_some()));
+            self.0
+                .lock()
+                .unwrap()
+                .push((kind, outcome, elapsed.is_some()));
         }
     }
 

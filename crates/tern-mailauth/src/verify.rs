@@ -25,8 +25,8 @@ use mail_auth::{
 };
 use tern_dns::{HickoryResolver, Resolver};
 
-use crate::dnsmeter::{DnsObserver, LookupKind, Meter};
 use crate::body::{BodyHashes, attach, parse_bounded};
+use crate::dnsmeter::{DnsObserver, LookupKind, Meter};
 use crate::policy::{Action, InboundPolicy, TempErrorAction};
 
 /// Overall bound on all the checks of one message; what is not done by

@@ -469,7 +469,13 @@ async fn arc_sealing_for_forwarded_mail() {
 /// Collects what [`tern_mailauth::DnsObserver`] is told.
 #[derive(Debug, Default)]
 struct Lookups(
-    std::sync::Mutex<Vec<(tern_mailauth::LookupKind, tern_mailauth::LookupOutcome, bool)>>,
+    std::sync::Mutex<
+        Vec<(
+            tern_mailauth::LookupKind,
+            tern_mailauth::LookupOutcome,
+            bool,
+        )>,
+    >,
 );
 
 impl tern_mailauth::DnsObserver for Lookups {
@@ -521,7 +527,11 @@ async fn every_lookup_of_the_checks_is_observed() {
     // pass.test, iprev's PTR and the A of the name it gives: all answered;
     // mail-auth also asks `_dmarc.test` (the zone publishes nothing there).
     let verdict = run("a@pass.test", "b@pass.test").await;
-    assert!(verdict.summary.contains("dmarc=pass"), "{}", verdict.summary);
+    assert!(
+        verdict.summary.contains("dmarc=pass"),
+        "{}",
+        verdict.summary
+    );
     assert_eq!(
         sorted(&lookups),
         [

@@ -1302,12 +1302,20 @@ mod tests {
         };
         let before = read();
         let observer = MailAuthDnsMetrics;
-        observer.lookup(K::Ptr, O::Answered, Some(std::time::Duration::from_millis(3)));
+        observer.lookup(
+            K::Ptr,
+            O::Answered,
+            Some(std::time::Duration::from_millis(3)),
+        );
         observer.lookup(K::Txt, O::NoAnswer, None);
         observer.lookup(K::Txt, O::NoAnswer, None);
         let after = read();
         assert_eq!(
-            [after[0] - before[0], after[1] - before[1], after[2] - before[2]],
+            [
+                after[0] - before[0],
+                after[1] - before[1],
+                after[2] - before[2]
+            ],
             [1.0, 2.0, 1.0]
         );
     }

@@ -251,9 +251,9 @@ pub async fn start_with_clock(
     // DNSBL lookups are counted and timed with the rest.
     let filters = Arc::new(build_pipeline(
         config,
-        hickory
-            .clone()
-            .map(|r| Arc::new(tern_net::metrics::MeteredResolver(r)) as Arc<dyn tern_dns::Resolver>),
+        hickory.clone().map(|r| {
+            Arc::new(tern_net::metrics::MeteredResolver(r)) as Arc<dyn tern_dns::Resolver>
+        }),
         clock,
     )?);
     // Delivery's lookups are counted and timed (`tern_dns_lookups_total`).

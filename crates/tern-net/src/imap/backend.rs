@@ -30,8 +30,8 @@ use tern_imap::types::{
     Date, DateTime, Flag, Mailbox, Section, SectionText, SeqNum, SeqRange, SequenceSet, StatusItem,
 };
 use tern_store::mailbox::{
-    AppendItem, FlagOp, Flags, MailboxError, MailboxId, MailboxRow, Mailboxes, MessageList, MessageRow,
-    SpecialUse, SystemFlags, UserStore,
+    AppendItem, FlagOp, Flags, MailboxError, MailboxId, MailboxRow, Mailboxes, MessageList,
+    MessageRow, SpecialUse, SystemFlags, UserStore,
 };
 
 /// The hierarchy separator.
@@ -1994,9 +1994,7 @@ impl Ctx<'_> {
             SearchKey::Unflagged => !self.flag(SystemFlags::FLAGGED),
             SearchKey::Seen => self.flag(SystemFlags::SEEN),
             SearchKey::Unseen => !self.flag(SystemFlags::SEEN),
-            SearchKey::New => {
-                self.sel.is_recent(self.row.uid) && !self.flag(SystemFlags::SEEN)
-            }
+            SearchKey::New => self.sel.is_recent(self.row.uid) && !self.flag(SystemFlags::SEEN),
             SearchKey::Recent => self.sel.is_recent(self.row.uid),
             SearchKey::Old => !self.sel.is_recent(self.row.uid),
             SearchKey::Keyword(a) => self.row.flags.has_keyword(a.as_str()),
@@ -2339,7 +2337,10 @@ mod tests {
         assert_eq!(untagged(&b.say("b8 SEARCH RECENT")), ["* SEARCH 3"]);
         // Expunging a recent message lowers the count.
         b.say("b9 STORE 3 +FLAGS.SILENT (\\Deleted)");
-        assert_eq!(untagged(&b.say("b10 EXPUNGE")), ["* 3 EXPUNGE", "* 0 RECENT"]);
+        assert_eq!(
+            untagged(&b.say("b10 EXPUNGE")),
+            ["* 3 EXPUNGE", "* 0 RECENT"]
+        );
 
         // IMAP4rev2 has no \Recent at all.
         add(4);

@@ -444,7 +444,12 @@ pub(crate) fn check_contract(index: &mut dyn Index) {
     assert_eq!(index.claim_recent(a.id, 5).unwrap(), 4);
     assert_eq!(index.counts(a.id).unwrap().recent, 0);
     assert_eq!(index.claim_recent(a.id, 5).unwrap(), 5);
-    let row = index.mailboxes().unwrap().into_iter().find(|m| m.id == a.id).unwrap();
+    let row = index
+        .mailboxes()
+        .unwrap()
+        .into_iter()
+        .find(|m| m.id == a.id)
+        .unwrap();
     assert_eq!(row.first_recent_uid, 5);
     assert!(matches!(
         index.claim_recent(MailboxId(999), 1),
