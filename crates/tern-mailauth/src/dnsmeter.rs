@@ -4,7 +4,7 @@
 //! so a metered resolver cannot see its lookups. What it offers is a
 //! cache hook: before each lookup it asks an optional
 //! [`ResolverCache`] for the answer, and after a lookup that got records it
-//! stores them there. A [`Meter`] hands it caches that keep nothing (every
+//! stores them there. A `Meter` hands it caches that keep nothing (every
 //! `get` misses, so the checks behave exactly as without a cache; hickory
 //! has its own cache): a `get` is a lookup starting, the `insert` for the
 //! same name is that lookup answered, and a lookup still open when the
