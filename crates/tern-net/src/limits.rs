@@ -415,6 +415,12 @@ impl WakeHandle {
         self.0.evicted.load(Ordering::Relaxed)
     }
 
+    /// Wakes the session's other waiter (the driver, after the task that
+    /// runs it saw the wake-up first).
+    pub fn wake_again(&self) {
+        self.0.wake.notify_one();
+    }
+
     /// Whether the server is in stress mode.
     pub fn stressed(&self) -> bool {
         self.1.stressed.load(Ordering::Relaxed)
@@ -445,6 +451,21 @@ pub(crate) fn pre_login_timeout(
         normal.min(stressed)
     } else {
         normal
+    }
+}
+
+/// Resolves when the IMAP or POP3 session running in this task has been
+/// evicted (its driver then says goodbye and returns); never outside such
+/// a task. Stress-mode wake-ups are absorbed.
+pub(crate) async fn session_evicted() {
+    let Ok(slot) = SESSION_SLOT.try_with(WakeHandle::clone) else {
+        return std::future::pending().await;
+    };
+    loop {
+        if slot.evicted() {
+            return;
+        }
+        slot.woken().await;
     }
 }
 

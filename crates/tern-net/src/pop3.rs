@@ -834,6 +834,14 @@ pub(crate) async fn run(
                 let _ = s.write_all(b"-ERR [SYS/TEMP] Server shutting down\r\n").await;
                 break;
             }
+            () = crate::limits::session_evicted() => {
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    s.write_all(b"-ERR [SYS/TEMP] Server is full; try again later\r\n"),
+                )
+                .await;
+                break;
+            }
             read = tokio::time::timeout(timeout, s.read_buf(&mut buf)) => match read {
                 Err(_) => {
                     info!("POP3 client timed out; nothing deleted");

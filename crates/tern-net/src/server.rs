@@ -361,17 +361,26 @@ fn admit(
                         // newcomer when the server is full (closed).
                         let run = crate::limits::SESSION_SLOT.scope(slot.clone(), run);
                         tokio::pin!(run);
-                        let mut outcome = SessionOutcome::Closed;
                         loop {
                             tokio::select! {
                                 () = &mut run => break,
                                 () = slot.woken() => if slot.evicted() {
-                                    info!("server full: evicted (not logged in) to make room for a new client");
-                                    outcome = SessionOutcome::Evicted;
+                                    // The driver says goodbye (`* BYE`,
+                                    // `-ERR`) and returns; a second
+                                    // wake-up reaches it, a second at most
+                                    // is allowed for it.
+                                    slot.wake_again();
+                                    let _ = tokio::time::timeout(Duration::from_secs(1), &mut run).await;
                                     break;
                                 },
                             }
                         }
+                        let outcome = if slot.evicted() {
+                            info!("server full: evicted (not logged in) to make room for a new client");
+                            SessionOutcome::Evicted
+                        } else {
+                            SessionOutcome::Closed
+                        };
                         metrics().session_ended(role, outcome);
                     } else {
                         // Boxed: the task then holds only its own

@@ -241,3 +241,65 @@ async fn under_stress_an_imap_client_that_does_not_log_in_leaves_fast() {
     .unwrap();
     let _ = srv.shutdown().await;
 }
+
+/// A full server evicts an IMAP or POP3 connection that has not logged in
+/// for a newcomer, and tells it why before closing (`* BYE [UNAVAILABLE]`,
+/// `-ERR [SYS/TEMP]`) instead of dropping it silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evicted_imap_or_pop3_client_is_told_why() {
+    let srv = TestServer::start_with(
+        "",
+        "[[listener]]\naddress = \"127.0.0.1:0\"\nrole = \"imap\"\n\
+         [[listener]]\naddress = \"127.0.0.1:0\"\nrole = \"pop3\"\n\
+         [limits]\nmax_connections = 6\nmax_connections_per_ip = 100\n\
+         max_connections_per_network = 100\nrate_limit_exceptions = []\n\
+         reserved_connections = 0\n\
+         [limits.abuse.connections_per_ip]\nlimit = 0\nwindow = \"1m\"\n\
+         [limits.stress]\nthreshold = 100\n",
+    )
+    .await;
+    let addrs = srv.running.as_ref().unwrap().addrs().to_vec();
+    let (imap, pop3) = (addrs[1], addrs[2]);
+    tokio::task::spawn_blocking(move || {
+        use std::io::{BufRead, BufReader};
+        let open = |addr: SocketAddr, greeting: &str| {
+            let s = std::net::TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut r = BufReader::new(s);
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            assert!(line.starts_with(greeting), "{line}");
+            r
+        };
+        // Every slot: three IMAP and three POP3 clients that say nothing.
+        let mut idle: Vec<(BufReader<std::net::TcpStream>, &str)> = Vec::new();
+        for _ in 0..3 {
+            idle.push((open(imap, "* OK"), "* BYE [UNAVAILABLE]"));
+            idle.push((open(pop3, "+OK"), "-ERR [SYS/TEMP]"));
+        }
+        // Two newcomers: two of the idle ones make room, each told why.
+        let _new_imap = open(imap, "* OK");
+        let _new_pop3 = open(pop3, "+OK");
+        let mut told = Vec::new();
+        for (r, goodbye) in &mut idle {
+            r.get_ref()
+                .set_read_timeout(Some(Duration::from_millis(1500)))
+                .unwrap();
+            let mut line = String::new();
+            match r.read_line(&mut line) {
+                Ok(n) if n > 0 => {
+                    assert!(line.starts_with(*goodbye), "{line}");
+                    // ... and then closed.
+                    line.clear();
+                    assert_eq!(r.read_line(&mut line).unwrap_or(0), 0, "{line}");
+                    told.push(*goodbye);
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(told.len(), 2, "{told:?}");
+    })
+    .await
+    .unwrap();
+    let _ = srv.shutdown().await;
+}

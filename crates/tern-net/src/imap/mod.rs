@@ -408,6 +408,14 @@ pub(crate) async fn run(
                 let _ = stream.write_all(b"* BYE Server shutting down\r\n").await;
                 break;
             }
+            () = crate::limits::session_evicted() => {
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    stream.write_all(b"* BYE [UNAVAILABLE] Server is full; try again later\r\n"),
+                )
+                .await;
+                break;
+            }
             read = tokio::time::timeout(left, stream.read_buf(&mut buf)) => match read {
                 Err(_) => {
                     info!("IMAP client timed out");
