@@ -151,55 +151,19 @@ EOF
 }
 
 # ------------------------------------------------------------------ postfix
-setup_postfix() {
-    local port=$1 base=$WORK/postfix
-    mkdir -p "$PF_CONF" "$base/queue" "$base/data" "$base/mail"
-    chown nobody:nogroup "$base/mail"
-    chown postfix:postfix "$base/data"
-    awk -v listen="127.0.0.1:$port" '
-        /^smtp[ \t]+inet/ { print listen "  inet  n  -  n  -  -  smtpd"; next }
-        { print }
-    ' /etc/postfix/master.cf > "$PF_CONF/master.cf"
-    : > "$PF_CONF/main.cf"
-    printf '%s %s\n' "$RCPT" "example.test/alice/" > "$PF_CONF/vmailbox"
-    postconf -c "$PF_CONF" -e \
-        "compatibility_level = 3.6" \
-        "queue_directory = $base/queue" \
-        "data_directory = $base/data" \
-        "myhostname = postfix.bench.test" \
-        "mydomain = bench.test" \
-        "myorigin = bench.test" \
-        "mydestination =" \
-        "inet_interfaces = 127.0.0.1" \
-        "inet_protocols = ipv4" \
-        "mynetworks = 127.0.0.0/8" \
-        "relay_domains =" \
-        "smtpd_relay_restrictions = reject_unauth_destination" \
-        "default_transport = error:benchmark instance relays nothing" \
-        "relay_transport = error:benchmark instance relays nothing" \
-        "alias_maps =" \
-        "alias_database =" \
-        "smtpd_peername_lookup = no" \
-        "message_size_limit = 52428800" \
-        "virtual_mailbox_limit = 0" \
-        "virtual_mailbox_domains = example.test" \
-        "virtual_mailbox_base = $base/mail" \
-        "virtual_mailbox_maps = texthash:$PF_CONF/vmailbox" \
-        "virtual_uid_maps = static:$(id -u nobody)" \
-        "virtual_gid_maps = static:$(getent group nogroup | cut -d: -f3)" \
-        "smtpd_milters = inet:127.0.0.1:$RSPAMD_MILTER" \
-        "non_smtpd_milters =" \
-        "milter_protocol = 6" \
-        "milter_default_action = accept" \
-        "milter_mail_macros = i {mail_addr} {client_addr} {client_name} {auth_authen}" \
-        "maillog_file = $base/maillog" \
-        "maillog_file_prefixes = $base"
-    postconf -c "$PF_CONF" -F '*/*/chroot = n'
-    postfix -c "$PF_CONF" check
-    postfix -c "$PF_CONF" start
-    PF_STARTED=1
-    wait_port "$port" 20 || die "postfix did not listen on $port"
-    PF_MAIL=$base/mail/example.test
+# setup_postfix (bench/lib.sh): one virtual mailbox, alice@example.test, and
+# rspamd's milter in the path.
+RCPT_LOCAL=alice
+MAX_RCPTS=0
+setup_postfix_with_milter() {
+    PF_EXTRA=(
+        "smtpd_milters = inet:127.0.0.1:$RSPAMD_MILTER"
+        "non_smtpd_milters ="
+        "milter_protocol = 6"
+        "milter_default_action = accept"
+        "milter_mail_macros = i {mail_addr} {client_addr} {client_name} {auth_authen}"
+    )
+    setup_postfix "$1"
 }
 
 # ------------------------------------------------------------------ tern
@@ -273,7 +237,7 @@ log "work dir $WORK; $RUNS runs of $MESSAGES x $SIZE bytes, $SESSIONS sessions; 
 start_rspamd
 declare -A RESULTS
 PORT_PF=$(free_port); PORT_TH=$(free_port); PORT_TM=$(free_port)
-want postfix && setup_postfix "$PORT_PF"
+want postfix && setup_postfix_with_milter "$PORT_PF"
 HTTP_STAGE="[[filter]]
 type = \"rspamd\"
 url = \"http://127.0.0.1:$RSPAMD_HTTP\"

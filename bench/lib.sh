@@ -70,7 +70,9 @@ now() { date +%s.%N; }
 # $WORK/postfix (config in $PF_CONF), delivering $RCPT_LOCAL@example.test
 # and 1$RCPT_LOCAL … $MAX_RCPTS$RCPT_LOCAL into virtual Maildirs; relays
 # nothing. The sourcing script sets WORK, PF_CONF, RCPT_LOCAL and
-# MAX_RCPTS, and PF_STARTED=0 (set to 1 here, for its cleanup).
+# MAX_RCPTS, and PF_STARTED=0 (set to 1 here, for its cleanup); it may set
+# the array PF_EXTRA to more main.cf settings ("name = value" each, e.g. the
+# milter of bench/filter.sh).
 setup_postfix() {
     local port=$1 base=$WORK/postfix
     mkdir -p "$PF_CONF" "$base/queue" "$base/data" "$base/mail"
@@ -114,6 +116,9 @@ setup_postfix() {
         "virtual_gid_maps = static:$(getent group nogroup | cut -d: -f3)" \
         "maillog_file = $base/maillog" \
         "maillog_file_prefixes = $base"
+    if [ -n "${PF_EXTRA+x}" ] && [ "${#PF_EXTRA[@]}" -gt 0 ]; then
+        postconf -c "$PF_CONF" -e "${PF_EXTRA[@]}"
+    fi
     postconf -c "$PF_CONF" -F '*/*/chroot = n'
     postfix -c "$PF_CONF" check
     postfix -c "$PF_CONF" start
