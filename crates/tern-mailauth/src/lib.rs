@@ -39,5 +39,5 @@ pub mod verify;
 pub use error::Error;
 pub use keys::{DkimKey, KeyAlgorithm};
 pub use policy::{Action, DkimConfig, InboundPolicy, TempErrorAction};
-pub use sign::Signer;
+pub use sign::{Signer, SignerHandle};
 pub use verify::{Disposition, Inbound, Verdict, Verifier};
