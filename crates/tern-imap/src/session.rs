@@ -584,6 +584,8 @@ pub struct Session {
     tls: bool,
     compressed: bool,
     user: Option<String>,
+    /// The mechanism of the latest exchange ([`Session::auth_mechanism`]).
+    auth_mechanism: Option<Mechanism>,
     selected: Option<SelectedMailbox>,
     enabled: Enabled,
     bad: u32,
@@ -610,6 +612,7 @@ impl Session {
             tls,
             compressed: false,
             user: None,
+            auth_mechanism: None,
             selected: None,
             enabled: Enabled::default(),
             bad: 0,
@@ -655,6 +658,13 @@ impl Session {
     /// The authenticated user.
     pub fn user(&self) -> Option<&str> {
         self.user.as_deref()
+    }
+
+    /// The SASL mechanism of the latest authentication exchange, started or
+    /// refused after its mechanism was known (`LOGIN` commands run `PLAIN`); `None`
+    /// before any. Drivers label their authentication metrics with it.
+    pub fn auth_mechanism(&self) -> Option<Mechanism> {
+        self.auth_mechanism
     }
 
     /// The selected mailbox.
@@ -982,6 +992,7 @@ impl Session {
     }
 
     fn drive_auth(&mut self, tag: Tag, mut auth: Box<ServerAuth>) {
+        self.auth_mechanism = Some(auth.mechanism());
         match auth.next() {
             Step::Challenge(c) => {
                 self.write(&Response::Continue(Continuation::Base64(c)));

@@ -41,5 +41,5 @@ pub use dnsmeter::{DnsObserver, LookupKind, LookupOutcome};
 pub use error::Error;
 pub use keys::{DkimKey, KeyAlgorithm};
 pub use policy::{Action, DkimConfig, InboundPolicy, TempErrorAction};
-pub use sign::Signer;
+pub use sign::{Signer, SignerHandle};
 pub use verify::{Disposition, Inbound, Verdict, Verifier};

@@ -6,10 +6,12 @@
 //! ("oversigned"), so that adding one breaks the signature.
 //!
 //! The signer never logs or returns key material, and never alters the
-//! message: it returns header fields for the caller to prepend.
+//! message: it returns header fields for the caller to prepend. The key set
+//! in force is shared through a [`SignerHandle`], swapped whole on reload.
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::{Arc, RwLock};
 
 use mail_auth::common::headers::HeaderWriter as _;
 
@@ -196,9 +198,51 @@ pub fn author_domain(message: &[u8]) -> Option<String> {
     (!domain.is_empty()).then_some(domain)
 }
 
+/// The DKIM key set in force, shared by every session and swapped whole
+/// when the keys are reloaded (SIGHUP): a message is signed with the set
+/// that was current when its end of data was processed, never with half
+/// of an old set and half of a new one.
+#[derive(Debug, Clone, Default)]
+pub struct SignerHandle(Arc<RwLock<Arc<Signer>>>);
+
+impl SignerHandle {
+    /// A handle on `signer`.
+    pub fn new(signer: Signer) -> SignerHandle {
+        SignerHandle(Arc::new(RwLock::new(Arc::new(signer))))
+    }
+
+    /// The key set in force now.
+    pub fn current(&self) -> Arc<Signer> {
+        Arc::clone(&self.0.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Puts `signer` in force for every message processed from now on.
+    pub fn replace(&self, signer: Signer) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(signer);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn signer_handle_swaps_the_whole_set() {
+        let handle = SignerHandle::default();
+        let before = handle.current();
+        let clone = handle.clone();
+        clone.replace(Signer::default());
+        let after = handle.current();
+        assert!(
+            !Arc::ptr_eq(&before, &after),
+            "a clone's replace is seen by every handle"
+        );
+        assert!(Arc::ptr_eq(&after, &clone.current()));
+        assert!(
+            before.is_empty(),
+            "a message in flight keeps the set it started with"
+        );
+    }
 
     #[test]
     fn author_domain_of_from() {

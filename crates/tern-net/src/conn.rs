@@ -23,8 +23,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ring::rand::{SecureRandom, SystemRandom};
-use tern_limits::Verdict;
 use tern_queue::{Envelope, IncomingMessage, Recipient, SpoolError};
 use tern_sasl::{Answer, FailureKind};
 use tern_smtp::command::{MailParams, RcptParams};
@@ -39,7 +37,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::Context;
-use crate::auth::unix_now;
+use crate::auth::{Admission, Authenticator, Protocol, unix_now};
 use crate::date::rfc5322;
 use crate::metrics::{SessionOutcome, metrics};
 use crate::policy::{RcptVerdict, decide_recipient};
@@ -91,6 +89,8 @@ pub(crate) struct Connection {
     peer: SocketAddr,
     role: Role,
     smtp: Arc<ServerConfig>,
+    /// The authentication service (AUTH).
+    authn: Authenticator,
     /// The authenticated user (AUTH succeeded), for policy and `Received:`.
     auth_user: Option<String>,
     /// The negotiated TLS parameters, once encrypted.
@@ -327,6 +327,7 @@ impl Connection {
             peer,
             role,
             smtp,
+            authn: Authenticator::new(Arc::clone(&ctx), peer.ip(), Protocol::Smtp),
             auth_user: None,
             tls: None,
             starttls: false,
@@ -629,30 +630,17 @@ impl Connection {
                     session.shutdown();
                 }
             }
-            Event::AuthStart { mechanism } => {
-                let now = Instant::now();
-                match self.ctx.abuse.auth_verdict(self.peer.ip(), "", now) {
-                    Verdict::Blocked { reason, .. } => {
-                        warn!(mechanism = %mechanism, reason = ?reason, "authentication refused: client blocked after repeated failures");
-                        session.reply(auth_blocked());
-                    }
-                    Verdict::Allow { delay } => {
-                        if !delay.is_zero() {
-                            tokio::time::sleep(delay).await;
-                        }
-                        let mut nonce = [0u8; 32];
-                        if SystemRandom::new().fill(&mut nonce).is_err() {
-                            session.reply(Reply::new(
-                                454,
-                                EnhancedStatus::new(4, 7, 0),
-                                "Temporary authentication failure",
-                            ));
-                            return;
-                        }
-                        session.auth_begin(&nonce, unix_now());
-                    }
-                }
-            }
+            Event::AuthStart { mechanism } => match self.authn.admit(mechanism).await {
+                Admission::Blocked => session.reply(auth_blocked()),
+                Admission::Allowed => match self.authn.nonce() {
+                    Some(nonce) => session.auth_begin(&nonce, unix_now()),
+                    None => session.reply(Reply::new(
+                        454,
+                        EnhancedStatus::new(4, 7, 0),
+                        "Temporary authentication failure",
+                    )),
+                },
+            },
             Event::Auth(question) => {
                 let answer = self.answer_auth(question).await;
                 session.auth_answer(answer);
@@ -662,13 +650,15 @@ impl Connection {
                 authcid,
                 authzid,
             } => {
-                let now = Instant::now();
                 if authzid
                     .as_deref()
                     .is_some_and(|z| !same_address(z, &authcid))
                 {
-                    self.ctx.abuse.auth_failed(self.peer.ip(), &authcid, now);
-                    metrics().auth("smtp", &mechanism.to_string(), false);
+                    self.authn.failed(
+                        Some(mechanism),
+                        Some(&authcid),
+                        FailureKind::AuthzidNotAllowed,
+                    );
                     warn!(user = %escape_for_log(&authcid), mechanism = %mechanism, "authentication refused: acting as another identity is not allowed");
                     session.reply(Reply::new(
                         535,
@@ -677,8 +667,7 @@ impl Connection {
                     ));
                     return;
                 }
-                self.ctx.abuse.auth_succeeded(self.peer.ip(), &authcid, now);
-                metrics().auth("smtp", &mechanism.to_string(), true);
+                self.authn.succeeded(Some(mechanism), &authcid);
                 info!(user = %escape_for_log(&authcid), mechanism = %mechanism, "authenticated");
                 self.auth_user = Some(authcid);
                 session.accept();
@@ -688,17 +677,7 @@ impl Connection {
                 authcid,
                 kind,
             } => {
-                if matches!(
-                    kind,
-                    FailureKind::BadCredentials | FailureKind::AuthzidNotAllowed
-                ) {
-                    self.ctx.abuse.auth_failed(
-                        self.peer.ip(),
-                        authcid.as_deref().unwrap_or(""),
-                        Instant::now(),
-                    );
-                }
-                metrics().auth("smtp", &mechanism.to_string(), false);
+                self.authn.failed(Some(mechanism), authcid.as_deref(), kind);
                 warn!(
                     client = %self.peer.ip(),
                     user = %escape_for_log(authcid.as_deref().unwrap_or("")),
@@ -1377,7 +1356,7 @@ impl Connection {
             AuthQuestion::VerifyToken { token, .. } => crate::auth::Question::VerifyToken { token },
             _ => return Answer::Fail(FailureKind::Temporary),
         };
-        crate::auth::answer(&self.ctx, self.peer.ip(), question).await
+        self.authn.answer(question).await
     }
 
     /// True when the current message has been arriving for longer than the

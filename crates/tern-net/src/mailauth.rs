@@ -33,8 +33,9 @@ use std::fs::File;
 use std::io::{self, BufWriter, Read, Write as _};
 use std::net::IpAddr;
 use std::os::unix::fs::FileExt as _;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
+pub use tern_mailauth::SignerHandle;
 use tern_mailauth::body::{BodyHashPlan, BodyHashes};
 use tern_mailauth::verify::CHECK_DEADLINE;
 use tern_mailauth::{Disposition, Inbound, Signer, Verdict, Verifier};
@@ -71,30 +72,6 @@ impl Default for MailAuth {
             signer: SignerHandle::default(),
             turns: Arc::new(Semaphore::new(MAX_CONCURRENT_CHECKS)),
         }
-    }
-}
-
-/// The DKIM key set in force, shared by every session and swapped whole
-/// when the keys are reloaded (SIGHUP): a message is signed with the set
-/// that was current when its end of data was processed, never with half
-/// of an old set and half of a new one.
-#[derive(Debug, Clone, Default)]
-pub struct SignerHandle(Arc<RwLock<Arc<Signer>>>);
-
-impl SignerHandle {
-    /// A handle on `signer`.
-    pub fn new(signer: Signer) -> SignerHandle {
-        SignerHandle(Arc::new(RwLock::new(Arc::new(signer))))
-    }
-
-    /// The key set in force now.
-    pub fn current(&self) -> Arc<Signer> {
-        Arc::clone(&self.0.read().unwrap_or_else(|e| e.into_inner()))
-    }
-
-    /// Puts `signer` in force for every message processed from now on.
-    pub fn replace(&self, signer: Signer) {
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(signer);
     }
 }
 

@@ -683,7 +683,8 @@ impl Metrics {
 
     /// An authentication attempt over `protocol` (`smtp`, `imap`, `pop3`)
     /// with `mechanism` ended (`ok`: it succeeded); `""` for a mechanism
-    /// the session does not name (`mechanism="unknown"`).
+    /// the session does not name (`mechanism="unknown"`). Called only by
+    /// the authentication service (`crate::auth`).
     pub fn auth(&self, protocol: &'static str, mechanism: &str, ok: bool) {
         let mechanism = mechanism_label(mechanism);
         let result: &'static str = if ok { "success" } else { "failure" };
@@ -905,7 +906,7 @@ fn mechanism_label(m: &str) -> Cow<'static, str> {
         "APOP",
     ];
     if m.is_empty() {
-        // IMAP and POP3 sessions do not report which mechanism logged in.
+        // A failure before any exchange named its mechanism.
         return Cow::Borrowed("unknown");
     }
     KNOWN

@@ -46,7 +46,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{IoSlice, Read as _};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tern_pop3::{DotStuffer, Event, MaildropError, MessageInfo, Scanner, Session, SessionConfig};
 use tern_sasl::{Answer, FailureKind};
@@ -674,6 +674,8 @@ pub(crate) async fn run(
         session_config(&smtp, ctx.tls.is_some(), service.login_delay),
         tls,
     );
+    let authn =
+        crate::auth::Authenticator::new(Arc::clone(&ctx), peer.ip(), crate::auth::Protocol::Pop3);
     session.greet();
     let idle = idle_timeout.unwrap_or(service.idle_timeout);
     let mut maildrop: Option<Maildrop> = None;
@@ -706,31 +708,24 @@ pub(crate) async fn run(
                     }
                 }
                 Event::AuthStart { .. } => {
-                    if !crate::auth::begin_exchange(&ctx, |start| session.auth_begin(start)) {
+                    if !authn.begin(|start| session.auth_begin(start)) {
                         session.auth_answer(Answer::Fail(FailureKind::Temporary));
                     }
                 }
                 Event::Auth(question) => {
                     let answer = match crate::auth::Question::from_pop3(question) {
-                        Some(q) => crate::auth::answer(&ctx, peer.ip(), q).await,
+                        Some(q) => authn.answer(q).await,
                         None => Answer::Fail(FailureKind::Temporary),
                     };
                     session.auth_answer(answer);
                 }
                 Event::AuthFailed { kind } => {
-                    if matches!(
-                        kind,
-                        FailureKind::BadCredentials | FailureKind::AuthzidNotAllowed
-                    ) {
-                        ctx.abuse.auth_failed(peer.ip(), "", Instant::now());
-                    }
-                    crate::metrics::metrics().auth("pop3", "", false);
+                    authn.failed(session.auth_mechanism(), None, kind);
                     info!(kind = ?kind, "POP3 authentication failed");
                 }
                 Event::OpenMaildrop { user } => {
-                    ctx.abuse.auth_succeeded(peer.ip(), &user, Instant::now());
+                    authn.succeeded(session.auth_mechanism(), &user);
                     crate::limits::session_authenticated();
-                    crate::metrics::metrics().auth("pop3", "", true);
                     let Some(claim) = service.claim_maildrop(&user) else {
                         info!(user = %escape_for_log(&user), "POP3 maildrop in use");
                         session.maildrop_opened(Err(MaildropError::InUse));

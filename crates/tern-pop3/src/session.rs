@@ -295,6 +295,8 @@ pub struct Session {
     user: Option<String>,
     /// The authenticated user.
     authenticated: Option<String>,
+    /// The mechanism of the latest exchange ([`Session::auth_mechanism`]).
+    auth_mechanism: Option<Mechanism>,
     /// The maildrop (TRANSACTION).
     messages: Vec<MessageInfo>,
     deleted: Vec<bool>,
@@ -317,6 +319,7 @@ impl Session {
             events: VecDeque::new(),
             user: None,
             authenticated: None,
+            auth_mechanism: None,
             messages: Vec::new(),
             deleted: Vec::new(),
             bad: 0,
@@ -352,6 +355,13 @@ impl Session {
             State::Transaction | State::Update => self.authenticated.as_deref(),
             _ => None,
         }
+    }
+
+    /// The SASL mechanism of the latest authentication exchange, started or
+    /// refused after its mechanism was known (`USER`/`PASS` run `PLAIN`); `None`
+    /// before any. Drivers label their authentication metrics with it.
+    pub fn auth_mechanism(&self) -> Option<Mechanism> {
+        self.auth_mechanism
     }
 
     /// Feeds bytes read from the client.
@@ -649,6 +659,7 @@ impl Session {
     }
 
     fn drive_auth(&mut self, mut auth: Box<ServerAuth>) {
+        self.auth_mechanism = Some(auth.mechanism());
         match auth.next() {
             Step::Challenge(c) => {
                 let mut l = String::from("+ ");
@@ -886,6 +897,7 @@ impl Session {
                     return self.err("[AUTH] Authentication disallowed without TLS (use STLS)");
                 }
                 self.user = None;
+                self.auth_mechanism = Some(mech);
                 let initial = match args.get(1) {
                     None => None,
                     Some(&"=") => Some(Zeroizing::new(Vec::new())),

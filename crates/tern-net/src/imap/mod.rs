@@ -164,6 +164,8 @@ pub(crate) async fn run(
         raw: Vec::new(),
     };
     let mut session = Session::new(service.session_config(&smtp), tls);
+    let authn =
+        crate::auth::Authenticator::new(Arc::clone(&ctx), peer.ip(), crate::auth::Protocol::Imap);
     session.greet();
     let backend = Arc::new(Mutex::new(
         Backend::new(Arc::clone(&service.mailboxes), service.append_limit)
@@ -205,21 +207,20 @@ pub(crate) async fn run(
                     }
                 }
                 Event::AuthStart { .. } => {
-                    if !crate::auth::begin_exchange(&ctx, |start| session.auth_begin(start)) {
+                    if !authn.begin(|start| session.auth_begin(start)) {
                         session.auth_answer(Answer::Fail(FailureKind::Temporary));
                     }
                 }
                 Event::Auth(question) => {
                     let answer = match crate::auth::Question::from_imap(question) {
-                        Some(q) => Box::pin(crate::auth::answer(&ctx, peer.ip(), q)).await,
+                        Some(q) => Box::pin(authn.answer(q)).await,
                         None => Answer::Fail(FailureKind::Temporary),
                     };
                     session.auth_answer(answer);
                 }
                 Event::Authenticated { user } => {
-                    ctx.abuse.auth_succeeded(peer.ip(), &user, Instant::now());
+                    authn.succeeded(session.auth_mechanism(), &user);
                     crate::limits::session_authenticated();
-                    crate::metrics::metrics().auth("imap", "", true);
                     let Some(s) = service.enter(&user) else {
                         warn!(user = %escape_for_log(&user), "too many IMAP sessions for this user");
                         let _ = stream
@@ -247,13 +248,7 @@ pub(crate) async fn run(
                     }
                 }
                 Event::AuthFailed { kind } => {
-                    if matches!(
-                        kind,
-                        FailureKind::BadCredentials | FailureKind::AuthzidNotAllowed
-                    ) {
-                        ctx.abuse.auth_failed(peer.ip(), "", Instant::now());
-                    }
-                    crate::metrics::metrics().auth("imap", "", false);
+                    authn.failed(session.auth_mechanism(), None, kind);
                     info!(kind = ?kind, "IMAP authentication failed");
                 }
                 Event::Request(request) => {
