@@ -9,7 +9,7 @@
 //! the directory. Dropping the cluster stops the server (fast shutdown) and
 //! removes the directory.
 //!
-//! The binaries are looked up in `$TERN_PG_BIN`, then
+//! The binaries are looked up in `$TERN_PG_BIN` when it is set, else in
 //! `/usr/lib/postgresql/{17,16,15}/bin` (Debian's `postgresql-15`). When
 //! none is there, [`start`](TestCluster::start) prints why and returns
 //! `Ok(None)`: the caller skips its test — unless `TERN_PG_REQUIRED=1` is
@@ -86,17 +86,23 @@ pub struct TestCluster {
     dir: tempfile::TempDir,
     server: Child,
     port: u16,
+    bin: PathBuf,
+    user: Option<(u32, u32)>,
 }
 
 /// The superuser the cluster is created with (trust authentication).
 pub const USER: &str = "tern";
 
 /// The directory holding `initdb` and `postgres`, if installed.
+/// `$TERN_PG_BIN` when set (and only it), else the first of Debian's.
 pub fn bin_dir() -> Option<PathBuf> {
-    let candidates = std::env::var_os("TERN_PG_BIN")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain(["17", "16", "15"].map(|v| PathBuf::from(format!("/usr/lib/postgresql/{v}/bin"))));
+    let candidates: Vec<PathBuf> = match std::env::var_os("TERN_PG_BIN") {
+        Some(dir) => vec![PathBuf::from(dir)],
+        None => ["17", "16", "15"]
+            .iter()
+            .map(|v| PathBuf::from(format!("/usr/lib/postgresql/{v}/bin")))
+            .collect(),
+    };
     candidates
         .into_iter()
         .find(|dir| dir.join("initdb").is_file() && dir.join("postgres").is_file())
@@ -156,10 +162,17 @@ fn chown_tree(path: &Path, (uid, gid): (u32, u32)) -> Result<(), ClusterError> {
 }
 
 impl TestCluster {
-    /// Create and start a cluster; `Ok(None)` (after printing why) when
-    /// PostgreSQL is not installed and `TERN_PG_REQUIRED` is not set.
+    /// Create and start a cluster with the installed PostgreSQL
+    /// ([`bin_dir`]); `Ok(None)` (after printing why) when it is not
+    /// installed and `TERN_PG_REQUIRED` is not `1`.
     pub async fn start() -> Result<Option<TestCluster>, ClusterError> {
-        let Some(bin) = bin_dir() else {
+        TestCluster::start_with(bin_dir()).await
+    }
+
+    /// [`start`](Self::start) with the binaries in `bin` (`None`: not
+    /// installed).
+    pub async fn start_with(bin: Option<PathBuf>) -> Result<Option<TestCluster>, ClusterError> {
+        let Some(bin) = bin else {
             let why = "PostgreSQL binaries not found ($TERN_PG_BIN, /usr/lib/postgresql/*/bin): \
                        install postgresql-15";
             if std::env::var_os("TERN_PG_REQUIRED").is_some_and(|v| v == "1") {
@@ -209,34 +222,39 @@ impl TestCluster {
         let mut last = None;
         for _ in 0..3 {
             let port = free_port()?;
-            let log_path = dir.path().join(format!("server-{port}.log"));
-            let log = fs::File::create(&log_path).map_err(io_err("create the server log"))?;
-            if let Some(user) = user {
-                chown_tree(&log_path, user)?;
-            }
-            let server = command(&bin.join("postgres"), user)
-                .arg("-D")
-                .arg(&data)
-                .arg("-k")
-                .arg(dir.path())
-                .args(["-p", &port.to_string(), "-h", "127.0.0.1"])
-                .args(["-c", "fsync=on", "-c", "synchronous_commit=on"])
-                .args(["-c", "max_connections=60", "-c", "shared_buffers=16MB"])
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().map_err(io_err("open the server log"))?)
-                .stderr(log)
-                .spawn()
-                .map_err(io_err("start postgres"))?;
-            let mut server = server;
-            match wait_ready(&mut server, &url(port, "postgres"), &log_path).await {
-                Ok(()) => return Ok(Some(TestCluster { dir, server, port })),
+            let mut server = spawn_server(&bin, user, dir.path(), port)?;
+            match wait_ready(&mut server, dir.path(), port).await {
+                Ok(()) => {
+                    return Ok(Some(TestCluster {
+                        dir,
+                        server,
+                        port,
+                        bin,
+                        user,
+                    }));
+                }
                 Err(e) => {
-                    stop(&mut server);
+                    stop(&mut server, "-INT");
                     last = Some(e);
                 }
             }
         }
         Err(last.expect("three attempts"))
+    }
+
+    /// Kill the server the way a crash would (immediate shutdown, SIGQUIT:
+    /// no checkpoint; the next start replays the WAL). Clients' connections
+    /// break.
+    pub fn crash(&mut self) {
+        stop(&mut self.server, "-QUIT");
+    }
+
+    /// Start the server again on the same data and port (after
+    /// [`crash`](Self::crash) or [`stop`](Self::stop)).
+    pub async fn restart(&mut self) -> Result<(), ClusterError> {
+        stop(&mut self.server, "-INT");
+        self.server = spawn_server(&self.bin, self.user, self.dir.path(), self.port)?;
+        wait_ready(&mut self.server, self.dir.path(), self.port).await
     }
 
     /// The loopback port the server listens on.
@@ -273,7 +291,7 @@ impl TestCluster {
     /// Stop the server now (fast shutdown: connections are closed), as a
     /// crash of the database would look to clients. Idempotent.
     pub fn stop(&mut self) {
-        stop(&mut self.server);
+        stop(&mut self.server, "-INT");
     }
 
     /// The cluster's directory (data in `data/`, the server's log and
@@ -287,12 +305,47 @@ fn url(port: u16, dbname: &str) -> String {
     format!("host=127.0.0.1 port={port} user={USER} dbname={dbname} connect_timeout=10")
 }
 
-/// Wait until the server accepts connections at `url`.
-async fn wait_ready(server: &mut Child, url: &str, log: &Path) -> Result<(), ClusterError> {
+fn log_path(dir: &Path) -> PathBuf {
+    dir.join("server.log")
+}
+
+/// Start `postgres` on `dir/data`, logging to `dir/server.log`.
+fn spawn_server(
+    bin: &Path,
+    user: Option<(u32, u32)>,
+    dir: &Path,
+    port: u16,
+) -> Result<Child, ClusterError> {
+    let log_path = log_path(dir);
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(io_err("open the server log"))?;
+    if let Some(user) = user {
+        chown_tree(&log_path, user)?;
+    }
+    command(&bin.join("postgres"), user)
+        .arg("-D")
+        .arg(dir.join("data"))
+        .arg("-k")
+        .arg(dir)
+        .args(["-p", &port.to_string(), "-h", "127.0.0.1"])
+        .args(["-c", "fsync=on", "-c", "synchronous_commit=on"])
+        .args(["-c", "max_connections=60", "-c", "shared_buffers=16MB"])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(io_err("open the server log"))?)
+        .stderr(log)
+        .spawn()
+        .map_err(io_err("start postgres"))
+}
+
+/// Wait until the server accepts connections.
+async fn wait_ready(server: &mut Child, dir: &Path, port: u16) -> Result<(), ClusterError> {
     const LIMIT: Duration = Duration::from_secs(60);
     let started = Instant::now();
     loop {
-        if tokio_postgres::connect(url, tokio_postgres::NoTls)
+        if tokio_postgres::connect(&url(port, "postgres"), tokio_postgres::NoTls)
             .await
             .is_ok()
         {
@@ -302,20 +355,21 @@ async fn wait_ready(server: &mut Child, url: &str, log: &Path) -> Result<(), Clu
         if exited || started.elapsed() > LIMIT {
             return Err(ClusterError::Timeout(
                 LIMIT,
-                fs::read_to_string(log).unwrap_or_default(),
+                fs::read_to_string(log_path(dir)).unwrap_or_default(),
             ));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
-/// Fast shutdown (SIGINT), then SIGKILL after 20 s.
-fn stop(server: &mut Child) {
+/// Send `signal` (`-INT`: fast shutdown, `-QUIT`: immediate), then
+/// SIGKILL after 20 s; reaps the process.
+fn stop(server: &mut Child, signal: &str) {
     if server.try_wait().ok().flatten().is_some() {
         return;
     }
     let _ = Command::new("kill")
-        .args(["-INT", &server.id().to_string()])
+        .args([signal, &server.id().to_string()])
         .status();
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {

@@ -108,3 +108,74 @@ async fn three_nodes_migrate_once() {
     let fsync: String = client.query_one("SHOW fsync", &[]).await.unwrap().get(0);
     assert_eq!(fsync, "on", "the test cluster syncs like production");
 }
+
+/// Without PostgreSQL the tests skip (saying so), or fail when CI requires
+/// it (`TERN_PG_REQUIRED=1`).
+#[tokio::test]
+async fn missing_postgres_skips_or_fails_when_required() {
+    let result = TestCluster::start_with(None).await;
+    let required = std::env::var_os("TERN_PG_REQUIRED").is_some_and(|v| v == "1");
+    match result {
+        Ok(None) => assert!(!required),
+        Err(e) => {
+            assert!(required, "{e}");
+            assert!(e.to_string().contains("postgresql-15"), "{e}");
+        }
+        Ok(Some(_)) => panic!("a cluster without binaries"),
+    }
+}
+
+/// Committed means committed: after the database server crashes
+/// (immediate shutdown, WAL replay on restart) every committed message is
+/// there, and a store connected before the crash reconnects by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_survive_a_database_crash() {
+    use std::io::Read;
+    use tern_queue::store::{IncomingBody, QueueStore};
+    use tern_queue::{Envelope, Recipient};
+
+    let Some(mut h) = pg().await else { return };
+    let store = h.connect().await;
+    let envelope = Envelope {
+        sender: "a@example.test".into(),
+        recipients: vec![Recipient {
+            address: "b@example.net".into(),
+            original: "b@example.net".into(),
+            ..Recipient::default()
+        }],
+        ..Envelope::default()
+    };
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let mut m = store.create().unwrap();
+        m.write(format!("Subject: {i}\r\n\r\nbody {i}\r\n").as_bytes())
+            .unwrap();
+        ids.push(store.commit(m, &envelope).await.unwrap());
+    }
+    let lease = store.lease(&ids[0], 10, 60).await.unwrap().unwrap();
+
+    Arc::get_mut(&mut h.cluster)
+        .expect("only the harness holds the cluster")
+        .crash();
+    assert!(store.list().await.is_err(), "the server is down");
+    Arc::get_mut(&mut h.cluster)
+        .unwrap()
+        .restart()
+        .await
+        .expect("restart after the crash");
+
+    // The old handle reconnects; a new one (a restarted node) sees the same.
+    for s in [store.clone(), h.connect().await] {
+        assert_eq!(s.list().await.unwrap(), ids);
+        for (i, id) in ids.iter().enumerate() {
+            let mut m = s.open(id).await.unwrap();
+            let mut body = String::new();
+            m.body.read_to_string(&mut body).unwrap();
+            assert_eq!(body, format!("Subject: {i}\r\n\r\nbody {i}\r\n"));
+        }
+    }
+    // The lease taken before the crash is still held (it is data).
+    assert_eq!(store.lease(&ids[0], 20, 60).await.unwrap(), None);
+    store.release(lease).await.unwrap();
+    assert!(store.lease(&ids[0], 20, 60).await.unwrap().is_some());
+}
