@@ -185,21 +185,27 @@ impl FileStore {
         Ok(self.spool.message_state(id, count)?)
     }
 
-    /// Take the lease on `id` if free or expired (the caller checked the
-    /// message exists).
+    /// Take the lease on `id` if free or expired: `Ok(None)` while an
+    /// unexpired lease holds it, not found once it is gone. Called with the
+    /// lease table write-locked; the message is looked up under that lock,
+    /// because a remove deletes the files before it drops its lease (so a
+    /// message without a lease entry but with files is still queued).
     fn try_lease(
         &self,
         leases: &mut HashMap<QueueId, Held>,
         id: &QueueId,
         now: u64,
         ttl: u64,
-    ) -> Option<Lease> {
+    ) -> Result<Option<Lease>, FileStoreError> {
         if leases.get(id).is_some_and(|held| held.expires > now) {
-            return None;
+            return Ok(None);
         }
+        self.spool.is_held(id)?;
         // An expired lease: drop it (and its spool lease) first.
         leases.remove(id);
-        let spool_lease = self.spool.lease(id)?;
+        let Some(spool_lease) = self.spool.lease(id) else {
+            return Ok(None);
+        };
         let token = self.tokens.fetch_add(1, Ordering::Relaxed);
         let expires = now.saturating_add(ttl);
         leases.insert(
@@ -210,11 +216,11 @@ impl FileStore {
                 _spool_lease: spool_lease,
             },
         );
-        Some(Lease {
+        Ok(Some(Lease {
             id: id.clone(),
             token,
             expires,
-        })
+        }))
     }
 
     /// Every message not held, not under an unexpired lease and due at
@@ -303,12 +309,8 @@ impl QueueStore for FileStore {
         ttl: u64,
     ) -> Result<Option<Lease>, FileStoreError> {
         let id = id.clone();
-        self.blocking(move |store| {
-            // Fails with NotFound for a message that is not (or no longer) queued.
-            store.spool.is_held(&id)?;
-            Ok(store.try_lease(&mut store.write_leases(), &id, now, ttl))
-        })
-        .await
+        self.blocking(move |store| store.try_lease(&mut store.write_leases(), &id, now, ttl))
+            .await
     }
 
     async fn lease_due(
@@ -320,11 +322,20 @@ impl QueueStore for FileStore {
         self.blocking(move |store| {
             let due = store.due_now(now)?;
             let mut leases = store.write_leases();
-            Ok(due
-                .iter()
-                .filter_map(|d| store.try_lease(&mut leases, &d.id, now, ttl))
-                .take(limit)
-                .collect())
+            let mut taken = Vec::new();
+            for d in due {
+                if taken.len() >= limit {
+                    break;
+                }
+                match store.try_lease(&mut leases, &d.id, now, ttl) {
+                    Ok(Some(lease)) => taken.push(lease),
+                    // Leased or removed since the listing.
+                    Ok(None) => {}
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(taken)
         })
         .await
     }

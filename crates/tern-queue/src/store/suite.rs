@@ -409,10 +409,11 @@ pub async fn list_due_orders_by_next_attempt<H: Harness>(mut h: H) {
     assert_eq!(store.list_due(400 + TTL, 10).await.unwrap().len(), 3);
 }
 
-/// Two handles leasing in parallel, in small batches, until nothing is
-/// left: every message goes to exactly one of them.
+/// Two handles (two tasks each) leasing in parallel, in small batches, finishing and
+/// removing what they lease, until nothing is left: every message goes to
+/// exactly one of them, and none is leased after its removal.
 pub async fn concurrent_leases_never_overlap<H: Harness>(mut h: H) {
-    const MESSAGES: usize = 40;
+    const MESSAGES: usize = 60;
     let a = h.open().await;
     let b = h.another(&a).await;
     let mut all = BTreeSet::new();
@@ -430,26 +431,35 @@ pub async fn concurrent_leases_never_overlap<H: Harness>(mut h: H) {
             for lease in batch {
                 // A single lease too, racing the other handle's batches.
                 assert!(store.lease(&lease.id, 5_000, 600).await.unwrap().is_none());
-                got.push(lease.id);
+                // Finish the message as a pass would, while the other
+                // handle lists and leases.
+                store
+                    .record_states(&lease, &[(0, delivered(5_000))])
+                    .await
+                    .expect("record under a fresh lease");
+                got.push(lease.id.clone());
+                store
+                    .remove(lease)
+                    .await
+                    .expect("remove under a fresh lease");
             }
         }
     }
-    let (ta, tb) = (
-        tokio::spawn(drain(a.clone())),
-        tokio::spawn(drain(b.clone())),
-    );
-    let (got_a, got_b) = (ta.await.unwrap(), tb.await.unwrap());
-    let set_a: BTreeSet<QueueId> = got_a.iter().cloned().collect();
-    let set_b: BTreeSet<QueueId> = got_b.iter().cloned().collect();
-    assert_eq!(set_a.len(), got_a.len(), "a got a message twice");
-    assert_eq!(set_b.len(), got_b.len(), "b got a message twice");
-    assert!(
-        set_a.is_disjoint(&set_b),
-        "both handles leased {:?}",
-        set_a.intersection(&set_b)
-    );
-    let union: BTreeSet<QueueId> = set_a.union(&set_b).cloned().collect();
+    // Two tasks per handle: leasing races within a handle too.
+    let tasks: Vec<_> = [&a, &a, &b, &b]
+        .into_iter()
+        .map(|store| tokio::spawn(drain(store.clone())))
+        .collect();
+    let mut union = BTreeSet::new();
+    let mut leased = 0;
+    for task in tasks {
+        let got = task.await.unwrap();
+        leased += got.len();
+        union.extend(got);
+    }
+    assert_eq!(leased, union.len(), "a message was leased twice");
     assert_eq!(union, all, "every message leased once");
+    assert!(a.list().await.unwrap().is_empty(), "every message removed");
 }
 
 /// One `#[tokio::test]` (multi-threaded) per case of the suite, for the
