@@ -112,8 +112,10 @@ impl FromStr for QueueId {
 /// the clock stepped back across a restart *and* the spool held no newer id
 /// to seed from, a repeat of an old id would need the same microsecond and
 /// the same salt.
+/// Hands out strictly increasing [`QueueId`]s (what [`Spool::create`](crate::Spool::create)
+/// uses; public for other queue stores, which keep one per process).
 #[derive(Debug)]
-pub(crate) struct IdGenerator {
+pub struct IdGenerator {
     last: Mutex<(u64, u32)>,
     salt: u32,
 }
@@ -127,14 +129,18 @@ fn random_salt() -> u32 {
 
 impl IdGenerator {
     /// A generator whose ids all sort after `newest` (the newest id on disk).
-    pub(crate) fn new(newest: Option<&QueueId>) -> IdGenerator {
+    /// A generator whose ids all sort after `newest` (the newest id already
+    /// stored, if any). Its sequence numbers start at a per-process salt, so
+    /// two processes starting ids in the same microsecond rarely collide.
+    pub fn new(newest: Option<&QueueId>) -> IdGenerator {
         IdGenerator {
             last: Mutex::new(newest.map_or((0, 0), QueueId::parts)),
             salt: random_salt(),
         }
     }
 
-    pub(crate) fn next_id(&self) -> QueueId {
+    /// The next id, greater than every id this generator gave before.
+    pub fn next_id(&self) -> QueueId {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));

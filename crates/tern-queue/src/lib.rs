@@ -50,11 +50,12 @@ pub mod recipient;
 pub mod schedule;
 pub mod spool;
 mod state;
+pub mod store;
 
 pub use committer::{BATCH_SIZE_BOUNDS, BATCH_SIZE_BUCKETS, PendingCommit, SpoolStats};
 pub use envelope::{Envelope, Recipient};
 pub use error::SpoolError;
-pub use id::{InvalidQueueId, QueueId};
+pub use id::{IdGenerator, InvalidQueueId, QueueId};
 pub use journal::Journal;
 pub use recipient::{
     AttemptResult, MAX_REPLY, RecipientState, enhanced_status, on_expiry, on_result,

@@ -786,6 +786,12 @@ impl StoredMessage {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// The open queue file and the number of message bytes at its start
+    /// (for the [`FileStore`](crate::store::FileStore)'s owned reader).
+    pub(crate) fn into_file(self) -> (File, u64) {
+        (self.file, self.data_len)
+    }
 }
 
 /// Reads `file[pos..end]` with positioned reads.
