@@ -60,7 +60,6 @@ tern_queue::queue_store_suite!(pg);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_migrate_once() {
     let Some(mut h) = pg().await else { return };
-    let _keep = Arc::clone(&h.cluster);
     let configs: Vec<PgConfig> = (0..3)
         .map(|i| PgConfig {
             url: h.url.clone(),
