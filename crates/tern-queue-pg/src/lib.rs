@@ -18,6 +18,9 @@
 //! - **Admin commands from any node**: hold, release, delete and the listings
 //!   are plain statements on the shared tables.
 //!
+//! [`AnyStore`] holds whichever backend the configuration chose (the file
+//! spool or PostgreSQL) as one `QueueStore` type for the runtime.
+//!
 //! The schema is versioned in `migrations/` and applied by [`migrate`] under
 //! an advisory lock when a store connects (three nodes starting together
 //! apply it once). [`PgConfig`] is the `[queue]` section for choosing this
@@ -31,6 +34,7 @@
 //! private network, or through a local proxy).
 #![forbid(unsafe_code)]
 
+mod any;
 mod config;
 mod error;
 mod migrate;
@@ -38,6 +42,7 @@ mod store;
 #[cfg(feature = "test-util")]
 pub mod test_cluster;
 
+pub use any::{AnyBody, AnyIncoming, AnyStore, AnyStoreError};
 pub use config::{PgConfig, QueueBackend, QueueConfig};
 pub use error::PgError;
 pub use migrate::{MIGRATIONS, Migration, migrate};

@@ -60,7 +60,6 @@ tern_queue::queue_store_suite!(pg);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_migrate_once() {
     let Some(mut h) = pg().await else { return };
-    let _keep = Arc::clone(&h.cluster);
     let configs: Vec<PgConfig> = (0..3)
         .map(|i| PgConfig {
             url: h.url.clone(),
@@ -131,7 +130,7 @@ async fn missing_postgres_skips_or_fails_when_required() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commits_survive_a_database_crash() {
     use std::io::Read;
-    use tern_queue::store::{IncomingBody, QueueStore};
+    use tern_queue::store::{IncomingBody, QueueStore, StoreError};
     use tern_queue::{Envelope, Recipient};
 
     let Some(mut h) = pg().await else { return };
@@ -158,6 +157,11 @@ async fn commits_survive_a_database_crash() {
         .expect("only the harness holds the cluster")
         .crash();
     assert!(store.list().await.is_err(), "the server is down");
+    // No commit can succeed while the database is down (no 250 without it).
+    let mut m = store.create().unwrap();
+    m.write(b"Subject: lost\r\n\r\nnot durable\r\n").unwrap();
+    let lost = m.id().clone();
+    assert!(store.commit(m, &envelope).await.is_err());
     Arc::get_mut(&mut h.cluster)
         .unwrap()
         .restart()
@@ -174,6 +178,7 @@ async fn commits_survive_a_database_crash() {
             assert_eq!(body, format!("Subject: {i}\r\n\r\nbody {i}\r\n"));
         }
     }
+    assert!(store.open(&lost).await.unwrap_err().is_not_found());
     // The lease taken before the crash is still held (it is data).
     assert_eq!(store.lease(&ids[0], 20, 60).await.unwrap(), None);
     store.release(lease).await.unwrap();

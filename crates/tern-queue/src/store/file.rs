@@ -11,6 +11,11 @@
 //! passes over one message at once. Blocking filesystem calls run on tokio's
 //! blocking pool.
 //!
+//! [`list_due`](QueueStore::list_due) and [`lease_due`](QueueStore::lease_due)
+//! read every queued message's envelope and state file (a scan of
+//! `queue/`): right for start-up and the admin commands; a delivery driver
+//! keeps its due set in memory (the scheduler) and leases by id.
+//!
 //! What this module must never do: write a record for a holder whose lease
 //! was taken over (writers hold the lease table's read lock while they
 //! write, a takeover its write lock), or keep a lease past a restart (it is
