@@ -53,12 +53,12 @@ use tern_delivery::{LmtpTarget, LocalReport, NOTICE_HEAD, deliver_lmtp, deliver_
 use tern_mailauth::Signer;
 use tern_queue::journal::Event as JournalEvent;
 use tern_queue::{
-    AttemptResult, DeliveryLease, Envelope, Journal, QueueId, Recipient, RecipientState,
-    RetrySchedule, Spool, enhanced_status, on_result,
+    Answer, AttemptResult, DeliveryLease, Envelope, Journal, QueueId, Recipient, RecipientState,
+    RetrySchedule, Spool, on_result,
 };
 use tern_store::{Directory, Mailboxes, Resolution, Target};
 use tern_types::dsn::{BodyType, Ret};
-use tern_types::{ForwardPath, Mailbox};
+use tern_types::{EnhancedStatus, ForwardPath, Mailbox};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{Instrument as _, debug, info, info_span, warn};
@@ -483,7 +483,7 @@ impl QueueManager {
                 .unwrap_or(RecipientState::Pending);
             let next = on_result(
                 &state,
-                &AttemptResult::Temporary(error.clone()),
+                &AttemptResult::Deferred(Answer::Local(error.clone())),
                 &self.schedule,
                 envelope.received_at,
                 now,
@@ -879,7 +879,7 @@ impl QueueManager {
                     final_recipient: rcpt.address.clone(),
                     original: rcpt.orcpt.clone(),
                     action: DsnAction::Delayed,
-                    status: enhanced_status(&error, 4),
+                    status: tern_types::reply::status_of(&error, 4).to_string(),
                     remote_mta: None,
                     diagnostic: (!error.is_empty()).then_some(error),
                     last_attempt: now,
@@ -1007,7 +1007,8 @@ pub fn delay_warning_due(
             let explicit = rcpt
                 .notify
                 .as_deref()
-                .is_some_and(|n| n.split(',').any(|w| w.trim().eq_ignore_ascii_case("DELAY")));
+                .and_then(|n| tern_types::dsn::Notify::parse(n).ok())
+                .is_some_and(tern_types::dsn::Notify::delay);
             let at = configured.or_else(|| {
                 explicit.then(|| {
                     envelope
@@ -1109,10 +1110,19 @@ pub fn failure_notice(
         let Some(rcpt) = envelope.recipients.get(*index) else {
             continue;
         };
+        // A failure notice reports a permanent status: an expired
+        // recipient's 4.4.7 ("delivery time expired") is reported as
+        // 5.4.7, a failed one's in class 5 as recorded.
         let (reply, status, at) = match state {
-            RecipientState::Failed { at, reply, status } => (reply.clone(), status.clone(), *at),
+            RecipientState::Failed { at, reply, status } => (
+                reply.clone(),
+                status
+                    .parse::<EnhancedStatus>()
+                    .unwrap_or_else(|_| tern_types::reply::status_of(reply, 5)),
+                *at,
+            ),
             RecipientState::Expired { at, last_error } => {
-                (last_error.clone(), "4.4.7".to_owned(), *at)
+                (last_error.clone(), EnhancedStatus::new(4, 4, 7), *at)
             }
             _ => continue,
         };
@@ -1123,11 +1133,7 @@ pub fn failure_notice(
             final_recipient: rcpt.address.clone(),
             original: rcpt.orcpt.clone(),
             action: DsnAction::Failed,
-            status: if status.starts_with('4') {
-                status.replacen('4', "5", 1)
-            } else {
-                status
-            },
+            status: status.with_class(5).to_string(),
             remote_mta: None,
             diagnostic: Some(reply),
             last_attempt: at,
