@@ -67,6 +67,7 @@ pub use schedule::{
 pub use scheduler::{
     DELAY_NOTICE, Destination, Due, Ended, Group, Notice, NoticeKind, Pass, PassReport,
     RecipientReport, ScheduledMessage, ScheduledRecipient, Scheduler, SchedulerConfig,
+    delay_warnings_due,
 };
 pub use spool::{DeliveryLease, IncomingMessage, Spool, SpoolOptions, StoredMessage, WeakSpool};
 pub use state::MessageState;

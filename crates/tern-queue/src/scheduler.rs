@@ -199,8 +199,12 @@ pub struct Notice {
     pub id: QueueId,
     /// Which notice.
     pub kind: NoticeKind,
-    /// The recipients it reports, ascending.
+    /// The recipients it reports.
     pub recipients: Vec<usize>,
+    /// Their states when the notice was chosen, in the same order (the
+    /// last error a delay warning quotes, the reply a failure notice
+    /// reports).
+    pub states: Vec<RecipientState>,
 }
 
 /// The kinds of delivery status notification (RFC 3464).
@@ -335,6 +339,12 @@ impl Scheduler {
         self.busy.get(destination).copied().unwrap_or(0)
     }
 
+    /// Whether a pass on `id` is running (a [`submit`](Self::submit) of it
+    /// is ignored until the pass ends).
+    pub fn is_running(&self, id: &QueueId) -> bool {
+        self.entries.get(id).is_some_and(|e| e.running.is_some())
+    }
+
     /// The scheduler's view of message `id`.
     pub fn message(&self, id: &QueueId) -> Option<&ScheduledMessage> {
         self.entries.get(id).map(|e| &e.message)
@@ -345,9 +355,20 @@ impl Scheduler {
     /// already known replaces what the scheduler knew of it (the spool
     /// changed behind its back: `tern queue` commands) unless a pass is
     /// running on it, whose end will bring the news.
-    pub fn submit(&mut self, id: QueueId, message: ScheduledMessage, now: u64) {
+    ///
+    /// Deferred Maildir recipients of a submitted message are due at once:
+    /// a local failure (a full disk, a blocked path) is ours to fix, and a
+    /// restart or a flush is how the administrator says it is fixed.
+    pub fn submit(&mut self, id: QueueId, mut message: ScheduledMessage, now: u64) {
         if self.entries.get(&id).is_some_and(|e| e.running.is_some()) {
             return;
+        }
+        for r in &mut message.recipients {
+            if let (Destination::Maildir, RecipientState::Deferred { next_attempt, .. }) =
+                (&r.destination, &mut r.state)
+            {
+                *next_attempt = (*next_attempt).min(now);
+            }
         }
         self.forget(&id);
         self.entries.insert(
@@ -466,11 +487,7 @@ impl Scheduler {
             let notices = if message.null_sender || delivered.is_empty() {
                 Vec::new()
             } else {
-                vec![Notice {
-                    id: id.clone(),
-                    kind: NoticeKind::Success,
-                    recipients: delivered,
-                }]
+                vec![notice(id, NoticeKind::Success, delivered, message)]
             };
             self.forget(id);
             return Ended {
@@ -523,11 +540,9 @@ impl Scheduler {
             entry.pending_after = now.saturating_add(self.config.idle_retry);
         }
         if !failed.is_empty() {
-            ended.notices.push(Notice {
-                id: id.clone(),
-                kind: NoticeKind::Failure,
-                recipients: failed,
-            });
+            ended
+                .notices
+                .push(notice(id, NoticeKind::Failure, failed, message));
         }
         if !message.null_sender {
             for (kind, list) in [
@@ -535,11 +550,7 @@ impl Scheduler {
                 (NoticeKind::Relayed, relayed),
             ] {
                 if !list.is_empty() {
-                    ended.notices.push(Notice {
-                        id: id.clone(),
-                        kind,
-                        recipients: list,
-                    });
+                    ended.notices.push(notice(id, kind, list, message));
                 }
             }
         }
@@ -820,22 +831,55 @@ fn delay_warning(
     if message.held || message.null_sender {
         return None;
     }
-    let due: Vec<usize> = (0..message.recipients.len())
-        .filter(|&i| {
-            warning_at(message, &message.recipients[i], config).is_some_and(|at| at <= now)
-        })
-        .collect();
+    let due = delay_warnings_due(message, config, now);
     if due.is_empty() {
         return None;
     }
     for &i in &due {
         message.recipients[i].warned = true;
     }
-    Some(Notice {
+    Some(notice(id, NoticeKind::Delay, due, message))
+}
+
+fn notice(
+    id: &QueueId,
+    kind: NoticeKind,
+    recipients: Vec<usize>,
+    message: &ScheduledMessage,
+) -> Notice {
+    let states = recipients
+        .iter()
+        .map(|&i| {
+            message
+                .recipients
+                .get(i)
+                .map_or(RecipientState::Pending, |r| r.state.clone())
+        })
+        .collect();
+    Notice {
         id: id.clone(),
-        kind: NoticeKind::Delay,
-        recipients: due,
-    })
+        kind,
+        recipients,
+        states,
+    }
+}
+
+/// The recipients of `message` owed a delay warning at `now` (see the
+/// module documentation): deferred, not warned yet, asking for delay
+/// notices, past their warning time and before the expiry. Pure.
+pub fn delay_warnings_due(
+    message: &ScheduledMessage,
+    config: &SchedulerConfig,
+    now: u64,
+) -> Vec<usize> {
+    if now >= config.schedule.expires_at(message.received_at) {
+        return Vec::new();
+    }
+    (0..message.recipients.len())
+        .filter(|&i| {
+            warning_at(message, &message.recipients[i], config).is_some_and(|at| at <= now)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -1125,6 +1169,59 @@ mod tests {
         assert_eq!(done.last().map(|d| d.0), Some(3000));
         assert!(s.is_empty());
         assert!(started.elapsed().as_millis() < 1000);
+    }
+
+    /// The slots of the old `DestinationSlots` (moved here from the queue
+    /// manager): bounded per destination, other destinations unaffected,
+    /// freed when a pass ends.
+    #[test]
+    fn destination_slots_are_bounded_and_freed() {
+        let mut s = Scheduler::new(SchedulerConfig {
+            per_destination: 2,
+            ..SchedulerConfig::default()
+        });
+        let slow = remote("slow.test");
+        for n in 0..3 {
+            s.submit(id(n), message(vec![rcpt(slow.clone(), None)]), T0);
+        }
+        s.submit(id(3), message(vec![rcpt(remote("fast.test"), None)]), T0);
+        let started: Vec<QueueId> = s.due(T0).passes.into_iter().map(|p| p.id).collect();
+        // Two at the slow destination, the third waits; the fast one goes.
+        assert_eq!(started, [id(0), id(1), id(3)]);
+        assert_eq!(s.busy(&slow), 2);
+        assert_eq!(s.busy(&remote("fast.test")), 1);
+        assert_eq!(s.busy(&remote("never.test")), 0);
+        // Nothing to wake for: the parked one waits for a slot.
+        assert_eq!(s.next_wakeup(), None);
+        s.pass_ended(&id(0), report(vec![(0, deferred())]), T0 + 1);
+        assert_eq!(s.busy(&slow), 1);
+        // The freed slot wakes the parked message at once.
+        assert_eq!(s.next_wakeup(), Some(T0 + 1));
+        let started: Vec<QueueId> = s.due(T0 + 1).passes.into_iter().map(|p| p.id).collect();
+        assert_eq!(started, [id(2)]);
+        assert_eq!(s.busy(&slow), 2);
+        s.pass_ended(&id(1), report(vec![(0, deferred())]), T0 + 2);
+        assert_eq!(s.busy(&slow), 1);
+    }
+
+    /// A resubmitted message (a restart) retries its deferred Maildir
+    /// recipients at once, remote ones on their schedule.
+    #[test]
+    fn resubmitted_local_deferrals_are_due_at_once() {
+        let mut s = Scheduler::new(SchedulerConfig::default());
+        let later = RecipientState::Deferred {
+            attempts: 1,
+            last_error: "451 4.3.0 blocked".into(),
+            next_attempt: T0 + 5 * MIN,
+        };
+        let mut local = rcpt(Destination::Maildir, None);
+        local.state = later.clone();
+        let mut far = rcpt(remote("a.test"), None);
+        far.state = later;
+        s.submit(id(1), message(vec![local, far]), T0 + 1);
+        let pass = s.due(T0 + 1).passes.remove(0);
+        assert_eq!(pass.groups.len(), 1);
+        assert_eq!(pass.groups[0].destination, Destination::Maildir);
     }
 
     /// Held messages get no pass and no warning; release looks at once.
