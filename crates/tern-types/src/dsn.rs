@@ -31,6 +31,39 @@ impl BodyType {
     }
 }
 
+/// A `BODY=` or `RET=` value that is not one of its keywords.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown keyword")]
+pub struct KeywordError;
+
+impl FromStr for BodyType {
+    type Err = KeywordError;
+
+    /// `7BIT`, `8BITMIME` or `BINARYMIME`, in any case.
+    fn from_str(s: &str) -> Result<BodyType, KeywordError> {
+        [
+            BodyType::SevenBit,
+            BodyType::EightBitMime,
+            BodyType::BinaryMime,
+        ]
+        .into_iter()
+        .find(|b| b.as_str().eq_ignore_ascii_case(s))
+        .ok_or(KeywordError)
+    }
+}
+
+impl FromStr for Ret {
+    type Err = KeywordError;
+
+    /// `FULL` or `HDRS`, in any case.
+    fn from_str(s: &str) -> Result<Ret, KeywordError> {
+        [Ret::Full, Ret::Headers]
+            .into_iter()
+            .find(|r| r.as_str().eq_ignore_ascii_case(s))
+            .ok_or(KeywordError)
+    }
+}
+
 impl fmt::Display for BodyType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -233,6 +266,18 @@ mod tests {
             }
         }
         assert!(Notify::DEFAULT.failure() && Notify::DEFAULT.delay());
+        for b in [
+            BodyType::SevenBit,
+            BodyType::EightBitMime,
+            BodyType::BinaryMime,
+        ] {
+            assert_eq!(b.as_str().parse(), Ok(b));
+            assert_eq!(b.as_str().to_lowercase().parse(), Ok(b));
+        }
+        assert_eq!("hdrs".parse(), Ok(Ret::Headers));
+        assert_eq!("FULL".parse(), Ok(Ret::Full));
+        assert_eq!("8BIT".parse::<BodyType>(), Err(KeywordError));
+        assert_eq!("".parse::<Ret>(), Err(KeywordError));
         assert!(!Notify::DEFAULT.success() && !Notify::Never.failure());
     }
 }

@@ -6,11 +6,16 @@
 //! Types here cannot hold invalid values: they are built by parsing, and
 //! their `Display` output parses back to the same value. This crate never
 //! does I/O and never decides policy (what is local, what may relay).
+//!
+//! With the `serde` feature, the status, reply and DSN parameter types are
+//! (de)serialised as the text they print, read back through their parsers.
 #![forbid(unsafe_code)]
 
 pub mod address;
 pub mod dsn;
 pub mod reply;
+#[cfg(feature = "serde")]
+mod serde_impls;
 pub mod status;
 
 pub use address::{
