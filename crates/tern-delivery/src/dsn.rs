@@ -28,6 +28,7 @@
 use std::fmt::Write as _;
 
 use tern_queue::{Envelope, Recipient};
+use tern_types::EnhancedStatus;
 use tern_types::dsn::Notify;
 
 /// Longest line (without CRLF) RFC 5322 allows.
@@ -473,24 +474,13 @@ fn delivery_status(input: &DsnInput<'_>, host: &str) -> String {
     s
 }
 
-/// The recipient's status if it is a valid RFC 3463 code, else the generic
-/// one for its action.
+/// The recipient's status if it is a valid RFC 3463 code (read by the one
+/// parser, [`EnhancedStatus`]'s `FromStr`), else the generic one for its
+/// action.
 fn status_of(r: &DsnRecipient) -> String {
-    let status = r.status.trim();
-    let mut parts = status.split('.');
-    let ok = match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some(class), Some(subject), Some(detail), None) => {
-            matches!(class, "2" | "4" | "5")
-                && [subject, detail]
-                    .iter()
-                    .all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
-        }
-        _ => false,
-    };
-    if ok {
-        status.to_owned()
-    } else {
-        r.action.generic_status().to_owned()
+    match r.status.trim().parse::<EnhancedStatus>() {
+        Ok(status) => status.to_string(),
+        Err(_) => r.action.generic_status().to_owned(),
     }
 }
 
