@@ -406,6 +406,9 @@ impl Scheduler {
                 break;
             }
             self.timeline.remove(&(at, id.clone()));
+            // Looked at now: parked nowhere until a destination turns out
+            // full again (a stale parking would hide its recipients there).
+            self.unpark(&id);
             let Some(entry) = self.entries.get_mut(&id) else {
                 continue;
             };
@@ -654,11 +657,15 @@ impl Scheduler {
 
     fn forget(&mut self, id: &QueueId) {
         self.timeline_remove(id);
+        self.unpark(id);
+        self.entries.remove(id);
+    }
+
+    fn unpark(&mut self, id: &QueueId) {
         for ids in self.parked.values_mut() {
             ids.remove(id);
         }
         self.parked.retain(|_, ids| !ids.is_empty());
-        self.entries.remove(id);
     }
 
     fn timeline_remove(&mut self, id: &QueueId) {
