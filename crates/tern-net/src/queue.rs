@@ -149,6 +149,9 @@ enum Done {
     /// A pass is over, verdict carried out (`reload`: its results could
     /// not all be recorded; the spool is read again later).
     Finished(QueueId, bool),
+    /// A pass found the spool ahead of the scheduler (recipients it
+    /// records as final): the message is read again now.
+    Outdated(QueueId),
     /// A delay warning that was due without a pass, and whether it went.
     Warned(Notice, bool),
 }
@@ -190,10 +193,13 @@ impl QueuedData {
     }
 }
 
-/// A message as a pass reads it from the spool: its envelope and data.
+/// A message as a pass reads it from the spool: its envelope and data,
+/// and which recipients the spool records as final (never attempted
+/// again, whatever the scheduler remembers).
 struct Opened {
     envelope: Envelope,
     data: QueuedData,
+    done: BTreeSet<usize>,
 }
 
 /// What a pass attempted, for logging and notices once the scheduler has
@@ -349,6 +355,11 @@ impl QueueManager {
                                 tasks.spawn(async move { me.read(id).await });
                             }
                         }
+                        Done::Outdated(id) => {
+                            stale.remove(&id);
+                            let me = Arc::clone(&me);
+                            tasks.spawn(async move { me.read(id).await });
+                        }
                         Done::Warned(notice, sent) => {
                             if !sent {
                                 scheduler.notice_not_sent(&notice);
@@ -452,7 +463,20 @@ impl QueueManager {
             let reader = message.reader().map_err(|e| e.to_string())?;
             std::io::Read::read_to_end(&mut std::io::Read::take(reader, NOTICE_HEAD), &mut head)
                 .map_err(|e| e.to_string())?;
+            let state = match spool.message_state(&id, message.envelope.recipients.len()) {
+                Ok(state) => state,
+                Err(e) if e.is_not_found() => return Ok(None),
+                Err(e) => return Err(e.to_string()),
+            };
+            let done = state
+                .states
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.is_final())
+                .map(|(i, _)| i)
+                .collect();
             Ok(Some(Opened {
+                done,
                 data: QueuedData {
                     path: message.path().to_owned(),
                     len: message.data_len(),
@@ -586,7 +610,16 @@ impl QueueManager {
         let now = unix_now();
         let mut attempted = Attempted::default();
         let msg = outbound_message(envelope, data.message());
-        for group in &pass.groups {
+        let mut outdated = false;
+        for mut group in pass.groups {
+            // The spool is the record: a recipient it has as final is done
+            // (and the scheduler is told by reading the message again).
+            let before = group.recipients.len();
+            group.recipients.retain(|i| !opened.done.contains(i));
+            outdated |= group.recipients.len() != before;
+            if group.recipients.is_empty() {
+                continue;
+            }
             match &group.destination {
                 Destination::Maildir => {
                     let mailboxes = group
@@ -705,6 +738,9 @@ impl QueueManager {
             .carry_out(&id, ended, &opened, &attempted, gone, now, handle)
             .await;
         drop(lease);
+        if outdated && !reload && !gone {
+            return Done::Outdated(id);
+        }
         Done::Finished(id, reload)
     }
 
