@@ -28,6 +28,8 @@
 use std::fmt::Write as _;
 
 use tern_queue::{Envelope, Recipient};
+use tern_types::EnhancedStatus;
+use tern_types::dsn::Notify;
 
 /// Longest line (without CRLF) RFC 5322 allows.
 const MAX_LINE: usize = 998;
@@ -154,26 +156,23 @@ pub struct DsnInput<'a> {
 /// relayed notice counts as success); no `NOTIFY` means failures and
 /// delays but not successes.
 pub fn should_notify(recipient: &Recipient, kind: DsnKind) -> bool {
-    let (mut success, mut failure, mut delay) = (false, true, true);
-    if let Some(notify) = &recipient.notify {
-        let words: Vec<&str> = notify
-            .split(',')
-            .map(str::trim)
-            .filter(|w| !w.is_empty())
-            .collect();
-        if words.iter().any(|w| w.eq_ignore_ascii_case("NEVER")) {
-            return false;
-        }
-        let has = |k: &str| words.iter().any(|w| w.eq_ignore_ascii_case(k));
-        if has("SUCCESS") || has("FAILURE") || has("DELAY") {
-            (success, failure, delay) = (has("SUCCESS"), has("FAILURE"), has("DELAY"));
-        }
-    }
+    let notify = recipient_notify(recipient);
     match kind {
-        DsnKind::Failure => failure,
-        DsnKind::Delay => delay,
-        DsnKind::Success | DsnKind::Relayed => success,
+        DsnKind::Failure => notify.failure(),
+        DsnKind::Delay => notify.delay(),
+        DsnKind::Success | DsnKind::Relayed => notify.success(),
     }
+}
+
+/// The NOTIFY a recipient asked for, read by the one parser
+/// ([`Notify::parse`]); [`Notify::DEFAULT`] when it asked for none (or the
+/// stored value is not one, which Tern never writes).
+pub fn recipient_notify(recipient: &Recipient) -> Notify {
+    recipient
+        .notify
+        .as_deref()
+        .and_then(|n| Notify::parse(n).ok())
+        .unwrap_or(Notify::DEFAULT)
 }
 
 /// Where a report about `envelope` goes: its sender, or `None` for the null
@@ -475,24 +474,13 @@ fn delivery_status(input: &DsnInput<'_>, host: &str) -> String {
     s
 }
 
-/// The recipient's status if it is a valid RFC 3463 code, else the generic
-/// one for its action.
+/// The recipient's status if it is a valid RFC 3463 code (read by the one
+/// parser, [`EnhancedStatus`]'s `FromStr`), else the generic one for its
+/// action.
 fn status_of(r: &DsnRecipient) -> String {
-    let status = r.status.trim();
-    let mut parts = status.split('.');
-    let ok = match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some(class), Some(subject), Some(detail), None) => {
-            matches!(class, "2" | "4" | "5")
-                && [subject, detail]
-                    .iter()
-                    .all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
-        }
-        _ => false,
-    };
-    if ok {
-        status.to_owned()
-    } else {
-        r.action.generic_status().to_owned()
+    match r.status.trim().parse::<EnhancedStatus>() {
+        Ok(status) => status.to_string(),
+        Err(_) => r.action.generic_status().to_owned(),
     }
 }
 

@@ -30,8 +30,8 @@ pub mod local;
 pub mod outbound;
 
 pub use dsn::{
-    DsnAction, DsnInput, DsnKind, DsnRecipient, bounce_recipient, build_dsn, rfc5322_date,
-    should_notify,
+    DsnAction, DsnInput, DsnKind, DsnRecipient, bounce_recipient, build_dsn, recipient_notify,
+    rfc5322_date, should_notify,
 };
 pub use intake::{IntakeError, open_delivered};
 pub use lmtp::{LmtpTarget, LmtpTargetError, deliver_lmtp};

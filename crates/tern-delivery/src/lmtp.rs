@@ -8,8 +8,9 @@
 //! ([`crate::outbound`]): `LHLO`, pipelined `MAIL`/`RCPT`/`DATA`, the
 //! message through a [`DataEncoder`](tern_smtp::client::DataEncoder), then
 //! one reply per accepted recipient. It returns exactly one
-//! [`AttemptResult`] per recipient — 2xx delivered, 4xx temporary, 5xx
-//! permanent — and the queue manager records them like remote results.
+//! [`AttemptResult`] per recipient — 2xx delivered, 4xx deferred, 5xx
+//! failed; a connection that could not be made is a typed local error —
+//! and the queue manager records them like remote results.
 //!
 //! Rules:
 //! * anything that keeps the server from answering for a recipient — the
@@ -56,13 +57,14 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tern_queue::AttemptResult;
+use tern_queue::{Answer, AttemptResult, LocalCause, LocalError};
 use tern_smtp::client::{ClientConfig, ClientTimeouts, Protocol, StartTlsPolicy};
+use tern_types::EnhancedStatus;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use crate::outbound::{
-    Conn, ConnPlan, DomainResult, OutboundMessage, RemoteRecipient, failure_text, prepare,
+    Conn, ConnPlan, DomainResult, OutboundMessage, RemoteRecipient, failure_answer, prepare,
     run_connection, to_attempt,
 };
 
@@ -160,11 +162,23 @@ impl fmt::Display for LmtpTarget {
     }
 }
 
-/// Connects to `target` within `limit`; the error is the deferral text.
-async fn connect(target: &LmtpTarget, limit: Duration) -> Result<Conn, String> {
-    let failed =
-        |e: &dyn fmt::Display| format!("451 4.4.1 connection to LMTP {target} failed: {e}");
-    let timed_out = || format!("451 4.4.1 connection to LMTP {target} timed out after {limit:?}");
+/// Connects to `target` within `limit`; the error defers the recipients.
+async fn connect(target: &LmtpTarget, limit: Duration) -> Result<Conn, LocalError> {
+    let status = EnhancedStatus::new(4, 4, 1);
+    let failed = |e: &dyn fmt::Display| {
+        LocalError::new(
+            LocalCause::Connect,
+            status,
+            &format!("connection to LMTP {target} failed: {e}"),
+        )
+    };
+    let timed_out = || {
+        LocalError::new(
+            LocalCause::Connect,
+            status,
+            &format!("connection to LMTP {target} timed out after {limit:?}"),
+        )
+    };
     match target {
         #[cfg(unix)]
         LmtpTarget::Unix(path) => match timeout(limit, tokio::net::UnixStream::connect(path)).await
@@ -215,27 +229,28 @@ pub async fn deliver_lmtp(
     config.protocol = Protocol::Lmtp;
     config.starttls = StartTlsPolicy::Disabled;
     if let Err(e) = config.validate() {
-        let text = format!("451 4.3.5 LMTP client configuration: {e}");
-        done.results = rcpts
-            .iter()
-            .map(|r| (r.index, AttemptResult::Temporary(text.clone())))
-            .collect();
+        let result = AttemptResult::deferred_locally(
+            LocalCause::Config,
+            EnhancedStatus::new(4, 3, 5),
+            &format!("LMTP client configuration: {e}"),
+        );
+        done.results = rcpts.iter().map(|r| (r.index, result.clone())).collect();
         return done;
     }
     let prepared = prepare(msg, rcpts);
     done.results = prepared.early;
     if let Some(txn) = prepared.txn {
         let sent = &prepared.sent;
-        let defer_all = |text: &str| -> Vec<(usize, AttemptResult)> {
+        let defer_all = |answer: Answer| -> Vec<(usize, AttemptResult)> {
             sent.iter()
-                .map(|&i| (i, AttemptResult::Temporary(text.to_owned())))
+                .map(|&i| (i, AttemptResult::Deferred(answer.clone())))
                 .collect()
         };
         tracing::debug!(target_host = %label, rcpts = sent.len(), "lmtp: connecting");
         match connect(target, timeouts.greeting.min(CONNECT_TIMEOUT)).await {
-            Err(text) => {
-                tracing::info!(target_host = %label, error = %text, "lmtp: cannot connect");
-                done.results.extend(defer_all(&text));
+            Err(error) => {
+                tracing::info!(target_host = %label, error = %error, "lmtp: cannot connect");
+                done.results.extend(defer_all(Answer::Local(error)));
             }
             Ok(conn) => {
                 let plan = ConnPlan {
@@ -254,25 +269,29 @@ pub async fn deliver_lmtp(
                     done.results.extend(
                         t.rcpts
                             .iter()
-                            .filter_map(|o| sent.get(o.index).map(|&i| (i, to_attempt(&o.result)))),
+                            .filter_map(|o| sent.get(o.index).map(|&i| (i, to_attempt(o)))),
                     );
                     done.remote_mta = Some(label.clone());
                     done.dsn_passed_on = t.dsn_passed_on;
                 } else {
-                    let (text, answered) = match &r.failure {
-                        Some(f) => failure_text(f, &label),
+                    let (answer, answered) = match &r.failure {
+                        Some(f) => failure_answer(f, &label),
                         // Only when start_transaction refused the message,
                         // which prepare() rules out.
                         None => (
-                            format!("451 4.3.0 {label}: session ended without a transaction"),
+                            Answer::Local(LocalError::new(
+                                LocalCause::Session,
+                                EnhancedStatus::new(4, 3, 0),
+                                &format!("{label}: session ended without a transaction"),
+                            )),
                             true,
                         ),
                     };
-                    tracing::info!(target_host = %label, error = %text, "lmtp: session failed");
+                    tracing::info!(target_host = %label, error = %answer, "lmtp: session failed");
                     if answered {
                         done.remote_mta = Some(label.clone());
                     }
-                    done.results.extend(defer_all(&text));
+                    done.results.extend(defer_all(answer));
                 }
             }
         }

@@ -38,9 +38,11 @@
 use std::io::Read;
 
 use tern_queue::{
-    DeliveryLease, PendingCommit, QueueId, Recipient, Spool, SpoolError, StoredMessage,
+    DeliveryLease, LocalCause, LocalError, PendingCommit, QueueId, Recipient, Spool, SpoolError,
+    StoredMessage,
 };
 use tern_store::{Folder, MailboxError, Mailboxes, StoreError, unique_name};
+use tern_types::EnhancedStatus;
 use tracing::{debug, info, warn};
 
 /// Bytes read from the spool file and written to a Maildir copy at a time.
@@ -53,9 +55,10 @@ pub struct LocalReport {
     /// `(index, mailbox key)`.
     pub delivered: Vec<(usize, String)>,
     /// Recipients that failed and must be retried: `(index, address,
-    /// reply)`, the reply as an SMTP server would give it (`452 4.2.2 …`
-    /// for a full mailbox, `451 4.3.0 …` for a local error).
-    pub deferred: Vec<(usize, String, String)>,
+    /// error)`, the error typed ([`LocalCause::Quota`] with `4.2.2` for a
+    /// full mailbox, [`LocalCause::Storage`] with `4.3.0` otherwise; shown
+    /// as `452 4.2.2 …` / `451 4.3.0 …`).
+    pub deferred: Vec<(usize, String, LocalError)>,
     /// Remote recipients not yet done (they wait for outbound delivery).
     pub remote_pending: usize,
     /// Local recipients not yet done that the `skip` predicate of
@@ -109,16 +112,27 @@ enum RecipientError {
 }
 
 impl RecipientError {
-    /// The failure as the reply a delivery attempt records (and a delay or
-    /// failure notice shows).
-    fn reply(&self) -> String {
+    /// The failure as the delivery attempt records it (and a delay or
+    /// failure notice shows it).
+    fn error(&self) -> LocalError {
         match self {
-            RecipientError::Mailbox(MailboxError::OverQuota { .. }) => {
-                format!("452 4.2.2 Mailbox full: {self}")
-            }
-            other => format!("451 4.3.0 {other}"),
+            RecipientError::Mailbox(MailboxError::OverQuota { .. }) => LocalError::new(
+                LocalCause::Quota,
+                EnhancedStatus::new(4, 2, 2),
+                &format!("Mailbox full: {self}"),
+            ),
+            other => storage_error(other),
         }
     }
+}
+
+/// A local storage failure (`451 4.3.0 …`).
+fn storage_error(e: &dyn std::fmt::Display) -> LocalError {
+    LocalError::new(
+        LocalCause::Storage,
+        EnhancedStatus::new(4, 3, 0),
+        &e.to_string(),
+    )
 }
 
 /// Deliver every local recipient of `id` not yet done; returns what
@@ -221,7 +235,7 @@ pub fn deliver_local_leased(
                     "local delivery deferred");
                 report
                     .deferred
-                    .push((index, rcpt.address.clone(), e.reply()));
+                    .push((index, rcpt.address.clone(), e.error()));
             }
         }
     }
@@ -236,9 +250,7 @@ pub fn deliver_local_leased(
                 warn!(queue_id = %id, rcpt = index, mailbox = %mailbox, error = %e,
                     "local delivery deferred");
                 let address = message.envelope.recipients[index].address.clone();
-                report
-                    .deferred
-                    .push((index, address, format!("451 4.3.0 {e}")));
+                report.deferred.push((index, address, storage_error(&e)));
             }
         }
     }
@@ -286,9 +298,7 @@ pub fn deliver_local_leased(
                 warn!(queue_id = %id, rcpt = index, mailbox = %mailbox, error = %e,
                     "cannot record a local delivery; will look again");
                 let address = message.envelope.recipients[index].address.clone();
-                report
-                    .deferred
-                    .push((index, address, format!("451 4.3.0 {e}")));
+                report.deferred.push((index, address, storage_error(&e)));
             }
         }
     }

@@ -80,15 +80,15 @@ use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tern_dns::{DeliveryPlan, PlanError, Resolver, plan_delivery};
-use tern_queue::AttemptResult;
+use tern_queue::{Answer, AttemptResult, LocalCause, LocalError};
 use tern_smtp::client::{
     AuthMechanism, ClientAuth, ClientConfig, ClientSession, ClientTimeouts, DataEncoder, Event,
-    MessageParams, Outcome, Outgoing, RcptResult, Recipient, ReplyLimits, ReplyParser,
+    MessageParams, Outcome, Outgoing, RcptOutcome, RcptResult, Recipient, ReplyLimits, ReplyParser,
     SessionError, SessionFailure, StartTlsPolicy, TimeoutClass, Transaction, TransactionResult,
 };
 use tern_smtp::reply::Reply;
 use tern_types::dsn::{BodyType, Notify, Orcpt, Ret};
-use tern_types::{AddressLiteral, ForwardPath, Mailbox, ReversePath};
+use tern_types::{AddressLiteral, EnhancedStatus, ForwardPath, Mailbox, ReversePath, ServerReply};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -1194,26 +1194,60 @@ pub(crate) fn deferral_text(reply: &Reply, target: &str) -> String {
     format!("451 {status} {target} said: {}", reply_text(reply))
 }
 
-pub(crate) fn to_attempt(result: &RcptResult) -> AttemptResult {
-    match result {
-        RcptResult::Delivered(r) => AttemptResult::Delivered(reply_text(r)),
-        RcptResult::Deferred(r) => AttemptResult::Temporary(reply_text(r)),
-        RcptResult::Failed(r) => AttemptResult::Permanent(reply_text(r)),
+/// A reply as the queue keeps it: one line, the same text as
+/// [`reply_text`].
+pub(crate) fn server_reply(reply: &Reply) -> ServerReply {
+    let text = reply
+        .lines
+        .iter()
+        .map(|l| l.trim())
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    ServerReply::clamped(reply.code, reply.status, &text)
+}
+
+/// A result the SMTP client reported without a server's words (a lost
+/// connection, a timer, a protocol error): a local session error, kept
+/// under the client's code and status.
+fn client_error(reply: &Reply, suffix: &str) -> LocalError {
+    let r = server_reply(reply);
+    let status = r.status().unwrap_or(EnhancedStatus::generic(r.class()));
+    let detail = if suffix.is_empty() {
+        r.text().to_owned()
+    } else if r.text().is_empty() {
+        suffix.trim_start().to_owned()
+    } else {
+        format!("{}{suffix}", r.text())
+    };
+    LocalError::new(LocalCause::Session, status, &detail).with_code(r.code())
+}
+
+/// The typed result of one recipient of a transaction: the server's reply,
+/// or, when the client made the reply up, a local session error.
+pub(crate) fn to_attempt(outcome: &RcptOutcome) -> AttemptResult {
+    let answer = |r: &Reply| {
+        if outcome.from_server {
+            Answer::Server(server_reply(r))
+        } else {
+            Answer::Local(client_error(r, ""))
+        }
+    };
+    match &outcome.result {
+        RcptResult::Delivered(r) => AttemptResult::Delivered(server_reply(r)),
+        RcptResult::Deferred(r) => AttemptResult::Deferred(answer(r)),
+        RcptResult::Failed(r) => AttemptResult::Failed(answer(r)),
     }
 }
 
-fn plan_error_text(e: &PlanError) -> String {
-    let status = e.status();
-    let code = if e.is_permanent() {
-        if status.subject == 1 && status.detail == 10 {
-            556
-        } else {
-            550
-        }
+/// A routing failure (DNS, null MX): permanent or not as the plan says.
+fn plan_error_result(e: &PlanError) -> AttemptResult {
+    let error = LocalError::new(LocalCause::Route, e.status(), &e.to_string());
+    if e.is_permanent() {
+        AttemptResult::Failed(Answer::Local(error))
     } else {
-        451
-    };
-    format!("{code} {status} {e}")
+        AttemptResult::Deferred(Answer::Local(error))
+    }
 }
 
 // ------------------------------------------------------------ The message
@@ -1227,24 +1261,9 @@ pub(crate) struct Prepared {
     pub(crate) early: Vec<(usize, AttemptResult)>,
 }
 
+/// A stored NOTIFY value, by the one parser ([`Notify::parse`]).
 fn parse_notify(v: &str) -> Option<Notify> {
-    if v.eq_ignore_ascii_case("NEVER") {
-        return Some(Notify::Never);
-    }
-    let (mut success, mut failure, mut delay) = (false, false, false);
-    for item in v.split(',').map(str::trim) {
-        match item.to_ascii_uppercase().as_str() {
-            "SUCCESS" => success = true,
-            "FAILURE" => failure = true,
-            "DELAY" => delay = true,
-            _ => return None,
-        }
-    }
-    Some(Notify::On {
-        success,
-        failure,
-        delay,
-    })
+    Notify::parse(v).ok()
 }
 
 fn parse_orcpt(v: &str) -> Option<Orcpt> {
@@ -1268,14 +1287,15 @@ pub(crate) fn prepare(msg: &OutboundMessage<'_>, rcpts: &[RemoteRecipient]) -> P
     let from = match from {
         Ok(f) => f,
         Err(e) => {
-            let text = format!("553 5.1.7 invalid sender address: {e}");
+            let result = AttemptResult::failed_locally(
+                LocalCause::Address,
+                EnhancedStatus::new(5, 1, 7),
+                &format!("invalid sender address: {e}"),
+            );
             return Prepared {
                 txn: None,
                 sent: Vec::new(),
-                early: rcpts
-                    .iter()
-                    .map(|r| (r.index, AttemptResult::Permanent(text.clone())))
-                    .collect(),
+                early: rcpts.iter().map(|r| (r.index, result.clone())).collect(),
             };
         }
     };
@@ -1294,7 +1314,11 @@ pub(crate) fn prepare(msg: &OutboundMessage<'_>, rcpts: &[RemoteRecipient]) -> P
             }
             Err(e) => early.push((
                 r.index,
-                AttemptResult::Permanent(format!("553 5.1.3 invalid recipient address: {e}")),
+                AttemptResult::failed_locally(
+                    LocalCause::Address,
+                    EnhancedStatus::new(5, 1, 3),
+                    &format!("invalid recipient address: {e}"),
+                ),
             )),
         }
     }
@@ -1462,12 +1486,11 @@ async fn try_cached(
             cache.put(key, idle).await;
         }
         let mut results = prepared.early.clone();
-        results.extend(t.rcpts.iter().filter_map(|o| {
-            prepared
-                .sent
-                .get(o.index)
-                .map(|&i| (i, to_attempt(&o.result)))
-        }));
+        results.extend(
+            t.rcpts
+                .iter()
+                .filter_map(|o| prepared.sent.get(o.index).map(|&i| (i, to_attempt(o)))),
+        );
         let done = DomainResult {
             results,
             remote_mta: Some(label),
@@ -1512,7 +1535,11 @@ async fn route(
     seed: u64,
 ) -> Result<Route, AttemptResult> {
     let config_error = |e: &dyn fmt::Display| {
-        AttemptResult::Temporary(format!("451 4.3.5 outbound configuration: {e}"))
+        AttemptResult::deferred_locally(
+            LocalCause::Config,
+            EnhancedStatus::new(4, 3, 5),
+            &format!("outbound configuration: {e}"),
+        )
     };
     let mut config = ClientConfig::new(settings.helo_name.clone());
     if let Some(sh) = &settings.smarthost {
@@ -1555,22 +1582,19 @@ async fn route(
             Ok(AddressLiteral::Ipv4(v4)) => DeliveryPlan::literal(IpAddr::V4(v4)),
             Ok(AddressLiteral::Ipv6(v6)) => DeliveryPlan::literal(IpAddr::V6(v6)),
             _ => {
-                return Err(AttemptResult::Permanent(format!(
-                    "550 5.1.2 {domain}: unsupported address literal"
-                )));
+                return Err(AttemptResult::failed_locally(
+                    LocalCause::Route,
+                    EnhancedStatus::new(5, 1, 2),
+                    &format!("{domain}: unsupported address literal"),
+                ));
             }
         }
     } else {
         match plan_delivery(resolver, domain, seed).await {
             Ok(plan) => plan,
             Err(e) => {
-                let text = plan_error_text(&e);
                 tracing::info!(domain, error = %e, "outbound: no route");
-                return Err(if e.is_permanent() {
-                    AttemptResult::Permanent(text)
-                } else {
-                    AttemptResult::Temporary(text)
-                });
+                return Err(plan_error_result(&e));
             }
         }
     };
@@ -1610,7 +1634,11 @@ async fn smarthost_targets(
     let ips = match bare.parse::<IpAddr>() {
         Ok(ip) => vec![ip],
         Err(_) => resolver.ips(host).await.map_err(|e| {
-            AttemptResult::Temporary(format!("451 4.4.3 cannot resolve smarthost {host}: {e}"))
+            AttemptResult::deferred_locally(
+                LocalCause::Route,
+                EnhancedStatus::new(4, 4, 3),
+                &format!("cannot resolve smarthost {host}: {e}"),
+            )
         })?,
     };
     Ok(ips
@@ -1640,7 +1668,11 @@ async fn try_targets(
     bool,
     Option<IdleConnection>,
 ) {
-    let mut last_error = String::from("451 4.4.1 no address to connect to");
+    let mut last_error = Answer::Local(LocalError::new(
+        LocalCause::Connect,
+        EnhancedStatus::new(4, 4, 1),
+        "no address to connect to",
+    ));
     let mut last_answering: Option<String> = None;
     for target in &route.targets {
         let label = target.label();
@@ -1664,30 +1696,31 @@ async fn try_targets(
                     let results = r
                         .rcpts
                         .iter()
-                        .filter_map(|o| sent.get(o.index).map(|&i| (i, to_attempt(&o.result))))
+                        .filter_map(|o| sent.get(o.index).map(|&i| (i, to_attempt(o))))
                         .collect();
                     return (results, Some(label), r.dsn_passed_on, idle.map(|b| *b));
                 }
                 Attempt::Looped => {
                     tracing::warn!(target_host = %label, "outbound: mail loops back to myself");
-                    let text = format!(
-                        "554 5.4.6 mail for {} loops back to myself ({label} greets as {})",
-                        target.host, settings.helo_name
+                    let result = AttemptResult::failed_locally(
+                        LocalCause::Loop,
+                        EnhancedStatus::new(5, 4, 6),
+                        &format!(
+                            "mail for {} loops back to myself ({label} greets as {})",
+                            target.host, settings.helo_name
+                        ),
                     );
-                    let results = sent
-                        .iter()
-                        .map(|&i| (i, AttemptResult::Permanent(text.clone())))
-                        .collect();
+                    let results = sent.iter().map(|&i| (i, result.clone())).collect();
                     return (results, Some(label), false, None);
                 }
                 Attempt::Failed {
-                    text,
+                    answer,
                     answered,
                     retry_without_tls,
                     auth_unavailable,
                 } => {
-                    tracing::info!(target_host = %label, error = %text, "outbound: target failed");
-                    last_error = text;
+                    tracing::info!(target_host = %label, error = %answer, "outbound: target failed");
+                    last_error = answer;
                     if answered {
                         last_answering = Some(label.clone());
                     }
@@ -1714,7 +1747,7 @@ async fn try_targets(
     }
     let results = sent
         .iter()
-        .map(|&i| (i, AttemptResult::Temporary(last_error.clone())))
+        .map(|&i| (i, AttemptResult::Deferred(last_error.clone())))
         .collect();
     (results, last_answering, false, None)
 }
@@ -1728,8 +1761,8 @@ enum Attempt {
     Looped,
     /// No transaction: try elsewhere.
     Failed {
-        text: String,
-        /// A server answered (its reply is in `text`).
+        answer: Answer,
+        /// A server answered (its reply is in `answer`).
         answered: bool,
         retry_without_tls: bool,
         auth_unavailable: bool,
@@ -1756,7 +1789,15 @@ async fn attempt(
         "outbound: connecting"
     );
     let failed = |e: TargetError| Attempt::Failed {
-        text: format!("451 4.4.1 {e}"),
+        answer: Answer::Local(LocalError::new(
+            if matches!(e, TargetError::Tls(_)) {
+                LocalCause::Tls
+            } else {
+                LocalCause::Connect
+            },
+            EnhancedStatus::new(4, 4, 1),
+            &e.to_string(),
+        )),
         answered: false,
         retry_without_tls: false,
         auth_unavailable: false,
@@ -1796,7 +1837,11 @@ async fn attempt(
         let limit = settings.timeouts.get(TimeoutClass::TlsHandshake);
         if let Err(e) = conn.upgrade(tls, limit).await {
             return Attempt::Failed {
-                text: format!("451 4.7.0 {label}: {e}"),
+                answer: Answer::Local(LocalError::new(
+                    LocalCause::Tls,
+                    EnhancedStatus::new(4, 7, 0),
+                    &format!("{label}: {e}"),
+                )),
                 answered: false,
                 retry_without_tls: false,
                 auth_unavailable: false,
@@ -1823,12 +1868,15 @@ async fn attempt(
     }
     match r.failure {
         Some(f) => {
-            let (mut text, from_server) = failure_text(&f, label);
-            if let (SessionError::TlsHandshake { .. }, Some(detail)) = (&f.error, &r.tls_error) {
-                text = format!("{text}: {detail}");
+            let (mut answer, from_server) = failure_answer(&f, label);
+            if let (SessionError::TlsHandshake { .. }, Some(detail), Answer::Local(e)) =
+                (&f.error, &r.tls_error, &mut answer)
+            {
+                e.cause = LocalCause::Tls;
+                e.detail = format!("{}: {detail}", e.detail);
             }
             Attempt::Failed {
-                text,
+                answer,
                 answered: from_server,
                 retry_without_tls: f.retry_without_tls(),
                 auth_unavailable: matches!(f.error, SessionError::AuthUnavailable(_)),
@@ -1837,12 +1885,47 @@ async fn attempt(
         // Quit without a transaction: only when start_transaction refused
         // the message, which prepare() rules out.
         None => Attempt::Failed {
-            text: format!("451 4.3.0 {label}: session ended without a transaction"),
+            answer: Answer::Local(LocalError::new(
+                LocalCause::Session,
+                EnhancedStatus::new(4, 3, 0),
+                &format!("{label}: session ended without a transaction"),
+            )),
             answered: true,
             retry_without_tls: false,
             auth_unavailable: false,
         },
     }
+}
+
+/// What defers the recipients of a session that failed before giving any
+/// transaction result, and whether a server's reply is behind it: a 4xx
+/// reply as the server gave it (its text naming `label`), anything else
+/// as a local session error of class 4 (a 5xx greeting defers: it says
+/// nothing about the message). Same text as [`failure_text`].
+pub(crate) fn failure_answer(f: &SessionFailure, label: &str) -> (Answer, bool) {
+    let reply = f.reply();
+    let (_, from_server) = failure_text(f, label);
+    let answer = if from_server && reply.code / 100 == 4 {
+        let r = server_reply(&reply);
+        Answer::Server(ServerReply::clamped(
+            r.code(),
+            r.status(),
+            &format!("{} (from {label})", r.text()),
+        ))
+    } else if from_server {
+        let status = reply
+            .status
+            .map(|s| s.with_class(4))
+            .unwrap_or(EnhancedStatus::new(4, 4, 0));
+        Answer::Local(LocalError::new(
+            LocalCause::Session,
+            status,
+            &format!("{label} said: {}", reply_text(&reply)),
+        ))
+    } else {
+        Answer::Local(client_error(&reply, &format!(" ({label})")))
+    };
+    (answer, from_server)
 }
 
 /// The deferral text for a session that failed before giving any

@@ -201,22 +201,24 @@ fn kinds(r: &DomainResult) -> Vec<(usize, char, String)> {
     r.results
         .iter()
         .map(|(i, a)| {
-            let (k, text) = match a {
-                AttemptResult::Delivered(t) => ('D', t),
-                AttemptResult::Temporary(t) => ('T', t),
-                AttemptResult::Permanent(t) => ('P', t),
+            let k = match a {
+                AttemptResult::Delivered(_) => 'D',
+                AttemptResult::Deferred(_) => 'T',
+                AttemptResult::Failed(_) => 'P',
             };
+            let text = a.text();
             (*i, k, text.chars().take(3).collect())
         })
         .collect()
 }
 
-fn text(r: &DomainResult, index: usize) -> &str {
-    match &r.results.iter().find(|(i, _)| *i == index).unwrap().1 {
-        AttemptResult::Delivered(t) | AttemptResult::Temporary(t) | AttemptResult::Permanent(t) => {
-            t
-        }
-    }
+fn text(r: &DomainResult, index: usize) -> String {
+    r.results
+        .iter()
+        .find(|(i, _)| *i == index)
+        .unwrap()
+        .1
+        .text()
 }
 
 fn k(i: usize, kind: char, code: &str) -> (usize, char, String) {

@@ -276,6 +276,7 @@ fn full_mailbox_is_deferred_with_452_4_2_2_until_there_is_room() {
     assert_eq!(report.delivered, vec![(0, "alice@example.test".to_owned())]);
     assert_eq!(report.deferred.len(), 1);
     let (index, address, reply) = &report.deferred[0];
+    let reply = reply.to_string();
     assert_eq!((*index, address.as_str()), (1, "bob@example.test"));
     assert!(reply.starts_with("452 4.2.2 "), "{reply}");
     assert_eq!(fx.messages("bob@example.test").len(), 1);
@@ -326,6 +327,7 @@ fn unwritable_maildir_is_deferred_then_delivered() {
     assert_eq!(report.delivered, vec![(0, "alice@example.test".to_owned())]);
     assert_eq!(report.deferred.len(), 1);
     let (index, address, error) = &report.deferred[0];
+    let error = error.to_string();
     assert_eq!((*index, address.as_str()), (1, "bob@example.test"));
     assert!(error.contains("mkdir"), "{error}");
     assert!(!report.removed);

@@ -19,8 +19,9 @@ use tern_delivery::outbound::{
     Smarthost, SmarthostTls, deliver_to_domain, deliver_to_domain_cached,
 };
 use tern_dns::{DnsError, QueryType, StaticResolver};
-use tern_queue::AttemptResult;
+use tern_queue::{Answer, AttemptResult};
 use tern_smtp::client::{ClientTimeouts, StartTlsPolicy};
+use tern_types::ServerReply;
 use tern_types::dsn::BodyType;
 use tokio::io::{AsyncBufReadExt as _, AsyncRead, AsyncWrite, AsyncWriteExt as _, BufReader};
 use tokio::net::TcpListener;
@@ -411,18 +412,18 @@ fn delivered(r: &AttemptResult) -> bool {
     matches!(r, AttemptResult::Delivered(_))
 }
 
-fn text(r: &AttemptResult) -> &str {
-    match r {
-        AttemptResult::Delivered(t) | AttemptResult::Temporary(t) | AttemptResult::Permanent(t) => {
-            t
-        }
-    }
+fn text(r: &AttemptResult) -> String {
+    r.text()
+}
+
+fn reply(text: &str) -> ServerReply {
+    text.parse().unwrap()
 }
 
 fn all_temporary(d: &DomainResult, n: usize) {
     assert_eq!(d.results.len(), n, "{d:?}");
     for (_, r) in &d.results {
-        assert!(matches!(r, AttemptResult::Temporary(_)), "{d:?}");
+        assert!(matches!(r, AttemptResult::Deferred(_)), "{d:?}");
     }
 }
 
@@ -467,7 +468,7 @@ async fn three_recipients_delivered_and_dot_stuffed() {
     for (_, res) in &d.results {
         assert_eq!(
             res,
-            &AttemptResult::Delivered("250 2.0.0 queued as TEST".into())
+            &AttemptResult::Delivered(reply("250 2.0.0 queued as TEST"))
         );
     }
     assert_eq!(d.remote_mta.as_deref(), Some("mx.example.test[127.0.0.1]"));
@@ -525,12 +526,15 @@ async fn per_recipient_mix() {
         vec![
             (
                 10,
-                AttemptResult::Delivered("250 2.0.0 queued as TEST".into())
+                AttemptResult::Delivered(reply("250 2.0.0 queued as TEST"))
             ),
-            (11, AttemptResult::Temporary("451 4.2.0 try later".into())),
+            (
+                11,
+                AttemptResult::Deferred(Answer::Server(reply("451 4.2.0 try later")))
+            ),
             (
                 12,
-                AttemptResult::Permanent("550 5.1.1 no such user".into())
+                AttemptResult::Failed(Answer::Server(reply("550 5.1.1 no such user")))
             ),
         ]
     );
@@ -673,9 +677,10 @@ async fn null_mx_fails_permanently() {
     .await;
     assert_eq!(d.results.len(), 2);
     for (_, r) in &d.results {
-        let AttemptResult::Permanent(t) = r else {
+        let AttemptResult::Failed(t) = r else {
             panic!("{r:?}")
         };
+        let t = t.to_string();
         assert!(t.starts_with("556 5.1.10 "), "{t}");
     }
 }
@@ -691,9 +696,10 @@ async fn nxdomain_fails_permanently() {
         1,
     )
     .await;
-    let AttemptResult::Permanent(t) = &d.results[0].1 else {
+    let AttemptResult::Failed(t) = &d.results[0].1 else {
         panic!("{d:?}")
     };
+    let t = t.to_string();
     assert!(t.starts_with("550 5.1.2 "), "{t}");
 }
 
@@ -1088,9 +1094,10 @@ async fn loop_to_ourselves_bounces() {
     .await;
     assert_eq!(d.results.len(), 2);
     for (_, r) in &d.results {
-        let AttemptResult::Permanent(t) = r else {
+        let AttemptResult::Failed(t) = r else {
             panic!("{r:?}")
         };
+        let t = t.to_string();
         assert!(t.starts_with("554 5.4.6 "), "{t}");
         assert!(t.contains("loops back to myself"), "{t}");
     }
@@ -1113,7 +1120,7 @@ async fn loop_detected_from_ehlo_name() {
     )
     .await;
     assert!(
-        matches!(&d.results[0].1, AttemptResult::Permanent(t) if t.starts_with("554 5.4.6")),
+        matches!(&d.results[0].1, AttemptResult::Failed(t) if t.to_string().starts_with("554 5.4.6")),
         "{d:?}"
     );
     assert!(
@@ -1141,7 +1148,9 @@ async fn invalid_addresses_fail_alone() {
     assert_eq!(d.results[0].0, 10);
     assert!(delivered(&d.results[0].1));
     assert_eq!(d.results[1].0, 11);
-    assert!(matches!(&d.results[1].1, AttemptResult::Permanent(t) if t.starts_with("553 5.1.3")));
+    assert!(
+        matches!(&d.results[1].1, AttemptResult::Failed(t) if t.to_string().starts_with("553 5.1.3"))
+    );
     assert_eq!(srv[0].conns().len(), 1);
 }
 
@@ -1190,7 +1199,7 @@ async fn rejection_while_streaming_fails_the_message() {
     for (_, r) in &d.results {
         assert_eq!(
             r,
-            &AttemptResult::Permanent("554 5.3.4 message too big for us".into())
+            &AttemptResult::Failed(Answer::Server(reply("554 5.3.4 message too big for us")))
         );
     }
 }

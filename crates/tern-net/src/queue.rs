@@ -1,44 +1,45 @@
-//! The queue manager: works every committed message off the spool until
-//! each recipient is delivered, failed or expired, and tells senders what
+//! The queue manager: the driver that runs the queue's scheduler
+//! ([`tern_queue::Scheduler`], a sans-IO core) against the spool, the
+//! delivery agents and the clock, until each recipient of every committed
+//! message is delivered, failed or expired, and tells senders what
 //! happened with DSNs (RFC 3464): failures, delays, and successes when
 //! they asked.
 //!
-//! One pass over a message, under the spool's delivery lease (so `tern
-//! queue delete|bounce` never cut it in half): a held message is left
-//! alone entirely; local recipients go to their Maildirs
-//! ([`tern_delivery::deliver_local_leased`], off the async threads); the
-//! mailboxes of domains configured for LMTP are handed, per domain, to
-//! [`tern_delivery::deliver_lmtp`]; remote recipients whose retry time has
-//! come are grouped by domain and handed to
-//! [`tern_delivery::outbound::deliver_to_domain_cached`] (MX lookup or
-//! smarthost, SMTP client, connection reuse). Every outcome is persisted
-//! with the spool's recipient states before anything else happens, the
-//! retry schedule is a pure function of time ([`tern_queue::on_result`]),
-//! and a recipient that is final is never tried again.
+//! The scheduler decides everything that is policy — when a message is
+//! due, which destination gets a slot (at most `concurrency` passes, at
+//! most `per_destination` of them at one destination; a message whose
+//! destination is full is parked without holding anything), the retry
+//! schedule and expiry, and which notices go out. This module only does
+//! the I/O it asks for, in one `select!` loop ([`QueueManager::start`])
+//! over the scheduler's next wake-up, new messages (and admin wake-ups,
+//! which re-read a message from the spool), the end of passes and the
+//! connection cache's sweep.
 //!
-//! **Notices.** Newly failed or expired recipients produce one failure DSN
-//! to the envelope sender; a deferred recipient past
-//! `queue.delay_warning_after` gets one delay warning (recorded in the
-//! spool, so never twice, even across restarts — see
-//! [`delay_warning_due`]); `NOTIFY=SUCCESS` gets a "delivered" notice for
-//! Maildir and LMTP deliveries and a "relayed" one when the next hop
-//! cannot carry the DSN request further. Notices are queued like any other
-//! message, with the null sender; a message with the null sender never
-//! gets one.
+//! **Routing** is decided once per recipient when a message is read from
+//! the spool ([`QueueManager::route`]): a local mailbox of a domain
+//! configured for LMTP goes to its LMTP server, another local mailbox to
+//! its Maildir, anything else to its domain's mail exchangers (or the
+//! smarthost).
 //!
-//! **Fairness.** At most `concurrency` passes run at once and at most
-//! `per_destination` of them talk to one destination (a domain, an LMTP
-//! server, the smarthost). A pass that finds its destination full does not
-//! wait for it while holding a slot: the message is parked and woken when
-//! the destination frees one, so a slow destination never starves the
-//! others.
+//! **A pass** over one message, under the spool's delivery lease (so
+//! `tern queue delete|bounce` never cut it in half): the Maildir group is
+//! written by [`tern_delivery::deliver_local_leased`] (off the async
+//! threads), each LMTP group handed to [`tern_delivery::deliver_lmtp`],
+//! each remote group (per domain) to
+//! [`tern_delivery::outbound::deliver_to_domain_cached`]. The typed
+//! results go to the scheduler ([`tern_queue::Scheduler::pass_ended`]);
+//! what it returns is carried out in order: the recipients' new states are
+//! recorded in the spool before anything else, then the notices are
+//! queued (like any other message, with the null sender; a delay warning
+//! is recorded once queued, so never twice, even across restarts), then a
+//! message whose recipients are all final is removed.
 //!
-//! It must never drop a message: the spool is the record, this task only
-//! schedules. What it keeps in memory (the next due time per message) is
-//! rebuilt from the spool at start-up.
+//! It must never drop a message: the spool is the record, the scheduler
+//! only a cache of it rebuilt at start-up ([`QueueManager::start`] reads
+//! every queued message back).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tern_delivery::dsn::{
@@ -46,29 +47,30 @@ use tern_delivery::dsn::{
 };
 use tern_delivery::outbound::MessageData;
 use tern_delivery::outbound::{
-    ConnectionCache, OutboundMessage, OutboundSettings, RemoteRecipient, deliver_to_domain_cached,
-    destination_key,
+    ConnectionCache, DomainResult, OutboundMessage, OutboundSettings, RemoteRecipient,
+    deliver_to_domain_cached, destination_key,
 };
 use tern_delivery::{LmtpTarget, LocalReport, NOTICE_HEAD, deliver_lmtp, deliver_local_leased};
 use tern_mailauth::Signer;
 use tern_queue::journal::Event as JournalEvent;
 use tern_queue::{
-    AttemptResult, DeliveryLease, Envelope, Journal, QueueId, Recipient, RecipientState,
-    RetrySchedule, Spool, enhanced_status, on_result,
+    Answer, AttemptResult, DELAY_NOTICE, DeliveryLease, Destination, Ended, Envelope, Journal,
+    Notice, NoticeKind, Pass, PassReport, QueueId, Recipient, RecipientReport, RecipientState,
+    RetrySchedule, ScheduledMessage, Scheduler, SchedulerConfig, Spool,
 };
 use tern_store::{Directory, Mailboxes, Resolution, Target};
 use tern_types::dsn::{BodyType, Ret};
-use tern_types::{ForwardPath, Mailbox};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tern_types::{EnhancedStatus, ForwardPath, Mailbox};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
-use tracing::{Instrument as _, debug, info, info_span, warn};
+use tracing::{Instrument as _, info, info_span, warn};
 
 use crate::delivery::DeliveryHandle;
 use crate::mailauth::SignerHandle;
 use crate::metrics::{DestinationKind, DsnSent, metrics};
 
-/// How long to wait before looking at a message whose local delivery failed
-/// for a reason the spool does not schedule (e.g. it could not be opened).
+/// How long to wait before looking at a message whose pass could not run
+/// or whose results could not be recorded.
 const ERROR_RETRY: Duration = Duration::from_secs(60);
 
 /// Everything the queue manager needs.
@@ -130,100 +132,28 @@ const CACHE_SWEEP: Duration = Duration::from_secs(2);
 
 /// The delay-warning time used for a recipient that asked for delay
 /// notices explicitly (`NOTIFY=DELAY`) when `delay_warning_after` is off.
-pub const DEFAULT_DELAY_WARNING: Duration = Duration::from_secs(4 * 3600);
+pub const DEFAULT_DELAY_WARNING: Duration =
+    Duration::from_secs(tern_queue::scheduler::EXPLICIT_DELAY_WARNING);
 
-/// The notice kind recorded in the spool once a delay warning went out.
-const DELAY_NOTICE: &str = "delay";
+/// A pass's report to the loop, and where the scheduler's verdict goes.
+type Verdict = (QueueId, PassReport, oneshot::Sender<Ended>);
 
-/// Busy delivery slots per destination (see [`QueueManager::per_destination`]).
-#[derive(Debug)]
-struct DestinationSlots {
-    limit: usize,
-    busy: Mutex<HashMap<String, usize>>,
-}
-
-/// One busy slot; dropping it frees the slot.
-#[derive(Debug)]
-struct Slot {
-    slots: Arc<DestinationSlots>,
-    key: String,
-}
-
-impl DestinationSlots {
-    fn new(limit: usize) -> Arc<DestinationSlots> {
-        Arc::new(DestinationSlots {
-            limit: limit.max(1),
-            busy: Mutex::new(HashMap::new()),
-        })
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
-        self.busy
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// A slot for `key`, or `None` when all of its slots are busy.
-    fn try_acquire(self: &Arc<Self>, key: &str) -> Option<Slot> {
-        let mut busy = self.lock();
-        let n = busy.entry(key.to_owned()).or_insert(0);
-        if *n >= self.limit {
-            return None;
-        }
-        *n += 1;
-        Some(Slot {
-            slots: Arc::clone(self),
-            key: key.to_owned(),
-        })
-    }
-
-    /// How many slots of `key` are free now.
-    fn free(&self, key: &str) -> usize {
-        self.limit
-            .saturating_sub(self.lock().get(key).copied().unwrap_or(0))
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut busy = self.slots.lock();
-        if let Some(n) = busy.get_mut(&self.key) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                busy.remove(&self.key);
-            }
-        }
-    }
-}
-
-/// What the manager shares between passes.
-#[derive(Debug)]
-struct Shared {
-    slots: Arc<DestinationSlots>,
-    cache: Option<ConnectionCache>,
-}
-
-/// How one pass over a message ended.
-#[derive(Debug, Default)]
-struct PassEnd {
-    /// When to look at the message again; `None`: it left the queue.
-    next: Option<u64>,
-    /// Destinations that had no free slot: the message is looked at again
-    /// as soon as one of them frees a slot.
-    blocked: Vec<String>,
-}
-
-impl PassEnd {
-    fn at(next: u64) -> PassEnd {
-        PassEnd {
-            next: Some(next),
-            blocked: Vec::new(),
-        }
-    }
-
-    fn gone() -> PassEnd {
-        PassEnd::default()
-    }
+/// What the driver's tasks report to its loop.
+enum Done {
+    /// A message read from the spool (`None`: it is not there).
+    Loaded(QueueId, Option<ScheduledMessage>),
+    /// A message that could not be read now: read again later.
+    Unreadable(QueueId),
+    /// A pass could not run (no lease, the spool could not be read).
+    Failed(QueueId),
+    /// A pass is over, verdict carried out (`reload`: its results could
+    /// not all be recorded; the spool is read again later).
+    Finished(QueueId, bool),
+    /// A pass found the spool ahead of the scheduler (recipients it
+    /// records as final): the message is read again now.
+    Outdated(QueueId),
+    /// A delay warning that was due without a pass, and whether it went.
+    Warned(Notice, bool),
 }
 
 /// A queued message's bytes as a pass uses them: streamed from the spool
@@ -263,25 +193,43 @@ impl QueuedData {
     }
 }
 
-/// What one pass read from the spool (off the async threads).
-enum Loaded {
-    /// The message left the queue (delivered locally to everyone, deleted
-    /// or bounced by the administrator).
-    Gone(LocalReport),
-    /// It stays: where its data is, and its state.
-    Queued {
-        report: Box<LocalReport>,
-        envelope: Envelope,
-        data: QueuedData,
-        states: Vec<RecipientState>,
-        held: bool,
-        warned: BTreeSet<usize>,
-    },
+/// A message as a pass reads it from the spool: its envelope and data,
+/// and which recipients the spool records as final (never attempted
+/// again, whatever the scheduler remembers).
+struct Opened {
+    envelope: Envelope,
+    data: QueuedData,
+    done: BTreeSet<usize>,
+}
+
+/// What a pass attempted, for logging and notices once the scheduler has
+/// decided: per recipient, the host that answered and the reply.
+#[derive(Default)]
+struct Attempted {
+    /// Recipient index → (destination kind, answering host, reply text).
+    answers: BTreeMap<usize, (&'static str, Option<String>, String)>,
+}
+
+impl Attempted {
+    /// Takes the results of one LMTP or SMTP delivery (`via` names it for
+    /// the journal) into the pass's report.
+    fn add(&mut self, via: &'static str, done: &DomainResult, report: &mut PassReport) {
+        for (index, result) in &done.results {
+            self.answers
+                .insert(*index, (via, done.remote_mta.clone(), result.text()));
+            report.results.push(RecipientReport {
+                index: *index,
+                result: result.clone(),
+                dsn_passed_on: done.dsn_passed_on,
+            });
+        }
+    }
 }
 
 impl QueueManager {
-    /// Starts the manager: everything in the spool is due now, then new
-    /// submissions and retries as they come, until `shutdown` turns true.
+    /// Starts the manager: every message in the spool is read back and
+    /// scheduled, then new submissions and retries as they come, until
+    /// `shutdown` turns true.
     pub fn start(
         self,
         shutdown: watch::Receiver<bool>,
@@ -305,24 +253,51 @@ impl QueueManager {
         (handle, task)
     }
 
+    /// Where `rcpt` is delivered: decided once, here, for every step of
+    /// the queue. A local mailbox of an LMTP domain goes to its LMTP
+    /// server, another local mailbox to its Maildir, anything else to the
+    /// mail exchangers of its domain (or the smarthost, which
+    /// [`destination_key`] names for every domain).
+    pub fn route(&self, rcpt: &Recipient) -> Destination {
+        match &rcpt.mailbox {
+            Some(mailbox) if self.lmtp.contains_key(mailbox_domain(mailbox)) => {
+                Destination::Lmtp(mailbox_domain(mailbox).to_owned())
+            }
+            Some(_) => Destination::Maildir,
+            None => Destination::Remote(destination_key(
+                &self.outbound,
+                &remote_domain(&rcpt.address),
+            )),
+        }
+    }
+
+    /// The driver loop: waits for the scheduler's next wake-up, a new
+    /// message or admin wake-up, or the end of a task, and feeds the
+    /// scheduler; starts what it says is due.
     async fn run(
         self,
         mut rx: mpsc::UnboundedReceiver<QueueId>,
         handle: DeliveryHandle,
         mut shutdown: watch::Receiver<bool>,
     ) {
-        let limit = Arc::new(Semaphore::new(self.concurrency.max(1)));
-        let mut running: JoinSet<(QueueId, PassEnd)> = JoinSet::new();
-        let mut in_flight: HashSet<QueueId> = HashSet::new();
-        // Messages waiting for their next attempt: id → due (Unix seconds).
-        let mut waiting: HashMap<QueueId, u64> = HashMap::new();
-        // Messages waiting for a slot at a destination.
-        let mut blocked: HashMap<String, HashSet<QueueId>> = HashMap::new();
-        let shared = Arc::new(Shared {
-            slots: DestinationSlots::new(self.per_destination),
-            cache: (!self.connection_reuse.is_zero())
-                .then(|| ConnectionCache::new(self.connection_reuse, self.per_destination)),
+        let mut scheduler = Scheduler::new(SchedulerConfig {
+            schedule: self.schedule.clone(),
+            concurrency: self.concurrency,
+            per_destination: self.per_destination,
+            idle_retry: ERROR_RETRY.as_secs(),
         });
+        let cache = (!self.connection_reuse.is_zero()).then(|| {
+            Arc::new(ConnectionCache::new(
+                self.connection_reuse,
+                self.per_destination,
+            ))
+        });
+        let mut tasks: JoinSet<Done> = JoinSet::new();
+        // Reads put off after an error; dropped at shutdown.
+        let mut later: JoinSet<Done> = JoinSet::new();
+        let (verdict_tx, mut verdicts) = mpsc::unbounded_channel::<Verdict>();
+        // Messages re-announced while a pass ran: read again at its end.
+        let mut stale: HashSet<QueueId> = HashSet::new();
         let mut sweep = tokio::time::interval(CACHE_SWEEP);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let me = Arc::new(self);
@@ -331,383 +306,606 @@ impl QueueManager {
                 break;
             }
             let now = unix_now();
-            // Start every due message we have room for.
-            let due: Vec<QueueId> = waiting
-                .iter()
-                .filter(|(id, at)| **at <= now && !in_flight.contains(*id))
-                .map(|(id, _)| id.clone())
-                .collect();
-            for id in due {
-                let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
-                    break;
-                };
-                waiting.remove(&id);
-                in_flight.insert(id.clone());
-                let (me, handle, shared) = (Arc::clone(&me), handle.clone(), Arc::clone(&shared));
-                running.spawn(async move {
-                    let _permit = permit;
-                    let end = me.process(&id, &handle, &shared).await;
-                    (id, end)
+            let due = scheduler.due(now);
+            for notice in due.notices {
+                let me = Arc::clone(&me);
+                let handle = handle.clone();
+                tasks.spawn(async move {
+                    let sent = me.warn_without_pass(&notice, &handle).await;
+                    Done::Warned(notice, sent)
                 });
             }
-            let sleep = waiting
-                .values()
-                .min()
-                .map(|at| {
-                    Duration::from_secs(at.saturating_sub(now)).max(Duration::from_millis(50))
-                })
+            for pass in due.passes {
+                let (me, handle, cache) = (Arc::clone(&me), handle.clone(), cache.clone());
+                let verdicts = verdict_tx.clone();
+                tasks
+                    .spawn(async move { me.pass(pass, verdicts, &handle, cache.as_deref()).await });
+            }
+            let sleep = scheduler
+                .next_wakeup()
+                .map(|at| Duration::from_secs(at.saturating_sub(now)))
                 .unwrap_or(Duration::from_secs(3600))
-                .min(Duration::from_secs(60));
+                .clamp(Duration::from_millis(50), Duration::from_secs(60));
             tokio::select! {
                 _ = shutdown.changed() => break,
-                Some(done) = running.join_next(), if !running.is_empty() => {
-                    if let Ok((id, end)) = done {
-                        in_flight.remove(&id);
-                        for key in end.blocked {
-                            blocked.entry(key).or_default().insert(id.clone());
+                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                    let Ok(done) = done else { continue };
+                    let now = unix_now();
+                    match done {
+                        Done::Loaded(id, Some(message)) => scheduler.submit(id, message, now),
+                        Done::Loaded(id, None) => scheduler.remove(&id),
+                        Done::Unreadable(id) => {
+                            let me = Arc::clone(&me);
+                            later.spawn(async move {
+                                tokio::time::sleep(ERROR_RETRY).await;
+                                me.read(id).await
+                            });
                         }
-                        if let Some(at) = end.next {
-                            waiting.insert(id, at);
+                        Done::Failed(id) => scheduler.pass_failed(&id, now),
+                        Done::Finished(id, reload) => {
+                            if reload {
+                                scheduler.remove(&id);
+                                let me = Arc::clone(&me);
+                                later.spawn(async move {
+                                    tokio::time::sleep(ERROR_RETRY).await;
+                                    me.read(id).await
+                                });
+                            } else if stale.remove(&id) {
+                                let me = Arc::clone(&me);
+                                tasks.spawn(async move { me.read(id).await });
+                            }
                         }
-                    }
-                    // A pass ended, so slots may have freed: wake as many
-                    // of the messages waiting for them as there are free
-                    // slots (not all: a thousand messages parked on one
-                    // busy domain must not all be read again each time).
-                    for (key, ids) in blocked.iter_mut() {
-                        let free = shared.slots.free(key);
-                        if free == 0 {
-                            continue;
+                        Done::Outdated(id) => {
+                            stale.remove(&id);
+                            let me = Arc::clone(&me);
+                            tasks.spawn(async move { me.read(id).await });
                         }
-                        let wake: Vec<QueueId> = ids.iter().take(free).cloned().collect();
-                        for id in wake {
-                            ids.remove(&id);
-                            if let Some(at) = waiting.get_mut(&id) {
-                                *at = 0;
+                        Done::Warned(notice, sent) => {
+                            if !sent {
+                                scheduler.notice_not_sent(&notice);
                             }
                         }
                     }
-                    blocked.retain(|_, ids| !ids.is_empty());
                 }
+                Some((id, report, reply)) = verdicts.recv() => {
+                    let _ = reply.send(scheduler.pass_ended(&id, report, unix_now()));
+                }
+                Some(Ok(done)) = later.join_next(), if !later.is_empty() => match done {
+                    Done::Loaded(id, Some(message)) => scheduler.submit(id, message, unix_now()),
+                    Done::Loaded(id, None) => scheduler.remove(&id),
+                    Done::Unreadable(id) => {
+                        let me = Arc::clone(&me);
+                        later.spawn(async move {
+                            tokio::time::sleep(ERROR_RETRY).await;
+                            me.read(id).await
+                        });
+                    }
+                    // Only reads are put off.
+                    _ => {}
+                },
                 Some(id) = rx.recv() => {
-                    if !in_flight.contains(&id) {
-                        waiting.insert(id, 0);
+                    if scheduler.is_running(&id) {
+                        stale.insert(id);
+                    } else {
+                        let me = Arc::clone(&me);
+                        tasks.spawn(async move { me.read(id).await });
                     }
                 }
                 _ = sweep.tick() => {
-                    if let Some(cache) = &shared.cache {
+                    if let Some(cache) = &cache {
                         cache.sweep().await;
                     }
                 }
                 _ = tokio::time::sleep(sleep) => {}
             }
         }
-        // In-flight attempts finish (their results are persisted); what is
-        // left waiting is resumed from the spool at the next start.
-        while running.join_next().await.is_some() {}
-        if let Some(cache) = &shared.cache {
+        // Running passes finish (their results are persisted); what is
+        // left is resumed from the spool at the next start.
+        later.abort_all();
+        loop {
+            tokio::select! {
+                Some((id, report, reply)) = verdicts.recv() => {
+                    let _ = reply.send(scheduler.pass_ended(&id, report, unix_now()));
+                }
+                next = tasks.join_next() => if next.is_none() { break },
+            }
+        }
+        if let Some(cache) = &cache {
             cache.close_all().await;
         }
     }
 
-    /// One pass over one message: local Maildirs, then LMTP and remote
-    /// destinations, then the notices. The spool's delivery lease is held
-    /// for the whole pass, so `tern queue delete|bounce` wait for it.
-    async fn process(&self, id: &QueueId, handle: &DeliveryHandle, shared: &Shared) -> PassEnd {
-        let Some(lease) = self.spool.lease(id) else {
-            // Another agent (the admin socket) is working on it.
-            return PassEnd::at(unix_now() + 1);
-        };
-        let loaded = {
-            let (spool, store, hostname) = (
-                self.spool.clone(),
-                Arc::clone(&self.store),
-                self.hostname.clone(),
-            );
-            let lmtp: HashSet<String> = self.lmtp.keys().cloned().collect();
-            tokio::task::spawn_blocking(move || {
-                let r = load(&spool, &store, &hostname, &lease, &lmtp);
-                (lease, r)
-            })
-            .await
-        };
-        let (lease, loaded) = match loaded {
-            Ok((lease, Ok(l))) => (lease, l),
-            Ok((_, Err(e))) => {
-                warn!(queue_id = %id, error = %e, "delivery failed; will retry");
-                return PassEnd::at(unix_now() + ERROR_RETRY.as_secs());
+    // -------------------------------------------------------- Spool access
+    //
+    // Every read and write of the spool by the driver goes through these.
+
+    /// Reads message `id` back for the scheduler: envelope, recipient
+    /// states, hold flag and delay warnings sent, routed.
+    async fn read(self: Arc<Self>, id: QueueId) -> Done {
+        let me = Arc::clone(&self);
+        let id2 = id.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let message = me.spool.open_message(&id2)?;
+            let state = me
+                .spool
+                .message_state(&id2, message.envelope.recipients.len())?;
+            Ok::<_, tern_queue::SpoolError>(ScheduledMessage::from_spool(
+                &message.envelope,
+                state,
+                |r| me.route(r),
+            ))
+        })
+        .await;
+        match read {
+            Ok(Ok(message)) => Done::Loaded(id, Some(message)),
+            Ok(Err(e)) if e.is_not_found() => Done::Loaded(id, None),
+            Ok(Err(e)) => {
+                warn!(queue_id = %id, error = %e, "cannot read a queued message; will retry");
+                Done::Unreadable(id)
             }
             Err(e) => {
-                warn!(queue_id = %id, error = %e, "delivery task died; will retry");
-                return PassEnd::at(unix_now() + ERROR_RETRY.as_secs());
-            }
-        };
-        let (report, envelope, data, mut states, held, warned) = match loaded {
-            Loaded::Gone(report) => {
-                log_local(&self.journal, id, &report);
-                drop(lease);
-                self.success_notice_local(id, &report, handle).await;
-                return PassEnd::gone();
-            }
-            Loaded::Queued {
-                report,
-                envelope,
-                data,
-                states,
-                held,
-                warned,
-            } => (report, envelope, data, states, held, warned),
-        };
-        log_local(&self.journal, id, &report);
-        let now = unix_now();
-        let mut updates: Vec<(usize, RecipientState)> = Vec::new();
-        let mut blocked: Vec<String> = Vec::new();
-        // Successes to report (NOTIFY=SUCCESS): (kind, recipient).
-        let mut successes: Vec<(DsnKind, DsnRecipient)> = Vec::new();
-        for (index, _) in &report.delivered {
-            if let Some(rcpt) = envelope.recipients.get(*index)
-                && should_notify(rcpt, DsnKind::Success)
-            {
-                successes.push((
-                    DsnKind::Success,
-                    success_recipient(rcpt, DsnAction::Delivered, None, None, now),
-                ));
+                warn!(queue_id = %id, error = %e, "cannot read a queued message; will retry");
+                Done::Unreadable(id)
             }
         }
+    }
 
-        // Local recipients that failed this time are scheduled like remote ones.
-        for (index, address, error) in &report.deferred {
-            let state = states
-                .get(*index)
-                .cloned()
-                .unwrap_or(RecipientState::Pending);
-            let next = on_result(
-                &state,
-                &AttemptResult::Temporary(error.clone()),
-                &self.schedule,
-                envelope.received_at,
-                now,
-            );
-            journal_state(&self.journal, id, address, &next, None, "mailbox");
-            updates.push((*index, next));
-        }
+    /// Opens message `id` for a pass: its envelope and the start of its data.
+    async fn open(&self, id: &QueueId) -> Result<Option<Opened>, String> {
+        let (spool, id) = (self.spool.clone(), id.clone());
+        tokio::task::spawn_blocking(move || {
+            let message = match spool.open_message(&id) {
+                Ok(m) => m,
+                Err(e) if e.is_not_found() => return Ok(None),
+                Err(e) => return Err(e.to_string()),
+            };
+            let mut head = Vec::new();
+            let reader = message.reader().map_err(|e| e.to_string())?;
+            std::io::Read::read_to_end(&mut std::io::Read::take(reader, NOTICE_HEAD), &mut head)
+                .map_err(|e| e.to_string())?;
+            let state = match spool.message_state(&id, message.envelope.recipients.len()) {
+                Ok(state) => state,
+                Err(e) if e.is_not_found() => return Ok(None),
+                Err(e) => return Err(e.to_string()),
+            };
+            let done = state
+                .states
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.is_final())
+                .map(|(i, _)| i)
+                .collect();
+            Ok(Some(Opened {
+                done,
+                data: QueuedData {
+                    path: message.path().to_owned(),
+                    len: message.data_len(),
+                    head,
+                },
+                envelope: message.envelope.clone(),
+            }))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
 
-        if !held && !self.lmtp.is_empty() {
-            self.deliver_lmtp(
-                id,
-                &envelope,
-                &data,
-                &states,
-                now,
-                shared,
-                &mut updates,
-                &mut blocked,
-                &mut successes,
-            )
-            .await;
-        }
-
-        if !held && let Some(resolver) = &self.resolver {
-            let mut by_domain: HashMap<String, Vec<RemoteRecipient>> = HashMap::new();
-            for (index, rcpt) in envelope.recipients.iter().enumerate() {
-                let state = states
-                    .get(index)
-                    .cloned()
-                    .unwrap_or(RecipientState::Pending);
-                if rcpt.mailbox.is_some() || state.is_final() || !state.is_due(now) {
-                    continue;
+    /// Delivers the Maildir recipients in `mailboxes` (local delivery
+    /// records each done itself, and removes the message when nothing is
+    /// left; see [`tern_delivery::local`]). The lease is handed back; `None`
+    /// when the blocking task died (and the lease with it).
+    async fn deliver_maildirs(
+        &self,
+        lease: DeliveryLease,
+        mailboxes: HashSet<String>,
+    ) -> Option<(DeliveryLease, Result<LocalReport, String>)> {
+        let (spool, store, hostname) = (
+            self.spool.clone(),
+            Arc::clone(&self.store),
+            self.hostname.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let skip = |mailbox: &str| !mailboxes.contains(mailbox);
+            let report = deliver_local_leased(&spool, &store, &hostname, &lease, &skip)
+                .map_err(|e| e.to_string());
+            if let Ok(report) = &report {
+                // IDLE sessions of the recipients see their new mail at once.
+                for (_, mailbox) in &report.delivered {
+                    store.notify_external(mailbox);
                 }
-                let domain = rcpt
-                    .address
-                    .rsplit_once('@')
-                    .map(|(_, d)| d.to_ascii_lowercase())
-                    .unwrap_or_default();
-                by_domain.entry(domain).or_default().push(RemoteRecipient {
-                    index,
-                    address: rcpt.address.clone(),
-                    notify: rcpt.notify.clone(),
-                    orcpt: rcpt.orcpt.clone(),
-                });
             }
-            let msg = outbound_message(&envelope, data.message());
-            for (domain, rcpts) in by_domain {
-                let key = destination_key(&self.outbound, &domain);
-                let Some(_slot) = shared.slots.try_acquire(&key) else {
-                    debug!(queue_id = %id, destination = %key, "destination busy; waiting for a slot");
-                    if !blocked.contains(&key) {
-                        blocked.push(key);
-                    }
-                    continue;
-                };
-                let seed = now ^ (rcpts.len() as u64).rotate_left(17) ^ id.as_str().len() as u64;
-                let result = deliver_to_domain_cached(
-                    &self.outbound,
-                    resolver.as_ref(),
-                    &domain,
-                    &msg,
-                    &rcpts,
-                    seed,
-                    shared.cache.as_ref(),
-                )
-                // The driver's own log lines (connecting, TLS, replies)
-                // carry the queue id through this span.
-                .instrument(info_span!("outbound", queue_id = %id))
+            (lease, report)
+        })
+        .await
+        .ok()
+    }
+
+    /// Records the recipients' new states; `Ok(false)` when the message is
+    /// no longer in the spool.
+    async fn record(&self, id: &QueueId, states: Vec<(usize, RecipientState)>) -> Result<bool, ()> {
+        if states.is_empty() {
+            return Ok(true);
+        }
+        let (spool, id) = (self.spool.clone(), id.clone());
+        match tokio::task::spawn_blocking(move || spool.record_states(&id, &states)).await {
+            Ok(Ok(())) => Ok(true),
+            Ok(Err(tern_queue::SpoolError::NotFound(_))) => Ok(false),
+            _ => Err(()),
+        }
+    }
+
+    /// Removes message `id` (every recipient final); when that fails,
+    /// records `unrecorded` instead, so that a retry does not deliver again.
+    async fn remove(&self, id: &QueueId, unrecorded: Vec<(usize, RecipientState)>) -> bool {
+        let (spool, id) = (self.spool.clone(), id.clone());
+        let removed = tokio::task::spawn_blocking(move || {
+            let removed = spool.remove(&id);
+            if removed.is_err() && !unrecorded.is_empty() {
+                let _ = spool.record_states(&id, &unrecorded);
+            }
+            removed
+        })
+        .await;
+        matches!(removed, Ok(Ok(())))
+    }
+
+    /// Records that the delay warning in `notice` went out.
+    async fn record_warned(&self, notice: &Notice) {
+        let (spool, id, list) = (
+            self.spool.clone(),
+            notice.id.clone(),
+            notice.recipients.clone(),
+        );
+        let recorded =
+            tokio::task::spawn_blocking(move || spool.record_notices(&id, &list, DELAY_NOTICE))
                 .await;
-                for (index, attempt) in result.results {
-                    let state = states
-                        .get(index)
-                        .cloned()
-                        .unwrap_or(RecipientState::Pending);
-                    let next =
-                        on_result(&state, &attempt, &self.schedule, envelope.received_at, now);
-                    log_remote(
-                        &self.journal,
-                        id,
-                        &envelope.recipients[index].address,
-                        &next,
-                        result.remote_mta.as_deref(),
-                        if self.outbound.smarthost.is_some() {
-                            "smarthost"
-                        } else {
-                            "remote"
-                        },
-                    );
-                    // Relayed (RFC 3464 2.3.3): the next hop took it and
-                    // will not report on it, so this is the last word.
-                    if let (RecipientState::Delivered { reply, .. }, false) =
-                        (&next, result.dsn_passed_on)
-                        && let Some(rcpt) = envelope.recipients.get(index)
-                        && should_notify(rcpt, DsnKind::Relayed)
-                    {
-                        successes.push((
-                            DsnKind::Relayed,
-                            success_recipient(
-                                rcpt,
-                                DsnAction::Relayed,
-                                result.remote_mta.clone(),
-                                Some(reply.clone()),
-                                now,
-                            ),
-                        ));
+        if !matches!(recorded, Ok(Ok(()))) {
+            warn!(queue_id = %notice.id, "cannot record that the delay warning was sent");
+        }
+    }
+
+    /// The spool's delivery lease on `id`, waiting up to a second for the
+    /// end of the previous pass's bookkeeping or an admin command.
+    async fn wait_lease(&self, id: &QueueId) -> Option<DeliveryLease> {
+        for _ in 0..50 {
+            if let Some(lease) = self.spool.lease(id) {
+                return Some(lease);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
+
+    // -------------------------------------------------------- A pass
+
+    /// One pass over `pass.id`: the attempts the scheduler asked for, its
+    /// verdict on them ([`Scheduler::pass_ended`], asked through
+    /// `verdicts`), then the verdict carried out — record, notices,
+    /// removal — all under the spool's delivery lease.
+    async fn pass(
+        self: Arc<Self>,
+        pass: Pass,
+        verdicts: mpsc::UnboundedSender<Verdict>,
+        handle: &DeliveryHandle,
+        cache: Option<&ConnectionCache>,
+    ) -> Done {
+        let id = pass.id.clone();
+        let Some(mut lease) = self.wait_lease(&id).await else {
+            // Another agent (the admin socket) is working on it.
+            return Done::Failed(id);
+        };
+        let mut report = PassReport::default();
+        let opened = match self.open(&id).await {
+            Ok(Some(opened)) => opened,
+            Ok(None) => {
+                report.gone = true;
+                let _ = self.verdict(&verdicts, &id, report).await;
+                return Done::Finished(id, false);
+            }
+            Err(e) => {
+                warn!(queue_id = %id, error = %e, "delivery failed; will retry");
+                return Done::Failed(id);
+            }
+        };
+        let (envelope, data) = (&opened.envelope, &opened.data);
+        let now = unix_now();
+        let mut attempted = Attempted::default();
+        let msg = outbound_message(envelope, data.message());
+        let mut outdated = false;
+        for mut group in pass.groups {
+            // The spool is the record: a recipient it has as final is done
+            // (and the scheduler is told by reading the message again).
+            let before = group.recipients.len();
+            group.recipients.retain(|i| !opened.done.contains(i));
+            outdated |= group.recipients.len() != before;
+            if group.recipients.is_empty() {
+                continue;
+            }
+            match &group.destination {
+                Destination::Maildir => {
+                    let mailboxes = group
+                        .recipients
+                        .iter()
+                        .filter_map(|&i| envelope.recipients.get(i)?.mailbox.clone())
+                        .collect();
+                    let Some((back, local)) = self.deliver_maildirs(lease, mailboxes).await else {
+                        warn!(queue_id = %id, "delivery task died; will retry");
+                        return Done::Failed(id);
+                    };
+                    lease = back;
+                    let local = match local {
+                        Ok(local) => local,
+                        Err(e) => {
+                            warn!(queue_id = %id, error = %e, "delivery failed; will retry");
+                            return Done::Failed(id);
+                        }
+                    };
+                    log_local(&self.journal, &id, &local);
+                    report
+                        .stored
+                        .extend(local.delivered.iter().map(|(index, _)| *index));
+                    for (index, _, error) in &local.deferred {
+                        report.results.push(RecipientReport {
+                            index: *index,
+                            result: AttemptResult::Deferred(Answer::Local(error.clone())),
+                            dsn_passed_on: false,
+                        });
+                        attempted
+                            .answers
+                            .insert(*index, ("mailbox", None, error.to_string()));
                     }
-                    updates.push((index, next));
+                    report.gone = local.removed || local.skipped;
+                }
+                Destination::Lmtp(_) | Destination::Remote(_) if report.gone => {}
+                Destination::Lmtp(domain) => {
+                    let Some(target) = self.lmtp.get(domain) else {
+                        continue;
+                    };
+                    let rcpts: Vec<RemoteRecipient> = group
+                        .recipients
+                        .iter()
+                        .filter_map(|&index| {
+                            let r = envelope.recipients.get(index)?;
+                            Some(RemoteRecipient {
+                                index,
+                                address: r.mailbox.clone()?,
+                                notify: r.notify.clone(),
+                                orcpt: r.orcpt.clone(),
+                            })
+                        })
+                        .collect();
+                    let done = deliver_lmtp(
+                        target,
+                        &self.outbound.helo_name,
+                        &msg,
+                        &rcpts,
+                        &self.outbound.timeouts,
+                    )
+                    .instrument(info_span!("lmtp", queue_id = %id))
+                    .await;
+                    attempted.add("lmtp", &done, &mut report);
+                }
+                Destination::Remote(_) => {
+                    let Some(resolver) = &self.resolver else {
+                        // No remote delivery: the recipients wait.
+                        continue;
+                    };
+                    let mut by_domain: BTreeMap<String, Vec<RemoteRecipient>> = BTreeMap::new();
+                    for &index in &group.recipients {
+                        let Some(r) = envelope.recipients.get(index) else {
+                            continue;
+                        };
+                        by_domain
+                            .entry(remote_domain(&r.address))
+                            .or_default()
+                            .push(RemoteRecipient {
+                                index,
+                                address: r.address.clone(),
+                                notify: r.notify.clone(),
+                                orcpt: r.orcpt.clone(),
+                            });
+                    }
+                    let via = if self.outbound.smarthost.is_some() {
+                        "smarthost"
+                    } else {
+                        "remote"
+                    };
+                    for (domain, rcpts) in by_domain {
+                        let seed =
+                            now ^ (rcpts.len() as u64).rotate_left(17) ^ id.as_str().len() as u64;
+                        let done = deliver_to_domain_cached(
+                            &self.outbound,
+                            resolver.as_ref(),
+                            &domain,
+                            &msg,
+                            &rcpts,
+                            seed,
+                            cache,
+                        )
+                        // The driver's own log lines (connecting, TLS,
+                        // replies) carry the queue id through this span.
+                        .instrument(info_span!("outbound", queue_id = %id))
+                        .await;
+                        attempted.add(via, &done, &mut report);
+                    }
                 }
             }
         }
+        let gone = report.gone;
+        let Some(ended) = self.verdict(&verdicts, &id, report).await else {
+            return Done::Finished(id, false);
+        };
+        let reload = self
+            .carry_out(&id, ended, &opened, &attempted, gone, now, handle)
+            .await;
+        drop(lease);
+        if outdated && !reload && !gone {
+            return Done::Outdated(id);
+        }
+        Done::Finished(id, reload)
+    }
 
+    /// Asks the loop for the scheduler's verdict on `report`; `None` when
+    /// the loop is gone.
+    async fn verdict(
+        &self,
+        verdicts: &mpsc::UnboundedSender<Verdict>,
+        id: &QueueId,
+        report: PassReport,
+    ) -> Option<Ended> {
+        let (tx, rx) = oneshot::channel();
+        verdicts.send((id.clone(), report, tx)).ok()?;
+        rx.await.ok()
+    }
+
+    /// Carries out the scheduler's verdict on a pass, in order: log and
+    /// record the new states, queue the notices, remove the message when
+    /// every recipient is final. Returns `true` when the spool could not
+    /// be updated and the message must be read again later.
+    #[allow(clippy::too_many_arguments)]
+    async fn carry_out(
+        &self,
+        id: &QueueId,
+        ended: Ended,
+        opened: &Opened,
+        attempted: &Attempted,
+        gone: bool,
+        now: u64,
+        handle: &DeliveryHandle,
+    ) -> bool {
+        let (envelope, data) = (&opened.envelope, &opened.data);
+        for (index, state) in &ended.record {
+            let Some(rcpt) = envelope.recipients.get(*index) else {
+                continue;
+            };
+            match attempted.answers.get(index) {
+                Some(("mailbox", ..)) => {
+                    journal_state(&self.journal, id, &rcpt.address, state, None, "mailbox")
+                }
+                Some((via, mta, _)) => {
+                    log_remote(&self.journal, id, &rcpt.address, state, mta.as_deref(), via)
+                }
+                None => log_remote(&self.journal, id, &rcpt.address, state, None, "remote"),
+            }
+        }
         // When this pass delivered every recipient still open, removing
         // the message below records that (one directory fsync), so the
         // state records are not written only to be deleted. A crash
         // before the removal is durable repeats the delivery, exactly as a
         // crash between the next hop's 250 and a state record would.
-        let finishes = !updates.is_empty()
-            && updates
+        let finishes = ended.remove
+            && !ended.record.is_empty()
+            && ended
+                .record
                 .iter()
-                .all(|(_, s)| matches!(s, RecipientState::Delivered { .. }))
-            && states
-                .iter()
-                .enumerate()
-                .all(|(i, s)| s.is_final() || updates.iter().any(|(index, _)| *index == i));
-        let mut unrecorded: Vec<(usize, RecipientState)> = Vec::new();
-        if finishes {
-            for (index, state) in &updates {
-                if let Some(slot) = states.get_mut(*index) {
-                    *slot = state.clone();
+                .all(|(_, s)| matches!(s, RecipientState::Delivered { .. }));
+        let unrecorded = if finishes {
+            ended.record.clone()
+        } else {
+            match self.record(id, ended.record.clone()).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    info!(queue_id = %id, "message left the queue during the attempt");
+                    return false;
+                }
+                Err(()) => {
+                    warn!(queue_id = %id, "cannot record delivery results; will retry");
+                    return true;
                 }
             }
-            unrecorded = std::mem::take(&mut updates);
-        }
-        if !updates.is_empty() {
-            let spool = self.spool.clone();
-            let (id2, list) = (id.clone(), updates.clone());
-            let recorded =
-                tokio::task::spawn_blocking(move || spool.record_states(&id2, &list)).await;
-            if let Ok(Err(tern_queue::SpoolError::NotFound(_))) = recorded {
-                info!(queue_id = %id, "message left the queue during the attempt");
-                return PassEnd::gone();
-            }
-            if !matches!(recorded, Ok(Ok(()))) {
-                warn!(queue_id = %id, "cannot record delivery results; will retry");
-                return PassEnd::at(unix_now() + ERROR_RETRY.as_secs());
-            }
-            for (index, state) in &updates {
-                if let Some(slot) = states.get_mut(*index) {
-                    *slot = state.clone();
+            Vec::new()
+        };
+        for notice in &ended.notices {
+            match notice.kind {
+                NoticeKind::Failure => {
+                    let updates: Vec<(usize, RecipientState)> = notice
+                        .recipients
+                        .iter()
+                        .copied()
+                        .zip(notice.states.iter().cloned())
+                        .collect();
+                    // The notice may return the whole message: read it now.
+                    match data.read_all().await {
+                        Ok(full) => self.bounce(id, envelope, &full, &updates, handle).await,
+                        Err(e) => {
+                            warn!(queue_id = %id, error = %e, "cannot read the message for its failure notice; sending the headers");
+                            self.bounce(id, envelope, &data.head, &updates, handle)
+                                .await;
+                        }
+                    }
                 }
-            }
-            let failed = updates.iter().any(|(_, s)| {
-                matches!(
-                    s,
-                    RecipientState::Failed { .. } | RecipientState::Expired { .. }
-                )
-            });
-            if failed {
-                // The notice may return the whole message: read it now.
-                match data.read_all().await {
-                    Ok(full) => self.bounce(id, &envelope, &full, &updates, handle).await,
-                    Err(e) => {
-                        warn!(queue_id = %id, error = %e, "cannot read the message for its failure notice; sending the headers");
-                        self.bounce(id, &envelope, &data.head, &updates, handle)
-                            .await;
+                NoticeKind::Success | NoticeKind::Relayed => {
+                    let (kind, action) = if notice.kind == NoticeKind::Success {
+                        (DsnKind::Success, DsnAction::Delivered)
+                    } else {
+                        (DsnKind::Relayed, DsnAction::Relayed)
+                    };
+                    let list = notice
+                        .recipients
+                        .iter()
+                        .filter_map(|i| {
+                            let rcpt = envelope.recipients.get(*i)?;
+                            Some(match attempted.answers.get(i) {
+                                Some((_, mta, reply)) => success_recipient(
+                                    rcpt,
+                                    action,
+                                    mta.clone(),
+                                    Some(reply.clone()),
+                                    now,
+                                ),
+                                None => success_recipient(rcpt, action, None, None, now),
+                            })
+                        })
+                        .collect();
+                    self.notify(id, kind, envelope, &data.head, list, handle)
+                        .await;
+                }
+                NoticeKind::Delay => {
+                    if self
+                        .delay_warning(id, envelope, &data.head, notice, now, handle)
+                        .await
+                    {
+                        self.record_warned(notice).await;
                     }
                 }
             }
         }
-        for kind in [DsnKind::Success, DsnKind::Relayed] {
-            let list: Vec<DsnRecipient> = successes
-                .iter()
-                .filter(|(k, _)| *k == kind)
-                .map(|(_, r)| r.clone())
-                .collect();
-            self.notify(id, kind, &envelope, &data.head, list, handle)
-                .await;
+        if gone || !ended.remove {
+            return false;
         }
-        if !held {
-            self.delay_warnings(id, &envelope, &data.head, &states, &warned, now, handle)
-                .await;
+        if self.remove(id, unrecorded).await {
+            info!(queue_id = %id, "removed from queue: all recipients done");
+            false
+        } else {
+            true
         }
+    }
 
-        // Done with this message? Every recipient final → remove.
-        let all_final = envelope
-            .recipients
-            .iter()
-            .enumerate()
-            .all(|(i, _)| states.get(i).is_some_and(RecipientState::is_final));
-        if all_final {
-            let spool = self.spool.clone();
-            let id2 = id.clone();
-            let removed = tokio::task::spawn_blocking(move || {
-                let removed = spool.remove(&id2);
-                if removed.is_err() && !unrecorded.is_empty() {
-                    // Not removed: keep the results, so the retry does not
-                    // deliver again.
-                    let _ = spool.record_states(&id2, &unrecorded);
-                }
-                removed
-            })
-            .await;
-            if let Ok(Ok(())) = removed {
-                info!(queue_id = %id, "removed from queue: all recipients done");
-                return PassEnd::gone();
+    /// A delay warning that came due without a pass: reads what it needs
+    /// and sends it; `false` when it could not be queued.
+    async fn warn_without_pass(&self, notice: &Notice, handle: &DeliveryHandle) -> bool {
+        let opened = match self.open(&notice.id).await {
+            Ok(Some(opened)) => opened,
+            // Gone: nobody is owed anything any more.
+            Ok(None) => return true,
+            Err(e) => {
+                warn!(queue_id = %notice.id, error = %e, "cannot read the message for its delay warning");
+                return false;
             }
-            return PassEnd::at(now + ERROR_RETRY.as_secs());
+        };
+        let sent = self
+            .delay_warning(
+                &notice.id,
+                &opened.envelope,
+                &opened.data.head,
+                notice,
+                unix_now(),
+                handle,
+            )
+            .await;
+        if sent {
+            self.record_warned(notice).await;
         }
-        if held {
-            // Held messages are looked at again when released (`flush`).
-            return PassEnd::at(now + 3600);
-        }
-        let next = states
-            .iter()
-            .filter_map(|s| match s {
-                RecipientState::Deferred { next_attempt, .. } => Some(*next_attempt),
-                RecipientState::Pending => Some(now + ERROR_RETRY.as_secs()),
-                _ => None,
-            })
-            .min();
-        PassEnd {
-            next: Some(next.unwrap_or(now + ERROR_RETRY.as_secs())),
-            blocked,
-        }
+        sent
     }
 
     /// Queues one failure DSN for the recipients that just failed or
@@ -819,57 +1017,25 @@ impl QueueManager {
         self.queue(id, notice, kind, handle).await;
     }
 
-    /// The success notice for local deliveries of a message that has
-    /// already left the queue (its source was kept by the local delivery).
-    async fn success_notice_local(
-        &self,
-        id: &QueueId,
-        report: &LocalReport,
-        handle: &DeliveryHandle,
-    ) {
-        let Some(source) = &report.notice_source else {
-            return;
-        };
-        let now = unix_now();
-        let recipients: Vec<DsnRecipient> = report
-            .delivered
-            .iter()
-            .filter_map(|(index, _)| source.envelope.recipients.get(*index))
-            .filter(|r| should_notify(r, DsnKind::Success))
-            .map(|r| success_recipient(r, DsnAction::Delivered, None, None, now))
-            .collect();
-        self.notify(
-            id,
-            DsnKind::Success,
-            &source.envelope,
-            &source.head,
-            recipients,
-            handle,
-        )
-        .await;
-    }
-
-    /// Sends the delay warning for the recipients that are due one (see
-    /// [`delay_warning_due`]) and records it, so it goes out once.
-    #[allow(clippy::too_many_arguments)]
-    async fn delay_warnings(
+    /// Sends the delay warning `notice` chose; `false` when it could not be
+    /// queued (it is owed again at the next look). Recording it is the
+    /// caller's, after this returns `true`: a crash in between may repeat
+    /// a warning, never lose one.
+    async fn delay_warning(
         &self,
         id: &QueueId,
         envelope: &Envelope,
         original: &[u8],
-        states: &[RecipientState],
-        warned: &BTreeSet<usize>,
+        notice: &Notice,
         now: u64,
         handle: &DeliveryHandle,
-    ) {
-        let due = delay_warning_due(envelope, states, warned, &self.schedule, now);
-        if due.is_empty() {
-            return;
-        }
+    ) -> bool {
         let until = self.schedule.expires_at(envelope.received_at);
-        let recipients: Vec<DsnRecipient> = due
+        let recipients: Vec<DsnRecipient> = notice
+            .recipients
             .iter()
-            .filter_map(|&i| Some((envelope.recipients.get(i)?, states.get(i)?)))
+            .zip(&notice.states)
+            .filter_map(|(&i, state)| Some((envelope.recipients.get(i)?, state)))
             .map(|(rcpt, state)| {
                 let error = match state {
                     RecipientState::Deferred { last_error, .. } => last_error.clone(),
@@ -879,7 +1045,7 @@ impl QueueManager {
                     final_recipient: rcpt.address.clone(),
                     original: rcpt.orcpt.clone(),
                     action: DsnAction::Delayed,
-                    status: enhanced_status(&error, 4),
+                    status: tern_types::reply::status_of(&error, 4).to_string(),
                     remote_mta: None,
                     diagnostic: (!error.is_empty()).then_some(error),
                     last_attempt: now,
@@ -887,7 +1053,7 @@ impl QueueManager {
                 }
             })
             .collect();
-        if let Some(notice) = sender_notice(
+        match sender_notice(
             &self.hostname,
             id,
             DsnKind::Delay,
@@ -895,85 +1061,12 @@ impl QueueManager {
             original,
             recipients,
             now,
-        ) && !self.queue(id, notice, DsnKind::Delay, handle).await
-        {
-            // Not queued: try again at the next pass.
-            return;
-        }
-        // Recorded after the notice is queued: a crash in between may
-        // repeat a warning, never lose one.
-        let (spool, id2) = (self.spool.clone(), id.clone());
-        let recorded =
-            tokio::task::spawn_blocking(move || spool.record_notices(&id2, &due, DELAY_NOTICE))
-                .await;
-        if !matches!(recorded, Ok(Ok(()))) {
-            warn!(queue_id = %id, "cannot record that the delay warning was sent");
+        ) {
+            Some(dsn) => self.queue(id, dsn, DsnKind::Delay, handle).await,
+            // The null sender, or nobody left: nothing to send.
+            None => true,
         }
     }
-}
-
-/// One pass's reading of the spool (blocking): the hold flag, the local
-/// Maildir deliveries (not while held), then what the rest of the pass
-/// needs. `lmtp` names the domains whose mailboxes are left to LMTP.
-fn load(
-    spool: &Spool,
-    store: &Mailboxes,
-    hostname: &str,
-    lease: &DeliveryLease,
-    lmtp: &HashSet<String>,
-) -> Result<Loaded, String> {
-    let id = lease.id();
-    let held = match spool.is_held(id) {
-        Ok(h) => h,
-        Err(e) if e.is_not_found() => return Ok(Loaded::Gone(LocalReport::default())),
-        Err(e) => return Err(e.to_string()),
-    };
-    let report = if held {
-        // A held message is not delivered anywhere, Maildirs included.
-        LocalReport::default()
-    } else {
-        let skip = |mailbox: &str| lmtp.contains(mailbox_domain(mailbox));
-        deliver_local_leased(spool, store, hostname, lease, &skip).map_err(|e| e.to_string())?
-    };
-    // IDLE sessions of the recipients see their new mail at once.
-    for (_, mailbox) in &report.delivered {
-        store.notify_external(mailbox);
-    }
-    if report.skipped || report.removed {
-        return Ok(Loaded::Gone(report));
-    }
-    let message = match spool.open_message(id) {
-        Ok(m) => m,
-        Err(e) if e.is_not_found() => return Ok(Loaded::Gone(report)),
-        Err(e) => return Err(e.to_string()),
-    };
-    let mut head = Vec::new();
-    let reader = message.reader().map_err(|e| e.to_string())?;
-    std::io::Read::read_to_end(&mut std::io::Read::take(reader, NOTICE_HEAD), &mut head)
-        .map_err(|e| e.to_string())?;
-    let data = QueuedData {
-        path: message.path().to_owned(),
-        len: message.data_len(),
-        head,
-    };
-    // One read of the state file, after the local deliveries recorded theirs.
-    let state = spool
-        .message_state(id, message.envelope.recipients.len())
-        .map_err(|e| e.to_string())?;
-    let warned = state
-        .notices
-        .into_iter()
-        .filter(|(_, kind)| kind == DELAY_NOTICE)
-        .map(|(index, _)| index)
-        .collect();
-    Ok(Loaded::Queued {
-        report: Box::new(report),
-        envelope: message.envelope.clone(),
-        data,
-        states: state.states,
-        held,
-        warned,
-    })
 }
 
 /// The recipients of a message that are due a delay warning at `now`:
@@ -982,8 +1075,9 @@ fn load(
 /// warning time is `delay_warning_after` after arrival; a recipient that
 /// asked with `NOTIFY=DELAY` when warnings are configured off gets one
 /// after [`DEFAULT_DELAY_WARNING`]. No warning is due at or after the
-/// expiry (the failure notice then says it all). Pure: a function of
-/// `now`.
+/// expiry (the failure notice then says it all). Pure: the scheduler's
+/// rule ([`tern_queue::delay_warnings_due`]) over a message as the spool
+/// records it.
 pub fn delay_warning_due(
     envelope: &Envelope,
     states: &[RecipientState],
@@ -991,34 +1085,20 @@ pub fn delay_warning_due(
     schedule: &RetrySchedule,
     now: u64,
 ) -> Vec<usize> {
-    let expiry = schedule.expires_at(envelope.received_at);
-    let configured = schedule.delay_warning_at(envelope.received_at);
-    envelope
-        .recipients
-        .iter()
-        .enumerate()
-        .filter(|(index, rcpt)| {
-            if warned.contains(index)
-                || !matches!(states.get(*index), Some(RecipientState::Deferred { .. }))
-                || !should_notify(rcpt, DsnKind::Delay)
-            {
-                return false;
-            }
-            let explicit = rcpt
-                .notify
-                .as_deref()
-                .is_some_and(|n| n.split(',').any(|w| w.trim().eq_ignore_ascii_case("DELAY")));
-            let at = configured.or_else(|| {
-                explicit.then(|| {
-                    envelope
-                        .received_at
-                        .saturating_add(DEFAULT_DELAY_WARNING.as_secs())
-                })
-            });
-            at.is_some_and(|at| now >= at && now < expiry)
-        })
-        .map(|(index, _)| index)
-        .collect()
+    let state = tern_queue::MessageState {
+        states: states.to_vec(),
+        held: false,
+        notices: warned
+            .iter()
+            .map(|&i| (i, DELAY_NOTICE.to_owned()))
+            .collect(),
+    };
+    let message = ScheduledMessage::from_spool(envelope, state, |_| Destination::Maildir);
+    let config = SchedulerConfig {
+        schedule: schedule.clone(),
+        ..SchedulerConfig::default()
+    };
+    tern_queue::delay_warnings_due(&message, &config, now)
 }
 
 /// A success or relayed report line for `rcpt`.
@@ -1109,10 +1189,19 @@ pub fn failure_notice(
         let Some(rcpt) = envelope.recipients.get(*index) else {
             continue;
         };
+        // A failure notice reports a permanent status: an expired
+        // recipient's 4.4.7 ("delivery time expired") is reported as
+        // 5.4.7, a failed one's in class 5 as recorded.
         let (reply, status, at) = match state {
-            RecipientState::Failed { at, reply, status } => (reply.clone(), status.clone(), *at),
+            RecipientState::Failed { at, reply, status } => (
+                reply.clone(),
+                status
+                    .parse::<EnhancedStatus>()
+                    .unwrap_or_else(|_| tern_types::reply::status_of(reply, 5)),
+                *at,
+            ),
             RecipientState::Expired { at, last_error } => {
-                (last_error.clone(), "4.4.7".to_owned(), *at)
+                (last_error.clone(), EnhancedStatus::new(4, 4, 7), *at)
             }
             _ => continue,
         };
@@ -1123,11 +1212,7 @@ pub fn failure_notice(
             final_recipient: rcpt.address.clone(),
             original: rcpt.orcpt.clone(),
             action: DsnAction::Failed,
-            status: if status.starts_with('4') {
-                status.replacen('4', "5", 1)
-            } else {
-                status
-            },
+            status: status.with_class(5).to_string(),
             remote_mta: None,
             diagnostic: Some(reply),
             last_attempt: at,
@@ -1365,105 +1450,18 @@ fn log_remote(
     }
 }
 
-// ------------------------------------------------------------ LMTP
-
-impl QueueManager {
-    /// Hands the due recipients of LMTP domains to their servers, one
-    /// connection per domain, and appends their next states to `updates`
-    /// (recorded and bounced by the caller, like remote results).
-    #[allow(clippy::too_many_arguments)]
-    async fn deliver_lmtp(
-        &self,
-        id: &QueueId,
-        envelope: &Envelope,
-        data: &QueuedData,
-        states: &[RecipientState],
-        now: u64,
-        shared: &Shared,
-        updates: &mut Vec<(usize, RecipientState)>,
-        blocked: &mut Vec<String>,
-        successes: &mut Vec<(DsnKind, DsnRecipient)>,
-    ) {
-        let mut by_domain: HashMap<&str, Vec<RemoteRecipient>> = HashMap::new();
-        for (index, rcpt) in envelope.recipients.iter().enumerate() {
-            let Some(mailbox) = &rcpt.mailbox else {
-                continue;
-            };
-            let state = states
-                .get(index)
-                .cloned()
-                .unwrap_or(RecipientState::Pending);
-            let domain = mailbox_domain(mailbox);
-            if !self.lmtp.contains_key(domain) || state.is_final() || !state.is_due(now) {
-                continue;
-            }
-            by_domain.entry(domain).or_default().push(RemoteRecipient {
-                index,
-                address: mailbox.clone(),
-                notify: rcpt.notify.clone(),
-                orcpt: rcpt.orcpt.clone(),
-            });
-        }
-        let msg = outbound_message(envelope, data.message());
-        for (domain, rcpts) in by_domain {
-            let Some(target) = self.lmtp.get(domain) else {
-                continue;
-            };
-            let key = format!("lmtp:{domain}");
-            let Some(_slot) = shared.slots.try_acquire(&key) else {
-                if !blocked.contains(&key) {
-                    blocked.push(key);
-                }
-                continue;
-            };
-            let result = deliver_lmtp(
-                target,
-                &self.outbound.helo_name,
-                &msg,
-                &rcpts,
-                &self.outbound.timeouts,
-            )
-            .instrument(info_span!("lmtp", queue_id = %id))
-            .await;
-            for (index, attempt) in result.results {
-                let state = states
-                    .get(index)
-                    .cloned()
-                    .unwrap_or(RecipientState::Pending);
-                let next = on_result(&state, &attempt, &self.schedule, envelope.received_at, now);
-                if let Some(rcpt) = envelope.recipients.get(index) {
-                    log_remote(
-                        &self.journal,
-                        id,
-                        &rcpt.address,
-                        &next,
-                        result.remote_mta.as_deref(),
-                        "lmtp",
-                    );
-                    if let RecipientState::Delivered { reply, .. } = &next
-                        && should_notify(rcpt, DsnKind::Success)
-                    {
-                        successes.push((
-                            DsnKind::Success,
-                            success_recipient(
-                                rcpt,
-                                DsnAction::Delivered,
-                                result.remote_mta.clone(),
-                                Some(reply.clone()),
-                                now,
-                            ),
-                        ));
-                    }
-                }
-                updates.push((index, next));
-            }
-        }
-    }
-}
-
 /// The domain part of a mailbox key (`alice@example.test` → `example.test`).
 fn mailbox_domain(mailbox: &str) -> &str {
     mailbox.rsplit_once('@').map_or("", |(_, d)| d)
+}
+
+/// The domain of a remote address, lower-cased (`bob@Example.NET` →
+/// `example.net`).
+fn remote_domain(address: &str) -> String {
+    address
+        .rsplit_once('@')
+        .map(|(_, d)| d.to_ascii_lowercase())
+        .unwrap_or_default()
 }
 
 /// The queued message as the SMTP and LMTP clients take it.
@@ -1596,22 +1594,5 @@ mod tests {
             )
             .is_none()
         );
-    }
-
-    #[test]
-    fn destination_slots_are_bounded_and_freed() {
-        let slots = DestinationSlots::new(2);
-        let a = slots.try_acquire("slow.test").unwrap();
-        let b = slots.try_acquire("slow.test").unwrap();
-        assert!(slots.try_acquire("slow.test").is_none());
-        assert_eq!(slots.free("slow.test"), 0);
-        // Other destinations are not affected.
-        assert!(slots.try_acquire("fast.test").is_some());
-        drop(a);
-        assert_eq!(slots.free("slow.test"), 1);
-        let _c = slots.try_acquire("slow.test").unwrap();
-        drop(b);
-        assert_eq!(slots.free("slow.test"), 1);
-        assert_eq!(slots.free("never.test"), 2);
     }
 }

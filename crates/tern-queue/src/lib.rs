@@ -48,6 +48,7 @@ pub mod id;
 pub mod journal;
 pub mod recipient;
 pub mod schedule;
+pub mod scheduler;
 pub mod spool;
 mod state;
 pub mod store;
@@ -58,10 +59,16 @@ pub use error::SpoolError;
 pub use id::{IdGenerator, InvalidQueueId, QueueId};
 pub use journal::Journal;
 pub use recipient::{
-    AttemptResult, MAX_REPLY, RecipientState, enhanced_status, on_expiry, on_result,
+    Answer, AttemptResult, LocalCause, LocalError, MAX_REPLY, RecipientState, enhanced_status,
+    on_expiry, on_result,
 };
 pub use schedule::{
     DurationError, Next, RetrySchedule, ScheduleError, format_duration, parse_duration,
+};
+pub use scheduler::{
+    DELAY_NOTICE, Destination, Due, Ended, Group, Notice, NoticeKind, Pass, PassReport,
+    RecipientReport, ScheduledMessage, ScheduledRecipient, Scheduler, SchedulerConfig,
+    delay_warnings_due,
 };
 pub use spool::{DeliveryLease, IncomingMessage, Spool, SpoolOptions, StoredMessage, WeakSpool};
 pub use state::MessageState;

@@ -6,8 +6,8 @@
 //!
 //! ```text
 //! Pending ──┬── Delivered(reply) ─────────────► Delivered   (final)
-//! Deferred ─┼── Permanent(reply) ─────────────► Failed      (final)
-//!           └── Temporary(reply) ─┬─ before max_age ─► Deferred { attempts + 1, next_attempt }
+//! Deferred ─┼── Failed(answer) ───────────────► Failed      (final)
+//!           └── Deferred(answer) ─┬─ before max_age ─► Deferred { attempts + 1, next_attempt }
 //!                                 └─ at/after max_age ► Expired (final)
 //! ```
 //!
@@ -18,7 +18,10 @@
 //! expired) change again — a retry must never re-deliver to a recipient that
 //! is done (design invariant 7) — or keep an unbounded remote reply.
 
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
+use tern_types::{EnhancedStatus, ServerReply};
 
 use crate::schedule::{Next, RetrySchedule};
 
@@ -103,17 +106,170 @@ impl RecipientState {
     }
 }
 
-/// How one delivery attempt to one recipient ended. Each carries the reply
-/// as received (e.g. `"550 5.1.1 <bob@example.net>: no such user"`) or a
-/// description of a local error (`"4.4.1 connection refused by mx.example.net"`).
+/// How one delivery attempt to one recipient ended, with what said so.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AttemptResult {
-    /// 2xx: the next hop (or the mailbox) took it.
-    Delivered(String),
-    /// 4xx, a connection failure, a timeout: try again later.
-    Temporary(String),
-    /// 5xx or a local permanent error: give up now.
-    Permanent(String),
+    /// 2xx: the next hop (or the mailbox server) took it.
+    Delivered(ServerReply),
+    /// A 4xx, or a local failure that may pass (no connection, a timeout,
+    /// a full disk): try again later.
+    Deferred(Answer),
+    /// A 5xx, or a local failure that will not pass (an address that
+    /// cannot be sent, mail looping back to us): give up now.
+    Failed(Answer),
+}
+
+impl AttemptResult {
+    /// A deferral by a local error.
+    pub fn deferred_locally(cause: LocalCause, status: EnhancedStatus, detail: &str) -> Self {
+        AttemptResult::Deferred(Answer::Local(LocalError::new(cause, status, detail)))
+    }
+
+    /// A failure by a local error.
+    pub fn failed_locally(cause: LocalCause, status: EnhancedStatus, detail: &str) -> Self {
+        AttemptResult::Failed(Answer::Local(LocalError::new(cause, status, detail)))
+    }
+
+    /// The result in the one-line form the spool records and notices
+    /// quote (`"550 5.1.1 no such user"`, `"451 4.4.1 connection refused"`).
+    pub fn text(&self) -> String {
+        match self {
+            AttemptResult::Delivered(reply) => reply.to_string(),
+            AttemptResult::Deferred(a) | AttemptResult::Failed(a) => a.to_string(),
+        }
+    }
+}
+
+/// Who gave a failure: a server's reply, or an error of ours.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// The next hop answered this.
+    Server(ServerReply),
+    /// Nothing answered: the attempt failed here.
+    Local(LocalError),
+}
+
+impl Answer {
+    /// The enhanced status of class `class` (4 or 5) a notice reports:
+    /// the reply's or error's own when it is of that class, else the
+    /// generic `<class>.0.0`.
+    pub fn status_in(&self, class: u8) -> EnhancedStatus {
+        let status = match self {
+            Answer::Server(r) => r.status(),
+            Answer::Local(e) => Some(e.status),
+        };
+        match status {
+            Some(s) if s.class == class => s,
+            _ => EnhancedStatus::generic(class),
+        }
+    }
+}
+
+/// The one-line form: the reply as received, or the local error with the
+/// basic code the spool has always recorded it under (see
+/// [`LocalError::code`]).
+impl fmt::Display for Answer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Answer::Server(r) => r.fmt(f),
+            Answer::Local(e) => e.fmt(f),
+        }
+    }
+}
+
+/// A delivery attempt that failed here, before (or instead of) a server's
+/// answer: its cause, the RFC 3463 status a notice reports and what
+/// happened, for a human.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalError {
+    /// What kind of failure.
+    pub cause: LocalCause,
+    /// The basic code the one-line form shows before the status: chosen
+    /// by [`LocalError::new`] from the status (see there), or kept from
+    /// the SMTP client when it reported the failure with one (a lost
+    /// connection mid-transaction is `421 4.4.2`).
+    pub code: u16,
+    /// The status a notice reports (e.g. `4.4.1`, no connection).
+    pub status: EnhancedStatus,
+    /// What happened (one line).
+    pub detail: String,
+}
+
+/// What kind of local failure ended an attempt.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LocalCause {
+    /// Writing to the mailbox or the spool failed (disk, permissions).
+    Storage,
+    /// The mailbox is over its quota.
+    Quota,
+    /// No connection to the next hop (refused, timed out, no address; an
+    /// LMTP socket missing).
+    Connect,
+    /// The destination could not be routed (MX or address lookup, null MX,
+    /// an address literal we cannot use).
+    Route,
+    /// TLS could not be set up with the next hop.
+    Tls,
+    /// Our own configuration is unusable (client settings, certificates).
+    Config,
+    /// An envelope address cannot be sent.
+    Address,
+    /// The next hop is ourselves.
+    Loop,
+    /// The session ended before a result: a server refused the greeting,
+    /// EHLO, STARTTLS or AUTH (its reply is in the detail), the connection
+    /// broke or a timer fired.
+    Session,
+}
+
+impl LocalError {
+    /// A local error; control characters in `detail` become spaces. Its
+    /// basic code follows the status as RFC 5321 pairs them: `452` for a
+    /// full mailbox or disk (`4.2.2`, `4.3.1` with cause
+    /// [`Quota`](LocalCause::Quota) or [`Storage`](LocalCause::Storage)),
+    /// `451` for other transient errors, `553` for a bad address (`5.1.3`,
+    /// `5.1.7`), `554` for a loop or a message too big (`5.4.6`, `5.3.4`),
+    /// `556` for a domain that accepts no mail (`5.1.10`, RFC 7505), `550`
+    /// for the rest.
+    pub fn new(cause: LocalCause, status: EnhancedStatus, detail: &str) -> LocalError {
+        let full = matches!(cause, LocalCause::Quota | LocalCause::Storage);
+        let code = match (status.class, status.subject, status.detail) {
+            (2, ..) => 250,
+            (4, 2, 2) | (4, 3, 1) if full => 452,
+            (4, ..) => 451,
+            (5, 1, 10) => 556,
+            (5, 1, 3) | (5, 1, 7) => 553,
+            (5, 4, 6) | (5, 3, 4) => 554,
+            _ => 550,
+        };
+        LocalError {
+            cause,
+            code,
+            status,
+            detail: detail
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect(),
+        }
+    }
+
+    /// The same error recorded under `code` (as the SMTP client reported
+    /// it); a code outside 200 to 599 is ignored.
+    pub fn with_code(mut self, code: u16) -> LocalError {
+        if (200..=599).contains(&code) {
+            self.code = code;
+        }
+        self
+    }
+}
+
+/// `"451 4.4.1 detail"`, the form the spool records (see
+/// [`LocalError::code`]).
+impl fmt::Display for LocalError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} {}", self.code, self.status, self.detail)
+    }
 }
 
 /// The state after an attempt that ended in `result` at `now`, for a
@@ -137,24 +293,25 @@ pub fn on_result(
     match result {
         AttemptResult::Delivered(reply) => RecipientState::Delivered {
             at: now,
-            reply: bounded(reply),
+            reply: bounded(&reply.to_string()),
         },
-        AttemptResult::Permanent(reply) => RecipientState::Failed {
+        AttemptResult::Failed(answer) => RecipientState::Failed {
             at: now,
-            reply: bounded(reply),
-            status: enhanced_status(reply, 5),
+            reply: bounded(&answer.to_string()),
+            status: answer.status_in(5).to_string(),
         },
-        AttemptResult::Temporary(reply) => {
+        AttemptResult::Deferred(answer) => {
+            let reply = answer.to_string();
             let attempts = state.attempts().saturating_add(1);
             match schedule.next_attempt(first_queued, attempts, now) {
                 Next::At(next_attempt) => RecipientState::Deferred {
                     attempts,
-                    last_error: bounded(reply),
+                    last_error: bounded(&reply),
                     next_attempt,
                 },
                 Next::Expire => RecipientState::Expired {
                     at: now,
-                    last_error: bounded(reply),
+                    last_error: bounded(&reply),
                 },
             }
         }
@@ -179,42 +336,19 @@ pub fn on_expiry(state: &RecipientState, now: u64) -> RecipientState {
     }
 }
 
-/// The RFC 3463 status of class `class` (2, 4 or 5) that `reply` carries.
+/// The RFC 3463 status of class `class` (2, 4 or 5) that a stored reply
+/// text carries, as text: [`tern_types::reply::status_of`] (the one
+/// parser), for callers that hold the text form.
 ///
 /// Accepts `"550 5.1.1 text"`, `"550-5.1.1 text"` and a bare
 /// `"5.1.1 text"`. When the reply has no enhanced code, or one of another
 /// class (a server saying `550 4.2.2` has its class overridden by the basic
 /// code's meaning here), the result is the generic `"<class>.0.0"`.
 pub fn enhanced_status(reply: &str, class: u8) -> String {
-    let generic = format!("{class}.0.0");
-    let text = reply.trim_start();
-    let b = text.as_bytes();
-    let rest = if b.len() >= 3 && b[..3].iter().all(u8::is_ascii_digit) {
-        match b.get(3) {
-            Some(b' ' | b'-') => &text[4..],
-            _ => return generic,
-        }
-    } else {
-        text
-    };
-    let code = rest.split([' ', '\t', '\r', '\n']).next().unwrap_or("");
-    let mut fields = code.split('.');
-    let (Some(c), Some(subject), Some(detail), None) =
-        (fields.next(), fields.next(), fields.next(), fields.next())
-    else {
-        return generic;
-    };
-    let digits = |s: &str, max: usize| {
-        !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_digit())
-    };
-    if c == class.to_string() && digits(subject, 3) && digits(detail, 3) {
-        code.to_owned()
-    } else {
-        generic
-    }
+    tern_types::reply::status_of(reply, class).to_string()
 }
 
-fn bounded(reply: &str) -> String {
+pub(crate) fn bounded(reply: &str) -> String {
     if reply.len() <= MAX_REPLY {
         return reply.to_owned();
     }

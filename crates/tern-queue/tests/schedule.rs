@@ -8,17 +8,22 @@ use std::path::Path;
 use std::time::Duration;
 
 use tern_queue::{
-    AttemptResult, Envelope, Next, QueueId, Recipient, RecipientState, RetrySchedule, Spool,
-    SpoolError, SpoolOptions, on_expiry, on_result,
+    Answer, AttemptResult, Envelope, Next, QueueId, Recipient, RecipientState, RetrySchedule,
+    Spool, SpoolError, SpoolOptions, on_expiry, on_result,
 };
+use tern_types::ServerReply;
 
 const T0: u64 = 1_700_000_000;
 const MIN: u64 = 60;
 const HOUR: u64 = 3600;
 const DAY: u64 = 86_400;
 
-fn temp(reply: &str) -> AttemptResult {
-    AttemptResult::Temporary(reply.to_owned())
+fn temp(text: &str) -> AttemptResult {
+    AttemptResult::Deferred(Answer::Server(reply(text)))
+}
+
+fn reply(text: &str) -> ServerReply {
+    text.parse().unwrap()
 }
 
 /// Attempt times of a recipient that is always deferred, from T0 until it
@@ -163,7 +168,7 @@ fn transitions_from_pending_and_deferred() {
             next_attempt: T0 + 5 * MIN
         }
     );
-    let ok = AttemptResult::Delivered("250 2.0.0 queued as X".into());
+    let ok = AttemptResult::Delivered(reply("250 2.0.0 queued as X"));
     assert_eq!(
         on_result(&d, &ok, &s, T0, T0 + 300),
         RecipientState::Delivered {
@@ -171,7 +176,9 @@ fn transitions_from_pending_and_deferred() {
             reply: "250 2.0.0 queued as X".into()
         }
     );
-    let no = AttemptResult::Permanent("550 5.1.1 <bob@example.net>: no such user".into());
+    let no = AttemptResult::Failed(Answer::Server(reply(
+        "550 5.1.1 <bob@example.net>: no such user",
+    )));
     assert_eq!(
         on_result(&d, &no, &s, T0, T0 + 300),
         RecipientState::Failed {
@@ -180,7 +187,7 @@ fn transitions_from_pending_and_deferred() {
             status: "5.1.1".into()
         }
     );
-    let vague = AttemptResult::Permanent("554 rejected".into());
+    let vague = AttemptResult::Failed(Answer::Server(reply("554 rejected")));
     assert!(matches!(
         on_result(&RecipientState::Pending, &vague, &s, T0, T0),
         RecipientState::Failed { status, .. } if status == "5.0.0"
@@ -234,9 +241,9 @@ fn finals() -> Vec<RecipientState> {
 fn final_states_never_change() {
     let s = RetrySchedule::default();
     let results = [
-        AttemptResult::Delivered("250 again".into()),
+        AttemptResult::Delivered(reply("250 again")),
         temp("451 again"),
-        AttemptResult::Permanent("550 again".into()),
+        AttemptResult::Failed(Answer::Server(reply("550 again"))),
     ];
     for state in finals() {
         assert!(state.is_final());
@@ -281,9 +288,9 @@ fn a_retry_never_redelivers_a_done_recipient() {
             let result = match (i, attempts[i]) {
                 (0, _) | (1, 3..) => {
                     delivered[i] += 1;
-                    AttemptResult::Delivered("250 2.0.0 ok".into())
+                    AttemptResult::Delivered(reply("250 2.0.0 ok"))
                 }
-                (2, _) => AttemptResult::Permanent("550 5.1.1 unknown".into()),
+                (2, _) => AttemptResult::Failed(Answer::Server(reply("550 5.1.1 unknown"))),
                 _ => temp("451 4.3.0 later"),
             };
             results.push((i, on_result(state, &result, &s, T0, now)));

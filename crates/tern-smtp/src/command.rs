@@ -20,7 +20,7 @@
 //! assert_eq!(params.size, Some(1000));
 //! ```
 
-use tern_types::dsn::{BodyType, Notify, Orcpt, Ret};
+use tern_types::dsn::{BodyType, Notify, NotifyError, Orcpt, Ret};
 use tern_types::{
     AddressError, AddressLiteral, Domain, EnhancedStatus, ForwardPath, ReversePath,
     parse_forward_path, parse_reverse_path,
@@ -497,28 +497,11 @@ fn parse_mail(args: &str) -> Result<Command, CommandError> {
     Ok(Command::Mail { from, params })
 }
 
+/// `NOTIFY=` by the workspace's one parser ([`Notify::parse`]).
 fn parse_notify(v: &str) -> Result<Notify, CommandError> {
-    if v.eq_ignore_ascii_case("NEVER") {
-        return Ok(Notify::Never);
-    }
-    let (mut success, mut failure, mut delay) = (false, false, false);
-    for item in v.split(',') {
-        if item.eq_ignore_ascii_case("SUCCESS") {
-            success = true;
-        } else if item.eq_ignore_ascii_case("FAILURE") {
-            failure = true;
-        } else if item.eq_ignore_ascii_case("DELAY") {
-            delay = true;
-        } else if item.eq_ignore_ascii_case("NEVER") {
-            return Err(syntax("NOTIFY=NEVER cannot be combined"));
-        } else {
-            return Err(syntax("NOTIFY must be NEVER or SUCCESS,FAILURE,DELAY"));
-        }
-    }
-    Ok(Notify::On {
-        success,
-        failure,
-        delay,
+    Notify::parse(v).map_err(|e| match e {
+        NotifyError::NeverCombined => syntax("NOTIFY=NEVER cannot be combined"),
+        _ => syntax("NOTIFY must be NEVER or SUCCESS,FAILURE,DELAY"),
     })
 }
 

@@ -6,6 +6,7 @@
 //! them. Nothing here does I/O.
 
 use std::fmt;
+use std::str::FromStr;
 
 /// `BODY=` on `MAIL FROM` (RFC 6152 8BITMIME, RFC 3030 BINARYMIME).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -27,6 +28,39 @@ impl BodyType {
             BodyType::EightBitMime => "8BITMIME",
             BodyType::BinaryMime => "BINARYMIME",
         }
+    }
+}
+
+/// A `BODY=` or `RET=` value that is not one of its keywords.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown keyword")]
+pub struct KeywordError;
+
+impl FromStr for BodyType {
+    type Err = KeywordError;
+
+    /// `7BIT`, `8BITMIME` or `BINARYMIME`, in any case.
+    fn from_str(s: &str) -> Result<BodyType, KeywordError> {
+        [
+            BodyType::SevenBit,
+            BodyType::EightBitMime,
+            BodyType::BinaryMime,
+        ]
+        .into_iter()
+        .find(|b| b.as_str().eq_ignore_ascii_case(s))
+        .ok_or(KeywordError)
+    }
+}
+
+impl FromStr for Ret {
+    type Err = KeywordError;
+
+    /// `FULL` or `HDRS`, in any case.
+    fn from_str(s: &str) -> Result<Ret, KeywordError> {
+        [Ret::Full, Ret::Headers]
+            .into_iter()
+            .find(|r| r.as_str().eq_ignore_ascii_case(s))
+            .ok_or(KeywordError)
     }
 }
 
@@ -102,6 +136,86 @@ impl fmt::Display for Notify {
     }
 }
 
+/// The value of `NOTIFY=` is not `NEVER` alone nor a list of `SUCCESS`,
+/// `FAILURE` and `DELAY`.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotifyError {
+    /// `NEVER` together with another keyword (RFC 3461 4.1: "NEVER" alone).
+    #[error("NOTIFY=NEVER cannot be combined")]
+    NeverCombined,
+    /// An empty value or item, or a word that is not a NOTIFY keyword.
+    #[error("NOTIFY must be NEVER or SUCCESS,FAILURE,DELAY")]
+    Syntax,
+}
+
+impl Notify {
+    /// What a recipient without `NOTIFY` gets (RFC 3461 4.1 leaves it to
+    /// the MTA; like most, Tern reports failures and delays).
+    pub const DEFAULT: Notify = Notify::On {
+        success: false,
+        failure: true,
+        delay: true,
+    };
+
+    /// Parses a `NOTIFY=` value (RFC 3461 4.1): `NEVER` alone, or a
+    /// comma-separated list of one or more of `SUCCESS`, `FAILURE` and
+    /// `DELAY`, in any case. White space around an item is ignored (the
+    /// wire form has none; stored forms may). This is the one NOTIFY
+    /// parser: the SMTP command parser, the spool and outbound delivery
+    /// all read the value through it.
+    pub fn parse(value: &str) -> Result<Notify, NotifyError> {
+        let (mut success, mut failure, mut delay, mut never) = (false, false, false, false);
+        let mut items = 0;
+        for item in value.split(',').map(str::trim) {
+            items += 1;
+            if item.eq_ignore_ascii_case("SUCCESS") {
+                success = true;
+            } else if item.eq_ignore_ascii_case("FAILURE") {
+                failure = true;
+            } else if item.eq_ignore_ascii_case("DELAY") {
+                delay = true;
+            } else if item.eq_ignore_ascii_case("NEVER") {
+                never = true;
+            } else {
+                return Err(NotifyError::Syntax);
+            }
+        }
+        match (never, items) {
+            (true, 1) => Ok(Notify::Never),
+            (true, _) => Err(NotifyError::NeverCombined),
+            (false, _) => Ok(Notify::On {
+                success,
+                failure,
+                delay,
+            }),
+        }
+    }
+
+    /// Whether a success ("delivered" or "relayed") notice is asked for.
+    pub fn success(self) -> bool {
+        matches!(self, Notify::On { success: true, .. })
+    }
+
+    /// Whether a failure notice is asked for.
+    pub fn failure(self) -> bool {
+        matches!(self, Notify::On { failure: true, .. })
+    }
+
+    /// Whether a delay warning is asked for.
+    pub fn delay(self) -> bool {
+        matches!(self, Notify::On { delay: true, .. })
+    }
+}
+
+impl FromStr for Notify {
+    type Err = NotifyError;
+
+    fn from_str(s: &str) -> Result<Notify, NotifyError> {
+        Notify::parse(s)
+    }
+}
+
 /// `ORCPT=` on `RCPT TO` (RFC 3461 4.2): the original recipient, already
 /// xtext-decoded.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -110,4 +224,60 @@ pub struct Orcpt {
     pub addr_type: String,
     /// The decoded address.
     pub address: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notify_values() {
+        let on = |success, failure, delay| {
+            Ok(Notify::On {
+                success,
+                failure,
+                delay,
+            })
+        };
+        let cases = [
+            ("NEVER", Ok(Notify::Never)),
+            ("never", Ok(Notify::Never)),
+            ("SUCCESS", on(true, false, false)),
+            ("FAILURE", on(false, true, false)),
+            ("DELAY", on(false, false, true)),
+            ("SUCCESS,DELAY", on(true, false, true)),
+            ("success, delay", on(true, false, true)),
+            ("SUCCESS,FAILURE,DELAY", on(true, true, true)),
+            ("FAILURE,FAILURE", on(false, true, false)),
+            ("NEVER,SUCCESS", Err(NotifyError::NeverCombined)),
+            ("SUCCESS,NEVER", Err(NotifyError::NeverCombined)),
+            ("NEVER,NEVER", Err(NotifyError::NeverCombined)),
+            ("", Err(NotifyError::Syntax)),
+            ("SUCCESS,", Err(NotifyError::Syntax)),
+            (",", Err(NotifyError::Syntax)),
+            ("SOMETIMES", Err(NotifyError::Syntax)),
+            ("SUCCESS;DELAY", Err(NotifyError::Syntax)),
+        ];
+        for (text, want) in cases {
+            let got = Notify::parse(text);
+            assert_eq!(got, want, "{text:?}");
+            if let Ok(n) = got {
+                assert_eq!(Notify::parse(&n.to_string()), Ok(n), "{text:?}");
+            }
+        }
+        assert!(Notify::DEFAULT.failure() && Notify::DEFAULT.delay());
+        for b in [
+            BodyType::SevenBit,
+            BodyType::EightBitMime,
+            BodyType::BinaryMime,
+        ] {
+            assert_eq!(b.as_str().parse(), Ok(b));
+            assert_eq!(b.as_str().to_lowercase().parse(), Ok(b));
+        }
+        assert_eq!("hdrs".parse(), Ok(Ret::Headers));
+        assert_eq!("FULL".parse(), Ok(Ret::Full));
+        assert_eq!("8BIT".parse::<BodyType>(), Err(KeywordError));
+        assert_eq!("".parse::<Ret>(), Err(KeywordError));
+        assert!(!Notify::DEFAULT.success() && !Notify::Never.failure());
+    }
 }

@@ -34,6 +34,19 @@ impl EnhancedStatus {
     pub const fn is_success(&self) -> bool {
         self.class == 2
     }
+
+    /// The generic status of a class: `<class>.0.0` ("other undefined
+    /// status", RFC 3463 3.1).
+    pub const fn generic(class: u8) -> EnhancedStatus {
+        EnhancedStatus::new(class, 0, 0)
+    }
+
+    /// The same subject and detail in another class: how a persistent
+    /// transient failure (`4.4.7`, expired) is reported once it has
+    /// become permanent (`5.4.7`).
+    pub const fn with_class(self, class: u8) -> EnhancedStatus {
+        EnhancedStatus::new(class, self.subject, self.detail)
+    }
 }
 
 impl fmt::Display for EnhancedStatus {
@@ -101,5 +114,10 @@ mod tests {
         }
         assert!(EnhancedStatus::OK.is_success());
         assert!(!EnhancedStatus::new(5, 1, 1).is_success());
+        assert_eq!(
+            EnhancedStatus::new(4, 4, 7).with_class(5),
+            EnhancedStatus::new(5, 4, 7)
+        );
+        assert_eq!(EnhancedStatus::generic(4).to_string(), "4.0.0");
     }
 }
