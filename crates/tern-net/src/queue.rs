@@ -402,6 +402,10 @@ impl QueueManager {
         // Running passes finish (their results are persisted); what is
         // left is resumed from the spool at the next start.
         later.abort_all();
+        // Wait until the aborted tasks are gone: each holds the manager
+        // (and so the spool and its lock), which a restart in the same
+        // process must be able to take at once.
+        while later.join_next().await.is_some() {}
         loop {
             tokio::select! {
                 Some((id, report, reply)) = verdicts.recv() => {
