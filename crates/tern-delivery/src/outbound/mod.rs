@@ -65,20 +65,13 @@
 //! # }
 //! ```
 
-use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tern_dns::{DeliveryPlan, PlanError, Resolver, plan_delivery};
 use tern_queue::{Answer, AttemptResult, LocalCause, LocalError};
 use tern_smtp::client::{
@@ -351,199 +344,13 @@ pub enum OutboundError {
     Tls(#[source] rustls::Error),
 }
 
-// ------------------------------------------------------------ TLS
+mod cache;
+mod tls;
 
-/// The ring provider; the only one Tern uses.
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// A client configuration limited to TLS 1.2 and 1.3 with `verifier`.
-fn client_config_with(
-    verifier: Arc<dyn ServerCertVerifier>,
-) -> Result<Arc<rustls::ClientConfig>, OutboundError> {
-    let config = rustls::ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(OutboundError::Tls)?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
-}
-
-/// Accepts any certificate chain and name, but checks that the server
-/// holds the key of the certificate it presented (the handshake
-/// signatures), so the session is encrypted to whoever answered: RFC 7435
-/// opportunistic security, unauthenticated.
-#[derive(Debug)]
-struct AcceptAnyCertificate {
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for AcceptAnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
-
-/// The shared client configuration for unauthenticated (opportunistic,
-/// RFC 7435) TLS: any certificate chain and name, the handshake signatures
-/// checked. Public for tests that need a client which sees whatever a
-/// server presents.
-pub fn opportunistic_config() -> Result<Arc<rustls::ClientConfig>, String> {
-    static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
-    CONFIG
-        .get_or_init(|| {
-            let verifier = Arc::new(AcceptAnyCertificate {
-                algorithms: provider().signature_verification_algorithms,
-            });
-            client_config_with(verifier).map_err(|e| e.to_string())
-        })
-        .clone()
-}
-
-/// A configuration that verifies the chain against the roots in `ca_file`
-/// (or the system bundle) and the host name.
-fn verified_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, OutboundError> {
-    let path = match ca_file {
-        Some(p) => p.to_path_buf(),
-        None => SYSTEM_CA_BUNDLES
-            .iter()
-            .map(PathBuf::from)
-            .find(|p| p.is_file())
-            .ok_or(OutboundError::NoSystemRoots)?,
-    };
-    let ca_error = |detail: String| OutboundError::CaFile {
-        path: path.clone(),
-        detail,
-    };
-    let mut roots = RootCertStore::empty();
-    let mut pinned = Vec::new();
-    let certs = CertificateDer::pem_file_iter(&path).map_err(|e| ca_error(e.to_string()))?;
-    for cert in certs {
-        let cert = cert.map_err(|e| ca_error(e.to_string()))?;
-        // A bundle may hold certificates webpki cannot use; skip them.
-        let _ = roots.add(cert.clone());
-        if ca_file.is_some() {
-            pinned.push(cert);
-        }
-    }
-    if roots.is_empty() {
-        return Err(ca_error("no usable certificate".into()));
-    }
-    let webpki =
-        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
-            .build()
-            .map_err(|e| ca_error(e.to_string()))?;
-    client_config_with(Arc::new(PinnedOrWebPki { pinned, webpki }))
-}
-
-/// Verifies the chain with webpki, and also accepts a server certificate
-/// that is byte for byte one of those in the admin's `ca_file`: a
-/// smarthost's own self-signed certificate is usually marked CA:TRUE (what
-/// `openssl req -x509` makes), which webpki refuses as an end entity
-/// (`CaUsedAsEndEntity`). Pinning the exact certificate is at least as
-/// strong as chaining to it; the handshake signatures are still checked.
-#[derive(Debug)]
-struct PinnedOrWebPki {
-    pinned: Vec<CertificateDer<'static>>,
-    webpki: Arc<rustls::client::WebPkiServerVerifier>,
-}
-
-impl ServerCertVerifier for PinnedOrWebPki {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.webpki.verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        ) {
-            Ok(v) => Ok(v),
-            Err(_)
-                if self
-                    .pinned
-                    .iter()
-                    .any(|p| p.as_ref() == end_entity.as_ref()) =>
-            {
-                Ok(ServerCertVerified::assertion())
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.webpki.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.webpki.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.webpki.supported_verify_schemes()
-    }
-}
-
-/// The name sent as SNI and checked against the certificate: the host
-/// name, or the address when the name is not a DNS name.
-fn server_name(host: &str, ip: IpAddr) -> ServerName<'static> {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    ServerName::try_from(host.to_owned()).unwrap_or_else(|_| ServerName::from(ip))
-}
-
-/// TLS as one connection uses it.
-#[derive(Clone)]
-pub(crate) struct TlsSetup {
-    connector: TlsConnector,
-    name: ServerName<'static>,
-}
+pub use cache::ConnectionCache;
+pub(crate) use cache::IdleConnection;
+pub use tls::opportunistic_config;
+use tls::{TlsSetup, server_name, verified_config};
 
 // ------------------------------------------------------------ Connection
 
@@ -612,160 +419,6 @@ impl Conn {
             ))),
         }
     }
-}
-
-// ------------------------------------------------------------ Connection cache
-
-/// An SMTP connection between two transactions: greeted, EHLO done, TLS
-/// and AUTH as negotiated, ready for the next MAIL FROM.
-pub(crate) struct IdleConnection {
-    conn: Conn,
-    session: ClientSession,
-    /// `host[ip]`, for the log lines and `Remote-MTA`.
-    label: String,
-    /// When it went idle.
-    since: Instant,
-}
-
-/// Idle outbound connections kept open between messages for the same
-/// destination (a domain, or the smarthost), so that a burst of messages
-/// to one place pays for one TCP and TLS handshake rather than one each,
-/// like Postfix's connection cache.
-///
-/// A connection is kept only after a transaction that ended cleanly, for
-/// at most `max_idle` and at most `per_destination` per destination; one
-/// that the server closed or spoke on while idle (a `421` timeout notice)
-/// is discarded when it is taken, never used. It must never hand one
-/// connection to two deliveries at once: taking removes it.
-pub struct ConnectionCache {
-    idle: Mutex<HashMap<String, Vec<IdleConnection>>>,
-    max_idle: Duration,
-    per_destination: usize,
-}
-
-impl fmt::Debug for ConnectionCache {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ConnectionCache")
-            .field("idle", &self.idle_count())
-            .field("max_idle", &self.max_idle)
-            .field("per_destination", &self.per_destination)
-            .finish()
-    }
-}
-
-impl ConnectionCache {
-    /// A cache keeping each connection at most `max_idle`, and at most
-    /// `per_destination` idle connections per destination.
-    pub fn new(max_idle: Duration, per_destination: usize) -> ConnectionCache {
-        ConnectionCache {
-            idle: Mutex::new(HashMap::new()),
-            max_idle,
-            per_destination: per_destination.max(1),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<IdleConnection>>> {
-        self.idle
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// How many connections are idle in the cache now.
-    pub fn idle_count(&self) -> usize {
-        self.lock().values().map(Vec::len).sum()
-    }
-
-    /// The most recently used live connection for `key`, if any; stale
-    /// ones met on the way are closed.
-    async fn take(&self, key: &str) -> Option<IdleConnection> {
-        loop {
-            let candidate = {
-                let mut map = self.lock();
-                let list = map.get_mut(key)?;
-                let c = list.pop();
-                if list.is_empty() {
-                    map.remove(key);
-                }
-                c
-            }?;
-            if candidate.since.elapsed() > self.max_idle {
-                close_idle(candidate).await;
-                continue;
-            }
-            let mut candidate = candidate;
-            if still_open(&mut candidate.conn).await {
-                return Some(candidate);
-            }
-            tracing::debug!(target_host = %candidate.label, "outbound: cached connection closed by the server");
-            candidate.conn.shutdown().await;
-        }
-    }
-
-    /// Keeps `idle` for the next message to `key` (or closes it when the
-    /// destination already has enough idle connections).
-    async fn put(&self, key: &str, idle: IdleConnection) {
-        let extra = {
-            let mut map = self.lock();
-            let list = map.entry(key.to_owned()).or_default();
-            if list.len() < self.per_destination {
-                list.push(idle);
-                None
-            } else {
-                Some(idle)
-            }
-        };
-        if let Some(idle) = extra {
-            close_idle(idle).await;
-        }
-    }
-
-    /// Closes (QUIT) every connection idle for longer than `max_idle`.
-    /// Call it now and then (the queue manager does, every few seconds).
-    pub async fn sweep(&self) {
-        let stale: Vec<IdleConnection> = {
-            let mut map = self.lock();
-            let mut stale = Vec::new();
-            for list in map.values_mut() {
-                let (old, keep): (Vec<_>, Vec<_>) = std::mem::take(list)
-                    .into_iter()
-                    .partition(|c| c.since.elapsed() > self.max_idle);
-                *list = keep;
-                stale.extend(old);
-            }
-            map.retain(|_, list| !list.is_empty());
-            stale
-        };
-        for idle in stale {
-            close_idle(idle).await;
-        }
-    }
-
-    /// Closes (QUIT) every idle connection (at shutdown).
-    pub async fn close_all(&self) {
-        let all: Vec<IdleConnection> = self.lock().drain().flat_map(|(_, v)| v).collect();
-        for idle in all {
-            close_idle(idle).await;
-        }
-    }
-}
-
-/// True when nothing happened on an idle connection: no bytes (a `421`
-/// notice) and no end of stream are waiting.
-async fn still_open(conn: &mut Conn) -> bool {
-    let mut probe = [0u8; 512];
-    // A zero timeout polls the read once: ready means data or EOF.
-    timeout(Duration::ZERO, conn.read(&mut probe))
-        .await
-        .is_err()
-}
-
-/// QUIT and close, without waiting long for the server.
-async fn close_idle(mut idle: IdleConnection) {
-    tracing::debug!(target_host = %idle.label, "outbound: closing cached connection");
-    let _ = timeout(SHUTDOWN_TIMEOUT, idle.conn.write_all(b"QUIT\r\n")).await;
-    let mut buf = [0u8; 512];
-    let _ = timeout(SALVAGE_TIMEOUT, idle.conn.read(&mut buf)).await;
-    idle.conn.shutdown().await;
 }
 
 /// Why one target did not take the message (before any transaction).
@@ -2001,27 +1654,6 @@ mod tests {
         assert!(!names_us(
             &Reply::without_status(220, [""]),
             "mx.example.test"
-        ));
-    }
-
-    #[test]
-    fn server_names() {
-        let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        assert!(matches!(
-            server_name("mx.example.test", ip),
-            ServerName::DnsName(_)
-        ));
-        assert!(matches!(
-            server_name("192.0.2.1", ip),
-            ServerName::IpAddress(_)
-        ));
-        assert!(matches!(
-            server_name("[192.0.2.1]", ip),
-            ServerName::IpAddress(_)
-        ));
-        assert!(matches!(
-            server_name("bad name!", ip),
-            ServerName::IpAddress(_)
         ));
     }
 }
