@@ -236,6 +236,15 @@ mod tests {
     use super::*;
     use tokio::io::AsyncReadExt;
 
+    /// Connects to `peer`; returns the stream and the greeting.
+    async fn connect(peer: &RunningPeer) -> (BufReader<tokio::net::TcpStream>, String) {
+        let tcp = tokio::net::TcpStream::connect(peer.addr).await.unwrap();
+        let mut s = BufReader::new(tcp);
+        let mut greeting = String::new();
+        s.read_line(&mut greeting).await.unwrap();
+        (s, greeting)
+    }
+
     async fn say(s: &mut BufReader<tokio::net::TcpStream>, line: &str) -> String {
         s.get_mut()
             .write_all(format!("{line}\r\n").as_bytes())
@@ -259,10 +268,7 @@ mod tests {
             .extension("8BITMIME")
             .bind("127.0.0.1:0".parse().unwrap())
             .await;
-        let tcp = tokio::net::TcpStream::connect(peer.addr).await.unwrap();
-        let mut s = BufReader::new(tcp);
-        let mut greeting = String::new();
-        s.read_line(&mut greeting).await.unwrap();
+        let (mut s, greeting) = connect(&peer).await;
         assert_eq!(greeting, "220 mini.test ESMTP\r\n");
         assert_eq!(
             say(&mut s, "EHLO client.test").await,
@@ -295,10 +301,8 @@ mod tests {
             .stall_after_data(Duration::from_millis(50))
             .bind("127.0.0.1:0".parse().unwrap())
             .await;
-        let tcp = tokio::net::TcpStream::connect(peer.addr).await.unwrap();
-        let mut s = BufReader::new(tcp);
-        let mut greeting = String::new();
-        s.read_line(&mut greeting).await.unwrap();
+        let (mut s, greeting) = connect(&peer).await;
+        assert_eq!(greeting, "220 slow.test ESMTP\r\n");
         assert_eq!(say(&mut s, "EHLO c").await, "250 slow.test\r\n");
         assert_eq!(say(&mut s, "DATA").await, "354 go ahead\r\n");
         s.get_mut().write_all(b"x\r\n.\r\n").await.unwrap();
