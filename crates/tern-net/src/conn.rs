@@ -1366,18 +1366,10 @@ impl Connection {
     /// Answers the SASL exchange's question through the shared
     /// authentication service (`crate::auth`).
     async fn answer_auth(&self, question: AuthQuestion) -> Answer {
-        let question = match question {
-            AuthQuestion::VerifyPassword {
-                authcid, password, ..
-            } => crate::auth::Question::VerifyPassword { authcid, password },
-            AuthQuestion::LookupCram { authcid } => crate::auth::Question::LookupCram { authcid },
-            AuthQuestion::LookupScram { authcid, .. } => {
-                crate::auth::Question::LookupScram { authcid }
-            }
-            AuthQuestion::VerifyToken { token, .. } => crate::auth::Question::VerifyToken { token },
-            _ => return Answer::Fail(FailureKind::Temporary),
-        };
-        self.authn.answer(question).await
+        match crate::auth::Question::from_smtp(question) {
+            Some(q) => self.authn.answer(q).await,
+            None => Answer::Fail(FailureKind::Temporary),
+        }
     }
 
     /// True when the current message has been arriving for longer than the
