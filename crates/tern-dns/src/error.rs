@@ -35,6 +35,7 @@ impl fmt::Display for QueryType {
 
 /// A lookup that produced no records.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum DnsError {
     /// The name does not exist (NXDOMAIN): permanent.
     #[error("{name}: no such domain (NXDOMAIN)")]

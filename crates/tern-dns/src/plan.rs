@@ -125,6 +125,7 @@ impl DeliveryPlan {
 
 /// Why no plan could be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum PlanError {
     /// NXDOMAIN: bounce, 5.1.2.
     #[error("{domain}: domain does not exist (NXDOMAIN)")]

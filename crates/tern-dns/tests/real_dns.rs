@@ -1,6 +1,7 @@
 //! End-to-end tests: [`HickoryResolver`] and [`plan_delivery`] against a
-//! real authoritative DNS server (hickory-server, in process, UDP and TCP
-//! on 127.0.0.1 with an ephemeral port), serving in-memory zones:
+//! real authoritative DNS server (`tern_testkit::dns`: hickory-server, in
+//! process, UDP and TCP on 127.0.0.1 with an ephemeral port), serving
+//! in-memory zones:
 //!
 //! - `example.test.`: the cases (MX, A, AAAA, TXT, null MX, implicit MX,
 //!   missing MX targets, CNAMEs, oversized answers);
@@ -9,89 +10,22 @@
 //! - `.`: a root zone with only its SOA, so that any other name is
 //!   NXDOMAIN, as on the Internet.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, SOA, TXT};
-use hickory_proto::rr::{LowerName, Name, RData, Record};
-use hickory_server::Server;
-use hickory_server::net::runtime::Time;
-use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::store::in_memory::InMemoryZoneHandler;
-use hickory_server::zone_handler::{AxfrPolicy, Catalog, MessageResponseBuilder, ZoneType};
 use tern_dns::{
     DnsError, HickoryResolver, MAX_ADDRESSES_PER_HOST, MAX_MX_HOSTS, MAX_RECORDS, MAX_TXT_LEN,
     PlanError, PlanSource, QueryType, Resolver, ResolverSettings, plan_delivery,
 };
-use tokio::net::{TcpListener, UdpSocket};
+use tern_testkit::dns::{
+    DnsServer, Record, TestDns, a, aaaa, bind_udp_and_tcp, cname, mx, txt, txt_bytes, txt_strings,
+};
 
 // ------------------------------------------------------------------ server
 
-fn name(s: &str) -> Name {
-    Name::from_ascii(s).unwrap()
-}
-
-fn soa(origin: &str) -> Record {
-    Record::from_rdata(
-        name(origin),
-        3600,
-        RData::SOA(SOA::new(
-            name("ns.example.test."),
-            name("hostmaster.example.test."),
-            1,
-            3600,
-            600,
-            86400,
-            60,
-        )),
-    )
-}
-
-/// A zone of `origin` holding `records` (plus its SOA).
-fn zone(origin: &str, records: Vec<Record>) -> InMemoryZoneHandler {
-    let mut z = InMemoryZoneHandler::empty(name(origin), ZoneType::Primary, AxfrPolicy::Deny);
-    assert!(z.upsert_mut(soa(origin), 1));
-    for r in records {
-        let what = format!("{r:?}");
-        assert!(z.upsert_mut(r, 1), "cannot add {what}");
-    }
-    z
-}
-
-fn rec(owner: &str, data: RData) -> Record {
-    Record::from_rdata(name(owner), 300, data)
-}
-
-fn mx(owner: &str, preference: u16, exchange: &str) -> Record {
-    rec(owner, RData::MX(MX::new(preference, name(exchange))))
-}
-
-fn a(owner: &str, ip: [u8; 4]) -> Record {
-    rec(owner, RData::A(A::from(Ipv4Addr::from(ip))))
-}
-
-fn aaaa(owner: &str, ip: &str) -> Record {
-    rec(
-        owner,
-        RData::AAAA(AAAA::from(ip.parse::<Ipv6Addr>().unwrap())),
-    )
-}
-
-fn txt(owner: &str, strings: &[&str]) -> Record {
-    rec(
-        owner,
-        RData::TXT(TXT::new(strings.iter().map(|s| s.to_string()).collect())),
-    )
-}
-
 /// One TXT record of `len` bytes of `fill`, in 255-byte character-strings.
 fn long_txt(owner: &str, fill: u8, len: usize) -> Record {
-    let bytes = vec![fill; len];
-    rec(
-        owner,
-        RData::TXT(TXT::from_bytes(bytes.chunks(255).collect())),
-    )
+    txt_bytes(owner, &vec![fill; len])
 }
 
 /// The DKIM-like 2 000-byte value of `dkim.example.test`.
@@ -105,7 +39,11 @@ fn dkim_value() -> String {
     s
 }
 
-fn example_zone() -> InMemoryZoneHandler {
+fn v6(s: &str) -> Ipv6Addr {
+    s.parse().unwrap()
+}
+
+fn example_records() -> Vec<Record> {
     let o = "example.test.";
     let mut r = vec![
         // Three MX hosts: one preferred, two equal.
@@ -113,20 +51,20 @@ fn example_zone() -> InMemoryZoneHandler {
         mx(o, 20, "mx2.example.test."),
         mx(o, 20, "mx3.example.test."),
         a("mx1.example.test.", [127, 0, 0, 11]),
-        aaaa("mx1.example.test.", "2001:db8::11"),
+        aaaa("mx1.example.test.", v6("2001:db8::11")),
         a("mx2.example.test.", [127, 0, 0, 12]),
         a("mx3.example.test.", [127, 0, 0, 13]),
         // Null MX.
         mx("nullmx.example.test.", 0, "."),
         // No MX: implicit MX on the domain's own addresses.
         a("implicit.example.test.", [127, 0, 0, 21]),
-        aaaa("implicit.example.test.", "2001:db8::21"),
+        aaaa("implicit.example.test.", v6("2001:db8::21")),
         // Neither MX nor address.
-        txt("nomail.example.test.", &["no mail here"]),
+        txt_strings("nomail.example.test.", &["no mail here"]),
         // MX targets that do not resolve: one missing, one without address.
         mx("noaddr.example.test.", 10, "ghost.example.test."),
         mx("noaddr.example.test.", 20, "empty.example.test."),
-        txt("empty.example.test.", &["exists, has no address"]),
+        txt_strings("empty.example.test.", &["exists, has no address"]),
         // One broken MX target beside a working one.
         mx("partial.example.test.", 10, "ghost.example.test."),
         mx("partial.example.test.", 20, "mx2.example.test."),
@@ -135,40 +73,22 @@ fn example_zone() -> InMemoryZoneHandler {
         // An IP address as MX exchange (forbidden by RFC 5321/7505).
         mx("literal.example.test.", 10, "192.0.2.55."),
         // TXT split into several character-strings, and a second record.
-        txt(
+        txt_strings(
             "txt.example.test.",
             &["v=spf1 ", "ip4:192.0.2.0/24", " ip6:2001:db8::/32 -all"],
         ),
-        txt("txt.example.test.", &["second record"]),
+        txt_strings("txt.example.test.", &["second record"]),
         // Too big for a UDP answer: needs the TCP fallback.
-        rec(
-            "dkim.example.test.",
-            RData::TXT(TXT::new(
-                dkim_value()
-                    .as_bytes()
-                    .chunks(255)
-                    .map(|c| String::from_utf8(c.to_vec()).unwrap())
-                    .collect(),
-            )),
-        ),
+        txt("dkim.example.test.", &dkim_value()),
         // Oversized records.
         long_txt("huge.example.test.", b'x', MAX_TXT_LEN + 1000),
         long_txt("hugeplus.example.test.", b'y', MAX_TXT_LEN + 1),
-        txt("hugeplus.example.test.", &["small"]),
+        txt_strings("hugeplus.example.test.", &["small"]),
         long_txt("edge.example.test.", b'z', MAX_TXT_LEN),
         // CNAMEs.
-        rec(
-            "alias.example.test.",
-            RData::CNAME(CNAME(name("mx1.example.test."))),
-        ),
-        rec(
-            "loop1.example.test.",
-            RData::CNAME(CNAME(name("loop2.example.test."))),
-        ),
-        rec(
-            "loop2.example.test.",
-            RData::CNAME(CNAME(name("loop1.example.test."))),
-        ),
+        cname("alias.example.test.", "mx1.example.test."),
+        cname("loop1.example.test.", "loop2.example.test."),
+        cname("loop2.example.test.", "loop1.example.test."),
         // IDN: bücher.example.test.
         mx("xn--bcher-kva.example.test.", 10, "mx1.example.test."),
     ];
@@ -183,88 +103,22 @@ fn example_zone() -> InMemoryZoneHandler {
     }
     r.push(mx("manyaddr.example.test.", 10, "manya.example.test."));
     for i in 0..100 {
-        r.push(txt("manytxt.example.test.", &[&format!("record {i}")]));
+        r.push(txt_strings(
+            "manytxt.example.test.",
+            &[&format!("record {i}")],
+        ));
     }
-    zone(o, r)
+    r
 }
 
-/// Answers SERVFAIL under `servfail.test.`, and hands everything else to
-/// the catalog.
-struct Handler {
-    catalog: Catalog,
-    servfail: LowerName,
-}
-
-#[async_trait::async_trait]
-impl RequestHandler for Handler {
-    async fn handle_request<R: ResponseHandler, T: Time>(
-        &self,
-        request: &Request,
-        mut response_handle: R,
-    ) -> ResponseInfo {
-        let broken = request
-            .queries
-            .queries()
-            .iter()
-            .any(|q| self.servfail.zone_of(q.name()));
-        if !broken {
-            return self
-                .catalog
-                .handle_request::<R, T>(request, response_handle)
-                .await;
-        }
-        let response = MessageResponseBuilder::from_message_request(request)
-            .error_msg(&request.metadata, ResponseCode::ServFail);
-        response_handle
-            .send_response(response)
-            .await
-            .expect("send SERVFAIL")
-    }
-}
-
-/// A running test DNS server; stops when dropped.
-struct TestDns {
-    addr: SocketAddr,
-    _server: Server<Handler>,
-}
-
-async fn bind_udp_and_tcp() -> (UdpSocket, TcpListener) {
-    // The resolver asks UDP and TCP on the same port.
-    for _ in 0..50 {
-        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        if let Ok(tcp) = TcpListener::bind(udp.local_addr().unwrap()).await {
-            return (udp, tcp);
-        }
-    }
-    panic!("no port free for both UDP and TCP");
-}
-
+/// The test server (`tern_testkit::dns`): `example.test.` with the cases,
+/// plus the kit's `servfail.test.` and root zones.
 async fn start_dns(with_tcp: bool) -> TestDns {
-    let mut catalog = Catalog::new();
-    for z in [
-        example_zone(),
-        zone("servfail.test.", vec![]),
-        zone(".", vec![]),
-    ] {
-        let origin = hickory_server::zone_handler::ZoneHandler::origin(&z).clone();
-        catalog.upsert(origin, vec![std::sync::Arc::new(z)]);
-    }
-    let handler = Handler {
-        catalog,
-        servfail: LowerName::from(name("servfail.test.")),
-    };
-    let (udp, tcp) = bind_udp_and_tcp().await;
-    let addr = udp.local_addr().unwrap();
-    let mut server = Server::new(handler);
-    server.register_socket(udp);
+    let server = DnsServer::new().zone("example.test.", example_records());
     if with_tcp {
-        server.register_listener(tcp, Duration::from_secs(5), 16);
+        server.start().await
     } else {
-        drop(tcp);
-    }
-    TestDns {
-        addr,
-        _server: server,
+        server.udp_only().start().await
     }
 }
 

@@ -5,7 +5,8 @@
 //! (lines and literals, with size limits, and the `+` continuations the
 //! server owes), [`parse`] turns each into a [`command::Command`],
 //! [`encode`] writes commands back (clients, tests), [`response`] writes
-//! the server's answers, [`utf7`] converts IMAP4rev1 mailbox names, and
+//! the server's answers, [`types`] holds the values both share (tags,
+//! mailbox names, flags…), [`utf7`] converts IMAP4rev1 mailbox names, and
 //! [`session`] runs the server state machine on top of them all, asking the
 //! runtime for what it cannot decide (passwords, mailbox contents).
 //!

@@ -1033,3 +1033,33 @@ fn authenticate_scram_sha_256() {
         ]
     );
 }
+
+#[test]
+fn auth_mechanism_names_the_exchange_that_ran() {
+    // (client bytes, the mechanism the session reports afterwards)
+    let cases: [(&[u8], Option<tern_sasl::Mechanism>); 4] = [
+        (b"a CAPABILITY\r\n", None),
+        (
+            b"a LOGIN alice secret\r\n",
+            Some(tern_sasl::Mechanism::Plain),
+        ),
+        (
+            b"a LOGIN alice wrong\r\n",
+            Some(tern_sasl::Mechanism::Plain),
+        ),
+        (
+            b"a AUTHENTICATE LOGIN\r\nYWxpY2U=\r\nc2VjcmV0\r\n",
+            Some(tern_sasl::Mechanism::Login),
+        ),
+    ];
+    for (input, expected) in cases {
+        let mut d = Driver::plaintext();
+        d.input(input);
+        assert_eq!(
+            d.session.auth_mechanism(),
+            expected,
+            "{}",
+            String::from_utf8_lossy(input)
+        );
+    }
+}

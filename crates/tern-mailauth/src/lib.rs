@@ -1,8 +1,11 @@
 //! Email authentication for Tern, over the `mail-auth` crate: inbound
 //! checks ([`verify`]: SPF, DKIM, DMARC, ARC, iprev and the
 //! `Authentication-Results:` field), outbound DKIM signing ([`sign`]) with
-//! keys on disk ([`keys`]), the DNS records an admin must publish
-//! ([`records`]) and the header surgery both need ([`headers`]).
+//! keys on disk ([`keys`]) shared through a [`SignerHandle`] that a reload
+//! swaps whole, the DNS records an admin must publish
+//! ([`records`]) and the header surgery both need ([`headers`]). [`body`]
+//! parses signatures within bounds and streams the body hashes; [`policy`]
+//! is what the admin decides (the inbound policy and the DKIM keys).
 //!
 //! This crate is a service (layer 2): no sockets of its own, no listeners,
 //! no logging of message content or keys. DNS goes through the hickory

@@ -5,7 +5,7 @@
 //! failures after tampering), DMARC policy, `pct`, and the
 //! `Authentication-Results:` field.
 
-mod dns;
+use tern_testkit::dns;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;

@@ -6,7 +6,10 @@
 //! `BODY[...]`), [`Message::envelope_imap`], [`Message::body_structure_imap`],
 //! [`Message::binary`], the SEARCH matchers, and the SORT/THREAD keys.
 //! [`thread`] builds REFERENCES and ORDEREDSUBJECT trees over many
-//! messages; [`pop3::top`] serves POP3 TOP.
+//! messages; [`pop3::top`] serves POP3 TOP. The views are built by
+//! [`envelope`], [`bodystructure`] and [`address`] (with [`params`] for
+//! `Content-Type` parameters), matched by [`search`], and written in IMAP
+//! syntax by [`imap`].
 //!
 //! Output follows Dovecot 2.3 (the reference server) byte for byte where
 //! it does not contradict the RFCs; the tests compare against Dovecot's

@@ -203,6 +203,7 @@ pub struct HistoryEntry {
 /// Why a request failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum ErrorKind {
     /// No such message (or not a valid queue id).
     NotFound,
@@ -261,6 +262,7 @@ impl Response {
 
 /// What can go wrong on the admin socket.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum AdminError {
     /// Nothing listens on the socket: the server is not running.
     #[error("the server is not running (nothing answers on {}): {source}", path.display())]

@@ -1,5 +1,5 @@
 //! The authentication service every protocol shares: one [`Authenticator`]
-//! a session serves SMTP AUTH, IMAP LOGIN/AUTHENTICATE and POP3
+//! per session serves SMTP AUTH, IMAP LOGIN/AUTHENTICATE and POP3
 //! USER/PASS/AUTH. It starts SASL exchanges (nonce, host name, server
 //! secret), answers their questions from the users file
 //! (`UserDb::check_password`) or the bearer-token validator under the
@@ -198,6 +198,20 @@ fn fresh_nonce() -> Option<[u8; 32]> {
 }
 
 impl Question {
+    /// The SMTP session's question (`None`: one this service cannot answer).
+    pub(crate) fn from_smtp(q: tern_smtp::server::AuthQuestion) -> Option<Question> {
+        use tern_smtp::server::AuthQuestion as Q;
+        Some(match q {
+            Q::VerifyPassword {
+                authcid, password, ..
+            } => Question::VerifyPassword { authcid, password },
+            Q::LookupCram { authcid } => Question::LookupCram { authcid },
+            Q::LookupScram { authcid, .. } => Question::LookupScram { authcid },
+            Q::VerifyToken { token, .. } => Question::VerifyToken { token },
+            _ => return None,
+        })
+    }
+
     /// The IMAP session's question (`None`: one this service cannot answer).
     pub(crate) fn from_imap(q: tern_imap::session::AuthQuestion) -> Option<Question> {
         use tern_imap::session::AuthQuestion as Q;

@@ -275,6 +275,7 @@ pub fn thunderbird(services: &ClientServices, domain: &str) -> String {
 
 /// Why an Autodiscover request was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum AutodiscoverError {
     /// Not well-formed XML, or not a request naming an address.
     #[error("not an Autodiscover request: {0}")]

@@ -283,6 +283,23 @@ pub(crate) fn notify_for(notify: Notify, privileged: bool) -> Notify {
     }
 }
 
+/// Why a message quarantined at intake could not be moved to `Junk`.
+#[derive(Debug, thiserror::Error)]
+enum QuarantineError {
+    #[error("no intake store")]
+    NoIntakeStore,
+    #[error("not a single local mailbox")]
+    NotOneLocalMailbox,
+    #[error("no delivery path")]
+    NoDeliveryPath,
+    #[error(transparent)]
+    Mailbox(#[from] tern_store::mailbox::MailboxError),
+    #[error(transparent)]
+    Store(#[from] tern_store::StoreError),
+    #[error("the message could not be redirected")]
+    NotRedirected,
+}
+
 fn auth_blocked() -> Reply {
     Reply::new(
         454,
@@ -1116,24 +1133,28 @@ impl Connection {
         &self,
         tx: &Transaction,
         message: &mut IncomingMessage,
-    ) -> Result<(), String> {
-        let intake = self.ctx.local_intake.as_ref().ok_or("no intake store")?;
-        let mailbox = single_local_mailbox(tx).ok_or("not a single local mailbox")?;
+    ) -> Result<(), QuarantineError> {
+        let intake = self
+            .ctx
+            .local_intake
+            .as_ref()
+            .ok_or(QuarantineError::NoIntakeStore)?;
+        let mailbox = single_local_mailbox(tx).ok_or(QuarantineError::NotOneLocalMailbox)?;
         let name = message
             .delivery_path()
             .and_then(|p| p.file_name())
             .and_then(|n| n.to_str())
-            .ok_or("no delivery path")?
+            .ok_or(QuarantineError::NoDeliveryPath)?
             .to_owned();
-        let junk = intake
-            .store
-            .delivery_target(mailbox, &tern_store::Folder::Junk, message.size())
-            .map_err(|e| e.to_string())?;
-        let (_, final_path) = junk.delivery_paths(&name).map_err(|e| e.to_string())?;
+        let junk =
+            intake
+                .store
+                .delivery_target(mailbox, &tern_store::Folder::Junk, message.size())?;
+        let (_, final_path) = junk.delivery_paths(&name)?;
         if message.redirect_delivery(final_path) {
             Ok(())
         } else {
-            Err("the message could not be redirected".into())
+            Err(QuarantineError::NotRedirected)
         }
     }
 
@@ -1345,18 +1366,10 @@ impl Connection {
     /// Answers the SASL exchange's question through the shared
     /// authentication service (`crate::auth`).
     async fn answer_auth(&self, question: AuthQuestion) -> Answer {
-        let question = match question {
-            AuthQuestion::VerifyPassword {
-                authcid, password, ..
-            } => crate::auth::Question::VerifyPassword { authcid, password },
-            AuthQuestion::LookupCram { authcid } => crate::auth::Question::LookupCram { authcid },
-            AuthQuestion::LookupScram { authcid, .. } => {
-                crate::auth::Question::LookupScram { authcid }
-            }
-            AuthQuestion::VerifyToken { token, .. } => crate::auth::Question::VerifyToken { token },
-            _ => return Answer::Fail(FailureKind::Temporary),
-        };
-        self.authn.answer(question).await
+        match crate::auth::Question::from_smtp(question) {
+            Some(q) => self.authn.answer(q).await,
+            None => Answer::Fail(FailureKind::Temporary),
+        }
     }
 
     /// True when the current message has been arriving for longer than the

@@ -92,6 +92,7 @@ pub struct DnsCheckReport {
 
 /// Why no report could be made.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DnsRecordsError {
     /// Not one of the configuration's domains.
     #[error("{0} is not a local domain of this configuration (add [domains.\"{0}\"] first)")]

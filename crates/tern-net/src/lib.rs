@@ -1,11 +1,25 @@
 //! Tern's runtime: the only place sockets, tasks and timers live.
 //!
-//! It binds listeners, admits connections under the [`limits`], runs one
-//! [`conn`] driver per connection over a sans-IO
-//! [`tern_smtp::server::ServerSession`], hands committed messages to the
-//! local [`delivery`] agent and shuts everything down gracefully. It never
-//! parses SMTP itself (that is `tern-smtp`'s job) and never decides where a
-//! mailbox lives (that is `tern-store`'s).
+//! It binds listeners ([`server`]), admits connections under the
+//! [`limits`], and runs one driver per connection over a sans-IO session:
+//! [`conn`] for SMTP ([`tern_smtp::server::ServerSession`]), [`imap`] and
+//! [`pop3`] for the mail clients. All three authenticate through one
+//! service (credentials, SASL exchanges, the brute-force tracker and the
+//! `tern_auth_total` metric). It runs the end-of-data [`filter`] pipeline
+//! and the email-authentication stage ([`mailauth`]), hands committed
+//! messages to the local [`delivery`] agent and to the queue manager,
+//! serves the admin API and `/metrics` ([`http`], [`admin`], [`metrics`])
+//! and shuts everything down gracefully. It never parses a protocol itself
+//! (that is the job of `tern-smtp`, `tern-imap` and `tern-pop3`), never
+//! checks a credential outside the authentication service, and never
+//! decides where a mailbox lives (that is `tern-store`'s).
+//!
+//! Beside the drivers: [`tls`] (certificates, SNI, STARTTLS upgrades),
+//! [`policy`] and [`submission`] (who may relay, and send as whom),
+//! [`abuse`] (the counters behind the tarpit and the AUTH delays),
+//! [`gate`] (the bound on concurrent password checks), [`autoconfig`]
+//! (mail-client setup documents), [`dnsrecords`] (the records a domain
+//! must publish) and [`date`] (RFC 5322 dates).
 //!
 //! ```no_run
 //! # async fn demo(ctx: std::sync::Arc<tern_net::Context>) -> Result<(), tern_net::NetError> {
@@ -57,7 +71,9 @@ pub use mailauth::{MailAuth, SignerHandle};
 pub use policy::RelayPolicy;
 pub use queue::QueueManager;
 pub use server::{ListenerSpec, NetError, Role, Server};
-pub use tls::{CertPair, MaybeTlsStream, TlsError, TlsInfo, TlsManager, TlsSettings};
+pub use tls::{
+    CertPair, CertificateError, MaybeTlsStream, TlsError, TlsInfo, TlsManager, TlsSettings,
+};
 
 /// What AUTH checks credentials against.
 #[derive(Debug, Default)]

@@ -146,7 +146,7 @@ pub enum TlsError {
         /// The file.
         path: PathBuf,
         /// What is wrong with it.
-        detail: String,
+        detail: CertificateError,
     },
     /// The private key does not belong to the first certificate of the chain.
     #[error("the private key in {} does not match the certificate in {}", key.display(), cert.display())]
@@ -429,6 +429,22 @@ struct LeafInfo {
     not_after: i64,
 }
 
+/// What is wrong with a server certificate that cannot be read (the
+/// DER reader's own words in parentheses).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CertificateError {
+    /// Not an X.509 certificate.
+    #[error("malformed X.509 certificate ({0})")]
+    Malformed(String),
+    /// Its extensions cannot be read.
+    #[error("malformed extensions ({0})")]
+    Extensions(String),
+    /// Its subjectAltName extension cannot be read.
+    #[error("malformed subjectAltName ({0})")]
+    SubjectAltName(String),
+}
+
 /// Reads the subjectAltName DNS names and the expiry date of a certificate.
 ///
 /// Why yasna: webpki (already used by rustls) can check a certificate
@@ -439,7 +455,7 @@ struct LeafInfo {
 /// tree, so this costs no new crate; it is lenient (BER), returns errors
 /// instead of panicking, and we only walk the outer structure of
 /// TBSCertificate (RFC 5280 4.1) plus the subjectAltName extension.
-fn parse_leaf(der: &[u8]) -> Result<LeafInfo, String> {
+fn parse_leaf(der: &[u8]) -> Result<LeafInfo, CertificateError> {
     use yasna::Tag;
     use yasna::tags::{TAG_GENERALIZEDTIME, TAG_UTCTIME};
 
@@ -487,7 +503,7 @@ fn parse_leaf(der: &[u8]) -> Result<LeafInfo, String> {
             Ok(tbs)
         })
     })
-    .map_err(|e| format!("malformed X.509 certificate ({e})"))?;
+    .map_err(|e| CertificateError::Malformed(e.to_string()))?;
 
     let mut dns_names = Vec::new();
     if let Some(extensions) = extensions {
@@ -507,7 +523,7 @@ fn parse_leaf(der: &[u8]) -> Result<LeafInfo, String> {
                 })
             })
         })
-        .map_err(|e| format!("malformed extensions ({e})"))?;
+        .map_err(|e| CertificateError::Extensions(e.to_string()))?;
         if let Some(san) = san {
             yasna::parse_ber(&san, |r| {
                 r.read_sequence_of(|name| {
@@ -526,7 +542,7 @@ fn parse_leaf(der: &[u8]) -> Result<LeafInfo, String> {
                     Ok(())
                 })
             })
-            .map_err(|e| format!("malformed subjectAltName ({e})"))?;
+            .map_err(|e| CertificateError::SubjectAltName(e.to_string()))?;
         }
     }
     Ok(LeafInfo {

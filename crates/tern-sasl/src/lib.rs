@@ -1,8 +1,8 @@
 //! Sans-IO SASL server mechanisms for Tern.
 //!
 //! This crate runs the server side of a SASL exchange (RFC 4422) as a step
-//! machine, [`ServerAuth`], that SMTP `AUTH` (RFC 4954) drives today and POP3
-//! `AUTH` and IMAP `AUTHENTICATE` will drive later. It implements PLAIN
+//! machine, [`ServerAuth`], that SMTP `AUTH` (RFC 4954), IMAP `AUTHENTICATE`
+//! and `LOGIN`, and POP3 `AUTH` and `USER`/`PASS` drive. It implements PLAIN
 //! (RFC 4616), LOGIN, CRAM-MD5 (RFC 2195), SCRAM-SHA-256 (RFC 5802,
 //! RFC 7677), OAUTHBEARER (RFC 7628) and XOAUTH2, and in [`jwt`] the
 //! validation of the bearer tokens those last two carry.

@@ -1,10 +1,15 @@
-//! The message-content codecs: the DATA dot-decoder and BDAT framing.
+//! The message-content codecs: the DATA dot-decoder and dot-encoder, and
+//! BDAT framing.
 //!
 //! * [`DataDecoder`] turns the bytes that follow a `DATA` command into the
 //!   message, undoing dot-stuffing (RFC 5321 4.5.2) and finding the end of
 //!   data. It is streaming and keeps its whole state between calls, so the
 //!   input may be split at any byte: the output never depends on where the
 //!   reads happened to end.
+//! * [`DataEncoder`] is its mirror for the client side: it turns a queued
+//!   message into DATA content, dot-stuffing and normalising every bare CR
+//!   and bare LF to CRLF, so the only `CR LF . CR LF` it writes is its own
+//!   terminator.
 //! * [`BdatChunk`] counts the octets of one `BDAT` chunk (RFC 3030) and
 //!   [`BdatText`] applies the same line-ending rules as DATA to the chunks of
 //!   a non-`BINARYMIME` message.
@@ -523,6 +528,116 @@ impl BdatText {
     /// Line and header statistics of the output so far.
     pub fn scanner(&self) -> &TextScanner {
         &self.scanner
+    }
+}
+
+/// Turns message bytes into DATA content: every bare CR and bare LF
+/// becomes CRLF, then a `.` at the start of a line is doubled (RFC 5321
+/// 4.5.2); [`finish`](Self::finish) ends the content with `CRLF . CRLF`
+/// (adding the CRLF when the message does not end with one).
+///
+/// The only `CRLF . CRLF` in the output is the one `finish` writes, so no
+/// server can find an earlier end of data, whatever the queued message
+/// holds (`\n.\n`, `\r.\r`, `\r\n.\r\n`…). The output does not depend on
+/// how the message is split across [`encode`](Self::encode) calls.
+///
+/// ```
+/// use tern_smtp::data::DataEncoder;
+/// let mut enc = DataEncoder::new();
+/// let mut out = Vec::new();
+/// enc.encode(b"Subject: x\n\n.hidden\r.\rend", &mut out);
+/// enc.finish(&mut out);
+/// assert_eq!(out, b"Subject: x\r\n\r\n..hidden\r\n..\r\nend\r\n.\r\n");
+/// ```
+#[derive(Debug, Clone)]
+pub struct DataEncoder {
+    line_start: bool,
+    pending_cr: bool,
+}
+
+impl Default for DataEncoder {
+    fn default() -> Self {
+        DataEncoder::new()
+    }
+}
+
+impl DataEncoder {
+    /// An encoder at the start of the message (right after the DATA
+    /// command's CRLF).
+    pub fn new() -> DataEncoder {
+        DataEncoder {
+            line_start: true,
+            pending_cr: false,
+        }
+    }
+
+    /// Appends the encoding of `input` to `out`. A CR at the end of
+    /// `input` is held back until the next byte shows whether it is
+    /// part of a CRLF.
+    pub fn encode(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        out.reserve(input.len() + input.len() / 16 + 4);
+        let mut i = 0;
+        while i < input.len() {
+            if !self.pending_cr && !self.line_start {
+                // Copy a run of ordinary bytes in one go.
+                let run = input[i..]
+                    .iter()
+                    .position(|&b| b == b'\r' || b == b'\n')
+                    .unwrap_or(input.len() - i);
+                if run > 0 {
+                    out.extend_from_slice(&input[i..i + run]);
+                    i += run;
+                    continue;
+                }
+            }
+            self.byte(input[i], out);
+            i += 1;
+        }
+    }
+
+    fn byte(&mut self, b: u8, out: &mut Vec<u8>) {
+        if self.pending_cr {
+            self.pending_cr = false;
+            // CRLF, or a bare CR that becomes one.
+            out.extend_from_slice(b"\r\n");
+            self.line_start = true;
+            if b == b'\n' {
+                return;
+            }
+        }
+        match b {
+            b'\r' => self.pending_cr = true,
+            b'\n' => {
+                out.extend_from_slice(b"\r\n");
+                self.line_start = true;
+            }
+            b'.' if self.line_start => {
+                out.extend_from_slice(b"..");
+                self.line_start = false;
+            }
+            _ => {
+                out.push(b);
+                self.line_start = false;
+            }
+        }
+    }
+
+    /// Appends the end of the content: a pending CR as CRLF, a CRLF when
+    /// the last line is unterminated, then `.` CRLF.
+    pub fn finish(self, out: &mut Vec<u8>) {
+        if self.pending_cr || !self.line_start {
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b".\r\n");
+    }
+
+    /// The whole DATA content for `message` in one call.
+    pub fn encode_all(message: &[u8]) -> Vec<u8> {
+        let mut enc = DataEncoder::new();
+        let mut out = Vec::with_capacity(message.len() + 8);
+        enc.encode(message, &mut out);
+        enc.finish(&mut out);
+        out
     }
 }
 

@@ -1,9 +1,11 @@
 //! The SMTP protocol core of Tern, without I/O.
 //!
 //! Bytes in, events and bytes out: this crate parses commands
-//! ([`command`]), formats replies ([`reply`]), frames DATA and BDAT
-//! ([`data`]), runs the server session state machine ([`server`]) and
-//! builds `Received:` header fields ([`received`]).
+//! ([`command`]), formats replies ([`reply`]), decodes and encodes DATA and
+//! frames BDAT ([`data`]), runs the server session state machine
+//! ([`server`]) and the client session that delivers to another SMTP or
+//! LMTP server ([`client`]), and builds `Received:` header fields
+//! ([`received`]).
 //!
 //! It must never touch sockets, files, clocks or an async runtime: the
 //! runtime crate drives it and hands it time and bytes. Everything here is

@@ -1,9 +1,14 @@
 //! The Tern mail server, wired together: configuration in, running
 //! listeners and delivery out.
 //!
-//! `main.rs` is the CLI around this; integration tests call [`start`]
-//! directly to run a real server on ephemeral ports. This crate is the only
-//! one that uses `anyhow`: everything below it has typed errors.
+//! [`config`] reads and validates the TOML configuration; [`start`] turns
+//! it into running listeners, the queue and delivery (integration tests
+//! call it directly to run a real server on ephemeral ports). The
+//! commands that work on a server's data live beside it: [`mailbox_cmd`]
+//! (`tern mailbox`, `tern quota`), [`trace_cmd`] (`tern trace`) and
+//! [`privilege`] (dropping root). `main.rs` is the CLI around this. This
+//! crate is the only one that uses `anyhow`: everything below it has
+//! typed errors.
 #![forbid(unsafe_code)]
 
 pub mod config;

@@ -8,10 +8,9 @@ mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
-use common::http_get;
 
 const PW: &str = "alice-auth-pw";
 const USER: &str = "alice@example.test";
@@ -60,12 +59,6 @@ impl Lines {
     }
 }
 
-async fn scrape(admin: SocketAddr) -> String {
-    let (status, _, body) = http_get(admin, "/metrics").await;
-    assert_eq!(status, 200);
-    body
-}
-
 const SERIES: &[&str] = &[
     "tern_auth_total{protocol=\"imap\",mechanism=\"PLAIN\",result=\"success\"}",
     "tern_auth_total{protocol=\"imap\",mechanism=\"PLAIN\",result=\"failure\"}",
@@ -108,7 +101,7 @@ async fn imap_and_pop3_logins_are_counted_with_their_mechanism() {
     let config = tern::Config::parse(&text).expect("test config");
     let running = tern::start(&config).await.expect("server starts");
     let (admin, imap, pop3) = (running.addrs()[0], running.addrs()[1], running.addrs()[2]);
-    let before = scrape(admin).await;
+    let before = common::scrape_metrics(admin).await;
 
     tokio::task::spawn_blocking(move || {
         let mut c = Lines::connect(imap);
@@ -161,31 +154,6 @@ async fn imap_and_pop3_logins_are_counted_with_their_mechanism() {
     .await
     .unwrap();
 
-    let value = |text: &str, s: &str| tern_net::metrics::sample(text, s).unwrap_or(0.0);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let after = scrape(admin).await;
-        let deltas: Vec<f64> = SERIES
-            .iter()
-            .map(|s| value(&after, s) - value(&before, s))
-            .collect();
-        if deltas == EXPECTED {
-            break;
-        }
-        if Instant::now() > deadline {
-            let table: Vec<String> = SERIES
-                .iter()
-                .zip(&deltas)
-                .zip(EXPECTED)
-                .map(|((s, d), e)| format!("{s}: moved {d}, expected {e}"))
-                .collect();
-            panic!(
-                "{}\n\n{}",
-                table.join("\n"),
-                tern_net::metrics::samples_only(&after)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    common::wait_for_deltas(admin, &before, SERIES, EXPECTED).await;
     running.shutdown().await;
 }

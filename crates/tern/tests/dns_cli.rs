@@ -4,8 +4,7 @@
 //! daemon, signing at `RUST_LOG=trace`, never logs its private keys.
 
 mod common;
-#[path = "../../tern-mailauth/tests/dns/mod.rs"]
-mod dns;
+use tern_testkit::dns;
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -16,8 +16,7 @@
 //!   codes never count), greylisting on an injected clock (no sleeping).
 
 mod common;
-#[path = "../../tern-mailauth/tests/dns/mod.rs"]
-mod dns;
+use tern_testkit::dns;
 mod filter_fakes;
 
 use std::net::{Ipv4Addr, SocketAddr};

@@ -15,8 +15,7 @@
 //!   that the next hop validates (and no DKIM signature of ours).
 
 mod common;
-#[path = "../../tern-mailauth/tests/dns/mod.rs"]
-mod dns;
+use tern_testkit::dns;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;

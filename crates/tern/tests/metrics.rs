@@ -5,20 +5,10 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
-use common::{Raw, TestServer, http_get};
+use common::{Raw, TestServer};
 
 fn value(text: &str, series: &str) -> f64 {
     tern_net::metrics::sample(text, series).unwrap_or(0.0)
-}
-
-async fn scrape(admin: std::net::SocketAddr) -> String {
-    let (status, ctype, body) = http_get(admin, "/metrics").await;
-    assert_eq!(status, 200);
-    assert!(ctype.starts_with("application/openmetrics-text"), "{ctype}");
-    assert!(body.ends_with("# EOF\n"));
-    body
 }
 
 const SERIES: &[&str] = &[
@@ -77,7 +67,7 @@ async fn counters_move_by_exactly_what_was_sent() {
     .await;
     let addrs = srv.running.as_ref().unwrap().addrs().to_vec();
     let (mx, admin, submission) = (addrs[0], addrs[1], addrs[2]);
-    let before = scrape(admin).await;
+    let before = common::scrape_metrics(admin).await;
 
     let mx_session = tokio::task::spawn_blocking(move || {
         let mut c = Raw::greeted(mx);
@@ -137,42 +127,18 @@ async fn counters_move_by_exactly_what_was_sent() {
     srv.wait_for_mail("bob@example.test", 2);
 
     // Sessions are counted as they end, just after the 221: poll briefly.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let after = scrape(admin).await;
-        let deltas: Vec<f64> = SERIES
-            .iter()
-            .map(|s| value(&after, s) - value(&before, s))
-            .collect();
-        if deltas == EXPECTED {
-            // Sizes: each accepted message is counted with its stored size
-            // (our Received: field added), so the sum is above what was sent.
-            let sum = value(&after, "tern_message_size_bytes_sum")
-                - value(&before, "tern_message_size_bytes_sum");
-            assert!(sum > 60.0 && sum < 4000.0, "{sum}");
-            assert!(value(&after, "tern_process_open_fds") > 0.0);
-            assert!(value(&after, "tern_process_resident_memory_bytes") > 1e6);
-            assert_eq!(
-                value(&after, "tern_queue_messages{state=\"active\"}")
-                    + value(&after, "tern_queue_messages{state=\"deferred\"}"),
-                0.0
-            );
-            break;
-        }
-        if Instant::now() > deadline {
-            let table: Vec<String> = SERIES
-                .iter()
-                .zip(&deltas)
-                .zip(EXPECTED)
-                .map(|((s, d), e)| format!("{s}: moved {d}, expected {e}"))
-                .collect();
-            panic!(
-                "{}\n\n{}",
-                table.join("\n"),
-                tern_net::metrics::samples_only(&after)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let after = common::wait_for_deltas(admin, &before, SERIES, EXPECTED).await;
+    // Sizes: each accepted message is counted with its stored size
+    // (our Received: field added), so the sum is above what was sent.
+    let sum = value(&after, "tern_message_size_bytes_sum")
+        - value(&before, "tern_message_size_bytes_sum");
+    assert!(sum > 60.0 && sum < 4000.0, "{sum}");
+    assert!(value(&after, "tern_process_open_fds") > 0.0);
+    assert!(value(&after, "tern_process_resident_memory_bytes") > 1e6);
+    assert_eq!(
+        value(&after, "tern_queue_messages{state=\"active\"}")
+            + value(&after, "tern_queue_messages{state=\"deferred\"}"),
+        0.0
+    );
     srv.shutdown().await;
 }

@@ -4,20 +4,18 @@
 //! 127.0.0.2 for `remote.test`. Failures come back to the sender as DSNs.
 
 mod common;
-#[path = "../../tern-mailauth/tests/dns/mod.rs"]
-mod dns;
+use tern_testkit::dns;
+use tern_testkit::smtp::{RunningPeer, SmtpPeer};
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use common::{Raw, wait_for_mail_in};
 use mail_parser::MimeHeaders as _;
-use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 
 /// The test DNS: MX and A records for the remote domains the tests send
 /// to, from the shared test DNS server (`tern-mailauth/tests/dns`).
@@ -56,73 +54,19 @@ fn shared_port() -> u16 {
     panic!("no shared port");
 }
 
-/// A minimal SMTP server on `ip:port` that offers PIPELINING but no DSN
-/// (so the sender's Tern must send "relayed" notices itself). With
-/// `stall`, it never answers the end of data and drops the connection
-/// after `stall` instead. Counts the messages it accepted, the
+/// A minimal SMTP server on `ip:port` (`tern_testkit::smtp`) that offers
+/// PIPELINING but no DSN (so the sender's Tern must send "relayed" notices
+/// itself). With `stall`, it never answers the end of data and drops the
+/// connection after `stall` instead. Counts the messages it accepted, the
 /// connections it got and the stalls that ended.
-async fn mini_smtp(ip: &str, port: u16, stall: Option<Duration>) -> MiniSmtp {
-    let listener = tokio::net::TcpListener::bind((ip, port)).await.unwrap();
-    let counts = MiniSmtp::default();
-    let (acc, conns, ended) = (
-        counts.accepted.clone(),
-        counts.connections.clone(),
-        counts.stalls_ended.clone(),
-    );
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            conns.fetch_add(1, Ordering::SeqCst);
-            let (acc, ended) = (acc.clone(), ended.clone());
-            tokio::spawn(async move {
-                let mut r = BufReader::new(tcp);
-                let _ = r.get_mut().write_all(b"220 mini.test ESMTP\r\n").await;
-                let mut line = String::new();
-                loop {
-                    line.clear();
-                    if r.read_line(&mut line).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let cmd = line.trim_end().to_ascii_uppercase();
-                    let reply: &[u8] = if cmd.starts_with("EHLO") {
-                        b"250-mini.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n"
-                    } else if cmd == "DATA" {
-                        let _ = r.get_mut().write_all(b"354 go ahead\r\n").await;
-                        loop {
-                            line.clear();
-                            if r.read_line(&mut line).await.unwrap_or(0) == 0 {
-                                return;
-                            }
-                            if line == ".\r\n" {
-                                break;
-                            }
-                        }
-                        if let Some(stall) = stall {
-                            tokio::time::sleep(stall).await;
-                            ended.fetch_add(1, Ordering::SeqCst);
-                            return;
-                        }
-                        acc.fetch_add(1, Ordering::SeqCst);
-                        b"250 2.0.0 accepted\r\n"
-                    } else if cmd == "QUIT" {
-                        let _ = r.get_mut().write_all(b"221 2.0.0 bye\r\n").await;
-                        return;
-                    } else {
-                        b"250 2.0.0 ok\r\n"
-                    };
-                    let _ = r.get_mut().write_all(reply).await;
-                }
-            });
-        }
-    });
-    counts
-}
-
-/// What a [`mini_smtp`] server saw.
-#[derive(Default)]
-struct MiniSmtp {
-    accepted: Arc<AtomicUsize>,
-    connections: Arc<AtomicUsize>,
-    stalls_ended: Arc<AtomicUsize>,
+async fn mini_smtp(ip: &str, port: u16, stall: Option<Duration>) -> RunningPeer {
+    let mut peer = SmtpPeer::new("mini.test")
+        .extension("PIPELINING")
+        .extension("8BITMIME");
+    if let Some(stall) = stall {
+        peer = peer.stall_after_data(stall);
+    }
+    peer.bind(SocketAddr::new(ip.parse().unwrap(), port)).await
 }
 
 struct Pair {

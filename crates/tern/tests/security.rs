@@ -20,8 +20,7 @@
 //! | 14 unbounded DKIM signatures | `tern-mailauth/src/body.rs` |
 
 mod common;
-#[path = "../../tern-mailauth/tests/dns/mod.rs"]
-mod dns;
+use tern_testkit::dns;
 
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};

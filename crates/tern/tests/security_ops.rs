@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use common::Raw;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tern_testkit::smtp::SmtpPeer;
 
 // ------------------------------------------------------------ finding 3
 
@@ -45,80 +45,18 @@ fn self_signed() -> (Arc<rustls::ServerConfig>, String) {
     (Arc::new(config), ck.cert.pem())
 }
 
-/// A submission-style smarthost on loopback: STARTTLS with `tls`, then
-/// AUTH (any credentials accepted), MAIL, RCPT, DATA. Returns its port.
+/// A submission-style smarthost on loopback (`tern_testkit::smtp`):
+/// STARTTLS with `tls`, then AUTH (any credentials accepted), MAIL, RCPT,
+/// DATA; the commands go into `seen`. Returns its port.
 async fn scripted_smarthost(tls: Arc<rustls::ServerConfig>, seen: Seen) -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let (tls, seen) = (Arc::clone(&tls), Arc::clone(&seen));
-            tokio::spawn(async move {
-                let mut plain = BufReader::new(tcp);
-                plain.write_all(b"220 relay.test ESMTP\r\n").await.ok();
-                if !smtp_dialogue(&mut plain, &seen, "").await {
-                    return;
-                }
-                let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-                match acceptor.accept(plain.into_inner()).await {
-                    Ok(stream) => {
-                        smtp_dialogue(&mut BufReader::new(stream), &seen, "tls: ").await;
-                    }
-                    Err(_) => seen.lock().unwrap().push("handshake failed".into()),
-                }
-            });
-        }
-    });
-    port
-}
-
-/// Answers commands until STARTTLS (true: start the handshake) or the end.
-async fn smtp_dialogue<S: AsyncRead + AsyncWrite + Unpin>(
-    s: &mut BufReader<S>,
-    seen: &Seen,
-    prefix: &str,
-) -> bool {
-    let mut in_data = false;
-    loop {
-        let mut line = String::new();
-        match s.read_line(&mut line).await {
-            Ok(0) | Err(_) => return false,
-            Ok(_) => {}
-        }
-        if in_data {
-            if line == ".\r\n" {
-                in_data = false;
-                s.write_all(b"250 2.0.0 queued\r\n").await.ok();
-            }
-            continue;
-        }
-        let cmd = line.trim_end().to_owned();
-        seen.lock().unwrap().push(format!("{prefix}{cmd}"));
-        let upper = cmd.to_ascii_uppercase();
-        let reply: &[u8] = if upper.starts_with("EHLO") {
-            if prefix.is_empty() {
-                b"250-relay.test\r\n250-STARTTLS\r\n250 AUTH PLAIN LOGIN\r\n"
-            } else {
-                b"250-relay.test\r\n250 AUTH PLAIN LOGIN\r\n"
-            }
-        } else if upper == "STARTTLS" {
-            s.write_all(b"220 2.0.0 go ahead\r\n").await.ok();
-            return true;
-        } else if upper.starts_with("AUTH") {
-            b"235 2.7.0 welcome\r\n"
-        } else if upper == "DATA" {
-            in_data = true;
-            b"354 go\r\n"
-        } else if upper == "QUIT" {
-            s.write_all(b"221 bye\r\n").await.ok();
-            return false;
-        } else {
-            b"250 ok\r\n"
-        };
-        if s.write_all(reply).await.is_err() {
-            return false;
-        }
-    }
+    SmtpPeer::new("relay.test")
+        .extension("AUTH PLAIN LOGIN")
+        .starttls(tls)
+        .record_into(seen)
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .addr
+        .port()
 }
 
 /// A server whose remote mail goes through the smarthost on `port` with

@@ -48,7 +48,7 @@ use crate::conn::escape_for_log;
 use crate::server::Role;
 use crate::tls::TlsInfo;
 
-pub use net::Endpoint;
+pub use net::{Endpoint, EndpointError};
 
 /// Which listener roles a stage runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,6 +197,7 @@ impl Pipeline {
 
 /// Why a scanner call failed.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum FilterError {
     /// Connecting, reading or writing failed.
     Io(std::io::Error),

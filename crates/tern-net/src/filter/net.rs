@@ -32,16 +32,49 @@ pub enum Endpoint {
     Unix(PathBuf),
 }
 
+/// Why a scanner address cannot be used (the text is the address as
+/// written, quoted, then what is wrong with it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EndpointError {
+    /// `unix:` followed by a relative path.
+    #[error("{input:?}: a Unix socket path must be absolute")]
+    RelativeUnixPath {
+        /// The address as written.
+        input: String,
+    },
+    /// The port is not a number from 0 to 65535.
+    #[error("{input:?}: bad port {port:?}")]
+    BadPort {
+        /// The address as written.
+        input: String,
+        /// The port as written.
+        port: String,
+    },
+    /// Neither `host:port` nor a Unix socket.
+    #[error("{input:?}: expected host:port or unix:/path")]
+    NotAnEndpoint {
+        /// The address as written.
+        input: String,
+    },
+    /// `:port` with no host before it.
+    #[error("{input:?}: no host")]
+    NoHost {
+        /// The address as written.
+        input: String,
+    },
+}
+
 impl Endpoint {
     /// Parses `unix:/path`, `/path`, `tcp:host:port`, `inet:port@host`
     /// (Sendmail's form), `http://host:port`, `host:port` or `[v6]:port`.
-    pub fn parse(s: &str) -> Result<Endpoint, String> {
+    pub fn parse(s: &str) -> Result<Endpoint, EndpointError> {
         let s = s.trim();
         if let Some(path) = s.strip_prefix("unix:").or_else(|| s.strip_prefix("local:")) {
             return if path.starts_with('/') {
                 Ok(Endpoint::Unix(PathBuf::from(path)))
             } else {
-                Err(format!("{s:?}: a Unix socket path must be absolute"))
+                Err(EndpointError::RelativeUnixPath { input: s.into() })
             };
         }
         if s.starts_with('/') {
@@ -50,9 +83,10 @@ impl Endpoint {
         if let Some(rest) = s.strip_prefix("inet:")
             && let Some((port, host)) = rest.split_once('@')
         {
-            let port = port
-                .parse()
-                .map_err(|_| format!("{s:?}: bad port {port:?}"))?;
+            let port = port.parse().map_err(|_| EndpointError::BadPort {
+                input: s.into(),
+                port: port.into(),
+            })?;
             return Ok(Endpoint::Tcp {
                 host: host.trim_matches(['[', ']']).to_owned(),
                 port,
@@ -66,13 +100,14 @@ impl Endpoint {
         let rest = rest.trim_end_matches('/');
         let (host, port) = rest
             .rsplit_once(':')
-            .ok_or_else(|| format!("{s:?}: expected host:port or unix:/path"))?;
-        let port = port
-            .parse()
-            .map_err(|_| format!("{s:?}: bad port {port:?}"))?;
+            .ok_or_else(|| EndpointError::NotAnEndpoint { input: s.into() })?;
+        let port = port.parse().map_err(|_| EndpointError::BadPort {
+            input: s.into(),
+            port: port.into(),
+        })?;
         let host = host.trim_matches(['[', ']']);
         if host.is_empty() {
-            return Err(format!("{s:?}: no host"));
+            return Err(EndpointError::NoHost { input: s.into() });
         }
         Ok(Endpoint::Tcp {
             host: host.to_owned(),
@@ -160,5 +195,29 @@ mod tests {
         }
         assert_eq!(tcp("::1", 1).host_header(), "[::1]:1");
         assert_eq!(tcp("::1", 1).to_string(), "tcp:[::1]:1");
+    }
+
+    #[test]
+    fn endpoint_errors_say_what_is_wrong() {
+        let cases = [
+            (
+                "unix:relative",
+                "\"unix:relative\": a Unix socket path must be absolute",
+            ),
+            (
+                "localhost",
+                "\"localhost\": expected host:port or unix:/path",
+            ),
+            ("host:port", "\"host:port\": bad port \"port\""),
+            (":25", "\":25\": no host"),
+            ("inet:x@h", "\"inet:x@h\": bad port \"x\""),
+        ];
+        for (input, text) in cases {
+            assert_eq!(Endpoint::parse(input).unwrap_err().to_string(), text);
+        }
+        assert!(matches!(
+            Endpoint::parse("h:99999"),
+            Err(EndpointError::BadPort { port, .. }) if port == "99999"
+        ));
     }
 }

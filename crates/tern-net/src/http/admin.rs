@@ -57,7 +57,7 @@ pub struct Readiness {
     /// A name to ask about (a local domain's MX).
     pub probe_name: String,
     /// The last DNS answer and when it came.
-    pub dns_seen: Mutex<Option<(Instant, Result<(), String>)>>,
+    pub dns_seen: Mutex<Option<(Instant, Result<(), tern_dns::DnsError>)>>,
 }
 
 impl std::fmt::Debug for Readiness {
@@ -381,7 +381,7 @@ impl AdminApi {
                     Some(v) => v,
                     None => {
                         let v = match resolver.mx(&r.probe_name).await {
-                            Err(e) if e.is_temporary() => Err(e.to_string()),
+                            Err(e) if e.is_temporary() => Err(e),
                             // Any answer, even "no such name", is an answer.
                             _ => Ok(()),
                         };

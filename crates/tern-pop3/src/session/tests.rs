@@ -673,3 +673,25 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn auth_mechanism_names_the_exchange_that_ran() {
+    // (client bytes, the mechanism the session reports afterwards)
+    let cases: [(&str, Option<Mechanism>); 5] = [
+        ("CAPA\r\n", None),
+        (LOGIN, Some(Mechanism::Plain)),
+        ("USER alice\r\nPASS wrong\r\n", Some(Mechanism::Plain)),
+        (
+            "AUTH LOGIN\r\nYWxpY2U=\r\nc2VjcmV0IHB3\r\n",
+            Some(Mechanism::Login),
+        ),
+        // Refused before any exchange, after the mechanism was named.
+        ("AUTH PLAIN !!!\r\n", Some(Mechanism::Plain)),
+    ];
+    for (input, expected) in cases {
+        let mut f = Fake::new();
+        let mut s = session(SessionConfig::default(), true);
+        drive(&mut s, &mut f, input.as_bytes());
+        assert_eq!(s.auth_mechanism(), expected, "{input:?}");
+    }
+}

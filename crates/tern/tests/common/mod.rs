@@ -333,3 +333,50 @@ pub async fn http(
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String, String) {
     http(addr, "GET", path, &[], b"").await
 }
+
+/// The admin listener's `/metrics` page (OpenMetrics text).
+pub async fn scrape_metrics(admin: SocketAddr) -> String {
+    let (status, ctype, body) = http_get(admin, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(ctype.starts_with("application/openmetrics-text"), "{ctype}");
+    assert!(body.ends_with("# EOF\n"));
+    body
+}
+
+/// Polls `/metrics` (for up to 10 s: some counters move just after the
+/// reply the client saw) until every series in `series` has moved since
+/// `before` by exactly its number in `expected`; returns the page that
+/// showed it. Panics with a table of what moved otherwise.
+pub async fn wait_for_deltas(
+    admin: SocketAddr,
+    before: &str,
+    series: &[&str],
+    expected: &[f64],
+) -> String {
+    let value = |text: &str, s: &str| tern_net::metrics::sample(text, s).unwrap_or(0.0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let after = scrape_metrics(admin).await;
+        let deltas: Vec<f64> = series
+            .iter()
+            .map(|s| value(&after, s) - value(before, s))
+            .collect();
+        if deltas == expected {
+            return after;
+        }
+        if Instant::now() > deadline {
+            let table: Vec<String> = series
+                .iter()
+                .zip(&deltas)
+                .zip(expected)
+                .map(|((s, d), e)| format!("{s}: moved {d}, expected {e}"))
+                .collect();
+            panic!(
+                "{}\n\n{}",
+                table.join("\n"),
+                tern_net::metrics::samples_only(&after)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

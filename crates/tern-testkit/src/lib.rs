@@ -1,0 +1,24 @@
+//! Fixtures shared by Tern's test suites: real servers on loopback and a
+//! clock a test moves by hand. A dev-dependency only: no crate of the
+//! binary depends on it.
+//!
+//! * [`dns`]: an authoritative DNS server (hickory-server, in process, UDP
+//!   and TCP on one ephemeral 127.0.0.1 port) serving in-memory zones,
+//!   with a `servfail.test.` zone that always fails and a root zone that
+//!   makes every other name NXDOMAIN, as on the Internet.
+//! * [`smtp`]: a scripted SMTP peer for delivery tests (what a remote MX or
+//!   a smarthost says), which records the commands it gets and counts
+//!   connections and messages.
+//! * [`clock`]: [`VirtualClock`], the time a sans-IO core is given as
+//!   `now`, advanced by the test, never by sleeping.
+//!
+//! Everything here panics on setup failures (a port that cannot be bound,
+//! a record that cannot be added): a fixture that cannot start is a broken
+//! test, not a result to handle.
+#![forbid(unsafe_code)]
+
+pub mod clock;
+pub mod dns;
+pub mod smtp;
+
+pub use clock::VirtualClock;
