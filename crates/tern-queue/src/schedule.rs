@@ -28,7 +28,6 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 const MINUTE: u64 = 60;
 const HOUR: u64 = 60 * MINUTE;
 const DAY: u64 = 24 * HOUR;
-const WEEK: u64 = 7 * DAY;
 
 /// When deferred recipients are retried and when they expire.
 ///
@@ -176,75 +175,20 @@ impl RetrySchedule {
     }
 }
 
-/// A duration that could not be read.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "invalid duration {input:?}: {reason} (expected e.g. \"30s\", \"5m\", \"1h\", \"5d\", \"1h30m\")"
-)]
-pub struct DurationError {
-    /// The text as given (cut to 64 characters).
-    pub input: String,
-    /// What is wrong with it.
-    pub reason: &'static str,
-}
+pub use tern_types::duration::DurationError;
 
 /// Read a human duration: one or more `<number><unit>` groups with units
-/// `s`, `m`, `h`, `d`, `w` (e.g. `"90s"`, `"5m"`, `"1h30m"`, `"5d"`).
-/// Surrounding whitespace is ignored; nothing else is accepted.
+/// `ms`, `s`, `m`, `h`, `d`, `w` (e.g. `"90s"`, `"5m"`, `"1h30m"`, `"5d"`);
+/// a unit is required. The workspace's one grammar,
+/// [`tern_types::duration`].
 pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
-    let err = |reason| DurationError {
-        input: text.chars().take(64).collect(),
-        reason,
-    };
-    let s = text.trim();
-    if s.is_empty() {
-        return Err(err("empty"));
-    }
-    let mut total: u64 = 0;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return Err(err("a number must come before each unit"));
-        }
-        let number: u64 = rest[..digits]
-            .parse()
-            .map_err(|_| err("number too large"))?;
-        let mut chars = rest[digits..].chars();
-        let unit = match chars.next() {
-            Some('s') => 1,
-            Some('m') => MINUTE,
-            Some('h') => HOUR,
-            Some('d') => DAY,
-            Some('w') => WEEK,
-            Some(_) => return Err(err("unknown unit (use s, m, h, d or w)")),
-            None => return Err(err("missing unit after the number")),
-        };
-        total = number
-            .checked_mul(unit)
-            .and_then(|n| total.checked_add(n))
-            .ok_or_else(|| err("duration too large"))?;
-        rest = chars.as_str();
-    }
-    Ok(Duration::from_secs(total))
+    tern_types::duration::parse(text, tern_types::duration::Bare::Refused)
 }
 
 /// Write a duration the way [`parse_duration`] reads it, largest units
-/// first (`"5d"`, `"1h30m"`, `"0s"`). Sub-second parts are dropped.
+/// first (`"1d1h1m1s"`, `"5d"`).
 pub fn format_duration(duration: Duration) -> String {
-    let mut secs = duration.as_secs();
-    if secs == 0 {
-        return "0s".to_owned();
-    }
-    let mut out = String::new();
-    for (unit, suffix) in [(DAY, 'd'), (HOUR, 'h'), (MINUTE, 'm'), (1, 's')] {
-        if secs >= unit {
-            out.push_str(&(secs / unit).to_string());
-            out.push(suffix);
-            secs %= unit;
-        }
-    }
-    out
+    tern_types::duration::format(duration)
 }
 
 /// The serialised form: every field optional (defaults apply), unknown

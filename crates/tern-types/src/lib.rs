@@ -13,6 +13,7 @@
 
 pub mod address;
 pub mod dsn;
+pub mod duration;
 pub mod reply;
 #[cfg(feature = "serde")]
 mod serde_impls;
