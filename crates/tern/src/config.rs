@@ -1731,26 +1731,10 @@ mod duration_str {
         }
     }
 
-    pub(super) fn parse(t: &str) -> Result<Duration, String> {
-        let t = t.trim();
-        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-        let (num, unit) = t.split_at(split);
-        let n: u64 = num.parse().map_err(|_| {
-            format!("invalid duration {t:?}: expected e.g. \"300s\", \"5m\", \"250ms\"")
-        })?;
-        let d = match unit.trim() {
-            "ms" => Duration::from_millis(n),
-            "" | "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n.saturating_mul(60)),
-            "h" => Duration::from_secs(n.saturating_mul(3600)),
-            "d" => Duration::from_secs(n.saturating_mul(86_400)),
-            other => {
-                return Err(format!(
-                    "invalid duration unit {other:?} in {t:?}: use ms, s, m, h or d"
-                ));
-            }
-        };
-        Ok(d)
+    /// The workspace's one duration grammar (`tern_types::duration`), a
+    /// bare number read as seconds, as in `[limits]`.
+    pub(super) fn parse(t: &str) -> Result<Duration, tern_limits::duration::DurationError> {
+        tern_limits::duration::parse(t)
     }
 
     #[cfg(test)]
