@@ -335,21 +335,13 @@ impl QueueManager {
                         Done::Loaded(id, Some(message)) => scheduler.submit(id, message, now),
                         Done::Loaded(id, None) => scheduler.remove(&id),
                         Done::Unreadable(id) => {
-                            let me = Arc::clone(&me);
-                            later.spawn(async move {
-                                tokio::time::sleep(ERROR_RETRY).await;
-                                me.read(id).await
-                            });
+                            read_later(&mut later, &me, id);
                         }
                         Done::Failed(id) => scheduler.pass_failed(&id, now),
                         Done::Finished(id, reload) => {
                             if reload {
                                 scheduler.remove(&id);
-                                let me = Arc::clone(&me);
-                                later.spawn(async move {
-                                    tokio::time::sleep(ERROR_RETRY).await;
-                                    me.read(id).await
-                                });
+                                read_later(&mut later, &me, id);
                             } else if stale.remove(&id) {
                                 let me = Arc::clone(&me);
                                 tasks.spawn(async move { me.read(id).await });
@@ -374,11 +366,7 @@ impl QueueManager {
                     Done::Loaded(id, Some(message)) => scheduler.submit(id, message, unix_now()),
                     Done::Loaded(id, None) => scheduler.remove(&id),
                     Done::Unreadable(id) => {
-                        let me = Arc::clone(&me);
-                        later.spawn(async move {
-                            tokio::time::sleep(ERROR_RETRY).await;
-                            me.read(id).await
-                        });
+                        read_later(&mut later, &me, id);
                     }
                     // Only reads are put off.
                     _ => {}
@@ -1455,6 +1443,17 @@ fn log_remote(
 }
 
 /// The domain part of a mailbox key (`alice@example.test` → `example.test`).
+/// Reads message `id` again after [`ERROR_RETRY`] (an unreadable message,
+/// or one whose spool was ahead of the scheduler), in `later` (dropped at
+/// shutdown).
+fn read_later(later: &mut JoinSet<Done>, me: &Arc<QueueManager>, id: QueueId) {
+    let me = Arc::clone(me);
+    later.spawn(async move {
+        tokio::time::sleep(ERROR_RETRY).await;
+        me.read(id).await
+    });
+}
+
 fn mailbox_domain(mailbox: &str) -> &str {
     mailbox.rsplit_once('@').map_or("", |(_, d)| d)
 }

@@ -774,11 +774,7 @@ impl StoredMessage {
     pub fn reader(&self) -> Result<impl Read + '_, SpoolError> {
         Ok(BufReader::with_capacity(
             READ_BUFFER,
-            MessageReader {
-                file: &self.file,
-                pos: 0,
-                end: self.data_len,
-            },
+            MessageReader::new(&self.file, self.data_len),
         ))
     }
 
@@ -794,22 +790,30 @@ impl StoredMessage {
     }
 }
 
-/// Reads `file[pos..end]` with positioned reads.
+/// Reads `file[pos..end]` with positioned reads; `F` is the file or a
+/// reference to it (the spool's readers borrow, the file store's own).
 #[derive(Debug)]
-struct MessageReader<'a> {
-    file: &'a File,
+pub(crate) struct MessageReader<F> {
+    file: F,
     pos: u64,
     end: u64,
 }
 
-impl Read for MessageReader<'_> {
+impl<F> MessageReader<F> {
+    /// A reader over the first `end` bytes of `file`.
+    pub(crate) fn new(file: F, end: u64) -> MessageReader<F> {
+        MessageReader { file, pos: 0, end }
+    }
+}
+
+impl<F: std::borrow::Borrow<File>> Read for MessageReader<F> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let left = self.end - self.pos;
         let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
         if want == 0 {
             return Ok(0);
         }
-        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        let n = self.file.borrow().read_at(&mut buf[..want], self.pos)?;
         if n == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,

@@ -24,7 +24,6 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufReader, Read};
-use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -33,6 +32,7 @@ use crate::SpoolError;
 use crate::envelope::Envelope;
 use crate::id::QueueId;
 use crate::recipient::RecipientState;
+use crate::spool::MessageReader;
 use crate::spool::{DeliveryLease, IncomingMessage, Spool};
 use crate::state::MessageState;
 
@@ -96,33 +96,7 @@ impl IncomingBody for IncomingMessage {
 /// The bytes of a queued message (an owned, buffered reader over the queue
 /// file, stopping before the envelope).
 #[derive(Debug)]
-pub struct FileBody(BufReader<FileSection>);
-
-#[derive(Debug)]
-struct FileSection {
-    file: File,
-    pos: u64,
-    end: u64,
-}
-
-impl Read for FileSection {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let left = self.end - self.pos;
-        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-        if want == 0 {
-            return Ok(0);
-        }
-        let n = self.file.read_at(&mut buf[..want], self.pos)?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "queue file shrank while being read",
-            ));
-        }
-        self.pos += n as u64;
-        Ok(n)
-    }
-}
+pub struct FileBody(BufReader<MessageReader<File>>);
 
 impl Read for FileBody {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -283,11 +257,7 @@ impl QueueStore for FileStore {
                 data_len,
                 body: FileBody(BufReader::with_capacity(
                     64 * 1024,
-                    FileSection {
-                        file,
-                        pos: 0,
-                        end: data_len,
-                    },
+                    MessageReader::new(file, data_len),
                 )),
             })
         })
