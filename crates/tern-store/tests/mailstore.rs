@@ -604,6 +604,46 @@ fn multiappend_stores_all_or_nothing() {
 }
 
 #[test]
+fn an_append_by_the_selecting_session_claims_recent_before_anyone_hears_of_it() {
+    let root = tempfile::tempdir().unwrap();
+    let mb = store(root.path());
+    let user = mb.open(USER).unwrap();
+    let inbox = user.mailbox("INBOX").unwrap();
+    // Message 1 arrived while nobody had INBOX selected: still recent.
+    user.append(inbox.id, &mut &msg(1)[..], &Flags::default(), None)
+        .unwrap();
+    let mut woken = user.watch(inbox.id);
+    let bodies: Vec<Vec<u8>> = (2..4).map(msg).collect();
+    let mut readers: Vec<&[u8]> = bodies.iter().map(|b| &b[..]).collect();
+    let mut items: Vec<AppendItem<'_>> = readers
+        .iter_mut()
+        .map(|r| AppendItem {
+            body: r,
+            flags: Flags::default(),
+            internaldate: None,
+        })
+        .collect();
+    let (done, first) = user.append_batch_claiming(inbox.id, &mut items).unwrap();
+    assert_eq!(done.iter().map(|a| a.uid).collect::<Vec<_>>(), [2, 3]);
+    // The appender owns 1..4; a session woken by the append finds none.
+    assert_eq!(first, 1);
+    assert!(woken.take_changed());
+    assert_eq!(user.claim_recent(inbox.id, 4).unwrap(), 4);
+    assert_eq!(user.status("INBOX").unwrap().recent, 0);
+    // A plain append leaves its message to whoever claims first.
+    user.append_batch(
+        inbox.id,
+        &mut [AppendItem {
+            body: &mut &msg(4)[..],
+            flags: Flags::default(),
+            internaldate: None,
+        }],
+    )
+    .unwrap();
+    assert_eq!(user.status("INBOX").unwrap().recent, 1);
+}
+
+#[test]
 fn unchanged_since_reports_modified_messages() {
     let root = tempfile::tempdir().unwrap();
     let mb = store(root.path());

@@ -112,6 +112,11 @@ impl Selected {
                 }
             }
         };
+        self.add_recent(first, upto)
+    }
+
+    /// Adds `first..upto` to the session's `\Recent` UIDs; whether it grew.
+    fn add_recent(&mut self, first: u32, upto: u32) -> bool {
         if first >= upto {
             return false;
         }
@@ -1246,9 +1251,26 @@ impl Backend {
                 internaldate: m.date.map(|d| d.unix_seconds()),
             })
             .collect();
-        let appended = store
-            .append_batch(row.id, &mut items)
-            .map_err(|e| store_error(&e))?;
+        // Appending to the mailbox this session has selected read-write:
+        // the new messages are `\Recent` here, claimed before another
+        // session (an IDLE one, say) is woken and could take them first.
+        let selected_rw = self
+            .selected
+            .as_mut()
+            .filter(|sel| sel.id == row.id && !sel.read_only);
+        let appended = match selected_rw {
+            Some(sel) => {
+                let (appended, first) = store
+                    .append_batch_claiming(row.id, &mut items)
+                    .map_err(|e| store_error(&e))?;
+                let upto = appended.iter().map(|a| a.uid + 1).max().unwrap_or(first);
+                sel.add_recent(first, upto);
+                appended
+            }
+            None => store
+                .append_batch(row.id, &mut items)
+                .map_err(|e| store_error(&e))?,
+        };
         let uids: Vec<u32> = appended.iter().map(|a| a.uid).collect();
         let uidvalidity = appended.first().map_or(row.uidvalidity, |a| a.uidvalidity);
         Ok(Completion::ok(
@@ -2351,6 +2373,16 @@ mod tests {
         // ... but its SELECT took message 4 (the claim is the mailbox's).
         let r = a.say("a6 NOOP");
         assert!(r.contains("* 3 EXISTS") && !r.contains("RECENT"), "{r}");
+
+        // An APPEND to the selected mailbox is recent to the appender (the
+        // store claims it before waking b: see the mailstore test
+        // `an_append_by_the_selecting_session_claims_recent_...`).
+        let r = a.say("a7 APPEND INBOX {16+}\r\nSubject: 5\r\n\r\nhi");
+        assert!(r.contains("* 4 EXISTS") && r.contains("* 3 RECENT"), "{r}");
+        let r = b.say("b11 NOOP");
+        assert!(r.contains("* 4 EXISTS") && !r.contains("RECENT"), "{r}");
+        assert_eq!(untagged(&a.say("a8 SEARCH RECENT")), ["* SEARCH 1 2 4"]);
+        assert_eq!(untagged(&b.say("b12 SEARCH RECENT")), ["* SEARCH"]);
     }
 
     #[test]

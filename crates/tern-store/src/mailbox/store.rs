@@ -1334,6 +1334,30 @@ impl UserStore {
         mailbox: MailboxId,
         items: &mut [AppendItem<'_>],
     ) -> Result<Vec<Appended>, MailboxError> {
+        self.append_batch_inner(mailbox, items, false)
+            .map(|(appended, _)| appended)
+    }
+
+    /// [`append_batch`](Self::append_batch) by a session that has
+    /// `mailbox` selected read-write: the new messages' `\Recent` is
+    /// claimed for it (as [`claim_recent`](Self::claim_recent) up to the
+    /// new UIDNEXT) before any other session is woken, so the appender,
+    /// not a session that happens to wake first, owns them (RFC 3501
+    /// §2.3.2; Dovecot behaves so). Returns the first UID claimed too.
+    pub fn append_batch_claiming(
+        &self,
+        mailbox: MailboxId,
+        items: &mut [AppendItem<'_>],
+    ) -> Result<(Vec<Appended>, u32), MailboxError> {
+        self.append_batch_inner(mailbox, items, true)
+    }
+
+    fn append_batch_inner(
+        &self,
+        mailbox: MailboxId,
+        items: &mut [AppendItem<'_>],
+        claim: bool,
+    ) -> Result<(Vec<Appended>, u32), MailboxError> {
         let mut g = self.lock()?;
         let row = self.by_id(&mut g, mailbox)?;
         let path = self.mailbox_dir(&row.name);
@@ -1396,7 +1420,7 @@ impl UserStore {
             });
         }
         if changes.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), row.uidnext));
         }
         let applied = match commit_synced(&mut g.index, &[path.join("cur")], &changes) {
             Ok(a) => a,
@@ -1405,10 +1429,18 @@ impl UserStore {
                 return Err(e);
             }
         };
+        let upto = applied.inserted.iter().map(|(uid, _)| uid + 1).max();
+        let first = match upto {
+            // The messages are committed: a failed claim leaves them to
+            // whichever session claims next (the appender's own sync tries
+            // again).
+            Some(upto) if claim => g.index.claim_recent(mailbox, upto).unwrap_or(upto),
+            _ => upto.unwrap_or(row.uidnext),
+        };
         self.watchers.notify(mailbox);
         Self::own_cur_change(&mut g, mailbox, before, &path);
         let modseq = applied.modseq(mailbox).unwrap_or(row.highestmodseq);
-        Ok(applied
+        let appended = applied
             .inserted
             .into_iter()
             .map(|(uid, email_id)| Appended {
@@ -1417,7 +1449,8 @@ impl UserStore {
                 email_id,
                 modseq,
             })
-            .collect())
+            .collect();
+        Ok((appended, first))
     }
 
     /// Delivers `prefix` + `body` into `new/` of `folder` (see
