@@ -1527,7 +1527,7 @@ pub fn queue_notice(
 
 /// Commits `notice` to `queue` with the null sender and returns its queue
 /// id; the caller announces it for delivery.
-async fn queue_notice_in(
+pub(crate) async fn queue_notice_in(
     queue: &AnyStore,
     directory: &Directory,
     signer: &Signer,
