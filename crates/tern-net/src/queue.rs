@@ -254,6 +254,34 @@ struct Opened {
     done: BTreeSet<usize>,
 }
 
+/// Deliveries of a pass recorded before its end (see
+/// [`QueueManager::record_early`]).
+#[derive(Default)]
+struct Early {
+    /// Taken by the last destination, not recorded yet.
+    waiting: Vec<(usize, RecipientState)>,
+    /// Recorded already: the verdict does not record them again.
+    recorded: BTreeSet<usize>,
+}
+
+impl Early {
+    /// Notes the recipients `done` says the next hop took.
+    fn taken(&mut self, done: &DomainResult, received_at: u64, schedule: &RetrySchedule, now: u64) {
+        for (index, result) in &done.results {
+            if matches!(result, AttemptResult::Delivered(_)) {
+                let state = tern_queue::on_result(
+                    &RecipientState::Pending,
+                    result,
+                    schedule,
+                    received_at,
+                    now,
+                );
+                self.waiting.push((*index, state));
+            }
+        }
+    }
+}
+
 /// What a pass attempted, for logging and notices once the scheduler has
 /// decided: per recipient, the host that answered and the reply.
 #[derive(Default)]
@@ -781,6 +809,18 @@ impl QueueManager {
         Leased::No
     }
 
+    /// Records the deliveries [`Early`] holds (see [`pass`](Self::pass));
+    /// one that fails to record is left to the verdict's record.
+    async fn record_early(&self, lease: &Lease, early: &mut Early) {
+        if early.waiting.is_empty() {
+            return;
+        }
+        let states = std::mem::take(&mut early.waiting);
+        if let Ok(true) = self.record(lease, states.clone()).await {
+            early.recorded.extend(states.iter().map(|(i, _)| *i));
+        }
+    }
+
     /// Keeps `lease` alive while `work` runs (renewed every third of its
     /// time): a slow delivery is not taken over by another node.
     async fn renewing<T>(&self, lease: &Lease, work: impl Future<Output = T>) -> T {
@@ -872,6 +912,11 @@ impl QueueManager {
         let mut attempted = Attempted::default();
         let msg = outbound_message(envelope, data.message());
         let mut outdated = false;
+        // Recipients the next hop took, recorded before the pass moves on
+        // to another destination, so that a node dying later in the pass
+        // (a slow remote domain) does not leave them to be delivered again;
+        // the last destination's are recorded with the verdict.
+        let mut early = Early::default();
         for mut group in pass.groups {
             // The spool is the record: a recipient it has as final is done
             // (and the scheduler is told by reading the message again).
@@ -883,6 +928,7 @@ impl QueueManager {
             }
             match &group.destination {
                 Destination::Maildir => {
+                    self.record_early(lease, &mut early).await;
                     let mailboxes = group
                         .recipients
                         .iter()
@@ -916,6 +962,7 @@ impl QueueManager {
                     let Some(target) = self.lmtp.get(domain) else {
                         continue;
                     };
+                    self.record_early(lease, &mut early).await;
                     let rcpts: Vec<RemoteRecipient> = group
                         .recipients
                         .iter()
@@ -939,6 +986,7 @@ impl QueueManager {
                     .instrument(info_span!("lmtp", queue_id = %id))
                     .await;
                     attempted.add("lmtp", &done, &mut report);
+                    early.taken(&done, envelope.received_at, &self.schedule, now);
                 }
                 Destination::Remote(_) => {
                     let Some(resolver) = &self.resolver else {
@@ -966,6 +1014,7 @@ impl QueueManager {
                         "remote"
                     };
                     for (domain, rcpts) in by_domain {
+                        self.record_early(lease, &mut early).await;
                         let seed =
                             now ^ (rcpts.len() as u64).rotate_left(17) ^ id.as_str().len() as u64;
                         let done = deliver_to_domain_cached(
@@ -982,6 +1031,7 @@ impl QueueManager {
                         .instrument(info_span!("outbound", queue_id = %id))
                         .await;
                         attempted.add(via, &done, &mut report);
+                        early.taken(&done, envelope.received_at, &self.schedule, now);
                     }
                 }
             }
@@ -991,7 +1041,16 @@ impl QueueManager {
             return Done::Finished(id, false);
         };
         let reload = self
-            .carry_out(lease, ended, &opened, &attempted, gone, now, handle)
+            .carry_out(
+                lease,
+                ended,
+                &opened,
+                &attempted,
+                &early.recorded,
+                gone,
+                now,
+                handle,
+            )
             .await;
         if outdated && !reload && !gone {
             return Done::Outdated(id);
@@ -1023,6 +1082,7 @@ impl QueueManager {
         ended: Ended,
         opened: &Opened,
         attempted: &Attempted,
+        recorded_early: &BTreeSet<usize>,
         gone: bool,
         now: u64,
         handle: &DeliveryHandle,
@@ -1057,7 +1117,15 @@ impl QueueManager {
         let unrecorded = if finishes {
             ended.record.clone()
         } else {
-            match self.record(lease, ended.record.clone()).await {
+            let record = ended
+                .record
+                .iter()
+                .filter(|(i, s)| {
+                    !(recorded_early.contains(i) && matches!(s, RecipientState::Delivered { .. }))
+                })
+                .cloned()
+                .collect();
+            match self.record(lease, record).await {
                 Ok(true) => {}
                 Ok(false) => {
                     info!(queue_id = %id, "message left the queue during the attempt");
