@@ -163,9 +163,7 @@ fn open_message(ctx: &Context, tx: &Transaction) -> Result<AnyIncoming, AnyStore
     if let Some(intake) = &ctx.local_intake
         && !ctx.filters.changes_envelope()
         && let Some(mailbox) = single_local_mailbox(tx)
-        && !intake
-            .lmtp_domains
-            .contains(mailbox.rsplit_once('@').map_or("", |(_, d)| d))
+        && ctx.directory.via(mailbox) == tern_store::Via::Maildir
     {
         match tern_delivery::open_delivered(
             &ctx.spool,
@@ -217,8 +215,7 @@ fn single_local_mailbox(tx: &Transaction) -> Option<&str> {
 /// here: the delivery itself reports it.
 async fn quota_refusal(ctx: &Context, mailbox: &str, size: u64) -> Option<Reply> {
     let intake = ctx.local_intake.as_ref()?;
-    let domain = mailbox.rsplit_once('@').map_or("", |(_, d)| d);
-    if !intake.store.has_quota(mailbox) || intake.lmtp_domains.contains(domain) {
+    if !intake.store.has_quota(mailbox) || ctx.directory.via(mailbox) != tern_store::Via::Maildir {
         return None;
     }
     let store = Arc::clone(&intake.store);

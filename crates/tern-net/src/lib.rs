@@ -159,9 +159,8 @@ pub struct Context {
 /// What delivery at intake needs (see [`tern_delivery::intake`]).
 #[derive(Debug, Clone)]
 pub struct LocalIntake {
-    /// The mail store local mailboxes are delivered through.
+    /// The mail store local mailboxes are delivered through (those the
+    /// directory routes to a Maildir; a message for an LMTP mailbox is
+    /// always queued).
     pub store: Arc<tern_store::Mailboxes>,
-    /// Canonical domains whose mailboxes are delivered over LMTP: their
-    /// messages are always queued.
-    pub lmtp_domains: std::collections::HashSet<String>,
 }

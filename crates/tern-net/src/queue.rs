@@ -62,7 +62,7 @@ use tern_queue::{
     ScheduledMessage, Scheduler, SchedulerConfig, Spool,
 };
 use tern_queue_pg::{AnyBody, AnyStore, AnyStoreError};
-use tern_store::{Directory, Mailboxes, Resolution, Target};
+use tern_store::{Directory, Mailboxes, Resolution, Route, Target, Via};
 use tern_types::dsn::BodyType;
 use tern_types::{EnhancedStatus, ForwardPath, Mailbox};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -340,18 +340,30 @@ impl QueueManager {
         (handle, task)
     }
 
-    /// Where `rcpt` is delivered: decided once, here, for every step of
-    /// the queue. A local mailbox of an LMTP domain goes to its LMTP
-    /// server, another local mailbox to its Maildir, anything else to the
-    /// mail exchangers of its domain (or the smarthost, which
-    /// [`destination_key`] names for every domain).
+    /// Where `rcpt` is delivered, as the directory routes it
+    /// ([`Directory::route`], the one place that decides, for intake too):
+    /// a local mailbox to its LMTP server or its Maildir, anything else to
+    /// the mail exchangers of its domain or the smarthost (which
+    /// [`destination_key`] names).
     pub fn route(&self, rcpt: &Recipient) -> Destination {
-        match &rcpt.mailbox {
-            Some(mailbox) if self.lmtp.contains_key(mailbox_domain(mailbox)) => {
-                Destination::Lmtp(mailbox_domain(mailbox).to_owned())
+        let target = match &rcpt.mailbox {
+            Some(mailbox) => Target::Local {
+                mailbox: mailbox.clone(),
+            },
+            None => Target::Remote {
+                address: rcpt.address.clone(),
+            },
+        };
+        match self.directory.route(&target) {
+            Route::Local {
+                via: Via::Lmtp { domain },
+                ..
+            } => Destination::Lmtp(domain),
+            Route::Local { .. } => Destination::Maildir,
+            Route::Remote { domain } => {
+                Destination::Remote(destination_key(&self.outbound, &domain))
             }
-            Some(_) => Destination::Maildir,
-            None => Destination::Remote(destination_key(
+            Route::Smarthost => Destination::Remote(destination_key(
                 &self.outbound,
                 &remote_domain(&rcpt.address),
             )),
@@ -1818,11 +1830,6 @@ fn read_later(later: &mut JoinSet<Done>, me: &Arc<QueueManager>, id: QueueId) {
         tokio::time::sleep(ERROR_RETRY).await;
         me.read(id).await
     });
-}
-
-/// The domain part of a mailbox key (`alice@example.test` → `example.test`).
-fn mailbox_domain(mailbox: &str) -> &str {
-    mailbox.rsplit_once('@').map_or("", |(_, d)| d)
 }
 
 /// The domain of a remote address, lower-cased (`bob@Example.NET` →

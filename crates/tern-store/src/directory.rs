@@ -52,6 +52,11 @@ pub struct DirectoryConfig {
     /// The postmaster target; default `postmaster@<first domain>` if it is
     /// a mailbox (or alias), else the first mailbox.
     pub postmaster: Option<String>,
+    /// Local domains whose mailboxes are delivered over LMTP; the others'
+    /// go to Maildirs ([`Directory::route`]).
+    pub lmtp_domains: Vec<String>,
+    /// Every address elsewhere goes through the smarthost.
+    pub smarthost: bool,
 }
 
 impl Default for DirectoryConfig {
@@ -63,6 +68,8 @@ impl Default for DirectoryConfig {
             catch_all: Vec::new(),
             recipient_delimiter: Some('+'),
             postmaster: None,
+            lmtp_domains: Vec::new(),
+            smarthost: false,
         }
     }
 }
@@ -168,6 +175,38 @@ pub enum Target {
     },
 }
 
+/// Where a delivery target goes: decided once, by [`Directory::route`],
+/// for every path that delivers (intake, the queue, notices).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Route {
+    /// A local mailbox.
+    Local {
+        /// The mailbox key.
+        mailbox: String,
+        /// How it is reached.
+        via: Via,
+    },
+    /// The mail exchangers of `domain` (lower-case).
+    Remote {
+        /// The domain of the address.
+        domain: String,
+    },
+    /// The smarthost, whatever the domain.
+    Smarthost,
+}
+
+/// How a local mailbox is reached.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Via {
+    /// Its Maildir, through the mail store.
+    Maildir,
+    /// The LMTP server configured for `domain` (its canonical name).
+    Lmtp {
+        /// The mailbox's domain.
+        domain: String,
+    },
+}
+
 /// Local domains, mailboxes, aliases, catch-alls, plus-addressing.
 /// Cheap to clone.
 #[derive(Debug, Clone)]
@@ -184,6 +223,8 @@ struct Inner {
     /// Domain → fully expanded targets.
     catch_all: HashMap<String, Vec<Target>>,
     delimiter: Option<char>,
+    lmtp_domains: HashSet<String>,
+    smarthost: bool,
     postmaster: Vec<Target>,
 }
 
@@ -445,8 +486,47 @@ impl Directory {
                 catch_all,
                 delimiter: cfg.recipient_delimiter,
                 postmaster,
+                lmtp_domains: cfg
+                    .lmtp_domains
+                    .iter()
+                    .map(|d| d.trim().to_ascii_lowercase())
+                    .collect(),
+                smarthost: cfg.smarthost,
             }),
         })
+    }
+
+    /// How local `mailbox` (a mailbox key) is reached: [`route`](Self::route)
+    /// for a local target, without building one.
+    pub fn via(&self, mailbox: &str) -> Via {
+        let domain = mailbox.rsplit_once('@').map_or("", |(_, d)| d);
+        if self.inner.lmtp_domains.contains(domain) {
+            Via::Lmtp {
+                domain: domain.to_owned(),
+            }
+        } else {
+            Via::Maildir
+        }
+    }
+
+    /// Where `target` is delivered: a local mailbox over LMTP when its
+    /// domain has an LMTP server, else to its Maildir; an address
+    /// elsewhere to its domain's exchangers, or to the smarthost when
+    /// there is one.
+    pub fn route(&self, target: &Target) -> Route {
+        match target {
+            Target::Local { mailbox } => Route::Local {
+                mailbox: mailbox.clone(),
+                via: self.via(mailbox),
+            },
+            Target::Remote { .. } if self.inner.smarthost => Route::Smarthost,
+            Target::Remote { address } => Route::Remote {
+                domain: address
+                    .rsplit_once('@')
+                    .map(|(_, d)| d.to_ascii_lowercase())
+                    .unwrap_or_default(),
+            },
+        }
     }
 
     /// Whether we receive mail for this domain.
@@ -509,5 +589,55 @@ impl Directory {
             .aliases
             .get(&key)
             .map(|targets| Resolution::Targets(targets.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_are_decided_here_once() {
+        let mut cfg = DirectoryConfig {
+            domains: vec!["example.test".into(), "lmtp.test".into()],
+            mailboxes: vec!["alice@example.test".into(), "bob@lmtp.test".into()],
+            lmtp_domains: vec!["LMTP.test".into()],
+            ..DirectoryConfig::default()
+        };
+        let d = Directory::new(cfg.clone()).unwrap();
+        let local = |m: &str| Target::Local { mailbox: m.into() };
+        let remote = |a: &str| Target::Remote { address: a.into() };
+        assert_eq!(
+            d.route(&local("alice@example.test")),
+            Route::Local {
+                mailbox: "alice@example.test".into(),
+                via: Via::Maildir
+            }
+        );
+        assert_eq!(
+            d.route(&local("bob@lmtp.test")),
+            Route::Local {
+                mailbox: "bob@lmtp.test".into(),
+                via: Via::Lmtp {
+                    domain: "lmtp.test".into()
+                }
+            }
+        );
+        assert_eq!(
+            d.route(&remote("carol@Remote.TEST")),
+            Route::Remote {
+                domain: "remote.test".into()
+            }
+        );
+        cfg.smarthost = true;
+        let d = Directory::new(cfg).unwrap();
+        assert_eq!(d.route(&remote("carol@remote.test")), Route::Smarthost);
+        assert!(matches!(
+            d.route(&local("alice@example.test")),
+            Route::Local {
+                via: Via::Maildir,
+                ..
+            }
+        ));
     }
 }

@@ -27,6 +27,6 @@ pub mod key;
 pub mod mailbox;
 pub mod maildir;
 
-pub use directory::{Directory, DirectoryConfig, DirectoryError, Resolution, Target};
+pub use directory::{Directory, DirectoryConfig, DirectoryError, Resolution, Route, Target, Via};
 pub use mailbox::{Folder, MailboxError, Mailboxes, StoreConfig, UserStore};
 pub use maildir::{MailStore, Maildir, StoreError, unique_name};

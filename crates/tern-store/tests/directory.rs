@@ -41,6 +41,7 @@ fn config() -> DirectoryConfig {
         catch_all: vec![(s("other.test"), s("carol@other.test"))],
         recipient_delimiter: Some('+'),
         postmaster: Some(s("admin@example.test")),
+        ..DirectoryConfig::default()
     }
 }
 

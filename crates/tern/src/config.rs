@@ -1538,6 +1538,8 @@ impl Config {
             catch_all: Vec::new(),
             recipient_delimiter: self.recipient_delimiter.chars().next(),
             postmaster: self.postmaster.clone(),
+            lmtp_domains: self.lmtp_targets()?.into_keys().collect(),
+            smarthost: self.delivery.smarthost.is_some(),
         };
         for (name, domain) in &self.domains {
             let d =

@@ -300,7 +300,6 @@ pub async fn start_with_clock(
     let lmtp = config.lmtp_targets()?;
     let local_intake = tern_net::LocalIntake {
         store: Arc::clone(&store),
-        lmtp_domains: lmtp.keys().cloned().collect(),
     };
     let (stop_delivery, delivery_shutdown) = watch::channel(false);
     let (delivery, delivery_task) = QueueManager {
