@@ -36,6 +36,6 @@ pub use dsn::{
 pub use intake::{IntakeError, open_delivered};
 pub use lmtp::{LmtpTarget, LmtpTargetError, deliver_lmtp};
 pub use local::{
-    DeliveryError, LocalReport, NOTICE_HEAD, NoticeSource, deliver_local, deliver_local_leased,
-    deliver_local_skipping,
+    DeliveryError, LocalReport, NOTICE_HEAD, NoticeSource, deliver_local, deliver_local_bytes,
+    deliver_local_leased, deliver_local_skipping,
 };

@@ -35,6 +35,7 @@
 //! recipient twice, never skip one silently, and never put client-supplied
 //! CR/LF into the headers it adds.
 
+use std::collections::BTreeSet;
 use std::io::Read;
 
 use tern_queue::{
@@ -200,85 +201,17 @@ pub fn deliver_local_leased(
         }
     };
     let done = spool.done(id)?;
-
-    let mut report = LocalReport::default();
-    // Delivered by this pass, not yet recorded: (index, mailbox, outcome).
-    let mut written: Vec<(usize, String, String)> = Vec::new();
-    // Written and handed to the committer, not yet durable.
-    let mut committing: Vec<(usize, String, PendingCommit)> = Vec::new();
     let attempt = Attempt {
         spool,
         store,
         hostname,
-        message: &message,
+        id,
+        envelope: &message.envelope,
+        source: Source::Spool(&message),
         first_attempt,
     };
-    // One copy buffer for every recipient of the message.
-    let mut buf = vec![0u8; COPY_BUFFER];
-    for (index, rcpt) in message.envelope.recipients.iter().enumerate() {
-        if done.contains(&index) {
-            continue;
-        }
-        let Some(mailbox) = &rcpt.mailbox else {
-            report.remote_pending += 1;
-            continue;
-        };
-        if skip(mailbox) {
-            report.skipped_local += 1;
-            continue;
-        }
-        match attempt.write_one(index, rcpt, mailbox, &mut buf) {
-            Ok(Written::Found(outcome)) => written.push((index, mailbox.clone(), outcome)),
-            Ok(Written::Committing(pending)) => committing.push((index, mailbox.clone(), pending)),
-            Err(e) => {
-                warn!(queue_id = %id, rcpt = index, mailbox = %mailbox, error = %e,
-                    "local delivery deferred");
-                report
-                    .deferred
-                    .push((index, rcpt.address.clone(), e.error()));
-            }
-        }
-    }
-    // Every copy is written; now wait until each is durable in `new/`.
-    for (index, mailbox, pending) in committing {
-        match pending.wait_blocking() {
-            Ok(_) => {
-                debug!(queue_id = %id, rcpt = index, mailbox = %mailbox, "written to Maildir");
-                written.push((index, mailbox.clone(), format!("delivered to {mailbox}")));
-            }
-            Err(e) => {
-                warn!(queue_id = %id, rcpt = index, mailbox = %mailbox, error = %e,
-                    "local delivery deferred");
-                let address = message.envelope.recipients[index].address.clone();
-                report.deferred.push((index, address, storage_error(&e)));
-            }
-        }
-    }
-    written.sort_by_key(|(index, _, _)| *index);
-
-    let wants_notice = written.iter().any(|(index, _, _)| {
-        message
-            .envelope
-            .recipients
-            .get(*index)
-            .is_some_and(|r| crate::dsn::should_notify(r, crate::dsn::DsnKind::Success))
-    });
-    if wants_notice {
-        let mut head = Vec::new();
-        std::io::Read::read_to_end(
-            &mut std::io::Read::take(message.reader()?, NOTICE_HEAD),
-            &mut head,
-        )
-        .map_err(|source| SpoolError::Io {
-            op: "read",
-            path: message.path().to_owned(),
-            source,
-        })?;
-        report.notice_source = Some(NoticeSource {
-            envelope: message.envelope.clone(),
-            head,
-        });
-    }
+    let mut report = LocalReport::default();
+    let written = attempt.write_copies(&done, skip, &mut report)?;
 
     if report.deferred.is_empty() && report.remote_pending == 0 && report.skipped_local == 0 {
         // Every recipient is done: removing the message records that.
@@ -305,6 +238,46 @@ pub fn deliver_local_leased(
     Ok(report)
 }
 
+/// Local delivery of a message whose queue is not this node's spool (a
+/// database several nodes share): the same copies, names and group commits
+/// as [`deliver_local_leased`], from `body` in memory, skipping the
+/// recipients in `done`. Records nothing and removes nothing: returns the
+/// report (its `delivered` written and durable) and, for each delivered
+/// recipient, the outcome the caller records under its queue lease. A copy
+/// an interrupted attempt left is found by its name and not written again.
+/// Blocking.
+#[allow(clippy::too_many_arguments)]
+pub fn deliver_local_bytes(
+    spool: &Spool,
+    store: &Mailboxes,
+    hostname: &str,
+    id: &QueueId,
+    envelope: &tern_queue::Envelope,
+    body: &[u8],
+    done: &BTreeSet<usize>,
+    skip: &dyn Fn(&str) -> bool,
+) -> Result<(LocalReport, Vec<(usize, String)>), DeliveryError> {
+    let attempt = Attempt {
+        spool,
+        store,
+        hostname,
+        id,
+        envelope,
+        source: Source::Bytes(body),
+        // Another process (this node before a restart) may have written
+        // a copy: always look for it.
+        first_attempt: false,
+    };
+    let mut report = LocalReport::default();
+    let written = attempt.write_copies(done, skip, &mut report)?;
+    let mut outcomes = Vec::with_capacity(written.len());
+    for (index, mailbox, outcome) in written {
+        report.delivered.push((index, mailbox));
+        outcomes.push((index, outcome));
+    }
+    Ok((report, outcomes))
+}
+
 /// What [`Attempt::write_one`] did for one recipient.
 enum Written {
     /// A copy from an interrupted attempt is already there: the outcome
@@ -314,17 +287,131 @@ enum Written {
     Committing(PendingCommit),
 }
 
+/// Where a local delivery reads the message's bytes.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    /// The spool's queue file.
+    Spool(&'a StoredMessage),
+    /// The message in memory (read from a shared queue database).
+    Bytes(&'a [u8]),
+}
+
+impl<'a> Source<'a> {
+    fn reader(self) -> Result<Box<dyn Read + 'a>, SpoolError> {
+        match self {
+            Source::Spool(m) => Ok(Box::new(m.reader()?)),
+            Source::Bytes(b) => Ok(Box::new(b)),
+        }
+    }
+
+    /// For error messages: the file read, if any.
+    fn path(self) -> std::path::PathBuf {
+        match self {
+            Source::Spool(m) => m.path().to_owned(),
+            Source::Bytes(_) => std::path::PathBuf::from("(message in memory)"),
+        }
+    }
+}
+
 /// One delivery attempt of one message.
 struct Attempt<'a> {
     spool: &'a Spool,
     store: &'a Mailboxes,
     hostname: &'a str,
-    message: &'a StoredMessage,
+    id: &'a QueueId,
+    envelope: &'a tern_queue::Envelope,
+    source: Source<'a>,
     /// No earlier attempt can have left a copy in any Maildir.
     first_attempt: bool,
 }
 
-impl Attempt<'_> {
+impl<'a> Attempt<'a> {
+    /// Writes every local recipient of the message that is not in `done`
+    /// and not skipped, and waits until each copy is durable in `new/`:
+    /// returns `(index, mailbox, outcome)` for each, recording nothing.
+    /// Failures go to `report.deferred`; remote and skipped recipients are
+    /// counted there; the notice source is taken when a delivered
+    /// recipient asked for a success notice.
+    fn write_copies(
+        &self,
+        done: &BTreeSet<usize>,
+        skip: &dyn Fn(&str) -> bool,
+        report: &mut LocalReport,
+    ) -> Result<Vec<(usize, String, String)>, DeliveryError> {
+        // Delivered by this pass, not yet recorded: (index, mailbox, outcome).
+        let mut written: Vec<(usize, String, String)> = Vec::new();
+        // Written and handed to the committer, not yet durable.
+        let mut committing: Vec<(usize, String, PendingCommit)> = Vec::new();
+        // One copy buffer for every recipient of the message.
+        let mut buf = vec![0u8; COPY_BUFFER];
+        for (index, rcpt) in self.envelope.recipients.iter().enumerate() {
+            if done.contains(&index) {
+                continue;
+            }
+            let Some(mailbox) = &rcpt.mailbox else {
+                report.remote_pending += 1;
+                continue;
+            };
+            if skip(mailbox) {
+                report.skipped_local += 1;
+                continue;
+            }
+            match self.write_one(index, rcpt, mailbox, &mut buf) {
+                Ok(Written::Found(outcome)) => written.push((index, mailbox.clone(), outcome)),
+                Ok(Written::Committing(pending)) => {
+                    committing.push((index, mailbox.clone(), pending))
+                }
+                Err(e) => {
+                    warn!(queue_id = %self.id, rcpt = index, mailbox = %mailbox, error = %e,
+                        "local delivery deferred");
+                    report
+                        .deferred
+                        .push((index, rcpt.address.clone(), e.error()));
+                }
+            }
+        }
+        // Every copy is written; now wait until each is durable in `new/`.
+        for (index, mailbox, pending) in committing {
+            match pending.wait_blocking() {
+                Ok(_) => {
+                    debug!(queue_id = %self.id, rcpt = index, mailbox = %mailbox, "written to Maildir");
+                    written.push((index, mailbox.clone(), format!("delivered to {mailbox}")));
+                }
+                Err(e) => {
+                    warn!(queue_id = %self.id, rcpt = index, mailbox = %mailbox, error = %e,
+                        "local delivery deferred");
+                    let address = self.envelope.recipients[index].address.clone();
+                    report.deferred.push((index, address, storage_error(&e)));
+                }
+            }
+        }
+        written.sort_by_key(|(index, _, _)| *index);
+
+        let wants_notice = written.iter().any(|(index, _, _)| {
+            self.envelope
+                .recipients
+                .get(*index)
+                .is_some_and(|r| crate::dsn::should_notify(r, crate::dsn::DsnKind::Success))
+        });
+        if wants_notice {
+            let mut head = Vec::new();
+            std::io::Read::read_to_end(
+                &mut std::io::Read::take(self.source.reader()?, NOTICE_HEAD),
+                &mut head,
+            )
+            .map_err(|source| SpoolError::Io {
+                op: "read",
+                path: self.source.path(),
+                source,
+            })?;
+            report.notice_source = Some(NoticeSource {
+                envelope: self.envelope.clone(),
+                head,
+            });
+        }
+        Ok(written)
+    }
+
     /// Writes the copy for recipient `index` to the Maildir's `tmp/` and
     /// hands it to the group committer (or finds the copy an interrupted
     /// attempt left). Records nothing itself.
@@ -335,22 +422,17 @@ impl Attempt<'_> {
         mailbox: &str,
         buf: &mut [u8],
     ) -> Result<Written, RecipientError> {
-        let id = &self.message.id;
-        let folder = if self.message.envelope.quarantine {
+        let id = self.id;
+        let folder = if self.envelope.quarantine {
             Folder::Junk
         } else {
             Folder::Inbox
         };
-        let name = unique_name(
-            self.message.envelope.received_at,
-            id.as_str(),
-            index,
-            self.hostname,
-        );
-        let prefix = trace_prefix(&self.message.envelope.sender, &rcpt.address);
+        let name = unique_name(self.envelope.received_at, id.as_str(), index, self.hostname);
+        let prefix = trace_prefix(&self.envelope.sender, &rcpt.address);
         // Through the mail store: the folder, the quota (452 4.2.2 when
         // full), the Maildir created at a mailbox's first message.
-        let size = self.message.envelope.size + prefix.len() as u64;
+        let size = self.envelope.size + prefix.len() as u64;
         let mut maildir = self.store.delivery_target(mailbox, &folder, size)?;
         if !maildir.exists() {
             self.store.prepare_user(mailbox)?;
@@ -371,7 +453,7 @@ impl Attempt<'_> {
         // Dropped unfinished (an error below), it removes its tmp file.
         let mut copy = self.spool.create_delivered(id.clone(), tmp, new)?;
         copy.write(prefix.as_bytes())?;
-        let mut body = self.message.reader()?;
+        let mut body = self.source.reader()?;
         loop {
             let n = match body.read(buf) {
                 Ok(0) => break,
@@ -380,7 +462,7 @@ impl Attempt<'_> {
                 Err(source) => {
                     return Err(SpoolError::Io {
                         op: "read",
-                        path: self.message.path().to_owned(),
+                        path: self.source.path(),
                         source,
                     }
                     .into());
@@ -389,7 +471,7 @@ impl Attempt<'_> {
             copy.write(&buf[..n])?;
         }
         // The envelope is not stored for a delivered file.
-        Ok(Written::Committing(copy.commit(&self.message.envelope)?))
+        Ok(Written::Committing(copy.commit(&self.envelope)?))
     }
 }
 

@@ -23,7 +23,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tern_queue::{Envelope, IncomingMessage, Recipient, SpoolError};
+use tern_queue::store::{IncomingBody as _, QueueStore as _};
+use tern_queue::{Envelope, Recipient, SpoolError};
+use tern_queue_pg::{AnyIncoming, AnyStoreError};
 use tern_sasl::{Answer, FailureKind};
 use tern_smtp::command::{MailParams, RcptParams};
 use tern_smtp::received::{ReceivedInfo, received_header};
@@ -66,9 +68,9 @@ struct Transaction {
     from: ReversePath,
     params: MailParams,
     rcpts: Vec<AcceptedRcpt>,
-    message: Option<IncomingMessage>,
-    /// A spool write failed mid-message: the end of data gets a 4xx.
-    write_error: Option<SpoolError>,
+    message: Option<AnyIncoming>,
+    /// A queue write failed mid-message: the end of data gets a 4xx.
+    write_error: Option<AnyStoreError>,
     /// Submission: the header section, buffered until it is complete so the
     /// policy can read `From:` and add missing fields. `None` once written.
     header: Option<Vec<u8>>,
@@ -123,7 +125,11 @@ pub(crate) fn escape_for_log(s: &str) -> String {
 }
 
 pub(crate) fn spool_failure_reply(e: &SpoolError) -> Reply {
-    if e.is_disk_full() {
+    storage_failure_reply(e.is_disk_full())
+}
+
+fn storage_failure_reply(disk_full: bool) -> Reply {
+    if disk_full {
         Reply::new(
             452,
             EnhancedStatus::new(4, 3, 1),
@@ -138,10 +144,22 @@ pub(crate) fn spool_failure_reply(e: &SpoolError) -> Reply {
     }
 }
 
-/// Opens the file the message bytes stream to: its Maildir (delivery at
-/// intake) when its only recipient is a local Maildir, otherwise the spool.
-/// If the Maildir cannot be opened the message is queued as usual.
-fn open_message(ctx: &Context, tx: &Transaction) -> Result<IncomingMessage, SpoolError> {
+/// The reply to a queue backend's failure: `452 4.3.1` when the disk is
+/// full, `451 4.3.0` otherwise (a database that is down or refused the
+/// message, an id another node took meanwhile).
+pub(crate) fn store_failure_reply(e: &AnyStoreError) -> Reply {
+    storage_failure_reply(matches!(
+        e,
+        AnyStoreError::File(tern_queue::store::FileStoreError::Spool(e)) if e.is_disk_full()
+    ))
+}
+
+/// Where the message bytes stream to: its Maildir (delivery at intake,
+/// through the local spool's group committer) when its only recipient is
+/// a local Maildir, otherwise the queue (the spool, or the database every
+/// node shares). If the Maildir cannot be opened the message is queued as
+/// usual.
+fn open_message(ctx: &Context, tx: &Transaction) -> Result<AnyIncoming, AnyStoreError> {
     if let Some(intake) = &ctx.local_intake
         && !ctx.filters.changes_envelope()
         && let Some(mailbox) = single_local_mailbox(tx)
@@ -158,11 +176,16 @@ fn open_message(ctx: &Context, tx: &Transaction) -> Result<IncomingMessage, Spoo
             mailbox,
             mailbox,
         ) {
-            Ok(message) => return Ok(message),
+            Ok(message) => return Ok(AnyIncoming::File(message)),
             Err(e) => debug!(error = %e, "cannot deliver at intake; queueing the message"),
         }
     }
-    ctx.spool.create()
+    ctx.queue.create()
+}
+
+/// Whether `message` is being delivered at intake (into a Maildir).
+fn delivered_at_intake(message: &AnyIncoming) -> bool {
+    matches!(message, AnyIncoming::File(m) if m.is_delivered())
 }
 
 /// The mailbox key when the transaction's recipients resolve to exactly
@@ -238,7 +261,7 @@ fn write_message(tx: &mut Transaction, bytes: &[u8]) {
     if let Some(message) = tx.message.as_mut()
         && let Err(e) = message.write(bytes)
     {
-        warn!(queue_id = %message.id(), error = %e, "spool write failed");
+        warn!(queue_id = %message.id(), error = %e, "queue write failed");
         tx.write_error = Some(e);
     }
 }
@@ -558,7 +581,7 @@ impl Connection {
             f.abort();
             f.quit().await;
         }
-        // Dropping an uncommitted IncomingMessage removes its temporary file.
+        // Dropping an uncommitted message removes its temporary file.
         self.tx = None;
         info!(messages = self.messages, "disconnect");
         outcome
@@ -788,8 +811,8 @@ impl Connection {
         let mut message = match open_message(&self.ctx, tx) {
             Ok(m) => m,
             Err(e) => {
-                warn!(error = %e, "cannot open a spool file");
-                session.reply(spool_failure_reply(&e));
+                warn!(error = %e, "cannot start a message in the queue");
+                session.reply(store_failure_reply(&e));
                 return;
             }
         };
@@ -807,8 +830,8 @@ impl Connection {
             date: &rfc5322(SystemTime::now()),
         });
         if let Err(e) = message.write(header.as_bytes()) {
-            warn!(queue_id = %queue_id, error = %e, "spool write failed");
-            session.reply(spool_failure_reply(&e));
+            warn!(queue_id = %queue_id, error = %e, "queue write failed");
+            session.reply(store_failure_reply(&e));
             return;
         }
         info!(
@@ -859,7 +882,7 @@ impl Connection {
             return;
         }
         if let Some(e) = tx.write_error.take() {
-            let reply = spool_failure_reply(&e);
+            let reply = store_failure_reply(&e);
             metrics().message_rejected("storage", &reply);
             session.reply(reply);
             return;
@@ -937,7 +960,7 @@ impl Connection {
         // Delivered at intake into a mailbox with a quota: the size is
         // known now. Full: 452 4.2.2, nothing kept (the client retries,
         // and its notice tells the sender if the mailbox stays full).
-        if message.is_delivered()
+        if delivered_at_intake(&message)
             && !quarantine
             && let Some(mailbox) = single_local_mailbox(&tx)
             && let Some(reply) = quota_refusal(&self.ctx, mailbox, message.size()).await
@@ -948,8 +971,9 @@ impl Connection {
             return;
         }
         if quarantine
-            && message.is_delivered()
-            && let Err(e) = self.quarantine_at_intake(&tx, &mut message)
+            && let AnyIncoming::File(delivering) = &mut message
+            && delivering.is_delivered()
+            && let Err(e) = self.quarantine_at_intake(&tx, delivering)
         {
             // The message was on its way into the inbox; never put a
             // quarantined one there. The client tries again later.
@@ -967,11 +991,19 @@ impl Connection {
         envelope.quarantine = quarantine;
         let size = envelope.size;
         let nrcpt = envelope.recipients.len();
-        let delivered = message.is_delivered();
+        let delivered = delivered_at_intake(&message);
         let commit_start = Instant::now();
-        let committed = match message.commit(&envelope) {
-            Ok(pending) => pending.wait().await,
-            Err(e) => Err(e),
+        let committed = match message {
+            // The spool's own commit (a queued message or one delivered at
+            // intake): the group committer's fsync, awaited here.
+            AnyIncoming::File(message) => match message.commit(&envelope) {
+                Ok(pending) => pending
+                    .wait()
+                    .await
+                    .map_err(|e| AnyStoreError::File(e.into())),
+                Err(e) => Err(AnyStoreError::File(e.into())),
+            },
+            message => self.ctx.queue.commit(message, &envelope).await,
         };
         metrics().committed(commit_start, committed.is_ok());
         match committed {
@@ -1012,7 +1044,7 @@ impl Connection {
             }
             Err(e) => {
                 warn!(queue_id = %queue_id, error = %e, "commit failed; message not accepted");
-                let reply = spool_failure_reply(&e);
+                let reply = store_failure_reply(&e);
                 metrics().message_rejected("storage", &reply);
                 session.reply(reply);
             }
@@ -1132,7 +1164,7 @@ impl Connection {
     fn quarantine_at_intake(
         &self,
         tx: &Transaction,
-        message: &mut IncomingMessage,
+        message: &mut tern_queue::IncomingMessage,
     ) -> Result<(), QuarantineError> {
         let intake = self
             .ctx

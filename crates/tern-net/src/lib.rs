@@ -118,8 +118,13 @@ pub struct Context {
     pub directory: Arc<tern_store::Directory>,
     /// Who may relay without authenticating.
     pub relay: RelayPolicy,
-    /// Where accepted messages go.
+    /// This node's spool directory: the queue itself with the file
+    /// backend, and with any backend the group committer through which
+    /// messages delivered at intake reach their Maildir.
     pub spool: tern_queue::Spool,
+    /// Where accepted messages are queued: the spool (`[queue] backend =
+    /// "file"`) or the PostgreSQL database several nodes share.
+    pub queue: tern_queue_pg::AnyStore,
     /// Where committed messages are announced.
     pub delivery: DeliveryHandle,
     /// RFC 5321 timeouts and slow-client limits.

@@ -39,7 +39,9 @@ pub use tern_mailauth::SignerHandle;
 use tern_mailauth::body::{BodyHashPlan, BodyHashes};
 use tern_mailauth::verify::CHECK_DEADLINE;
 use tern_mailauth::{Disposition, Inbound, Signer, Verdict, Verifier};
-use tern_queue::{IncomingMessage, SpoolError};
+use tern_queue::SpoolError;
+use tern_queue::store::IncomingBody as _;
+use tern_queue_pg::AnyIncoming;
 use tern_smtp::reply::Reply;
 use tern_types::EnhancedStatus;
 use tokio::sync::Semaphore;
@@ -467,7 +469,7 @@ pub(crate) async fn sign(
 /// memory.
 pub(crate) fn copy_body(
     mut body: ReadFrom,
-    message: &mut IncomingMessage,
+    message: &mut AnyIncoming,
     queue_id: &str,
 ) -> Result<(), Reply> {
     let mut buf = vec![0u8; 64 * 1024];
@@ -479,8 +481,8 @@ pub(crate) fn copy_body(
             Err(e) => return Err(scratch_failure(queue_id, &e)),
         };
         if let Err(e) = message.write(&buf[..n]) {
-            warn!(queue_id = %queue_id, error = %e, "spool write failed");
-            return Err(crate::conn::spool_failure_reply(&e));
+            warn!(queue_id = %queue_id, error = %e, "queue write failed");
+            return Err(crate::conn::store_failure_reply(&e));
         }
     }
 }

@@ -53,11 +53,15 @@ use tern_delivery::outbound::{
 use tern_delivery::{LmtpTarget, LocalReport, NOTICE_HEAD, deliver_lmtp, deliver_local_leased};
 use tern_mailauth::Signer;
 use tern_queue::journal::Event as JournalEvent;
-use tern_queue::{
-    Answer, AttemptResult, DELAY_NOTICE, DeliveryLease, Destination, Ended, Envelope, Journal,
-    Notice, NoticeKind, Pass, PassReport, QueueId, Recipient, RecipientReport, RecipientState,
-    RetrySchedule, ScheduledMessage, Scheduler, SchedulerConfig, Spool,
+use tern_queue::store::{
+    FileStoreError, IncomingBody as _, Lease, QueueStore as _, StoreError as _,
 };
+use tern_queue::{
+    Answer, AttemptResult, DELAY_NOTICE, Destination, Ended, Envelope, Journal, Notice, NoticeKind,
+    Pass, PassReport, QueueId, Recipient, RecipientReport, RecipientState, RetrySchedule,
+    ScheduledMessage, Scheduler, SchedulerConfig, Spool,
+};
+use tern_queue_pg::{AnyBody, AnyStore, AnyStoreError};
 use tern_store::{Directory, Mailboxes, Resolution, Target};
 use tern_types::dsn::{BodyType, Ret};
 use tern_types::{EnhancedStatus, ForwardPath, Mailbox};
@@ -76,8 +80,15 @@ const ERROR_RETRY: Duration = Duration::from_secs(60);
 /// Everything the queue manager needs.
 #[derive(Clone)]
 pub struct QueueManager {
-    /// The spool to work off.
+    /// The queue: this node's spool, or the database several nodes share.
+    /// Every read and write of a queued message goes through it.
+    pub queue: AnyStore,
+    /// This node's spool directory: with a shared queue, local Maildir
+    /// deliveries still go through its group committer.
     pub spool: Spool,
+    /// How long a delivery pass's lease lasts; renewed while it runs.
+    /// With a shared queue, a dead node's messages wait this long.
+    pub lease_ttl: Duration,
     /// Where local mailboxes live.
     pub store: Arc<Mailboxes>,
     /// Routes bounce recipients (local mailbox or remote).
@@ -138,6 +149,19 @@ pub const DEFAULT_DELAY_WARNING: Duration =
 /// A pass's report to the loop, and where the scheduler's verdict goes.
 type Verdict = (QueueId, PassReport, oneshot::Sender<Ended>);
 
+/// What asking the queue for a pass's lease gave.
+enum Leased {
+    Yes(Lease),
+    /// The message is no longer queued.
+    Gone,
+    /// Another holder keeps it (an admin command, another node), or the
+    /// queue could not be asked.
+    No,
+}
+
+/// Messages of a shared queue looked at per sweep for adoption.
+const ADOPT_BATCH: usize = 1000;
+
 /// What the driver's tasks report to its loop.
 enum Done {
     /// A message read from the spool (`None`: it is not there).
@@ -154,24 +178,43 @@ enum Done {
     Outdated(QueueId),
     /// A delay warning that was due without a pass, and whether it went.
     Warned(Notice, bool),
+    /// A shared queue's due messages that no lease holds.
+    Unattended(Vec<QueueId>),
 }
 
 /// A queued message's bytes as a pass uses them: streamed from the spool
-/// file to the next hop (never whole in memory), with the start of it kept
-/// for the headers that notices quote.
-struct QueuedData {
+/// file to the next hop (never whole in memory), or held in memory when
+/// the queue is a database (which hands a message over whole), with the
+/// start of it kept for the headers that notices quote.
+enum QueuedData {
     /// The spool file; the message is its first `len` bytes.
-    path: std::path::PathBuf,
-    len: u64,
-    /// The first [`NOTICE_HEAD`] bytes at most.
-    head: Vec<u8>,
+    File {
+        path: std::path::PathBuf,
+        len: u64,
+        /// The first [`NOTICE_HEAD`] bytes at most.
+        head: Vec<u8>,
+    },
+    /// The whole message.
+    Memory(Vec<u8>),
 }
 
 impl QueuedData {
     fn message(&self) -> MessageData<'_> {
-        MessageData::File {
-            path: &self.path,
-            len: self.len,
+        match self {
+            QueuedData::File { path, len, .. } => MessageData::File { path, len: *len },
+            QueuedData::Memory(bytes) => MessageData::Bytes(bytes),
+        }
+    }
+
+    /// The start of the message, for the notices that quote its headers.
+    fn head(&self) -> &[u8] {
+        match self {
+            QueuedData::File { head, .. } => head,
+            QueuedData::Memory(bytes) => {
+                &bytes[..bytes
+                    .len()
+                    .min(usize::try_from(NOTICE_HEAD).unwrap_or(usize::MAX))]
+            }
         }
     }
 
@@ -179,7 +222,10 @@ impl QueuedData {
     /// or no RET). Off the async threads; bounded by the size limit the
     /// message was accepted under.
     async fn read_all(&self) -> std::io::Result<Vec<u8>> {
-        let (path, len) = (self.path.clone(), self.len);
+        let (path, len) = match self {
+            QueuedData::File { path, len, .. } => (path.clone(), *len),
+            QueuedData::Memory(bytes) => return Ok(bytes.clone()),
+        };
         tokio::task::spawn_blocking(move || {
             let mut out = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
             std::io::Read::read_to_end(
@@ -236,20 +282,27 @@ impl QueueManager {
     ) -> (DeliveryHandle, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let handle = DeliveryHandle::new(tx.clone());
-        match self.spool.list() {
-            Ok(ids) => {
-                if !ids.is_empty() {
-                    info!(count = ids.len(), "resuming delivery of queued messages");
+        let run_handle = handle.clone();
+        let queue = self.queue.clone();
+        let resume = async move {
+            match queue.list().await {
+                Ok(ids) => {
+                    if !ids.is_empty() {
+                        info!(count = ids.len(), "resuming delivery of queued messages");
+                    }
+                    for id in ids {
+                        let _ = tx.send(id);
+                    }
                 }
-                for id in ids {
-                    let _ = tx.send(id);
+                Err(e) => {
+                    warn!(error = %e, "cannot list the queue; queued messages wait for the next start")
                 }
             }
-            Err(e) => {
-                warn!(error = %e, "cannot list the spool; queued messages wait for the next start")
-            }
-        }
-        let task = tokio::spawn(self.run(rx, handle.clone(), shutdown));
+        };
+        let task = tokio::spawn(async move {
+            resume.await;
+            self.run(rx, run_handle, shutdown).await
+        });
         (handle, task)
     }
 
@@ -300,6 +353,18 @@ impl QueueManager {
         let mut stale: HashSet<QueueId> = HashSet::new();
         let mut sweep = tokio::time::interval(CACHE_SWEEP);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A shared queue: other nodes' messages that nobody works on (a
+        // dead node's, once its leases expired) are adopted. One seen due
+        // and unleased in two looks a lease's time apart is; a message a
+        // live node just accepted is leased by it long before that.
+        let shared = !matches!(self.queue, AnyStore::File(_));
+        let patience = self.lease_ttl.as_secs().max(1);
+        let mut adopt = tokio::time::interval(
+            Duration::from_secs(patience.div_ceil(2)).min(Duration::from_secs(30)),
+        );
+        adopt.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut unattended: HashMap<QueueId, u64> = HashMap::new();
+        let mut looking = false;
         let me = Arc::new(self);
         loop {
             if *shutdown.borrow() {
@@ -357,6 +422,24 @@ impl QueueManager {
                                 scheduler.notice_not_sent(&notice);
                             }
                         }
+                        Done::Unattended(ids) => {
+                            looking = false;
+                            let seen: HashSet<QueueId> = ids.iter().cloned().collect();
+                            unattended.retain(|id, _| seen.contains(id));
+                            for id in ids {
+                                if scheduler.message(&id).is_some() {
+                                    unattended.remove(&id);
+                                    continue;
+                                }
+                                let first = *unattended.entry(id.clone()).or_insert(now);
+                                if now.saturating_sub(first) >= patience {
+                                    unattended.remove(&id);
+                                    info!(queue_id = %id, "adopting a message no node is working on");
+                                    let me = Arc::clone(&me);
+                                    tasks.spawn(async move { me.read(id).await });
+                                }
+                            }
+                        }
                     }
                 }
                 Some((id, report, reply)) = verdicts.recv() => {
@@ -384,6 +467,11 @@ impl QueueManager {
                         cache.sweep().await;
                     }
                 }
+                _ = adopt.tick(), if shared && !looking => {
+                    looking = true;
+                    let me = Arc::clone(&me);
+                    tasks.spawn(async move { me.unattended().await });
+                }
                 _ = tokio::time::sleep(sleep) => {}
             }
         }
@@ -407,34 +495,28 @@ impl QueueManager {
         }
     }
 
-    // -------------------------------------------------------- Spool access
+    // -------------------------------------------------------- Queue access
     //
-    // Every read and write of the spool by the driver goes through these.
+    // Every read and write of the queue by the driver goes through these,
+    // and through the store's trait ([`QueueStore`]) except where the file
+    // backend's spool is used directly for speed (streaming a queue file
+    // to the next hop, local delivery through the group committer).
 
     /// Reads message `id` back for the scheduler: envelope, recipient
     /// states, hold flag and delay warnings sent, routed.
     async fn read(self: Arc<Self>, id: QueueId) -> Done {
-        let me = Arc::clone(&self);
-        let id2 = id.clone();
-        let read = tokio::task::spawn_blocking(move || {
-            let message = me.spool.open_message(&id2)?;
-            let state = me
-                .spool
-                .message_state(&id2, message.envelope.recipients.len())?;
-            Ok::<_, tern_queue::SpoolError>(ScheduledMessage::from_spool(
+        let read = async {
+            let message = self.queue.open(&id).await?;
+            let state = self.queue.message_state(&id).await?;
+            Ok::<_, AnyStoreError>(ScheduledMessage::from_spool(
                 &message.envelope,
                 state,
-                |r| me.route(r),
+                |r| self.route(r),
             ))
-        })
-        .await;
-        match read {
-            Ok(Ok(message)) => Done::Loaded(id, Some(message)),
-            Ok(Err(e)) if e.is_not_found() => Done::Loaded(id, None),
-            Ok(Err(e)) => {
-                warn!(queue_id = %id, error = %e, "cannot read a queued message; will retry");
-                Done::Unreadable(id)
-            }
+        };
+        match read.await {
+            Ok(message) => Done::Loaded(id, Some(message)),
+            Err(e) if e.is_not_found() => Done::Loaded(id, None),
             Err(e) => {
                 warn!(queue_id = %id, error = %e, "cannot read a queued message; will retry");
                 Done::Unreadable(id)
@@ -442,129 +524,268 @@ impl QueueManager {
         }
     }
 
-    /// Opens message `id` for a pass: its envelope and the start of its data.
-    async fn open(&self, id: &QueueId) -> Result<Option<Opened>, String> {
-        let (spool, id) = (self.spool.clone(), id.clone());
-        tokio::task::spawn_blocking(move || {
-            let message = match spool.open_message(&id) {
-                Ok(m) => m,
-                Err(e) if e.is_not_found() => return Ok(None),
-                Err(e) => return Err(e.to_string()),
-            };
-            let mut head = Vec::new();
-            let reader = message.reader().map_err(|e| e.to_string())?;
-            std::io::Read::read_to_end(&mut std::io::Read::take(reader, NOTICE_HEAD), &mut head)
-                .map_err(|e| e.to_string())?;
-            let state = match spool.message_state(&id, message.envelope.recipients.len()) {
-                Ok(state) => state,
-                Err(e) if e.is_not_found() => return Ok(None),
-                Err(e) => return Err(e.to_string()),
-            };
-            let done = state
-                .states
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| s.is_final())
-                .map(|(i, _)| i)
-                .collect();
-            Ok(Some(Opened {
-                done,
-                data: QueuedData {
-                    path: message.path().to_owned(),
-                    len: message.data_len(),
-                    head,
-                },
-                envelope: message.envelope.clone(),
-            }))
-        })
-        .await
-        .map_err(|e| e.to_string())?
+    /// With a shared queue: the messages due for a while that nobody holds
+    /// a lease on (a dead node's, once its leases expired), for the loop
+    /// to adopt the ones its scheduler does not know.
+    async fn unattended(self: Arc<Self>) -> Done {
+        match self.queue.list_due(unix_now(), ADOPT_BATCH).await {
+            Ok(due) => Done::Unattended(due.into_iter().map(|d| d.id).collect()),
+            Err(e) => {
+                warn!(error = %e, "cannot list the shared queue's due messages");
+                Done::Unattended(Vec::new())
+            }
+        }
     }
 
-    /// Delivers the Maildir recipients in `mailboxes` (local delivery
-    /// records each done itself, and removes the message when nothing is
-    /// left; see [`tern_delivery::local`]). The lease is handed back; `None`
-    /// when the blocking task died (and the lease with it).
+    /// Opens message `id` for a pass: its envelope, its data and which
+    /// recipients are final.
+    async fn open(&self, id: &QueueId) -> Result<Option<Opened>, AnyStoreError> {
+        let not_found = |e: AnyStoreError| if e.is_not_found() { Ok(None) } else { Err(e) };
+        let (envelope, data) = match &self.queue {
+            AnyStore::File(files) => {
+                // The queue file is streamed to the next hop by path.
+                let (spool, id) = (files.spool().clone(), id.clone());
+                let opened = tokio::task::spawn_blocking(move || {
+                    let message = spool.open_message(&id)?;
+                    let mut head = Vec::new();
+                    std::io::Read::read_to_end(
+                        &mut std::io::Read::take(message.reader()?, NOTICE_HEAD),
+                        &mut head,
+                    )
+                    .map_err(|source| tern_queue::SpoolError::Io {
+                        op: "read",
+                        path: message.path().to_owned(),
+                        source,
+                    })?;
+                    let data = QueuedData::File {
+                        path: message.path().to_owned(),
+                        len: message.data_len(),
+                        head,
+                    };
+                    Ok::<_, tern_queue::SpoolError>((message.envelope, data))
+                })
+                .await
+                .map_err(|e| AnyStoreError::File(FileStoreError::Task(e)))?;
+                match opened {
+                    Ok(opened) => opened,
+                    Err(e) => return not_found(AnyStoreError::File(e.into())),
+                }
+            }
+            queue => {
+                let mut message = match queue.open(id).await {
+                    Ok(m) => m,
+                    Err(e) => return not_found(e),
+                };
+                let bytes = match message.body {
+                    AnyBody::Postgres(bytes) => bytes.into_inner(),
+                    ref mut body => {
+                        let mut bytes = Vec::new();
+                        std::io::Read::read_to_end(body, &mut bytes).map_err(|source| {
+                            AnyStoreError::File(
+                                tern_queue::SpoolError::Io {
+                                    op: "read",
+                                    path: std::path::PathBuf::from(id.as_str()),
+                                    source,
+                                }
+                                .into(),
+                            )
+                        })?;
+                        bytes
+                    }
+                };
+                (message.envelope, QueuedData::Memory(bytes))
+            }
+        };
+        let state = match self.queue.message_state(id).await {
+            Ok(state) => state,
+            Err(e) => return not_found(e),
+        };
+        let done = state
+            .states
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.is_final())
+            .map(|(i, _)| i)
+            .collect();
+        Ok(Some(Opened {
+            done,
+            data,
+            envelope,
+        }))
+    }
+
+    /// Delivers the Maildir recipients in `mailboxes` under `lease`; each
+    /// one delivered is recorded as done before this returns. With the
+    /// file backend, local delivery records and removes itself (see
+    /// [`tern_delivery::local`]); with a shared queue the copies are
+    /// written through this node's group committer and recorded here.
     async fn deliver_maildirs(
         &self,
-        lease: DeliveryLease,
+        lease: &Lease,
+        opened: &Opened,
         mailboxes: HashSet<String>,
-    ) -> Option<(DeliveryLease, Result<LocalReport, String>)> {
+    ) -> Result<LocalReport, String> {
         let (spool, store, hostname) = (
             self.spool.clone(),
             Arc::clone(&self.store),
             self.hostname.clone(),
         );
-        tokio::task::spawn_blocking(move || {
-            let skip = |mailbox: &str| !mailboxes.contains(mailbox);
-            let report = deliver_local_leased(&spool, &store, &hostname, &lease, &skip)
-                .map_err(|e| e.to_string());
-            if let Ok(report) = &report {
-                // IDLE sessions of the recipients see their new mail at once.
-                for (_, mailbox) in &report.delivered {
-                    store.notify_external(mailbox);
+        let skip = move |mailbox: &str| !mailboxes.contains(mailbox);
+        let delivered = match &self.queue {
+            AnyStore::File(files) => {
+                let spool_lease = files.spool_lease(lease).map_err(|e| e.to_string())?;
+                tokio::task::spawn_blocking(move || {
+                    deliver_local_leased(&spool, &store, &hostname, &spool_lease, &skip)
+                        .map(|report| (report, Vec::new()))
+                })
+                .await
+            }
+            _ => {
+                let QueuedData::Memory(bytes) = &opened.data else {
+                    return Err("a shared queue's message is not in memory".to_owned());
+                };
+                let (id, envelope, bytes, done) = (
+                    lease.id.clone(),
+                    opened.envelope.clone(),
+                    bytes.clone(),
+                    opened.done.iter().copied().collect(),
+                );
+                tokio::task::spawn_blocking(move || {
+                    tern_delivery::deliver_local_bytes(
+                        &spool, &store, &hostname, &id, &envelope, &bytes, &done, &skip,
+                    )
+                })
+                .await
+            }
+        };
+        let (mut report, outcomes) = match delivered {
+            Ok(Ok(done)) => done,
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(e) => return Err(format!("delivery task died: {e}")),
+        };
+        if !outcomes.is_empty() {
+            // Written and durable; recorded now, under the lease. When that
+            // fails the next pass finds each copy by its name.
+            let now = unix_now();
+            let states: Vec<(usize, RecipientState)> = outcomes
+                .into_iter()
+                .map(|(index, reply)| (index, RecipientState::Delivered { at: now, reply }))
+                .collect();
+            if let Err(e) = self.queue.record_states(lease, &states).await {
+                warn!(queue_id = %lease.id, error = %e, "cannot record local deliveries; will look again");
+                let error = tern_queue::LocalError::new(
+                    tern_queue::LocalCause::Storage,
+                    EnhancedStatus::new(4, 3, 0),
+                    &e.to_string(),
+                );
+                let recorded: HashSet<usize> = states.iter().map(|(i, _)| *i).collect();
+                report.delivered.retain(|(i, _)| !recorded.contains(i));
+                for (index, _) in states {
+                    let address = opened
+                        .envelope
+                        .recipients
+                        .get(index)
+                        .map_or_else(String::new, |r| r.address.clone());
+                    report.deferred.push((index, address, error.clone()));
                 }
             }
-            (lease, report)
-        })
-        .await
-        .ok()
+        }
+        // IDLE sessions of the recipients see their new mail at once.
+        for (_, mailbox) in &report.delivered {
+            self.store.notify_external(mailbox);
+        }
+        Ok(report)
     }
 
-    /// Records the recipients' new states; `Ok(false)` when the message is
-    /// no longer in the spool.
-    async fn record(&self, id: &QueueId, states: Vec<(usize, RecipientState)>) -> Result<bool, ()> {
+    /// Records the recipients' new states under `lease`; `Ok(false)` when
+    /// the message is no longer queued.
+    async fn record(
+        &self,
+        lease: &Lease,
+        states: Vec<(usize, RecipientState)>,
+    ) -> Result<bool, ()> {
         if states.is_empty() {
             return Ok(true);
         }
-        let (spool, id) = (self.spool.clone(), id.clone());
-        match tokio::task::spawn_blocking(move || spool.record_states(&id, &states)).await {
-            Ok(Ok(())) => Ok(true),
-            Ok(Err(tern_queue::SpoolError::NotFound(_))) => Ok(false),
-            _ => Err(()),
-        }
-    }
-
-    /// Removes message `id` (every recipient final); when that fails,
-    /// records `unrecorded` instead, so that a retry does not deliver again.
-    async fn remove(&self, id: &QueueId, unrecorded: Vec<(usize, RecipientState)>) -> bool {
-        let (spool, id) = (self.spool.clone(), id.clone());
-        let removed = tokio::task::spawn_blocking(move || {
-            let removed = spool.remove(&id);
-            if removed.is_err() && !unrecorded.is_empty() {
-                let _ = spool.record_states(&id, &unrecorded);
+        match self.queue.record_states(lease, &states).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => {
+                warn!(queue_id = %lease.id, error = %e, "cannot record delivery results");
+                Err(())
             }
-            removed
-        })
-        .await;
-        matches!(removed, Ok(Ok(())))
-    }
-
-    /// Records that the delay warning in `notice` went out.
-    async fn record_warned(&self, notice: &Notice) {
-        let (spool, id, list) = (
-            self.spool.clone(),
-            notice.id.clone(),
-            notice.recipients.clone(),
-        );
-        let recorded =
-            tokio::task::spawn_blocking(move || spool.record_notices(&id, &list, DELAY_NOTICE))
-                .await;
-        if !matches!(recorded, Ok(Ok(()))) {
-            warn!(queue_id = %notice.id, "cannot record that the delay warning was sent");
         }
     }
 
-    /// The spool's delivery lease on `id`, waiting up to a second for the
-    /// end of the previous pass's bookkeeping or an admin command.
-    async fn wait_lease(&self, id: &QueueId) -> Option<DeliveryLease> {
+    /// Removes the message of `lease` (every recipient final); when that
+    /// fails, records `unrecorded` instead, so that a retry does not
+    /// deliver again.
+    async fn remove(&self, lease: &Lease, unrecorded: Vec<(usize, RecipientState)>) -> bool {
+        match self.queue.remove(lease.clone()).await {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(queue_id = %lease.id, error = %e, "cannot remove a finished message");
+                if !unrecorded.is_empty() {
+                    let _ = self.queue.record_states(lease, &unrecorded).await;
+                }
+                false
+            }
+        }
+    }
+
+    /// Records that the delay warning in `notice` went out, under `lease`.
+    async fn record_warned(&self, lease: &Lease, notice: &Notice) {
+        if let Err(e) = self
+            .queue
+            .record_notices(lease, &notice.recipients, DELAY_NOTICE)
+            .await
+        {
+            warn!(queue_id = %notice.id, error = %e, "cannot record that the delay warning was sent");
+        }
+    }
+
+    /// The queue's lease on `id` for a pass, waiting up to a second for
+    /// the end of the previous pass's bookkeeping or an admin command;
+    /// `None` when another holder (an admin command, another node) keeps
+    /// it.
+    async fn wait_lease(&self, id: &QueueId) -> Leased {
         for _ in 0..50 {
-            if let Some(lease) = self.spool.lease(id) {
-                return Some(lease);
+            match self
+                .queue
+                .lease(id, unix_now(), self.lease_ttl.as_secs().max(1))
+                .await
+            {
+                Ok(Some(lease)) => return Leased::Yes(lease),
+                Ok(None) => {}
+                Err(e) if e.is_not_found() => return Leased::Gone,
+                Err(e) => {
+                    warn!(queue_id = %id, error = %e, "cannot lease a queued message");
+                    return Leased::No;
+                }
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        None
+        Leased::No
+    }
+
+    /// Keeps `lease` alive while `work` runs (renewed every third of its
+    /// time): a slow delivery is not taken over by another node.
+    async fn renewing<T>(&self, lease: &Lease, work: impl Future<Output = T>) -> T {
+        let ttl = self.lease_ttl.as_secs().max(1);
+        let mut tick = tokio::time::interval(Duration::from_secs(ttl.div_ceil(3)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                out = &mut work => return out,
+                _ = tick.tick() => {
+                    if let Err(e) = self.queue.renew(lease, unix_now(), ttl).await {
+                        warn!(queue_id = %lease.id, error = %e, "cannot renew a delivery lease");
+                    }
+                }
+            }
+        }
     }
 
     // -------------------------------------------------------- A pass
@@ -581,16 +802,47 @@ impl QueueManager {
         cache: Option<&ConnectionCache>,
     ) -> Done {
         let id = pass.id.clone();
-        let Some(mut lease) = self.wait_lease(&id).await else {
-            // Another agent (the admin socket) is working on it.
-            return Done::Failed(id);
+        let lease = match self.wait_lease(&id).await {
+            Leased::Yes(lease) => lease,
+            Leased::Gone => {
+                let report = PassReport {
+                    gone: true,
+                    ..PassReport::default()
+                };
+                let _ = self.verdict(&verdicts, &id, report).await;
+                return Done::Finished(id, false);
+            }
+            // Another agent (the admin socket, another node) is working on it.
+            Leased::No => return Done::Failed(id),
         };
+        let done = self
+            .renewing(
+                &lease,
+                self.pass_leased(pass, &lease, &verdicts, handle, cache),
+            )
+            .await;
+        if let Err(e) = self.queue.release(lease).await {
+            warn!(queue_id = %id, error = %e, "cannot release a delivery lease");
+        }
+        done
+    }
+
+    /// [`pass`](Self::pass) once the lease is held.
+    async fn pass_leased(
+        &self,
+        pass: Pass,
+        lease: &Lease,
+        verdicts: &mpsc::UnboundedSender<Verdict>,
+        handle: &DeliveryHandle,
+        cache: Option<&ConnectionCache>,
+    ) -> Done {
+        let id = pass.id.clone();
         let mut report = PassReport::default();
         let opened = match self.open(&id).await {
             Ok(Some(opened)) => opened,
             Ok(None) => {
                 report.gone = true;
-                let _ = self.verdict(&verdicts, &id, report).await;
+                let _ = self.verdict(verdicts, &id, report).await;
                 return Done::Finished(id, false);
             }
             Err(e) => {
@@ -619,12 +871,7 @@ impl QueueManager {
                         .iter()
                         .filter_map(|&i| envelope.recipients.get(i)?.mailbox.clone())
                         .collect();
-                    let Some((back, local)) = self.deliver_maildirs(lease, mailboxes).await else {
-                        warn!(queue_id = %id, "delivery task died; will retry");
-                        return Done::Failed(id);
-                    };
-                    lease = back;
-                    let local = match local {
+                    let local = match self.deliver_maildirs(lease, &opened, mailboxes).await {
                         Ok(local) => local,
                         Err(e) => {
                             warn!(queue_id = %id, error = %e, "delivery failed; will retry");
@@ -723,13 +970,12 @@ impl QueueManager {
             }
         }
         let gone = report.gone;
-        let Some(ended) = self.verdict(&verdicts, &id, report).await else {
+        let Some(ended) = self.verdict(verdicts, &id, report).await else {
             return Done::Finished(id, false);
         };
         let reload = self
-            .carry_out(&id, ended, &opened, &attempted, gone, now, handle)
+            .carry_out(lease, ended, &opened, &attempted, gone, now, handle)
             .await;
-        drop(lease);
         if outdated && !reload && !gone {
             return Done::Outdated(id);
         }
@@ -756,7 +1002,7 @@ impl QueueManager {
     #[allow(clippy::too_many_arguments)]
     async fn carry_out(
         &self,
-        id: &QueueId,
+        lease: &Lease,
         ended: Ended,
         opened: &Opened,
         attempted: &Attempted,
@@ -764,6 +1010,7 @@ impl QueueManager {
         now: u64,
         handle: &DeliveryHandle,
     ) -> bool {
+        let id = &lease.id;
         let (envelope, data) = (&opened.envelope, &opened.data);
         for (index, state) in &ended.record {
             let Some(rcpt) = envelope.recipients.get(*index) else {
@@ -793,7 +1040,7 @@ impl QueueManager {
         let unrecorded = if finishes {
             ended.record.clone()
         } else {
-            match self.record(id, ended.record.clone()).await {
+            match self.record(lease, ended.record.clone()).await {
                 Ok(true) => {}
                 Ok(false) => {
                     info!(queue_id = %id, "message left the queue during the attempt");
@@ -820,7 +1067,7 @@ impl QueueManager {
                         Ok(full) => self.bounce(id, envelope, &full, &updates, handle).await,
                         Err(e) => {
                             warn!(queue_id = %id, error = %e, "cannot read the message for its failure notice; sending the headers");
-                            self.bounce(id, envelope, &data.head, &updates, handle)
+                            self.bounce(id, envelope, data.head(), &updates, handle)
                                 .await;
                         }
                     }
@@ -848,15 +1095,15 @@ impl QueueManager {
                             })
                         })
                         .collect();
-                    self.notify(id, kind, envelope, &data.head, list, handle)
+                    self.notify(id, kind, envelope, data.head(), list, handle)
                         .await;
                 }
                 NoticeKind::Delay => {
                     if self
-                        .delay_warning(id, envelope, &data.head, notice, now, handle)
+                        .delay_warning(id, envelope, data.head(), notice, now, handle)
                         .await
                     {
-                        self.record_warned(notice).await;
+                        self.record_warned(lease, notice).await;
                     }
                 }
             }
@@ -864,7 +1111,7 @@ impl QueueManager {
         if gone || !ended.remove {
             return false;
         }
-        if self.remove(id, unrecorded).await {
+        if self.remove(lease, unrecorded).await {
             info!(queue_id = %id, "removed from queue: all recipients done");
             false
         } else {
@@ -875,6 +1122,21 @@ impl QueueManager {
     /// A delay warning that came due without a pass: reads what it needs
     /// and sends it; `false` when it could not be queued.
     async fn warn_without_pass(&self, notice: &Notice, handle: &DeliveryHandle) -> bool {
+        let lease = match self.wait_lease(&notice.id).await {
+            Leased::Yes(lease) => lease,
+            // Gone: nobody is owed anything any more.
+            Leased::Gone => return true,
+            Leased::No => return false,
+        };
+        let sent = self.warn_leased(&lease, notice, handle).await;
+        if let Err(e) = self.queue.release(lease).await {
+            warn!(queue_id = %notice.id, error = %e, "cannot release a delivery lease");
+        }
+        sent
+    }
+
+    /// [`warn_without_pass`](Self::warn_without_pass) under `lease`.
+    async fn warn_leased(&self, lease: &Lease, notice: &Notice, handle: &DeliveryHandle) -> bool {
         let opened = match self.open(&notice.id).await {
             Ok(Some(opened)) => opened,
             // Gone: nobody is owed anything any more.
@@ -888,14 +1150,14 @@ impl QueueManager {
             .delay_warning(
                 &notice.id,
                 &opened.envelope,
-                &opened.data.head,
+                opened.data.head(),
                 notice,
                 unix_now(),
                 handle,
             )
             .await;
         if sent {
-            self.record_warned(notice).await;
+            self.record_warned(lease, notice).await;
         }
         sent
     }
@@ -932,13 +1194,12 @@ impl QueueManager {
         kind: DsnKind,
         handle: &DeliveryHandle,
     ) -> bool {
-        let (spool, directory, orig_id) =
-            (self.spool.clone(), Arc::clone(&self.directory), id.clone());
+        let orig_id = id.clone();
         let signer = self.signer.current();
         let to = notice.to.clone();
-        let queued =
-            tokio::task::spawn_blocking(move || queue_notice(&spool, &directory, &signer, notice))
-                .await;
+        // Signing is CPU work and the file backend's write blocks briefly,
+        // as an SMTP session's does.
+        let queued = queue_notice_in(&self.queue, &self.directory, &signer, notice).await;
         let (what, name) = match kind {
             DsnKind::Failure => ("failure notice (DSN) queued for the sender", "failure"),
             DsnKind::Delay => ("delay warning (DSN) queued for the sender", "delay"),
@@ -946,7 +1207,7 @@ impl QueueManager {
             DsnKind::Relayed => ("relayed notice (DSN) queued for the sender", "relayed"),
         };
         match queued {
-            Ok(Ok(notice_id)) => {
+            Ok(notice_id) => {
                 info!(queue_id = %orig_id, notice_id = %notice_id, "{what}");
                 metrics().dsn_sent(match kind {
                     DsnKind::Failure => DsnSent::Failure,
@@ -972,10 +1233,6 @@ impl QueueManager {
                 );
                 handle.submit(notice_id);
                 true
-            }
-            Ok(Err(e)) => {
-                warn!(queue_id = %orig_id, error = %e, "cannot queue a delivery notice");
-                false
             }
             Err(e) => {
                 warn!(queue_id = %orig_id, error = %e, "cannot queue a delivery notice");
@@ -1262,12 +1519,37 @@ pub fn queue_notice(
     signer: &Signer,
     notice: FailureNotice,
 ) -> Result<QueueId, tern_queue::SpoolError> {
+    let (dsn, envelope) = notice_message(directory, signer, notice);
+    let mut incoming = spool.create()?;
+    incoming.write(&dsn)?;
+    incoming.commit(&envelope)?.wait_blocking()
+}
+
+/// Commits `notice` to `queue` with the null sender and returns its queue
+/// id; the caller announces it for delivery.
+async fn queue_notice_in(
+    queue: &AnyStore,
+    directory: &Directory,
+    signer: &Signer,
+    notice: FailureNotice,
+) -> Result<QueueId, AnyStoreError> {
+    let (dsn, envelope) = notice_message(directory, signer, notice);
+    let mut incoming = queue.create()?;
+    incoming.write(&dsn)?;
+    queue.commit(incoming, &envelope).await
+}
+
+/// A notice as it is queued: signed, and its envelope (the null sender,
+/// one recipient routed by the directory).
+fn notice_message(
+    directory: &Directory,
+    signer: &Signer,
+    notice: FailureNotice,
+) -> (Vec<u8>, Envelope) {
     let FailureNotice { dsn, to, now } = notice;
     let dsn = sign_notice(signer, dsn);
     let target = bounce_target(directory, &to);
     let size = dsn.len() as u64;
-    let mut incoming = spool.create()?;
-    incoming.write(&dsn)?;
     let envelope = Envelope {
         sender: String::new(),
         recipients: vec![Recipient {
@@ -1283,7 +1565,7 @@ pub fn queue_notice(
         size,
         ..Envelope::default()
     };
-    incoming.commit(&envelope)?.wait_blocking()
+    (dsn, envelope)
 }
 
 /// DKIM-signs a notice with the keys of the domain of its `From:` (ours,
@@ -1442,7 +1724,6 @@ fn log_remote(
     }
 }
 
-/// The domain part of a mailbox key (`alice@example.test` → `example.test`).
 /// Reads message `id` again after [`ERROR_RETRY`] (an unreadable message,
 /// or one whose spool was ahead of the scheduler), in `later` (dropped at
 /// shutdown).
@@ -1454,6 +1735,7 @@ fn read_later(later: &mut JoinSet<Done>, me: &Arc<QueueManager>, id: QueueId) {
     });
 }
 
+/// The domain part of a mailbox key (`alice@example.test` → `example.test`).
 fn mailbox_domain(mailbox: &str) -> &str {
     mailbox.rsplit_once('@').map_or("", |(_, d)| d)
 }

@@ -1,5 +1,6 @@
-//! The `[queue]` configuration section's choice of backend (a draft for
-//! the binary to assemble; the binary does not read it yet).
+//! The `[queue]` configuration section's choice of backend. The section
+//! also holds the retry schedule (`tern_queue::RetrySchedule`'s keys); the
+//! binary hands each crate its own keys ([`QueueConfig::KEYS`] are these).
 //!
 //! ```toml
 //! [queue]
@@ -12,12 +13,12 @@
 //! What this module must never do: accept an unknown key silently (a typo
 //! would fall back to a default).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::PgError;
 
 /// The `[queue]` section as far as the backend is concerned.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct QueueConfig {
     /// Which store keeps the queue.
@@ -42,7 +43,7 @@ pub struct QueueConfig {
 }
 
 /// Where the queue lives.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum QueueBackend {
     /// The spool directory under `data_dir` (one node).
@@ -84,6 +85,10 @@ impl Default for QueueConfig {
 }
 
 impl QueueConfig {
+    /// The keys of the `[queue]` section that are this struct's.
+    pub const KEYS: &'static [&'static str] =
+        &["backend", "url", "pool_size", "lease_seconds", "node"];
+
     /// The connection settings when the backend is PostgreSQL (`None` for
     /// files), `default_node` naming this node unless `node` is set.
     /// Fails when `url` is missing.

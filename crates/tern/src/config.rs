@@ -19,6 +19,40 @@ use tern_smtp::server::{BareLineEndings, EarlyTalkerPolicy, ServerConfig};
 use tern_store::DirectoryConfig;
 use tern_types::Domain;
 
+/// `[queue]`: the retry schedule (`tern_queue::RetrySchedule`'s keys:
+/// `intervals`, `max_age`, `delay_warning_after`) and the backend
+/// (`tern_queue_pg::QueueConfig`'s keys: `backend`, `url`, …) in one
+/// section. Each crate reads its own keys, and each refuses one it does
+/// not know, so a typo is still an error.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct QueueSection {
+    /// When messages are retried, warned about and given up on.
+    #[serde(flatten)]
+    pub schedule: tern_queue::RetrySchedule,
+    /// Files or PostgreSQL.
+    #[serde(flatten)]
+    pub store: tern_queue_pg::QueueConfig,
+}
+
+impl<'de> Deserialize<'de> for QueueSection {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let mut schedule = toml::Table::deserialize(d)?;
+        let mut store = toml::Table::new();
+        for key in tern_queue_pg::QueueConfig::KEYS {
+            if let Some(value) = schedule.remove(*key) {
+                store.insert((*key).to_owned(), value);
+            }
+        }
+        Ok(QueueSection {
+            schedule: tern_queue::RetrySchedule::deserialize(toml::Value::Table(schedule))
+                .map_err(D::Error::custom)?,
+            store: tern_queue_pg::QueueConfig::deserialize(toml::Value::Table(store))
+                .map_err(D::Error::custom)?,
+        })
+    }
+}
+
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -75,9 +109,9 @@ pub struct Config {
     /// Submission policy (ports 587/465).
     #[serde(default)]
     pub submission: SubmissionConfig,
-    /// Retry schedule of the queue.
+    /// The queue: its retry schedule and where it is kept.
     #[serde(default)]
-    pub queue: tern_queue::RetrySchedule,
+    pub queue: QueueSection,
     /// DNS for MX lookups and the authentication checks.
     #[serde(default)]
     pub dns: DnsConfig,
@@ -1291,8 +1325,16 @@ impl Config {
             bail!("tls.handshake_timeout must be positive");
         }
         self.queue
+            .schedule
             .validate()
             .map_err(|e| anyhow::anyhow!("[queue]: {e}"))?;
+        self.queue
+            .store
+            .pg_config(&self.hostname)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        if self.queue.store.lease_seconds == 0 {
+            bail!("queue.lease_seconds must be positive");
+        }
         if let Some(s) = &self.delivery.smarthost {
             if !matches!(s.tls.as_str(), "starttls" | "implicit" | "none") {
                 bail!(

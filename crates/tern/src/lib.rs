@@ -213,6 +213,17 @@ pub async fn start_with_clock(
         .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
     let spool = Spool::open(&data_dir.join("spool"), SpoolOptions::default())
         .with_context(|| format!("cannot open the spool in {}", data_dir.display()))?;
+    // The queue: the spool (one node), or the database every node shares.
+    let queue = match config.queue.store.pg_config(&config.hostname)? {
+        None => tern_queue_pg::AnyStore::File(tern_queue::store::FileStore::new(spool.clone())),
+        Some(pg) => {
+            let store = tern_queue_pg::PgStore::connect(&pg)
+                .await
+                .context("cannot open the queue database ([queue] url)")?;
+            info!(node = %pg.node, "the queue is in PostgreSQL, shared by every node using it");
+            tern_queue_pg::AnyStore::Postgres(store)
+        }
+    };
     // One mail store for every writer and reader: SMTP deliveries (at
     // intake, from the queue), IMAP and POP3 share the per-user stores,
     // locks and quota.
@@ -293,6 +304,8 @@ pub async fn start_with_clock(
     };
     let (stop_delivery, delivery_shutdown) = watch::channel(false);
     let (delivery, delivery_task) = QueueManager {
+        queue: queue.clone(),
+        lease_ttl: std::time::Duration::from_secs(config.queue.store.lease_seconds),
         spool: spool.clone(),
         store,
         directory: Arc::clone(&directory),
@@ -300,7 +313,7 @@ pub async fn start_with_clock(
         concurrency: config.delivery.concurrency,
         per_destination: config.delivery.per_destination,
         connection_reuse: config.delivery.connection_reuse,
-        schedule: config.queue.clone(),
+        schedule: config.queue.schedule.clone(),
         resolver,
         outbound,
         lmtp,
@@ -338,6 +351,7 @@ pub async fn start_with_clock(
             trusted_networks: config.trusted_networks.clone(),
         },
         spool,
+        queue,
         delivery,
         timeouts: Timeouts {
             command: l.command_timeout,

@@ -14,7 +14,8 @@ use std::time::Instant;
 
 use tern_filter::header::{HeaderSection, field_bytes};
 use tern_filter::{Action, Change, Hook, Outcome};
-use tern_queue::IncomingMessage;
+use tern_queue::store::IncomingBody as _;
+use tern_queue_pg::AnyIncoming;
 use tern_smtp::reply::Reply;
 use tracing::{info, warn};
 
@@ -56,7 +57,7 @@ pub(crate) async fn end_of_data(
     mut filters: Option<&mut SessionFilters>,
     capture: Capture,
     info: MessageInfo<'_>,
-    message: &mut IncomingMessage,
+    message: &mut AnyIncoming,
 ) -> Result<Accepted, Reply> {
     let queue_id = info.facts.queue_id;
     let captured = mailauth::open(capture, queue_id)?;
@@ -247,8 +248,8 @@ pub(crate) async fn end_of_data(
     top.extend_from_slice(signatures.as_bytes());
     let written = message.write(&top).and_then(|()| message.write(&header));
     if let Err(e) = written {
-        warn!(queue_id = %queue_id, error = %e, "spool write failed");
-        return Err(crate::conn::spool_failure_reply(&e));
+        warn!(queue_id = %queue_id, error = %e, "queue write failed");
+        return Err(crate::conn::store_failure_reply(&e));
     }
     mailauth::copy_body(
         ReadFrom {

@@ -48,7 +48,9 @@ pub struct FileStore {
 struct Held {
     token: u64,
     expires: u64,
-    _spool_lease: DeliveryLease,
+    /// The spool's own lease, held as long as this one (shared with a
+    /// local delivery running under it: [`FileStore::spool_lease`]).
+    spool_lease: Arc<DeliveryLease>,
 }
 
 /// What went wrong in the [`FileStore`].
@@ -118,6 +120,17 @@ impl FileStore {
     /// Maildir deliveries through the same group committer).
     pub fn spool(&self) -> &Spool {
         &self.spool
+    }
+
+    /// The spool's delivery lease under `lease`, for the local delivery
+    /// functions that work on the spool directly
+    /// (`tern_delivery::deliver_local_leased`); a lease-lost error when
+    /// `lease` is no longer current.
+    pub fn spool_lease(&self, lease: &Lease) -> Result<Arc<DeliveryLease>, FileStoreError> {
+        match self.read_leases().get(&lease.id) {
+            Some(held) if held.token == lease.token => Ok(Arc::clone(&held.spool_lease)),
+            _ => Err(FileStoreError::LeaseLost(lease.id.clone())),
+        }
     }
 
     fn read_leases(&self) -> RwLockReadGuard<'_, HashMap<QueueId, Held>> {
@@ -192,7 +205,7 @@ impl FileStore {
             Held {
                 token,
                 expires,
-                _spool_lease: spool_lease,
+                spool_lease: Arc::new(spool_lease),
             },
         );
         Ok(Some(Lease {
