@@ -471,7 +471,7 @@ impl<'a> Attempt<'a> {
             copy.write(&buf[..n])?;
         }
         // The envelope is not stored for a delivered file.
-        Ok(Written::Committing(copy.commit(&self.envelope)?))
+        Ok(Written::Committing(copy.commit(self.envelope)?))
     }
 }
 

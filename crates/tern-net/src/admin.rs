@@ -46,7 +46,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use tern_queue::journal::Event as JournalEvent;
-use tern_queue::{QueueId, RecipientState, Spool, SpoolError};
+use tern_queue::store::{Lease, QueueStore as _, StoreError as _};
+use tern_queue::{QueueId, RecipientState};
+use tern_queue_pg::{AnyStore, AnyStoreError};
 use tern_store::Directory;
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
 use tokio::net::{UnixListener, UnixStream};
@@ -56,7 +58,7 @@ use tracing::{info, warn};
 
 use crate::delivery::DeliveryHandle;
 use crate::mailauth::SignerHandle;
-use crate::queue::{failure_notice, queue_notice};
+use crate::queue::{failure_notice, queue_notice_in};
 
 /// The socket's file name in the data directory.
 pub const SOCKET_NAME: &str = "admin.sock";
@@ -74,6 +76,13 @@ pub const ADMIN_BOUNCE_REPLY: &str = "550 5.0.0 Message returned by the administ
 /// How long `delete`/`bounce` wait for a local delivery attempt on the same
 /// message to finish before answering [`ErrorKind::Busy`].
 const LEASE_WAIT: Duration = Duration::from_secs(5);
+/// How long `flush` waits for a running attempt before leaving the message
+/// to it.
+const SHORT_WAIT: Duration = Duration::from_secs(1);
+/// The lease an admin operation takes: longer than any operation runs
+/// (it is released at the end), short enough that a crashed CLI does not
+/// hold a message of a shared queue for long.
+const ADMIN_LEASE: Duration = Duration::from_secs(60);
 
 /// One command.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -312,33 +321,32 @@ pub enum AdminError {
 enum OpError {
     #[error("{0:?} is not a queue id")]
     BadId(String),
-    #[error("no message {0} in the queue")]
-    NotFound(QueueId),
     #[error(
         "a delivery attempt is working on {0}; try again when it ends (`tern queue hold` stops new attempts)"
     )]
     Busy(QueueId),
+    /// The queue failed, or has no such message
+    /// ([`is_not_found`](OpError::is_not_found)).
     #[error(transparent)]
-    Spool(SpoolError),
+    Store(#[from] AnyStoreError),
     #[error("cannot read message {0}: {1}")]
     Read(QueueId, io::Error),
 }
 
-impl From<SpoolError> for OpError {
-    fn from(e: SpoolError) -> OpError {
-        match e {
-            SpoolError::NotFound(id) => OpError::NotFound(id),
-            e => OpError::Spool(e),
-        }
+impl OpError {
+    /// No message has the id (never queued, or gone since).
+    fn is_not_found(&self) -> bool {
+        matches!(self, OpError::Store(e) if e.is_not_found())
     }
 }
 
 impl From<OpError> for Response {
     fn from(e: OpError) -> Response {
         let kind = match &e {
-            OpError::BadId(_) | OpError::NotFound(_) => ErrorKind::NotFound,
+            OpError::BadId(_) => ErrorKind::NotFound,
+            e if e.is_not_found() => ErrorKind::NotFound,
             OpError::Busy(_) => ErrorKind::Busy,
-            OpError::Spool(_) | OpError::Read(..) => ErrorKind::Internal,
+            OpError::Store(_) | OpError::Read(..) => ErrorKind::Internal,
         };
         Response::error(kind, e.to_string())
     }
@@ -355,13 +363,15 @@ fn parse_id(id: &str) -> Result<QueueId, OpError> {
     id.parse().map_err(|_| OpError::BadId(id.to_owned()))
 }
 
-/// The operations on the queue. Blocking (they read and fsync files): the
-/// socket server runs them with `spawn_blocking`; the CLI calls them
-/// directly when the server is stopped.
+/// The operations on the queue, through its store (the spool, or the
+/// database several nodes share: an operation there acts on the message
+/// whichever node received it). The socket server and the HTTP API run
+/// them; the CLI too when the server is stopped.
 #[derive(Debug, Clone)]
 pub struct QueueAdmin {
-    /// The spool (the server's, or one the CLI opened and so locked).
-    pub spool: Spool,
+    /// The queue (the server's; or one the CLI opened: a spool it so
+    /// locked, or the shared database).
+    pub queue: AnyStore,
     /// Routes the DSNs of `bounce`.
     pub directory: Arc<Directory>,
     /// Our host name (DSNs).
@@ -377,15 +387,20 @@ pub struct QueueAdmin {
 
 impl QueueAdmin {
     /// Carries out `request` at time `now` (Unix seconds).
-    pub fn execute(&self, request: &Request, now: u64) -> Response {
+    pub async fn execute(&self, request: &Request, now: u64) -> Response {
         let result = match request {
-            Request::List => self.list(now),
-            Request::Show { id } => parse_id(id).and_then(|id| self.show(&id, now)),
-            Request::Flush { id, domain } => self.flush(id.as_deref(), domain.as_deref(), now),
-            Request::Hold { id } => self.hold(id, true),
-            Request::Release { id } => self.hold(id, false),
-            Request::Delete { id } => self.delete(id),
-            Request::Bounce { id } => self.bounce(id, now),
+            Request::List => self.list(now).await,
+            Request::Show { id } => match parse_id(id) {
+                Ok(id) => self.show(&id, now).await,
+                Err(e) => Err(e),
+            },
+            Request::Flush { id, domain } => {
+                self.flush(id.as_deref(), domain.as_deref(), now).await
+            }
+            Request::Hold { id } => self.hold(id, true).await,
+            Request::Release { id } => self.hold(id, false).await,
+            Request::Delete { id } => self.delete(id, now).await,
+            Request::Bounce { id } => self.bounce(id, now).await,
         };
         result.unwrap_or_else(Response::from)
     }
@@ -396,10 +411,10 @@ impl QueueAdmin {
         }
     }
 
-    fn summary(&self, id: &QueueId, now: u64) -> Result<MessageSummary, OpError> {
-        let message = self.spool.open_message(id)?;
-        let states = self.spool.recipient_states(id)?;
-        let held = self.spool.is_held(id)?;
+    async fn summary(&self, id: &QueueId, now: u64) -> Result<MessageSummary, OpError> {
+        let message = self.queue.open(id).await?;
+        let state = self.queue.message_state(id).await?;
+        let (states, held) = (state.states, state.held);
         let envelope = &message.envelope;
         let recipients: Vec<RecipientInfo> = envelope
             .recipients
@@ -437,7 +452,7 @@ impl QueueAdmin {
             id: id.to_string(),
             received_at: envelope.received_at,
             age: now.saturating_sub(envelope.received_at),
-            size: message.data_len(),
+            size: message.data_len,
             sender: envelope.sender.clone(),
             held,
             recipients,
@@ -446,31 +461,37 @@ impl QueueAdmin {
         })
     }
 
-    fn list(&self, now: u64) -> Result<Response, OpError> {
+    async fn list(&self, now: u64) -> Result<Response, OpError> {
         let mut messages = Vec::new();
-        for id in self.spool.list()? {
-            match self.summary(&id, now) {
+        for id in self.queue.list().await? {
+            match self.summary(&id, now).await {
                 Ok(s) => messages.push(s),
                 // Delivered or deleted since the directory was read.
-                Err(OpError::NotFound(_)) => {}
+                Err(e) if e.is_not_found() => {}
                 Err(e) => warn!(queue_id = %id, error = %e, "queue list: cannot read message"),
             }
         }
         Ok(Response::List { now, messages })
     }
 
-    fn show(&self, id: &QueueId, now: u64) -> Result<Response, OpError> {
-        let summary = self.summary(id, now)?;
-        let message = self.spool.open_message(id)?;
+    async fn show(&self, id: &QueueId, now: u64) -> Result<Response, OpError> {
+        let summary = self.summary(id, now).await?;
+        let message = self.queue.open(id).await?;
         let mut head = Vec::with_capacity(4096);
-        message
-            .reader()?
-            .take(MAX_HEADERS as u64)
-            .read_to_end(&mut head)
-            .map_err(|e| OpError::Read(id.clone(), e))?;
+        let body = message.body;
+        let head = tokio::task::spawn_blocking(move || {
+            body.take(MAX_HEADERS as u64)
+                .read_to_end(&mut head)
+                .map(|_| head)
+        })
+        .await
+        .map_err(io::Error::other)
+        .and_then(|r| r)
+        .map_err(|e| OpError::Read(id.clone(), e))?;
         let history = self
-            .spool
-            .recipient_history(id)?
+            .queue
+            .history(id)
+            .await?
             .into_iter()
             .map(|(recipient, state)| HistoryEntry { recipient, state })
             .collect();
@@ -493,19 +514,25 @@ impl QueueAdmin {
         })
     }
 
-    fn flush(&self, id: Option<&str>, domain: Option<&str>, now: u64) -> Result<Response, OpError> {
+    async fn flush(
+        &self,
+        id: Option<&str>,
+        domain: Option<&str>,
+        now: u64,
+    ) -> Result<Response, OpError> {
         let ids = match id {
             Some(id) => vec![parse_id(id)?],
-            None => self.spool.list()?,
+            None => self.queue.list().await?,
         };
         let mut flushed = Vec::new();
+        let mut busy = Vec::new();
         for qid in ids {
-            let message = match self.spool.open_message(&qid) {
+            let message = match self.queue.open(&qid).await {
                 Ok(m) => m,
-                Err(SpoolError::NotFound(_)) if id.is_none() => continue,
+                Err(e) if e.is_not_found() && id.is_none() => continue,
                 Err(e) => return Err(e.into()),
             };
-            let states = self.spool.recipient_states(&qid)?;
+            let states = self.queue.message_state(&qid).await?.states;
             let mut matched = false;
             let mut due_now = Vec::new();
             for (index, (rcpt, state)) in message.envelope.recipients.iter().zip(states).enumerate()
@@ -540,13 +567,38 @@ impl QueueAdmin {
             if !matched {
                 continue;
             }
-            match self.spool.record_states(&qid, &due_now) {
-                Ok(()) => {}
-                Err(SpoolError::NotFound(_)) if id.is_none() => continue,
-                Err(e) => return Err(e.into()),
+            if !due_now.is_empty() {
+                // Under the message's lease: a pass running now (here or
+                // on another node) is attempting it anyway.
+                let lease = match self.lease(&qid, now, SHORT_WAIT).await {
+                    Ok(lease) => lease,
+                    Err(e) if e.is_not_found() && id.is_none() => continue,
+                    Err(OpError::Busy(_)) => {
+                        busy.push(qid.to_string());
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                let recorded = self.queue.record_states(&lease, &due_now).await;
+                self.release(lease).await;
+                match recorded {
+                    Ok(()) => {}
+                    Err(e) if e.is_not_found() && id.is_none() => continue,
+                    Err(e) => return Err(e.into()),
+                }
             }
             self.wake(&qid);
             flushed.push(qid.to_string());
+        }
+        if !busy.is_empty() {
+            return Ok(Response::Done {
+                action: "flush".to_owned(),
+                ids: flushed,
+                note: Some(format!(
+                    "being attempted now, not flushed: {}",
+                    busy.join(", ")
+                )),
+            });
         }
         if let (Some(id), true) = (id, flushed.is_empty()) {
             let what = domain.map_or(String::new(), |d| format!(" in {d}"));
@@ -568,9 +620,9 @@ impl QueueAdmin {
         })
     }
 
-    fn hold(&self, id: &str, held: bool) -> Result<Response, OpError> {
+    async fn hold(&self, id: &str, held: bool) -> Result<Response, OpError> {
         let qid = parse_id(id)?;
-        self.spool.set_hold(&qid, held)?;
+        self.queue.set_hold(&qid, held).await?;
         let action = if held { "hold" } else { "release" };
         if !held {
             self.wake(&qid);
@@ -583,28 +635,41 @@ impl QueueAdmin {
         })
     }
 
-    /// Waits (a little) for the in-process delivery lease, so that a local
-    /// delivery attempt on `id` is not cut in half.
-    fn lease(&self, id: &QueueId) -> Result<tern_queue::DeliveryLease, OpError> {
-        let deadline = std::time::Instant::now() + LEASE_WAIT;
+    /// Waits up to `wait` for the message's delivery lease (the one a
+    /// queue pass holds, on this node or another), so that a delivery
+    /// attempt on `id` is not cut in half.
+    async fn lease(&self, id: &QueueId, now: u64, wait: Duration) -> Result<Lease, OpError> {
+        let deadline = tokio::time::Instant::now() + wait;
         loop {
-            if let Some(lease) = self.spool.lease(id) {
+            if let Some(lease) = self.queue.lease(id, now, ADMIN_LEASE.as_secs()).await? {
                 return Ok(lease);
             }
-            if std::time::Instant::now() >= deadline {
+            if tokio::time::Instant::now() >= deadline {
                 return Err(OpError::Busy(id.clone()));
             }
-            std::thread::sleep(Duration::from_millis(50));
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
-    fn delete(&self, id: &str) -> Result<Response, OpError> {
+    /// Gives `lease` up (a message already gone is no error).
+    async fn release(&self, lease: Lease) {
+        let id = lease.id.clone();
+        if let Err(e) = self.queue.release(lease).await {
+            warn!(queue_id = %id, error = %e, "cannot release an admin lease");
+        }
+    }
+
+    async fn delete(&self, id: &str, now: u64) -> Result<Response, OpError> {
         let qid = parse_id(id)?;
-        let _lease = self.lease(&qid)?;
-        let message = self.spool.open_message(&qid)?;
-        let recipients = message.envelope.recipients.len();
-        drop(message);
-        self.spool.remove(&qid)?;
+        let lease = self.lease(&qid, now, LEASE_WAIT).await?;
+        let recipients = match self.queue.open(&qid).await {
+            Ok(message) => message.envelope.recipients.len(),
+            Err(e) => {
+                self.release(lease).await;
+                return Err(e.into());
+            }
+        };
+        self.queue.remove(lease).await?;
         warn!(queue_id = %qid, recipients, "message deleted from the queue by the administrator");
         self.journal.record(
             qid.as_str(),
@@ -619,11 +684,29 @@ impl QueueAdmin {
         })
     }
 
-    fn bounce(&self, id: &str, now: u64) -> Result<Response, OpError> {
+    async fn bounce(&self, id: &str, now: u64) -> Result<Response, OpError> {
         let qid = parse_id(id)?;
-        let _lease = self.lease(&qid)?;
-        let message = self.spool.open_message(&qid)?;
-        let states = self.spool.recipient_states(&qid)?;
+        let lease = self.lease(&qid, now, LEASE_WAIT).await?;
+        let bounced = self.bounce_leased(&lease, now).await;
+        match bounced {
+            Ok(response) => {
+                // Removing the message ends the lease.
+                self.queue.remove(lease).await?;
+                Ok(response)
+            }
+            Err(e) => {
+                self.release(lease).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// [`bounce`](Self::bounce) under `lease`: records the failures,
+    /// queues the notice; the caller removes the message.
+    async fn bounce_leased(&self, lease: &Lease, now: u64) -> Result<Response, OpError> {
+        let qid = lease.id.clone();
+        let message = self.queue.open(&qid).await?;
+        let states = self.queue.message_state(&qid).await?.states;
         let updates: Vec<(usize, RecipientState)> = states
             .iter()
             .enumerate()
@@ -641,12 +724,15 @@ impl QueueAdmin {
             .collect();
         // Recorded first: a crash after this loses at most the notice,
         // never makes a second one.
-        self.spool.record_states(&qid, &updates)?;
-        let mut original = Vec::with_capacity(usize::try_from(message.data_len()).unwrap_or(0));
-        message
-            .reader()?
-            .read_to_end(&mut original)
-            .map_err(|e| OpError::Read(qid.clone(), e))?;
+        self.queue.record_states(lease, &updates).await?;
+        let mut original = Vec::with_capacity(usize::try_from(message.data_len).unwrap_or(0));
+        let mut body = message.body;
+        let original =
+            tokio::task::spawn_blocking(move || body.read_to_end(&mut original).map(|_| original))
+                .await
+                .map_err(io::Error::other)
+                .and_then(|r| r)
+                .map_err(|e| OpError::Read(qid.clone(), e))?;
         let notice = failure_notice(
             &self.directory,
             &self.hostname,
@@ -656,13 +742,14 @@ impl QueueAdmin {
             &updates,
             now,
         );
-        let envelope = message.envelope.clone();
-        drop(message);
+        let envelope = message.envelope;
         let bounce_to = notice.as_ref().map(|n| n.to.clone());
-        let bounce_id = notice
-            .map(|n| queue_notice(&self.spool, &self.directory, &self.signer.current(), n))
-            .transpose()?;
-        self.spool.remove(&qid)?;
+        let bounce_id = match notice {
+            Some(n) => Some(
+                queue_notice_in(&self.queue, &self.directory, &self.signer.current(), n).await?,
+            ),
+            None => None,
+        };
         for (index, _) in &updates {
             if let Some(r) = envelope.recipients.get(*index) {
                 self.journal.record(
@@ -885,7 +972,7 @@ async fn serve_connection(stream: UnixStream, admin: QueueAdmin) -> Result<(), A
         let response = match serde_json::from_slice::<Request>(&line) {
             Ok(request) => {
                 let admin = admin.clone();
-                tokio::task::spawn_blocking(move || admin.execute(&request, unix_now()))
+                tokio::spawn(async move { admin.execute(&request, unix_now()).await })
                     .await
                     .unwrap_or_else(|e| {
                         Response::error(ErrorKind::Internal, format!("operation failed: {e}"))
@@ -1129,7 +1216,8 @@ mod tests {
 
     /// A spool holding one message from alice to three remote recipients.
     fn admin_with_message(dir: &Path) -> (QueueAdmin, QueueId) {
-        let spool = Spool::open(dir, tern_queue::SpoolOptions { fsync: false }).unwrap();
+        let spool =
+            tern_queue::Spool::open(dir, tern_queue::SpoolOptions { fsync: false }).unwrap();
         let directory = Directory::new(tern_store::DirectoryConfig {
             domains: vec!["example.test".into()],
             mailboxes: vec!["alice@example.test".into()],
@@ -1173,7 +1261,7 @@ mod tests {
             )
             .unwrap();
         let admin = QueueAdmin {
-            spool,
+            queue: AnyStore::File(tern_queue::store::FileStore::new(spool)),
             directory: Arc::new(directory),
             hostname: "mx.example.test".into(),
             delivery: None,
@@ -1183,14 +1271,26 @@ mod tests {
         (admin, id)
     }
 
-    #[test]
-    fn operations_on_a_spool() {
+    /// The spool under a test's admin.
+    fn spool_of(admin: &QueueAdmin) -> &tern_queue::Spool {
+        match &admin.queue {
+            AnyStore::File(files) => files.spool(),
+            AnyStore::Postgres(_) => unreachable!("the tests use the file backend"),
+        }
+    }
+
+    #[tokio::test]
+    async fn operations_on_a_spool() {
         let dir = tempfile::tempdir().unwrap();
-        let (admin, id) = admin_with_message(dir.path());
+        // The fixture commits with the blocking API: off the runtime.
+        let path = dir.path().to_path_buf();
+        let (admin, id) = tokio::task::spawn_blocking(move || admin_with_message(&path))
+            .await
+            .unwrap();
         let sid = id.to_string();
         let now = 2_000;
 
-        let Response::List { messages, .. } = admin.execute(&Request::List, now) else {
+        let Response::List { messages, .. } = admin.execute(&Request::List, now).await else {
             panic!("list")
         };
         let m = &messages[0];
@@ -1199,7 +1299,8 @@ mod tests {
         assert_eq!(m.next_attempt, Some(now));
         assert_eq!(m.last_error.as_deref(), Some("451 4.4.1 no answer"));
 
-        let Response::Show { message, .. } = admin.execute(&Request::Show { id: sid.clone() }, now)
+        let Response::Show { message, .. } =
+            admin.execute(&Request::Show { id: sid.clone() }, now).await
         else {
             panic!("show")
         };
@@ -1208,15 +1309,17 @@ mod tests {
 
         // Flush by domain: only the deferred recipient there becomes due now;
         // the delivered one is untouched.
-        let flushed = admin.execute(
-            &Request::Flush {
-                id: None,
-                domain: Some("Remote.TEST".into()),
-            },
-            now,
-        );
+        let flushed = admin
+            .execute(
+                &Request::Flush {
+                    id: None,
+                    domain: Some("Remote.TEST".into()),
+                },
+                now,
+            )
+            .await;
         assert!(matches!(&flushed, Response::Done { ids, .. } if ids.len() == 1 && ids[0] == sid));
-        let states = admin.spool.recipient_states(&id).unwrap();
+        let states = spool_of(&admin).recipient_states(&id).unwrap();
         assert!(matches!(states[0], RecipientState::Delivered { .. }));
         assert_eq!(
             states[1],
@@ -1226,23 +1329,29 @@ mod tests {
                 next_attempt: now,
             }
         );
-        let none = admin.execute(
-            &Request::Flush {
-                id: None,
-                domain: Some("nowhere.test".into()),
-            },
-            now,
-        );
+        let none = admin
+            .execute(
+                &Request::Flush {
+                    id: None,
+                    domain: Some("nowhere.test".into()),
+                },
+                now,
+            )
+            .await;
         assert!(matches!(&none, Response::Done { ids, .. } if ids.is_empty()));
 
-        admin.execute(&Request::Hold { id: sid.clone() }, now);
-        assert!(admin.spool.is_held(&id).unwrap());
-        admin.execute(&Request::Release { id: sid.clone() }, now);
-        assert!(!admin.spool.is_held(&id).unwrap());
+        admin.execute(&Request::Hold { id: sid.clone() }, now).await;
+        assert!(spool_of(&admin).is_held(&id).unwrap());
+        admin
+            .execute(&Request::Release { id: sid.clone() }, now)
+            .await;
+        assert!(!spool_of(&admin).is_held(&id).unwrap());
 
         // Ids are validated before they get anywhere near a path.
         for bad in ["../queue", "", "0000000000000000"] {
-            let r = admin.execute(&Request::Delete { id: bad.into() }, now);
+            let r = admin
+                .execute(&Request::Delete { id: bad.into() }, now)
+                .await;
             assert!(
                 matches!(
                     r,
@@ -1257,7 +1366,9 @@ mod tests {
 
         // Bounce: the two recipients not done fail, one DSN names exactly
         // them, the message leaves the queue.
-        let r = admin.execute(&Request::Bounce { id: sid.clone() }, now);
+        let r = admin
+            .execute(&Request::Bounce { id: sid.clone() }, now)
+            .await;
         let Response::Done {
             note: Some(note), ..
         } = &r
@@ -1265,10 +1376,10 @@ mod tests {
             panic!("{r:?}")
         };
         assert!(note.starts_with("2 recipient(s) failed"), "{note}");
-        let left = admin.spool.list().unwrap();
+        let left = spool_of(&admin).list().unwrap();
         assert_eq!(left.len(), 1);
         assert_ne!(left[0], id);
-        let dsn = admin.spool.open_message(&left[0]).unwrap();
+        let dsn = spool_of(&admin).open_message(&left[0]).unwrap();
         assert_eq!(dsn.envelope.sender, "");
         assert_eq!(
             dsn.envelope.recipients[0].mailbox.as_deref(),
@@ -1289,7 +1400,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains(ADMIN_BOUNCE_REPLY), "{text}");
-        let gone = admin.execute(&Request::Bounce { id: sid }, now);
+        let gone = admin.execute(&Request::Bounce { id: sid }, now).await;
         assert!(matches!(
             gone,
             Response::Error {

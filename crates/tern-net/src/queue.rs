@@ -180,6 +180,9 @@ enum Done {
     Warned(Notice, bool),
     /// A shared queue's due messages that no lease holds.
     Unattended(Vec<QueueId>),
+    /// A pass found the message changed by someone else (held through
+    /// another node): it attempted nothing; the message is read again.
+    Changed(QueueId),
 }
 
 /// A queued message's bytes as a pass uses them: streamed from the spool
@@ -243,6 +246,9 @@ impl QueuedData {
 /// and which recipients the spool records as final (never attempted
 /// again, whatever the scheduler remembers).
 struct Opened {
+    /// Held (by an admin command, perhaps on another node of a shared
+    /// queue): the pass delivers nothing.
+    held: bool,
     envelope: Envelope,
     data: QueuedData,
     done: BTreeSet<usize>,
@@ -414,6 +420,12 @@ impl QueueManager {
                         }
                         Done::Outdated(id) => {
                             stale.remove(&id);
+                            let me = Arc::clone(&me);
+                            tasks.spawn(async move { me.read(id).await });
+                        }
+                        Done::Changed(id) => {
+                            stale.remove(&id);
+                            scheduler.pass_failed(&id, now);
                             let me = Arc::clone(&me);
                             tasks.spawn(async move { me.read(id).await });
                         }
@@ -608,6 +620,7 @@ impl QueueManager {
             .map(|(i, _)| i)
             .collect();
         Ok(Some(Opened {
+            held: state.held,
             done,
             data,
             envelope,
@@ -850,6 +863,10 @@ impl QueueManager {
                 return Done::Failed(id);
             }
         };
+        if opened.held {
+            info!(queue_id = %id, "held meanwhile; nothing attempted");
+            return Done::Changed(id);
+        }
         let (envelope, data) = (&opened.envelope, &opened.data);
         let now = unix_now();
         let mut attempted = Attempted::default();
@@ -1527,7 +1544,7 @@ pub fn queue_notice(
 
 /// Commits `notice` to `queue` with the null sender and returns its queue
 /// id; the caller announces it for delivery.
-async fn queue_notice_in(
+pub(crate) async fn queue_notice_in(
     queue: &AnyStore,
     directory: &Directory,
     signer: &Signer,

@@ -441,7 +441,7 @@ pub async fn start_with_clock(
         })
         .collect();
     let admin = tern_net::admin::QueueAdmin {
-        spool: ctx.spool.clone(),
+        queue: ctx.queue.clone(),
         directory: Arc::clone(&ctx.directory),
         hostname: config.hostname.clone(),
         delivery: Some(ctx.delivery.clone()),

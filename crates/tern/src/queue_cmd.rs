@@ -8,7 +8,9 @@
 //! same operations ([`QueueAdmin::execute`]) directly. Offline, `flush` has
 //! nothing to do (the next start looks at every message), and the failure
 //! notice of a `bounce` is queued in the spool and delivered when the
-//! server starts.
+//! server starts. With a shared queue (`[queue] backend = "postgres"`) it
+//! works on the database instead, beside whichever nodes are running: each
+//! operation takes the message's lease first, as the nodes' passes do.
 //!
 //! Output is for people by default and one JSON object (the server's
 //! [`Response`]) with `--json`. It must never print raw control characters
@@ -110,8 +112,26 @@ pub(crate) fn run(action: QueueAction, config_path: &Path, json: bool) -> anyhow
     Ok(())
 }
 
-/// The server is not running: work on the spool directly.
+/// The server is not running: work on the queue directly — the spool,
+/// or the database a shared queue lives in (where other nodes may be
+/// running: every operation takes the message's lease first).
 fn offline(config: &Config, request: &Request) -> anyhow::Result<Response> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    if let Some(pg) = config.queue.store.pg_config(&config.hostname)? {
+        return runtime.block_on(async {
+            let store = tern_queue_pg::PgStore::connect(&pg)
+                .await
+                .context("cannot open the queue database ([queue] url)")?;
+            eprintln!("note: the server is not running here; working on the shared queue database");
+            let queue = offline_admin(config, request, tern_queue_pg::AnyStore::Postgres(store))?;
+            let response = queue.execute(request, unix_now()).await;
+            queue.journal.close();
+            Ok(response)
+        });
+    }
     let spool_dir = config.data_dir.join("spool");
     if !spool_dir.join("queue").is_dir() {
         bail!(
@@ -148,10 +168,29 @@ fn offline(config: &Config, request: &Request) -> anyhow::Result<Response> {
         }
     };
     eprintln!("note: the server is not running; working on the spool directly");
+    let queue = offline_admin(
+        config,
+        request,
+        tern_queue_pg::AnyStore::File(tern_queue::store::FileStore::new(spool)),
+    )?;
+    let response = runtime.block_on(queue.execute(request, unix_now()));
+    queue.journal.close();
+    if let (Request::Bounce { .. }, Response::Done { .. }) = (request, &response) {
+        eprintln!("note: the failure notice is delivered when the server starts");
+    }
+    Ok(response)
+}
+
+/// The admin operations of a CLI working on `queue` itself.
+fn offline_admin(
+    config: &Config,
+    request: &Request,
+    queue: tern_queue_pg::AnyStore,
+) -> anyhow::Result<QueueAdmin> {
     let directory = tern_store::Directory::new(config.directory_config()?)
         .context("cannot load the domains and mailboxes")?;
-    let queue = QueueAdmin {
-        spool,
+    Ok(QueueAdmin {
+        queue,
         directory: Arc::new(directory),
         hostname: config.hostname.clone(),
         delivery: None,
@@ -182,13 +221,7 @@ fn offline(config: &Config, request: &Request) -> anyhow::Result<Response> {
             }
             _ => tern_queue::Journal::disabled(),
         },
-    };
-    let response = queue.execute(request, unix_now());
-    queue.journal.close();
-    if let (Request::Bounce { .. }, Response::Done { .. }) = (request, &response) {
-        eprintln!("note: the failure notice is delivered when the server starts");
-    }
-    Ok(response)
+    })
 }
 
 fn unix_now() -> u64 {

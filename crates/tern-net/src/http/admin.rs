@@ -223,7 +223,7 @@ impl AdminApi {
     async fn queue_request(self: &Arc<Self>, request: Request) -> HttpResponse {
         let api = Arc::clone(self);
         let answer =
-            tokio::task::spawn_blocking(move || api.queue.execute(&request, unix_now())).await;
+            tokio::spawn(async move { api.queue.execute(&request, unix_now()).await }).await;
         match answer {
             Ok(r) => HttpResponse::json(queue_status(&r), &r),
             Err(_) => HttpResponse::error(500, "internal", "the queue operation failed"),
