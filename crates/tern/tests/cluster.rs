@@ -22,7 +22,8 @@
 //! Without PostgreSQL's binaries the PostgreSQL test prints why and passes,
 //! unless `TERN_PG_REQUIRED=1` (CI). Without `/usr/sbin/smtp-source` the
 //! load comes from this file's own SMTP client, unless
-//! `TERN_SMTP_SOURCE_REQUIRED=1` (CI).
+//! `TERN_SMTP_SOURCE_REQUIRED=1` (CI); `TERN_SMTP_SOURCE` names another
+//! path.
 
 mod common;
 
@@ -39,6 +40,7 @@ use tern_queue_pg::{PgConfig, PgStore};
 use tern_testkit::dns;
 use tern_testkit::smtp::{RunningPeer, SmtpPeer, Transaction};
 
+/// Postfix's load generator (`$TERN_SMTP_SOURCE` overrides the path).
 const SMTP_SOURCE: &str = "/usr/sbin/smtp-source";
 /// The LMTP mailbox; smtp-source's `-r 2` sends to `box@` and `2box@`,
 /// and `2box` is an alias of the remote recipient.
@@ -241,7 +243,7 @@ impl Harness {
                     "--- {} (last lines of {})\n{}",
                     n.name,
                     n.log.display(),
-                    n.log_tail(40)
+                    n.log_tail(20)
                 )
             })
             .collect::<Vec<_>>()
@@ -321,13 +323,14 @@ level = "info"
 /// [`LMTP_RCPT`] and (through the alias) [`REMOTE_RCPT`]; returns how many
 /// were answered 250 (all of them, or the test fails).
 async fn load(nodes: &[&Node], per_node: usize) -> usize {
-    let have_source = Path::new(SMTP_SOURCE).is_file();
+    let source = std::env::var("TERN_SMTP_SOURCE").unwrap_or_else(|_| SMTP_SOURCE.to_owned());
+    let have_source = Path::new(&source).is_file();
     if !have_source {
         assert!(
             std::env::var_os("TERN_SMTP_SOURCE_REQUIRED").is_none_or(|v| v != "1"),
-            "{SMTP_SOURCE} is missing and TERN_SMTP_SOURCE_REQUIRED=1 (install postfix)"
+            "{source} is missing and TERN_SMTP_SOURCE_REQUIRED=1 (install postfix)"
         );
-        eprintln!("note: {SMTP_SOURCE} not found (postfix): loading with the test's own client");
+        eprintln!("note: {source} not found (postfix): loading with the test's own client");
     }
     let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
     tokio::task::spawn_blocking(move || {
@@ -335,9 +338,10 @@ async fn load(nodes: &[&Node], per_node: usize) -> usize {
             .into_iter()
             .enumerate()
             .map(|(i, addr)| {
+                let source = source.clone();
                 std::thread::spawn(move || {
                     if have_source {
-                        smtp_source(addr, per_node)
+                        smtp_source(&source, addr, per_node)
                     } else {
                         own_client(addr, i, per_node)
                     }
@@ -352,8 +356,8 @@ async fn load(nodes: &[&Node], per_node: usize) -> usize {
 
 /// `smtp-source`: it exits non-zero at the first reply that is not 2xx, so
 /// a success means every message was answered 250.
-fn smtp_source(addr: SocketAddr, messages: usize) -> usize {
-    let out = Command::new(SMTP_SOURCE)
+fn smtp_source(program: &str, addr: SocketAddr, messages: usize) -> usize {
+    let out = Command::new(program)
         .args(["-s", "4", "-r", "2", "-l", "4096"])
         .args(["-m", &messages.to_string()])
         .args(["-f", "load@client.test", "-t", LMTP_RCPT])
