@@ -164,15 +164,10 @@ pub fn should_notify(recipient: &Recipient, kind: DsnKind) -> bool {
     }
 }
 
-/// The NOTIFY a recipient asked for, read by the one parser
-/// ([`Notify::parse`]); [`Notify::DEFAULT`] when it asked for none (or the
-/// stored value is not one, which Tern never writes).
+/// The NOTIFY a recipient asked for; [`Notify::DEFAULT`] when it asked
+/// for none.
 pub fn recipient_notify(recipient: &Recipient) -> Notify {
-    recipient
-        .notify
-        .as_deref()
-        .and_then(|n| Notify::parse(n).ok())
-        .unwrap_or(Notify::DEFAULT)
+    recipient.notify.unwrap_or(Notify::DEFAULT)
 }
 
 /// Where a report about `envelope` goes: its sender, or `None` for the null
@@ -319,12 +314,8 @@ impl Attachment {
         // RET is about failure reports (RFC 3461 4.3); delay, success and
         // relayed reports carry the headers only.
         let want_full = input.kind == DsnKind::Failure
-            && !input
-                .envelope
-                .ret
-                .as_deref()
-                .is_some_and(|r| r.trim().eq_ignore_ascii_case("HDRS"));
-        let can_full = !input.envelope.body.eq_ignore_ascii_case("BINARYMIME")
+            && input.envelope.ret != Some(tern_types::dsn::Ret::Headers);
+        let can_full = input.envelope.body != tern_types::dsn::BodyType::BinaryMime
             && normalised
                 .split(|&b| b == b'\n')
                 .all(|line| line.len() <= MAX_LINE + 1);

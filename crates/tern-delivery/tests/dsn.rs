@@ -24,7 +24,7 @@ fn recipient(addr: &str, notify: Option<&str>, orcpt: Option<&str>) -> Recipient
         address: addr.into(),
         original: addr.into(),
         mailbox: None,
-        notify: notify.map(str::to_owned),
+        notify: notify.map(|n| n.parse().unwrap()),
         orcpt: orcpt.map(str::to_owned),
     }
 }
@@ -45,8 +45,8 @@ fn envelope(sender: &str, ret: Option<&str>, envid: Option<&str>) -> Envelope {
         helo: Some("client.sender.test".into()),
         protocol: "ESMTPSA".into(),
         auth_user: Some("carol".into()),
-        body: "8BITMIME".into(),
-        ret: ret.map(str::to_owned),
+        body: "8BITMIME".parse().unwrap(),
+        ret: ret.map(|r| r.parse().unwrap()),
         envid: envid.map(str::to_owned),
         size: ORIGINAL.len() as u64,
         ..Envelope::default()
@@ -520,7 +520,7 @@ fn the_original_is_normalised_or_reduced_to_headers() {
 
     // BINARYMIME bodies come back as headers only too.
     let mut binary = envelope("carol@sender.test", None, None);
-    binary.body = "BINARYMIME".into();
+    binary.body = "BINARYMIME".parse().unwrap();
     let dsn = build_dsn(&input(
         DsnKind::Failure,
         &binary,

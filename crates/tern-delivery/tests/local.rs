@@ -77,7 +77,7 @@ impl Fixture {
                     address: (*address).into(),
                     original: address.to_uppercase(),
                     mailbox: mailbox.map(str::to_owned),
-                    notify: notify.map(str::to_owned),
+                    notify: notify.map(|n| n.parse().unwrap()),
                     orcpt: None,
                 })
                 .collect(),

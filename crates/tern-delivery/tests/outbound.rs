@@ -547,7 +547,7 @@ async fn dsn_parameters_passed_on_when_advertised() {
     script.extensions.push("DSN");
     let (port, srv) = servers(vec![("127.0.0.1", script)]).await;
     let mut r = rcpts(&["a@example.test"]);
-    r[0].notify = Some("SUCCESS,FAILURE".into());
+    r[0].notify = Some("SUCCESS,FAILURE".parse().unwrap());
     r[0].orcpt = Some("rfc822;a+b@example.test".into());
     let mut m = msg(b"x\r\n");
     m.envid = Some("ID1");

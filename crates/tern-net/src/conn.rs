@@ -1210,10 +1210,7 @@ impl Connection {
                     address,
                     original: rcpt.original.clone(),
                     mailbox,
-                    notify: rcpt
-                        .params
-                        .notify
-                        .map(|n| notify_for(n, privileged).to_string()),
+                    notify: rcpt.params.notify.map(|n| notify_for(n, privileged)),
                     orcpt: rcpt
                         .params
                         .orcpt
@@ -1234,9 +1231,9 @@ impl Connection {
             protocol: session.protocol().to_owned(),
             tls: self.tls.as_ref().map(ToString::to_string),
             auth_user: self.auth_user.clone(),
-            body: tx.params.body.unwrap_or_default().as_str().to_owned(),
+            body: tx.params.body.unwrap_or_default(),
             smtputf8: tx.params.smtputf8,
-            ret: tx.params.ret.map(|r| r.as_str().to_owned()),
+            ret: tx.params.ret,
             envid: tx.params.envid.clone(),
             size,
             quarantine: false,

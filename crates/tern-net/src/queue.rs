@@ -63,7 +63,7 @@ use tern_queue::{
 };
 use tern_queue_pg::{AnyBody, AnyStore, AnyStoreError};
 use tern_store::{Directory, Mailboxes, Resolution, Target};
-use tern_types::dsn::{BodyType, Ret};
+use tern_types::dsn::BodyType;
 use tern_types::{EnhancedStatus, ForwardPath, Mailbox};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
@@ -924,7 +924,7 @@ impl QueueManager {
                             Some(RemoteRecipient {
                                 index,
                                 address: r.mailbox.clone()?,
-                                notify: r.notify.clone(),
+                                notify: r.notify,
                                 orcpt: r.orcpt.clone(),
                             })
                         })
@@ -956,7 +956,7 @@ impl QueueManager {
                             .push(RemoteRecipient {
                                 index,
                                 address: r.address.clone(),
-                                notify: r.notify.clone(),
+                                notify: r.notify,
                                 orcpt: r.orcpt.clone(),
                             });
                     }
@@ -1578,7 +1578,7 @@ fn notice_message(
         }],
         received_at: now,
         protocol: "LOCAL".to_owned(),
-        body: "8BITMIME".to_owned(),
+        body: BodyType::EightBitMime,
         size,
         ..Envelope::default()
     };
@@ -1770,17 +1770,9 @@ fn remote_domain(address: &str) -> String {
 fn outbound_message<'a>(envelope: &'a Envelope, data: MessageData<'a>) -> OutboundMessage<'a> {
     OutboundMessage {
         sender: &envelope.sender,
-        body: match envelope.body.as_str() {
-            "8BITMIME" => BodyType::EightBitMime,
-            "BINARYMIME" => BodyType::BinaryMime,
-            _ => BodyType::SevenBit,
-        },
+        body: envelope.body,
         smtputf8: envelope.smtputf8,
-        ret: match envelope.ret.as_deref() {
-            Some("FULL") => Some(Ret::Full),
-            Some("HDRS") => Some(Ret::Headers),
-            _ => None,
-        },
+        ret: envelope.ret,
         envid: envelope.envid.as_deref(),
         data,
     }
@@ -1803,7 +1795,7 @@ mod tests {
                     address: format!("r{i}@remote.test"),
                     original: format!("r{i}@remote.test"),
                     mailbox: None,
-                    notify: n.map(str::to_owned),
+                    notify: n.map(|n| n.parse().unwrap()),
                     orcpt: None,
                 })
                 .collect(),

@@ -10,7 +10,8 @@
 
 use std::net::IpAddr;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
+use tern_types::dsn::{BodyType, Notify, Ret};
 
 /// Everything the queue needs to deliver a message besides its bytes.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -32,12 +33,14 @@ pub struct Envelope {
     pub tls: Option<String>,
     /// The authenticated user, for submission.
     pub auth_user: Option<String>,
-    /// `7BIT`, `8BITMIME` or `BINARYMIME`.
-    pub body: String,
+    /// `BODY=`: `7BIT`, `8BITMIME` or `BINARYMIME` (stored as that text).
+    #[serde(deserialize_with = "body_or_8bit")]
+    pub body: BodyType,
     /// Whether MAIL carried SMTPUTF8.
     pub smtputf8: bool,
-    /// DSN `RET=`: `FULL` or `HDRS`.
-    pub ret: Option<String>,
+    /// DSN `RET=`: `FULL` or `HDRS` (stored as that text).
+    #[serde(default, deserialize_with = "known_or_none")]
+    pub ret: Option<Ret>,
     /// DSN `ENVID=`, xtext-decoded.
     pub envid: Option<String>,
     /// Message bytes as stored. [`IncomingMessage::commit`](crate::IncomingMessage::commit)
@@ -64,7 +67,7 @@ impl Default for Envelope {
             protocol: "ESMTP".to_owned(),
             tls: None,
             auth_user: None,
-            body: "7BIT".to_owned(),
+            body: BodyType::SevenBit,
             smtputf8: false,
             ret: None,
             envid: None,
@@ -84,8 +87,10 @@ pub struct Recipient {
     /// Local mailbox key (e.g. `alice@example.test`); `None` for a remote
     /// recipient.
     pub mailbox: Option<String>,
-    /// DSN `NOTIFY=`: `NEVER` or a subset of `SUCCESS,FAILURE,DELAY`.
-    pub notify: Option<String>,
+    /// DSN `NOTIFY=`: `NEVER` or a subset of `SUCCESS,FAILURE,DELAY`
+    /// (stored as that text).
+    #[serde(default, deserialize_with = "known_or_none")]
+    pub notify: Option<Notify>,
     /// DSN `ORCPT=`, e.g. `rfc822;addr`.
     pub orcpt: Option<String>,
 }
@@ -95,6 +100,27 @@ impl Recipient {
     pub fn is_local(&self) -> bool {
         self.mailbox.is_some()
     }
+}
+
+/// Reads an optional DSN parameter through its one parser. A value that
+/// does not parse — one an older Tern stored before there was one parser
+/// (`NEVER,SUCCESS` was taken by one of them) — reads as absent, which
+/// means the protocol's default: the message is delivered, never refused
+/// or lost over it.
+fn known_or_none<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: std::str::FromStr,
+{
+    let text: Option<String> = Option::deserialize(d)?;
+    Ok(text.and_then(|t| t.parse().ok()))
+}
+
+/// Reads `BODY=` through its parser; a value that does not parse reads as
+/// `8BITMIME`, the choice that never mislabels 8-bit data as 7-bit.
+fn body_or_8bit<'de, D: Deserializer<'de>>(d: D) -> Result<BodyType, D::Error> {
+    let text = String::deserialize(d)?;
+    Ok(text.parse().unwrap_or(BodyType::EightBitMime))
 }
 
 #[cfg(test)]
@@ -117,5 +143,33 @@ mod tests {
         };
         let back: Envelope = serde_json::from_str(&serde_json::to_string(&q).unwrap()).unwrap();
         assert!(back.quarantine);
+    }
+
+    #[test]
+    fn dsn_parameters_are_typed_and_stored_as_their_text() {
+        let e = Envelope {
+            body: BodyType::EightBitMime,
+            ret: Some(Ret::Headers),
+            recipients: vec![Recipient {
+                address: "b@c.test".into(),
+                notify: Some("SUCCESS,DELAY".parse().unwrap()),
+                ..Recipient::default()
+            }],
+            ..Envelope::default()
+        };
+        let json = serde_json::to_string(&e).unwrap();
+        assert!(json.contains(r#""body":"8BITMIME""#), "{json}");
+        assert!(json.contains(r#""ret":"HDRS""#), "{json}");
+        assert!(json.contains(r#""notify":"SUCCESS,DELAY""#), "{json}");
+        assert_eq!(serde_json::from_str::<Envelope>(&json).unwrap(), e);
+        // What older parsers let through reads as absent (the default).
+        let old = json
+            .replace("SUCCESS,DELAY", "NEVER,SUCCESS")
+            .replace(r#""HDRS""#, r#""PART""#)
+            .replace("8BITMIME", "9BIT");
+        let back: Envelope = serde_json::from_str(&old).unwrap();
+        assert_eq!(back.recipients[0].notify, None);
+        assert_eq!(back.ret, None);
+        assert_eq!(back.body, BodyType::EightBitMime);
     }
 }

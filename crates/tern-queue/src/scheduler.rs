@@ -132,7 +132,7 @@ impl ScheduledMessage {
             .enumerate()
             .map(|(index, rcpt)| ScheduledRecipient {
                 destination: route(rcpt),
-                notify: rcpt.notify.as_deref().and_then(|n| Notify::parse(n).ok()),
+                notify: rcpt.notify,
                 state: states.next().unwrap_or(RecipientState::Pending),
                 warned: state.notices.contains(&(index, DELAY_NOTICE.to_owned())),
             })

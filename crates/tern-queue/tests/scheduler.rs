@@ -27,7 +27,7 @@ fn envelope() -> Envelope {
         address: address.to_owned(),
         original: address.to_owned(),
         mailbox: None,
-        notify: notify.map(str::to_owned),
+        notify: notify.map(|n| n.parse().unwrap()),
         orcpt: None,
     };
     Envelope {

@@ -33,8 +33,8 @@ fn envelope(recipients: usize) -> Envelope {
         helo: Some("client.example.org".into()),
         protocol: "ESMTPS".into(),
         tls: Some("TLSv1.3".into()),
-        body: "8BITMIME".into(),
-        ret: Some("HDRS".into()),
+        body: "8BITMIME".parse().unwrap(),
+        ret: Some("HDRS".parse().unwrap()),
         envid: Some("abc".into()),
         ..Envelope::default()
     }

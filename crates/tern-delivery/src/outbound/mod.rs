@@ -236,7 +236,7 @@ pub struct RemoteRecipient {
     /// The address, without angle brackets.
     pub address: String,
     /// DSN `NOTIFY=`: `NEVER` or a subset of `SUCCESS,FAILURE,DELAY`.
-    pub notify: Option<String>,
+    pub notify: Option<Notify>,
     /// DSN `ORCPT=` as stored: `rfc822;addr` (decoded).
     pub orcpt: Option<String>,
 }
@@ -914,11 +914,6 @@ pub(crate) struct Prepared {
     pub(crate) early: Vec<(usize, AttemptResult)>,
 }
 
-/// A stored NOTIFY value, by the one parser ([`Notify::parse`]).
-fn parse_notify(v: &str) -> Option<Notify> {
-    Notify::parse(v).ok()
-}
-
 fn parse_orcpt(v: &str) -> Option<Orcpt> {
     let (addr_type, address) = v.split_once(';')?;
     let addr_type = addr_type.trim();
@@ -960,7 +955,7 @@ pub(crate) fn prepare(msg: &OutboundMessage<'_>, rcpts: &[RemoteRecipient]) -> P
             Ok(m) => {
                 list.push(Recipient {
                     address: ForwardPath::Mailbox(m),
-                    notify: r.notify.as_deref().and_then(parse_notify),
+                    notify: r.notify,
                     orcpt: r.orcpt.as_deref().and_then(parse_orcpt),
                 });
                 sent.push(r.index);
@@ -1625,17 +1620,17 @@ mod tests {
 
     #[test]
     fn dsn_parameters() {
-        assert_eq!(parse_notify("never"), Some(Notify::Never));
+        assert_eq!(Notify::parse("never").ok(), Some(Notify::Never));
         assert_eq!(
-            parse_notify("SUCCESS,DELAY"),
+            Notify::parse("SUCCESS,DELAY").ok(),
             Some(Notify::On {
                 success: true,
                 failure: false,
                 delay: true
             })
         );
-        assert_eq!(parse_notify("NEVER,SUCCESS"), None);
-        assert_eq!(parse_notify(""), None);
+        assert_eq!(Notify::parse("NEVER,SUCCESS").ok(), None);
+        assert_eq!(Notify::parse("").ok(), None);
         assert_eq!(
             parse_orcpt("rfc822;a@b.test"),
             Some(Orcpt {

@@ -64,7 +64,7 @@ fn envelope(recipients: usize) -> Envelope {
                 address: format!("rcpt{i}@example.net"),
                 original: format!("rcpt{i}@example.net"),
                 mailbox: None,
-                notify: Some("FAILURE,DELAY".into()),
+                notify: Some("FAILURE,DELAY".parse().unwrap()),
                 orcpt: None,
             })
             .collect(),
