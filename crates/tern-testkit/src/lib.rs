@@ -6,9 +6,11 @@
 //!   and TCP on one ephemeral 127.0.0.1 port) serving in-memory zones,
 //!   with a `servfail.test.` zone that always fails and a root zone that
 //!   makes every other name NXDOMAIN, as on the Internet.
-//! * [`smtp`]: a scripted SMTP peer for delivery tests (what a remote MX or
-//!   a smarthost says), which records the commands it gets and counts
-//!   connections and messages.
+//! * [`smtp`]: a scripted SMTP or LMTP peer for delivery tests (what a
+//!   remote MX, a smarthost or a mailbox server says), which records the
+//!   commands it gets and every transaction (recipients, bytes, whether it
+//!   answered the final dot, whether the client went away right after it)
+//!   and counts connections and messages.
 //! * [`clock`]: [`VirtualClock`], the time a sans-IO core is given as
 //!   `now`, advanced by the test, never by sleeping.
 //!

@@ -8,113 +8,33 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{Raw, read_maildir, wait_for_mail_in};
 use mail_parser::MimeHeaders as _;
 use tern_queue::{RecipientState, Spool, SpoolOptions};
-use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
-use tokio::net::UnixListener;
+use tern_testkit::smtp::{LmtpReply, RunningPeer, SmtpPeer, Transaction};
 
-/// One transaction the LMTP server took.
-#[derive(Debug, Clone, Default)]
-struct Txn {
-    lhlo: String,
-    mail: String,
-    rcpts: Vec<String>,
-    data: String,
-    quit: bool,
-}
-
-type Log = Arc<Mutex<Vec<Txn>>>;
-
-/// Serves LMTP on `path` until the test ends: every RCPT is accepted;
-/// after the end of data each recipient gets the reply `answer` gives for
-/// its address.
-fn lmtp_server(path: &Path, answer: fn(&str) -> String) -> Log {
-    let listener = UnixListener::bind(path).unwrap();
-    let log: Log = Arc::default();
-    let log2 = Arc::clone(&log);
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let log = Arc::clone(&log2);
-            tokio::spawn(async move {
-                let mut s = BufReader::new(stream);
-                let mut txn = Txn::default();
-                let mut lhlo = String::new();
-                s.write_all(b"220 imap.lmtp.test Dovecot ready.\r\n")
-                    .await
-                    .unwrap();
-                loop {
-                    let mut line = String::new();
-                    if s.read_line(&mut line).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let line = line.trim_end().to_owned();
-                    let upper = line.to_ascii_uppercase();
-                    let reply = if upper.starts_with("LHLO ") {
-                        lhlo = line.clone();
-                        "250-imap.lmtp.test\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250 PIPELINING\r\n".to_owned()
-                    } else if upper.starts_with("MAIL FROM:") {
-                        txn = Txn {
-                            lhlo: lhlo.clone(),
-                            mail: line.clone(),
-                            ..Txn::default()
-                        };
-                        "250 2.1.0 OK\r\n".to_owned()
-                    } else if let Some(rest) =
-                        line.get(9..).filter(|_| upper.starts_with("RCPT TO:<"))
-                    {
-                        txn.rcpts
-                            .push(rest.split('>').next().unwrap_or("").to_owned());
-                        "250 2.1.5 OK\r\n".to_owned()
-                    } else if upper == "DATA" {
-                        s.write_all(b"354 OK\r\n").await.unwrap();
-                        loop {
-                            let mut l = String::new();
-                            if s.read_line(&mut l).await.unwrap_or(0) == 0 {
-                                return;
-                            }
-                            if l == ".\r\n" {
-                                break;
-                            }
-                            txn.data.push_str(l.strip_prefix('.').unwrap_or(&l));
-                        }
-                        let replies: String = txn.rcpts.iter().map(|r| answer(r)).collect();
-                        log.lock().unwrap().push(txn.clone());
-                        replies
-                    } else if upper == "QUIT" {
-                        if let Some(last) = log.lock().unwrap().last_mut() {
-                            last.quit = true;
-                        }
-                        let _ = s.write_all(b"221 2.0.0 Bye\r\n").await;
-                        return;
-                    } else {
-                        "250 2.0.0 OK\r\n".to_owned()
-                    };
-                    if s.write_all(reply.as_bytes()).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    log
+/// The LMTP server of these tests: every RCPT is accepted; after the end
+/// of data each recipient gets the reply `answer` gives for its address.
+fn lmtp_server(path: &Path, answer: LmtpReply) -> RunningPeer {
+    SmtpPeer::lmtp("imap.lmtp.test")
+        .extension("8BITMIME")
+        .extension("ENHANCEDSTATUSCODES")
+        .extension("PIPELINING")
+        .lmtp_replies(answer)
+        .bind_unix(path)
 }
 
 struct Setup {
     running: tern::Running,
     addr: std::net::SocketAddr,
     dir: tempfile::TempDir,
-    log: Log,
+    log: RunningPeer,
 }
 
 impl Setup {
-    async fn start(answer: fn(&str) -> String) -> Setup {
+    async fn start(answer: LmtpReply) -> Setup {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("lmtp.sock");
         let log = lmtp_server(&socket, answer);
@@ -183,10 +103,10 @@ enabled = false
     }
 
     /// Waits until the LMTP server has seen `n` transactions ended by QUIT.
-    async fn wait_for_lmtp(&self, n: usize) -> Vec<Txn> {
+    async fn wait_for_lmtp(&self, n: usize) -> Vec<Transaction> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let log = self.log.lock().unwrap().clone();
+            let log = self.log.transactions();
             if log.len() >= n && log.iter().all(|t| t.quit) || Instant::now() > deadline {
                 assert_eq!(log.len(), n, "LMTP transactions: {log:?}");
                 assert!(log.iter().all(|t| t.quit), "{log:?}");
@@ -207,38 +127,39 @@ enabled = false
     }
 }
 
-fn check_transaction(t: &Txn) {
-    assert_eq!(t.lhlo, "LHLO mx.example.test");
+fn check_transaction(t: &Transaction) {
+    let data = String::from_utf8_lossy(&t.data);
+    assert_eq!(t.hello, "LHLO mx.example.test");
     assert!(
         t.mail.starts_with("MAIL FROM:<alice@example.test>"),
         "{}",
         t.mail
     );
     assert_eq!(t.rcpts, ["bob@lmtp.test", "carol@lmtp.test"]);
-    assert!(t.data.contains("Subject: over lmtp\r\n"), "{}", t.data);
+    assert!(data.contains("Subject: over lmtp\r\n"), "{data}");
     assert!(
-        t.data.contains("\r\n.dot line\r\n"),
+        data.contains("\r\n.dot line\r\n"),
         "dot-stuffing round trip"
     );
     assert!(
-        t.data.contains("by mx.example.test"),
+        data.contains("by mx.example.test"),
         "Tern's Received header"
     );
 }
 
 fn reject_carol(rcpt: &str) -> String {
     if rcpt.starts_with("carol@") {
-        format!("550 5.1.1 <{rcpt}> User doesn't exist: {rcpt}\r\n")
+        format!("550 5.1.1 <{rcpt}> User doesn't exist: {rcpt}")
     } else {
-        format!("250 2.0.0 <{rcpt}> 4ZV9Ei3xY2W7CwAAM4tKKA Saved\r\n")
+        format!("250 2.0.0 <{rcpt}> 4ZV9Ei3xY2W7CwAAM4tKKA Saved")
     }
 }
 
 fn defer_carol(rcpt: &str) -> String {
     if rcpt.starts_with("carol@") {
-        format!("452 4.2.2 <{rcpt}> Quota exceeded (mailbox for user is full)\r\n")
+        format!("452 4.2.2 <{rcpt}> Quota exceeded (mailbox for user is full)")
     } else {
-        format!("250 2.0.0 <{rcpt}> Saved\r\n")
+        format!("250 2.0.0 <{rcpt}> Saved")
     }
 }
 
@@ -290,7 +211,7 @@ async fn accepted_recipient_is_delivered_and_the_rejected_one_bounces() {
     }
     assert_eq!(setup.queued(), 0, "queue should be empty");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(setup.log.lock().unwrap().len(), 1, "delivered once");
+    assert_eq!(setup.log.transactions().len(), 1, "delivered once");
     assert!(read_maildir(&setup.maildir_new("bob@lmtp.test")).is_empty());
     assert!(!setup.data().join("mail/lmtp.test").exists());
     assert_eq!(
