@@ -582,9 +582,6 @@ fn tally(copies: &BTreeMap<String, Vec<Transaction>>) -> Tally {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails on today's queue runtime: a pass records its LMTP results only after its slow \
-            remote group (tern-net queue.rs, pass then carry_out), so a kill meanwhile delivers \
-            the LMTP copy again; every other check passes"]
 async fn three_nodes_share_one_queue_and_finish_a_killed_nodes_messages() {
     let Some(cluster) = TestCluster::start().await.expect("PostgreSQL test cluster") else {
         return;
@@ -606,9 +603,6 @@ async fn three_nodes_share_one_queue_and_finish_a_killed_nodes_messages() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails on today's queue runtime: a pass records its LMTP results only after its slow \
-            remote group (tern-net queue.rs, pass then carry_out), so a kill meanwhile delivers \
-            the LMTP copy again; every other check passes"]
 async fn one_node_on_files_killed_mid_delivery_finishes_after_a_restart() {
     let mut h = Harness::new(1, Backend::Files).await;
     h.start_all();
