@@ -25,7 +25,7 @@ fn recipient(addr: &str, notify: Option<&str>, orcpt: Option<&str>) -> Recipient
         original: addr.into(),
         mailbox: None,
         notify: notify.map(|n| n.parse().unwrap()),
-        orcpt: orcpt.map(str::to_owned),
+        orcpt: orcpt.map(|o| o.parse().unwrap()),
     }
 }
 

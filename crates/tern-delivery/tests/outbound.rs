@@ -548,7 +548,7 @@ async fn dsn_parameters_passed_on_when_advertised() {
     let (port, srv) = servers(vec![("127.0.0.1", script)]).await;
     let mut r = rcpts(&["a@example.test"]);
     r[0].notify = Some("SUCCESS,FAILURE".parse().unwrap());
-    r[0].orcpt = Some("rfc822;a+b@example.test".into());
+    r[0].orcpt = Some("rfc822;a+b@example.test".parse().unwrap());
     let mut m = msg(b"x\r\n");
     m.envid = Some("ID1");
     m.ret = Some(tern_types::dsn::Ret::Headers);

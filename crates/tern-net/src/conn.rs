@@ -1208,11 +1208,7 @@ impl Connection {
                     original: rcpt.original.clone(),
                     mailbox,
                     notify: rcpt.params.notify.map(|n| notify_for(n, privileged)),
-                    orcpt: rcpt
-                        .params
-                        .orcpt
-                        .as_ref()
-                        .map(|o| format!("{};{}", o.addr_type, o.address)),
+                    orcpt: rcpt.params.orcpt.clone(),
                 });
             }
         }

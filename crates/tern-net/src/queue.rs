@@ -1389,7 +1389,7 @@ impl QueueManager {
                 };
                 DsnRecipient {
                     final_recipient: rcpt.address.clone(),
-                    original: rcpt.orcpt.clone(),
+                    original: rcpt.orcpt.as_ref().map(ToString::to_string),
                     action: DsnAction::Delayed,
                     status: tern_types::reply::status_of(&error, 4).to_string(),
                     remote_mta: None,
@@ -1457,7 +1457,7 @@ fn success_recipient(
 ) -> DsnRecipient {
     DsnRecipient {
         final_recipient: rcpt.address.clone(),
-        original: rcpt.orcpt.clone(),
+        original: rcpt.orcpt.as_ref().map(ToString::to_string),
         action,
         status: "2.0.0".to_owned(),
         remote_mta,
@@ -1556,7 +1556,7 @@ pub fn failure_notice(
         }
         recipients.push(DsnRecipient {
             final_recipient: rcpt.address.clone(),
-            original: rcpt.orcpt.clone(),
+            original: rcpt.orcpt.as_ref().map(ToString::to_string),
             action: DsnAction::Failed,
             status: status.with_class(5).to_string(),
             remote_mta: None,

@@ -11,7 +11,7 @@
 use std::net::IpAddr;
 
 use serde::{Deserialize, Deserializer, Serialize};
-use tern_types::dsn::{BodyType, Notify, Ret};
+use tern_types::dsn::{BodyType, Notify, Orcpt, Ret};
 
 /// Everything the queue needs to deliver a message besides its bytes.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -91,8 +91,9 @@ pub struct Recipient {
     /// (stored as that text).
     #[serde(default, deserialize_with = "known_or_none")]
     pub notify: Option<Notify>,
-    /// DSN `ORCPT=`, e.g. `rfc822;addr`.
-    pub orcpt: Option<String>,
+    /// DSN `ORCPT=`, decoded (stored as `rfc822;addr`).
+    #[serde(default, deserialize_with = "known_or_none")]
+    pub orcpt: Option<Orcpt>,
 }
 
 impl Recipient {
@@ -153,6 +154,10 @@ mod tests {
             recipients: vec![Recipient {
                 address: "b@c.test".into(),
                 notify: Some("SUCCESS,DELAY".parse().unwrap()),
+                orcpt: Some(Orcpt {
+                    addr_type: "rfc822".into(),
+                    address: "B@C.test".into(),
+                }),
                 ..Recipient::default()
             }],
             ..Envelope::default()
@@ -161,15 +166,18 @@ mod tests {
         assert!(json.contains(r#""body":"8BITMIME""#), "{json}");
         assert!(json.contains(r#""ret":"HDRS""#), "{json}");
         assert!(json.contains(r#""notify":"SUCCESS,DELAY""#), "{json}");
+        assert!(json.contains(r#""orcpt":"rfc822;B@C.test""#), "{json}");
         assert_eq!(serde_json::from_str::<Envelope>(&json).unwrap(), e);
         // What older parsers let through reads as absent (the default).
         let old = json
             .replace("SUCCESS,DELAY", "NEVER,SUCCESS")
             .replace(r#""HDRS""#, r#""PART""#)
-            .replace("8BITMIME", "9BIT");
+            .replace("8BITMIME", "9BIT")
+            .replace("rfc822;B@C.test", "B@C.test");
         let back: Envelope = serde_json::from_str(&old).unwrap();
         assert_eq!(back.recipients[0].notify, None);
         assert_eq!(back.ret, None);
         assert_eq!(back.body, BodyType::EightBitMime);
+        assert_eq!(back.recipients[0].orcpt, None);
     }
 }

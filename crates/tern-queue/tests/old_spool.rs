@@ -30,7 +30,7 @@ fn envelope() -> Envelope {
                 original: "Bob@Example.TEST".into(),
                 mailbox: Some("bob@example.test".into()),
                 notify: Some("SUCCESS,DELAY".parse().unwrap()),
-                orcpt: Some("rfc822;Bob@Example.TEST".into()),
+                orcpt: Some("rfc822;Bob@Example.TEST".parse().unwrap()),
             },
             Recipient {
                 address: "carol@remote.test".into(),

@@ -226,6 +226,38 @@ pub struct Orcpt {
     pub address: String,
 }
 
+/// An [`Orcpt`]'s stored text (`type;address`) that is not one.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("ORCPT must be an address type, ';' and an address")]
+pub struct OrcptError;
+
+/// `rfc822;alice@example.test`: the type, `;`, the decoded address (the
+/// text a queue stores and a DSN's `Original-Recipient:` shows).
+impl fmt::Display for Orcpt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{};{}", self.addr_type, self.address)
+    }
+}
+
+/// Reads the [`Display`](fmt::Display) form back (not the protocol's
+/// xtext-encoded parameter, which the SMTP grammar decodes).
+impl FromStr for Orcpt {
+    type Err = OrcptError;
+
+    fn from_str(s: &str) -> Result<Orcpt, OrcptError> {
+        let (addr_type, address) = s.split_once(';').ok_or(OrcptError)?;
+        let addr_type = addr_type.trim();
+        if addr_type.is_empty() || address.is_empty() {
+            return Err(OrcptError);
+        }
+        Ok(Orcpt {
+            addr_type: addr_type.to_owned(),
+            address: address.to_owned(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,7 +13,7 @@ use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::ServerReply;
-use crate::dsn::{BodyType, Notify, Ret};
+use crate::dsn::{BodyType, Notify, Orcpt, Ret};
 use crate::status::EnhancedStatus;
 
 struct TextVisitor<T>(PhantomData<T>, &'static str);
@@ -56,6 +56,7 @@ as_text! {
     Notify => "a NOTIFY value such as \"SUCCESS,DELAY\" or \"NEVER\"",
     Ret => "\"FULL\" or \"HDRS\"",
     BodyType => "\"7BIT\", \"8BITMIME\" or \"BINARYMIME\"",
+    Orcpt => "an ORCPT such as \"rfc822;alice@example.test\"",
 }
 
 #[cfg(test)]

@@ -237,8 +237,8 @@ pub struct RemoteRecipient {
     pub address: String,
     /// DSN `NOTIFY=`: `NEVER` or a subset of `SUCCESS,FAILURE,DELAY`.
     pub notify: Option<Notify>,
-    /// DSN `ORCPT=` as stored: `rfc822;addr` (decoded).
-    pub orcpt: Option<String>,
+    /// DSN `ORCPT=` (decoded).
+    pub orcpt: Option<Orcpt>,
 }
 
 impl RemoteRecipient {
@@ -914,18 +914,6 @@ pub(crate) struct Prepared {
     pub(crate) early: Vec<(usize, AttemptResult)>,
 }
 
-fn parse_orcpt(v: &str) -> Option<Orcpt> {
-    let (addr_type, address) = v.split_once(';')?;
-    let addr_type = addr_type.trim();
-    if addr_type.is_empty() || address.is_empty() {
-        return None;
-    }
-    Some(Orcpt {
-        addr_type: addr_type.to_owned(),
-        address: address.to_owned(),
-    })
-}
-
 pub(crate) fn prepare(msg: &OutboundMessage<'_>, rcpts: &[RemoteRecipient]) -> Prepared {
     let from = if msg.sender.is_empty() {
         Ok(ReversePath::Null)
@@ -956,7 +944,7 @@ pub(crate) fn prepare(msg: &OutboundMessage<'_>, rcpts: &[RemoteRecipient]) -> P
                 list.push(Recipient {
                     address: ForwardPath::Mailbox(m),
                     notify: r.notify,
-                    orcpt: r.orcpt.as_deref().and_then(parse_orcpt),
+                    orcpt: r.orcpt.clone(),
                 });
                 sent.push(r.index);
             }
@@ -1632,13 +1620,13 @@ mod tests {
         assert_eq!(Notify::parse("NEVER,SUCCESS").ok(), None);
         assert_eq!(Notify::parse("").ok(), None);
         assert_eq!(
-            parse_orcpt("rfc822;a@b.test"),
+            "rfc822;a@b.test".parse::<Orcpt>().ok(),
             Some(Orcpt {
                 addr_type: "rfc822".into(),
                 address: "a@b.test".into()
             })
         );
-        assert_eq!(parse_orcpt("a@b.test"), None);
+        assert_eq!("a@b.test".parse::<Orcpt>().ok(), None);
     }
 
     #[test]
