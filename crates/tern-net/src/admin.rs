@@ -29,7 +29,8 @@
 //! whole pass: Maildir, LMTP and remote). A pass that is still running
 //! after `LEASE_WAIT` (a slow remote server) makes them answer
 //! [`ErrorKind::Busy`] rather than race it: no recipient is ever both
-//! delivered and bounced. `hold` first stops new passes. Recipients
+//! delivered and bounced. `hold` first stops new passes, then waits the same
+//! way for one already running. Recipients
 //! already recorded as done are never named.
 //!
 //! What this module must never do: change a final recipient state (only
@@ -397,8 +398,8 @@ impl QueueAdmin {
             Request::Flush { id, domain } => {
                 self.flush(id.as_deref(), domain.as_deref(), now).await
             }
-            Request::Hold { id } => self.hold(id, true).await,
-            Request::Release { id } => self.hold(id, false).await,
+            Request::Hold { id } => self.hold(id, true, now).await,
+            Request::Release { id } => self.hold(id, false, now).await,
             Request::Delete { id } => self.delete(id, now).await,
             Request::Bounce { id } => self.bounce(id, now).await,
         };
@@ -620,18 +621,30 @@ impl QueueAdmin {
         })
     }
 
-    async fn hold(&self, id: &str, held: bool) -> Result<Response, OpError> {
+    async fn hold(&self, id: &str, held: bool, now: u64) -> Result<Response, OpError> {
         let qid = parse_id(id)?;
         self.queue.set_hold(&qid, held).await?;
         let action = if held { "hold" } else { "release" };
-        if !held {
+        let mut note = None;
+        if held {
+            // No new pass starts now; one already running (here or on
+            // another node) is waited for, so that when `hold` answers
+            // nothing is being attempted.
+            match self.lease(&qid, now, LEASE_WAIT).await {
+                Ok(lease) => self.release(lease).await,
+                Err(OpError::Busy(_)) => {
+                    note = Some("held; an attempt already running goes on until it ends".to_owned())
+                }
+                Err(e) => return Err(e),
+            }
+        } else {
             self.wake(&qid);
         }
         info!(queue_id = %qid, action, "queue: {action} by the administrator");
         Ok(Response::Done {
             action: action.to_owned(),
             ids: vec![qid.to_string()],
-            note: None,
+            note,
         })
     }
 
