@@ -502,6 +502,7 @@ impl Metrics {
         let scrape = Arc::new(ScrapeState {
             spool: Mutex::new(None),
             queue: Mutex::new(None),
+            shared: std::sync::atomic::AtomicBool::new(false),
             started,
         });
         registry.register_collector(Box::new(ScrapeCollector(Arc::clone(&scrape))));
@@ -585,6 +586,43 @@ impl Metrics {
     pub fn watch_spool(&self, spool: Spool) {
         *lock(&self.scrape.spool) = Some(spool.downgrade());
         *lock(&self.scrape.queue) = None;
+        self.scrape
+            .shared
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The queue `tern_queue_*` report is the database `store` (every
+    /// node's messages, [`PgStore::state_counts`](tern_queue_pg::PgStore::state_counts)),
+    /// counted every [`QUEUE_SCAN_EVERY`] by a task that ends with
+    /// `shutdown`; the spool's commit histogram still comes from
+    /// [`watch_spool`](Self::watch_spool).
+    pub fn watch_shared_queue(
+        &'static self,
+        store: tern_queue_pg::PgStore,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        self.scrape
+            .shared
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(QUEUE_SCAN_EVERY);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = shutdown.changed() => return,
+                }
+                match store.state_counts().await {
+                    Ok(counts) => {
+                        let c = QueueCounts {
+                            messages: counts.map(|(n, _)| n),
+                            oldest: counts.map(|(_, age)| age),
+                        };
+                        *lock(&self.scrape.queue) = Some((Instant::now(), c));
+                    }
+                    Err(e) => tracing::debug!(error = %e, "cannot count the shared queue"),
+                }
+            }
+        });
     }
 
     /// Everything, in the OpenMetrics text format (ends with `# EOF`).
@@ -1006,6 +1044,9 @@ struct ScrapeState {
     /// lock) alive.
     spool: Mutex<Option<WeakSpool>>,
     queue: Mutex<Option<(Instant, QueueCounts)>>,
+    /// The queue is a database several nodes share: `queue` is refreshed
+    /// by [`Metrics::watch_shared_queue`]'s task, never by a scrape.
+    shared: std::sync::atomic::AtomicBool,
     started: SystemTime,
 }
 
@@ -1063,8 +1104,12 @@ fn gauge_desc<'a>(
 impl Collector for ScrapeCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let spool = lock(&self.0.spool).as_ref().and_then(WeakSpool::upgrade);
-        if let Some(spool) = spool {
-            let counts = {
+        let shared = self.0.shared.load(std::sync::atomic::Ordering::Relaxed);
+        let counts = if shared {
+            // Counted by the shared queue's task (none yet: zeros).
+            Some(lock(&self.0.queue).map(|(_, c)| c).unwrap_or_default())
+        } else {
+            spool.as_ref().map(|spool| {
                 let mut cache = lock(&self.0.queue);
                 match *cache {
                     Some((at, c)) if at.elapsed() < QUEUE_SCAN_EVERY => c,
@@ -1073,12 +1118,14 @@ impl Collector for ScrapeCollector {
                             .duration_since(UNIX_EPOCH)
                             .map(|d| d.as_micros() as u64)
                             .unwrap_or(0);
-                        let c = count_queue(&spool, now);
+                        let c = count_queue(spool, now);
                         *cache = Some((Instant::now(), c));
                         c
                     }
                 }
-            };
+            })
+        };
+        if let Some(counts) = counts {
             let mut m = gauge_desc(
                 &mut encoder,
                 "queue_messages",
@@ -1101,6 +1148,8 @@ impl Collector for ScrapeCollector {
                 m.encode_family(&labels)?
                     .encode_gauge(&(counts.oldest[i] as i64))?;
             }
+        }
+        if let Some(spool) = &spool {
             let stats = spool.stats();
             let m = gauge_desc(
                 &mut encoder,

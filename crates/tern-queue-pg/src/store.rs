@@ -116,6 +116,41 @@ fn lease_from_row(id: QueueId, row: &Row) -> Result<Lease, PgError> {
 }
 
 impl PgStore {
+    /// The whole queue (every node's messages) counted for the metrics in
+    /// one statement: per state — `0` active (a recipient was never
+    /// attempted), `1` deferred (every open recipient waits for a retry),
+    /// `2` held — the number of messages and the oldest one's age in
+    /// seconds (0 when none).
+    pub async fn state_counts(&self) -> Result<[(u64, u64); 3], PgError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT CASE WHEN m.held THEN 2
+                             WHEN (SELECT count(*) FROM queue_recipients r
+                                   WHERE r.message_id = m.id) < m.recipients THEN 0
+                             ELSE 1 END AS state,
+                        count(*) AS messages,
+                        COALESCE(EXTRACT(EPOCH FROM now() - min(m.committed_at)), 0)::bigint AS oldest
+                 FROM queue_messages m GROUP BY 1",
+                &[],
+            )
+            .await
+            .map_err(PgError::db("count the queue"))?;
+        let mut out = [(0, 0); 3];
+        for row in rows {
+            let state: i32 = row.get(0);
+            let messages: i64 = row.get(1);
+            let oldest: i64 = row.get(2);
+            if let Some(slot) = usize::try_from(state).ok().and_then(|s| out.get_mut(s)) {
+                *slot = (
+                    u64::try_from(messages).unwrap_or(0),
+                    u64::try_from(oldest).unwrap_or(0),
+                );
+            }
+        }
+        Ok(out)
+    }
+
     /// Connect `config.pool_size` connections and bring the schema up to
     /// date ([`migrate`](crate::migrate)).
     pub async fn connect(config: &PgConfig) -> Result<PgStore, PgError> {

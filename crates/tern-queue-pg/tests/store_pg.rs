@@ -184,3 +184,47 @@ async fn commits_survive_a_database_crash() {
     store.release(lease).await.unwrap();
     assert!(store.lease(&ids[0], 20, 60).await.unwrap().is_some());
 }
+
+/// The metrics' count of the whole queue: active (a recipient never
+/// attempted), deferred (every open recipient recorded), held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_counts_cover_every_node_in_one_statement() {
+    use tern_queue::store::{IncomingBody, QueueStore};
+    use tern_queue::{Envelope, Recipient, RecipientState};
+
+    let Some(mut h) = pg().await else { return };
+    let store = h.connect().await;
+    assert_eq!(store.state_counts().await.unwrap(), [(0, 0); 3]);
+    let envelope = Envelope {
+        sender: "a@example.test".into(),
+        recipients: vec![Recipient {
+            address: "b@example.net".into(),
+            original: "b@example.net".into(),
+            ..Recipient::default()
+        }],
+        ..Envelope::default()
+    };
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        let mut m = store.create().unwrap();
+        m.write(b"Subject: x\r\n\r\nbody\r\n").unwrap();
+        ids.push(store.commit(m, &envelope).await.unwrap());
+    }
+    // Another node's handle sees and changes the same queue.
+    let other = h.connect().await;
+    other.set_hold(&ids[0], true).await.unwrap();
+    let lease = other.lease(&ids[1], 10, 60).await.unwrap().unwrap();
+    let deferred = RecipientState::Deferred {
+        attempts: 1,
+        last_error: "451 4.4.1 no answer".into(),
+        next_attempt: 9_999,
+    };
+    other.record_states(&lease, &[(0, deferred)]).await.unwrap();
+    other.release(lease).await.unwrap();
+    let counts = store.state_counts().await.unwrap();
+    assert_eq!(
+        counts.map(|(n, _)| n),
+        [2, 1, 1],
+        "active, deferred, held: {counts:?}"
+    );
+}

@@ -466,6 +466,9 @@ pub async fn start_with_clock(
     let mail_count = bound.len();
     let server = Server::with_listeners(Arc::clone(&ctx), bound);
     tern_net::metrics::metrics().watch_spool(ctx.spool.clone());
+    if let tern_queue_pg::AnyStore::Postgres(shared) = &ctx.queue {
+        tern_net::metrics::metrics().watch_shared_queue(shared.clone(), stop_delivery.subscribe());
+    }
     let http = http_services(
         config,
         &addrs,
