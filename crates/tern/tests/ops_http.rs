@@ -159,6 +159,7 @@ async fn api_answers_what_the_cli_answers() {
     let (status, ready) = api(admin, "GET", "/readyz", "").await;
     assert_eq!(status, 200, "{ready}");
     assert_eq!(ready["checks"]["spool"], "ok");
+    assert_eq!(ready["checks"]["queue"], "ok");
     assert_eq!(ready["checks"]["listeners"], "ok");
 
     // The token, off loopback (reached here through 127.0.0.1).

@@ -17,7 +17,7 @@ fn gauge(text: &str, series: &str) -> Option<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_gauges_count_the_shared_database() {
-    let Some(cluster) = TestCluster::start().await.expect("PostgreSQL test cluster") else {
+    let Some(mut cluster) = TestCluster::start().await.expect("PostgreSQL test cluster") else {
         return;
     };
     let url = cluster.create_database("tern_metrics").await.unwrap();
@@ -27,6 +27,7 @@ async fn queue_gauges_count_the_shared_database() {
         "hostname = \"mx.example.test\"\ndata_dir = {:?}\n\
          trusted_networks = [\"127.0.0.0/8\"]\n\
          [[listener]]\naddress = \"127.0.0.1:0\"\nrole = \"mx\"\n\
+         [[listener]]\naddress = \"127.0.0.1:0\"\nrole = \"admin\"\n\
          [domains.\"example.test\"]\nmailboxes = [\"alice\"]\n\
          [queue]\nbackend = \"postgres\"\nurl = {url:?}\npool_size = 2\n\
          [dns]\nnameservers = [\"127.0.0.1:9\"]\n\
@@ -35,7 +36,11 @@ async fn queue_gauges_count_the_shared_database() {
     ))
     .unwrap();
     let running = tern::start(&config).await.unwrap();
-    let mx = running.addrs()[0];
+    let (mx, admin) = (running.addrs()[0], running.addrs()[1]);
+    // `/readyz` asks the shared queue's database (not ready as a whole:
+    // this test's DNS is a closed port).
+    let ready = readyz(admin).await;
+    assert!(ready.contains(r#""queue": "ok""#), "{ready}");
     tokio::task::spawn_blocking(move || {
         let mut c = Raw::greeted(mx);
         assert!(c.cmd("EHLO client.example.test").starts_with("250"));
@@ -69,5 +74,24 @@ async fn queue_gauges_count_the_shared_database() {
             .map(|mut d| d.next().is_none())
             .unwrap_or(true)
     );
+    // The database goes down: not ready, and the check says why.
+    cluster.crash();
+    let ready = readyz(admin).await;
+    assert!(ready.starts_with("HTTP/1.1 503"), "{ready}");
+    assert!(ready.contains(r#""queue": "failed"#), "{ready}");
     running.shutdown().await;
+}
+
+async fn readyz(admin: std::net::SocketAddr) -> String {
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read as _, Write as _};
+        let mut s = std::net::TcpStream::connect(admin).unwrap();
+        s.write_all(b"GET /readyz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    })
+    .await
+    .unwrap()
 }

@@ -8,7 +8,7 @@
 //! | request | answer |
 //! |---|---|
 //! | `GET /healthz` | `ok` (the process is up) |
-//! | `GET /readyz` | 200 or 503 with `{"ready":…,"checks":{…}}`: listeners, spool, DNS |
+//! | `GET /readyz` | 200 or 503 with `{"ready":…,"checks":{…}}`: listeners, spool, the queue database (when shared), DNS |
 //! | `GET /metrics` | Prometheus metrics ([`crate::metrics`]) |
 //! | `GET /api/queue` | `tern queue list` |
 //! | `GET /api/queue/ID` | `tern queue show ID` |
@@ -367,6 +367,19 @@ impl AdminApi {
                 Ok(Err(e)) => format!("failed: {e}"),
                 Err(_) => "failed".to_owned(),
             };
+        // A shared queue: the database must answer (the spool above is
+        // still where Maildir deliveries are committed).
+        let queue = match &self.queue.queue {
+            tern_queue_pg::AnyStore::Postgres(store) => {
+                use tern_queue::store::QueueStore as _;
+                match tokio::time::timeout(QUEUE_CHECK_TIMEOUT, store.list_due(0, 1)).await {
+                    Ok(Ok(_)) => "ok".to_owned(),
+                    Ok(Err(e)) => format!("failed: {e}"),
+                    Err(_) => "failed: the queue database did not answer in time".to_owned(),
+                }
+            }
+            _ => "ok".to_owned(),
+        };
         let dns = match &r.resolver {
             None => "not used".to_owned(),
             Some(resolver) => {
@@ -396,16 +409,22 @@ impl AdminApi {
                 }
             }
         };
-        let ready = listeners == "ok" && spool == "ok" && (dns == "ok" || dns == "not used");
+        let ready = listeners == "ok"
+            && spool == "ok"
+            && queue == "ok"
+            && (dns == "ok" || dns == "not used");
         HttpResponse::json(
             if ready { 200 } else { 503 },
             &serde_json::json!({
                 "ready": ready,
-                "checks": {"listeners": listeners, "spool": spool, "dns": dns},
+                "checks": {"listeners": listeners, "spool": spool, "queue": queue, "dns": dns},
             }),
         )
     }
 }
+
+/// How long `/readyz` waits for a shared queue's database.
+const QUEUE_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Whether a listener on `addr` must ask for the token.
 pub fn token_required(addr: SocketAddr) -> bool {
