@@ -69,7 +69,7 @@ fn transaction(n: usize, flags: u8) -> Transaction {
             },
             smtputf8: flags & 2 != 0,
             ret: None,
-            envid: Some("env id".into()),
+            envid: tern_types::dsn::EnvId::parse("env id").ok(),
         },
         rcpts: (0..n)
             .map(|i| Recipient {

@@ -404,7 +404,13 @@ fn human_text(input: &DsnInput<'_>, host: &str, attachment: &Attachment) -> Stri
 fn delivery_status(input: &DsnInput<'_>, host: &str) -> String {
     let mut s = String::with_capacity(512);
     push_field(&mut s, "Reporting-MTA", &format!("dns; {host}"));
-    if let Some(envid) = input.envelope.envid.as_deref().filter(|e| !e.is_empty()) {
+    if let Some(envid) = input
+        .envelope
+        .envid
+        .as_ref()
+        .map(|e| e.as_str())
+        .filter(|e| !e.is_empty())
+    {
         push_field(&mut s, "Original-Envelope-Id", &xtext(envid));
     }
     if input.envelope.received_at > 0 {

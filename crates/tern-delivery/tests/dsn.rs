@@ -47,7 +47,7 @@ fn envelope(sender: &str, ret: Option<&str>, envid: Option<&str>) -> Envelope {
         auth_user: Some("carol".into()),
         body: "8BITMIME".parse().unwrap(),
         ret: ret.map(|r| r.parse().unwrap()),
-        envid: envid.map(str::to_owned),
+        envid: envid.map(|e| e.parse().unwrap()),
         size: ORIGINAL.len() as u64,
         ..Envelope::default()
     }

@@ -549,8 +549,9 @@ async fn dsn_parameters_passed_on_when_advertised() {
     let mut r = rcpts(&["a@example.test"]);
     r[0].notify = Some("SUCCESS,FAILURE".parse().unwrap());
     r[0].orcpt = Some("rfc822;a+b@example.test".parse().unwrap());
+    let envid = tern_types::dsn::EnvId::parse("ID1").unwrap();
     let mut m = msg(b"x\r\n");
-    m.envid = Some("ID1");
+    m.envid = Some(&envid);
     m.ret = Some(tern_types::dsn::Ret::Headers);
     let d = deliver_to_domain(
         &settings(port),

@@ -508,7 +508,7 @@ impl QueueAdmin {
                 auth_user: e.auth_user.clone(),
                 body: e.body.to_string(),
                 ret: e.ret.map(|r| r.to_string()),
-                envid: e.envid.clone(),
+                envid: e.envid.as_ref().map(ToString::to_string),
                 headers: String::from_utf8_lossy(header_section(&head)).into_owned(),
                 history,
             }),

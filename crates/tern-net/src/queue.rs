@@ -1848,7 +1848,7 @@ fn outbound_message<'a>(envelope: &'a Envelope, data: MessageData<'a>) -> Outbou
         body: envelope.body,
         smtputf8: envelope.smtputf8,
         ret: envelope.ret,
-        envid: envelope.envid.as_deref(),
+        envid: envelope.envid.as_ref(),
         data,
     }
 }

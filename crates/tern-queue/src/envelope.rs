@@ -11,7 +11,7 @@
 use std::net::IpAddr;
 
 use serde::{Deserialize, Deserializer, Serialize};
-use tern_types::dsn::{BodyType, Notify, Orcpt, Ret};
+use tern_types::dsn::{BodyType, EnvId, Notify, Orcpt, Ret};
 
 /// Everything the queue needs to deliver a message besides its bytes.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -41,8 +41,9 @@ pub struct Envelope {
     /// DSN `RET=`: `FULL` or `HDRS` (stored as that text).
     #[serde(default, deserialize_with = "known_or_none")]
     pub ret: Option<Ret>,
-    /// DSN `ENVID=`, xtext-decoded.
-    pub envid: Option<String>,
+    /// DSN `ENVID=`, xtext-decoded (stored as that text).
+    #[serde(default, deserialize_with = "known_or_none")]
+    pub envid: Option<EnvId>,
     /// Message bytes as stored. [`IncomingMessage::commit`](crate::IncomingMessage::commit)
     /// overwrites it with the number of bytes actually written.
     pub size: u64,
@@ -151,6 +152,7 @@ mod tests {
         let e = Envelope {
             body: BodyType::EightBitMime,
             ret: Some(Ret::Headers),
+            envid: Some(EnvId::parse("QQ 314").unwrap()),
             recipients: vec![Recipient {
                 address: "b@c.test".into(),
                 notify: Some("SUCCESS,DELAY".parse().unwrap()),
@@ -165,6 +167,7 @@ mod tests {
         let json = serde_json::to_string(&e).unwrap();
         assert!(json.contains(r#""body":"8BITMIME""#), "{json}");
         assert!(json.contains(r#""ret":"HDRS""#), "{json}");
+        assert!(json.contains(r#""envid":"QQ 314""#), "{json}");
         assert!(json.contains(r#""notify":"SUCCESS,DELAY""#), "{json}");
         assert!(json.contains(r#""orcpt":"rfc822;B@C.test""#), "{json}");
         assert_eq!(serde_json::from_str::<Envelope>(&json).unwrap(), e);

@@ -56,7 +56,7 @@ fn envelope() -> Envelope {
         body: "8BITMIME".parse().unwrap(),
         smtputf8: false,
         ret: Some("HDRS".parse().unwrap()),
-        envid: Some("env-1".into()),
+        envid: Some("env-1".parse().unwrap()),
         size: 0,
         quarantine: true,
     }

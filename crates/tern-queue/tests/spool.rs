@@ -35,7 +35,7 @@ fn envelope(recipients: usize) -> Envelope {
         tls: Some("TLSv1.3".into()),
         body: "8BITMIME".parse().unwrap(),
         ret: Some("HDRS".parse().unwrap()),
-        envid: Some("abc".into()),
+        envid: Some("abc".parse().unwrap()),
         ..Envelope::default()
     }
 }

@@ -20,7 +20,7 @@
 //! assert_eq!(params.size, Some(1000));
 //! ```
 
-use tern_types::dsn::{BodyType, Notify, NotifyError, Orcpt, Ret};
+use tern_types::dsn::{BodyType, EnvId, Notify, NotifyError, Orcpt, Ret};
 use tern_types::{
     AddressError, AddressLiteral, Domain, EnhancedStatus, ForwardPath, ReversePath,
     parse_forward_path, parse_reverse_path,
@@ -94,7 +94,7 @@ pub struct MailParams {
     /// `RET=` (RFC 3461).
     pub ret: Option<Ret>,
     /// `ENVID=` (RFC 3461), xtext-decoded.
-    pub envid: Option<String>,
+    pub envid: Option<EnvId>,
     /// `AUTH=` (RFC 4954), xtext-decoded, stored only.
     pub auth: Option<String>,
 }
@@ -480,10 +480,7 @@ fn parse_mail(args: &str) -> Result<Command, CommandError> {
         } else if k.eq_ignore_ascii_case("ENVID") {
             let v = require_value(&p, "ENVID requires a value")?;
             let text = xtext_text(v, MAX_ENVID, "ENVID longer than 100 characters")?;
-            if !text.is_ascii() {
-                return Err(syntax("ENVID must be ASCII"));
-            }
-            params.envid = Some(text);
+            params.envid = Some(EnvId::parse(&text).map_err(|_| syntax("ENVID must be ASCII"))?);
         } else if k.eq_ignore_ascii_case("AUTH") {
             let v = require_value(&p, "AUTH requires a value")?;
             params.auth = Some(xtext_text(v, MAX_AUTH_PARAM, "AUTH parameter too long")?);
@@ -864,7 +861,7 @@ mod tests {
                 Ok(mail(
                     "a@b",
                     MailParams {
-                        envid: Some("QQ+=x y".into()),
+                        envid: EnvId::parse("QQ+=x y").ok(),
                         ..Default::default()
                     },
                 )),

@@ -1087,7 +1087,7 @@ fn dsn_parameters_only_when_advertised() {
     let dsn_txn = || {
         let mut t = txn(2);
         t.params.ret = Some(Ret::Headers);
-        t.params.envid = Some("id+1 =x".into());
+        t.params.envid = tern_types::dsn::EnvId::parse("id+1 =x").ok();
         t.rcpts[0].notify = Some(Notify::On {
             success: true,
             failure: true,

@@ -226,6 +226,59 @@ pub struct Orcpt {
     pub address: String,
 }
 
+/// `ENVID=` on `MAIL FROM` (RFC 3461 4.4), xtext-decoded: printable
+/// US-ASCII (space included), at most [`EnvId::MAX`] characters. Shown in
+/// a DSN's `Original-Envelope-Id:` and passed on to the next hop.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EnvId(String);
+
+/// Text that is not an [`EnvId`].
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvIdError {
+    /// A character outside printable US-ASCII.
+    #[error("ENVID must be printable ASCII")]
+    NotPrintable,
+    /// Longer than [`EnvId::MAX`].
+    #[error("ENVID longer than 100 characters")]
+    TooLong,
+}
+
+impl EnvId {
+    /// The longest envelope id (RFC 3461 4.4).
+    pub const MAX: usize = 100;
+
+    /// `text` (already xtext-decoded) as an envelope id.
+    pub fn parse(text: &str) -> Result<EnvId, EnvIdError> {
+        if text.len() > EnvId::MAX {
+            return Err(EnvIdError::TooLong);
+        }
+        if !text.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+            return Err(EnvIdError::NotPrintable);
+        }
+        Ok(EnvId(text.to_owned()))
+    }
+
+    /// The id.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for EnvId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for EnvId {
+    type Err = EnvIdError;
+
+    fn from_str(s: &str) -> Result<EnvId, EnvIdError> {
+        EnvId::parse(s)
+    }
+}
+
 /// An [`Orcpt`]'s stored text (`type;address`) that is not one.
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -261,6 +314,31 @@ impl FromStr for Orcpt {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn envelope_ids_are_printable_ascii_up_to_100() {
+        assert_eq!(EnvId::parse("QQ+=x y").unwrap().as_str(), "QQ+=x y");
+        assert_eq!(
+            EnvId::parse(&"a".repeat(100)).unwrap().to_string().len(),
+            100
+        );
+        assert_eq!(EnvId::parse(&"a".repeat(101)), Err(EnvIdError::TooLong));
+        for bad in ["a\r\nb", "tab\there", "caf\u{e9}", "\u{7f}"] {
+            assert_eq!(EnvId::parse(bad), Err(EnvIdError::NotPrintable), "{bad:?}");
+        }
+        assert_eq!("id-1".parse::<EnvId>(), EnvId::parse("id-1"));
+    }
+
+    #[test]
+    fn orcpt_text_round_trips() {
+        let o: Orcpt = "rfc822;Bob@Example.TEST".parse().unwrap();
+        assert_eq!(o.addr_type, "rfc822");
+        assert_eq!(o.address, "Bob@Example.TEST");
+        assert_eq!(o.to_string(), "rfc822;Bob@Example.TEST");
+        for bad in ["", "rfc822", ";a@b", "rfc822;"] {
+            assert!(bad.parse::<Orcpt>().is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn notify_values() {

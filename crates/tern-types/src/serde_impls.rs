@@ -13,7 +13,7 @@ use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::ServerReply;
-use crate::dsn::{BodyType, Notify, Orcpt, Ret};
+use crate::dsn::{BodyType, EnvId, Notify, Orcpt, Ret};
 use crate::status::EnhancedStatus;
 
 struct TextVisitor<T>(PhantomData<T>, &'static str);
@@ -57,6 +57,7 @@ as_text! {
     Ret => "\"FULL\" or \"HDRS\"",
     BodyType => "\"7BIT\", \"8BITMIME\" or \"BINARYMIME\"",
     Orcpt => "an ORCPT such as \"rfc822;alice@example.test\"",
+    EnvId => "an envelope id of printable ASCII",
 }
 
 #[cfg(test)]

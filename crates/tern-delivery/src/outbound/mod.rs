@@ -265,7 +265,7 @@ pub struct OutboundMessage<'a> {
     /// DSN `RET=`.
     pub ret: Option<Ret>,
     /// DSN `ENVID=` (decoded).
-    pub envid: Option<&'a str>,
+    pub envid: Option<&'a tern_types::dsn::EnvId>,
     /// The stored message (header and body).
     pub data: MessageData<'a>,
 }
@@ -965,7 +965,7 @@ pub(crate) fn prepare(msg: &OutboundMessage<'_>, rcpts: &[RemoteRecipient]) -> P
             body: msg.body,
             smtputf8: msg.smtputf8,
             ret: msg.ret,
-            envid: msg.envid.map(str::to_owned),
+            envid: msg.envid.cloned(),
         },
         rcpts: list,
     });

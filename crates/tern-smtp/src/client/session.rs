@@ -864,7 +864,10 @@ impl ClientSession {
                 s.push_str(&format!(" RET={ret}"));
             }
             if let Some(envid) = &p.envid {
-                s.push_str(&format!(" ENVID={}", encode_xtext(envid.as_bytes())));
+                s.push_str(&format!(
+                    " ENVID={}",
+                    encode_xtext(envid.as_str().as_bytes())
+                ));
             }
         }
         s.push_str("\r\n");

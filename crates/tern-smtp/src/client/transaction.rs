@@ -17,7 +17,7 @@ pub struct MessageParams {
     /// DSN `RET=`.
     pub ret: Option<Ret>,
     /// DSN `ENVID=` (decoded; encoded as xtext on the wire).
-    pub envid: Option<String>,
+    pub envid: Option<tern_types::dsn::EnvId>,
 }
 
 /// One recipient of a transaction.
