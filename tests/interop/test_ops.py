@@ -123,7 +123,10 @@ def test_health_and_readiness(ops):
     status, body = curl(f"{ops.admin}/readyz")
     assert status == 200, body
     ready = json.loads(body)
-    assert ready == {"ready": True, "checks": {"listeners": "ok", "spool": "ok", "dns": "not used"}}
+    assert ready == {
+        "ready": True,
+        "checks": {"listeners": "ok", "spool": "ok", "queue": "ok", "dns": "not used"},
+    }
 
 
 def test_api_and_cli_give_the_same_answers(ops):
