@@ -296,20 +296,9 @@ pub async fn deliver_lmtp(
             }
         }
     }
-    let order = |i: &usize| {
-        rcpts
-            .iter()
-            .position(|r| r.index == *i)
-            .unwrap_or(usize::MAX)
-    };
-    done.results.sort_by_key(|(i, _)| order(i));
-    for (index, result) in &done.results {
-        let rcpt = rcpts
-            .iter()
-            .find(|r| r.index == *index)
-            .map_or("", |r| r.address.as_str());
+    crate::outbound::in_given_order(rcpts, &mut done, |rcpt, result| {
         tracing::info!(rcpt, lmtp = %label, result = ?result, "lmtp: recipient result");
-    }
+    });
     done
 }
 

@@ -108,6 +108,20 @@ async fn three_nodes_migrate_once() {
     assert_eq!(fsync, "on", "the test cluster syncs like production");
 }
 
+/// From a@example.test to b@example.net.
+fn one_recipient_envelope() -> tern_queue::Envelope {
+    use tern_queue::{Envelope, Recipient};
+    Envelope {
+        sender: "a@example.test".into(),
+        recipients: vec![Recipient {
+            address: "b@example.net".into(),
+            original: "b@example.net".into(),
+            ..Recipient::default()
+        }],
+        ..Envelope::default()
+    }
+}
+
 /// Without PostgreSQL the tests skip (saying so), or fail when CI requires
 /// it (`TERN_PG_REQUIRED=1`).
 #[tokio::test]
@@ -131,19 +145,10 @@ async fn missing_postgres_skips_or_fails_when_required() {
 async fn commits_survive_a_database_crash() {
     use std::io::Read;
     use tern_queue::store::{IncomingBody, QueueStore, StoreError};
-    use tern_queue::{Envelope, Recipient};
 
     let Some(mut h) = pg().await else { return };
     let store = h.connect().await;
-    let envelope = Envelope {
-        sender: "a@example.test".into(),
-        recipients: vec![Recipient {
-            address: "b@example.net".into(),
-            original: "b@example.net".into(),
-            ..Recipient::default()
-        }],
-        ..Envelope::default()
-    };
+    let envelope = one_recipient_envelope();
     let mut ids = Vec::new();
     for i in 0..5 {
         let mut m = store.create().unwrap();
@@ -189,21 +194,13 @@ async fn commits_survive_a_database_crash() {
 /// attempted), deferred (every open recipient recorded), held.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_counts_cover_every_node_in_one_statement() {
+    use tern_queue::RecipientState;
     use tern_queue::store::{IncomingBody, QueueStore};
-    use tern_queue::{Envelope, Recipient, RecipientState};
 
     let Some(mut h) = pg().await else { return };
     let store = h.connect().await;
     assert_eq!(store.state_counts().await.unwrap(), [(0, 0); 3]);
-    let envelope = Envelope {
-        sender: "a@example.test".into(),
-        recipients: vec![Recipient {
-            address: "b@example.net".into(),
-            original: "b@example.net".into(),
-            ..Recipient::default()
-        }],
-        ..Envelope::default()
-    };
+    let envelope = one_recipient_envelope();
     let mut ids = Vec::new();
     for _ in 0..4 {
         let mut m = store.create().unwrap();

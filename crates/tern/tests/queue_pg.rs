@@ -104,6 +104,27 @@ async fn wait_until<F: AsyncFnMut() -> bool>(what: &str, limit: Duration, mut ok
     }
 }
 
+/// Waits until `node` lists message `id` with its one recipient deferred
+/// (the remote MX is down).
+async fn wait_deferred(node: &Node, id: &str) {
+    wait_until(
+        "the attempt is deferred",
+        Duration::from_secs(20),
+        async || {
+            node.list().await.iter().any(|(qid, _, states)| {
+                qid == id && matches!(states[..], [RecipientState::Deferred { .. }])
+            })
+        },
+    )
+    .await;
+}
+
+/// A few seconds on, `remote` still has exactly one copy.
+async fn still_once(remote: &RunningPeer) {
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(remote.accepted(), 1, "delivered twice");
+}
+
 /// A port on 127.0.0.1 nothing listens on yet (the remote MX comes up
 /// later in the test).
 fn unused_port() -> u16 {
@@ -150,16 +171,7 @@ async fn one_queue_two_nodes_admin_and_delivery_from_either() {
 
     // A accepts; the remote MX is down, so the recipient is deferred.
     let id = send(a.mx, "carol@remote.test").await;
-    wait_until(
-        "A's attempt is deferred",
-        Duration::from_secs(20),
-        async || {
-            b.list().await.iter().any(|(qid, _, states)| {
-                *qid == id && matches!(states[..], [RecipientState::Deferred { .. }])
-            })
-        },
-    )
-    .await;
+    wait_deferred(&b, &id).await;
     // Nothing in either node's spool: the message is in the database.
     assert!(is_data_dir_empty_of_queue(a.dir.path()));
     assert!(is_data_dir_empty_of_queue(b.dir.path()));
@@ -188,8 +200,7 @@ async fn one_queue_two_nodes_admin_and_delivery_from_either() {
     )
     .await;
     assert!(b.list().await.is_empty());
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(remote.accepted(), 1, "delivered twice");
+    still_once(&remote).await;
 
     a.running.shutdown().await;
     b.running.shutdown().await;
@@ -202,16 +213,7 @@ async fn a_stopped_nodes_message_is_adopted_and_delivered_by_another() {
     };
     let a = Node::start("a", &url, dns.addr, port).await;
     let id = send(a.mx, "dave@remote.test").await;
-    wait_until(
-        "A's attempt is deferred",
-        Duration::from_secs(20),
-        async || {
-            a.list().await.iter().any(|(qid, _, states)| {
-                *qid == id && matches!(states[..], [RecipientState::Deferred { .. }])
-            })
-        },
-    )
-    .await;
+    wait_deferred(&a, &id).await;
     // A stops with the message queued; B never heard of it.
     a.running.shutdown().await;
     let remote = peer(port).await;
@@ -223,8 +225,7 @@ async fn a_stopped_nodes_message_is_adopted_and_delivered_by_another() {
         async || remote.accepted() == 1 && b.list().await.is_empty(),
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(remote.accepted(), 1, "delivered twice");
+    still_once(&remote).await;
     b.running.shutdown().await;
 }
 
@@ -239,16 +240,7 @@ async fn a_running_node_adopts_what_a_stopped_node_left() {
     let b = Node::start("b", &url, dns.addr, port).await;
     let a = Node::start("a", &url, dns.addr, port).await;
     let id = send(a.mx, "erin@remote.test").await;
-    wait_until(
-        "A's attempt is deferred",
-        Duration::from_secs(20),
-        async || {
-            a.list().await.iter().any(|(qid, _, states)| {
-                *qid == id && matches!(states[..], [RecipientState::Deferred { .. }])
-            })
-        },
-    )
-    .await;
+    wait_deferred(&a, &id).await;
     a.running.shutdown().await;
     let remote = peer(port).await;
     wait_until(
@@ -257,7 +249,6 @@ async fn a_running_node_adopts_what_a_stopped_node_left() {
         async || remote.accepted() == 1 && b.list().await.is_empty(),
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(remote.accepted(), 1, "delivered twice");
+    still_once(&remote).await;
     b.running.shutdown().await;
 }

@@ -1137,9 +1137,14 @@ async fn try_cached(
     None
 }
 
-/// Puts `done`'s results in the order of `rcpts` and logs each.
-fn report_results(domain: &str, rcpts: &[RemoteRecipient], mut done: DomainResult) -> DomainResult {
-    // Report in the order given.
+/// Puts `done`'s results in the order of `rcpts` and calls `each` with
+/// every result and its recipient's address (for the log line): SMTP and
+/// LMTP delivery both report this way.
+pub(crate) fn in_given_order(
+    rcpts: &[RemoteRecipient],
+    done: &mut DomainResult,
+    mut each: impl FnMut(&str, &AttemptResult),
+) {
     let order = |i: &usize| {
         rcpts
             .iter()
@@ -1152,14 +1157,22 @@ fn report_results(domain: &str, rcpts: &[RemoteRecipient], mut done: DomainResul
             .iter()
             .find(|r| r.index == *index)
             .map_or("", |r| r.address.as_str());
+        each(rcpt, result);
+    }
+}
+
+/// Puts `done`'s results in the order of `rcpts` and logs each.
+fn report_results(domain: &str, rcpts: &[RemoteRecipient], mut done: DomainResult) -> DomainResult {
+    let host = done.remote_mta.clone();
+    in_given_order(rcpts, &mut done, |rcpt, result| {
         tracing::info!(
             rcpt,
             domain,
-            host = done.remote_mta.as_deref().unwrap_or("-"),
+            host = host.as_deref().unwrap_or("-"),
             result = ?result,
             "outbound: recipient result"
         );
-    }
+    });
     done
 }
 
