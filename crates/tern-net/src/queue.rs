@@ -593,9 +593,10 @@ impl QueueManager {
     /// recipients are final.
     async fn open(&self, id: &QueueId) -> Result<Option<Opened>, AnyStoreError> {
         let not_found = |e: AnyStoreError| if e.is_not_found() { Ok(None) } else { Err(e) };
-        let (envelope, data) = match &self.queue {
+        let (envelope, data, state) = match &self.queue {
             AnyStore::File(files) => {
-                // The queue file is streamed to the next hop by path.
+                // The queue file is streamed to the next hop by path; its
+                // state is read with the envelope in hand (one open).
                 let (spool, id) = (files.spool().clone(), id.clone());
                 let opened = tokio::task::spawn_blocking(move || {
                     let message = spool.open_message(&id)?;
@@ -614,7 +615,8 @@ impl QueueManager {
                         len: message.data_len(),
                         head,
                     };
-                    Ok::<_, tern_queue::SpoolError>((message.envelope, data))
+                    let state = spool.message_state(&id, message.envelope.recipients.len())?;
+                    Ok::<_, tern_queue::SpoolError>((message.envelope, data, state))
                 })
                 .await
                 .map_err(|e| AnyStoreError::File(FileStoreError::Task(e)))?;
@@ -645,12 +647,12 @@ impl QueueManager {
                         bytes
                     }
                 };
-                (message.envelope, QueuedData::Memory(bytes))
+                let state = match queue.message_state(id).await {
+                    Ok(state) => state,
+                    Err(e) => return not_found(e),
+                };
+                (message.envelope, QueuedData::Memory(bytes), state)
             }
-        };
-        let state = match self.queue.message_state(id).await {
-            Ok(state) => state,
-            Err(e) => return not_found(e),
         };
         let done = state
             .states
