@@ -34,7 +34,7 @@ pub use dsn::{
     rfc5322_date, should_notify,
 };
 pub use intake::{IntakeError, open_delivered};
-pub use lmtp::{LmtpTarget, LmtpTargetError, deliver_lmtp};
+pub use lmtp::{LmtpTarget, LmtpTargetError, deliver_lmtp, deliver_lmtp_unsettled};
 pub use local::{
     DeliveryError, LocalReport, NOTICE_HEAD, NoticeSource, deliver_local, deliver_local_bytes,
     deliver_local_leased, deliver_local_skipping,

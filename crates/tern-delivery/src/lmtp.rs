@@ -64,8 +64,8 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use crate::outbound::{
-    Conn, ConnPlan, DomainResult, OutboundMessage, RemoteRecipient, failure_answer, prepare,
-    run_connection, to_attempt,
+    Conn, ConnPlan, DomainResult, OutboundMessage, RemoteRecipient, Unsettled, failure_answer,
+    prepare, run_connection, to_attempt,
 };
 
 /// The longest a connect may take (shorter when the greeting timer is).
@@ -216,13 +216,29 @@ pub async fn deliver_lmtp(
     rcpts: &[RemoteRecipient],
     timeouts: &ClientTimeouts,
 ) -> DomainResult {
+    let (done, open) = deliver_lmtp_unsettled(target, helo_name, msg, rcpts, timeouts).await;
+    open.settle().await;
+    done
+}
+
+/// [`deliver_lmtp`], handing the connection back [`Unsettled`]: the
+/// mailbox server hears nothing more (no QUIT) until the caller has
+/// recorded the results and settles it.
+pub async fn deliver_lmtp_unsettled(
+    target: &LmtpTarget,
+    helo_name: &str,
+    msg: &OutboundMessage<'_>,
+    rcpts: &[RemoteRecipient],
+    timeouts: &ClientTimeouts,
+) -> (DomainResult, Unsettled<'static>) {
+    let mut open = Unsettled::none();
     let mut done = DomainResult {
         results: Vec::new(),
         remote_mta: None,
         dsn_passed_on: false,
     };
     if rcpts.is_empty() {
-        return done;
+        return (done, open);
     }
     let label = target.to_string();
     let mut config = ClientConfig::new(helo_name);
@@ -235,7 +251,7 @@ pub async fn deliver_lmtp(
             &format!("LMTP client configuration: {e}"),
         );
         done.results = rcpts.iter().map(|r| (r.index, result.clone())).collect();
-        return done;
+        return (done, open);
     }
     let prepared = prepare(msg, rcpts);
     done.results = prepared.early;
@@ -262,9 +278,11 @@ pub async fn deliver_lmtp(
                     timeouts: *timeouts,
                     target: &label,
                     loop_check: false,
-                    keep: false,
+                    // The QUIT waits for the caller's record.
+                    keep: true,
                 };
                 let r = run_connection(conn, plan).await;
+                open = Unsettled::closing(r.idle);
                 if let Some(t) = r.txn {
                     done.results.extend(
                         t.rcpts
@@ -299,7 +317,7 @@ pub async fn deliver_lmtp(
     crate::outbound::in_given_order(rcpts, &mut done, |rcpt, result| {
         tracing::info!(rcpt, lmtp = %label, result = ?result, "lmtp: recipient result");
     });
-    done
+    (done, open)
 }
 
 #[cfg(test)]

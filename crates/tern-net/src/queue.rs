@@ -24,15 +24,22 @@
 //! **A pass** over one message, under the spool's delivery lease (so
 //! `tern queue delete|bounce` never cut it in half): the Maildir group is
 //! written by [`tern_delivery::deliver_local_leased`] (off the async
-//! threads), each LMTP group handed to [`tern_delivery::deliver_lmtp`],
-//! each remote group (per domain) to
-//! [`tern_delivery::outbound::deliver_to_domain_cached`]. The typed
-//! results go to the scheduler ([`tern_queue::Scheduler::pass_ended`]);
-//! what it returns is carried out in order: the recipients' new states are
-//! recorded in the spool before anything else, then the notices are
-//! queued (like any other message, with the null sender; a delay warning
-//! is recorded once queued, so never twice, even across restarts), then a
-//! message whose recipients are all final is removed.
+//! threads), each LMTP group handed to
+//! [`tern_delivery::deliver_lmtp_unsettled`], each remote group (per
+//! domain) to [`tern_delivery::outbound::deliver_to_domain_unsettled`].
+//! The typed results go to the scheduler
+//! ([`tern_queue::Scheduler::pass_ended`]); what it returns is carried out
+//! in order: the recipients' new states are recorded in the spool before
+//! anything else, then the notices are queued (like any other message,
+//! with the null sender; a delay warning is recorded once queued, so never
+//! twice, even across restarts), then a message whose recipients are all
+//! final is removed. A destination's results are recorded before the pass
+//! moves on to the next destination, and an LMTP or SMTP server hears
+//! nothing more from us (QUIT, or the next transaction on a cached
+//! connection) until its results are recorded: a node that dies before
+//! its record leaves that delivery in RFC 1047's window, never one whose
+//! server saw us carry on. A pass whose lease another node took over (this
+//! one stalled past the expiry) starts nothing more.
 //!
 //! It must never drop a message: the spool is the record, the scheduler
 //! only a cache of it rebuilt at start-up ([`QueueManager::start`] reads
@@ -40,6 +47,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tern_delivery::dsn::{
@@ -47,10 +55,12 @@ use tern_delivery::dsn::{
 };
 use tern_delivery::outbound::MessageData;
 use tern_delivery::outbound::{
-    ConnectionCache, DomainResult, OutboundMessage, OutboundSettings, RemoteRecipient,
-    deliver_to_domain_cached, destination_key,
+    ConnectionCache, DomainResult, OutboundMessage, OutboundSettings, RemoteRecipient, Unsettled,
+    deliver_to_domain_unsettled, destination_key,
 };
-use tern_delivery::{LmtpTarget, LocalReport, NOTICE_HEAD, deliver_lmtp, deliver_local_leased};
+use tern_delivery::{
+    LmtpTarget, LocalReport, NOTICE_HEAD, deliver_lmtp_unsettled, deliver_local_leased,
+};
 use tern_mailauth::Signer;
 use tern_queue::journal::Event as JournalEvent;
 use tern_queue::store::{
@@ -257,14 +267,26 @@ struct Opened {
 /// Deliveries of a pass recorded before its end (see
 /// [`QueueManager::record_early`]).
 #[derive(Default)]
-struct Early {
+struct Early<'c> {
     /// Taken by the last destination, not recorded yet.
     waiting: Vec<(usize, RecipientState)>,
     /// Recorded already: the verdict does not record them again.
     recorded: BTreeSet<usize>,
+    /// The connections of the deliveries not recorded yet: the servers
+    /// hear nothing more from us (no QUIT, no next transaction) until the
+    /// results are on stable storage, so that a node killed before its
+    /// record leaves them inside RFC 1047's window.
+    unsettled: Vec<Unsettled<'c>>,
 }
 
-impl Early {
+impl<'c> Early<'c> {
+    /// The results are recorded: the held connections may go on.
+    async fn settle(&mut self) {
+        for open in self.unsettled.drain(..) {
+            open.settle().await;
+        }
+    }
+
     /// Notes the recipients `done` says the next hop took.
     fn taken(&mut self, done: &DomainResult, received_at: u64, schedule: &RetrySchedule, now: u64) {
         for (index, result) in &done.results {
@@ -823,21 +845,34 @@ impl QueueManager {
         Leased::No
     }
 
-    /// Records the deliveries [`Early`] holds (see [`pass`](Self::pass));
-    /// one that fails to record is left to the verdict's record.
-    async fn record_early(&self, lease: &Lease, early: &mut Early) {
-        if early.waiting.is_empty() {
-            return;
+    /// Records the deliveries [`Early`] holds (see [`pass`](Self::pass))
+    /// and then settles their connections; one that fails to record is
+    /// left to the verdict's record, its connection held until then.
+    async fn record_early(&self, lease: &Lease, early: &mut Early<'_>) {
+        if !early.waiting.is_empty() {
+            let states = std::mem::take(&mut early.waiting);
+            match self.record(lease, states.clone()).await {
+                Ok(true) => early.recorded.extend(states.iter().map(|(i, _)| *i)),
+                Ok(false) => {}
+                Err(()) => {
+                    early.waiting = states;
+                    return;
+                }
+            }
         }
-        let states = std::mem::take(&mut early.waiting);
-        if let Ok(true) = self.record(lease, states.clone()).await {
-            early.recorded.extend(states.iter().map(|(i, _)| *i));
-        }
+        early.settle().await;
     }
 
     /// Keeps `lease` alive while `work` runs (renewed every third of its
-    /// time): a slow delivery is not taken over by another node.
-    async fn renewing<T>(&self, lease: &Lease, work: impl Future<Output = T>) -> T {
+    /// time): a slow delivery is not taken over by another node. When a
+    /// renewal finds the lease taken over (this node stalled past its
+    /// expiry), `lost` turns true and the pass starts nothing more.
+    async fn renewing<T>(
+        &self,
+        lease: &Lease,
+        lost: &AtomicBool,
+        work: impl Future<Output = T>,
+    ) -> T {
         let ttl = self.lease_ttl.as_secs().max(1);
         let mut tick = tokio::time::interval(Duration::from_secs(ttl.div_ceil(3)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -849,6 +884,9 @@ impl QueueManager {
                 _ = tick.tick() => {
                     if let Err(e) = self.queue.renew(lease, unix_now(), ttl).await {
                         warn!(queue_id = %lease.id, error = %e, "cannot renew a delivery lease");
+                        if e.is_lease_lost() {
+                            lost.store(true, Ordering::SeqCst);
+                        }
                     }
                 }
             }
@@ -882,10 +920,12 @@ impl QueueManager {
             // Another agent (the admin socket, another node) is working on it.
             Leased::No => return Done::Failed(id),
         };
+        let lost = AtomicBool::new(false);
         let done = self
             .renewing(
                 &lease,
-                self.pass_leased(pass, &lease, &verdicts, handle, cache),
+                &lost,
+                self.pass_leased(pass, &lease, &lost, &verdicts, handle, cache),
             )
             .await;
         if let Err(e) = self.queue.release(lease).await {
@@ -895,10 +935,12 @@ impl QueueManager {
     }
 
     /// [`pass`](Self::pass) once the lease is held.
+    #[allow(clippy::too_many_arguments)]
     async fn pass_leased(
         &self,
         pass: Pass,
         lease: &Lease,
+        lost: &AtomicBool,
         verdicts: &mpsc::UnboundedSender<Verdict>,
         handle: &DeliveryHandle,
         cache: Option<&ConnectionCache>,
@@ -929,9 +971,18 @@ impl QueueManager {
         // Recipients the next hop took, recorded before the pass moves on
         // to another destination, so that a node dying later in the pass
         // (a slow remote domain) does not leave them to be delivered again;
-        // the last destination's are recorded with the verdict.
+        // the last destination's are recorded with the verdict. Until
+        // then their connections are held (no QUIT).
         let mut early = Early::default();
         for mut group in pass.groups {
+            if lost.load(Ordering::SeqCst) {
+                // Another node holds the message now: what this pass
+                // delivered is recorded if the store still lets us (it
+                // does not, the lease being gone), nothing more is tried.
+                self.record_early(lease, &mut early).await;
+                warn!(queue_id = %id, "delivery lease taken over; this pass stops");
+                return Done::Failed(id);
+            }
             // The spool is the record: a recipient it has as final is done
             // (and the scheduler is told by reading the message again).
             let before = group.recipients.len();
@@ -990,7 +1041,7 @@ impl QueueManager {
                             })
                         })
                         .collect();
-                    let done = deliver_lmtp(
+                    let (done, open) = deliver_lmtp_unsettled(
                         target,
                         &self.outbound.helo_name,
                         &msg,
@@ -1001,6 +1052,7 @@ impl QueueManager {
                     .await;
                     attempted.add("lmtp", &done, &mut report);
                     early.taken(&done, envelope.received_at, &self.schedule, now);
+                    early.unsettled.push(open);
                 }
                 Destination::Remote(_) => {
                     let Some(resolver) = &self.resolver else {
@@ -1031,7 +1083,7 @@ impl QueueManager {
                         self.record_early(lease, &mut early).await;
                         let seed =
                             now ^ (rcpts.len() as u64).rotate_left(17) ^ id.as_str().len() as u64;
-                        let done = deliver_to_domain_cached(
+                        let (done, open) = deliver_to_domain_unsettled(
                             &self.outbound,
                             resolver.as_ref(),
                             &domain,
@@ -1046,6 +1098,7 @@ impl QueueManager {
                         .await;
                         attempted.add(via, &done, &mut report);
                         early.taken(&done, envelope.received_at, &self.schedule, now);
+                        early.unsettled.push(open);
                     }
                 }
             }
@@ -1066,6 +1119,8 @@ impl QueueManager {
                 handle,
             )
             .await;
+        // Recorded (or, if the store failed, as recorded as it will be).
+        early.settle().await;
         if outdated && !reload && !gone {
             return Done::Outdated(id);
         }

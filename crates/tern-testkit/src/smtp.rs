@@ -17,13 +17,16 @@
 //! after the final dot), so that a test can count the copies each
 //! recipient got and tell the ones delivered in RFC 1047's window (the
 //! sender died between its final dot and reading our reply) from true
-//! duplicates. It can be made slow ([`SmtpPeer::reply_delay`]: it waits
+//! duplicates; and it knows which connections are, right now, in a
+//! transaction the client has not acted on yet
+//! ([`RunningPeer::unsettled`]). It can be made slow ([`SmtpPeer::reply_delay`]: it waits
 //! before the final reply, watching for the client going away) or never
 //! answer the end of data ([`SmtpPeer::stall_after_data`]).
 //!
 //! It checks nothing of what the client sends: the test asserts on
 //! [`RunningPeer::seen`], [`RunningPeer::transactions`] and the counters.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -129,6 +132,10 @@ pub struct RunningPeer {
     pub stalls_ended: Arc<AtomicUsize>,
     /// Every transaction that reached the final dot, in that order.
     pub transactions: Arc<Mutex<Vec<Transaction>>>,
+    /// Connections in a transaction the client has not acted on yet, with
+    /// their EHLO/LHLO line: from MAIL FROM until the client says anything
+    /// after the final reply (or RSET, QUIT, or the connection ends).
+    pub unsettled: Arc<Mutex<BTreeMap<usize, String>>>,
 }
 
 impl RunningPeer {
@@ -145,6 +152,13 @@ impl RunningPeer {
     /// A copy of the transactions so far.
     pub fn transactions(&self) -> Vec<Transaction> {
         lock(&self.transactions).clone()
+    }
+
+    /// The EHLO/LHLO lines of the connections in a transaction the client
+    /// has not acted on yet (see [`RunningPeer::unsettled`]): a client
+    /// killed now leaves these in RFC 1047's window.
+    pub fn unsettled(&self) -> Vec<String> {
+        lock(&self.unsettled).values().cloned().collect()
     }
 
     /// Polls (every 20 ms, for at most `limit`) until `done` holds for the
@@ -245,6 +259,7 @@ impl SmtpPeer {
             accepted: Arc::default(),
             stalls_ended: Arc::default(),
             transactions: Arc::default(),
+            unsettled: Arc::default(),
         }
     }
 
@@ -304,7 +319,9 @@ impl SmtpPeer {
             connection,
             ..Session::default()
         };
-        if self.dialogue(&mut plain, state, &mut session, false).await != After::StartTls {
+        let after = self.dialogue(&mut plain, state, &mut session, false).await;
+        settled(state, &session);
+        if after != After::StartTls {
             return;
         }
         let Some(tls) = &self.tls else { return };
@@ -318,6 +335,7 @@ impl SmtpPeer {
                 };
                 self.dialogue(&mut BufReader::new(stream), state, &mut session, true)
                     .await;
+                settled(state, &session);
             }
             Err(_) => record(state, "handshake failed".to_string()),
         }
@@ -345,6 +363,10 @@ impl SmtpPeer {
                 }
                 Ok(_) => {}
             }
+            if session.after_dot {
+                // The client acted on our final reply.
+                settled(state, session);
+            }
             session.after_dot = false;
             let cmd = String::from_utf8_lossy(&raw).trim_end().to_string();
             record(state, format!("{prefix}{cmd}"));
@@ -369,6 +391,7 @@ impl SmtpPeer {
             } else if upper.starts_with("AUTH") {
                 "235 2.7.0 welcome\r\n".to_string()
             } else if upper.starts_with("MAIL FROM:") {
+                lock(&state.unsettled).insert(session.connection, session.hello.clone());
                 session.txn = Some(Transaction {
                     connection: session.connection,
                     hello: session.hello.clone(),
@@ -387,6 +410,7 @@ impl SmtpPeer {
                 }
                 "250 2.0.0 ok\r\n".to_string()
             } else if upper == "RSET" {
+                settled(state, session);
                 session.txn = None;
                 "250 2.0.0 ok\r\n".to_string()
             } else if upper == "DATA" {
@@ -400,6 +424,7 @@ impl SmtpPeer {
                     }
                 }
             } else if upper == "QUIT" {
+                settled(state, session);
                 if let Some(i) = session.last {
                     update(state, i, |t| t.quit = true);
                 }
@@ -523,6 +548,11 @@ enum After {
     Closed,
 }
 
+/// `session` is no longer in a transaction the client has to act on.
+fn settled(state: &RunningPeer, session: &Session) {
+    lock(&state.unsettled).remove(&session.connection);
+}
+
 fn record(state: &RunningPeer, line: String) {
     lock(&state.seen).push(line);
 }
@@ -561,6 +591,66 @@ mod tests {
                 return reply;
             }
         }
+    }
+
+    /// Polls `peer.unsettled()` until it is `want` (at most 2 s).
+    async fn unsettled_becomes(peer: &RunningPeer, want: &[&str]) {
+        for _ in 0..100 {
+            if peer.unsettled() == want {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(peer.unsettled(), want);
+    }
+
+    #[tokio::test]
+    async fn a_transaction_stays_unsettled_until_the_client_acts_on_the_reply() {
+        let peer = SmtpPeer::lmtp("box.test")
+            .bind("127.0.0.1:0".parse().unwrap())
+            .await;
+        let (mut s, _) = connect(&peer).await;
+        say(&mut s, "LHLO n1.test").await;
+        assert!(peer.unsettled().is_empty());
+        say(&mut s, "MAIL FROM:<a@b.test>").await;
+        assert_eq!(peer.unsettled(), ["LHLO n1.test"]);
+        say(&mut s, "RCPT TO:<box@box.test>").await;
+        say(&mut s, "DATA").await;
+        let reply = say(&mut s, "Subject: x\r\n\r\nbody\r\n.").await;
+        assert_eq!(reply, "250 2.0.0 <box@box.test> Saved\r\n");
+        // Answered, but the client has not carried on: still unsettled.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(peer.unsettled(), ["LHLO n1.test"]);
+        // RSET settles it, and so does the next command or QUIT.
+        say(&mut s, "RSET").await;
+        assert!(peer.unsettled().is_empty());
+        say(&mut s, "MAIL FROM:<a@b.test>").await;
+        say(&mut s, "RCPT TO:<box@box.test>").await;
+        say(&mut s, "DATA").await;
+        say(&mut s, "Subject: y\r\n\r\nbody\r\n.").await;
+        say(&mut s, "QUIT").await;
+        assert!(peer.unsettled().is_empty());
+        // A connection cut after the reply is settled too (by its end).
+        let (mut s, _) = connect(&peer).await;
+        say(&mut s, "LHLO n2.test").await;
+        say(&mut s, "MAIL FROM:<a@b.test>").await;
+        say(&mut s, "RCPT TO:<box@box.test>").await;
+        say(&mut s, "DATA").await;
+        say(&mut s, "Subject: z\r\n\r\nbody\r\n.").await;
+        assert_eq!(peer.unsettled(), ["LHLO n2.test"]);
+        drop(s);
+        unsettled_becomes(&peer, &[]).await;
+        let t = peer.transactions();
+        assert_eq!(
+            t.iter()
+                .map(|t| (t.replied, t.cut_after_dot, t.quit))
+                .collect::<Vec<_>>(),
+            [
+                (true, false, false),
+                (true, false, true),
+                (true, true, false)
+            ]
+        );
     }
 
     #[tokio::test]

@@ -158,9 +158,78 @@ async fn still_open(conn: &mut Conn) -> bool {
         .is_err()
 }
 
+/// The connection of a transaction that is over, before the server has
+/// heard anything more from us: the caller records the results on stable
+/// storage first, then [`settle`](Unsettled::settle)s it (QUIT, or back
+/// into the connection cache for the next message).
+///
+/// This is what narrows RFC 1047's window to its minimum: a server sees
+/// us go on (QUIT, the next MAIL FROM) only once the delivery is recorded,
+/// so a node killed before recording leaves a connection cut right after
+/// the final reply, never one that carried on. Dropping it unsettled cuts
+/// the connection without a word (the results could not be recorded).
+#[must_use = "settle it once the results are recorded, or drop it to cut the connection"]
+pub struct Unsettled<'c> {
+    idle: Option<IdleConnection>,
+    /// Where a healthy connection goes when settled (otherwise QUIT).
+    home: Option<(&'c ConnectionCache, String)>,
+}
+
+impl fmt::Debug for Unsettled<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Unsettled")
+            .field("open", &self.idle.as_ref().map(|i| i.label.as_str()))
+            .field("cached", &self.home.as_ref().map(|(_, key)| key.as_str()))
+            .finish()
+    }
+}
+
+impl<'c> Unsettled<'c> {
+    /// No connection is left open (it failed, or the server closed it).
+    pub(crate) fn none() -> Unsettled<'static> {
+        Unsettled {
+            idle: None,
+            home: None,
+        }
+    }
+
+    /// `idle` (if any), to be closed when settled.
+    pub(crate) fn closing(idle: Option<IdleConnection>) -> Unsettled<'static> {
+        Unsettled { idle, home: None }
+    }
+
+    /// `idle` (if any), to go back into `cache` under `key` when settled
+    /// (closed instead when there is no cache).
+    pub(crate) fn caching(
+        idle: Option<IdleConnection>,
+        cache: Option<&'c ConnectionCache>,
+        key: &str,
+    ) -> Unsettled<'c> {
+        Unsettled {
+            idle,
+            home: cache.map(|c| (c, key.to_owned())),
+        }
+    }
+
+    /// Whether a connection is still open.
+    pub fn is_open(&self) -> bool {
+        self.idle.is_some()
+    }
+
+    /// The results are recorded: the connection goes back into the cache,
+    /// or says QUIT and closes.
+    pub async fn settle(self) {
+        match (self.idle, self.home) {
+            (Some(idle), Some((cache, key))) => cache.put(&key, idle).await,
+            (Some(idle), None) => close_idle(idle).await,
+            (None, _) => {}
+        }
+    }
+}
+
 /// QUIT and close, without waiting long for the server.
 async fn close_idle(mut idle: IdleConnection) {
-    tracing::debug!(target_host = %idle.label, "outbound: closing cached connection");
+    tracing::debug!(target_host = %idle.label, "outbound: closing the connection (QUIT)");
     let _ = timeout(SHUTDOWN_TIMEOUT, idle.conn.write_all(b"QUIT\r\n")).await;
     let mut buf = [0u8; 512];
     let _ = timeout(SALVAGE_TIMEOUT, idle.conn.read(&mut buf)).await;

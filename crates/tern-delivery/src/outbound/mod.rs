@@ -347,8 +347,8 @@ pub enum OutboundError {
 mod cache;
 mod tls;
 
-pub use cache::ConnectionCache;
 pub(crate) use cache::IdleConnection;
+pub use cache::{ConnectionCache, Unsettled};
 pub use tls::opportunistic_config;
 use tls::{TlsSetup, server_name, verified_config};
 
@@ -1045,18 +1045,38 @@ pub async fn deliver_to_domain_cached(
     seed: u64,
     cache: Option<&ConnectionCache>,
 ) -> DomainResult {
+    let (done, open) =
+        deliver_to_domain_unsettled(settings, resolver, domain, msg, rcpts, seed, cache).await;
+    open.settle().await;
+    done
+}
+
+/// [`deliver_to_domain_cached`], handing the connection back
+/// [`Unsettled`]: the server hears nothing more from us (no QUIT, no next
+/// transaction on it) until the caller has recorded the results and
+/// settles it.
+pub async fn deliver_to_domain_unsettled<'c>(
+    settings: &OutboundSettings,
+    resolver: &dyn Resolver,
+    domain: &str,
+    msg: &OutboundMessage<'_>,
+    rcpts: &[RemoteRecipient],
+    seed: u64,
+    cache: Option<&'c ConnectionCache>,
+) -> (DomainResult, Unsettled<'c>) {
     if rcpts.is_empty() {
-        return DomainResult {
+        let done = DomainResult {
             results: Vec::new(),
             remote_mta: None,
             dsn_passed_on: false,
         };
+        return (done, Unsettled::none());
     }
     let key = destination_key(settings, domain);
     if let Some(cache) = cache
-        && let Some(done) = try_cached(settings, cache, &key, domain, msg, rcpts).await
+        && let Some((done, idle)) = try_cached(settings, cache, &key, domain, msg, rcpts).await
     {
-        return done;
+        return (done, Unsettled::caching(idle, Some(cache), &key));
     }
     let route = match route(settings, resolver, domain, seed).await {
         Ok(r) => r,
@@ -1064,7 +1084,7 @@ pub async fn deliver_to_domain_cached(
             for r in rcpts {
                 tracing::info!(rcpt = %r.address, domain, result = ?result, "outbound: recipient result");
             }
-            return failed_domain(rcpts, result);
+            return (failed_domain(rcpts, result), Unsettled::none());
         }
     };
     let prepared = prepare(msg, rcpts);
@@ -1073,21 +1093,22 @@ pub async fn deliver_to_domain_cached(
         remote_mta: None,
         dsn_passed_on: false,
     };
+    let mut open = Unsettled::none();
     if let Some(txn) = prepared.txn {
+        // Kept open even without a cache: the QUIT waits for the record.
         let (results, remote_mta, dsn, idle) =
-            try_targets(settings, &route, txn, &prepared.sent, msg, cache.is_some()).await;
+            try_targets(settings, &route, txn, &prepared.sent, msg, true).await;
         done.results.extend(results);
         done.remote_mta = remote_mta;
         done.dsn_passed_on = dsn;
-        if let (Some(cache), Some(idle)) = (cache, idle) {
-            cache.put(&key, idle).await;
-        }
+        open = Unsettled::caching(idle, cache, &key);
     }
-    report_results(domain, rcpts, done)
+    (report_results(domain, rcpts, done), open)
 }
 
 /// Delivers over a cached connection to `key`: `None` when there is none
-/// that works (the caller connects afresh).
+/// that works (the caller connects afresh); otherwise the results and the
+/// connection, when it is still healthy.
 async fn try_cached(
     settings: &OutboundSettings,
     cache: &ConnectionCache,
@@ -1095,7 +1116,7 @@ async fn try_cached(
     domain: &str,
     msg: &OutboundMessage<'_>,
     rcpts: &[RemoteRecipient],
-) -> Option<DomainResult> {
+) -> Option<(DomainResult, Option<IdleConnection>)> {
     let prepared = prepare(msg, rcpts);
     let txn = prepared.txn?;
     while let Some(idle) = cache.take(key).await {
@@ -1118,9 +1139,6 @@ async fn try_cached(
             tracing::debug!(target_host = %label, "outbound: cached connection failed; not reused");
             continue;
         };
-        if let Some(idle) = r.idle {
-            cache.put(key, idle).await;
-        }
         let mut results = prepared.early.clone();
         results.extend(
             t.rcpts
@@ -1132,7 +1150,7 @@ async fn try_cached(
             remote_mta: Some(label),
             dsn_passed_on: t.dsn_passed_on,
         };
-        return Some(report_results(domain, rcpts, done));
+        return Some((report_results(domain, rcpts, done), r.idle));
     }
     None
 }
