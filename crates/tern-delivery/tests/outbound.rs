@@ -1,12 +1,11 @@
 //! Outbound delivery over real TCP on loopback: a scripted SMTP server
-//! (written here with tokio, optionally with STARTTLS or implicit TLS from
+//! (`tern_testkit::script`, optionally with STARTTLS or implicit TLS from
 //! a self-signed rcgen certificate) records what it receives, and a
 //! `StaticResolver` points the test domains at 127.0.0.x addresses. Covers
 //! MX fallback, per-recipient results, DNS failures, opportunistic TLS and
 //! its plaintext retry, a smarthost with STARTTLS/implicit TLS and AUTH,
 //! data encoding on the wire, timeouts and loop detection.
 
-use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -21,325 +20,16 @@ use tern_delivery::outbound::{
 use tern_dns::{DnsError, QueryType, StaticResolver};
 use tern_queue::{Answer, AttemptResult};
 use tern_smtp::client::{ClientTimeouts, StartTlsPolicy};
+use tern_testkit::script::{Script, listen, serve, servers};
 use tern_types::ServerReply;
 use tern_types::dsn::BodyType;
-use tokio::io::{AsyncBufReadExt as _, AsyncRead, AsyncWrite, AsyncWriteExt as _, BufReader};
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 
 const HELO: &str = "client.example.org";
 
 // ------------------------------------------------------------ The server
 
-/// How the scripted server behaves.
-#[derive(Clone)]
-struct Script {
-    /// Raw greeting bytes (may be several lines); empty: never greet.
-    greeting: String,
-    /// The first line of the EHLO reply (the server's name).
-    ehlo_name: String,
-    /// EHLO keywords besides STARTTLS and AUTH.
-    extensions: Vec<&'static str>,
-    /// Offer STARTTLS and complete it with this configuration.
-    tls: Option<Arc<rustls::ServerConfig>>,
-    /// Offer STARTTLS, answer 220, then send bytes that are not TLS.
-    broken_tls: bool,
-    /// TLS from the first byte.
-    implicit_tls: bool,
-    /// Offer AUTH PLAIN (over TLS only) and accept this initial response.
-    auth_plain: Option<String>,
-    /// RCPT replies by address; the default is 250.
-    rcpt: HashMap<String, &'static str>,
-    /// The reply to the end of data.
-    data_reply: &'static str,
-    /// Close the connection after the first line of message data.
-    close_in_data: bool,
-    /// After the first line of message data, send this reply and stop
-    /// reading (the listening socket gets a small receive buffer so the
-    /// client's writes stall).
-    reject_in_data: Option<&'static str>,
-    /// Offer AUTH LOGIN (over TLS only) and accept these credentials.
-    auth_login: Option<(&'static str, &'static str)>,
-    /// Close the connection right after answering the end of data (an
-    /// idle connection the client cached is then dead).
-    close_after_data: bool,
-}
-
-impl Script {
-    fn new() -> Script {
-        Script {
-            greeting: "220 mx.example.test ESMTP test\r\n".into(),
-            ehlo_name: "mx.example.test".into(),
-            extensions: vec!["PIPELINING", "8BITMIME", "ENHANCEDSTATUSCODES"],
-            tls: None,
-            broken_tls: false,
-            implicit_tls: false,
-            auth_plain: None,
-            rcpt: HashMap::new(),
-            data_reply: "250 2.0.0 queued as TEST",
-            close_in_data: false,
-            reject_in_data: None,
-            auth_login: None,
-            close_after_data: false,
-        }
-    }
-}
-
-/// What one connection received.
-#[derive(Debug, Default, Clone)]
-struct ConnLog {
-    /// Command lines, without CRLF.
-    commands: Vec<String>,
-    /// Raw DATA content, terminator included.
-    data: Vec<Vec<u8>>,
-    /// Commands received after the TLS handshake.
-    tls_commands: Vec<String>,
-    tls: bool,
-}
-
-type Log = Arc<Mutex<Vec<ConnLog>>>;
-
-struct Server {
-    log: Log,
-}
-
-impl Server {
-    fn conns(&self) -> Vec<ConnLog> {
-        self.log.lock().unwrap().clone()
-    }
-}
-
-enum End<S> {
-    Done,
-    StartTls(S),
-}
-
-fn record(log: &Log, id: usize, f: impl FnOnce(&mut ConnLog)) {
-    f(&mut log.lock().unwrap()[id]);
-}
-
-/// Serves one SMTP conversation on `stream`.
-async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
-    stream: S,
-    script: &Script,
-    log: &Log,
-    id: usize,
-    tls: bool,
-    greet: bool,
-) -> io::Result<End<S>> {
-    let mut r = BufReader::new(stream);
-    if greet {
-        if script.greeting.is_empty() {
-            // Never greet: wait for the client to give up.
-            let mut sink = Vec::new();
-            r.read_until(b'\n', &mut sink).await?;
-            return Ok(End::Done);
-        }
-        r.get_mut().write_all(script.greeting.as_bytes()).await?;
-        r.get_mut().flush().await?;
-        if !script.greeting.starts_with("220") {
-            return Ok(End::Done);
-        }
-    }
-    loop {
-        let mut line = Vec::new();
-        if r.read_until(b'\n', &mut line).await? == 0 {
-            return Ok(End::Done);
-        }
-        let text = String::from_utf8_lossy(&line).trim_end().to_owned();
-        record(log, id, |c| {
-            c.commands.push(text.clone());
-            if tls {
-                c.tls_commands.push(text.clone());
-            }
-        });
-        let upper = text.to_ascii_uppercase();
-        let reply: String = if upper.starts_with("EHLO") {
-            let mut lines = vec![script.ehlo_name.clone()];
-            lines.extend(script.extensions.iter().map(|s| s.to_string()));
-            if !tls && (script.tls.is_some() || script.broken_tls) {
-                lines.push("STARTTLS".into());
-            }
-            if tls && script.auth_plain.is_some() {
-                lines.push("AUTH PLAIN".into());
-            }
-            if tls && script.auth_login.is_some() {
-                lines.push("AUTH LOGIN".into());
-            }
-            let n = lines.len();
-            lines
-                .iter()
-                .enumerate()
-                .map(|(i, l)| format!("250{}{l}\r\n", if i + 1 == n { ' ' } else { '-' }))
-                .collect()
-        } else if upper.starts_with("HELO") {
-            "250 mx.example.test\r\n".into()
-        } else if upper == "STARTTLS" {
-            r.get_mut().write_all(b"220 2.0.0 go ahead\r\n").await?;
-            r.get_mut().flush().await?;
-            if script.broken_tls {
-                r.get_mut()
-                    .write_all(b"250 this is not a TLS record at all\r\n")
-                    .await?;
-                r.get_mut().flush().await?;
-                return Ok(End::Done);
-            }
-            return Ok(End::StartTls(r.into_inner()));
-        } else if let Some(resp) = text.strip_prefix("AUTH PLAIN ") {
-            if script.auth_plain.as_deref() == Some(resp) {
-                "235 2.7.0 ok\r\n".into()
-            } else {
-                "535 5.7.8 bad credentials\r\n".into()
-            }
-        } else if upper == "AUTH LOGIN" {
-            let b64 = base64::engine::general_purpose::STANDARD;
-            let mut answers = Vec::new();
-            for prompt in ["334 VXNlcm5hbWU6\r\n", "334 UGFzc3dvcmQ6\r\n"] {
-                r.get_mut().write_all(prompt.as_bytes()).await?;
-                r.get_mut().flush().await?;
-                let mut l = Vec::new();
-                r.read_until(b'\n', &mut l).await?;
-                let decoded = b64
-                    .decode(String::from_utf8_lossy(&l).trim())
-                    .unwrap_or_default();
-                answers.push(String::from_utf8_lossy(&decoded).into_owned());
-            }
-            let ok = script
-                .auth_login
-                .is_some_and(|(u, p)| answers == [u.to_owned(), p.to_owned()]);
-            if ok {
-                "235 2.7.0 ok\r\n".into()
-            } else {
-                "535 5.7.8 bad credentials\r\n".into()
-            }
-        } else if upper.starts_with("MAIL FROM:") {
-            "250 2.1.0 ok\r\n".into()
-        } else if upper.starts_with("RCPT TO:") {
-            let addr = text
-                .split_once('<')
-                .and_then(|(_, rest)| rest.split_once('>'))
-                .map(|(a, _)| a.to_owned())
-                .unwrap_or_default();
-            format!(
-                "{}\r\n",
-                script.rcpt.get(&addr).copied().unwrap_or("250 2.1.5 ok")
-            )
-        } else if upper == "DATA" {
-            r.get_mut().write_all(b"354 go ahead\r\n").await?;
-            r.get_mut().flush().await?;
-            let mut data = Vec::new();
-            loop {
-                let n = r.read_until(b'\n', &mut data).await?;
-                if n == 0 || script.close_in_data {
-                    return Ok(End::Done);
-                }
-                if let Some(reply) = script.reject_in_data {
-                    r.get_mut().write_all(reply.as_bytes()).await?;
-                    r.get_mut().write_all(b"\r\n").await?;
-                    r.get_mut().flush().await?;
-                    tokio::time::sleep(Duration::from_secs(30)).await;
-                    return Ok(End::Done);
-                }
-                if data == b".\r\n" || data.ends_with(b"\r\n.\r\n") {
-                    break;
-                }
-            }
-            record(log, id, |c| c.data.push(data));
-            if script.close_after_data {
-                r.get_mut().write_all(script.data_reply.as_bytes()).await?;
-                r.get_mut().write_all(b"\r\n").await?;
-                r.get_mut().flush().await?;
-                return Ok(End::Done);
-            }
-            format!("{}\r\n", script.data_reply)
-        } else if upper == "RSET" || upper == "NOOP" {
-            "250 2.0.0 ok\r\n".into()
-        } else if upper == "QUIT" {
-            r.get_mut().write_all(b"221 2.0.0 bye\r\n").await?;
-            r.get_mut().flush().await?;
-            return Ok(End::Done);
-        } else {
-            "500 5.5.2 what?\r\n".into()
-        };
-        r.get_mut().write_all(reply.as_bytes()).await?;
-        r.get_mut().flush().await?;
-    }
-}
-
-async fn handle(tcp: tokio::net::TcpStream, script: Script, log: Log) {
-    let id = {
-        let mut l = log.lock().unwrap();
-        l.push(ConnLog::default());
-        l.len() - 1
-    };
-    let acceptor = script.tls.clone().map(TlsAcceptor::from);
-    if script.implicit_tls {
-        let Some(acceptor) = acceptor else { return };
-        if let Ok(tls) = acceptor.accept(tcp).await {
-            record(&log, id, |c| c.tls = true);
-            let _ = converse(tls, &script, &log, id, true, true).await;
-        }
-        return;
-    }
-    if let Ok(End::StartTls(tcp)) = converse(tcp, &script, &log, id, false, true).await
-        && let Some(acceptor) = acceptor
-        && let Ok(tls) = acceptor.accept(tcp).await
-    {
-        record(&log, id, |c| c.tls = true);
-        let _ = converse(tls, &script, &log, id, true, false).await;
-    }
-}
-
-fn serve(listener: TcpListener, script: Script) -> Server {
-    let log: Log = Arc::new(Mutex::new(Vec::new()));
-    let l = log.clone();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            tokio::spawn(handle(tcp, script.clone(), l.clone()));
-        }
-    });
-    Server { log }
-}
-
-/// Servers on the given loopback addresses, all on one port (MX delivery
-/// uses one port for every host).
-async fn servers(specs: Vec<(&str, Script)>) -> (u16, Vec<Server>) {
-    let small = specs.iter().any(|(_, s)| s.reject_in_data.is_some());
-    for _ in 0..50 {
-        let first = listen(specs[0].0, 0, small).unwrap();
-        let port = first.local_addr().unwrap().port();
-        let mut listeners = vec![first];
-        for (ip, _) in &specs[1..] {
-            match listen(ip, port, small) {
-                Ok(l) => listeners.push(l),
-                Err(_) => break,
-            }
-        }
-        if listeners.len() == specs.len() {
-            let servers = listeners
-                .into_iter()
-                .zip(specs)
-                .map(|(l, (_, s))| serve(l, s))
-                .collect();
-            return (port, servers);
-        }
-    }
-    panic!("no common free port");
-}
-
-fn listen(ip: &str, port: u16, small_buffer: bool) -> io::Result<TcpListener> {
-    let addr = std::net::SocketAddr::new(ip.parse().unwrap(), port);
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    if small_buffer {
-        socket.set_recv_buffer_size(4096)?;
-    }
-    socket.bind(addr)?;
-    socket.listen(64)
-}
+// The scripted server is `tern_testkit::script`.
 
 /// A port nothing listens on (on any loopback address used here: the
 /// addresses 127.0.0.200+ are never bound by these tests).
@@ -448,7 +138,7 @@ fn tls_for(name: &str) -> (Arc<rustls::ServerConfig>, String) {
 
 #[tokio::test]
 async fn three_recipients_delivered_and_dot_stuffed() {
-    let (port, srv) = servers(vec![("127.0.0.1", Script::new())]).await;
+    let (port, srv) = servers(vec![("127.0.0.1", Script::smtp())]).await;
     let r = rcpts(&["a@example.test", "b@example.test", "c@example.test"]);
     let data = b"Subject: hi\r\n\r\n.hidden\r\nline\r\n.\r\nlast";
     let d = deliver_to_domain(
@@ -499,13 +189,9 @@ async fn three_recipients_delivered_and_dot_stuffed() {
 
 #[tokio::test]
 async fn per_recipient_mix() {
-    let mut script = Script::new();
-    script
-        .rcpt
-        .insert("later@example.test".into(), "451 4.2.0 try later");
-    script
-        .rcpt
-        .insert("nobody@example.test".into(), "550 5.1.1 no such user");
+    let mut script = Script::smtp();
+    script.rcpt_reply("later@example.test", "451 4.2.0 try later");
+    script.rcpt_reply("nobody@example.test", "550 5.1.1 no such user");
     let (port, srv) = servers(vec![("127.0.0.1", script)]).await;
     let r = rcpts(&[
         "ok@example.test",
@@ -543,8 +229,8 @@ async fn per_recipient_mix() {
 
 #[tokio::test]
 async fn dsn_parameters_passed_on_when_advertised() {
-    let mut script = Script::new();
-    script.extensions.push("DSN");
+    let mut script = Script::smtp();
+    script.extensions.push("DSN".into());
     let (port, srv) = servers(vec![("127.0.0.1", script)]).await;
     let mut r = rcpts(&["a@example.test"]);
     r[0].notify = Some("SUCCESS,FAILURE".parse().unwrap());
@@ -587,7 +273,7 @@ async fn dsn_parameters_passed_on_when_advertised() {
 #[tokio::test]
 async fn refused_first_mx_falls_back_to_second() {
     // mx1 on 127.0.0.201: nothing listens there.
-    let (port, srv) = servers(vec![("127.0.0.2", Script::new())]).await;
+    let (port, srv) = servers(vec![("127.0.0.2", Script::smtp())]).await;
     let d = deliver_to_domain(
         &settings(port),
         &two_mx("127.0.0.201", "127.0.0.2"),
@@ -604,9 +290,9 @@ async fn refused_first_mx_falls_back_to_second() {
 
 #[tokio::test]
 async fn greeting_421_moves_to_next_mx() {
-    let mut busy = Script::new();
+    let mut busy = Script::smtp();
     busy.greeting = "421 4.3.2 too busy\r\n".into();
-    let (port, srv) = servers(vec![("127.0.0.3", busy), ("127.0.0.4", Script::new())]).await;
+    let (port, srv) = servers(vec![("127.0.0.3", busy), ("127.0.0.4", Script::smtp())]).await;
     let d = deliver_to_domain(
         &settings(port),
         &two_mx("127.0.0.3", "127.0.0.4"),
@@ -625,9 +311,9 @@ async fn greeting_421_moves_to_next_mx() {
 
 #[tokio::test]
 async fn silent_server_times_out_then_next_mx() {
-    let mut silent = Script::new();
+    let mut silent = Script::smtp();
     silent.greeting = String::new();
-    let (port, srv) = servers(vec![("127.0.0.5", silent), ("127.0.0.6", Script::new())]).await;
+    let (port, srv) = servers(vec![("127.0.0.5", silent), ("127.0.0.6", Script::smtp())]).await;
     let mut s = settings(port);
     s.timeouts.greeting = Duration::from_millis(300);
     let d = deliver_to_domain(
@@ -730,7 +416,7 @@ async fn temporary_dns_failure_defers() {
 
 #[tokio::test]
 async fn address_literal_domain() {
-    let (port, srv) = servers(vec![("127.0.0.7", Script::new())]).await;
+    let (port, srv) = servers(vec![("127.0.0.7", Script::smtp())]).await;
     let d = deliver_to_domain(
         &settings(port),
         &StaticResolver::new(),
@@ -751,7 +437,7 @@ async fn address_literal_domain() {
 #[tokio::test]
 async fn opportunistic_starttls_with_self_signed_certificate() {
     let (config, _) = tls_for("mx.example.test");
-    let mut script = Script::new();
+    let mut script = Script::smtp();
     script.tls = Some(config);
     let (port, srv) = servers(vec![("127.0.0.8", script)]).await;
     let d = deliver_to_domain(
@@ -774,7 +460,7 @@ async fn opportunistic_starttls_with_self_signed_certificate() {
 
 #[tokio::test]
 async fn broken_starttls_is_retried_without_tls() {
-    let mut script = Script::new();
+    let mut script = Script::smtp();
     script.broken_tls = true;
     let (port, srv) = servers(vec![("127.0.0.9", script)]).await;
     let d = deliver_to_domain(
@@ -797,7 +483,7 @@ async fn broken_starttls_is_retried_without_tls() {
 
 #[tokio::test]
 async fn required_tls_policy_does_not_fall_back() {
-    let mut script = Script::new();
+    let mut script = Script::smtp();
     script.broken_tls = true;
     let (port, srv) = servers(vec![("127.0.0.10", script)]).await;
     let mut s = settings(port);
@@ -825,7 +511,7 @@ async fn smarthost_starttls_with_auth_plain() {
     let (config, pem) = tls_for("relay.example.net");
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, pem).unwrap();
-    let mut script = Script::new();
+    let mut script = Script::smtp();
     script.tls = Some(config);
     script.auth_plain = Some(plain_initial("user@example.org", "s3cret"));
     let (port, srv) = servers(vec![("127.0.0.11", script)]).await;
@@ -875,7 +561,7 @@ async fn smarthost_starttls_with_auth_plain() {
 #[tokio::test]
 async fn smarthost_wrong_password_defers() {
     let (config, _) = tls_for("relay.example.net");
-    let mut script = Script::new();
+    let mut script = Script::smtp();
     script.tls = Some(config);
     script.auth_plain = Some(plain_initial("user", "right"));
     let (port, _srv) = servers(vec![("127.0.0.12", script)]).await;
@@ -910,7 +596,7 @@ async fn smarthost_untrusted_certificate_defers() {
     let (_, other_pem) = tls_for("relay.example.net");
     let ca = dir.path().join("other.pem");
     std::fs::write(&ca, other_pem).unwrap();
-    let mut script = Script::new();
+    let mut script = Script::smtp();
     script.tls = Some(config);
     let (port, srv) = servers(vec![("127.0.0.13", script)]).await;
     let mut s = settings(25);
@@ -942,7 +628,7 @@ async fn smarthost_untrusted_certificate_defers() {
 #[tokio::test]
 async fn smarthost_implicit_tls() {
     let (config, _) = tls_for("relay.example.net");
-    let mut script = Script::new();
+    let mut script = Script::smtp();
     script.tls = Some(config);
     script.implicit_tls = true;
     let (port, srv) = servers(vec![("127.0.0.14", script)]).await;
@@ -972,7 +658,7 @@ async fn smarthost_implicit_tls() {
 
 #[tokio::test]
 async fn smarthost_auth_never_in_plaintext() {
-    let mut script = Script::new();
+    let mut script = Script::smtp();
     script.auth_plain = Some(plain_initial("user", "pw"));
     let (port, srv) = servers(vec![("127.0.0.15", script)]).await;
     let mut s = settings(25);
@@ -1002,7 +688,7 @@ async fn smarthost_auth_never_in_plaintext() {
 
 #[tokio::test]
 async fn bare_lf_and_leading_dots_are_normalised_on_the_wire() {
-    let (port, srv) = servers(vec![("127.0.0.16", Script::new())]).await;
+    let (port, srv) = servers(vec![("127.0.0.16", Script::smtp())]).await;
     let data = b".first\nbare lf\n.\nsmuggle\r.\rMAIL FROM:<x@y>\n\r\n.\nend";
     let d = deliver_to_domain(
         &settings(port),
@@ -1034,7 +720,7 @@ async fn bare_lf_and_leading_dots_are_normalised_on_the_wire() {
 
 #[tokio::test]
 async fn large_message_streams_in_chunks() {
-    let (port, srv) = servers(vec![("127.0.0.17", Script::new())]).await;
+    let (port, srv) = servers(vec![("127.0.0.17", Script::smtp())]).await;
     let mut data = Vec::new();
     for i in 0..20_000 {
         data.extend_from_slice(format!(".line {i} of a long message\n").as_bytes());
@@ -1058,9 +744,9 @@ async fn large_message_streams_in_chunks() {
 
 #[tokio::test]
 async fn connection_lost_during_data_defers() {
-    let mut script = Script::new();
+    let mut script = Script::smtp();
     script.close_in_data = true;
-    let (port, srv) = servers(vec![("127.0.0.18", script), ("127.0.0.19", Script::new())]).await;
+    let (port, srv) = servers(vec![("127.0.0.18", script), ("127.0.0.19", Script::smtp())]).await;
     let d = deliver_to_domain(
         &settings(port),
         &two_mx("127.0.0.18", "127.0.0.19"),
@@ -1081,7 +767,7 @@ async fn connection_lost_during_data_defers() {
 
 #[tokio::test]
 async fn loop_to_ourselves_bounces() {
-    let mut script = Script::new();
+    let mut script = Script::smtp();
     script.greeting = format!("220 {HELO} ESMTP\r\n");
     let (port, srv) = servers(vec![("127.0.0.20", script)]).await;
     let d = deliver_to_domain(
@@ -1108,7 +794,7 @@ async fn loop_to_ourselves_bounces() {
 
 #[tokio::test]
 async fn loop_detected_from_ehlo_name() {
-    let mut script = Script::new();
+    let mut script = Script::smtp();
     script.ehlo_name = HELO.to_ascii_uppercase();
     let (port, srv) = servers(vec![("127.0.0.21", script)]).await;
     let d = deliver_to_domain(
@@ -1134,7 +820,7 @@ async fn loop_detected_from_ehlo_name() {
 
 #[tokio::test]
 async fn invalid_addresses_fail_alone() {
-    let (port, srv) = servers(vec![("127.0.0.22", Script::new())]).await;
+    let (port, srv) = servers(vec![("127.0.0.22", Script::smtp())]).await;
     let r = rcpts(&["good@example.test", "bad address@example.test"]);
     let d = deliver_to_domain(
         &settings(port),
@@ -1157,7 +843,7 @@ async fn invalid_addresses_fail_alone() {
 
 #[tokio::test]
 async fn null_sender_is_sent_as_empty_path() {
-    let (port, srv) = servers(vec![("127.0.0.23", Script::new())]).await;
+    let (port, srv) = servers(vec![("127.0.0.23", Script::smtp())]).await;
     let mut m = msg(b"x\r\n");
     m.sender = "";
     let d = deliver_to_domain(
@@ -1180,8 +866,8 @@ async fn null_sender_is_sent_as_empty_path() {
 
 #[tokio::test]
 async fn rejection_while_streaming_fails_the_message() {
-    let mut script = Script::new();
-    script.reject_in_data = Some("554 5.3.4 message too big for us");
+    let mut script = Script::smtp();
+    script.reject_in_data = Some("554 5.3.4 message too big for us".into());
     let (port, _srv) = servers(vec![("127.0.0.24", script)]).await;
     let mut s = settings(port);
     s.timeouts.data_block = Duration::from_millis(300);
@@ -1208,9 +894,9 @@ async fn rejection_while_streaming_fails_the_message() {
 #[tokio::test]
 async fn smarthost_falls_back_to_auth_login() {
     let (config, _) = tls_for("relay.example.net");
-    let mut script = Script::new();
+    let mut script = Script::smtp();
     script.tls = Some(config);
-    script.auth_login = Some(("user", "pass word"));
+    script.auth_login = Some(("user".into(), "pass word".into()));
     let (port, srv) = servers(vec![("127.0.0.25", script)]).await;
     let mut s = settings(25);
     s.smarthost = Some(Smarthost {
@@ -1275,7 +961,7 @@ fn global_logs() -> &'static Captured {
 async fn logs_never_show_credentials() {
     let logs = global_logs();
     let (config, _) = tls_for("relay.example.net");
-    let mut script = Script::new();
+    let mut script = Script::smtp();
     script.tls = Some(config);
     script.auth_plain = Some(plain_initial("user", "hunter2-secret"));
     let (port, _srv) = servers(vec![("127.0.0.26", script)]).await;
@@ -1325,7 +1011,7 @@ async fn ipv6_address_literal() {
         return;
     };
     let port = listener.local_addr().unwrap().port();
-    let srv = serve(listener, Script::new());
+    let srv = serve(listener, Script::smtp());
     let d = deliver_to_domain(
         &settings(port),
         &StaticResolver::new(),
@@ -1359,7 +1045,7 @@ async fn no_recipients_no_lookup() {
 #[tokio::test]
 async fn smarthost_implicit_tls_handshake_failure_defers() {
     // A plaintext server where TLS is expected: the handshake fails.
-    let (port, srv) = servers(vec![("127.0.0.27", Script::new())]).await;
+    let (port, srv) = servers(vec![("127.0.0.27", Script::smtp())]).await;
     let mut s = settings(25);
     s.smarthost = Some(Smarthost {
         host: "127.0.0.27".into(),
@@ -1399,7 +1085,7 @@ async fn smarthost_implicit_tls_handshake_failure_defers() {
 
 #[tokio::test]
 async fn cached_connection_carries_several_messages() {
-    let (port, srv) = servers(vec![("127.0.0.1", Script::new())]).await;
+    let (port, srv) = servers(vec![("127.0.0.1", Script::smtp())]).await;
     let cache = ConnectionCache::new(Duration::from_secs(30), 4);
     let resolver = one_mx("127.0.0.1");
     for (n, body) in [b"one\r\n", b"two\r\n", b"six\r\n"].iter().enumerate() {
@@ -1455,7 +1141,7 @@ async fn cached_connection_carries_several_messages() {
 
 #[tokio::test]
 async fn dead_cached_connection_is_replaced_and_delivers_once() {
-    let mut script = Script::new();
+    let mut script = Script::smtp();
     script.close_after_data = true;
     let (port, srv) = servers(vec![("127.0.0.1", script)]).await;
     let cache = ConnectionCache::new(Duration::from_secs(30), 4);
@@ -1482,7 +1168,7 @@ async fn dead_cached_connection_is_replaced_and_delivers_once() {
 
 #[tokio::test]
 async fn idle_limit_zero_means_a_new_connection_each_time() {
-    let (port, srv) = servers(vec![("127.0.0.1", Script::new())]).await;
+    let (port, srv) = servers(vec![("127.0.0.1", Script::smtp())]).await;
     let cache = ConnectionCache::new(Duration::ZERO, 4);
     for n in 0..2 {
         let d = deliver_to_domain_cached(
@@ -1509,7 +1195,7 @@ async fn cached_smarthost_connection_keeps_tls_and_auth() {
     let (config, pem) = tls_for("relay.example.net");
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, pem).unwrap();
-    let mut script = Script::new();
+    let mut script = Script::smtp();
     script.tls = Some(config);
     script.auth_plain = Some(plain_initial("user@example.org", "s3cret"));
     let (port, srv) = servers(vec![("127.0.0.12", script)]).await;
@@ -1562,7 +1248,7 @@ async fn cached_smarthost_connection_keeps_tls_and_auth() {
 
 #[tokio::test]
 async fn message_streams_from_the_first_len_bytes_of_a_file() {
-    let (port, srv) = servers(vec![("127.0.0.1", Script::new())]).await;
+    let (port, srv) = servers(vec![("127.0.0.1", Script::smtp())]).await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("queued");
     // A spool file: the message, then what follows it (the envelope).
@@ -1599,7 +1285,7 @@ async fn message_streams_from_the_first_len_bytes_of_a_file() {
 
 #[tokio::test]
 async fn a_file_shorter_than_stated_is_never_sent_as_complete() {
-    let (port, srv) = servers(vec![("127.0.0.1", Script::new())]).await;
+    let (port, srv) = servers(vec![("127.0.0.1", Script::smtp())]).await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("queued");
     std::fs::write(&path, b"Subject: cut\r\n\r\nonly this\r\n").unwrap();

@@ -11,6 +11,10 @@
 //!   commands it gets and every transaction (recipients, bytes, whether it
 //!   answered the final dot, whether the client went away right after it)
 //!   and counts connections and messages.
+//! * [`script`]: a fault-injecting SMTP or LMTP server (a greeting that
+//!   is not 220, per-recipient replies, a connection cut in the data or
+//!   after the reply, a broken STARTTLS, implicit TLS, AUTH) for the
+//!   delivery agents' failure paths.
 //! * [`clock`]: [`VirtualClock`], the time a sans-IO core is given as
 //!   `now`, advanced by the test, never by sleeping.
 //!
@@ -21,6 +25,7 @@
 
 pub mod clock;
 pub mod dns;
+pub mod script;
 pub mod smtp;
 
 pub use clock::VirtualClock;
