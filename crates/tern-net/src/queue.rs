@@ -579,17 +579,11 @@ impl QueueManager {
     /// Reads message `id` back for the scheduler: envelope, recipient
     /// states, hold flag and delay warnings sent, routed.
     async fn read(self: Arc<Self>, id: QueueId) -> Done {
-        let read = async {
-            let message = self.queue.open(&id).await?;
-            let state = self.queue.message_state(&id).await?;
-            Ok::<_, AnyStoreError>(ScheduledMessage::from_spool(
-                &message.envelope,
-                state,
-                |r| self.route(r),
-            ))
-        };
-        match read.await {
-            Ok(message) => Done::Loaded(id, Some(message)),
+        match self.queue.read_back(&id).await {
+            Ok((envelope, state)) => {
+                let message = ScheduledMessage::from_spool(&envelope, state, |r| self.route(r));
+                Done::Loaded(id, Some(message))
+            }
             Err(e) if e.is_not_found() => Done::Loaded(id, None),
             Err(e) => {
                 warn!(queue_id = %id, error = %e, "cannot read a queued message; will retry");

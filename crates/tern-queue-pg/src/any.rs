@@ -222,6 +222,10 @@ impl QueueStore for AnyStore {
         forward!(self, s => s.message_state(id))
     }
 
+    async fn read_back(&self, id: &QueueId) -> Result<(Envelope, MessageState), AnyStoreError> {
+        forward!(self, s => s.read_back(id))
+    }
+
     async fn history(&self, id: &QueueId) -> Result<Vec<(usize, RecipientState)>, AnyStoreError> {
         forward!(self, s => s.history(id))
     }

@@ -116,6 +116,67 @@ fn lease_from_row(id: QueueId, row: &Row) -> Result<Lease, PgError> {
 }
 
 impl PgStore {
+    /// One consistent read of `id`'s recipient states, hold flag and
+    /// notices, with its envelope when `envelope` is asked (never the
+    /// message's bytes).
+    async fn snapshot(
+        &self,
+        id: &QueueId,
+        envelope: bool,
+    ) -> Result<(Option<Envelope>, MessageState), PgError> {
+        let mut client = self.client().await?;
+        // One snapshot for the three reads.
+        let tx = client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(PgError::db("begin"))?;
+        let row = tx
+            .query_opt(
+                "SELECT recipients, held, CASE WHEN $2 THEN envelope END
+                 FROM queue_messages WHERE id = $1",
+                &[&id.as_str(), &envelope],
+            )
+            .await
+            .map_err(PgError::db("read a message"))?
+            .ok_or_else(|| PgError::NotFound(id.clone()))?;
+        let recipients: i32 = row.get(0);
+        let held: bool = row.get(1);
+        let envelope = match row.get::<_, Option<&str>>(2) {
+            Some(text) => Some(
+                codec::decode_envelope(text).map_err(|source| PgError::Codec {
+                    id: id.clone(),
+                    op: "decode",
+                    source,
+                })?,
+            ),
+            None => None,
+        };
+        let states = states_of(&tx, id, usize::try_from(recipients).unwrap_or(0)).await?;
+        let notices = tx
+            .query(
+                "SELECT idx, kind FROM queue_notices WHERE message_id = $1",
+                &[&id.as_str()],
+            )
+            .await
+            .map_err(PgError::db("read notices"))?
+            .iter()
+            .filter_map(|row| {
+                let idx: i32 = row.get(0);
+                let kind: String = row.get(1);
+                usize::try_from(idx).ok().map(|i| (i, kind))
+            })
+            .collect();
+        tx.commit().await.map_err(PgError::db("commit"))?;
+        let state = MessageState {
+            states,
+            held,
+            notices,
+        };
+        Ok((envelope, state))
+    }
     /// The whole queue (every node's messages) counted for the metrics in
     /// one statement: per state — `0` active (a recipient was never
     /// attempted), `1` deferred (every open recipient waits for a retry),
@@ -562,46 +623,14 @@ impl QueueStore for PgStore {
     }
 
     async fn message_state(&self, id: &QueueId) -> Result<MessageState, PgError> {
-        let mut client = self.client().await?;
-        // One snapshot for the three reads.
-        let tx = client
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await
-            .map_err(PgError::db("begin"))?;
-        let row = tx
-            .query_opt(
-                "SELECT recipients, held FROM queue_messages WHERE id = $1",
-                &[&id.as_str()],
-            )
-            .await
-            .map_err(PgError::db("read a message"))?
-            .ok_or_else(|| PgError::NotFound(id.clone()))?;
-        let recipients: i32 = row.get(0);
-        let held: bool = row.get(1);
-        let states = states_of(&tx, id, usize::try_from(recipients).unwrap_or(0)).await?;
-        let notices = tx
-            .query(
-                "SELECT idx, kind FROM queue_notices WHERE message_id = $1",
-                &[&id.as_str()],
-            )
-            .await
-            .map_err(PgError::db("read notices"))?
-            .iter()
-            .filter_map(|row| {
-                let idx: i32 = row.get(0);
-                let kind: String = row.get(1);
-                usize::try_from(idx).ok().map(|i| (i, kind))
-            })
-            .collect();
-        tx.commit().await.map_err(PgError::db("commit"))?;
-        Ok(MessageState {
-            states,
-            held,
-            notices,
-        })
+        Ok(self.snapshot(id, false).await?.1)
+    }
+
+    async fn read_back(&self, id: &QueueId) -> Result<(Envelope, MessageState), PgError> {
+        match self.snapshot(id, true).await? {
+            (Some(envelope), state) => Ok((envelope, state)),
+            (None, _) => Err(PgError::NotFound(id.clone())),
+        }
     }
 
     async fn history(&self, id: &QueueId) -> Result<Vec<(usize, RecipientState)>, PgError> {

@@ -399,6 +399,18 @@ impl QueueStore for FileStore {
         self.blocking(move |store| store.state_of(&id)).await
     }
 
+    async fn read_back(&self, id: &QueueId) -> Result<(Envelope, MessageState), FileStoreError> {
+        let id = id.clone();
+        // One open: the state file's recipient count is the envelope's.
+        self.blocking(move |store| {
+            let message = store.spool.open_message(&id)?;
+            let count = message.envelope.recipients.len();
+            let state = store.spool.message_state(&id, count)?;
+            Ok((message.envelope, state))
+        })
+        .await
+    }
+
     async fn history(&self, id: &QueueId) -> Result<Vec<(usize, RecipientState)>, FileStoreError> {
         let id = id.clone();
         self.blocking(move |store| Ok(store.spool.recipient_history(&id)?))

@@ -161,6 +161,21 @@ pub trait QueueStore: Clone + Send + Sync + 'static {
         id: &QueueId,
     ) -> impl Future<Output = Result<MessageState, Self::Error>> + Send;
 
+    /// A committed message's envelope with each recipient's state, the
+    /// hold flag and the notices recorded: what a scheduler reads back.
+    /// The default opens the message, then reads its state; a backend that
+    /// can read both at once (without the message's bytes) overrides it.
+    fn read_back(
+        &self,
+        id: &QueueId,
+    ) -> impl Future<Output = Result<(Envelope, MessageState), Self::Error>> + Send {
+        async move {
+            let message = self.open(id).await?;
+            let state = self.message_state(id).await?;
+            Ok((message.envelope, state))
+        }
+    }
+
     /// Every recorded state change of `id`'s recipients, oldest first, as
     /// `(recipient index, state)` (for `tern queue show`).
     fn history(

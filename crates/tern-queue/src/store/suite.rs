@@ -263,6 +263,11 @@ pub async fn results_survive_reopen<H: Harness>(mut h: H) {
     );
     assert_eq!(state.notices, BTreeSet::from([(1, "delay".to_owned())]));
     assert!(!state.held);
+    // Read back with its envelope in one go: the same state.
+    let (read_envelope, read_state) = store.read_back(&id).await.unwrap();
+    assert_eq!(read_envelope, store.open(&id).await.unwrap().envelope);
+    assert_eq!(read_envelope.recipients, envelope(3).recipients);
+    assert_eq!(read_state, state);
     assert_eq!(
         store.history(&id).await.unwrap(),
         vec![
@@ -325,6 +330,7 @@ pub async fn hold_release_delete<H: Harness>(mut h: H) {
     assert_eq!(b.list().await.unwrap(), vec![x.clone()]);
     assert!(a.open(&y).await.unwrap_err().is_not_found());
     assert!(a.message_state(&y).await.unwrap_err().is_not_found());
+    assert!(a.read_back(&y).await.unwrap_err().is_not_found());
     let late = a.record_states(&held_by_a, &[(0, delivered(11))]).await;
     assert!(
         late.unwrap_err().is_not_found(),
