@@ -433,6 +433,7 @@ impl QueueManager {
         adopt.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut unattended: HashMap<QueueId, u64> = HashMap::new();
         let mut looking = false;
+        let mut held_cursor: Option<QueueId> = None;
         let me = Arc::new(self);
         loop {
             if *shutdown.borrow() {
@@ -543,8 +544,18 @@ impl QueueManager {
                 }
                 _ = adopt.tick(), if shared && !looking => {
                     looking = true;
-                    let me = Arc::clone(&me);
-                    tasks.spawn(async move { me.unattended().await });
+                    let me2 = Arc::clone(&me);
+                    tasks.spawn(async move { me2.unattended().await });
+                    // Held messages may have been released, delivered or
+                    // deleted through another node meanwhile (its admin
+                    // wakes only its own manager): read them again, a
+                    // batch per look.
+                    let held = scheduler.held(held_cursor.as_ref(), ADOPT_BATCH);
+                    held_cursor = held.last().cloned();
+                    for id in held {
+                        let me = Arc::clone(&me);
+                        tasks.spawn(async move { me.read(id).await });
+                    }
                 }
                 _ = tokio::time::sleep(sleep) => {}
             }

@@ -618,6 +618,27 @@ impl Scheduler {
         }
     }
 
+    /// Up to `limit` held messages, in id order, starting after `after`
+    /// (from the first when `None`, and wrapping around): with a shared
+    /// queue the driver reads them again now and then, since another node
+    /// may have released, delivered or deleted them meanwhile.
+    pub fn held(&self, after: Option<&QueueId>, limit: usize) -> Vec<QueueId> {
+        let mut held: Vec<&QueueId> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.message.held && e.running.is_none())
+            .map(|(id, _)| id)
+            .collect();
+        held.sort();
+        let start = after.map_or(0, |a| held.partition_point(|id| *id <= a));
+        held.iter()
+            .cycle()
+            .skip(start)
+            .take(limit.min(held.len()))
+            .map(|id| (*id).clone())
+            .collect()
+    }
+
     /// Look at message `id` now, pending recipients included (`tern queue
     /// flush`); deferred recipients keep their schedule unless the spool's
     /// states are reset and the message [`submit`](Self::submit)ted again.
@@ -1263,6 +1284,27 @@ mod tests {
         let ended = s.pass_ended(&pass.id, report(vec![(0, deferred())]), T0 + DAY + 62);
         assert_eq!(ended, Ended::default());
         assert!(s.is_empty() && s.next_wakeup().is_none());
+    }
+
+    /// The held messages are listed in id order, a batch at a time after a
+    /// cursor, wrapping around; released and running ones are not held.
+    #[test]
+    fn held_messages_are_listed_in_turn() {
+        let mut s = Scheduler::new(SchedulerConfig::default());
+        for n in 1..=4 {
+            let mut m = message(vec![rcpt(remote("a.test"), None)]);
+            m.held = n != 3;
+            s.submit(id(n), m, T0);
+        }
+        assert_eq!(s.held(None, 10), [id(1), id(2), id(4)]);
+        assert_eq!(s.held(None, 2), [id(1), id(2)]);
+        assert_eq!(s.held(Some(&id(2)), 2), [id(4), id(1)]);
+        assert_eq!(s.held(Some(&id(4)), 1), [id(1)]);
+        s.set_held(&id(2), false, T0);
+        assert_eq!(s.held(Some(&id(1)), 10), [id(4), id(1)]);
+        s.remove(&id(1));
+        s.remove(&id(4));
+        assert!(s.held(None, 10).is_empty());
     }
 
     /// A local failure is typed: it is recorded in the form the spool has

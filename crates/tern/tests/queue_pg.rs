@@ -1,7 +1,8 @@
 //! Two Tern nodes on one PostgreSQL queue (`[queue] backend = "postgres"`,
 //! issue 16): what one node accepted, the other lists, holds, flushes and
 //! delivers; a message whose node stopped is adopted by the other once
-//! nobody holds its lease; and it is delivered once.
+//! nobody holds its lease; a node that saw a message held learns of its
+//! release through another node; and it is delivered once.
 //!
 //! The database is a private PostgreSQL cluster on a loopback port
 //! (`tern_queue_pg::test_cluster`); without PostgreSQL installed the tests
@@ -251,4 +252,36 @@ async fn a_running_node_adopts_what_a_stopped_node_left() {
     .await;
     still_once(&remote).await;
     b.running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_saw_a_message_held_delivers_it_once_released_elsewhere() {
+    let Some((_cluster, url, dns, port)) = setup().await else {
+        return;
+    };
+    let a = Node::start("a", &url, dns.addr, port).await;
+    let b = Node::start("b", &url, dns.addr, port).await;
+    let id = send(a.mx, "frank@remote.test").await;
+    wait_deferred(&a, &id).await;
+    // B holds it; A's next attempt (every second) finds it held, and A's
+    // scheduler keeps it as held.
+    let r = b.admin(Request::Hold { id: id.clone() }).await;
+    assert!(matches!(r, Response::Done { .. }), "{r:?}");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Released through B, which tries it (the MX is still down) and stops.
+    let r = b.admin(Request::Release { id: id.clone() }).await;
+    assert!(matches!(r, Response::Done { .. }), "{r:?}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    b.running.shutdown().await;
+    // Only A is left. It must learn that the message is no longer held
+    // (its admin was never asked): it reads its held messages again.
+    let remote = peer(port).await;
+    wait_until(
+        "A delivers the message released through B",
+        Duration::from_secs(30),
+        async || remote.accepted() == 1 && a.list().await.is_empty(),
+    )
+    .await;
+    still_once(&remote).await;
+    a.running.shutdown().await;
 }
