@@ -37,25 +37,62 @@ fn client_config_with(
     Ok(Arc::new(config))
 }
 
-/// Accepts any certificate chain and name, but checks that the server
-/// holds the key of the certificate it presented (the handshake
-/// signatures), so the session is encrypted to whoever answered: RFC 7435
-/// opportunistic security, unauthenticated.
+/// Tern's one server certificate verifier: the chain and name as `chain`
+/// says, and in every case the handshake signatures, with the ring
+/// provider's algorithms — so the session is encrypted to whoever holds
+/// the key of the certificate presented.
 #[derive(Debug)]
-struct AcceptAnyCertificate {
+struct Verifier {
+    chain: Chain,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
-impl ServerCertVerifier for AcceptAnyCertificate {
+/// What [`Verifier`] checks of the chain and the name.
+#[derive(Debug)]
+enum Chain {
+    /// Nothing: RFC 7435 opportunistic security, unauthenticated.
+    Any,
+    /// webpki against the roots, or else a server certificate that is byte
+    /// for byte one of `pinned` (the admin's `ca_file`): a smarthost's own
+    /// self-signed certificate is usually marked CA:TRUE (what `openssl
+    /// req -x509` makes), which webpki refuses as an end entity
+    /// (`CaUsedAsEndEntity`). Pinning the exact certificate is at least as
+    /// strong as chaining to it.
+    PinnedOrWebPki {
+        pinned: Vec<CertificateDer<'static>>,
+        webpki: Arc<rustls::client::WebPkiServerVerifier>,
+    },
+}
+
+impl Verifier {
+    fn new(chain: Chain) -> Verifier {
+        Verifier {
+            chain,
+            algorithms: provider().signature_verification_algorithms,
+        }
+    }
+}
+
+impl ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
+        let Chain::PinnedOrWebPki { pinned, webpki } = &self.chain else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
+            Ok(v) => Ok(v),
+            Err(_) if pinned.iter().any(|p| p.as_ref() == end_entity.as_ref()) => {
+                Ok(ServerCertVerified::assertion())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     fn verify_tls12_signature(
@@ -89,9 +126,7 @@ pub fn opportunistic_config() -> Result<Arc<rustls::ClientConfig>, OutboundError
     static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, rustls::Error>> = OnceLock::new();
     CONFIG
         .get_or_init(|| {
-            let verifier = Arc::new(AcceptAnyCertificate {
-                algorithms: provider().signature_verification_algorithms,
-            });
+            let verifier = Arc::new(Verifier::new(Chain::Any));
             client_config_with(verifier).map_err(|e| match e {
                 OutboundError::Tls(e) => e,
                 other => rustls::Error::General(other.to_string()),
@@ -136,71 +171,10 @@ pub(super) fn verified_config(
         rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
             .build()
             .map_err(|e| ca_error(e.to_string()))?;
-    client_config_with(Arc::new(PinnedOrWebPki { pinned, webpki }))
-}
-
-/// Verifies the chain with webpki, and also accepts a server certificate
-/// that is byte for byte one of those in the admin's `ca_file`: a
-/// smarthost's own self-signed certificate is usually marked CA:TRUE (what
-/// `openssl req -x509` makes), which webpki refuses as an end entity
-/// (`CaUsedAsEndEntity`). Pinning the exact certificate is at least as
-/// strong as chaining to it; the handshake signatures are still checked.
-#[derive(Debug)]
-struct PinnedOrWebPki {
-    pinned: Vec<CertificateDer<'static>>,
-    webpki: Arc<rustls::client::WebPkiServerVerifier>,
-}
-
-impl ServerCertVerifier for PinnedOrWebPki {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.webpki.verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        ) {
-            Ok(v) => Ok(v),
-            Err(_)
-                if self
-                    .pinned
-                    .iter()
-                    .any(|p| p.as_ref() == end_entity.as_ref()) =>
-            {
-                Ok(ServerCertVerified::assertion())
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.webpki.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.webpki.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.webpki.supported_verify_schemes()
-    }
+    client_config_with(Arc::new(Verifier::new(Chain::PinnedOrWebPki {
+        pinned,
+        webpki,
+    })))
 }
 
 /// The name sent as SNI and checked against the certificate: the host
