@@ -115,6 +115,15 @@ fn lease_from_row(id: QueueId, row: &Row) -> Result<Lease, PgError> {
     })
 }
 
+/// Message `id`'s envelope from its stored text.
+fn decode_envelope(id: &QueueId, text: &str) -> Result<Envelope, PgError> {
+    codec::decode_envelope(text).map_err(|source| PgError::Codec {
+        id: id.clone(),
+        op: "decode",
+        source,
+    })
+}
+
 impl PgStore {
     /// One consistent read of `id`'s recipient states, hold flag and
     /// notices, with its envelope when `envelope` is asked (never the
@@ -145,13 +154,7 @@ impl PgStore {
         let recipients: i32 = row.get(0);
         let held: bool = row.get(1);
         let envelope = match row.get::<_, Option<&str>>(2) {
-            Some(text) => Some(
-                codec::decode_envelope(text).map_err(|source| PgError::Codec {
-                    id: id.clone(),
-                    op: "decode",
-                    source,
-                })?,
-            ),
+            Some(text) => Some(decode_envelope(id, text)?),
             None => None,
         };
         let states = states_of(&tx, id, usize::try_from(recipients).unwrap_or(0)).await?;
@@ -394,11 +397,7 @@ impl QueueStore for PgStore {
             .await
             .map_err(PgError::db("open a message"))?
             .ok_or_else(|| PgError::NotFound(id.clone()))?;
-        let envelope = codec::decode_envelope(row.get(0)).map_err(|source| PgError::Codec {
-            id: id.clone(),
-            op: "decode",
-            source,
-        })?;
+        let envelope = decode_envelope(id, row.get(0))?;
         let body: Vec<u8> = row.get(1);
         Ok(OpenedMessage {
             id: id.clone(),
