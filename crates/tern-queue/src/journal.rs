@@ -508,13 +508,22 @@ fn flush(current: &mut Option<(String, BufWriter<File>)>) {
     }
 }
 
+/// A `since` value [`parse_since`] cannot read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("since {text:?}: expected 2h, 2026-12-04 or 2026-12-04T10:02[:13] (UTC)")]
+#[non_exhaustive]
+pub struct SinceError {
+    /// The value given, trimmed.
+    pub text: String,
+}
+
 /// `since` as `tern trace --since` and `GET /api/trace?since=` take it:
 /// a duration ago (`90s`, `30m`, `2h`, `3d`), a UTC date (`2026-12-04`)
 /// or date and time (`2026-12-04T10:02`, `…:13`, a space instead of `T`
 /// too), or Unix seconds. Returns Unix seconds.
-pub fn parse_since(text: &str, now: u64) -> Result<u64, String> {
+pub fn parse_since(text: &str, now: u64) -> Result<u64, SinceError> {
     let t = text.trim();
-    let bad = || format!("since {t:?}: expected 2h, 2026-12-04 or 2026-12-04T10:02[:13] (UTC)");
+    let bad = || SinceError { text: t.to_owned() };
     if let Some(unit) = t.chars().last().filter(char::is_ascii_alphabetic) {
         let n: u64 = t[..t.len() - 1].parse().map_err(|_| bad())?;
         let secs = match unit {
@@ -535,7 +544,7 @@ pub fn parse_since(text: &str, now: u64) -> Result<u64, String> {
     if d.len() != 3 || !(2..=3).contains(&tm.len()) {
         return Err(bad());
     }
-    let num = |s: &str, max: u32| -> Result<u32, String> {
+    let num = |s: &str, max: u32| -> Result<u32, SinceError> {
         match s.parse::<u32>() {
             Ok(v) if v <= max => Ok(v),
             _ => Err(bad()),

@@ -195,7 +195,7 @@ impl AdminApi {
         let since = match request.query_param("since") {
             Some(s) => match tern_queue::journal::parse_since(&s, unix_now()) {
                 Ok(t) => Some(t),
-                Err(e) => return HttpResponse::error(400, "bad_request", e),
+                Err(e) => return HttpResponse::error(400, "bad_request", e.to_string()),
             },
             None => None,
         };
