@@ -123,6 +123,7 @@ async fn main() {
                 }
             };
             let config = PgConfig {
+                password: None,
                 url,
                 pool_size: tasks.min(32),
                 node: "bench".into(),

@@ -65,6 +65,15 @@ pub enum PgError {
     /// The configuration is unusable.
     #[error("queue: {0}")]
     Config(&'static str),
+    /// `[queue] password_file` cannot be read.
+    #[error("queue: password_file {}: {source}", path.display())]
+    PasswordFile {
+        /// The file named.
+        path: std::path::PathBuf,
+        /// Why it cannot be read.
+        #[source]
+        source: std::io::Error,
+    },
     /// A stored row holds something no Tern writes (a bad id or length).
     #[error("queue: message {id}: invalid stored {what}")]
     Invalid {

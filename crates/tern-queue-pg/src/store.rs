@@ -218,7 +218,10 @@ impl PgStore {
     /// Connect `config.pool_size` connections and bring the schema up to
     /// date ([`migrate`](crate::migrate)).
     pub async fn connect(config: &PgConfig) -> Result<PgStore, PgError> {
-        let pg: tokio_postgres::Config = config.url.parse().map_err(PgError::Url)?;
+        let mut pg: tokio_postgres::Config = config.url.parse().map_err(PgError::Url)?;
+        if let Some(password) = &config.password {
+            pg.password(password);
+        }
         let mut first = connect_one(&pg).await?;
         migrate(&mut first).await?;
         let mut pool = vec![Mutex::new(first)];

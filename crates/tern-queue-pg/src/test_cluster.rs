@@ -27,7 +27,7 @@
 //! use tern_queue_pg::test_cluster::TestCluster;
 //! let Some(cluster) = TestCluster::start().await? else { return Ok(()) };
 //! let url = cluster.create_database("three_nodes").await?;
-//! // PgStore::connect(&PgConfig { url, pool_size: 4, node: "a".into() }) …
+//! // PgStore::connect(&PgConfig { url, password: None, pool_size: 4, node: "a".into() }) …
 //! # let _ = url; Ok(()) }
 //! ```
 //!

@@ -41,6 +41,7 @@ async fn backends_do_not_mix() {
     let url = cluster.create_database("mix").await.unwrap();
     let pg = AnyStore::Postgres(
         PgStore::connect(&PgConfig {
+            password: None,
             url,
             pool_size: 1,
             node: "n".into(),

@@ -18,6 +18,7 @@ impl Pg {
     async fn connect(&mut self) -> PgStore {
         self.nodes += 1;
         let config = PgConfig {
+            password: None,
             url: self.url.clone(),
             pool_size: 2,
             node: format!("node{}", self.nodes),
@@ -62,6 +63,7 @@ async fn three_nodes_migrate_once() {
     let Some(mut h) = pg().await else { return };
     let configs: Vec<PgConfig> = (0..3)
         .map(|i| PgConfig {
+            password: None,
             url: h.url.clone(),
             pool_size: 1,
             node: format!("n{i}"),

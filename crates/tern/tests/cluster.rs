@@ -258,6 +258,7 @@ impl Harness {
         let mut ids = BTreeSet::new();
         if let Backend::Postgres(url) = &self.backend {
             let store = PgStore::connect(&PgConfig {
+                password: None,
                 url: url.clone(),
                 pool_size: 1,
                 node: "test".into(),
