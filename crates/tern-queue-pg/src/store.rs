@@ -317,6 +317,17 @@ async fn states_of(
     id: &QueueId,
     recipients: usize,
 ) -> Result<Vec<RecipientState>, PgError> {
+    Ok(apply_records(
+        recipients,
+        recorded_states(client, id).await?,
+    ))
+}
+
+/// The states recorded for `id`, as `(recipient index, state)`.
+async fn recorded_states(
+    client: &impl GenericClient,
+    id: &QueueId,
+) -> Result<Vec<(usize, RecipientState)>, PgError> {
     let rows = client
         .query(
             "SELECT idx, state FROM queue_recipients WHERE message_id = $1",
@@ -337,7 +348,7 @@ async fn states_of(
             recorded.push((index, state));
         }
     }
-    Ok(apply_records(recipients, recorded))
+    Ok(recorded)
 }
 
 impl QueueStore for PgStore {
@@ -546,42 +557,58 @@ impl QueueStore for PgStore {
         let id = &lease.id;
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(PgError::db("begin"))?;
-        let recipients = lock_leased(&tx, lease).await?;
-        if !states.is_empty() {
+        if states.is_empty() {
+            lock_leased(&tx, lease).await?;
+        } else {
+            // The lock and the states it protects, sent together (the
+            // server runs them in order): one round trip.
+            let (recipients, recorded) =
+                tokio::join!(lock_leased(&tx, lease), recorded_states(&tx, id));
+            let recipients = recipients?;
+            let mut current = apply_records(recipients, recorded?);
+            // Applied in order under the queue's rule, as a reader would:
+            // over a final state, no change (and no history).
+            let (mut idxs, mut texts, mut finals) = (Vec::new(), Vec::new(), Vec::new());
             for (index, state) in states {
-                let Some(idx) = index_to_db(*index).filter(|_| *index < recipients) else {
+                let (Some(slot), Some(idx)) = (current.get_mut(*index), index_to_db(*index)) else {
                     continue; // no such recipient: ignored, as on reading
                 };
-                let text = codec::encode_state(state);
-                // Over a final state: no change (and no history).
-                let changed = tx
-                    .query_opt(
-                        "INSERT INTO queue_recipients (message_id, idx, state, final)
-                         VALUES ($1, $2, $3, $4)
-                         ON CONFLICT (message_id, idx) DO UPDATE
-                         SET state = EXCLUDED.state, final = EXCLUDED.final
-                         WHERE NOT queue_recipients.final
-                         RETURNING 1",
-                        &[&id.as_str(), &idx, &text, &state.is_final()],
-                    )
-                    .await
-                    .map_err(PgError::db("record a recipient state"))?;
-                if changed.is_some() {
-                    tx.execute(
-                        "INSERT INTO queue_history (message_id, idx, state) VALUES ($1, $2, $3)",
-                        &[&id.as_str(), &idx, &text],
-                    )
-                    .await
-                    .map_err(PgError::db("record history"))?;
+                if slot.is_final() {
+                    continue;
                 }
+                *slot = state.clone();
+                idxs.push(idx);
+                texts.push(codec::encode_state(state));
+                finals.push(state.is_final());
             }
-            let states = states_of(&tx, id, recipients).await?;
+            // The new states, their history in order and the due time in
+            // one statement.
             tx.execute(
-                "UPDATE queue_messages SET due_at = $2 WHERE id = $1",
-                &[&id.as_str(), &to_i64(due_at(&states))],
+                "WITH input AS (
+                     SELECT * FROM unnest($2::int4[], $3::text[], $4::bool[])
+                         WITH ORDINALITY AS t(idx, state, final, ord)
+                 ), latest AS (
+                     INSERT INTO queue_recipients (message_id, idx, state, final)
+                     SELECT DISTINCT ON (idx) $1, idx, state, final FROM input
+                     ORDER BY idx, ord DESC
+                     ON CONFLICT (message_id, idx) DO UPDATE
+                     SET state = EXCLUDED.state, final = EXCLUDED.final
+                     WHERE NOT queue_recipients.final
+                 ), history AS (
+                     INSERT INTO queue_history (message_id, idx, state)
+                     SELECT $1, idx, state FROM input ORDER BY ord
+                 )
+                 UPDATE queue_messages SET due_at = $5 WHERE id = $1",
+                &[
+                    &id.as_str(),
+                    &idxs,
+                    &texts,
+                    &finals,
+                    &to_i64(due_at(&current)),
+                ],
             )
             .await
-            .map_err(PgError::db("update the due time"))?;
+            .map_err(PgError::db("record recipient states"))?;
         }
         // Returns once the server has flushed the commit.
         tx.commit().await.map_err(PgError::db("commit"))

@@ -38,6 +38,7 @@ pub const CASES: &[&str] = &[
     "uncommitted_message_is_not_stored",
     "leases_are_exclusive_and_expire",
     "results_survive_reopen",
+    "one_record_applies_its_states_in_order",
     "hold_release_delete",
     "remove_under_lease",
     "list_due_orders_by_next_attempt",
@@ -50,6 +51,7 @@ pub async fn run_all<H: Harness, F: Future<Output = H>>(mut make: impl FnMut() -
     uncommitted_message_is_not_stored(make().await).await;
     leases_are_exclusive_and_expire(make().await).await;
     results_survive_reopen(make().await).await;
+    one_record_applies_its_states_in_order(make().await).await;
     hold_release_delete(make().await).await;
     remove_under_lease(make().await).await;
     list_due_orders_by_next_attempt(make().await).await;
@@ -281,6 +283,48 @@ pub async fn results_survive_reopen<H: Harness>(mut h: H) {
     assert!(store.lease(&id, 100 + TTL, TTL).await.unwrap().is_some());
 }
 
+/// One record with several states for one recipient applies them in
+/// order, as separate records would: a state over a final one changes
+/// nothing and leaves no history; the message is due at its earliest
+/// deferred recipient.
+pub async fn one_record_applies_its_states_in_order<H: Harness>(mut h: H) {
+    let store = h.open().await;
+    let id = commit(&store, 5, 3).await;
+    let lease = store.lease(&id, 100, TTL).await.unwrap().unwrap();
+    store
+        .record_states(
+            &lease,
+            &[
+                (1, deferred(1, 700)),
+                (0, deferred(1, 500)),
+                (0, delivered(160)),
+                (0, deferred(2, 900)),
+                (2, deferred(1, 600)),
+            ],
+        )
+        .await
+        .unwrap();
+    let state = store.message_state(&id).await.unwrap();
+    assert_eq!(
+        state.states,
+        vec![delivered(160), deferred(1, 700), deferred(1, 600)]
+    );
+    assert_eq!(
+        store.history(&id).await.unwrap(),
+        vec![
+            (1, deferred(1, 700)),
+            (0, deferred(1, 500)),
+            (0, delivered(160)),
+            (2, deferred(1, 600)),
+        ]
+    );
+    drop(lease);
+    // Due at 600 (recipient 2), not before.
+    assert!(store.list_due(599, 10).await.unwrap().is_empty());
+    let due = store.list_due(600, 10).await.unwrap();
+    assert_eq!(due.iter().map(|d| &d.id).collect::<Vec<_>>(), [&id]);
+}
+
 /// Admin commands: a held message is never due (but keeps its states), a
 /// released one is due again, a deleted one is gone for every handle —
 /// including a pass that held its lease.
@@ -480,6 +524,7 @@ macro_rules! queue_store_suite {
         $crate::queue_store_suite!(@case $harness, uncommitted_message_is_not_stored);
         $crate::queue_store_suite!(@case $harness, leases_are_exclusive_and_expire);
         $crate::queue_store_suite!(@case $harness, results_survive_reopen);
+        $crate::queue_store_suite!(@case $harness, one_record_applies_its_states_in_order);
         $crate::queue_store_suite!(@case $harness, hold_release_delete);
         $crate::queue_store_suite!(@case $harness, remove_under_lease);
         $crate::queue_store_suite!(@case $harness, list_due_orders_by_next_attempt);
