@@ -27,6 +27,26 @@ use tokio::io::{AsyncBufReadExt as _, AsyncRead, AsyncWrite, AsyncWriteExt as _,
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+/// A queued recipient at `index` whose stored address is `text`, read as
+/// the queue reads it: a text that no longer parses makes an unreadable
+/// recipient.
+fn stored(index: usize, text: &str) -> RemoteRecipient {
+    match tern_queue::envelope::read_address(text) {
+        Ok(m) => RemoteRecipient::new(index, m),
+        Err(error) => RemoteRecipient {
+            unreadable: Some(tern_queue::UnreadableAddress {
+                text: text.to_owned(),
+                error,
+            }),
+            ..RemoteRecipient::new(index, tern_queue::envelope::unreadable_placeholder())
+        },
+    }
+}
+
+/// A sender for a message that lives as long as the test.
+fn sender(text: &str) -> &'static tern_types::ReversePath {
+    Box::leak(Box::new(tern_queue::envelope::read_sender(text).unwrap()))
+}
 const HELO: &str = "client.example.org";
 
 // ------------------------------------------------------------ The server
@@ -374,7 +394,7 @@ fn settings(port: u16) -> OutboundSettings {
 
 fn msg(data: &[u8]) -> OutboundMessage<'_> {
     OutboundMessage {
-        sender: "alice@example.org",
+        sender: sender("alice@example.org"),
         body: BodyType::SevenBit,
         smtputf8: false,
         ret: None,
@@ -387,7 +407,7 @@ fn rcpts(addrs: &[&str]) -> Vec<RemoteRecipient> {
     addrs
         .iter()
         .enumerate()
-        .map(|(i, a)| RemoteRecipient::new(i + 10, *a))
+        .map(|(i, a)| stored(i + 10, a))
         .collect()
 }
 
@@ -1159,7 +1179,7 @@ async fn invalid_addresses_fail_alone() {
 async fn null_sender_is_sent_as_empty_path() {
     let (port, srv) = servers(vec![("127.0.0.23", Script::new())]).await;
     let mut m = msg(b"x\r\n");
-    m.sender = "";
+    m.sender = sender("");
     let d = deliver_to_domain(
         &settings(port),
         &one_mx("127.0.0.23"),
