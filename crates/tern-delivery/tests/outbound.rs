@@ -1175,6 +1175,32 @@ async fn invalid_addresses_fail_alone() {
     assert_eq!(srv[0].conns().len(), 1);
 }
 
+/// Recipients whose stored address no longer parses, alone in their
+/// group, fail at once: no DNS query, no connection.
+#[tokio::test]
+async fn unreadable_addresses_alone_ask_no_dns() {
+    let resolver = StaticResolver::new();
+    let r = rcpts(&["no at sign", "bad address@example.test"]);
+    assert!(r.iter().all(|r| r.unreadable.is_some()));
+    let d = deliver_to_domain(&settings(25), &resolver, "", &msg(b"x\r\n"), &r, 1).await;
+    assert_eq!(d.results.len(), 2);
+    for ((index, result), (want, text)) in d
+        .results
+        .iter()
+        .zip([(10, "no at sign"), (11, "bad address@example.test")])
+    {
+        assert_eq!(*index, want);
+        let AttemptResult::Failed(t) = result else {
+            panic!("{d:?}")
+        };
+        let t = t.to_string();
+        assert!(t.starts_with("553 5.1.3"), "{t}");
+        assert!(t.contains(text), "the reason names the stored text: {t}");
+    }
+    assert!(resolver.queries().is_empty(), "{:?}", resolver.queries());
+    assert_eq!(d.remote_mta, None);
+}
+
 #[tokio::test]
 async fn null_sender_is_sent_as_empty_path() {
     let (port, srv) = servers(vec![("127.0.0.23", Script::new())]).await;

@@ -685,6 +685,14 @@ mod tests {
         assert_eq!(e.recipients[2].address.to_string(), "dave@remote.test");
         assert!(e.recipients[2].unreadable_address.is_none());
         assert_eq!(serde_json::to_string(&e).unwrap(), json);
+        // The scheduler treats the message as from <>: no report to a
+        // sender that does not parse, failures to the postmaster.
+        let scheduled =
+            crate::ScheduledMessage::from_spool(&e, crate::MessageState::default(), |_| {
+                crate::Destination::Maildir
+            });
+        assert!(scheduled.null_sender);
+        assert_eq!(scheduled.recipients.len(), 3);
     }
 
     #[test]
