@@ -28,8 +28,8 @@
 use std::fmt::Write as _;
 
 use tern_queue::{Envelope, Recipient};
-use tern_types::EnhancedStatus;
 use tern_types::dsn::Notify;
+use tern_types::{EnhancedStatus, Mailbox};
 
 /// Longest line (without CRLF) RFC 5322 allows.
 const MAX_LINE: usize = 998;
@@ -171,10 +171,11 @@ pub fn recipient_notify(recipient: &Recipient) -> Notify {
 }
 
 /// Where a report about `envelope` goes: its sender, or `None` for the null
-/// sender `<>` (a bounce, or another report): never bounce a bounce.
-pub fn bounce_recipient(envelope: &Envelope) -> Option<String> {
-    let sender = envelope.sender.trim();
-    (!sender.is_empty() && sender != "<>").then(|| sender.to_owned())
+/// sender `<>` (a bounce, or another report): never bounce a bounce. A
+/// stored sender that no longer parses reads as `<>` (see
+/// [`tern_queue::envelope`]), so its reports go to the postmaster.
+pub fn bounce_recipient(envelope: &Envelope) -> Option<&Mailbox> {
+    envelope.sender.mailbox()
 }
 
 /// `Unix seconds` as an RFC 5322 date in UTC, e.g.
@@ -236,7 +237,7 @@ pub fn build_dsn(input: &DsnInput<'_>) -> Vec<u8> {
         &format!("Mail Delivery System <MAILER-DAEMON@{host}>"),
     );
     let to = match bounce_recipient(input.envelope) {
-        Some(sender) => clean_text(&sender),
+        Some(sender) => clean_text(&sender.to_string()),
         None => format!("postmaster@{host}"),
     };
     push_field(&mut head, "To", &format!("<{to}>"));

@@ -37,14 +37,14 @@
 //! use tern_types::dsn::BodyType;
 //! let target: LmtpTarget = "unix:/run/dovecot/lmtp".parse().unwrap();
 //! let msg = OutboundMessage {
-//!     sender: "alice@example.org",
+//!     sender: &"alice@example.org".parse::<tern_types::Mailbox>().unwrap().into(),
 //!     body: BodyType::SevenBit,
 //!     smtputf8: false,
 //!     ret: None,
 //!     envid: None,
 //!     data: MessageData::Bytes(b"Subject: hi\r\n\r\nHello.\r\n"),
 //! };
-//! let rcpts = [RemoteRecipient::new(0, "bob@example.org")];
+//! let rcpts = [RemoteRecipient::new(0, "bob@example.org".parse().unwrap())];
 //! let done = deliver_lmtp(&target, "mx.example.org", &msg, &rcpts, &ClientTimeouts::default()).await;
 //! assert_eq!(done.results.len(), 1);
 //! # }

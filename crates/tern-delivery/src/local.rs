@@ -230,7 +230,9 @@ pub fn deliver_local_leased(
                 // Delivered but not recorded: the retry finds the copy (step 2).
                 warn!(queue_id = %id, rcpt = index, mailbox = %mailbox, error = %e,
                     "cannot record a local delivery; will look again");
-                let address = message.envelope.recipients[index].address.clone();
+                let address = message.envelope.recipients[index]
+                    .address_text()
+                    .into_owned();
                 report.deferred.push((index, address, storage_error(&e)));
             }
         }
@@ -366,7 +368,7 @@ impl<'a> Attempt<'a> {
                         "local delivery deferred");
                     report
                         .deferred
-                        .push((index, rcpt.address.clone(), e.error()));
+                        .push((index, rcpt.address_text().into_owned(), e.error()));
                 }
             }
         }
@@ -380,7 +382,7 @@ impl<'a> Attempt<'a> {
                 Err(e) => {
                     warn!(queue_id = %self.id, rcpt = index, mailbox = %mailbox, error = %e,
                         "local delivery deferred");
-                    let address = self.envelope.recipients[index].address.clone();
+                    let address = self.envelope.recipients[index].address_text().into_owned();
                     report.deferred.push((index, address, storage_error(&e)));
                 }
             }
@@ -429,7 +431,7 @@ impl<'a> Attempt<'a> {
             Folder::Inbox
         };
         let name = unique_name(self.envelope.received_at, id.as_str(), index, self.hostname);
-        let prefix = trace_prefix(&self.envelope.sender, &rcpt.address);
+        let prefix = trace_prefix(&self.envelope.sender_text(), &rcpt.address_text());
         // Through the mail store: the folder, the quota (452 4.2.2 when
         // full), the Maildir created at a mailbox's first message.
         let size = self.envelope.size + prefix.len() as u64;

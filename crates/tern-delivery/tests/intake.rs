@@ -25,7 +25,10 @@ fn names(dir: &Path) -> Vec<String> {
 
 fn envelope() -> Envelope {
     Envelope {
-        sender: "carol@sender.test".into(),
+        sender: "carol@sender.test"
+            .parse::<tern_types::Mailbox>()
+            .unwrap()
+            .into(),
         recipients: Vec::new(),
         received_at: 1_700_000_000,
         ..Envelope::default()

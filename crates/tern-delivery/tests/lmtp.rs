@@ -14,6 +14,26 @@ use tern_smtp::client::ClientTimeouts;
 use tern_testkit::script::{self, Script, Scripted};
 use tern_types::dsn::BodyType;
 
+/// A queued recipient at `index` whose stored address is `text`, read as
+/// the queue reads it: a text that no longer parses makes an unreadable
+/// recipient.
+fn stored(index: usize, text: &str) -> RemoteRecipient {
+    match tern_queue::envelope::read_address(text) {
+        Ok(m) => RemoteRecipient::new(index, m),
+        Err(error) => RemoteRecipient {
+            unreadable: Some(tern_queue::UnreadableAddress {
+                text: text.to_owned(),
+                error,
+            }),
+            ..RemoteRecipient::new(index, tern_queue::envelope::unreadable_placeholder())
+        },
+    }
+}
+
+/// A sender for a message that lives as long as the test.
+fn sender(text: &str) -> &'static tern_types::ReversePath {
+    Box::leak(Box::new(tern_queue::envelope::read_sender(text).unwrap()))
+}
 const HELO: &str = "mx.tern.test";
 
 /// What the server saw on its one connection.
@@ -56,7 +76,7 @@ const DATA: &[u8] = b"Subject: to the mailbox server\r\n\r\n.leading dot\nbare L
 
 fn message() -> OutboundMessage<'static> {
     OutboundMessage {
-        sender: "alice@example.test",
+        sender: sender("alice@example.test"),
         body: BodyType::EightBitMime,
         smtputf8: false,
         ret: None,
@@ -68,7 +88,7 @@ fn message() -> OutboundMessage<'static> {
 /// `u0@lmtp.test`… with envelope indexes 10, 11…
 fn rcpts(n: usize) -> Vec<RemoteRecipient> {
     (0..n)
-        .map(|i| RemoteRecipient::new(10 + i, format!("u{i}@lmtp.test")))
+        .map(|i| stored(10 + i, &format!("u{i}@lmtp.test")))
         .collect()
 }
 
@@ -333,10 +353,7 @@ async fn an_unusable_address_fails_alone() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("lmtp");
     let server = unix_server(&path, Script::lmtp(&["250 2.0.0 saved"]));
-    let list = vec![
-        RemoteRecipient::new(3, "not an address"),
-        RemoteRecipient::new(4, "u0@lmtp.test"),
-    ];
+    let list = vec![stored(3, "not an address"), stored(4, "u0@lmtp.test")];
     let r = deliver_lmtp(
         &LmtpTarget::Unix(path),
         HELO,

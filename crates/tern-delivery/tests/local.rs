@@ -70,15 +70,24 @@ impl Fixture {
         let mut msg = self.spool().create().unwrap();
         msg.write(BODY).unwrap();
         let envelope = Envelope {
-            sender: "carol@sender.test".into(),
+            sender: "carol@sender.test"
+                .parse::<tern_types::Mailbox>()
+                .unwrap()
+                .into(),
             recipients: rcpts
                 .iter()
                 .map(|(address, mailbox)| Recipient {
-                    address: (*address).into(),
-                    original: address.to_uppercase(),
+                    address: address.parse().unwrap(),
+                    original: address
+                        .to_uppercase()
+                        .parse::<tern_types::Mailbox>()
+                        .unwrap()
+                        .into(),
                     mailbox: mailbox.map(str::to_owned),
                     notify: notify.map(|n| n.parse().unwrap()),
                     orcpt: None,
+                    unreadable_address: None,
+                    unreadable_original: None,
                 })
                 .collect(),
             received_at: 1_700_000_000,
@@ -547,7 +556,10 @@ fn success_notice_source_is_kept_only_when_asked() {
     let source = report
         .notice_source
         .expect("NOTIFY=SUCCESS keeps the source");
-    assert_eq!(source.envelope.recipients[0].address, "alice@example.test");
+    assert_eq!(
+        source.envelope.recipients[0].address.to_string(),
+        "alice@example.test"
+    );
     assert_eq!(source.head, BODY);
     // Default NOTIFY (failure and delay only): nothing kept.
     let id = fx.enqueue(&[("alice@example.test", Some("alice@example.test"))]);

@@ -25,6 +25,26 @@ use tern_types::ServerReply;
 use tern_types::dsn::BodyType;
 use tokio::net::TcpListener;
 
+/// A queued recipient at `index` whose stored address is `text`, read as
+/// the queue reads it: a text that no longer parses makes an unreadable
+/// recipient.
+fn stored(index: usize, text: &str) -> RemoteRecipient {
+    match tern_queue::envelope::read_address(text) {
+        Ok(m) => RemoteRecipient::new(index, m),
+        Err(error) => RemoteRecipient {
+            unreadable: Some(tern_queue::UnreadableAddress {
+                text: text.to_owned(),
+                error,
+            }),
+            ..RemoteRecipient::new(index, tern_queue::envelope::unreadable_placeholder())
+        },
+    }
+}
+
+/// A sender for a message that lives as long as the test.
+fn sender(text: &str) -> &'static tern_types::ReversePath {
+    Box::leak(Box::new(tern_queue::envelope::read_sender(text).unwrap()))
+}
 const HELO: &str = "client.example.org";
 
 // ------------------------------------------------------------ The server
@@ -64,7 +84,7 @@ fn settings(port: u16) -> OutboundSettings {
 
 fn msg(data: &[u8]) -> OutboundMessage<'_> {
     OutboundMessage {
-        sender: "alice@example.org",
+        sender: sender("alice@example.org"),
         body: BodyType::SevenBit,
         smtputf8: false,
         ret: None,
@@ -77,7 +97,7 @@ fn rcpts(addrs: &[&str]) -> Vec<RemoteRecipient> {
     addrs
         .iter()
         .enumerate()
-        .map(|(i, a)| RemoteRecipient::new(i + 10, *a))
+        .map(|(i, a)| stored(i + 10, a))
         .collect()
 }
 
@@ -841,11 +861,37 @@ async fn invalid_addresses_fail_alone() {
     assert_eq!(srv[0].conns().len(), 1);
 }
 
+/// Recipients whose stored address no longer parses, alone in their
+/// group, fail at once: no DNS query, no connection.
+#[tokio::test]
+async fn unreadable_addresses_alone_ask_no_dns() {
+    let resolver = StaticResolver::new();
+    let r = rcpts(&["no at sign", "bad address@example.test"]);
+    assert!(r.iter().all(|r| r.unreadable.is_some()));
+    let d = deliver_to_domain(&settings(25), &resolver, "", &msg(b"x\r\n"), &r, 1).await;
+    assert_eq!(d.results.len(), 2);
+    for ((index, result), (want, text)) in d
+        .results
+        .iter()
+        .zip([(10, "no at sign"), (11, "bad address@example.test")])
+    {
+        assert_eq!(*index, want);
+        let AttemptResult::Failed(t) = result else {
+            panic!("{d:?}")
+        };
+        let t = t.to_string();
+        assert!(t.starts_with("553 5.1.3"), "{t}");
+        assert!(t.contains(text), "the reason names the stored text: {t}");
+    }
+    assert!(resolver.queries().is_empty(), "{:?}", resolver.queries());
+    assert_eq!(d.remote_mta, None);
+}
+
 #[tokio::test]
 async fn null_sender_is_sent_as_empty_path() {
     let (port, srv) = servers(vec![("127.0.0.23", Script::smtp())]).await;
     let mut m = msg(b"x\r\n");
-    m.sender = "";
+    m.sender = sender("");
     let d = deliver_to_domain(
         &settings(port),
         &one_mx("127.0.0.23"),

@@ -18,11 +18,31 @@ use tern_smtp::client::ClientTimeouts;
 use tern_testkit::smtp::{RunningPeer, SmtpPeer};
 use tern_types::dsn::BodyType;
 
+/// A queued recipient at `index` whose stored address is `text`, read as
+/// the queue reads it: a text that no longer parses makes an unreadable
+/// recipient.
+fn stored(index: usize, text: &str) -> RemoteRecipient {
+    match tern_queue::envelope::read_address(text) {
+        Ok(m) => RemoteRecipient::new(index, m),
+        Err(error) => RemoteRecipient {
+            unreadable: Some(tern_queue::UnreadableAddress {
+                text: text.to_owned(),
+                error,
+            }),
+            ..RemoteRecipient::new(index, tern_queue::envelope::unreadable_placeholder())
+        },
+    }
+}
+
+/// A sender for a message that lives as long as the test.
+fn sender(text: &str) -> &'static tern_types::ReversePath {
+    Box::leak(Box::new(tern_queue::envelope::read_sender(text).unwrap()))
+}
 const HELO: &str = "node.tern.test";
 
 fn message(data: &[u8]) -> OutboundMessage<'_> {
     OutboundMessage {
-        sender: "alice@example.org",
+        sender: sender("alice@example.org"),
         body: BodyType::SevenBit,
         smtputf8: false,
         ret: None,
@@ -108,7 +128,7 @@ async fn lmtp_says_quit_only_once_settled_and_a_drop_cuts_in_the_window() {
         .bind("127.0.0.1:0".parse().unwrap())
         .await;
     let target = LmtpTarget::Tcp("127.0.0.1".into(), peer.addr.port());
-    let rcpts = [RemoteRecipient::new(3, "u@lmtp.test")];
+    let rcpts = [stored(3, "u@lmtp.test")];
     let data = b"Subject: one\r\n\r\nbody\r\n";
     let (done, open) =
         deliver_lmtp_unsettled(&target, HELO, &message(data), &rcpts, &timeouts()).await;
@@ -146,7 +166,7 @@ async fn smtp_without_a_cache_says_quit_only_once_settled() {
         .extension("PIPELINING")
         .bind("127.0.0.1:0".parse().unwrap())
         .await;
-    let rcpts = [RemoteRecipient::new(0, "bob@example.test")];
+    let rcpts = [stored(0, "bob@example.test")];
     let data = b"Subject: two\r\n\r\nbody\r\n";
     let (done, open) = deliver_to_domain_unsettled(
         &settings(peer.addr.port()),
@@ -177,7 +197,7 @@ async fn smtp_with_a_cache_goes_back_to_it_only_once_settled() {
         .await;
     let cache = ConnectionCache::new(Duration::from_secs(30), 4);
     let settings = settings(peer.addr.port());
-    let rcpts = [RemoteRecipient::new(0, "bob@example.test")];
+    let rcpts = [stored(0, "bob@example.test")];
     let data = b"Subject: three\r\n\r\nbody\r\n";
     let (resolver, msg) = (resolver(), message(data));
     let deliver = || {

@@ -424,8 +424,8 @@ impl QueueAdmin {
             .enumerate()
             .map(|(index, (rcpt, state))| RecipientInfo {
                 index,
-                address: rcpt.address.clone(),
-                original: rcpt.original.clone(),
+                address: rcpt.address_text().into_owned(),
+                original: rcpt.original_text().into_owned(),
                 local: rcpt.is_local(),
                 state,
             })
@@ -454,7 +454,7 @@ impl QueueAdmin {
             received_at: envelope.received_at,
             age: now.saturating_sub(envelope.received_at),
             size: message.data_len,
-            sender: envelope.sender.clone(),
+            sender: envelope.sender_text().into_owned(),
             held,
             recipients,
             next_attempt,
@@ -542,7 +542,8 @@ impl QueueAdmin {
                     continue;
                 }
                 if let Some(d) = domain {
-                    let rdomain = rcpt.address.rsplit_once('@').map_or("", |(_, d)| d);
+                    let address = rcpt.address_text();
+                    let rdomain = address.rsplit_once('@').map_or("", |(_, d)| d);
                     if !rdomain.eq_ignore_ascii_case(d.trim_end_matches('.')) {
                         continue;
                     }
@@ -768,7 +769,7 @@ impl QueueAdmin {
                 self.journal.record(
                     qid.as_str(),
                     JournalEvent::Bounced {
-                        to: r.address.clone(),
+                        to: r.address_text().into_owned(),
                         via: "admin".into(),
                         relay: None,
                         reply: ADMIN_BOUNCE_REPLY.to_owned(),
@@ -791,7 +792,7 @@ impl QueueAdmin {
                 qid.as_str(),
                 JournalEvent::Notice {
                     kind: "failure".into(),
-                    to: to.clone(),
+                    to: to.to_string(),
                     notice_id: b.to_string(),
                 },
             );
@@ -800,7 +801,7 @@ impl QueueAdmin {
                 JournalEvent::Generated {
                     about: qid.to_string(),
                     kind: "failure".into(),
-                    to: to.clone(),
+                    to: to.to_string(),
                 },
             );
         }
@@ -1218,13 +1219,7 @@ mod tests {
     }
 
     fn rcpt(address: &str) -> tern_queue::Recipient {
-        tern_queue::Recipient {
-            address: address.into(),
-            original: address.into(),
-            mailbox: None,
-            notify: None,
-            orcpt: None,
-        }
+        tern_queue::Recipient::new(address.parse().unwrap())
     }
 
     /// A spool holding one message from alice to three remote recipients.
@@ -1241,7 +1236,10 @@ mod tests {
         msg.write(b"Subject: hello\r\nX-A: 1\r\n\r\nbody\r\n")
             .unwrap();
         let envelope = tern_queue::Envelope {
-            sender: "alice@example.test".into(),
+            sender: "alice@example.test"
+                .parse::<tern_types::Mailbox>()
+                .unwrap()
+                .into(),
             recipients: vec![
                 rcpt("done@remote.test"),
                 rcpt("late@remote.test"),
@@ -1393,7 +1391,7 @@ mod tests {
         assert_eq!(left.len(), 1);
         assert_ne!(left[0], id);
         let dsn = spool_of(&admin).open_message(&left[0]).unwrap();
-        assert_eq!(dsn.envelope.sender, "");
+        assert_eq!(dsn.envelope.sender_text(), "");
         assert_eq!(
             dsn.envelope.recipients[0].mailbox.as_deref(),
             Some("alice@example.test")

@@ -23,8 +23,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use tern_queue::envelope::unreadable_placeholder;
 use tern_queue::store::{IncomingBody as _, QueueStore as _};
-use tern_queue::{Envelope, Recipient, SpoolError};
+use tern_queue::{Envelope, Recipient, SpoolError, UnreadableAddress};
 use tern_queue_pg::{AnyIncoming, AnyStoreError};
 use tern_sasl::{Answer, FailureKind};
 use tern_smtp::command::{MailParams, RcptParams};
@@ -33,7 +34,9 @@ use tern_smtp::reply::Reply;
 use tern_smtp::server::{AuthQuestion, Event, ServerConfig, ServerSession, TimeoutClass};
 use tern_store::{Resolution, Target};
 use tern_types::dsn::Notify;
-use tern_types::{EnhancedStatus, ForwardPath, Mailbox, ReversePath};
+use tern_types::{
+    AddressError, Domain, EnhancedStatus, ForwardPath, Host, LocalPart, Mailbox, ReversePath,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
@@ -57,7 +60,7 @@ const READ_BUFFER: usize = 64 * 1024;
 /// A recipient the session accepted.
 #[derive(Debug)]
 struct AcceptedRcpt {
-    original: String,
+    original: ForwardPath,
     params: RcptParams,
     targets: Vec<Target>,
 }
@@ -336,6 +339,19 @@ fn out_of_sequence() -> Reply {
         EnhancedStatus::new(5, 5, 1),
         "Bad sequence of commands",
     )
+}
+
+/// The address of a mailbox key (`local@domain`, see [`tern_store::key`]),
+/// made from its two parts: a key's local part is already decoded, so only
+/// the domain is checked, never the text re-parsed as an address.
+pub(crate) fn key_address(key: &str) -> Result<Mailbox, AddressError> {
+    let (local, domain) = key
+        .rsplit_once('@')
+        .ok_or(AddressError::Syntax("missing @domain"))?;
+    Ok(Mailbox {
+        local_part: LocalPart::new(local, true)?,
+        host: Host::Domain(Domain::parse_utf8(domain)?),
+    })
 }
 
 fn reverse_path_address(from: &ReversePath) -> String {
@@ -737,7 +753,7 @@ impl Connection {
         let address = forward_path_address(&to);
         let resolution = self.ctx.directory.resolve(&to);
         let may_relay = self.auth_user.is_some() || self.ctx.relay.is_trusted(self.peer.ip());
-        match decide_recipient(resolution, &address, may_relay) {
+        match decide_recipient(resolution, &to, may_relay) {
             RcptVerdict::Accept(targets) => {
                 if let Some(user) = &self.auth_user
                     && let Err(retry) = self.ctx.abuse.recipient(user, Instant::now())
@@ -781,7 +797,7 @@ impl Connection {
                 }
                 debug!(to = %escape_for_log(&address), "recipient accepted");
                 tx.rcpts.push(AcceptedRcpt {
-                    original: address,
+                    original: to,
                     params,
                     targets,
                 });
@@ -814,7 +830,7 @@ impl Connection {
             }
         };
         let queue_id = message.id().to_string();
-        let for_rcpt = (tx.rcpts.len() == 1).then(|| tx.rcpts[0].original.clone());
+        let for_rcpt = (tx.rcpts.len() == 1).then(|| forward_path_address(&tx.rcpts[0].original));
         let header = received_header(&ReceivedInfo {
             helo: session.helo_name(),
             peer_ip: self.peer.ip(),
@@ -894,12 +910,17 @@ impl Connection {
                     .any(|t| matches!(t, Target::Remote { .. }))
                     .then(|| {
                         r.original
-                            .rsplit_once('@')
-                            .map(|(_, d)| d.to_ascii_lowercase())
+                            .mailbox()
+                            .map(|m| m.host.to_string().to_ascii_lowercase())
                     })
                     .flatten()
             });
-            let rcpts: Vec<&str> = tx.rcpts.iter().map(|r| r.original.as_str()).collect();
+            let originals: Vec<String> = tx
+                .rcpts
+                .iter()
+                .map(|r| forward_path_address(&r.original))
+                .collect();
+            let rcpts: Vec<&str> = originals.iter().map(String::as_str).collect();
             let info = crate::filter::eom::MessageInfo {
                 facts: crate::mailauth::Facts {
                     queue_id: queue_id.as_str(),
@@ -1023,7 +1044,7 @@ impl Connection {
                     }
                     info!(
                         queue_id = %id,
-                        from = %escape_for_log(&envelope.sender),
+                        from = %escape_for_log(&envelope.sender_text()),
                         size,
                         nrcpt,
                         "delivered at intake: message in the Maildir, on stable storage"
@@ -1031,7 +1052,7 @@ impl Connection {
                 } else {
                     info!(
                         queue_id = %id,
-                        from = %escape_for_log(&envelope.sender),
+                        from = %escape_for_log(&envelope.sender_text()),
                         size,
                         nrcpt,
                         "queued: message and envelope on stable storage"
@@ -1078,7 +1099,8 @@ impl Connection {
                 }
                 Change::DelRcpt { address } => {
                     let before = tx.rcpts.len();
-                    tx.rcpts.retain(|r| !same_address(&r.original, address));
+                    tx.rcpts
+                        .retain(|r| !same_address(&forward_path_address(&r.original), address));
                     if tx.rcpts.len() != before {
                         info!(queue_id = %queue_id, to = %escape_for_log(address), "recipient removed by a filter");
                     }
@@ -1088,11 +1110,11 @@ impl Connection {
                         warn!(queue_id = %queue_id, to = %escape_for_log(address), "a filter's new recipient is not an address; ignored");
                         continue;
                     };
-                    let to = ForwardPath::Mailbox(mailbox);
+                    let to = ForwardPath::Mailbox(mailbox.clone());
                     let targets = match self.ctx.directory.resolve(&to) {
                         Resolution::Targets(t) => t,
                         Resolution::NotLocal => vec![Target::Remote {
-                            address: address.clone(),
+                            address: mailbox.clone(),
                         }],
                         Resolution::Unknown => {
                             warn!(queue_id = %queue_id, to = %escape_for_log(address), "a filter's new recipient is unknown here; ignored");
@@ -1101,7 +1123,7 @@ impl Connection {
                     };
                     info!(queue_id = %queue_id, to = %escape_for_log(address), "recipient added by a filter");
                     tx.rcpts.push(AcceptedRcpt {
-                        original: address.clone(),
+                        original: to,
                         params: RcptParams::default(),
                         targets,
                     });
@@ -1133,8 +1155,12 @@ impl Connection {
                 helo: session.helo_name().unwrap_or("").to_owned(),
                 tls: self.tls.as_ref().map(ToString::to_string),
                 auth: self.auth_user.clone(),
-                from: envelope.sender.clone(),
-                to: tx.rcpts.iter().map(|r| r.original.clone()).collect(),
+                from: envelope.sender_text().into_owned(),
+                to: tx
+                    .rcpts
+                    .iter()
+                    .map(|r| forward_path_address(&r.original))
+                    .collect(),
                 size: envelope.size,
                 stored: if delivered { "mailbox" } else { "queue" }.into(),
             },
@@ -1145,7 +1171,7 @@ impl Connection {
                 journal.record(
                     id.as_str(),
                     tern_queue::journal::Event::Delivered {
-                        to: r.address.clone(),
+                        to: r.address.to_string(),
                         via: "mailbox".into(),
                         relay: None,
                         reply: format!("stored in {folder} at intake"),
@@ -1195,12 +1221,27 @@ impl Connection {
         let mut recipients: Vec<Recipient> = Vec::new();
         for rcpt in &tx.rcpts {
             for target in &rcpt.targets {
-                let (address, mailbox) = match target {
-                    Target::Local { mailbox } => (mailbox.clone(), Some(mailbox.clone())),
-                    Target::Remote { address } => (address.clone(), None),
+                let (address, unreadable_address, mailbox) = match target {
+                    Target::Local { mailbox } => match key_address(mailbox) {
+                        Ok(address) => (address, None, Some(mailbox.clone())),
+                        // Never for a key the directory made; delivered
+                        // through its key all the same.
+                        Err(error) => (
+                            unreadable_placeholder(),
+                            Some(UnreadableAddress {
+                                text: mailbox.clone(),
+                                error,
+                            }),
+                            Some(mailbox.clone()),
+                        ),
+                    },
+                    Target::Remote { address } => (address.clone(), None, None),
                 };
                 // Duplicate elimination: one copy per final destination.
-                if recipients.iter().any(|r| r.address == address) {
+                if recipients
+                    .iter()
+                    .any(|r| r.address == address && r.unreadable_address == unreadable_address)
+                {
                     continue;
                 }
                 recipients.push(Recipient {
@@ -1209,11 +1250,13 @@ impl Connection {
                     mailbox,
                     notify: rcpt.params.notify.map(|n| notify_for(n, privileged)),
                     orcpt: rcpt.params.orcpt.clone(),
+                    unreadable_address,
+                    unreadable_original: None,
                 });
             }
         }
         Envelope {
-            sender: reverse_path_address(&tx.from),
+            sender: tx.from.clone(),
             recipients,
             received_at: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -1230,6 +1273,7 @@ impl Connection {
             envid: tx.params.envid.clone(),
             size,
             quarantine: false,
+            unreadable_sender: None,
         }
     }
 

@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use tern_smtp::reply::Reply;
 use tern_store::{Resolution, Target};
-use tern_types::EnhancedStatus;
+use tern_types::{EnhancedStatus, ForwardPath};
 
 /// Who may relay through this server.
 #[derive(Debug, Clone, Default)]
@@ -44,9 +44,9 @@ pub enum RcptVerdict {
     Reject(Reply),
 }
 
-/// Decides one recipient. `address` is the recipient as the client wrote it
-/// (used for remote targets when relaying is allowed).
-pub fn decide_recipient(resolution: Resolution, address: &str, may_relay: bool) -> RcptVerdict {
+/// Decides one recipient. `to` is the recipient as the client wrote it
+/// (the remote target when relaying is allowed).
+pub fn decide_recipient(resolution: Resolution, to: &ForwardPath, may_relay: bool) -> RcptVerdict {
     match resolution {
         Resolution::Targets(targets) => RcptVerdict::Accept(targets),
         Resolution::Unknown => RcptVerdict::Reject(Reply::new(
@@ -54,14 +54,17 @@ pub fn decide_recipient(resolution: Resolution, address: &str, may_relay: bool) 
             EnhancedStatus::new(5, 1, 1),
             "Recipient address rejected: user unknown in local recipient table",
         )),
-        Resolution::NotLocal if may_relay => RcptVerdict::Accept(vec![Target::Remote {
-            address: address.to_owned(),
-        }]),
-        Resolution::NotLocal => RcptVerdict::Reject(Reply::new(
-            554,
-            EnhancedStatus::new(5, 7, 1),
-            "Relay access denied",
-        )),
+        // (A bare `<Postmaster>` is always local: never `NotLocal`.)
+        Resolution::NotLocal => match to.mailbox() {
+            Some(address) if may_relay => RcptVerdict::Accept(vec![Target::Remote {
+                address: address.clone(),
+            }]),
+            _ => RcptVerdict::Reject(Reply::new(
+                554,
+                EnhancedStatus::new(5, 7, 1),
+                "Relay access denied",
+            )),
+        },
     }
 }
 
@@ -85,19 +88,20 @@ mod tests {
         let local = vec![Target::Local {
             mailbox: "alice@example.test".into(),
         }];
+        let to = |s: &str| ForwardPath::Mailbox(s.parse().unwrap());
         assert_eq!(
             decide_recipient(
                 Resolution::Targets(local.clone()),
-                "alice@example.test",
+                &to("alice@example.test"),
                 false
             ),
             RcptVerdict::Accept(local)
         );
-        match decide_recipient(Resolution::Unknown, "x@example.test", true) {
+        match decide_recipient(Resolution::Unknown, &to("x@example.test"), true) {
             RcptVerdict::Reject(r) => assert_eq!(r.code, 550),
             other => panic!("{other:?}"),
         }
-        match decide_recipient(Resolution::NotLocal, "x@remote.test", false) {
+        match decide_recipient(Resolution::NotLocal, &to("x@remote.test"), false) {
             RcptVerdict::Reject(r) => {
                 assert_eq!(r.code, 554);
                 assert_eq!(r.status, Some(EnhancedStatus::new(5, 7, 1)));
@@ -105,9 +109,9 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(
-            decide_recipient(Resolution::NotLocal, "x@remote.test", true),
+            decide_recipient(Resolution::NotLocal, &to("x@remote.test"), true),
             RcptVerdict::Accept(vec![Target::Remote {
-                address: "x@remote.test".into()
+                address: "x@remote.test".parse().unwrap()
             }])
         );
     }

@@ -62,6 +62,7 @@ use tern_delivery::{
     LmtpTarget, LocalReport, NOTICE_HEAD, deliver_lmtp_unsettled, deliver_local_leased,
 };
 use tern_mailauth::Signer;
+use tern_queue::envelope::unreadable_placeholder;
 use tern_queue::journal::Event as JournalEvent;
 use tern_queue::store::{
     FileStoreError, IncomingBody as _, Lease, QueueStore as _, StoreError as _,
@@ -69,16 +70,17 @@ use tern_queue::store::{
 use tern_queue::{
     Answer, AttemptResult, DELAY_NOTICE, Destination, Ended, Envelope, Journal, Notice, NoticeKind,
     Pass, PassReport, QueueId, Recipient, RecipientReport, RecipientState, RetrySchedule,
-    ScheduledMessage, Scheduler, SchedulerConfig, Spool,
+    ScheduledMessage, Scheduler, SchedulerConfig, Spool, UnreadableAddress,
 };
 use tern_queue_pg::{AnyBody, AnyStore, AnyStoreError};
 use tern_store::{Directory, Mailboxes, Resolution, Route, Target, Via};
 use tern_types::dsn::BodyType;
-use tern_types::{EnhancedStatus, ForwardPath, Mailbox};
+use tern_types::{EnhancedStatus, ForwardPath, Host, Mailbox, ReversePath};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tracing::{Instrument as _, info, info_span, warn};
 
+use crate::conn::key_address;
 use crate::delivery::DeliveryHandle;
 use crate::mailauth::SignerHandle;
 use crate::metrics::{DestinationKind, DsnSent, metrics};
@@ -385,10 +387,9 @@ impl QueueManager {
             Route::Remote { domain } => {
                 Destination::Remote(destination_key(&self.outbound, &domain))
             }
-            Route::Smarthost => Destination::Remote(destination_key(
-                &self.outbound,
-                &remote_domain(&rcpt.address),
-            )),
+            Route::Smarthost => {
+                Destination::Remote(destination_key(&self.outbound, &host_name(&rcpt.address)))
+            }
         }
     }
 
@@ -767,7 +768,7 @@ impl QueueManager {
                         .envelope
                         .recipients
                         .get(index)
-                        .map_or_else(String::new, |r| r.address.clone());
+                        .map_or_else(String::new, |r| r.address_text().into_owned());
                     report.deferred.push((index, address, error.clone()));
                 }
             }
@@ -1038,11 +1039,24 @@ impl QueueManager {
                         .iter()
                         .filter_map(|&index| {
                             let r = envelope.recipients.get(index)?;
+                            // Sent by its mailbox key (what Dovecot looks
+                            // users up by).
+                            let key = r.mailbox.as_ref()?;
+                            let (address, unreadable) = match key_address(key) {
+                                Ok(address) => (address, None),
+                                Err(error) => (
+                                    unreadable_placeholder(),
+                                    Some(UnreadableAddress {
+                                        text: key.clone(),
+                                        error,
+                                    }),
+                                ),
+                            };
                             Some(RemoteRecipient {
-                                index,
-                                address: r.mailbox.clone()?,
+                                unreadable,
                                 notify: r.notify,
                                 orcpt: r.orcpt.clone(),
+                                ..RemoteRecipient::new(index, address)
                             })
                         })
                         .collect();
@@ -1069,15 +1083,16 @@ impl QueueManager {
                         let Some(r) = envelope.recipients.get(index) else {
                             continue;
                         };
+                        // A stored address that no longer parses fails on
+                        // its own, before any DNS (`""` is no host name).
+                        let domain = match r.unreadable_address {
+                            None => host_name(&r.address),
+                            Some(_) => String::new(),
+                        };
                         by_domain
-                            .entry(remote_domain(&r.address))
+                            .entry(domain)
                             .or_default()
-                            .push(RemoteRecipient {
-                                index,
-                                address: r.address.clone(),
-                                notify: r.notify,
-                                orcpt: r.orcpt.clone(),
-                            });
+                            .push(RemoteRecipient::queued(index, r));
                     }
                     let via = if self.outbound.smarthost.is_some() {
                         "smarthost"
@@ -1167,14 +1182,15 @@ impl QueueManager {
             let Some(rcpt) = envelope.recipients.get(*index) else {
                 continue;
             };
+            let address = rcpt.address_text();
             match attempted.answers.get(index) {
                 Some(("mailbox", ..)) => {
-                    journal_state(&self.journal, id, &rcpt.address, state, None, "mailbox")
+                    journal_state(&self.journal, id, &address, state, None, "mailbox")
                 }
                 Some((via, mta, _)) => {
-                    log_remote(&self.journal, id, &rcpt.address, state, mta.as_deref(), via)
+                    log_remote(&self.journal, id, &address, state, mta.as_deref(), via)
                 }
-                None => log_remote(&self.journal, id, &rcpt.address, state, None, "remote"),
+                None => log_remote(&self.journal, id, &address, state, None, "remote"),
             }
         }
         // When this pass delivered every recipient still open, removing
@@ -1355,7 +1371,7 @@ impl QueueManager {
     ) -> bool {
         let orig_id = id.clone();
         let signer = self.signer.current();
-        let to = notice.to.clone();
+        let to = notice.to.to_string();
         // Signing is CPU work and the file backend's write blocks briefly,
         // as an SMTP session's does.
         let queued = queue_notice_in(&self.queue, &self.directory, &signer, notice).await;
@@ -1450,7 +1466,7 @@ impl QueueManager {
                     _ => String::new(),
                 };
                 DsnRecipient {
-                    final_recipient: rcpt.address.clone(),
+                    final_recipient: rcpt.address_text().into_owned(),
                     original: rcpt.orcpt.as_ref().map(ToString::to_string),
                     action: DsnAction::Delayed,
                     status: tern_types::reply::status_of(&error, 4).to_string(),
@@ -1518,7 +1534,7 @@ fn success_recipient(
     now: u64,
 ) -> DsnRecipient {
     DsnRecipient {
-        final_recipient: rcpt.address.clone(),
+        final_recipient: rcpt.address_text().into_owned(),
         original: rcpt.orcpt.as_ref().map(ToString::to_string),
         action,
         status: "2.0.0".to_owned(),
@@ -1544,7 +1560,7 @@ pub fn sender_notice(
     if recipients.is_empty() {
         return None;
     }
-    let to = bounce_recipient(envelope)?;
+    let to = bounce_recipient(envelope)?.clone();
     let tag = match kind {
         DsnKind::Delay => "delay",
         DsnKind::Success => "success",
@@ -1571,7 +1587,7 @@ pub struct FailureNotice {
     pub dsn: Vec<u8>,
     /// Who it goes to: the envelope sender, or the postmaster for a
     /// failed bounce.
-    pub to: String,
+    pub to: Mailbox,
     /// When it was built (Unix seconds; its queue arrival time).
     pub now: u64,
 }
@@ -1617,7 +1633,7 @@ pub fn failure_notice(
             continue;
         }
         recipients.push(DsnRecipient {
-            final_recipient: rcpt.address.clone(),
+            final_recipient: rcpt.address_text().into_owned(),
             original: rcpt.orcpt.as_ref().map(ToString::to_string),
             action: DsnAction::Failed,
             status: status.with_class(5).to_string(),
@@ -1631,24 +1647,24 @@ pub fn failure_notice(
         return None;
     }
     let to = match bounce_recipient(envelope) {
-        Some(to) => to,
+        Some(to) => to.clone(),
         None => {
             // A bounce that cannot be delivered goes to the local
             // postmaster once; if that fails too, it is dropped (logged).
-            let postmaster = directory.postmaster().first().map(|t| match t {
-                Target::Local { mailbox } => mailbox.clone(),
-                Target::Remote { address } => address.clone(),
+            let postmaster = directory.postmaster().first().and_then(|t| match t {
+                Target::Local { mailbox } => Some((mailbox.clone(), key_address(mailbox).ok()?)),
+                Target::Remote { address } => Some((address.to_string(), address.clone())),
             });
-            let already_for_postmaster = postmaster.as_ref().is_some_and(|p| {
+            let already_for_postmaster = postmaster.as_ref().is_some_and(|(p, _)| {
                 envelope
                     .recipients
                     .iter()
-                    .all(|r| r.address.eq_ignore_ascii_case(p))
+                    .all(|r| r.address_text().eq_ignore_ascii_case(p))
             });
             match postmaster {
-                Some(p) if !already_for_postmaster => {
+                Some((p, address)) if !already_for_postmaster => {
                     warn!(queue_id = %id, failed = recipients.len(), postmaster = %p, "a bounce could not be delivered; reporting it to the postmaster");
-                    p
+                    address
                 }
                 _ => {
                     warn!(queue_id = %id, failed = recipients.len(), "a notice to the postmaster could not be delivered; dropped");
@@ -1707,17 +1723,10 @@ fn notice_message(
 ) -> (Vec<u8>, Envelope) {
     let FailureNotice { dsn, to, now } = notice;
     let dsn = sign_notice(signer, dsn);
-    let target = bounce_target(directory, &to);
     let size = dsn.len() as u64;
     let envelope = Envelope {
-        sender: String::new(),
-        recipients: vec![Recipient {
-            address: target.0.clone(),
-            original: to,
-            mailbox: target.1,
-            notify: None,
-            orcpt: None,
-        }],
+        sender: ReversePath::Null,
+        recipients: vec![notice_recipient(directory, to)],
         received_at: now,
         protocol: "LOCAL".to_owned(),
         body: BodyType::EightBitMime,
@@ -1762,14 +1771,30 @@ pub fn sign_notice(signer: &Signer, dsn: Vec<u8>) -> Vec<u8> {
 
 /// Where a bounce to `address` goes: a local mailbox when the directory
 /// says so, otherwise the address itself (remote).
-fn bounce_target(directory: &Directory, address: &str) -> (String, Option<String>) {
-    if let Ok(m) = Mailbox::parse(address, true)
-        && let Resolution::Targets(targets) = directory.resolve(&ForwardPath::Mailbox(m))
+fn notice_recipient(directory: &Directory, to: Mailbox) -> Recipient {
+    let original = ForwardPath::Mailbox(to.clone());
+    if let Resolution::Targets(targets) = directory.resolve(&original)
         && let Some(Target::Local { mailbox }) = targets.first()
     {
-        return (mailbox.clone(), Some(mailbox.clone()));
+        let (address, unreadable_address) = match key_address(mailbox) {
+            Ok(address) => (address, None),
+            Err(error) => (
+                unreadable_placeholder(),
+                Some(UnreadableAddress {
+                    text: mailbox.clone(),
+                    error,
+                }),
+            ),
+        };
+        return Recipient {
+            address,
+            original,
+            mailbox: Some(mailbox.clone()),
+            unreadable_address,
+            ..Recipient::new(to)
+        };
     }
-    (address.to_owned(), None)
+    Recipient::new(to)
 }
 
 fn log_local(journal: &Journal, id: &QueueId, report: &LocalReport) {
@@ -1896,11 +1921,13 @@ fn read_later(later: &mut JoinSet<Done>, me: &Arc<QueueManager>, id: QueueId) {
 
 /// The domain of a remote address, lower-cased (`bob@Example.NET` →
 /// `example.net`).
-fn remote_domain(address: &str) -> String {
-    address
-        .rsplit_once('@')
-        .map(|(_, d)| d.to_ascii_lowercase())
-        .unwrap_or_default()
+/// The host of `address` as a destination names it: the domain, or the
+/// address literal (lower-cased).
+fn host_name(address: &Mailbox) -> String {
+    match &address.host {
+        Host::Domain(d) => d.as_str().to_owned(),
+        literal => literal.to_string().to_ascii_lowercase(),
+    }
 }
 
 /// The queued message as the SMTP and LMTP clients take it.
@@ -1924,16 +1951,13 @@ mod tests {
 
     fn envelope(notify: &[Option<&str>]) -> Envelope {
         Envelope {
-            sender: "alice@example.test".into(),
+            sender: ReversePath::Mailbox("alice@example.test".parse().unwrap()),
             recipients: notify
                 .iter()
                 .enumerate()
                 .map(|(i, n)| Recipient {
-                    address: format!("r{i}@remote.test"),
-                    original: format!("r{i}@remote.test"),
-                    mailbox: None,
                     notify: n.map(|n| n.parse().unwrap()),
-                    orcpt: None,
+                    ..Recipient::new(format!("r{i}@remote.test").parse().unwrap())
                 })
                 .collect(),
             received_at: T0,
@@ -2010,7 +2034,7 @@ mod tests {
     #[test]
     fn notices_never_go_to_the_null_sender() {
         let mut env = envelope(&[Some("SUCCESS")]);
-        env.sender = String::new();
+        env.sender = ReversePath::Null;
         let id: QueueId = "0123456789ABCDEF".parse().unwrap();
         let rcpt = success_recipient(&env.recipients[0], DsnAction::Delivered, None, None, T0);
         assert!(

@@ -32,12 +32,11 @@ fn arg(args: &[String], i: usize) -> usize {
 
 async fn run<S: QueueStore>(label: &str, store: S, messages: usize, size: usize, tasks: usize) {
     let envelope = Envelope {
-        sender: "bench@example.test".into(),
-        recipients: vec![Recipient {
-            address: "sink@example.net".into(),
-            original: "sink@example.net".into(),
-            ..Recipient::default()
-        }],
+        sender: "bench@example.test"
+            .parse::<tern_types::Mailbox>()
+            .unwrap()
+            .into(),
+        recipients: vec![Recipient::new("sink@example.net".parse().unwrap())],
         ..Envelope::default()
     };
     let body = vec![b'x'; size];

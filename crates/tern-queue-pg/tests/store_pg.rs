@@ -114,12 +114,11 @@ async fn three_nodes_migrate_once() {
 fn one_recipient_envelope() -> tern_queue::Envelope {
     use tern_queue::{Envelope, Recipient};
     Envelope {
-        sender: "a@example.test".into(),
-        recipients: vec![Recipient {
-            address: "b@example.net".into(),
-            original: "b@example.net".into(),
-            ..Recipient::default()
-        }],
+        sender: "a@example.test"
+            .parse::<tern_types::Mailbox>()
+            .unwrap()
+            .into(),
+        recipients: vec![Recipient::new("b@example.net".parse().unwrap())],
         ..Envelope::default()
     }
 }

@@ -54,7 +54,7 @@ mod state;
 pub mod store;
 
 pub use committer::{BATCH_SIZE_BOUNDS, BATCH_SIZE_BUCKETS, PendingCommit, SpoolStats};
-pub use envelope::{Envelope, Recipient};
+pub use envelope::{Envelope, Recipient, UnreadableAddress};
 pub use error::SpoolError;
 pub use id::{IdGenerator, InvalidQueueId, QueueId};
 pub use journal::Journal;

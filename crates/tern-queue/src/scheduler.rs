@@ -139,7 +139,7 @@ impl ScheduledMessage {
             .collect();
         ScheduledMessage {
             received_at: envelope.received_at,
-            null_sender: envelope.sender.trim().is_empty() || envelope.sender.trim() == "<>",
+            null_sender: envelope.is_null_sender(),
             held: state.held,
             recipients,
         }

@@ -23,28 +23,46 @@ fn fixture() -> PathBuf {
 /// The envelope the fixture holds.
 fn envelope() -> Envelope {
     Envelope {
-        sender: "alice@example.test".into(),
+        sender: "alice@example.test"
+            .parse::<tern_types::Mailbox>()
+            .unwrap()
+            .into(),
         recipients: vec![
             Recipient {
-                address: "bob@example.test".into(),
-                original: "Bob@Example.TEST".into(),
+                address: "bob@example.test".parse::<tern_types::Mailbox>().unwrap(),
+                original: "Bob@Example.TEST"
+                    .parse::<tern_types::Mailbox>()
+                    .unwrap()
+                    .into(),
                 mailbox: Some("bob@example.test".into()),
                 notify: Some("SUCCESS,DELAY".parse().unwrap()),
                 orcpt: Some("rfc822;Bob@Example.TEST".parse().unwrap()),
+                unreadable_address: None,
+                unreadable_original: None,
             },
             Recipient {
-                address: "carol@remote.test".into(),
-                original: "carol@remote.test".into(),
+                address: "carol@remote.test".parse::<tern_types::Mailbox>().unwrap(),
+                original: "carol@remote.test"
+                    .parse::<tern_types::Mailbox>()
+                    .unwrap()
+                    .into(),
                 mailbox: None,
                 notify: Some("NEVER".parse().unwrap()),
                 orcpt: None,
+                unreadable_address: None,
+                unreadable_original: None,
             },
             Recipient {
-                address: "dave@remote.test".into(),
-                original: "dave@remote.test".into(),
+                address: "dave@remote.test".parse::<tern_types::Mailbox>().unwrap(),
+                original: "dave@remote.test"
+                    .parse::<tern_types::Mailbox>()
+                    .unwrap()
+                    .into(),
                 mailbox: None,
                 notify: None,
                 orcpt: None,
+                unreadable_address: None,
+                unreadable_original: None,
             },
         ],
         received_at: 1_700_000_000,
@@ -59,6 +77,7 @@ fn envelope() -> Envelope {
         envid: Some("env-1".parse().unwrap()),
         size: 0,
         quarantine: true,
+        unreadable_sender: None,
     }
 }
 

@@ -326,14 +326,24 @@ fn a_retry_never_redelivers_a_done_recipient() {
 
 fn envelope(recipients: usize) -> Envelope {
     Envelope {
-        sender: "sender@example.org".into(),
+        sender: "sender@example.org"
+            .parse::<tern_types::Mailbox>()
+            .unwrap()
+            .into(),
         recipients: (0..recipients)
             .map(|i| Recipient {
-                address: format!("user{i}@example.net"),
-                original: format!("user{i}@example.net"),
+                address: format!("user{i}@example.net")
+                    .parse::<tern_types::Mailbox>()
+                    .unwrap(),
+                original: format!("user{i}@example.net")
+                    .parse::<tern_types::Mailbox>()
+                    .unwrap()
+                    .into(),
                 mailbox: None,
                 notify: None,
                 orcpt: None,
+                unreadable_address: None,
+                unreadable_original: None,
             })
             .collect(),
         received_at: T0,

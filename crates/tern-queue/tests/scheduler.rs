@@ -24,14 +24,19 @@ fn open(dir: &Path) -> Spool {
 
 fn envelope() -> Envelope {
     let rcpt = |address: &str, notify: Option<&str>| Recipient {
-        address: address.to_owned(),
-        original: address.to_owned(),
+        address: address.parse().unwrap(),
+        original: address.parse::<tern_types::Mailbox>().unwrap().into(),
         mailbox: None,
         notify: notify.map(|n| n.parse().unwrap()),
         orcpt: None,
+        unreadable_address: None,
+        unreadable_original: None,
     };
     Envelope {
-        sender: "alice@example.test".into(),
+        sender: "alice@example.test"
+            .parse::<tern_types::Mailbox>()
+            .unwrap()
+            .into(),
         recipients: vec![
             rcpt("fast@fast.test", None),
             rcpt("later@slow.test", None),
@@ -44,7 +49,7 @@ fn envelope() -> Envelope {
 }
 
 fn route(r: &Recipient) -> Destination {
-    Destination::Remote(r.address.rsplit_once('@').unwrap().1.to_owned())
+    Destination::Remote(r.address.domain().unwrap().as_str().to_owned())
 }
 
 fn load(spool: &Spool, id: &QueueId) -> ScheduledMessage {

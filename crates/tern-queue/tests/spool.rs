@@ -18,14 +18,24 @@ use tern_queue::{Envelope, QueueId, Recipient, RecipientState, Spool, SpoolError
 
 fn envelope(recipients: usize) -> Envelope {
     Envelope {
-        sender: "sender@example.org".into(),
+        sender: "sender@example.org"
+            .parse::<tern_types::Mailbox>()
+            .unwrap()
+            .into(),
         recipients: (0..recipients)
             .map(|i| Recipient {
-                address: format!("user{i}@example.test"),
-                original: format!("User{i}@Example.Test"),
+                address: format!("user{i}@example.test")
+                    .parse::<tern_types::Mailbox>()
+                    .unwrap(),
+                original: format!("User{i}@Example.Test")
+                    .parse::<tern_types::Mailbox>()
+                    .unwrap()
+                    .into(),
                 mailbox: Some(format!("user{i}@example.test")),
                 notify: None,
                 orcpt: None,
+                unreadable_address: None,
+                unreadable_original: None,
             })
             .collect(),
         received_at: 1_700_000_000,

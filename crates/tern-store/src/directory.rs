@@ -168,10 +168,11 @@ pub enum Target {
         /// The mailbox key (see [`crate::key`]).
         mailbox: String,
     },
-    /// An address elsewhere (an alias forwarding off-site).
+    /// An address elsewhere (an alias forwarding off-site, or a relayed
+    /// recipient).
     Remote {
-        /// The address, `local@domain`.
-        address: String,
+        /// The address.
+        address: Mailbox,
     },
 }
 
@@ -233,7 +234,7 @@ struct Inner {
 enum RawTarget {
     /// `local@domain` in a local domain, case-folded.
     Local(String),
-    Remote(String),
+    Remote(Mailbox),
 }
 
 /// Case-fold a local part: ASCII lower-casing, Unicode lower-casing for the
@@ -298,7 +299,7 @@ impl Builder {
                     })
                 }
             }
-            None => Ok(RawTarget::Remote(m.to_string())),
+            None => Ok(RawTarget::Remote(m)),
         }
     }
 
@@ -521,10 +522,10 @@ impl Directory {
             },
             Target::Remote { .. } if self.inner.smarthost => Route::Smarthost,
             Target::Remote { address } => Route::Remote {
-                domain: address
-                    .rsplit_once('@')
-                    .map(|(_, d)| d.to_ascii_lowercase())
-                    .unwrap_or_default(),
+                domain: match &address.host {
+                    Host::Domain(d) => d.as_str().to_owned(),
+                    literal => literal.to_string().to_ascii_lowercase(),
+                },
             },
         }
     }
@@ -606,7 +607,9 @@ mod tests {
         };
         let d = Directory::new(cfg.clone()).unwrap();
         let local = |m: &str| Target::Local { mailbox: m.into() };
-        let remote = |a: &str| Target::Remote { address: a.into() };
+        let remote = |a: &str| Target::Remote {
+            address: a.parse().unwrap(),
+        };
         assert_eq!(
             d.route(&local("alice@example.test")),
             Route::Local {

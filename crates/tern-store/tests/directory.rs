@@ -60,7 +60,7 @@ fn target(t: &str) -> Target {
             mailbox: m.to_owned(),
         },
         Some(("R", a)) => Target::Remote {
-            address: a.to_owned(),
+            address: a.parse().unwrap(),
         },
         _ => panic!("bad target shorthand {t}"),
     }

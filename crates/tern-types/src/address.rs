@@ -629,6 +629,12 @@ impl fmt::Display for ReversePath {
     }
 }
 
+impl From<Mailbox> for ReversePath {
+    fn from(m: Mailbox) -> ReversePath {
+        ReversePath::Mailbox(m)
+    }
+}
+
 /// The `RCPT TO` path: a mailbox or the bare `<Postmaster>`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ForwardPath {
@@ -659,6 +665,12 @@ impl fmt::Display for ForwardPath {
             ForwardPath::Postmaster => f.write_str("<Postmaster>"),
             ForwardPath::Mailbox(m) => write!(f, "<{m}>"),
         }
+    }
+}
+
+impl From<Mailbox> for ForwardPath {
+    fn from(m: Mailbox) -> ForwardPath {
+        ForwardPath::Mailbox(m)
     }
 }
 

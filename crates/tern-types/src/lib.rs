@@ -7,8 +7,9 @@
 //! their `Display` output parses back to the same value. This crate never
 //! does I/O and never decides policy (what is local, what may relay).
 //!
-//! With the `serde` feature, the status, reply and DSN parameter types are
-//! (de)serialised as the text they print, read back through their parsers.
+//! With the `serde` feature, the status, reply and DSN parameter types,
+//! [`Mailbox`] and [`Domain`] are (de)serialised as the text they print,
+//! read back through their parsers.
 #![forbid(unsafe_code)]
 
 pub mod address;

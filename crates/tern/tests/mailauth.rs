@@ -468,7 +468,7 @@ async fn notices_are_dkim_signed() {
             tern_queue::Spool::open(&spool_dir, tern_queue::SpoolOptions::default()).unwrap();
         let notice = tern_net::queue::FailureNotice {
             dsn,
-            to: "carol@remote.test".into(),
+            to: "carol@remote.test".parse().unwrap(),
             now: 1_700_000_000,
         };
         let id = tern_net::queue::queue_notice(&spool, &directory, &signer, notice).unwrap();

@@ -413,13 +413,13 @@ async fn a_held_message_is_not_delivered_even_locally_until_released() {
         let mut msg = spool.create().unwrap();
         msg.write(b"Subject: held\r\n\r\nwait\r\n").unwrap();
         let envelope = tern_queue::Envelope {
-            sender: "someone@remote.test".into(),
+            sender: "someone@remote.test"
+                .parse::<tern_types::Mailbox>()
+                .unwrap()
+                .into(),
             recipients: vec![tern_queue::Recipient {
-                address: "alice@example.test".into(),
-                original: "alice@example.test".into(),
                 mailbox: Some("alice@example.test".into()),
-                notify: None,
-                orcpt: None,
+                ..tern_queue::Recipient::new("alice@example.test".parse().unwrap())
             }],
             received_at: 1_700_000_000,
             ..tern_queue::Envelope::default()

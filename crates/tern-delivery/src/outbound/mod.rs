@@ -50,14 +50,14 @@
 //! use tern_types::dsn::BodyType;
 //! let settings = OutboundSettings::new("mx.example.org");
 //! let msg = OutboundMessage {
-//!     sender: "alice@example.org",
+//!     sender: &"alice@example.org".parse::<tern_types::Mailbox>().unwrap().into(),
 //!     body: BodyType::SevenBit,
 //!     smtputf8: false,
 //!     ret: None,
 //!     envid: None,
 //!     data: MessageData::Bytes(b"Subject: hi\r\n\r\nHello.\r\n"),
 //! };
-//! let rcpts = [RemoteRecipient::new(0, "bob@example.net")];
+//! let rcpts = [RemoteRecipient::new(0, "bob@example.net".parse().unwrap())];
 //! let done = deliver_to_domain(&settings, resolver, "example.net", &msg, &rcpts, 42).await;
 //! for (index, result) in done.results {
 //!     println!("{index}: {result:?}");
@@ -65,6 +65,7 @@
 //! # }
 //! ```
 
+use std::borrow::Cow;
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -73,7 +74,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tern_dns::{DeliveryPlan, PlanError, Resolver, plan_delivery};
-use tern_queue::{Answer, AttemptResult, LocalCause, LocalError};
+use tern_queue::{Answer, AttemptResult, LocalCause, LocalError, UnreadableAddress};
 use tern_smtp::client::{
     AuthMechanism, ClientAuth, ClientConfig, ClientSession, ClientTimeouts, DataEncoder, Event,
     MessageParams, Outcome, Outgoing, RcptOutcome, RcptResult, Recipient, ReplyLimits, ReplyParser,
@@ -233,8 +234,12 @@ pub enum SmarthostTls {
 pub struct RemoteRecipient {
     /// The recipient's index in the envelope; results carry it back.
     pub index: usize,
-    /// The address, without angle brackets.
-    pub address: String,
+    /// The address.
+    pub address: Mailbox,
+    /// The stored address text, when it no longer parses (`address` is
+    /// then a placeholder, see [`tern_queue::envelope`]): such a recipient
+    /// is never sent; it fails at once with `553 5.1.3`.
+    pub unreadable: Option<UnreadableAddress>,
     /// DSN `NOTIFY=`: `NEVER` or a subset of `SUCCESS,FAILURE,DELAY`.
     pub notify: Option<Notify>,
     /// DSN `ORCPT=` (decoded).
@@ -243,12 +248,34 @@ pub struct RemoteRecipient {
 
 impl RemoteRecipient {
     /// A recipient without DSN parameters.
-    pub fn new(index: usize, address: impl Into<String>) -> RemoteRecipient {
+    pub fn new(index: usize, address: Mailbox) -> RemoteRecipient {
         RemoteRecipient {
             index,
-            address: address.into(),
+            address,
+            unreadable: None,
             notify: None,
             orcpt: None,
+        }
+    }
+
+    /// The queued recipient at `index` of its envelope, DSN parameters and
+    /// an unreadable stored address included.
+    pub fn queued(index: usize, rcpt: &tern_queue::Recipient) -> RemoteRecipient {
+        RemoteRecipient {
+            index,
+            address: rcpt.address.clone(),
+            unreadable: rcpt.unreadable_address.clone(),
+            notify: rcpt.notify,
+            orcpt: rcpt.orcpt.clone(),
+        }
+    }
+
+    /// The address as stored: `local@host`, or the text that no longer
+    /// parses.
+    pub fn address_text(&self) -> Cow<'_, str> {
+        match &self.unreadable {
+            Some(u) => Cow::Borrowed(&u.text),
+            None => Cow::Owned(self.address.to_string()),
         }
     }
 }
@@ -256,8 +283,8 @@ impl RemoteRecipient {
 /// The message to deliver, as queued.
 #[derive(Debug, Clone, Copy)]
 pub struct OutboundMessage<'a> {
-    /// The envelope sender without brackets; `""` is the null sender.
-    pub sender: &'a str,
+    /// The envelope sender (`MAIL FROM`).
+    pub sender: &'a ReversePath,
     /// The body type it was received with.
     pub body: BodyType,
     /// It was received with SMTPUTF8.
@@ -915,51 +942,31 @@ pub(crate) struct Prepared {
 }
 
 pub(crate) fn prepare(msg: &OutboundMessage<'_>, rcpts: &[RemoteRecipient]) -> Prepared {
-    let from = if msg.sender.is_empty() {
-        Ok(ReversePath::Null)
-    } else {
-        Mailbox::parse(msg.sender, true).map(ReversePath::Mailbox)
-    };
-    let from = match from {
-        Ok(f) => f,
-        Err(e) => {
-            let result = AttemptResult::failed_locally(
-                LocalCause::Address,
-                EnhancedStatus::new(5, 1, 7),
-                &format!("invalid sender address: {e}"),
-            );
-            return Prepared {
-                txn: None,
-                sent: Vec::new(),
-                early: rcpts.iter().map(|r| (r.index, result.clone())).collect(),
-            };
-        }
-    };
     let mut list = Vec::new();
     let mut sent = Vec::new();
     let mut early = Vec::new();
     for r in rcpts {
-        match Mailbox::parse(&r.address, true) {
-            Ok(m) => {
+        match &r.unreadable {
+            None => {
                 list.push(Recipient {
-                    address: ForwardPath::Mailbox(m),
+                    address: ForwardPath::Mailbox(r.address.clone()),
                     notify: r.notify,
                     orcpt: r.orcpt.clone(),
                 });
                 sent.push(r.index);
             }
-            Err(e) => early.push((
+            Some(u) => early.push((
                 r.index,
                 AttemptResult::failed_locally(
                     LocalCause::Address,
                     EnhancedStatus::new(5, 1, 3),
-                    &format!("invalid recipient address: {e}"),
+                    &format!("invalid recipient address {:?}: {}", u.text, u.error),
                 ),
             )),
         }
     }
     let txn = (!list.is_empty()).then(|| Transaction {
-        from,
+        from: msg.sender.clone(),
         params: MessageParams {
             size: Some(msg.data.len()),
             body: msg.body,
@@ -1072,6 +1079,15 @@ pub async fn deliver_to_domain_unsettled<'c>(
         };
         return (done, Unsettled::none());
     }
+    if rcpts.iter().all(|r| r.unreadable.is_some()) {
+        // Nothing to send: no DNS, no connection; each fails at once.
+        let done = DomainResult {
+            results: prepare(msg, rcpts).early,
+            remote_mta: None,
+            dsn_passed_on: false,
+        };
+        return (report_results(domain, rcpts, done), Unsettled::none());
+    }
     let key = destination_key(settings, domain);
     if let Some(cache) = cache
         && let Some((done, idle)) = try_cached(settings, cache, &key, domain, msg, rcpts).await
@@ -1082,7 +1098,7 @@ pub async fn deliver_to_domain_unsettled<'c>(
         Ok(r) => r,
         Err(result) => {
             for r in rcpts {
-                tracing::info!(rcpt = %r.address, domain, result = ?result, "outbound: recipient result");
+                tracing::info!(rcpt = %r.address_text(), domain, result = ?result, "outbound: recipient result");
             }
             return (failed_domain(rcpts, result), Unsettled::none());
         }
@@ -1174,8 +1190,8 @@ pub(crate) fn in_given_order(
         let rcpt = rcpts
             .iter()
             .find(|r| r.index == *index)
-            .map_or("", |r| r.address.as_str());
-        each(rcpt, result);
+            .map(RemoteRecipient::address_text);
+        each(rcpt.as_deref().unwrap_or(""), result);
     }
 }
 

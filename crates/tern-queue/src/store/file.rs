@@ -449,7 +449,7 @@ mod tests {
         let mut msg = spool.create().unwrap();
         msg.write(b"x\r\n").unwrap();
         let envelope = Envelope {
-            recipients: vec![Default::default(); 2],
+            recipients: vec![crate::Recipient::new("a@example.test".parse().unwrap()); 2],
             ..Envelope::default()
         };
         let id = msg.commit(&envelope).unwrap().wait_blocking().unwrap();

@@ -43,6 +43,7 @@ pub const CASES: &[&str] = &[
     "remove_under_lease",
     "list_due_orders_by_next_attempt",
     "concurrent_leases_never_overlap",
+    "stored_addresses_read_back_as_written",
 ];
 
 /// Every case, one after the other, each on a fresh harness from `make`.
@@ -56,18 +57,29 @@ pub async fn run_all<H: Harness, F: Future<Output = H>>(mut make: impl FnMut() -
     remove_under_lease(make().await).await;
     list_due_orders_by_next_attempt(make().await).await;
     concurrent_leases_never_overlap(make().await).await;
+    stored_addresses_read_back_as_written(make().await).await;
 }
 
 fn envelope(recipients: usize) -> Envelope {
     Envelope {
-        sender: "sender@example.test".into(),
+        sender: "sender@example.test"
+            .parse::<tern_types::Mailbox>()
+            .unwrap()
+            .into(),
         recipients: (0..recipients)
             .map(|i| Recipient {
-                address: format!("rcpt{i}@example.net"),
-                original: format!("rcpt{i}@example.net"),
+                address: format!("rcpt{i}@example.net")
+                    .parse::<tern_types::Mailbox>()
+                    .unwrap(),
+                original: format!("rcpt{i}@example.net")
+                    .parse::<tern_types::Mailbox>()
+                    .unwrap()
+                    .into(),
                 mailbox: None,
                 notify: Some("FAILURE,DELAY".parse().unwrap()),
                 orcpt: None,
+                unreadable_address: None,
+                unreadable_original: None,
             })
             .collect(),
         received_at: 1_700_000_000,
@@ -512,6 +524,40 @@ pub async fn concurrent_leases_never_overlap<H: Harness>(mut h: H) {
     assert!(a.list().await.unwrap().is_empty(), "every message removed");
 }
 
+/// An envelope as an earlier Tern stored it (addresses as text: the null
+/// sender, a quoted local part, a UTF-8 address, a bare `postmaster`) and
+/// one with an address the parser refuses, committed and read back after a
+/// reopen: the same typed envelope, stored as the same text.
+pub async fn stored_addresses_read_back_as_written<H: Harness>(mut h: H) {
+    const OLD: &str = concat!(
+        r#"{"sender":"","recipients":["#,
+        r#"{"address":"postmaster@example.test","original":"postmaster","mailbox":"postmaster@example.test","notify":null,"orcpt":null},"#,
+        r#"{"address":"\"a b\"@example.net","original":"\"a b\"@example.net","mailbox":null,"notify":"FAILURE","orcpt":null},"#,
+        r#"{"address":"jösé@bücher.example","original":"jösé@bücher.example","mailbox":null,"notify":null,"orcpt":null},"#,
+        r#"{"address":"no at sign","original":"no at sign","mailbox":null,"notify":null,"orcpt":null}"#,
+        r#"],"received_at":1700000000,"client_ip":null,"helo":null,"protocol":"UTF8SMTP","tls":null,"#,
+        r#""auth_user":null,"body":"8BITMIME","smtputf8":true,"ret":null,"envid":null,"size":5}"#,
+    );
+    let old = super::codec::decode_envelope(OLD).expect("an old envelope reads");
+    assert_eq!(super::codec::encode_envelope(&old).unwrap(), OLD);
+    assert!(old.recipients[3].unreadable_address.is_some());
+    let store = h.open().await;
+    let mut incoming = store.create().expect("create");
+    let id = incoming.id().clone();
+    incoming.write(b"x\r\n\r\n").expect("write");
+    store.commit(incoming, &old).await.expect("commit");
+    drop(store);
+
+    let store = h.open().await;
+    let opened = store.open(&id).await.expect("open after reopen");
+    assert_eq!(opened.envelope, old);
+    assert_eq!(
+        super::codec::encode_envelope(&opened.envelope).unwrap(),
+        OLD,
+        "stored as the same text"
+    );
+}
+
 /// One `#[tokio::test]` (multi-threaded) per case of the suite, for the
 /// backend whose harness `$harness` makes: an `async fn() -> Option<H>`
 /// with `H: Harness`, which returns `None` — after printing why — when the
@@ -529,6 +575,7 @@ macro_rules! queue_store_suite {
         $crate::queue_store_suite!(@case $harness, remove_under_lease);
         $crate::queue_store_suite!(@case $harness, list_due_orders_by_next_attempt);
         $crate::queue_store_suite!(@case $harness, concurrent_leases_never_overlap);
+        $crate::queue_store_suite!(@case $harness, stored_addresses_read_back_as_written);
     };
     (@case $harness:path, $case:ident) => {
         #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
