@@ -12,7 +12,9 @@
 //! domain over SMTP (MX lookup or a smarthost, opportunistic STARTTLS);
 //! [`lmtp`] hands one message to a mailbox server (Dovecot) over LMTP for
 //! the mailboxes of a domain configured that way. The queue manager
-//! (`tern-net`) schedules both and records their results.
+//! (`tern-net`) schedules both and records their results. [`config`] is
+//! the `[delivery]` section of the configuration file, which this crate
+//! owns.
 //!
 //! Local delivery and the DSN builder are synchronous and blocking
 //! (fsyncs): the runtime calls them from `spawn_blocking`; [`outbound`]
@@ -23,6 +25,7 @@
 //! recipients to serve.
 #![forbid(unsafe_code)]
 
+pub mod config;
 pub mod dsn;
 pub mod intake;
 pub mod lmtp;

@@ -30,6 +30,19 @@ pub const MAX_CHUNK: usize = 64 * 1024;
 /// clamd's default `StreamMaxLength` (25 MB).
 pub const DEFAULT_STREAM_MAX: u64 = 25 * 1024 * 1024;
 
+/// What an infected message gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Infected {
+    /// `554 5.7.1`, naming the signature.
+    #[default]
+    Reject,
+    /// Delivered into `Junk`.
+    Quarantine,
+    /// Accepted and dropped.
+    Discard,
+}
+
 /// Errors of a scan.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 #[non_exhaustive]

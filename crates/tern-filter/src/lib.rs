@@ -22,6 +22,9 @@
 //!   bounded store (in memory, or SQLite).
 //! - [`header`]: the header section as a list of fields that header
 //!   changes apply to.
+//! - [`config`]: the `[[filter]]` tables of the configuration file (this
+//!   crate owns that section: its types, defaults and validation), and
+//!   [`endpoint`]: the scanner addresses written in them.
 //!
 //! This crate never opens a socket, never reads a clock and never holds a
 //! message body: bodies pass through in caller-sized chunks.
@@ -35,7 +38,9 @@
 #![forbid(unsafe_code)]
 
 pub mod clamd;
+pub mod config;
 pub mod dnsbl;
+pub mod endpoint;
 pub mod greylist;
 pub mod header;
 pub mod http;

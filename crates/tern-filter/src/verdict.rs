@@ -240,8 +240,10 @@ impl Verdict {
     }
 }
 
-/// What a stage's failure (a dead, slow or garbage-speaking scanner) means.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// What a stage's failure (a dead, slow or garbage-speaking scanner) means
+/// (`fail = "open"` or `"closed"` in a `[[filter]]` table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum FailMode {
     /// Accept and say so in the `X-Tern-Filter:` field: mail flows when
     /// the scanner is down.

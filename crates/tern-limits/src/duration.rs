@@ -41,6 +41,28 @@ pub fn format(d: Duration) -> String {
     tern_types::duration::format(d)
 }
 
+/// The same for an optional duration (absent: `None`). Use with
+/// `#[serde(default, with = "tern_limits::duration::option",
+/// skip_serializing_if = "Option::is_none")]`.
+pub mod option {
+    use std::time::Duration;
+
+    use serde::{Deserializer, Serializer};
+
+    /// Writes `Some(d)` as [`super::serialize`] does, `None` as nothing.
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => super::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// Reads a present duration as [`super::deserialize`] does.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        super::deserialize(d).map(Some)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -57,6 +79,20 @@ mod tests {
         assert!(parse("m").is_err());
         assert!(parse("-1s").is_err());
         assert!(parse("").is_err());
+    }
+
+    /// Moved from the binary's configuration module, which had its own
+    /// copy of this (de)serializer before the sections moved to their crates.
+    #[test]
+    fn durations() {
+        assert_eq!(parse("300s").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse("7").unwrap(), Duration::from_secs(7));
+        assert_eq!(parse("2d").unwrap(), Duration::from_secs(172_800));
+        assert!(parse("5 fortnights").is_err());
+        assert!(parse("s").is_err());
     }
 
     #[test]

@@ -19,7 +19,9 @@
 //! [`abuse`] (the counters behind the tarpit and the AUTH delays),
 //! [`gate`] (the bound on concurrent password checks), [`autoconfig`]
 //! (mail-client setup documents), [`dnsrecords`] (the records a domain
-//! must publish) and [`date`] (RFC 5322 dates).
+//! must publish) and [`date`] (RFC 5322 dates). [`config`] holds the
+//! configuration sections the runtime owns (`[limits]`), with their
+//! defaults and checks.
 //!
 //! ```no_run
 //! # async fn demo(ctx: std::sync::Arc<tern_net::Context>) -> Result<(), tern_net::NetError> {
@@ -42,6 +44,7 @@ pub mod abuse;
 pub mod admin;
 mod auth;
 pub mod autoconfig;
+pub mod config;
 pub mod conn;
 pub mod date;
 pub mod delivery;

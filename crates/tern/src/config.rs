@@ -1,5 +1,15 @@
 //! The TOML configuration: what an admin writes, validated before anything
-//! starts, and turned into each crate's own settings.
+//! starts.
+//!
+//! The file is assembled from sections the crates own: each crate that
+//! uses a section declares its serde types, defaults and `validate()`
+//! (`[[filter]]`: `tern_filter::config`; `[delivery]`:
+//! `tern_delivery::config`; `[limits]`: `tern_net::config`; `[queue]`:
+//! `tern_queue` and `tern_queue_pg`; `[mail_auth]` and `[dkim]`:
+//! `tern_mailauth`), and [`Config::validate`] calls each, putting the
+//! section's name before its message. What is left here is the binary's
+//! own: the listeners, the domains, and the sections still waiting to
+//! move.
 //!
 //! Unknown keys are errors (`deny_unknown_fields`), and every error names
 //! the key and, for syntax and type errors, the line. Relative paths are
@@ -93,13 +103,13 @@ pub struct Config {
     pub domains: BTreeMap<String, DomainConfig>,
     /// Sizes, counts and times.
     #[serde(default)]
-    pub limits: LimitsConfig,
+    pub limits: tern_net::config::LimitsConfig,
     /// SMTP protocol policy switches.
     #[serde(default)]
     pub smtp: SmtpConfig,
-    /// Local delivery.
+    /// Local and remote delivery (`tern_delivery::config` owns the section).
     #[serde(default)]
-    pub delivery: DeliveryConfig,
+    pub delivery: tern_delivery::config::DeliveryConfig,
     /// Certificates for STARTTLS and implicit TLS.
     #[serde(default)]
     pub tls: TlsConfig,
@@ -130,13 +140,13 @@ pub struct Config {
     pub pop3: Pop3Config,
     /// The filter pipeline: spam and virus scanners, blocklists and
     /// greylisting, in order (`[[filter]]` tables).
+    /// (`tern_filter::config` owns these tables: types, defaults, checks.)
     #[serde(
         rename = "filter",
         default,
-        skip_serializing_if = "Vec::is_empty",
-        deserialize_with = "de_filters"
+        skip_serializing_if = "tern_filter::config::Filters::is_empty"
     )]
-    pub filters: Vec<FilterConfig>,
+    pub filters: tern_filter::config::Filters,
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
@@ -146,418 +156,6 @@ pub struct Config {
     /// The delivery journal behind `tern trace`.
     #[serde(default)]
     pub trace: TraceConfig,
-}
-
-/// One `[[filter]]` stage: `type` says which, the other keys are that
-/// type's. Stages run in the order they are written.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum FilterConfig {
-    /// Where the SPF/DKIM/DMARC/ARC checks run (settings in
-    /// `[mail_auth]`); without this entry they run first.
-    MailAuth(MailAuthStage),
-    /// rspamd over HTTP (`/checkv2`).
-    Rspamd(RspamdStage),
-    /// A milter (Sendmail milter protocol 6).
-    Milter(MilterStage),
-    /// clamd over `INSTREAM`.
-    Clamd(ClamdStage),
-    /// DNS blocklists and allowlists.
-    Dnsbl(DnsblStage),
-    /// Greylisting (postgrey's semantics).
-    Greylist(GreylistStage),
-}
-
-/// Each `[[filter]]` table, with its number and type in every error.
-fn de_filters<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<FilterConfig>, D::Error> {
-    let raw = Vec::<toml::Value>::deserialize(d)?;
-    raw.into_iter()
-        .enumerate()
-        .map(|(i, v)| {
-            let kind = v
-                .get("type")
-                .and_then(toml::Value::as_str)
-                .unwrap_or("")
-                .to_owned();
-            v.try_into::<FilterConfig>().map_err(|e| {
-                serde::de::Error::custom(format!(
-                    "[[filter]] #{} (type = {kind:?}): {}",
-                    i + 1,
-                    e.message()
-                ))
-            })
-        })
-        .collect()
-}
-
-/// `Deserialize` for a string enum whose error names the key.
-macro_rules! keyed_enum {
-    ($ty:ident, $key:literal, { $($variant:ident => $text:literal),+ $(,)? }) => {
-        impl<'de> Deserialize<'de> for $ty {
-            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let s = String::deserialize(d)?;
-                match s.as_str() {
-                    $($text => Ok($ty::$variant),)+
-                    other => Err(serde::de::Error::custom(format!(
-                        "{} = {other:?}: use {}",
-                        $key,
-                        [$($text),+].join(", ")
-                    ))),
-                }
-            }
-        }
-    };
-}
-
-keyed_enum!(FilterRole, "roles", { Mx => "mx", Submission => "submission" });
-keyed_enum!(FailConfig, "fail", { Open => "open", Closed => "closed" });
-keyed_enum!(SpamAction, "spam", { Quarantine => "quarantine", Tag => "tag" });
-keyed_enum!(InfectedAction, "infected", { Reject => "reject", Quarantine => "quarantine", Discard => "discard" });
-keyed_enum!(DnsblHook, "hook", { Connect => "connect", Rcpt => "rcpt" });
-
-impl FilterConfig {
-    /// The `type` value.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            FilterConfig::MailAuth(_) => "mail_auth",
-            FilterConfig::Rspamd(_) => "rspamd",
-            FilterConfig::Milter(_) => "milter",
-            FilterConfig::Clamd(_) => "clamd",
-            FilterConfig::Dnsbl(_) => "dnsbl",
-            FilterConfig::Greylist(_) => "greylist",
-        }
-    }
-}
-
-impl DnsblStage {
-    /// One configured list as a [`tern_filter::dnsbl::Zone`].
-    pub fn zone(&self, z: &DnsblZone) -> anyhow::Result<tern_filter::dnsbl::Zone> {
-        let (name, weight, kind, results) = match z {
-            DnsblZone::Name(n) => (n.as_str(), 1.0, None, &[][..]),
-            DnsblZone::Table(t) => (t.zone.as_str(), t.weight, t.kind.as_deref(), &t.results[..]),
-        };
-        Domain::parse(name.trim_end_matches('.'))
-            .map_err(|e| anyhow::anyhow!("zone {name:?}: {e}"))?;
-        if !weight.is_finite() || weight == 0.0 {
-            bail!("zone {name:?}: weight = {weight}: must be non-zero (negative for an allowlist)");
-        }
-        let mut zone = tern_filter::dnsbl::Zone::new(name);
-        zone.weight = weight;
-        zone.kind = match kind {
-            None | Some("auto") => tern_filter::dnsbl::ZoneKind::Auto,
-            Some("spamhaus") => tern_filter::dnsbl::ZoneKind::Spamhaus,
-            Some("generic") => tern_filter::dnsbl::ZoneKind::Generic,
-            Some(other) => bail!("zone {name:?}: kind = {other:?}: use auto, spamhaus or generic"),
-        };
-        for r in results {
-            let net = if r.contains('/') {
-                r.parse::<ipnet::Ipv4Net>()
-            } else {
-                r.parse::<std::net::Ipv4Addr>()
-                    .map(|a| ipnet::Ipv4Net::new(a, 32).expect("/32 is valid"))
-                    .map_err(|_| "x".parse::<ipnet::Ipv4Net>().unwrap_err())
-            }
-            .map_err(|_| {
-                anyhow::anyhow!("zone {name:?}: results: {r:?} is not an IPv4 address or network")
-            })?;
-            zone.results.push(net);
-        }
-        Ok(zone)
-    }
-}
-
-/// Which listeners a stage runs on.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum FilterRole {
-    /// Inbound MX listeners.
-    Mx,
-    /// Submission listeners (587 and 465).
-    Submission,
-}
-
-fn default_filter_roles() -> Vec<FilterRole> {
-    vec![FilterRole::Mx]
-}
-
-fn default_filter_timeout() -> Duration {
-    Duration::from_secs(30)
-}
-
-/// What a stage's failure means: `open` accepts (and tags), `closed`
-/// answers 451 4.7.1.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum FailConfig {
-    /// Accept and say so in `X-Tern-Filter:`.
-    #[default]
-    Open,
-    /// `451 4.7.1`: the client retries.
-    Closed,
-}
-
-/// `type = "mail_auth"`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct MailAuthStage {}
-
-/// `type = "rspamd"`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RspamdStage {
-    /// Name in logs and `X-Tern-Filter:` (default `rspamd`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    /// Listener roles (default `["mx"]`).
-    #[serde(default = "default_filter_roles")]
-    pub roles: Vec<FilterRole>,
-    /// Longest one check may take.
-    #[serde(default = "default_filter_timeout", with = "duration_str")]
-    pub timeout: Duration,
-    /// `open` or `closed`.
-    #[serde(default)]
-    pub fail: FailConfig,
-    /// The normal (or proxy, in HTTP mode) worker: `http://127.0.0.1:11333`.
-    pub url: String,
-    /// The controller worker, for learning: `http://127.0.0.1:11334`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub controller: Option<String>,
-    /// A file holding the controller's password (first line).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub password_file: Option<PathBuf>,
-    /// Larger messages are not sent (default 20 MiB).
-    #[serde(default = "default_rspamd_max_size")]
-    pub max_size: u64,
-    /// `Settings-ID:` to send.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub settings_id: Option<String>,
-    /// What `add header` and `rewrite subject` do besides tagging:
-    /// `quarantine` (deliver into Junk, default) or `tag`.
-    #[serde(default)]
-    pub spam: SpamAction,
-    /// rspamd's `greylist` action answers 451 (default true).
-    #[serde(default = "default_true_cfg")]
-    pub greylist: bool,
-    /// Apply rspamd's `milter.add_headers`/`remove_headers` (default true).
-    #[serde(default = "default_true_cfg")]
-    pub milter_headers: bool,
-}
-
-fn default_rspamd_max_size() -> u64 {
-    20 * 1024 * 1024
-}
-
-fn default_true_cfg() -> bool {
-    true
-}
-
-/// What a spam verdict short of reject does.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum SpamAction {
-    /// Deliver into the recipients' Junk folders (and tag).
-    #[default]
-    Quarantine,
-    /// Only tag (`X-Spam-Flag: YES`).
-    Tag,
-}
-
-/// `type = "milter"`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct MilterStage {
-    /// Name in logs and `X-Tern-Filter:` (default `milter.<address>`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    /// Listener roles (default `["mx"]`).
-    #[serde(default = "default_filter_roles")]
-    pub roles: Vec<FilterRole>,
-    /// Longest one milter call may take.
-    #[serde(default = "default_filter_timeout", with = "duration_str")]
-    pub timeout: Duration,
-    /// `open` or `closed`.
-    #[serde(default)]
-    pub fail: FailConfig,
-    /// `unix:/run/milter.sock` or `inet:11332@127.0.0.1` (Postfix's forms).
-    pub address: String,
-}
-
-/// `type = "clamd"`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClamdStage {
-    /// Name in logs and `X-Tern-Filter:` (default `clamav`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    /// Listener roles (default `["mx"]`).
-    #[serde(default = "default_filter_roles")]
-    pub roles: Vec<FilterRole>,
-    /// Longest one scan may take.
-    #[serde(default = "default_filter_timeout", with = "duration_str")]
-    pub timeout: Duration,
-    /// `open` or `closed`.
-    #[serde(default)]
-    pub fail: FailConfig,
-    /// `unix:/run/clamav/clamd.ctl` or `127.0.0.1:3310`.
-    pub address: String,
-    /// clamd's `StreamMaxLength` (default 25 MiB): larger messages are
-    /// not scanned.
-    #[serde(default = "default_clamd_max_size")]
-    pub max_size: u64,
-    /// `reject` (554 5.7.1 naming the virus, default), `quarantine` or
-    /// `discard`.
-    #[serde(default)]
-    pub infected: InfectedAction,
-}
-
-fn default_clamd_max_size() -> u64 {
-    tern_filter::clamd::DEFAULT_STREAM_MAX
-}
-
-/// What an infected message gets.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum InfectedAction {
-    /// `554 5.7.1`.
-    #[default]
-    Reject,
-    /// Into Junk.
-    Quarantine,
-    /// Accepted and dropped.
-    Discard,
-}
-
-/// `type = "dnsbl"`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct DnsblStage {
-    /// Name in logs and `X-Tern-Filter:` (default `dnsbl`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    /// Listener roles (default `["mx"]`).
-    #[serde(default = "default_filter_roles")]
-    pub roles: Vec<FilterRole>,
-    /// Longest all lookups together may take (default 10s).
-    #[serde(default = "default_dnsbl_timeout", with = "duration_str")]
-    pub timeout: Duration,
-    /// `open` or `closed` (closed: a list that cannot be asked tempfails).
-    #[serde(default)]
-    pub fail: FailConfig,
-    /// The lists.
-    pub zones: Vec<DnsblZone>,
-    /// The score at which the client is refused (default 1).
-    #[serde(default = "default_dnsbl_threshold")]
-    pub threshold: f64,
-    /// When to ask: `connect` (refusal at MAIL FROM, default) or `rcpt`.
-    #[serde(default)]
-    pub hook: DnsblHook,
-}
-
-fn default_dnsbl_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-
-fn default_dnsbl_threshold() -> f64 {
-    1.0
-}
-
-/// When blocklists are asked.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum DnsblHook {
-    /// At connect; the refusal comes at MAIL FROM.
-    #[default]
-    Connect,
-    /// At the first RCPT TO.
-    Rcpt,
-}
-
-/// One list: a zone name, or a table.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(untagged)]
-pub enum DnsblZone {
-    /// `"zen.spamhaus.org"`: weight 1.
-    Name(String),
-    /// `{ zone = "list.dnswl.org", weight = -2, … }`.
-    Table(DnsblZoneTable),
-}
-
-/// A list with settings.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct DnsblZoneTable {
-    /// The zone.
-    pub zone: String,
-    /// What a listing weighs (negative for an allowlist; default 1).
-    #[serde(default = "default_zone_weight")]
-    pub weight: f64,
-    /// `auto` (default: Spamhaus semantics under spamhaus.org/.net),
-    /// `spamhaus` or `generic`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kind: Option<String>,
-    /// Only these answers count (`["127.0.0.2", "127.0.0.4/30"]`).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub results: Vec<String>,
-}
-
-fn default_zone_weight() -> f64 {
-    1.0
-}
-
-/// `type = "greylist"`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct GreylistStage {
-    /// Name in logs and `X-Tern-Filter:` (default `greylist`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    /// Listener roles (default `["mx"]`).
-    #[serde(default = "default_filter_roles")]
-    pub roles: Vec<FilterRole>,
-    /// Longest one check may take (default 5s).
-    #[serde(default = "default_greylist_timeout", with = "duration_str")]
-    pub timeout: Duration,
-    /// `open` or `closed` (the database failing).
-    #[serde(default)]
-    pub fail: FailConfig,
-    /// How long a new triplet waits (default 300s).
-    #[serde(default = "default_grey_delay", with = "duration_str")]
-    pub delay: Duration,
-    /// How long a retry counts after the first attempt (default 2d).
-    #[serde(default = "default_grey_window", with = "duration_str")]
-    pub retry_window: Duration,
-    /// Forget triplets not seen for this long (default 35d).
-    #[serde(default = "default_grey_expiry", with = "duration_str")]
-    pub expiry: Duration,
-    /// Allow a client network after this many passes (default 5; 0: never).
-    #[serde(default = "default_grey_auto_allow")]
-    pub auto_allow_after: u32,
-    /// Triplets kept at most (default 100000).
-    #[serde(default = "default_grey_max_entries")]
-    pub max_entries: usize,
-    /// The database (default `<data_dir>/greylist.db`); `":memory:"`
-    /// keeps state in memory only.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub database: Option<PathBuf>,
-}
-
-fn default_greylist_timeout() -> Duration {
-    Duration::from_secs(5)
-}
-fn default_grey_delay() -> Duration {
-    Duration::from_secs(300)
-}
-fn default_grey_window() -> Duration {
-    Duration::from_secs(2 * 86400)
-}
-fn default_grey_expiry() -> Duration {
-    Duration::from_secs(35 * 86400)
-}
-fn default_grey_auto_allow() -> u32 {
-    5
-}
-fn default_grey_max_entries() -> usize {
-    100_000
 }
 
 /// `[admin]`: the admin HTTP API (`/metrics`, `/healthz`, `/readyz`,
@@ -606,12 +204,12 @@ pub struct Pop3Config {
     pub delete_mode: Pop3DeleteMode,
     /// The autologout timer (RFC 1939: at least 10 minutes). A session
     /// timed out deletes nothing.
-    #[serde(with = "duration_str")]
+    #[serde(with = "tern_limits::duration")]
     pub idle_timeout: Duration,
     /// The least time between two logins of a user (RFC 2449
     /// `LOGIN-DELAY`, whole seconds): announced in CAPA, and a login
     /// sooner gets `-ERR [LOGIN-DELAY]`. `"0s"` (the default): none.
-    #[serde(with = "duration_str")]
+    #[serde(with = "tern_limits::duration")]
     pub login_delay: Duration,
 }
 
@@ -652,7 +250,7 @@ pub struct ListenerConfig {
     /// instead of `pop3.idle_timeout` (RFC 1939: at least 10 minutes).
     #[serde(
         default,
-        with = "opt_duration_str",
+        with = "tern_limits::duration::option",
         skip_serializing_if = "Option::is_none"
     )]
     pub idle_timeout: Option<Duration>,
@@ -728,139 +326,6 @@ pub struct DomainConfig {
     pub lmtp: Option<String>,
 }
 
-/// Limits (invariant 5: everything is bounded).
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LimitsConfig {
-    /// Largest message accepted, in bytes (advertised in SIZE).
-    pub max_message_size: u64,
-    /// Recipients per message; RFC 5321 asks for at least 100.
-    pub max_recipients: usize,
-    /// Concurrent sessions overall.
-    pub max_connections: usize,
-    /// Concurrent sessions from one client address.
-    pub max_connections_per_ip: usize,
-    /// Errors in one session before `421 4.7.0` and disconnect.
-    pub max_errors: u32,
-    /// Command line length including CRLF (RFC 5321: at least 512).
-    pub max_command_line: usize,
-    /// Text line length in DATA including CRLF (RFC 5321: 1000).
-    pub max_text_line: usize,
-    /// `Received:` headers before a message is refused as a loop.
-    pub max_received_headers: usize,
-    /// Time to wait for a command (RFC 5321 4.5.3.2.7: 5 minutes).
-    #[serde(with = "duration_str")]
-    pub command_timeout: Duration,
-    /// Time to wait for a block of message data (4.5.3.2.5: 3 minutes).
-    #[serde(with = "duration_str")]
-    pub data_timeout: Duration,
-    /// Pause before the greeting to catch early talkers (0s = none).
-    #[serde(with = "duration_str")]
-    pub greet_pause: Duration,
-    /// Minimum message data rate, bytes/s, after 30 s (0 = off).
-    pub min_data_rate: u64,
-    /// The longest one message's data may take in all (30 minutes).
-    #[serde(with = "duration_str")]
-    pub message_data_timeout: Duration,
-    /// Connection rates, AUTH brute force, per-user sending, tarpit.
-    pub abuse: tern_limits::AbuseConfig,
-    /// Client networks exempt from the per-address connection rate (besides
-    /// `trusted_networks`); loopback by default.
-    pub rate_limit_exceptions: Vec<IpNet>,
-    /// Concurrent sessions from one client network (an IPv4 /24, an IPv6
-    /// /48); `rate_limit_exceptions` and `trusted_networks` are exempt.
-    pub max_connections_per_network: usize,
-    /// The last slots of `max_connections`, kept for `trusted_networks`
-    /// (unset: 5 % of `max_connections`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reserved_connections: Option<usize>,
-    /// Stress mode: when it starts and what the timeouts become.
-    pub stress: StressConfig,
-}
-
-impl LimitsConfig {
-    /// The slots kept for trusted networks.
-    pub fn reserved(&self) -> usize {
-        self.reserved_connections
-            .unwrap_or(self.max_connections / 20)
-    }
-}
-
-/// `[limits.stress]`: from `threshold` % of `max_connections` sessions,
-/// timeouts shrink so that sessions that say nothing leave fast.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct StressConfig {
-    /// Percent of `max_connections` at which stress mode starts (it ends
-    /// below 80 % of that); 0 switches stress mode off.
-    pub threshold: u8,
-    /// Command timeout (the greeting's answer included) under stress.
-    #[serde(with = "duration_str")]
-    pub command_timeout: Duration,
-    /// Data block timeout under stress.
-    #[serde(with = "duration_str")]
-    pub data_timeout: Duration,
-    /// How long message data may arrive before `min_data_rate` applies.
-    #[serde(with = "duration_str")]
-    pub min_rate_grace: Duration,
-    /// The longest error tarpit delay under stress.
-    #[serde(with = "duration_str")]
-    pub tarpit: Duration,
-}
-
-impl Default for StressConfig {
-    fn default() -> Self {
-        let t = tern_net::StressTimeouts::default();
-        StressConfig {
-            threshold: 70,
-            command_timeout: t.command,
-            data_timeout: t.data,
-            min_rate_grace: t.min_rate_grace,
-            tarpit: t.tarpit,
-        }
-    }
-}
-
-impl StressConfig {
-    /// The session timeouts of stress mode.
-    pub fn timeouts(&self) -> tern_net::StressTimeouts {
-        tern_net::StressTimeouts {
-            command: self.command_timeout,
-            data: self.data_timeout,
-            min_rate_grace: self.min_rate_grace,
-            tarpit: self.tarpit,
-        }
-    }
-}
-
-impl Default for LimitsConfig {
-    fn default() -> Self {
-        LimitsConfig {
-            max_message_size: 52_428_800,
-            max_recipients: 100,
-            max_connections: 1000,
-            max_connections_per_ip: 50,
-            max_errors: 20,
-            max_command_line: 512,
-            max_text_line: 1000,
-            max_received_headers: 100,
-            command_timeout: Duration::from_secs(300),
-            data_timeout: Duration::from_secs(180),
-            greet_pause: Duration::ZERO,
-            min_data_rate: 500,
-            message_data_timeout: Duration::from_secs(1800),
-            abuse: tern_limits::AbuseConfig::default(),
-            rate_limit_exceptions: vec![
-                "127.0.0.0/8".parse().expect("valid CIDR"),
-                "::1/128".parse().expect("valid CIDR"),
-            ],
-            max_connections_per_network: 200,
-            reserved_connections: None,
-            stress: StressConfig::default(),
-        }
-    }
-}
-
 /// `[tls]`: certificates. With none, Tern generates a self-signed one into
 /// `data_dir/tls` (fine for tests, not for the Internet).
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -869,7 +334,7 @@ pub struct TlsConfig {
     /// PEM files: full chain and key. Chosen by SNI; the first is the default.
     pub certificates: Vec<CertificateConfig>,
     /// Longest a TLS handshake may take.
-    #[serde(with = "duration_str")]
+    #[serde(with = "tern_limits::duration")]
     pub handshake_timeout: Duration,
 }
 
@@ -1013,89 +478,6 @@ pub enum EarlyTalkersConfig {
     Allow,
 }
 
-/// Delivery: local and remote.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DeliveryConfig {
-    /// Messages worked on at once.
-    pub concurrency: usize,
-    /// Delivery attempts to one destination (a domain, an LMTP server, or
-    /// the smarthost) at once.
-    pub per_destination: usize,
-    /// How long an outbound SMTP connection stays open after a message,
-    /// waiting for the next one to the same destination ("0s": never
-    /// reused).
-    #[serde(with = "duration_str")]
-    pub connection_reuse: Duration,
-    /// Deliver to other domains (MX lookup or smarthost). Off: remote
-    /// recipients wait in the queue.
-    pub remote: bool,
-    /// The port remote MX hosts are contacted on (25; tests change it).
-    pub remote_port: u16,
-    /// Connecting to a remote host may take this long.
-    #[serde(with = "duration_str")]
-    pub connect_timeout: Duration,
-    /// Name in our EHLO (default: `hostname`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub helo_name: Option<String>,
-    /// Relay all remote mail through one host instead of MX lookups.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub smarthost: Option<SmarthostConfig>,
-}
-
-impl Default for DeliveryConfig {
-    fn default() -> Self {
-        DeliveryConfig {
-            concurrency: 20,
-            per_destination: 10,
-            connection_reuse: Duration::from_secs(5),
-            remote: true,
-            remote_port: 25,
-            connect_timeout: Duration::from_secs(30),
-            helo_name: None,
-            smarthost: None,
-        }
-    }
-}
-
-/// `[delivery.smarthost]`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct SmarthostConfig {
-    /// Host name or IP address.
-    pub host: String,
-    /// Port (587 for STARTTLS submission, 465 for implicit TLS, 25).
-    pub port: u16,
-    /// `starttls` (required), `implicit`, or `none`.
-    #[serde(default = "default_smarthost_tls")]
-    pub tls: String,
-    /// AUTH user name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub username: Option<String>,
-    /// A file holding the AUTH password (first line).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub password_file: Option<PathBuf>,
-    /// The certificates to trust for the smarthost (a private CA, or its
-    /// own self-signed certificate), PEM. Unset: the system's CA bundle
-    /// (`/etc/ssl/certs/ca-certificates.crt` and the other usual places).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ca_file: Option<PathBuf>,
-    /// Verify the smarthost's certificate chain and host name (default
-    /// true). `false` encrypts without knowing who is at the other end:
-    /// anyone on the path can pose as the smarthost and collect the AUTH
-    /// password. Tern warns about it at every start.
-    #[serde(default = "default_true")]
-    pub tls_verify: bool,
-}
-
-fn default_true() -> bool {
-    true
-}
-
-fn default_smarthost_tls() -> String {
-    "starttls".to_owned()
-}
-
 /// `[dns]`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -1112,7 +494,7 @@ pub struct TraceConfig {
     /// Keep a journal at all.
     pub enabled: bool,
     /// Days of journal kept (whole UTC days).
-    #[serde(with = "duration_str")]
+    #[serde(with = "tern_limits::duration")]
     pub retention: Duration,
     /// The journal's files together stay under this many bytes (the
     /// oldest days go first).
@@ -1204,49 +586,10 @@ impl Config {
         if self.domains.is_empty() {
             bail!("no [domains.<name>] configured: Tern needs at least one local domain");
         }
-        let l = &self.limits;
-        if l.max_recipients == 0 {
-            bail!("limits.max_recipients must be at least 1 (RFC 5321 asks for 100)");
-        }
-        if l.max_command_line < 512 {
-            bail!("limits.max_command_line must be at least 512 (RFC 5321 4.5.3.1.4)");
-        }
-        if l.max_text_line < 1000 {
-            bail!("limits.max_text_line must be at least 1000 (RFC 5321 4.5.3.1.6)");
-        }
-        if l.max_connections == 0 || l.max_connections_per_ip == 0 {
-            bail!("limits.max_connections and limits.max_connections_per_ip must be at least 1");
-        }
-        if l.max_connections_per_network == 0 {
-            bail!("limits.max_connections_per_network must be at least 1");
-        }
-        if l.reserved() >= l.max_connections {
-            bail!(
-                "limits.reserved_connections ({}) must be less than limits.max_connections ({})",
-                l.reserved(),
-                l.max_connections
-            );
-        }
-        if l.stress.threshold > 100 {
-            bail!("limits.stress.threshold is a percentage of max_connections: 0 (off) to 100");
-        }
-        if [l.stress.command_timeout, l.stress.data_timeout]
-            .iter()
-            .any(Duration::is_zero)
-        {
-            bail!("limits.stress.command_timeout and data_timeout must be positive");
-        }
-        if l.max_message_size == 0 {
-            bail!("limits.max_message_size must be at least 1");
-        }
-        if l.command_timeout.is_zero()
-            || l.data_timeout.is_zero()
-            || l.message_data_timeout.is_zero()
-        {
-            bail!(
-                "limits.command_timeout, limits.data_timeout and limits.message_data_timeout must be positive"
-            );
-        }
+        self.limits.validate().map_err(|e| match e {
+            tern_net::config::ConfigError::Abuse(e) => anyhow::anyhow!("[limits.abuse]: {e}"),
+            e => anyhow::anyhow!("limits.{e}"),
+        })?;
         if self.pop3.idle_timeout.is_zero() {
             bail!("pop3.idle_timeout must be positive (RFC 1939 asks for at least 10 minutes)");
         }
@@ -1276,9 +619,6 @@ impl Config {
                 self.recipient_delimiter
             );
         }
-        l.abuse
-            .validate()
-            .map_err(|e| anyhow::anyhow!("[limits.abuse]: {e}"))?;
         for m in &self.auth.mechanisms {
             let mech = tern_sasl::Mechanism::from_name(m)
                 .ok_or_else(|| anyhow::anyhow!("auth.mechanisms: unknown SASL mechanism {m:?}"))?;
@@ -1335,156 +675,15 @@ impl Config {
         if self.queue.store.lease_seconds == 0 {
             bail!("queue.lease_seconds must be positive");
         }
-        if let Some(s) = &self.delivery.smarthost {
-            if !matches!(s.tls.as_str(), "starttls" | "implicit" | "none") {
-                bail!(
-                    "delivery.smarthost.tls = {:?}: use starttls, implicit or none",
-                    s.tls
-                );
-            }
-            if s.tls == "none" && s.username.is_some() {
-                bail!(
-                    "delivery.smarthost: username with tls = \"none\" would send the password \
-                     in clear text, which Tern never does: use tls = \"starttls\" or \"implicit\""
-                );
-            }
-            if !s.tls_verify && s.ca_file.is_some() {
-                bail!(
-                    "delivery.smarthost: ca_file and tls_verify = false contradict each other: \
-                     remove tls_verify to verify against ca_file"
-                );
-            }
-        }
-        if self.delivery.per_destination == 0 {
-            bail!("delivery.per_destination must be at least 1");
-        }
-        if self.delivery.concurrency == 0 {
-            bail!("delivery.concurrency must be at least 1");
-        }
-        self.validate_filters()?;
+        self.delivery
+            .validate()
+            .map_err(|e| anyhow::anyhow!("delivery.{e}"))?;
+        self.filters.validate()?;
         tern_store::Directory::new(self.directory_config()?)
             .map_err(|e| anyhow::anyhow!("[domains]: {e}"))?;
         self.lmtp_targets()?;
         self.dkim_signer()?;
         Ok(())
-    }
-
-    /// The `[[filter]]` stages: names, addresses, ranges.
-    fn validate_filters(&self) -> anyhow::Result<()> {
-        let mut names = std::collections::HashSet::new();
-        let mut auth_stages = 0;
-        for (i, f) in self.filters.iter().enumerate() {
-            let at = format!("[[filter]] #{} ({})", i + 1, f.kind());
-            let (roles, timeout) = match f {
-                FilterConfig::MailAuth(_) => {
-                    auth_stages += 1;
-                    if auth_stages > 1 {
-                        bail!("{at}: type = \"mail_auth\" may appear once");
-                    }
-                    continue;
-                }
-                FilterConfig::Rspamd(r) => {
-                    tern_net::filter::Endpoint::parse(&r.url)
-                        .map_err(|e| anyhow::anyhow!("{at}: url: {e}"))?;
-                    if !r.url.starts_with("http://") && r.url.contains("://") {
-                        bail!(
-                            "{at}: url = {:?}: only http:// (rspamd on loopback or a Unix socket)",
-                            r.url
-                        );
-                    }
-                    if let Some(c) = &r.controller {
-                        tern_net::filter::Endpoint::parse(c)
-                            .map_err(|e| anyhow::anyhow!("{at}: controller: {e}"))?;
-                    }
-                    if r.max_size == 0 {
-                        bail!("{at}: max_size must be at least 1");
-                    }
-                    (&r.roles, r.timeout)
-                }
-                FilterConfig::Milter(m) => {
-                    tern_net::filter::Endpoint::parse(&m.address)
-                        .map_err(|e| anyhow::anyhow!("{at}: address: {e}"))?;
-                    (&m.roles, m.timeout)
-                }
-                FilterConfig::Clamd(c) => {
-                    tern_net::filter::Endpoint::parse(&c.address)
-                        .map_err(|e| anyhow::anyhow!("{at}: address: {e}"))?;
-                    if c.max_size == 0 {
-                        bail!("{at}: max_size must be at least 1 (clamd's StreamMaxLength)");
-                    }
-                    (&c.roles, c.timeout)
-                }
-                FilterConfig::Dnsbl(d) => {
-                    if d.zones.is_empty() {
-                        bail!(
-                            "{at}: zones is empty: name at least one list, e.g. zones = [\"zen.spamhaus.org\"]"
-                        );
-                    }
-                    for z in &d.zones {
-                        d.zone(z).map_err(|e| anyhow::anyhow!("{at}: zones: {e}"))?;
-                    }
-                    if !(d.threshold > 0.0 && d.threshold.is_finite()) {
-                        bail!("{at}: threshold = {}: must be positive", d.threshold);
-                    }
-                    (&d.roles, d.timeout)
-                }
-                FilterConfig::Greylist(g) => {
-                    if g.delay.is_zero() || g.retry_window <= g.delay {
-                        bail!("{at}: delay must be positive and shorter than retry_window");
-                    }
-                    if g.expiry <= g.retry_window {
-                        bail!("{at}: expiry must be longer than retry_window");
-                    }
-                    if g.max_entries == 0 {
-                        bail!("{at}: max_entries must be at least 1");
-                    }
-                    (&g.roles, g.timeout)
-                }
-            };
-            if roles.is_empty() {
-                bail!("{at}: roles is empty: use [\"mx\"], [\"submission\"] or both");
-            }
-            if timeout.is_zero() {
-                bail!("{at}: timeout must be positive");
-            }
-            let name = self.filter_name(i);
-            if !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
-                || name.is_empty()
-            {
-                bail!("{at}: name = {name:?}: letters, digits, '.', '-' and '_' only");
-            }
-            if name == "mail_auth" || !names.insert(name.clone()) {
-                bail!("{at}: name = {name:?} is used by another stage: give each its own name");
-            }
-        }
-        Ok(())
-    }
-
-    /// The name of `[[filter]]` number `index` (0-based): its `name`, or
-    /// its type (`milter.N` for the N-th milter).
-    pub fn filter_name(&self, index: usize) -> String {
-        let f = &self.filters[index];
-        let given = match f {
-            FilterConfig::MailAuth(_) => return "mail_auth".into(),
-            FilterConfig::Rspamd(r) => r.name.clone(),
-            FilterConfig::Milter(m) => m.name.clone(),
-            FilterConfig::Clamd(c) => c.name.clone(),
-            FilterConfig::Dnsbl(d) => d.name.clone(),
-            FilterConfig::Greylist(g) => g.name.clone(),
-        };
-        given.unwrap_or_else(|| match f {
-            FilterConfig::Milter(_) => {
-                let n = self.filters[..=index]
-                    .iter()
-                    .filter(|f| matches!(f, FilterConfig::Milter(_)))
-                    .count();
-                format!("milter.{n}")
-            }
-            FilterConfig::Clamd(_) => "clamav".into(),
-            other => other.kind().into(),
-        })
     }
 
     /// Where DKIM keys live: `dkim.keys_dir`, else `<data_dir>/dkim`.
@@ -1724,77 +923,6 @@ impl fmt::Display for ListenerRole {
             ListenerRole::Admin => f.write_str("admin"),
             ListenerRole::Autoconfig => f.write_str("autoconfig"),
             ListenerRole::Autoconfigs => f.write_str("autoconfigs"),
-        }
-    }
-}
-
-/// An optional [`duration_str`].
-mod opt_duration_str {
-    use std::time::Duration;
-
-    use serde::{Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => super::duration_str::serialize(d, s),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<Duration>, D::Error> {
-        super::duration_str::deserialize(d).map(Some)
-    }
-}
-
-/// Durations written as `300s`, `5m`, `1h`, `250ms` (or a bare number of seconds).
-mod duration_str {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer, de};
-
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        if d.subsec_millis() != 0 {
-            s.serialize_str(&format!("{}ms", d.as_millis()))
-        } else {
-            s.serialize_str(&format!("{}s", d.as_secs()))
-        }
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Secs(u64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Secs(n) => Ok(Duration::from_secs(n)),
-            Raw::Text(t) => parse(&t).map_err(de::Error::custom),
-        }
-    }
-
-    /// The workspace's one duration grammar (`tern_types::duration`), a
-    /// bare number read as seconds, as in `[limits]`.
-    pub(super) fn parse(t: &str) -> Result<Duration, tern_limits::duration::DurationError> {
-        tern_limits::duration::parse(t)
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-
-        #[test]
-        fn durations() {
-            assert_eq!(parse("300s").unwrap(), Duration::from_secs(300));
-            assert_eq!(parse("5m").unwrap(), Duration::from_secs(300));
-            assert_eq!(parse("1h").unwrap(), Duration::from_secs(3600));
-            assert_eq!(parse("250ms").unwrap(), Duration::from_millis(250));
-            assert_eq!(parse("7").unwrap(), Duration::from_secs(7));
-            assert_eq!(parse("2d").unwrap(), Duration::from_secs(172_800));
-            assert!(parse("5 fortnights").is_err());
-            assert!(parse("s").is_err());
         }
     }
 }

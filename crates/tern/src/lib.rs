@@ -23,8 +23,8 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use ring::rand::{SecureRandom, SystemRandom};
 use tern_net::{
-    Abuse, AuthBackend, CertPair, ConnectionLimiter, ListenerSpec, QueueManager, RelayPolicy, Role,
-    Server, SubmissionPolicy, Timeouts, TlsManager, TlsSettings,
+    Abuse, AuthBackend, CertPair, ListenerSpec, QueueManager, RelayPolicy, Role, Server,
+    SubmissionPolicy, TlsManager, TlsSettings,
 };
 use tern_queue::{Spool, SpoolOptions};
 use tern_sasl::jwt::{JwtConfig, JwtKey, JwtValidator};
@@ -156,7 +156,12 @@ pub async fn start_with_clock(
         Some(o) => Some(jwt_validator(o)?),
         None => None,
     };
-    let outbound = Arc::new(outbound_settings(config)?);
+    let outbound = Arc::new(
+        config
+            .delivery
+            .outbound_settings(&config.hostname)
+            .map_err(|e| anyhow::anyhow!("delivery.{e}"))?,
+    );
     let tls_settings = TlsSettings {
         certificates: config
             .tls
@@ -252,7 +257,7 @@ pub async fn start_with_clock(
     let uses_dnsbl = config
         .filters
         .iter()
-        .any(|f| matches!(f, config::FilterConfig::Dnsbl(_)));
+        .any(|f| matches!(f, tern_filter::config::FilterConfig::Dnsbl(_)));
     let hickory: Option<Arc<tern_dns::HickoryResolver>> =
         if config.delivery.remote || config.mail_auth.enabled || uses_dnsbl {
             let r = tern_dns::HickoryResolver::new(tern_dns::ResolverSettings {
@@ -352,29 +357,8 @@ pub async fn start_with_clock(
         spool,
         queue,
         delivery,
-        timeouts: Timeouts {
-            command: l.command_timeout,
-            data: l.data_timeout,
-            greet_pause: l.greet_pause,
-            min_data_rate: l.min_data_rate,
-            message_data: l.message_data_timeout,
-            stress: l.stress.timeouts(),
-        },
-        limiter: ConnectionLimiter::new(
-            l.max_connections,
-            l.max_connections_per_ip,
-            l.abuse.ipv6_prefix,
-        )
-        .with_per_network(l.max_connections_per_network)
-        .with_stress_percent(l.stress.threshold)
-        .with_exempt(
-            l.rate_limit_exceptions
-                .iter()
-                .chain(&config.trusted_networks)
-                .copied()
-                .collect(),
-        )
-        .with_trusted(config.trusted_networks.clone(), l.reserved()),
+        timeouts: l.timeouts(),
+        limiter: l.connection_limiter(&config.trusted_networks),
         tls: Some(tls.clone()),
         handshake_timeout: config.tls.handshake_timeout,
         auth: AuthBackend {
@@ -387,14 +371,7 @@ pub async fn start_with_clock(
             enforce_sender: config.submission.enforce_sender,
             fix_headers: config.submission.fix_headers,
         },
-        abuse: Abuse::new(
-            &l.abuse,
-            l.rate_limit_exceptions
-                .iter()
-                .chain(&config.trusted_networks)
-                .copied()
-                .collect(),
-        ),
+        abuse: Abuse::new(&l.abuse, l.exempt(&config.trusted_networks)),
         mailauth,
         filters: Arc::clone(&filters),
         local_intake: Some(local_intake),
@@ -513,168 +490,15 @@ fn build_pipeline(
     resolver: Option<Arc<dyn tern_dns::Resolver>>,
     clock: tern_net::filter::dnsbl::Clock,
 ) -> anyhow::Result<tern_net::filter::Pipeline> {
-    use config::{FailConfig, FilterConfig, FilterRole, InfectedAction, SpamAction};
-    use tern_net::filter::{self as f, Endpoint, Roles, Stage, StageKind};
-    let connect_timeout = |t: std::time::Duration| t.min(std::time::Duration::from_secs(10));
-    let mut stages = Vec::new();
-    for (i, fc) in config.filters.iter().enumerate() {
-        let name = config.filter_name(i);
-        let at = format!("[[filter]] #{} ({name})", i + 1);
-        let endpoint = |s: &str| Endpoint::parse(s).map_err(|e| anyhow::anyhow!("{at}: {e}"));
-        let (roles, timeout, fail, kind) = match fc {
-            FilterConfig::MailAuth(_) => {
-                stages.push(Stage {
-                    name,
-                    roles: Roles {
-                        mx: true,
-                        submission: true,
-                    },
-                    timeout: tern_mailauth::verify::CHECK_DEADLINE,
-                    fail: tern_filter::FailMode::Open,
-                    kind: StageKind::MailAuth,
-                });
-                continue;
-            }
-            FilterConfig::Rspamd(r) => {
-                let password = match &r.password_file {
-                    Some(p) => Some(
-                        std::fs::read_to_string(p)
-                            .with_context(|| {
-                                format!("{at}: cannot read password_file {}", p.display())
-                            })?
-                            .lines()
-                            .next()
-                            .unwrap_or("")
-                            .to_owned(),
-                    ),
-                    None => None,
-                };
-                let client = f::rspamd::Rspamd::new(f::rspamd::RspamdSettings {
-                    endpoint: endpoint(&r.url)?,
-                    controller: r.controller.as_deref().map(endpoint).transpose()?,
-                    password,
-                    max_size: r.max_size,
-                    settings_id: r.settings_id.clone(),
-                    policy: tern_filter::rspamd::Policy {
-                        quarantine_spam: r.spam == SpamAction::Quarantine,
-                        greylist: r.greylist,
-                        milter_headers: r.milter_headers,
-                    },
-                    connect_timeout: connect_timeout(r.timeout),
-                });
-                (
-                    &r.roles,
-                    r.timeout,
-                    r.fail,
-                    StageKind::Rspamd(Arc::new(client)),
-                )
-            }
-            FilterConfig::Milter(m) => (
-                &m.roles,
-                m.timeout,
-                m.fail,
-                StageKind::Milter(Arc::new(f::milter::MilterSpec {
-                    endpoint: endpoint(&m.address)?,
-                    connect_timeout: connect_timeout(m.timeout),
-                })),
-            ),
-            FilterConfig::Clamd(c) => (
-                &c.roles,
-                c.timeout,
-                c.fail,
-                StageKind::Clamd(Arc::new(f::clamd::Clamd::new(f::clamd::ClamdSettings {
-                    endpoint: endpoint(&c.address)?,
-                    max_size: c.max_size,
-                    infected: match c.infected {
-                        InfectedAction::Reject => f::clamd::Infected::Reject,
-                        InfectedAction::Quarantine => f::clamd::Infected::Quarantine,
-                        InfectedAction::Discard => f::clamd::Infected::Discard,
-                    },
-                    connect_timeout: connect_timeout(c.timeout),
-                }))),
-            ),
-            FilterConfig::Dnsbl(d) => {
-                let zones = d
-                    .zones
-                    .iter()
-                    .map(|z| d.zone(z))
-                    .collect::<anyhow::Result<Vec<_>>>()
-                    .with_context(|| at.clone())?;
-                let resolver = resolver
-                    .clone()
-                    .ok_or_else(|| anyhow::anyhow!("{at}: no DNS resolver"))?;
-                let hook = match d.hook {
-                    config::DnsblHook::Connect => tern_filter::Hook::Connect,
-                    config::DnsblHook::Rcpt => tern_filter::Hook::Rcpt,
-                };
-                (
-                    &d.roles,
-                    d.timeout,
-                    d.fail,
-                    StageKind::Dnsbl(Arc::new(f::dnsbl::Dnsbl::new(
-                        resolver,
-                        zones,
-                        d.threshold,
-                        hook,
-                        Arc::clone(&clock),
-                    ))),
-                )
-            }
-            FilterConfig::Greylist(g) => {
-                let settings = tern_filter::greylist::Settings {
-                    delay: g.delay.as_secs(),
-                    retry_window: g.retry_window.as_secs(),
-                    expiry: g.expiry.as_secs(),
-                    auto_allow_after: g.auto_allow_after,
-                    max_entries: g.max_entries,
-                    ..tern_filter::greylist::Settings::default()
-                };
-                let store: Box<dyn tern_filter::greylist::Store + Send> =
-                    match g.database.as_deref() {
-                        Some(p) if p == std::path::Path::new(":memory:") => {
-                            Box::new(tern_filter::greylist::MemoryStore::new())
-                        }
-                        p => {
-                            let path = p
-                                .map(std::path::Path::to_path_buf)
-                                .unwrap_or_else(|| config.data_dir.join("greylist.db"));
-                            Box::new(
-                                tern_filter::greylist::SqliteStore::open(&path).with_context(
-                                    || format!("{at}: cannot open {}", path.display()),
-                                )?,
-                            )
-                        }
-                    };
-                (
-                    &g.roles,
-                    g.timeout,
-                    g.fail,
-                    StageKind::Greylist(Arc::new(f::greylist::GreylistService::new(
-                        settings,
-                        store,
-                        Arc::clone(&clock),
-                    ))),
-                )
-            }
-        };
-        stages.push(Stage {
-            name,
-            roles: Roles {
-                mx: roles.contains(&FilterRole::Mx),
-                submission: roles.contains(&FilterRole::Submission),
-            },
-            timeout,
-            fail: match fail {
-                FailConfig::Open => tern_filter::FailMode::Open,
-                FailConfig::Closed => tern_filter::FailMode::Closed,
-            },
-            kind,
-        });
-    }
-    for s in &stages {
-        info!(stage = %s.name, mx = s.roles.mx, submission = s.roles.submission, timeout = ?s.timeout, fail = ?s.fail, "filter stage");
-    }
-    Ok(tern_net::filter::Pipeline::new(stages))
+    let env = tern_net::filter::BuildEnv {
+        resolver,
+        clock,
+        data_dir: config.data_dir.clone(),
+    };
+    Ok(tern_net::filter::Pipeline::from_config(
+        &config.filters,
+        &env,
+    )?)
 }
 
 /// The rspamd stage that can learn (the first with a `controller`).
@@ -718,10 +542,11 @@ fn imap_learner(pipeline: &tern_net::filter::Pipeline) -> Option<tern_net::imap:
 /// the server holds (greylisting is left out).
 pub fn command_pipeline(config: &Config) -> anyhow::Result<tern_net::filter::Pipeline> {
     let mut c = config.clone();
-    c.filters.retain(|f| {
+    c.filters.0.retain(|f| {
         !matches!(
             f,
-            config::FilterConfig::Greylist(_) | config::FilterConfig::Dnsbl(_)
+            tern_filter::config::FilterConfig::Greylist(_)
+                | tern_filter::config::FilterConfig::Dnsbl(_)
         )
     });
     build_pipeline(&c, None, tern_net::filter::dnsbl::system_clock())
@@ -856,68 +681,6 @@ fn load_or_create_secret(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
     f.write_all(&secret)?;
     f.sync_all()?;
     Ok(secret)
-}
-
-fn outbound_settings(config: &Config) -> anyhow::Result<tern_delivery::outbound::OutboundSettings> {
-    use tern_delivery::outbound::{OutboundSettings, Smarthost, SmarthostTls};
-    let d = &config.delivery;
-    let smarthost = match &d.smarthost {
-        None => None,
-        Some(s) => {
-            let password = match &s.password_file {
-                Some(p) => Some(
-                    std::fs::read_to_string(p)
-                        .with_context(|| {
-                            format!(
-                                "cannot read delivery.smarthost.password_file {}",
-                                p.display()
-                            )
-                        })?
-                        .lines()
-                        .next()
-                        .unwrap_or("")
-                        .to_owned(),
-                ),
-                None => None,
-            };
-            Some(Smarthost {
-                host: s.host.clone(),
-                port: s.port,
-                tls: match s.tls.as_str() {
-                    "implicit" => SmarthostTls::Implicit,
-                    "none" => SmarthostTls::None,
-                    _ => SmarthostTls::Starttls,
-                },
-                auth: s.username.clone().zip(password),
-                verify_certificate: s.tls_verify,
-                ca_file: s.ca_file.clone(),
-            })
-        }
-    };
-    if let Some(s) = d.smarthost.as_ref().filter(|s| !s.tls_verify) {
-        warn!(
-            smarthost = %s.host,
-            "delivery.smarthost.tls_verify = false: the smarthost's certificate is NOT verified; \
-             anyone on the path can pose as it and read the mail and the AUTH password"
-        );
-    }
-    let settings = OutboundSettings {
-        helo_name: d
-            .helo_name
-            .clone()
-            .unwrap_or_else(|| config.hostname.clone()),
-        port: d.remote_port,
-        smarthost,
-        timeouts: tern_smtp::client::ClientTimeouts::default(),
-        connect_timeout: d.connect_timeout,
-        starttls: tern_smtp::client::StartTlsPolicy::Opportunistic,
-    };
-    // Said once at start, not as a deferral of every message: no system CA
-    // bundle, an unreadable ca_file.
-    settings
-        .validate()
-        .map_err(|e| anyhow::anyhow!("[delivery.smarthost]: {e}"))?;
-    Ok(settings)
 }
 
 fn jwt_validator(o: &config::OAuthConfig) -> anyhow::Result<JwtValidator> {

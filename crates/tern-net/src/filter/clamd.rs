@@ -14,19 +14,10 @@ use tern_smtp::reply::Reply;
 use tern_types::EnhancedStatus;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use super::net::{Endpoint, Io};
+use super::net::{self, Endpoint, Io};
 use super::{Body, FilterError};
 
-/// What an infected message gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Infected {
-    /// `554 5.7.1`, naming the signature.
-    Reject,
-    /// Delivered into `Junk`.
-    Quarantine,
-    /// Accepted and dropped.
-    Discard,
-}
+pub use tern_filter::clamd::Infected;
 
 /// How clamd is reached.
 #[derive(Debug, Clone)]
@@ -84,11 +75,7 @@ impl Clamd {
 
     /// One `INSTREAM` scan.
     pub(crate) async fn scan(&self, header: &[u8], body: &Body) -> Result<ScanResult, FilterError> {
-        let mut io = self
-            .settings
-            .endpoint
-            .connect(self.settings.connect_timeout)
-            .await?;
+        let mut io = net::connect(&self.settings.endpoint, self.settings.connect_timeout).await?;
         let sent = send(&mut *io, self.settings.max_size, header, body).await;
         // clamd answers (and may close) before the end when it refuses the
         // stream: read its reply whether or not the sending finished.

@@ -23,7 +23,7 @@ use tern_filter::milter::{BODY_CHUNK, Decision, Expect, FrameReader, Modificatio
 use tern_filter::{Action, Change, Verdict};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use super::net::{Endpoint, Io};
+use super::net::{self, Endpoint, Io};
 use super::{Body, FilterError, Stage};
 
 /// Where a milter listens.
@@ -46,7 +46,7 @@ struct Conn {
 
 impl Conn {
     async fn open(spec: &MilterSpec) -> Result<Conn, FilterError> {
-        let io = spec.endpoint.connect(spec.connect_timeout).await?;
+        let io = net::connect(&spec.endpoint, spec.connect_timeout).await?;
         let mut conn = Conn {
             io,
             reader: FrameReader::new(),

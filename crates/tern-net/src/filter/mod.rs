@@ -2,7 +2,9 @@
 //! milters, clamd, DNS blocklists, greylisting) and the calls the SMTP
 //! driver ([`crate::conn`]) makes at each hook of a transaction.
 //!
-//! The pipeline is a list of [`Stage`]s in configuration order. Each runs
+//! The pipeline is a list of [`Stage`]s in configuration order, built by
+//! [`Pipeline::from_config`] from the `[[filter]]` tables that
+//! `tern-filter` reads and validates ([`tern_filter::config`]). Each runs
 //! on the roles it is configured for (MX, submission) and listens to some
 //! [`Hook`]s; the driver asks only hooks some stage listens to, and a
 //! session on a role no stage runs on carries no filter state at all
@@ -25,6 +27,7 @@
 //! and say so in `X-Tern-Filter:`) or closed (`451 4.7.1`). Nothing here
 //! holds a whole message in memory, and nothing logs message content.
 
+mod build;
 pub mod clamd;
 pub mod dnsbl;
 pub(crate) mod eom;
@@ -48,6 +51,7 @@ use crate::conn::escape_for_log;
 use crate::server::Role;
 use crate::tls::TlsInfo;
 
+pub use build::{BuildEnv, BuildError};
 pub use net::{Endpoint, EndpointError};
 
 /// Which listener roles a stage runs on.

@@ -15,7 +15,7 @@ use tern_filter::rspamd::{self as codec, CheckReply, CheckRequest, Learn, Policy
 use tern_filter::{Verdict, http};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use super::net::{Endpoint, Io};
+use super::net::{self, Endpoint, Io};
 use super::{Body, FilterError};
 
 /// Idle connections kept to the scanner.
@@ -135,11 +135,7 @@ impl Rspamd {
                 Err((e, true)) => return Err(e),
             }
         }
-        let mut io = self
-            .settings
-            .endpoint
-            .connect(self.settings.connect_timeout)
-            .await?;
+        let mut io = net::connect(&self.settings.endpoint, self.settings.connect_timeout).await?;
         match exchange(&mut *io, &head, header, Some(body), codec::MAX_REPLY).await {
             Ok((response, _)) => self.finish(io, response),
             Err((e, _)) => Err(e),
@@ -185,7 +181,7 @@ impl Rspamd {
             len,
         );
         let work = async {
-            let mut io = endpoint.connect(timeout).await?;
+            let mut io = net::connect(endpoint, timeout).await?;
             let (response, _) = exchange(&mut *io, &head, &[], Some(&body), 64 * 1024)
                 .await
                 .map_err(|(e, _)| e)?;
