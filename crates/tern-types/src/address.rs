@@ -547,6 +547,12 @@ impl Mailbox {
         if s.len() > MAX_MAILBOX {
             return Err(AddressError::TooLong("address"));
         }
+        // Lower-casing a U-label can lengthen it (`İ` is two octets, `i̇`
+        // three): the form the address is printed and stored in must fit
+        // too, or it would not read back.
+        if !m.host.is_ascii() && m.to_string().len() > MAX_MAILBOX {
+            return Err(AddressError::TooLong("address"));
+        }
         if !utf8 && !m.is_ascii() {
             return Err(AddressError::Utf8NotAllowed);
         }
@@ -1248,6 +1254,19 @@ mod tests {
             Mailbox::parse(&m255, false),
             Err(AddressError::TooLong("address"))
         );
+        // The printed (lower-cased) form must fit as well: `İ` (2 octets)
+        // prints as `i̇` (3).
+        let label = "\u{130}".repeat(21); // 42 octets, 63 printed
+        let grows = format!("{local}@{}.x", [label.as_str(); 3].join("."));
+        assert_eq!(grows.len(), 195);
+        assert_eq!(
+            Mailbox::parse(&grows, true),
+            Err(AddressError::TooLong("address"))
+        );
+        let fits = format!("{}@{}.x", "l".repeat(50), [label.as_str(); 3].join("."));
+        let m = Mailbox::parse(&fits, true).unwrap();
+        assert_eq!(m.to_string().len(), 244);
+        assert_eq!(Mailbox::parse(&m.to_string(), true), Ok(m));
         // UTF-8 counts in octets.
         let utf = format!("{}@x", "\u{e9}".repeat(32));
         assert!(Mailbox::parse(&utf, true).is_ok());
