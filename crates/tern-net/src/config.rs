@@ -1,6 +1,8 @@
 //! The configuration sections the runtime owns: `[limits]` (sizes, counts,
 //! session timeouts, connection caps) with `[limits.stress]` (stress mode)
-//! and `[limits.abuse]` ([`tern_limits::AbuseConfig`]).
+//! and `[limits.abuse]` ([`tern_limits::AbuseConfig`]); `[imap]` and
+//! `[pop3]`, the services on the mail store. (`[submission]` is read
+//! straight into [`SubmissionPolicy`](crate::SubmissionPolicy).)
 //!
 //! Each section has its defaults here, refuses unknown keys and is checked
 //! by its `validate`, whose errors name the key below the section
@@ -23,6 +25,7 @@ use tern_limits::duration;
 
 use crate::conn::{StressTimeouts, Timeouts};
 use crate::limits::ConnectionLimiter;
+use crate::pop3::DeleteMode;
 
 /// `[limits]` (invariant 5: everything is bounded).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -278,6 +281,105 @@ impl LimitsConfig {
     }
 }
 
+/// `[imap]`: the IMAP service and the mail store it serves.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImapConfig {
+    /// The largest message APPEND accepts, in bytes (APPENDLIMIT).
+    pub append_limit: u64,
+    /// Concurrent IMAP sessions one user may hold.
+    pub max_sessions_per_user: usize,
+    /// Storage quota per user in bytes (unset: none); enforced on APPEND
+    /// (`[OVERQUOTA]`) and reported by GETQUOTA.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quota: Option<u64>,
+}
+
+impl Default for ImapConfig {
+    fn default() -> Self {
+        ImapConfig {
+            append_limit: 52_428_800,
+            max_sessions_per_user: 20,
+            quota: None,
+        }
+    }
+}
+
+/// `[pop3]`: the POP3 service (on the same mail store as IMAP).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Pop3Config {
+    /// What QUIT does with the messages a client deleted: `"expunge"`
+    /// removes them, `"move-to-trash"` moves them to the `\Trash` mailbox.
+    pub delete_mode: DeleteMode,
+    /// The autologout timer (RFC 1939: at least 10 minutes). A session
+    /// timed out deletes nothing.
+    #[serde(with = "duration")]
+    pub idle_timeout: Duration,
+    /// The least time between two logins of a user (RFC 2449
+    /// `LOGIN-DELAY`, whole seconds): announced in CAPA, and a login
+    /// sooner gets `-ERR [LOGIN-DELAY]`. `"0s"` (the default): none.
+    #[serde(with = "duration")]
+    pub login_delay: Duration,
+}
+
+impl Default for Pop3Config {
+    fn default() -> Self {
+        Pop3Config {
+            delete_mode: DeleteMode::Expunge,
+            idle_timeout: crate::pop3::DEFAULT_IDLE_TIMEOUT,
+            login_delay: Duration::ZERO,
+        }
+    }
+}
+
+/// A `[pop3]` setting out of range. The text names the key below `pop3`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Pop3ConfigError {
+    /// `idle_timeout = "0s"`.
+    #[error("idle_timeout must be positive (RFC 1939 asks for at least 10 minutes)")]
+    IdleTimeout,
+    /// A `login_delay` with a fraction of a second.
+    #[error("login_delay must be whole seconds (CAPA announces LOGIN-DELAY in seconds)")]
+    LoginDelay,
+}
+
+impl Pop3Config {
+    /// Checks the ranges serde cannot.
+    pub fn validate(&self) -> Result<(), Pop3ConfigError> {
+        if self.idle_timeout.is_zero() {
+            return Err(Pop3ConfigError::IdleTimeout);
+        }
+        if self.login_delay.subsec_nanos() != 0 {
+            return Err(Pop3ConfigError::LoginDelay);
+        }
+        Ok(())
+    }
+}
+
+const DELETE_MODES: &[&str] = &["expunge", "move-to-trash"];
+
+impl Serialize for DeleteMode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(match self {
+            DeleteMode::Expunge => DELETE_MODES[0],
+            DeleteMode::MoveToTrash => DELETE_MODES[1],
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for DeleteMode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        match text.as_str() {
+            "expunge" => Ok(DeleteMode::Expunge),
+            "move-to-trash" => Ok(DeleteMode::MoveToTrash),
+            _ => Err(serde::de::Error::unknown_variant(&text, DELETE_MODES)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -363,5 +465,38 @@ mod tests {
         assert_eq!(l.command_timeout, Duration::from_secs(90));
         let text = toml::to_string(&l).unwrap();
         assert_eq!(parse(&text).unwrap(), l, "{text}");
+    }
+
+    #[test]
+    fn imap_and_pop3() {
+        let i: ImapConfig = toml::from_str("quota = 100").unwrap();
+        assert_eq!(i.quota, Some(100));
+        assert_eq!(i.append_limit, 52_428_800);
+        assert_eq!(i.max_sessions_per_user, 20);
+        let p: Pop3Config = toml::from_str("").unwrap();
+        assert_eq!(p, Pop3Config::default());
+        assert_eq!(p.idle_timeout, Duration::from_secs(600));
+        let p: Pop3Config =
+            toml::from_str("delete_mode = \"move-to-trash\"\nlogin_delay = \"5m\"").unwrap();
+        assert_eq!(p.delete_mode, DeleteMode::MoveToTrash);
+        p.validate().unwrap();
+        assert_eq!(
+            toml::from_str::<Pop3Config>(&toml::to_string(&p).unwrap()).unwrap(),
+            p
+        );
+        for (text, want) in [
+            ("delete_mode = \"shred\"", "unknown variant `shred`"),
+            ("apop = true", "unknown field `apop`"),
+        ] {
+            let err = toml::from_str::<Pop3Config>(text).unwrap_err().to_string();
+            assert!(err.contains(want), "{text}: {err}");
+        }
+        for (text, want) in [
+            ("idle_timeout = \"0s\"", Pop3ConfigError::IdleTimeout),
+            ("login_delay = \"1500ms\"", Pop3ConfigError::LoginDelay),
+        ] {
+            let p: Pop3Config = toml::from_str(text).unwrap();
+            assert_eq!(p.validate(), Err(want), "{text}");
+        }
     }
 }

@@ -24,7 +24,7 @@ use anyhow::Context as _;
 use ring::rand::{SecureRandom, SystemRandom};
 use tern_net::{
     Abuse, AuthBackend, CertPair, ListenerSpec, QueueManager, RelayPolicy, Role, Server,
-    SubmissionPolicy, TlsManager, TlsSettings,
+    TlsManager, TlsSettings,
 };
 use tern_queue::{Spool, SpoolOptions};
 use tern_sasl::jwt::{JwtConfig, JwtKey, JwtValidator};
@@ -260,11 +260,8 @@ pub async fn start_with_clock(
         .any(|f| matches!(f, tern_filter::config::FilterConfig::Dnsbl(_)));
     let hickory: Option<Arc<tern_dns::HickoryResolver>> =
         if config.delivery.remote || config.mail_auth.enabled || uses_dnsbl {
-            let r = tern_dns::HickoryResolver::new(tern_dns::ResolverSettings {
-                nameservers: config.dns.nameservers.clone(),
-                ..tern_dns::ResolverSettings::default()
-            })
-            .context("cannot set up the DNS resolver")?;
+            let r = tern_dns::HickoryResolver::new(config.dns.resolver_settings())
+                .context("cannot set up the DNS resolver")?;
             Some(Arc::new(r))
         } else {
             None
@@ -367,10 +364,7 @@ pub async fn start_with_clock(
             secret: auth_secret.clone(),
             gate: tern_net::gate::PasswordGate::default(),
         },
-        submission: SubmissionPolicy {
-            enforce_sender: config.submission.enforce_sender,
-            fix_headers: config.submission.fix_headers,
-        },
+        submission: config.submission,
         abuse: Abuse::new(&l.abuse, l.exempt(&config.trusted_networks)),
         mailauth,
         filters: Arc::clone(&filters),
@@ -386,10 +380,7 @@ pub async fn start_with_clock(
         })),
         pop3: Some(Arc::new(tern_net::pop3::Pop3Service::new(
             mailboxes,
-            match config.pop3.delete_mode {
-                config::Pop3DeleteMode::Expunge => tern_net::pop3::DeleteMode::Expunge,
-                config::Pop3DeleteMode::MoveToTrash => tern_net::pop3::DeleteMode::MoveToTrash,
-            },
+            config.pop3.delete_mode,
             config.pop3.idle_timeout,
             config.pop3.login_delay,
         ))),
