@@ -1,7 +1,7 @@
 //! The configuration sections the runtime owns: `[limits]` (sizes, counts,
 //! session timeouts, connection caps) with `[limits.stress]` (stress mode)
-//! and `[limits.abuse]` ([`tern_limits::AbuseConfig`]); `[imap]` and
-//! `[pop3]`, the services on the mail store. (`[submission]` is read
+//! and `[limits.abuse]` ([`tern_limits::AbuseConfig`]); `[auth]` (who can
+//! log in, and how); `[imap]` and `[pop3]`, the services on the mail store. (`[submission]` is read
 //! straight into [`SubmissionPolicy`](crate::SubmissionPolicy).)
 //!
 //! Each section has its defaults here, refuses unknown keys and is checked
@@ -17,6 +17,7 @@
 //! assert_eq!(l.timeouts().command, std::time::Duration::from_secs(300));
 //! ```
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -26,6 +27,8 @@ use tern_limits::duration;
 use crate::conn::{StressTimeouts, Timeouts};
 use crate::limits::ConnectionLimiter;
 use crate::pop3::DeleteMode;
+use tern_sasl::Mechanism;
+use tern_sasl::jwt::{JwtConfig, JwtKey, JwtValidator};
 
 /// `[limits]` (invariant 5: everything is bounded).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -281,6 +284,214 @@ impl LimitsConfig {
     }
 }
 
+/// `[auth]`: who can log in, and how.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// The users file (`tern user add` edits it; the server re-reads it when
+    /// it changes). Unset: no password logins.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub users_file: Option<PathBuf>,
+    /// SASL mechanisms offered on the submission listeners (names as in
+    /// EHLO, any case).
+    #[serde(with = "mechanism_names")]
+    pub mechanisms: Vec<Mechanism>,
+    /// Bearer tokens (OAUTHBEARER, XOAUTH2) as JWTs; unset: not offered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oauth: Option<OAuthConfig>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            users_file: None,
+            mechanisms: vec![
+                Mechanism::Plain,
+                Mechanism::Login,
+                Mechanism::ScramSha256,
+                Mechanism::CramMd5,
+            ],
+            oauth: None,
+        }
+    }
+}
+
+/// `auth.mechanisms`: SASL mechanisms by name.
+mod mechanism_names {
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+    use tern_sasl::Mechanism;
+
+    pub(super) fn serialize<S: Serializer>(m: &[Mechanism], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(m.iter().map(|m| m.name()))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Mechanism>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|m| {
+                Mechanism::from_name(m).ok_or_else(|| {
+                    D::Error::custom(format!("auth.mechanisms: unknown SASL mechanism {m:?}"))
+                })
+            })
+            .collect()
+    }
+}
+
+/// `[auth.oauth]`: how bearer tokens are validated.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthConfig {
+    /// `HS256` (shared secret), `RS256` or `ES256` (public key).
+    pub algorithm: JwtAlgorithm,
+    /// The secret (HS256, raw bytes) or the public key (PEM or DER).
+    pub key_file: PathBuf,
+    /// Required `iss`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// Required `aud`: the identifier the identity provider gives Tern.
+    /// Mandatory: without it a token the provider issued to any other
+    /// application would log in here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    /// The claim naming the user (default `email`). The user must exist in
+    /// `auth.users_file`: a valid token for anyone else is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_claim: Option<String>,
+    /// A scope the token must carry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required_scope: Option<String>,
+}
+
+/// `auth.oauth.algorithm`: how tokens are signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JwtAlgorithm {
+    /// HMAC-SHA256 with a shared secret.
+    Hs256,
+    /// RSA PKCS#1 v1.5 with SHA-256.
+    Rs256,
+    /// ECDSA P-256 with SHA-256.
+    Es256,
+}
+
+impl JwtAlgorithm {
+    const ALL: [JwtAlgorithm; 3] = [
+        JwtAlgorithm::Hs256,
+        JwtAlgorithm::Rs256,
+        JwtAlgorithm::Es256,
+    ];
+
+    /// The JWS `alg` name, as written in the configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            JwtAlgorithm::Hs256 => "HS256",
+            JwtAlgorithm::Rs256 => "RS256",
+            JwtAlgorithm::Es256 => "ES256",
+        }
+    }
+
+    /// The verification key of this algorithm from the key file's bytes.
+    pub fn key(self, bytes: Vec<u8>) -> JwtKey {
+        match self {
+            JwtAlgorithm::Hs256 => JwtKey::Hs256(bytes),
+            JwtAlgorithm::Rs256 => JwtKey::Rs256(bytes),
+            JwtAlgorithm::Es256 => JwtKey::Es256(bytes),
+        }
+    }
+}
+
+impl Serialize for JwtAlgorithm {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for JwtAlgorithm {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        JwtAlgorithm::ALL
+            .into_iter()
+            .find(|a| a.name() == text)
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "auth.oauth.algorithm = {text:?}: use HS256, RS256 or ES256"
+                ))
+            })
+    }
+}
+
+/// An `[auth]` setting that cannot be used. The text names the key below
+/// `auth`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthConfigError {
+    /// A bearer-token mechanism without `[auth.oauth]`.
+    #[error("mechanisms: {0} needs an [auth.oauth] section")]
+    NeedsOAuth(Mechanism),
+    /// `[auth.oauth]` without `audience`.
+    #[error(
+        "oauth.audience is required: the `aud` your identity provider puts in tokens issued \
+         for Tern (without it, a token issued to any other application would log in here)"
+    )]
+    NoAudience,
+    /// `[auth.oauth]` without `users_file`.
+    #[error("oauth needs users_file: a token logs in only a user that exists there")]
+    NoUsersFile,
+    /// The key file cannot be read.
+    #[error("oauth.key_file: cannot read {}: {error}", path.display())]
+    KeyFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// The key is not one of its algorithm.
+    #[error("oauth: {0}")]
+    Key(tern_sasl::jwt::JwtConfigError),
+}
+
+impl AuthConfig {
+    /// Checks what serde cannot: the bearer-token mechanisms need
+    /// `[auth.oauth]`, which needs an audience and the users file.
+    pub fn validate(&self) -> Result<(), AuthConfigError> {
+        if let Some(m) = self
+            .mechanisms
+            .iter()
+            .find(|m| matches!(m, Mechanism::OAuthBearer | Mechanism::XOAuth2))
+            .filter(|_| self.oauth.is_none())
+        {
+            return Err(AuthConfigError::NeedsOAuth(*m));
+        }
+        if let Some(o) = &self.oauth {
+            if o.audience.as_deref().is_none_or(|a| a.trim().is_empty()) {
+                return Err(AuthConfigError::NoAudience);
+            }
+            if self.users_file.is_none() {
+                return Err(AuthConfigError::NoUsersFile);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl OAuthConfig {
+    /// The token validator: reads `key_file`.
+    pub fn validator(&self) -> Result<JwtValidator, AuthConfigError> {
+        let key = std::fs::read(&self.key_file).map_err(|error| AuthConfigError::KeyFile {
+            path: self.key_file.clone(),
+            error,
+        })?;
+        let mut cfg = JwtConfig::new(self.algorithm.key(key));
+        cfg.issuer = self.issuer.clone();
+        cfg.audience = self.audience.clone();
+        if let Some(claim) = &self.user_claim {
+            cfg.user_claim = claim.clone();
+        }
+        cfg.required_scope = self.required_scope.clone();
+        JwtValidator::new(cfg).map_err(AuthConfigError::Key)
+    }
+}
+
 /// `[imap]`: the IMAP service and the mail store it serves.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -498,5 +709,50 @@ mod tests {
             let p: Pop3Config = toml::from_str(text).unwrap();
             assert_eq!(p.validate(), Err(want), "{text}");
         }
+    }
+
+    #[test]
+    fn auth_mechanisms_and_oauth() {
+        let a: AuthConfig = toml::from_str("").unwrap();
+        assert_eq!(a, AuthConfig::default());
+        let names: Vec<&str> = a.mechanisms.iter().map(|m| m.name()).collect();
+        assert_eq!(names, ["PLAIN", "LOGIN", "SCRAM-SHA-256", "CRAM-MD5"]);
+        a.validate().unwrap();
+        let a: AuthConfig = toml::from_str("mechanisms = [\"plain\", \"XOAUTH2\"]").unwrap();
+        assert_eq!(a.mechanisms, [Mechanism::Plain, Mechanism::XOAuth2]);
+        assert_eq!(
+            a.validate().unwrap_err().to_string(),
+            "mechanisms: XOAUTH2 needs an [auth.oauth] section"
+        );
+        let err = toml::from_str::<AuthConfig>("mechanisms = [\"NTLM\"]").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("auth.mechanisms: unknown SASL mechanism \"NTLM\""),
+            "{err}"
+        );
+        let err = toml::from_str::<AuthConfig>("[oauth]\nalgorithm = \"none\"\nkey_file = \"k\"")
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("use HS256, RS256 or ES256"),
+            "{err}"
+        );
+        let a: AuthConfig = toml::from_str(
+            "mechanisms = [\"OAUTHBEARER\"]\n[oauth]\nalgorithm = \"HS256\"\nkey_file = \"/nonexistent/k\"",
+        )
+        .unwrap();
+        assert!(matches!(a.validate(), Err(AuthConfigError::NoAudience)));
+        let mut a = a;
+        a.oauth.as_mut().unwrap().audience = Some("tern".into());
+        assert!(matches!(a.validate(), Err(AuthConfigError::NoUsersFile)));
+        a.users_file = Some("users.toml".into());
+        a.validate().unwrap();
+        assert!(matches!(
+            a.oauth.as_ref().unwrap().validator(),
+            Err(AuthConfigError::KeyFile { .. })
+        ));
+        assert_eq!(
+            toml::from_str::<AuthConfig>(&toml::to_string(&a).unwrap()).unwrap(),
+            a
+        );
     }
 }

@@ -115,7 +115,7 @@ pub struct Config {
     pub tls: TlsConfig,
     /// SMTP AUTH: users file, mechanisms, bearer tokens.
     #[serde(default)]
-    pub auth: AuthConfig,
+    pub auth: tern_net::config::AuthConfig,
     /// Submission policy (ports 587/465).
     #[serde(default)]
     pub submission: tern_net::SubmissionPolicy,
@@ -298,58 +298,6 @@ pub struct CertificateConfig {
     pub key: PathBuf,
 }
 
-/// `[auth]`: who can log in, and how.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AuthConfig {
-    /// The users file (`tern user add` edits it; the server re-reads it when
-    /// it changes). Unset: no password logins.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub users_file: Option<PathBuf>,
-    /// SASL mechanisms offered on the submission listeners.
-    pub mechanisms: Vec<String>,
-    /// Bearer tokens (OAUTHBEARER, XOAUTH2) as JWTs; unset: not offered.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub oauth: Option<OAuthConfig>,
-}
-
-impl Default for AuthConfig {
-    fn default() -> Self {
-        AuthConfig {
-            users_file: None,
-            mechanisms: ["PLAIN", "LOGIN", "SCRAM-SHA-256", "CRAM-MD5"]
-                .map(str::to_owned)
-                .to_vec(),
-            oauth: None,
-        }
-    }
-}
-
-/// `[auth.oauth]`: how bearer tokens are validated.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct OAuthConfig {
-    /// `HS256` (shared secret), `RS256` or `ES256` (public key).
-    pub algorithm: String,
-    /// The secret (HS256, raw bytes) or the public key (PEM or DER).
-    pub key_file: PathBuf,
-    /// Required `iss`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub issuer: Option<String>,
-    /// Required `aud`: the identifier the identity provider gives Tern.
-    /// Mandatory: without it a token the provider issued to any other
-    /// application would log in here.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub audience: Option<String>,
-    /// The claim naming the user (default `email`). The user must exist in
-    /// `auth.users_file`: a valid token for anyone else is refused.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user_claim: Option<String>,
-    /// A scope the token must carry.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub required_scope: Option<String>,
-}
-
 /// Logging.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -444,17 +392,9 @@ impl Config {
                 self.recipient_delimiter
             );
         }
-        for m in &self.auth.mechanisms {
-            let mech = tern_sasl::Mechanism::from_name(m)
-                .ok_or_else(|| anyhow::anyhow!("auth.mechanisms: unknown SASL mechanism {m:?}"))?;
-            if matches!(
-                mech,
-                tern_sasl::Mechanism::OAuthBearer | tern_sasl::Mechanism::XOAuth2
-            ) && self.auth.oauth.is_none()
-            {
-                bail!("auth.mechanisms: {m} needs an [auth.oauth] section");
-            }
-        }
+        self.auth
+            .validate()
+            .map_err(|e| anyhow::anyhow!("auth.{e}"))?;
         for l in &self.listeners {
             if l.plaintext_auth && !l.address.ip().is_loopback() {
                 bail!(
@@ -462,27 +402,6 @@ impl Config {
                      loopback address (127.0.0.1, ::1): elsewhere passwords would cross the \
                      network in clear text",
                     l.address
-                );
-            }
-        }
-        if let Some(o) = &self.auth.oauth {
-            if !matches!(o.algorithm.as_str(), "HS256" | "RS256" | "ES256") {
-                bail!(
-                    "auth.oauth.algorithm = {:?}: use HS256, RS256 or ES256",
-                    o.algorithm
-                );
-            }
-            if o.audience.as_deref().is_none_or(|a| a.trim().is_empty()) {
-                bail!(
-                    "auth.oauth.audience is required: the `aud` your identity provider puts \
-                     in tokens issued for Tern (without it, a token issued to any other \
-                     application would log in here)"
-                );
-            }
-            if self.auth.users_file.is_none() {
-                bail!(
-                    "[auth.oauth] needs auth.users_file: a token logs in only a user that \
-                     exists there"
                 );
             }
         }
@@ -600,11 +519,7 @@ impl Config {
 
     /// The SASL mechanisms offered on submission listeners.
     pub fn mechanisms(&self) -> Vec<tern_sasl::Mechanism> {
-        self.auth
-            .mechanisms
-            .iter()
-            .filter_map(|m| tern_sasl::Mechanism::from_name(m))
-            .collect()
+        self.auth.mechanisms.clone()
     }
 
     /// The SMTP session settings for one listener (TLS and AUTH depend on

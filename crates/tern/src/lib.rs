@@ -27,7 +27,6 @@ use tern_net::{
     TlsManager, TlsSettings,
 };
 use tern_queue::{Spool, SpoolOptions};
-use tern_sasl::jwt::{JwtConfig, JwtKey, JwtValidator};
 use tern_store::Directory;
 use tern_users::UserDbHandle;
 use tokio::sync::watch;
@@ -153,7 +152,7 @@ pub async fn start_with_clock(
         None => None,
     };
     let jwt = match &config.auth.oauth {
-        Some(o) => Some(jwt_validator(o)?),
+        Some(o) => Some(o.validator().map_err(|e| anyhow::anyhow!("auth.{e}"))?),
         None => None,
     };
     let outbound = Arc::new(
@@ -672,24 +671,6 @@ fn load_or_create_secret(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
     f.write_all(&secret)?;
     f.sync_all()?;
     Ok(secret)
-}
-
-fn jwt_validator(o: &config::OAuthConfig) -> anyhow::Result<JwtValidator> {
-    let key = std::fs::read(&o.key_file)
-        .with_context(|| format!("cannot read auth.oauth.key_file {}", o.key_file.display()))?;
-    let key = match o.algorithm.as_str() {
-        "HS256" => JwtKey::Hs256(key),
-        "RS256" => JwtKey::Rs256(key),
-        _ => JwtKey::Es256(key),
-    };
-    let mut cfg = JwtConfig::new(key);
-    cfg.issuer = o.issuer.clone();
-    cfg.audience = o.audience.clone();
-    if let Some(claim) = &o.user_claim {
-        cfg.user_claim = claim.clone();
-    }
-    cfg.required_scope = o.required_scope.clone();
-    JwtValidator::new(cfg).map_err(|e| anyhow::anyhow!("[auth.oauth]: {e}"))
 }
 
 /// One log line per DKIM key in force, per local domain.
