@@ -1,7 +1,7 @@
 //! The configuration sections the runtime owns: `[limits]` (sizes, counts,
 //! session timeouts, connection caps) with `[limits.stress]` (stress mode)
-//! and `[limits.abuse]` ([`tern_limits::AbuseConfig`]); `[auth]` (who can
-//! log in, and how); `[imap]` and `[pop3]`, the services on the mail store. (`[submission]` is read
+//! and `[limits.abuse]` ([`tern_limits::AbuseConfig`]); `[tls]` (the
+//! certificates); `[auth]` (who can log in, and how); `[imap]` and `[pop3]`, the services on the mail store. (`[submission]` is read
 //! straight into [`SubmissionPolicy`](crate::SubmissionPolicy).)
 //!
 //! Each section has its defaults here, refuses unknown keys and is checked
@@ -27,6 +27,7 @@ use tern_limits::duration;
 use crate::conn::{StressTimeouts, Timeouts};
 use crate::limits::ConnectionLimiter;
 use crate::pop3::DeleteMode;
+use crate::tls::{CertPair, TlsSettings};
 use tern_sasl::Mechanism;
 use tern_sasl::jwt::{JwtConfig, JwtKey, JwtValidator};
 
@@ -281,6 +282,56 @@ impl LimitsConfig {
         .with_stress_percent(self.stress.threshold)
         .with_exempt(self.exempt(trusted))
         .with_trusted(trusted.to_vec(), self.reserved())
+    }
+}
+
+/// `[tls]`: certificates. With none, Tern generates a self-signed one into
+/// `data_dir/tls` (fine for tests, not for the Internet).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM files: full chain and key. Chosen by SNI; the first is the default.
+    pub certificates: Vec<CertPair>,
+    /// Longest a TLS handshake may take.
+    #[serde(with = "duration")]
+    pub handshake_timeout: Duration,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            certificates: Vec::new(),
+            handshake_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A `[tls]` setting out of range. The text names the key below `tls`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsConfigError {
+    /// `handshake_timeout = "0s"`.
+    #[error("handshake_timeout must be positive")]
+    HandshakeTimeout,
+}
+
+impl TlsConfig {
+    /// Checks the ranges serde cannot.
+    pub fn validate(&self) -> Result<(), TlsConfigError> {
+        if self.handshake_timeout.is_zero() {
+            return Err(TlsConfigError::HandshakeTimeout);
+        }
+        Ok(())
+    }
+
+    /// What the TLS manager loads: these certificates, or a self-signed
+    /// one for `hostname` kept in `<data_dir>/tls`.
+    pub fn settings(&self, data_dir: &std::path::Path, hostname: &str) -> TlsSettings {
+        TlsSettings {
+            certificates: self.certificates.clone(),
+            self_signed_dir: data_dir.join("tls"),
+            hostname: hostname.to_owned(),
+        }
     }
 }
 
@@ -753,6 +804,36 @@ mod tests {
         assert_eq!(
             toml::from_str::<AuthConfig>(&toml::to_string(&a).unwrap()).unwrap(),
             a
+        );
+    }
+
+    #[test]
+    fn tls_certificates() {
+        let t: TlsConfig = toml::from_str("").unwrap();
+        assert_eq!(t, TlsConfig::default());
+        t.validate().unwrap();
+        let t: TlsConfig = toml::from_str(
+            "handshake_timeout = \"10s\"\n[[certificates]]\ncert = \"/c.pem\"\nkey = \"/k.pem\"\n",
+        )
+        .unwrap();
+        let s = t.settings(std::path::Path::new("/data"), "mx.example.test");
+        assert_eq!(
+            s.certificates,
+            [CertPair {
+                cert: "/c.pem".into(),
+                key: "/k.pem".into()
+            }]
+        );
+        assert_eq!(s.self_signed_dir, std::path::Path::new("/data/tls"));
+        assert_eq!(
+            toml::from_str::<TlsConfig>(&toml::to_string(&t).unwrap()).unwrap(),
+            t
+        );
+        let t: TlsConfig = toml::from_str("handshake_timeout = 0").unwrap();
+        assert_eq!(t.validate(), Err(TlsConfigError::HandshakeTimeout));
+        assert!(
+            toml::from_str::<TlsConfig>("[[certificates]]\ncert = \"c\"\nkey = \"k\"\nchain = 1")
+                .is_err()
         );
     }
 }

@@ -112,7 +112,7 @@ pub struct Config {
     pub delivery: tern_delivery::config::DeliveryConfig,
     /// Certificates for STARTTLS and implicit TLS.
     #[serde(default)]
-    pub tls: TlsConfig,
+    pub tls: tern_net::config::TlsConfig,
     /// SMTP AUTH: users file, mechanisms, bearer tokens.
     #[serde(default)]
     pub auth: tern_net::config::AuthConfig,
@@ -267,37 +267,6 @@ pub struct DomainConfig {
     pub lmtp: Option<String>,
 }
 
-/// `[tls]`: certificates. With none, Tern generates a self-signed one into
-/// `data_dir/tls` (fine for tests, not for the Internet).
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TlsConfig {
-    /// PEM files: full chain and key. Chosen by SNI; the first is the default.
-    pub certificates: Vec<CertificateConfig>,
-    /// Longest a TLS handshake may take.
-    #[serde(with = "tern_limits::duration")]
-    pub handshake_timeout: Duration,
-}
-
-impl Default for TlsConfig {
-    fn default() -> Self {
-        TlsConfig {
-            certificates: Vec::new(),
-            handshake_timeout: Duration::from_secs(30),
-        }
-    }
-}
-
-/// One certificate chain and its private key.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct CertificateConfig {
-    /// The certificate chain (leaf first), PEM.
-    pub cert: PathBuf,
-    /// The private key, PEM.
-    pub key: PathBuf,
-}
-
 /// Logging.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -405,9 +374,9 @@ impl Config {
                 );
             }
         }
-        if self.tls.handshake_timeout.is_zero() {
-            bail!("tls.handshake_timeout must be positive");
-        }
+        self.tls
+            .validate()
+            .map_err(|e| anyhow::anyhow!("tls.{e}"))?;
         self.queue
             .schedule
             .validate()

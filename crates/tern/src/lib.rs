@@ -23,8 +23,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use ring::rand::{SecureRandom, SystemRandom};
 use tern_net::{
-    Abuse, AuthBackend, CertPair, ListenerSpec, QueueManager, RelayPolicy, Role, Server,
-    TlsManager, TlsSettings,
+    Abuse, AuthBackend, ListenerSpec, QueueManager, RelayPolicy, Role, Server, TlsManager,
 };
 use tern_queue::{Spool, SpoolOptions};
 use tern_store::Directory;
@@ -161,19 +160,7 @@ pub async fn start_with_clock(
             .outbound_settings(&config.hostname)
             .map_err(|e| anyhow::anyhow!("delivery.{e}"))?,
     );
-    let tls_settings = TlsSettings {
-        certificates: config
-            .tls
-            .certificates
-            .iter()
-            .map(|c| CertPair {
-                cert: c.cert.clone(),
-                key: c.key.clone(),
-            })
-            .collect(),
-        self_signed_dir: config.data_dir.join("tls"),
-        hostname: config.hostname.clone(),
-    };
+    let tls_settings = config.tls.settings(&config.data_dir, &config.hostname);
     // Configured certificates are read now; a self-signed one lives in
     // data_dir and is made after the switch.
     let tls = if tls_settings.certificates.is_empty() {
