@@ -4,12 +4,14 @@
 //! The file is assembled from sections the crates own: each crate that
 //! uses a section declares its serde types, defaults and `validate()`
 //! (`[[filter]]`: `tern_filter::config`; `[delivery]`:
-//! `tern_delivery::config`; `[limits]`: `tern_net::config`; `[queue]`:
-//! `tern_queue` and `tern_queue_pg`; `[mail_auth]` and `[dkim]`:
-//! `tern_mailauth`), and [`Config::validate`] calls each, putting the
-//! section's name before its message. What is left here is the binary's
-//! own: the listeners, the domains, and the sections still waiting to
-//! move.
+//! `tern_delivery::config`; `[smtp]`: `tern_smtp::config`; `[dns]`:
+//! `tern_dns::config`; `[trace]`: `tern_queue::journal::TraceConfig`;
+//! `[limits]`, `[tls]`, `[auth]`, `[imap]`, `[pop3]`: `tern_net::config`;
+//! `[submission]`: `tern_net::SubmissionPolicy`; `[queue]`: `tern_queue`
+//! and `tern_queue_pg`; `[mail_auth]` and `[dkim]`: `tern_mailauth`), and
+//! [`Config::validate`] calls each, putting the section's name before its
+//! message. What is left here is the binary's own: the top-level keys, the
+//! listeners, the domains, `[log]` and `[admin]`.
 //!
 //! Unknown keys are errors (`deny_unknown_fields`), and every error names
 //! the key and, for syntax and type errors, the line. Relative paths are
