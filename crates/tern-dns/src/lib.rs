@@ -2,7 +2,8 @@
 //! production implementation on hickory-resolver ([`HickoryResolver`]), a
 //! table-backed fake for unit tests ([`StaticResolver`]), and the MX logic of
 //! outbound delivery ([`plan_delivery`]: RFC 5321 section 5.1, RFC 7505 null
-//! MX).
+//! MX). [`config`] is the `[dns]` section of the configuration file, which
+//! this crate owns.
 //!
 //! The outbound queue manager holds an `Arc<dyn Resolver>` and asks
 //! [`plan_delivery`] where a domain's mail goes; SPF, DKIM and DMARC will ask
@@ -21,6 +22,7 @@
 //! - read `/etc/hosts`: mail routing comes from the DNS alone.
 #![forbid(unsafe_code)]
 
+pub mod config;
 mod error;
 mod hickory;
 mod plan;

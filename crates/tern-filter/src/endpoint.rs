@@ -75,8 +75,12 @@ impl Endpoint {
                 input: s.into(),
                 port: port.into(),
             })?;
+            let host = host.trim_matches(['[', ']']);
+            if host.is_empty() {
+                return Err(EndpointError::NoHost { input: s.into() });
+            }
             return Ok(Endpoint::Tcp {
-                host: host.trim_matches(['[', ']']).to_owned(),
+                host: host.to_owned(),
                 port,
             });
         }
@@ -186,5 +190,18 @@ mod tests {
             Endpoint::parse("h:99999"),
             Err(EndpointError::BadPort { port, .. }) if port == "99999"
         ));
+    }
+
+    /// Found by the fuzz target `filter_endpoint`: Sendmail's
+    /// `inet:port@host` form with no host was taken as an empty host name.
+    #[test]
+    fn sendmail_form_needs_a_host() {
+        for input in ["inet:41444@", "inet:25@[]", "inet:25@[", "local:", "unix:"] {
+            assert!(Endpoint::parse(input).is_err(), "{input}");
+        }
+        assert_eq!(
+            Endpoint::parse("inet:41444@").unwrap_err().to_string(),
+            "\"inet:41444@\": no host"
+        );
     }
 }

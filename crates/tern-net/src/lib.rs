@@ -20,8 +20,9 @@
 //! [`gate`] (the bound on concurrent password checks), [`autoconfig`]
 //! (mail-client setup documents), [`dnsrecords`] (the records a domain
 //! must publish) and [`date`] (RFC 5322 dates). [`config`] holds the
-//! configuration sections the runtime owns (`[limits]`), with their
-//! defaults and checks.
+//! configuration sections the runtime owns (`[limits]`, `[imap]`,
+//! `[pop3]`), with their defaults and checks; `[submission]` is read
+//! straight into [`SubmissionPolicy`].
 //!
 //! ```no_run
 //! # async fn demo(ctx: std::sync::Arc<tern_net::Context>) -> Result<(), tern_net::NetError> {
@@ -91,8 +92,10 @@ pub struct AuthBackend {
     pub gate: gate::PasswordGate,
 }
 
-/// How submission (ports 587/465) treats authenticated users' messages.
-#[derive(Debug, Clone, Copy)]
+/// How submission (ports 587/465) treats authenticated users' messages:
+/// the `[submission]` section of the configuration file, as written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct SubmissionPolicy {
     /// The envelope sender and every `From:` address must be the user's own
     /// (their address, their `senders`, or an alias that reaches them).

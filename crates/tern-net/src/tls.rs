@@ -77,8 +77,10 @@ const SELF_SIGNED_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
 /// A self-signed certificate that expires sooner than this is replaced.
 const SELF_SIGNED_RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
 
-/// One certificate and its key, as the admin configured them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One certificate and its key, as the admin configured them (one of
+/// `[tls] certificates`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct CertPair {
     /// PEM file with the full chain: the server's certificate first, then
     /// the intermediates.

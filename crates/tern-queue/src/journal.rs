@@ -201,6 +201,43 @@ impl Default for Retention {
     }
 }
 
+/// The `[trace]` section of the configuration file: whether the journal
+/// (`<data_dir>/journal/`, what `tern trace` reads) is kept, and for how
+/// long. This crate owns the section; the binary embeds it as `trace`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TraceConfig {
+    /// Keep a journal at all.
+    pub enabled: bool,
+    /// Days of journal kept (whole UTC days).
+    #[serde(with = "tern_limits::duration")]
+    pub retention: Duration,
+    /// The journal's files together stay under this many bytes (the
+    /// oldest days go first).
+    pub max_size: u64,
+}
+
+impl Default for TraceConfig {
+    fn default() -> Self {
+        let r = Retention::default();
+        TraceConfig {
+            enabled: true,
+            retention: r.max_age,
+            max_size: r.max_bytes,
+        }
+    }
+}
+
+impl TraceConfig {
+    /// The journal's retention.
+    pub fn retention(&self) -> Retention {
+        Retention {
+            max_age: self.retention,
+            max_bytes: self.max_size,
+        }
+    }
+}
+
 /// Boxed: the channel's slots are allocated up front.
 enum Msg {
     Record(Box<Record>),
@@ -736,6 +773,24 @@ pub fn query(dir: &Path, q: &Query, limit: usize) -> Result<Vec<Trace>, JournalE
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn trace_section_defaults_and_round_trip() {
+        let t: TraceConfig = toml::from_str("").unwrap();
+        assert_eq!(t, TraceConfig::default());
+        assert!(t.enabled);
+        assert_eq!(t.retention(), Retention::default());
+        let t: TraceConfig = toml::from_str("enabled = false\nretention = \"3d\"").unwrap();
+        assert_eq!(t.retention().max_age, Duration::from_secs(3 * 86_400));
+        assert_eq!(
+            toml::from_str::<TraceConfig>(&toml::to_string(&t).unwrap()).unwrap(),
+            t
+        );
+        for bad in ["retention = \"x\"", "bogus = 1"] {
+            assert!(toml::from_str::<TraceConfig>(bad).is_err(), "{bad}");
+        }
+    }
+
     use super::*;
 
     fn received(from: &str, to: &[&str]) -> Event {

@@ -4,12 +4,14 @@
 //! The file is assembled from sections the crates own: each crate that
 //! uses a section declares its serde types, defaults and `validate()`
 //! (`[[filter]]`: `tern_filter::config`; `[delivery]`:
-//! `tern_delivery::config`; `[limits]`: `tern_net::config`; `[queue]`:
-//! `tern_queue` and `tern_queue_pg`; `[mail_auth]` and `[dkim]`:
-//! `tern_mailauth`), and [`Config::validate`] calls each, putting the
-//! section's name before its message. What is left here is the binary's
-//! own: the listeners, the domains, and the sections still waiting to
-//! move.
+//! `tern_delivery::config`; `[smtp]`: `tern_smtp::config`; `[dns]`:
+//! `tern_dns::config`; `[trace]`: `tern_queue::journal::TraceConfig`;
+//! `[limits]`, `[tls]`, `[auth]`, `[imap]`, `[pop3]`: `tern_net::config`;
+//! `[submission]`: `tern_net::SubmissionPolicy`; `[queue]`: `tern_queue`
+//! and `tern_queue_pg`; `[mail_auth]` and `[dkim]`: `tern_mailauth`), and
+//! [`Config::validate`] calls each, putting the section's name before its
+//! message. What is left here is the binary's own: the top-level keys, the
+//! listeners, the domains, `[log]` and `[admin]`.
 //!
 //! Unknown keys are errors (`deny_unknown_fields`), and every error names
 //! the key and, for syntax and type errors, the line. Relative paths are
@@ -25,7 +27,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-use tern_smtp::server::{BareLineEndings, EarlyTalkerPolicy, ServerConfig};
+use tern_smtp::server::ServerConfig;
 use tern_store::DirectoryConfig;
 use tern_types::Domain;
 
@@ -106,25 +108,25 @@ pub struct Config {
     pub limits: tern_net::config::LimitsConfig,
     /// SMTP protocol policy switches.
     #[serde(default)]
-    pub smtp: SmtpConfig,
+    pub smtp: tern_smtp::config::SmtpConfig,
     /// Local and remote delivery (`tern_delivery::config` owns the section).
     #[serde(default)]
     pub delivery: tern_delivery::config::DeliveryConfig,
     /// Certificates for STARTTLS and implicit TLS.
     #[serde(default)]
-    pub tls: TlsConfig,
+    pub tls: tern_net::config::TlsConfig,
     /// SMTP AUTH: users file, mechanisms, bearer tokens.
     #[serde(default)]
-    pub auth: AuthConfig,
+    pub auth: tern_net::config::AuthConfig,
     /// Submission policy (ports 587/465).
     #[serde(default)]
-    pub submission: SubmissionConfig,
+    pub submission: tern_net::SubmissionPolicy,
     /// The queue: its retry schedule and where it is kept.
     #[serde(default)]
     pub queue: QueueSection,
     /// DNS for MX lookups and the authentication checks.
     #[serde(default)]
-    pub dns: DnsConfig,
+    pub dns: tern_dns::config::DnsConfig,
     /// Inbound email authentication on MX listeners (SPF, DKIM, DMARC, ARC,
     /// iprev) and what failures mean.
     #[serde(default)]
@@ -134,10 +136,10 @@ pub struct Config {
     pub dkim: tern_mailauth::DkimConfig,
     /// IMAP: mailbox limits and quota.
     #[serde(default)]
-    pub imap: ImapConfig,
+    pub imap: tern_net::config::ImapConfig,
     /// POP3: what QUIT does with deleted messages, the autologout timer.
     #[serde(default)]
-    pub pop3: Pop3Config,
+    pub pop3: tern_net::config::Pop3Config,
     /// The filter pipeline: spam and virus scanners, blocklists and
     /// greylisting, in order (`[[filter]]` tables).
     /// (`tern_filter::config` owns these tables: types, defaults, checks.)
@@ -155,7 +157,7 @@ pub struct Config {
     pub admin: AdminConfig,
     /// The delivery journal behind `tern trace`.
     #[serde(default)]
-    pub trace: TraceConfig,
+    pub trace: tern_queue::journal::TraceConfig,
 }
 
 /// `[admin]`: the admin HTTP API (`/metrics`, `/healthz`, `/readyz`,
@@ -171,67 +173,8 @@ pub struct AdminConfig {
     pub token_file: Option<PathBuf>,
 }
 
-/// `[imap]`: the IMAP service and the mail store it serves.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ImapConfig {
-    /// The largest message APPEND accepts, in bytes (APPENDLIMIT).
-    pub append_limit: u64,
-    /// Concurrent IMAP sessions one user may hold.
-    pub max_sessions_per_user: usize,
-    /// Storage quota per user in bytes (unset: none); enforced on APPEND
-    /// (`[OVERQUOTA]`) and reported by GETQUOTA.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub quota: Option<u64>,
-}
-
-impl Default for ImapConfig {
-    fn default() -> Self {
-        ImapConfig {
-            append_limit: 52_428_800,
-            max_sessions_per_user: 20,
-            quota: None,
-        }
-    }
-}
-
-/// `[pop3]`: the POP3 service (on the same mail store as IMAP).
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Pop3Config {
-    /// What QUIT does with the messages a client deleted: `"expunge"`
-    /// removes them, `"move-to-trash"` moves them to the `\Trash` mailbox.
-    pub delete_mode: Pop3DeleteMode,
-    /// The autologout timer (RFC 1939: at least 10 minutes). A session
-    /// timed out deletes nothing.
-    #[serde(with = "tern_limits::duration")]
-    pub idle_timeout: Duration,
-    /// The least time between two logins of a user (RFC 2449
-    /// `LOGIN-DELAY`, whole seconds): announced in CAPA, and a login
-    /// sooner gets `-ERR [LOGIN-DELAY]`. `"0s"` (the default): none.
-    #[serde(with = "tern_limits::duration")]
-    pub login_delay: Duration,
-}
-
-impl Default for Pop3Config {
-    fn default() -> Self {
-        Pop3Config {
-            delete_mode: Pop3DeleteMode::Expunge,
-            idle_timeout: tern_net::pop3::DEFAULT_IDLE_TIMEOUT,
-            login_delay: Duration::ZERO,
-        }
-    }
-}
-
-/// `pop3.delete_mode`.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum Pop3DeleteMode {
-    /// Remove deleted messages.
-    Expunge,
-    /// Move them to `\Trash`.
-    MoveToTrash,
-}
+/// `pop3.delete_mode` (the type `[pop3]` is read into).
+pub use tern_net::pop3::DeleteMode as Pop3DeleteMode;
 
 /// One listening socket.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -326,202 +269,6 @@ pub struct DomainConfig {
     pub lmtp: Option<String>,
 }
 
-/// `[tls]`: certificates. With none, Tern generates a self-signed one into
-/// `data_dir/tls` (fine for tests, not for the Internet).
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TlsConfig {
-    /// PEM files: full chain and key. Chosen by SNI; the first is the default.
-    pub certificates: Vec<CertificateConfig>,
-    /// Longest a TLS handshake may take.
-    #[serde(with = "tern_limits::duration")]
-    pub handshake_timeout: Duration,
-}
-
-impl Default for TlsConfig {
-    fn default() -> Self {
-        TlsConfig {
-            certificates: Vec::new(),
-            handshake_timeout: Duration::from_secs(30),
-        }
-    }
-}
-
-/// One certificate chain and its private key.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct CertificateConfig {
-    /// The certificate chain (leaf first), PEM.
-    pub cert: PathBuf,
-    /// The private key, PEM.
-    pub key: PathBuf,
-}
-
-/// `[auth]`: who can log in, and how.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AuthConfig {
-    /// The users file (`tern user add` edits it; the server re-reads it when
-    /// it changes). Unset: no password logins.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub users_file: Option<PathBuf>,
-    /// SASL mechanisms offered on the submission listeners.
-    pub mechanisms: Vec<String>,
-    /// Bearer tokens (OAUTHBEARER, XOAUTH2) as JWTs; unset: not offered.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub oauth: Option<OAuthConfig>,
-}
-
-impl Default for AuthConfig {
-    fn default() -> Self {
-        AuthConfig {
-            users_file: None,
-            mechanisms: ["PLAIN", "LOGIN", "SCRAM-SHA-256", "CRAM-MD5"]
-                .map(str::to_owned)
-                .to_vec(),
-            oauth: None,
-        }
-    }
-}
-
-/// `[auth.oauth]`: how bearer tokens are validated.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct OAuthConfig {
-    /// `HS256` (shared secret), `RS256` or `ES256` (public key).
-    pub algorithm: String,
-    /// The secret (HS256, raw bytes) or the public key (PEM or DER).
-    pub key_file: PathBuf,
-    /// Required `iss`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub issuer: Option<String>,
-    /// Required `aud`: the identifier the identity provider gives Tern.
-    /// Mandatory: without it a token the provider issued to any other
-    /// application would log in here.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub audience: Option<String>,
-    /// The claim naming the user (default `email`). The user must exist in
-    /// `auth.users_file`: a valid token for anyone else is refused.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user_claim: Option<String>,
-    /// A scope the token must carry.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub required_scope: Option<String>,
-}
-
-/// `[submission]`: what authenticated users may do.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SubmissionConfig {
-    /// The envelope sender and `From:` must be the user's own address, one
-    /// of their `senders`, or an alias that delivers to them (553 5.7.1).
-    pub enforce_sender: bool,
-    /// Add `Date:` and `Message-ID:` when missing (RFC 6409 section 8).
-    pub fix_headers: bool,
-}
-
-impl Default for SubmissionConfig {
-    fn default() -> Self {
-        SubmissionConfig {
-            enforce_sender: true,
-            fix_headers: true,
-        }
-    }
-}
-
-/// SMTP protocol policy.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SmtpConfig {
-    /// Bare LF / bare CR in DATA: `reject` (default, anti-smuggling) or
-    /// `normalize` (legacy clients; still never ends data early).
-    pub bare_line_endings: BareLineEndingsConfig,
-    /// Clients that talk before the greeting: `reject` (default) or `allow`.
-    pub early_talkers: EarlyTalkersConfig,
-    /// Answer VRFY truthfully (default false: 252 without revealing).
-    pub vrfy: bool,
-    /// Answer EXPN (default false: 502).
-    pub expn: bool,
-    /// Greeting text after `220 <hostname> `.
-    pub greeting: String,
-}
-
-impl Default for SmtpConfig {
-    fn default() -> Self {
-        SmtpConfig {
-            bare_line_endings: BareLineEndingsConfig::Reject,
-            early_talkers: EarlyTalkersConfig::Reject,
-            vrfy: false,
-            expn: false,
-            greeting: "ESMTP Tern".to_owned(),
-        }
-    }
-}
-
-/// `smtp.bare_line_endings`.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum BareLineEndingsConfig {
-    /// Refuse the message with a 5xx.
-    Reject,
-    /// Store bare LF/CR as CRLF.
-    Normalize,
-}
-
-/// `smtp.early_talkers`.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum EarlyTalkersConfig {
-    /// Answer 554 and disconnect.
-    Reject,
-    /// Serve them anyway.
-    Allow,
-}
-
-/// `[dns]`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DnsConfig {
-    /// Nameservers as `ip:port`; empty: those in /etc/resolv.conf.
-    pub nameservers: Vec<SocketAddr>,
-}
-
-/// `[trace]`: the delivery journal (`<data_dir>/journal/`) that
-/// `tern trace` reads.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TraceConfig {
-    /// Keep a journal at all.
-    pub enabled: bool,
-    /// Days of journal kept (whole UTC days).
-    #[serde(with = "tern_limits::duration")]
-    pub retention: Duration,
-    /// The journal's files together stay under this many bytes (the
-    /// oldest days go first).
-    pub max_size: u64,
-}
-
-impl Default for TraceConfig {
-    fn default() -> Self {
-        let r = tern_queue::journal::Retention::default();
-        TraceConfig {
-            enabled: true,
-            retention: r.max_age,
-            max_size: r.max_bytes,
-        }
-    }
-}
-
-impl TraceConfig {
-    /// The journal's retention.
-    pub fn retention(&self) -> tern_queue::journal::Retention {
-        tern_queue::journal::Retention {
-            max_age: self.retention,
-            max_bytes: self.max_size,
-        }
-    }
-}
-
 /// Logging.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -590,9 +337,9 @@ impl Config {
             tern_net::config::ConfigError::Abuse(e) => anyhow::anyhow!("[limits.abuse]: {e}"),
             e => anyhow::anyhow!("limits.{e}"),
         })?;
-        if self.pop3.idle_timeout.is_zero() {
-            bail!("pop3.idle_timeout must be positive (RFC 1939 asks for at least 10 minutes)");
-        }
+        self.pop3
+            .validate()
+            .map_err(|e| anyhow::anyhow!("pop3.{e}"))?;
         for listener in &self.listeners {
             match listener.idle_timeout {
                 Some(t) if !matches!(listener.role, ListenerRole::Pop3 | ListenerRole::Pop3s) => {
@@ -610,26 +357,15 @@ impl Config {
                 _ => {}
             }
         }
-        if self.pop3.login_delay.subsec_nanos() != 0 {
-            bail!("pop3.login_delay must be whole seconds (CAPA announces LOGIN-DELAY in seconds)");
-        }
         if self.recipient_delimiter.chars().count() > 1 {
             bail!(
                 "recipient_delimiter = {:?}: one character, or \"\" to disable",
                 self.recipient_delimiter
             );
         }
-        for m in &self.auth.mechanisms {
-            let mech = tern_sasl::Mechanism::from_name(m)
-                .ok_or_else(|| anyhow::anyhow!("auth.mechanisms: unknown SASL mechanism {m:?}"))?;
-            if matches!(
-                mech,
-                tern_sasl::Mechanism::OAuthBearer | tern_sasl::Mechanism::XOAuth2
-            ) && self.auth.oauth.is_none()
-            {
-                bail!("auth.mechanisms: {m} needs an [auth.oauth] section");
-            }
-        }
+        self.auth
+            .validate()
+            .map_err(|e| anyhow::anyhow!("auth.{e}"))?;
         for l in &self.listeners {
             if l.plaintext_auth && !l.address.ip().is_loopback() {
                 bail!(
@@ -640,30 +376,9 @@ impl Config {
                 );
             }
         }
-        if let Some(o) = &self.auth.oauth {
-            if !matches!(o.algorithm.as_str(), "HS256" | "RS256" | "ES256") {
-                bail!(
-                    "auth.oauth.algorithm = {:?}: use HS256, RS256 or ES256",
-                    o.algorithm
-                );
-            }
-            if o.audience.as_deref().is_none_or(|a| a.trim().is_empty()) {
-                bail!(
-                    "auth.oauth.audience is required: the `aud` your identity provider puts \
-                     in tokens issued for Tern (without it, a token issued to any other \
-                     application would log in here)"
-                );
-            }
-            if self.auth.users_file.is_none() {
-                bail!(
-                    "[auth.oauth] needs auth.users_file: a token logs in only a user that \
-                     exists there"
-                );
-            }
-        }
-        if self.tls.handshake_timeout.is_zero() {
-            bail!("tls.handshake_timeout must be positive");
-        }
+        self.tls
+            .validate()
+            .map_err(|e| anyhow::anyhow!("tls.{e}"))?;
         self.queue
             .schedule
             .validate()
@@ -775,11 +490,7 @@ impl Config {
 
     /// The SASL mechanisms offered on submission listeners.
     pub fn mechanisms(&self) -> Vec<tern_sasl::Mechanism> {
-        self.auth
-            .mechanisms
-            .iter()
-            .filter_map(|m| tern_sasl::Mechanism::from_name(m))
-            .collect()
+        self.auth.mechanisms.clone()
     }
 
     /// The SMTP session settings for one listener (TLS and AUTH depend on
@@ -828,27 +539,16 @@ impl Config {
     /// The SMTP session settings common to every listener.
     pub fn server_config(&self) -> ServerConfig {
         let l = &self.limits;
-        ServerConfig {
+        self.smtp.apply(ServerConfig {
             hostname: self.hostname.clone(),
-            greeting: self.smtp.greeting.clone(),
             max_message_size: l.max_message_size,
             max_recipients: l.max_recipients,
             max_command_line: l.max_command_line,
             max_text_line: l.max_text_line,
             max_errors: l.max_errors,
             max_received_headers: l.max_received_headers,
-            bare_line_endings: match self.smtp.bare_line_endings {
-                BareLineEndingsConfig::Reject => BareLineEndings::Reject,
-                BareLineEndingsConfig::Normalize => BareLineEndings::Normalize,
-            },
-            vrfy_enabled: self.smtp.vrfy,
-            expn_enabled: self.smtp.expn,
-            early_talkers: match self.smtp.early_talkers {
-                EarlyTalkersConfig::Reject => EarlyTalkerPolicy::Reject,
-                EarlyTalkersConfig::Allow => EarlyTalkerPolicy::Allow,
-            },
             ..ServerConfig::default()
-        }
+        })
     }
 
     /// Where the admin token's hash is kept.

@@ -23,11 +23,9 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use ring::rand::{SecureRandom, SystemRandom};
 use tern_net::{
-    Abuse, AuthBackend, CertPair, ListenerSpec, QueueManager, RelayPolicy, Role, Server,
-    SubmissionPolicy, TlsManager, TlsSettings,
+    Abuse, AuthBackend, ListenerSpec, QueueManager, RelayPolicy, Role, Server, TlsManager,
 };
 use tern_queue::{Spool, SpoolOptions};
-use tern_sasl::jwt::{JwtConfig, JwtKey, JwtValidator};
 use tern_store::Directory;
 use tern_users::UserDbHandle;
 use tokio::sync::watch;
@@ -153,7 +151,7 @@ pub async fn start_with_clock(
         None => None,
     };
     let jwt = match &config.auth.oauth {
-        Some(o) => Some(jwt_validator(o)?),
+        Some(o) => Some(o.validator().map_err(|e| anyhow::anyhow!("auth.{e}"))?),
         None => None,
     };
     let outbound = Arc::new(
@@ -162,19 +160,7 @@ pub async fn start_with_clock(
             .outbound_settings(&config.hostname)
             .map_err(|e| anyhow::anyhow!("delivery.{e}"))?,
     );
-    let tls_settings = TlsSettings {
-        certificates: config
-            .tls
-            .certificates
-            .iter()
-            .map(|c| CertPair {
-                cert: c.cert.clone(),
-                key: c.key.clone(),
-            })
-            .collect(),
-        self_signed_dir: config.data_dir.join("tls"),
-        hostname: config.hostname.clone(),
-    };
+    let tls_settings = config.tls.settings(&config.data_dir, &config.hostname);
     // Configured certificates are read now; a self-signed one lives in
     // data_dir and is made after the switch.
     let tls = if tls_settings.certificates.is_empty() {
@@ -260,11 +246,8 @@ pub async fn start_with_clock(
         .any(|f| matches!(f, tern_filter::config::FilterConfig::Dnsbl(_)));
     let hickory: Option<Arc<tern_dns::HickoryResolver>> =
         if config.delivery.remote || config.mail_auth.enabled || uses_dnsbl {
-            let r = tern_dns::HickoryResolver::new(tern_dns::ResolverSettings {
-                nameservers: config.dns.nameservers.clone(),
-                ..tern_dns::ResolverSettings::default()
-            })
-            .context("cannot set up the DNS resolver")?;
+            let r = tern_dns::HickoryResolver::new(config.dns.resolver_settings())
+                .context("cannot set up the DNS resolver")?;
             Some(Arc::new(r))
         } else {
             None
@@ -367,10 +350,7 @@ pub async fn start_with_clock(
             secret: auth_secret.clone(),
             gate: tern_net::gate::PasswordGate::default(),
         },
-        submission: SubmissionPolicy {
-            enforce_sender: config.submission.enforce_sender,
-            fix_headers: config.submission.fix_headers,
-        },
+        submission: config.submission,
         abuse: Abuse::new(&l.abuse, l.exempt(&config.trusted_networks)),
         mailauth,
         filters: Arc::clone(&filters),
@@ -386,10 +366,7 @@ pub async fn start_with_clock(
         })),
         pop3: Some(Arc::new(tern_net::pop3::Pop3Service::new(
             mailboxes,
-            match config.pop3.delete_mode {
-                config::Pop3DeleteMode::Expunge => tern_net::pop3::DeleteMode::Expunge,
-                config::Pop3DeleteMode::MoveToTrash => tern_net::pop3::DeleteMode::MoveToTrash,
-            },
+            config.pop3.delete_mode,
             config.pop3.idle_timeout,
             config.pop3.login_delay,
         ))),
@@ -681,24 +658,6 @@ fn load_or_create_secret(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
     f.write_all(&secret)?;
     f.sync_all()?;
     Ok(secret)
-}
-
-fn jwt_validator(o: &config::OAuthConfig) -> anyhow::Result<JwtValidator> {
-    let key = std::fs::read(&o.key_file)
-        .with_context(|| format!("cannot read auth.oauth.key_file {}", o.key_file.display()))?;
-    let key = match o.algorithm.as_str() {
-        "HS256" => JwtKey::Hs256(key),
-        "RS256" => JwtKey::Rs256(key),
-        _ => JwtKey::Es256(key),
-    };
-    let mut cfg = JwtConfig::new(key);
-    cfg.issuer = o.issuer.clone();
-    cfg.audience = o.audience.clone();
-    if let Some(claim) = &o.user_claim {
-        cfg.user_claim = claim.clone();
-    }
-    cfg.required_scope = o.required_scope.clone();
-    JwtValidator::new(cfg).map_err(|e| anyhow::anyhow!("[auth.oauth]: {e}"))
 }
 
 /// One log line per DKIM key in force, per local domain.
