@@ -20,8 +20,11 @@
 //! Errors name the key below `delivery` (`per_destination must be at
 //! least 1`); the binary puts `delivery.` before them. Only
 //! [`DeliveryConfig::outbound_settings`] reads a file (the smarthost's
-//! password); nothing here opens a connection.
+//! password); nothing here opens a connection. [`lmtp_targets`] reads the
+//! `lmtp` key of the `[domains.<name>]` sections (which `tern-store`
+//! owns) into the LMTP servers this crate delivers to.
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -29,6 +32,9 @@ use serde::{Deserialize, Serialize};
 use tern_limits::duration;
 use tracing::warn;
 
+use tern_store::DomainConfig;
+
+use crate::lmtp::{LmtpTarget, LmtpTargetError};
 use crate::outbound::{OutboundError, OutboundSettings, Smarthost, SmarthostTls};
 
 /// `[delivery]`: local and remote delivery.
@@ -280,6 +286,28 @@ mod tests {
     }
 
     #[test]
+    fn lmtp_servers_are_read_per_domain_and_mistakes_named() {
+        let domains: BTreeMap<String, DomainConfig> = toml::from_str(
+            "[\"Mail.Example.Test\"]\nlmtp = \"unix:/run/dovecot/lmtp\"\n\
+             [\"tcp.example.test\"]\nlmtp = \"tcp:[::1]:24\"\n[\"plain.test\"]\n",
+        )
+        .unwrap();
+        let t = lmtp_targets(&domains).unwrap();
+        assert_eq!(t.len(), 2);
+        assert_eq!(
+            t["mail.example.test"],
+            LmtpTarget::Unix("/run/dovecot/lmtp".into())
+        );
+        assert_eq!(t["tcp.example.test"], LmtpTarget::Tcp("::1".into(), 24));
+        let bad: BTreeMap<String, DomainConfig> =
+            toml::from_str("[\"x.test\"]\nlmtp = \"tcp:localhost\"\n").unwrap();
+        assert_eq!(
+            lmtp_targets(&bad).unwrap_err().to_string(),
+            "[domains.\"x.test\"] lmtp = \"tcp:localhost\": invalid or missing port \"\" (1-65535)"
+        );
+    }
+
+    #[test]
     fn defaults() {
         let d = parse("").unwrap();
         assert_eq!(d, DeliveryConfig::default());
@@ -353,4 +381,44 @@ mod tests {
             "{err}"
         );
     }
+}
+
+/// A `[domains.<name>] lmtp` value that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LmtpConfigError {
+    /// Not `unix:/path` or `tcp:host:port`.
+    #[error("[domains.{name:?}] lmtp = {text:?}: {error}")]
+    Target {
+        /// The section's name as written.
+        name: String,
+        /// The value as written.
+        text: String,
+        /// Why it is not a target.
+        error: LmtpTargetError,
+    },
+    /// The section's name is not a domain.
+    #[error(transparent)]
+    Domain(#[from] tern_store::DomainsError),
+}
+
+/// The LMTP server of each local domain that has one (`[domains.<name>]
+/// lmtp`), by canonical domain name; the others' mailboxes are Maildirs.
+pub fn lmtp_targets(
+    domains: &BTreeMap<String, DomainConfig>,
+) -> Result<HashMap<String, LmtpTarget>, LmtpConfigError> {
+    let mut out = HashMap::new();
+    for (name, domain) in domains {
+        let Some(text) = &domain.lmtp else {
+            continue;
+        };
+        let target = LmtpTarget::parse(text).map_err(|error| LmtpConfigError::Target {
+            name: name.clone(),
+            text: text.clone(),
+            error,
+        })?;
+        let d = tern_store::domains::canonical(name)?;
+        out.insert(d.as_str().to_owned(), target);
+    }
+    Ok(out)
 }

@@ -23,10 +23,12 @@
 #![forbid(unsafe_code)]
 
 pub mod directory;
+pub mod domains;
 pub mod key;
 pub mod mailbox;
 pub mod maildir;
 
 pub use directory::{Directory, DirectoryConfig, DirectoryError, Resolution, Route, Target, Via};
+pub use domains::{DomainConfig, DomainsError};
 pub use mailbox::{Folder, MailboxError, Mailboxes, StoreConfig, UserStore};
 pub use maildir::{MailStore, Maildir, StoreError, unique_name};

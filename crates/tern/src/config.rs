@@ -8,10 +8,12 @@
 //! `tern_dns::config`; `[trace]`: `tern_queue::journal::TraceConfig`;
 //! `[limits]`, `[tls]`, `[auth]`, `[imap]`, `[pop3]`: `tern_net::config`;
 //! `[submission]`: `tern_net::SubmissionPolicy`; `[queue]`: `tern_queue`
-//! and `tern_queue_pg`; `[mail_auth]` and `[dkim]`: `tern_mailauth`), and
-//! [`Config::validate`] calls each, putting the section's name before its
-//! message. What is left here is the binary's own: the top-level keys, the
-//! listeners, the domains, `[log]` and `[admin]`.
+//! and `tern_queue_pg`; `[mail_auth]` and `[dkim]`: `tern_mailauth`;
+//! `[domains.<name>]`: `tern_store::domains`, its `lmtp` key read by
+//! `tern_delivery::config::lmtp_targets`), and [`Config::validate`] calls
+//! each, putting the section's name before its message. What is left here
+//! is the binary's own: the top-level keys, the listeners, `[log]` and
+//! `[admin]`.
 //!
 //! Unknown keys are errors (`deny_unknown_fields`), and every error names
 //! the key and, for syntax and type errors, the line. Relative paths are
@@ -240,34 +242,8 @@ impl ListenerRole {
     }
 }
 
-/// One local domain.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct DomainConfig {
-    /// Mailbox local parts (`alice`), or full addresses in this domain.
-    #[serde(default)]
-    pub mailboxes: Vec<String>,
-    /// Alias local part → targets: local parts of this domain or full addresses.
-    #[serde(default)]
-    pub aliases: BTreeMap<String, Vec<String>>,
-    /// Where mail for unknown local parts goes (a local part or an address);
-    /// unset: unknown users are refused at RCPT with 550 5.1.1.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub catch_all: Option<String>,
-    /// Deliver this domain's mailboxes over LMTP (RFC 2033) to a mailbox
-    /// server such as Dovecot instead of writing Maildirs:
-    /// `"unix:/path/to/socket"` (Dovecot's `lmtp` service listens on
-    /// `/run/dovecot/lmtp` or `/var/run/dovecot/lmtp`) or `"tcp:host:port"`
-    /// (`"tcp:[::1]:24"` for IPv6; a host name is resolved by the system,
-    /// `/etc/hosts` included). `mailboxes`, `aliases` and `catch_all` still
-    /// decide which recipients exist; each mailbox is sent to the server
-    /// as `local@domain`, which is the user name the server must know.
-    /// Results are queued and retried like remote ones: the server's 5xx
-    /// bounces to the sender, a 4xx or an unreachable server defers.
-    /// Unset: Maildir.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lmtp: Option<String>,
-}
+/// One local domain (`[domains.<name>]`), owned by `tern-store`.
+pub use tern_store::DomainConfig;
 
 /// Logging.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -424,68 +400,25 @@ impl Config {
             .map_err(|e| anyhow::anyhow!("[dkim]: {e}"))
     }
 
-    /// The domains delivered over LMTP, by canonical domain name (the
-    /// domain part of their mailbox keys), with their servers.
+    /// The LMTP server of each local domain that has one, by canonical
+    /// domain name (`tern_delivery::config::lmtp_targets`).
     pub fn lmtp_targets(
         &self,
     ) -> anyhow::Result<std::collections::HashMap<String, tern_delivery::LmtpTarget>> {
-        let mut out = std::collections::HashMap::new();
-        for (name, domain) in &self.domains {
-            let Some(text) = &domain.lmtp else {
-                continue;
-            };
-            let target = tern_delivery::LmtpTarget::parse(text)
-                .map_err(|e| anyhow::anyhow!("[domains.{name:?}] lmtp = {text:?}: {e}"))?;
-            let d =
-                Domain::parse_utf8(name).map_err(|e| anyhow::anyhow!("[domains.{name:?}]: {e}"))?;
-            out.insert(d.as_str().to_owned(), target);
-        }
-        Ok(out)
+        Ok(tern_delivery::config::lmtp_targets(&self.domains)?)
     }
 
-    /// The directory settings (domains, mailboxes, aliases) in canonical form.
+    /// The directory settings (domains, mailboxes, aliases) in canonical
+    /// form (`tern_store::domains::directory_config`).
     pub fn directory_config(&self) -> anyhow::Result<DirectoryConfig> {
-        let mut cfg = DirectoryConfig {
-            domains: Vec::new(),
-            mailboxes: Vec::new(),
-            aliases: Vec::new(),
-            catch_all: Vec::new(),
+        let base = DirectoryConfig {
             recipient_delimiter: self.recipient_delimiter.chars().next(),
             postmaster: self.postmaster.clone(),
             lmtp_domains: self.lmtp_targets()?.into_keys().collect(),
             smarthost: self.delivery.smarthost.is_some(),
+            ..DirectoryConfig::default()
         };
-        for (name, domain) in &self.domains {
-            let d =
-                Domain::parse_utf8(name).map_err(|e| anyhow::anyhow!("[domains.{name:?}]: {e}"))?;
-            let d = d.as_str().to_owned();
-            let qualify = |s: &str, key: &str| -> anyhow::Result<String> {
-                match s.split_once('@') {
-                    None => Ok(format!("{s}@{d}")),
-                    Some((_, dom)) if key == "mailboxes" && !dom.eq_ignore_ascii_case(&d) => {
-                        bail!("[domains.{name:?}] mailboxes: {s:?} is not in domain {d}")
-                    }
-                    Some(_) => Ok(s.to_owned()),
-                }
-            };
-            for m in &domain.mailboxes {
-                cfg.mailboxes.push(qualify(m, "mailboxes")?);
-            }
-            for (alias, targets) in &domain.aliases {
-                let key = qualify(alias, "aliases")?;
-                let targets = targets
-                    .iter()
-                    .map(|t| qualify(t, "aliases"))
-                    .collect::<anyhow::Result<Vec<_>>>()?;
-                cfg.aliases.push((key, targets));
-            }
-            if let Some(target) = &domain.catch_all {
-                cfg.catch_all
-                    .push((d.clone(), qualify(target, "catch_all")?));
-            }
-            cfg.domains.push(d);
-        }
-        Ok(cfg)
+        Ok(tern_store::domains::directory_config(&self.domains, base)?)
     }
 
     /// The SASL mechanisms offered on submission listeners.
