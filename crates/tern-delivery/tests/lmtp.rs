@@ -14,26 +14,9 @@ use tern_smtp::client::ClientTimeouts;
 use tern_testkit::script::{self, Script, Scripted};
 use tern_types::dsn::BodyType;
 
-/// A queued recipient at `index` whose stored address is `text`, read as
-/// the queue reads it: a text that no longer parses makes an unreadable
-/// recipient.
-fn stored(index: usize, text: &str) -> RemoteRecipient {
-    match tern_queue::envelope::read_address(text) {
-        Ok(m) => RemoteRecipient::new(index, m),
-        Err(error) => RemoteRecipient {
-            unreadable: Some(tern_queue::UnreadableAddress {
-                text: text.to_owned(),
-                error,
-            }),
-            ..RemoteRecipient::new(index, tern_queue::envelope::unreadable_placeholder())
-        },
-    }
-}
+mod common;
+use common::{sender, stored};
 
-/// A sender for a message that lives as long as the test.
-fn sender(text: &str) -> &'static tern_types::ReversePath {
-    Box::leak(Box::new(tern_queue::envelope::read_sender(text).unwrap()))
-}
 const HELO: &str = "mx.tern.test";
 
 /// What the server saw on its one connection.
