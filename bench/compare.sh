@@ -35,6 +35,13 @@ FSYNC_MESSAGES=${FSYNC_MESSAGES:-500}
 LATENCY_MESSAGES=${LATENCY_MESSAGES:-2000}
 KEEP=${KEEP:-0}                          # KEEP=1: leave the temp dir for inspection
 TERN_CONCURRENCY=${TERN_CONCURRENCY:-}   # [delivery] concurrency for Tern (empty: Tern's default)
+# A second Tern binary, measured beside the first as "tern-b" (an A/B of two
+# builds under the same conditions): runs then alternate between the servers
+# in rounds (postfix, tern, tern-b; then tern-b, tern, postfix; ...) instead
+# of all runs of one server first.
+TERN_BIN_B=${TERN_BIN_B:-}
+# INTERLEAVE=1 alternates the servers run by run even without TERN_BIN_B.
+INTERLEAVE=${INTERLEAVE:-$([ -n "$TERN_BIN_B" ] && echo 1 || echo 0)}
 
 SMTP_SOURCE=/usr/sbin/smtp-source
 SMTP_SINK=/usr/sbin/smtp-sink
@@ -71,15 +78,17 @@ PF_CONF=$WORK/postfix/conf
 PF_STARTED=0
 SINK_PID=""
 TERN_PID=""
+TERN_B_PID=""
 
 cleanup() {
     set +e
     if [ -n "$SINK_PID" ]; then kill "$SINK_PID" 2>/dev/null; wait "$SINK_PID" 2>/dev/null; fi
-    if [ -n "$TERN_PID" ]; then
-        kill -TERM "$TERN_PID" 2>/dev/null
-        wait "$TERN_PID" 2>/dev/null
-        log "tern exited with $?"
-    fi
+    for pid in "$TERN_PID" "$TERN_B_PID"; do
+        [ -n "$pid" ] || continue
+        kill -TERM "$pid" 2>/dev/null
+        wait "$pid" 2>/dev/null
+        log "tern (pid $pid) exited with $?"
+    done
     if [ "$PF_STARTED" = 1 ]; then postfix -c "$PF_CONF" stop >/dev/null 2>&1 && log "postfix stopped"; fi
     if [ "$KEEP" = 1 ]; then log "kept $WORK"; else
         rm -rf "$WORK"
@@ -186,8 +195,9 @@ sink_count() { # last "mesg=N" counter printed by smtp-sink -c
 }
 
 # ------------------------------------------------------------------ tern
+# setup_tern PORT KIND BIN: KIND is tern or tern-b (its own directory under $WORK)
 setup_tern() {
-    local port=$1 dir=$WORK/tern mailboxes
+    local port=$1 kind=$2 bin=$3 dir=$WORK/$2 mailboxes
     mkdir -p "$dir/data"
     mailboxes="\"$RCPT_LOCAL\""
     for i in $(seq 1 $MAX_RCPTS); do mailboxes+=", \"$i$RCPT_LOCAL\""; done
@@ -234,18 +244,21 @@ EOF
     if [ -n "$TERN_CONCURRENCY" ]; then
         printf '\n[delivery]\nconcurrency = %s\n' "$TERN_CONCURRENCY" >> "$dir/tern.toml"
     fi
-    "$TERN_BIN" check-config "$dir/tern.toml" > "$dir/check-config.out" 2>&1 \
+    "$bin" check-config "$dir/tern.toml" > "$dir/check-config.out" 2>&1 \
         || { cat "$dir/check-config.out" >&2; die "tern check-config rejected the bench config"; }
-    "$TERN_BIN" serve --allow-root --config "$dir/tern.toml" --log-format text > "$dir/tern.log" 2>&1 &
-    TERN_PID=$!
-    wait_port "$port" 20 || { tail -20 "$dir/tern.log" >&2; die "tern did not listen on $port"; }
-    TERN_MAIL=$dir/data/mail/example.test
+    "$bin" serve --allow-root --config "$dir/tern.toml" --log-format text > "$dir/tern.log" 2>&1 &
+    if [ "$kind" = tern ]; then
+        TERN_PID=$!; TERN_MAIL=$dir/data/mail/example.test
+    else
+        TERN_B_PID=$!; TERN_B_MAIL=$dir/data/mail/example.test
+    fi
+    wait_port "$port" 20 || { tail -20 "$dir/tern.log" >&2; die "$kind did not listen on $port"; }
 }
 
 # accepted_count KIND: messages the server has answered 250 to so far (from its log)
 accepted_count() {
     case $1 in
-        tern) grep -c -e 'delivered at intake' -e 'queued: message and envelope' "$WORK/tern/tern.log" || true ;;
+        tern|tern-b) grep -c -e 'delivered at intake' -e 'queued: message and envelope' "$WORK/$1/tern.log" || true ;;
         postfix) grep -c 'postfix/cleanup.*message-id=' "$WORK/postfix/maillog" || true ;;
     esac
 }
@@ -262,6 +275,7 @@ run_one() {
     case $kind in
         postfix) fresh_mailboxes "$PF_MAIL" || { echo fail; return; }; pid=$(postfix_pid) ;;
         tern) fresh_mailboxes "$TERN_MAIL" || { echo fail; return; }; pid=$TERN_PID ;;
+        tern-b) fresh_mailboxes "$TERN_B_MAIL" || { echo fail; return; }; pid=$TERN_B_PID ;;
         sink) start_sink "$port"; pid=$SINK_PID ;;
     esac
     [ "$kind" != sink ] && acc0=$(accepted_count "$kind")
@@ -287,9 +301,9 @@ run_one() {
             n=$(sink_count); stop_sink
             if [ "${n:-0}" -ne "$msgs" ]; then log "sink/$mode: accepted ${n:-0} of $msgs"; echo fail; return; fi
             ;;
-        postfix|tern)
+        postfix|tern|tern-b)
             local dir
-            if [ "$kind" = tern ]; then dir=$TERN_MAIL; else dir=$PF_MAIL; fi
+            case $kind in tern) dir=$TERN_MAIL ;; tern-b) dir=$TERN_B_MAIL ;; *) dir=$PF_MAIL ;; esac
             local deadline=$(( $(date +%s) + DRAIN_TIMEOUT ))
             while n=$(count_new "$dir"); [ "$n" -lt "$files" ]; do
                 if [ "$(date +%s)" -ge "$deadline" ]; then
@@ -391,13 +405,23 @@ if want tern; then
     if [ -x "$TERN_BIN" ]; then
         PORT[tern]=$(free_port)
         log "starting tern ($TERN_BIN) on 127.0.0.1:${PORT[tern]}"
-        setup_tern "${PORT[tern]}"
+        setup_tern "${PORT[tern]}" tern "$TERN_BIN"
         relay_check tern "${PORT[tern]}"
     else
         log "no tern binary at $TERN_BIN (build it with: cargo build --release); measuring the others only"
         ONLY=${ONLY//tern/}
     fi
 fi
+
+if want tern && [ -n "$TERN_BIN_B" ]; then
+    [ -x "$TERN_BIN_B" ] || die "no tern binary at TERN_BIN_B=$TERN_BIN_B"
+    ONLY+=",tern-b"
+    PORT[tern-b]=$(free_port)
+    log "starting tern-b ($TERN_BIN_B) on 127.0.0.1:${PORT[tern-b]}"
+    setup_tern "${PORT[tern-b]}" tern-b "$TERN_BIN_B"
+    relay_check tern-b "${PORT[tern-b]}"
+fi
+[ "$INTERLEAVE" = 1 ] && log "runs alternate between the servers"
 
 IDLE_REPORT="-"
 if want tern && extra idle; then
@@ -408,18 +432,39 @@ if want tern && extra idle; then
     fi
 fi
 
+KINDS=()
+for kind in postfix sink tern tern-b; do want "$kind" && KINDS+=("$kind"); done
+declare -A VALS CPUS
+# measure KIND NAME R SIZE MSGS SESS RCPTS MODE: one run, its figures kept for the medians
+measure() {
+    local kind=$1 name=$2 r=$3 v
+    v=$(run_one "$kind" "${PORT[$kind]}" "$4" "$5" "$6" "$7" "$8")
+    log "$kind $name run $r: $v (msg/s, CPU s per 1000 msgs)"
+    if [ "$v" = fail ]; then VALS[$kind,$name]+=" fail"; CPUS[$kind,$name]+=" fail"
+    else VALS[$kind,$name]+=" ${v% *}"; CPUS[$kind,$name]+=" ${v#* }"; fi
+}
 for sc in $SCENARIOS; do
     IFS=: read -r name size msgs sess rcpts mode <<<"$sc"
-    for kind in postfix sink tern; do
-        want "$kind" || continue
-        vals=(); cpus=()
+    if [ "$INTERLEAVE" = 1 ]; then
+        # Odd rounds in the order postfix, sink, tern, tern-b; even rounds
+        # backwards, so that no server always follows the same one.
         for r in $(seq 1 "$RUNS"); do
-            v=$(run_one "$kind" "${PORT[$kind]}" "$size" "$msgs" "$sess" "$rcpts" "$mode")
-            log "$kind $name run $r: $v (msg/s, CPU s per 1000 msgs)"
-            if [ "$v" = fail ]; then vals+=(fail); cpus+=(fail); else vals+=("${v% *}"); cpus+=("${v#* }"); fi
+            order=("${KINDS[@]}")
+            if (( r % 2 == 0 )); then
+                order=(); for (( i = ${#KINDS[@]} - 1; i >= 0; i-- )); do order+=("${KINDS[i]}"); done
+            fi
+            for kind in "${order[@]}"; do measure "$kind" "$name" "$r" "$size" "$msgs" "$sess" "$rcpts" "$mode"; done
         done
-        RESULT[$kind,$name]=$(median "${vals[@]}")
-        CPU[$kind,$name]=$(median "${cpus[@]}")
+    else
+        for kind in "${KINDS[@]}"; do
+            for r in $(seq 1 "$RUNS"); do measure "$kind" "$name" "$r" "$size" "$msgs" "$sess" "$rcpts" "$mode"; done
+        done
+    fi
+    for kind in "${KINDS[@]}"; do
+        # shellcheck disable=SC2086 # the figures are space-separated words
+        RESULT[$kind,$name]=$(median ${VALS[$kind,$name]})
+        # shellcheck disable=SC2086
+        CPU[$kind,$name]=$(median ${CPUS[$kind,$name]})
     done
 done
 
@@ -463,6 +508,33 @@ for sc in $SCENARIOS; do
     IFS=: read -r name _ <<<"$sc"
     printf '  %-12s postfix %-8s smtp-sink %-8s tern %s\n' "$name" "${CPU[postfix,$name]:--}" "${CPU[sink,$name]:--}" "${CPU[tern,$name]:--}"
 done
+if [ "$INTERLEAVE" = 1 ]; then
+    echo "Every run, in order (msg/s), and each Tern run over the Postfix run of its round:"
+    for sc in $SCENARIOS; do
+        IFS=: read -r name _ <<<"$sc"
+        for kind in "${KINDS[@]}"; do
+            printf '  %-12s %-8s %s' "$name" "$kind" "${VALS[$kind,$name]# }"
+            if [[ $kind == tern* ]] && want postfix; then
+                # shellcheck disable=SC2086
+                printf '   per-run ratios:%s' "$(python3 -c 'import sys
+t, p = sys.argv[1].split(), sys.argv[2].split()
+print("".join(" -" if "fail" in (a, b) else " %.2f" % (float(a) / float(b)) for a, b in zip(t, p)))' \
+                    "${VALS[$kind,$name]}" "${VALS[postfix,$name]}")"
+            fi
+            echo
+        done
+    done
+fi
+if want tern-b; then
+    echo "tern-b ($TERN_BIN_B) beside tern ($TERN_BIN), medians:"
+    for sc in $SCENARIOS; do
+        IFS=: read -r name _ <<<"$sc"
+        p=${RESULT[postfix,$name]:--}; t=${RESULT[tern,$name]:--}; b=${RESULT[tern-b,$name]:--}
+        printf '  %-12s tern %s msg/s (%s x postfix), tern-b %s msg/s (%s x postfix), tern-b/tern %s; CPU ms/msg tern %s, tern-b %s\n' \
+            "$name" "$t" "$(ratio "$t" "$p")" "$b" "$(ratio "$b" "$p")" "$(ratio "$b" "$t")" \
+            "${CPU[tern,$name]:--}" "${CPU[tern-b,$name]:--}"
+    done
+fi
 if extra fsync; then
     echo "fsyncs per message (10 KB, 1 rcpt, strace -c -f, $FSYNC_MESSAGES messages):"
     echo "  postfix ${FSYNC[postfix]:--}"
