@@ -40,8 +40,11 @@ TERN_CONCURRENCY=${TERN_CONCURRENCY:-}   # [delivery] concurrency for Tern (empt
 # in rounds (postfix, tern, tern-b; then tern-b, tern, postfix; ...) instead
 # of all runs of one server first.
 TERN_BIN_B=${TERN_BIN_B:-}
-# INTERLEAVE=1 alternates the servers run by run even without TERN_BIN_B.
-INTERLEAVE=${INTERLEAVE:-$([ -n "$TERN_BIN_B" ] && echo 1 || echo 0)}
+# Runs alternate between the servers in rounds (INTERLEAVE=1, the default):
+# this VM's speed drifts by ±10 % over minutes, so a ratio of two servers
+# measured one after the other, all runs of each, moves with it.
+# INTERLEAVE=0 measures all runs of one server, then the next.
+INTERLEAVE=${INTERLEAVE:-1}
 
 SMTP_SOURCE=/usr/sbin/smtp-source
 SMTP_SINK=/usr/sbin/smtp-sink
@@ -516,9 +519,11 @@ if [ "$INTERLEAVE" = 1 ]; then
             printf '  %-12s %-8s %s' "$name" "$kind" "${VALS[$kind,$name]# }"
             if [[ $kind == tern* ]] && want postfix; then
                 # shellcheck disable=SC2086
-                printf '   per-run ratios:%s' "$(python3 -c 'import sys
+                printf '   per-run ratios:%s' "$(python3 -c 'import statistics, sys
 t, p = sys.argv[1].split(), sys.argv[2].split()
-print("".join(" -" if "fail" in (a, b) else " %.2f" % (float(a) / float(b)) for a, b in zip(t, p)))' \
+r = [float(a) / float(b) for a, b in zip(t, p) if "fail" not in (a, b)]
+print("".join(" -" if "fail" in (a, b) else " %.2f" % (float(a) / float(b)) for a, b in zip(t, p))
+      + ("; median %.2f" % statistics.median(r) if r else ""))' \
                     "${VALS[$kind,$name]}" "${VALS[postfix,$name]}")"
             fi
             echo
