@@ -80,14 +80,13 @@ WORK=$(make_work_dir tern-bench)
 PF_CONF=$WORK/postfix/conf
 PF_STARTED=0
 SINK_PID=""
-TERN_PID=""
-TERN_B_PID=""
+# Each Tern instance (tern, tern-b) by kind: its process and its Maildirs.
+declare -A TERN_PID TERN_MAIL
 
 cleanup() {
     set +e
     if [ -n "$SINK_PID" ]; then kill "$SINK_PID" 2>/dev/null; wait "$SINK_PID" 2>/dev/null; fi
-    for pid in "$TERN_PID" "$TERN_B_PID"; do
-        [ -n "$pid" ] || continue
+    for pid in "${TERN_PID[@]}"; do
         kill -TERM "$pid" 2>/dev/null
         wait "$pid" 2>/dev/null
         log "tern (pid $pid) exited with $?"
@@ -250,11 +249,8 @@ EOF
     "$bin" check-config "$dir/tern.toml" > "$dir/check-config.out" 2>&1 \
         || { cat "$dir/check-config.out" >&2; die "tern check-config rejected the bench config"; }
     "$bin" serve --allow-root --config "$dir/tern.toml" --log-format text > "$dir/tern.log" 2>&1 &
-    if [ "$kind" = tern ]; then
-        TERN_PID=$!; TERN_MAIL=$dir/data/mail/example.test
-    else
-        TERN_B_PID=$!; TERN_B_MAIL=$dir/data/mail/example.test
-    fi
+    TERN_PID[$kind]=$!
+    TERN_MAIL[$kind]=$dir/data/mail/example.test
     wait_port "$port" 20 || { tail -20 "$dir/tern.log" >&2; die "$kind did not listen on $port"; }
 }
 
@@ -277,8 +273,7 @@ run_one() {
     files=$(( msgs * rcpts ))
     case $kind in
         postfix) fresh_mailboxes "$PF_MAIL" || { echo fail; return; }; pid=$(postfix_pid) ;;
-        tern) fresh_mailboxes "$TERN_MAIL" || { echo fail; return; }; pid=$TERN_PID ;;
-        tern-b) fresh_mailboxes "$TERN_B_MAIL" || { echo fail; return; }; pid=$TERN_B_PID ;;
+        tern|tern-b) fresh_mailboxes "${TERN_MAIL[$kind]}" || { echo fail; return; }; pid=${TERN_PID[$kind]} ;;
         sink) start_sink "$port"; pid=$SINK_PID ;;
     esac
     [ "$kind" != sink ] && acc0=$(accepted_count "$kind")
@@ -306,7 +301,7 @@ run_one() {
             ;;
         postfix|tern|tern-b)
             local dir
-            case $kind in tern) dir=$TERN_MAIL ;; tern-b) dir=$TERN_B_MAIL ;; *) dir=$PF_MAIL ;; esac
+            if [ "$kind" = postfix ]; then dir=$PF_MAIL; else dir=${TERN_MAIL[$kind]}; fi
             local deadline=$(( $(date +%s) + DRAIN_TIMEOUT ))
             while n=$(count_new "$dir"); [ "$n" -lt "$files" ]; do
                 if [ "$(date +%s)" -ge "$deadline" ]; then
@@ -336,7 +331,7 @@ fsyncs_per_message() {
     local kind=$1 port=$2 pid pids=() spid n=$FSYNC_MESSAGES trace=$WORK/strace.$1.txt dir
     case $kind in
         postfix) pid=$(postfix_pid); dir=$PF_MAIL; fresh_mailboxes "$dir" ;;
-        tern) pid=$TERN_PID; dir=$TERN_MAIL; fresh_mailboxes "$dir" ;;
+        tern) pid=${TERN_PID[tern]}; dir=${TERN_MAIL[tern]}; fresh_mailboxes "$dir" ;;
     esac
     for p in $(tree_pids "$pid"); do pids+=(-p "$p"); done
     strace -f -c -e trace=fsync,fdatasync,syncfs,sync_file_range,msync -o "$trace" "${pids[@]}" 2>/dev/null &
@@ -364,11 +359,11 @@ PY
 # idle_rss PORT: Tern's RSS while IDLE_SESSIONS sessions sit idle after EHLO
 idle_rss() {
     local port=$1 out=$WORK/idle.out lg peak=0 base
-    base=$(awk '/VmRSS/ {print $2}' "/proc/$TERN_PID/status")
+    base=$(awk '/VmRSS/ {print $2}' "/proc/${TERN_PID[tern]}/status")
     "$LOADGEN_BIN" idle --addr "127.0.0.1:$port" --sessions "$IDLE_SESSIONS" --hold 5 > "$out" 2>&1 &
     lg=$!
     while kill -0 "$lg" 2>/dev/null; do
-        local r; r=$(awk '/VmRSS/ {print $2}' "/proc/$TERN_PID/status")
+        local r; r=$(awk '/VmRSS/ {print $2}' "/proc/${TERN_PID[tern]}/status")
         [ "$r" -gt "$peak" ] && peak=$r
         sleep 0.2
     done
@@ -518,13 +513,14 @@ if [ "$INTERLEAVE" = 1 ]; then
         for kind in "${KINDS[@]}"; do
             printf '  %-12s %-8s %s' "$name" "$kind" "${VALS[$kind,$name]# }"
             if [[ $kind == tern* ]] && want postfix; then
-                # shellcheck disable=SC2086
-                printf '   per-run ratios:%s' "$(python3 -c 'import statistics, sys
-t, p = sys.argv[1].split(), sys.argv[2].split()
-r = [float(a) / float(b) for a, b in zip(t, p) if "fail" not in (a, b)]
-print("".join(" -" if "fail" in (a, b) else " %.2f" % (float(a) / float(b)) for a, b in zip(t, p))
-      + ("; median %.2f" % statistics.median(r) if r else ""))' \
-                    "${VALS[$kind,$name]}" "${VALS[postfix,$name]}")"
+                read -ra t <<<"${VALS[$kind,$name]}"; read -ra p <<<"${VALS[postfix,$name]}"
+                rs=(); ok=()
+                for i in "${!t[@]}"; do
+                    rs+=("$(ratio "${t[i]}" "${p[i]:-fail}")")
+                    [ "${rs[-1]}" = - ] || ok+=("${rs[-1]}")
+                done
+                printf '   per-run ratios: %s' "${rs[*]}"
+                [ ${#ok[@]} -eq 0 ] || printf '; median %s' "$(median "${ok[@]}")"
             fi
             echo
         done
